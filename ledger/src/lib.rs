@@ -1,3 +1,28 @@
-//! paydvm-ledger: the event-sourced payments ledger. No network, no clock reads, no randomness.
+//! paydvm-ledger: the event-sourced payments ledger.
+//!
+//! No network, no clock reads, no randomness: time and ids come in as arguments. The only I/O is
+//! the SQLite event store in [`store`].
+pub mod account;
+pub mod effect;
+pub mod engine;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod invariants;
+pub mod job;
 pub mod money;
-pub use money::{Msat, MoneyError};
+pub mod refund;
+pub mod state;
+pub mod store;
+pub mod subscription;
+
+pub use account::{Account, Balance, Posting};
+pub use engine::{AppendOutcome, Ledger, Prepared};
+pub use error::{LedgerError, TransitionError};
+pub use event::*;
+pub use ids::*;
+pub use job::{JobInput, JobRecord, JobState};
+pub use money::{MoneyError, Msat};
+pub use refund::{RefundRecord, RefundState};
+pub use state::{Change, LedgerState};
+pub use subscription::{EntitlementState, SubscriptionRecord};

@@ -1,0 +1,110 @@
+//! Double-entry accounts and postings.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Asset;
+use crate::ids::{JobId, Pubkey, RefundId, SubscriptionId};
+use crate::money::{MoneyError, Msat};
+
+/// A ledger account. Assets are debit-normal; everything else is credit-normal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Account {
+    Asset(Asset),
+    /// Held for the customer until the result is delivered.
+    Job(JobId),
+    /// A customer's prepaid credit.
+    Credit(Pubkey),
+    /// Owed back to a customer.
+    Refund(RefundId),
+    /// Paid toward a subscription, not yet turned into an entitlement.
+    Subscription(SubscriptionId),
+    /// Verified money that matched nothing.
+    Unmatched,
+    Revenue,
+    Fees,
+}
+
+impl Account {
+    /// Liability accounts are money we hold for someone: their balance may never go negative.
+    pub fn is_held(&self) -> bool {
+        matches!(
+            self,
+            Account::Job(_)
+                | Account::Credit(_)
+                | Account::Refund(_)
+                | Account::Subscription(_)
+                | Account::Unmatched
+        )
+    }
+
+    pub fn is_debit_normal(&self) -> bool {
+        matches!(self, Account::Asset(_) | Account::Fees)
+    }
+}
+
+impl fmt::Display for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Account::Asset(Asset::Lightning) => f.write_str("asset:lightning"),
+            Account::Asset(Asset::Mint { url }) => write!(f, "asset:mint:{url}"),
+            Account::Job(j) => write!(f, "liability:job:{j}"),
+            Account::Credit(p) => write!(f, "liability:credit:{p}"),
+            Account::Refund(r) => write!(f, "liability:refund:{r}"),
+            Account::Subscription(s) => write!(f, "liability:subscription:{s}"),
+            Account::Unmatched => f.write_str("liability:unmatched"),
+            Account::Revenue => f.write_str("income:revenue"),
+            Account::Fees => f.write_str("expense:fees"),
+        }
+    }
+}
+
+/// One balanced transfer: `amount` leaves `credit` and lands in `debit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posting {
+    pub debit: Account,
+    pub credit: Account,
+    pub amount: Msat,
+}
+
+/// Running totals of one account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    pub debits: Msat,
+    pub credits: Msat,
+}
+
+impl Balance {
+    /// What a held (credit-normal) account holds; `None` when debits exceed credits.
+    pub fn held(&self) -> Option<Msat> {
+        self.credits.checked_sub(self.debits).ok()
+    }
+
+    /// Signed balance in the account's normal direction.
+    pub fn signed(&self, debit_normal: bool) -> i128 {
+        let (d, c) = (
+            i128::from(self.debits.as_msat()),
+            i128::from(self.credits.as_msat()),
+        );
+        if debit_normal {
+            d - c
+        } else {
+            c - d
+        }
+    }
+
+    pub fn with_debit(self, amount: Msat) -> Result<Balance, MoneyError> {
+        Ok(Balance {
+            debits: self.debits.checked_add(amount)?,
+            credits: self.credits,
+        })
+    }
+
+    pub fn with_credit(self, amount: Msat) -> Result<Balance, MoneyError> {
+        Ok(Balance {
+            debits: self.debits,
+            credits: self.credits.checked_add(amount)?,
+        })
+    }
+}

@@ -1,0 +1,311 @@
+//! The ledger's event catalogue. Each event is a fact (something happened outside) or a decision
+//! (a policy outcome the node recorded); both carry an idempotency key from the outside world.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{
+    EffectId, EventId, IdemKey, JobId, PaymentRef, Pubkey, RefundId, SubscriptionId, UnixMs,
+};
+use crate::money::Msat;
+
+/// Most linked payment references (e.g. proof Ys of one NutZap) one payment may carry.
+pub const MAX_LINKED_REFS: usize = 256;
+/// Longest free-text field (reasons, destinations) in an event.
+pub const MAX_TEXT_LEN: usize = 1024;
+/// Largest effect payload (a signed Nostr event to publish).
+pub const MAX_PAYLOAD_LEN: usize = 128 * 1024;
+/// Most payment options a quote may list.
+pub const MAX_PAYMENT_OPTIONS: usize = 16;
+
+/// One entry of the append-only log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEvent {
+    pub key: IdemKey,
+    pub at: UnixMs,
+    pub body: EventBody,
+}
+
+impl LedgerEvent {
+    pub fn new(key: IdemKey, at: UnixMs, body: EventBody) -> Self {
+        LedgerEvent { key, at, body }
+    }
+}
+
+/// Where money sits on our side once received.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "asset", rename_all = "snake_case")]
+pub enum Asset {
+    /// Our Lightning wallet (invoices we issued, zaps).
+    Lightning,
+    /// Ecash held at one Cashu mint.
+    Mint { url: String },
+}
+
+/// How a payment reached us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rail {
+    Invoice,
+    Zap,
+    NutZap,
+    CashuToken,
+    /// Paid outside the node and recorded by the operator.
+    Manual,
+}
+
+impl Rail {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rail::Invoice => "invoice",
+            Rail::Zap => "zap",
+            Rail::NutZap => "nutzap",
+            Rail::CashuToken => "cashu_token",
+            Rail::Manual => "manual",
+        }
+    }
+}
+
+/// A way the customer may pay a quote, as offered in the `payment-required` feedback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "option", rename_all = "snake_case")]
+pub enum PaymentOption {
+    Invoice {
+        payment_hash: String,
+        bolt11: String,
+    },
+    Zap {
+        target_event: EventId,
+    },
+    NutZap,
+    CashuToken,
+}
+
+/// What happens to money that does not count toward a job's price.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "disposition", rename_all = "snake_case")]
+pub enum Disposition {
+    /// Owed back to the customer under this refund id.
+    Refund { refund: RefundId },
+    /// Added to the customer's prepaid credit.
+    Credit,
+}
+
+/// How a payment that names a job is booked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "apply", rename_all = "snake_case")]
+pub enum JobPayment {
+    /// Counts toward the quote; anything above the remaining price needs `excess`.
+    Apply { excess: Option<Disposition> },
+    /// The job cannot take it (late beyond grace, already paid, finished): all of it goes here.
+    Whole(Disposition),
+}
+
+/// Who a payment is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "target", rename_all = "snake_case")]
+pub enum PaymentTarget {
+    Job {
+        job: JobId,
+        booking: JobPayment,
+    },
+    /// Prepaid credit top-up for a pubkey (e.g. a NutZap with no job).
+    Credit {
+        pubkey: Pubkey,
+    },
+    Subscription {
+        subscription: SubscriptionId,
+    },
+    /// Verified money that matches nothing we know (unknown job, someone else's job).
+    Unmatched {
+        reason: String,
+    },
+}
+
+/// One verified incoming payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    pub rail: Rail,
+    pub asset: Asset,
+    /// The reference that must never be credited twice.
+    pub reference: PaymentRef,
+    /// Further references consumed by this payment (e.g. Cashu proof Ys).
+    pub linked: Vec<PaymentRef>,
+    pub amount: Msat,
+    /// The Nostr event that carried the evidence (zap receipt, nutzap), if any.
+    pub evidence: Option<EventId>,
+    pub payer: Option<Pubkey>,
+    pub target: PaymentTarget,
+}
+
+/// Why a job was allowed into the executor queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum QueueReason {
+    Free,
+    Paid,
+    /// Debits the customer's prepaid credit in the same event.
+    CreditDebit {
+        amount: Msat,
+    },
+    /// Uses one job of the subscription's quota in the same event.
+    Entitlement {
+        subscription: SubscriptionId,
+    },
+    /// Another attempt after a retryable failure.
+    Retry,
+}
+
+/// How an outgoing refund is being paid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRoute {
+    pub asset: Asset,
+    /// What we pay: a bolt11 invoice, a lightning address, a NutZap target.
+    pub destination: String,
+    /// The handle to look the payment up by after a crash (payment hash, token id).
+    pub lookup: String,
+}
+
+/// How an outbox effect ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum EffectOutcome {
+    Delivered { detail: String },
+    Abandoned { reason: String },
+}
+
+/// Every kind of ledger event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventBody {
+    JobReceived {
+        job: JobId,
+        request_event: EventId,
+        customer: Pubkey,
+        kind: u16,
+    },
+    JobRejected {
+        job: JobId,
+        reason: String,
+    },
+    QuoteIssued {
+        job: JobId,
+        amount: Msat,
+        expires_at: UnixMs,
+        options: Vec<PaymentOption>,
+    },
+    PaymentReceived(Payment),
+    /// The quote ran out; money held for a partial payment must be dispositioned.
+    QuoteExpired {
+        job: JobId,
+        held: Option<Disposition>,
+    },
+    JobCancelled {
+        job: JobId,
+        deletion_event: EventId,
+        held: Option<Disposition>,
+    },
+    JobQueued {
+        job: JobId,
+        reason: QueueReason,
+    },
+    ProcessingStarted {
+        job: JobId,
+        attempt: u32,
+    },
+    ProcessingFailed {
+        job: JobId,
+        attempt: u32,
+        retryable: bool,
+        reason: String,
+    },
+    /// A failed job with nothing held is given up.
+    JobClosed {
+        job: JobId,
+        reason: String,
+    },
+    /// The result event was signed and stored for publishing: revenue is recognised here.
+    ResultPublished {
+        job: JobId,
+        result_event: EventId,
+    },
+    /// Everything a failed job holds becomes owed to the customer.
+    RefundDue {
+        job: JobId,
+        refund: RefundId,
+    },
+    /// Everything a failed job holds becomes the customer's prepaid credit.
+    CreditGranted {
+        job: JobId,
+    },
+    /// The exact payment is recorded before it is attempted.
+    RefundStarted {
+        refund: RefundId,
+        attempt: u32,
+        route: RefundRoute,
+    },
+    RefundSettled {
+        refund: RefundId,
+        fee: Msat,
+    },
+    /// The backend could not say whether the payment went through: stays pending, looked up later.
+    RefundOutcomeUnknown {
+        refund: RefundId,
+        reason: String,
+    },
+    /// The backend said explicitly that the payment failed.
+    RefundFailed {
+        refund: RefundId,
+        reason: String,
+    },
+    EntitlementGranted {
+        subscription: SubscriptionId,
+        subscriber: Pubkey,
+        tier: String,
+        period_start: UnixMs,
+        period_end: UnixMs,
+        quota: u32,
+        price: Msat,
+    },
+    EntitlementExpired {
+        subscription: SubscriptionId,
+    },
+    EffectRequested {
+        effect: EffectId,
+        job: Option<JobId>,
+        action: String,
+        payload: String,
+    },
+    EffectDone {
+        effect: EffectId,
+        outcome: EffectOutcome,
+    },
+}
+
+impl EventBody {
+    /// Stable snake_case name of the event type (as in the JSON `type` field).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventBody::JobReceived { .. } => "job_received",
+            EventBody::JobRejected { .. } => "job_rejected",
+            EventBody::QuoteIssued { .. } => "quote_issued",
+            EventBody::PaymentReceived(_) => "payment_received",
+            EventBody::QuoteExpired { .. } => "quote_expired",
+            EventBody::JobCancelled { .. } => "job_cancelled",
+            EventBody::JobQueued { .. } => "job_queued",
+            EventBody::ProcessingStarted { .. } => "processing_started",
+            EventBody::ProcessingFailed { .. } => "processing_failed",
+            EventBody::JobClosed { .. } => "job_closed",
+            EventBody::ResultPublished { .. } => "result_published",
+            EventBody::RefundDue { .. } => "refund_due",
+            EventBody::CreditGranted { .. } => "credit_granted",
+            EventBody::RefundStarted { .. } => "refund_started",
+            EventBody::RefundSettled { .. } => "refund_settled",
+            EventBody::RefundOutcomeUnknown { .. } => "refund_outcome_unknown",
+            EventBody::RefundFailed { .. } => "refund_failed",
+            EventBody::EntitlementGranted { .. } => "entitlement_granted",
+            EventBody::EntitlementExpired { .. } => "entitlement_expired",
+            EventBody::EffectRequested { .. } => "effect_requested",
+            EventBody::EffectDone { .. } => "effect_done",
+        }
+    }
+}

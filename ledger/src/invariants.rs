@@ -1,0 +1,100 @@
+//! The money invariants of the design (§5), checked on every append in debug builds (for what the
+//! event touched) and over the whole state by `verify`.
+
+use crate::account::Account;
+use crate::job::{JobRecord, JobState};
+use crate::refund::{RefundRecord, RefundState};
+use crate::state::{Change, LedgerState};
+
+/// Check the invariants of the records one change touched.
+pub fn check_change(state: &LedgerState, change: &Change) -> Result<(), String> {
+    for (account, balance) in &change.balances {
+        if account.is_held() && balance.held().is_none() {
+            return Err(format!("{account} is negative"));
+        }
+    }
+    if let Some(job) = &change.job {
+        check_job(state, job)?;
+    }
+    if let Some(r) = &change.refund {
+        check_refund(state, r)?;
+    }
+    Ok(())
+}
+
+/// Check every invariant over the whole state.
+pub fn check_all(state: &LedgerState) -> Result<(), String> {
+    let (mut debits, mut credits) = (0u128, 0u128);
+    for (account, balance) in state.balances() {
+        debits += u128::from(balance.debits.as_msat());
+        credits += u128::from(balance.credits.as_msat());
+        if account.is_held() && balance.held().is_none() {
+            return Err(format!("{account} is negative"));
+        }
+    }
+    if debits != credits {
+        return Err(format!(
+            "postings do not balance: debits {debits} != credits {credits}"
+        ));
+    }
+    for job in state.jobs() {
+        check_job(state, job)?;
+    }
+    for r in state.refunds() {
+        check_refund(state, r)?;
+    }
+    Ok(())
+}
+
+fn check_job(state: &LedgerState, job: &JobRecord) -> Result<(), String> {
+    let account = Account::Job(job.job.clone());
+    let balance = state.balance(&account);
+    let held = balance
+        .held()
+        .ok_or_else(|| format!("job {} holds a negative amount", job.job))?;
+    if job.state.is_terminal() && !held.is_zero() {
+        return Err(format!(
+            "job {} is {} but still holds {held}",
+            job.job, job.state
+        ));
+    }
+    if job.refunded_total > job.funded_total {
+        return Err(format!(
+            "job {}: refunds {} exceed payments {}",
+            job.job, job.refunded_total, job.funded_total
+        ));
+    }
+    if matches!(job.state, JobState::PartiallyPaid | JobState::Paid) && held != job.applied {
+        return Err(format!(
+            "job {} is {} but holds {held}, not the {} applied",
+            job.job, job.state, job.applied
+        ));
+    }
+    if job.state == JobState::Paid && Some(job.applied) != job.price {
+        return Err(format!("job {} is paid but applied != price", job.job));
+    }
+    if job.state == JobState::Succeeded && job.result_event.is_none() {
+        return Err(format!("job {} succeeded without a result event", job.job));
+    }
+    Ok(())
+}
+
+fn check_refund(state: &LedgerState, r: &RefundRecord) -> Result<(), String> {
+    let held = state
+        .balance(&Account::Refund(r.refund.clone()))
+        .held()
+        .ok_or_else(|| format!("refund {} is negative", r.refund))?;
+    let expected = if r.state == RefundState::Settled {
+        crate::Msat::ZERO
+    } else {
+        r.amount
+    };
+    if held != expected {
+        return Err(format!(
+            "refund {} is {} but its account holds {held}, expected {expected}",
+            r.refund,
+            r.state.as_str()
+        ));
+    }
+    Ok(())
+}

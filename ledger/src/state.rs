@@ -1,0 +1,931 @@
+//! The ledger's live state and the rules that move it. `plan` decides everything an event does
+//! without touching the state; `commit` then applies the plan and cannot fail, so an event is
+//! never half-applied.
+
+use std::collections::HashMap;
+
+use crate::account::{Account, Balance, Posting};
+use crate::effect::EffectRecord;
+use crate::error::TransitionError;
+use crate::event::{
+    Disposition, EventBody, JobPayment, LedgerEvent, Payment, PaymentTarget, QueueReason,
+    MAX_LINKED_REFS, MAX_PAYLOAD_LEN, MAX_PAYMENT_OPTIONS, MAX_TEXT_LEN,
+};
+use crate::ids::{EffectId, JobId, PaymentRef, Pubkey, RefundId, SubscriptionId, UnixMs};
+use crate::job::{next_state, JobInput, JobRecord, JobState};
+use crate::money::Msat;
+use crate::refund::{RefundRecord, RefundState};
+use crate::subscription::{EntitlementState, SubscriptionRecord};
+
+/// Everything one event changes: new values of the records it touches and its postings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Change {
+    /// The job this event belongs to, for the audit index.
+    pub subject_job: Option<JobId>,
+    pub job: Option<JobRecord>,
+    pub refund: Option<RefundRecord>,
+    pub subscription: Option<SubscriptionRecord>,
+    pub effect: Option<EffectRecord>,
+    pub payment_refs: Vec<PaymentRef>,
+    pub postings: Vec<Posting>,
+    /// New totals of every account the postings touch.
+    pub balances: Vec<(Account, Balance)>,
+}
+
+/// What `commit` overwrote, so a group that fails later can be rolled back.
+#[derive(Debug, Default)]
+pub struct Undo {
+    job: Option<(JobId, Option<JobRecord>)>,
+    refund: Option<(RefundId, Option<RefundRecord>)>,
+    subscription: Option<(SubscriptionId, Option<SubscriptionRecord>)>,
+    effect: Option<(EffectId, Option<EffectRecord>)>,
+    payment_refs: Vec<PaymentRef>,
+    balances: Vec<(Account, Option<Balance>)>,
+}
+
+/// The projections of the log: jobs, refunds, subscriptions, effects, balances, payment refs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerState {
+    pub(crate) jobs: HashMap<JobId, JobRecord>,
+    pub(crate) refunds: HashMap<RefundId, RefundRecord>,
+    pub(crate) subscriptions: HashMap<SubscriptionId, SubscriptionRecord>,
+    pub(crate) effects: HashMap<EffectId, EffectRecord>,
+    pub(crate) balances: HashMap<Account, Balance>,
+    /// Every payment reference ever credited, with the sequence number that credited it.
+    pub(crate) payment_refs: HashMap<PaymentRef, u64>,
+}
+
+impl LedgerState {
+    pub fn job(&self, job: &JobId) -> Option<&JobRecord> {
+        self.jobs.get(job)
+    }
+
+    pub fn jobs(&self) -> impl Iterator<Item = &JobRecord> {
+        self.jobs.values()
+    }
+
+    pub fn refund(&self, refund: &RefundId) -> Option<&RefundRecord> {
+        self.refunds.get(refund)
+    }
+
+    pub fn refunds(&self) -> impl Iterator<Item = &RefundRecord> {
+        self.refunds.values()
+    }
+
+    pub fn subscription(&self, s: &SubscriptionId) -> Option<&SubscriptionRecord> {
+        self.subscriptions.get(s)
+    }
+
+    pub fn subscriptions(&self) -> impl Iterator<Item = &SubscriptionRecord> {
+        self.subscriptions.values()
+    }
+
+    pub fn effect(&self, e: &EffectId) -> Option<&EffectRecord> {
+        self.effects.get(e)
+    }
+
+    pub fn effects(&self) -> impl Iterator<Item = &EffectRecord> {
+        self.effects.values()
+    }
+
+    pub fn balance(&self, account: &Account) -> Balance {
+        self.balances.get(account).copied().unwrap_or_default()
+    }
+
+    pub fn balances(&self) -> impl Iterator<Item = (&Account, &Balance)> {
+        self.balances.iter()
+    }
+
+    /// What a held account holds now (zero for an account never used).
+    pub fn held(&self, account: &Account) -> Msat {
+        self.balance(account).held().unwrap_or(Msat::ZERO)
+    }
+
+    pub fn payment_ref_seq(&self, r: &PaymentRef) -> Option<u64> {
+        self.payment_refs.get(r).copied()
+    }
+
+    pub fn payment_ref_count(&self) -> usize {
+        self.payment_refs.len()
+    }
+
+    /// Decide what `event` (to be stored as `seq`) does, without changing anything.
+    pub fn plan(&self, seq: u64, event: &LedgerEvent) -> Result<Change, TransitionError> {
+        let mut p = Planner {
+            state: self,
+            at: event.at,
+            change: Change::default(),
+        };
+        p.event(seq, &event.body)?;
+        p.finish()
+    }
+
+    /// Apply a planned change. Infallible: all checks happened in `plan`.
+    pub fn commit(&mut self, seq: u64, change: &Change) -> Undo {
+        let mut undo = Undo::default();
+        if let Some(job) = &change.job {
+            let old = self.jobs.insert(job.job.clone(), job.clone());
+            undo.job = Some((job.job.clone(), old));
+        }
+        if let Some(r) = &change.refund {
+            let old = self.refunds.insert(r.refund.clone(), r.clone());
+            undo.refund = Some((r.refund.clone(), old));
+        }
+        if let Some(s) = &change.subscription {
+            let old = self.subscriptions.insert(s.subscription.clone(), s.clone());
+            undo.subscription = Some((s.subscription.clone(), old));
+        }
+        if let Some(e) = &change.effect {
+            let old = self.effects.insert(e.effect.clone(), e.clone());
+            undo.effect = Some((e.effect.clone(), old));
+        }
+        for r in &change.payment_refs {
+            self.payment_refs.insert(r.clone(), seq);
+            undo.payment_refs.push(r.clone());
+        }
+        for (account, balance) in &change.balances {
+            let old = self.balances.insert(account.clone(), *balance);
+            undo.balances.push((account.clone(), old));
+        }
+        undo
+    }
+
+    /// Reverse one `commit`. Undos must be rolled back newest first.
+    pub fn rollback(&mut self, undo: Undo) {
+        fn restore<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, k: K, old: Option<V>) {
+            match old {
+                Some(v) => {
+                    map.insert(k, v);
+                }
+                None => {
+                    map.remove(&k);
+                }
+            }
+        }
+        if let Some((k, old)) = undo.job {
+            restore(&mut self.jobs, k, old);
+        }
+        if let Some((k, old)) = undo.refund {
+            restore(&mut self.refunds, k, old);
+        }
+        if let Some((k, old)) = undo.subscription {
+            restore(&mut self.subscriptions, k, old);
+        }
+        if let Some((k, old)) = undo.effect {
+            restore(&mut self.effects, k, old);
+        }
+        for r in undo.payment_refs {
+            self.payment_refs.remove(&r);
+        }
+        for (k, old) in undo.balances.into_iter().rev() {
+            restore(&mut self.balances, k, old);
+        }
+    }
+}
+
+fn check_text(field: &'static str, s: &str) -> Result<(), TransitionError> {
+    if s.len() > MAX_TEXT_LEN {
+        return Err(TransitionError::TooLong {
+            field,
+            max: MAX_TEXT_LEN,
+        });
+    }
+    Ok(())
+}
+
+struct Planner<'a> {
+    state: &'a LedgerState,
+    at: UnixMs,
+    change: Change,
+}
+
+impl Planner<'_> {
+    fn event(&mut self, seq: u64, body: &EventBody) -> Result<(), TransitionError> {
+        match body {
+            EventBody::JobReceived {
+                job,
+                request_event,
+                customer,
+                kind,
+            } => {
+                if self.state.jobs.contains_key(job) {
+                    return Err(TransitionError::JobExists(job.clone()));
+                }
+                self.change.subject_job = Some(job.clone());
+                self.change.job = Some(JobRecord {
+                    job: job.clone(),
+                    request_event: request_event.clone(),
+                    customer: customer.clone(),
+                    kind: *kind,
+                    received_at: self.at,
+                    state: JobState::Received,
+                    price: None,
+                    expires_at: None,
+                    applied: Msat::ZERO,
+                    funded_total: Msat::ZERO,
+                    refunded_total: Msat::ZERO,
+                    revenue: Msat::ZERO,
+                    attempts: 0,
+                    refund: None,
+                    result_event: None,
+                });
+            }
+            EventBody::JobRejected { job, reason } => {
+                check_text("reason", reason)?;
+                let mut rec = self.load_job(job)?;
+                transition(&mut rec, JobInput::Reject)?;
+                self.change.job = Some(rec);
+            }
+            EventBody::QuoteIssued {
+                job,
+                amount,
+                expires_at,
+                options,
+            } => {
+                if amount.is_zero() {
+                    return Err(TransitionError::ZeroQuote);
+                }
+                if options.len() > MAX_PAYMENT_OPTIONS {
+                    return Err(TransitionError::TooMany {
+                        field: "options",
+                        max: MAX_PAYMENT_OPTIONS,
+                    });
+                }
+                let mut rec = self.load_job(job)?;
+                transition(&mut rec, JobInput::Quote)?;
+                rec.price = Some(*amount);
+                rec.expires_at = Some(*expires_at);
+                self.change.job = Some(rec);
+            }
+            EventBody::PaymentReceived(payment) => self.payment(payment)?,
+            EventBody::QuoteExpired { job, held } => {
+                let mut rec = self.load_job(job)?;
+                let expires_at = rec.expires_at.unwrap_or(UnixMs(u64::MAX));
+                if matches!(rec.state, JobState::Quoted | JobState::PartiallyPaid)
+                    && self.at < expires_at
+                {
+                    return Err(TransitionError::QuoteNotExpired {
+                        job: job.clone(),
+                        expires_at: expires_at.0,
+                        at: self.at.0,
+                    });
+                }
+                let input = self.release_held(
+                    &mut rec,
+                    held.as_ref(),
+                    [
+                        JobInput::Expire,
+                        JobInput::ExpireRefund,
+                        JobInput::ExpireCredit,
+                    ],
+                )?;
+                transition(&mut rec, input)?;
+                self.change.job = Some(rec);
+            }
+            EventBody::JobCancelled { job, held, .. } => {
+                let mut rec = self.load_job(job)?;
+                let input = self.release_held(
+                    &mut rec,
+                    held.as_ref(),
+                    [
+                        JobInput::Cancel,
+                        JobInput::CancelRefund,
+                        JobInput::CancelCredit,
+                    ],
+                )?;
+                transition(&mut rec, input)?;
+                self.change.job = Some(rec);
+            }
+            EventBody::JobQueued { job, reason } => {
+                let mut rec = self.load_job(job)?;
+                let input = match reason {
+                    QueueReason::Free => JobInput::QueueFree,
+                    QueueReason::Paid => JobInput::QueuePaid,
+                    QueueReason::Retry => JobInput::QueueRetry,
+                    QueueReason::CreditDebit { amount } => {
+                        self.debit_credit(&mut rec, *amount)?;
+                        JobInput::QueueCredit
+                    }
+                    QueueReason::Entitlement { subscription } => {
+                        self.use_entitlement(&rec, subscription)?;
+                        JobInput::QueueEntitlement
+                    }
+                };
+                transition(&mut rec, input)?;
+                self.change.job = Some(rec);
+            }
+            EventBody::ProcessingStarted { job, attempt } => {
+                let mut rec = self.load_job(job)?;
+                expect_attempt(&rec, rec.attempts.saturating_add(1), *attempt)?;
+                transition(&mut rec, JobInput::Start)?;
+                rec.attempts = *attempt;
+                self.change.job = Some(rec);
+            }
+            EventBody::ProcessingFailed {
+                job,
+                attempt,
+                reason,
+                ..
+            } => {
+                check_text("reason", reason)?;
+                let mut rec = self.load_job(job)?;
+                transition(&mut rec, JobInput::Fail)?;
+                expect_attempt(&rec, rec.attempts, *attempt)?;
+                self.change.job = Some(rec);
+            }
+            EventBody::JobClosed { job, reason } => {
+                check_text("reason", reason)?;
+                let mut rec = self.load_job(job)?;
+                let held = self.held(&Account::Job(job.clone()));
+                transition(&mut rec, JobInput::Close)?;
+                if !held.is_zero() {
+                    return Err(TransitionError::HeldNeedsDisposition {
+                        job: job.clone(),
+                        held,
+                    });
+                }
+                self.change.job = Some(rec);
+            }
+            EventBody::ResultPublished { job, result_event } => {
+                let mut rec = self.load_job(job)?;
+                transition(&mut rec, JobInput::Publish)?;
+                let held = self.held(&Account::Job(job.clone()));
+                self.post(Account::Job(job.clone()), Account::Revenue, held)?;
+                rec.revenue = rec.revenue.checked_add(held)?;
+                rec.result_event = Some(result_event.clone());
+                self.change.job = Some(rec);
+            }
+            EventBody::RefundDue { job, refund } => {
+                let mut rec = self.load_job(job)?;
+                let disposition = Disposition::Refund {
+                    refund: refund.clone(),
+                };
+                let input = self.release_held(
+                    &mut rec,
+                    Some(&disposition),
+                    [JobInput::RefundDue, JobInput::RefundDue, JobInput::Credit],
+                )?;
+                transition(&mut rec, input)?;
+                self.change.job = Some(rec);
+            }
+            EventBody::CreditGranted { job } => {
+                let mut rec = self.load_job(job)?;
+                let input = self.release_held(
+                    &mut rec,
+                    Some(&Disposition::Credit),
+                    [JobInput::Credit, JobInput::RefundDue, JobInput::Credit],
+                )?;
+                transition(&mut rec, input)?;
+                self.change.job = Some(rec);
+            }
+            EventBody::RefundStarted {
+                refund,
+                attempt,
+                route,
+            } => {
+                check_text("destination", &route.destination)?;
+                check_text("lookup", &route.lookup)?;
+                let mut r = self.load_refund(refund)?;
+                if !r.state.can_start() {
+                    return Err(refund_refused(&r, "start a payment"));
+                }
+                if *attempt != r.attempts.saturating_add(1) {
+                    return Err(TransitionError::RefundAttemptMismatch {
+                        refund: refund.clone(),
+                        expected: r.attempts.saturating_add(1),
+                        got: *attempt,
+                    });
+                }
+                r.state = RefundState::InFlight;
+                r.attempts = *attempt;
+                r.route = Some(route.clone());
+                self.mirror_refund(&r, JobInput::RefundStart)?;
+                self.change.refund = Some(r);
+            }
+            EventBody::RefundSettled { refund, fee } => {
+                let mut r = self.load_refund(refund)?;
+                if !r.state.can_resolve() {
+                    return Err(refund_refused(&r, "settle"));
+                }
+                let asset = match &r.route {
+                    Some(route) => route.asset.clone(),
+                    None => return Err(refund_refused(&r, "settle without a route")),
+                };
+                self.post(
+                    Account::Refund(refund.clone()),
+                    Account::Asset(asset.clone()),
+                    r.amount,
+                )?;
+                self.post(Account::Fees, Account::Asset(asset), *fee)?;
+                r.state = RefundState::Settled;
+                r.fee = *fee;
+                self.mirror_refund(&r, JobInput::RefundSettle)?;
+                self.change.refund = Some(r);
+            }
+            EventBody::RefundOutcomeUnknown { refund, reason } => {
+                check_text("reason", reason)?;
+                let mut r = self.load_refund(refund)?;
+                if r.state != RefundState::InFlight {
+                    return Err(refund_refused(&r, "mark the outcome unknown"));
+                }
+                r.state = RefundState::Unknown;
+                self.mirror_refund(&r, JobInput::RefundUnknown)?;
+                self.change.refund = Some(r);
+            }
+            EventBody::RefundFailed { refund, reason } => {
+                check_text("reason", reason)?;
+                let mut r = self.load_refund(refund)?;
+                if !r.state.can_resolve() {
+                    return Err(refund_refused(&r, "fail"));
+                }
+                r.state = RefundState::Failed;
+                self.mirror_refund(&r, JobInput::RefundFail)?;
+                self.change.refund = Some(r);
+            }
+            EventBody::EntitlementGranted {
+                subscription,
+                subscriber,
+                tier,
+                period_start,
+                period_end,
+                quota,
+                price,
+            } => {
+                check_text("tier", tier)?;
+                self.grant_entitlement(
+                    subscription,
+                    subscriber,
+                    tier,
+                    (*period_start, *period_end),
+                    *quota,
+                    *price,
+                )?;
+            }
+            EventBody::EntitlementExpired { subscription } => {
+                let mut s = self
+                    .state
+                    .subscriptions
+                    .get(subscription)
+                    .cloned()
+                    .ok_or_else(|| TransitionError::UnknownSubscription(subscription.clone()))?;
+                let refuse = |reason| TransitionError::EntitlementRefused {
+                    subscription: subscription.clone(),
+                    reason,
+                };
+                if s.state != EntitlementState::Active {
+                    return Err(refuse("already expired"));
+                }
+                if self.at < s.period_end {
+                    return Err(refuse("the period has not ended"));
+                }
+                s.state = EntitlementState::Expired;
+                self.change.subscription = Some(s);
+            }
+            EventBody::EffectRequested {
+                effect,
+                job,
+                action,
+                payload,
+            } => {
+                check_text("action", action)?;
+                if payload.len() > MAX_PAYLOAD_LEN {
+                    return Err(TransitionError::TooLong {
+                        field: "payload",
+                        max: MAX_PAYLOAD_LEN,
+                    });
+                }
+                if self.state.effects.contains_key(effect) {
+                    return Err(TransitionError::EffectExists(effect.clone()));
+                }
+                if let Some(job) = job {
+                    self.load_job(job)?;
+                }
+                self.change.subject_job = job.clone();
+                self.change.effect = Some(EffectRecord {
+                    effect: effect.clone(),
+                    job: job.clone(),
+                    action: action.clone(),
+                    payload: payload.clone(),
+                    requested_seq: seq,
+                    outcome: None,
+                });
+            }
+            EventBody::EffectDone { effect, outcome } => {
+                let detail = match outcome {
+                    crate::event::EffectOutcome::Delivered { detail } => detail,
+                    crate::event::EffectOutcome::Abandoned { reason } => reason,
+                };
+                check_text("outcome", detail)?;
+                let mut e = self
+                    .state
+                    .effects
+                    .get(effect)
+                    .cloned()
+                    .ok_or_else(|| TransitionError::UnknownEffect(effect.clone()))?;
+                if e.outcome.is_some() {
+                    return Err(TransitionError::EffectAlreadyDone(effect.clone()));
+                }
+                e.outcome = Some(outcome.clone());
+                self.change.subject_job = e.job.clone();
+                self.change.effect = Some(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Change, TransitionError> {
+        for (account, balance) in &self.change.balances {
+            if account.is_held() && balance.held().is_none() {
+                return Err(TransitionError::NegativeHeld {
+                    account: account.to_string(),
+                });
+            }
+        }
+        if self.change.subject_job.is_none() {
+            self.change.subject_job = self.change.job.as_ref().map(|j| j.job.clone());
+        }
+        Ok(self.change)
+    }
+
+    fn load_job(&mut self, job: &JobId) -> Result<JobRecord, TransitionError> {
+        let rec = match &self.change.job {
+            Some(rec) if &rec.job == job => rec.clone(),
+            _ => self
+                .state
+                .jobs
+                .get(job)
+                .cloned()
+                .ok_or_else(|| TransitionError::UnknownJob(job.clone()))?,
+        };
+        self.change.subject_job = Some(job.clone());
+        Ok(rec)
+    }
+
+    fn load_refund(&self, refund: &RefundId) -> Result<RefundRecord, TransitionError> {
+        self.state
+            .refunds
+            .get(refund)
+            .cloned()
+            .ok_or_else(|| TransitionError::UnknownRefund(refund.clone()))
+    }
+
+    fn balance(&self, account: &Account) -> Balance {
+        self.change
+            .balances
+            .iter()
+            .find(|(a, _)| a == account)
+            .map(|(_, b)| *b)
+            .unwrap_or_else(|| self.state.balance(account))
+    }
+
+    fn held(&self, account: &Account) -> Msat {
+        self.balance(account).held().unwrap_or(Msat::ZERO)
+    }
+
+    fn set_balance(&mut self, account: Account, balance: Balance) {
+        match self.change.balances.iter_mut().find(|(a, _)| *a == account) {
+            Some((_, b)) => *b = balance,
+            None => self.change.balances.push((account, balance)),
+        }
+    }
+
+    /// Move `amount` into `debit` from `credit`. Zero amounts post nothing.
+    fn post(
+        &mut self,
+        debit: Account,
+        credit: Account,
+        amount: Msat,
+    ) -> Result<(), TransitionError> {
+        if amount.is_zero() {
+            return Ok(());
+        }
+        let d = self.balance(&debit).with_debit(amount)?;
+        self.set_balance(debit.clone(), d);
+        let c = self.balance(&credit).with_credit(amount)?;
+        self.set_balance(credit.clone(), c);
+        self.change.postings.push(Posting {
+            debit,
+            credit,
+            amount,
+        });
+        Ok(())
+    }
+
+    fn new_refund(
+        &mut self,
+        refund: &RefundId,
+        job: &JobRecord,
+        amount: Msat,
+    ) -> Result<(), TransitionError> {
+        if self.state.refunds.contains_key(refund) || self.change.refund.is_some() {
+            return Err(TransitionError::RefundExists(refund.clone()));
+        }
+        self.change.refund = Some(RefundRecord {
+            refund: refund.clone(),
+            job: Some(job.job.clone()),
+            customer: job.customer.clone(),
+            amount,
+            state: RefundState::Due,
+            attempts: 0,
+            route: None,
+            fee: Msat::ZERO,
+        });
+        Ok(())
+    }
+
+    /// Book `amount` of job-related money (coming from `from`) per `disposition`.
+    fn dispose(
+        &mut self,
+        rec: &mut JobRecord,
+        from: Account,
+        amount: Msat,
+        disposition: &Disposition,
+    ) -> Result<(), TransitionError> {
+        match disposition {
+            Disposition::Refund { refund } => {
+                self.new_refund(refund, rec, amount)?;
+                rec.refunded_total = rec.refunded_total.checked_add(amount)?;
+                self.post(from, Account::Refund(refund.clone()), amount)
+            }
+            Disposition::Credit => self.post(from, Account::Credit(rec.customer.clone()), amount),
+        }
+    }
+
+    /// Everything the job holds goes per `disposition`; returns which of `[none, refund, credit]`
+    /// inputs applies. Holding money without a disposition, or a disposition with nothing held,
+    /// is refused.
+    fn release_held(
+        &mut self,
+        rec: &mut JobRecord,
+        disposition: Option<&Disposition>,
+        inputs: [JobInput; 3],
+    ) -> Result<JobInput, TransitionError> {
+        if inputs.iter().all(|i| next_state(rec.state, *i).is_none()) {
+            return Err(invalid(rec, inputs[0]));
+        }
+        let account = Account::Job(rec.job.clone());
+        let held = self.held(&account);
+        let input = match (held.is_zero(), disposition) {
+            (true, None) => return Ok(inputs[0]),
+            (true, Some(_)) => {
+                return Err(TransitionError::NothingHeld {
+                    job: rec.job.clone(),
+                })
+            }
+            (false, None) => {
+                return Err(TransitionError::HeldNeedsDisposition {
+                    job: rec.job.clone(),
+                    held,
+                })
+            }
+            (false, Some(Disposition::Refund { refund })) => {
+                rec.refund = Some(refund.clone());
+                inputs[1]
+            }
+            (false, Some(Disposition::Credit)) => inputs[2],
+        };
+        // Check the transition before booking, so the error names the state, not the money.
+        if next_state(rec.state, input).is_none() {
+            return Err(invalid(rec, input));
+        }
+        self.dispose(rec, account, held, disposition.expect("matched Some above"))?;
+        rec.applied = Msat::ZERO;
+        Ok(input)
+    }
+
+    fn payment(&mut self, payment: &Payment) -> Result<(), TransitionError> {
+        if payment.amount.is_zero() {
+            return Err(TransitionError::ZeroAmount);
+        }
+        if payment.linked.len() > MAX_LINKED_REFS {
+            return Err(TransitionError::TooMany {
+                field: "linked",
+                max: MAX_LINKED_REFS,
+            });
+        }
+        for r in std::iter::once(&payment.reference).chain(&payment.linked) {
+            if self.state.payment_refs.contains_key(r) {
+                return Err(TransitionError::DuplicatePaymentRef(r.clone()));
+            }
+            if self.change.payment_refs.contains(r) {
+                return Err(TransitionError::RepeatedRefInPayment(r.clone()));
+            }
+            self.change.payment_refs.push(r.clone());
+        }
+        let asset = Account::Asset(payment.asset.clone());
+        match &payment.target {
+            PaymentTarget::Job { job, booking } => {
+                let mut rec = self.load_job(job)?;
+                rec.funded_total = rec.funded_total.checked_add(payment.amount)?;
+                match booking {
+                    JobPayment::Whole(disposition) => {
+                        self.dispose(&mut rec, asset, payment.amount, disposition)?;
+                    }
+                    JobPayment::Apply { excess } => {
+                        self.apply_payment(&mut rec, asset, payment.amount, excess.as_ref())?;
+                    }
+                }
+                self.change.job = Some(rec);
+            }
+            PaymentTarget::Credit { pubkey } => {
+                self.post(asset, Account::Credit(pubkey.clone()), payment.amount)?;
+            }
+            PaymentTarget::Subscription { subscription } => {
+                self.post(
+                    asset,
+                    Account::Subscription(subscription.clone()),
+                    payment.amount,
+                )?;
+            }
+            PaymentTarget::Unmatched { reason } => {
+                check_text("reason", reason)?;
+                self.post(asset, Account::Unmatched, payment.amount)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_payment(
+        &mut self,
+        rec: &mut JobRecord,
+        asset: Account,
+        amount: Msat,
+        excess_disposition: Option<&Disposition>,
+    ) -> Result<(), TransitionError> {
+        let price = match (rec.state, rec.price) {
+            (JobState::Quoted | JobState::PartiallyPaid | JobState::Expired, Some(p)) => p,
+            _ => return Err(invalid(rec, JobInput::PayPartial)),
+        };
+        let remaining = price.checked_sub(rec.applied)?;
+        let applied_now = amount.min(remaining);
+        let excess = amount.checked_sub(applied_now)?;
+        match (excess.is_zero(), excess_disposition) {
+            (true, Some(_)) => {
+                return Err(TransitionError::NoExcess {
+                    job: rec.job.clone(),
+                })
+            }
+            (false, None) => {
+                return Err(TransitionError::UnhandledExcess {
+                    job: rec.job.clone(),
+                    remaining,
+                    excess,
+                })
+            }
+            (true, None) => {}
+            (false, Some(d)) => self.dispose(rec, asset.clone(), excess, d)?,
+        }
+        self.post(asset, Account::Job(rec.job.clone()), applied_now)?;
+        rec.applied = rec.applied.checked_add(applied_now)?;
+        let input = if rec.applied == price {
+            JobInput::PayComplete
+        } else {
+            JobInput::PayPartial
+        };
+        transition(rec, input)
+    }
+
+    fn debit_credit(&mut self, rec: &mut JobRecord, amount: Msat) -> Result<(), TransitionError> {
+        if amount.is_zero() {
+            return Err(TransitionError::ZeroAmount);
+        }
+        let credit = Account::Credit(rec.customer.clone());
+        let available = self.held(&credit);
+        if available < amount {
+            return Err(TransitionError::InsufficientCredit {
+                available,
+                needed: amount,
+            });
+        }
+        self.post(credit, Account::Job(rec.job.clone()), amount)?;
+        rec.funded_total = rec.funded_total.checked_add(amount)?;
+        rec.applied = amount;
+        rec.price = Some(amount);
+        Ok(())
+    }
+
+    fn use_entitlement(
+        &mut self,
+        rec: &JobRecord,
+        subscription: &SubscriptionId,
+    ) -> Result<(), TransitionError> {
+        let mut s = self
+            .state
+            .subscriptions
+            .get(subscription)
+            .cloned()
+            .ok_or_else(|| TransitionError::UnknownSubscription(subscription.clone()))?;
+        let refuse = |reason| TransitionError::EntitlementRefused {
+            subscription: subscription.clone(),
+            reason,
+        };
+        if s.state != EntitlementState::Active {
+            return Err(refuse("entitlement expired"));
+        }
+        if s.subscriber != rec.customer {
+            return Err(refuse("the job's customer is not the subscriber"));
+        }
+        if self.at < s.period_start || self.at >= s.period_end {
+            return Err(refuse("outside the paid period"));
+        }
+        if s.used >= s.quota {
+            return Err(refuse("quota used up"));
+        }
+        s.used += 1;
+        self.change.subscription = Some(s);
+        Ok(())
+    }
+
+    fn grant_entitlement(
+        &mut self,
+        subscription: &SubscriptionId,
+        subscriber: &Pubkey,
+        tier: &str,
+        (period_start, period_end): (UnixMs, UnixMs),
+        quota: u32,
+        price: Msat,
+    ) -> Result<(), TransitionError> {
+        let refuse = |reason| TransitionError::EntitlementRefused {
+            subscription: subscription.clone(),
+            reason,
+        };
+        if period_end <= period_start {
+            return Err(refuse("the period ends before it starts"));
+        }
+        if quota == 0 {
+            return Err(refuse("quota must be positive"));
+        }
+        if let Some(existing) = self.state.subscriptions.get(subscription) {
+            if &existing.subscriber != subscriber {
+                return Err(refuse("belongs to another subscriber"));
+            }
+            if period_start < existing.period_end {
+                return Err(refuse("overlaps the current period"));
+            }
+        }
+        let account = Account::Subscription(subscription.clone());
+        let available = self.held(&account);
+        if available < price {
+            return Err(TransitionError::InsufficientSubscriptionFunds {
+                subscription: subscription.clone(),
+                available,
+                price,
+            });
+        }
+        self.post(account, Account::Revenue, price)?;
+        self.change.subscription = Some(SubscriptionRecord {
+            subscription: subscription.clone(),
+            subscriber: subscriber.clone(),
+            tier: tier.to_string(),
+            period_start,
+            period_end,
+            quota,
+            used: 0,
+            state: EntitlementState::Active,
+        });
+        Ok(())
+    }
+
+    /// A job whose own refund this is follows the refund's progress.
+    fn mirror_refund(&mut self, r: &RefundRecord, input: JobInput) -> Result<(), TransitionError> {
+        let Some(job) = &r.job else { return Ok(()) };
+        let mut rec = self.load_job(job)?;
+        if rec.refund.as_ref() == Some(&r.refund) {
+            transition(&mut rec, input)?;
+            self.change.job = Some(rec);
+        }
+        Ok(())
+    }
+}
+
+fn invalid(rec: &JobRecord, input: JobInput) -> TransitionError {
+    TransitionError::InvalidTransition {
+        job: rec.job.clone(),
+        from: rec.state,
+        input,
+    }
+}
+
+fn transition(rec: &mut JobRecord, input: JobInput) -> Result<(), TransitionError> {
+    rec.state = next_state(rec.state, input).ok_or_else(|| invalid(rec, input))?;
+    Ok(())
+}
+
+fn expect_attempt(rec: &JobRecord, expected: u32, got: u32) -> Result<(), TransitionError> {
+    if expected != got {
+        return Err(TransitionError::AttemptMismatch {
+            job: rec.job.clone(),
+            expected,
+            got,
+        });
+    }
+    Ok(())
+}
+
+fn refund_refused(r: &RefundRecord, action: &'static str) -> TransitionError {
+    TransitionError::InvalidRefundTransition {
+        refund: r.refund.clone(),
+        state: r.state,
+        action,
+    }
+}

@@ -1,0 +1,223 @@
+//! Audit queries: the whole trail of one job, found by any reference it involved.
+
+use std::fmt;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::chain::Hash;
+use super::{from_sql_int, to_sql_int, StoredEvent};
+use crate::error::LedgerError;
+use crate::event::LedgerEvent;
+use crate::ids::{IdemKey, UnixMs};
+use crate::job::{JobRecord, JobState};
+use crate::refund::RefundRecord;
+
+pub(crate) type RawRow = (i64, String, i64, Option<String>, String, Vec<u8>, Vec<u8>);
+
+pub(crate) fn raw_row(r: &Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+pub(crate) fn to_hash(v: &[u8], what: &str) -> Result<Hash, LedgerError> {
+    v.try_into()
+        .map_err(|_| LedgerError::Corrupt(format!("{what} is not 32 bytes")))
+}
+
+pub(crate) fn decode_row(
+    (seq, key, at, job, body, prev, hash): RawRow,
+) -> Result<StoredEvent, LedgerError> {
+    let seq = from_sql_int(seq, "seq")?;
+    let event = LedgerEvent {
+        key: IdemKey::new(key).map_err(|e| LedgerError::Corrupt(format!("event {seq}: {e}")))?,
+        at: UnixMs(from_sql_int(at, "at")?),
+        body: serde_json::from_str(&body)
+            .map_err(|e| LedgerError::Corrupt(format!("event {seq}: body: {e}")))?,
+    };
+    Ok(StoredEvent {
+        seq,
+        event,
+        job,
+        prev_hash: to_hash(&prev, "prev_hash")?,
+        hash: to_hash(&hash, "hash")?,
+    })
+}
+
+/// One step of a trail, with the postings it made.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEvent {
+    pub seq: u64,
+    pub at: u64,
+    pub key: String,
+    pub event: crate::event::EventBody,
+    pub postings: Vec<AuditPosting>,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditPosting {
+    pub debit: String,
+    pub credit: String,
+    pub amount_msat: u64,
+}
+
+/// Everything the ledger knows about one job (or one payment that matched no job).
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditTrail {
+    pub query: String,
+    pub job: Option<JobRecord>,
+    pub refunds: Vec<RefundRecord>,
+    pub events: Vec<AuditEvent>,
+}
+
+const SELECT_EVENT: &str = "SELECT seq, idem_key, at, job, body, prev_hash, hash FROM events";
+
+pub fn audit(conn: &Connection, reference: &str) -> Result<Option<AuditTrail>, LedgerError> {
+    let job_id: Option<String> = match load_job(conn, reference)? {
+        Some(_) => Some(reference.to_string()),
+        None => conn
+            .prepare_cached(
+                "SELECT job FROM refs WHERE reference = ?1 AND job IS NOT NULL LIMIT 1",
+            )?
+            .query_row([reference], |r| r.get(0))
+            .optional()?,
+    };
+    let mut events = Vec::new();
+    let (job, refunds) = match &job_id {
+        Some(id) => {
+            let mut stmt =
+                conn.prepare_cached(&format!("{SELECT_EVENT} WHERE job = ?1 ORDER BY seq"))?;
+            let rows = stmt.query_map([id], raw_row)?;
+            for row in rows {
+                events.push(decode_row(row?)?);
+            }
+            let mut stmt =
+                conn.prepare_cached("SELECT record FROM refunds WHERE refund IN (SELECT DISTINCT reference FROM refs WHERE job = ?1) ORDER BY refund")?;
+            let refunds = stmt
+                .query_map([id], |r| r.get::<_, String>(0))?
+                .map(|r| Ok(serde_json::from_str(&r?)?))
+                .collect::<Result<Vec<RefundRecord>, LedgerError>>()?;
+            (load_job(conn, id)?, refunds)
+        }
+        None => {
+            let mut stmt = conn.prepare_cached(&format!(
+                "{SELECT_EVENT} WHERE seq IN (SELECT seq FROM refs WHERE reference = ?1) ORDER BY seq"
+            ))?;
+            let rows = stmt.query_map([reference], raw_row)?;
+            for row in rows {
+                events.push(decode_row(row?)?);
+            }
+            (None, Vec::new())
+        }
+    };
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let mut trail = AuditTrail {
+        query: reference.to_string(),
+        job,
+        refunds,
+        events: Vec::with_capacity(events.len()),
+    };
+    let mut postings = conn
+        .prepare_cached("SELECT debit, credit, amount FROM postings WHERE seq = ?1 ORDER BY n")?;
+    for e in events {
+        let ps = postings
+            .query_map([to_sql_int(e.seq, "seq")?], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?
+            .map(|r| {
+                let (debit, credit, amount) = r?;
+                Ok(AuditPosting {
+                    debit,
+                    credit,
+                    amount_msat: from_sql_int(amount, "amount")?,
+                })
+            })
+            .collect::<Result<Vec<_>, LedgerError>>()?;
+        trail.events.push(AuditEvent {
+            seq: e.seq,
+            at: e.event.at.0,
+            key: e.event.key.to_string(),
+            event: e.event.body,
+            postings: ps,
+            hash: hex::encode(e.hash),
+        });
+    }
+    Ok(Some(trail))
+}
+
+fn load_job(conn: &Connection, id: &str) -> Result<Option<JobRecord>, LedgerError> {
+    let rec: Option<String> = conn
+        .prepare_cached("SELECT record FROM jobs WHERE job = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    rec.map(|r| Ok(serde_json::from_str(&r)?)).transpose()
+}
+
+pub fn jobs_by_state(conn: &Connection, state: JobState) -> Result<Vec<JobRecord>, LedgerError> {
+    let mut stmt = conn.prepare_cached("SELECT record FROM jobs WHERE state = ?1 ORDER BY job")?;
+    let rows = stmt.query_map(params![state.as_str()], |r| r.get::<_, String>(0))?;
+    rows.map(|r| Ok(serde_json::from_str(&r?)?)).collect()
+}
+
+impl fmt::Display for AuditTrail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.job {
+            Some(j) => {
+                writeln!(
+                    f,
+                    "job {} (kind {}, customer {}) — {}",
+                    j.job, j.kind, j.customer, j.state
+                )?;
+                writeln!(
+                    f,
+                    "  funded {} · refunded {} · revenue {} · attempts {}",
+                    j.funded_total, j.refunded_total, j.revenue, j.attempts
+                )?;
+            }
+            None => writeln!(f, "reference {} (no job)", self.query)?,
+        }
+        for r in &self.refunds {
+            writeln!(
+                f,
+                "  refund {}: {} {} (attempts {}, fee {})",
+                r.refund,
+                r.amount,
+                r.state.as_str(),
+                r.attempts,
+                r.fee
+            )?;
+        }
+        for e in &self.events {
+            writeln!(
+                f,
+                "  #{:<6} t={} {:<22} key={}",
+                e.seq,
+                e.at,
+                e.event.type_name(),
+                e.key
+            )?;
+            for p in &e.postings {
+                writeln!(
+                    f,
+                    "            {:>14} msat  {} <- {}",
+                    p.amount_msat, p.debit, p.credit
+                )?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,18 @@
+//! The hash chain: each event's hash covers the previous hash and everything stored for it.
+
+use sha2::{Digest, Sha256};
+
+pub type Hash = [u8; 32];
+pub const GENESIS: Hash = [0u8; 32];
+
+pub fn event_hash(prev: &Hash, seq: u64, at: u64, key: &str, body: &str) -> Hash {
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(seq.to_be_bytes());
+    h.update(at.to_be_bytes());
+    h.update((key.len() as u64).to_be_bytes());
+    h.update(key.as_bytes());
+    h.update((body.len() as u64).to_be_bytes());
+    h.update(body.as_bytes());
+    h.finalize().into()
+}

@@ -1,0 +1,85 @@
+//! The outside references an event mentions, indexed so any of them finds the job's audit trail.
+
+use crate::event::{EventBody, PaymentOption};
+
+pub fn event_refs(body: &EventBody) -> Vec<&str> {
+    let mut refs = Vec::new();
+    match body {
+        EventBody::JobReceived {
+            job, request_event, ..
+        } => {
+            refs.push(job.as_str());
+            refs.push(request_event.as_str());
+        }
+        EventBody::QuoteIssued { options, .. } => {
+            for o in options {
+                match o {
+                    PaymentOption::Invoice {
+                        payment_hash,
+                        bolt11,
+                    } => {
+                        refs.push(payment_hash.as_str());
+                        refs.push(bolt11.as_str());
+                    }
+                    PaymentOption::Zap { target_event } => refs.push(target_event.as_str()),
+                    PaymentOption::NutZap | PaymentOption::CashuToken => {}
+                }
+            }
+        }
+        EventBody::PaymentReceived(p) => {
+            refs.push(p.reference.as_str());
+            refs.extend(p.linked.iter().map(|r| r.as_str()));
+            if let Some(e) = &p.evidence {
+                refs.push(e.as_str());
+            }
+        }
+        EventBody::JobCancelled { deletion_event, .. } => refs.push(deletion_event.as_str()),
+        EventBody::ResultPublished { result_event, .. } => refs.push(result_event.as_str()),
+        EventBody::RefundDue { refund, .. }
+        | EventBody::RefundSettled { refund, .. }
+        | EventBody::RefundOutcomeUnknown { refund, .. }
+        | EventBody::RefundFailed { refund, .. } => refs.push(refund.as_str()),
+        EventBody::RefundStarted { refund, route, .. } => {
+            refs.push(refund.as_str());
+            refs.push(route.lookup.as_str());
+        }
+        EventBody::EntitlementGranted { subscription, .. }
+        | EventBody::EntitlementExpired { subscription } => refs.push(subscription.as_str()),
+        EventBody::EffectRequested { effect, .. } | EventBody::EffectDone { effect, .. } => {
+            refs.push(effect.as_str())
+        }
+        EventBody::JobRejected { .. }
+        | EventBody::QuoteExpired { .. }
+        | EventBody::JobQueued { .. }
+        | EventBody::ProcessingStarted { .. }
+        | EventBody::ProcessingFailed { .. }
+        | EventBody::JobClosed { .. }
+        | EventBody::CreditGranted { .. } => {}
+    }
+    // Disposition refund ids live inside payments and expiries; index them too.
+    if let Some(r) = disposition_refund(body) {
+        refs.push(r);
+    }
+    refs
+}
+
+fn disposition_refund(body: &EventBody) -> Option<&str> {
+    use crate::event::{Disposition, JobPayment, PaymentTarget};
+    let d = match body {
+        EventBody::QuoteExpired { held, .. } | EventBody::JobCancelled { held, .. } => {
+            held.as_ref()
+        }
+        EventBody::PaymentReceived(p) => match &p.target {
+            PaymentTarget::Job { booking, .. } => match booking {
+                JobPayment::Whole(d) => Some(d),
+                JobPayment::Apply { excess } => excess.as_ref(),
+            },
+            _ => None,
+        },
+        _ => None,
+    };
+    match d {
+        Some(Disposition::Refund { refund }) => Some(refund.as_str()),
+        _ => None,
+    }
+}

@@ -1,0 +1,95 @@
+//! Schema and migrations. Each migration runs once, in order, inside a transaction.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::error::LedgerError;
+
+/// Migrations by target version; `MIGRATIONS[i]` brings version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- The append-only log. seq is contiguous from 1; hash chains each row to the previous one.
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY,
+    idem_key TEXT NOT NULL UNIQUE,
+    at INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    job TEXT,
+    body TEXT NOT NULL,
+    prev_hash BLOB NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE INDEX events_by_job ON events(job, seq) WHERE job IS NOT NULL;
+CREATE TABLE postings (
+    seq INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    debit TEXT NOT NULL,
+    credit TEXT NOT NULL,
+    amount INTEGER NOT NULL,
+    PRIMARY KEY (seq, n)
+) WITHOUT ROWID;
+-- Payment references credited, each exactly once.
+CREATE TABLE payments (reference TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+-- Any outside reference (event id, payment ref, refund id, lookup hash) -> the events it appears in.
+CREATE TABLE refs (
+    reference TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    job TEXT,
+    PRIMARY KEY (reference, seq)
+) WITHOUT ROWID;
+-- Projections, rewritten in the same transaction as the events that change them.
+CREATE TABLE jobs (job TEXT PRIMARY KEY, state TEXT NOT NULL, record TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX jobs_by_state ON jobs(state);
+CREATE TABLE refunds (refund TEXT PRIMARY KEY, state TEXT NOT NULL, record TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE subscriptions (subscription TEXT PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE effects (effect TEXT PRIMARY KEY, done INTEGER NOT NULL, record TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE balances (account TEXT PRIMARY KEY, debits INTEGER NOT NULL, credits INTEGER NOT NULL) WITHOUT ROWID;
+"#];
+
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+pub fn schema_version(conn: &Connection) -> Result<u32, LedgerError> {
+    let has_meta: bool = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'",
+            [],
+            |_| Ok(true),
+        )
+        .optional()?
+        .unwrap_or(false);
+    if !has_meta {
+        return Ok(0);
+    }
+    let v: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key='schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    v.map(|v| {
+        v.parse()
+            .map_err(|_| LedgerError::Corrupt(format!("bad schema_version {v:?}")))
+    })
+    .unwrap_or(Ok(0))
+}
+
+/// Bring the database to `SCHEMA_VERSION`; refuse a newer one.
+pub fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
+    let found = schema_version(conn)?;
+    if found > SCHEMA_VERSION {
+        return Err(LedgerError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?1)",
+            [(i + 1).to_string()],
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}

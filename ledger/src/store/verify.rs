@@ -1,0 +1,372 @@
+//! `verify`: recheck a ledger file from scratch — hash chain, every event against the state
+//! machine, stored postings and references against recomputed ones, projections against the
+//! replayed state, and every invariant.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use super::audit::{decode_row, raw_row};
+use super::chain::{event_hash, Hash, GENESIS};
+use super::refs::event_refs;
+use super::{from_sql_int, schema};
+use crate::account::Account;
+use crate::engine::Ledger;
+use crate::error::LedgerError;
+use crate::invariants;
+use crate::state::LedgerState;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub events: u64,
+    pub jobs: usize,
+    pub refunds: usize,
+    pub accounts: usize,
+    pub payment_refs: usize,
+    pub head_hash: String,
+}
+
+/// The first thing found wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyFailure {
+    #[error("event {seq}: {reason}")]
+    Event { seq: u64, reason: String },
+    #[error("projection {table} row {key}: {reason}")]
+    Projection {
+        table: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error("invariant: {0}")]
+    Invariant(String),
+    #[error("head: {0}")]
+    Head(String),
+    #[error(transparent)]
+    Storage(#[from] LedgerError),
+}
+
+impl From<rusqlite::Error> for VerifyFailure {
+    fn from(e: rusqlite::Error) -> Self {
+        VerifyFailure::Storage(e.into())
+    }
+}
+
+/// Verify a ledger file without changing it.
+pub fn verify_file(path: impl AsRef<Path>) -> Result<VerifyReport, VerifyFailure> {
+    let path = path.as_ref();
+    if !path.exists() {
+        return Err(LedgerError::Corrupt(format!("{} does not exist", path.display())).into());
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    verify_connection(&conn)
+}
+
+fn bad(seq: u64, reason: impl Into<String>) -> VerifyFailure {
+    VerifyFailure::Event {
+        seq,
+        reason: reason.into(),
+    }
+}
+
+pub fn verify_connection(conn: &Connection) -> Result<VerifyReport, VerifyFailure> {
+    let version = schema::schema_version(conn)?;
+    if version != schema::SCHEMA_VERSION {
+        return Err(LedgerError::Corrupt(format!(
+            "schema version {version}, expected {}",
+            schema::SCHEMA_VERSION
+        ))
+        .into());
+    }
+    let mut ledger = Ledger::new();
+    let mut head: Hash = GENESIS;
+    let mut events = conn.prepare(
+        "SELECT seq, idem_key, at, job, body, prev_hash, hash, type FROM events ORDER BY seq",
+    )?;
+    let mut postings =
+        conn.prepare("SELECT seq, debit, credit, amount FROM postings ORDER BY seq, n")?;
+    let mut refs = conn.prepare("SELECT seq, reference, job FROM refs ORDER BY seq, reference")?;
+    let mut rows = events.query([])?;
+    let mut posting_rows = Peek::new(postings.query([])?, |r| {
+        Ok((r.get(1)?, r.get(2)?, from_sql_int(r.get(3)?, "amount")?))
+    });
+    let mut ref_rows = Peek::new(refs.query([])?, |r| Ok((r.get(1)?, r.get(2)?)));
+    while let Some(row) = rows.next()? {
+        let expected = ledger.next_seq();
+        let seq_raw: i64 = row.get(0)?;
+        let seq = u64::try_from(seq_raw).unwrap_or(0);
+        if seq != expected {
+            return Err(bad(
+                expected,
+                format!("missing: next stored event is {seq_raw}"),
+            ));
+        }
+        let body: String = row.get(4)?;
+        let type_col: String = row.get(7)?;
+        let stored = decode_row(raw_row(row)?).map_err(|e| bad(seq, e.to_string()))?;
+        if stored.prev_hash != head {
+            return Err(bad(
+                seq,
+                "prev_hash does not match the previous event's hash",
+            ));
+        }
+        let recomputed = event_hash(
+            &head,
+            seq,
+            stored.event.at.0,
+            stored.event.key.as_str(),
+            &body,
+        );
+        if recomputed != stored.hash {
+            return Err(bad(seq, "hash does not match its contents (edited)"));
+        }
+        if type_col != stored.event.body.type_name() {
+            return Err(bad(seq, "type column does not match the body"));
+        }
+        let prepared = ledger
+            .prepare(std::slice::from_ref(&stored.event))
+            .map_err(|e| bad(seq, format!("refused on replay: {e}")))?;
+        let Some((_, change)) = prepared.appended.first() else {
+            return Err(bad(seq, "duplicate idempotency key"));
+        };
+        if change.subject_job.as_ref().map(|j| j.as_str()) != stored.job.as_deref() {
+            return Err(bad(seq, "job column does not match the event"));
+        }
+        let want: Vec<(String, String, u64)> = change
+            .postings
+            .iter()
+            .map(|p| {
+                (
+                    p.debit.to_string(),
+                    p.credit.to_string(),
+                    p.amount.as_msat(),
+                )
+            })
+            .collect();
+        let got: Vec<(String, String, u64)> = posting_rows.take_seq(seq)?;
+        if got != want {
+            return Err(bad(
+                seq,
+                format!("postings differ: stored {got:?}, replay {want:?}"),
+            ));
+        }
+        let mut want_refs: Vec<(String, Option<String>)> = event_refs(&stored.event.body)
+            .into_iter()
+            .map(|r| (r.to_string(), stored.job.clone()))
+            .collect();
+        want_refs.sort();
+        want_refs.dedup();
+        let got_refs: Vec<(String, Option<String>)> = ref_rows.take_seq(seq)?;
+        if got_refs != want_refs {
+            return Err(bad(seq, "reference index differs from the event"));
+        }
+        head = stored.hash;
+    }
+    let last = ledger.next_seq() - 1;
+    if let Some(orphan) = posting_rows.peek_seq()? {
+        return Err(bad(orphan, "postings for an event that does not exist"));
+    }
+    if let Some(orphan) = ref_rows.peek_seq()? {
+        return Err(bad(orphan, "references for an event that does not exist"));
+    }
+    check_head(conn, last, &head)?;
+    let state = ledger.state();
+    invariants::check_all(state).map_err(VerifyFailure::Invariant)?;
+    check_projections(conn, state)?;
+    Ok(VerifyReport {
+        events: last,
+        jobs: state.jobs().count(),
+        refunds: state.refunds().count(),
+        accounts: state.balances().count(),
+        payment_refs: state.payment_ref_count(),
+        head_hash: hex::encode(head),
+    })
+}
+
+/// A cursor over rows sorted by seq (column 0) that hands out the rows of one seq at a time.
+struct Peek<'s, T> {
+    rows: rusqlite::Rows<'s>,
+    read: fn(&rusqlite::Row<'_>) -> Result<T, LedgerError>,
+    pending: Option<(u64, T)>,
+}
+
+impl<'s, T> Peek<'s, T> {
+    fn new(
+        rows: rusqlite::Rows<'s>,
+        read: fn(&rusqlite::Row<'_>) -> Result<T, LedgerError>,
+    ) -> Self {
+        Peek {
+            rows,
+            read,
+            pending: None,
+        }
+    }
+
+    fn peek_seq(&mut self) -> Result<Option<u64>, VerifyFailure> {
+        if self.pending.is_none() {
+            let Some(row) = self.rows.next()? else {
+                return Ok(None);
+            };
+            let seq = from_sql_int(row.get(0)?, "seq")?;
+            self.pending = Some((seq, (self.read)(row)?));
+        }
+        Ok(self.pending.as_ref().map(|(s, _)| *s))
+    }
+
+    fn take_seq(&mut self, seq: u64) -> Result<Vec<T>, VerifyFailure> {
+        let mut out = Vec::new();
+        while let Some(s) = self.peek_seq()? {
+            if s < seq {
+                return Err(bad(s, "rows for an event out of order or missing"));
+            }
+            if s > seq {
+                break;
+            }
+            out.push(self.pending.take().expect("peeked").1);
+        }
+        Ok(out)
+    }
+}
+
+fn check_head(conn: &Connection, last: u64, head: &Hash) -> Result<(), VerifyFailure> {
+    let stored: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let expected = format!("{last}:{}", hex::encode(head));
+    match stored {
+        None if last == 0 => Ok(()),
+        Some(s) if s == expected => Ok(()),
+        Some(s) => Err(VerifyFailure::Head(format!(
+            "recorded head {s} but the log ends at {expected} (events removed or added)"
+        ))),
+        None => Err(VerifyFailure::Head("no head recorded".into())),
+    }
+}
+
+fn check_table<T: serde::Serialize>(
+    conn: &Connection,
+    table: &'static str,
+    sql: &str,
+    expected: HashMap<String, &T>,
+) -> Result<(), VerifyFailure> {
+    let mut stmt = conn.prepare(sql)?;
+    let mut rows = stmt.query([])?;
+    let mut seen = 0usize;
+    while let Some(r) = rows.next()? {
+        let key: String = r.get(0)?;
+        let record: String = r.get(1)?;
+        let want = expected
+            .get(&key)
+            .ok_or_else(|| VerifyFailure::Projection {
+                table,
+                key: key.clone(),
+                reason: "not in the replayed state".into(),
+            })?;
+        if serde_json::to_string(want).map_err(LedgerError::from)? != record {
+            return Err(VerifyFailure::Projection {
+                table,
+                key,
+                reason: "differs from the replayed state".into(),
+            });
+        }
+        seen += 1;
+    }
+    if seen != expected.len() {
+        return Err(VerifyFailure::Projection {
+            table,
+            key: "*".into(),
+            reason: format!("{seen} rows stored, {} replayed", expected.len()),
+        });
+    }
+    Ok(())
+}
+
+fn check_projections(conn: &Connection, state: &LedgerState) -> Result<(), VerifyFailure> {
+    check_table(
+        conn,
+        "jobs",
+        "SELECT job, record FROM jobs",
+        state.jobs().map(|j| (j.job.to_string(), j)).collect(),
+    )?;
+    check_table(
+        conn,
+        "refunds",
+        "SELECT refund, record FROM refunds",
+        state.refunds().map(|r| (r.refund.to_string(), r)).collect(),
+    )?;
+    check_table(
+        conn,
+        "subscriptions",
+        "SELECT subscription, record FROM subscriptions",
+        state
+            .subscriptions()
+            .map(|s| (s.subscription.to_string(), s))
+            .collect(),
+    )?;
+    check_table(
+        conn,
+        "effects",
+        "SELECT effect, record FROM effects",
+        state.effects().map(|e| (e.effect.to_string(), e)).collect(),
+    )?;
+    let balances: HashMap<String, (u64, u64)> = state
+        .balances()
+        .map(|(a, b): (&Account, _)| (a.to_string(), (b.debits.as_msat(), b.credits.as_msat())))
+        .collect();
+    let mut stmt = conn.prepare("SELECT account, debits, credits FROM balances")?;
+    let mut rows = stmt.query([])?;
+    let mut seen = 0usize;
+    while let Some(r) = rows.next()? {
+        let account: String = r.get(0)?;
+        let got = (
+            from_sql_int(r.get(1)?, "debits")?,
+            from_sql_int(r.get(2)?, "credits")?,
+        );
+        if balances.get(&account) != Some(&got) {
+            return Err(VerifyFailure::Projection {
+                table: "balances",
+                key: account,
+                reason: "differs from the replayed postings".into(),
+            });
+        }
+        seen += 1;
+    }
+    if seen != balances.len() {
+        return Err(VerifyFailure::Projection {
+            table: "balances",
+            key: "*".into(),
+            reason: format!("{seen} rows stored, {} replayed", balances.len()),
+        });
+    }
+    let mut stmt = conn.prepare("SELECT reference, seq FROM payments")?;
+    let mut rows = stmt.query([])?;
+    let mut seen = 0usize;
+    while let Some(r) = rows.next()? {
+        let reference: String = r.get(0)?;
+        let seq = from_sql_int(r.get(1)?, "seq")?;
+        let known = crate::ids::PaymentRef::new(reference.clone())
+            .ok()
+            .and_then(|p| state.payment_ref_seq(&p));
+        if known != Some(seq) {
+            return Err(VerifyFailure::Projection {
+                table: "payments",
+                key: reference,
+                reason: "not credited by that event on replay".into(),
+            });
+        }
+        seen += 1;
+    }
+    if seen != state.payment_ref_count() {
+        return Err(VerifyFailure::Projection {
+            table: "payments",
+            key: "*".into(),
+            reason: format!("{seen} rows stored, {} replayed", state.payment_ref_count()),
+        });
+    }
+    Ok(())
+}
