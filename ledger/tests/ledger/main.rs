@@ -1,0 +1,4 @@
+//! The ledger's integration tests: one target, one module per concern.
+mod crash;
+mod model;
+mod scenarios;
