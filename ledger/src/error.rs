@@ -87,6 +87,12 @@ pub enum TransitionError {
     TooLong { field: &'static str, max: usize },
     #[error("{field}: more than {max} entries")]
     TooMany { field: &'static str, max: usize },
+    #[error("{field} {amount} is above the 21M BTC supply")]
+    AmountTooLarge { field: &'static str, amount: Msat },
+    #[error("time {0} ms is out of range")]
+    TimeOutOfRange(u64),
+    #[error("account {account} would exceed the largest storable total")]
+    TotalTooLarge { account: String },
     #[error("{0}")]
     Money(#[from] MoneyError),
     #[error("account {account} would go negative")]

@@ -241,3 +241,59 @@ pub struct JobRecord {
     pub refund: Option<RefundId>,
     pub result_event: Option<EventId>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snake(name: &str) -> String {
+        let mut out = String::new();
+        for (i, c) in name.chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        }
+        out
+    }
+
+    #[test]
+    fn state_machine_doc_matches_the_table() {
+        let doc = include_str!("../../docs/state-machine.md");
+        let rows: Vec<&str> = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("| from | input | to |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        let expected: Vec<String> = TRANSITIONS
+            .iter()
+            .map(|(f, i, t)| format!("| {} | {} | {} |", f.as_str(), i.as_str(), t.as_str()))
+            .collect();
+        assert_eq!(rows, expected, "docs/state-machine.md is out of date");
+        for (f, i, _) in TRANSITIONS {
+            assert_eq!(snake(&format!("{f:?}")), f.as_str());
+            assert_eq!(snake(&format!("{i:?}")), i.as_str());
+        }
+    }
+
+    #[test]
+    fn table_is_a_function_and_terminal_states_are_left_only_by_a_revival() {
+        for (n, (f, i, _)) in TRANSITIONS.iter().enumerate() {
+            assert!(
+                !TRANSITIONS[n + 1..]
+                    .iter()
+                    .any(|(f2, i2, _)| f2 == f && i2 == i),
+                "({f}, {}) listed twice",
+                i.as_str()
+            );
+            if f.is_terminal() {
+                assert_eq!(*f, JobState::Expired, "{f} is terminal but has a way out");
+                assert!(matches!(i, JobInput::PayPartial | JobInput::PayComplete));
+            }
+        }
+        for s in JobState::ALL {
+            assert_eq!(JobState::parse(s.as_str()), Some(s));
+        }
+    }
+}

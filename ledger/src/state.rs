@@ -111,6 +111,7 @@ impl LedgerState {
 
     /// Decide what `event` (to be stored as `seq`) does, without changing anything.
     pub fn plan(&self, seq: u64, event: &LedgerEvent) -> Result<Change, TransitionError> {
+        check_time(event.at)?;
         let mut p = Planner {
             state: self,
             at: event.at,
@@ -183,6 +184,23 @@ impl LedgerState {
     }
 }
 
+/// Largest running total an account may reach: the store keeps totals as SQLite integers.
+const MAX_TOTAL: u64 = i64::MAX as u64;
+
+fn check_amount(field: &'static str, amount: Msat) -> Result<(), TransitionError> {
+    if amount > Msat::MAX_SUPPLY {
+        return Err(TransitionError::AmountTooLarge { field, amount });
+    }
+    Ok(())
+}
+
+fn check_time(t: UnixMs) -> Result<(), TransitionError> {
+    if t.0 > MAX_TOTAL {
+        return Err(TransitionError::TimeOutOfRange(t.0));
+    }
+    Ok(())
+}
+
 fn check_text(field: &'static str, s: &str) -> Result<(), TransitionError> {
     if s.len() > MAX_TEXT_LEN {
         return Err(TransitionError::TooLong {
@@ -245,6 +263,7 @@ impl Planner<'_> {
                 if amount.is_zero() {
                     return Err(TransitionError::ZeroQuote);
                 }
+                check_amount("quote", *amount)?;
                 if options.len() > MAX_PAYMENT_OPTIONS {
                     return Err(TransitionError::TooMany {
                         field: "options",
@@ -403,6 +422,7 @@ impl Planner<'_> {
                 self.change.refund = Some(r);
             }
             EventBody::RefundSettled { refund, fee } => {
+                check_amount("fee", *fee)?;
                 let mut r = self.load_refund(refund)?;
                 if !r.state.can_resolve() {
                     return Err(refund_refused(&r, "settle"));
@@ -600,8 +620,18 @@ impl Planner<'_> {
             return Ok(());
         }
         let d = self.balance(&debit).with_debit(amount)?;
-        self.set_balance(debit.clone(), d);
         let c = self.balance(&credit).with_credit(amount)?;
+        if d.debits.as_msat() > MAX_TOTAL || c.credits.as_msat() > MAX_TOTAL {
+            let account = if d.debits.as_msat() > MAX_TOTAL {
+                &debit
+            } else {
+                &credit
+            };
+            return Err(TransitionError::TotalTooLarge {
+                account: account.to_string(),
+            });
+        }
+        self.set_balance(debit.clone(), d);
         self.set_balance(credit.clone(), c);
         self.change.postings.push(Posting {
             debit,
@@ -697,6 +727,7 @@ impl Planner<'_> {
         if payment.amount.is_zero() {
             return Err(TransitionError::ZeroAmount);
         }
+        check_amount("payment", payment.amount)?;
         if payment.linked.len() > MAX_LINKED_REFS {
             return Err(TransitionError::TooMany {
                 field: "linked",
@@ -789,6 +820,7 @@ impl Planner<'_> {
         if amount.is_zero() {
             return Err(TransitionError::ZeroAmount);
         }
+        check_amount("credit debit", amount)?;
         let credit = Account::Credit(rec.customer.clone());
         let available = self.held(&credit);
         if available < amount {
@@ -855,6 +887,7 @@ impl Planner<'_> {
         if quota == 0 {
             return Err(refuse("quota must be positive"));
         }
+        check_amount("price", price)?;
         if let Some(existing) = self.state.subscriptions.get(subscription) {
             if &existing.subscriber != subscriber {
                 return Err(refuse("belongs to another subscriber"));

@@ -248,11 +248,14 @@ fn check_head(conn: &Connection, last: u64, head: &Hash) -> Result<(), VerifyFai
     }
 }
 
+/// Compare a projection table with the replayed records. `sql` selects the key, the record JSON
+/// and a searchable column (state, done flag) that must agree with `column(record)`.
 fn check_table<T: serde::Serialize>(
     conn: &Connection,
     table: &'static str,
     sql: &str,
     expected: HashMap<String, &T>,
+    column: impl Fn(&T) -> String,
 ) -> Result<(), VerifyFailure> {
     let mut stmt = conn.prepare(sql)?;
     let mut rows = stmt.query([])?;
@@ -260,13 +263,28 @@ fn check_table<T: serde::Serialize>(
     while let Some(r) = rows.next()? {
         let key: String = r.get(0)?;
         let record: String = r.get(1)?;
-        let want = expected
+        let stored_column = match r.get::<_, rusqlite::types::Value>(2)? {
+            rusqlite::types::Value::Text(t) => t,
+            rusqlite::types::Value::Integer(i) => i.to_string(),
+            other => format!("{other:?}"),
+        };
+        let want = *expected
             .get(&key)
             .ok_or_else(|| VerifyFailure::Projection {
                 table,
                 key: key.clone(),
                 reason: "not in the replayed state".into(),
             })?;
+        if stored_column != column(want) {
+            return Err(VerifyFailure::Projection {
+                table,
+                key,
+                reason: format!(
+                    "column says {stored_column:?}, replay says {:?}",
+                    column(want)
+                ),
+            });
+        }
         if serde_json::to_string(want).map_err(LedgerError::from)? != record {
             return Err(VerifyFailure::Projection {
                 table,
@@ -290,29 +308,33 @@ fn check_projections(conn: &Connection, state: &LedgerState) -> Result<(), Verif
     check_table(
         conn,
         "jobs",
-        "SELECT job, record FROM jobs",
+        "SELECT job, record, state FROM jobs",
         state.jobs().map(|j| (j.job.to_string(), j)).collect(),
+        |j| j.state.as_str().to_string(),
     )?;
     check_table(
         conn,
         "refunds",
-        "SELECT refund, record FROM refunds",
+        "SELECT refund, record, state FROM refunds",
         state.refunds().map(|r| (r.refund.to_string(), r)).collect(),
+        |r| r.state.as_str().to_string(),
     )?;
     check_table(
         conn,
         "subscriptions",
-        "SELECT subscription, record FROM subscriptions",
+        "SELECT subscription, record, subscription FROM subscriptions",
         state
             .subscriptions()
             .map(|s| (s.subscription.to_string(), s))
             .collect(),
+        |s| s.subscription.to_string(),
     )?;
     check_table(
         conn,
         "effects",
-        "SELECT effect, record FROM effects",
+        "SELECT effect, record, done FROM effects",
         state.effects().map(|e| (e.effect.to_string(), e)).collect(),
+        |e| u8::from(e.outcome.is_some()).to_string(),
     )?;
     let balances: HashMap<String, (u64, u64)> = state
         .balances()

@@ -351,6 +351,8 @@ fn verify_detects_edited_projections_and_postings() {
         "UPDATE postings SET amount = 1 WHERE seq = 3",
         "UPDATE jobs SET record = replace(record, 'succeeded', 'paid') WHERE job = 'a'",
         "DELETE FROM payments WHERE reference = 'hash-b'",
+        // Found by the ledger_tamper fuzz target: the searchable columns must agree too.
+        "UPDATE jobs SET state = 'refund_due' WHERE job = 'a'",
     ];
     for sql in edits {
         let copy = dir.path().join("copy.db");
@@ -365,4 +367,50 @@ fn verify_detects_edited_projections_and_postings() {
         std::fs::remove_file(&copy).unwrap();
     }
     paydvm_ledger::store::verify_file(&path).unwrap();
+}
+
+/// Found by the ledger_replay fuzz target: values the store cannot hold are refused by the core,
+/// not reported as corruption by the store.
+#[test]
+fn out_of_range_amounts_and_times_are_refused_as_input_errors() {
+    let mut store = Store::open_in_memory().unwrap();
+    let top_up = |k: &str, amount: u64, at: u64| {
+        ev(
+            k,
+            at,
+            EventBody::PaymentReceived(Payment {
+                rail: Rail::Manual,
+                asset: Asset::Lightning,
+                reference: PaymentRef::new(k).unwrap(),
+                linked: vec![],
+                amount: Msat::from_msat(amount),
+                evidence: None,
+                payer: None,
+                target: PaymentTarget::Credit {
+                    pubkey: pk("alice"),
+                },
+            }),
+        )
+    };
+    for (k, amount, at) in [("huge", 1u64 << 63, 1), ("late", 1, u64::MAX)] {
+        match store.append(&top_up(k, amount, at)) {
+            Err(LedgerError::Refused { .. }) => {}
+            other => panic!("{k}: expected a refusal, got {other:?}"),
+        }
+    }
+    // Totals are bounded too: max-supply payments accumulate until the next would not fit.
+    let max = Msat::MAX_SUPPLY.as_msat();
+    let mut accepted = 0;
+    for n in 0..10 {
+        match store.append(&top_up(&format!("max{n}"), max, 1)) {
+            Ok(_) => accepted += 1,
+            Err(LedgerError::Refused {
+                source: TransitionError::TotalTooLarge { .. },
+                ..
+            }) => break,
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!(accepted, (i64::MAX as u64 / max) as usize);
+    store.verify().unwrap();
 }
