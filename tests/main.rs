@@ -1,0 +1,2 @@
+//! The root crate's integration tests: one target, one module per concern.
+mod cli;

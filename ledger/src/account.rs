@@ -60,7 +60,7 @@ impl fmt::Display for Account {
     }
 }
 
-/// One balanced transfer: `amount` leaves `credit` and lands in `debit`.
+/// One balanced entry pair: `debit`'s debits and `credit`'s credits each grow by `amount`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posting {
     pub debit: Account,

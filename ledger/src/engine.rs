@@ -90,7 +90,7 @@ impl Ledger {
                     });
                 }
             };
-            let undo = self.state.commit(seq, &change);
+            let undo = self.state.commit(seq, &change, true);
             if cfg!(debug_assertions) {
                 if let Err(why) = invariants::check_change(&self.state, &change) {
                     panic!("invariant broken by event {seq} ({}): {why}", event.key);
@@ -115,6 +115,27 @@ impl Ledger {
         for key in prepared.keys {
             self.keys.remove(&key);
         }
+    }
+
+    /// Apply one event without keeping an undo record (replay and verify). Returns the change,
+    /// or `None` for a duplicate key.
+    pub fn apply(&mut self, event: &LedgerEvent) -> Result<Option<(u64, Change)>, LedgerError> {
+        if self.keys.contains_key(&event.key) {
+            return Ok(None);
+        }
+        let seq = self.next_seq;
+        let change = self
+            .state
+            .plan(seq, event)
+            .map_err(|source| LedgerError::Refused {
+                index: 0,
+                key: event.key.clone(),
+                source,
+            })?;
+        self.state.commit(seq, &change, false);
+        self.keys.insert(event.key.clone(), seq);
+        self.next_seq += 1;
+        Ok(Some((seq, change)))
     }
 
     /// Append one event (a group of one).

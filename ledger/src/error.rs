@@ -117,6 +117,12 @@ pub enum LedgerError {
     Encoding(#[from] serde_json::Error),
     #[error("ledger file is corrupt: {0}")]
     Corrupt(String),
+    #[error("ledger file {0} does not exist")]
+    NotFound(String),
+    #[error("{0} is not a paydvm ledger (schema version {1})")]
+    NotALedger(String, u32),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
     #[error("ledger schema version {found} is newer than this build supports ({supported})")]
     SchemaTooNew { found: u32, supported: u32 },
     #[error("invariant violated: {0}")]

@@ -121,32 +121,40 @@ impl LedgerState {
         p.finish()
     }
 
-    /// Apply a planned change. Infallible: all checks happened in `plan`.
-    pub fn commit(&mut self, seq: u64, change: &Change) -> Undo {
+    /// Apply a planned change. Infallible: all checks happened in `plan`. With `keep_undo`
+    /// false (replay), the overwritten values are dropped instead of kept for a rollback.
+    pub fn commit(&mut self, seq: u64, change: &Change, keep_undo: bool) -> Undo {
+        fn put<K: std::hash::Hash + Eq + Clone, V: Clone>(
+            map: &mut HashMap<K, V>,
+            k: &K,
+            v: &V,
+            keep: bool,
+        ) -> Option<(K, Option<V>)> {
+            let old = map.insert(k.clone(), v.clone());
+            keep.then(|| (k.clone(), old))
+        }
         let mut undo = Undo::default();
         if let Some(job) = &change.job {
-            let old = self.jobs.insert(job.job.clone(), job.clone());
-            undo.job = Some((job.job.clone(), old));
+            undo.job = put(&mut self.jobs, &job.job, job, keep_undo);
         }
         if let Some(r) = &change.refund {
-            let old = self.refunds.insert(r.refund.clone(), r.clone());
-            undo.refund = Some((r.refund.clone(), old));
+            undo.refund = put(&mut self.refunds, &r.refund, r, keep_undo);
         }
         if let Some(s) = &change.subscription {
-            let old = self.subscriptions.insert(s.subscription.clone(), s.clone());
-            undo.subscription = Some((s.subscription.clone(), old));
+            undo.subscription = put(&mut self.subscriptions, &s.subscription, s, keep_undo);
         }
         if let Some(e) = &change.effect {
-            let old = self.effects.insert(e.effect.clone(), e.clone());
-            undo.effect = Some((e.effect.clone(), old));
+            undo.effect = put(&mut self.effects, &e.effect, e, keep_undo);
         }
         for r in &change.payment_refs {
             self.payment_refs.insert(r.clone(), seq);
-            undo.payment_refs.push(r.clone());
+            if keep_undo {
+                undo.payment_refs.push(r.clone());
+            }
         }
         for (account, balance) in &change.balances {
-            let old = self.balances.insert(account.clone(), *balance);
-            undo.balances.push((account.clone(), old));
+            undo.balances
+                .extend(put(&mut self.balances, account, balance, keep_undo));
         }
         undo
     }

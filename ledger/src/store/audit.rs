@@ -100,7 +100,7 @@ pub fn audit(conn: &Connection, reference: &str) -> Result<Option<AuditTrail>, L
                 events.push(decode_row(row?)?);
             }
             let mut stmt =
-                conn.prepare_cached("SELECT record FROM refunds WHERE refund IN (SELECT DISTINCT reference FROM refs WHERE job = ?1) ORDER BY refund")?;
+                conn.prepare_cached("SELECT record FROM refunds WHERE job = ?1 ORDER BY refund")?;
             let refunds = stmt
                 .query_map([id], |r| r.get::<_, String>(0))?
                 .map(|r| Ok(serde_json::from_str(&r?)?))

@@ -12,7 +12,6 @@ pub fn export(conn: &Connection, out: &mut dyn Write) -> Result<u64, LedgerError
         .prepare("SELECT seq, idem_key, at, job, body, prev_hash, hash FROM events ORDER BY seq")?;
     let mut rows = stmt.query([])?;
     let mut n = 0u64;
-    let io = |e: std::io::Error| LedgerError::Corrupt(format!("export write failed: {e}"));
     while let Some(r) = rows.next()? {
         let seq = from_sql_int(r.get(0)?, "seq")?;
         let key: String = r.get(1)?;
@@ -28,10 +27,9 @@ pub fn export(conn: &Connection, out: &mut dyn Write) -> Result<u64, LedgerError
             serde_json::to_string(&job)?,
             hex::encode(prev),
             hex::encode(hash),
-        )
-        .map_err(io)?;
+        )?;
         n += 1;
     }
-    out.flush().map_err(io)?;
+    out.flush()?;
     Ok(n)
 }

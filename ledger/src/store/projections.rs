@@ -88,10 +88,10 @@ impl<'t> Writer<'t> {
             pay.execute(params![r.as_str(), seq_i])?;
         }
         let mut refs = self.tx.prepare_cached(
-            "INSERT OR IGNORE INTO refs(reference, seq, job) VALUES (?1, ?2, ?3)",
+            "INSERT OR IGNORE INTO refs(seq, reference, job) VALUES (?1, ?2, ?3)",
         )?;
         for r in event_refs(&event.body) {
-            refs.execute(params![r, seq_i, job])?;
+            refs.execute(params![seq_i, r, job])?;
         }
         Ok(hash)
     }
@@ -109,12 +109,13 @@ impl<'t> Writer<'t> {
             ])?;
         }
         let mut refunds = self.tx.prepare_cached(
-            "INSERT OR REPLACE INTO refunds(refund, state, record) VALUES (?1, ?2, ?3)",
+            "INSERT OR REPLACE INTO refunds(refund, job, state, record) VALUES (?1, ?2, ?3, ?4)",
         )?;
         for id in &dirty.refunds {
             let r = state.refund(id).expect("dirty refund exists");
             refunds.execute(params![
                 id.as_str(),
+                r.job.as_ref().map(|j| j.as_str()),
                 r.state.as_str(),
                 serde_json::to_string(r)?
             ])?;

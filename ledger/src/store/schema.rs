@@ -30,16 +30,19 @@ CREATE TABLE postings (
 -- Payment references credited, each exactly once.
 CREATE TABLE payments (reference TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
 -- Any outside reference (event id, payment ref, refund id, lookup hash) -> the events it appears in.
+-- Keyed by seq so appends write at the end; the reference index serves audit look-ups.
 CREATE TABLE refs (
-    reference TEXT NOT NULL,
     seq INTEGER NOT NULL,
+    reference TEXT NOT NULL,
     job TEXT,
-    PRIMARY KEY (reference, seq)
+    PRIMARY KEY (seq, reference)
 ) WITHOUT ROWID;
+CREATE INDEX refs_by_reference ON refs(reference);
 -- Projections, rewritten in the same transaction as the events that change them.
 CREATE TABLE jobs (job TEXT PRIMARY KEY, state TEXT NOT NULL, record TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX jobs_by_state ON jobs(state);
-CREATE TABLE refunds (refund TEXT PRIMARY KEY, state TEXT NOT NULL, record TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE refunds (refund TEXT PRIMARY KEY, job TEXT, state TEXT NOT NULL, record TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX refunds_by_job ON refunds(job) WHERE job IS NOT NULL;
 CREATE TABLE subscriptions (subscription TEXT PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE effects (effect TEXT PRIMARY KEY, done INTEGER NOT NULL, record TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE balances (account TEXT PRIMARY KEY, debits INTEGER NOT NULL, credits INTEGER NOT NULL) WITHOUT ROWID;

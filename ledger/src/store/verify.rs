@@ -17,7 +17,7 @@ use crate::error::LedgerError;
 use crate::invariants;
 use crate::state::LedgerState;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct VerifyReport {
     pub events: u64,
     pub jobs: usize,
@@ -55,8 +55,8 @@ impl From<rusqlite::Error> for VerifyFailure {
 /// Verify a ledger file without changing it.
 pub fn verify_file(path: impl AsRef<Path>) -> Result<VerifyReport, VerifyFailure> {
     let path = path.as_ref();
-    if !path.exists() {
-        return Err(LedgerError::Corrupt(format!("{} does not exist", path.display())).into());
+    if !path.is_file() {
+        return Err(LedgerError::NotFound(path.display().to_string()).into());
     }
     let conn = Connection::open_with_flags(
         path,
@@ -126,10 +126,10 @@ pub fn verify_connection(conn: &Connection) -> Result<VerifyReport, VerifyFailur
         if type_col != stored.event.body.type_name() {
             return Err(bad(seq, "type column does not match the body"));
         }
-        let prepared = ledger
-            .prepare(std::slice::from_ref(&stored.event))
+        let applied = ledger
+            .apply(&stored.event)
             .map_err(|e| bad(seq, format!("refused on replay: {e}")))?;
-        let Some((_, change)) = prepared.appended.first() else {
+        let Some((_, change)) = applied else {
             return Err(bad(seq, "duplicate idempotency key"));
         };
         if change.subject_job.as_ref().map(|j| j.as_str()) != stored.job.as_deref() {

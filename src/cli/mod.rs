@@ -1,0 +1,119 @@
+//! The `paydvm` command line: argument parsing, dispatch and exit codes.
+
+mod audit;
+mod export;
+mod ledger_file;
+mod output;
+mod status;
+mod timeline;
+mod verify;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use timeline::{format_ms, render_trail};
+
+/// Everything went fine.
+pub const EXIT_OK: u8 = 0;
+/// An error other than a failed verification (missing file, unknown reference, I/O).
+pub const EXIT_ERROR: u8 = 1;
+/// `ledger verify` found the ledger file inconsistent.
+pub const EXIT_VERIFY_FAILED: u8 = 2;
+/// Bad command-line usage (sysexits EX_USAGE); kept apart from 2 so scripts can trust it.
+pub const EXIT_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "paydvm",
+    version,
+    about = "NIP-90 Data Vending Machine node with an event-sourced payments ledger",
+    after_help = "Exit codes: 0 ok, 1 error, 2 ledger verification failed, 64 usage error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect a ledger file.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum LedgerCommand {
+    /// Recheck a ledger file from scratch: hash chain, replay, postings, projections, invariants.
+    Verify {
+        file: PathBuf,
+        /// Print the report or the failure as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show everything the ledger knows about one job or payment.
+    Audit {
+        file: PathBuf,
+        /// A job id, request event id, payment hash or other payment reference, bolt11, refund
+        /// id, refund lookup or result event id.
+        reference: String,
+        /// Print the trail as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the whole log to stdout as JSON lines, one event per line.
+    Export { file: PathBuf },
+    /// Count jobs by state and show account balances.
+    Status {
+        file: PathBuf,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+        /// List every account, not only the system accounts and per-kind totals.
+        #[arg(long)]
+        all_accounts: bool,
+    },
+}
+
+/// Parse `args` (program name first), run the command and map the outcome to an exit code.
+pub fn run<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            // Printing help/usage can only fail if the terminal is gone; nothing left to tell.
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match dispatch(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Ledger(LedgerCommand::Verify { file, json }) => verify::run(&file, json),
+        Command::Ledger(LedgerCommand::Audit {
+            file,
+            reference,
+            json,
+        }) => audit::run(&file, &reference, json),
+        Command::Ledger(LedgerCommand::Export { file }) => export::run(&file),
+        Command::Ledger(LedgerCommand::Status {
+            file,
+            json,
+            all_accounts,
+        }) => status::run(&file, json, all_accounts),
+    }
+}

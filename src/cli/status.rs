@@ -1,0 +1,181 @@
+//! `paydvm ledger status <file>`: jobs by state and account balances from the replayed state.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+
+use paydvm_ledger::{Account, Balance, JobState, LedgerState};
+use serde::Serialize;
+
+use super::{ledger_file, output, EXIT_OK};
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub events: u64,
+    pub head_hash: String,
+    pub jobs_total: usize,
+    /// Only states with at least one job.
+    pub jobs_by_state: BTreeMap<&'static str, usize>,
+    pub refunds_by_state: BTreeMap<&'static str, usize>,
+    /// Assets, revenue, fees, unmatched: one line each.
+    pub system_accounts: Vec<AccountLine>,
+    /// Per-job, per-customer, per-refund and per-subscription liabilities, summed by kind.
+    pub held_by_kind: BTreeMap<&'static str, KindTotal>,
+    /// Every account, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accounts: Option<Vec<AccountLine>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AccountLine {
+    pub account: String,
+    pub debits_msat: u64,
+    pub credits_msat: u64,
+    /// Balance in the account's normal direction (debits − credits for assets and fees).
+    pub balance_msat: i128,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct KindTotal {
+    pub accounts: usize,
+    /// How many of them hold money now.
+    pub non_zero: usize,
+    pub held_msat: i128,
+}
+
+pub fn run(path: &Path, json: bool, all_accounts: bool) -> anyhow::Result<u8> {
+    let store = ledger_file::open_existing(path)?;
+    let (events, head) = store.head();
+    let status = summarize(store.state(), events, hex(&head), all_accounts);
+    if json {
+        output::print_json(&status)?;
+    } else {
+        output::print(&render(&status))?;
+    }
+    Ok(EXIT_OK)
+}
+
+pub fn summarize(state: &LedgerState, events: u64, head_hash: String, all: bool) -> Status {
+    let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for j in state.jobs() {
+        *counts.entry(j.state.as_str()).or_default() += 1;
+    }
+    let mut refunds_by_state = BTreeMap::new();
+    for r in state.refunds() {
+        *refunds_by_state.entry(r.state.as_str()).or_default() += 1;
+    }
+    let mut system_accounts = Vec::new();
+    let mut held_by_kind: BTreeMap<&'static str, KindTotal> = BTreeMap::new();
+    let mut every = Vec::new();
+    for (account, balance) in state.balances() {
+        let line = account_line(account, balance);
+        match per_entity_kind(account) {
+            Some(kind) => {
+                let t = held_by_kind.entry(kind).or_default();
+                t.accounts += 1;
+                t.non_zero += usize::from(line.balance_msat != 0);
+                t.held_msat += line.balance_msat;
+                if all {
+                    every.push(line);
+                }
+            }
+            None => {
+                if all {
+                    every.push(account_line(account, balance));
+                }
+                system_accounts.push(line);
+            }
+        }
+    }
+    system_accounts.sort_by(|a, b| a.account.cmp(&b.account));
+    every.sort_by(|a, b| a.account.cmp(&b.account));
+    Status {
+        events,
+        head_hash,
+        jobs_total: counts.values().sum(),
+        jobs_by_state: counts,
+        refunds_by_state,
+        system_accounts,
+        held_by_kind,
+        accounts: all.then_some(every),
+    }
+}
+
+fn account_line(account: &Account, b: &Balance) -> AccountLine {
+    AccountLine {
+        account: account.to_string(),
+        debits_msat: b.debits.as_msat(),
+        credits_msat: b.credits.as_msat(),
+        balance_msat: b.signed(account.is_debit_normal()),
+    }
+}
+
+/// Accounts that exist once per job, customer, refund or subscription.
+fn per_entity_kind(account: &Account) -> Option<&'static str> {
+    match account {
+        Account::Job(_) => Some("job"),
+        Account::Credit(_) => Some("credit"),
+        Account::Refund(_) => Some("refund"),
+        Account::Subscription(_) => Some("subscription"),
+        Account::Asset(_) | Account::Unmatched | Account::Revenue | Account::Fees => None,
+    }
+}
+
+fn render(s: &Status) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = write_status(&mut out, s);
+    out
+}
+
+fn write_status(out: &mut String, s: &Status) -> std::fmt::Result {
+    writeln!(out, "events {}  head {}", s.events, s.head_hash)?;
+    writeln!(out, "jobs {}", s.jobs_total)?;
+    for state in JobState::ALL {
+        if let Some(n) = s.jobs_by_state.get(state.as_str()) {
+            writeln!(out, "  {:<16} {n:>10}", state.as_str())?;
+        }
+    }
+    if !s.refunds_by_state.is_empty() {
+        writeln!(
+            out,
+            "refunds {}",
+            s.refunds_by_state.values().sum::<usize>()
+        )?;
+        for (state, n) in &s.refunds_by_state {
+            writeln!(out, "  {state:<16} {n:>10}")?;
+        }
+    }
+    writeln!(out, "accounts (balance in msat)")?;
+    for a in &s.system_accounts {
+        writeln!(out, "  {:<40} {:>20}", a.account, a.balance_msat)?;
+    }
+    for (kind, t) in &s.held_by_kind {
+        writeln!(
+            out,
+            "  {:<40} {:>20}  ({} accounts, {} non-zero)",
+            format!("liability:{kind}:*"),
+            t.held_msat,
+            t.accounts,
+            t.non_zero
+        )?;
+    }
+    if let Some(all) = &s.accounts {
+        writeln!(out, "all accounts")?;
+        for a in all {
+            writeln!(
+                out,
+                "  {:<40} {:>20}  (Dr {} Cr {})",
+                a.account, a.balance_msat, a.debits_msat, a.credits_msat
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

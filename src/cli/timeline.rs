@@ -1,0 +1,245 @@
+//! Human rendering of an audit trail: the job summary, its refunds, then one line per event
+//! with what it said and the postings it made.
+
+use std::fmt::Write;
+
+use paydvm_ledger::store::AuditTrail;
+use paydvm_ledger::{
+    Disposition, EffectOutcome, EventBody, JobPayment, PaymentOption, PaymentTarget, QueueReason,
+};
+
+/// Render `trail` as a multi-line timeline.
+pub fn render_trail(trail: &AuditTrail) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = write_trail(&mut out, trail);
+    out
+}
+
+fn write_trail(out: &mut String, trail: &AuditTrail) -> std::fmt::Result {
+    match &trail.job {
+        Some(j) => {
+            writeln!(
+                out,
+                "job {}  kind {}  customer {}  state {}",
+                j.job, j.kind, j.customer, j.state
+            )?;
+            let price = j.price.map_or("none".to_string(), |p| p.to_string());
+            writeln!(
+                out,
+                "  price {price} · funded {} · refunded {} · revenue {} · attempts {}",
+                j.funded_total, j.refunded_total, j.revenue, j.attempts
+            )?;
+            if let Some(r) = &j.result_event {
+                writeln!(out, "  result event {r}")?;
+            }
+        }
+        None => writeln!(out, "reference {} (no job)", trail.query)?,
+    }
+    for r in &trail.refunds {
+        write!(
+            out,
+            "refund {}: {} {} (attempts {}, fee {})",
+            r.refund,
+            r.amount,
+            r.state.as_str(),
+            r.attempts,
+            r.fee
+        )?;
+        match &r.route {
+            Some(route) => writeln!(out, " lookup {}", route.lookup)?,
+            None => writeln!(out)?,
+        }
+    }
+    writeln!(out, "timeline ({} events):", trail.events.len())?;
+    for e in &trail.events {
+        writeln!(
+            out,
+            "  #{:<8} {}  {:<22} {}",
+            e.seq,
+            format_ms(e.at),
+            e.event.type_name(),
+            detail(&e.event)
+        )?;
+        writeln!(out, "  {:9} key {}", "", e.key)?;
+        for p in &e.postings {
+            writeln!(
+                out,
+                "  {:9} {:>16} msat  Dr {}  Cr {}",
+                "", p.amount_msat, p.debit, p.credit
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// What one event said, in a few words.
+fn detail(body: &EventBody) -> String {
+    match body {
+        EventBody::JobReceived {
+            request_event,
+            customer,
+            kind,
+            ..
+        } => format!("request {request_event} from {customer}, kind {kind}"),
+        EventBody::JobRejected { reason, .. } => format!("reason: {reason}"),
+        EventBody::QuoteIssued {
+            amount,
+            expires_at,
+            options,
+            ..
+        } => {
+            let opts: Vec<String> = options.iter().map(option).collect();
+            format!(
+                "{amount}, expires {}, pay by {}",
+                format_ms(expires_at.0),
+                if opts.is_empty() {
+                    "-".to_string()
+                } else {
+                    opts.join(", ")
+                }
+            )
+        }
+        EventBody::PaymentReceived(p) => {
+            let mut s = format!("{} via {}, ref {}", p.amount, p.rail.as_str(), p.reference);
+            if !p.linked.is_empty() {
+                let _ = write!(s, " (+{} linked)", p.linked.len());
+            }
+            let _ = write!(s, ", {}", target(&p.target));
+            s
+        }
+        EventBody::QuoteExpired { held, .. } => format!("held: {}", held_text(held.as_ref())),
+        EventBody::JobCancelled {
+            deletion_event,
+            held,
+            ..
+        } => format!(
+            "deletion {deletion_event}, held: {}",
+            held_text(held.as_ref())
+        ),
+        EventBody::JobQueued { reason, .. } => match reason {
+            QueueReason::Free => "free".into(),
+            QueueReason::Paid => "paid".into(),
+            QueueReason::CreditDebit { amount } => format!("paid from credit, {amount}"),
+            QueueReason::Entitlement { subscription } => {
+                format!("subscription {subscription}")
+            }
+            QueueReason::Retry => "retry".into(),
+        },
+        EventBody::ProcessingStarted { attempt, .. } => format!("attempt {attempt}"),
+        EventBody::ProcessingFailed {
+            attempt,
+            retryable,
+            reason,
+            ..
+        } => format!(
+            "attempt {attempt}, {}: {reason}",
+            if *retryable { "retryable" } else { "final" }
+        ),
+        EventBody::JobClosed { reason, .. } => format!("reason: {reason}"),
+        EventBody::ResultPublished { result_event, .. } => format!("result {result_event}"),
+        EventBody::RefundDue { refund, .. } => format!("refund {refund}"),
+        EventBody::CreditGranted { .. } => "held money became prepaid credit".into(),
+        EventBody::RefundStarted {
+            refund,
+            attempt,
+            route,
+        } => format!(
+            "refund {refund}, attempt {attempt}, lookup {}",
+            route.lookup
+        ),
+        EventBody::RefundSettled { refund, fee } => format!("refund {refund}, fee {fee}"),
+        EventBody::RefundOutcomeUnknown { refund, reason } => {
+            format!("refund {refund}: {reason}")
+        }
+        EventBody::RefundFailed { refund, reason } => format!("refund {refund}: {reason}"),
+        EventBody::EntitlementGranted {
+            subscription,
+            tier,
+            quota,
+            price,
+            ..
+        } => format!("subscription {subscription}, tier {tier}, quota {quota}, {price}"),
+        EventBody::EntitlementExpired { subscription } => format!("subscription {subscription}"),
+        EventBody::EffectRequested { effect, action, .. } => format!("effect {effect}: {action}"),
+        EventBody::EffectDone { effect, outcome } => match outcome {
+            EffectOutcome::Delivered { detail } => format!("effect {effect} delivered: {detail}"),
+            EffectOutcome::Abandoned { reason } => format!("effect {effect} abandoned: {reason}"),
+        },
+    }
+}
+
+fn option(o: &PaymentOption) -> String {
+    match o {
+        PaymentOption::Invoice { payment_hash, .. } => format!("invoice {payment_hash}"),
+        PaymentOption::Zap { target_event } => format!("zap on {target_event}"),
+        PaymentOption::NutZap => "nutzap".into(),
+        PaymentOption::CashuToken => "cashu token".into(),
+    }
+}
+
+fn target(t: &PaymentTarget) -> String {
+    match t {
+        PaymentTarget::Job { job, booking } => match booking {
+            JobPayment::Apply { excess: None } => format!("for job {job}"),
+            JobPayment::Apply { excess: Some(d) } => {
+                format!("for job {job}, excess {}", disposition(d))
+            }
+            JobPayment::Whole(d) => format!("job {job} cannot take it: {}", disposition(d)),
+        },
+        PaymentTarget::Credit { pubkey } => format!("credit top-up for {pubkey}"),
+        PaymentTarget::Subscription { subscription } => format!("subscription {subscription}"),
+        PaymentTarget::Unmatched { reason } => format!("unmatched: {reason}"),
+    }
+}
+
+fn disposition(d: &Disposition) -> String {
+    match d {
+        Disposition::Refund { refund } => format!("refunded as {refund}"),
+        Disposition::Credit => "credited".into(),
+    }
+}
+
+fn held_text(d: Option<&Disposition>) -> String {
+    d.map_or("nothing".to_string(), disposition)
+}
+
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS.mmmZ` (UTC).
+pub fn format_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day); Howard Hinnant's `civil_from_days`.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_ms;
+
+    #[test]
+    fn formats_unix_ms_as_utc() {
+        assert_eq!(format_ms(0), "1970-01-01 00:00:00.000Z");
+        assert_eq!(format_ms(951_782_400_123), "2000-02-29 00:00:00.123Z");
+        assert_eq!(format_ms(1_700_000_000_000), "2023-11-14 22:13:20.000Z");
+    }
+}
