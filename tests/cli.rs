@@ -410,3 +410,74 @@ fn usage_errors_exit_64_not_the_verify_failure_code() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("audit"));
 }
+
+/// The `paydvm …` commands a `ledger sample` tour printed, as argument lists.
+fn commands_in(tour: &str) -> Vec<Vec<String>> {
+    tour.lines()
+        .filter_map(|l| l.split_once("paydvm ").map(|(_, command)| command))
+        .map(|command| command.split_whitespace().map(String::from).collect())
+        .collect()
+}
+
+#[test]
+fn sample_creates_a_ledger_that_verifies_and_audits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sample.db");
+    let out = paydvm(&["ledger", "sample", arg(&path), "--jobs", "12"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let tour = stdout(&out);
+    assert!(tour.contains("wrote 12 jobs"), "{tour}");
+
+    let commands = commands_in(&tour);
+    let audits: Vec<&Vec<String>> = commands.iter().filter(|c| c[1] == "audit").collect();
+    assert_eq!(audits.len(), paydvm::workload::JobType::ALL.len(), "{tour}");
+    for expected in [
+        format!("ledger status {}", arg(&path)),
+        format!("ledger verify {}", arg(&path)),
+    ] {
+        assert!(commands.iter().any(|c| c.join(" ") == expected), "{tour}");
+    }
+
+    let out = paydvm(&["ledger", "verify", arg(&path)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("12 jobs"), "{}", stdout(&out));
+
+    // Each printed command runs as pasted.
+    for audit in &audits {
+        let args: Vec<&str> = audit.iter().map(String::as_str).collect();
+        let out = paydvm(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        let job = args.last().unwrap();
+        assert!(stdout(&out).starts_with(&format!("job {job} ")), "{args:?}");
+    }
+
+    let refunded = tour
+        .lines()
+        .find(|l| l.contains("refunded after failure"))
+        .unwrap_or_else(|| panic!("no refunded job in\n{tour}"));
+    let job = refunded.split_whitespace().last().unwrap();
+    let out = paydvm(&["ledger", "audit", arg(&path), job]);
+    let text = stdout(&out);
+    for part in [
+        "state refunded",
+        "timeline (9 events)",
+        "job_received",
+        "payment_received",
+        "processing_failed",
+        "refund_settled",
+    ] {
+        assert!(text.contains(part), "{part:?} missing from\n{text}");
+    }
+}
+
+#[test]
+fn sample_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sample_ledger(&dir);
+    let before = std::fs::read(&path).unwrap();
+    let out = paydvm(&["ledger", "sample", arg(&path)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}

@@ -1,4 +1,4 @@
-//! Opening an existing ledger file: the CLI inspects ledgers, it never creates one.
+//! Opening an existing ledger file: the inspecting commands never create one.
 
 use std::path::Path;
 

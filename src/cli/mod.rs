@@ -4,6 +4,7 @@ mod audit;
 mod export;
 mod ledger_file;
 mod output;
+mod sample;
 mod status;
 mod timeline;
 mod verify;
@@ -39,7 +40,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Inspect a ledger file.
+    /// Inspect a ledger file, or create a sample one.
     #[command(subcommand)]
     Ledger(LedgerCommand),
 }
@@ -74,6 +75,18 @@ enum LedgerCommand {
         /// List every account, not only the system accounts and per-kind totals.
         #[arg(long)]
         all_accounts: bool,
+    },
+    /// Create a new ledger file filled with realistic sample jobs, and show commands to explore
+    /// it. Never overwrites an existing file.
+    Sample {
+        file: PathBuf,
+        /// How many jobs to write; the first ones cover every job type.
+        #[arg(
+            long,
+            default_value_t = sample::DEFAULT_JOBS,
+            value_parser = clap::value_parser!(u32).range(1..=i64::from(sample::MAX_JOBS)),
+        )]
+        jobs: u32,
     },
 }
 
@@ -115,5 +128,6 @@ fn dispatch(command: Command) -> anyhow::Result<u8> {
             json,
             all_accounts,
         }) => status::run(&file, json, all_accounts),
+        Command::Ledger(LedgerCommand::Sample { file, jobs }) => sample::run(&file, jobs),
     }
 }
