@@ -1,7 +1,5 @@
 //! Audit queries: the whole trail of one job, found by any reference it involved.
 
-use std::fmt;
-
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
@@ -171,53 +169,4 @@ pub fn jobs_by_state(conn: &Connection, state: JobState) -> Result<Vec<JobRecord
     let mut stmt = conn.prepare_cached("SELECT record FROM jobs WHERE state = ?1 ORDER BY job")?;
     let rows = stmt.query_map(params![state.as_str()], |r| r.get::<_, String>(0))?;
     rows.map(|r| Ok(serde_json::from_str(&r?)?)).collect()
-}
-
-impl fmt::Display for AuditTrail {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.job {
-            Some(j) => {
-                writeln!(
-                    f,
-                    "job {} (kind {}, customer {}) — {}",
-                    j.job, j.kind, j.customer, j.state
-                )?;
-                writeln!(
-                    f,
-                    "  funded {} · refunded {} · revenue {} · attempts {}",
-                    j.funded_total, j.refunded_total, j.revenue, j.attempts
-                )?;
-            }
-            None => writeln!(f, "reference {} (no job)", self.query)?,
-        }
-        for r in &self.refunds {
-            writeln!(
-                f,
-                "  refund {}: {} {} (attempts {}, fee {})",
-                r.refund,
-                r.amount,
-                r.state.as_str(),
-                r.attempts,
-                r.fee
-            )?;
-        }
-        for e in &self.events {
-            writeln!(
-                f,
-                "  #{:<6} t={} {:<22} key={}",
-                e.seq,
-                e.at,
-                e.event.type_name(),
-                e.key
-            )?;
-            for p in &e.postings {
-                writeln!(
-                    f,
-                    "            {:>14} msat  {} <- {}",
-                    p.amount_msat, p.debit, p.credit
-                )?;
-            }
-        }
-        Ok(())
-    }
 }
