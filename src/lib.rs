@@ -1,3 +1,7 @@
-//! paydvm: a NIP-90 Data Vending Machine node with an event-sourced payments ledger.
+//! paydvm: the node (relay intake, NIP-90 adapter, executors, effect outbox) and its CLI.
 pub mod cli;
+pub mod config;
+pub mod executor;
+pub mod job;
+pub mod protocol;
 pub mod workload;

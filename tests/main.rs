@@ -1,2 +1,3 @@
 //! The root crate's integration tests: one target, one module per concern.
 mod cli;
+mod init;

@@ -2,6 +2,7 @@
 
 mod audit;
 mod export;
+mod init;
 mod ledger_file;
 mod output;
 mod sample;
@@ -40,6 +41,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create a starter node: paydvm.toml, policy.toml and a new key.
+    ///
+    /// Writes a commented paydvm.toml, a starter policy.toml and a new node key (paydvm.key,
+    /// mode 0600). Never overwrites an existing file; prints only the public key.
+    Init {
+        /// Where to write the files; created if missing.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// Inspect a ledger file, or create a sample one.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -116,6 +126,7 @@ where
 
 fn dispatch(command: Command) -> anyhow::Result<u8> {
     match command {
+        Command::Init { dir } => init::run(&dir),
         Command::Ledger(LedgerCommand::Verify { file, json }) => verify::run(&file, json),
         Command::Ledger(LedgerCommand::Audit {
             file,

@@ -1,0 +1,162 @@
+//! Node configuration and keys: `paydvm.toml`, parsed and validated into typed settings, plus
+//! the policy and the node key it names.
+//!
+//! [`ConfigFile::parse`] validates the TOML alone and touches no file; [`Config::load`] also
+//! loads the policy (`paydvm_policies::Policy::load`), checks that every offered kind is priced
+//! and every command executor exists, and loads the key, so a bad setup fails at start.
+//! Field reference: `docs/configuration.md`.
+
+mod check;
+mod error;
+mod keys;
+mod node;
+mod offers;
+mod raw;
+mod relays;
+mod secret;
+mod template;
+
+#[cfg(test)]
+mod validation_tests;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use nostr_sdk::{Keys, PublicKey};
+use paydvm_policies::Policy;
+
+pub use error::ConfigError;
+pub use keys::{
+    create_key_file, key_from_env_value, load_key_file, load_or_create_key, parse_secret_key,
+    KeyError,
+};
+pub use node::{KeySource, Node};
+pub use offers::{
+    Builtin, Executor, Offer, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_OUTPUT_BYTES,
+    DEFAULT_TIMEOUT_SECS, MAX_MAX_CONCURRENCY, MAX_MAX_OUTPUT_BYTES, MAX_OFFERS, MAX_TIMEOUT_SECS,
+};
+pub use relays::{
+    CustomerRelays, Relays, DEFAULT_PUBLISH_CAP, MAX_ALLOWLIST, MAX_PUBLISH_CAP, MAX_RELAYS,
+};
+pub use secret::Secret;
+pub use template::CONFIG_TEMPLATE;
+
+use check::Check;
+use raw::RawConfig;
+
+/// `paydvm.toml` validated on its own: no policy, no key, no file system access.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFile {
+    pub node: Node,
+    pub relays: Relays,
+    pub offers: Vec<Offer>,
+}
+
+impl ConfigFile {
+    /// Parses and validates config TOML. `origin` names the source in errors; relative paths
+    /// are resolved against `base_dir`. Stops at the first invalid field.
+    pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Syntax {
+            file: origin.to_owned(),
+            error: Box::new(error),
+        })?;
+        let check = Check {
+            file: origin,
+            base_dir,
+        };
+        let node = Node::from_raw(check.required("node", raw.node)?, check)?;
+        let relays = Relays::from_raw(check.required("relays", raw.relays)?, check)?;
+        let offers = offers::offers_from_raw(raw.offer, check)?;
+        Ok(ConfigFile {
+            node,
+            relays,
+            offers,
+        })
+    }
+}
+
+/// Everything the node needs to start: the validated config, its policy and its key.
+#[derive(Debug)]
+pub struct Config {
+    /// The file this was loaded from.
+    pub path: PathBuf,
+    pub node: Node,
+    pub relays: Relays,
+    pub offers: Vec<Offer>,
+    pub policy: Policy,
+    pub keys: Secret<Keys>,
+}
+
+impl Config {
+    /// Reads `path`, validates it, and loads the policy and key it names. A `key_env` key is
+    /// read from the process environment.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, |name| std::env::var_os(name))
+    }
+
+    /// [`Config::load`] with `env` standing in for the process environment.
+    pub fn load_with_env(
+        path: impl AsRef<Path>,
+        env: impl Fn(&str) -> Option<OsString>,
+    ) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            file: origin.clone(),
+            error,
+        })?;
+        let base_dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let file = ConfigFile::parse(&text, &origin, base_dir)?;
+        let check = Check {
+            file: &origin,
+            base_dir,
+        };
+        let policy = Policy::load(&file.node.policy).map_err(|error| ConfigError::Policy {
+            file: origin.clone(),
+            error: Box::new(error),
+        })?;
+        for (i, offer) in file.offers.iter().enumerate() {
+            let at = format!("offer[{i}]");
+            if !policy.pricing().is_offered(offer.kind) {
+                return Err(check.invalid(
+                    &format!("{at}.kind"),
+                    format!(
+                        "kind {} has no price in {}; add a [[pricing.kind]] entry for it \
+                         (mode = \"free\" to serve it free)",
+                        offer.kind,
+                        file.node.policy.display()
+                    ),
+                ));
+            }
+            offer.executor.check_program(&at, check)?;
+        }
+        let key_error = |field, error| ConfigError::Key {
+            file: origin.clone(),
+            field,
+            error,
+        };
+        let keys = match &file.node.key {
+            KeySource::File(key_file) => {
+                load_key_file(key_file).map_err(|e| key_error("node.key_file", e))?
+            }
+            KeySource::Env(name) => {
+                key_from_env_value(name, env(name)).map_err(|e| key_error("node.key_env", e))?
+            }
+        };
+        Ok(Config {
+            path: path.to_owned(),
+            node: file.node,
+            relays: file.relays,
+            offers: file.offers,
+            policy,
+            keys,
+        })
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.keys.expose().public_key()
+    }
+}

@@ -1,0 +1,81 @@
+//! `[node]`: who the node is and where its ledger, policy and key live.
+
+use std::path::PathBuf;
+
+use nostr_sdk::Url;
+
+use super::check::Check;
+use super::raw::RawNode;
+use super::ConfigError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Shown in the NIP-89 announcement and the node's profile.
+    pub name: String,
+    pub about: Option<String>,
+    pub picture: Option<Url>,
+    /// Resolved against the config file's directory.
+    pub ledger: PathBuf,
+    /// Resolved against the config file's directory.
+    pub policy: PathBuf,
+    pub key: KeySource,
+}
+
+/// Where the node's secret key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A key file (mode 0600), resolved against the config file's directory.
+    File(PathBuf),
+    /// The name of an environment variable holding an nsec or 64-hex secret.
+    Env(String),
+}
+
+impl Node {
+    pub(crate) fn from_raw(raw: RawNode, check: Check<'_>) -> Result<Self, ConfigError> {
+        let name = check.non_empty("node.name", check.required("node.name", raw.name)?)?;
+        let picture = raw
+            .picture
+            .map(|p| web_url("node.picture", &p, check))
+            .transpose()?;
+        let ledger = check.path("node.ledger", check.required("node.ledger", raw.ledger)?)?;
+        let policy = check.path("node.policy", check.required("node.policy", raw.policy)?)?;
+        let key =
+            match (raw.key_file, raw.key_env) {
+                (Some(file), None) => KeySource::File(check.path("node.key_file", file)?),
+                (None, Some(var)) => {
+                    check.env_name("node.key_env", &var)?;
+                    KeySource::Env(var)
+                }
+                (Some(_), Some(_)) => {
+                    return Err(
+                        check.invalid("node.key_file", "set either key_file or key_env, not both")
+                    )
+                }
+                (None, None) => return Err(check.invalid(
+                    "node.key_file",
+                    "is required (or key_env, naming an environment variable that holds the key)",
+                )),
+            };
+        Ok(Node {
+            name,
+            about: raw.about,
+            picture,
+            ledger,
+            policy,
+            key,
+        })
+    }
+}
+
+/// An `http://` or `https://` URL with a host.
+pub(crate) fn web_url(field: &str, value: &str, check: Check<'_>) -> Result<Url, ConfigError> {
+    let url = Url::parse(value)
+        .map_err(|e| check.invalid(field, format!("{value:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(check.invalid(
+            field,
+            format!("{value:?} must be an http:// or https:// URL with a host"),
+        ));
+    }
+    Ok(url)
+}

@@ -1,0 +1,61 @@
+//! `paydvm.toml` exactly as written: serde structs, no validation.
+//!
+//! Fields are optional and integers are `i64` so that a missing field or a value out of range
+//! is reported by validation with its field path, not by serde.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub node: Option<RawNode>,
+    pub relays: Option<RawRelays>,
+    #[serde(default)]
+    pub offer: Vec<RawOffer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNode {
+    pub name: Option<String>,
+    pub about: Option<String>,
+    pub picture: Option<String>,
+    pub ledger: Option<String>,
+    pub policy: Option<String>,
+    pub key_file: Option<String>,
+    pub key_env: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRelays {
+    pub urls: Option<Vec<String>>,
+    pub publish_cap: Option<i64>,
+    pub allow_customer_relays: Option<bool>,
+    pub customer_relay_allowlist: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOffer {
+    pub kind: Option<i64>,
+    pub executor: Option<RawExecutor>,
+    pub timeout_secs: Option<i64>,
+    pub max_output_bytes: Option<i64>,
+    pub max_concurrency: Option<i64>,
+    pub name: Option<String>,
+    pub about: Option<String>,
+}
+
+/// One of `builtin`, `command` (with optional `args`, `env`) or `http`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawExecutor {
+    pub builtin: Option<String>,
+    pub command: Option<String>,
+    pub args: Option<Vec<String>>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub http: Option<String>,
+}

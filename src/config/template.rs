@@ -1,0 +1,72 @@
+//! The commented starter `paydvm.toml` that `paydvm init` writes.
+
+/// Loads as-is next to `policy.toml` and `paydvm.key` (see the `init` tests).
+pub const CONFIG_TEMPLATE: &str = r#"# paydvm node configuration.
+#
+# Relative paths are relative to the directory of this file.
+# Unknown sections or fields are errors. Field reference: docs/configuration.md
+
+[node]
+# The node's name and description, shown in its NIP-89 announcement.
+name = "My paydvm node"
+about = "A NIP-90 data vending machine"
+# Optional: an http(s) URL of an avatar picture.
+# picture = "https://example.com/avatar.png"
+
+# The event-sourced payments ledger (a SQLite file; created on first run).
+ledger = "paydvm.db"
+
+# Prices, admission, refunds, trusted mints, subscriptions: docs/configuration-policies.md
+policy = "policy.toml"
+
+# The node's Nostr secret key. Set exactly one of:
+#   key_file: a file holding an nsec1... or 64-hex key, mode 0600 (paydvm refuses a key file
+#             that group or others can read; fix with `chmod 600 paydvm.key`);
+#   key_env:  the name of an environment variable holding the key.
+# Whoever has this key can act as your node: back it up, never share it.
+key_file = "paydvm.key"
+# key_env = "PAYDVM_NSEC"
+
+[relays]
+# The node's own relays (1 to 16, ws:// or wss://): it reads job requests from and publishes
+# results to all of them.
+urls = ["ws://127.0.0.1:7777"]
+
+# The most relays one result is published to, own and customer-requested together. 1..=64.
+publish_cap = 8
+
+# Also publish to relays a customer names in its request's `relays` tag.
+allow_customer_relays = true
+
+# Optional: if set, only these customer-requested relays are used.
+# customer_relay_allowlist = ["wss://relay.example.com"]
+
+# One [[offer]] per NIP-90 job kind the node serves. The kind must also be priced in the
+# policy's [[pricing.kind]] rate card (a free kind is priced with mode = "free").
+[[offer]]
+# NIP-90 request kind, 5000..=5999, each offered once. 5050 is text generation.
+kind = 5050
+
+# What runs the job; exactly one of:
+#   executor = { builtin = "text" }                       compiled in: deterministic demo text
+#                                                         tasks for kinds 5050 and 5001 only
+#   executor = { command = "/usr/local/bin/my-task", args = ["--fast"], env = { API_TOKEN = "..." } }
+#                                                         a program: the job as JSON on stdin,
+#                                                         the result on stdout; the program gets
+#                                                         only `env` as its environment
+#   executor = { http = "http://127.0.0.1:8080/run" }     the job is POSTed to this URL
+executor = { builtin = "text" }
+
+# Seconds a job may run before it is stopped and counts as a failed attempt. 1..=3600.
+timeout_secs = 30
+
+# Largest result accepted, in bytes; a larger one is a failed attempt. 1..=1048576.
+max_output_bytes = 65536
+
+# Jobs of this kind run at the same time at most. 1..=256.
+max_concurrency = 4
+
+# Optional: name and description of this offer in the NIP-89 announcement.
+name = "Text generation"
+about = "Deterministic demo text tasks"
+"#;

@@ -1,0 +1,427 @@
+//! Config validation: defaults, every rejected field, and what `Config::load` adds.
+
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use nostr_sdk::{Keys, ToBech32};
+
+use super::*;
+
+const NODE: &str = r#"[node]
+name = "n"
+ledger = "paydvm.db"
+policy = "policy.toml"
+key_file = "paydvm.key"
+"#;
+const RELAYS: &str = "[relays]\nurls = [\"ws://127.0.0.1:7777\"]\n";
+const OFFER: &str = "[[offer]]\nkind = 5050\nexecutor = { builtin = \"text\" }\n";
+const POLICY: &str = "[[pricing.kind]]\nkind = 5050\nmode = \"free\"\n";
+
+fn toml(node: &str, relays: &str, offers: &str) -> String {
+    format!("{node}\n{relays}\n{offers}")
+}
+
+fn parse(text: &str) -> Result<ConfigFile, ConfigError> {
+    ConfigFile::parse(text, "test.toml", Path::new("/etc/paydvm"))
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let file = parse(&toml(NODE, RELAYS, OFFER)).unwrap();
+    assert_eq!(file.node.name, "n");
+    assert_eq!(file.node.about, None);
+    assert_eq!(file.node.picture, None);
+    assert_eq!(file.node.ledger, Path::new("/etc/paydvm/paydvm.db"));
+    assert_eq!(file.node.policy, Path::new("/etc/paydvm/policy.toml"));
+    assert_eq!(
+        file.node.key,
+        KeySource::File("/etc/paydvm/paydvm.key".into())
+    );
+    assert_eq!(file.relays.urls.len(), 1);
+    assert_eq!(file.relays.publish_cap, DEFAULT_PUBLISH_CAP);
+    assert_eq!(file.relays.customer, CustomerRelays::Any);
+    let offer = &file.offers[0];
+    assert_eq!(offer.kind, 5050);
+    assert_eq!(offer.executor, Executor::Builtin(Builtin::Text));
+    assert_eq!(offer.timeout, Duration::from_secs(DEFAULT_TIMEOUT_SECS));
+    assert_eq!(offer.max_output_bytes, DEFAULT_MAX_OUTPUT_BYTES);
+    assert_eq!(offer.max_concurrency, DEFAULT_MAX_CONCURRENCY);
+    assert_eq!(
+        (offer.name.as_deref(), offer.about.as_deref()),
+        (None, None)
+    );
+}
+
+#[test]
+fn every_field_is_read() {
+    let node = r#"[node]
+name = "Node"
+about = "About"
+picture = "https://example.com/a.png"
+ledger = "/var/lib/paydvm/ledger.db"
+policy = "conf/policy.toml"
+key_env = "PAYDVM_NSEC"
+"#;
+    let relays = r#"[relays]
+urls = ["wss://relay.example.com", "ws://127.0.0.1:7777"]
+publish_cap = 3
+allow_customer_relays = true
+customer_relay_allowlist = ["wss://other.example.com"]
+"#;
+    let offers = r#"[[offer]]
+kind = 5002
+executor = { command = "/usr/bin/translate", args = ["--to", "en"], env = { API_TOKEN = "tok-123" } }
+timeout_secs = 120
+max_output_bytes = 1000
+max_concurrency = 2
+name = "Translate"
+about = "Any language to English"
+
+[[offer]]
+kind = 5001
+[offer.executor]
+http = "http://127.0.0.1:8080/run"
+"#;
+    let file = parse(&toml(node, relays, offers)).unwrap();
+    assert_eq!(file.node.about.as_deref(), Some("About"));
+    assert_eq!(
+        file.node.picture.as_ref().unwrap().as_str(),
+        "https://example.com/a.png"
+    );
+    assert_eq!(file.node.ledger, Path::new("/var/lib/paydvm/ledger.db"));
+    assert_eq!(file.node.policy, Path::new("/etc/paydvm/conf/policy.toml"));
+    assert_eq!(file.node.key, KeySource::Env("PAYDVM_NSEC".into()));
+    assert_eq!(file.relays.urls.len(), 2);
+    assert_eq!(file.relays.publish_cap, 3);
+    let other = nostr_sdk::RelayUrl::parse("wss://other.example.com").unwrap();
+    let stranger = nostr_sdk::RelayUrl::parse("wss://stranger.example.com").unwrap();
+    assert!(file.relays.customer.allows(&other));
+    assert!(!file.relays.customer.allows(&stranger));
+    let Executor::Command { program, args, env } = &file.offers[0].executor else {
+        panic!("not a command: {:?}", file.offers[0].executor);
+    };
+    assert_eq!(program, Path::new("/usr/bin/translate"));
+    assert_eq!(args, &["--to", "en"]);
+    assert_eq!(env["API_TOKEN"].expose(), "tok-123");
+    assert_eq!(file.offers[0].timeout, Duration::from_secs(120));
+    assert_eq!(file.offers[0].max_output_bytes, 1000);
+    assert_eq!(file.offers[0].max_concurrency, 2);
+    assert_eq!(file.offers[0].name.as_deref(), Some("Translate"));
+    let Executor::Http { url } = &file.offers[1].executor else {
+        panic!("not http");
+    };
+    assert_eq!(url.expose().as_str(), "http://127.0.0.1:8080/run");
+    // Executor env values and URLs are secrets too.
+    let shown = format!("{file:?}");
+    assert!(
+        !shown.contains("tok-123") && !shown.contains("8080"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn customer_relays_can_be_ignored() {
+    let relays = format!("{RELAYS}allow_customer_relays = false\n");
+    let file = parse(&toml(NODE, &relays, OFFER)).unwrap();
+    assert_eq!(file.relays.customer, CustomerRelays::Ignored);
+}
+
+/// Each case replaces one section of a valid config; the error must name `field`.
+#[test]
+fn invalid_fields_are_named() {
+    let node = |extra: &str, drop: &str| {
+        let kept: String = NODE
+            .lines()
+            .filter(|l| drop.is_empty() || !l.starts_with(drop))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        format!("{kept}{extra}\n")
+    };
+    let relays = |body: &str| format!("[relays]\n{body}\n");
+    let offer = |body: &str| format!("[[offer]]\n{body}\n");
+    let text_offer = |extra: &str| {
+        offer(&format!(
+            "kind = 5050\nexecutor = {{ builtin = \"text\" }}\n{extra}"
+        ))
+    };
+    let sixteen_plus_one: Vec<String> = (0..17)
+        .map(|i| format!("\"ws://127.0.0.1:{}\"", 7000 + i))
+        .collect();
+    let many_urls = format!("urls = [{}]", sixteen_plus_one.join(", "));
+
+    let cases: Vec<(String, &str, &str)> = vec![
+        (toml(&node("", "name"), RELAYS, OFFER), "node.name", "is required"),
+        (toml(&node("", "name").replace("[node]", "[node]\nname = \" \""), RELAYS, OFFER), "node.name", "must not be empty"),
+        (toml(&node("picture = \"ftp://example.com/a.png\"", ""), RELAYS, OFFER), "node.picture", "http:// or https://"),
+        (toml(&node("picture = \"not a url\"", ""), RELAYS, OFFER), "node.picture", "not a URL"),
+        (toml(&node("", "ledger"), RELAYS, OFFER), "node.ledger", "is required"),
+        (toml(&node("policy = \"~/policy.toml\"", "policy"), RELAYS, OFFER), "node.policy", "not expanded"),
+        (toml(&node("key_env = \"PAYDVM_NSEC\"", ""), RELAYS, OFFER), "node.key_file", "not both"),
+        (toml(&node("", "key_file"), RELAYS, OFFER), "node.key_file", "is required"),
+        (toml(&node("key_env = \"1-BAD\"", "key_file"), RELAYS, OFFER), "node.key_env", "not an environment variable name"),
+        (toml(NODE, "", OFFER), "relays", "is required"),
+        (toml(NODE, &relays("publish_cap = 2"), OFFER), "relays.urls", "is required"),
+        (toml(NODE, &relays("urls = []"), OFFER), "relays.urls", "1 to 16"),
+        (toml(NODE, &relays(&many_urls), OFFER), "relays.urls", "got 17"),
+        (toml(NODE, &relays("urls = [\"https://relay.example.com\"]"), OFFER), "relays.urls[0]", "ws:// or wss://"),
+        (toml(NODE, &relays("urls = [\"wss://a.example.com\", \"wss://a.example.com/\"]"), OFFER), "relays.urls[1]", "listed twice"),
+        (toml(NODE, &format!("{RELAYS}publish_cap = 0"), OFFER), "relays.publish_cap", "between 1 and 64"),
+        (toml(NODE, &format!("{RELAYS}allow_customer_relays = false\ncustomer_relay_allowlist = [\"wss://a.example.com\"]"), OFFER), "relays.customer_relay_allowlist", "allow_customer_relays = false"),
+        (toml(NODE, &format!("{RELAYS}customer_relay_allowlist = []"), OFFER), "relays.customer_relay_allowlist", "1 to 256"),
+        (toml(NODE, &format!("{RELAYS}customer_relay_allowlist = [\"relay.example.com\"]"), OFFER), "relays.customer_relay_allowlist[0]", "relay URL"),
+        (toml(NODE, RELAYS, ""), "offer", "1 to 64"),
+        (toml(NODE, RELAYS, &offer("executor = { builtin = \"text\" }")), "offer[0].kind", "is required"),
+        (toml(NODE, RELAYS, &offer("kind = 7000\nexecutor = { builtin = \"text\" }")), "offer[0].kind", "between 5000 and 5999"),
+        (toml(NODE, RELAYS, &format!("{OFFER}\n{OFFER}")), "offer[1].kind", "already offered by offer[0]"),
+        (toml(NODE, RELAYS, &offer("kind = 5050")), "offer[0].executor", "is required"),
+        (toml(NODE, RELAYS, &offer("kind = 5050\nexecutor = {}")), "offer[0].executor", "exactly one"),
+        (toml(NODE, RELAYS, &offer("kind = 5050\nexecutor = { builtin = \"text\", http = \"http://127.0.0.1/\" }")), "offer[0].executor", "exactly one"),
+        (toml(NODE, RELAYS, &offer("kind = 5050\nexecutor = { builtin = \"gpt\" }")), "offer[0].executor.builtin", "unknown builtin \"gpt\""),
+        (toml(NODE, RELAYS, &offer("kind = 5100\nexecutor = { builtin = \"text\" }")), "offer[0].executor.builtin", "not 5100"),
+        (toml(NODE, RELAYS, &offer("kind = 5050\nexecutor = { http = \"ftp://127.0.0.1/run\" }")), "offer[0].executor.http", "http:// or https://"),
+        (toml(NODE, RELAYS, &offer("kind = 5050\nexecutor = { builtin = \"text\", args = [\"x\"] }")), "offer[0].executor.args", "only allowed with `command`"),
+        (toml(NODE, RELAYS, &offer("kind = 5050\nexecutor = { command = \"bin/task\" }")), "offer[0].executor.command", "absolute path"),
+        (toml(NODE, RELAYS, &offer("kind = 5050\nexecutor = { command = \"\" }")), "offer[0].executor.command", "must not be empty"),
+        (toml(NODE, RELAYS, &offer("kind = 5050\nexecutor = { command = \"/bin/true\", env = { \"BAD-NAME\" = \"x\" } }")), "offer[0].executor.env.BAD-NAME", "not an environment variable name"),
+        (toml(NODE, RELAYS, &offer("kind = 5050\nexecutor = { http = \"ws://127.0.0.1:8080/run\" }")), "offer[0].executor.http", "http:// or https://"),
+        (toml(NODE, RELAYS, &text_offer("timeout_secs = 0")), "offer[0].timeout_secs", "between 1 and 3600"),
+        (toml(NODE, RELAYS, &text_offer("max_output_bytes = 2000000")), "offer[0].max_output_bytes", "between 1 and 1048576"),
+        (toml(NODE, RELAYS, &text_offer("max_concurrency = -1")), "offer[0].max_concurrency", "between 1 and 256"),
+        (toml(NODE, RELAYS, &text_offer("name = \"\"")), "offer[0].name", "must not be empty"),
+    ];
+    for (text, field, reason) in cases {
+        let err = parse(&text).expect_err(&format!("accepted a bad {field}:\n{text}"));
+        let msg = err.to_string();
+        assert_eq!(err.field(), Some(field), "{msg}\n{text}");
+        assert!(msg.starts_with(&format!("test.toml: {field}: ")), "{msg}");
+        assert!(msg.contains(reason), "{field}: {msg:?} lacks {reason:?}");
+    }
+}
+
+#[test]
+fn unknown_sections_fields_and_bad_types_are_syntax_errors() {
+    let cases = [
+        (
+            toml(
+                NODE,
+                RELAYS,
+                &format!("{OFFER}\n[lightning]\nbackend = \"nwc\"\n"),
+            ),
+            "lightning",
+        ),
+        (
+            toml(&format!("{NODE}nickname = \"x\"\n"), RELAYS, OFFER),
+            "nickname",
+        ),
+        (
+            toml(NODE, RELAYS, &format!("{OFFER}timeout = 5\n")),
+            "timeout",
+        ),
+        (
+            toml(
+                NODE,
+                RELAYS,
+                "[[offer]]\nkind = 5050\nexecutor = { builtin = \"text\", shell = true }\n",
+            ),
+            "shell",
+        ),
+        (
+            toml(
+                NODE,
+                RELAYS,
+                "[[offer]]\nkind = \"5050\"\nexecutor = { builtin = \"text\" }\n",
+            ),
+            "kind",
+        ),
+        (
+            toml(
+                NODE,
+                RELAYS,
+                "[[offer]]\nkind = 5050\nexecutor = \"text\"\n",
+            ),
+            "executor",
+        ),
+        ("[node\n".to_owned(), ""),
+    ];
+    for (text, mentions) in cases {
+        let err = parse(&text).expect_err(&text);
+        assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.starts_with("test.toml: "), "{msg}");
+        assert!(msg.contains(mentions), "{msg:?} lacks {mentions:?}");
+    }
+}
+
+/// A directory with a config, a policy and a 0600 key file: `Config::load` succeeds in it.
+struct Setup {
+    dir: tempfile::TempDir,
+    keys: Keys,
+}
+
+impl Setup {
+    fn new(config: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::generate();
+        fs::write(dir.path().join("paydvm.toml"), config).unwrap();
+        fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
+        let key = dir.path().join("paydvm.key");
+        fs::write(&key, keys.secret_key().to_bech32().unwrap() + "\n").unwrap();
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+        Setup { dir, keys }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn load(&self) -> Result<Config, ConfigError> {
+        Config::load_with_env(self.path("paydvm.toml"), |_| None)
+    }
+}
+
+#[test]
+fn load_reads_policy_and_key_without_showing_the_key() {
+    let setup = Setup::new(&toml(NODE, RELAYS, OFFER));
+    let config = setup.load().unwrap();
+    assert_eq!(config.public_key(), setup.keys.public_key());
+    assert!(config.policy.pricing().is_offered(5050));
+    assert_eq!(config.node.ledger, setup.path("paydvm.db"));
+    let shown = format!("{config:?}");
+    let nsec = setup.keys.secret_key().to_bech32().unwrap();
+    let hex = setup.keys.secret_key().to_secret_hex();
+    assert!(!shown.contains(&nsec) && !shown.contains(&hex));
+}
+
+#[test]
+fn template_loads_with_the_starter_policy() {
+    let setup = Setup::new(CONFIG_TEMPLATE);
+    fs::write(
+        setup.path("policy.toml"),
+        include_str!("../../policies/examples/default.toml"),
+    )
+    .unwrap();
+    let config = setup.load().unwrap();
+    assert_eq!(config.offers.len(), 1);
+    assert_eq!(config.offers[0].kind, 5050);
+    assert_eq!(
+        config.relays.urls[0].as_str_without_trailing_slash(),
+        "ws://127.0.0.1:7777"
+    );
+}
+
+#[test]
+fn bad_policy_is_reported_at_load() {
+    let setup = Setup::new(&toml(NODE, RELAYS, OFFER));
+    fs::write(setup.path("policy.toml"), "[quote]\nexpiry_secs = 0\n").unwrap();
+    let err = setup.load().unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.field(), Some("node.policy"), "{msg}");
+    assert!(msg.contains("policy.toml: quote.expiry_secs"), "{msg}");
+
+    fs::remove_file(setup.path("policy.toml")).unwrap();
+    let msg = setup.load().unwrap_err().to_string();
+    assert!(
+        msg.contains("node.policy") && msg.contains("cannot read policy file"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn offered_kind_must_be_priced_by_the_policy() {
+    let offer = OFFER.replace("5050", "5001");
+    let setup = Setup::new(&toml(NODE, RELAYS, &offer));
+    let err = setup.load().unwrap_err();
+    assert_eq!(err.field(), Some("offer[0].kind"), "{err}");
+    assert!(err.to_string().contains("kind 5001 has no price"), "{err}");
+}
+
+#[test]
+fn command_executor_must_exist_and_be_executable() {
+    let setup = Setup::new("");
+    let script = setup.path("task.sh");
+    fs::write(&script, "#!/bin/sh\ncat\n").unwrap();
+    let offer = format!(
+        "[[offer]]\nkind = 5050\nexecutor = {{ command = {:?} }}\n",
+        script.display().to_string()
+    );
+    fs::write(setup.path("paydvm.toml"), toml(NODE, RELAYS, &offer)).unwrap();
+
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o644)).unwrap();
+    let err = setup.load().unwrap_err();
+    assert_eq!(err.field(), Some("offer[0].executor.command"), "{err}");
+    assert!(err.to_string().contains("not an executable file"), "{err}");
+
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    setup.load().unwrap();
+
+    fs::remove_file(&script).unwrap();
+    let err = setup.load().unwrap_err();
+    assert_eq!(err.field(), Some("offer[0].executor.command"), "{err}");
+}
+
+#[test]
+fn open_key_file_is_refused_at_load() {
+    let setup = Setup::new(&toml(NODE, RELAYS, OFFER));
+    fs::set_permissions(setup.path("paydvm.key"), fs::Permissions::from_mode(0o644)).unwrap();
+    let err = setup.load().unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.field(), Some("node.key_file"), "{msg}");
+    assert!(msg.contains("chmod 600"), "{msg}");
+    assert!(!msg.contains(&setup.keys.secret_key().to_bech32().unwrap()));
+}
+
+#[test]
+fn missing_key_file_is_an_error_not_a_new_key() {
+    let setup = Setup::new(&toml(NODE, RELAYS, OFFER));
+    fs::remove_file(setup.path("paydvm.key")).unwrap();
+    let err = setup.load().unwrap_err();
+    assert_eq!(err.field(), Some("node.key_file"), "{err}");
+    assert!(!setup.path("paydvm.key").exists());
+}
+
+#[test]
+fn env_key_is_loaded_from_the_named_variable() {
+    let node = NODE.replace("key_file = \"paydvm.key\"", "key_env = \"NODE_KEY\"");
+    let setup = Setup::new(&toml(&node, RELAYS, OFFER));
+    let hex = setup.keys.secret_key().to_secret_hex();
+    let env = |name: &str| (name == "NODE_KEY").then(|| OsString::from(hex.clone()));
+    let config = Config::load_with_env(setup.path("paydvm.toml"), env).unwrap();
+    assert_eq!(config.public_key(), setup.keys.public_key());
+
+    let err = setup.load().unwrap_err();
+    assert_eq!(err.field(), Some("node.key_env"), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("environment variable NODE_KEY is not set"),
+        "{err}"
+    );
+
+    let err =
+        Config::load_with_env(setup.path("paydvm.toml"), |_| Some("nsec1bad".into())).unwrap_err();
+    assert!(err.to_string().contains("not a secret key"), "{err}");
+}
+
+#[test]
+fn env_key_is_read_from_the_process_environment() {
+    // A name no other test uses: tests run on threads of one process.
+    let var = "PAYDVM_CONFIG_TEST_ENV_KEY_7F3A";
+    let node = NODE.replace("key_file = \"paydvm.key\"", &format!("key_env = \"{var}\""));
+    let setup = Setup::new(&toml(&node, RELAYS, OFFER));
+    std::env::set_var(var, setup.keys.secret_key().to_bech32().unwrap());
+    let loaded = Config::load(setup.path("paydvm.toml"));
+    std::env::remove_var(var);
+    assert_eq!(loaded.unwrap().public_key(), setup.keys.public_key());
+}
+
+#[test]
+fn missing_config_file_names_it() {
+    let err = Config::load("/nonexistent/paydvm.toml").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/paydvm.toml: cannot read config file"),
+        "{err}"
+    );
+}

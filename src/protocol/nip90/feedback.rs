@@ -1,0 +1,239 @@
+//! Job feedback (kind 7000): status updates, payment requests, partial results.
+
+use nostr_sdk::prelude::{EventBuilder, Keys, Kind, Tag, TagKind, Timestamp};
+
+use super::reply::{encrypted_tag, tags_json, Addressee, Amount, ReplyError};
+use super::request::ParsedRequest;
+use super::FEEDBACK_KIND;
+
+/// The NIP-90 feedback statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    PaymentRequired,
+    Processing,
+    Error,
+    Success,
+    Partial,
+}
+
+impl Status {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::PaymentRequired => "payment-required",
+            Status::Processing => "processing",
+            Status::Error => "error",
+            Status::Success => "success",
+            Status::Partial => "partial",
+        }
+    }
+}
+
+/// One feedback message for a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feedback {
+    pub status: Status,
+    /// Human-readable extra info (the `status` tag's third element).
+    pub info: Option<String>,
+    pub amount: Option<Amount>,
+    /// Free text, or a sample of partial results.
+    pub content: String,
+    /// NIP-40: relays may drop the event after this.
+    pub expiration: Option<Timestamp>,
+}
+
+impl Feedback {
+    pub fn new(status: Status) -> Self {
+        Feedback {
+            status,
+            info: None,
+            amount: None,
+            content: String::new(),
+            expiration: None,
+        }
+    }
+
+    pub fn with_info(mut self, info: impl Into<String>) -> Self {
+        self.info = Some(info.into());
+        self
+    }
+
+    pub fn with_amount(mut self, amount: Amount) -> Self {
+        self.amount = Some(amount);
+        self
+    }
+
+    pub fn with_content(mut self, content: impl Into<String>) -> Self {
+        self.content = content.into();
+        self
+    }
+
+    pub fn with_expiration(mut self, at: Timestamp) -> Self {
+        self.expiration = Some(at);
+        self
+    }
+
+    fn status_tag(&self) -> Tag {
+        let mut values = vec![self.status.as_str().to_owned()];
+        values.extend(self.info.clone());
+        Tag::custom(TagKind::custom("status"), values)
+    }
+}
+
+/// The unsigned feedback event for `request`. `our_keys` only encrypts (for encrypted requests);
+/// the outbox signs. `relay_hint` is where the request was seen, if known.
+///
+/// Encrypted requests get what nostrdvm sends: content = the feedback tags plus
+/// `["content", text]` as an encrypted JSON array, and only `encrypted`, `p`, `e` in clear.
+pub fn feedback_event(
+    request: &ParsedRequest,
+    feedback: &Feedback,
+    relay_hint: Option<&str>,
+    our_keys: &Keys,
+) -> Result<EventBuilder, ReplyError> {
+    let to = Addressee::of(request, relay_hint)?;
+    let mut private = vec![feedback.status_tag()];
+    private.extend(feedback.amount.as_ref().map(Amount::tag));
+
+    let content_tag = Tag::custom(TagKind::custom("content"), [feedback.content.clone()]);
+    let hidden = [private.as_slice(), &[content_tag]].concat();
+    let (content, mut tags) = match to.encrypt(our_keys, &tags_json(&hidden))? {
+        Some(ciphertext) => (ciphertext, vec![encrypted_tag()]),
+        None => (feedback.content.clone(), private),
+    };
+    tags.push(to.e_tag());
+    tags.push(to.p_tag());
+    tags.extend(feedback.expiration.map(Tag::expiration));
+
+    Ok(EventBuilder::new(Kind::Custom(FEEDBACK_KIND), content)
+        .tags(tags)
+        .allow_self_tagging())
+}
+
+#[cfg(test)]
+mod tests {
+    use nostr_sdk::prelude::*;
+    use paydvm_ledger::Msat;
+
+    use super::*;
+    use crate::protocol::nip90::test_support::{request, signed, tag, tags_json, values};
+    use crate::protocol::nip90::{parse_request, Encryption};
+
+    const INVOICE: &str = "lnbc210n1pjexample";
+
+    fn payment_required() -> Feedback {
+        Feedback::new(Status::PaymentRequired)
+            .with_info("pay first")
+            .with_amount(Amount {
+                msat: Msat::from_msat(21_000),
+                bolt11: Some(INVOICE.into()),
+            })
+            .with_content("a sample")
+    }
+
+    #[test]
+    fn clear_feedback_has_status_amount_e_and_p() {
+        let (us, customer) = (Keys::generate(), Keys::generate());
+        let event = request(&customer, &[&["i", "hi", "text"]]);
+        let parsed = parse_request(&event, &us.public_key(), &us).unwrap();
+
+        let signed = feedback_event(&parsed, &payment_required(), Some("wss://in.example"), &us)
+            .unwrap()
+            .sign_with_keys(&us)
+            .unwrap();
+        assert_eq!(signed.kind, Kind::Custom(7000));
+        assert_eq!(signed.content, "a sample");
+        assert_eq!(
+            values(&signed),
+            vec![
+                vec!["status", "payment-required", "pay first"],
+                vec!["amount", "21000", INVOICE],
+                vec!["e", &event.id.to_hex(), "wss://in.example"],
+                vec!["p", &customer.public_key().to_hex()],
+            ]
+        );
+    }
+
+    #[test]
+    fn status_names_match_the_nip() {
+        let names: Vec<_> = [
+            Status::PaymentRequired,
+            Status::Processing,
+            Status::Error,
+            Status::Success,
+            Status::Partial,
+        ]
+        .map(Status::as_str)
+        .into();
+        assert_eq!(
+            names,
+            [
+                "payment-required",
+                "processing",
+                "error",
+                "success",
+                "partial"
+            ]
+        );
+    }
+
+    #[test]
+    fn self_addressed_feedback_keeps_its_p_tag_and_optional_parts() {
+        let us = Keys::generate();
+        let event = request(&us, &[]);
+        let parsed = parse_request(&event, &us.public_key(), &us).unwrap();
+        let expiry = Timestamp::from(1_900_000_000);
+        let feedback = Feedback::new(Status::Processing).with_expiration(expiry);
+
+        let signed = feedback_event(&parsed, &feedback, None, &us)
+            .unwrap()
+            .sign_with_keys(&us)
+            .unwrap();
+        assert_eq!(
+            values(&signed),
+            vec![
+                vec!["status", "processing"],
+                vec!["e", &event.id.to_hex()],
+                vec!["p", &us.public_key().to_hex()],
+                vec!["expiration", "1900000000"],
+            ]
+        );
+    }
+
+    #[test]
+    fn encrypted_feedback_hides_its_tags_with_the_customers_scheme() {
+        let (us, customer) = (Keys::generate(), Keys::generate());
+        for scheme in [Encryption::Nip04, Encryption::Nip44] {
+            let inner = tags_json(&[&["i", "secret", "text"]]);
+            let content = scheme.encrypt(&customer, &us.public_key(), &inner).unwrap();
+            let clear = vec![tag(&["p", &us.public_key().to_hex()]), tag(&["encrypted"])];
+            let event = signed(&customer, 5050, &content, clear);
+            let parsed = parse_request(&event, &us.public_key(), &us).unwrap();
+
+            let reply = feedback_event(&parsed, &payment_required(), None, &us)
+                .unwrap()
+                .sign_with_keys(&us)
+                .unwrap();
+            assert_eq!(
+                values(&reply),
+                vec![
+                    vec!["encrypted".to_owned()],
+                    vec!["e".to_owned(), event.id.to_hex()],
+                    vec!["p".to_owned(), customer.public_key().to_hex()],
+                ]
+            );
+            assert_eq!(Encryption::detect(&reply.content), scheme);
+            let plain = scheme
+                .decrypt(&customer, &us.public_key(), &reply.content)
+                .unwrap();
+            let hidden: Vec<Vec<String>> = serde_json::from_str(&plain).unwrap();
+            assert_eq!(
+                hidden,
+                vec![
+                    vec!["status", "payment-required", "pay first"],
+                    vec!["amount", "21000", INVOICE],
+                    vec!["content", "a sample"],
+                ]
+            );
+        }
+    }
+}
