@@ -3,5 +3,6 @@ pub mod cli;
 pub mod config;
 pub mod executor;
 pub mod job;
+pub mod node;
 pub mod protocol;
 pub mod workload;

@@ -1,6 +1,7 @@
 //! The `paydvm` command line: argument parsing, dispatch and exit codes.
 
 mod audit;
+mod demo;
 mod export;
 mod init;
 mod ledger_file;
@@ -50,6 +51,9 @@ enum Command {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// Run the node offline against an embedded relay with a scripted customer, then print each
+    /// job's audit trail. Everything stays on 127.0.0.1 in a temporary directory.
+    Demo,
     /// Inspect a ledger file, or create a sample one.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -127,6 +131,7 @@ where
 fn dispatch(command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Init { dir } => init::run(&dir),
+        Command::Demo => demo::run(),
         Command::Ledger(LedgerCommand::Verify { file, json }) => verify::run(&file, json),
         Command::Ledger(LedgerCommand::Audit {
             file,

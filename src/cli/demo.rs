@@ -1,0 +1,284 @@
+//! `paydvm demo`: everything on 127.0.0.1 in a temporary directory. An embedded relay, the node
+//! with a fresh key, and a scripted customer running a free job, a job paid from prepaid credit,
+//! a paid job that fails (refund due) and a job left at `payment-required`. Then the audit trail
+//! of each job and the `verify` summary. Prints no secret key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use nostr_sdk::prelude::{
+    Client, Event, EventBuilder, Filter, Keys, Kind, RelayPoolNotification, RelayUrl, Tag,
+    Timestamp,
+};
+use paydvm_ledger::store::{Durability, Store};
+use paydvm_ledger::{
+    Asset, EventBody, IdemKey, JobState, LedgerEvent, Msat, Payment, PaymentRef, PaymentTarget,
+    Pubkey, Rail, UnixMs,
+};
+
+use super::output;
+use super::timeline::render_trail;
+use super::verify::summary;
+use crate::config::{create_key_file, Config};
+use crate::node::{now_ms, Node, NodeHandle};
+
+const POLICY: &str = r#"[[pricing.kind]]
+kind = 5001
+mode = "free"
+
+[[pricing.kind]]
+kind = 5050
+mode = "fixed"
+amount_msat = 5000
+
+[failures]
+max_attempts = 1
+then = "refund"
+"#;
+
+/// Prepaid credit the demo customer starts with: two 5050 jobs.
+const TOP_UP_MSAT: u64 = 10_000;
+const WAIT: Duration = Duration::from_secs(20);
+
+pub fn run() -> anyhow::Result<u8> {
+    let dir = std::env::temp_dir().join(format!("paydvm-demo-{}-{}", std::process::id(), now_ms()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(demo(&dir));
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
+}
+
+struct Script {
+    label: &'static str,
+    kind: u16,
+    text: &'static str,
+    params: &'static [(&'static str, &'static str)],
+    until: JobState,
+}
+
+const SCRIPT: [Script; 4] = [
+    Script {
+        label: "free job (5001 word count)",
+        kind: 5001,
+        text: "the quick brown fox jumps",
+        params: &[],
+        until: JobState::Succeeded,
+    },
+    Script {
+        label: "job paid from prepaid credit (5050 upper)",
+        kind: 5050,
+        text: "hello paydvm",
+        params: &[("mode", "upper")],
+        until: JobState::Succeeded,
+    },
+    Script {
+        label: "paid job that fails (5050 mode fail): refund due",
+        kind: 5050,
+        text: "this will fail",
+        params: &[("mode", "fail")],
+        until: JobState::RefundDue,
+    },
+    Script {
+        label: "job without credit left: payment required",
+        kind: 5050,
+        text: "pay me first",
+        params: &[],
+        until: JobState::Quoted,
+    },
+];
+
+async fn demo(dir: &Path) -> anyhow::Result<u8> {
+    let (relay, url) = crate::node::local_relay::start_local_relay().await?;
+    say(&format!(
+        "embedded relay: {url}\nnode directory: {}",
+        dir.display()
+    ))?;
+
+    let config_path = write_node_dir(dir, &url)?;
+    let customer = Keys::generate();
+    top_up(&dir.join("paydvm.db"), &customer)?;
+    say(&format!(
+        "customer {} starts with {} of prepaid credit (recorded by the operator)",
+        customer.public_key().to_hex(),
+        Msat::from_msat(TOP_UP_MSAT)
+    ))?;
+
+    let config = Config::load(&config_path)?;
+    let node = Node::start(config).await?;
+    say(&format!("node {} started", node.pubkey().to_hex()))?;
+
+    let client = Client::new(customer.clone());
+    client.add_relay(url.clone()).await?;
+    let mut replies = client.notifications();
+    client.try_connect(Duration::from_secs(5)).await;
+    client
+        .subscribe(
+            Filter::new()
+                .kinds([Kind::Custom(6001), Kind::Custom(6050), Kind::Custom(7000)])
+                .since(Timestamp::now() - 60),
+            None,
+        )
+        .await?;
+
+    let mut jobs = Vec::new();
+    let outcome = async {
+        for step in &SCRIPT {
+            let request = request(&customer, step)?;
+            say(&format!(
+                "\n> {}: request {}",
+                step.label,
+                request.id.to_hex()
+            ))?;
+            client.send_event(&request).await?;
+            wait_state(&node, &request.id.to_hex(), step.until).await?;
+            // Let the replies of this job arrive before the next request.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            while let Ok(n) = replies.try_recv() {
+                if let RelayPoolNotification::Event { event, .. } = n {
+                    say(&describe(&event))?;
+                }
+            }
+            jobs.push((step.label, request.id.to_hex()));
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    client.shutdown().await;
+    node.shutdown().await;
+    relay.shutdown();
+    outcome?;
+
+    let store = Store::open_read_only(dir.join("paydvm.db"))?;
+    say("\n== audit trails ==")?;
+    for (label, job) in &jobs {
+        let trail = store
+            .audit(job)?
+            .with_context(|| format!("no trail for job {job}"))?;
+        say(&format!("\n# {label}\n{}", render_trail(&trail)))?;
+    }
+    match store.verify() {
+        Ok(report) => {
+            say(&format!("\n{}", summary(&report)))?;
+            Ok(super::EXIT_OK)
+        }
+        Err(failure) => {
+            say(&format!("\nledger verification FAILED: {failure}"))?;
+            Ok(super::EXIT_VERIFY_FAILED)
+        }
+    }
+}
+
+fn write_node_dir(dir: &Path, relay: &RelayUrl) -> anyhow::Result<PathBuf> {
+    std::fs::write(dir.join("policy.toml"), POLICY)?;
+    create_key_file(&dir.join("paydvm.key"))?;
+    let config = format!(
+        r#"[node]
+name = "paydvm demo"
+ledger = "paydvm.db"
+policy = "policy.toml"
+key_file = "paydvm.key"
+
+[relays]
+urls = ["{relay}"]
+
+[[offer]]
+kind = 5050
+executor = {{ builtin = "text" }}
+timeout_secs = 5
+
+[[offer]]
+kind = 5001
+executor = {{ builtin = "text" }}
+timeout_secs = 5
+"#
+    );
+    let path = dir.join("paydvm.toml");
+    std::fs::write(&path, config)?;
+    Ok(path)
+}
+
+fn top_up(ledger: &Path, customer: &Keys) -> anyhow::Result<()> {
+    let mut store = Store::open(ledger, Durability::Normal)?;
+    let reference = "demo-topup-1";
+    store.append(&LedgerEvent::new(
+        IdemKey::new(reference)?,
+        UnixMs(now_ms()),
+        EventBody::PaymentReceived(Payment {
+            rail: Rail::Manual,
+            asset: Asset::Lightning,
+            reference: PaymentRef::new(reference)?,
+            linked: Vec::new(),
+            amount: Msat::from_msat(TOP_UP_MSAT),
+            evidence: None,
+            payer: None,
+            target: PaymentTarget::Credit {
+                pubkey: Pubkey::new(customer.public_key().to_hex())?,
+            },
+        }),
+    ))?;
+    store.close()?;
+    Ok(())
+}
+
+fn request(customer: &Keys, step: &Script) -> anyhow::Result<Event> {
+    let mut tags = vec![Tag::parse(["i", step.text, "text"])?];
+    for (k, v) in step.params {
+        tags.push(Tag::parse(["param", k, v])?);
+    }
+    Ok(EventBuilder::new(Kind::Custom(step.kind), "")
+        .tags(tags)
+        .sign_with_keys(customer)?)
+}
+
+async fn wait_state(node: &NodeHandle, job: &str, want: JobState) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let state = node.job(job).await.map(|j| j.state);
+        if state == Some(want) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("job {job} did not reach {want} in time (state {state:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Prints `text` and a newline.
+fn say(text: &str) -> anyhow::Result<()> {
+    output::print(&format!("{text}\n"))
+}
+
+/// One line per reply the customer saw.
+fn describe(event: &Event) -> String {
+    let tag = |name: &str| {
+        event
+            .tags
+            .iter()
+            .map(|t| t.as_slice())
+            .find(|s| s.first().map(String::as_str) == Some(name))
+            .map(|s| s[1..].join(" "))
+    };
+    if event.kind == Kind::Custom(7000) {
+        let mut line = format!(
+            "  customer got feedback: {}",
+            tag("status").unwrap_or_default()
+        );
+        if let Some(amount) = tag("amount") {
+            line.push_str(&format!(" (amount {amount} msat)"));
+        }
+        line
+    } else {
+        format!(
+            "  customer got result (kind {}): {:?}",
+            event.kind.as_u16(),
+            event.content
+        )
+    }
+}

@@ -1,0 +1,869 @@
+//! The core actor: the only owner of the ledger [`Store`]. It takes one [`Command`] at a time,
+//! decides with the [`Policy`], and writes each decision as ONE `append_group` together with the
+//! signed events it must publish (outbox effects). Side effects start only after the write.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use nostr_sdk::prelude::{
+    Event, EventBuilder, JsonUtil, Keys, Kind, RelayUrl, Tag, TagKind, Timestamp,
+};
+use paydvm_ledger::store::Store;
+use paydvm_ledger::{
+    Account, AppendOutcome, Disposition, EffectId, EffectOutcome, EventBody, IdemKey, JobId,
+    JobRecord, JobState, LedgerEvent, Msat, Pubkey, QueueReason, RefundId, UnixMs,
+};
+use paydvm_policies::{
+    Admission, AdmissionFacts, FailureDecision, InputMeasure, Policy, PriceDecision,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tracing::{debug, info, warn};
+
+use super::outbox::{Outbox, Publication};
+use super::{now_ms, worker};
+use crate::config::Relays;
+use crate::executor::Executors;
+use crate::protocol::nip90::{
+    feedback_event, parse_request, result_event, Amount, Feedback, JobResult, ParsedRequest,
+    RequestError, Status, FEEDBACK_KIND,
+};
+
+/// What the core is asked to do. Each command is handled to the end before the next one.
+#[derive(Debug)]
+pub enum Command {
+    /// A job request seen on `relay` (signature already verified by the relay pool).
+    Request {
+        event: Box<Event>,
+        relay: Option<RelayUrl>,
+    },
+    /// A NIP-09 deletion (kind 5), possibly cancelling one of our jobs.
+    Deletion(Box<Event>),
+    /// An executor attempt ended.
+    ExecFinished {
+        job: String,
+        attempt: u32,
+        outcome: Result<String, ExecFailure>,
+    },
+    /// The outbox delivered an effect.
+    Published { effect: String, detail: String },
+    /// Read one job's record.
+    Job {
+        job: String,
+        reply: oneshot::Sender<Option<JobRecord>>,
+    },
+    /// Periodic: expire quotes whose time ran out.
+    Tick,
+    /// Stop taking work; close once the outbox has drained.
+    Shutdown { done: oneshot::Sender<()> },
+    /// The outbox finished everything it was given (only after `Shutdown`).
+    OutboxDrained,
+}
+
+/// A failed attempt, as the core needs it: the customer-safe reason and whether to retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecFailure {
+    pub reason: String,
+    pub retryable: bool,
+}
+
+/// Everything the core owns.
+pub struct CoreParts {
+    pub store: Store,
+    pub policy: Policy,
+    pub keys: Keys,
+    pub offered: Vec<u16>,
+    pub relays: Relays,
+    pub executors: Arc<Executors>,
+    pub commands: mpsc::UnboundedSender<Command>,
+    pub outbox: Outbox,
+}
+
+/// What start-up found: where intake catches up from and which requests it must fetch again.
+#[derive(Debug, Default)]
+pub struct Startup {
+    /// The newest `at` in the ledger, if any event exists.
+    pub newest_at: Option<u64>,
+    /// Request event ids (hex) of jobs left `queued` or `processing`.
+    pub pending_requests: Vec<String>,
+}
+
+/// A request the core keeps in memory while its job may still need it (to run, to reply).
+struct Pending {
+    request: ParsedRequest,
+    relay: Option<RelayUrl>,
+}
+
+pub struct Core {
+    store: Store,
+    policy: Policy,
+    keys: Keys,
+    offered: Vec<u16>,
+    relays: Relays,
+    executors: Arc<Executors>,
+    commands: mpsc::UnboundedSender<Command>,
+    outbox: Option<Outbox>,
+    requests: HashMap<String, Pending>,
+    running: HashMap<String, AbortHandle>,
+    closing: Option<oneshot::Sender<()>>,
+}
+
+fn key(k: String) -> anyhow::Result<IdemKey> {
+    IdemKey::new(k).map_err(|e| anyhow!("{e}"))
+}
+
+fn job_id(id: &str) -> anyhow::Result<JobId> {
+    JobId::new(id).map_err(|e| anyhow!("{e}"))
+}
+
+impl Core {
+    pub fn new(parts: CoreParts) -> Core {
+        Core {
+            store: parts.store,
+            policy: parts.policy,
+            keys: parts.keys,
+            offered: parts.offered,
+            relays: parts.relays,
+            executors: parts.executors,
+            commands: parts.commands,
+            outbox: Some(parts.outbox),
+            requests: HashMap::new(),
+            running: HashMap::new(),
+            closing: None,
+        }
+    }
+
+    /// Re-sends every undelivered effect (the stored signed event, never re-signed) and lists the
+    /// jobs that need their request again to resume.
+    pub fn startup(&mut self) -> anyhow::Result<Startup> {
+        let mut resend = Vec::new();
+        for effect in self.store.state().effects() {
+            if effect.outcome.is_some() || effect.action != "publish" {
+                continue;
+            }
+            match publication_from_payload(effect.effect.as_str(), &effect.payload) {
+                Ok(p) => resend.push(p),
+                Err(e) => warn!(effect = %effect.effect, "cannot re-send effect: {e:#}"),
+            }
+        }
+        if !resend.is_empty() {
+            info!(count = resend.len(), "re-sending undelivered effects");
+        }
+        for p in resend {
+            self.publish(p);
+        }
+        let pending_requests = self
+            .store
+            .state()
+            .jobs()
+            .filter(|j| matches!(j.state, JobState::Queued | JobState::Processing))
+            .map(|j| j.request_event.to_string())
+            .collect();
+        let (seq, _) = self.store.head();
+        let newest_at = if seq == 0 {
+            None
+        } else {
+            self.store.event(seq)?.map(|e| e.event.at.0)
+        };
+        Ok(Startup {
+            newest_at,
+            pending_requests,
+        })
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        while let Some(command) = rx.recv().await {
+            let closing = self.closing.is_some();
+            let result = match command {
+                Command::Request { event, relay } if !closing => self.on_request(*event, relay),
+                Command::Deletion(event) if !closing => self.on_deletion(&event),
+                Command::ExecFinished {
+                    job,
+                    attempt,
+                    outcome,
+                } if !closing => self.on_exec_finished(&job, attempt, outcome),
+                Command::Published { effect, detail } => self.on_published(&effect, detail),
+                Command::Tick if !closing => self.expire_quotes(),
+                Command::Job { job, reply } => {
+                    let record = JobId::new(job)
+                        .ok()
+                        .and_then(|j| self.store.state().job(&j).cloned());
+                    let _ = reply.send(record);
+                    Ok(())
+                }
+                Command::Shutdown { done } => {
+                    for (_, handle) in self.running.drain() {
+                        handle.abort();
+                    }
+                    self.closing = Some(done);
+                    // Dropping the sender lets the outbox finish what it has, then report.
+                    self.outbox = None;
+                    Ok(())
+                }
+                Command::OutboxDrained => {
+                    if closing {
+                        break;
+                    }
+                    Ok(())
+                }
+                other => {
+                    debug!("shutting down; ignoring {other:?}");
+                    Ok(())
+                }
+            };
+            if let Err(e) = result {
+                warn!("command failed: {e:#}");
+            }
+        }
+        if let Some(done) = self.closing.take() {
+            let _ = done.send(());
+        }
+    }
+
+    fn now(&self) -> UnixMs {
+        UnixMs(now_ms())
+    }
+
+    fn publish(&self, p: Publication) {
+        match &self.outbox {
+            Some(outbox) => outbox.publish(p),
+            None => debug!(effect = %p.effect, "outbox closed; effect stays pending"),
+        }
+    }
+
+    /// Appends `events` as one group; publishes `pubs` only if the group was new.
+    fn commit(&mut self, events: Vec<LedgerEvent>, pubs: Vec<Publication>) -> anyhow::Result<bool> {
+        let outcomes = self.store.append_group(&events)?;
+        let fresh = outcomes
+            .iter()
+            .any(|o| matches!(o, AppendOutcome::Appended { .. }));
+        if fresh {
+            for p in pubs {
+                self.publish(p);
+            }
+        }
+        Ok(fresh)
+    }
+
+    /// Our relays, then the customer's (if allowed), without duplicates, at most `publish_cap`.
+    fn reply_relays(&self, request: Option<&ParsedRequest>) -> Vec<RelayUrl> {
+        let mut out: Vec<RelayUrl> = self.relays.urls.clone();
+        for url in request.map(|r| r.relays.as_slice()).unwrap_or_default() {
+            if let Ok(url) = RelayUrl::parse(url) {
+                if self.relays.customer.allows(&url) && !out.contains(&url) {
+                    out.push(url);
+                }
+            }
+        }
+        out.truncate(self.relays.publish_cap);
+        out
+    }
+
+    /// The `effect_requested` event and the publication for one signed event.
+    fn effect(
+        &self,
+        job: &JobId,
+        event: Event,
+        relays: Vec<RelayUrl>,
+        at: UnixMs,
+    ) -> anyhow::Result<(LedgerEvent, Publication)> {
+        let id = event.id.to_hex();
+        let payload = serde_json::json!({
+            "event": serde_json::from_str::<serde_json::Value>(&event.as_json())?,
+            "relays": relays.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        })
+        .to_string();
+        let body = EventBody::EffectRequested {
+            effect: EffectId::new(id.clone()).map_err(|e| anyhow!("{e}"))?,
+            job: Some(job.clone()),
+            action: "publish".into(),
+            payload,
+        };
+        Ok((
+            LedgerEvent::new(key(format!("effect:{id}"))?, at, body),
+            Publication {
+                effect: id,
+                event,
+                relays,
+            },
+        ))
+    }
+
+    fn feedback(
+        &self,
+        job: &JobId,
+        pending: &Pending,
+        feedback: Feedback,
+        at: UnixMs,
+    ) -> anyhow::Result<(LedgerEvent, Publication)> {
+        let hint = pending.relay.as_ref().map(|r| r.to_string());
+        let event = feedback_event(&pending.request, &feedback, hint.as_deref(), &self.keys)?
+            .sign_with_keys(&self.keys)?;
+        let relays = self.reply_relays(Some(&pending.request));
+        self.effect(job, event, relays, at)
+    }
+
+    fn on_request(&mut self, event: Event, relay: Option<RelayUrl>) -> anyhow::Result<()> {
+        let kind = event.kind.as_u16();
+        if !self.offered.contains(&kind) {
+            return Ok(());
+        }
+        let request = match parse_request(&event, &self.keys.public_key(), &self.keys) {
+            Ok(r) => r,
+            Err(RequestError::NotForUs) => return Ok(()),
+            Err(e) => return self.reject_unparsed(&event, &e.customer_message()),
+        };
+        if request.addressed_to_us() == Some(false) {
+            return Ok(());
+        }
+        let job = job_id(&request.job.id)?;
+        let pending = Pending { request, relay };
+        if let Some(record) = self.store.state().job(&job).cloned() {
+            return self.seen_again(record, pending);
+        }
+        self.admit(job, pending)
+    }
+
+    /// A request whose job exists (second relay, restart, catch-up): nothing is appended, but a
+    /// job left queued or processing by a previous run is resumed.
+    fn seen_again(&mut self, record: JobRecord, pending: Pending) -> anyhow::Result<()> {
+        let job = record.job.clone();
+        if self.running.contains_key(job.as_str()) {
+            return Ok(());
+        }
+        match record.state {
+            JobState::Queued => {
+                self.requests.insert(job.to_string(), pending);
+                self.dispatch(&job)
+            }
+            JobState::Processing => {
+                info!(%job, "resuming a job interrupted by a restart");
+                self.requests.insert(job.to_string(), pending);
+                self.fail(
+                    &job,
+                    record.attempts,
+                    ExecFailure {
+                        reason: "interrupted by restart".into(),
+                        retryable: true,
+                    },
+                )
+            }
+            JobState::Quoted | JobState::PartiallyPaid | JobState::Paid => {
+                self.requests.entry(job.to_string()).or_insert(pending);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn received(
+        &self,
+        event_id: &str,
+        pending: &Pending,
+        at: UnixMs,
+    ) -> anyhow::Result<LedgerEvent> {
+        let job = &pending.request.job;
+        Ok(LedgerEvent::new(
+            key(format!("recv:{event_id}"))?,
+            at,
+            EventBody::JobReceived {
+                job: job_id(&job.id)?,
+                request_event: paydvm_ledger::EventId::new(event_id).map_err(|e| anyhow!("{e}"))?,
+                customer: Pubkey::new(job.customer.clone()).map_err(|e| anyhow!("{e}"))?,
+                kind: job.kind,
+            },
+        ))
+    }
+
+    fn admit(&mut self, job: JobId, pending: Pending) -> anyhow::Result<()> {
+        let at = self.now();
+        let customer =
+            Pubkey::new(pending.request.job.customer.clone()).map_err(|e| anyhow!("{e}"))?;
+        let kind = pending.request.job.kind;
+        let pending_quotes = self
+            .store
+            .state()
+            .jobs()
+            .filter(|j| {
+                j.customer == customer
+                    && j.state == JobState::Quoted
+                    && quote_open(j.expires_at, at)
+            })
+            .count() as u32;
+        let admission = self.policy.admit(&AdmissionFacts {
+            customer_pubkey: customer.as_str(),
+            kind,
+            input_bytes: pending.request.job.input_bytes(),
+            pending_quotes,
+        });
+        let price = match admission {
+            Admission::Reject(reason) => return self.reject(job, pending, reason.to_string()),
+            Admission::FreeListed => PriceDecision::Free,
+            Admission::Priced => match self.policy.price(kind, &measure(&pending.request)) {
+                Ok(p) => p,
+                Err(e) => return self.reject(job, pending, e.to_string()),
+            },
+        };
+        let received = self.received(job.as_str(), &pending, at)?;
+        match price {
+            PriceDecision::NotOffered => self.reject(
+                job,
+                pending,
+                format!("job kind {kind} is not offered by this service"),
+            ),
+            PriceDecision::Free => self.queue(job, pending, received, QueueReason::Free),
+            PriceDecision::Charge(amount) => {
+                if let Some(bid) = pending.request.bid {
+                    if bid < amount {
+                        let reason = format!("bid below price: {} msat", amount.as_msat());
+                        return self.reject(job, pending, reason);
+                    }
+                }
+                let credit = self.store.state().held(&Account::Credit(customer));
+                if credit >= amount {
+                    self.queue(job, pending, received, QueueReason::CreditDebit { amount })
+                } else {
+                    self.quote(job, pending, received, amount)
+                }
+            }
+        }
+    }
+
+    fn reject(&mut self, job: JobId, pending: Pending, reason: String) -> anyhow::Result<()> {
+        let at = self.now();
+        info!(%job, %reason, "rejecting");
+        let received = self.received(job.as_str(), &pending, at)?;
+        let (effect, p) = self.feedback(
+            &job,
+            &pending,
+            Feedback::new(Status::Error).with_info(reason.clone()),
+            at,
+        )?;
+        let rejected = LedgerEvent::new(
+            key(format!("reject:{job}"))?,
+            at,
+            EventBody::JobRejected {
+                job: job.clone(),
+                reason,
+            },
+        );
+        self.commit(vec![received, rejected, effect], vec![p])?;
+        Ok(())
+    }
+
+    /// A request kind we offer that does not parse: recorded as received and rejected, with an
+    /// `error` feedback built here (there is no [`ParsedRequest`] to build it from).
+    fn reject_unparsed(&mut self, event: &Event, message: &str) -> anyhow::Result<()> {
+        let at = self.now();
+        let id = event.id.to_hex();
+        let job = job_id(&id)?;
+        info!(%job, %message, "rejecting an unparsable request");
+        let feedback = EventBuilder::new(Kind::Custom(FEEDBACK_KIND), "")
+            .tags([
+                Tag::custom(
+                    TagKind::custom("status"),
+                    ["error".to_string(), message.to_string()],
+                ),
+                Tag::event(event.id),
+                Tag::public_key(event.pubkey),
+            ])
+            .allow_self_tagging()
+            .sign_with_keys(&self.keys)?;
+        let (effect, p) = self.effect(&job, feedback, self.reply_relays(None), at)?;
+        let events = vec![
+            LedgerEvent::new(
+                key(format!("recv:{id}"))?,
+                at,
+                EventBody::JobReceived {
+                    job: job.clone(),
+                    request_event: paydvm_ledger::EventId::new(id.clone())
+                        .map_err(|e| anyhow!("{e}"))?,
+                    customer: Pubkey::new(event.pubkey.to_hex()).map_err(|e| anyhow!("{e}"))?,
+                    kind: event.kind.as_u16(),
+                },
+            ),
+            LedgerEvent::new(
+                key(format!("reject:{job}"))?,
+                at,
+                EventBody::JobRejected {
+                    job: job.clone(),
+                    reason: message.to_string(),
+                },
+            ),
+            effect,
+        ];
+        self.commit(events, vec![p])?;
+        Ok(())
+    }
+
+    fn queue(
+        &mut self,
+        job: JobId,
+        pending: Pending,
+        received: LedgerEvent,
+        reason: QueueReason,
+    ) -> anyhow::Result<()> {
+        let at = self.now();
+        let (effect, p) = self.feedback(&job, &pending, Feedback::new(Status::Processing), at)?;
+        let queued = LedgerEvent::new(
+            key(format!("queue:{job}:0"))?,
+            at,
+            EventBody::JobQueued {
+                job: job.clone(),
+                reason,
+            },
+        );
+        self.requests.insert(job.to_string(), pending);
+        if self.commit(vec![received, queued, effect], vec![p])? {
+            self.dispatch(&job)?;
+        }
+        Ok(())
+    }
+
+    fn quote(
+        &mut self,
+        job: JobId,
+        pending: Pending,
+        received: LedgerEvent,
+        amount: Msat,
+    ) -> anyhow::Result<()> {
+        let at = self.now();
+        let expires_at = UnixMs(self.policy.quote_expires_at(at.0)?);
+        let feedback = Feedback::new(Status::PaymentRequired)
+            .with_amount(Amount {
+                msat: amount,
+                bolt11: None,
+            })
+            .with_expiration(Timestamp::from_secs(expires_at.0 / 1000));
+        let (effect, p) = self.feedback(&job, &pending, feedback, at)?;
+        let quoted = LedgerEvent::new(
+            key(format!("quote:{job}"))?,
+            at,
+            EventBody::QuoteIssued {
+                job: job.clone(),
+                amount,
+                expires_at,
+                options: Vec::new(),
+            },
+        );
+        self.requests.insert(job.to_string(), pending);
+        self.commit(vec![received, quoted, effect], vec![p])?;
+        Ok(())
+    }
+
+    /// Starts the next attempt of a queued job.
+    fn dispatch(&mut self, job: &JobId) -> anyhow::Result<()> {
+        let Some(record) = self.store.state().job(job) else {
+            return Ok(());
+        };
+        if record.state != JobState::Queued || self.running.contains_key(job.as_str()) {
+            return Ok(());
+        }
+        let Some(pending) = self.requests.get(job.as_str()) else {
+            warn!(%job, "queued, but its request is not in memory; waiting to see it again");
+            return Ok(());
+        };
+        let attempt = record.attempts + 1;
+        let work = pending.request.job.clone();
+        let started = LedgerEvent::new(
+            key(format!("start:{job}:{attempt}"))?,
+            self.now(),
+            EventBody::ProcessingStarted {
+                job: job.clone(),
+                attempt,
+            },
+        );
+        self.commit(vec![started], Vec::new())?;
+        let handle = worker::spawn(
+            Arc::clone(&self.executors),
+            work,
+            attempt,
+            self.commands.clone(),
+        );
+        self.running.insert(job.to_string(), handle);
+        Ok(())
+    }
+
+    fn on_exec_finished(
+        &mut self,
+        job: &str,
+        attempt: u32,
+        outcome: Result<String, ExecFailure>,
+    ) -> anyhow::Result<()> {
+        self.running.remove(job);
+        let job = job_id(job)?;
+        let Some(record) = self.store.state().job(&job) else {
+            return Ok(());
+        };
+        if record.state != JobState::Processing || record.attempts != attempt {
+            debug!(%job, attempt, "stale executor outcome ignored");
+            return Ok(());
+        }
+        match outcome {
+            Ok(content) => self.succeed(&job, content),
+            Err(failure) => self.fail(&job, attempt, failure),
+        }
+    }
+
+    fn succeed(&mut self, job: &JobId, content: String) -> anyhow::Result<()> {
+        let at = self.now();
+        let pending = self
+            .requests
+            .get(job.as_str())
+            .ok_or_else(|| anyhow!("job {job} finished but its request is not in memory"))?;
+        let mut result = JobResult::new(content);
+        result.expiration = self
+            .policy
+            .result_expires_at(at.0)?
+            .map(|ms| Timestamp::from_secs(ms / 1000));
+        let hint = pending.relay.as_ref().map(|r| r.to_string());
+        let event = result_event(&pending.request, &result, hint.as_deref(), &self.keys)?
+            .sign_with_keys(&self.keys)?;
+        let result_id = event.id.to_hex();
+        let relays = self.reply_relays(Some(&pending.request));
+        let (effect, p) = self.effect(job, event, relays, at)?;
+        let published = LedgerEvent::new(
+            key(format!("result:{job}"))?,
+            at,
+            EventBody::ResultPublished {
+                job: job.clone(),
+                result_event: paydvm_ledger::EventId::new(result_id).map_err(|e| anyhow!("{e}"))?,
+            },
+        );
+        self.commit(vec![published, effect], vec![p])?;
+        self.requests.remove(job.as_str());
+        info!(%job, "succeeded");
+        Ok(())
+    }
+
+    /// A failed attempt (or one interrupted by a restart): record it and follow the policy.
+    fn fail(&mut self, job: &JobId, attempt: u32, failure: ExecFailure) -> anyhow::Result<()> {
+        let at = self.now();
+        info!(%job, attempt, reason = %failure.reason, "attempt failed");
+        let mut events = vec![LedgerEvent::new(
+            key(format!("fail:{job}:{attempt}"))?,
+            at,
+            EventBody::ProcessingFailed {
+                job: job.clone(),
+                attempt,
+                retryable: failure.retryable,
+                reason: failure.reason.clone(),
+            },
+        )];
+        let decision = self.policy.on_failure(attempt, failure.retryable);
+        if decision == FailureDecision::Retry {
+            events.push(LedgerEvent::new(
+                key(format!("queue:{job}:{attempt}"))?,
+                at,
+                EventBody::JobQueued {
+                    job: job.clone(),
+                    reason: QueueReason::Retry,
+                },
+            ));
+            if self.commit(events, Vec::new())? {
+                self.dispatch(job)?;
+            }
+            return Ok(());
+        }
+        let held = self.store.state().held(&Account::Job(job.clone()));
+        let wanted = match decision {
+            FailureDecision::Credit => paydvm_policies::Disposition::Credit,
+            _ => paydvm_policies::Disposition::Refund,
+        };
+        let end = if held.is_zero() {
+            LedgerEvent::new(
+                key(format!("close:{job}"))?,
+                at,
+                EventBody::JobClosed {
+                    job: job.clone(),
+                    reason: failure.reason.clone(),
+                },
+            )
+        } else {
+            match self.policy.refund_or_credit(held, wanted) {
+                paydvm_policies::Disposition::Refund => LedgerEvent::new(
+                    key(format!("refund-due:{job}"))?,
+                    at,
+                    EventBody::RefundDue {
+                        job: job.clone(),
+                        refund: RefundId::new(format!("{job}:fail")).map_err(|e| anyhow!("{e}"))?,
+                    },
+                ),
+                paydvm_policies::Disposition::Credit => LedgerEvent::new(
+                    key(format!("credit:{job}"))?,
+                    at,
+                    EventBody::CreditGranted { job: job.clone() },
+                ),
+            }
+        };
+        events.push(end);
+        let mut pubs = Vec::new();
+        if let Some(pending) = self.requests.get(job.as_str()) {
+            let feedback = Feedback::new(Status::Error).with_info(failure.reason.clone());
+            let (effect, p) = self.feedback(job, pending, feedback, at)?;
+            events.push(effect);
+            pubs.push(p);
+        }
+        self.commit(events, pubs)?;
+        self.requests.remove(job.as_str());
+        Ok(())
+    }
+
+    /// A NIP-09 deletion from a job's customer cancels the job if the ledger allows it.
+    fn on_deletion(&mut self, event: &Event) -> anyhow::Result<()> {
+        let author = event.pubkey.to_hex();
+        let targets: Vec<JobId> = event
+            .tags
+            .iter()
+            .filter_map(|t| match t.as_slice() {
+                [name, id, ..] if name == "e" => JobId::new(id.clone()).ok(),
+                _ => None,
+            })
+            .filter(|j| {
+                self.store
+                    .state()
+                    .job(j)
+                    .is_some_and(|r| r.customer.as_str() == author)
+            })
+            .collect();
+        let deletion = event.id.to_hex();
+        let several = targets.len() > 1;
+        for job in targets {
+            if self.running.contains_key(job.as_str()) {
+                continue;
+            }
+            let held = self.store.state().held(&Account::Job(job.clone()));
+            let disposition = match self.policy.on_cancel(held) {
+                None => None,
+                Some(paydvm_policies::Disposition::Refund) => Some(Disposition::Refund {
+                    refund: RefundId::new(format!("{job}:cancel")).map_err(|e| anyhow!("{e}"))?,
+                }),
+                Some(paydvm_policies::Disposition::Credit) => Some(Disposition::Credit),
+            };
+            let k = if several {
+                format!("cancel:{deletion}:{job}")
+            } else {
+                format!("cancel:{deletion}")
+            };
+            let cancelled = LedgerEvent::new(
+                key(k)?,
+                self.now(),
+                EventBody::JobCancelled {
+                    job: job.clone(),
+                    deletion_event: paydvm_ledger::EventId::new(deletion.clone())
+                        .map_err(|e| anyhow!("{e}"))?,
+                    held: disposition,
+                },
+            );
+            match self.commit(vec![cancelled], Vec::new()) {
+                Ok(_) => {
+                    self.requests.remove(job.as_str());
+                    info!(%job, "cancelled by the customer");
+                }
+                Err(e) => debug!(%job, "cancellation refused: {e:#}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every `quoted` / `partially_paid` job past its `expires_at` gets `quote_expired`, with the
+    /// policy's disposition for a partial payment. One group per job.
+    fn expire_quotes(&mut self) -> anyhow::Result<()> {
+        let now = self.now();
+        let due: Vec<JobId> = self
+            .store
+            .state()
+            .jobs()
+            .filter(|j| matches!(j.state, JobState::Quoted | JobState::PartiallyPaid))
+            .filter(|j| j.expires_at.is_some_and(|e| e <= now))
+            .map(|j| j.job.clone())
+            .collect();
+        for job in due {
+            let held = self.store.state().held(&Account::Job(job.clone()));
+            let disposition = match self.policy.on_expiry(held) {
+                None => None,
+                Some(paydvm_policies::Disposition::Refund) => Some(Disposition::Refund {
+                    refund: RefundId::new(format!("{job}:expiry")).map_err(|e| anyhow!("{e}"))?,
+                }),
+                Some(paydvm_policies::Disposition::Credit) => Some(Disposition::Credit),
+            };
+            let expired = LedgerEvent::new(
+                key(format!("expire:{job}"))?,
+                now,
+                EventBody::QuoteExpired {
+                    job: job.clone(),
+                    held: disposition,
+                },
+            );
+            match self.commit(vec![expired], Vec::new()) {
+                Ok(_) => {
+                    self.requests.remove(job.as_str());
+                    info!(%job, "quote expired");
+                }
+                Err(e) => warn!(%job, "cannot expire the quote: {e:#}"),
+            }
+        }
+        Ok(())
+    }
+
+    fn on_published(&mut self, effect: &str, detail: String) -> anyhow::Result<()> {
+        let id = EffectId::new(effect).map_err(|e| anyhow!("{e}"))?;
+        match self.store.state().effect(&id) {
+            Some(e) if e.outcome.is_none() => {}
+            _ => return Ok(()),
+        }
+        let done = LedgerEvent::new(
+            key(format!("done:{effect}"))?,
+            self.now(),
+            EventBody::EffectDone {
+                effect: id,
+                outcome: EffectOutcome::Delivered { detail },
+            },
+        );
+        self.commit(vec![done], Vec::new())
+            .context("recording a delivered effect")?;
+        Ok(())
+    }
+}
+
+/// Whether a quote expiring at `expires_at` is still payable at `now`.
+fn quote_open(expires_at: Option<UnixMs>, now: UnixMs) -> bool {
+    match expires_at {
+        Some(e) => e > now,
+        None => true,
+    }
+}
+
+/// Sizes of a request's inputs, for per-unit prices.
+fn measure(request: &ParsedRequest) -> InputMeasure {
+    let inputs = &request.job.inputs;
+    InputMeasure {
+        bytes: inputs.iter().map(|i| i.data.len() as u64).sum(),
+        chars: inputs.iter().map(|i| i.data.chars().count() as u64).sum(),
+        words: inputs
+            .iter()
+            .map(|i| i.data.split_whitespace().count() as u64)
+            .sum(),
+        inputs: inputs.len() as u64,
+    }
+}
+
+/// The publication stored in an `effect_requested` payload: `{"event": …, "relays": […]}`.
+pub fn publication_from_payload(effect: &str, payload: &str) -> anyhow::Result<Publication> {
+    let value: serde_json::Value = serde_json::from_str(payload)?;
+    let event = Event::from_json(value["event"].to_string())?;
+    let relays = value["relays"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.as_str().and_then(|r| RelayUrl::parse(r).ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Publication {
+        effect: effect.to_owned(),
+        event,
+        relays,
+    })
+}

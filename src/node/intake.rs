@@ -1,0 +1,124 @@
+//! Relay intake: one nostr-sdk [`Client`] subscribed to the offered request kinds and to NIP-09
+//! deletions on the configured relays, forwarding every event to the core.
+//!
+//! Signatures: nostr-relay-pool 0.44 verifies every received event (`verify_and_cache`, id and
+//! signature) before it emits `RelayPoolNotification::Event`, and emits an event only the first
+//! time the pool sees it. So intake forwards verified events only, each once per run; a
+//! duplicate across restarts is the ledger's business (`recv:<id>` idempotency key).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use nostr_sdk::prelude::{
+    Client, EventId, Filter, Keys, Kind, RelayPoolNotification, RelayUrl, Timestamp,
+};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use super::core::Command;
+use super::now_ms;
+use crate::protocol::nip90::REQUEST_KINDS;
+
+/// How far before the newest ledger event intake catches up on requests.
+pub const CATCH_UP_MS: u64 = 10 * 60 * 1000;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct IntakeParts {
+    pub keys: Keys,
+    pub relays: Vec<RelayUrl>,
+    pub kinds: Vec<u16>,
+    /// The newest `at` in the ledger.
+    pub since_ms: Option<u64>,
+    /// Requests (event ids, hex) of jobs to resume: fetched by id, whatever their age.
+    pub pending_requests: Vec<String>,
+    pub commands: mpsc::UnboundedSender<Command>,
+}
+
+pub struct Intake {
+    client: Client,
+    task: JoinHandle<()>,
+}
+
+impl Intake {
+    pub async fn start(parts: IntakeParts) -> anyhow::Result<Intake> {
+        let client = Client::new(parts.keys);
+        for relay in &parts.relays {
+            client
+                .add_read_relay(relay.clone())
+                .await
+                .with_context(|| format!("adding relay {relay}"))?;
+        }
+        let notifications = client.notifications();
+        client.try_connect(CONNECT_TIMEOUT).await;
+        let since_ms = parts
+            .since_ms
+            .unwrap_or_else(now_ms)
+            .saturating_sub(CATCH_UP_MS);
+        let since = Timestamp::from_secs(since_ms / 1000);
+        let kinds = parts.kinds.iter().map(|k| Kind::from(*k));
+        let mut filters = vec![
+            ("job requests", Filter::new().kinds(kinds).since(since)),
+            (
+                "deletions",
+                Filter::new().kind(Kind::EventDeletion).since(since),
+            ),
+        ];
+        let ids: Vec<EventId> = parts
+            .pending_requests
+            .iter()
+            .filter_map(|id| EventId::from_hex(id).ok())
+            .collect();
+        if !ids.is_empty() {
+            filters.push(("requests of interrupted jobs", Filter::new().ids(ids)));
+        }
+        for (what, filter) in filters {
+            // A relay that is down now gets the subscription when it connects.
+            if let Err(e) = client.subscribe(filter, None).await {
+                warn!("subscribing to {what}: {e}");
+            }
+        }
+        let task = tokio::spawn(forward(notifications, parts.commands));
+        Ok(Intake { client, task })
+    }
+
+    pub async fn shutdown(self) {
+        self.task.abort();
+        self.client.shutdown().await;
+    }
+}
+
+async fn forward(
+    mut notifications: broadcast::Receiver<RelayPoolNotification>,
+    commands: mpsc::UnboundedSender<Command>,
+) {
+    loop {
+        let (relay_url, event) = match notifications.recv().await {
+            Ok(RelayPoolNotification::Event {
+                relay_url, event, ..
+            }) => (relay_url, event),
+            Ok(RelayPoolNotification::Shutdown) => break,
+            Ok(_) => continue,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                warn!("intake lagged; {n} notifications lost (caught up at next start)");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => break,
+        };
+        let kind = event.kind.as_u16();
+        let command = if event.kind == Kind::EventDeletion {
+            Command::Deletion(event)
+        } else if REQUEST_KINDS.contains(&kind) {
+            Command::Request {
+                event,
+                relay: Some(relay_url),
+            }
+        } else {
+            debug!(kind, "ignoring an event of another kind");
+            continue;
+        };
+        if commands.send(command).is_err() {
+            break;
+        }
+    }
+}

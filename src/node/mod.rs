@@ -1,0 +1,176 @@
+//! The running node: relay intake → core (ledger + policy, one actor) → executors and the effect
+//! outbox. See `docs/node.md`.
+//!
+//! - [`core`]: one task owns the [`Store`](paydvm_ledger::store::Store), the policy and the keys;
+//!   every command becomes one all-or-nothing `append_group`.
+//! - [`intake`]: subscribes to the configured relays and forwards verified events to the core.
+//! - [`worker`]: runs one executor attempt and reports back.
+//! - [`outbox`]: publishes the signed events stored as `effect_requested` and reports delivery.
+
+pub mod core;
+pub mod intake;
+pub mod local_relay;
+pub mod outbox;
+pub mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use nostr_sdk::prelude::{Event, PublicKey};
+use paydvm_ledger::store::{Durability, Store};
+use paydvm_ledger::JobRecord;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+
+pub use self::core::{Command, ExecFailure};
+
+/// How often the core looks for quotes to expire.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// How long [`NodeHandle::shutdown`] waits for pending publications before closing the ledger.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
+/// A started node. Dropping it without [`NodeHandle::shutdown`] leaves the tasks running until
+/// the runtime stops.
+pub struct NodeHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    core: JoinHandle<()>,
+    ticker: JoinHandle<()>,
+    intake: intake::Intake,
+    pubkey: PublicKey,
+    ledger: PathBuf,
+}
+
+/// Starts the node: opens the ledger, re-sends undelivered effects, resumes interrupted jobs,
+/// connects to the relays and starts serving requests.
+pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
+    Node::start(config).await
+}
+
+/// Namespace for [`Node::start`].
+pub struct Node;
+
+impl Node {
+    pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
+        let ledger = config.node.ledger.clone();
+        let store = Store::open(&ledger, Durability::Full)
+            .with_context(|| format!("opening the ledger {}", ledger.display()))?;
+        let keys = config.keys.expose().clone();
+        let pubkey = keys.public_key();
+        let executors = Arc::new(worker::executors_from_offers(&config.offers)?);
+        let offered: Vec<u16> = config.offers.iter().map(|o| o.kind).collect();
+
+        let (commands, rx) = mpsc::unbounded_channel();
+        let outbox = outbox::Outbox::start(keys.clone(), commands.clone());
+        let mut core = core::Core::new(core::CoreParts {
+            store,
+            policy: config.policy,
+            keys: keys.clone(),
+            offered: offered.clone(),
+            relays: config.relays.clone(),
+            executors,
+            commands: commands.clone(),
+            outbox,
+        });
+        let startup = core.startup()?;
+        let since_ms = startup.newest_at;
+        let core_task = tokio::spawn(core.run(rx));
+        let ticks = commands.clone();
+        let ticker = tokio::spawn(async move {
+            let mut every = tokio::time::interval(SWEEP_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if ticks.send(Command::Tick).is_err() {
+                    break;
+                }
+            }
+        });
+        let intake = match intake::Intake::start(intake::IntakeParts {
+            keys,
+            relays: config.relays.urls.clone(),
+            kinds: offered,
+            since_ms,
+            pending_requests: startup.pending_requests,
+            commands: commands.clone(),
+        })
+        .await
+        {
+            Ok(intake) => intake,
+            Err(e) => {
+                ticker.abort();
+                let (done, rx) = oneshot::channel();
+                if commands.send(Command::Shutdown { done }).is_ok() {
+                    let _ = tokio::time::timeout(SHUTDOWN_DRAIN, rx).await;
+                }
+                return Err(e);
+            }
+        };
+        Ok(NodeHandle {
+            commands,
+            core: core_task,
+            ticker,
+            intake,
+            pubkey,
+            ledger,
+        })
+    }
+}
+
+impl NodeHandle {
+    pub fn pubkey(&self) -> PublicKey {
+        self.pubkey
+    }
+
+    pub fn ledger_path(&self) -> &std::path::Path {
+        &self.ledger
+    }
+
+    /// Hands an event to the core as if intake had received it (tests, tools).
+    pub fn submit(&self, event: Event) {
+        let _ = self.commands.send(Command::Request {
+            event: Box::new(event),
+            relay: None,
+        });
+    }
+
+    /// The ledger's record of `job`, asked of the running core.
+    pub async fn job(&self, job: &str) -> Option<JobRecord> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Job {
+                job: job.to_owned(),
+                reply,
+            })
+            .ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// Stops intake, waits (bounded) for pending publications, then closes the ledger.
+    pub async fn shutdown(self) {
+        self.ticker.abort();
+        self.intake.shutdown().await;
+        let (done, rx) = oneshot::channel();
+        if self.commands.send(Command::Shutdown { done }).is_ok() {
+            let _ = tokio::time::timeout(SHUTDOWN_DRAIN + Duration::from_secs(2), rx).await;
+        }
+        let mut core = self.core;
+        if tokio::time::timeout(Duration::from_secs(5), &mut core)
+            .await
+            .is_err()
+        {
+            core.abort();
+        }
+    }
+}
+
+/// Wall-clock time in unix milliseconds: the node reads the clock, the ledger never does.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
