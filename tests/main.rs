@@ -1,4 +1,6 @@
 //! The root crate's integration tests: one target, one module per concern.
+mod announce;
 mod cli;
+mod crash_node;
 mod init;
 mod node;

@@ -9,6 +9,7 @@ use nostr_relay_builder::prelude::{LocalRelay, RelayBuilder};
 use nostr_sdk::prelude::*;
 use paydvm::config::{create_key_file, Config};
 use paydvm::node::{Node, NodeHandle};
+use paydvm::protocol::nip90::{Encryption, Limit};
 use paydvm_ledger::store::{Durability, Store};
 use paydvm_ledger::{
     Account, Asset, EventBody, IdemKey, JobId, JobState, LedgerEvent, Msat, Payment, PaymentRef,
@@ -166,7 +167,7 @@ pub fn tag_values(event: &Event, name: &str) -> Option<Vec<String>> {
         .map(|s| s[1..].to_vec())
 }
 
-fn status(event: &Event) -> Option<String> {
+pub fn status(event: &Event) -> Option<String> {
     tag_values(event, "status").and_then(|v| v.first().cloned())
 }
 
@@ -357,7 +358,7 @@ async fn bid_below_price_is_rejected_with_error_feedback() {
 }
 
 /// Tops the customer's prepaid credit up directly in the ledger file (node not running).
-fn top_up(ledger: &Path, customer: &PublicKey, msat: u64) {
+pub fn top_up(ledger: &Path, customer: &PublicKey, msat: u64) {
     let mut store = Store::open(ledger, Durability::Normal).unwrap();
     store
         .append(&LedgerEvent::new(
@@ -845,4 +846,188 @@ async fn results_also_go_to_the_relays_the_customer_asked_for() {
         .unwrap();
     assert_eq!(there.len(), 1);
     assert_eq!(there.first().unwrap().content, "3 words");
+}
+
+/// `tags` signed by `keys` as a request of `kind` with `content`.
+fn signed(keys: &Keys, kind: u16, content: &str, tags: &[&[&str]]) -> Event {
+    EventBuilder::new(Kind::Custom(kind), content)
+        .tags(tags.iter().map(|t| Tag::parse(t.iter().copied()).unwrap()))
+        .sign_with_keys(keys)
+        .unwrap()
+}
+
+async fn encrypted_request_gets_an_encrypted_result(scheme: Encryption) {
+    let s = setup(1, "refund").await;
+    let node = s.start().await;
+    let us = node.pubkey();
+    let mut customer = Customer::connect(&s.urls).await;
+    let hidden = scheme
+        .encrypt(&customer.keys, &us, r#"[["i","a b c","text"]]"#)
+        .unwrap();
+    let request = signed(
+        &customer.keys,
+        5001,
+        &hidden,
+        &[&["p", &us.to_hex()], &["encrypted"]],
+    );
+    customer.client.send_event(&request).await.unwrap();
+    customer
+        .wait_for(request.id, |e| e.kind == Kind::Custom(6001))
+        .await;
+    wait_state(&node, &request.id.to_hex(), JobState::Succeeded).await;
+    node.shutdown().await;
+
+    // The result as stored on the relay.
+    let results = customer
+        .client
+        .fetch_events(
+            Filter::new().kind(Kind::Custom(6001)).event(request.id),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 1);
+    let result = results.first().unwrap();
+    assert_eq!(result.pubkey, us);
+    assert!(tag_values(result, "encrypted").is_some(), "{result:?}");
+    assert!(tag_values(result, "i").is_none(), "inputs leak: {result:?}");
+    assert!(!result.content.contains("words"));
+    assert_eq!(Encryption::detect(&result.content), scheme);
+    let plain = scheme
+        .decrypt(&customer.keys, &us, &result.content)
+        .unwrap();
+    assert_eq!(plain, "3 words");
+    assert!(s.store().verify().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_nip44_request_gets_an_encrypted_result() {
+    encrypted_request_gets_an_encrypted_result(Encryption::Nip44).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_nip04_request_gets_an_encrypted_result() {
+    encrypted_request_gets_an_encrypted_result(Encryption::Nip04).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_burst_then_a_good_request_is_served() {
+    let s = setup(1, "refund").await;
+    let node = s.start().await;
+    let us = node.pubkey();
+    let other = Keys::generate().public_key();
+    let mut customer = Customer::connect(&s.urls).await;
+    let k = &customer.keys;
+
+    let huge = "x".repeat(Limit::TagValueBytes.max() + 1);
+    let many_params: Vec<Vec<String>> = (0..=Limit::Params.max())
+        .map(|i| vec!["param".into(), format!("k{i}"), "v".into()])
+        .collect();
+    let many_inputs: Vec<Vec<String>> = (0..=Limit::Inputs.max())
+        .map(|i| vec!["i".into(), format!("w{i}"), "text".into()])
+        .collect();
+    let owned = |tags: &[Vec<String>]| -> Event {
+        EventBuilder::new(Kind::Custom(5001), "")
+            .tags(tags.iter().map(|t| Tag::parse(t.clone()).unwrap()))
+            .sign_with_keys(k)
+            .unwrap()
+    };
+    let not_tags = Encryption::Nip44
+        .encrypt(k, &us, r#"{"not":"a tag list"}"#)
+        .unwrap();
+    let for_other = Encryption::Nip44
+        .encrypt(k, &other, r#"[["i","a","text"]]"#)
+        .unwrap();
+    let us_hex = us.to_hex();
+    let other_hex = other.to_hex();
+    let i = ["i", "a b", "text"];
+
+    // Malformed requests addressed to us (or to anyone): each gets an `error` feedback.
+    let answered = vec![
+        signed(k, 5050, "", &[&i, &["bid", "abc"]]),
+        signed(k, 5050, "", &[&i, &["bid", "-5"]]),
+        signed(k, 5050, "", &[&i, &["bid", ""]]),
+        signed(k, 5050, "", &[&i, &["bid", "1000"], &["bid", "2000"]]),
+        signed(k, 5001, "", &[&["i"]]),
+        signed(k, 5001, "", &[&["i", "x"]]),
+        signed(k, 5001, "", &[&["i", "x", "bogus"]]),
+        signed(k, 5001, "", &[&["i", "zz", "event"]]),
+        signed(k, 5001, "", &[&i, &["param", "mode"]]),
+        signed(k, 5001, "", &[&i, &["param", "mode", &huge]]),
+        owned(&many_params),
+        owned(&many_inputs),
+        signed(k, 5001, "", &[&i, &["output"]]),
+        signed(k, 5001, "", &[&i, &["p", "not-hex"]]),
+        signed(k, 5001, "garbage", &[&["p", &us_hex], &["encrypted"]]),
+        signed(k, 5001, "abc?iv=xyz", &[&["p", &us_hex], &["encrypted"]]),
+        signed(k, 5050, "!!!", &[&["p", &us_hex], &["encrypted"]]),
+        signed(k, 5001, &not_tags, &[&["p", &us_hex], &["encrypted"]]),
+    ];
+    // Not ours: ignored.
+    let ignored = vec![
+        signed(k, 5001, &for_other, &[&["p", &other_hex], &["encrypted"]]),
+        signed(k, 5001, "garbage", &[&["p", &other_hex], &["encrypted"]]),
+    ];
+    for e in answered.iter().chain(&ignored) {
+        customer.client.send_event(e).await.unwrap();
+    }
+    let good = customer.request(5001, "still here", &[]);
+    customer.client.send_event(&good).await.unwrap();
+
+    let result = customer
+        .wait_for(good.id, |e| e.kind == Kind::Custom(6001))
+        .await;
+    assert_eq!(result.content, "2 words");
+    for e in &answered {
+        let fb = customer
+            .wait_for(e.id, |r| {
+                r.kind != Kind::Custom(7000) || status(r).as_deref() == Some("error")
+            })
+            .await;
+        assert_eq!(
+            fb.kind,
+            Kind::Custom(7000),
+            "a result for a malformed request: {fb:?}"
+        );
+        assert_eq!(
+            tag_values(&fb, "p").unwrap()[0],
+            customer.keys.public_key().to_hex()
+        );
+        wait_state(&node, &e.id.to_hex(), JobState::Rejected).await;
+    }
+    // The node still answers after the burst.
+    wait_state(&node, &good.id.to_hex(), JobState::Succeeded).await;
+    for e in &ignored {
+        assert!(node.job(&e.id.to_hex()).await.is_none());
+    }
+    node.shutdown().await;
+
+    let ids: Vec<EventId> = answered.iter().chain(&ignored).map(|e| e.id).collect();
+    let replies = customer
+        .client
+        .fetch_events(
+            Filter::new()
+                .kinds([Kind::Custom(6001), Kind::Custom(6050), Kind::Custom(7000)])
+                .events(ids),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    for r in replies.iter() {
+        assert_eq!(
+            r.kind,
+            Kind::Custom(7000),
+            "a result for a malformed request"
+        );
+        assert_eq!(status(r).as_deref(), Some("error"), "{r:?}");
+        let to: Vec<EventId> = r.tags.event_ids().copied().collect();
+        assert!(
+            !ignored.iter().any(|e| to.contains(&e.id)),
+            "a reply to a request for another provider"
+        );
+    }
+    assert_eq!(replies.len(), answered.len());
+    let store = s.store();
+    assert_eq!(store.state().jobs().count(), answered.len() + 1);
+    assert!(store.verify().is_ok());
 }

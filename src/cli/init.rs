@@ -110,7 +110,8 @@ fn render_summary(dir: &Path, npub: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "  4. Starting the node (`paydvm run`) is not built yet; this config is what it will read."
+        "  4. Start the node: paydvm run --config {}",
+        at(CONFIG_FILE)
     );
     s
 }

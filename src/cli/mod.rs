@@ -6,6 +6,7 @@ mod export;
 mod init;
 mod ledger_file;
 mod output;
+mod run;
 mod sample;
 mod status;
 mod timeline;
@@ -54,6 +55,14 @@ enum Command {
     /// Run the node offline against an embedded relay with a scripted customer, then print each
     /// job's audit trail. Everything stays on 127.0.0.1 in a temporary directory.
     Demo,
+    /// Run the node from a config file until SIGINT or SIGTERM, then shut down cleanly.
+    ///
+    /// Logs go to stderr; set PAYDVM_LOG (e.g. `debug`, `paydvm=debug`) to change the level.
+    Run {
+        /// The node's paydvm.toml.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Inspect a ledger file, or create a sample one.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -132,6 +141,7 @@ fn dispatch(command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Init { dir } => init::run(&dir),
         Command::Demo => demo::run(),
+        Command::Run { config } => run::run(&config),
         Command::Ledger(LedgerCommand::Verify { file, json }) => verify::run(&file, json),
         Command::Ledger(LedgerCommand::Audit {
             file,

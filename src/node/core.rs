@@ -55,6 +55,8 @@ pub enum Command {
     },
     /// Periodic: expire quotes whose time ran out.
     Tick,
+    /// Publish the NIP-89 announcements and profile that changed (see [`Core::announce`]).
+    Announce(Vec<EventBuilder>),
     /// Stop taking work; close once the outbox has drained.
     Shutdown { done: oneshot::Sender<()> },
     /// The outbox finished everything it was given (only after `Shutdown`).
@@ -185,6 +187,7 @@ impl Core {
                 } if !closing => self.on_exec_finished(&job, attempt, outcome),
                 Command::Published { effect, detail } => self.on_published(&effect, detail),
                 Command::Tick if !closing => self.expire_quotes(),
+                Command::Announce(builders) if !closing => self.announce(builders).map(|_| ()),
                 Command::Job { job, reply } => {
                     let record = JobId::new(job)
                         .ok()
@@ -268,26 +271,33 @@ impl Core {
         relays: Vec<RelayUrl>,
         at: UnixMs,
     ) -> anyhow::Result<(LedgerEvent, Publication)> {
-        let id = event.id.to_hex();
-        let payload = serde_json::json!({
-            "event": serde_json::from_str::<serde_json::Value>(&event.as_json())?,
-            "relays": relays.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-        })
-        .to_string();
-        let body = EventBody::EffectRequested {
-            effect: EffectId::new(id.clone()).map_err(|e| anyhow!("{e}"))?,
-            job: Some(job.clone()),
-            action: "publish".into(),
-            payload,
-        };
-        Ok((
-            LedgerEvent::new(key(format!("effect:{id}"))?, at, body),
-            Publication {
-                effect: id,
-                event,
-                relays,
-            },
-        ))
+        let idem = format!("effect:{}", event.id.to_hex());
+        effect_requested(Some(job), idem, event, relays, at)
+    }
+
+    /// Signs and stores (as outbox effects, `job = None`, key `announce:<event id>`) the
+    /// announcements that differ from the last stored ones for their address; see
+    /// [`announce`](super::announce). Returns how many were new.
+    pub fn announce(&mut self, builders: Vec<EventBuilder>) -> anyhow::Result<usize> {
+        let mut fresh = 0;
+        for builder in builders {
+            let unsigned = builder.build(self.keys.public_key());
+            if super::announce::same_as_last(self.store.state().effects(), &unsigned) {
+                debug!(
+                    kind = unsigned.kind.as_u16(),
+                    "announcement unchanged; not re-sent"
+                );
+                continue;
+            }
+            let event = unsigned.sign_with_keys(&self.keys)?;
+            let idem = format!("announce:{}", event.id.to_hex());
+            let (effect, p) =
+                effect_requested(None, idem, event, self.reply_relays(None), self.now())?;
+            if self.commit(vec![effect], vec![p])? {
+                fresh += 1;
+            }
+        }
+        Ok(fresh)
     }
 
     fn feedback(
@@ -866,4 +876,35 @@ pub fn publication_from_payload(effect: &str, payload: &str) -> anyhow::Result<P
         event,
         relays,
     })
+}
+
+/// The `effect_requested` event (idempotency key `idem`) and the publication for one signed
+/// event.
+fn effect_requested(
+    job: Option<&JobId>,
+    idem: String,
+    event: Event,
+    relays: Vec<RelayUrl>,
+    at: UnixMs,
+) -> anyhow::Result<(LedgerEvent, Publication)> {
+    let id = event.id.to_hex();
+    let payload = serde_json::json!({
+        "event": serde_json::from_str::<serde_json::Value>(&event.as_json())?,
+        "relays": relays.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+    })
+    .to_string();
+    let body = EventBody::EffectRequested {
+        effect: EffectId::new(id.clone()).map_err(|e| anyhow!("{e}"))?,
+        job: job.cloned(),
+        action: "publish".into(),
+        payload,
+    };
+    Ok((
+        LedgerEvent::new(key(idem)?, at, body),
+        Publication {
+            effect: id,
+            event,
+            relays,
+        },
+    ))
 }

@@ -6,7 +6,10 @@
 //! - [`intake`]: subscribes to the configured relays and forwards verified events to the core.
 //! - [`worker`]: runs one executor attempt and reports back.
 //! - [`outbox`]: publishes the signed events stored as `effect_requested` and reports delivery.
+//! - [`announce`]: NIP-89 announcements and the kind 0 profile (through the outbox) and the
+//!   kind 11998 heartbeat (direct).
 
+pub mod announce;
 pub mod core;
 pub mod intake;
 pub mod local_relay;
@@ -34,6 +37,21 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// How long [`NodeHandle::shutdown`] waits for pending publications before closing the ledger.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 
+/// Start-up knobs that are not in the config file (tests, tools).
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Heartbeat period; [`announce::HEARTBEAT_EVERY`] by default.
+    pub heartbeat_every: Duration,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            heartbeat_every: announce::HEARTBEAT_EVERY,
+        }
+    }
+}
+
 /// A started node. Dropping it without [`NodeHandle::shutdown`] leaves the tasks running until
 /// the runtime stops.
 pub struct NodeHandle {
@@ -41,6 +59,7 @@ pub struct NodeHandle {
     core: JoinHandle<()>,
     ticker: JoinHandle<()>,
     intake: intake::Intake,
+    heartbeat: announce::Heartbeat,
     pubkey: PublicKey,
     ledger: PathBuf,
 }
@@ -56,6 +75,10 @@ pub struct Node;
 
 impl Node {
     pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
+        Self::start_with(config, NodeOptions::default()).await
+    }
+
+    pub async fn start_with(config: Config, options: NodeOptions) -> anyhow::Result<NodeHandle> {
         let ledger = config.node.ledger.clone();
         let store = Store::open(&ledger, Durability::Full)
             .with_context(|| format!("opening the ledger {}", ledger.display()))?;
@@ -63,6 +86,8 @@ impl Node {
         let pubkey = keys.public_key();
         let executors = Arc::new(worker::executors_from_offers(&config.offers)?);
         let offered: Vec<u16> = config.offers.iter().map(|o| o.kind).collect();
+        let announcements =
+            announce::announcements(&config.node, &config.offers, config.policy.pricing());
 
         let (commands, rx) = mpsc::unbounded_channel();
         let outbox = outbox::Outbox::start(keys.clone(), commands.clone());
@@ -91,9 +116,9 @@ impl Node {
             }
         });
         let intake = match intake::Intake::start(intake::IntakeParts {
-            keys,
+            keys: keys.clone(),
             relays: config.relays.urls.clone(),
-            kinds: offered,
+            kinds: offered.clone(),
             since_ms,
             pending_requests: startup.pending_requests,
             commands: commands.clone(),
@@ -110,11 +135,22 @@ impl Node {
                 return Err(e);
             }
         };
+        let heartbeat = announce::Heartbeat::start(
+            keys,
+            config.relays.urls.clone(),
+            offered,
+            options.heartbeat_every,
+            announce::FirstConnect {
+                commands: commands.clone(),
+                announcements,
+            },
+        );
         Ok(NodeHandle {
             commands,
             core: core_task,
             ticker,
             intake,
+            heartbeat,
             pubkey,
             ledger,
         })
@@ -128,6 +164,11 @@ impl NodeHandle {
 
     pub fn ledger_path(&self) -> &std::path::Path {
         &self.ledger
+    }
+
+    /// What the heartbeat task has done so far.
+    pub fn heartbeat_stats(&self) -> Arc<announce::HeartbeatStats> {
+        self.heartbeat.stats()
     }
 
     /// Hands an event to the core as if intake had received it (tests, tools).
@@ -153,6 +194,7 @@ impl NodeHandle {
     /// Stops intake, waits (bounded) for pending publications, then closes the ledger.
     pub async fn shutdown(self) {
         self.ticker.abort();
+        self.heartbeat.shutdown().await;
         self.intake.shutdown().await;
         let (done, rx) = oneshot::channel();
         if self.commands.send(Command::Shutdown { done }).is_ok() {

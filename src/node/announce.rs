@@ -1,0 +1,393 @@
+//! Discovery: NIP-89 handler announcements (kind 31990, one per offered kind), the node's kind 0
+//! profile, and the kind 11998 heartbeat.
+//!
+//! Announcements go through the effect outbox like every other publication (ledgered, re-sent
+//! after a crash). They are handed to the core once per run, when a configured relay is first
+//! connected (so a node started offline does not pile up pending announcements), and published
+//! only when they differ (kind, `d` tag, content, tags) from the last one stored for the same
+//! address, so restarting does not spam relays.
+//!
+//! The heartbeat is published directly, not ledgered: it moves no money and is worthless once
+//! stale, so a lost heartbeat is simply replaced by the next one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nostr_sdk::prelude::{
+    Client, EventBuilder, Keys, Kind, RelayStatus, RelayUrl, Tag, TagKind, Timestamp, UnsignedEvent,
+};
+use paydvm_ledger::effect::EffectRecord;
+use paydvm_policies::{PriceMode, Pricing};
+use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use super::core::Command;
+use crate::config::{Builtin, Executor, Node, Offer};
+use crate::executor::builtin::TEXT_GENERATION;
+
+/// NIP-89 handler information.
+pub const HANDLER_INFO_KIND: u16 = 31990;
+/// DVM heartbeat (nostrdvm; a replaceable kind).
+pub const HEARTBEAT_KIND: u16 = 11998;
+/// How often the heartbeat is published while intake is healthy.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(60);
+/// How long the heartbeat waits for its first connection before its first tick.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The shortest NIP-40 lifetime given to a heartbeat (expiration has second precision).
+const MIN_HEARTBEAT_TTL: Duration = Duration::from_secs(10);
+
+/// The stable `d` tag of the 31990 announcing `kind`.
+pub fn d_tag(kind: u16) -> String {
+    format!("paydvm-{kind}")
+}
+
+/// The unsigned announcements for this node: one 31990 per offer, then the kind 0 profile.
+pub fn announcements(node: &Node, offers: &[Offer], pricing: &Pricing) -> Vec<EventBuilder> {
+    let mut out: Vec<EventBuilder> = offers
+        .iter()
+        .map(|offer| handler_info(node, offer, pricing))
+        .collect();
+    out.push(profile(node));
+    out
+}
+
+fn handler_info(node: &Node, offer: &Offer, pricing: &Pricing) -> EventBuilder {
+    let mut content = Map::new();
+    let name = offer.name.clone().unwrap_or_else(|| node.name.clone());
+    content.insert("name".into(), json!(name));
+    if let Some(about) = offer.about.as_ref().or(node.about.as_ref()) {
+        content.insert("about".into(), json!(about));
+    }
+    if let Some(picture) = &node.picture {
+        content.insert("picture".into(), json!(picture.as_str()));
+    }
+    if let Some(amount) = pricing.mode(offer.kind).map(amount) {
+        content.insert("amount".into(), json!(amount));
+    }
+    // Encrypted (NIP-90 §5) requests are accepted. Both spellings: newer clients read
+    // `supportsEncryption`, the noogle client still reads `encryptionSupported`.
+    content.insert("supportsEncryption".into(), json!(true));
+    content.insert("encryptionSupported".into(), json!(true));
+    // No Cashu rail yet: no nutzaps, no tokens in requests (new and old spelling).
+    content.insert("acceptsNutZaps".into(), json!(false));
+    content.insert("cashuAccepted".into(), json!(false));
+    // `lud16` is omitted: there is no Lightning rail yet.
+    let params = nip90_params(offer);
+    if !params.is_empty() {
+        content.insert("nip90Params".into(), Value::Object(params));
+    }
+    EventBuilder::new(
+        Kind::Custom(HANDLER_INFO_KIND),
+        Value::Object(content).to_string(),
+    )
+    .tags([
+        Tag::identifier(d_tag(offer.kind)),
+        Tag::custom(TagKind::custom("k"), [offer.kind.to_string()]),
+    ])
+}
+
+/// The `amount` field: `"free"`, `"flexible"` (per-unit prices), or the fixed price in sats.
+fn amount(mode: &PriceMode) -> String {
+    match mode {
+        PriceMode::Free => "free".into(),
+        PriceMode::PerUnit(_) => "flexible".into(),
+        PriceMode::Fixed(msat) => {
+            let msat = msat.as_msat();
+            let (sats, rest) = (msat / 1000, msat % 1000);
+            if rest == 0 {
+                sats.to_string()
+            } else {
+                format!("{sats}.{rest:03}").trim_end_matches('0').to_owned()
+            }
+        }
+    }
+}
+
+/// The parameters an offer's executor understands (`["param", key, value]` in requests).
+fn nip90_params(offer: &Offer) -> Map<String, Value> {
+    let mut params = Map::new();
+    if offer.executor == Executor::Builtin(Builtin::Text) && offer.kind == TEXT_GENERATION {
+        params.insert(
+            "mode".into(),
+            json!({
+                "required": false,
+                "values": ["reverse", "upper"],
+                "description": "reverse (default) or upper-case the input text",
+            }),
+        );
+    }
+    params
+}
+
+fn profile(node: &Node) -> EventBuilder {
+    let mut content = Map::new();
+    content.insert("name".into(), json!(node.name));
+    if let Some(about) = &node.about {
+        content.insert("about".into(), json!(about));
+    }
+    if let Some(picture) = &node.picture {
+        content.insert("picture".into(), json!(picture.as_str()));
+    }
+    EventBuilder::new(Kind::Metadata, Value::Object(content).to_string())
+}
+
+/// The address of a (parameterised) replaceable event: kind and `d` tag.
+fn address(kind: u16, tags: &[Vec<String>]) -> (u16, String) {
+    let d = tags
+        .iter()
+        .find_map(|t| match t.as_slice() {
+            [name, value, ..] if name == "d" => Some(value.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    (kind, d)
+}
+
+/// Whether the last stored publication with `candidate`'s author and address has the same
+/// content (compared as JSON) and tags.
+pub fn same_as_last<'a>(
+    effects: impl Iterator<Item = &'a EffectRecord>,
+    candidate: &UnsignedEvent,
+) -> bool {
+    let author = candidate.pubkey.to_hex();
+    let tags: Vec<Vec<String>> = candidate
+        .tags
+        .iter()
+        .map(|t| t.as_slice().to_vec())
+        .collect();
+    let wanted = address(candidate.kind.as_u16(), &tags);
+    let last = effects
+        .filter(|e| e.action == "publish")
+        .filter_map(|e| {
+            let payload: Value = serde_json::from_str(&e.payload).ok()?;
+            let event = payload.get("event")?.clone();
+            (event["pubkey"].as_str()? == author).then_some((e.requested_seq, event))
+        })
+        .filter(|(_, event)| {
+            let kind = event["kind"].as_u64().and_then(|k| u16::try_from(k).ok());
+            let tags: Vec<Vec<String>> =
+                serde_json::from_value(event["tags"].clone()).unwrap_or_default();
+            kind.is_some_and(|k| address(k, &tags) == wanted)
+        })
+        .max_by_key(|(seq, _)| *seq);
+    let Some((_, event)) = last else {
+        return false;
+    };
+    let stored_tags: Vec<Vec<String>> =
+        serde_json::from_value(event["tags"].clone()).unwrap_or_default();
+    stored_tags == tags && json_eq(event["content"].as_str().unwrap_or(""), &candidate.content)
+}
+
+fn json_eq(a: &str, b: &str) -> bool {
+    match (
+        serde_json::from_str::<Value>(a),
+        serde_json::from_str::<Value>(b),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// What the heartbeat task did, for operators and tests.
+#[derive(Debug, Default)]
+pub struct HeartbeatStats {
+    attempted: AtomicU64,
+    published: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl HeartbeatStats {
+    /// Heartbeats signed and sent (whether or not a relay accepted them).
+    pub fn attempted(&self) -> u64 {
+        self.attempted.load(Ordering::SeqCst)
+    }
+
+    /// Heartbeats at least one relay accepted.
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::SeqCst)
+    }
+
+    /// Ticks skipped because no configured relay was connected.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::SeqCst)
+    }
+}
+
+/// What to do the first time a relay is connected: hand the announcements to the core.
+pub struct FirstConnect {
+    pub commands: mpsc::UnboundedSender<Command>,
+    pub announcements: Vec<EventBuilder>,
+}
+
+/// The running heartbeat task.
+pub struct Heartbeat {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+    stats: Arc<HeartbeatStats>,
+}
+
+impl Heartbeat {
+    /// Publishes a kind 11998 heartbeat every `every` while at least one of `relays` is
+    /// connected. The heartbeat has its own client on the same relays as intake; its connection
+    /// status stands for intake's health. Not ledgered: a heartbeat moves no money.
+    /// On the first healthy tick it also sends `first_connect`'s announcements to the core.
+    pub fn start(
+        keys: Keys,
+        relays: Vec<RelayUrl>,
+        kinds: Vec<u16>,
+        every: Duration,
+        first_connect: FirstConnect,
+    ) -> Self {
+        let stats = Arc::new(HeartbeatStats::default());
+        let (stop, mut stopped) = oneshot::channel();
+        let counters = Arc::clone(&stats);
+        let task = tokio::spawn(async move {
+            let client = Client::new(keys.clone());
+            for relay in &relays {
+                if let Err(e) = client.add_write_relay(relay.clone()).await {
+                    warn!(%relay, "heartbeat: cannot add relay: {e}");
+                }
+            }
+            // Connects in the background and keeps reconnecting; the first tick (at once) waits
+            // briefly for it rather than skip a whole period.
+            client.connect().await;
+            tokio::select! {
+                _ = &mut stopped => {
+                    client.shutdown().await;
+                    return;
+                }
+                _ = client.wait_for_connection(CONNECT_TIMEOUT) => {}
+            }
+            let mut first_connect = Some(first_connect);
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = ticks.tick() => {
+                        if !healthy(&client).await {
+                            counters.skipped.fetch_add(1, Ordering::SeqCst);
+                            debug!("heartbeat skipped: no relay connected");
+                            continue;
+                        }
+                        if let Some(first) = first_connect.take() {
+                            let _ = first.commands.send(Command::Announce(first.announcements));
+                        }
+                        beat(&client, &keys, &kinds, every, &counters).await;
+                    }
+                }
+            }
+            client.shutdown().await;
+        });
+        Heartbeat { stop, task, stats }
+    }
+
+    pub fn stats(&self) -> Arc<HeartbeatStats> {
+        Arc::clone(&self.stats)
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_secs(5), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+/// Healthy: at least one configured relay is connected.
+async fn healthy(client: &Client) -> bool {
+    client
+        .relays()
+        .await
+        .values()
+        .any(|r| r.status() == RelayStatus::Connected)
+}
+
+async fn beat(
+    client: &Client,
+    keys: &Keys,
+    kinds: &[u16],
+    every: Duration,
+    stats: &HeartbeatStats,
+) {
+    let ttl = (every * 2).max(MIN_HEARTBEAT_TTL);
+    let expiration = Timestamp::now() + ttl.as_secs().max(1);
+    let mut tags = vec![Tag::expiration(expiration)];
+    tags.extend(
+        kinds
+            .iter()
+            .map(|k| Tag::custom(TagKind::custom("k"), [k.to_string()])),
+    );
+    let event = match EventBuilder::new(Kind::Custom(HEARTBEAT_KIND), "online")
+        .tags(tags)
+        .sign_with_keys(keys)
+    {
+        Ok(e) => e,
+        Err(e) => {
+            warn!("heartbeat: cannot sign: {e}");
+            return;
+        }
+    };
+    stats.attempted.fetch_add(1, Ordering::SeqCst);
+    match client.send_event(&event).await {
+        Ok(out) if !out.success.is_empty() => {
+            stats.published.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(out) => debug!(failed = ?out.failed, "heartbeat refused"),
+        Err(e) => debug!("heartbeat not sent: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use paydvm_ledger::Msat;
+
+    use super::*;
+
+    #[test]
+    fn fixed_prices_are_announced_in_sats() {
+        let fixed = |msat| amount(&PriceMode::Fixed(Msat::from_msat(msat)));
+        assert_eq!(fixed(5000), "5");
+        assert_eq!(fixed(1500), "1.5");
+        assert_eq!(fixed(1), "0.001");
+        assert_eq!(amount(&PriceMode::Free), "free");
+    }
+
+    #[test]
+    fn only_a_changed_announcement_for_the_same_address_is_new() {
+        let keys = Keys::generate();
+        let stored = EventBuilder::new(Kind::Custom(HANDLER_INFO_KIND), r#"{"a":1,"b":2}"#)
+            .tags([Tag::identifier("paydvm-5050")])
+            .sign_with_keys(&keys)
+            .unwrap();
+        let record = EffectRecord {
+            effect: paydvm_ledger::EffectId::new(stored.id.to_hex()).unwrap(),
+            job: None,
+            action: "publish".into(),
+            payload: json!({ "event": stored, "relays": [] }).to_string(),
+            requested_seq: 1,
+            outcome: None,
+        };
+        let candidate = |content: &str, d: &str| {
+            EventBuilder::new(Kind::Custom(HANDLER_INFO_KIND), content)
+                .tags([Tag::identifier(d)])
+                .build(keys.public_key())
+        };
+        let same = |c: &UnsignedEvent| same_as_last(std::iter::once(&record), c);
+        // Key order does not matter; content, `d` and author do.
+        assert!(same(&candidate(r#"{"b":2,"a":1}"#, "paydvm-5050")));
+        assert!(!same(&candidate(r#"{"a":1,"b":3}"#, "paydvm-5050")));
+        assert!(!same(&candidate(r#"{"a":1,"b":2}"#, "paydvm-5001")));
+        let other = EventBuilder::new(Kind::Custom(HANDLER_INFO_KIND), r#"{"a":1,"b":2}"#)
+            .tags([Tag::identifier("paydvm-5050")])
+            .build(Keys::generate().public_key());
+        assert!(!same(&other));
+    }
+}
