@@ -1,4 +1,5 @@
 //! paydvm: the node (relay intake, NIP-90 adapter, executors, effect outbox) and its CLI.
+pub mod bench_stats;
 pub mod cli;
 pub mod config;
 pub mod executor;

@@ -117,6 +117,7 @@ fn run(args: &Args, dir: &Path) -> anyhow::Result<()> {
 
 /// Printing figures, percentiles and memory.
 mod report {
+    use paydvm::bench_stats::status_kib;
     use std::path::Path;
     use std::time::Duration;
 
@@ -132,15 +133,6 @@ mod report {
         }
     }
 
-    /// Nearest-rank percentile of sorted samples.
-    pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
-        if sorted.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-        sorted[rank.clamp(1, sorted.len()) - 1]
-    }
-
     pub fn micros(d: Duration) -> String {
         format!("{:.1} µs", d.as_secs_f64() * 1e6)
     }
@@ -153,12 +145,6 @@ mod report {
             .filter_map(|p| std::fs::metadata(p).ok())
             .map(|m| m.len())
             .sum()
-    }
-
-    fn status_kib(field: &str) -> Option<u64> {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = status.lines().find(|l| l.starts_with(field))?;
-        line.split_whitespace().nth(1)?.parse().ok()
     }
 
     pub fn memory(when: &str) {
@@ -176,8 +162,9 @@ mod report {
 /// The measured phases, each printing its own lines.
 mod phases {
     use super::*;
+    use paydvm::bench_stats::percentile;
     use paydvm::workload::{JobGroup, Workload, XorShift};
-    use report::{micros, percentile, rate, verdict};
+    use report::{micros, rate, verdict};
 
     const WORKLOAD_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 

@@ -8,6 +8,7 @@
 //! customer keeps up to `--window` requests (kind 5001, built-in word count, free) outstanding and
 //! waits for every kind 6001 result. The peak RSS printed covers all of it.
 
+use paydvm::bench_stats::{percentile, status_kib};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -88,20 +89,6 @@ max_concurrency = {max_concurrency}
         ),
     )?;
     Ok(dir.join("paydvm.toml"))
-}
-
-fn status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn ms(d: Duration) -> String {
@@ -258,8 +245,8 @@ async fn relay_round_trips(url: &RelayUrl, n: usize) -> anyhow::Result<()> {
     println!(
         "relay: {n} serial publishes awaiting OK: {:.0}/s, p50 {}, p99 {}",
         n as f64 / sum.as_secs_f64(),
-        ms(percentile(&times, 0.50)),
-        ms(percentile(&times, 0.99))
+        ms(percentile(&times, 50.0)),
+        ms(percentile(&times, 99.0))
     );
     client.disconnect().await;
     Ok(())
@@ -366,8 +353,8 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<()> {
     );
     println!(
         "latency request->result: p50 {}, p99 {}, max {}",
-        ms(percentile(&latencies, 0.50)),
-        ms(percentile(&latencies, 0.99)),
+        ms(percentile(&latencies, 50.0)),
+        ms(percentile(&latencies, 99.0)),
         ms(latencies.last().copied().unwrap_or_default())
     );
     println!(
