@@ -154,6 +154,7 @@ impl Node {
                 commands: commands.clone(),
                 announcements,
             },
+            intake.client(),
         );
         Ok(NodeHandle {
             commands,
