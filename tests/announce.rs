@@ -76,6 +76,7 @@ async fn start_node(config: &Path) -> NodeHandle {
         config,
         NodeOptions {
             heartbeat_every: HEARTBEAT,
+            ..NodeOptions::default()
         },
     )
     .await

@@ -3,5 +3,6 @@ mod announce;
 mod cli;
 mod crash_node;
 mod init;
+mod lightning;
 mod node;
 mod payments;

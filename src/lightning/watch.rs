@@ -78,11 +78,9 @@ async fn run(
 ) {
     let mut notifications = backend.settlements();
     let notifies = notifications.is_some();
-    let first_gap = if notifies {
-        POLL_WITH_NOTIFICATIONS
-    } else {
-        POLL_FIRST
-    };
+    // Looked up soon after being watched in both modes: after a restart, an invoice paid while
+    // the node was down is found by this first lookup.
+    let first_gap = POLL_FIRST;
     let mut watched: HashMap<String, Entry> = HashMap::new();
     loop {
         let next = watched.values().map(|e| e.next_poll).min();
