@@ -47,7 +47,7 @@ fn bodies(store: &Store, job: &str) -> Vec<EventBody> {
 }
 
 /// The `["amount", msat, bolt11]` of a payment-required feedback, parsed and checked.
-fn quoted_invoice(feedback: &Event, job: &str) -> Invoice {
+pub fn quoted_invoice(feedback: &Event, job: &str) -> Invoice {
     let amount = tag_values(feedback, "amount").expect("amount tag");
     assert_eq!(amount.len(), 2, "{amount:?}");
     assert_eq!(amount[0], "5000");
@@ -60,7 +60,7 @@ fn quoted_invoice(feedback: &Event, job: &str) -> Invoice {
     invoice
 }
 
-fn assert_paid_trail(store: &Store, job: &str, hash: &str) {
+pub fn assert_paid_trail(store: &Store, job: &str, hash: &str) {
     assert_eq!(
         steps(store, job),
         [

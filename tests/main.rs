@@ -4,5 +4,6 @@ mod cli;
 mod crash_node;
 mod init;
 mod lightning;
+mod lightning_nwc;
 mod node;
 mod payments;

@@ -208,9 +208,9 @@ fn unknown_sections_fields_and_bad_types_are_syntax_errors() {
             toml(
                 NODE,
                 RELAYS,
-                &format!("{OFFER}\n[lightning]\nbackend = \"nwc\"\n"),
+                &format!("{OFFER}\n[wallet]\nbackend = \"nwc\"\n"),
             ),
-            "lightning",
+            "wallet",
         ),
         (
             toml(&format!("{NODE}nickname = \"x\"\n"), RELAYS, OFFER),

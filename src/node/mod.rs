@@ -31,6 +31,7 @@ use tracing::{info, warn};
 
 use crate::config::{BackendSecrets, Config, LightningConfig, DEFAULT_INVOICE_TIMEOUT_SECS};
 use crate::lightning::fake::FakeLightning;
+use crate::lightning::nwc::NwcLightning;
 use crate::lightning::LightningBackend;
 
 pub use self::core::{Command, ExecFailure, VerifiedPayment};
@@ -81,9 +82,10 @@ async fn lightning_backend(
             warn!("lightning backend \"fake\": invoices are regtest and nobody can pay them");
             Arc::new(FakeLightning::new())
         }
-        BackendSecrets::Nwc { .. } => {
-            anyhow::bail!("lightning backend \"nwc\" is not available in this build yet")
-        }
+        BackendSecrets::Nwc { uri } => Arc::new(NwcLightning::new(
+            uri,
+            Duration::from_secs(config.invoice_timeout_secs),
+        )?),
         BackendSecrets::Lnbits { .. } => {
             anyhow::bail!("lightning backend \"lnbits\" is not available in this build yet")
         }
