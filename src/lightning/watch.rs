@@ -240,7 +240,7 @@ mod tests {
         ln.settle(&stranger.payment_hash).unwrap();
         ln.settle(&issued[2].payment_hash).unwrap();
         ln.settle(&issued[0].payment_hash).unwrap();
-        let mut got = vec![rx.recv().await.unwrap(), rx.recv().await.unwrap()];
+        let mut got = [rx.recv().await.unwrap(), rx.recv().await.unwrap()];
         got.sort_by(|a, b| a.tag.cmp(&b.tag));
         assert_eq!(got[0].tag, "job0");
         assert_eq!(got[0].settlement.payment_hash, issued[0].payment_hash);
