@@ -1,6 +1,7 @@
 //! The core actor: the only owner of the ledger [`Store`]. It takes one [`Command`] at a time,
-//! decides with the [`Policy`], and writes each decision as ONE `append_group` together with the
-//! signed events it must publish (outbox effects). Side effects start only after the write.
+//! decides with the [`Policy`], and stages each decision as ONE all-or-nothing group together with
+//! the signed events it must publish (outbox effects). The commands waiting at one moment are
+//! written as one transaction (group commit); side effects start only after that write.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use paydvm_policies::{
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 mod payment;
 
@@ -117,6 +118,20 @@ struct Pending {
     relay: Option<RelayUrl>,
 }
 
+/// Commands handled before one ledger write (group commit).
+const MAX_BATCH: usize = 256;
+
+/// Side effects of staged groups, released once the batch is on disk.
+#[derive(Default)]
+struct Deferred {
+    publications: Vec<Publication>,
+    attempts: Vec<(JobId, crate::job::Job, u32)>,
+    /// Invoices to ask the backend for (the job's `job_received` is in the batch).
+    invoice_requests: Vec<InvoiceRequest>,
+    /// Invoices to watch (their `quote_issued` is in the batch), with the quote's expiry (ms).
+    watches: Vec<(IssuedInvoice, JobId, u64)>,
+}
+
 pub struct Core {
     store: Store,
     policy: Policy,
@@ -130,7 +145,9 @@ pub struct Core {
     requests: HashMap<String, Pending>,
     /// Jobs whose invoice the backend is making (a second sighting must not ask again).
     awaiting_invoice: HashSet<String>,
-    running: HashMap<String, AbortHandle>,
+    /// Attempts in flight; `None` until the batch that started it is on disk.
+    running: HashMap<String, Option<AbortHandle>>,
+    deferred: Deferred,
     closing: Option<oneshot::Sender<()>>,
 }
 
@@ -157,6 +174,7 @@ impl Core {
             requests: HashMap::new(),
             awaiting_invoice: HashSet::new(),
             running: HashMap::new(),
+            deferred: Deferred::default(),
             closing: None,
         }
     }
@@ -200,61 +218,128 @@ impl Core {
         })
     }
 
+    /// Takes commands until shutdown. Commands that are already waiting are handled as one batch:
+    /// each becomes its own staged group (decided on the state the previous ones left), the batch
+    /// is written in one transaction, and only then are its events published and its attempts
+    /// started. One fsync per batch instead of one per command; no side effect before its record
+    /// is on disk.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
-        while let Some(command) = rx.recv().await {
-            let closing = self.closing.is_some();
-            let result = match command {
-                Command::Request { event, relay } if !closing => self.on_request(*event, relay),
-                Command::Deletion(event) if !closing => self.on_deletion(&event),
-                Command::Payment(payment) if !closing => self.on_payment(*payment),
-                Command::InvoiceIssued { request, invoice } if !closing => {
-                    self.on_invoice_issued(request, invoice)
+        'commands: while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            let mut handled = 0;
+            while let Some(command) = next.take() {
+                if !self.handle(command) {
+                    break 'commands;
                 }
-                Command::InvoiceFailed { request, reason } if !closing => {
-                    warn!(job = %request.job, %reason, "no invoice; quoting without one");
-                    self.quote_received(request, None)
+                handled += 1;
+                if handled < MAX_BATCH {
+                    next = rx.try_recv().ok();
                 }
-                Command::ExecFinished {
-                    job,
-                    attempt,
-                    outcome,
-                } if !closing => self.on_exec_finished(&job, attempt, outcome),
-                Command::Published { effect, detail } => self.on_published(&effect, detail),
-                Command::Tick if !closing => self.expire_quotes(),
-                Command::Announce(builders) if !closing => self.announce(builders).map(|_| ()),
-                Command::Job { job, reply } => {
-                    let record = JobId::new(job)
-                        .ok()
-                        .and_then(|j| self.store.state().job(&j).cloned());
-                    let _ = reply.send(record);
-                    Ok(())
-                }
-                Command::Shutdown { done } => {
-                    for (_, handle) in self.running.drain() {
-                        handle.abort();
-                    }
-                    self.closing = Some(done);
-                    // Dropping the sender lets the outbox finish what it has, then report.
-                    self.outbox = None;
-                    Ok(())
-                }
-                Command::OutboxDrained => {
-                    if closing {
-                        break;
-                    }
-                    Ok(())
-                }
-                other => {
-                    debug!("shutting down; ignoring {other:?}");
-                    Ok(())
-                }
-            };
-            if let Err(e) = result {
-                warn!("command failed: {e:#}");
             }
+            self.flush();
         }
+        self.flush();
         if let Some(done) = self.closing.take() {
             let _ = done.send(());
+        }
+    }
+
+    /// Handles one command; false when the core must stop.
+    fn handle(&mut self, command: Command) -> bool {
+        let closing = self.closing.is_some();
+        let result = match command {
+            Command::Request { event, relay } if !closing => self.on_request(*event, relay),
+            Command::Deletion(event) if !closing => self.on_deletion(&event),
+            Command::Payment(payment) if !closing => self.on_payment(*payment),
+            Command::InvoiceIssued { request, invoice } if !closing => {
+                self.on_invoice_issued(request, invoice)
+            }
+            Command::InvoiceFailed { request, reason } if !closing => {
+                warn!(job = %request.job, %reason, "no invoice; quoting without one");
+                self.quote_received(request, None)
+            }
+            Command::ExecFinished {
+                job,
+                attempt,
+                outcome,
+            } if !closing => self.on_exec_finished(&job, attempt, outcome),
+            Command::Published { effect, detail } => self.on_published(&effect, detail),
+            Command::Tick if !closing => self.expire_quotes(),
+            Command::Announce(builders) if !closing => self.announce(builders).map(|_| ()),
+            Command::Job { job, reply } => {
+                // What the core answers is on disk: a caller may read the file next.
+                self.flush();
+                let record = JobId::new(job)
+                    .ok()
+                    .and_then(|j| self.store.state().job(&j).cloned());
+                let _ = reply.send(record);
+                Ok(())
+            }
+            Command::Shutdown { done } => {
+                self.flush();
+                for handle in self.running.drain().filter_map(|(_, h)| h) {
+                    handle.abort();
+                }
+                self.closing = Some(done);
+                // Dropping the sender lets the outbox finish what it has, then report.
+                self.outbox = None;
+                Ok(())
+            }
+            Command::OutboxDrained => {
+                if closing {
+                    return false;
+                }
+                Ok(())
+            }
+            other => {
+                debug!("shutting down; ignoring {other:?}");
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            warn!("command failed: {e:#}");
+        }
+        true
+    }
+
+    /// Writes the staged groups; then publishes their events and starts their attempts. If the
+    /// write fails, the store has undone the whole batch in memory and its effects are dropped:
+    /// the inputs come again (relay catch-up, executor retry after restart).
+    fn flush(&mut self) {
+        let deferred = std::mem::take(&mut self.deferred);
+        match self.store.flush() {
+            Ok(_) => {
+                for p in deferred.publications {
+                    self.publish(p);
+                }
+                if let Some(desk) = &self.invoices {
+                    let now = now_ms();
+                    for request in deferred.invoice_requests {
+                        desk.request(request, now);
+                    }
+                    for (invoice, job, expires_at) in deferred.watches {
+                        desk.watch(&invoice, job.as_str(), expires_at);
+                    }
+                }
+                for (job, work, attempt) in deferred.attempts {
+                    let handle = worker::spawn(
+                        Arc::clone(&self.executors),
+                        work,
+                        attempt,
+                        self.commands.clone(),
+                    );
+                    self.running.insert(job.to_string(), Some(handle));
+                }
+            }
+            Err(e) => {
+                error!("writing the ledger failed; this batch is undone: {e}");
+                for (job, _, _) in deferred.attempts {
+                    self.running.remove(job.as_str());
+                }
+                for request in deferred.invoice_requests {
+                    self.awaiting_invoice.remove(&request.job);
+                }
+            }
         }
     }
 
@@ -269,16 +354,15 @@ impl Core {
         }
     }
 
-    /// Appends `events` as one group; publishes `pubs` only if the group was new.
+    /// Stages `events` as one group; `pubs` are published after the batch is written, and only
+    /// if the group was new.
     fn commit(&mut self, events: Vec<LedgerEvent>, pubs: Vec<Publication>) -> anyhow::Result<bool> {
-        let outcomes = self.store.append_group(&events)?;
+        let outcomes = self.store.stage(&events)?;
         let fresh = outcomes
             .iter()
             .any(|o| matches!(o, AppendOutcome::Appended { .. }));
         if fresh {
-            for p in pubs {
-                self.publish(p);
-            }
+            self.deferred.publications.extend(pubs);
         }
         Ok(fresh)
     }
@@ -583,26 +667,23 @@ impl Core {
             // The job waits in `received` while the backend makes its invoice (never on the
             // core's thread); the quote follows in its own group.
             if self.commit(vec![received], Vec::new())? {
-                self.request_invoice(&job, amount, expires_at, at);
+                self.request_invoice(&job, amount, expires_at);
             }
             return Ok(());
         }
         self.issue_quote(&job, amount, expires_at, None, Some(received))
     }
 
-    fn request_invoice(&mut self, job: &JobId, amount: Msat, expires_at: UnixMs, at: UnixMs) {
-        let Some(desk) = &self.invoices else { return };
-        if !self.awaiting_invoice.insert(job.to_string()) {
+    /// Asks for the job's invoice once the batch is on disk (never twice at a time).
+    fn request_invoice(&mut self, job: &JobId, amount: Msat, expires_at: UnixMs) {
+        if self.invoices.is_none() || !self.awaiting_invoice.insert(job.to_string()) {
             return;
         }
-        desk.request(
-            InvoiceRequest {
-                job: job.to_string(),
-                amount,
-                expires_at_ms: expires_at.0,
-            },
-            at.0,
-        );
+        self.deferred.invoice_requests.push(InvoiceRequest {
+            job: job.to_string(),
+            amount,
+            expires_at_ms: expires_at.0,
+        });
     }
 
     /// `quote_issued` (with the invoice as a payment option, if any) and the `payment-required`
@@ -648,8 +729,10 @@ impl Core {
         events.push(quoted);
         events.push(effect);
         if self.commit(events, vec![p])? {
-            if let (Some(desk), Some(invoice)) = (&self.invoices, &invoice) {
-                desk.watch(invoice, job.as_str(), expires_at.0);
+            if let Some(invoice) = invoice {
+                self.deferred
+                    .watches
+                    .push((invoice, job.clone(), expires_at.0));
             }
         }
         Ok(())
@@ -734,7 +817,7 @@ impl Core {
         let at = self.now();
         let expires_at = UnixMs(self.policy.quote_expires_at(at.0)?);
         if self.invoices.is_some() {
-            self.request_invoice(job, amount, expires_at, at);
+            self.request_invoice(job, amount, expires_at);
             Ok(())
         } else {
             self.issue_quote(job, amount, expires_at, None, None)
@@ -802,13 +885,8 @@ impl Core {
             },
         );
         self.commit(vec![started], Vec::new())?;
-        let handle = worker::spawn(
-            Arc::clone(&self.executors),
-            work,
-            attempt,
-            self.commands.clone(),
-        );
-        self.running.insert(job.to_string(), handle);
+        self.running.insert(job.to_string(), None);
+        self.deferred.attempts.push((job.clone(), work, attempt));
         Ok(())
     }
 

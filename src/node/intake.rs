@@ -42,7 +42,7 @@ pub struct Intake {
 
 impl Intake {
     pub async fn start(parts: IntakeParts) -> anyhow::Result<Intake> {
-        let client = Client::new(parts.keys);
+        let client = super::transport::client(parts.keys);
         for relay in &parts.relays {
             client
                 .add_read_relay(relay.clone())
