@@ -7,6 +7,7 @@
 pub mod bolt11;
 pub mod fake;
 pub mod nwc;
+pub mod refund;
 pub mod watch;
 
 use async_trait::async_trait;

@@ -518,8 +518,10 @@ impl Core {
             .state()
             .jobs()
             .filter(|j| {
+                // A job waiting for its invoice is a quote in the making: it counts too, so a
+                // burst of requests cannot have the wallet make invoices past the limit.
                 j.customer == customer
-                    && j.state == JobState::Quoted
+                    && matches!(j.state, JobState::Quoted | JobState::Received)
                     && quote_open(j.expires_at, at)
             })
             .count() as u32;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paydvm_ledger::{Asset, Msat, Rail};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -25,9 +25,13 @@ pub struct InvoiceRequest {
     pub expires_at_ms: u64,
 }
 
+/// Invoices being made at once, at most; further requests wait their turn.
+pub const MAX_INVOICES_IN_FLIGHT: usize = 16;
+
 /// The core's handle on the Lightning rail.
 pub struct InvoiceDesk {
     backend: Arc<dyn LightningBackend>,
+    in_flight: Arc<Semaphore>,
     commands: mpsc::UnboundedSender<Command>,
     timeout: Duration,
     watcher: Watcher,
@@ -64,6 +68,7 @@ impl InvoiceDesk {
         let forwarder = tokio::spawn(forward(settled_rx, commands.clone()));
         InvoiceDesk {
             backend,
+            in_flight: Arc::new(Semaphore::new(MAX_INVOICES_IN_FLIGHT)),
             commands,
             timeout,
             watcher,
@@ -80,12 +85,15 @@ impl InvoiceDesk {
         let backend = Arc::clone(&self.backend);
         let commands = self.commands.clone();
         let timeout = self.timeout;
+        let in_flight = Arc::clone(&self.in_flight);
         let expiry_secs = request
             .expires_at_ms
             .saturating_sub(now_ms)
             .div_ceil(1000)
             .max(1);
         tokio::spawn(async move {
+            // The semaphore is never closed, so this only waits for a turn.
+            let _permit = in_flight.acquire_owned().await;
             let description = InvoiceDescription::Text(invoice_description(&request.job));
             let created = tokio::time::timeout(
                 timeout,
