@@ -40,6 +40,10 @@ pub use self::core::{Command, ExecFailure, VerifiedPayment};
 /// How often the core looks for quotes to expire.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// How long an effect the outbox could not deliver waits before it is tried again in the same
+/// run (it is also re-sent at every start).
+pub const RESEND_AFTER: Duration = Duration::from_secs(60);
+
 /// How long [`NodeHandle::shutdown`] waits for pending publications before closing the ledger.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 
@@ -51,6 +55,9 @@ pub struct NodeOptions {
     /// A Lightning backend to use instead of the config's `[lightning]` (the demo and tests
     /// keep a handle on a [`FakeLightning`](crate::lightning::fake::FakeLightning) to pay it).
     pub lightning: Option<Arc<dyn LightningBackend>>,
+    /// How long an undelivered effect waits before it is published again; [`RESEND_AFTER`] by
+    /// default.
+    pub resend_after: Duration,
 }
 
 impl Default for NodeOptions {
@@ -58,6 +65,7 @@ impl Default for NodeOptions {
         NodeOptions {
             heartbeat_every: announce::HEARTBEAT_EVERY,
             lightning: None,
+            resend_after: RESEND_AFTER,
         }
     }
 }
@@ -67,6 +75,7 @@ impl std::fmt::Debug for NodeOptions {
         f.debug_struct("NodeOptions")
             .field("heartbeat_every", &self.heartbeat_every)
             .field("lightning", &self.lightning.as_ref().map(|l| l.name()))
+            .field("resend_after", &self.resend_after)
             .finish()
     }
 }
@@ -157,6 +166,7 @@ impl Node {
             commands: commands.clone(),
             outbox,
             invoices,
+            resend_after: options.resend_after,
         });
         let startup = core.startup()?;
         let since_ms = startup.newest_at;
@@ -201,6 +211,7 @@ impl Node {
                 commands: commands.clone(),
                 announcements,
             },
+            intake.client(),
         );
         Ok(NodeHandle {
             commands,
