@@ -4,6 +4,7 @@ pub mod cli;
 pub mod config;
 pub mod executor;
 pub mod job;
+pub mod lightning;
 pub mod node;
 pub mod protocol;
 pub mod workload;

@@ -3,5 +3,7 @@ mod announce;
 mod cli;
 mod crash_node;
 mod init;
+mod lightning;
+mod lightning_nwc;
 mod node;
 mod payments;

@@ -9,7 +9,7 @@ use nostr_relay_builder::prelude::{LocalRelay, RelayBuilder};
 use nostr_sdk::prelude::*;
 use paydvm::config::{create_key_file, Config};
 use paydvm::node::local_relay::EmbeddedRelay;
-use paydvm::node::{Node, NodeHandle};
+use paydvm::node::{Node, NodeHandle, NodeOptions};
 use paydvm::protocol::nip90::{Encryption, Limit};
 use paydvm_ledger::store::{Durability, Store};
 use paydvm_ledger::{
@@ -208,6 +208,12 @@ async fn setup_with(relays: usize, failures_then: &str, extra: &str) -> Setup {
 impl Setup {
     pub async fn start(&self) -> NodeHandle {
         Node::start(Config::load(&self.config).unwrap())
+            .await
+            .unwrap()
+    }
+
+    pub async fn start_with(&self, options: NodeOptions) -> NodeHandle {
+        Node::start_with(Config::load(&self.config).unwrap(), options)
             .await
             .unwrap()
     }
@@ -556,20 +562,22 @@ fn demo_runs_offline_and_prints_trails() {
         .read_to_string(&mut err)
         .unwrap();
     assert!(status.success(), "demo failed: {out}\n{err}");
-    assert_eq!(out.matches("\n# ").count(), 4, "{out}");
-    assert_eq!(out.matches("timeline (").count(), 4, "{out}");
+    assert_eq!(out.matches("\n# ").count(), 5, "{out}");
+    assert_eq!(out.matches("timeline (").count(), 5, "{out}");
     for state in [
         "state succeeded",
         "state refund_due",
         "state quoted",
         "customer got result (kind 6001): \"5 words\"",
         "customer got result (kind 6050): \"HELLO PAYDVM\"",
-        "customer got feedback: payment-required (amount 5000 msat)",
+        "customer got feedback: payment-required (amount 5000 msat) with invoice lnbcrt50n1",
+        "customer pays the invoice (5000 msat, payment hash ",
+        "customer got result (kind 6050): \"gninthgil\"",
         "ledger OK: ",
     ] {
         assert!(out.contains(state), "missing {state:?} in:\n{out}");
     }
-    assert_eq!(out.matches("state succeeded").count(), 2);
+    assert_eq!(out.matches("state succeeded").count(), 3);
     assert!(out.contains("ws://127.0.0.1:"));
     for secret in ["nsec", "secret"] {
         assert!(!out.to_lowercase().contains(secret), "{out}");

@@ -1,9 +1,12 @@
 //! `paydvm demo`: everything on 127.0.0.1 in a temporary directory. An embedded relay, the node
 //! with a fresh key, and a scripted customer running a free job, a job paid from prepaid credit,
-//! a paid job that fails (refund due) and a job left at `payment-required`. Then the audit trail
-//! of each job and the `verify` summary. Prints no secret key.
+//! a paid job that fails (refund due), a job paid by a Lightning invoice (the built-in fake
+//! backend issues a real regtest invoice and the demo pays it) and a job left at
+//! `payment-required`. Then the audit trail of each job and the `verify` summary. Prints no
+//! secret key.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -20,7 +23,9 @@ use super::output;
 use super::timeline::render_trail;
 use super::verify::summary;
 use crate::config::{create_key_file, Config};
-use crate::node::{now_ms, Node, NodeHandle};
+use crate::lightning::fake::FakeLightning;
+use crate::lightning::Invoice;
+use crate::node::{now_ms, Node, NodeHandle, NodeOptions};
 
 const POLICY: &str = r#"[[pricing.kind]]
 kind = 5001
@@ -59,15 +64,18 @@ struct Script {
     text: &'static str,
     params: &'static [(&'static str, &'static str)],
     until: JobState,
+    /// Pay the quote's invoice, then wait for this state.
+    pay_then: Option<JobState>,
 }
 
-const SCRIPT: [Script; 4] = [
+const SCRIPT: [Script; 5] = [
     Script {
         label: "free job (5001 word count)",
         kind: 5001,
         text: "the quick brown fox jumps",
         params: &[],
         until: JobState::Succeeded,
+        pay_then: None,
     },
     Script {
         label: "job paid from prepaid credit (5050 upper)",
@@ -75,6 +83,7 @@ const SCRIPT: [Script; 4] = [
         text: "hello paydvm",
         params: &[("mode", "upper")],
         until: JobState::Succeeded,
+        pay_then: None,
     },
     Script {
         label: "paid job that fails (5050 mode fail): refund due",
@@ -82,6 +91,15 @@ const SCRIPT: [Script; 4] = [
         text: "this will fail",
         params: &[("mode", "fail")],
         until: JobState::RefundDue,
+        pay_then: None,
+    },
+    Script {
+        label: "job paid by Lightning invoice (5050 reverse)",
+        kind: 5050,
+        text: "lightning",
+        params: &[("mode", "reverse")],
+        until: JobState::Quoted,
+        pay_then: Some(JobState::Succeeded),
     },
     Script {
         label: "job without credit left: payment required",
@@ -89,6 +107,7 @@ const SCRIPT: [Script; 4] = [
         text: "pay me first",
         params: &[],
         until: JobState::Quoted,
+        pay_then: None,
     },
 ];
 
@@ -109,7 +128,12 @@ async fn demo(dir: &Path) -> anyhow::Result<u8> {
     ))?;
 
     let config = Config::load(&config_path)?;
-    let node = Node::start(config).await?;
+    let lightning = FakeLightning::new();
+    let options = NodeOptions {
+        lightning: Some(Arc::new(lightning.clone())),
+        ..NodeOptions::default()
+    };
+    let node = Node::start_with(config, options).await?;
     say(&format!("node {} started", node.pubkey().to_hex()))?;
 
     let client = crate::node::transport::client(customer.clone());
@@ -138,9 +162,30 @@ async fn demo(dir: &Path) -> anyhow::Result<u8> {
             wait_state(&node, &request.id.to_hex(), step.until).await?;
             // Let the replies of this job arrive before the next request.
             tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut bolt11 = None;
             while let Ok(n) = replies.try_recv() {
                 if let RelayPoolNotification::Event { event, .. } = n {
                     say(&describe(&event))?;
+                    if event.tags.event_ids().any(|id| *id == request.id) {
+                        bolt11 = bolt11.or_else(|| invoice_of(&event));
+                    }
+                }
+            }
+            if let Some(after) = step.pay_then {
+                let bolt11 = bolt11.context("the quote carried no invoice")?;
+                let invoice = Invoice::parse(&bolt11)?;
+                say(&format!(
+                    "  customer pays the invoice ({} msat, payment hash {})",
+                    invoice.amount().map_or(0, Msat::as_msat),
+                    invoice.payment_hash()
+                ))?;
+                lightning.settle(&invoice.payment_hash())?;
+                wait_state(&node, &request.id.to_hex(), after).await?;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                while let Ok(n) = replies.try_recv() {
+                    if let RelayPoolNotification::Event { event, .. } = n {
+                        say(&describe(&event))?;
+                    }
                 }
             }
             jobs.push((step.label, request.id.to_hex()));
@@ -249,6 +294,16 @@ async fn wait_state(node: &NodeHandle, job: &str, want: JobState) -> anyhow::Res
     }
 }
 
+/// The bolt11 of a `payment-required` feedback's `["amount", msat, bolt11]` tag.
+fn invoice_of(event: &Event) -> Option<String> {
+    event
+        .tags
+        .iter()
+        .map(|t| t.as_slice())
+        .find(|s| s.first().map(String::as_str) == Some("amount"))
+        .and_then(|s| s.get(2).cloned())
+}
+
 /// Prints `text` and a newline.
 fn say(text: &str) -> anyhow::Result<()> {
     output::print(&format!("{text}\n"))
@@ -270,7 +325,14 @@ fn describe(event: &Event) -> String {
             tag("status").unwrap_or_default()
         );
         if let Some(amount) = tag("amount") {
-            line.push_str(&format!(" (amount {amount} msat)"));
+            let (msat, bolt11) = amount.split_once(' ').unwrap_or((amount.as_str(), ""));
+            line.push_str(&format!(" (amount {msat} msat)"));
+            if !bolt11.is_empty() {
+                line.push_str(&format!(
+                    " with invoice {}…",
+                    &bolt11[..bolt11.len().min(24)]
+                ));
+            }
         }
         line
     } else {

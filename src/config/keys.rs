@@ -15,6 +15,8 @@ use super::Secret;
 const GROUP_OR_OTHER: u32 = 0o077;
 /// A key file holds one line; anything much larger is not a key file.
 const MAX_KEY_FILE_BYTES: u64 = 1024;
+/// Secret files other than keys (an NWC URI with relays) may be longer, but not much.
+const MAX_SECRET_FILE_BYTES: u64 = 8192;
 
 /// A key could not be loaded or created. Messages name the file or variable, never the key.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,8 @@ pub enum KeyError {
     /// `origin` is a file path or "environment variable NAME".
     #[error("{origin}: not a secret key; expected an nsec1… (bech32) or 64 hex characters")]
     Malformed { origin: String },
+    #[error("{origin}: is empty")]
+    Empty { origin: String },
 }
 
 /// Parses a secret key written as `nsec1…` or 64 hex characters (surrounding whitespace ignored).
@@ -50,6 +54,33 @@ pub fn parse_secret_key(text: &Secret<String>) -> Option<Secret<Keys>> {
         return None;
     };
     Some(Secret::new(Keys::new(secret)))
+}
+
+/// Reads a small secret file (a key, an NWC URI, an API key); refuses one that group or others
+/// may access.
+pub fn read_secret_file(path: &Path) -> Result<Secret<String>, KeyError> {
+    let shown = path.display().to_string();
+    let read_err = |error| KeyError::Read {
+        path: shown.clone(),
+        error,
+    };
+    let file = File::open(path).map_err(read_err)?;
+    let mode = file.metadata().map_err(read_err)?.permissions().mode();
+    if mode & GROUP_OR_OTHER != 0 {
+        return Err(KeyError::TooOpen {
+            path: shown.clone(),
+            mode: mode & 0o7777,
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    (bytes.len() as u64 <= MAX_SECRET_FILE_BYTES)
+        .then(|| String::from_utf8(bytes).ok())
+        .flatten()
+        .map(Secret::new)
+        .ok_or(KeyError::Malformed { origin: shown })
 }
 
 /// Loads the key file at `path`; refuses one that group or others may access.

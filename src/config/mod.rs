@@ -9,6 +9,7 @@
 mod check;
 mod error;
 mod keys;
+mod lightning;
 mod node;
 mod offers;
 mod raw;
@@ -30,6 +31,10 @@ pub use keys::{
     create_key_file, key_from_env_value, load_key_file, load_or_create_key, parse_secret_key,
     KeyError,
 };
+pub use lightning::{
+    BackendChoice, BackendSecrets, Lightning, LightningConfig, SecretSource,
+    DEFAULT_INVOICE_TIMEOUT_SECS, DEFAULT_MAX_FEE_MSAT,
+};
 pub use node::{KeySource, Node};
 pub use offers::{
     Builtin, Executor, Offer, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_OUTPUT_BYTES,
@@ -50,6 +55,8 @@ pub struct ConfigFile {
     pub node: Node,
     pub relays: Relays,
     pub offers: Vec<Offer>,
+    /// `[lightning]`; none = no Lightning rail (quotes carry no invoice).
+    pub lightning: Option<Lightning>,
 }
 
 impl ConfigFile {
@@ -67,10 +74,15 @@ impl ConfigFile {
         let node = Node::from_raw(check.required("node", raw.node)?, check)?;
         let relays = Relays::from_raw(check.required("relays", raw.relays)?, check)?;
         let offers = offers::offers_from_raw(raw.offer, check)?;
+        let lightning = raw
+            .lightning
+            .map(|l| Lightning::from_raw(l, check))
+            .transpose()?;
         Ok(ConfigFile {
             node,
             relays,
             offers,
+            lightning,
         })
     }
 }
@@ -85,6 +97,8 @@ pub struct Config {
     pub offers: Vec<Offer>,
     pub policy: Policy,
     pub keys: Secret<Keys>,
+    /// `[lightning]` with its secrets loaded.
+    pub lightning: Option<LightningConfig>,
 }
 
 impl Config {
@@ -146,6 +160,11 @@ impl Config {
                 key_from_env_value(name, env(name)).map_err(|e| key_error("node.key_env", e))?
             }
         };
+        let lightning = file
+            .lightning
+            .as_ref()
+            .map(|l| l.load(&origin, &env))
+            .transpose()?;
         Ok(Config {
             path: path.to_owned(),
             node: file.node,
@@ -153,6 +172,7 @@ impl Config {
             offers: file.offers,
             policy,
             keys,
+            lightning,
         })
     }
 

@@ -14,6 +14,22 @@ pub(crate) struct RawConfig {
     pub relays: Option<RawRelays>,
     #[serde(default)]
     pub offer: Vec<RawOffer>,
+    pub lightning: Option<RawLightning>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLightning {
+    pub backend: Option<String>,
+    pub nwc_uri_file: Option<String>,
+    pub nwc_uri_env: Option<String>,
+    pub lnbits_url: Option<String>,
+    pub lnbits_invoice_key_file: Option<String>,
+    pub lnbits_invoice_key_env: Option<String>,
+    pub lnbits_admin_key_file: Option<String>,
+    pub lnbits_admin_key_env: Option<String>,
+    pub invoice_timeout_secs: Option<i64>,
+    pub max_fee_msat: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

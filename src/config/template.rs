@@ -69,4 +69,15 @@ max_concurrency = 4
 # Optional: name and description of this offer in the NIP-89 announcement.
 name = "Text generation"
 about = "Deterministic demo text tasks"
+
+# Optional: a Lightning wallet, so every quote carries an invoice (docs/lightning.md).
+# Secrets never go in this file: name a 0600 file or an environment variable.
+# [lightning]
+# backend = "nwc"                   # "nwc", "lnbits", or "fake" (demo/tests only)
+# nwc_uri_file = "nwc.uri"          # or nwc_uri_env = "PAYDVM_NWC_URI"
+# lnbits_url = "https://lnbits.example.com"
+# lnbits_invoice_key_env = "PAYDVM_LNBITS_INVOICE_KEY"
+# lnbits_admin_key_env = "PAYDVM_LNBITS_ADMIN_KEY"   # only to pay refunds
+# invoice_timeout_secs = 15
+# max_fee_msat = 10000
 "#;

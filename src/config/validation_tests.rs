@@ -208,9 +208,9 @@ fn unknown_sections_fields_and_bad_types_are_syntax_errors() {
             toml(
                 NODE,
                 RELAYS,
-                &format!("{OFFER}\n[lightning]\nbackend = \"nwc\"\n"),
+                &format!("{OFFER}\n[wallet]\nbackend = \"nwc\"\n"),
             ),
-            "lightning",
+            "wallet",
         ),
         (
             toml(&format!("{NODE}nickname = \"x\"\n"), RELAYS, OFFER),
@@ -424,4 +424,122 @@ fn missing_config_file_names_it() {
             .starts_with("/nonexistent/paydvm.toml: cannot read config file"),
         "{err}"
     );
+}
+
+#[test]
+fn lightning_section_is_validated_field_by_field() {
+    let base = toml(NODE, RELAYS, OFFER);
+    assert_eq!(parse(&base).unwrap().lightning, None);
+    let fake = parse(&format!("{base}[lightning]\nbackend = \"fake\"\n")).unwrap();
+    assert_eq!(
+        fake.lightning,
+        Some(Lightning {
+            backend: BackendChoice::Fake,
+            invoice_timeout_secs: DEFAULT_INVOICE_TIMEOUT_SECS,
+            max_fee_msat: DEFAULT_MAX_FEE_MSAT,
+        })
+    );
+    let lnbits = parse(&format!(
+        "{base}[lightning]\nbackend = \"lnbits\"\nlnbits_url = \"http://127.0.0.1:5000\"\n\
+         lnbits_invoice_key_env = \"INV\"\nlnbits_admin_key_file = \"admin.key\"\n\
+         invoice_timeout_secs = 3\nmax_fee_msat = 0\n"
+    ))
+    .unwrap()
+    .lightning
+    .unwrap();
+    assert_eq!(lnbits.invoice_timeout_secs, 3);
+    assert_eq!(lnbits.max_fee_msat, 0);
+    assert!(matches!(
+        lnbits.backend,
+        BackendChoice::Lnbits { invoice_key: SecretSource::Env(ref v), admin_key: Some(SecretSource::File(ref f)), .. }
+            if v == "INV" && f == Path::new("/etc/paydvm/admin.key")
+    ));
+
+    let cases = [
+        ("", "lightning.backend", "is required"),
+        ("backend = \"ldk\"", "lightning.backend", "not a backend"),
+        ("backend = \"nwc\"", "lightning.nwc_uri_file", "is required"),
+        (
+            "backend = \"nwc\"\nnwc_uri_file = \"a\"\nnwc_uri_env = \"B\"",
+            "lightning.nwc_uri_file",
+            "not both",
+        ),
+        (
+            "backend = \"nwc\"\nnwc_uri_env = \"1X\"",
+            "lightning.nwc_uri_env",
+            "not an environment",
+        ),
+        (
+            "backend = \"fake\"\nnwc_uri_env = \"X\"",
+            "lightning.nwc_uri_file",
+            "not used",
+        ),
+        (
+            "backend = \"nwc\"\nnwc_uri_env = \"X\"\nlnbits_url = \"http://h\"",
+            "lightning.lnbits_url",
+            "not used",
+        ),
+        (
+            "backend = \"lnbits\"\nlnbits_invoice_key_env = \"X\"",
+            "lightning.lnbits_url",
+            "is required",
+        ),
+        (
+            "backend = \"lnbits\"\nlnbits_url = \"http://h\"",
+            "lightning.lnbits_invoice_key_file",
+            "is required",
+        ),
+        (
+            "backend = \"fake\"\ninvoice_timeout_secs = 0",
+            "lightning.invoice_timeout_secs",
+            "between",
+        ),
+        (
+            "backend = \"fake\"\nmax_fee_msat = -1",
+            "lightning.max_fee_msat",
+            "between",
+        ),
+    ];
+    for (body, field, reason) in cases {
+        let err = parse(&format!("{base}[lightning]\n{body}\n")).unwrap_err();
+        assert_eq!(err.field(), Some(field), "{body}: {err}");
+        assert!(err.to_string().contains(reason), "{body}: {err}");
+    }
+}
+
+#[test]
+fn lightning_secrets_load_from_0600_files_or_env_and_never_print() {
+    let uri = "nostr+walletconnect://aa?relay=ws%3A%2F%2F127.0.0.1&secret=topsecretvalue";
+    let base = toml(NODE, RELAYS, OFFER);
+    let setup = Setup::new(&format!(
+        "{base}[lightning]\nbackend = \"nwc\"\nnwc_uri_file = \"nwc.uri\"\n"
+    ));
+    let file = setup.path("nwc.uri");
+    fs::write(&file, format!("{uri}\n")).unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    let err = setup.load().unwrap_err();
+    assert_eq!(err.field(), Some("lightning.nwc_uri"), "{err}");
+    assert!(err.to_string().contains("chmod 600"), "{err}");
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    let config = setup.load().unwrap();
+    let lightning = config.lightning.clone().unwrap();
+    assert!(matches!(&lightning.backend, BackendSecrets::Nwc { uri: u } if u.expose() == uri));
+    assert!(!format!("{config:?}").contains("topsecretvalue"));
+
+    let setup = Setup::new(&format!(
+        "{base}[lightning]\nbackend = \"lnbits\"\nlnbits_url = \"http://127.0.0.1:5000\"\n\
+         lnbits_invoice_key_env = \"INV\"\n"
+    ));
+    let env = |name: &str| (name == "INV").then(|| OsString::from("invoicekey123"));
+    let config = Config::load_with_env(setup.path("paydvm.toml"), env).unwrap();
+    assert!(matches!(
+        &config.lightning.as_ref().unwrap().backend,
+        BackendSecrets::Lnbits { invoice_key, admin_key: None, .. } if invoice_key.expose() == "invoicekey123"
+    ));
+    assert!(!format!("{config:?}").contains("invoicekey123"));
+    let err = setup.load().unwrap_err();
+    assert_eq!(err.field(), Some("lightning.lnbits_invoice_key"), "{err}");
+    let empty = |_: &str| Some(OsString::from("  \n"));
+    let err = Config::load_with_env(setup.path("paydvm.toml"), empty).unwrap_err();
+    assert!(err.to_string().contains("is empty"), "{err}");
 }

@@ -3,7 +3,7 @@
 //! the signed events it must publish (outbox effects). The commands waiting at one moment are
 //! written as one transaction (group commit); side effects start only after that write.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
@@ -13,7 +13,7 @@ use nostr_sdk::prelude::{
 use paydvm_ledger::store::Store;
 use paydvm_ledger::{
     Account, AppendOutcome, Disposition, EffectId, EffectOutcome, EventBody, IdemKey, JobId,
-    JobRecord, JobState, LedgerEvent, Msat, Pubkey, QueueReason, RefundId, UnixMs,
+    JobRecord, JobState, LedgerEvent, Msat, PaymentOption, Pubkey, QueueReason, RefundId, UnixMs,
 };
 use paydvm_policies::{
     Admission, AdmissionFacts, FailureDecision, InputMeasure, Policy, PriceDecision,
@@ -26,10 +26,12 @@ mod payment;
 
 pub use self::payment::VerifiedPayment;
 
+use super::invoicing::{InvoiceDesk, InvoiceRequest};
 use super::outbox::{Outbox, Publication};
 use super::{now_ms, worker};
 use crate::config::Relays;
 use crate::executor::Executors;
+use crate::lightning::{Invoice, IssuedInvoice};
 use crate::protocol::nip90::{
     feedback_event, parse_request, result_event, Amount, Feedback, JobResult, ParsedRequest,
     RequestError, Status, FEEDBACK_KIND,
@@ -47,6 +49,16 @@ pub enum Command {
     Deletion(Box<Event>),
     /// A payment whose evidence a rail verified end to end.
     Payment(Box<VerifiedPayment>),
+    /// The Lightning backend created the invoice for a quote.
+    InvoiceIssued {
+        request: InvoiceRequest,
+        invoice: IssuedInvoice,
+    },
+    /// The Lightning backend could not create the invoice: quote without one.
+    InvoiceFailed {
+        request: InvoiceRequest,
+        reason: String,
+    },
     /// An executor attempt ended.
     ExecFinished {
         job: String,
@@ -89,6 +101,8 @@ pub struct CoreParts {
     pub executors: Arc<Executors>,
     pub commands: mpsc::UnboundedSender<Command>,
     pub outbox: Outbox,
+    /// The Lightning rail, when a backend is configured.
+    pub invoices: Option<InvoiceDesk>,
     /// How long an undelivered effect waits before the outbox is given it again.
     pub resend_after: std::time::Duration,
 }
@@ -120,6 +134,10 @@ const MAX_BATCH: usize = 256;
 struct Deferred {
     publications: Vec<Publication>,
     attempts: Vec<(JobId, crate::job::Job, u32)>,
+    /// Invoices to ask the backend for (the job's `job_received` is in the batch).
+    invoice_requests: Vec<InvoiceRequest>,
+    /// Invoices to watch (their `quote_issued` is in the batch), with the quote's expiry (ms).
+    watches: Vec<(IssuedInvoice, JobId, u64)>,
 }
 
 pub struct Core {
@@ -131,7 +149,10 @@ pub struct Core {
     executors: Arc<Executors>,
     commands: mpsc::UnboundedSender<Command>,
     outbox: Option<Outbox>,
+    invoices: Option<InvoiceDesk>,
     requests: HashMap<String, Pending>,
+    /// Jobs whose invoice the backend is making (a second sighting must not ask again).
+    awaiting_invoice: HashSet<String>,
     /// Attempts in flight; `None` until the batch that started it is on disk.
     running: HashMap<String, Option<AbortHandle>>,
     deferred: Deferred,
@@ -160,7 +181,9 @@ impl Core {
             executors: parts.executors,
             commands: parts.commands,
             outbox: Some(parts.outbox),
+            invoices: parts.invoices,
             requests: HashMap::new(),
+            awaiting_invoice: HashSet::new(),
             running: HashMap::new(),
             deferred: Deferred::default(),
             gave_up: HashMap::new(),
@@ -189,6 +212,7 @@ impl Core {
         for p in resend {
             self.publish(p);
         }
+        self.watch_open_invoices()?;
         let resumable: Vec<JobRecord> = self
             .store
             .state()
@@ -276,6 +300,13 @@ impl Core {
             Command::Request { event, relay } if !closing => self.on_request(*event, relay),
             Command::Deletion(event) if !closing => self.on_deletion(&event),
             Command::Payment(payment) if !closing => self.on_payment(*payment),
+            Command::InvoiceIssued { request, invoice } if !closing => {
+                self.on_invoice_issued(request, invoice)
+            }
+            Command::InvoiceFailed { request, reason } if !closing => {
+                warn!(job = %request.job, %reason, "no invoice; quoting without one");
+                self.quote_received(request, None)
+            }
             Command::ExecFinished {
                 job,
                 attempt,
@@ -339,6 +370,15 @@ impl Core {
                 for p in deferred.publications {
                     self.publish(p);
                 }
+                if let Some(desk) = &self.invoices {
+                    let now = now_ms();
+                    for request in deferred.invoice_requests {
+                        desk.request(request, now);
+                    }
+                    for (invoice, job, expires_at) in deferred.watches {
+                        desk.watch(&invoice, job.as_str(), expires_at);
+                    }
+                }
                 for (job, work, attempt) in deferred.attempts {
                     let handle = worker::spawn(
                         Arc::clone(&self.executors),
@@ -353,6 +393,9 @@ impl Core {
                 error!("writing the ledger failed; this batch is undone: {e}");
                 for (job, _, _) in deferred.attempts {
                     self.running.remove(job.as_str());
+                }
+                for request in deferred.invoice_requests {
+                    self.awaiting_invoice.remove(&request.job);
                 }
             }
         }
@@ -522,6 +565,10 @@ impl Core {
                     },
                 )
             }
+            JobState::Received => {
+                self.requests.entry(job.to_string()).or_insert(pending);
+                self.requote(&job)
+            }
             JobState::Quoted | JobState::PartiallyPaid | JobState::Paid | JobState::Expired => {
                 self.requests.entry(job.to_string()).or_insert(pending);
                 Ok(())
@@ -564,8 +611,10 @@ impl Core {
             .state()
             .jobs()
             .filter(|j| {
+                // A job waiting for its invoice is a quote in the making: it counts too, so a
+                // burst of requests cannot have the wallet make invoices past the limit.
                 j.customer == customer
-                    && j.state == JobState::Quoted
+                    && matches!(j.state, JobState::Quoted | JobState::Received)
                     && quote_open(j.expires_at, at)
             })
             .count() as u32;
@@ -709,13 +758,59 @@ impl Core {
     ) -> anyhow::Result<()> {
         let at = self.now();
         let expires_at = UnixMs(self.policy.quote_expires_at(at.0)?);
+        self.requests.insert(job.to_string(), pending);
+        if self.invoices.is_some() {
+            // The job waits in `received` while the backend makes its invoice (never on the
+            // core's thread); the quote follows in its own group.
+            if self.commit(vec![received], Vec::new())? {
+                self.request_invoice(&job, amount, expires_at);
+            }
+            return Ok(());
+        }
+        self.issue_quote(&job, amount, expires_at, None, Some(received))
+    }
+
+    /// Asks for the job's invoice once the batch is on disk (never twice at a time).
+    fn request_invoice(&mut self, job: &JobId, amount: Msat, expires_at: UnixMs) {
+        if self.invoices.is_none() || !self.awaiting_invoice.insert(job.to_string()) {
+            return;
+        }
+        self.deferred.invoice_requests.push(InvoiceRequest {
+            job: job.to_string(),
+            amount,
+            expires_at_ms: expires_at.0,
+        });
+    }
+
+    /// `quote_issued` (with the invoice as a payment option, if any) and the `payment-required`
+    /// feedback carrying `["amount", msat, bolt11]`, in one group; then the invoice is watched.
+    fn issue_quote(
+        &mut self,
+        job: &JobId,
+        amount: Msat,
+        expires_at: UnixMs,
+        invoice: Option<IssuedInvoice>,
+        received: Option<LedgerEvent>,
+    ) -> anyhow::Result<()> {
+        let at = self.now();
+        let pending = self
+            .requests
+            .get(job.as_str())
+            .ok_or_else(|| anyhow!("job {job} quoted but its request is not in memory"))?;
         let feedback = Feedback::new(Status::PaymentRequired)
             .with_amount(Amount {
                 msat: amount,
-                bolt11: None,
+                bolt11: invoice.as_ref().map(|i| i.bolt11.clone()),
             })
             .with_expiration(Timestamp::from_secs(expires_at.0 / 1000));
-        let (effect, p) = self.feedback(&job, &pending, feedback, at)?;
+        let (effect, p) = self.feedback(job, pending, feedback, at)?;
+        let options = invoice
+            .iter()
+            .map(|i| PaymentOption::Invoice {
+                payment_hash: i.payment_hash.clone(),
+                bolt11: i.bolt11.clone(),
+            })
+            .collect();
         let quoted = LedgerEvent::new(
             key(format!("quote:{job}"))?,
             at,
@@ -723,11 +818,143 @@ impl Core {
                 job: job.clone(),
                 amount,
                 expires_at,
-                options: Vec::new(),
+                options,
             },
         );
-        self.requests.insert(job.to_string(), pending);
-        self.commit(vec![received, quoted, effect], vec![p])?;
+        let mut events: Vec<LedgerEvent> = received.into_iter().collect();
+        events.push(quoted);
+        events.push(effect);
+        if self.commit(events, vec![p])? {
+            if let Some(invoice) = invoice {
+                self.deferred
+                    .watches
+                    .push((invoice, job.clone(), expires_at.0));
+            }
+        }
+        Ok(())
+    }
+
+    /// The backend's invoice is checked, not trusted: it must parse, carry our payment hash and
+    /// exactly the quoted amount, and not expire before the quote does (less a second for the
+    /// BOLT 11 timestamp's rounding).
+    fn on_invoice_issued(
+        &mut self,
+        request: InvoiceRequest,
+        invoice: IssuedInvoice,
+    ) -> anyhow::Result<()> {
+        let checked = Invoice::parse(&invoice.bolt11)
+            .map_err(|e| e.to_string())
+            .and_then(|parsed| {
+                if parsed.payment_hash() != invoice.payment_hash.to_ascii_lowercase() {
+                    Err("payment hash differs from the one the backend reported".into())
+                } else if parsed.amount() != Some(request.amount) {
+                    Err(format!(
+                        "amount {:?} differs from the quoted {} msat",
+                        parsed.amount().map(Msat::as_msat),
+                        request.amount.as_msat()
+                    ))
+                } else if parsed.expires_at() + 1 < request.expires_at_ms / 1000 {
+                    Err("invoice expires before the quote".into())
+                } else {
+                    Ok(IssuedInvoice {
+                        bolt11: parsed.as_str().to_owned(),
+                        payment_hash: parsed.payment_hash(),
+                    })
+                }
+            });
+        match checked {
+            Ok(invoice) => self.quote_received(request, Some(invoice)),
+            Err(reason) => {
+                warn!(job = %request.job, %reason, "refusing the backend's invoice; quoting without one");
+                self.quote_received(request, None)
+            }
+        }
+    }
+
+    /// Issues the quote of a job that waited in `received` for its invoice, if it still waits.
+    fn quote_received(
+        &mut self,
+        request: InvoiceRequest,
+        invoice: Option<IssuedInvoice>,
+    ) -> anyhow::Result<()> {
+        self.awaiting_invoice.remove(&request.job);
+        let job = job_id(&request.job)?;
+        let state = self.store.state().job(&job).map(|r| r.state);
+        if state != Some(JobState::Received) {
+            debug!(%job, ?state, "invoice arrived for a job no longer waiting for its quote");
+            return Ok(());
+        }
+        if !self.requests.contains_key(job.as_str()) {
+            warn!(%job, "invoice arrived but the request is not in memory; quoting when seen again");
+            return Ok(());
+        }
+        self.issue_quote(
+            &job,
+            request.amount,
+            UnixMs(request.expires_at_ms),
+            invoice,
+            None,
+        )
+    }
+
+    /// A priced job left in `received` by a restart (its invoice was being made): price it again
+    /// and ask for the invoice (or quote without one).
+    fn requote(&mut self, job: &JobId) -> anyhow::Result<()> {
+        let Some(pending) = self.requests.get(job.as_str()) else {
+            return Ok(());
+        };
+        let price = self
+            .policy
+            .price(pending.request.job.kind, &measure(&pending.request))?;
+        let PriceDecision::Charge(amount) = price else {
+            warn!(%job, ?price, "job waiting for its quote is no longer priced; left as is");
+            return Ok(());
+        };
+        let at = self.now();
+        let expires_at = UnixMs(self.policy.quote_expires_at(at.0)?);
+        if self.invoices.is_some() {
+            self.request_invoice(job, amount, expires_at);
+            Ok(())
+        } else {
+            self.issue_quote(job, amount, expires_at, None, None)
+        }
+    }
+
+    /// Watches again the invoices of quotes still open (after a restart): a settlement that
+    /// happened while the node was down is found by the first lookup.
+    fn watch_open_invoices(&self) -> anyhow::Result<()> {
+        let Some(desk) = &self.invoices else {
+            return Ok(());
+        };
+        let open: Vec<(JobId, UnixMs)> = self
+            .store
+            .state()
+            .jobs()
+            .filter(|j| matches!(j.state, JobState::Quoted | JobState::PartiallyPaid))
+            .filter_map(|j| j.expires_at.map(|e| (j.job.clone(), e)))
+            .collect();
+        for (job, expires_at) in open {
+            let Some(trail) = self.store.audit(job.as_str())? else {
+                continue;
+            };
+            for event in &trail.events {
+                if let EventBody::QuoteIssued { options, .. } = &event.event {
+                    for option in options {
+                        if let PaymentOption::Invoice {
+                            payment_hash,
+                            bolt11,
+                        } = option
+                        {
+                            let invoice = IssuedInvoice {
+                                bolt11: bolt11.clone(),
+                                payment_hash: payment_hash.clone(),
+                            };
+                            desk.watch(&invoice, job.as_str(), expires_at.0);
+                        }
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -1052,6 +1279,8 @@ fn needs_request_after_restart(state: JobState) -> bool {
             | JobState::Quoted
             | JobState::PartiallyPaid
             | JobState::Expired
+            // Received only: its invoice was being made when the node stopped.
+            | JobState::Received
     )
 }
 

@@ -12,6 +12,7 @@
 pub mod announce;
 pub mod core;
 pub mod intake;
+pub mod invoicing;
 pub mod local_relay;
 pub mod outbox;
 pub mod transport;
@@ -27,8 +28,12 @@ use paydvm_ledger::store::{Durability, Store};
 use paydvm_ledger::JobRecord;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{BackendSecrets, Config, LightningConfig, DEFAULT_INVOICE_TIMEOUT_SECS};
+use crate::lightning::fake::FakeLightning;
+use crate::lightning::nwc::NwcLightning;
+use crate::lightning::LightningBackend;
 
 pub use self::core::{Command, ExecFailure, VerifiedPayment};
 
@@ -43,10 +48,13 @@ pub const RESEND_AFTER: Duration = Duration::from_secs(60);
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 
 /// Start-up knobs that are not in the config file (tests, tools).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeOptions {
     /// Heartbeat period; [`announce::HEARTBEAT_EVERY`] by default.
     pub heartbeat_every: Duration,
+    /// A Lightning backend to use instead of the config's `[lightning]` (the demo and tests
+    /// keep a handle on a [`FakeLightning`](crate::lightning::fake::FakeLightning) to pay it).
+    pub lightning: Option<Arc<dyn LightningBackend>>,
     /// How long an undelivered effect waits before it is published again; [`RESEND_AFTER`] by
     /// default.
     pub resend_after: Duration,
@@ -56,9 +64,42 @@ impl Default for NodeOptions {
     fn default() -> Self {
         NodeOptions {
             heartbeat_every: announce::HEARTBEAT_EVERY,
+            lightning: None,
             resend_after: RESEND_AFTER,
         }
     }
+}
+
+impl std::fmt::Debug for NodeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeOptions")
+            .field("heartbeat_every", &self.heartbeat_every)
+            .field("lightning", &self.lightning.as_ref().map(|l| l.name()))
+            .field("resend_after", &self.resend_after)
+            .finish()
+    }
+}
+
+/// The configured Lightning backend, if any.
+async fn lightning_backend(
+    config: Option<&LightningConfig>,
+) -> anyhow::Result<Option<Arc<dyn LightningBackend>>> {
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    Ok(Some(match &config.backend {
+        BackendSecrets::Fake => {
+            warn!("lightning backend \"fake\": invoices are regtest and nobody can pay them");
+            Arc::new(FakeLightning::new())
+        }
+        BackendSecrets::Nwc { uri } => Arc::new(NwcLightning::new(
+            uri,
+            Duration::from_secs(config.invoice_timeout_secs),
+        )?),
+        BackendSecrets::Lnbits { .. } => {
+            anyhow::bail!("lightning backend \"lnbits\" is not available in this build yet")
+        }
+    }))
 }
 
 /// A started node. Dropping it without [`NodeHandle::shutdown`] leaves the tasks running until
@@ -98,8 +139,23 @@ impl Node {
         let announcements =
             announce::announcements(&config.node, &config.offers, config.policy.pricing());
 
+        let backend = match options.lightning.clone() {
+            Some(backend) => Some(backend),
+            None => lightning_backend(config.lightning.as_ref()).await?,
+        };
+        let invoice_timeout = Duration::from_secs(
+            config
+                .lightning
+                .as_ref()
+                .map_or(DEFAULT_INVOICE_TIMEOUT_SECS, |l| l.invoice_timeout_secs),
+        );
+
         let (commands, rx) = mpsc::unbounded_channel();
         let outbox = outbox::Outbox::start(keys.clone(), commands.clone());
+        let invoices = backend.map(|backend| {
+            info!(backend = backend.name(), "Lightning invoices per quote");
+            invoicing::InvoiceDesk::start(backend, commands.clone(), invoice_timeout)
+        });
         let mut core = core::Core::new(core::CoreParts {
             store,
             policy: config.policy,
@@ -109,6 +165,7 @@ impl Node {
             executors,
             commands: commands.clone(),
             outbox,
+            invoices,
             resend_after: options.resend_after,
         });
         let startup = core.startup()?;

@@ -1,0 +1,294 @@
+//! The NWC backend against a real NIP-47 wallet service: cdk-nostr's `NwcService` on a LocalRelay
+//! on 127.0.0.1, answering through a handler backed by `FakeLightning` (real regtest invoices).
+//! The node makes the quote's invoice over NWC and finds the settlement by `lookup_invoice`
+//! polling (the service sends no notifications).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cdk_nostr::nwc::nip47::{
+    ErrorCode, GetBalanceResponse, GetInfoResponse, ListTransactionsRequest, LookupInvoiceRequest,
+    LookupInvoiceResponse, MakeInvoiceRequest, MakeInvoiceResponse, NIP47Error, PayInvoiceRequest,
+    PayInvoiceResponse, TransactionState, TransactionType,
+};
+use cdk_nostr::nwc::{NwcRequestHandler, NwcService, NwcServiceConfig};
+use nostr_sdk::prelude::*;
+use paydvm::lightning::fake::FakeLightning;
+use paydvm::lightning::nwc::NwcLightning;
+use paydvm::lightning::{
+    Invoice, InvoiceDescription, InvoiceStatus, LightningBackend, PaymentStatus,
+};
+use paydvm::node::NodeOptions;
+use paydvm_ledger::{JobState, Msat};
+use tokio_util::sync::CancellationToken;
+
+use crate::lightning::{assert_paid_trail, quoted_invoice};
+use crate::node::{is_status, setup, wait_state, Customer};
+
+/// A wallet service's Lightning side: the fake node.
+struct FakeWallet(FakeLightning);
+
+fn refused(code: ErrorCode, message: &str) -> NIP47Error {
+    NIP47Error {
+        code,
+        message: message.to_owned(),
+    }
+}
+
+#[async_trait]
+impl NwcRequestHandler for FakeWallet {
+    async fn get_info(&self) -> Result<GetInfoResponse, NIP47Error> {
+        Err(refused(ErrorCode::NotImplemented, "get_info"))
+    }
+
+    async fn get_balance(&self) -> Result<GetBalanceResponse, NIP47Error> {
+        Err(refused(ErrorCode::NotImplemented, "get_balance"))
+    }
+
+    async fn make_invoice(
+        &self,
+        request: MakeInvoiceRequest,
+    ) -> Result<MakeInvoiceResponse, NIP47Error> {
+        let description = match (request.description, request.description_hash) {
+            (_, Some(hash)) => {
+                let bytes: [u8; 32] = hex::decode(hash)
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| refused(ErrorCode::Other, "bad description_hash"))?;
+                InvoiceDescription::Hash(bytes)
+            }
+            (text, None) => InvoiceDescription::Text(text.unwrap_or_default()),
+        };
+        let issued = self
+            .0
+            .create_invoice(
+                Msat::from_msat(request.amount),
+                description,
+                request.expiry.unwrap_or(3600),
+            )
+            .await
+            .map_err(|e| refused(ErrorCode::Internal, &e.to_string()))?;
+        Ok(MakeInvoiceResponse {
+            invoice: issued.bolt11,
+            payment_hash: Some(issued.payment_hash),
+            description: None,
+            description_hash: None,
+            preimage: None,
+            amount: Some(request.amount),
+            created_at: None,
+            expires_at: None,
+        })
+    }
+
+    async fn pay_invoice(
+        &self,
+        request: PayInvoiceRequest,
+    ) -> Result<PayInvoiceResponse, NIP47Error> {
+        match self
+            .0
+            .pay_invoice(&request.invoice, Msat::from_msat(u64::MAX))
+            .await
+        {
+            PaymentStatus::Settled { preimage, fee } => Ok(PayInvoiceResponse {
+                preimage,
+                fees_paid: Some(fee.as_msat()),
+            }),
+            PaymentStatus::Failed(reason) => Err(refused(ErrorCode::PaymentFailed, &reason)),
+            PaymentStatus::Unknown(reason) => Err(refused(ErrorCode::Internal, &reason)),
+        }
+    }
+
+    async fn lookup_invoice(
+        &self,
+        request: LookupInvoiceRequest,
+    ) -> Result<LookupInvoiceResponse, NIP47Error> {
+        let hash = request
+            .payment_hash
+            .ok_or_else(|| refused(ErrorCode::NotImplemented, "lookup by hash only"))?;
+        let bolt11 = self
+            .0
+            .invoice(&hash)
+            .ok_or_else(|| refused(ErrorCode::NotFound, "no such invoice"))?;
+        let parsed =
+            Invoice::parse(&bolt11).map_err(|e| refused(ErrorCode::Internal, &e.to_string()))?;
+        let (state, amount, settled_at) = match self.0.lookup_invoice(&hash).await {
+            InvoiceStatus::Settled { amount, settled_at } => (
+                TransactionState::Settled,
+                amount.as_msat(),
+                Some(Timestamp::from_secs(settled_at)),
+            ),
+            InvoiceStatus::Expired => (TransactionState::Expired, 0, None),
+            InvoiceStatus::Open => (TransactionState::Pending, 0, None),
+            InvoiceStatus::Unknown(reason) => return Err(refused(ErrorCode::NotFound, &reason)),
+        };
+        Ok(LookupInvoiceResponse {
+            transaction_type: Some(TransactionType::Incoming),
+            state: Some(state),
+            invoice: Some(bolt11),
+            description: None,
+            description_hash: None,
+            preimage: None,
+            payment_hash: hash,
+            amount: if amount == 0 {
+                parsed.amount().map_or(0, Msat::as_msat)
+            } else {
+                amount
+            },
+            fees_paid: 0,
+            created_at: Timestamp::from_secs(parsed.timestamp()),
+            expires_at: Some(Timestamp::from_secs(parsed.expires_at())),
+            settled_at,
+            metadata: None,
+        })
+    }
+
+    async fn list_transactions(
+        &self,
+        _: ListTransactionsRequest,
+    ) -> Result<Vec<LookupInvoiceResponse>, NIP47Error> {
+        Err(refused(ErrorCode::NotImplemented, "list_transactions"))
+    }
+}
+
+/// A running wallet service on `relays` and an NWC backend connected to it.
+struct Wallet {
+    fake: FakeLightning,
+    backend: Arc<NwcLightning>,
+    cancel: CancellationToken,
+}
+
+impl Drop for Wallet {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn wallet(relays: &[RelayUrl]) -> Wallet {
+    let service = NwcService::new(NwcServiceConfig {
+        service_keys: Keys::generate(),
+        client_secret: Keys::generate().secret_key().clone(),
+        relays: relays.to_vec(),
+        lud16: None,
+    })
+    .unwrap();
+    let fake = FakeLightning::without_notifications();
+    let cancel = CancellationToken::new();
+    let handler = Arc::new(FakeWallet(fake.clone()));
+    let uri = service.connection_uri();
+    let token = cancel.clone();
+    tokio::spawn(async move { service.run(handler, token).await });
+    // Requests are ephemeral events: one sent before the service has subscribed is lost. Probe
+    // with short timeouts until the service answers (NOT_FOUND for an unknown hash).
+    let probe = NwcLightning::from_uri(uri.clone(), Duration::from_secs(1));
+    let mut answered = false;
+    for _ in 0..50 {
+        if let InvoiceStatus::Unknown(reason) = probe.lookup_invoice(&"00".repeat(32)).await {
+            if reason.contains("no such invoice") {
+                answered = true;
+                break;
+            }
+        }
+    }
+    assert!(answered, "the wallet service never answered");
+    probe.shutdown().await;
+    let backend = Arc::new(NwcLightning::from_uri(uri, Duration::from_secs(10)));
+    Wallet {
+        fake,
+        backend,
+        cancel,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nwc_invoices_are_made_looked_up_and_checked() {
+    let s = setup(1, "refund").await;
+    let w = wallet(&s.urls).await;
+    let issued = w
+        .backend
+        .create_invoice(
+            Msat::from_msat(21_000),
+            InvoiceDescription::Text("paydvm job x".into()),
+            600,
+        )
+        .await
+        .unwrap();
+    let parsed = Invoice::parse(&issued.bolt11).unwrap();
+    assert_eq!(parsed.payee(), w.fake.node_id());
+    assert_eq!(parsed.amount(), Some(Msat::from_msat(21_000)));
+    assert_eq!(
+        w.backend.lookup_invoice(&issued.payment_hash).await,
+        InvoiceStatus::Open
+    );
+    let settled = w.fake.settle(&issued.payment_hash).unwrap();
+    assert_eq!(
+        w.backend.lookup_invoice(&issued.payment_hash).await,
+        InvoiceStatus::Settled {
+            amount: Msat::from_msat(21_000),
+            settled_at: settled.settled_at
+        }
+    );
+    assert!(matches!(
+        w.backend.lookup_invoice(&"00".repeat(32)).await,
+        InvoiceStatus::Unknown(_)
+    ));
+
+    // Outgoing: the fake wallet's preimage is not the invoice's (it cannot know it), so the
+    // backend must not call the payment settled; an explicit PAYMENT_FAILED is a failure.
+    let payee = FakeLightning::new();
+    let refund = payee
+        .create_invoice(
+            Msat::from_msat(1_000),
+            InvoiceDescription::Text("refund".into()),
+            600,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        w.backend
+            .pay_invoice(&refund.bolt11, Msat::from_msat(10))
+            .await,
+        PaymentStatus::Unknown(_)
+    ));
+    w.fake
+        .script_payment(paydvm::lightning::fake::PayOutcome::Fail("no route".into()));
+    assert!(matches!(
+        w.backend.pay_invoice(&refund.bolt11, Msat::from_msat(10)).await,
+        PaymentStatus::Failed(reason) if reason.contains("no route")
+    ));
+    assert_eq!(w.fake.times_paid(&refund.payment_hash), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoice_paid_job_over_nwc_end_to_end() {
+    let s = setup(1, "refund").await;
+    let w = wallet(&s.urls).await;
+    let node = s
+        .start_with(NodeOptions {
+            lightning: Some(w.backend.clone()),
+            ..NodeOptions::default()
+        })
+        .await;
+    let mut customer = Customer::connect(&s.urls).await;
+    let request = customer.request(5050, "abc", &[&["param", "mode", "upper"]]);
+    customer.client.send_event(&request).await.unwrap();
+    let job = request.id.to_hex();
+    let quote = customer
+        .wait_for(request.id, is_status("payment-required"))
+        .await;
+    let invoice = quoted_invoice(&quote, &job);
+    assert_eq!(
+        invoice.payee(),
+        w.fake.node_id(),
+        "the invoice came from the wallet"
+    );
+
+    w.fake.settle(&invoice.payment_hash()).unwrap();
+    let result = customer
+        .wait_for(request.id, |e| e.kind == Kind::Custom(6050))
+        .await;
+    assert_eq!(result.content, "ABC");
+    wait_state(&node, &job, JobState::Succeeded).await;
+    node.shutdown().await;
+    assert_paid_trail(&s.store(), &job, &invoice.payment_hash());
+}
