@@ -5,5 +5,6 @@ pub mod config;
 pub mod executor;
 pub mod job;
 pub mod node;
+pub mod payments;
 pub mod protocol;
 pub mod workload;
