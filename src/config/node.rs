@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use nostr_sdk::Url;
 
 use super::check::Check;
-use crate::payments::lnurl::Lud16;
 use super::raw::RawNode;
 use super::ConfigError;
+use crate::payments::lnurl::Lud16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {

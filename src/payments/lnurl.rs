@@ -109,9 +109,9 @@ impl FromStr for Lud16 {
         let (name, domain) = s.split_once('@').ok_or_else(bad)?;
         // LUD-16: the username is a-z0-9-_.+ (lower case only).
         let name_ok = !name.is_empty()
-            && name.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.+".contains(&b)
-            });
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.+".contains(&b));
         if !name_ok || domain.is_empty() || domain.contains(['/', '?', '#', '@', ' ']) {
             return Err(bad());
         }
@@ -176,7 +176,11 @@ struct RawPayResponse {
 pub fn parse_pay_response(body: &[u8]) -> Result<PayEndpoint, LnurlError> {
     let raw: RawPayResponse =
         serde_json::from_slice(body).map_err(|e| LnurlError::Invalid(e.to_string()))?;
-    if raw.status.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("ERROR")) {
+    if raw
+        .status
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("ERROR"))
+    {
         return Err(LnurlError::Server(
             raw.reason.unwrap_or_else(|| "no reason given".into()),
         ));
@@ -206,9 +210,7 @@ pub fn parse_pay_response(body: &[u8]) -> Result<PayEndpoint, LnurlError> {
         metadata,
         allows_nostr: raw.allows_nostr == Some(true),
         // A malformed key is as good as none: the endpoint then does not do zaps.
-        nostr_pubkey: raw
-            .nostr_pubkey
-            .and_then(|k| PublicKey::from_hex(&k).ok()),
+        nostr_pubkey: raw.nostr_pubkey.and_then(|k| PublicKey::from_hex(&k).ok()),
     })
 }
 
@@ -315,7 +317,11 @@ pub async fn request_invoice(
     }
     let raw: RawInvoice = serde_json::from_slice(&get_capped(http, url).await?)
         .map_err(|e| LnurlError::Invalid(e.to_string()))?;
-    if raw.status.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("ERROR")) {
+    if raw
+        .status
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("ERROR"))
+    {
         return Err(LnurlError::Server(raw.reason.unwrap_or_default()));
     }
     raw.pr
@@ -360,7 +366,9 @@ impl PayEndpointCache {
             }
             Err(e) => match cached.as_ref() {
                 Some((_, stale)) => {
-                    tracing::warn!("refreshing our LNURL pay endpoint failed, keeping the last one: {e}");
+                    tracing::warn!(
+                        "refreshing our LNURL pay endpoint failed, keeping the last one: {e}"
+                    );
                     Ok(stale.clone())
                 }
                 None => Err(e),
@@ -385,13 +393,25 @@ mod tests {
             a.pay_url(false).unwrap().as_str(),
             "https://example.com/.well-known/lnurlp/dvm"
         );
-        assert!(matches!(a.pay_url(true), Err(LnurlError::HttpNotLoopback(_))));
+        assert!(matches!(
+            a.pay_url(true),
+            Err(LnurlError::HttpNotLoopback(_))
+        ));
         let local: Lud16 = "zap.me@127.0.0.1:9000".parse().unwrap();
         assert_eq!(
             local.pay_url(true).unwrap().as_str(),
             "http://127.0.0.1:9000/.well-known/lnurlp/zap.me"
         );
-        for bad in ["", "dvm", "@x.com", "Dvm@x.com", "a@", "a@b/c", "a b@x.com", "a@b@c"] {
+        for bad in [
+            "",
+            "dvm",
+            "@x.com",
+            "Dvm@x.com",
+            "a@",
+            "a@b/c",
+            "a b@x.com",
+            "a@b@c",
+        ] {
             assert!(bad.parse::<Lud16>().is_err(), "{bad:?}");
         }
     }
