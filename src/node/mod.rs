@@ -6,6 +6,7 @@
 //! - [`intake`]: subscribes to the configured relays and forwards verified events to the core.
 //! - [`worker`]: runs one executor attempt and reports back.
 //! - [`outbox`]: publishes the signed events stored as `effect_requested` and reports delivery.
+//! - [`zaps`]: verifies zap receipts (NIP-57) and hands them to the core as payments.
 //! - [`announce`]: NIP-89 announcements and the kind 0 profile (through the outbox) and the
 //!   kind 11998 heartbeat (direct).
 
@@ -15,6 +16,7 @@ pub mod intake;
 pub mod local_relay;
 pub mod outbox;
 pub mod worker;
+pub mod zaps;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::payments::lnurl::{self, PayEndpointCache};
 
 pub use self::core::{Command, ExecFailure, VerifiedPayment};
 
@@ -60,6 +63,7 @@ pub struct NodeHandle {
     ticker: JoinHandle<()>,
     intake: intake::Intake,
     heartbeat: announce::Heartbeat,
+    zaps: Option<zaps::ZapIntake>,
     pubkey: PublicKey,
     ledger: PathBuf,
 }
@@ -89,6 +93,16 @@ impl Node {
         let announcements =
             announce::announcements(&config.node, &config.offers, config.policy.pricing());
 
+        // Zaps count only if signed by our own LNURL server's key, learnt from our lud16.
+        let lnurl = config
+            .node
+            .lud16
+            .as_ref()
+            .map(|lud16| {
+                PayEndpointCache::new(lud16, config.node.lnurl_http_loopback, lnurl::DEFAULT_TTL)
+            })
+            .transpose()
+            .context("node.lud16")?;
         let (commands, rx) = mpsc::unbounded_channel();
         let outbox = outbox::Outbox::start(keys.clone(), commands.clone());
         let mut core = core::Core::new(core::CoreParts {
@@ -115,6 +129,9 @@ impl Node {
                 }
             }
         });
+        let zaps = lnurl.map(|lnurl| {
+            zaps::ZapIntake::start(pubkey, Arc::new(lnurl), PaymentSink::new(commands.clone()))
+        });
         let intake = match intake::Intake::start(intake::IntakeParts {
             keys: keys.clone(),
             relays: config.relays.urls.clone(),
@@ -122,6 +139,7 @@ impl Node {
             since_ms,
             pending_requests: startup.pending_requests,
             commands: commands.clone(),
+            zaps: zaps.as_ref().map(zaps::ZapIntake::sender),
         })
         .await
         {
@@ -151,6 +169,7 @@ impl Node {
             ticker,
             intake,
             heartbeat,
+            zaps,
             pubkey,
             ledger,
         })
@@ -201,6 +220,9 @@ impl NodeHandle {
         self.ticker.abort();
         self.heartbeat.shutdown().await;
         self.intake.shutdown().await;
+        if let Some(zaps) = self.zaps {
+            zaps.shutdown();
+        }
         let (done, rx) = oneshot::channel();
         if self.commands.send(Command::Shutdown { done }).is_ok() {
             let _ = tokio::time::timeout(SHUTDOWN_DRAIN + Duration::from_secs(2), rx).await;
