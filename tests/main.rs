@@ -5,3 +5,4 @@ mod crash_node;
 mod init;
 mod node;
 mod payments;
+mod zaps;

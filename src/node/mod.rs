@@ -185,6 +185,11 @@ impl NodeHandle {
         &self.ledger
     }
 
+    /// What zap intake has done so far (`None` without a lud16).
+    pub fn zap_stats(&self) -> Option<Arc<zaps::ZapStats>> {
+        self.zaps.as_ref().map(zaps::ZapIntake::stats)
+    }
+
     /// What the heartbeat task has done so far.
     pub fn heartbeat_stats(&self) -> Arc<announce::HeartbeatStats> {
         self.heartbeat.stats()

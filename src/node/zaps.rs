@@ -4,6 +4,7 @@
 //! Runs in its own task because learning the `nostrPubkey` may take an HTTP call; the core
 //! never waits on the network. A refused receipt is logged with its reason and credits nothing.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use nostr_sdk::prelude::{Event, PublicKey};
@@ -33,16 +34,35 @@ pub fn zap_payment(zap: &VerifiedZap) -> VerifiedPayment {
     }
 }
 
+/// What zap intake has done so far in this run.
+#[derive(Debug, Default)]
+pub struct ZapStats {
+    /// Receipts that passed every check and were handed to the core (before the count moves).
+    pub verified: AtomicU64,
+    /// Receipts refused (or not checkable because our LNURL endpoint was unreachable).
+    pub refused: AtomicU64,
+}
+
 pub struct ZapIntake {
     receipts: mpsc::UnboundedSender<Box<Event>>,
+    stats: Arc<ZapStats>,
     task: JoinHandle<()>,
 }
 
 impl ZapIntake {
     pub fn start(recipient: PublicKey, lnurl: Arc<PayEndpointCache>, sink: PaymentSink) -> Self {
         let (receipts, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(rx, recipient, lnurl, sink));
-        ZapIntake { receipts, task }
+        let stats = Arc::new(ZapStats::default());
+        let task = tokio::spawn(run(rx, recipient, lnurl, sink, stats.clone()));
+        ZapIntake {
+            receipts,
+            stats,
+            task,
+        }
+    }
+
+    pub fn stats(&self) -> Arc<ZapStats> {
+        self.stats.clone()
     }
 
     /// Where intake sends the receipts it sees.
@@ -60,6 +80,7 @@ async fn run(
     recipient: PublicKey,
     lnurl: Arc<PayEndpointCache>,
     sink: PaymentSink,
+    stats: Arc<ZapStats>,
 ) {
     while let Some(receipt) = receipts.recv().await {
         let lnurl_signer = match lnurl.zap_signer().await {
@@ -67,6 +88,7 @@ async fn run(
             Err(e) => {
                 // Not lost for good: the next start's catch-up reads the receipt again.
                 warn!(receipt = %receipt.id, "cannot check a zap receipt, our LNURL nostrPubkey is unknown: {e}");
+                stats.refused.fetch_add(1, Ordering::SeqCst);
                 continue;
             }
         };
@@ -80,12 +102,16 @@ async fn run(
                 if !sink.send(zap_payment(&zap)) {
                     break;
                 }
+                stats.verified.fetch_add(1, Ordering::SeqCst);
             }
-            Err(why) => info!(
-                receipt = %receipt.id,
-                category = ?why.category(),
-                "zap receipt refused: {why}"
-            ),
+            Err(why) => {
+                info!(
+                    receipt = %receipt.id,
+                    category = ?why.category(),
+                    "zap receipt refused: {why}"
+                );
+                stats.refused.fetch_add(1, Ordering::SeqCst);
+            }
         }
     }
 }

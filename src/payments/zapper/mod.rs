@@ -61,6 +61,22 @@ pub struct ZapperOptions {
     pub max_sendable: Msat,
 }
 
+impl ZapperOptions {
+    /// Fresh random keys, taking zaps for `recipient` between 1 sat and 1 000 000 sat.
+    pub fn new(name: &str, recipient: PublicKey) -> ZapperOptions {
+        let node_key = SecretKey::from_slice(&Keys::generate().secret_key().secret_bytes())
+            .expect("a valid secp256k1 secret key is one");
+        ZapperOptions {
+            name: name.to_owned(),
+            signer: Keys::generate(),
+            node_key,
+            recipient,
+            min_sendable: Msat::from_msat(1_000),
+            max_sendable: Msat::from_msat(1_000_000_000),
+        }
+    }
+}
+
 /// One invoice the callback issued.
 #[derive(Debug, Clone)]
 pub struct Issued {
