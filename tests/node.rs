@@ -555,8 +555,8 @@ fn demo_runs_offline_and_prints_trails() {
         .read_to_string(&mut err)
         .unwrap();
     assert!(status.success(), "demo failed: {out}\n{err}");
-    assert_eq!(out.matches("\n# ").count(), 4, "{out}");
-    assert_eq!(out.matches("timeline (").count(), 4, "{out}");
+    assert_eq!(out.matches("\n# ").count(), 5, "{out}");
+    assert_eq!(out.matches("timeline (").count(), 5, "{out}");
     for state in [
         "state succeeded",
         "state refund_due",
@@ -564,11 +564,14 @@ fn demo_runs_offline_and_prints_trails() {
         "customer got result (kind 6001): \"5 words\"",
         "customer got result (kind 6050): \"HELLO PAYDVM\"",
         "customer got feedback: payment-required (amount 5000 msat)",
+        "customer got result (kind 6050): \"ZAPPED\"",
+        "zapper published zap receipt ",
+        "via zap, ref ",
         "ledger OK: ",
     ] {
         assert!(out.contains(state), "missing {state:?} in:\n{out}");
     }
-    assert_eq!(out.matches("state succeeded").count(), 2);
+    assert_eq!(out.matches("state succeeded").count(), 3);
     assert!(out.contains("ws://127.0.0.1:"));
     for secret in ["nsec", "secret"] {
         assert!(!out.to_lowercase().contains(secret), "{out}");
