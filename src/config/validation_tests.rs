@@ -66,7 +66,7 @@ picture = "https://example.com/a.png"
 ledger = "/var/lib/paydvm/ledger.db"
 policy = "conf/policy.toml"
 key_env = "PAYDVM_NSEC"
-lud16 = "dvm@127.0.0.1:8080"
+lud16 = "dvm@127.0.0.1:9000"
 lnurl_http_loopback = true
 "#;
     let relays = r#"[relays]
@@ -100,7 +100,7 @@ http = "http://127.0.0.1:8080/run"
     assert_eq!(file.node.key, KeySource::Env("PAYDVM_NSEC".into()));
     assert_eq!(
         file.node.lud16.as_ref().unwrap().to_string(),
-        "dvm@127.0.0.1:8080"
+        "dvm@127.0.0.1:9000"
     );
     assert!(file.node.lnurl_http_loopback);
     assert_eq!(file.relays.urls.len(), 2);

@@ -204,7 +204,7 @@ struct CheckedInvoice {
 
 /// Parses and checks a bolt11 (signature included; `from_str` runs the semantic checks).
 fn parse_invoice(bolt11: &str) -> Result<CheckedInvoice, ZapRejection> {
-    let invoice = Bolt11Invoice::from_str(bolt11.trim())
+    let invoice = Bolt11Invoice::from_str(bolt11)
         .map_err(|e| ZapRejection::Bolt11(format!("does not parse: {e}")))?;
     invoice
         .check_signature()

@@ -375,3 +375,43 @@ fn only_kind_9735_is_a_receipt() {
         Err(ZapRejection::NotAReceipt(1))
     );
 }
+
+mod mutations {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any change to the description's bytes or the bolt11's characters, even in a receipt
+        /// re-signed by the genuine LNURL key, is refused (and never panics).
+        #[test]
+        fn an_edited_description_or_bolt11_is_never_accepted(
+            in_description in any::<bool>(),
+            at in any::<prop::sample::Index>(),
+            byte in 0x20u8..0x7f,
+        ) {
+            let v = Vectors::load();
+            let valid = v.valid_receipt();
+            let name = if in_description { "description" } else { "bolt11" };
+            let original = valid
+                .tags
+                .iter()
+                .find(|t| t.as_slice()[0] == name)
+                .unwrap()
+                .as_slice()[1]
+                .clone();
+            let mut bytes = original.clone().into_bytes();
+            let i = at.index(bytes.len());
+            prop_assume!(bytes[i] != byte);
+            bytes[i] = byte;
+            let edited = String::from_utf8(bytes).unwrap();
+            let forged = receipt(
+                tags_with(&valid, name, &[edited.as_str()]),
+                &v.keys("lnurl_server_nostrPubkey"),
+            );
+            prop_assert!(verify_receipt(&forged, &v.expectation()).is_err());
+        }
+    }
+}
