@@ -22,6 +22,7 @@ use paydvm::bench_stats::percentile;
 use paydvm::config::{create_key_file, load_key_file, Config};
 use paydvm::node::{now_ms, Node};
 use paydvm::payments::lnurl::Lud16;
+use paydvm::payments::zap::{verify_receipt, ZapExpectation};
 use paydvm::payments::zapper::customer::{request_zap_invoice, ZapOrder};
 use paydvm::payments::zapper::{Zapper, ZapperOptions};
 use paydvm_ledger::store::Store;
@@ -33,6 +34,9 @@ struct Args {
     /// Zap-paid jobs.
     #[arg(long, default_value_t = 1_000)]
     jobs: usize,
+    /// Pause between two settlements (0 = publish all receipts in one burst).
+    #[arg(long, default_value_t = 0)]
+    interval_ms: u64,
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
@@ -98,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
         .public_key();
     let zapper = Zapper::start(ZapperOptions::new("bench", node_pubkey)).await?;
     let lud16 = zapper.lud16();
+    let zapper_key = zapper.nostr_pubkey();
     let config = write_node_dir(&dir, &url, &lud16)?;
     let node = Node::start(Config::load(&config)?).await?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
@@ -142,10 +147,14 @@ async fn main() -> anyhow::Result<()> {
 
     // Timed: settle every invoice (the zapper publishes each receipt and waits for the relay's OK).
     let mut sent_at: HashMap<String, u64> = HashMap::new();
+    let mut receipts = Vec::with_capacity(invoices.len());
     let started = Instant::now();
     for (job, bolt11) in &invoices {
         sent_at.insert(job.clone(), now_ms());
-        zapper.settle(bolt11).await?;
+        receipts.push(zapper.settle(bolt11).await?);
+        if args.interval_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
+        }
     }
     let publish_time = started.elapsed();
     for id in &requests {
@@ -162,6 +171,17 @@ async fn main() -> anyhow::Result<()> {
     client.shutdown().await;
     relay.shutdown();
 
+    // The verifier alone, on the same receipts.
+    let expect = ZapExpectation {
+        recipient: node_pubkey,
+        lnurl_signer: zapper_key,
+    };
+    let timer = Instant::now();
+    for receipt in &receipts {
+        verify_receipt(receipt, &expect).context("a receipt the node accepted")?;
+    }
+    let verify_each = timer.elapsed() / receipts.len().max(1) as u32;
+
     let store = Store::open_read_only(dir.join("paydvm.db"))?;
     let mut latencies = Vec::with_capacity(sent_at.len());
     for (job, t0) in &sent_at {
@@ -174,10 +194,14 @@ async fn main() -> anyhow::Result<()> {
         latencies.push(Duration::from_millis(started.at.saturating_sub(*t0)));
     }
     latencies.sort();
-    println!("receipts verified {verified}, refused {refused}");
     println!(
-        "settle+publish of {} receipts: {} ({:.0} receipts/s); all jobs succeeded after {}",
+        "receipts verified {verified}, refused {refused}; verify_receipt alone: {:.1} µs each",
+        verify_each.as_secs_f64() * 1e6
+    );
+    println!(
+        "settle+publish of {} receipts (interval {} ms): {} ({:.0} receipts/s); all jobs succeeded after {}",
         invoices.len(),
+        args.interval_ms,
         ms(publish_time),
         invoices.len() as f64 / publish_time.as_secs_f64(),
         ms(all_done)

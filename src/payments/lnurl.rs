@@ -331,13 +331,22 @@ pub async fn request_invoice(
 
 /// Our own pay endpoint, fetched when first needed and again once `ttl` has passed.
 ///
-/// If a refresh fails, the last good endpoint is kept (and the error logged by the caller's
-/// next successful refresh): an LNURL server briefly down must not stop zap intake.
+/// If a refresh fails, the last good endpoint is kept and the next attempt waits
+/// [`RETRY_AFTER`]: an LNURL server briefly down must neither stop zap intake nor make every
+/// receipt wait for a timeout.
 pub struct PayEndpointCache {
     http: reqwest::Client,
     url: Url,
     ttl: Duration,
-    cached: Mutex<Option<(Instant, PayEndpoint)>>,
+    cached: Mutex<Option<Cached>>,
+}
+
+/// How long a failed refresh keeps the last good endpoint before trying again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+struct Cached {
+    endpoint: PayEndpoint,
+    refresh_at: Instant,
 }
 
 impl PayEndpointCache {
@@ -354,22 +363,26 @@ impl PayEndpointCache {
     pub async fn endpoint(&self) -> Result<PayEndpoint, LnurlError> {
         // Held across the fetch: concurrent callers wait for one fetch instead of each making one.
         let mut cached = self.cached.lock().await;
-        if let Some((at, endpoint)) = cached.as_ref() {
-            if at.elapsed() < self.ttl {
-                return Ok(endpoint.clone());
+        if let Some(c) = cached.as_ref() {
+            if Instant::now() < c.refresh_at {
+                return Ok(c.endpoint.clone());
             }
         }
         match fetch_pay_endpoint(&self.http, self.url.clone()).await {
             Ok(endpoint) => {
-                *cached = Some((Instant::now(), endpoint.clone()));
+                *cached = Some(Cached {
+                    endpoint: endpoint.clone(),
+                    refresh_at: Instant::now() + self.ttl,
+                });
                 Ok(endpoint)
             }
-            Err(e) => match cached.as_ref() {
-                Some((_, stale)) => {
+            Err(e) => match cached.as_mut() {
+                Some(stale) => {
                     tracing::warn!(
                         "refreshing our LNURL pay endpoint failed, keeping the last one: {e}"
                     );
-                    Ok(stale.clone())
+                    stale.refresh_at = Instant::now() + RETRY_AFTER;
+                    Ok(stale.endpoint.clone())
                 }
                 None => Err(e),
             },
@@ -452,5 +465,73 @@ mod tests {
         assert!(matches!(no_zaps.zap_signer(), Err(LnurlError::NoZaps(_))));
         let bad_key = parse_pay_response(edit("4a358ec7", "zz").as_bytes()).unwrap();
         assert!(matches!(bad_key.zap_signer(), Err(LnurlError::NoZaps(_))));
+    }
+}
+
+#[cfg(test)]
+mod fetch_tests {
+    use std::net::Ipv4Addr;
+
+    use axum::routing::get;
+    use axum::Router;
+    use nostr_sdk::prelude::Keys;
+
+    use super::*;
+    use crate::payments::zapper::{Zapper, ZapperOptions};
+
+    #[tokio::test]
+    async fn our_endpoint_is_cached_and_kept_while_the_server_is_down() {
+        let zapper = Zapper::start(ZapperOptions::new("dvm", Keys::generate().public_key()))
+            .await
+            .unwrap();
+        let signer = zapper.nostr_pubkey();
+        let fresh = PayEndpointCache::new(&zapper.lud16(), true, Duration::from_secs(600)).unwrap();
+        let stale = PayEndpointCache::new(&zapper.lud16(), true, Duration::ZERO).unwrap();
+        assert_eq!(fresh.zap_signer().await.unwrap(), signer);
+        assert_eq!(stale.zap_signer().await.unwrap(), signer);
+        let never = PayEndpointCache::new(&zapper.lud16(), true, Duration::ZERO).unwrap();
+        zapper.shutdown().await;
+        assert_eq!(
+            fresh.zap_signer().await.unwrap(),
+            signer,
+            "served from the cache"
+        );
+        assert_eq!(stale.zap_signer().await.unwrap(), signer, "last good kept");
+        assert!(matches!(
+            never.zap_signer().await,
+            Err(LnurlError::Http { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn oversized_redirecting_and_unknown_answers_are_refused() {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route(
+                "/.well-known/lnurlp/huge",
+                get(|| async { "x".repeat(MAX_RESPONSE_BYTES + 1) }),
+            )
+            .route(
+                "/.well-known/lnurlp/moved",
+                get(|| async { axum::response::Redirect::temporary("/.well-known/lnurlp/huge") }),
+            );
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let fetch = |name: &str| {
+            let lud16: Lud16 = format!("{name}@{addr}").parse().unwrap();
+            async move { fetch_pay_endpoint(&http_client(), lud16.pay_url(true).unwrap()).await }
+        };
+        assert!(matches!(fetch("huge").await, Err(LnurlError::TooLarge)));
+        assert!(matches!(
+            fetch("moved").await,
+            Err(LnurlError::Status { status: 307 })
+        ));
+        assert!(matches!(
+            fetch("nobody").await,
+            Err(LnurlError::Status { status: 404 })
+        ));
+        server.abort();
     }
 }
