@@ -13,7 +13,7 @@ use paydvm_ledger::store::Store;
 const WAIT: Duration = Duration::from_secs(15);
 const HEARTBEAT: Duration = Duration::from_millis(200);
 
-async fn start_relay() -> (nostr_relay_builder::prelude::LocalRelay, RelayUrl) {
+async fn start_relay() -> (paydvm::node::local_relay::EmbeddedRelay, RelayUrl) {
     paydvm::node::local_relay::start_local_relay()
         .await
         .expect("relay runs")
@@ -84,7 +84,7 @@ async fn start_node(config: &Path) -> NodeHandle {
 }
 
 async fn reader(relay: &RelayUrl) -> Client {
-    let client = Client::new(Keys::generate());
+    let client = paydvm::node::transport::client(Keys::generate());
     client.add_relay(relay.clone()).await.unwrap();
     client.try_connect(Duration::from_secs(5)).await;
     client

@@ -8,6 +8,7 @@ use std::time::Duration;
 use nostr_relay_builder::prelude::{LocalRelay, RelayBuilder};
 use nostr_sdk::prelude::*;
 use paydvm::config::{create_key_file, Config};
+use paydvm::node::local_relay::EmbeddedRelay;
 use paydvm::node::{Node, NodeHandle};
 use paydvm::protocol::nip90::{Encryption, Limit};
 use paydvm_ledger::store::{Durability, Store};
@@ -18,7 +19,7 @@ use paydvm_ledger::{
 
 const WAIT: Duration = Duration::from_secs(15);
 
-pub async fn start_relay() -> (LocalRelay, RelayUrl) {
+pub async fn start_relay() -> (EmbeddedRelay, RelayUrl) {
     paydvm::node::local_relay::start_local_relay()
         .await
         .expect("relay runs")
@@ -102,7 +103,7 @@ pub struct Customer {
 impl Customer {
     pub async fn connect(relays: &[RelayUrl]) -> Customer {
         let keys = Keys::generate();
-        let client = Client::new(keys.clone());
+        let client = paydvm::node::transport::client(keys.clone());
         for r in relays {
             client.add_relay(r.clone()).await.unwrap();
         }
@@ -178,7 +179,7 @@ pub fn is_status(s: &'static str) -> impl Fn(&Event) -> bool {
 pub struct Setup {
     _dir: tempfile::TempDir,
     config: PathBuf,
-    _relays: Vec<LocalRelay>,
+    _relays: Vec<EmbeddedRelay>,
     pub urls: Vec<RelayUrl>,
 }
 

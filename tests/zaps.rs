@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use bitcoin::hashes::{sha256, Hash};
 use bitcoin::secp256k1::SecretKey;
-use nostr_relay_builder::prelude::LocalRelay;
 use nostr_sdk::prelude::*;
 use paydvm::config::{load_key_file, Config};
+use paydvm::node::local_relay::EmbeddedRelay;
 use paydvm::node::zaps::ZapStats;
 use paydvm::node::{Node, NodeHandle};
 use paydvm::payments::zapper::customer::{request_zap_invoice, ZapInvoice, ZapOrder};
@@ -30,7 +30,7 @@ const PRICE: u64 = 5_000;
 struct ZapNode {
     _dir: tempfile::TempDir,
     config: PathBuf,
-    _relay: LocalRelay,
+    _relay: EmbeddedRelay,
     urls: Vec<RelayUrl>,
     zapper: Zapper,
     /// The zapper's receipt key and Lightning node key (a test forges with them).

@@ -118,7 +118,7 @@ async fn customer(
     stats: Arc<Mutex<Stats>>,
     ready: Arc<tokio::sync::Barrier>,
 ) -> anyhow::Result<()> {
-    let client = Client::new(keys.clone());
+    let client = paydvm::node::transport::client(keys.clone());
     client.add_relay(relay).await?;
     let mut notifications = client.notifications();
     client.try_connect(Duration::from_secs(5)).await;
@@ -224,7 +224,7 @@ fn schnorr(n: usize) -> anyhow::Result<()> {
 /// bound of a publisher that sends serially (the node's outbox does).
 async fn relay_round_trips(url: &RelayUrl, n: usize) -> anyhow::Result<()> {
     let keys = Keys::generate();
-    let client = Client::new(keys.clone());
+    let client = paydvm::node::transport::client(keys.clone());
     client.add_relay(url.clone()).await?;
     client.try_connect(Duration::from_secs(5)).await;
     let events = (0..n)

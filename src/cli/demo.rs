@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use nostr_sdk::prelude::{
-    Client, Event, EventBuilder, Filter, Keys, Kind, RelayPoolNotification, RelayUrl, Tag,
-    Timestamp,
+    Event, EventBuilder, Filter, Keys, Kind, RelayPoolNotification, RelayUrl, Tag, Timestamp,
 };
 use paydvm_ledger::store::{Durability, Store};
 use paydvm_ledger::{
@@ -145,7 +144,7 @@ async fn demo(dir: &Path) -> anyhow::Result<u8> {
     let node = Node::start(config).await?;
     say(&format!("node {} started", node.pubkey().to_hex()))?;
 
-    let client = Client::new(customer.clone());
+    let client = crate::node::transport::client(customer.clone());
     client.add_relay(url.clone()).await?;
     let mut replies = client.notifications();
     client.try_connect(Duration::from_secs(5)).await;

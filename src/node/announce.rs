@@ -251,7 +251,7 @@ impl Heartbeat {
         let (stop, mut stopped) = oneshot::channel();
         let counters = Arc::clone(&stats);
         let task = tokio::spawn(async move {
-            let client = Client::new(keys.clone());
+            let client = super::transport::client(keys.clone());
             for relay in &relays {
                 if let Err(e) = client.add_write_relay(relay.clone()).await {
                     warn!(%relay, "heartbeat: cannot add relay: {e}");

@@ -1,6 +1,7 @@
 //! The core actor: the only owner of the ledger [`Store`]. It takes one [`Command`] at a time,
-//! decides with the [`Policy`], and writes each decision as ONE `append_group` together with the
-//! signed events it must publish (outbox effects). Side effects start only after the write.
+//! decides with the [`Policy`], and stages each decision as ONE all-or-nothing group together with
+//! the signed events it must publish (outbox effects). The commands waiting at one moment are
+//! written as one transaction (group commit); side effects start only after that write.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use paydvm_policies::{
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 mod payment;
 
@@ -103,6 +104,16 @@ struct Pending {
     relay: Option<RelayUrl>,
 }
 
+/// Commands handled before one ledger write (group commit).
+const MAX_BATCH: usize = 256;
+
+/// Side effects of staged groups, released once the batch is on disk.
+#[derive(Default)]
+struct Deferred {
+    publications: Vec<Publication>,
+    attempts: Vec<(JobId, crate::job::Job, u32)>,
+}
+
 pub struct Core {
     store: Store,
     policy: Policy,
@@ -113,7 +124,9 @@ pub struct Core {
     commands: mpsc::UnboundedSender<Command>,
     outbox: Option<Outbox>,
     requests: HashMap<String, Pending>,
-    running: HashMap<String, AbortHandle>,
+    /// Attempts in flight; `None` until the batch that started it is on disk.
+    running: HashMap<String, Option<AbortHandle>>,
+    deferred: Deferred,
     closing: Option<oneshot::Sender<()>>,
 }
 
@@ -138,6 +151,7 @@ impl Core {
             outbox: Some(parts.outbox),
             requests: HashMap::new(),
             running: HashMap::new(),
+            deferred: Deferred::default(),
             closing: None,
         }
     }
@@ -180,54 +194,109 @@ impl Core {
         })
     }
 
+    /// Takes commands until shutdown. Commands that are already waiting are handled as one batch:
+    /// each becomes its own staged group (decided on the state the previous ones left), the batch
+    /// is written in one transaction, and only then are its events published and its attempts
+    /// started. One fsync per batch instead of one per command; no side effect before its record
+    /// is on disk.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
-        while let Some(command) = rx.recv().await {
-            let closing = self.closing.is_some();
-            let result = match command {
-                Command::Request { event, relay } if !closing => self.on_request(*event, relay),
-                Command::Deletion(event) if !closing => self.on_deletion(&event),
-                Command::Payment(payment) if !closing => self.on_payment(*payment),
-                Command::ExecFinished {
-                    job,
-                    attempt,
-                    outcome,
-                } if !closing => self.on_exec_finished(&job, attempt, outcome),
-                Command::Published { effect, detail } => self.on_published(&effect, detail),
-                Command::Tick if !closing => self.expire_quotes(),
-                Command::Announce(builders) if !closing => self.announce(builders).map(|_| ()),
-                Command::Job { job, reply } => {
-                    let record = JobId::new(job)
-                        .ok()
-                        .and_then(|j| self.store.state().job(&j).cloned());
-                    let _ = reply.send(record);
-                    Ok(())
+        'commands: while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            let mut handled = 0;
+            while let Some(command) = next.take() {
+                if !self.handle(command) {
+                    break 'commands;
                 }
-                Command::Shutdown { done } => {
-                    for (_, handle) in self.running.drain() {
-                        handle.abort();
-                    }
-                    self.closing = Some(done);
-                    // Dropping the sender lets the outbox finish what it has, then report.
-                    self.outbox = None;
-                    Ok(())
+                handled += 1;
+                if handled < MAX_BATCH {
+                    next = rx.try_recv().ok();
                 }
-                Command::OutboxDrained => {
-                    if closing {
-                        break;
-                    }
-                    Ok(())
-                }
-                other => {
-                    debug!("shutting down; ignoring {other:?}");
-                    Ok(())
-                }
-            };
-            if let Err(e) = result {
-                warn!("command failed: {e:#}");
             }
+            self.flush();
         }
+        self.flush();
         if let Some(done) = self.closing.take() {
             let _ = done.send(());
+        }
+    }
+
+    /// Handles one command; false when the core must stop.
+    fn handle(&mut self, command: Command) -> bool {
+        let closing = self.closing.is_some();
+        let result = match command {
+            Command::Request { event, relay } if !closing => self.on_request(*event, relay),
+            Command::Deletion(event) if !closing => self.on_deletion(&event),
+            Command::Payment(payment) if !closing => self.on_payment(*payment),
+            Command::ExecFinished {
+                job,
+                attempt,
+                outcome,
+            } if !closing => self.on_exec_finished(&job, attempt, outcome),
+            Command::Published { effect, detail } => self.on_published(&effect, detail),
+            Command::Tick if !closing => self.expire_quotes(),
+            Command::Announce(builders) if !closing => self.announce(builders).map(|_| ()),
+            Command::Job { job, reply } => {
+                // What the core answers is on disk: a caller may read the file next.
+                self.flush();
+                let record = JobId::new(job)
+                    .ok()
+                    .and_then(|j| self.store.state().job(&j).cloned());
+                let _ = reply.send(record);
+                Ok(())
+            }
+            Command::Shutdown { done } => {
+                self.flush();
+                for handle in self.running.drain().filter_map(|(_, h)| h) {
+                    handle.abort();
+                }
+                self.closing = Some(done);
+                // Dropping the sender lets the outbox finish what it has, then report.
+                self.outbox = None;
+                Ok(())
+            }
+            Command::OutboxDrained => {
+                if closing {
+                    return false;
+                }
+                Ok(())
+            }
+            other => {
+                debug!("shutting down; ignoring {other:?}");
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            warn!("command failed: {e:#}");
+        }
+        true
+    }
+
+    /// Writes the staged groups; then publishes their events and starts their attempts. If the
+    /// write fails, the store has undone the whole batch in memory and its effects are dropped:
+    /// the inputs come again (relay catch-up, executor retry after restart).
+    fn flush(&mut self) {
+        let deferred = std::mem::take(&mut self.deferred);
+        match self.store.flush() {
+            Ok(_) => {
+                for p in deferred.publications {
+                    self.publish(p);
+                }
+                for (job, work, attempt) in deferred.attempts {
+                    let handle = worker::spawn(
+                        Arc::clone(&self.executors),
+                        work,
+                        attempt,
+                        self.commands.clone(),
+                    );
+                    self.running.insert(job.to_string(), Some(handle));
+                }
+            }
+            Err(e) => {
+                error!("writing the ledger failed; this batch is undone: {e}");
+                for (job, _, _) in deferred.attempts {
+                    self.running.remove(job.as_str());
+                }
+            }
         }
     }
 
@@ -242,16 +311,15 @@ impl Core {
         }
     }
 
-    /// Appends `events` as one group; publishes `pubs` only if the group was new.
+    /// Stages `events` as one group; `pubs` are published after the batch is written, and only
+    /// if the group was new.
     fn commit(&mut self, events: Vec<LedgerEvent>, pubs: Vec<Publication>) -> anyhow::Result<bool> {
-        let outcomes = self.store.append_group(&events)?;
+        let outcomes = self.store.stage(&events)?;
         let fresh = outcomes
             .iter()
             .any(|o| matches!(o, AppendOutcome::Appended { .. }));
         if fresh {
-            for p in pubs {
-                self.publish(p);
-            }
+            self.deferred.publications.extend(pubs);
         }
         Ok(fresh)
     }
@@ -592,13 +660,8 @@ impl Core {
             },
         );
         self.commit(vec![started], Vec::new())?;
-        let handle = worker::spawn(
-            Arc::clone(&self.executors),
-            work,
-            attempt,
-            self.commands.clone(),
-        );
-        self.running.insert(job.to_string(), handle);
+        self.running.insert(job.to_string(), None);
+        self.deferred.attempts.push((job.clone(), work, attempt));
         Ok(())
     }
 

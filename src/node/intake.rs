@@ -46,7 +46,7 @@ pub struct Intake {
 
 impl Intake {
     pub async fn start(parts: IntakeParts) -> anyhow::Result<Intake> {
-        let client = Client::new(parts.keys.clone());
+        let client = super::transport::client(parts.keys.clone());
         for relay in &parts.relays {
             client
                 .add_read_relay(relay.clone())

@@ -1,37 +1,84 @@
-//! An embedded relay on 127.0.0.1 for the demo and the tests.
+//! An embedded relay on 127.0.0.1 for the demo, the tests and the benchmarks.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use anyhow::Context;
 use nostr_relay_builder::prelude::{LocalRelay, RateLimit, RelayBuilder};
 use nostr_sdk::prelude::RelayUrl;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::debug;
 
-/// Attempts at binding a port before giving up.
-const START_ATTEMPTS: usize = 8;
+use super::transport::accept_upgrade;
+
+/// How long a new connection may take to send its websocket upgrade request.
+const UPGRADE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// rust-nostr's LocalRelay behind our own listener: we bind the port (no race between picking a
+/// free port and binding it) and set `TCP_NODELAY` on every connection (see
+/// [`transport`](super::transport)). Stops when dropped.
+pub struct EmbeddedRelay {
+    relay: LocalRelay,
+    accept: JoinHandle<()>,
+}
+
+impl EmbeddedRelay {
+    /// Stops taking connections and closes the open ones.
+    pub fn shutdown(&self) {
+        self.accept.abort();
+        self.relay.shutdown();
+    }
+}
+
+impl Drop for EmbeddedRelay {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
 
 /// Start a relay on a free loopback port, with the per-connection rate limit lifted (the default
 /// of ~60 events a minute throttles a demo or a test run).
-///
-/// The relay picks a random port and checks it by binding, then binds it again when it starts;
-/// something else can take the port in between, so a failed start is retried on a new port.
-pub async fn start_local_relay() -> anyhow::Result<(LocalRelay, RelayUrl)> {
-    let mut last_error = None;
-    for _ in 0..START_ATTEMPTS {
-        let relay = LocalRelay::new(
-            RelayBuilder::default()
-                .addr(IpAddr::V4(Ipv4Addr::LOCALHOST))
-                .rate_limit(RateLimit {
-                    max_reqs: 500,
-                    notes_per_minute: 100_000,
-                }),
-        );
-        match relay.run().await {
-            Ok(()) => {
-                let url = relay.url().await;
-                return Ok((relay, url));
-            }
-            Err(e) => last_error = Some(e),
+pub async fn start_local_relay() -> anyhow::Result<(EmbeddedRelay, RelayUrl)> {
+    start_local_relay_on(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)).await
+}
+
+/// [`start_local_relay`] on a given address (a restarted relay on its old port, in tests).
+pub async fn start_local_relay_on(addr: SocketAddr) -> anyhow::Result<(EmbeddedRelay, RelayUrl)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the embedded relay to {addr}"))?;
+    let bound = listener.local_addr()?;
+    let relay = LocalRelay::new(RelayBuilder::default().rate_limit(RateLimit {
+        max_reqs: 500,
+        notes_per_minute: 100_000,
+    }));
+    let serving = relay.clone();
+    let accept = tokio::spawn(async move {
+        loop {
+            let (mut stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    debug!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let relay = serving.clone();
+            tokio::spawn(async move {
+                let _ = stream.set_nodelay(true);
+                match tokio::time::timeout(UPGRADE_TIMEOUT, accept_upgrade(&mut stream)).await {
+                    Ok(Ok(())) => {
+                        if let Err(e) = relay.take_connection(stream, peer).await {
+                            debug!(%peer, "relay connection ended: {e}");
+                        }
+                    }
+                    Ok(Err(e)) => debug!(%peer, "not a websocket upgrade: {e}"),
+                    Err(_) => debug!(%peer, "websocket upgrade timed out"),
+                }
+            });
         }
-    }
-    Err(last_error.expect("at least one attempt")).context("starting the embedded relay")
+    });
+    let url = RelayUrl::parse(&format!("ws://{bound}")).context("the relay's own url")?;
+    Ok((EmbeddedRelay { relay, accept }, url))
 }

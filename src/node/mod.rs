@@ -2,7 +2,7 @@
 //! outbox. See `docs/node.md`.
 //!
 //! - [`core`]: one task owns the [`Store`](paydvm_ledger::store::Store), the policy and the keys;
-//!   every command becomes one all-or-nothing `append_group`.
+//!   every command becomes one all-or-nothing group; waiting commands share one write.
 //! - [`intake`]: subscribes to the configured relays and forwards verified events to the core.
 //! - [`worker`]: runs one executor attempt and reports back.
 //! - [`outbox`]: publishes the signed events stored as `effect_requested` and reports delivery.
@@ -15,6 +15,7 @@ pub mod core;
 pub mod intake;
 pub mod local_relay;
 pub mod outbox;
+pub mod transport;
 pub mod worker;
 pub mod zaps;
 

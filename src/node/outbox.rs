@@ -1,17 +1,23 @@
-//! The effect outbox: publishes signed events the core stored as `effect_requested`, in order,
-//! and reports each delivery back so the core records `effect_done`. An effect that cannot be
-//! delivered stays pending in the ledger and is re-sent (the same signed event) at next start.
+//! The effect outbox: publishes signed events the core stored as `effect_requested` (one job's
+//! events in order, different jobs' concurrently) and reports each delivery back so the core
+//! records `effect_done`. An effect that cannot be delivered stays pending in the ledger and is
+//! re-sent (the same signed event) at next start.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nostr_sdk::prelude::{Client, Event, Keys, RelayUrl};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use super::core::Command;
 
 /// How long to wait for a relay connection before trying to publish.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Publishing lanes: events of different jobs go out concurrently, one job's in order.
+const LANES: usize = 16;
 /// Attempts per effect in one run, with these pauses between them.
 const BACKOFF: [Duration; 2] = [Duration::from_millis(250), Duration::from_secs(1)];
 
@@ -34,15 +40,26 @@ impl Outbox {
     pub fn start(keys: Keys, commands: mpsc::UnboundedSender<Command>) -> Outbox {
         let (tx, mut rx) = mpsc::unbounded_channel::<Publication>();
         tokio::spawn(async move {
-            let client = Client::new(keys);
+            let client = super::transport::client(keys);
+            let known = Arc::new(Mutex::new(HashSet::new()));
+            let mut lanes = JoinSet::new();
+            let senders: Vec<_> = (0..LANES)
+                .map(|_| {
+                    let (lane_tx, lane_rx) = mpsc::unbounded_channel::<Publication>();
+                    lanes.spawn(lane(
+                        client.clone(),
+                        Arc::clone(&known),
+                        lane_rx,
+                        commands.clone(),
+                    ));
+                    lane_tx
+                })
+                .collect();
             while let Some(p) = rx.recv().await {
-                if let Some(detail) = publish(&client, &p).await {
-                    let _ = commands.send(Command::Published {
-                        effect: p.effect,
-                        detail,
-                    });
-                }
+                let _ = senders[lane_of(&p.event)].send(p);
             }
+            drop(senders);
+            while lanes.join_next().await.is_some() {}
             client.shutdown().await;
             let _ = commands.send(Command::OutboxDrained);
         });
@@ -56,13 +73,42 @@ impl Outbox {
     }
 }
 
-/// Publishes `p`; `Some(detail)` once at least one relay accepted it.
-async fn publish(client: &Client, p: &Publication) -> Option<String> {
-    if p.relays.is_empty() {
-        warn!(effect = %p.effect, "no relay to publish to");
-        return None;
+/// Publishes one lane's events in order and reports each delivery.
+async fn lane(
+    client: Client,
+    known: Arc<Mutex<HashSet<RelayUrl>>>,
+    mut rx: mpsc::UnboundedReceiver<Publication>,
+    commands: mpsc::UnboundedSender<Command>,
+) {
+    while let Some(p) = rx.recv().await {
+        add_relays(&client, &known, &p.relays).await;
+        if let Some(detail) = publish(&client, &p).await {
+            let _ = commands.send(Command::Published {
+                effect: p.effect,
+                detail,
+            });
+        }
     }
-    for relay in &p.relays {
+}
+
+/// The lane of an event: the job it answers (its `e` tag), so one job's feedback and result
+/// keep their order; otherwise its own id.
+fn lane_of(event: &Event) -> usize {
+    let id = event.tags.event_ids().next().unwrap_or(&event.id);
+    usize::from(id.as_bytes()[0]) % LANES
+}
+
+/// Adds and connects the relays this client has not seen yet.
+async fn add_relays(client: &Client, known: &Mutex<HashSet<RelayUrl>>, relays: &[RelayUrl]) {
+    let new: Vec<RelayUrl> = {
+        let mut known = known.lock().unwrap_or_else(|e| e.into_inner());
+        relays
+            .iter()
+            .filter(|r| known.insert((*r).clone()))
+            .cloned()
+            .collect()
+    };
+    for relay in new {
         if let Err(e) = client.add_write_relay(relay.clone()).await {
             warn!(%relay, "cannot add relay: {e}");
             continue;
@@ -73,6 +119,14 @@ async fn publish(client: &Client, p: &Publication) -> Option<String> {
         {
             debug!(%relay, "not connected yet: {e}");
         }
+    }
+}
+
+/// Publishes `p`; `Some(detail)` once at least one relay accepted it.
+async fn publish(client: &Client, p: &Publication) -> Option<String> {
+    if p.relays.is_empty() {
+        warn!(effect = %p.effect, "no relay to publish to");
+        return None;
     }
     for attempt in 0..=BACKOFF.len() {
         match client.send_event_to(p.relays.clone(), &p.event).await {

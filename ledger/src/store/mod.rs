@@ -47,7 +47,10 @@ pub struct StoredEvent {
 pub struct Store {
     conn: Connection,
     ledger: Ledger,
+    /// Hash of the last event written to disk.
     head: Hash,
+    /// Groups applied in memory but not yet written: see [`Store::stage`].
+    staged: Vec<(Prepared, Vec<LedgerEvent>)>,
 }
 
 pub(crate) fn to_sql_int(v: u64, what: &str) -> Result<i64, LedgerError> {
@@ -85,7 +88,12 @@ impl Store {
         }
         tune(&conn)?;
         let (ledger, head) = replay(&conn)?;
-        Ok(Store { conn, ledger, head })
+        Ok(Store {
+            conn,
+            ledger,
+            head,
+            staged: Vec::new(),
+        })
     }
 
     fn from_connection(mut conn: Connection, durability: Durability) -> Result<Store, LedgerError> {
@@ -102,7 +110,12 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         schema::migrate(&mut conn)?;
         let (ledger, head) = replay(&conn)?;
-        Ok(Store { conn, ledger, head })
+        Ok(Store {
+            conn,
+            ledger,
+            head,
+            staged: Vec::new(),
+        })
     }
 
     pub fn state(&self) -> &LedgerState {
@@ -113,8 +126,40 @@ impl Store {
         &self.ledger
     }
 
+    /// The last event written to disk: its seq and hash (staged groups are not counted).
     pub fn head(&self) -> (u64, Hash) {
-        (self.ledger.next_seq() - 1, self.head)
+        let staged: usize = self.staged.iter().map(|(p, _)| p.appended.len()).sum();
+        (self.ledger.next_seq() - 1 - staged as u64, self.head)
+    }
+
+    /// Applies a group in memory now, so that later decisions see it, and writes it with the
+    /// next [`Store::flush`] (or append), in one transaction with every other staged group: group
+    /// commit for a caller that decides one group at a time. A refused group changes nothing.
+    ///
+    /// Nothing staged is durable until `flush` returns `Ok`, so the caller holds back every side
+    /// effect of a staged group until then. Dropping the store drops what is staged.
+    pub fn stage(&mut self, events: &[LedgerEvent]) -> Result<Vec<AppendOutcome>, LedgerError> {
+        let prepared = self.ledger.prepare(events)?;
+        let outcomes = prepared.outcomes.clone();
+        if !prepared.appended.is_empty() {
+            self.staged.push((prepared, events.to_vec()));
+        }
+        Ok(outcomes)
+    }
+
+    /// Groups staged and not yet written.
+    pub fn staged_groups(&self) -> usize {
+        self.staged.len()
+    }
+
+    /// Writes every staged group in one transaction. On failure all of them are undone in
+    /// memory, as if never staged, and the error is returned.
+    pub fn flush(&mut self) -> Result<usize, LedgerError> {
+        let count = self.staged.len();
+        if count > 0 {
+            self.write_with_staged(Vec::new())?;
+        }
+        Ok(count)
     }
 
     pub fn connection(&self) -> &Connection {
@@ -153,16 +198,38 @@ impl Store {
                 Err(e) => results.push(Err(e)),
             }
         }
-        if prepared.iter().all(|(p, _)| p.appended.is_empty()) {
+        if prepared.iter().all(|(p, _)| p.appended.is_empty()) && self.staged.is_empty() {
             return Ok(results);
         }
-        match self.write(&prepared) {
+        self.write_with_staged(prepared)?;
+        Ok(results)
+    }
+
+    /// Writes the staged groups, then `fresh` (prepared after them, so their seqs follow), in one
+    /// transaction; on failure undoes all of them in memory, newest first.
+    fn write_with_staged(
+        &mut self,
+        fresh: Vec<(Prepared, &[LedgerEvent])>,
+    ) -> Result<(), LedgerError> {
+        let staged = std::mem::take(&mut self.staged);
+        let written = {
+            let all: Vec<(&Prepared, &[LedgerEvent])> = staged
+                .iter()
+                .map(|(p, events)| (p, events.as_slice()))
+                .chain(fresh.iter().map(|(p, events)| (p, *events)))
+                .collect();
+            self.write(&all)
+        };
+        match written {
             Ok(head) => {
                 self.head = head;
-                Ok(results)
+                Ok(())
             }
             Err(e) => {
-                for (p, _) in prepared.into_iter().rev() {
+                for (p, _) in fresh.into_iter().rev() {
+                    self.ledger.rollback(p);
+                }
+                for (p, _) in staged.into_iter().rev() {
                     self.ledger.rollback(p);
                 }
                 Err(e)
@@ -170,7 +237,7 @@ impl Store {
         }
     }
 
-    fn write(&mut self, prepared: &[(Prepared, &[LedgerEvent])]) -> Result<Hash, LedgerError> {
+    fn write(&mut self, prepared: &[(&Prepared, &[LedgerEvent])]) -> Result<Hash, LedgerError> {
         let tx = self.conn.transaction()?;
         let mut head = self.head;
         let mut dirty = projections::Dirty::default();

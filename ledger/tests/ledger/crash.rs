@@ -211,3 +211,81 @@ fn write_failing_mid_transaction_rolls_back_memory_and_disk() {
     let reopened = Store::open(&path, Durability::Normal).unwrap();
     assert_eq!(reopened.state(), &live);
 }
+
+#[test]
+fn staged_groups_are_seen_at_once_and_written_only_by_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("staged.db");
+    let mut store = Store::open(&path, Durability::Normal).unwrap();
+    store.append_group(&job_events(0)).unwrap();
+    let first = store.stage(&job_events(1)).unwrap();
+    assert_eq!(first[0], AppendOutcome::Appended { seq: 7 });
+    // A later decision sees the staged group; its replay is a duplicate, not a second job.
+    assert!(store.state().job(&JobId::new("job1").unwrap()).is_some());
+    assert_eq!(
+        store.stage(&job_events(1)).unwrap()[0],
+        AppendOutcome::Duplicate { seq: 7 }
+    );
+    // A refused group changes nothing and leaves the others staged.
+    assert!(store.stage(&job_events(3)[1..2]).is_err());
+    store.stage(&job_events(2)).unwrap();
+    assert_eq!(store.staged_groups(), 2);
+    assert_eq!(store.head().0, 6, "the head is what is on disk");
+    assert_eq!(committed_events(&path), 6);
+
+    assert_eq!(store.flush().unwrap(), 2);
+    assert_eq!(store.head().0, 18);
+    assert_eq!(committed_events(&path), 18);
+    assert_eq!(store.flush().unwrap(), 0);
+    store.verify().unwrap();
+    let live = store.state().clone();
+    store.close().unwrap();
+    assert_eq!(
+        Store::open(&path, Durability::Normal).unwrap().state(),
+        &live
+    );
+}
+
+#[test]
+fn an_append_after_staging_writes_the_staged_groups_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("order.db");
+    let mut store = Store::open(&path, Durability::Normal).unwrap();
+    store.stage(&job_events(0)).unwrap();
+    let outcomes = store.append_group(&job_events(1)).unwrap();
+    assert_eq!(outcomes[0], AppendOutcome::Appended { seq: 7 });
+    assert_eq!(store.staged_groups(), 0);
+    assert_eq!(committed_events(&path), 12);
+    store.verify().unwrap();
+}
+
+#[test]
+fn a_failed_flush_undoes_every_staged_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flushfail.db");
+    let mut store = Store::open(&path, Durability::Normal).unwrap();
+    store.append_group(&job_events(0)).unwrap();
+    let before = store.state().clone();
+    store
+        .connection()
+        .execute_batch(
+            "CREATE TRIGGER sabotage BEFORE INSERT ON events WHEN NEW.idem_key = 'start:2' \
+             BEGIN SELECT RAISE(ABORT, 'disk says no'); END;",
+        )
+        .unwrap();
+    store.stage(&job_events(1)).unwrap();
+    store.stage(&job_events(2)).unwrap();
+    let err = store.flush().unwrap_err();
+    assert!(err.to_string().contains("disk says no"), "{err}");
+    assert_eq!(store.state(), &before, "memory rolled back");
+    assert_eq!(store.staged_groups(), 0);
+    assert_eq!(store.head().0, 6);
+    assert_eq!(committed_events(&path), 6);
+    store
+        .connection()
+        .execute_batch("DROP TRIGGER sabotage")
+        .unwrap();
+    store.stage(&job_events(1)).unwrap();
+    assert_eq!(store.flush().unwrap(), 1);
+    store.verify().unwrap();
+}

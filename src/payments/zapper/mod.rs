@@ -115,7 +115,7 @@ impl Zapper {
         ])
         .to_string();
         let callback = format!("http://{addr}/lnurlp/{}/callback", options.name);
-        let publisher = Client::new(options.signer.clone());
+        let publisher = crate::node::transport::client(options.signer.clone());
         let state = Arc::new(State {
             options,
             metadata,
