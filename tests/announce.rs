@@ -77,6 +77,7 @@ async fn start_node(config: &Path) -> NodeHandle {
         config,
         NodeOptions {
             heartbeat_every: HEARTBEAT,
+            ..NodeOptions::default()
         },
     )
     .await

@@ -1035,3 +1035,121 @@ async fn malformed_burst_then_a_good_request_is_served() {
     assert_eq!(store.state().jobs().count(), answered.len() + 1);
     assert!(store.verify().is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_too_large_to_deliver_fails_the_job_and_refunds() {
+    let s = setup(1, "refund").await;
+    let keys = Keys::generate();
+    top_up(&s.ledger(), &keys.public_key(), 5_000);
+    let node = s.start().await;
+    let mut customer = Customer::connect(&s.urls).await;
+    customer.keys = keys;
+    // 40 KiB in, 40 KiB out, plus the request embedded in the result: over the 60 KiB cap.
+    let text = "abcdefgh".repeat(5 * 1024);
+    let request = customer.request(5050, &text, &[]);
+    customer.client.send_event(&request).await.unwrap();
+    let fb = customer.wait_for(request.id, is_status("error")).await;
+    let reason = tag_values(&fb, "status").unwrap().remove(1);
+    assert!(reason.contains("too large to deliver"), "{reason}");
+    let job = request.id.to_hex();
+    wait_state(&node, &job, JobState::RefundDue).await;
+    node.shutdown().await;
+    let store = s.store();
+    let steps: Vec<&str> = types(&store, &job)
+        .into_iter()
+        .filter(|t| !t.starts_with("effect_"))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "job_received",
+            "job_queued",
+            "processing_started",
+            "processing_failed",
+            "refund_due"
+        ]
+    );
+    assert!(store.verify().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_and_status_read_a_running_nodes_ledger_by_its_config() {
+    let s = setup(1, "refund").await;
+    let node = s.start().await;
+    let mut customer = Customer::connect(&s.urls).await;
+    let request = customer.request(5001, "one two", &[]);
+    customer.client.send_event(&request).await.unwrap();
+    customer
+        .wait_for(request.id, |e| e.kind == Kind::Custom(6001))
+        .await;
+    let job = request.id.to_hex();
+    wait_state(&node, &job, JobState::Succeeded).await;
+
+    let paydvm = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_paydvm"))
+            .args(args)
+            .output()
+            .expect("run paydvm")
+    };
+    let config = s.config.to_str().unwrap();
+    let audit = paydvm(&["audit", &job, "--config", config, "--json"]);
+    assert!(audit.status.success(), "{audit:?}");
+    let trail: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    assert_eq!(trail["job"]["state"], "succeeded", "{trail}");
+    let status = paydvm(&["status", "--config", config, "--json"]);
+    assert!(status.status.success(), "{status:?}");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["jobs_by_state"]["succeeded"], 1, "{status}");
+    let missing = paydvm(&["status", "--config", "/nonexistent/paydvm.toml"]);
+    assert_eq!(missing.status.code(), Some(1));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_the_relay_missed_is_re_sent_in_the_same_run() {
+    // The node's relay is not up yet: the request is handed over directly, the result cannot
+    // be published, and it must reach the relay once the relay is up, without a restart.
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let url = RelayUrl::parse(&format!("ws://{port}")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_node_dir(dir.path(), std::slice::from_ref(&url), "refund");
+    let options = paydvm::node::NodeOptions {
+        resend_after: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let node = Node::start_with(Config::load(&config).unwrap(), options)
+        .await
+        .unwrap();
+    let keys = Keys::generate();
+    let request = signed(&keys, 5001, "", &[&["i", "one two three", "text"]]);
+    node.submit(request.clone());
+    let job = request.id.to_hex();
+    wait_state(&node, &job, JobState::Succeeded).await;
+
+    let (_relay, _) = paydvm::node::local_relay::start_local_relay_on(port)
+        .await
+        .unwrap();
+    let mut customer = Customer::connect(std::slice::from_ref(&url)).await;
+    customer.keys = keys;
+    let result = customer
+        .wait_for(request.id, |e| e.kind == Kind::Custom(6001))
+        .await;
+    assert_eq!(result.content, "3 words");
+    let store_path = dir.path().join("paydvm.db");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let store = Store::open_read_only(&store_path).unwrap();
+        if delivered_effects(&store, &job) == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never recorded as delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.shutdown().await;
+}

@@ -63,6 +63,32 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Show one job's or payment's trail from a node's ledger (the one its config names).
+    ///
+    /// Reads the live ledger read-only; safe while the node runs.
+    Audit {
+        /// A job id, request event id, payment hash or other payment reference, bolt11, refund
+        /// id, refund lookup or result event id.
+        reference: String,
+        /// The node's paydvm.toml.
+        #[arg(long, default_value = "paydvm.toml")]
+        config: PathBuf,
+        /// Print the trail as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Count a node's jobs by state and show its balances (the ledger its config names).
+    Status {
+        /// The node's paydvm.toml.
+        #[arg(long, default_value = "paydvm.toml")]
+        config: PathBuf,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+        /// List every account, not only the system accounts and per-kind totals.
+        #[arg(long)]
+        all_accounts: bool,
+    },
     /// Inspect a ledger file, or create a sample one.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -142,6 +168,16 @@ fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Init { dir } => init::run(&dir),
         Command::Demo => demo::run(),
         Command::Run { config } => run::run(&config),
+        Command::Audit {
+            reference,
+            config,
+            json,
+        } => audit::run(&node_ledger(&config)?, &reference, json),
+        Command::Status {
+            config,
+            json,
+            all_accounts,
+        } => status::run(&node_ledger(&config)?, json, all_accounts),
         Command::Ledger(LedgerCommand::Verify { file, json }) => verify::run(&file, json),
         Command::Ledger(LedgerCommand::Audit {
             file,
@@ -156,4 +192,10 @@ fn dispatch(command: Command) -> anyhow::Result<u8> {
         }) => status::run(&file, json, all_accounts),
         Command::Ledger(LedgerCommand::Sample { file, jobs }) => sample::run(&file, jobs),
     }
+}
+
+/// The ledger file a node's config names.
+fn node_ledger(config: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let config = crate::config::Config::load(config)?;
+    Ok(config.node.ledger)
 }

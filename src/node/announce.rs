@@ -236,9 +236,10 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// Publishes a kind 11998 heartbeat every `every` while at least one of `relays` is
-    /// connected. The heartbeat has its own client on the same relays as intake; its connection
-    /// status stands for intake's health. Not ledgered: a heartbeat moves no money.
+    /// Publishes a kind 11998 heartbeat every `every` while intake (`intake`, its client) has at
+    /// least one relay connected: the heartbeat says we are taking requests, so intake's own
+    /// connections decide. It publishes with a client of its own. Not ledgered: a heartbeat
+    /// moves no money.
     /// On the first healthy tick it also sends `first_connect`'s announcements to the core.
     pub fn start(
         keys: Keys,
@@ -246,6 +247,7 @@ impl Heartbeat {
         kinds: Vec<u16>,
         every: Duration,
         first_connect: FirstConnect,
+        intake: Client,
     ) -> Self {
         let stats = Arc::new(HeartbeatStats::default());
         let (stop, mut stopped) = oneshot::channel();
@@ -274,7 +276,7 @@ impl Heartbeat {
                 tokio::select! {
                     _ = &mut stopped => break,
                     _ = ticks.tick() => {
-                        if !healthy(&client).await {
+                        if !healthy(&intake).await || !healthy(&client).await {
                             counters.skipped.fetch_add(1, Ordering::SeqCst);
                             debug!("heartbeat skipped: no relay connected");
                             continue;

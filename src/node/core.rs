@@ -55,6 +55,8 @@ pub enum Command {
     },
     /// The outbox delivered an effect.
     Published { effect: String, detail: String },
+    /// The outbox could not deliver an effect after its attempts; it stays pending.
+    PublishGaveUp { effect: String },
     /// Read one job's record.
     Job {
         job: String,
@@ -87,6 +89,8 @@ pub struct CoreParts {
     pub executors: Arc<Executors>,
     pub commands: mpsc::UnboundedSender<Command>,
     pub outbox: Outbox,
+    /// How long an undelivered effect waits before the outbox is given it again.
+    pub resend_after: std::time::Duration,
 }
 
 /// What start-up found: where intake catches up from and which requests it must fetch again.
@@ -103,6 +107,10 @@ struct Pending {
     request: ParsedRequest,
     relay: Option<RelayUrl>,
 }
+
+/// Largest result event we publish: relays commonly refuse events over 64 KiB (LocalRelay does),
+/// and a result embeds the request.
+const MAX_RESULT_EVENT_BYTES: usize = 60 * 1024;
 
 /// Commands handled before one ledger write (group commit).
 const MAX_BATCH: usize = 256;
@@ -127,6 +135,9 @@ pub struct Core {
     /// Attempts in flight; `None` until the batch that started it is on disk.
     running: HashMap<String, Option<AbortHandle>>,
     deferred: Deferred,
+    /// Effects the outbox gave up on, and when: handed to it again after `resend_after`.
+    gave_up: HashMap<String, UnixMs>,
+    resend_after: std::time::Duration,
     closing: Option<oneshot::Sender<()>>,
 }
 
@@ -152,6 +163,8 @@ impl Core {
             requests: HashMap::new(),
             running: HashMap::new(),
             deferred: Deferred::default(),
+            gave_up: HashMap::new(),
+            resend_after: parts.resend_after,
             closing: None,
         }
     }
@@ -233,7 +246,16 @@ impl Core {
                 outcome,
             } if !closing => self.on_exec_finished(&job, attempt, outcome),
             Command::Published { effect, detail } => self.on_published(&effect, detail),
-            Command::Tick if !closing => self.expire_quotes(),
+            Command::PublishGaveUp { effect } => {
+                let now = self.now();
+                self.gave_up.insert(effect, now);
+                Ok(())
+            }
+            Command::Tick if !closing => {
+                let now = self.now();
+                self.resend_stale(now);
+                self.expire_quotes()
+            }
             Command::Announce(builders) if !closing => self.announce(builders).map(|_| ()),
             Command::Job { job, reply } => {
                 // What the core answers is on disk: a caller may read the file next.
@@ -308,6 +330,36 @@ impl Core {
         match &self.outbox {
             Some(outbox) => outbox.publish(p),
             None => debug!(effect = %p.effect, "outbox closed; effect stays pending"),
+        }
+    }
+
+    /// Hands the outbox again every effect it gave up on `resend_after` ago or earlier (a relay
+    /// that was down, say): the same stored event, never re-signed.
+    fn resend_stale(&mut self, now: UnixMs) {
+        let after = self.resend_after.as_millis() as u64;
+        let stale: Vec<String> = self
+            .gave_up
+            .iter()
+            .filter(|(_, at)| now.0.saturating_sub(at.0) >= after)
+            .map(|(effect, _)| effect.clone())
+            .collect();
+        for effect in stale {
+            let record = EffectId::new(effect.as_str())
+                .ok()
+                .and_then(|id| self.store.state().effect(&id).cloned());
+            match record {
+                Some(record) if record.outcome.is_none() => {
+                    match publication_from_payload(&effect, &record.payload) {
+                        Ok(p) => {
+                            debug!(%effect, "re-sending an undelivered effect");
+                            self.publish(p);
+                        }
+                        Err(e) => warn!(%effect, "cannot re-send effect: {e:#}"),
+                    }
+                }
+                _ => {}
+            }
+            self.gave_up.remove(&effect);
         }
     }
 
@@ -698,8 +750,32 @@ impl Core {
             .result_expires_at(at.0)?
             .map(|ms| Timestamp::from_secs(ms / 1000));
         let hint = pending.relay.as_ref().map(|r| r.to_string());
-        let event = result_event(&pending.request, &result, hint.as_deref(), &self.keys)?
-            .sign_with_keys(&self.keys)?;
+        let built = result_event(&pending.request, &result, hint.as_deref(), &self.keys)
+            .map_err(|e| e.to_string())
+            .and_then(|b| b.sign_with_keys(&self.keys).map_err(|e| e.to_string()))
+            .and_then(|event| {
+                let size = event.as_json().len();
+                if size > MAX_RESULT_EVENT_BYTES {
+                    Err(format!(
+                        "the result is too large to deliver ({size} bytes; the limit is \
+                         {MAX_RESULT_EVENT_BYTES})"
+                    ))
+                } else {
+                    Ok(event)
+                }
+            });
+        let event = match built {
+            Ok(event) => event,
+            // An output we cannot deliver is a failed attempt, not a job left processing.
+            Err(reason) => {
+                let attempt = self.store.state().job(job).map_or(0, |j| j.attempts);
+                let failure = ExecFailure {
+                    reason,
+                    retryable: false,
+                };
+                return self.fail(job, attempt, failure);
+            }
+        };
         let result_id = event.id.to_hex();
         let relays = self.reply_relays(Some(&pending.request));
         let (effect, p) = self.effect(job, event, relays, at)?;
@@ -904,6 +980,7 @@ impl Core {
     }
 
     fn on_published(&mut self, effect: &str, detail: String) -> anyhow::Result<()> {
+        self.gave_up.remove(effect);
         let id = EffectId::new(effect).map_err(|e| anyhow!("{e}"))?;
         match self.store.state().effect(&id) {
             Some(e) if e.outcome.is_none() => {}

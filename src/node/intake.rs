@@ -45,6 +45,11 @@ pub struct Intake {
 }
 
 impl Intake {
+    /// Intake's relay client (its connection status is the node's health).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     pub async fn start(parts: IntakeParts) -> anyhow::Result<Intake> {
         let client = super::transport::client(parts.keys.clone());
         for relay in &parts.relays {

@@ -6,7 +6,7 @@ use anyhow::Context;
 use nostr_relay_builder::prelude::{LocalRelay, RateLimit, RelayBuilder};
 use nostr_sdk::prelude::RelayUrl;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::debug;
 
 use super::transport::accept_upgrade;
@@ -23,7 +23,8 @@ pub struct EmbeddedRelay {
 }
 
 impl EmbeddedRelay {
-    /// Stops taking connections and closes the open ones.
+    /// Stops taking connections and closes the open ones (LocalRelay's own shutdown misses a
+    /// session that is busy at that instant).
     pub fn shutdown(&self) {
         self.accept.abort();
         self.relay.shutdown();
@@ -54,7 +55,10 @@ pub async fn start_local_relay_on(addr: SocketAddr) -> anyhow::Result<(EmbeddedR
     }));
     let serving = relay.clone();
     let accept = tokio::spawn(async move {
+        // Owned here so that stopping this task (shutdown, drop) also closes every connection.
+        let mut sessions = JoinSet::new();
         loop {
+            while sessions.try_join_next().is_some() {}
             let (mut stream, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -65,7 +69,7 @@ pub async fn start_local_relay_on(addr: SocketAddr) -> anyhow::Result<(EmbeddedR
                 }
             };
             let relay = serving.clone();
-            tokio::spawn(async move {
+            sessions.spawn(async move {
                 let _ = stream.set_nodelay(true);
                 match tokio::time::timeout(UPGRADE_TIMEOUT, accept_upgrade(&mut stream)).await {
                     Ok(Ok(())) => {

@@ -38,6 +38,10 @@ pub use self::core::{Command, ExecFailure, VerifiedPayment};
 /// How often the core looks for quotes to expire.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// How long an effect the outbox could not deliver waits before it is tried again in the same
+/// run (it is also re-sent at every start).
+pub const RESEND_AFTER: Duration = Duration::from_secs(60);
+
 /// How long [`NodeHandle::shutdown`] waits for pending publications before closing the ledger.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 
@@ -46,12 +50,16 @@ pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 pub struct NodeOptions {
     /// Heartbeat period; [`announce::HEARTBEAT_EVERY`] by default.
     pub heartbeat_every: Duration,
+    /// How long an undelivered effect waits before it is published again; [`RESEND_AFTER`] by
+    /// default.
+    pub resend_after: Duration,
 }
 
 impl Default for NodeOptions {
     fn default() -> Self {
         NodeOptions {
             heartbeat_every: announce::HEARTBEAT_EVERY,
+            resend_after: RESEND_AFTER,
         }
     }
 }
@@ -115,6 +123,7 @@ impl Node {
             executors,
             commands: commands.clone(),
             outbox,
+            resend_after: options.resend_after,
         });
         let startup = core.startup()?;
         let since_ms = startup.newest_at;
@@ -163,6 +172,7 @@ impl Node {
                 commands: commands.clone(),
                 announcements,
             },
+            intake.client(),
         );
         Ok(NodeHandle {
             commands,

@@ -3,8 +3,6 @@
 //! records `effect_done`. An effect that cannot be delivered stays pending in the ledger and is
 //! re-sent (the same signed event) at next start.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nostr_sdk::prelude::{Client, Event, Keys, RelayUrl};
@@ -41,17 +39,11 @@ impl Outbox {
         let (tx, mut rx) = mpsc::unbounded_channel::<Publication>();
         tokio::spawn(async move {
             let client = super::transport::client(keys);
-            let known = Arc::new(Mutex::new(HashSet::new()));
             let mut lanes = JoinSet::new();
             let senders: Vec<_> = (0..LANES)
                 .map(|_| {
                     let (lane_tx, lane_rx) = mpsc::unbounded_channel::<Publication>();
-                    lanes.spawn(lane(
-                        client.clone(),
-                        Arc::clone(&known),
-                        lane_rx,
-                        commands.clone(),
-                    ));
+                    lanes.spawn(lane(client.clone(), lane_rx, commands.clone()));
                     lane_tx
                 })
                 .collect();
@@ -76,17 +68,20 @@ impl Outbox {
 /// Publishes one lane's events in order and reports each delivery.
 async fn lane(
     client: Client,
-    known: Arc<Mutex<HashSet<RelayUrl>>>,
     mut rx: mpsc::UnboundedReceiver<Publication>,
     commands: mpsc::UnboundedSender<Command>,
 ) {
     while let Some(p) = rx.recv().await {
-        add_relays(&client, &known, &p.relays).await;
-        if let Some(detail) = publish(&client, &p).await {
-            let _ = commands.send(Command::Published {
-                effect: p.effect,
-                detail,
-            });
+        match publish(&client, &p).await {
+            Some(detail) => {
+                let _ = commands.send(Command::Published {
+                    effect: p.effect,
+                    detail,
+                });
+            }
+            None => {
+                let _ = commands.send(Command::PublishGaveUp { effect: p.effect });
+            }
         }
     }
 }
@@ -98,28 +93,35 @@ fn lane_of(event: &Event) -> usize {
     usize::from(id.as_bytes()[0]) % LANES
 }
 
-/// Adds and connects the relays this client has not seen yet.
-async fn add_relays(client: &Client, known: &Mutex<HashSet<RelayUrl>>, relays: &[RelayUrl]) {
-    let new: Vec<RelayUrl> = {
-        let mut known = known.lock().unwrap_or_else(|e| e.into_inner());
-        relays
-            .iter()
-            .filter(|r| known.insert((*r).clone()))
-            .cloned()
-            .collect()
-    };
-    for relay in new {
+/// The relays of `relays` that are connected, after connecting the others afresh. A relay the
+/// pool is still waiting to reconnect is dropped and added again, so a publication never waits
+/// out the pool's back-off (up to a minute) or a send timeout on a dead connection.
+async fn connected(client: &Client, relays: &[RelayUrl]) -> Vec<RelayUrl> {
+    let mut up = Vec::with_capacity(relays.len());
+    for relay in relays {
+        match client.relay(relay).await {
+            Ok(r) if r.is_connected() => {
+                up.push(relay.clone());
+                continue;
+            }
+            Ok(_) => {
+                let _ = client.force_remove_relay(relay.clone()).await;
+            }
+            Err(_) => {}
+        }
         if let Err(e) = client.add_write_relay(relay.clone()).await {
             warn!(%relay, "cannot add relay: {e}");
             continue;
         }
-        if let Err(e) = client
+        match client
             .try_connect_relay(relay.clone(), CONNECT_TIMEOUT)
             .await
         {
-            debug!(%relay, "not connected yet: {e}");
+            Ok(()) => up.push(relay.clone()),
+            Err(e) => debug!(%relay, "not connected: {e}"),
         }
     }
+    up
 }
 
 /// Publishes `p`; `Some(detail)` once at least one relay accepted it.
@@ -129,8 +131,14 @@ async fn publish(client: &Client, p: &Publication) -> Option<String> {
         return None;
     }
     for attempt in 0..=BACKOFF.len() {
-        match client.send_event_to(p.relays.clone(), &p.event).await {
-            Ok(out) if !out.success.is_empty() => {
+        let up = connected(client, &p.relays).await;
+        let sent = if up.is_empty() {
+            None
+        } else {
+            Some(client.send_event_to(up, &p.event).await)
+        };
+        match sent {
+            Some(Ok(out)) if !out.success.is_empty() => {
                 let mut ok: Vec<String> = out.success.iter().map(|r| r.to_string()).collect();
                 ok.sort();
                 for (relay, why) in &out.failed {
@@ -138,15 +146,16 @@ async fn publish(client: &Client, p: &Publication) -> Option<String> {
                 }
                 return Some(format!("published to {}", ok.join(", ")));
             }
-            Ok(out) => {
+            Some(Ok(out)) => {
                 warn!(effect = %p.effect, failed = ?out.failed, "no relay accepted the event")
             }
-            Err(e) => warn!(effect = %p.effect, "publishing failed: {e}"),
+            Some(Err(e)) => warn!(effect = %p.effect, "publishing failed: {e}"),
+            None => debug!(effect = %p.effect, "no relay connected"),
         }
         if let Some(pause) = BACKOFF.get(attempt) {
             tokio::time::sleep(*pause).await;
         }
     }
-    warn!(effect = %p.effect, "left pending; re-sent at next start");
+    warn!(effect = %p.effect, "left pending; re-sent later in this run and at next start");
     None
 }
