@@ -43,6 +43,7 @@ fn paid_and_started(j: &str) -> Vec<LedgerEvent> {
                 request_event: EventId::new(format!("req-{j}")).unwrap(),
                 customer: Pubkey::new("alice").unwrap(),
                 kind: 5050,
+                request: None,
             },
         ),
         ev(

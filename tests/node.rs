@@ -1153,3 +1153,53 @@ async fn a_result_the_relay_missed_is_re_sent_in_the_same_run() {
     }
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_resumes_from_its_stored_request_when_no_relay_has_it() {
+    let s = setup(1, "refund").await;
+    let keys = Keys::generate();
+    top_up(&s.ledger(), &keys.public_key(), 5_000);
+    let node = s.start().await;
+    let mut customer = Customer::connect(&s.urls).await;
+    customer.keys = keys.clone();
+    let request = customer.request(
+        5050,
+        "kept",
+        &[&["param", "mode", "sleep"], &["param", "ms", "1500"]],
+    );
+    customer.client.send_event(&request).await.unwrap();
+    customer.wait_for(request.id, is_status("processing")).await;
+    let job = request.id.to_hex();
+    node.shutdown().await;
+    assert_eq!(job_state(&s.store(), &job), JobState::Processing);
+
+    // A new, empty relay: nobody holds the request any more.
+    let (_fresh, fresh_url) = start_relay().await;
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let moved = text.replace(
+        &format!("{:?}", s.urls[0].to_string()),
+        &format!("{:?}", fresh_url.to_string()),
+    );
+    assert_ne!(text, moved);
+    std::fs::write(&s.config, moved).unwrap();
+    let mut customer = Customer::connect(std::slice::from_ref(&fresh_url)).await;
+    customer.keys = keys;
+    let node = s.start().await;
+    let result = customer
+        .wait_for(request.id, |e| e.kind == Kind::Custom(6050))
+        .await;
+    assert_eq!(result.content, "kept");
+    wait_state(&node, &job, JobState::Succeeded).await;
+    node.shutdown().await;
+
+    let store = s.store();
+    let record = store
+        .state()
+        .job(&JobId::new(&job).unwrap())
+        .cloned()
+        .unwrap();
+    assert_eq!(record.attempts, 2);
+    assert_eq!(record.revenue, Msat::from_msat(5_000));
+    assert!(types(&store, &job).contains(&"processing_failed"));
+    assert!(store.verify().is_ok());
+}

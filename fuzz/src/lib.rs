@@ -361,6 +361,7 @@ impl<'a> Gen<'a> {
                 request_event: self.event_id(),
                 customer: self.pubkey(),
                 kind: self.pick(&[5050, 5000, 0, u16::MAX]),
+                request: None,
             },
             2 => EventBody::JobRejected {
                 job: self.job(),

@@ -182,6 +182,10 @@ pub enum EventBody {
         request_event: EventId,
         customer: Pubkey,
         kind: u16,
+        /// The request as received (signed Nostr event JSON), so that a job can resume after a
+        /// restart when no relay holds its request any more. Absent in older ledgers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<String>,
     },
     JobRejected {
         job: JobId,

@@ -233,7 +233,14 @@ impl Planner<'_> {
                 request_event,
                 customer,
                 kind,
+                request,
             } => {
+                if request.as_ref().is_some_and(|r| r.len() > MAX_PAYLOAD_LEN) {
+                    return Err(TransitionError::TooLong {
+                        field: "request",
+                        max: MAX_PAYLOAD_LEN,
+                    });
+                }
                 if self.state.jobs.contains_key(job) {
                     return Err(TransitionError::JobExists(job.clone()));
                 }

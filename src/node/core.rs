@@ -169,8 +169,9 @@ impl Core {
         }
     }
 
-    /// Re-sends every undelivered effect (the stored signed event, never re-signed) and lists the
-    /// jobs that need their request again to resume.
+    /// Re-sends every undelivered effect (the stored signed event, never re-signed), resumes the
+    /// jobs whose request the ledger stored, and lists those whose request must come from a relay
+    /// again (ledgers written before requests were stored).
     pub fn startup(&mut self) -> anyhow::Result<Startup> {
         let mut resend = Vec::new();
         for effect in self.store.state().effects() {
@@ -188,13 +189,30 @@ impl Core {
         for p in resend {
             self.publish(p);
         }
-        let pending_requests = self
+        let resumable: Vec<JobRecord> = self
             .store
             .state()
             .jobs()
             .filter(|j| needs_request_after_restart(j.state))
-            .map(|j| j.request_event.to_string())
+            .cloned()
             .collect();
+        let mut pending_requests = Vec::new();
+        for record in resumable {
+            match self.stored_pending(&record.job) {
+                Ok(Some(pending)) => {
+                    let job = record.job.clone();
+                    if let Err(e) = self.seen_again(record, pending) {
+                        warn!(%job, "cannot resume: {e:#}");
+                    }
+                }
+                Ok(None) => pending_requests.push(record.request_event.to_string()),
+                Err(e) => {
+                    warn!(job = %record.job, "stored request unusable, fetching it again: {e:#}");
+                    pending_requests.push(record.request_event.to_string());
+                }
+            }
+        }
+        self.flush();
         let (seq, _) = self.store.head();
         let newest_at = if seq == 0 {
             None
@@ -212,6 +230,24 @@ impl Core {
     /// is written in one transaction, and only then are its events published and its attempts
     /// started. One fsync per batch instead of one per command; no side effect before its record
     /// is on disk.
+    /// The request stored with `job`, checked again as if it had just arrived.
+    fn stored_pending(&self, job: &JobId) -> anyhow::Result<Option<Pending>> {
+        let Some(json) = self.store.stored_request(job)? else {
+            return Ok(None);
+        };
+        let event = Event::from_json(json)?;
+        event.verify()?;
+        if event.id.to_hex() != job.as_str() {
+            return Err(anyhow!("the stored request is another event"));
+        }
+        let request = parse_request(&event, &self.keys.public_key(), &self.keys)
+            .map_err(|e| anyhow!("{}", e.customer_message()))?;
+        Ok(Some(Pending {
+            request,
+            relay: None,
+        }))
+    }
+
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         'commands: while let Some(first) = rx.recv().await {
             let mut next = Some(first);
@@ -494,13 +530,17 @@ impl Core {
         }
     }
 
+    /// `job_received`; `keep` stores the request with it, for a job that may still run.
     fn received(
         &self,
         event_id: &str,
         pending: &Pending,
         at: UnixMs,
+        keep: bool,
     ) -> anyhow::Result<LedgerEvent> {
         let job = &pending.request.job;
+        let json = &pending.request.request_json;
+        let request = (keep && json.len() <= paydvm_ledger::MAX_PAYLOAD_LEN).then(|| json.clone());
         Ok(LedgerEvent::new(
             key(format!("recv:{event_id}"))?,
             at,
@@ -509,6 +549,7 @@ impl Core {
                 request_event: paydvm_ledger::EventId::new(event_id).map_err(|e| anyhow!("{e}"))?,
                 customer: Pubkey::new(job.customer.clone()).map_err(|e| anyhow!("{e}"))?,
                 kind: job.kind,
+                request,
             },
         ))
     }
@@ -542,7 +583,7 @@ impl Core {
                 Err(e) => return self.reject(job, pending, e.to_string()),
             },
         };
-        let received = self.received(job.as_str(), &pending, at)?;
+        let received = self.received(job.as_str(), &pending, at, true)?;
         match price {
             PriceDecision::NotOffered => self.reject(
                 job,
@@ -570,7 +611,7 @@ impl Core {
     fn reject(&mut self, job: JobId, pending: Pending, reason: String) -> anyhow::Result<()> {
         let at = self.now();
         info!(%job, %reason, "rejecting");
-        let received = self.received(job.as_str(), &pending, at)?;
+        let received = self.received(job.as_str(), &pending, at, false)?;
         let (effect, p) = self.feedback(
             &job,
             &pending,
@@ -618,6 +659,7 @@ impl Core {
                         .map_err(|e| anyhow!("{e}"))?,
                     customer: Pubkey::new(event.pubkey.to_hex()).map_err(|e| anyhow!("{e}"))?,
                     kind: event.kind.as_u16(),
+                    request: None,
                 },
             ),
             LedgerEvent::new(

@@ -122,6 +122,7 @@ impl Workload {
                 request_event: id(ctx.job.to_string()),
                 customer: ctx.customer.clone(),
                 kind,
+                request: None,
             },
         );
         g.events.push(e);

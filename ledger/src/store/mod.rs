@@ -273,6 +273,30 @@ impl Store {
         row.map(audit::decode_row).transpose()
     }
 
+    /// The request a job's `job_received` event stored, if it stored one (written groups only).
+    pub fn stored_request(&self, job: &crate::JobId) -> Result<Option<String>, LedgerError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT seq, idem_key, at, job, body, prev_hash, hash FROM events \
+                 WHERE job = ?1 ORDER BY seq LIMIT 1",
+                [job.as_str()],
+                audit::raw_row,
+            )
+            .optional()?;
+        Ok(match row.map(audit::decode_row).transpose()? {
+            Some(StoredEvent {
+                event:
+                    LedgerEvent {
+                        body: crate::EventBody::JobReceived { request, .. },
+                        ..
+                    },
+                ..
+            }) => request,
+            _ => None,
+        })
+    }
+
     /// Whether `event` has the same body as the event first stored under its key.
     pub fn same_as_first(&self, event: &LedgerEvent) -> Result<Option<bool>, LedgerError> {
         let Some(seq) = self.ledger.seq_of_key(&event.key) else {

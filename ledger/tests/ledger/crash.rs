@@ -26,6 +26,7 @@ fn job_events(n: usize) -> Vec<LedgerEvent> {
                 request_event: EventId::new(format!("req{n}")).unwrap(),
                 customer: Pubkey::new("cust").unwrap(),
                 kind: 5050,
+                request: None,
             },
         ),
         LedgerEvent::new(

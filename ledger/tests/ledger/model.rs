@@ -526,6 +526,7 @@ fn body(cmd: &Cmd, model: &Model) -> EventBody {
             request_event: EventId::new(format!("req{j}")).unwrap(),
             customer: cust(cust_of_job(j)),
             kind: 5050,
+            request: None,
         },
         Cmd::Reject(j) => EventBody::JobRejected {
             job: jid(j),

@@ -24,6 +24,7 @@ fn received(j: &str) -> LedgerEvent {
             request_event: EventId::new(j).unwrap(),
             customer: pk("alice"),
             kind: 5050,
+            request: None,
         },
     )
 }
