@@ -82,6 +82,11 @@ async fn run(
     sink: PaymentSink,
     stats: Arc<ZapStats>,
 ) {
+    // Learn the key at start, so a wrong lud16 shows in the log before the first zap.
+    match lnurl.zap_signer().await {
+        Ok(key) => info!(nostr_pubkey = %key, "zaps accepted when signed by our LNURL server"),
+        Err(e) => warn!("our lud16 does not give a zap signing key (yet): {e}"),
+    }
     while let Some(receipt) = receipts.recv().await {
         let lnurl_signer = match lnurl.zap_signer().await {
             Ok(key) => key,
