@@ -6,5 +6,6 @@ pub mod executor;
 pub mod job;
 pub mod lightning;
 pub mod node;
+pub mod payments;
 pub mod protocol;
 pub mod workload;

@@ -46,6 +46,8 @@ amount_msat = 5000
 name = "announce node"
 about = "a test node"
 picture = "https://example.com/p.png"
+lud16 = "dvm@127.0.0.1:9"
+lnurl_http_loopback = true
 ledger = "paydvm.db"
 policy = "policy.toml"
 key_file = "paydvm.key"
@@ -168,7 +170,7 @@ async fn announces_each_offered_kind_and_a_profile_once() {
         assert_eq!(content["acceptsNutZaps"], false);
         assert_eq!(content["cashuAccepted"], false);
         assert_eq!(content["picture"], "https://example.com/p.png");
-        assert!(content.get("lud16").is_none());
+        assert_eq!(content["lud16"], "dvm@127.0.0.1:9");
         if kind == 5050 {
             assert_eq!(content["name"], "reverser");
             assert_eq!(content["about"], "reverses text");
@@ -191,6 +193,7 @@ async fn announces_each_offered_kind_and_a_profile_once() {
     assert_eq!(content["name"], "announce node");
     assert_eq!(content["about"], "a test node");
     assert_eq!(content["picture"], "https://example.com/p.png");
+    assert_eq!(content["lud16"], "dvm@127.0.0.1:9");
     node.shutdown().await;
     assert_eq!(ledgered(&ledger, 31990), 2);
     assert_eq!(ledgered(&ledger, 0), 1);

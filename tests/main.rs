@@ -7,3 +7,4 @@ mod lightning;
 mod lightning_nwc;
 mod node;
 mod payments;
+mod zaps;

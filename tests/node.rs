@@ -562,8 +562,8 @@ fn demo_runs_offline_and_prints_trails() {
         .read_to_string(&mut err)
         .unwrap();
     assert!(status.success(), "demo failed: {out}\n{err}");
-    assert_eq!(out.matches("\n# ").count(), 5, "{out}");
-    assert_eq!(out.matches("timeline (").count(), 5, "{out}");
+    assert_eq!(out.matches("\n# ").count(), 6, "{out}");
+    assert_eq!(out.matches("timeline (").count(), 6, "{out}");
     for state in [
         "state succeeded",
         "state refund_due",
@@ -573,11 +573,14 @@ fn demo_runs_offline_and_prints_trails() {
         "customer got feedback: payment-required (amount 5000 msat) with invoice lnbcrt50n1",
         "customer pays the invoice (5000 msat, payment hash ",
         "customer got result (kind 6050): \"gninthgil\"",
+        "customer got result (kind 6050): \"ZAPPED\"",
+        "zapper published zap receipt ",
+        "via zap, ref ",
         "ledger OK: ",
     ] {
         assert!(out.contains(state), "missing {state:?} in:\n{out}");
     }
-    assert_eq!(out.matches("state succeeded").count(), 3);
+    assert_eq!(out.matches("state succeeded").count(), 4);
     assert!(out.contains("ws://127.0.0.1:"));
     for secret in ["nsec", "secret"] {
         assert!(!out.to_lowercase().contains(secret), "{out}");

@@ -1,9 +1,10 @@
-//! `paydvm demo`: everything on 127.0.0.1 in a temporary directory. An embedded relay, the node
-//! with a fresh key, and a scripted customer running a free job, a job paid from prepaid credit,
-//! a paid job that fails (refund due), a job paid by a Lightning invoice (the built-in fake
-//! backend issues a real regtest invoice and the demo pays it) and a job left at
-//! `payment-required`. Then the audit trail of each job and the `verify` summary. Prints no
-//! secret key.
+//! `paydvm demo`: everything on 127.0.0.1 in a temporary directory. An embedded relay, an
+//! embedded LNURL-pay zapper (the node's lud16), the node with a fresh key and the built-in fake
+//! Lightning backend, and a scripted customer running a free job, a job paid from prepaid credit,
+//! a paid job that fails (refund due), a job paid by a Lightning invoice (a real regtest invoice
+//! the demo pays), a job left at `payment-required` and a job paid with a zap on its
+//! payment-required feedback. Then the audit trail of each job and the `verify` summary. Prints
+//! no secret key.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,10 +23,13 @@ use paydvm_ledger::{
 use super::output;
 use super::timeline::render_trail;
 use super::verify::summary;
-use crate::config::{create_key_file, Config};
+use crate::config::{create_key_file, load_key_file, Config};
 use crate::lightning::fake::FakeLightning;
 use crate::lightning::Invoice;
 use crate::node::{now_ms, Node, NodeHandle, NodeOptions};
+use crate::payments::lnurl::Lud16;
+use crate::payments::zapper::customer::{request_zap_invoice, ZapOrder};
+use crate::payments::zapper::{Zapper, ZapperOptions};
 
 const POLICY: &str = r#"[[pricing.kind]]
 kind = 5001
@@ -40,6 +44,8 @@ amount_msat = 5000
 max_attempts = 1
 then = "refund"
 "#;
+/// The 5050 price in the demo policy.
+const PRICE_MSAT: u64 = 5000;
 
 /// Prepaid credit the demo customer starts with: two 5050 jobs.
 const TOP_UP_MSAT: u64 = 10_000;
@@ -66,9 +72,11 @@ struct Script {
     until: JobState,
     /// Pay the quote's invoice, then wait for this state.
     pay_then: Option<JobState>,
+    /// Zap the job's payment-required feedback, then wait for it to succeed.
+    zap: bool,
 }
 
-const SCRIPT: [Script; 5] = [
+const SCRIPT: [Script; 6] = [
     Script {
         label: "free job (5001 word count)",
         kind: 5001,
@@ -76,6 +84,7 @@ const SCRIPT: [Script; 5] = [
         params: &[],
         until: JobState::Succeeded,
         pay_then: None,
+        zap: false,
     },
     Script {
         label: "job paid from prepaid credit (5050 upper)",
@@ -84,6 +93,7 @@ const SCRIPT: [Script; 5] = [
         params: &[("mode", "upper")],
         until: JobState::Succeeded,
         pay_then: None,
+        zap: false,
     },
     Script {
         label: "paid job that fails (5050 mode fail): refund due",
@@ -92,6 +102,7 @@ const SCRIPT: [Script; 5] = [
         params: &[("mode", "fail")],
         until: JobState::RefundDue,
         pay_then: None,
+        zap: false,
     },
     Script {
         label: "job paid by Lightning invoice (5050 reverse)",
@@ -100,6 +111,7 @@ const SCRIPT: [Script; 5] = [
         params: &[("mode", "reverse")],
         until: JobState::Quoted,
         pay_then: Some(JobState::Succeeded),
+        zap: false,
     },
     Script {
         label: "job without credit left: payment required",
@@ -108,6 +120,16 @@ const SCRIPT: [Script; 5] = [
         params: &[],
         until: JobState::Quoted,
         pay_then: None,
+        zap: false,
+    },
+    Script {
+        label: "job paid with a zap (5050 upper, NIP-57)",
+        kind: 5050,
+        text: "zapped",
+        params: &[("mode", "upper")],
+        until: JobState::Quoted,
+        pay_then: None,
+        zap: true,
     },
 ];
 
@@ -118,7 +140,19 @@ async fn demo(dir: &Path) -> anyhow::Result<u8> {
         dir.display()
     ))?;
 
-    let config_path = write_node_dir(dir, &url)?;
+    let node_pubkey = {
+        create_key_file(&dir.join("paydvm.key"))?;
+        load_key_file(&dir.join("paydvm.key"))?
+            .expose()
+            .public_key()
+    };
+    let zapper = Zapper::start(ZapperOptions::new("paydvm", node_pubkey)).await?;
+    let lud16 = zapper.lud16();
+    say(&format!(
+        "embedded LNURL-pay zapper: {lud16} (receipts signed by {})",
+        zapper.nostr_pubkey().to_hex()
+    ))?;
+    let config_path = write_node_dir(dir, &url, &lud16)?;
     let customer = Keys::generate();
     top_up(&dir.join("paydvm.db"), &customer)?;
     say(&format!(
@@ -160,6 +194,32 @@ async fn demo(dir: &Path) -> anyhow::Result<u8> {
             ))?;
             client.send_event(&request).await?;
             wait_state(&node, &request.id.to_hex(), step.until).await?;
+            if step.zap {
+                let quote = wait_reply(&mut replies, &request, "payment-required").await?;
+                let paid = request_zap_invoice(
+                    &customer,
+                    &ZapOrder {
+                        lud16: &lud16,
+                        http_loopback: true,
+                        recipient: node_pubkey,
+                        target: quote.id,
+                        amount: Msat::from_msat(PRICE_MSAT),
+                        relays: std::slice::from_ref(&url),
+                    },
+                )
+                .await?;
+                say(&format!(
+                    "  customer zaps feedback {} through {lud16}: invoice {}…",
+                    quote.id.to_hex(),
+                    &paid.bolt11[..24]
+                ))?;
+                let receipt = zapper.settle(&paid.bolt11).await?;
+                say(&format!(
+                    "  zapper published zap receipt {}",
+                    receipt.id.to_hex()
+                ))?;
+                wait_state(&node, &request.id.to_hex(), JobState::Succeeded).await?;
+            }
             // Let the replies of this job arrive before the next request.
             tokio::time::sleep(Duration::from_millis(300)).await;
             let mut bolt11 = None;
@@ -195,6 +255,7 @@ async fn demo(dir: &Path) -> anyhow::Result<u8> {
     .await;
     client.shutdown().await;
     node.shutdown().await;
+    zapper.shutdown().await;
     relay.shutdown();
     outcome?;
 
@@ -218,15 +279,16 @@ async fn demo(dir: &Path) -> anyhow::Result<u8> {
     }
 }
 
-fn write_node_dir(dir: &Path, relay: &RelayUrl) -> anyhow::Result<PathBuf> {
+fn write_node_dir(dir: &Path, relay: &RelayUrl, lud16: &Lud16) -> anyhow::Result<PathBuf> {
     std::fs::write(dir.join("policy.toml"), POLICY)?;
-    create_key_file(&dir.join("paydvm.key"))?;
     let config = format!(
         r#"[node]
 name = "paydvm demo"
 ledger = "paydvm.db"
 policy = "policy.toml"
 key_file = "paydvm.key"
+lud16 = "{lud16}"
+lnurl_http_loopback = true
 
 [relays]
 urls = ["{relay}"]
@@ -291,6 +353,33 @@ async fn wait_state(node: &NodeHandle, job: &str, want: JobState) -> anyhow::Res
             bail!("job {job} did not reach {want} in time (state {state:?})");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits for `request`'s feedback with `status`, printing every reply seen meanwhile.
+async fn wait_reply(
+    replies: &mut tokio::sync::broadcast::Receiver<RelayPoolNotification>,
+    request: &Event,
+    status: &str,
+) -> anyhow::Result<Event> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let n = tokio::time::timeout_at(deadline, replies.recv())
+            .await
+            .with_context(|| format!("no {status} feedback in time"))??;
+        let RelayPoolNotification::Event { event, .. } = n else {
+            continue;
+        };
+        say(&describe(&event))?;
+        let names_request = event.tags.event_ids().any(|id| *id == request.id);
+        let has_status = event
+            .tags
+            .iter()
+            .map(|t| t.as_slice())
+            .any(|t| t.len() > 1 && t[0] == "status" && t[1] == status);
+        if event.kind == Kind::Custom(7000) && names_request && has_status {
+            return Ok(*event);
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use nostr_sdk::Url;
 use super::check::Check;
 use super::raw::RawNode;
 use super::ConfigError;
+use crate::payments::lnurl::Lud16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -19,6 +20,12 @@ pub struct Node {
     /// Resolved against the config file's directory.
     pub policy: PathBuf,
     pub key: KeySource,
+    /// Our lightning address: zaps are paid through it, and receipts must be signed by its
+    /// LNURL server's `nostrPubkey`. Without it the node takes no zaps.
+    pub lud16: Option<Lud16>,
+    /// Fetch the lud16's LNURL endpoint over plain `http://` (only allowed for a loopback
+    /// domain: tests, the demo).
+    pub lnurl_http_loopback: bool,
 }
 
 /// Where the node's secret key comes from.
@@ -56,6 +63,26 @@ impl Node {
                     "is required (or key_env, naming an environment variable that holds the key)",
                 )),
             };
+        let lud16 = raw
+            .lud16
+            .map(|a| {
+                a.parse::<Lud16>()
+                    .map_err(|e| check.invalid("node.lud16", e.to_string()))
+            })
+            .transpose()?;
+        let lnurl_http_loopback = raw.lnurl_http_loopback.unwrap_or(false);
+        if lnurl_http_loopback {
+            match &lud16 {
+                Some(a) if a.is_loopback() => {}
+                Some(_) => {
+                    return Err(check.invalid(
+                        "node.lnurl_http_loopback",
+                        "plain http is only allowed when node.lud16's domain is a loopback address",
+                    ))
+                }
+                None => return Err(check.invalid("node.lnurl_http_loopback", "needs node.lud16")),
+            }
+        }
         Ok(Node {
             name,
             about: raw.about,
@@ -63,6 +90,8 @@ impl Node {
             ledger,
             policy,
             key,
+            lud16,
+            lnurl_http_loopback,
         })
     }
 }

@@ -42,6 +42,8 @@ pub(crate) struct RawNode {
     pub policy: Option<String>,
     pub key_file: Option<String>,
     pub key_env: Option<String>,
+    pub lud16: Option<String>,
+    pub lnurl_http_loopback: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,6 +12,10 @@ name = "My paydvm node"
 about = "A NIP-90 data vending machine"
 # Optional: an http(s) URL of an avatar picture.
 # picture = "https://example.com/avatar.png"
+# Optional: your lightning address. Published in the profile and the NIP-89 announcement;
+# zaps (NIP-57) on a job's payment-required feedback pay for the job. Zap receipts count only
+# if signed by this address's LNURL server (its `nostrPubkey`). docs/zaps.md
+# lud16 = "dvm@example.com"
 
 # The event-sourced payments ledger (a SQLite file; created on first run).
 ledger = "paydvm.db"

@@ -34,6 +34,8 @@ fn minimal_config_gets_defaults() {
     assert_eq!(file.node.name, "n");
     assert_eq!(file.node.about, None);
     assert_eq!(file.node.picture, None);
+    assert_eq!(file.node.lud16, None);
+    assert!(!file.node.lnurl_http_loopback);
     assert_eq!(file.node.ledger, Path::new("/etc/paydvm/paydvm.db"));
     assert_eq!(file.node.policy, Path::new("/etc/paydvm/policy.toml"));
     assert_eq!(
@@ -64,6 +66,8 @@ picture = "https://example.com/a.png"
 ledger = "/var/lib/paydvm/ledger.db"
 policy = "conf/policy.toml"
 key_env = "PAYDVM_NSEC"
+lud16 = "dvm@127.0.0.1:9000"
+lnurl_http_loopback = true
 "#;
     let relays = r#"[relays]
 urls = ["wss://relay.example.com", "ws://127.0.0.1:7777"]
@@ -94,6 +98,11 @@ http = "http://127.0.0.1:8080/run"
     assert_eq!(file.node.ledger, Path::new("/var/lib/paydvm/ledger.db"));
     assert_eq!(file.node.policy, Path::new("/etc/paydvm/conf/policy.toml"));
     assert_eq!(file.node.key, KeySource::Env("PAYDVM_NSEC".into()));
+    assert_eq!(
+        file.node.lud16.as_ref().unwrap().to_string(),
+        "dvm@127.0.0.1:9000"
+    );
+    assert!(file.node.lnurl_http_loopback);
     assert_eq!(file.relays.urls.len(), 2);
     assert_eq!(file.relays.publish_cap, 3);
     let other = nostr_sdk::RelayUrl::parse("wss://other.example.com").unwrap();
@@ -158,6 +167,9 @@ fn invalid_fields_are_named() {
         (toml(&node("picture = \"ftp://example.com/a.png\"", ""), RELAYS, OFFER), "node.picture", "http:// or https://"),
         (toml(&node("picture = \"not a url\"", ""), RELAYS, OFFER), "node.picture", "not a URL"),
         (toml(&node("", "ledger"), RELAYS, OFFER), "node.ledger", "is required"),
+        (toml(&node("lud16 = \"Dvm\"", ""), RELAYS, OFFER), "node.lud16", "not a lightning address"),
+        (toml(&node("lud16 = \"dvm@example.com\"\nlnurl_http_loopback = true", ""), RELAYS, OFFER), "node.lnurl_http_loopback", "loopback"),
+        (toml(&node("lnurl_http_loopback = true", ""), RELAYS, OFFER), "node.lnurl_http_loopback", "needs node.lud16"),
         (toml(&node("policy = \"~/policy.toml\"", "policy"), RELAYS, OFFER), "node.policy", "not expanded"),
         (toml(&node("key_env = \"PAYDVM_NSEC\"", ""), RELAYS, OFFER), "node.key_file", "not both"),
         (toml(&node("", "key_file"), RELAYS, OFFER), "node.key_file", "is required"),

@@ -74,7 +74,10 @@ fn handler_info(node: &Node, offer: &Offer, pricing: &Pricing) -> EventBuilder {
     // No Cashu rail yet: no nutzaps, no tokens in requests (new and old spelling).
     content.insert("acceptsNutZaps".into(), json!(false));
     content.insert("cashuAccepted".into(), json!(false));
-    // `lud16` is omitted: there is no Lightning rail yet.
+    // Zaps are accepted through this lightning address (NIP-57; `docs/zaps.md`).
+    if let Some(lud16) = &node.lud16 {
+        content.insert("lud16".into(), json!(lud16.to_string()));
+    }
     let params = nip90_params(offer);
     if !params.is_empty() {
         content.insert("nip90Params".into(), Value::Object(params));
@@ -130,6 +133,9 @@ fn profile(node: &Node) -> EventBuilder {
     }
     if let Some(picture) = &node.picture {
         content.insert("picture".into(), json!(picture.as_str()));
+    }
+    if let Some(lud16) = &node.lud16 {
+        content.insert("lud16".into(), json!(lud16.to_string()));
     }
     EventBuilder::new(Kind::Metadata, Value::Object(content).to_string())
 }

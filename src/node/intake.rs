@@ -1,5 +1,6 @@
-//! Relay intake: one nostr-sdk [`Client`] subscribed to the offered request kinds and to NIP-09
-//! deletions on the configured relays, forwarding every event to the core.
+//! Relay intake: one nostr-sdk [`Client`] subscribed to the offered request kinds, to NIP-09
+//! deletions and (with a lud16) to zap receipts for us on the configured relays, forwarding
+//! requests and deletions to the core and receipts to the zap verifier ([`super::zaps`]).
 //!
 //! Signatures: nostr-relay-pool 0.44 verifies every received event (`verify_and_cache`, id and
 //! signature) before it emits `RelayPoolNotification::Event`, and emits an event only the first
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use nostr_sdk::prelude::{
-    Client, EventId, Filter, Keys, Kind, RelayPoolNotification, RelayUrl, Timestamp,
+    Client, Event, EventId, Filter, Keys, Kind, RelayPoolNotification, RelayUrl, Timestamp,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -18,6 +19,7 @@ use tracing::{debug, warn};
 
 use super::core::Command;
 use super::now_ms;
+use crate::payments::zap::ZAP_RECEIPT_KIND;
 use crate::protocol::nip90::REQUEST_KINDS;
 
 /// How far before the newest ledger event intake catches up on requests.
@@ -33,6 +35,8 @@ pub struct IntakeParts {
     /// Requests (event ids, hex) of jobs to resume: fetched by id, whatever their age.
     pub pending_requests: Vec<String>,
     pub commands: mpsc::UnboundedSender<Command>,
+    /// Where zap receipts for us go (`None`: no lud16, no zap intake).
+    pub zaps: Option<mpsc::UnboundedSender<Box<Event>>>,
 }
 
 pub struct Intake {
@@ -47,7 +51,7 @@ impl Intake {
     }
 
     pub async fn start(parts: IntakeParts) -> anyhow::Result<Intake> {
-        let client = super::transport::client(parts.keys);
+        let client = super::transport::client(parts.keys.clone());
         for relay in &parts.relays {
             client
                 .add_read_relay(relay.clone())
@@ -69,6 +73,15 @@ impl Intake {
                 Filter::new().kind(Kind::EventDeletion).since(since),
             ),
         ];
+        if parts.zaps.is_some() {
+            filters.push((
+                "zap receipts",
+                Filter::new()
+                    .kind(Kind::from(ZAP_RECEIPT_KIND))
+                    .pubkey(parts.keys.public_key())
+                    .since(since),
+            ));
+        }
         let ids: Vec<EventId> = parts
             .pending_requests
             .iter()
@@ -83,7 +96,7 @@ impl Intake {
                 warn!("subscribing to {what}: {e}");
             }
         }
-        let task = tokio::spawn(forward(notifications, parts.commands));
+        let task = tokio::spawn(forward(notifications, parts.commands, parts.zaps));
         Ok(Intake { client, task })
     }
 
@@ -96,6 +109,7 @@ impl Intake {
 async fn forward(
     mut notifications: broadcast::Receiver<RelayPoolNotification>,
     commands: mpsc::UnboundedSender<Command>,
+    zaps: Option<mpsc::UnboundedSender<Box<Event>>>,
 ) {
     loop {
         let (relay_url, event) = match notifications.recv().await {
@@ -111,6 +125,12 @@ async fn forward(
             Err(broadcast::error::RecvError::Closed) => break,
         };
         let kind = event.kind.as_u16();
+        if kind == ZAP_RECEIPT_KIND {
+            if let Some(zaps) = &zaps {
+                let _ = zaps.send(event);
+            }
+            continue;
+        }
         let command = if event.kind == Kind::EventDeletion {
             Command::Deletion(event)
         } else if REQUEST_KINDS.contains(&kind) {

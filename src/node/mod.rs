@@ -6,6 +6,7 @@
 //! - [`intake`]: subscribes to the configured relays and forwards verified events to the core.
 //! - [`worker`]: runs one executor attempt and reports back.
 //! - [`outbox`]: publishes the signed events stored as `effect_requested` and reports delivery.
+//! - [`zaps`]: verifies zap receipts (NIP-57) and hands them to the core as payments.
 //! - [`announce`]: NIP-89 announcements and the kind 0 profile (through the outbox) and the
 //!   kind 11998 heartbeat (direct).
 
@@ -17,6 +18,7 @@ pub mod local_relay;
 pub mod outbox;
 pub mod transport;
 pub mod worker;
+pub mod zaps;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +36,7 @@ use crate::config::{BackendSecrets, Config, LightningConfig, DEFAULT_INVOICE_TIM
 use crate::lightning::fake::FakeLightning;
 use crate::lightning::nwc::NwcLightning;
 use crate::lightning::LightningBackend;
+use crate::payments::lnurl::{self, PayEndpointCache};
 
 pub use self::core::{Command, ExecFailure, VerifiedPayment};
 
@@ -110,6 +113,7 @@ pub struct NodeHandle {
     ticker: JoinHandle<()>,
     intake: intake::Intake,
     heartbeat: announce::Heartbeat,
+    zaps: Option<zaps::ZapIntake>,
     pubkey: PublicKey,
     ledger: PathBuf,
 }
@@ -149,7 +153,16 @@ impl Node {
                 .as_ref()
                 .map_or(DEFAULT_INVOICE_TIMEOUT_SECS, |l| l.invoice_timeout_secs),
         );
-
+        // Zaps count only if signed by our own LNURL server's key, learnt from our lud16.
+        let lnurl = config
+            .node
+            .lud16
+            .as_ref()
+            .map(|lud16| {
+                PayEndpointCache::new(lud16, config.node.lnurl_http_loopback, lnurl::DEFAULT_TTL)
+            })
+            .transpose()
+            .context("node.lud16")?;
         let (commands, rx) = mpsc::unbounded_channel();
         let outbox = outbox::Outbox::start(keys.clone(), commands.clone());
         let invoices = backend.map(|backend| {
@@ -182,6 +195,9 @@ impl Node {
                 }
             }
         });
+        let zaps = lnurl.map(|lnurl| {
+            zaps::ZapIntake::start(pubkey, Arc::new(lnurl), PaymentSink::new(commands.clone()))
+        });
         let intake = match intake::Intake::start(intake::IntakeParts {
             keys: keys.clone(),
             relays: config.relays.urls.clone(),
@@ -189,6 +205,7 @@ impl Node {
             since_ms,
             pending_requests: startup.pending_requests,
             commands: commands.clone(),
+            zaps: zaps.as_ref().map(zaps::ZapIntake::sender),
         })
         .await
         {
@@ -219,6 +236,7 @@ impl Node {
             ticker,
             intake,
             heartbeat,
+            zaps,
             pubkey,
             ledger,
         })
@@ -232,6 +250,11 @@ impl NodeHandle {
 
     pub fn ledger_path(&self) -> &std::path::Path {
         &self.ledger
+    }
+
+    /// What zap intake has done so far (`None` without a lud16).
+    pub fn zap_stats(&self) -> Option<Arc<zaps::ZapStats>> {
+        self.zaps.as_ref().map(zaps::ZapIntake::stats)
     }
 
     /// What the heartbeat task has done so far.
@@ -269,6 +292,9 @@ impl NodeHandle {
         self.ticker.abort();
         self.heartbeat.shutdown().await;
         self.intake.shutdown().await;
+        if let Some(zaps) = self.zaps {
+            zaps.shutdown();
+        }
         let (done, rx) = oneshot::channel();
         if self.commands.send(Command::Shutdown { done }).is_ok() {
             let _ = tokio::time::timeout(SHUTDOWN_DRAIN + Duration::from_secs(2), rx).await;

@@ -1,0 +1,249 @@
+//! paydvm-zap-bench: latency from a zap receipt's publication to the job's processing start, for
+//! N priced jobs paid by zaps. Not a test: it prints numbers.
+//!
+//! `cargo run --release --bin paydvm-zap-bench -- [--jobs N]`
+//!
+//! One process: an embedded LocalRelay, the embedded LNURL-pay zapper (the node's lud16), the
+//! node, and one customer. Untimed set-up: N requests (kind 5050, 5000 msat) are quoted and N
+//! zap invoices fetched from the zapper's callback (zapping each request). Timed: the zapper
+//! settles the invoices one after another; for each, t0 is taken just before the receipt is
+//! published and t1 is the ledger's `processing_started` time for its job. t1 − t0 covers the
+//! relay hop, intake, zap verification (Schnorr ×2, bolt11 ECDSA, SHA-256), the core's booking
+//! group and dispatch. Both clocks are this machine's wall clock in ms.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use nostr_sdk::prelude::*;
+use paydvm::bench_stats::percentile;
+use paydvm::config::{create_key_file, load_key_file, Config};
+use paydvm::node::{now_ms, Node};
+use paydvm::payments::lnurl::Lud16;
+use paydvm::payments::zap::{verify_receipt, ZapExpectation};
+use paydvm::payments::zapper::customer::{request_zap_invoice, ZapOrder};
+use paydvm::payments::zapper::{Zapper, ZapperOptions};
+use paydvm_ledger::store::Store;
+use paydvm_ledger::{EventBody, JobState, Msat};
+
+#[derive(Debug, Parser)]
+#[command(about = "Measure zap receipt → processing start latency of a running paydvm node")]
+struct Args {
+    /// Zap-paid jobs.
+    #[arg(long, default_value_t = 1_000)]
+    jobs: usize,
+    /// Pause between two settlements (0 = publish all receipts in one burst).
+    #[arg(long, default_value_t = 0)]
+    interval_ms: u64,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+}
+
+const PRICE_MSAT: u64 = 5_000;
+
+fn write_node_dir(dir: &Path, relay: &RelayUrl, lud16: &Lud16) -> anyhow::Result<PathBuf> {
+    std::fs::write(
+        dir.join("policy.toml"),
+        r#"
+[admission]
+max_pending_quotes_per_pubkey = 1000000
+
+[quote]
+expiry_secs = 3600
+
+[[pricing.kind]]
+kind = 5050
+mode = "fixed"
+amount_msat = 5000
+"#,
+    )?;
+    std::fs::write(
+        dir.join("paydvm.toml"),
+        format!(
+            r#"
+[node]
+name = "zap bench node"
+ledger = "paydvm.db"
+policy = "policy.toml"
+key_file = "paydvm.key"
+lud16 = "{lud16}"
+lnurl_http_loopback = true
+
+[relays]
+urls = [{:?}]
+
+[[offer]]
+kind = 5050
+executor = {{ builtin = "text" }}
+timeout_secs = 5
+max_concurrency = 64
+"#,
+            relay.to_string()
+        ),
+    )?;
+    Ok(dir.join("paydvm.toml"))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = tempfile_dir()?;
+    let (relay, url) = paydvm::node::local_relay::start_local_relay().await?;
+    create_key_file(&dir.join("paydvm.key"))?;
+    let node_pubkey = load_key_file(&dir.join("paydvm.key"))?
+        .expose()
+        .public_key();
+    let zapper = Zapper::start(ZapperOptions::new("bench", node_pubkey)).await?;
+    let lud16 = zapper.lud16();
+    let zapper_key = zapper.nostr_pubkey();
+    let config = write_node_dir(&dir, &url, &lud16)?;
+    let node = Node::start(Config::load(&config)?).await?;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+
+    // Set-up (untimed): N quoted jobs and their zap invoices.
+    let customer = Keys::generate();
+    let client = Client::new(customer.clone());
+    client.add_relay(url.clone()).await?;
+    client.try_connect(Duration::from_secs(5)).await;
+    let mut requests = Vec::with_capacity(args.jobs);
+    for i in 0..args.jobs {
+        let request = EventBuilder::new(Kind::Custom(5050), "")
+            .tag(Tag::parse(["i", &format!("job {i}"), "text"])?)
+            .sign_with_keys(&customer)?;
+        client.send_event(&request).await?;
+        requests.push(request.id);
+    }
+    for id in &requests {
+        wait_for(&node, &id.to_hex(), JobState::Quoted, deadline).await?;
+    }
+    let mut invoices = Vec::with_capacity(args.jobs);
+    for id in &requests {
+        let paid = request_zap_invoice(
+            &customer,
+            &ZapOrder {
+                lud16: &lud16,
+                http_loopback: true,
+                recipient: node_pubkey,
+                target: *id,
+                amount: Msat::from_msat(PRICE_MSAT),
+                relays: std::slice::from_ref(&url),
+            },
+        )
+        .await?;
+        invoices.push((id.to_hex(), paid.bolt11));
+    }
+    println!(
+        "{} jobs quoted, {} zap invoices issued",
+        requests.len(),
+        invoices.len()
+    );
+
+    // Timed: settle every invoice (the zapper publishes each receipt and waits for the relay's OK).
+    let mut sent_at: HashMap<String, u64> = HashMap::new();
+    let mut receipts = Vec::with_capacity(invoices.len());
+    let started = Instant::now();
+    for (job, bolt11) in &invoices {
+        sent_at.insert(job.clone(), now_ms());
+        receipts.push(zapper.settle(bolt11).await?);
+        if args.interval_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
+        }
+    }
+    let publish_time = started.elapsed();
+    for id in &requests {
+        wait_for(&node, &id.to_hex(), JobState::Succeeded, deadline).await?;
+    }
+    let all_done = started.elapsed();
+    let stats = node.zap_stats().context("zap intake")?;
+    let (verified, refused) = (
+        stats.verified.load(std::sync::atomic::Ordering::SeqCst),
+        stats.refused.load(std::sync::atomic::Ordering::SeqCst),
+    );
+    node.shutdown().await;
+    zapper.shutdown().await;
+    client.shutdown().await;
+    relay.shutdown();
+
+    // The verifier alone, on the same receipts.
+    let expect = ZapExpectation {
+        recipient: node_pubkey,
+        lnurl_signer: zapper_key,
+    };
+    let timer = Instant::now();
+    for receipt in &receipts {
+        verify_receipt(receipt, &expect).context("a receipt the node accepted")?;
+    }
+    let verify_each = timer.elapsed() / receipts.len().max(1) as u32;
+
+    let store = Store::open_read_only(dir.join("paydvm.db"))?;
+    let mut latencies = Vec::with_capacity(sent_at.len());
+    for (job, t0) in &sent_at {
+        let trail = store.audit(job)?.context("job trail")?;
+        let started = trail
+            .events
+            .iter()
+            .find(|e| matches!(e.event, EventBody::ProcessingStarted { .. }))
+            .context("processing_started")?;
+        latencies.push(Duration::from_millis(started.at.saturating_sub(*t0)));
+    }
+    latencies.sort();
+    println!(
+        "receipts verified {verified}, refused {refused}; verify_receipt alone: {:.1} µs each",
+        verify_each.as_secs_f64() * 1e6
+    );
+    println!(
+        "settle+publish of {} receipts (interval {} ms): {} ({:.0} receipts/s); all jobs succeeded after {}",
+        invoices.len(),
+        args.interval_ms,
+        ms(publish_time),
+        invoices.len() as f64 / publish_time.as_secs_f64(),
+        ms(all_done)
+    );
+    println!(
+        "receipt published → processing_started: p50 {} · p99 {} · max {} (ms resolution)",
+        ms(percentile(&latencies, 50.0)),
+        ms(percentile(&latencies, 99.0)),
+        ms(*latencies.last().unwrap_or(&Duration::ZERO)),
+    );
+    match store.verify() {
+        Ok(_) => println!("ledger verify OK"),
+        Err(e) => bail!("ledger verify failed: {e}"),
+    }
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+async fn wait_for(
+    node: &paydvm::node::NodeHandle,
+    job: &str,
+    want: JobState,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    loop {
+        if node.job(job).await.map(|j| j.state) == Some(want) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("job {job} did not reach {want:?} in time");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "paydvm-zap-bench-{}-{}",
+        std::process::id(),
+        now_ms()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

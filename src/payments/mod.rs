@@ -1,0 +1,12 @@
+//! Payment evidence from the outside world, verified before the core may credit it.
+//!
+//! - [`lnurl`]: lightning addresses, LNURL-pay endpoints (cached `nostrPubkey`), callbacks.
+//! - [`zap`]: NIP-57 zap receipts (kind 9735), a pure verifier.
+//! - [`zapper`]: a test/demo LNURL-pay + zapper server on 127.0.0.1.
+
+pub mod lnurl;
+pub mod zap;
+pub mod zapper;
+
+#[cfg(test)]
+mod zap_vectors;
