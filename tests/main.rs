@@ -4,3 +4,4 @@ mod cli;
 mod crash_node;
 mod init;
 mod node;
+mod payments;

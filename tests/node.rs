@@ -171,18 +171,18 @@ pub fn status(event: &Event) -> Option<String> {
     tag_values(event, "status").and_then(|v| v.first().cloned())
 }
 
-fn is_status(s: &'static str) -> impl Fn(&Event) -> bool {
+pub fn is_status(s: &'static str) -> impl Fn(&Event) -> bool {
     move |e: &Event| e.kind == Kind::Custom(7000) && status(e).as_deref() == Some(s)
 }
 
-struct Setup {
+pub struct Setup {
     _dir: tempfile::TempDir,
     config: PathBuf,
     _relays: Vec<LocalRelay>,
-    urls: Vec<RelayUrl>,
+    pub urls: Vec<RelayUrl>,
 }
 
-async fn setup(relays: usize, failures_then: &str) -> Setup {
+pub async fn setup(relays: usize, failures_then: &str) -> Setup {
     setup_with(relays, failures_then, "").await
 }
 
@@ -205,7 +205,7 @@ async fn setup_with(relays: usize, failures_then: &str, extra: &str) -> Setup {
 }
 
 impl Setup {
-    async fn start(&self) -> NodeHandle {
+    pub async fn start(&self) -> NodeHandle {
         Node::start(Config::load(&self.config).unwrap())
             .await
             .unwrap()
@@ -215,12 +215,12 @@ impl Setup {
         self.config.parent().unwrap().join("paydvm.db")
     }
 
-    fn store(&self) -> Store {
+    pub fn store(&self) -> Store {
         Store::open_read_only(self.ledger()).unwrap()
     }
 }
 
-fn types(store: &Store, job: &str) -> Vec<&'static str> {
+pub fn types(store: &Store, job: &str) -> Vec<&'static str> {
     store
         .audit(job)
         .unwrap()
@@ -231,7 +231,7 @@ fn types(store: &Store, job: &str) -> Vec<&'static str> {
         .collect()
 }
 
-fn job_state(store: &Store, job: &str) -> JobState {
+pub fn job_state(store: &Store, job: &str) -> JobState {
     store
         .state()
         .job(&JobId::new(job).unwrap())
@@ -239,7 +239,7 @@ fn job_state(store: &Store, job: &str) -> JobState {
         .state
 }
 
-async fn wait_state(node: &NodeHandle, job: &str, want: JobState) {
+pub async fn wait_state(node: &NodeHandle, job: &str, want: JobState) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         if node.job(job).await.map(|j| j.state) == Some(want) {

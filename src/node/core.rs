@@ -21,6 +21,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
+mod payment;
+
+pub use self::payment::VerifiedPayment;
+
 use super::outbox::{Outbox, Publication};
 use super::{now_ms, worker};
 use crate::config::Relays;
@@ -40,6 +44,8 @@ pub enum Command {
     },
     /// A NIP-09 deletion (kind 5), possibly cancelling one of our jobs.
     Deletion(Box<Event>),
+    /// A payment whose evidence a rail verified end to end.
+    Payment(Box<VerifiedPayment>),
     /// An executor attempt ended.
     ExecFinished {
         job: String,
@@ -87,7 +93,7 @@ pub struct CoreParts {
 pub struct Startup {
     /// The newest `at` in the ledger, if any event exists.
     pub newest_at: Option<u64>,
-    /// Request event ids (hex) of jobs left `queued` or `processing`.
+    /// Request event ids (hex) of jobs that may still run: see [`needs_request_after_restart`].
     pub pending_requests: Vec<String>,
 }
 
@@ -159,7 +165,7 @@ impl Core {
             .store
             .state()
             .jobs()
-            .filter(|j| matches!(j.state, JobState::Queued | JobState::Processing))
+            .filter(|j| needs_request_after_restart(j.state))
             .map(|j| j.request_event.to_string())
             .collect();
         let (seq, _) = self.store.head();
@@ -180,6 +186,7 @@ impl Core {
             let result = match command {
                 Command::Request { event, relay } if !closing => self.on_request(*event, relay),
                 Command::Deletion(event) if !closing => self.on_deletion(&event),
+                Command::Payment(payment) if !closing => self.on_payment(*payment),
                 Command::ExecFinished {
                     job,
                     attempt,
@@ -359,7 +366,7 @@ impl Core {
                     },
                 )
             }
-            JobState::Quoted | JobState::PartiallyPaid | JobState::Paid => {
+            JobState::Quoted | JobState::PartiallyPaid | JobState::Paid | JobState::Expired => {
                 self.requests.entry(job.to_string()).or_insert(pending);
                 Ok(())
             }
@@ -807,14 +814,30 @@ impl Core {
                 },
             );
             match self.commit(vec![expired], Vec::new()) {
-                Ok(_) => {
-                    self.requests.remove(job.as_str());
-                    info!(%job, "quote expired");
-                }
+                Ok(_) => info!(%job, "quote expired"),
                 Err(e) => warn!(%job, "cannot expire the quote: {e:#}"),
             }
         }
+        self.forget_requests_past_grace(now);
         Ok(())
+    }
+
+    /// A late payment within the grace window still runs its job, so an expired job's request
+    /// stays in memory until the window closes (or the job ends otherwise).
+    fn forget_requests_past_grace(&mut self, now: UnixMs) {
+        let grace = self.policy.payments().late_grace_ms;
+        let state = self.store.state();
+        self.requests.retain(|job, _| {
+            let Some(record) = JobId::new(job.as_str()).ok().and_then(|j| state.job(&j)) else {
+                return false;
+            };
+            match record.state {
+                JobState::Expired => record
+                    .expires_at
+                    .is_some_and(|e| e.0.saturating_add(grace) > now.0),
+                state => may_still_run(state),
+            }
+        });
     }
 
     fn on_published(&mut self, effect: &str, detail: String) -> anyhow::Result<()> {
@@ -835,6 +858,33 @@ impl Core {
             .context("recording a delivered effect")?;
         Ok(())
     }
+}
+
+/// Jobs whose request must be in memory again after a restart: those that may still run (queued,
+/// interrupted) and those a payment may still start (quoted, partly paid, expired within grace).
+fn needs_request_after_restart(state: JobState) -> bool {
+    matches!(
+        state,
+        JobState::Queued
+            | JobState::Processing
+            | JobState::Quoted
+            | JobState::PartiallyPaid
+            | JobState::Expired
+    )
+}
+
+/// States from which a job can still reach an executor (its request is still needed).
+fn may_still_run(state: JobState) -> bool {
+    matches!(
+        state,
+        JobState::Received
+            | JobState::Quoted
+            | JobState::PartiallyPaid
+            | JobState::Paid
+            | JobState::Queued
+            | JobState::Processing
+            | JobState::Failed
+    )
 }
 
 /// Whether a quote expiring at `expires_at` is still payable at `now`.

@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 
-pub use self::core::{Command, ExecFailure};
+pub use self::core::{Command, ExecFailure, VerifiedPayment};
 
 /// How often the core looks for quotes to expire.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -179,6 +179,11 @@ impl NodeHandle {
         });
     }
 
+    /// Where payment rails hand the core verified payments.
+    pub fn payments(&self) -> PaymentSink {
+        PaymentSink(self.commands.clone())
+    }
+
     /// The ledger's record of `job`, asked of the running core.
     pub async fn job(&self, job: &str) -> Option<JobRecord> {
         let (reply, rx) = oneshot::channel();
@@ -207,6 +212,22 @@ impl NodeHandle {
         {
             core.abort();
         }
+    }
+}
+
+/// Hands verified payments to the core. Cheap to clone; one per rail task.
+#[derive(Debug, Clone)]
+pub struct PaymentSink(mpsc::UnboundedSender<Command>);
+
+impl PaymentSink {
+    pub fn new(commands: mpsc::UnboundedSender<Command>) -> Self {
+        PaymentSink(commands)
+    }
+
+    /// False once the core has stopped (the payment is not lost: its evidence is looked up
+    /// again at the next start).
+    pub fn send(&self, payment: VerifiedPayment) -> bool {
+        self.0.send(Command::Payment(Box::new(payment))).is_ok()
     }
 }
 
