@@ -14,6 +14,14 @@ pub(crate) struct RawConfig {
     pub relays: Option<RawRelays>,
     #[serde(default)]
     pub offer: Vec<RawOffer>,
+    pub cashu: Option<RawCashu>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCashu {
+    pub p2pk_key_file: Option<String>,
+    pub p2pk_key_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,7 +12,7 @@ use nostr_sdk::prelude::{
 use paydvm_ledger::store::Store;
 use paydvm_ledger::{
     Account, AppendOutcome, Disposition, EffectId, EffectOutcome, EventBody, IdemKey, JobId,
-    JobRecord, JobState, LedgerEvent, Msat, Pubkey, QueueReason, RefundId, UnixMs,
+    JobRecord, JobState, LedgerEvent, Msat, PaymentRef, Pubkey, QueueReason, RefundId, UnixMs,
 };
 use paydvm_policies::{
     Admission, AdmissionFacts, FailureDecision, InputMeasure, Policy, PriceDecision,
@@ -54,6 +54,12 @@ pub enum Command {
     },
     /// The outbox delivered an effect.
     Published { effect: String, detail: String },
+    /// Which of `refs` the ledger has already credited (payment references and linked refs,
+    /// e.g. proof Ys). Answered after every command sent before it.
+    CreditedRefs {
+        refs: Vec<String>,
+        reply: oneshot::Sender<Vec<String>>,
+    },
     /// Read one job's record.
     Job {
         job: String,
@@ -195,6 +201,18 @@ impl Core {
                 Command::Published { effect, detail } => self.on_published(&effect, detail),
                 Command::Tick if !closing => self.expire_quotes(),
                 Command::Announce(builders) if !closing => self.announce(builders).map(|_| ()),
+                Command::CreditedRefs { refs, reply } => {
+                    let state = self.store.state();
+                    let known = refs
+                        .into_iter()
+                        .filter(|r| {
+                            PaymentRef::new(r.as_str())
+                                .is_ok_and(|r| state.payment_ref_seq(&r).is_some())
+                        })
+                        .collect();
+                    let _ = reply.send(known);
+                    Ok(())
+                }
                 Command::Job { job, reply } => {
                     let record = JobId::new(job)
                         .ok()

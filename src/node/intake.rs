@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use nostr_sdk::prelude::{
-    Client, EventId, Filter, Keys, Kind, RelayPoolNotification, RelayUrl, Timestamp,
+    Client, Event, EventId, Filter, Keys, Kind, RelayPoolNotification, RelayUrl, Timestamp,
 };
+use paydvm_mints::NUTZAP_KIND;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
@@ -33,6 +34,8 @@ pub struct IntakeParts {
     /// Requests (event ids, hex) of jobs to resume: fetched by id, whatever their age.
     pub pending_requests: Vec<String>,
     pub commands: mpsc::UnboundedSender<Command>,
+    /// The NutZap rail, when it is on: kind 9321 events p-tagged to us go there.
+    pub nutzaps: Option<mpsc::UnboundedSender<Box<Event>>>,
 }
 
 pub struct Intake {
@@ -42,6 +45,7 @@ pub struct Intake {
 
 impl Intake {
     pub async fn start(parts: IntakeParts) -> anyhow::Result<Intake> {
+        let us = parts.keys.public_key();
         let client = Client::new(parts.keys);
         for relay in &parts.relays {
             client
@@ -64,6 +68,16 @@ impl Intake {
                 Filter::new().kind(Kind::EventDeletion).since(since),
             ),
         ];
+        if parts.nutzaps.is_some() {
+            // NIP-61: a NutZap p-tags the recipient's identity key.
+            filters.push((
+                "NutZaps",
+                Filter::new()
+                    .kind(Kind::from(NUTZAP_KIND))
+                    .pubkey(us)
+                    .since(since),
+            ));
+        }
         let ids: Vec<EventId> = parts
             .pending_requests
             .iter()
@@ -78,7 +92,7 @@ impl Intake {
                 warn!("subscribing to {what}: {e}");
             }
         }
-        let task = tokio::spawn(forward(notifications, parts.commands));
+        let task = tokio::spawn(forward(notifications, parts.commands, parts.nutzaps));
         Ok(Intake { client, task })
     }
 
@@ -91,6 +105,7 @@ impl Intake {
 async fn forward(
     mut notifications: broadcast::Receiver<RelayPoolNotification>,
     commands: mpsc::UnboundedSender<Command>,
+    nutzaps: Option<mpsc::UnboundedSender<Box<Event>>>,
 ) {
     loop {
         let (relay_url, event) = match notifications.recv().await {
@@ -106,6 +121,12 @@ async fn forward(
             Err(broadcast::error::RecvError::Closed) => break,
         };
         let kind = event.kind.as_u16();
+        if kind == NUTZAP_KIND {
+            if let Some(nutzaps) = &nutzaps {
+                let _ = nutzaps.send(event);
+            }
+            continue;
+        }
         let command = if event.kind == Kind::EventDeletion {
             Command::Deletion(event)
         } else if REQUEST_KINDS.contains(&kind) {

@@ -13,6 +13,7 @@ pub mod announce;
 pub mod core;
 pub mod intake;
 pub mod local_relay;
+pub mod nutzaps;
 pub mod outbox;
 pub mod worker;
 
@@ -60,6 +61,7 @@ pub struct NodeHandle {
     ticker: JoinHandle<()>,
     intake: intake::Intake,
     heartbeat: announce::Heartbeat,
+    nutzaps: Option<nutzaps::NutZapRail>,
     pubkey: PublicKey,
     ledger: PathBuf,
 }
@@ -86,8 +88,32 @@ impl Node {
         let pubkey = keys.public_key();
         let executors = Arc::new(worker::executors_from_offers(&config.offers)?);
         let offered: Vec<u16> = config.offers.iter().map(|o| o.kind).collect();
-        let announcements =
-            announce::announcements(&config.node, &config.offers, config.policy.pricing());
+        let trusted_mints: Vec<paydvm_mints::TrustedMint> = config
+            .policy
+            .trusted_mints()
+            .iter()
+            .map(|m| paydvm_mints::TrustedMint::new(&m.url, m.units.iter().cloned()))
+            .collect();
+        let p2pk = match (&config.p2pk_key, trusted_mints.is_empty()) {
+            (Some(key), false) => Some(
+                paydvm_mints::ReceiveKey::from_secret_bytes(
+                    &key.expose().secret_key().secret_bytes(),
+                )
+                .context("the NutZap key is not a valid secp256k1 key")?,
+            ),
+            _ => None,
+        };
+        let nutzap_info = p2pk.as_ref().map(|key| announce::NutZapInfo {
+            relays: config.relays.urls.iter().map(|r| r.to_string()).collect(),
+            mints: trusted_mints.clone(),
+            p2pk_xonly: key.xonly_hex(),
+        });
+        let announcements = announce::announcements(
+            &config.node,
+            &config.offers,
+            config.policy.pricing(),
+            nutzap_info.as_ref(),
+        );
 
         let (commands, rx) = mpsc::unbounded_channel();
         let outbox = outbox::Outbox::start(keys.clone(), commands.clone());
@@ -104,6 +130,26 @@ impl Node {
         let startup = core.startup()?;
         let since_ms = startup.newest_at;
         let core_task = tokio::spawn(core.run(rx));
+        let nutzaps = match p2pk {
+            Some(p2pk) => Some(
+                nutzaps::NutZapRail::start(nutzaps::NutZapRailParts {
+                    identity: keys.clone(),
+                    p2pk,
+                    mints: trusted_mints,
+                    wallet: crate::config::wallet_path(&ledger),
+                    pending: crate::config::pending_path(&ledger),
+                    commands: commands.clone(),
+                    relay_hint: config
+                        .relays
+                        .urls
+                        .first()
+                        .map(|r| r.to_string())
+                        .unwrap_or_default(),
+                })
+                .await?,
+            ),
+            None => None,
+        };
         let ticks = commands.clone();
         let ticker = tokio::spawn(async move {
             let mut every = tokio::time::interval(SWEEP_EVERY);
@@ -122,6 +168,7 @@ impl Node {
             since_ms,
             pending_requests: startup.pending_requests,
             commands: commands.clone(),
+            nutzaps: nutzaps.as_ref().map(|n| n.sender()),
         })
         .await
         {
@@ -151,6 +198,7 @@ impl Node {
             ticker,
             intake,
             heartbeat,
+            nutzaps,
             pubkey,
             ledger,
         })
@@ -179,6 +227,18 @@ impl NodeHandle {
         });
     }
 
+    /// What the NutZap rail has done (`None` when it is off: no trusted mint or no key).
+    pub fn nutzap_stats(&self) -> Option<Arc<nutzaps::NutZapStats>> {
+        self.nutzaps.as_ref().map(|n| n.stats())
+    }
+
+    /// Hands a kind 9321 event to the NutZap rail as if intake had received it (tests, tools).
+    pub fn submit_nutzap(&self, event: Event) -> bool {
+        self.nutzaps
+            .as_ref()
+            .is_some_and(|n| n.sender().send(Box::new(event)).is_ok())
+    }
+
     /// Where payment rails hand the core verified payments.
     pub fn payments(&self) -> PaymentSink {
         PaymentSink(self.commands.clone())
@@ -201,6 +261,9 @@ impl NodeHandle {
         self.ticker.abort();
         self.heartbeat.shutdown().await;
         self.intake.shutdown().await;
+        if let Some(nutzaps) = self.nutzaps {
+            nutzaps.shutdown().await;
+        }
         let (done, rx) = oneshot::channel();
         if self.commands.send(Command::Shutdown { done }).is_ok() {
             let _ = tokio::time::timeout(SHUTDOWN_DRAIN + Duration::from_secs(2), rx).await;
