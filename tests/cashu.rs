@@ -69,7 +69,7 @@ impl TestMint {
             .await
             .unwrap();
         mint.start().await.unwrap();
-        let router = cdk_axum::create_mint_router(Arc::new(mint), Vec::new())
+        let router = cdk_axum::create_mint_router(Arc::new(mint), vec!["bolt11".to_owned()])
             .await
             .unwrap();
         let down = Arc::new(AtomicBool::new(false));
@@ -334,7 +334,10 @@ async fn a_nutzap_pays_a_quoted_job_after_the_swap() {
         "redeemed".into()
     ]));
     assert!(tags.contains(&vec!["p".into(), customer.keys.public_key().to_hex()]));
-    assert!(!marker.content.contains("amount"), "content is not encrypted");
+    assert!(
+        !marker.content.contains("amount"),
+        "content is not encrypted"
+    );
     node.shutdown().await;
 
     let store = s.store();
@@ -356,21 +359,32 @@ async fn a_nutzap_pays_a_quoted_job_after_the_swap() {
     assert_eq!(payments.len(), 1);
     let p = &payments[0];
     assert_eq!(p.amount, Msat::from_msat(5_000));
-    assert_eq!(p.asset, Asset::Mint { url: s.mint.url.clone() });
+    assert_eq!(
+        p.asset,
+        Asset::Mint {
+            url: s.mint.url.clone()
+        }
+    );
     assert_eq!(p.reference.as_str(), format!("nutzap:{}", zap.id.to_hex()));
     let ys: Vec<String> = proofs.iter().map(|p| p.y().unwrap().to_hex()).collect();
     let linked: Vec<&str> = p.linked.iter().map(|r| r.as_str()).collect();
     assert_eq!(linked, ys.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(p.evidence.as_ref().unwrap().as_str(), zap.id.to_hex());
-    let record = store.state().job(&JobId::new(&job).unwrap()).cloned().unwrap();
+    let record = store
+        .state()
+        .job(&JobId::new(&job).unwrap())
+        .cloned()
+        .unwrap();
     assert_eq!(record.revenue, Msat::from_msat(5_000));
     assert!(store.verify().is_ok());
 
     // The swapped ecash is in the node's wallet: the ledger's asset account reconciles.
-    let key = paydvm_mints::ReceiveKey::from_secret_bytes(&s.p2pk.secret_key().secret_bytes())
-        .unwrap();
+    let key =
+        paydvm_mints::ReceiveKey::from_secret_bytes(&s.p2pk.secret_key().secret_bytes()).unwrap();
     let wallet_path = paydvm::config::wallet_path(&s.ledger());
-    let redeemer = paydvm_mints::Redeemer::open(&wallet_path, key).await.unwrap();
+    let redeemer = paydvm_mints::Redeemer::open(&wallet_path, key)
+        .await
+        .unwrap();
     assert_eq!(redeemer.balance(&s.mint.url, "sat").await.unwrap(), 5);
     assert_eq!(
         store
@@ -399,17 +413,49 @@ async fn bad_nutzaps_credit_nothing_and_the_node_goes_on() {
 
     // Unlisted mint (same proofs would be fine otherwise).
     let p = ours(5).await;
-    send(nutzap(&customer.keys, &p, "http://127.0.0.1:1", "sat", target, &us, "a"));
+    send(nutzap(
+        &customer.keys,
+        &p,
+        "http://127.0.0.1:1",
+        "sat",
+        target,
+        &us,
+        "a",
+    ));
     // Unit the mint is not trusted for.
-    send(nutzap(&customer.keys, &p, &s.mint.url, "usd", target, &us, "b"));
+    send(nutzap(
+        &customer.keys,
+        &p,
+        &s.mint.url,
+        "usd",
+        target,
+        &us,
+        "b",
+    ));
     // Locked to another key.
     let other = format!("02{}", Keys::generate().public_key().to_hex());
     let p_other = mint_proofs(&wallet, 5, Some(&other)).await;
-    send(nutzap(&customer.keys, &p_other, &s.mint.url, "sat", target, &us, "c"));
+    send(nutzap(
+        &customer.keys,
+        &p_other,
+        &s.mint.url,
+        "sat",
+        target,
+        &us,
+        "c",
+    ));
     // Locked to our identity key (NIP-61 forbids it).
     let identity = format!("02{}", us.to_hex());
     let p_id = mint_proofs(&wallet, 5, Some(&identity)).await;
-    send(nutzap(&customer.keys, &p_id, &s.mint.url, "sat", target, &us, "d"));
+    send(nutzap(
+        &customer.keys,
+        &p_id,
+        &s.mint.url,
+        "sat",
+        target,
+        &us,
+        "d",
+    ));
     // Tampered DLEQ.
     let mut p_bad = ours(5).await;
     let dleq = p_bad[0].dleq.as_mut().unwrap();
@@ -417,7 +463,15 @@ async fn bad_nutzaps_credit_nothing_and_the_node_goes_on() {
     let last = if s_hex.ends_with('1') { "2" } else { "1" };
     s_hex.replace_range(63..64, last);
     dleq.s = cdk::nuts::SecretKey::from_hex(&s_hex).unwrap();
-    send(nutzap(&customer.keys, &p_bad, &s.mint.url, "sat", target, &us, "e"));
+    send(nutzap(
+        &customer.keys,
+        &p_bad,
+        &s.mint.url,
+        "sat",
+        target,
+        &us,
+        "e",
+    ));
     // Already spent at the mint: a thief with our key swapped them first.
     let p_spent = ours(5).await;
     let thief = self::wallet(&s.mint).await;
@@ -434,7 +488,15 @@ async fn bad_nutzaps_credit_nothing_and_the_node_goes_on() {
         )
         .await
         .unwrap();
-    send(nutzap(&customer.keys, &p_spent, &s.mint.url, "sat", target, &us, "f"));
+    send(nutzap(
+        &customer.keys,
+        &p_spent,
+        &s.mint.url,
+        "sat",
+        target,
+        &us,
+        "f",
+    ));
 
     // A good one pays the job; the same event again and its proofs under a new event do not.
     let good = nutzap(&customer.keys, &p, &s.mint.url, "sat", target, &us, "good");
@@ -442,23 +504,55 @@ async fn bad_nutzaps_credit_nothing_and_the_node_goes_on() {
     let stats = node.nutzap_stats().unwrap();
     wait_until("the good NutZap is credited", || stats.credited() == 1).await;
     send(good.clone());
-    send(nutzap(&customer.keys, &p, &s.mint.url, "sat", target, &us, "replay"));
+    send(nutzap(
+        &customer.keys,
+        &p,
+        &s.mint.url,
+        "sat",
+        target,
+        &us,
+        "replay",
+    ));
     wait_until("all NutZaps decided", || {
         stats.rejected() + stats.credited() + stats.duplicates() == 9
     })
     .await;
     wait_state(&node, &job, JobState::Succeeded).await;
     assert_eq!(stats.rejected(), 7, "a–f and the replayed proofs");
+    let reasons: Vec<String> = stats.refusals().into_iter().map(|(_, r)| r).collect();
+    let expected = [
+        "mint http://127.0.0.1:1 is not on our list",
+        "unit usd is not accepted",
+        "proof 0: locked to another key",
+        "proof 0: locked to our Nostr identity key",
+        "DLEQ proof does not verify",
+        "already spent at the mint",
+        "already credited under another payment",
+    ];
+    assert_eq!(reasons.len(), expected.len(), "{reasons:#?}");
+    for (reason, want) in reasons.iter().zip(expected) {
+        assert!(reason.contains(want), "{reason:?} is not {want:?}");
+    }
     assert_eq!((stats.credited(), stats.duplicates()), (1, 1));
     node.shutdown().await;
 
     let store = s.store();
     let payments = nutzap_payments(&store);
     assert_eq!(payments.len(), 1);
-    assert_eq!(payments[0].reference.as_str(), format!("nutzap:{}", good.id.to_hex()));
-    let record = store.state().job(&JobId::new(&job).unwrap()).cloned().unwrap();
+    assert_eq!(
+        payments[0].reference.as_str(),
+        format!("nutzap:{}", good.id.to_hex())
+    );
+    let record = store
+        .state()
+        .job(&JobId::new(&job).unwrap())
+        .cloned()
+        .unwrap();
     assert_eq!(record.funded_total, Msat::from_msat(5_000));
-    assert!(store.state().held(&paydvm_ledger::Account::Unmatched).is_zero());
+    assert!(store
+        .state()
+        .held(&paydvm_ledger::Account::Unmatched)
+        .is_zero());
     assert!(store.verify().is_ok());
     assert!(PendingSwaps::open(&pending_path(&s.ledger()))
         .unwrap()
@@ -516,8 +610,10 @@ async fn a_mint_down_during_the_swap_leaves_it_pending_until_it_is_back() {
     let store = s.store();
     let payments = nutzap_payments(&store);
     assert_eq!(payments.len(), 1);
-    assert_eq!(payments[0].reference.as_str(), format!("nutzap:{}", zap.id.to_hex()));
+    assert_eq!(
+        payments[0].reference.as_str(),
+        format!("nutzap:{}", zap.id.to_hex())
+    );
     assert!(pending.all().unwrap().is_empty());
     assert!(store.verify().is_ok());
 }
-

@@ -116,7 +116,10 @@ fn init_prints_the_npub_and_never_the_secret() {
 
     let nutzap = fs::read_to_string(tmp.path().join("paydvm-nutzap.key")).unwrap();
     let nutzap = SecretKey::from_bech32(nutzap.trim()).unwrap();
-    assert!(!printed.contains(&nutzap.to_secret_hex()), "the NutZap secret was printed");
+    assert!(
+        !printed.contains(&nutzap.to_secret_hex()),
+        "the NutZap secret was printed"
+    );
 }
 
 #[test]

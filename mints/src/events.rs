@@ -4,7 +4,11 @@
 use crate::registry::TrustedMint;
 
 /// Kind 10019 tags: our relays, each trusted mint with its units, and our P2PK key (x-only).
-pub fn nutzap_info_tags(relays: &[String], mints: &[TrustedMint], p2pk_xonly: &str) -> Vec<Vec<String>> {
+pub fn nutzap_info_tags(
+    relays: &[String],
+    mints: &[TrustedMint],
+    p2pk_xonly: &str,
+) -> Vec<Vec<String>> {
     let mut tags: Vec<Vec<String>> = relays
         .iter()
         .map(|r| vec!["relay".to_owned(), r.clone()])
@@ -57,7 +61,12 @@ mod tests {
             tags,
             vec![
                 vec!["relay".to_owned(), "wss://relay.example".into()],
-                vec!["mint".into(), "https://mint.example".into(), "sat".into(), "usd".into()],
+                vec![
+                    "mint".into(),
+                    "https://mint.example".into(),
+                    "sat".into(),
+                    "usd".into()
+                ],
                 vec!["pubkey".into(), "eb".repeat(32)],
             ]
         );

@@ -14,9 +14,9 @@ pub mod registry;
 pub mod url;
 pub mod verify;
 
+pub use nutzap::{NutZapEvent, NUTZAP_INFO_KIND, NUTZAP_KIND};
 pub use pending::{PendingState, PendingSwap, PendingSwaps};
 pub use redeem::{ReceiveKey, Redeemer, SwapOutcome};
-pub use nutzap::{NutZapEvent, NUTZAP_INFO_KIND, NUTZAP_KIND};
 pub use registry::{MintRegistry, MintStatus, TrustedMint};
 pub use url::normalise_mint_url;
 pub use verify::{verify_nutzap, Recipient, Reject, VerifiedNutZap};

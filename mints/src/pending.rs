@@ -86,7 +86,12 @@ impl PendingSwaps {
         Ok(n == 1)
     }
 
-    pub fn mark_swapped(&self, event_id: &str, received: u64, fee: u64) -> Result<(), PendingError> {
+    pub fn mark_swapped(
+        &self,
+        event_id: &str,
+        received: u64,
+        fee: u64,
+    ) -> Result<(), PendingError> {
         self.db().execute(
             "UPDATE pending_swaps SET received = ?2, fee = ?3 WHERE event_id = ?1",
             params![event_id, received as i64, fee as i64],
@@ -208,18 +213,33 @@ mod tests {
         let path = dir.path().join("pending.db");
         let store = PendingSwaps::open(&path).unwrap();
         assert!(store.insert(&sample("a"), 100).unwrap());
-        assert!(!store.insert(&sample("a"), 100).unwrap(), "second insert is a no-op");
+        assert!(
+            !store.insert(&sample("a"), 100).unwrap(),
+            "second insert is a no-op"
+        );
         assert_eq!(store.back_off("a", 100).unwrap(), 100 + FIRST_BACKOFF_MS);
-        assert_eq!(store.back_off("a", 100).unwrap(), 100 + 2 * FIRST_BACKOFF_MS);
+        assert_eq!(
+            store.back_off("a", 100).unwrap(),
+            100 + 2 * FIRST_BACKOFF_MS
+        );
         assert!(store.due(101).unwrap().is_empty());
         drop(store);
         let store = PendingSwaps::open(&path).unwrap();
         let row = store.get("a").unwrap().unwrap();
-        assert_eq!((row.attempts, row.state.clone()), (2, PendingState::Verified));
+        assert_eq!(
+            (row.attempts, row.state.clone()),
+            (2, PendingState::Verified)
+        );
         assert_eq!(row.nutzap.ys, sample("a").ys);
         store.mark_swapped("a", 5, 0).unwrap();
         let due = store.due(u64::MAX / 2).unwrap();
-        assert_eq!(due[0].state, PendingState::Swapped { received: 5, fee: 0 });
+        assert_eq!(
+            due[0].state,
+            PendingState::Swapped {
+                received: 5,
+                fee: 0
+            }
+        );
         store.remove("a").unwrap();
         assert!(store.all().unwrap().is_empty());
     }

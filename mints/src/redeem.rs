@@ -166,7 +166,11 @@ impl Redeemer {
 
     /// A completed swap of ours with the same input Ys (an earlier attempt, or one finished
     /// before a crash): then "already spent" means "already ours".
-    async fn swapped_before(&self, wallet: &Wallet, nutzap: &VerifiedNutZap) -> Option<SwapOutcome> {
+    async fn swapped_before(
+        &self,
+        wallet: &Wallet,
+        nutzap: &VerifiedNutZap,
+    ) -> Option<SwapOutcome> {
         let history = wallet
             .list_transactions(Some(TransactionDirection::Incoming))
             .await
@@ -176,10 +180,14 @@ impl Redeemer {
             .filter(|tx| tx.status == TransactionStatus::Completed)
             .find_map(|tx| {
                 let ys: Vec<String> = tx.ys.iter().map(|y| y.to_hex()).collect();
-                nutzap.ys.iter().all(|y| ys.contains(y)).then(|| SwapOutcome::Swapped {
-                    received: u64::from(tx.amount),
-                    fee: u64::from(tx.fee),
-                })
+                nutzap
+                    .ys
+                    .iter()
+                    .all(|y| ys.contains(y))
+                    .then(|| SwapOutcome::Swapped {
+                        received: u64::from(tx.amount),
+                        fee: u64::from(tx.fee),
+                    })
             })
     }
 

@@ -37,6 +37,9 @@ mod tests {
             normalise_mint_url("http://127.0.0.1:3338/Cashu/"),
             "http://127.0.0.1:3338/Cashu"
         );
-        assert_eq!(normalise_mint_url(" https://m.example "), "https://m.example");
+        assert_eq!(
+            normalise_mint_url(" https://m.example "),
+            "https://m.example"
+        );
     }
 }

@@ -133,7 +133,10 @@ fn each_invalid_case_is_refused_for_its_own_reason() {
 }
 
 /// Rewrites the valid NutZap's tags with `edit`, then verifies it.
-fn edited(f: &Fixture, edit: impl FnOnce(&mut Vec<Vec<String>>)) -> Result<crate::VerifiedNutZap, Reject> {
+fn edited(
+    f: &Fixture,
+    edit: impl FnOnce(&mut Vec<Vec<String>>),
+) -> Result<crate::VerifiedNutZap, Reject> {
     let event = &case(f, "valid")["event"];
     let mut tags = tags(event);
     edit(&mut tags);
@@ -264,10 +267,7 @@ fn malformed_nutzaps_are_refused_not_panicked_on() {
 fn our_witness_for_the_first_proof_verifies() {
     let f = fixture();
     let event = &case(&f, "valid")["event"];
-    let first = tags(event)
-        .into_iter()
-        .find(|t| t[0] == "proof")
-        .unwrap();
+    let first = tags(event).into_iter().find(|t| t[0] == "proof").unwrap();
     let mut proof: Proof = serde_json::from_str(&first[1]).unwrap();
     let key = SecretKey::from_hex(f.v["keys"]["dvm_p2pk_wallet"]["sec"].as_str().unwrap()).unwrap();
     // NIP-61 locks to "02" + x-only; BIP-340 signing does not care about the parity.
@@ -288,7 +288,10 @@ fn nut12_proof_dleq_vector() {
     let case = &v["dleq_on_proof"];
     let proof: Proof = serde_json::from_value(case["proof"].clone()).unwrap();
     let a = PublicKey::from_hex(case["A"].as_str().unwrap()).unwrap();
-    assert_eq!(proof.verify_dleq(a).is_ok(), case["valid"].as_bool().unwrap());
+    assert_eq!(
+        proof.verify_dleq(a).is_ok(),
+        case["valid"].as_bool().unwrap()
+    );
 }
 
 #[test]
@@ -311,14 +314,20 @@ fn nut11_locks_we_cannot_satisfy_alone_are_refused() {
             p2pk: hex::encode(data.x_only_public_key().serialize()),
         };
         let got = super::verify::check_lock_for_tests(0, &proof, &us, VECTOR_NOW);
-        let multisig = conditions.as_ref().and_then(|c| c.num_sigs).is_some_and(|n| n > 1);
+        let multisig = conditions
+            .as_ref()
+            .and_then(|c| c.num_sigs)
+            .is_some_and(|n| n > 1);
         let locktime = conditions.as_ref().and_then(|c| c.locktime);
         if multisig {
             assert_eq!(got, Err(Reject::Multisig { index: 0 }));
             seen.0 += 1;
         } else if locktime.is_some_and(|l| l < VECTOR_NOW + 3600) {
             assert_eq!(got, Err(Reject::LockExpiresTooSoon { index: 0 }));
-        } else if conditions.as_ref().is_none_or(|c| c.sig_flag != cdk::nuts::SigFlag::SigAll) {
+        } else if conditions
+            .as_ref()
+            .is_none_or(|c| c.sig_flag != cdk::nuts::SigFlag::SigAll)
+        {
             assert_eq!(got, Ok(()), "{}", vector["description"]);
             seen.1 += 1;
         }

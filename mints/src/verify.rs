@@ -110,12 +110,13 @@ pub fn verify_nutzap(
     let mut units: u64 = 0;
     for (index, proof) in parsed.proofs.iter().enumerate() {
         check_lock(index, proof, us, now_secs)?;
-        let keyset = mints
-            .keyset(&mint.url, &proof.keyset_id)
-            .ok_or_else(|| Reject::UnknownKeyset {
-                index,
-                keyset: proof.keyset_id.to_string(),
-            })?;
+        let keyset =
+            mints
+                .keyset(&mint.url, &proof.keyset_id)
+                .ok_or_else(|| Reject::UnknownKeyset {
+                    index,
+                    keyset: proof.keyset_id.to_string(),
+                })?;
         let keyset_unit = unit_name(&keyset.unit);
         if keyset_unit != parsed.unit {
             return Err(Reject::KeysetUnitMismatch { index, keyset_unit });
@@ -131,7 +132,10 @@ pub fn verify_nutzap(
         proof
             .verify_dleq(key)
             .map_err(|_| Reject::InvalidDleq { index })?;
-        let y = proof.y().map_err(|_| Reject::InvalidDleq { index })?.to_hex();
+        let y = proof
+            .y()
+            .map_err(|_| Reject::InvalidDleq { index })?
+            .to_hex();
         if !seen.insert(y.clone()) {
             return Err(Reject::DuplicateProof { index });
         }

@@ -6,9 +6,10 @@
 //! It runs as its own task so a slow or dead mint never blocks the core. A swap the mint could
 //! not finish stays in the pending store and is retried with back-off, also after a restart.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -59,7 +60,12 @@ pub struct NutZapStats {
     rejected: AtomicU64,
     retried: AtomicU64,
     credited: AtomicU64,
+    /// The latest refusals: (NutZap event id, reason), oldest first, at most [`KEPT_REFUSALS`].
+    refusals: Mutex<VecDeque<(String, String)>>,
 }
+
+/// How many recent refusals [`NutZapStats::refusals`] keeps.
+pub const KEPT_REFUSALS: usize = 64;
 
 impl NutZapStats {
     /// The first keyset fetch from every trusted mint was tried (each is up or reported down).
@@ -85,6 +91,24 @@ impl NutZapStats {
     /// NutZaps swapped and booked in the ledger.
     pub fn credited(&self) -> u64 {
         self.credited.load(Ordering::SeqCst)
+    }
+    /// The latest refusals: (NutZap event id, reason), oldest first.
+    pub fn refusals(&self) -> Vec<(String, String)> {
+        self.refusals
+            .lock()
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn refused(&self, id: &str, reason: &str) {
+        self.rejected.fetch_add(1, Ordering::SeqCst);
+        warn!(nutzap = %id, "NutZap refused: {reason}");
+        if let Ok(mut r) = self.refusals.lock() {
+            if r.len() == KEPT_REFUSALS {
+                r.pop_front();
+            }
+            r.push_back((id.to_owned(), reason.to_owned()));
+        }
     }
 }
 
@@ -203,10 +227,7 @@ impl Worker {
             Decision::Nothing => {
                 self.stats.duplicates.fetch_add(1, Ordering::SeqCst);
             }
-            Decision::Reject(reason) => {
-                self.stats.rejected.fetch_add(1, Ordering::SeqCst);
-                warn!(nutzap = %id, "NutZap refused: {reason}");
-            }
+            Decision::Reject(reason) => self.stats.refused(&id, &reason),
             Decision::Later(reason) => {
                 self.stats.retried.fetch_add(1, Ordering::SeqCst);
                 let delay = DEFER_FIRST.saturating_mul(1 << tries.min(8));
@@ -237,23 +258,23 @@ impl Worker {
             tags: &tags,
         };
         let now_secs = now_ms() / 1000;
-        let verified = match paydvm_mints::verify_nutzap(&nutzap, &self.us, &self.registry, now_secs)
-        {
-            // A keyset we have not cached (new keyset, or the mint was down at start): fetch
-            // the mint's keysets and check again. A mint we cannot reach is asked again later,
-            // not held against the sender.
-            Err(Reject::UnknownKeyset { .. }) => {
-                let mint = paydvm_mints::nutzap::parse(&nutzap)
-                    .map(|p| p.mint)
-                    .unwrap_or_default();
-                if let Err(e) = self.registry.refresh(&mint).await {
-                    return Err(Checked::Later(format!("cannot fetch keysets: {e}")));
+        let verified =
+            match paydvm_mints::verify_nutzap(&nutzap, &self.us, &self.registry, now_secs) {
+                // A keyset we have not cached (new keyset, or the mint was down at start): fetch
+                // the mint's keysets and check again. A mint we cannot reach is asked again later,
+                // not held against the sender.
+                Err(Reject::UnknownKeyset { .. }) => {
+                    let mint = paydvm_mints::nutzap::parse(&nutzap)
+                        .map(|p| p.mint)
+                        .unwrap_or_default();
+                    if let Err(e) = self.registry.refresh(&mint).await {
+                        return Err(Checked::Later(format!("cannot fetch keysets: {e}")));
+                    }
+                    paydvm_mints::verify_nutzap(&nutzap, &self.us, &self.registry, now_secs)
                 }
-                paydvm_mints::verify_nutzap(&nutzap, &self.us, &self.registry, now_secs)
+                other => other,
             }
-            other => other,
-        }
-        .map_err(|e| Checked::Reject(e.to_string()))?;
+            .map_err(|e| Checked::Reject(e.to_string()))?;
         let reference = reference(&verified);
         let mut refs = vec![reference.clone()];
         refs.extend(verified.ys.iter().cloned());
@@ -286,8 +307,11 @@ impl Worker {
         self.deferred = wait;
         for (event, _, tries) in due {
             if tries > MAX_DEFERRALS {
-                self.stats.rejected.fetch_add(1, Ordering::SeqCst);
-                warn!(nutzap = %event.id, "NutZap dropped: its mint stayed unreachable");
+                let id = event.id.to_hex();
+                self.stats.refused(
+                    &id,
+                    "its mint stayed unreachable (seen again after a restart)",
+                );
                 continue;
             }
             self.decide(event, tries).await;
@@ -348,7 +372,11 @@ impl Worker {
             payer: Some(nutzap.sender.clone()),
             names: nutzap.target.clone(),
         };
-        if self.commands.send(Command::Payment(Box::new(payment))).is_err() {
+        if self
+            .commands
+            .send(Command::Payment(Box::new(payment)))
+            .is_err()
+        {
             return;
         }
         // Commands are handled in order: this answer comes after the payment was booked.
@@ -392,8 +420,7 @@ impl Worker {
     }
 
     fn drop_row(&mut self, id: &str, reason: &str) {
-        self.stats.rejected.fetch_add(1, Ordering::SeqCst);
-        warn!(nutzap = %id, "NutZap refused: {reason}");
+        self.stats.refused(id, reason);
         if let Err(e) = self.pending.remove(id) {
             warn!(nutzap = %id, "cannot clear it from pending: {e}");
         }
