@@ -294,6 +294,17 @@ async fn a_nutzap_pays_a_quoted_job_after_the_swap() {
     };
     assert_eq!(tag("mint")[1..], [s.mint.url.clone(), "sat".into()]);
     let p2pk = tag("pubkey")[1].clone();
+    let handlers = fetch(
+        &s.urls,
+        Filter::new().kind(Kind::from(31990)).author(node.pubkey()),
+    )
+    .await;
+    for h in &handlers {
+        let content: serde_json::Value = serde_json::from_str(&h.content).unwrap();
+        assert_eq!(content["acceptsNutZaps"], true);
+        assert_eq!(content["cashuAccepted"], true);
+    }
+    assert!(!handlers.is_empty());
     assert_eq!(p2pk, s.p2pk.public_key().to_hex());
     assert_ne!(p2pk, node.pubkey().to_hex());
 
@@ -318,6 +329,10 @@ async fn a_nutzap_pays_a_quoted_job_after_the_swap() {
     wait_state(&node, &job, JobState::Succeeded).await;
     let stats = node.nutzap_stats().unwrap();
     assert_eq!((stats.credited(), stats.rejected()), (1, 0));
+    assert!(matches!(
+        stats.mints().as_slice(),
+        [(url, paydvm_mints::MintStatus::Up { keysets })] if *url == s.mint.url && *keysets >= 1
+    ));
 
     // The redemption marker: public `e … redeemed` and `p`, content encrypted to ourselves.
     let markers = fetch(

@@ -61,11 +61,10 @@ pub fn parse(event: &NutZapEvent<'_>) -> Result<ParsedNutZap, ParseError> {
     let mut target = None;
     for tag in event.tags {
         match tag.as_slice() {
-            [name, value, ..] if name == "u" => {
-                if mint.replace(value.clone()).is_some() {
-                    return Err(ParseError::SeveralMints);
-                }
+            [name, _, ..] if name == "u" && mint.is_some() => {
+                return Err(ParseError::SeveralMints);
             }
+            [name, value, ..] if name == "u" => mint = Some(value.clone()),
             [name, value, ..] if name == "unit" => {
                 unit.get_or_insert_with(|| canonical_unit(value));
             }

@@ -176,6 +176,14 @@ impl MintRegistry {
         }
     }
 
+    /// Every trusted mint with its status, for operators.
+    pub fn statuses(&self) -> Vec<(String, MintStatus)> {
+        self.trusted
+            .iter()
+            .map(|m| (m.url.clone(), self.status(&m.url)))
+            .collect()
+    }
+
     /// Whether the mint's info says it supports NUT-11 and NUT-12 (`None`: not fetched).
     pub fn supports_p2pk_and_dleq(&self, url: &str) -> Option<bool> {
         self.entries
@@ -215,4 +223,32 @@ async fn fetch(
 /// The lowercase NUT-01 name of a unit ("sat", "msat", "usd", …).
 pub fn unit_name(unit: &CurrencyUnit) -> String {
     unit.to_string().to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_mint_that_is_down_is_reported_and_the_others_still_load() {
+        // A port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let down = format!("http://127.0.0.1:{port}");
+        let mut registry = MintRegistry::new(vec![TrustedMint::new(&down, ["sat"])]);
+        assert_eq!(registry.status(&down), MintStatus::Unknown);
+        registry.refresh_all().await;
+        assert!(
+            matches!(registry.status(&down), MintStatus::Down { .. }),
+            "{:?}",
+            registry.status(&down)
+        );
+        assert!(matches!(
+            registry.refresh("https://not-trusted.example").await,
+            Err(RegistryError::NotTrusted { .. })
+        ));
+    }
 }

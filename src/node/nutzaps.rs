@@ -18,8 +18,8 @@ use nostr_sdk::prelude::{Event, EventBuilder, Keys, Kind, Tag};
 use paydvm_ledger::{Asset, Rail};
 use paydvm_mints::pending::PendingError;
 use paydvm_mints::{
-    MintRegistry, NutZapEvent, PendingState, PendingSwap, PendingSwaps, ReceiveKey, Recipient,
-    Redeemer, Reject, SwapOutcome, TrustedMint, VerifiedNutZap,
+    MintRegistry, MintStatus, NutZapEvent, PendingState, PendingSwap, PendingSwaps, ReceiveKey,
+    Recipient, Redeemer, Reject, SwapOutcome, TrustedMint, VerifiedNutZap,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -62,6 +62,8 @@ pub struct NutZapStats {
     credited: AtomicU64,
     /// The latest refusals: (NutZap event id, reason), oldest first, at most [`KEPT_REFUSALS`].
     refusals: Mutex<VecDeque<(String, String)>>,
+    /// Each trusted mint and whether its keysets could be fetched.
+    mints: Mutex<Vec<(String, MintStatus)>>,
 }
 
 /// How many recent refusals [`NutZapStats::refusals`] keeps.
@@ -92,6 +94,11 @@ impl NutZapStats {
     pub fn credited(&self) -> u64 {
         self.credited.load(Ordering::SeqCst)
     }
+    /// Each trusted mint and its status as of the last keyset fetch (down is reported, not fatal).
+    pub fn mints(&self) -> Vec<(String, MintStatus)> {
+        self.mints.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
     /// The latest refusals: (NutZap event id, reason), oldest first.
     pub fn refusals(&self) -> Vec<(String, String)> {
         self.refusals
@@ -192,6 +199,7 @@ impl NutZapRail {
 impl Worker {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Box<Event>>) {
         self.registry.refresh_all().await;
+        self.report_mints();
         self.stats.ready.store(true, Ordering::SeqCst);
         let mut retry = tokio::time::interval(RETRY_EVERY);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -417,6 +425,12 @@ impl Worker {
         .map(Tag::parse)
         .collect::<Result<Vec<_>, _>>()?;
         Ok(EventBuilder::new(Kind::from(paydvm_mints::nutzap::HISTORY_KIND), content).tags(tags))
+    }
+
+    fn report_mints(&self) {
+        if let Ok(mut m) = self.stats.mints.lock() {
+            *m = self.registry.statuses();
+        }
     }
 
     fn drop_row(&mut self, id: &str, reason: &str) {
