@@ -217,10 +217,12 @@ async fn main() {
     );
     report("NutZap arrival -> processing start", to_start);
 
-    // The swap alone, against the same mint: verify offline, then swap.
+    // The swap alone, against the same mint: verify offline, then swap. A second receiving key:
+    // a fresh wallet on the node's key would re-derive outputs the mint already signed.
+    let key2 = Keys::generate();
+    let lock = format!("02{}", key2.public_key().to_hex());
     let key =
-        paydvm_mints::ReceiveKey::from_secret_bytes(&p2pk.expose().secret_key().secret_bytes())
-            .unwrap();
+        paydvm_mints::ReceiveKey::from_secret_bytes(&key2.secret_key().secret_bytes()).unwrap();
     let wallet_dir = tempfile::tempdir().unwrap();
     let redeemer = paydvm_mints::Redeemer::open(&wallet_dir.path().join("w.db"), key)
         .await
@@ -230,7 +232,7 @@ async fn main() {
     registry.refresh_all().await;
     let us = paydvm_mints::Recipient {
         identity: Keys::generate().public_key().to_hex(),
-        p2pk: p2pk.expose().public_key().to_hex(),
+        p2pk: key2.public_key().to_hex(),
     };
     let mut swaps = Vec::with_capacity(jobs);
     let mut verifies = Vec::with_capacity(jobs);
