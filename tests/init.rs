@@ -9,7 +9,12 @@ use std::process::{Command, Output};
 use nostr_sdk::{FromBech32, SecretKey, ToBech32};
 use paydvm::config::Config;
 
-const FILES: [&str; 3] = ["paydvm.toml", "policy.toml", "paydvm.key"];
+const FILES: [&str; 4] = [
+    "paydvm.toml",
+    "policy.toml",
+    "paydvm.key",
+    "paydvm-nutzap.key",
+];
 
 fn init(dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_paydvm"))
@@ -51,11 +56,10 @@ fn init_creates_config_policy_and_a_private_key() {
     for name in FILES {
         assert!(dir.join(name).is_file(), "{name} missing");
     }
-    let mode = fs::metadata(dir.join("paydvm.key"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
+    for key in ["paydvm.key", "paydvm-nutzap.key"] {
+        let mode = fs::metadata(dir.join(key)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
     let config = fs::read_to_string(dir.join("paydvm.toml")).unwrap();
     assert!(
         config.lines().filter(|l| l.starts_with('#')).count() > 20,
@@ -79,6 +83,9 @@ fn init_output_loads_with_config_load() {
     assert!(config.policy.pricing().is_offered(5050));
     let npub = config.public_key().to_bech32().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(&npub));
+    // NIP-61: the NutZap key is its own key, never the identity key.
+    let p2pk = config.p2pk_key.as_ref().expect("[cashu] key loaded");
+    assert_ne!(p2pk.expose().public_key(), config.public_key());
 }
 
 /// The "no secret in output" test: the key file's secret, in any spelling, is not printed.
@@ -106,6 +113,13 @@ fn init_prints_the_npub_and_never_the_secret() {
         .to_bech32()
         .unwrap();
     assert!(printed.contains(&npub), "npub not printed:\n{printed}");
+
+    let nutzap = fs::read_to_string(tmp.path().join("paydvm-nutzap.key")).unwrap();
+    let nutzap = SecretKey::from_bech32(nutzap.trim()).unwrap();
+    assert!(
+        !printed.contains(&nutzap.to_secret_hex()),
+        "the NutZap secret was printed"
+    );
 }
 
 #[test]

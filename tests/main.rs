@@ -1,5 +1,6 @@
 //! The root crate's integration tests: one target, one module per concern.
 mod announce;
+mod cashu;
 mod cli;
 mod crash_node;
 mod init;

@@ -109,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Set-up (untimed): N quoted jobs and their zap invoices.
     let customer = Keys::generate();
-    let client = Client::new(customer.clone());
+    let client = paydvm::node::transport::client(customer.clone());
     client.add_relay(url.clone()).await?;
     client.try_connect(Duration::from_secs(5)).await;
     let mut requests = Vec::with_capacity(args.jobs);

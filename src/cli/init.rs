@@ -1,5 +1,6 @@
-//! `paydvm init [--dir DIR]`: a commented `paydvm.toml`, a starter `policy.toml` and a new
-//! `paydvm.key` (mode 0600). Never overwrites; prints the public key, never the secret.
+//! `paydvm init [--dir DIR]`: a commented `paydvm.toml`, a starter `policy.toml`, a new
+//! `paydvm.key` and a new `paydvm-nutzap.key` (NIP-61 P2PK receiving key), both mode 0600.
+//! Never overwrites; prints the public keys, never the secrets.
 
 use std::fmt::Write;
 use std::fs::OpenOptions;
@@ -17,9 +18,10 @@ const POLICY_TEMPLATE: &str = include_str!("../../policies/examples/default.toml
 const CONFIG_FILE: &str = "paydvm.toml";
 const POLICY_FILE: &str = "policy.toml";
 const KEY_FILE: &str = "paydvm.key";
+const NUTZAP_KEY_FILE: &str = "paydvm-nutzap.key";
 
 pub fn run(dir: &Path) -> anyhow::Result<u8> {
-    let paths = [CONFIG_FILE, POLICY_FILE, KEY_FILE].map(|name| dir.join(name));
+    let paths = [CONFIG_FILE, POLICY_FILE, KEY_FILE, NUTZAP_KEY_FILE].map(|name| dir.join(name));
     // Check all first, so a refusal leaves nothing half-initialised.
     let existing: Vec<String> = paths
         .iter()
@@ -52,14 +54,18 @@ pub fn run(dir: &Path) -> anyhow::Result<u8> {
 
 /// Creates the three files, recording each one made so a failure can undo them.
 fn create_files<'a>(
-    [config, policy, key]: &'a [PathBuf; 3],
+    [config, policy, key, nutzap_key]: &'a [PathBuf; 4],
     created: &mut Vec<&'a PathBuf>,
 ) -> anyhow::Result<Secret<Keys>> {
     write_new(config, CONFIG_TEMPLATE)?;
     created.push(config);
     write_new(policy, POLICY_TEMPLATE)?;
     created.push(policy);
-    Ok(create_key_file(key)?)
+    let keys = create_key_file(key)?;
+    created.push(key);
+    // A separate key: NIP-61 forbids locking ecash to the node's Nostr key.
+    create_key_file(nutzap_key)?;
+    Ok(keys)
 }
 
 /// Writes a file that must not exist yet; `create_new` makes a race lose instead of overwrite.
@@ -89,6 +95,11 @@ fn render_summary(dir: &Path, npub: &str) -> String {
         "  {:<24} the node's secret key (mode 0600)",
         at(KEY_FILE)
     );
+    let _ = writeln!(
+        s,
+        "  {:<24} the key NutZaps are locked to (mode 0600)",
+        at(NUTZAP_KEY_FILE)
+    );
     let _ = writeln!(s);
     let _ = writeln!(s, "Node public key: {npub}");
     let _ = writeln!(s);
@@ -105,8 +116,10 @@ fn render_summary(dir: &Path, npub: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "  3. Back up {} and keep it private: whoever has it can act as this node.",
-        at(KEY_FILE)
+        "  3. Back up {} and {} and keep them private: whoever has them can act as this node \
+         or spend its ecash.",
+        at(KEY_FILE),
+        at(NUTZAP_KEY_FILE)
     );
     let _ = writeln!(
         s,

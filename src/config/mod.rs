@@ -6,6 +6,7 @@
 //! and every command executor exists, and loads the key, so a bad setup fails at start.
 //! Field reference: `docs/configuration.md`.
 
+mod cashu;
 mod check;
 mod error;
 mod keys;
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use nostr_sdk::{Keys, PublicKey};
 use paydvm_policies::Policy;
 
+pub use cashu::{pending_path, wallet_path, Cashu};
 pub use error::ConfigError;
 pub use keys::{
     create_key_file, key_from_env_value, load_key_file, load_or_create_key, parse_secret_key,
@@ -57,6 +59,7 @@ pub struct ConfigFile {
     pub offers: Vec<Offer>,
     /// `[lightning]`; none = no Lightning rail (quotes carry no invoice).
     pub lightning: Option<Lightning>,
+    pub cashu: Option<Cashu>,
 }
 
 impl ConfigFile {
@@ -78,11 +81,13 @@ impl ConfigFile {
             .lightning
             .map(|l| Lightning::from_raw(l, check))
             .transpose()?;
+        let cashu = raw.cashu.map(|c| Cashu::from_raw(c, check)).transpose()?;
         Ok(ConfigFile {
             node,
             relays,
             offers,
             lightning,
+            cashu,
         })
     }
 }
@@ -99,6 +104,8 @@ pub struct Config {
     pub keys: Secret<Keys>,
     /// `[lightning]` with its secrets loaded.
     pub lightning: Option<LightningConfig>,
+    /// The NutZap receiving key, when `[cashu]` is configured.
+    pub p2pk_key: Option<Secret<Keys>>,
 }
 
 impl Config {
@@ -165,6 +172,32 @@ impl Config {
             .as_ref()
             .map(|l| l.load(&origin, &env))
             .transpose()?;
+        let p2pk_key = match &file.cashu {
+            None if !policy.trusted_mints().is_empty() => {
+                return Err(check.invalid(
+                    "cashu",
+                    "the policy trusts Cashu mints, so a [cashu] section with p2pk_key_file \
+                     (or p2pk_key_env) is required: NutZaps are locked to that key",
+                ))
+            }
+            None => None,
+            Some(cashu) => Some(match &cashu.p2pk_key {
+                KeySource::File(f) => {
+                    load_key_file(f).map_err(|e| key_error("cashu.p2pk_key_file", e))?
+                }
+                KeySource::Env(name) => key_from_env_value(name, env(name))
+                    .map_err(|e| key_error("cashu.p2pk_key_env", e))?,
+            }),
+        };
+        if p2pk_key
+            .as_ref()
+            .is_some_and(|k| k.expose().public_key() == keys.expose().public_key())
+        {
+            return Err(check.invalid(
+                "cashu.p2pk_key_file",
+                "must not be the node's identity key (NIP-61)",
+            ));
+        }
         Ok(Config {
             path: path.to_owned(),
             node: file.node,
@@ -173,6 +206,7 @@ impl Config {
             policy,
             keys,
             lightning,
+            p2pk_key,
         })
     }
 

@@ -15,6 +15,7 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub offer: Vec<RawOffer>,
     pub lightning: Option<RawLightning>,
+    pub cashu: Option<RawCashu>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -30,6 +31,13 @@ pub(crate) struct RawLightning {
     pub lnbits_admin_key_env: Option<String>,
     pub invoice_timeout_secs: Option<i64>,
     pub max_fee_msat: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCashu {
+    pub p2pk_key_file: Option<String>,
+    pub p2pk_key_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

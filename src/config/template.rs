@@ -45,6 +45,14 @@ allow_customer_relays = true
 # Optional: if set, only these customer-requested relays are used.
 # customer_relay_allowlist = ["wss://relay.example.com"]
 
+[cashu]
+# The key NutZaps (NIP-61) to this node are locked to: its x-only public key is published in the
+# node's kind 10019. NIP-61 forbids using the node's Nostr key for this. Set exactly one of
+# p2pk_key_file (mode 0600) or p2pk_key_env. Required once the policy trusts a Cashu mint.
+# Whoever has this key can spend ecash paid to the node: back it up, never share it.
+p2pk_key_file = "paydvm-nutzap.key"
+# p2pk_key_env = "PAYDVM_NUTZAP_KEY"
+
 # One [[offer]] per NIP-90 job kind the node serves. The kind must also be priced in the
 # policy's [[pricing.kind]] rate card (a free kind is priced with mode = "free").
 [[offer]]

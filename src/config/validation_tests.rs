@@ -292,6 +292,63 @@ impl Setup {
     fn load(&self) -> Result<Config, ConfigError> {
         Config::load_with_env(self.path("paydvm.toml"), |_| None)
     }
+
+    /// Writes `keys` as `paydvm-nutzap.key` (0600).
+    fn nutzap_key(&self, keys: &Keys) {
+        let key = self.path("paydvm-nutzap.key");
+        fs::write(&key, keys.secret_key().to_bech32().unwrap() + "\n").unwrap();
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+const CASHU: &str = "[cashu]\np2pk_key_file = \"paydvm-nutzap.key\"\n";
+const TRUSTED_MINT: &str =
+    "[[mints.trusted]]\nurl = \"http://127.0.0.1:3338\"\nunits = [\"sat\"]\n";
+
+#[test]
+fn cashu_key_is_loaded_and_required_once_a_mint_is_trusted() {
+    let setup = Setup::new(&toml(NODE, RELAYS, OFFER));
+    fs::write(setup.path("policy.toml"), format!("{TRUSTED_MINT}{POLICY}")).unwrap();
+    let err = setup.load().unwrap_err();
+    assert_eq!(err.field(), Some("cashu"), "{err}");
+
+    let with_cashu = format!("{}\n{CASHU}", toml(NODE, RELAYS, OFFER));
+    fs::write(setup.path("paydvm.toml"), &with_cashu).unwrap();
+    let err = setup.load().unwrap_err();
+    assert_eq!(err.field(), Some("cashu.p2pk_key_file"), "{err}");
+
+    let p2pk = Keys::generate();
+    setup.nutzap_key(&p2pk);
+    let config = setup.load().unwrap();
+    assert_eq!(
+        config.p2pk_key.as_ref().unwrap().expose().public_key(),
+        p2pk.public_key()
+    );
+    assert!(!format!("{config:?}").contains(&p2pk.secret_key().to_secret_hex()));
+
+    // NIP-61: never the identity key.
+    setup.nutzap_key(&setup.keys);
+    let err = setup.load().unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("must not be the node's identity key"),
+        "{err}"
+    );
+
+    let env_cashu = "[cashu]\np2pk_key_env = \"NUTZAP_KEY\"\n";
+    fs::write(
+        setup.path("paydvm.toml"),
+        format!("{}\n{env_cashu}", toml(NODE, RELAYS, OFFER)),
+    )
+    .unwrap();
+    let hex = p2pk.secret_key().to_secret_hex();
+    let env = |name: &str| (name == "NUTZAP_KEY").then(|| OsString::from(hex.clone()));
+    let config = Config::load_with_env(setup.path("paydvm.toml"), env).unwrap();
+    assert!(config.p2pk_key.is_some());
+
+    let both = "[cashu]\np2pk_key_file = \"a\"\np2pk_key_env = \"B\"\n";
+    let err = parse(&format!("{}\n{both}", toml(NODE, RELAYS, OFFER))).unwrap_err();
+    assert_eq!(err.field(), Some("cashu.p2pk_key_file"), "{err}");
 }
 
 #[test]
@@ -315,6 +372,7 @@ fn template_loads_with_the_starter_policy() {
         include_str!("../../policies/examples/default.toml"),
     )
     .unwrap();
+    setup.nutzap_key(&Keys::generate());
     let config = setup.load().unwrap();
     assert_eq!(config.offers.len(), 1);
     assert_eq!(config.offers[0].kind, 5050);

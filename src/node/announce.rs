@@ -44,17 +44,44 @@ pub fn d_tag(kind: u16) -> String {
     format!("paydvm-{kind}")
 }
 
-/// The unsigned announcements for this node: one 31990 per offer, then the kind 0 profile.
-pub fn announcements(node: &Node, offers: &[Offer], pricing: &Pricing) -> Vec<EventBuilder> {
+/// Where and how to send this node NutZaps (NIP-61 kind 10019), when the Cashu rail is on.
+#[derive(Debug, Clone)]
+pub struct NutZapInfo {
+    /// Relays senders must publish NutZaps to (ours).
+    pub relays: Vec<String>,
+    pub mints: Vec<paydvm_mints::TrustedMint>,
+    /// Our P2PK receiving key, x-only hex.
+    pub p2pk_xonly: String,
+}
+
+/// The unsigned announcements for this node: one 31990 per offer, then the kind 0 profile, then
+/// the kind 10019 NutZap info when NutZaps are accepted.
+pub fn announcements(
+    node: &Node,
+    offers: &[Offer],
+    pricing: &Pricing,
+    nutzaps: Option<&NutZapInfo>,
+) -> Vec<EventBuilder> {
+    let nutzaps = nutzaps.filter(|n| !n.mints.is_empty());
     let mut out: Vec<EventBuilder> = offers
         .iter()
-        .map(|offer| handler_info(node, offer, pricing))
+        .map(|offer| handler_info(node, offer, pricing, nutzaps.is_some()))
         .collect();
     out.push(profile(node));
+    if let Some(info) = nutzaps {
+        out.push(nutzap_info(info));
+    }
     out
 }
 
-fn handler_info(node: &Node, offer: &Offer, pricing: &Pricing) -> EventBuilder {
+fn nutzap_info(info: &NutZapInfo) -> EventBuilder {
+    let tags = paydvm_mints::events::nutzap_info_tags(&info.relays, &info.mints, &info.p2pk_xonly)
+        .into_iter()
+        .filter_map(|t| Tag::parse(t).ok());
+    EventBuilder::new(Kind::from(paydvm_mints::NUTZAP_INFO_KIND), "").tags(tags)
+}
+
+fn handler_info(node: &Node, offer: &Offer, pricing: &Pricing, nutzaps: bool) -> EventBuilder {
     let mut content = Map::new();
     let name = offer.name.clone().unwrap_or_else(|| node.name.clone());
     content.insert("name".into(), json!(name));
@@ -71,9 +98,9 @@ fn handler_info(node: &Node, offer: &Offer, pricing: &Pricing) -> EventBuilder {
     // `supportsEncryption`, the noogle client still reads `encryptionSupported`.
     content.insert("supportsEncryption".into(), json!(true));
     content.insert("encryptionSupported".into(), json!(true));
-    // No Cashu rail yet: no nutzaps, no tokens in requests (new and old spelling).
-    content.insert("acceptsNutZaps".into(), json!(false));
-    content.insert("cashuAccepted".into(), json!(false));
+    // NutZaps (NIP-61) to the mints in our 10019, when any is trusted (new and old spelling).
+    content.insert("acceptsNutZaps".into(), json!(nutzaps));
+    content.insert("cashuAccepted".into(), json!(nutzaps));
     // Zaps are accepted through this lightning address (NIP-57; `docs/zaps.md`).
     if let Some(lud16) = &node.lud16 {
         content.insert("lud16".into(), json!(lud16.to_string()));

@@ -13,7 +13,8 @@ use nostr_sdk::prelude::{
 use paydvm_ledger::store::Store;
 use paydvm_ledger::{
     Account, AppendOutcome, Disposition, EffectId, EffectOutcome, EventBody, IdemKey, JobId,
-    JobRecord, JobState, LedgerEvent, Msat, PaymentOption, Pubkey, QueueReason, RefundId, UnixMs,
+    JobRecord, JobState, LedgerEvent, Msat, PaymentOption, PaymentRef, Pubkey, QueueReason,
+    RefundId, UnixMs,
 };
 use paydvm_policies::{
     Admission, AdmissionFacts, FailureDecision, InputMeasure, Policy, PriceDecision,
@@ -69,6 +70,12 @@ pub enum Command {
     Published { effect: String, detail: String },
     /// The outbox could not deliver an effect after its attempts; it stays pending.
     PublishGaveUp { effect: String },
+    /// Which of `refs` the ledger has already credited (payment references and linked refs,
+    /// e.g. proof Ys). Answered after every command sent before it.
+    CreditedRefs {
+        refs: Vec<String>,
+        reply: oneshot::Sender<Vec<String>>,
+    },
     /// Read one job's record.
     Job {
         job: String,
@@ -324,6 +331,20 @@ impl Core {
                 self.expire_quotes()
             }
             Command::Announce(builders) if !closing => self.announce(builders).map(|_| ()),
+            Command::CreditedRefs { refs, reply } => {
+                // Only what is on disk counts as credited.
+                self.flush();
+                let state = self.store.state();
+                let known = refs
+                    .into_iter()
+                    .filter(|r| {
+                        PaymentRef::new(r.as_str())
+                            .is_ok_and(|r| state.payment_ref_seq(&r).is_some())
+                    })
+                    .collect();
+                let _ = reply.send(known);
+                Ok(())
+            }
             Command::Job { job, reply } => {
                 // What the core answers is on disk: a caller may read the file next.
                 self.flush();

@@ -13,6 +13,7 @@ use anyhow::Context;
 use nostr_sdk::prelude::{
     Client, Event, EventId, Filter, Keys, Kind, RelayPoolNotification, RelayUrl, Timestamp,
 };
+use paydvm_mints::NUTZAP_KIND;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
@@ -37,6 +38,8 @@ pub struct IntakeParts {
     pub commands: mpsc::UnboundedSender<Command>,
     /// Where zap receipts for us go (`None`: no lud16, no zap intake).
     pub zaps: Option<mpsc::UnboundedSender<Box<Event>>>,
+    /// The NutZap rail, when it is on: kind 9321 events p-tagged to us go there.
+    pub nutzaps: Option<mpsc::UnboundedSender<Box<Event>>>,
 }
 
 pub struct Intake {
@@ -51,6 +54,7 @@ impl Intake {
     }
 
     pub async fn start(parts: IntakeParts) -> anyhow::Result<Intake> {
+        let us = parts.keys.public_key();
         let client = super::transport::client(parts.keys.clone());
         for relay in &parts.relays {
             client
@@ -78,7 +82,17 @@ impl Intake {
                 "zap receipts",
                 Filter::new()
                     .kind(Kind::from(ZAP_RECEIPT_KIND))
-                    .pubkey(parts.keys.public_key())
+                    .pubkey(us)
+                    .since(since),
+            ));
+        }
+        if parts.nutzaps.is_some() {
+            // NIP-61: a NutZap p-tags the recipient's identity key.
+            filters.push((
+                "NutZaps",
+                Filter::new()
+                    .kind(Kind::from(NUTZAP_KIND))
+                    .pubkey(us)
                     .since(since),
             ));
         }
@@ -96,7 +110,11 @@ impl Intake {
                 warn!("subscribing to {what}: {e}");
             }
         }
-        let task = tokio::spawn(forward(notifications, parts.commands, parts.zaps));
+        let rails = Rails {
+            zaps: parts.zaps,
+            nutzaps: parts.nutzaps,
+        };
+        let task = tokio::spawn(forward(notifications, parts.commands, rails));
         Ok(Intake { client, task })
     }
 
@@ -106,10 +124,16 @@ impl Intake {
     }
 }
 
+/// Where payment evidence events go: each rail verifies its own.
+struct Rails {
+    zaps: Option<mpsc::UnboundedSender<Box<Event>>>,
+    nutzaps: Option<mpsc::UnboundedSender<Box<Event>>>,
+}
+
 async fn forward(
     mut notifications: broadcast::Receiver<RelayPoolNotification>,
     commands: mpsc::UnboundedSender<Command>,
-    zaps: Option<mpsc::UnboundedSender<Box<Event>>>,
+    rails: Rails,
 ) {
     loop {
         let (relay_url, event) = match notifications.recv().await {
@@ -125,9 +149,14 @@ async fn forward(
             Err(broadcast::error::RecvError::Closed) => break,
         };
         let kind = event.kind.as_u16();
-        if kind == ZAP_RECEIPT_KIND {
-            if let Some(zaps) = &zaps {
-                let _ = zaps.send(event);
+        let rail = match kind {
+            ZAP_RECEIPT_KIND => Some(&rails.zaps),
+            NUTZAP_KIND => Some(&rails.nutzaps),
+            _ => None,
+        };
+        if let Some(rail) = rail {
+            if let Some(rail) = rail {
+                let _ = rail.send(event);
             }
             continue;
         }

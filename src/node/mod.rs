@@ -15,6 +15,7 @@ pub mod core;
 pub mod intake;
 pub mod invoicing;
 pub mod local_relay;
+pub mod nutzaps;
 pub mod outbox;
 pub mod transport;
 pub mod worker;
@@ -114,6 +115,7 @@ pub struct NodeHandle {
     intake: intake::Intake,
     heartbeat: announce::Heartbeat,
     zaps: Option<zaps::ZapIntake>,
+    nutzaps: Option<nutzaps::NutZapRail>,
     pubkey: PublicKey,
     ledger: PathBuf,
 }
@@ -140,8 +142,32 @@ impl Node {
         let pubkey = keys.public_key();
         let executors = Arc::new(worker::executors_from_offers(&config.offers)?);
         let offered: Vec<u16> = config.offers.iter().map(|o| o.kind).collect();
-        let announcements =
-            announce::announcements(&config.node, &config.offers, config.policy.pricing());
+        let trusted_mints: Vec<paydvm_mints::TrustedMint> = config
+            .policy
+            .trusted_mints()
+            .iter()
+            .map(|m| paydvm_mints::TrustedMint::new(&m.url, m.units.iter().cloned()))
+            .collect();
+        let p2pk = match (&config.p2pk_key, trusted_mints.is_empty()) {
+            (Some(key), false) => Some(
+                paydvm_mints::ReceiveKey::from_secret_bytes(
+                    &key.expose().secret_key().secret_bytes(),
+                )
+                .context("the NutZap key is not a valid secp256k1 key")?,
+            ),
+            _ => None,
+        };
+        let nutzap_info = p2pk.as_ref().map(|key| announce::NutZapInfo {
+            relays: config.relays.urls.iter().map(|r| r.to_string()).collect(),
+            mints: trusted_mints.clone(),
+            p2pk_xonly: key.xonly_hex(),
+        });
+        let announcements = announce::announcements(
+            &config.node,
+            &config.offers,
+            config.policy.pricing(),
+            nutzap_info.as_ref(),
+        );
 
         let backend = match options.lightning.clone() {
             Some(backend) => Some(backend),
@@ -184,6 +210,26 @@ impl Node {
         let startup = core.startup()?;
         let since_ms = startup.newest_at;
         let core_task = tokio::spawn(core.run(rx));
+        let nutzaps = match p2pk {
+            Some(p2pk) => Some(
+                nutzaps::NutZapRail::start(nutzaps::NutZapRailParts {
+                    identity: keys.clone(),
+                    p2pk,
+                    mints: trusted_mints,
+                    wallet: crate::config::wallet_path(&ledger),
+                    pending: crate::config::pending_path(&ledger),
+                    commands: commands.clone(),
+                    relay_hint: config
+                        .relays
+                        .urls
+                        .first()
+                        .map(|r| r.to_string())
+                        .unwrap_or_default(),
+                })
+                .await?,
+            ),
+            None => None,
+        };
         let ticks = commands.clone();
         let ticker = tokio::spawn(async move {
             let mut every = tokio::time::interval(SWEEP_EVERY);
@@ -206,6 +252,7 @@ impl Node {
             pending_requests: startup.pending_requests,
             commands: commands.clone(),
             zaps: zaps.as_ref().map(zaps::ZapIntake::sender),
+            nutzaps: nutzaps.as_ref().map(|n| n.sender()),
         })
         .await
         {
@@ -237,6 +284,7 @@ impl Node {
             intake,
             heartbeat,
             zaps,
+            nutzaps,
             pubkey,
             ledger,
         })
@@ -270,6 +318,18 @@ impl NodeHandle {
         });
     }
 
+    /// What the NutZap rail has done (`None` when it is off: no trusted mint or no key).
+    pub fn nutzap_stats(&self) -> Option<Arc<nutzaps::NutZapStats>> {
+        self.nutzaps.as_ref().map(|n| n.stats())
+    }
+
+    /// Hands a kind 9321 event to the NutZap rail as if intake had received it (tests, tools).
+    pub fn submit_nutzap(&self, event: Event) -> bool {
+        self.nutzaps
+            .as_ref()
+            .is_some_and(|n| n.sender().send(Box::new(event)).is_ok())
+    }
+
     /// Where payment rails hand the core verified payments.
     pub fn payments(&self) -> PaymentSink {
         PaymentSink(self.commands.clone())
@@ -294,6 +354,9 @@ impl NodeHandle {
         self.intake.shutdown().await;
         if let Some(zaps) = self.zaps {
             zaps.shutdown();
+        }
+        if let Some(nutzaps) = self.nutzaps {
+            nutzaps.shutdown().await;
         }
         let (done, rx) = oneshot::channel();
         if self.commands.send(Command::Shutdown { done }).is_ok() {

@@ -1,0 +1,246 @@
+//! NutZaps verified but not yet credited, kept in a small SQLite file so a swap that the mint
+//! could not finish (mint down, ambiguous answer) or a crash between swap and credit loses
+//! nothing: on start and on a timer, each row is tried again until it is credited or refused.
+//!
+//! Row states: `verified` (swap not known to have happened) → `swapped` (the mint swapped it;
+//! only the ledger credit is left). A row is deleted once the ledger holds the payment or the
+//! NutZap was refused for good.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::verify::VerifiedNutZap;
+
+/// First retry delay; doubles per failed attempt up to [`MAX_BACKOFF_MS`].
+pub const FIRST_BACKOFF_MS: u64 = 1_000;
+pub const MAX_BACKOFF_MS: u64 = 5 * 60 * 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PendingError {
+    #[error("pending swaps store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("pending swaps store: bad row {event}: {reason}")]
+    Row { event: String, reason: String },
+}
+
+/// Where a pending NutZap stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PendingState {
+    Verified,
+    Swapped { received: u64, fee: u64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct PendingSwap {
+    pub nutzap: VerifiedNutZap,
+    pub state: PendingState,
+    pub attempts: u32,
+    pub next_try_ms: u64,
+}
+
+/// The connection sits behind a mutex so the store can be held across `.await` by a task.
+pub struct PendingSwaps {
+    db: Mutex<Connection>,
+}
+
+impl PendingSwaps {
+    /// Opens (or creates, mode 0600: the proofs are bearer money once our key signs) the store.
+    pub fn open(path: &Path) -> Result<Self, PendingError> {
+        let db = Connection::open(path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+        db.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
+             CREATE TABLE IF NOT EXISTS pending_swaps (
+                 event_id TEXT PRIMARY KEY,
+                 nutzap TEXT NOT NULL,
+                 received INTEGER,
+                 fee INTEGER,
+                 attempts INTEGER NOT NULL DEFAULT 0,
+                 next_try_ms INTEGER NOT NULL DEFAULT 0
+             );",
+        )?;
+        Ok(PendingSwaps { db: Mutex::new(db) })
+    }
+
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding it cannot leave a half-applied statement: SQLite rolls back.
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a verified NutZap before its first swap attempt. False if it is already there.
+    pub fn insert(&self, nutzap: &VerifiedNutZap, now_ms: u64) -> Result<bool, PendingError> {
+        let body = serde_json::to_string(nutzap).map_err(|e| PendingError::Row {
+            event: nutzap.event_id.clone(),
+            reason: e.to_string(),
+        })?;
+        let n = self.db().execute(
+            "INSERT OR IGNORE INTO pending_swaps (event_id, nutzap, next_try_ms) VALUES (?1, ?2, ?3)",
+            params![nutzap.event_id, body, now_ms as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn mark_swapped(
+        &self,
+        event_id: &str,
+        received: u64,
+        fee: u64,
+    ) -> Result<(), PendingError> {
+        self.db().execute(
+            "UPDATE pending_swaps SET received = ?2, fee = ?3 WHERE event_id = ?1",
+            params![event_id, received as i64, fee as i64],
+        )?;
+        Ok(())
+    }
+
+    /// A failed attempt: the next one waits twice as long (bounded).
+    pub fn back_off(&self, event_id: &str, now_ms: u64) -> Result<u64, PendingError> {
+        let attempts: u32 = self
+            .db()
+            .query_row(
+                "SELECT attempts FROM pending_swaps WHERE event_id = ?1",
+                params![event_id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        let delay = FIRST_BACKOFF_MS
+            .saturating_mul(1u64 << attempts.min(20))
+            .min(MAX_BACKOFF_MS);
+        let next = now_ms.saturating_add(delay);
+        self.db().execute(
+            "UPDATE pending_swaps SET attempts = attempts + 1, next_try_ms = ?2 WHERE event_id = ?1",
+            params![event_id, next as i64],
+        )?;
+        Ok(next)
+    }
+
+    pub fn remove(&self, event_id: &str) -> Result<(), PendingError> {
+        self.db().execute(
+            "DELETE FROM pending_swaps WHERE event_id = ?1",
+            params![event_id],
+        )?;
+        Ok(())
+    }
+
+    pub fn get(&self, event_id: &str) -> Result<Option<PendingSwap>, PendingError> {
+        Ok(self.rows("WHERE event_id = ?1", params![event_id])?.pop())
+    }
+
+    /// Rows whose next attempt is due at `now_ms`.
+    pub fn due(&self, now_ms: u64) -> Result<Vec<PendingSwap>, PendingError> {
+        self.rows("WHERE next_try_ms <= ?1", params![now_ms as i64])
+    }
+
+    pub fn all(&self) -> Result<Vec<PendingSwap>, PendingError> {
+        self.rows("", params![])
+    }
+
+    fn rows(
+        &self,
+        filter: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<PendingSwap>, PendingError> {
+        let sql = format!(
+            "SELECT event_id, nutzap, received, fee, attempts, next_try_ms FROM pending_swaps {filter} ORDER BY next_try_ms"
+        );
+        let db = self.db();
+        let mut stmt = db.prepare(&sql)?;
+        let raw = stmt
+            .query_map(args, |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        raw.into_iter()
+            .map(|(event, body, received, fee, attempts, next)| {
+                let nutzap: VerifiedNutZap =
+                    serde_json::from_str(&body).map_err(|e| PendingError::Row {
+                        event: event.clone(),
+                        reason: e.to_string(),
+                    })?;
+                let state = match received {
+                    Some(received) => PendingState::Swapped {
+                        received: received as u64,
+                        fee: fee.unwrap_or(0) as u64,
+                    },
+                    None => PendingState::Verified,
+                };
+                Ok(PendingSwap {
+                    nutzap,
+                    state,
+                    attempts,
+                    next_try_ms: next as u64,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(id: &str) -> VerifiedNutZap {
+        VerifiedNutZap {
+            event_id: id.into(),
+            sender: "aa".repeat(32),
+            mint: "http://127.0.0.1:1".into(),
+            unit: "sat".into(),
+            proofs: Vec::new(),
+            ys: vec!["02".to_owned() + &"11".repeat(32)],
+            units: 5,
+            amount: paydvm_ledger::Msat::from_msat(5000),
+            target: None,
+        }
+    }
+
+    #[test]
+    fn rows_survive_reopen_back_off_and_move_to_swapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pending.db");
+        let store = PendingSwaps::open(&path).unwrap();
+        assert!(store.insert(&sample("a"), 100).unwrap());
+        assert!(
+            !store.insert(&sample("a"), 100).unwrap(),
+            "second insert is a no-op"
+        );
+        assert_eq!(store.back_off("a", 100).unwrap(), 100 + FIRST_BACKOFF_MS);
+        assert_eq!(
+            store.back_off("a", 100).unwrap(),
+            100 + 2 * FIRST_BACKOFF_MS
+        );
+        assert!(store.due(101).unwrap().is_empty());
+        drop(store);
+        let store = PendingSwaps::open(&path).unwrap();
+        let row = store.get("a").unwrap().unwrap();
+        assert_eq!(
+            (row.attempts, row.state.clone()),
+            (2, PendingState::Verified)
+        );
+        assert_eq!(row.nutzap.ys, sample("a").ys);
+        store.mark_swapped("a", 5, 0).unwrap();
+        let due = store.due(u64::MAX / 2).unwrap();
+        assert_eq!(
+            due[0].state,
+            PendingState::Swapped {
+                received: 5,
+                fee: 0
+            }
+        );
+        store.remove("a").unwrap();
+        assert!(store.all().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,206 @@
+//! Redemption: a NUT-03 swap of a verified NutZap's proofs (with our P2PK witnesses) into fresh
+//! proofs only we know, through cdk's wallet. Only a successful swap proves the proofs were
+//! unspent, so nothing is credited before it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use cdk::amount::SplitTarget;
+use cdk::cdk_database::WalletDatabase;
+use cdk::nuts::{CurrencyUnit, SecretKey};
+use cdk::wallet::types::{TransactionDirection, TransactionStatus};
+use cdk::wallet::{ReceiveOptions, Wallet, WalletBuilder};
+use cdk_sqlite::WalletSqliteDatabase;
+use sha2::{Digest, Sha512};
+use tokio::sync::Mutex;
+
+use crate::mint_url_of;
+use crate::verify::VerifiedNutZap;
+
+/// Our dedicated P2PK receiving key (NIP-61: never the identity key). Prints as `***`.
+#[derive(Clone)]
+pub struct ReceiveKey(SecretKey);
+
+impl ReceiveKey {
+    pub fn from_secret_bytes(bytes: &[u8; 32]) -> Option<Self> {
+        SecretKey::from_slice(bytes).ok().map(ReceiveKey)
+    }
+
+    /// The x-only public key (64 hex) published in our kind 10019 `pubkey` tag.
+    pub fn xonly_hex(&self) -> String {
+        hex::encode(self.0.public_key().x_only_public_key().serialize())
+    }
+
+    /// The cdk wallet seed, derived from this key so one secret backs both.
+    fn wallet_seed(&self) -> [u8; 64] {
+        let mut h = Sha512::new();
+        h.update(b"paydvm-cashu-wallet-seed-v1");
+        h.update(self.0.as_secret_bytes());
+        h.finalize().into()
+    }
+}
+
+impl fmt::Debug for ReceiveKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// What a swap attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwapOutcome {
+    /// The mint swapped the proofs; `received` units are ours (after `fee` input fees).
+    Swapped { received: u64, fee: u64 },
+    /// The mint says the proofs were spent by someone (and not by a swap of ours).
+    AlreadySpent,
+    /// The mint refused the proofs for good (invalid, unknown keyset…).
+    Refused { reason: String },
+    /// The mint could not be reached or gave an ambiguous answer: try again later.
+    Retry { reason: String },
+}
+
+/// Errors opening the wallet store.
+#[derive(Debug, thiserror::Error)]
+pub enum RedeemError {
+    #[error("cashu wallet store {path}: {reason}")]
+    Store { path: String, reason: String },
+    #[error("mint {mint}: {reason}")]
+    Wallet { mint: String, reason: String },
+}
+
+/// One cdk wallet per (mint, unit), sharing one SQLite store.
+pub struct Redeemer {
+    key: ReceiveKey,
+    store: Arc<dyn WalletDatabase<cdk::cdk_database::Error> + Send + Sync>,
+    wallets: Mutex<HashMap<(String, String), Wallet>>,
+}
+
+impl Redeemer {
+    /// Opens (or creates) the wallet store at `path`.
+    pub async fn open(path: &Path, key: ReceiveKey) -> Result<Self, RedeemError> {
+        let store = WalletSqliteDatabase::new(path.to_path_buf())
+            .await
+            .map_err(|e| RedeemError::Store {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Redeemer {
+            key,
+            store: Arc::new(store),
+            wallets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn wallet(&self, mint: &str, unit: &str) -> Result<Wallet, RedeemError> {
+        let mut wallets = self.wallets.lock().await;
+        let k = (mint.to_owned(), unit.to_owned());
+        if let Some(w) = wallets.get(&k) {
+            return Ok(w.clone());
+        }
+        let err = |reason: String| RedeemError::Wallet {
+            mint: mint.to_owned(),
+            reason,
+        };
+        let wallet = WalletBuilder::new()
+            .mint_url(mint_url_of(mint).map_err(|e| err(e.to_string()))?)
+            .unit(CurrencyUnit::from_str(unit).map_err(|e| err(e.to_string()))?)
+            .localstore(Arc::clone(&self.store))
+            .seed(self.key.wallet_seed())
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+        wallets.insert(k, wallet.clone());
+        Ok(wallet)
+    }
+
+    /// Swaps the NutZap's proofs at its mint, signing each P2PK witness with our key.
+    pub async fn swap(&self, nutzap: &VerifiedNutZap) -> SwapOutcome {
+        let wallet = match self.wallet(&nutzap.mint, &nutzap.unit).await {
+            Ok(w) => w,
+            Err(e) => {
+                return SwapOutcome::Retry {
+                    reason: e.to_string(),
+                }
+            }
+        };
+        // An earlier attempt may have left a swap half done (the mint answered ambiguously, or
+        // we crashed): let cdk finish or roll it back first, then see whether it landed.
+        if let Err(e) = wallet.recover_incomplete_sagas().await {
+            return SwapOutcome::Retry {
+                reason: format!("recovering an earlier swap: {e}"),
+            };
+        }
+        if let Some(done) = self.swapped_before(&wallet, nutzap).await {
+            return done;
+        }
+        let opts = ReceiveOptions {
+            amount_split_target: SplitTarget::default(),
+            p2pk_signing_keys: vec![self.key.0.clone()],
+            ..Default::default()
+        };
+        match wallet
+            .receive_proofs(nutzap.proofs.clone(), opts, None, None)
+            .await
+        {
+            Ok(received) => {
+                let received = u64::from(received);
+                SwapOutcome::Swapped {
+                    received,
+                    fee: nutzap.units.saturating_sub(received),
+                }
+            }
+            Err(cdk::Error::TokenAlreadySpent) => self
+                .swapped_before(&wallet, nutzap)
+                .await
+                .unwrap_or(SwapOutcome::AlreadySpent),
+            Err(e) if e.is_definitive_failure() => SwapOutcome::Refused {
+                reason: e.to_string(),
+            },
+            Err(e) => SwapOutcome::Retry {
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    /// A completed swap of ours with the same input Ys (an earlier attempt, or one finished
+    /// before a crash): then "already spent" means "already ours".
+    async fn swapped_before(
+        &self,
+        wallet: &Wallet,
+        nutzap: &VerifiedNutZap,
+    ) -> Option<SwapOutcome> {
+        let history = wallet
+            .list_transactions(Some(TransactionDirection::Incoming))
+            .await
+            .ok()?;
+        history
+            .into_iter()
+            .filter(|tx| tx.status == TransactionStatus::Completed)
+            .find_map(|tx| {
+                let ys: Vec<String> = tx.ys.iter().map(|y| y.to_hex()).collect();
+                nutzap
+                    .ys
+                    .iter()
+                    .all(|y| ys.contains(y))
+                    .then(|| SwapOutcome::Swapped {
+                        received: u64::from(tx.amount),
+                        fee: u64::from(tx.fee),
+                    })
+            })
+    }
+
+    /// Unspent balance in `unit` at `mint`, as the wallet store has it.
+    pub async fn balance(&self, mint: &str, unit: &str) -> Result<u64, RedeemError> {
+        let wallet = self.wallet(mint, unit).await?;
+        wallet
+            .total_balance()
+            .await
+            .map(u64::from)
+            .map_err(|e| RedeemError::Wallet {
+                mint: mint.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+}

@@ -1,0 +1,56 @@
+//! `[cashu]`: the dedicated P2PK key NutZaps are locked to (NIP-61 forbids the identity key)
+//! and where the Cashu wallet keeps its proofs.
+
+use std::path::{Path, PathBuf};
+
+use super::check::Check;
+use super::node::KeySource;
+use super::raw::RawCashu;
+use super::ConfigError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cashu {
+    /// The P2PK receiving key: a 0600 file or an environment variable, like the node key.
+    pub p2pk_key: KeySource,
+}
+
+impl Cashu {
+    pub(crate) fn from_raw(raw: RawCashu, check: Check<'_>) -> Result<Self, ConfigError> {
+        let p2pk_key = match (raw.p2pk_key_file, raw.p2pk_key_env) {
+            (Some(file), None) => KeySource::File(check.path("cashu.p2pk_key_file", file)?),
+            (None, Some(var)) => {
+                check.env_name("cashu.p2pk_key_env", &var)?;
+                KeySource::Env(var)
+            }
+            (Some(_), Some(_)) => {
+                return Err(check.invalid(
+                    "cashu.p2pk_key_file",
+                    "set either p2pk_key_file or p2pk_key_env, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(check.invalid(
+                    "cashu.p2pk_key_file",
+                    "is required (or p2pk_key_env): the key NutZaps to this node are locked to",
+                ))
+            }
+        };
+        Ok(Cashu { p2pk_key })
+    }
+}
+
+/// The cdk wallet store (received proofs) next to the ledger: `<ledger>.cashu-wallet`.
+pub fn wallet_path(ledger: &Path) -> PathBuf {
+    with_suffix(ledger, ".cashu-wallet")
+}
+
+/// NutZaps verified but not yet credited: `<ledger>.cashu-pending`.
+pub fn pending_path(ledger: &Path) -> PathBuf {
+    with_suffix(ledger, ".cashu-pending")
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}

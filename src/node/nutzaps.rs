@@ -1,0 +1,470 @@
+//! The NutZap rail (NIP-61): kind 9321 events from intake are verified offline
+//! ([`paydvm_mints::verify_nutzap`]), recorded as pending, swapped at the mint with our P2PK key,
+//! and only then handed to the core as a [`VerifiedPayment`]. A kind 7376 redemption marker is
+//! published once the ledger holds the payment.
+//!
+//! It runs as its own task so a slow or dead mint never blocks the core. A swap the mint could
+//! not finish stays in the pending store and is retried with back-off, also after a restart.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use nostr_sdk::nips::nip44;
+use nostr_sdk::prelude::{Event, EventBuilder, Keys, Kind, Tag};
+use paydvm_ledger::{Asset, Rail};
+use paydvm_mints::pending::PendingError;
+use paydvm_mints::{
+    MintRegistry, MintStatus, NutZapEvent, PendingState, PendingSwap, PendingSwaps, ReceiveKey,
+    Recipient, Redeemer, Reject, SwapOutcome, TrustedMint, VerifiedNutZap,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::core::{Command, VerifiedPayment};
+use super::now_ms;
+
+/// How often due retries are looked for.
+const RETRY_EVERY: Duration = Duration::from_millis(500);
+/// First wait before a NutZap whose mint could not be asked for its keysets is checked again;
+/// doubles per try.
+const DEFER_FIRST: Duration = Duration::from_secs(1);
+/// Tries before such a NutZap is given up in this run (a restart sees it again on the relay).
+const MAX_DEFERRALS: u32 = 12;
+
+/// What to do with a NutZap after the offline checks.
+enum Decision {
+    Swap(VerifiedNutZap),
+    /// Already credited or already pending.
+    Nothing,
+    Reject(String),
+    /// Not decidable now (mint unreachable for its keysets): check it again later.
+    Later(String),
+}
+
+enum Checked {
+    Reject(String),
+    Later(String),
+}
+
+/// What the rail has done, for operators and tests.
+#[derive(Debug, Default)]
+pub struct NutZapStats {
+    ready: AtomicBool,
+    received: AtomicU64,
+    duplicates: AtomicU64,
+    rejected: AtomicU64,
+    retried: AtomicU64,
+    credited: AtomicU64,
+    /// The latest refusals: (NutZap event id, reason), oldest first, at most [`KEPT_REFUSALS`].
+    refusals: Mutex<VecDeque<(String, String)>>,
+    /// Each trusted mint and whether its keysets could be fetched.
+    mints: Mutex<Vec<(String, MintStatus)>>,
+}
+
+/// How many recent refusals [`NutZapStats::refusals`] keeps.
+pub const KEPT_REFUSALS: usize = 64;
+
+impl NutZapStats {
+    /// The first keyset fetch from every trusted mint was tried (each is up or reported down).
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+    /// NutZaps already credited or already pending when seen again: nothing done.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::SeqCst)
+    }
+    /// Kind 9321 events handed to the rail.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::SeqCst)
+    }
+    /// NutZaps refused (offline checks, already credited, spent or refused at the mint).
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::SeqCst)
+    }
+    /// Swap or credit attempts that must be tried again.
+    pub fn retried(&self) -> u64 {
+        self.retried.load(Ordering::SeqCst)
+    }
+    /// NutZaps swapped and booked in the ledger.
+    pub fn credited(&self) -> u64 {
+        self.credited.load(Ordering::SeqCst)
+    }
+    /// Each trusted mint and its status as of the last keyset fetch (down is reported, not fatal).
+    pub fn mints(&self) -> Vec<(String, MintStatus)> {
+        self.mints.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// The latest refusals: (NutZap event id, reason), oldest first.
+    pub fn refusals(&self) -> Vec<(String, String)> {
+        self.refusals
+            .lock()
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn refused(&self, id: &str, reason: &str) {
+        self.rejected.fetch_add(1, Ordering::SeqCst);
+        warn!(nutzap = %id, "NutZap refused: {reason}");
+        if let Ok(mut r) = self.refusals.lock() {
+            if r.len() == KEPT_REFUSALS {
+                r.pop_front();
+            }
+            r.push_back((id.to_owned(), reason.to_owned()));
+        }
+    }
+}
+
+pub struct NutZapRailParts {
+    pub identity: Keys,
+    pub p2pk: ReceiveKey,
+    pub mints: Vec<TrustedMint>,
+    pub wallet: PathBuf,
+    pub pending: PathBuf,
+    pub commands: mpsc::UnboundedSender<Command>,
+    /// Relay hint for the 7376 `e` tag (our first relay).
+    pub relay_hint: String,
+}
+
+pub struct NutZapRail {
+    events: mpsc::UnboundedSender<Box<Event>>,
+    task: JoinHandle<()>,
+    stats: Arc<NutZapStats>,
+}
+
+struct Worker {
+    identity: Keys,
+    us: Recipient,
+    registry: MintRegistry,
+    redeemer: Redeemer,
+    pending: PendingSwaps,
+    commands: mpsc::UnboundedSender<Command>,
+    relay_hint: String,
+    stats: Arc<NutZapStats>,
+    /// NutZaps waiting for their mint's keysets: (event, next try at ms, tries so far).
+    deferred: Vec<(Box<Event>, u64, u32)>,
+}
+
+impl NutZapRail {
+    /// Opens the wallet and pending stores, then runs the rail: keysets are fetched in the
+    /// background (a mint that is down is logged, not fatal) and pending swaps are retried.
+    pub async fn start(parts: NutZapRailParts) -> anyhow::Result<NutZapRail> {
+        let redeemer = Redeemer::open(&parts.wallet, parts.p2pk.clone()).await?;
+        let pending = PendingSwaps::open(&parts.pending)
+            .with_context(|| format!("opening {}", parts.pending.display()))?;
+        let stats = Arc::new(NutZapStats::default());
+        let worker = Worker {
+            us: Recipient {
+                identity: parts.identity.public_key().to_hex(),
+                p2pk: parts.p2pk.xonly_hex(),
+            },
+            identity: parts.identity,
+            registry: MintRegistry::new(parts.mints),
+            redeemer,
+            pending,
+            commands: parts.commands,
+            relay_hint: parts.relay_hint,
+            stats: Arc::clone(&stats),
+            deferred: Vec::new(),
+        };
+        let (events, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(worker.run(rx));
+        Ok(NutZapRail {
+            events,
+            task,
+            stats,
+        })
+    }
+
+    /// Where intake sends kind 9321 events.
+    pub fn sender(&self) -> mpsc::UnboundedSender<Box<Event>> {
+        self.events.clone()
+    }
+
+    pub fn stats(&self) -> Arc<NutZapStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Stops the task; anything not credited stays in the pending store for the next start.
+    pub async fn shutdown(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+impl Worker {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Box<Event>>) {
+        self.registry.refresh_all().await;
+        self.report_mints();
+        self.stats.ready.store(true, Ordering::SeqCst);
+        let mut retry = tokio::time::interval(RETRY_EVERY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = rx.recv() => match event {
+                    Some(event) => self.on_event(event).await,
+                    None => break,
+                },
+                _ = retry.tick() => self.retry_due().await,
+            }
+        }
+    }
+
+    async fn on_event(&mut self, event: Box<Event>) {
+        self.stats.received.fetch_add(1, Ordering::SeqCst);
+        self.decide(event, 0).await;
+    }
+
+    /// `tries`: how often it was put off already because its mint could not be asked.
+    async fn decide(&mut self, event: Box<Event>, tries: u32) {
+        let id = event.id.to_hex();
+        match self.accept(&event).await {
+            Decision::Swap(nutzap) => {
+                self.attempt(PendingSwap {
+                    nutzap,
+                    state: PendingState::Verified,
+                    attempts: 0,
+                    next_try_ms: 0,
+                })
+                .await
+            }
+            Decision::Nothing => {
+                self.stats.duplicates.fetch_add(1, Ordering::SeqCst);
+            }
+            Decision::Reject(reason) => self.stats.refused(&id, &reason),
+            Decision::Later(reason) => {
+                self.stats.retried.fetch_add(1, Ordering::SeqCst);
+                let delay = DEFER_FIRST.saturating_mul(1 << tries.min(8));
+                warn!(nutzap = %id, "NutZap not checked yet: {reason}; will retry");
+                let at = now_ms().saturating_add(delay.as_millis() as u64);
+                self.deferred.push((event, at, tries + 1));
+            }
+        }
+    }
+
+    /// Offline checks, then the ledger's memory of the proofs; records the NutZap as pending.
+    async fn accept(&mut self, event: &Event) -> Decision {
+        match self.check(event).await {
+            Ok(Some(nutzap)) => Decision::Swap(nutzap),
+            Ok(None) => Decision::Nothing,
+            Err(Checked::Reject(reason)) => Decision::Reject(reason),
+            Err(Checked::Later(reason)) => Decision::Later(reason),
+        }
+    }
+
+    async fn check(&mut self, event: &Event) -> Result<Option<VerifiedNutZap>, Checked> {
+        let id = event.id.to_hex();
+        let author = event.pubkey.to_hex();
+        let tags: Vec<Vec<String>> = event.tags.iter().map(|t| t.as_slice().to_vec()).collect();
+        let nutzap = NutZapEvent {
+            id: &id,
+            author: &author,
+            tags: &tags,
+        };
+        let now_secs = now_ms() / 1000;
+        let verified =
+            match paydvm_mints::verify_nutzap(&nutzap, &self.us, &self.registry, now_secs) {
+                // A keyset we have not cached (new keyset, or the mint was down at start): fetch
+                // the mint's keysets and check again. A mint we cannot reach is asked again later,
+                // not held against the sender.
+                Err(Reject::UnknownKeyset { .. }) => {
+                    let mint = paydvm_mints::nutzap::parse(&nutzap)
+                        .map(|p| p.mint)
+                        .unwrap_or_default();
+                    if let Err(e) = self.registry.refresh(&mint).await {
+                        return Err(Checked::Later(format!("cannot fetch keysets: {e}")));
+                    }
+                    paydvm_mints::verify_nutzap(&nutzap, &self.us, &self.registry, now_secs)
+                }
+                other => other,
+            }
+            .map_err(|e| Checked::Reject(e.to_string()))?;
+        let reference = reference(&verified);
+        let mut refs = vec![reference.clone()];
+        refs.extend(verified.ys.iter().cloned());
+        let credited = self.credited(refs).await;
+        if credited.contains(&reference) {
+            debug!(nutzap = %id, "NutZap already credited");
+            return Ok(None);
+        }
+        if !credited.is_empty() {
+            return Err(Checked::Reject(format!(
+                "{} of its proofs were already credited under another payment",
+                credited.len()
+            )));
+        }
+        match self.pending.insert(&verified, now_ms()) {
+            Ok(true) => Ok(Some(verified)),
+            Ok(false) => {
+                debug!(nutzap = %id, "NutZap already pending");
+                Ok(None)
+            }
+            Err(e) => Err(Checked::Later(format!("cannot record it as pending: {e}"))),
+        }
+    }
+
+    async fn retry_due(&mut self) {
+        let now = now_ms();
+        let (due, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|(_, at, _)| *at <= now);
+        self.deferred = wait;
+        for (event, _, tries) in due {
+            if tries > MAX_DEFERRALS {
+                let id = event.id.to_hex();
+                self.stats.refused(
+                    &id,
+                    "its mint stayed unreachable (seen again after a restart)",
+                );
+                continue;
+            }
+            self.decide(event, tries).await;
+        }
+        let due = match self.pending.due(now_ms()) {
+            Ok(due) => due,
+            Err(e) => {
+                warn!("pending NutZaps: {e}");
+                return;
+            }
+        };
+        for row in due {
+            self.attempt(row).await;
+        }
+    }
+
+    /// One step for a pending NutZap: swap it if not swapped yet, then credit it.
+    async fn attempt(&mut self, row: PendingSwap) {
+        let id = row.nutzap.event_id.clone();
+        let (received, fee) = match row.state {
+            PendingState::Swapped { received, fee } => (received, fee),
+            PendingState::Verified => match self.redeemer.swap(&row.nutzap).await {
+                SwapOutcome::Swapped { received, fee } => {
+                    if let Err(e) = self.pending.mark_swapped(&id, received, fee) {
+                        warn!(nutzap = %id, "swapped, but cannot record it: {e}");
+                    }
+                    (received, fee)
+                }
+                SwapOutcome::AlreadySpent => {
+                    return self.drop_row(&id, "its proofs were already spent at the mint")
+                }
+                SwapOutcome::Refused { reason } => {
+                    return self.drop_row(&id, &format!("the mint refused the swap: {reason}"))
+                }
+                SwapOutcome::Retry { reason } => {
+                    return self.back_off(&id, &format!("swap not done: {reason}"))
+                }
+            },
+        };
+        if fee > 0 {
+            info!(nutzap = %id, fee, unit = %row.nutzap.unit, "mint input fee paid on the swap");
+        }
+        self.credit(&row.nutzap, received).await;
+    }
+
+    async fn credit(&mut self, nutzap: &VerifiedNutZap, received: u64) {
+        let reference = reference(nutzap);
+        let payment = VerifiedPayment {
+            idem: format!("nutzap:{}", nutzap.event_id),
+            rail: Rail::NutZap,
+            asset: Asset::Mint {
+                url: nutzap.mint.clone(),
+            },
+            reference: reference.clone(),
+            linked: nutzap.ys.clone(),
+            amount: nutzap.amount,
+            evidence: Some(nutzap.event_id.clone()),
+            payer: Some(nutzap.sender.clone()),
+            names: nutzap.target.clone(),
+        };
+        if self
+            .commands
+            .send(Command::Payment(Box::new(payment)))
+            .is_err()
+        {
+            return;
+        }
+        // Commands are handled in order: this answer comes after the payment was booked.
+        if self.credited(vec![reference]).await.is_empty() {
+            return self.back_off(&nutzap.event_id, "the ledger did not book the payment");
+        }
+        if let Err(e) = self.pending.remove(&nutzap.event_id) {
+            warn!(nutzap = %nutzap.event_id, "credited, but cannot clear it from pending: {e}");
+        }
+        self.stats.credited.fetch_add(1, Ordering::SeqCst);
+        info!(nutzap = %nutzap.event_id, amount_msat = nutzap.amount.as_msat(), "NutZap credited");
+        match self.redemption_marker(nutzap, received) {
+            Ok(marker) => {
+                let _ = self.commands.send(Command::Announce(vec![marker]));
+            }
+            Err(e) => warn!(nutzap = %nutzap.event_id, "no redemption marker: {e:#}"),
+        }
+    }
+
+    /// Kind 7376: public `e … redeemed` and `p` tags; amount and unit NIP-44 encrypted to us.
+    fn redemption_marker(
+        &self,
+        nutzap: &VerifiedNutZap,
+        received: u64,
+    ) -> anyhow::Result<EventBuilder> {
+        let content = nip44::encrypt(
+            self.identity.secret_key(),
+            &self.identity.public_key(),
+            paydvm_mints::events::redemption_content(received, &nutzap.unit),
+            nip44::Version::V2,
+        )?;
+        let tags = paydvm_mints::events::redemption_tags(
+            &nutzap.event_id,
+            &self.relay_hint,
+            &nutzap.sender,
+        )
+        .into_iter()
+        .map(Tag::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+        Ok(EventBuilder::new(Kind::from(paydvm_mints::nutzap::HISTORY_KIND), content).tags(tags))
+    }
+
+    fn report_mints(&self) {
+        if let Ok(mut m) = self.stats.mints.lock() {
+            *m = self.registry.statuses();
+        }
+    }
+
+    fn drop_row(&mut self, id: &str, reason: &str) {
+        self.stats.refused(id, reason);
+        if let Err(e) = self.pending.remove(id) {
+            warn!(nutzap = %id, "cannot clear it from pending: {e}");
+        }
+    }
+
+    fn back_off(&mut self, id: &str, reason: &str) {
+        self.stats.retried.fetch_add(1, Ordering::SeqCst);
+        match self.pending.back_off(id, now_ms()) {
+            Ok(next) => warn!(nutzap = %id, retry_at_ms = next, "{reason}; will retry"),
+            Err(PendingError::Sql(e)) => warn!(nutzap = %id, "{reason}; cannot schedule: {e}"),
+            Err(e) => warn!(nutzap = %id, "{reason}; cannot schedule: {e}"),
+        }
+    }
+
+    /// Which of `refs` the ledger has credited (asked of the core).
+    async fn credited(&self, refs: Vec<String>) -> Vec<String> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::CreditedRefs { refs, reply })
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+/// The payment reference of a NutZap: its event id. Its proof Ys are the linked references, so
+/// the same proofs under another event are refused too.
+fn reference(nutzap: &VerifiedNutZap) -> String {
+    format!("nutzap:{}", nutzap.event_id)
+}
