@@ -128,6 +128,10 @@ impl Invoice {
         self.inner.payment_hash().to_string()
     }
 
+    pub fn payment_hash_bytes(&self) -> [u8; 32] {
+        self.inner.payment_hash().to_byte_array()
+    }
+
     pub fn description(&self) -> Description {
         match self.inner.description() {
             Bolt11InvoiceDescriptionRef::Direct(d) => Description::Text(d.to_string()),

@@ -22,13 +22,13 @@
 //! happened, and a receipt read during catch-up may well be older than the invoice's expiry.
 
 use std::collections::HashSet;
-use std::str::FromStr;
 
 use bitcoin::hashes::{sha256, Hash};
-use lightning_invoice::{Bolt11Invoice, Bolt11InvoiceDescriptionRef};
 use nostr_sdk::prelude::{Event, EventId, JsonUtil, Kind, PublicKey, Tag, Tags};
 use paydvm_ledger::Msat;
 use thiserror::Error;
+
+use crate::lightning::bolt11::{Description, Invoice};
 
 /// Zap request.
 pub const ZAP_REQUEST_KIND: u16 = 9734;
@@ -202,17 +202,18 @@ struct CheckedInvoice {
     description_hash: sha256::Hash,
 }
 
-/// Parses and checks a bolt11. `from_str` runs the semantic checks, the signature included
-/// (`Bolt11Invoice::from_signed` → `check_signature`), so it is not checked a second time.
+/// Parses and checks a bolt11 (signature included, see [`Invoice::parse`]); a zap invoice must
+/// carry an amount and a description hash.
 fn parse_invoice(bolt11: &str) -> Result<CheckedInvoice, ZapRejection> {
-    let invoice = Bolt11Invoice::from_str(bolt11)
+    let invoice = Invoice::parse(bolt11)
         .map_err(|e| ZapRejection::Bolt11(format!("does not parse or is badly signed: {e}")))?;
     let amount = invoice
-        .amount_milli_satoshis()
-        .ok_or_else(|| ZapRejection::Bolt11("has no amount".into()))?;
+        .amount()
+        .ok_or_else(|| ZapRejection::Bolt11("has no amount".into()))?
+        .as_msat();
     let description_hash = match invoice.description() {
-        Bolt11InvoiceDescriptionRef::Hash(hash) => hash.0,
-        Bolt11InvoiceDescriptionRef::Direct(_) => {
+        Description::Hash(hash) => sha256::Hash::from_byte_array(hash),
+        Description::Text(_) => {
             return Err(ZapRejection::Bolt11(
                 "has a plain description, not a description hash".into(),
             ))
@@ -220,7 +221,7 @@ fn parse_invoice(bolt11: &str) -> Result<CheckedInvoice, ZapRejection> {
     };
     Ok(CheckedInvoice {
         amount,
-        payment_hash: *invoice.payment_hash(),
+        payment_hash: sha256::Hash::from_byte_array(invoice.payment_hash_bytes()),
         description_hash,
     })
 }
