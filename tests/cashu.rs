@@ -27,7 +27,7 @@ use paydvm_ledger::{Asset, EventBody, JobId, JobState, Msat, Rail};
 use paydvm_mints::PendingSwaps;
 use tokio::task::JoinHandle;
 
-use crate::node::{is_status, start_relay, types, wait_state, write_node_dir_with, Customer};
+use crate::node::{is_status, start_relay, steps, wait_state, write_node_dir_with, Customer};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -359,10 +359,7 @@ async fn a_nutzap_pays_a_quoted_job_after_the_swap() {
 
     let store = s.store();
     assert_eq!(
-        types(&store, &job)
-            .into_iter()
-            .filter(|t| !t.starts_with("effect_"))
-            .collect::<Vec<_>>(),
+        steps(&store, &job),
         [
             "job_received",
             "quote_issued",

@@ -19,20 +19,13 @@ use paydvm_ledger::{
 };
 use tokio::sync::broadcast;
 
-use crate::node::{is_status, setup, tag_values, types, wait_state, Customer};
+use crate::node::{is_status, setup, steps, tag_values, wait_state, Customer};
 
 fn with_backend(backend: Arc<dyn LightningBackend>) -> NodeOptions {
     NodeOptions {
         lightning: Some(backend),
         ..NodeOptions::default()
     }
-}
-
-fn steps(store: &Store, job: &str) -> Vec<&'static str> {
-    types(store, job)
-        .into_iter()
-        .filter(|t| !t.starts_with("effect_"))
-        .collect()
 }
 
 fn bodies(store: &Store, job: &str) -> Vec<EventBody> {

@@ -238,6 +238,14 @@ pub fn types(store: &Store, job: &str) -> Vec<&'static str> {
         .collect()
 }
 
+/// A job's ledger trail by event type, without the outbox bookkeeping (`effect_*`).
+pub fn steps(store: &Store, job: &str) -> Vec<&'static str> {
+    types(store, job)
+        .into_iter()
+        .filter(|t| !t.starts_with("effect_"))
+        .collect()
+}
+
 pub fn job_state(store: &Store, job: &str) -> JobState {
     store
         .state()
@@ -296,12 +304,7 @@ async fn free_job_gets_processing_feedback_and_result() {
     let store = s.store();
     let job = request.id.to_hex();
     assert_eq!(job_state(&store, &job), JobState::Succeeded);
-    let trail = types(&store, &job);
-    let steps: Vec<&str> = trail
-        .iter()
-        .copied()
-        .filter(|t| !t.starts_with("effect_"))
-        .collect();
+    let steps = steps(&store, &job);
     assert_eq!(
         steps,
         [
@@ -356,10 +359,7 @@ async fn bid_below_price_is_rejected_with_error_feedback() {
     node.shutdown().await;
     let store = s.store();
     assert_eq!(
-        types(&store, &request.id.to_hex())
-            .into_iter()
-            .filter(|t| !t.starts_with("effect_"))
-            .collect::<Vec<_>>(),
+        steps(&store, &request.id.to_hex()),
         ["job_received", "job_rejected"]
     );
 }
@@ -458,10 +458,7 @@ async fn failed_paid_job_is_marked_for_refund() {
         store.state().refund(&refund).unwrap().amount,
         Msat::from_msat(5_000)
     );
-    let steps: Vec<&str> = types(&store, &job)
-        .into_iter()
-        .filter(|t| !t.starts_with("effect_"))
-        .collect();
+    let steps: Vec<&str> = steps(&store, &job);
     assert_eq!(
         steps,
         [
@@ -627,10 +624,7 @@ async fn restart_resumes_interrupted_job_and_serves_requests_sent_while_stopped(
     node.shutdown().await;
 
     let store = s.store();
-    let steps: Vec<&str> = types(&store, &slow_job)
-        .into_iter()
-        .filter(|t| !t.starts_with("effect_"))
-        .collect();
+    let steps: Vec<&str> = steps(&store, &slow_job);
     assert_eq!(
         steps,
         [
@@ -824,10 +818,7 @@ async fn unpaid_quote_expires() {
     wait_state(&node, &request.id.to_hex(), JobState::Expired).await;
     node.shutdown().await;
     let store = s.store();
-    let steps: Vec<&str> = types(&store, &request.id.to_hex())
-        .into_iter()
-        .filter(|t| !t.starts_with("effect_"))
-        .collect();
+    let steps: Vec<&str> = steps(&store, &request.id.to_hex());
     assert_eq!(steps, ["job_received", "quote_issued", "quote_expired"]);
     assert!(store.verify().is_ok());
 }
@@ -1063,10 +1054,7 @@ async fn a_result_too_large_to_deliver_fails_the_job_and_refunds() {
     wait_state(&node, &job, JobState::RefundDue).await;
     node.shutdown().await;
     let store = s.store();
-    let steps: Vec<&str> = types(&store, &job)
-        .into_iter()
-        .filter(|t| !t.starts_with("effect_"))
-        .collect();
+    let steps: Vec<&str> = steps(&store, &job);
     assert_eq!(
         steps,
         [

@@ -6,7 +6,7 @@ use nostr_sdk::prelude::*;
 use paydvm::node::VerifiedPayment;
 use paydvm_ledger::{Account, Asset, JobId, JobState, Msat, Pubkey, Rail, RefundId};
 
-use crate::node::{is_status, job_state, setup, tag_values, types, wait_state, Customer};
+use crate::node::{is_status, job_state, setup, steps, tag_values, wait_state, Customer};
 
 fn invoice_payment(
     idem: &str,
@@ -25,13 +25,6 @@ fn invoice_payment(
         payer: None,
         names,
     }
-}
-
-fn steps(store: &paydvm_ledger::store::Store, job: &str) -> Vec<&'static str> {
-    types(store, job)
-        .into_iter()
-        .filter(|t| !t.starts_with("effect_"))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

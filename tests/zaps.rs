@@ -22,7 +22,7 @@ use paydvm_ledger::{
     Account, Asset, EventBody, JobId, JobState, Msat, PaymentTarget, QueueReason, Rail,
 };
 
-use crate::node::{is_status, start_relay, types, wait_state, write_node_dir, Customer};
+use crate::node::{is_status, start_relay, steps, wait_state, write_node_dir, Customer};
 
 const WAIT: Duration = Duration::from_secs(15);
 const PRICE: u64 = 5_000;
@@ -209,10 +209,7 @@ async fn a_zap_on_the_payment_required_feedback_pays_and_runs_the_job() {
     node.shutdown().await;
 
     let store = z.store();
-    let steps: Vec<_> = types(&store, &job)
-        .into_iter()
-        .filter(|t| !t.starts_with("effect_"))
-        .collect();
+    let steps: Vec<_> = steps(&store, &job);
     assert_eq!(
         steps,
         [

@@ -59,32 +59,24 @@ pub fn parse_secret_key(text: &Secret<String>) -> Option<Secret<Keys>> {
 /// Reads a small secret file (a key, an NWC URI, an API key); refuses one that group or others
 /// may access.
 pub fn read_secret_file(path: &Path) -> Result<Secret<String>, KeyError> {
-    let shown = path.display().to_string();
-    let read_err = |error| KeyError::Read {
-        path: shown.clone(),
-        error,
-    };
-    let file = File::open(path).map_err(read_err)?;
-    let mode = file.metadata().map_err(read_err)?.permissions().mode();
-    if mode & GROUP_OR_OTHER != 0 {
-        return Err(KeyError::TooOpen {
-            path: shown.clone(),
-            mode: mode & 0o7777,
-        });
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_SECRET_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_err)?;
-    (bytes.len() as u64 <= MAX_SECRET_FILE_BYTES)
-        .then(|| String::from_utf8(bytes).ok())
-        .flatten()
-        .map(Secret::new)
-        .ok_or(KeyError::Malformed { origin: shown })
+    read_private_file(path, MAX_SECRET_FILE_BYTES)?.ok_or_else(|| KeyError::Malformed {
+        origin: path.display().to_string(),
+    })
 }
 
 /// Loads the key file at `path`; refuses one that group or others may access.
 pub fn load_key_file(path: &Path) -> Result<Secret<Keys>, KeyError> {
+    read_private_file(path, MAX_KEY_FILE_BYTES)?
+        .as_ref()
+        .and_then(parse_secret_key)
+        .ok_or_else(|| KeyError::Malformed {
+            origin: path.display().to_string(),
+        })
+}
+
+/// The text of a file only its owner may read; `None` when it is longer than `max` bytes or not
+/// UTF-8.
+fn read_private_file(path: &Path, max: u64) -> Result<Option<Secret<String>>, KeyError> {
     let shown = path.display().to_string();
     let read_err = |error| KeyError::Read {
         path: shown.clone(),
@@ -100,16 +92,13 @@ pub fn load_key_file(path: &Path) -> Result<Secret<Keys>, KeyError> {
         });
     }
     let mut bytes = Vec::new();
-    file.take(MAX_KEY_FILE_BYTES + 1)
+    file.take(max + 1)
         .read_to_end(&mut bytes)
         .map_err(read_err)?;
-    let text = (bytes.len() as u64 <= MAX_KEY_FILE_BYTES)
+    Ok((bytes.len() as u64 <= max)
         .then(|| String::from_utf8(bytes).ok())
         .flatten()
-        .map(Secret::new);
-    text.as_ref()
-        .and_then(parse_secret_key)
-        .ok_or(KeyError::Malformed { origin: shown })
+        .map(Secret::new))
 }
 
 /// Creates a new key file at `path` holding a fresh key as `nsec1…\n`, mode 0600 from the
