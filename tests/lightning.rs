@@ -203,6 +203,9 @@ impl LightningBackend for Unreachable {
     async fn lookup_payment(&self, _: &str) -> PaymentStatus {
         PaymentStatus::Unknown("down".into())
     }
+    async fn balance(&self) -> Result<Msat, LightningError> {
+        Err(LightningError::Unreachable("connection refused".into()))
+    }
     fn settlements(&self) -> Option<broadcast::Receiver<Settlement>> {
         None
     }

@@ -362,6 +362,27 @@ impl LightningBackend for FakeLightning {
         }
     }
 
+    /// Received (settled invoices) minus paid out (settled payments and their fees).
+    async fn balance(&self) -> Result<Msat, LightningError> {
+        let book = self.book();
+        let mut held = Msat::ZERO;
+        for (amount, _) in book.invoices.values().filter_map(|i| i.settled) {
+            held = held
+                .checked_add(amount)
+                .map_err(|e| LightningError::Amount(e.to_string()))?;
+        }
+        for p in &book.payments {
+            if let PaymentStatus::Settled { fee, .. } = &p.status {
+                held = p
+                    .amount
+                    .checked_add(*fee)
+                    .and_then(|out| held.checked_sub(out))
+                    .map_err(|e| LightningError::Amount(e.to_string()))?;
+            }
+        }
+        Ok(held)
+    }
+
     fn settlements(&self) -> Option<broadcast::Receiver<Settlement>> {
         self.notify.then(|| self.settled_tx.subscribe())
     }

@@ -105,6 +105,9 @@ pub trait LightningBackend: Send + Sync {
 
     async fn lookup_payment(&self, payment_hash: &str) -> PaymentStatus;
 
+    /// What the wallet holds, as the wallet reports it (for `paydvm reconcile`).
+    async fn balance(&self) -> Result<Msat, LightningError>;
+
     /// Settled-invoice notifications, if the backend sends them. `None` means the caller must
     /// poll [`LightningBackend::lookup_invoice`] (see [`watch`]). A notification is a hint to
     /// look up, never proof on its own.

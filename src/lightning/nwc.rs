@@ -232,6 +232,14 @@ impl LightningBackend for NwcLightning {
         }
     }
 
+    async fn balance(&self) -> Result<Msat, LightningError> {
+        self.client
+            .get_balance()
+            .await
+            .map(Msat::from_msat)
+            .map_err(|e| LightningError::Unreachable(e.to_string()))
+    }
+
     fn settlements(&self) -> Option<broadcast::Receiver<Settlement>> {
         None
     }
