@@ -206,6 +206,13 @@ async fn setup_with(relays: usize, failures_then: &str, extra: &str) -> Setup {
 }
 
 impl Setup {
+    /// Adds `lines` to the config's `[node]` section.
+    pub fn add_node_settings(&self, lines: &str) {
+        let toml = std::fs::read_to_string(&self.config).unwrap();
+        let toml = toml.replacen("[node]\n", &format!("[node]\n{lines}\n"), 1);
+        std::fs::write(&self.config, toml).unwrap();
+    }
+
     pub async fn start(&self) -> NodeHandle {
         Node::start(Config::load(&self.config).unwrap())
             .await
@@ -466,7 +473,9 @@ async fn failed_paid_job_is_marked_for_refund() {
             "job_queued",
             "processing_started",
             "processing_failed",
-            "refund_due"
+            "refund_due",
+            // Paid from prepaid credit: no rail to pay it back over, so it waits, with why.
+            "refund_deferred"
         ]
     );
 }
@@ -563,7 +572,10 @@ fn demo_runs_offline_and_prints_trails() {
     assert_eq!(out.matches("timeline (").count(), 6, "{out}");
     for state in [
         "state succeeded",
-        "state refund_due",
+        "state refunded",
+        "refund_started",
+        "refund_settled",
+        "node paid 5000 msat to the customer's wallet (payment hash ",
         "state quoted",
         "customer got result (kind 6001): \"5 words\"",
         "customer got result (kind 6050): \"HELLO PAYDVM\"",
@@ -1062,7 +1074,9 @@ async fn a_result_too_large_to_deliver_fails_the_job_and_refunds() {
             "job_queued",
             "processing_started",
             "processing_failed",
-            "refund_due"
+            "refund_due",
+            // Paid from prepaid credit: no rail to pay it back over, so it waits, with why.
+            "refund_deferred"
         ]
     );
     assert!(store.verify().is_ok());

@@ -241,6 +241,12 @@ pub enum EventBody {
     CreditGranted {
         job: JobId,
     },
+    /// A refund could not be started (no destination, the customer's invoice refused, the rail
+    /// unavailable): it stays owed, with this as the reason shown to the operator.
+    RefundDeferred {
+        refund: RefundId,
+        reason: String,
+    },
     /// The exact payment is recorded before it is attempted.
     RefundStarted {
         refund: RefundId,
@@ -302,6 +308,7 @@ impl EventBody {
             EventBody::ResultPublished { .. } => "result_published",
             EventBody::RefundDue { .. } => "refund_due",
             EventBody::CreditGranted { .. } => "credit_granted",
+            EventBody::RefundDeferred { .. } => "refund_deferred",
             EventBody::RefundStarted { .. } => "refund_started",
             EventBody::RefundSettled { .. } => "refund_settled",
             EventBody::RefundOutcomeUnknown { .. } => "refund_outcome_unknown",

@@ -50,4 +50,7 @@ pub struct RefundRecord {
     pub attempts: u32,
     pub route: Option<RefundRoute>,
     pub fee: Msat,
+    /// Why the refund is waiting, while it cannot be started (see `refund_deferred`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<String>,
 }

@@ -412,6 +412,16 @@ impl Planner<'_> {
                 transition(&mut rec, input)?;
                 self.change.job = Some(rec);
             }
+            EventBody::RefundDeferred { refund, reason } => {
+                check_text("reason", reason)?;
+                let mut r = self.load_refund(refund)?;
+                if !r.state.can_start() {
+                    return Err(refund_refused(&r, "defer"));
+                }
+                r.deferred = Some(reason.clone());
+                self.change.subject_job = r.job.clone();
+                self.change.refund = Some(r);
+            }
             EventBody::RefundStarted {
                 refund,
                 attempt,
@@ -433,6 +443,7 @@ impl Planner<'_> {
                 r.state = RefundState::InFlight;
                 r.attempts = *attempt;
                 r.route = Some(route.clone());
+                r.deferred = None;
                 self.mirror_refund(&r, JobInput::RefundStart)?;
                 self.change.refund = Some(r);
             }
@@ -674,6 +685,7 @@ impl Planner<'_> {
             attempts: 0,
             route: None,
             fee: Msat::ZERO,
+            deferred: None,
         });
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! `paydvm demo`: everything on 127.0.0.1 in a temporary directory. An embedded relay, an
 //! embedded LNURL-pay zapper (the node's lud16), the node with a fresh key and the built-in fake
 //! Lightning backend, and a scripted customer running a free job, a job paid from prepaid credit,
-//! a paid job that fails (refund due), a job paid by a Lightning invoice (a real regtest invoice
+//! an invoice-paid job that fails and is refunded over Lightning to the customer's own lightning
+//! address (a second LNURL-pay server), a job paid by a Lightning invoice (a real regtest invoice
 //! the demo pays), a job left at `payment-required` and a job paid with a zap on its
 //! payment-required feedback. Then the audit trail of each job and the `verify` summary. Prints
 //! no secret key.
@@ -47,8 +48,8 @@ then = "refund"
 /// The 5050 price in the demo policy.
 const PRICE_MSAT: u64 = 5000;
 
-/// Prepaid credit the demo customer starts with: two 5050 jobs.
-const TOP_UP_MSAT: u64 = 10_000;
+/// Prepaid credit the demo customer starts with: one 5050 job.
+const TOP_UP_MSAT: u64 = 5_000;
 const WAIT: Duration = Duration::from_secs(20);
 
 pub fn run() -> anyhow::Result<u8> {
@@ -74,6 +75,8 @@ struct Script {
     pay_then: Option<JobState>,
     /// Zap the job's payment-required feedback, then wait for it to succeed.
     zap: bool,
+    /// Ask for refunds to the customer's own lightning address (`["refund", …]`).
+    refund_to_wallet: bool,
 }
 
 const SCRIPT: [Script; 6] = [
@@ -85,6 +88,7 @@ const SCRIPT: [Script; 6] = [
         until: JobState::Succeeded,
         pay_then: None,
         zap: false,
+        refund_to_wallet: false,
     },
     Script {
         label: "job paid from prepaid credit (5050 upper)",
@@ -94,15 +98,17 @@ const SCRIPT: [Script; 6] = [
         until: JobState::Succeeded,
         pay_then: None,
         zap: false,
+        refund_to_wallet: false,
     },
     Script {
-        label: "paid job that fails (5050 mode fail): refund due",
+        label: "invoice-paid job that fails (5050 mode fail): refunded over Lightning",
         kind: 5050,
         text: "this will fail",
         params: &[("mode", "fail")],
-        until: JobState::RefundDue,
-        pay_then: None,
+        until: JobState::Quoted,
+        pay_then: Some(JobState::Refunded),
         zap: false,
+        refund_to_wallet: true,
     },
     Script {
         label: "job paid by Lightning invoice (5050 reverse)",
@@ -112,6 +118,7 @@ const SCRIPT: [Script; 6] = [
         until: JobState::Quoted,
         pay_then: Some(JobState::Succeeded),
         zap: false,
+        refund_to_wallet: false,
     },
     Script {
         label: "job without credit left: payment required",
@@ -121,6 +128,7 @@ const SCRIPT: [Script; 6] = [
         until: JobState::Quoted,
         pay_then: None,
         zap: false,
+        refund_to_wallet: false,
     },
     Script {
         label: "job paid with a zap (5050 upper, NIP-57)",
@@ -130,6 +138,7 @@ const SCRIPT: [Script; 6] = [
         until: JobState::Quoted,
         pay_then: None,
         zap: true,
+        refund_to_wallet: false,
     },
 ];
 
@@ -154,6 +163,12 @@ async fn demo(dir: &Path) -> anyhow::Result<u8> {
     ))?;
     let config_path = write_node_dir(dir, &url, &lud16)?;
     let customer = Keys::generate();
+    // The customer's own wallet, where refunds go: another LNURL-pay server on loopback.
+    let wallet = Zapper::start(ZapperOptions::new("customer", customer.public_key())).await?;
+    let wallet_address = wallet.lud16().to_string();
+    say(&format!(
+        "customer's wallet (refunds go here): {wallet_address}"
+    ))?;
     top_up(&dir.join("paydvm.db"), &customer)?;
     say(&format!(
         "customer {} starts with {} of prepaid credit (recorded by the operator)",
@@ -186,7 +201,8 @@ async fn demo(dir: &Path) -> anyhow::Result<u8> {
     let mut jobs = Vec::new();
     let outcome = async {
         for step in &SCRIPT {
-            let request = request(&customer, step)?;
+            let refund_to = step.refund_to_wallet.then_some(wallet_address.as_str());
+            let request = request(&customer, step, refund_to)?;
             say(&format!(
                 "\n> {}: request {}",
                 step.label,
@@ -241,6 +257,12 @@ async fn demo(dir: &Path) -> anyhow::Result<u8> {
                 ))?;
                 lightning.settle(&invoice.payment_hash())?;
                 wait_state(&node, &request.id.to_hex(), after).await?;
+                for paid in lightning.payments() {
+                    say(&format!(
+                        "  node paid {} to the customer's wallet (payment hash {})",
+                        paid.amount, paid.payment_hash
+                    ))?;
+                }
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 while let Ok(n) = replies.try_recv() {
                     if let RelayPoolNotification::Event { event, .. } = n {
@@ -256,6 +278,7 @@ async fn demo(dir: &Path) -> anyhow::Result<u8> {
     client.shutdown().await;
     node.shutdown().await;
     zapper.shutdown().await;
+    wallet.shutdown().await;
     relay.shutdown();
     outcome?;
 
@@ -332,10 +355,13 @@ fn top_up(ledger: &Path, customer: &Keys) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn request(customer: &Keys, step: &Script) -> anyhow::Result<Event> {
+fn request(customer: &Keys, step: &Script, refund_to: Option<&str>) -> anyhow::Result<Event> {
     let mut tags = vec![Tag::parse(["i", step.text, "text"])?];
     for (k, v) in step.params {
         tags.push(Tag::parse(["param", k, v])?);
+    }
+    if let Some(address) = refund_to {
+        tags.push(Tag::parse(["refund", address])?);
     }
     Ok(EventBuilder::new(Kind::Custom(step.kind), "")
         .tags(tags)

@@ -152,7 +152,8 @@ fn detail(body: &EventBody) -> String {
         EventBody::RefundOutcomeUnknown { refund, reason } => {
             format!("refund {refund}: {reason}")
         }
-        EventBody::RefundFailed { refund, reason } => format!("refund {refund}: {reason}"),
+        EventBody::RefundFailed { refund, reason }
+        | EventBody::RefundDeferred { refund, reason } => format!("refund {refund}: {reason}"),
         EventBody::EntitlementGranted {
             subscription,
             tier,

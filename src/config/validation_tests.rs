@@ -169,7 +169,6 @@ fn invalid_fields_are_named() {
         (toml(&node("", "ledger"), RELAYS, OFFER), "node.ledger", "is required"),
         (toml(&node("lud16 = \"Dvm\"", ""), RELAYS, OFFER), "node.lud16", "not a lightning address"),
         (toml(&node("lud16 = \"dvm@example.com\"\nlnurl_http_loopback = true", ""), RELAYS, OFFER), "node.lnurl_http_loopback", "loopback"),
-        (toml(&node("lnurl_http_loopback = true", ""), RELAYS, OFFER), "node.lnurl_http_loopback", "needs node.lud16"),
         (toml(&node("policy = \"~/policy.toml\"", "policy"), RELAYS, OFFER), "node.policy", "not expanded"),
         (toml(&node("key_env = \"PAYDVM_NSEC\"", ""), RELAYS, OFFER), "node.key_file", "not both"),
         (toml(&node("", "key_file"), RELAYS, OFFER), "node.key_file", "is required"),

@@ -38,6 +38,9 @@ pub enum PayOutcome {
     Unknown,
     /// `pay_invoice` says `Unknown`, but the payment did go through: lookups say `Settled`.
     UnknownThenSettle,
+    /// The payment leaves (lookups say `Unknown` until resolved) and `pay_invoice` never
+    /// answers: a node that dies mid-payment.
+    Hang,
 }
 
 /// Misuse of the fake's hooks (a test bug or a demo script bug).
@@ -264,7 +267,7 @@ impl LightningBackend for FakeLightning {
         expiry_secs: u64,
     ) -> Result<IssuedInvoice, LightningError> {
         if amount.is_zero() || amount > Msat::MAX_SUPPLY {
-            return Err(LightningError::Amount(format!("{amount} msat")));
+            return Err(LightningError::Amount(amount.to_string()));
         }
         let expiry_secs = expiry_secs.clamp(1, MAX_EXPIRY_SECS);
         let preimage: [u8; 32] = rand::random();
@@ -309,40 +312,49 @@ impl LightningBackend for FakeLightning {
             // Refused before anything left: an explicit failure.
             Err(e) => return PaymentStatus::Failed(e.to_string()),
         };
-        let mut book = self.book();
-        let outcome = book
-            .script
-            .pop_front()
-            .unwrap_or(PayOutcome::Settle { fee: Msat::ZERO });
-        let payment_hash = invoice.payment_hash();
-        let status = match outcome {
-            PayOutcome::Settle { fee } if fee > max_fee => {
-                PaymentStatus::Failed(format!("fee {fee} msat above the cap of {max_fee} msat"))
-            }
-            PayOutcome::Settle { fee } => PaymentStatus::Settled {
-                preimage: hex::encode(rand::random::<[u8; 32]>()),
-                fee,
-            },
-            PayOutcome::Fail(reason) => PaymentStatus::Failed(reason),
-            PayOutcome::Unknown => PaymentStatus::Unknown("no answer from the network".into()),
-            PayOutcome::UnknownThenSettle => {
-                book.resolved.insert(
-                    payment_hash.clone(),
-                    PaymentStatus::Settled {
-                        preimage: hex::encode(rand::random::<[u8; 32]>()),
-                        fee: Msat::ZERO,
-                    },
-                );
-                PaymentStatus::Unknown("no answer from the network".into())
-            }
+        let (status, hang) = {
+            let mut book = self.book();
+            let outcome = book
+                .script
+                .pop_front()
+                .unwrap_or(PayOutcome::Settle { fee: Msat::ZERO });
+            let payment_hash = invoice.payment_hash();
+            let hang = outcome == PayOutcome::Hang;
+            let status = match outcome {
+                PayOutcome::Settle { fee } if fee > max_fee => {
+                    PaymentStatus::Failed(format!("fee {fee} above the cap of {max_fee}"))
+                }
+                PayOutcome::Settle { fee } => PaymentStatus::Settled {
+                    preimage: hex::encode(rand::random::<[u8; 32]>()),
+                    fee,
+                },
+                PayOutcome::Fail(reason) => PaymentStatus::Failed(reason),
+                PayOutcome::Unknown | PayOutcome::Hang => {
+                    PaymentStatus::Unknown("no answer from the network".into())
+                }
+                PayOutcome::UnknownThenSettle => {
+                    book.resolved.insert(
+                        payment_hash.clone(),
+                        PaymentStatus::Settled {
+                            preimage: hex::encode(rand::random::<[u8; 32]>()),
+                            fee: Msat::ZERO,
+                        },
+                    );
+                    PaymentStatus::Unknown("no answer from the network".into())
+                }
+            };
+            book.payments.push(OutgoingPayment {
+                bolt11: invoice.as_str().to_owned(),
+                payment_hash,
+                amount,
+                max_fee,
+                status: status.clone(),
+            });
+            (status, hang)
         };
-        book.payments.push(OutgoingPayment {
-            bolt11: invoice.as_str().to_owned(),
-            payment_hash,
-            amount,
-            max_fee,
-            status: status.clone(),
-        });
+        if hang {
+            std::future::pending::<()>().await;
+        }
         status
     }
 

@@ -2,16 +2,58 @@
 //! endpoint or given in their request): it must be for exactly what is owed and still payable.
 //! The refund runner records the invoice (`refund_started`) only after these checks pass.
 
+use std::fmt;
+use std::str::FromStr;
+
 use paydvm_ledger::Msat;
 
 use super::bolt11::{Bolt11Error, Invoice};
+use crate::payments::lnurl::Lud16;
+
+/// Where a customer wants Lightning refunds paid, from the request's `["refund", …]` tag: a
+/// lightning address (we fetch an invoice for exactly what is owed) or a BOLT 11 invoice (used
+/// only if it is for exactly what is owed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundAddress {
+    LightningAddress(Lud16),
+    Invoice(String),
+}
+
+/// Why a refund tag is not a refund address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refund tag is neither a lightning address (name@domain) nor a BOLT 11 invoice")]
+pub struct BadRefundAddress;
+
+impl FromStr for RefundAddress {
+    type Err = BadRefundAddress;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.contains('@') {
+            return s
+                .parse::<Lud16>()
+                .map(RefundAddress::LightningAddress)
+                .map_err(|_| BadRefundAddress);
+        }
+        let invoice = Invoice::parse(s).map_err(|_| BadRefundAddress)?;
+        Ok(RefundAddress::Invoice(invoice.as_str().to_owned()))
+    }
+}
+
+impl fmt::Display for RefundAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RefundAddress::LightningAddress(a) => a.fmt(f),
+            RefundAddress::Invoice(i) => f.write_str(i),
+        }
+    }
+}
 
 /// Why a refund invoice is refused. The refund stays pending with this as its reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RefundInvoiceError {
     #[error(transparent)]
     Invoice(#[from] Bolt11Error),
-    #[error("invoice is for {invoice} msat but {owed} msat are owed")]
+    #[error("invoice is for {invoice} but {owed} are owed")]
     WrongAmount { invoice: Msat, owed: Msat },
     #[error("invoice expires within {margin_secs} s; too late to pay safely")]
     ExpiresTooSoon { margin_secs: u64 },

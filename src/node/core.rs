@@ -24,11 +24,13 @@ use tokio::task::AbortHandle;
 use tracing::{debug, error, info, warn};
 
 mod payment;
+mod refunds;
 
 pub use self::payment::VerifiedPayment;
 
 use super::invoicing::{InvoiceDesk, InvoiceRequest};
 use super::outbox::{Outbox, Publication};
+use super::refunds::RefundDesk;
 use super::{now_ms, worker};
 use crate::config::Relays;
 use crate::executor::Executors;
@@ -59,6 +61,20 @@ pub enum Command {
     InvoiceFailed {
         request: InvoiceRequest,
         reason: String,
+    },
+    /// The refund desk found an invoice for exactly what a refund owes.
+    RefundRouted {
+        refund: String,
+        attempt: u32,
+        route: paydvm_ledger::RefundRoute,
+    },
+    /// The refund desk could not route a refund now.
+    RefundDeferred { refund: String, reason: String },
+    /// What the Lightning backend said about a refund payment.
+    RefundOutcome {
+        refund: String,
+        attempt: u32,
+        status: crate::lightning::PaymentStatus,
     },
     /// An executor attempt ended.
     ExecFinished {
@@ -110,6 +126,8 @@ pub struct CoreParts {
     pub outbox: Outbox,
     /// The Lightning rail, when a backend is configured.
     pub invoices: Option<InvoiceDesk>,
+    /// Lightning refunds, when a backend is configured.
+    pub refunds: Option<RefundDesk>,
     /// How long an undelivered effect waits before the outbox is given it again.
     pub resend_after: std::time::Duration,
 }
@@ -145,6 +163,8 @@ struct Deferred {
     invoice_requests: Vec<InvoiceRequest>,
     /// Invoices to watch (their `quote_issued` is in the batch), with the quote's expiry (ms).
     watches: Vec<(IssuedInvoice, JobId, u64)>,
+    /// Refunds to pay (their `refund_started` is in the batch).
+    refund_payments: Vec<refunds::RefundPayment>,
 }
 
 pub struct Core {
@@ -157,6 +177,8 @@ pub struct Core {
     commands: mpsc::UnboundedSender<Command>,
     outbox: Option<Outbox>,
     invoices: Option<InvoiceDesk>,
+    refunds: Option<RefundDesk>,
+    refund_tasks: HashMap<String, refunds::RefundTask>,
     requests: HashMap<String, Pending>,
     /// Jobs whose invoice the backend is making (a second sighting must not ask again).
     awaiting_invoice: HashSet<String>,
@@ -189,6 +211,8 @@ impl Core {
             commands: parts.commands,
             outbox: Some(parts.outbox),
             invoices: parts.invoices,
+            refunds: parts.refunds,
+            refund_tasks: HashMap::new(),
             requests: HashMap::new(),
             awaiting_invoice: HashSet::new(),
             running: HashMap::new(),
@@ -243,6 +267,7 @@ impl Core {
                 }
             }
         }
+        self.flush();
         self.flush();
         let (seq, _) = self.store.head();
         let newest_at = if seq == 0 {
@@ -319,6 +344,20 @@ impl Core {
                 attempt,
                 outcome,
             } if !closing => self.on_exec_finished(&job, attempt, outcome),
+            Command::RefundRouted {
+                refund,
+                attempt,
+                route,
+            } if !closing => self.on_refund_routed(&refund, attempt, route),
+            Command::RefundDeferred { refund, reason } if !closing => {
+                self.on_refund_deferred(&refund, &reason)
+            }
+            // Money may have moved: recorded even while closing.
+            Command::RefundOutcome {
+                refund,
+                attempt,
+                status,
+            } => self.on_refund_outcome(&refund, attempt, status),
             Command::Published { effect, detail } => self.on_published(&effect, detail),
             Command::PublishGaveUp { effect } => {
                 let now = self.now();
@@ -328,7 +367,8 @@ impl Core {
             Command::Tick if !closing => {
                 let now = self.now();
                 self.resend_stale(now);
-                self.expire_quotes()
+                // Flushing drives the refunds (retries that came due) from what is on disk.
+                self.expire_quotes().map(|()| self.flush())
             }
             Command::Announce(builders) if !closing => self.announce(builders).map(|_| ()),
             Command::CreditedRefs { refs, reply } => {
@@ -409,6 +449,12 @@ impl Core {
                     );
                     self.running.insert(job.to_string(), Some(handle));
                 }
+                self.pay_recorded_refunds(deferred.refund_payments);
+                // A refund the batch made due is routed at once, not at the next tick.
+                let now = self.now();
+                if let Err(e) = self.drive_refunds(now) {
+                    warn!("refunds: {e:#}");
+                }
             }
             Err(e) => {
                 error!("writing the ledger failed; this batch is undone: {e}");
@@ -418,6 +464,7 @@ impl Core {
                 for request in deferred.invoice_requests {
                     self.awaiting_invoice.remove(&request.job);
                 }
+                self.forget_refund_payments(deferred.refund_payments);
             }
         }
     }

@@ -17,6 +17,7 @@ pub mod invoicing;
 pub mod local_relay;
 pub mod nutzaps;
 pub mod outbox;
+pub mod refunds;
 pub mod transport;
 pub mod worker;
 pub mod zaps;
@@ -28,12 +29,14 @@ use std::time::Duration;
 use anyhow::Context;
 use nostr_sdk::prelude::{Event, PublicKey};
 use paydvm_ledger::store::{Durability, Store};
-use paydvm_ledger::JobRecord;
+use paydvm_ledger::{JobRecord, Msat};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::config::{BackendSecrets, Config, LightningConfig, DEFAULT_INVOICE_TIMEOUT_SECS};
+use crate::config::{
+    BackendSecrets, Config, LightningConfig, DEFAULT_INVOICE_TIMEOUT_SECS, DEFAULT_MAX_FEE_MSAT,
+};
 use crate::lightning::fake::FakeLightning;
 use crate::lightning::nwc::NwcLightning;
 use crate::lightning::LightningBackend;
@@ -191,6 +194,21 @@ impl Node {
             .context("node.lud16")?;
         let (commands, rx) = mpsc::unbounded_channel();
         let outbox = outbox::Outbox::start(keys.clone(), commands.clone());
+        let refunds = backend.clone().map(|backend| {
+            refunds::RefundDesk::new(refunds::RefundDeskParts {
+                backend,
+                commands: commands.clone(),
+                max_fee: Msat::from_msat(
+                    config
+                        .lightning
+                        .as_ref()
+                        .map_or(DEFAULT_MAX_FEE_MSAT, |l| l.max_fee_msat),
+                ),
+                http_loopback: config.node.lnurl_http_loopback,
+                profiles: transport::client(keys.clone()),
+                relays: config.relays.urls.clone(),
+            })
+        });
         let invoices = backend.map(|backend| {
             info!(backend = backend.name(), "Lightning invoices per quote");
             invoicing::InvoiceDesk::start(backend, commands.clone(), invoice_timeout)
@@ -205,6 +223,7 @@ impl Node {
             commands: commands.clone(),
             outbox,
             invoices,
+            refunds,
             resend_after: options.resend_after,
         });
         let startup = core.startup()?;

@@ -36,6 +36,7 @@ pub fn event_refs(body: &EventBody) -> Vec<&str> {
         EventBody::JobCancelled { deletion_event, .. } => refs.push(deletion_event.as_str()),
         EventBody::ResultPublished { result_event, .. } => refs.push(result_event.as_str()),
         EventBody::RefundDue { refund, .. }
+        | EventBody::RefundDeferred { refund, .. }
         | EventBody::RefundSettled { refund, .. }
         | EventBody::RefundOutcomeUnknown { refund, .. }
         | EventBody::RefundFailed { refund, .. } => refs.push(refund.as_str()),

@@ -59,6 +59,8 @@ pub struct ZapperOptions {
     pub recipient: PublicKey,
     pub min_sendable: Msat,
     pub max_sendable: Msat,
+    /// Added to every invoice's amount: a wallet that asks for more than it was told to.
+    pub overcharge: Msat,
 }
 
 impl ZapperOptions {
@@ -73,6 +75,7 @@ impl ZapperOptions {
             recipient,
             min_sendable: Msat::from_msat(1_000),
             max_sendable: Msat::from_msat(1_000_000_000),
+            overcharge: Msat::ZERO,
         }
     }
 }

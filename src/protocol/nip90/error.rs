@@ -35,6 +35,8 @@ pub enum RequestError {
     BadEncryption(CryptoError),
     #[error("decrypted content is not a JSON array of string tags")]
     BadEncryptedTags,
+    #[error(transparent)]
+    BadRefundAddress(#[from] crate::lightning::refund::BadRefundAddress),
 }
 
 /// Why a `bid` tag is not an msat amount.

@@ -10,6 +10,7 @@ use super::limits::{Limit, MAX_REPLY_RELAYS};
 use super::tags;
 use super::REQUEST_KINDS;
 use crate::job::{Job, JobInput, JobParam};
+use crate::lightning::refund::RefundAddress;
 
 /// A request that passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +24,8 @@ pub struct ParsedRequest {
     pub providers: Vec<PublicKey>,
     /// Set for encrypted requests; replies must use the same scheme.
     pub encryption: Option<Encryption>,
+    /// Where Lightning refunds go, if the customer said (`["refund", …]`).
+    pub refund_to: Option<RefundAddress>,
     /// The original event as JSON, for the result's `request` tag.
     pub request_json: String,
     addressed_to_us: Option<bool>,
@@ -92,6 +95,7 @@ pub fn parse_request(
         relays: fields.relays,
         providers: fields.providers,
         encryption,
+        refund_to: fields.refund_to,
         request_json: event.as_json(),
         addressed_to_us,
     })
@@ -108,6 +112,7 @@ struct RequestFields {
     relays: Vec<String>,
     providers: Vec<PublicKey>,
     encrypted: bool,
+    refund_to: Option<RefundAddress>,
 }
 
 impl RequestFields {
@@ -161,6 +166,13 @@ impl RequestFields {
                 }
             }
             tags::ENCRYPTED => self.encrypted = true,
+            tags::REFUND => {
+                if self.refund_to.is_some() {
+                    return Err(RequestError::DuplicateTag(tags::REFUND));
+                }
+                let value = tag.get(1).map(String::as_str).unwrap_or_default();
+                self.refund_to = Some(value.parse()?);
+            }
             _ => {}
         }
         Ok(())
@@ -231,6 +243,50 @@ mod tests {
             let clear = vec![tag(&["p", &to.to_hex()]), tag(&["encrypted"])];
             signed(&self.customer, 5050, &content, clear)
         }
+    }
+
+    #[test]
+    fn a_refund_tag_is_a_lightning_address_or_an_invoice_and_nothing_else() {
+        let p = parties();
+        let parsed = p
+            .parse_tags(&[&["i", "x", "text"], &["refund", "alice@wallet.example"]])
+            .unwrap();
+        assert_eq!(
+            parsed.refund_to.map(|a| a.to_string()).as_deref(),
+            Some("alice@wallet.example")
+        );
+        assert_eq!(
+            p.parse_tags(&[&["i", "x", "text"]]).unwrap().refund_to,
+            None
+        );
+        for bad in [
+            &["refund"][..],
+            &["refund", ""],
+            &["refund", "Alice@"],
+            &["refund", "lnbc1junk"],
+        ] {
+            let tags: [&[&str]; 2] = [&["i", "x", "text"], bad];
+            assert!(
+                matches!(p.parse_tags(&tags), Err(RequestError::BadRefundAddress(_))),
+                "{bad:?}"
+            );
+        }
+        let twice: [&[&str]; 3] = [
+            &["i", "x", "text"],
+            &["refund", "a@b.example"],
+            &["refund", "c@d.example"],
+        ];
+        assert_eq!(
+            p.parse_tags(&twice).unwrap_err(),
+            RequestError::DuplicateTag("refund")
+        );
+        // Encrypted requests carry it inside, unseen by relays.
+        let hidden = p.encrypted(
+            Encryption::Nip44,
+            &p.us.public_key(),
+            &[&["i", "x", "text"], &["refund", "bob@wallet.example"]],
+        );
+        assert!(p.parse(&hidden).unwrap().refund_to.is_some());
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub(super) const BID: &str = "bid";
 pub(super) const RELAYS: &str = "relays";
 pub(super) const PROVIDER: &str = "p";
 pub(super) const ENCRYPTED: &str = "encrypted";
+/// `["refund", <lightning address | bolt11>]`: where Lightning refunds go (paydvm's own tag).
+pub(super) const REFUND: &str = "refund";
 
 /// `["i", data, type, relay?, marker?]`; an empty relay means "none" (clients send `""` to reach
 /// the marker position).

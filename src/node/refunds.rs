@@ -1,0 +1,265 @@
+//! Lightning refunds, off the core's thread. The core decides; this desk does the slow parts and
+//! answers with commands:
+//!
+//! 1. [`RefundDesk::route`]: find where to pay (the request's `refund` tag, else the `lud16` in the
+//!    customer's kind 0), fetch an invoice for exactly what is owed over LNURL-pay and check it →
+//!    [`Command::RefundRouted`], or [`Command::RefundDeferred`] with the reason.
+//! 2. The core records `refund_started` with that invoice; only once it is on disk does it call
+//!    [`RefundDesk::pay`] → [`Command::RefundOutcome`].
+//! 3. An unknown outcome, or a refund found in flight at start-up, is only ever looked up
+//!    ([`RefundDesk::look_up`], with back-off) — never paid again.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nostr_sdk::prelude::{Client, Filter, Kind, PublicKey, RelayUrl};
+use paydvm_ledger::{Asset, Msat, RefundRoute};
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{info, warn};
+
+use super::core::Command;
+use super::now_ms;
+use crate::lightning::refund::{check_refund_invoice, RefundAddress};
+use crate::lightning::{LightningBackend, PaymentStatus};
+use crate::payments::lnurl::{self, Lud16};
+
+/// Refunds being routed or paid at once, at most.
+pub const MAX_REFUNDS_IN_FLIGHT: usize = 4;
+/// How long the customer's profile (kind 0) may take to arrive.
+const PROFILE_TIMEOUT: Duration = Duration::from_secs(5);
+/// First and longest wait between look-ups of a payment whose outcome is unknown.
+const LOOKUP_FIRST: Duration = Duration::from_secs(1);
+const LOOKUP_MAX: Duration = Duration::from_secs(300);
+
+/// What the core asks the desk to route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundOrder {
+    pub refund: String,
+    /// The attempt `refund_started` will carry.
+    pub attempt: u32,
+    pub amount: Msat,
+    /// The customer's pubkey (hex): their kind 0 may name a lightning address.
+    pub customer: String,
+    /// The request's `refund` tag, if it had one.
+    pub refund_to: Option<RefundAddress>,
+}
+
+/// How the desk reaches the outside world.
+pub struct RefundDeskParts {
+    pub backend: Arc<dyn LightningBackend>,
+    pub commands: mpsc::UnboundedSender<Command>,
+    /// Routing-fee cap per refund.
+    pub max_fee: Msat,
+    /// Plain-http LNURL to loopback addresses (tests, the demo); otherwise loopback is refused.
+    pub http_loopback: bool,
+    /// A client on our relays, for customers' profiles.
+    pub profiles: Client,
+    pub relays: Vec<RelayUrl>,
+}
+
+pub struct RefundDesk {
+    backend: Arc<dyn LightningBackend>,
+    commands: mpsc::UnboundedSender<Command>,
+    max_fee: Msat,
+    http_loopback: bool,
+    http: reqwest::Client,
+    profiles: Client,
+    relays: Vec<RelayUrl>,
+    in_flight: Arc<Semaphore>,
+    /// Refunds with a look-up loop running (one loop per refund).
+    looking_up: Arc<Mutex<HashSet<String>>>,
+}
+
+impl std::fmt::Debug for RefundDesk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefundDesk")
+            .field("backend", &self.backend.name())
+            .field("max_fee", &self.max_fee)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RefundDesk {
+    pub fn new(parts: RefundDeskParts) -> RefundDesk {
+        RefundDesk {
+            backend: parts.backend,
+            commands: parts.commands,
+            max_fee: parts.max_fee,
+            http_loopback: parts.http_loopback,
+            http: lnurl::http_client(),
+            profiles: parts.profiles,
+            relays: parts.relays,
+            in_flight: Arc::new(Semaphore::new(MAX_REFUNDS_IN_FLIGHT)),
+            looking_up: Arc::new(Mutex::new(HashSet::new())),
+        }
+    }
+
+    /// Finds an invoice for exactly `order.amount`; answers `RefundRouted` or `RefundDeferred`.
+    pub fn route(&self, order: RefundOrder) {
+        let router = Router {
+            http: self.http.clone(),
+            http_loopback: self.http_loopback,
+            profiles: self.profiles.clone(),
+            relays: self.relays.clone(),
+        };
+        let commands = self.commands.clone();
+        let in_flight = Arc::clone(&self.in_flight);
+        tokio::spawn(async move {
+            let _permit = in_flight.acquire_owned().await;
+            let command = match router.invoice_for(&order).await {
+                Ok((bolt11, payment_hash)) => Command::RefundRouted {
+                    refund: order.refund,
+                    attempt: order.attempt,
+                    route: RefundRoute {
+                        asset: Asset::Lightning,
+                        destination: bolt11,
+                        lookup: payment_hash,
+                    },
+                },
+                Err(reason) => {
+                    info!(refund = %order.refund, %reason, "refund deferred");
+                    Command::RefundDeferred {
+                        refund: order.refund,
+                        reason,
+                    }
+                }
+            };
+            let _ = commands.send(command);
+        });
+    }
+
+    /// Pays a route the ledger has recorded (`refund_started` is on disk).
+    pub fn pay(&self, refund: String, attempt: u32, route: RefundRoute) {
+        let backend = Arc::clone(&self.backend);
+        let commands = self.commands.clone();
+        let in_flight = Arc::clone(&self.in_flight);
+        let max_fee = self.max_fee;
+        tokio::spawn(async move {
+            let _permit = in_flight.acquire_owned().await;
+            info!(%refund, attempt, hash = %route.lookup, "paying refund");
+            let status = backend.pay_invoice(&route.destination, max_fee).await;
+            let _ = commands.send(Command::RefundOutcome {
+                refund,
+                attempt,
+                status,
+            });
+        });
+    }
+
+    /// Looks the payment up until the backend says settled or failed, backing off in between.
+    /// The first answer is always reported (the core records an in-flight refund as unknown).
+    pub fn look_up(&self, refund: String, attempt: u32, payment_hash: String) {
+        {
+            let mut running = self.looking_up.lock().unwrap_or_else(|p| p.into_inner());
+            if !running.insert(refund.clone()) {
+                return;
+            }
+        }
+        let backend = Arc::clone(&self.backend);
+        let commands = self.commands.clone();
+        let running = Arc::clone(&self.looking_up);
+        tokio::spawn(async move {
+            let mut wait = LOOKUP_FIRST;
+            let mut first = true;
+            loop {
+                let status = backend.lookup_payment(&payment_hash).await;
+                let done = !matches!(status, PaymentStatus::Unknown(_));
+                let report = done || first;
+                let sent = !report
+                    || commands
+                        .send(Command::RefundOutcome {
+                            refund: refund.clone(),
+                            attempt,
+                            status,
+                        })
+                        .is_ok();
+                if !sent {
+                    break;
+                }
+                if done {
+                    break;
+                }
+                first = false;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(LOOKUP_MAX);
+            }
+            running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&refund);
+        });
+    }
+}
+
+/// The routing half, movable into a task.
+struct Router {
+    http: reqwest::Client,
+    http_loopback: bool,
+    profiles: Client,
+    relays: Vec<RelayUrl>,
+}
+
+impl Router {
+    /// `(bolt11, payment hash)` of a checked invoice for exactly what is owed, or why not.
+    async fn invoice_for(&self, order: &RefundOrder) -> Result<(String, String), String> {
+        let address = match &order.refund_to {
+            Some(address) => address.clone(),
+            None => RefundAddress::LightningAddress(self.profile_address(&order.customer).await?),
+        };
+        let bolt11 = match address {
+            RefundAddress::Invoice(bolt11) => bolt11,
+            RefundAddress::LightningAddress(lud16) => self.fetch_invoice(&lud16, order).await?,
+        };
+        let invoice = check_refund_invoice(&bolt11, order.amount, now_ms() / 1000)
+            .map_err(|e| format!("refund invoice refused: {e}"))?;
+        Ok((invoice.as_str().to_owned(), invoice.payment_hash()))
+    }
+
+    async fn fetch_invoice(&self, lud16: &Lud16, order: &RefundOrder) -> Result<String, String> {
+        let url = match (lud16.is_loopback(), self.http_loopback) {
+            (true, true) => lud16.pay_url(true),
+            (true, false) => {
+                return Err(format!(
+                    "refund address {lud16} points at a loopback host; refused"
+                ))
+            }
+            (false, _) => lud16.pay_url(false),
+        }
+        .map_err(|e| e.to_string())?;
+        let endpoint = lnurl::fetch_pay_endpoint(&self.http, url)
+            .await
+            .map_err(|e| format!("refund address {lud16}: {e}"))?;
+        lnurl::request_invoice(&self.http, &endpoint, order.amount, None)
+            .await
+            .map_err(|e| format!("refund address {lud16}: {e}"))
+    }
+
+    /// The `lud16` of the customer's newest kind 0 on our relays.
+    async fn profile_address(&self, customer: &str) -> Result<Lud16, String> {
+        let author = PublicKey::from_hex(customer).map_err(|e| e.to_string())?;
+        for relay in &self.relays {
+            let _ = self.profiles.add_relay(relay.clone()).await;
+        }
+        self.profiles.connect().await;
+        let filter = Filter::new().author(author).kind(Kind::Metadata).limit(1);
+        let events = self
+            .profiles
+            .fetch_events(filter, PROFILE_TIMEOUT)
+            .await
+            .map_err(|e| format!("cannot fetch the customer's profile: {e}"))?;
+        let newest = events
+            .into_iter()
+            .filter(|e| e.pubkey == author && e.kind == Kind::Metadata && e.verify().is_ok())
+            .max_by_key(|e| e.created_at)
+            .ok_or("the customer gave no refund address and has no profile on our relays")?;
+        let lud16 = serde_json::from_str::<serde_json::Value>(&newest.content)
+            .ok()
+            .and_then(|v| v.get("lud16").and_then(|a| a.as_str()).map(str::to_owned))
+            .ok_or("the customer gave no refund address and their profile has no lud16")?;
+        lud16.trim().parse::<Lud16>().map_err(|e| {
+            warn!(%customer, "profile lud16 unusable");
+            format!("the customer's profile lud16 is unusable: {e}")
+        })
+    }
+}

@@ -1,0 +1,257 @@
+//! Lightning refunds end to end on 127.0.0.1: a real relay, the node on the built-in
+//! `FakeLightning` (which records every payment it makes), and the customer's wallet as an
+//! LNURL-pay server (the zapper fixture) that issues real regtest invoices.
+//! Checked on both sides: the payments that left, and the ledger trail.
+
+use std::sync::Arc;
+
+use nostr_sdk::prelude::*;
+use paydvm::lightning::fake::{FakeLightning, PayOutcome};
+use paydvm::lightning::{Invoice, PaymentStatus};
+use paydvm::node::{NodeHandle, NodeOptions};
+use paydvm::payments::zapper::{Zapper, ZapperOptions};
+use paydvm_ledger::store::Store;
+use paydvm_ledger::{JobState, Msat, RefundId, RefundRecord, RefundState};
+
+use crate::node::{is_status, setup, steps, wait_state, Customer, Setup};
+
+const OWED: Msat = Msat::from_msat(5_000);
+
+struct Refunds {
+    s: Setup,
+    ln: FakeLightning,
+    wallet: Zapper,
+    customer: Customer,
+}
+
+async fn refunds(overcharge: Msat) -> Refunds {
+    let s = setup(1, "refund").await;
+    s.add_node_settings("lnurl_http_loopback = true");
+    let customer = Customer::connect(&s.urls).await;
+    let mut wallet = ZapperOptions::new("alice", customer.keys.public_key());
+    wallet.overcharge = overcharge;
+    Refunds {
+        s,
+        ln: FakeLightning::new(),
+        wallet: Zapper::start(wallet).await.unwrap(),
+        customer,
+    }
+}
+
+impl Refunds {
+    async fn start(&self) -> NodeHandle {
+        self.s
+            .start_with(NodeOptions {
+                lightning: Some(Arc::new(self.ln.clone())),
+                ..NodeOptions::default()
+            })
+            .await
+    }
+
+    /// A paid job that fails on every attempt; returns its id once it owes a refund.
+    async fn failed_paid_job(&mut self, refund_tag: bool) -> String {
+        let address = self.wallet.lud16().to_string();
+        let mut tags: Vec<&[&str]> = vec![&["param", "mode", "fail"]];
+        let refund = ["refund", address.as_str()];
+        if refund_tag {
+            tags.push(&refund);
+        }
+        let request = self.customer.request(5050, "abc", &tags);
+        self.customer.client.send_event(&request).await.unwrap();
+        let quote = self
+            .customer
+            .wait_for(request.id, is_status("payment-required"))
+            .await;
+        let bolt11 = crate::node::tag_values(&quote, "amount").unwrap()[1].clone();
+        let hash = Invoice::parse(&bolt11).unwrap().payment_hash();
+        self.ln.settle(&hash).unwrap();
+        self.customer.wait_for(request.id, is_status("error")).await;
+        request.id.to_hex()
+    }
+}
+
+fn refund_of(store: &Store, job: &str) -> RefundRecord {
+    let id = RefundId::new(format!("{job}:fail")).unwrap();
+    store
+        .state()
+        .refund(&id)
+        .cloned()
+        .expect("a refund is owed")
+}
+
+async fn wait_refund(node: &NodeHandle, job: &str, pred: impl Fn(&RefundRecord) -> bool) {
+    let id = RefundId::new(format!("{job}:fail")).unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        // `job()` answers after flushing, so the file is current.
+        let _ = node.job(job).await;
+        let store = Store::open_read_only(node.ledger_path()).unwrap();
+        if store.state().refund(&id).is_some_and(&pred) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "refund of {job} never got there: {:?}",
+            store.state().refund(&id)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_is_refunded_once_to_the_address_in_its_request() {
+    let mut r = refunds(Msat::ZERO).await;
+    let node = r.start().await;
+    let job = r.failed_paid_job(true).await;
+    wait_state(&node, &job, JobState::Refunded).await;
+    node.shutdown().await;
+
+    // Exactly one payment left: the invoice the customer's wallet issued, for what was owed.
+    let paid = r.ln.payments();
+    assert_eq!(paid.len(), 1, "{paid:?}");
+    let issued = r.wallet.issued();
+    assert_eq!(issued.len(), 1);
+    assert_eq!(paid[0].bolt11, issued[0].bolt11);
+    assert_eq!(paid[0].amount, OWED);
+    assert!(matches!(paid[0].status, PaymentStatus::Settled { .. }));
+
+    let store = r.s.store();
+    assert_eq!(
+        steps(&store, &job),
+        [
+            "job_received",
+            "quote_issued",
+            "payment_received",
+            "job_queued",
+            "processing_started",
+            "processing_failed",
+            "refund_due",
+            "refund_started",
+            "refund_settled"
+        ]
+    );
+    let refund = refund_of(&store, &job);
+    assert_eq!(refund.state, RefundState::Settled);
+    assert_eq!(refund.amount, OWED);
+    let route = refund.route.unwrap();
+    assert_eq!(route.destination, issued[0].bolt11);
+    assert_eq!(route.lookup, paid[0].payment_hash);
+    assert!(store.verify().is_ok());
+
+    // A restart finds nothing left to pay.
+    let node = r.start().await;
+    let _ = node.job(&job).await;
+    node.shutdown().await;
+    assert_eq!(r.ln.payments().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_refund_tag_the_lud16_in_the_customers_profile_is_paid() {
+    let mut r = refunds(Msat::ZERO).await;
+    let profile = Metadata::new().lud16(r.wallet.lud16().to_string());
+    r.customer
+        .client
+        .send_event_builder(EventBuilder::metadata(&profile))
+        .await
+        .unwrap();
+    let node = r.start().await;
+    let job = r.failed_paid_job(false).await;
+    wait_state(&node, &job, JobState::Refunded).await;
+    node.shutdown().await;
+    assert_eq!(r.ln.payments().len(), 1);
+    assert_eq!(r.ln.payments()[0].bolt11, r.wallet.issued()[0].bolt11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invoice_for_more_than_owed_is_refused_and_the_refund_waits_with_the_reason() {
+    let mut r = refunds(Msat::from_msat(1_000)).await;
+    let node = r.start().await;
+    let job = r.failed_paid_job(true).await;
+    wait_refund(&node, &job, |f| f.deferred.is_some()).await;
+    node.shutdown().await;
+
+    assert!(r.ln.payments().is_empty(), "nothing may be paid");
+    let store = r.s.store();
+    let refund = refund_of(&store, &job);
+    assert_eq!(refund.state, RefundState::Due);
+    let reason = refund.deferred.unwrap();
+    assert!(
+        reason.contains("6000 msat") && reason.contains("5000 msat are owed"),
+        "{reason}"
+    );
+    assert_eq!(crate::node::job_state(&store, &job), JobState::RefundDue);
+    assert_eq!(steps(&store, &job).last(), Some(&"refund_deferred"));
+    assert!(store.verify().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_mid_payment_looks_the_refund_up_and_never_pays_twice() {
+    let mut r = refunds(Msat::ZERO).await;
+    // The payment leaves, then the node stops before the backend answers.
+    r.ln.script_payment(PayOutcome::Hang);
+    let node = r.start().await;
+    let job = r.failed_paid_job(true).await;
+    wait_state(&node, &job, JobState::Refunding).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while r.ln.payments().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no payment left");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    node.shutdown().await;
+    let store = r.s.store();
+    assert_eq!(refund_of(&store, &job).state, RefundState::InFlight);
+    drop(store);
+
+    // Restarted while the network still says nothing: recorded unknown, looked up, not paid.
+    let node = r.start().await;
+    wait_state(&node, &job, JobState::RefundPending).await;
+    assert_eq!(r.ln.payments().len(), 1);
+    // The payment turns out to have gone through.
+    let hash = r.ln.payments()[0].payment_hash.clone();
+    r.ln.resolve_payment(
+        &hash,
+        PaymentStatus::Settled {
+            preimage: "00".repeat(32),
+            fee: Msat::from_msat(3),
+        },
+    )
+    .unwrap();
+    wait_state(&node, &job, JobState::Refunded).await;
+    node.shutdown().await;
+
+    assert_eq!(r.ln.payments().len(), 1, "exactly one payment");
+    let store = r.s.store();
+    let refund = refund_of(&store, &job);
+    assert_eq!((refund.state, refund.attempts), (RefundState::Settled, 1));
+    assert_eq!(refund.fee, Msat::from_msat(3));
+    assert_eq!(
+        steps(&store, &job)[6..],
+        [
+            "refund_due",
+            "refund_started",
+            "refund_outcome_unknown",
+            "refund_settled"
+        ]
+    );
+    assert!(store.verify().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicitly_failed_refund_payment_is_tried_again_with_a_fresh_invoice() {
+    let mut r = refunds(Msat::ZERO).await;
+    r.ln.script_payment(PayOutcome::Fail("no route".into()));
+    let node = r.start().await;
+    let job = r.failed_paid_job(true).await;
+    wait_state(&node, &job, JobState::Refunded).await;
+    node.shutdown().await;
+
+    let paid = r.ln.payments();
+    assert_eq!(paid.len(), 2);
+    assert!(matches!(paid[0].status, PaymentStatus::Failed(_)));
+    assert!(matches!(paid[1].status, PaymentStatus::Settled { .. }));
+    assert_ne!(paid[0].payment_hash, paid[1].payment_hash);
+    let store = r.s.store();
+    let refund = refund_of(&store, &job);
+    assert_eq!((refund.state, refund.attempts), (RefundState::Settled, 2));
+    assert!(store.verify().is_ok());
+}
