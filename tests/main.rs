@@ -7,5 +7,6 @@ mod init;
 mod lightning;
 mod lightning_nwc;
 mod node;
+mod nutshell;
 mod payments;
 mod zaps;
