@@ -39,6 +39,16 @@ pub trait MintUnderTest {
     fn input_fee_ppk(&self) -> u64;
 }
 
+impl<M: MintUnderTest> MintUnderTest for &M {
+    fn url(&self) -> &str {
+        (*self).url()
+    }
+
+    fn input_fee_ppk(&self) -> u64 {
+        (*self).input_fee_ppk()
+    }
+}
+
 /// The input fee (NUT-02) a swap of `inputs` proofs of one keyset costs: ppk summed, rounded up.
 fn input_fee(mint: &impl MintUnderTest, inputs: usize) -> u64 {
     (inputs as u64 * mint.input_fee_ppk()).div_ceil(1000)

@@ -155,12 +155,10 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
+/// One Nutshell serves two nodes in turn: the paid job, then every must-reject case.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_nutzap_minted_at_nutshell_pays_a_quoted_job() {
-    check_a_nutzap_pays_a_quoted_job(&setup(Nutshell::start().await).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_nutzaps_at_nutshell_credit_nothing_and_the_node_goes_on() {
-    check_bad_nutzaps_credit_nothing(&setup(Nutshell::start().await).await).await;
+async fn nutzaps_at_nutshell_pay_a_job_and_bad_ones_credit_nothing() {
+    let mint = Nutshell::start().await;
+    check_a_nutzap_pays_a_quoted_job(&setup(&mint).await).await;
+    check_bad_nutzaps_credit_nothing(&setup(&mint).await).await;
 }
