@@ -4,6 +4,7 @@
 //! parameter ([`MintUnderTest`]) so tests/nutshell.rs runs them against Nutshell.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -305,7 +306,12 @@ async fn quoted_job(customer: &mut Customer) -> (Event, Event) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nutzap_pays_a_quoted_job_after_the_swap() {
-    check_a_nutzap_pays_a_quoted_job(&setup(TestMint::start().await).await).await;
+    let s = setup(TestMint::start().await).await;
+    let customer = wallet(s.mint.url()).await;
+    check_a_nutzap_pays_a_quoted_job(&s, |sat, lock| async move {
+        mint_proofs(&customer, sat, Some(&lock)).await
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,9 +319,15 @@ async fn bad_nutzaps_credit_nothing_and_the_node_goes_on() {
     check_bad_nutzaps_credit_nothing(&setup(TestMint::start().await).await).await;
 }
 
-/// A customer reads our 10019, mints ecash locked to our P2PK key and NutZaps a quoted job: the
-/// node verifies, swaps, runs and delivers; ledger trail, 7376 and the node's wallet agree.
-pub async fn check_a_nutzap_pays_a_quoted_job(s: &CashuSetup<impl MintUnderTest>) {
+/// A customer reads our 10019, gets ecash locked to our P2PK key from `ecash(sat, lock)` and
+/// NutZaps a quoted job: the node verifies, swaps, runs and delivers; ledger trail, 7376 and the
+/// node's wallet agree.
+pub async fn check_a_nutzap_pays_a_quoted_job<Fut>(
+    s: &CashuSetup<impl MintUnderTest>,
+    ecash: impl FnOnce(u64, String) -> Fut,
+) where
+    Fut: Future<Output = Vec<Proof>>,
+{
     let node = s.start().await;
     let mut customer = Customer::connect(&s.urls).await;
     let (request, quote) = quoted_job(&mut customer).await;
@@ -351,8 +363,7 @@ pub async fn check_a_nutzap_pays_a_quoted_job(s: &CashuSetup<impl MintUnderTest>
     assert_eq!(p2pk, s.p2pk.public_key().to_hex());
     assert_ne!(p2pk, node.pubkey().to_hex());
 
-    let wallet = wallet(s.mint.url()).await;
-    let proofs = mint_proofs(&wallet, 5, Some(&format!("02{p2pk}"))).await;
+    let proofs = ecash(5, format!("02{p2pk}")).await;
     assert!(proofs.iter().all(|p| p.dleq.is_some()), "mint gave no DLEQ");
     let zap = nutzap(
         &customer.keys,

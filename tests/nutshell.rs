@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use cdk::nuts::Proof;
 use nostr_sdk::Keys;
 
 use crate::cashu::{
-    check_a_nutzap_pays_a_quoted_job, check_bad_nutzaps_credit_nothing, setup, MintUnderTest,
+    check_a_nutzap_pays_a_quoted_job, check_bad_nutzaps_credit_nothing, mint_proofs, setup, wallet,
+    MintUnderTest,
 };
 
 /// Nutshell's default `MINT_INPUT_FEE_PPK`, set explicitly so the tests know the fee.
@@ -21,6 +23,7 @@ const STARTUP: Duration = Duration::from_secs(90);
 /// A running Nutshell mint; its whole process group is killed on drop.
 pub struct Nutshell {
     url: String,
+    venv: PathBuf,
     child: Child,
     /// Database, home and log of this run.
     dir: tempfile::TempDir,
@@ -39,6 +42,7 @@ impl Nutshell {
             let child = spawn_mint(&venv, dir.path(), port);
             let mut mint = Nutshell {
                 url: format!("http://127.0.0.1:{port}"),
+                venv: venv.clone(),
                 child,
                 dir,
             };
@@ -73,6 +77,39 @@ impl Nutshell {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         false
+    }
+}
+
+impl Nutshell {
+    /// Nutshell's own wallet as the customer (tests/peers/nutshell_p2pk_send.py): mints here and
+    /// swaps to `sat` sat of proofs P2PK-locked to `lock`, as its `cashu send --lock` would.
+    async fn nutshell_wallet_proofs(&self, sat: u64, lock: String) -> Vec<Proof> {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/nutshell_p2pk_send.py");
+        let home = tempfile::tempdir().unwrap();
+        let out = tokio::process::Command::new(self.venv.join("bin/python"))
+            .arg(&script)
+            .args([&self.url, &lock, &sat.to_string()])
+            .arg(home.path().join("wallet"))
+            .current_dir(home.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .env("CASHU_DIR", home.path())
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "Nutshell's wallet failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Nutshell's wallet also prints notices to stdout; the proofs are the last line.
+        let proofs = stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(proofs).unwrap_or_else(|e| panic!("{e}: {proofs}"))
     }
 }
 
@@ -155,10 +192,19 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-/// One Nutshell serves two nodes in turn: the paid job, then every must-reject case.
+/// One Nutshell serves three nodes in turn: a job paid with ecash from a cdk wallet, one paid
+/// with ecash from Nutshell's own wallet, then every must-reject case.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nutzaps_at_nutshell_pay_a_job_and_bad_ones_credit_nothing() {
     let mint = Nutshell::start().await;
-    check_a_nutzap_pays_a_quoted_job(&setup(&mint).await).await;
+    let cdk_customer = wallet(mint.url()).await;
+    check_a_nutzap_pays_a_quoted_job(&setup(&mint).await, |sat, lock| async move {
+        mint_proofs(&cdk_customer, sat, Some(&lock)).await
+    })
+    .await;
+    check_a_nutzap_pays_a_quoted_job(&setup(&mint).await, |sat, lock| {
+        mint.nutshell_wallet_proofs(sat, lock)
+    })
+    .await;
     check_bad_nutzaps_credit_nothing(&setup(&mint).await).await;
 }
