@@ -173,7 +173,7 @@ pub async fn mint_proofs(wallet: &Wallet, sat: u64, lock: Option<&str>) -> Vec<P
 }
 
 /// A NIP-61 kind 9321 from `sender`.
-pub fn nutzap(
+fn nutzap(
     sender: &Keys,
     proofs: &[Proof],
     mint: &str,
