@@ -1,8 +1,10 @@
 //! The NutZap rail end to end: an in-process cdk mint (MintBuilder + FakeWallet, served by
 //! cdk-axum on 127.0.0.1), a LocalRelay, the node, and a customer whose cdk wallet mints ecash
-//! P2PK-locked to the key the node published in its kind 10019.
+//! P2PK-locked to the key the node published in its kind 10019. The checks take the mint as a
+//! parameter ([`MintUnderTest`]) so tests/nutshell.rs runs them against Nutshell.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +32,28 @@ use tokio::task::JoinHandle;
 use crate::node::{is_status, start_relay, steps, wait_state, write_node_dir_with, Customer};
 
 const WAIT: Duration = Duration::from_secs(20);
+
+/// A Cashu mint the node and the customer reach over HTTP on 127.0.0.1.
+pub trait MintUnderTest {
+    fn url(&self) -> &str;
+    /// NUT-02 `input_fee_ppk` of its keysets (the fee the node pays on its swap).
+    fn input_fee_ppk(&self) -> u64;
+}
+
+impl<M: MintUnderTest> MintUnderTest for &M {
+    fn url(&self) -> &str {
+        (*self).url()
+    }
+
+    fn input_fee_ppk(&self) -> u64 {
+        (*self).input_fee_ppk()
+    }
+}
+
+/// The input fee (NUT-02) a swap of `inputs` proofs of one keyset costs: ppk summed, rounded up.
+fn input_fee(mint: &impl MintUnderTest, inputs: usize) -> u64 {
+    (inputs as u64 * mint.input_fee_ppk()).div_ceil(1000)
+}
 
 /// An in-process Cashu mint. `down` makes every request answer 503, as a mint behind a proxy
 /// does while it is unavailable.
@@ -105,17 +129,27 @@ impl TestMint {
     }
 }
 
-/// A cdk wallet (in memory) at the test mint.
-async fn wallet(mint: &TestMint) -> Wallet {
+impl MintUnderTest for TestMint {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn input_fee_ppk(&self) -> u64 {
+        0
+    }
+}
+
+/// A cdk wallet (in memory) at `mint`.
+pub async fn wallet(mint: &str) -> Wallet {
     let store = cdk_sqlite::wallet::memory::empty().await.unwrap();
     let mut seed = [0u8; 64];
     seed[..32].copy_from_slice(&Keys::generate().secret_key().secret_bytes());
     seed[32..].copy_from_slice(&Keys::generate().secret_key().secret_bytes());
-    Wallet::new(&mint.url, CurrencyUnit::Sat, Arc::new(store), seed, None).unwrap()
+    Wallet::new(mint, CurrencyUnit::Sat, Arc::new(store), seed, None).unwrap()
 }
 
 /// Mints `sat` from the FakeWallet (it pays its own invoices), locked to `lock` if given.
-async fn mint_proofs(wallet: &Wallet, sat: u64, lock: Option<&str>) -> Vec<Proof> {
+pub async fn mint_proofs(wallet: &Wallet, sat: u64, lock: Option<&str>) -> Vec<Proof> {
     let quote = wallet
         .mint_quote(PaymentMethod::BOLT11, Some(Amount::from(sat)), None, None)
         .await
@@ -165,24 +199,24 @@ fn nutzap(
         .unwrap()
 }
 
-struct CashuSetup {
+pub struct CashuSetup<M> {
     _dir: tempfile::TempDir,
     config: PathBuf,
     _relay: EmbeddedRelay,
     urls: Vec<RelayUrl>,
-    mint: TestMint,
+    mint: M,
     /// The node's P2PK receiving key (the test plays a thief with it in one case).
     p2pk: Keys,
 }
 
-async fn setup() -> CashuSetup {
-    let mint = TestMint::start().await;
+/// A node directory trusting `mint` (sat), with a LocalRelay and a dedicated P2PK key.
+pub async fn setup<M: MintUnderTest>(mint: M) -> CashuSetup<M> {
     let dir = tempfile::tempdir().unwrap();
     let (relay, url) = start_relay().await;
     let urls = vec![url];
     let policy = format!(
         "[[mints.trusted]]\nurl = \"{}\"\nunits = [\"sat\"]\n",
-        mint.url
+        mint.url()
     );
     let config = write_node_dir_with(dir.path(), &urls, "refund", &policy);
     let p2pk = create_key_file(&dir.path().join("paydvm-nutzap.key")).unwrap();
@@ -199,7 +233,7 @@ async fn setup() -> CashuSetup {
     }
 }
 
-impl CashuSetup {
+impl<M: MintUnderTest> CashuSetup<M> {
     async fn start(&self) -> NodeHandle {
         Node::start(Config::load(&self.config).unwrap())
             .await
@@ -272,7 +306,28 @@ async fn quoted_job(customer: &mut Customer) -> (Event, Event) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nutzap_pays_a_quoted_job_after_the_swap() {
-    let s = setup().await;
+    let s = setup(TestMint::start().await).await;
+    let customer = wallet(s.mint.url()).await;
+    check_a_nutzap_pays_a_quoted_job(&s, |sat, lock| async move {
+        mint_proofs(&customer, sat, Some(&lock)).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_nutzaps_credit_nothing_and_the_node_goes_on() {
+    check_bad_nutzaps_credit_nothing(&setup(TestMint::start().await).await).await;
+}
+
+/// A customer reads our 10019, gets ecash locked to our P2PK key from `ecash(sat, lock)` and
+/// NutZaps a quoted job: the node verifies, swaps, runs and delivers; ledger trail, 7376 and the
+/// node's wallet agree.
+pub async fn check_a_nutzap_pays_a_quoted_job<Fut>(
+    s: &CashuSetup<impl MintUnderTest>,
+    ecash: impl FnOnce(u64, String) -> Fut,
+) where
+    Fut: Future<Output = Vec<Proof>>,
+{
     let node = s.start().await;
     let mut customer = Customer::connect(&s.urls).await;
     let (request, quote) = quoted_job(&mut customer).await;
@@ -292,7 +347,7 @@ async fn a_nutzap_pays_a_quoted_job_after_the_swap() {
             .map(|t| t.as_slice().to_vec())
             .unwrap_or_else(|| panic!("no {name} tag"))
     };
-    assert_eq!(tag("mint")[1..], [s.mint.url.clone(), "sat".into()]);
+    assert_eq!(tag("mint")[1..], [s.mint.url().to_owned(), "sat".into()]);
     let p2pk = tag("pubkey")[1].clone();
     let handlers = fetch(
         &s.urls,
@@ -308,13 +363,12 @@ async fn a_nutzap_pays_a_quoted_job_after_the_swap() {
     assert_eq!(p2pk, s.p2pk.public_key().to_hex());
     assert_ne!(p2pk, node.pubkey().to_hex());
 
-    let wallet = wallet(&s.mint).await;
-    let proofs = mint_proofs(&wallet, 5, Some(&format!("02{p2pk}"))).await;
+    let proofs = ecash(5, format!("02{p2pk}")).await;
     assert!(proofs.iter().all(|p| p.dleq.is_some()), "mint gave no DLEQ");
     let zap = nutzap(
         &customer.keys,
         &proofs,
-        &s.mint.url,
+        s.mint.url(),
         "sat",
         Some(quote.id),
         &node.pubkey(),
@@ -333,7 +387,7 @@ async fn a_nutzap_pays_a_quoted_job_after_the_swap() {
     assert_eq!(stats.rejected(), 0);
     assert!(matches!(
         stats.mints().as_slice(),
-        [(url, paydvm_mints::MintStatus::Up { keysets })] if *url == s.mint.url && *keysets >= 1
+        [(url, paydvm_mints::MintStatus::Up { keysets })] if url == s.mint.url() && *keysets >= 1
     ));
 
     // The redemption marker: public `e … redeemed` and `p`, content encrypted to ourselves.
@@ -376,7 +430,7 @@ async fn a_nutzap_pays_a_quoted_job_after_the_swap() {
     assert_eq!(
         p.asset,
         Asset::Mint {
-            url: s.mint.url.clone()
+            url: s.mint.url().to_owned()
         }
     );
     assert_eq!(p.reference.as_str(), format!("nutzap:{}", zap.id.to_hex()));
@@ -399,27 +453,31 @@ async fn a_nutzap_pays_a_quoted_job_after_the_swap() {
     let redeemer = paydvm_mints::Redeemer::open(&wallet_path, key)
         .await
         .unwrap();
-    assert_eq!(redeemer.balance(&s.mint.url, "sat").await.unwrap(), 5);
+    // The node pays the mint's input fee on its swap; the ledger books the gross NutZap.
+    let fee = input_fee(&s.mint, proofs.len());
+    assert_eq!(
+        redeemer.balance(s.mint.url(), "sat").await.unwrap(),
+        5 - fee
+    );
     assert_eq!(
         store
             .state()
             .balance(&paydvm_ledger::Account::Asset(Asset::Mint {
-                url: s.mint.url.clone()
+                url: s.mint.url().to_owned()
             }))
             .debits,
         Msat::from_msat(5_000)
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_nutzaps_credit_nothing_and_the_node_goes_on() {
-    let s = setup().await;
+/// Every must-reject case against one mint; only the one good NutZap credits.
+pub async fn check_bad_nutzaps_credit_nothing(s: &CashuSetup<impl MintUnderTest>) {
     let node = s.start().await;
     let mut customer = Customer::connect(&s.urls).await;
     let (request, quote) = quoted_job(&mut customer).await;
     let job = request.id.to_hex();
     let us = node.pubkey();
-    let wallet = wallet(&s.mint).await;
+    let wallet = wallet(s.mint.url()).await;
     let lock = s.lock();
     let send = |zap: Event| assert!(node.submit_nutzap(zap), "rail is on");
     let target = Some(quote.id);
@@ -440,7 +498,7 @@ async fn bad_nutzaps_credit_nothing_and_the_node_goes_on() {
     send(nutzap(
         &customer.keys,
         &p,
-        &s.mint.url,
+        s.mint.url(),
         "usd",
         target,
         &us,
@@ -452,7 +510,7 @@ async fn bad_nutzaps_credit_nothing_and_the_node_goes_on() {
     send(nutzap(
         &customer.keys,
         &p_other,
-        &s.mint.url,
+        s.mint.url(),
         "sat",
         target,
         &us,
@@ -464,7 +522,7 @@ async fn bad_nutzaps_credit_nothing_and_the_node_goes_on() {
     send(nutzap(
         &customer.keys,
         &p_id,
-        &s.mint.url,
+        s.mint.url(),
         "sat",
         target,
         &us,
@@ -480,7 +538,7 @@ async fn bad_nutzaps_credit_nothing_and_the_node_goes_on() {
     send(nutzap(
         &customer.keys,
         &p_bad,
-        &s.mint.url,
+        s.mint.url(),
         "sat",
         target,
         &us,
@@ -488,7 +546,7 @@ async fn bad_nutzaps_credit_nothing_and_the_node_goes_on() {
     ));
     // Already spent at the mint: a thief with our key swapped them first.
     let p_spent = ours(5).await;
-    let thief = self::wallet(&s.mint).await;
+    let thief = self::wallet(s.mint.url()).await;
     let stolen = cdk::nuts::SecretKey::from_slice(&s.p2pk.secret_key().secret_bytes()).unwrap();
     thief
         .receive_proofs(
@@ -505,7 +563,7 @@ async fn bad_nutzaps_credit_nothing_and_the_node_goes_on() {
     send(nutzap(
         &customer.keys,
         &p_spent,
-        &s.mint.url,
+        s.mint.url(),
         "sat",
         target,
         &us,
@@ -513,7 +571,7 @@ async fn bad_nutzaps_credit_nothing_and_the_node_goes_on() {
     ));
 
     // A good one pays the job; the same event again and its proofs under a new event do not.
-    let good = nutzap(&customer.keys, &p, &s.mint.url, "sat", target, &us, "good");
+    let good = nutzap(&customer.keys, &p, s.mint.url(), "sat", target, &us, "good");
     send(good.clone());
     let stats = node.nutzap_stats().unwrap();
     wait_until("the good NutZap is credited", || stats.credited() == 1).await;
@@ -521,7 +579,7 @@ async fn bad_nutzaps_credit_nothing_and_the_node_goes_on() {
     send(nutzap(
         &customer.keys,
         &p,
-        &s.mint.url,
+        s.mint.url(),
         "sat",
         target,
         &us,
@@ -577,12 +635,12 @@ async fn bad_nutzaps_credit_nothing_and_the_node_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mint_down_during_the_swap_leaves_it_pending_until_it_is_back() {
-    let s = setup().await;
+    let s = setup(TestMint::start().await).await;
     let node = s.start().await;
     let mut customer = Customer::connect(&s.urls).await;
     let (request, quote) = quoted_job(&mut customer).await;
     let job = request.id.to_hex();
-    let wallet = wallet(&s.mint).await;
+    let wallet = wallet(s.mint.url()).await;
     let proofs = mint_proofs(&wallet, 5, Some(&s.lock())).await;
     // The node has the mint's keysets (fetched at start); now the mint goes away.
     let stats = node.nutzap_stats().unwrap();
@@ -591,7 +649,7 @@ async fn a_mint_down_during_the_swap_leaves_it_pending_until_it_is_back() {
     let zap = nutzap(
         &customer.keys,
         &proofs,
-        &s.mint.url,
+        s.mint.url(),
         "sat",
         Some(quote.id),
         &node.pubkey(),

@@ -7,6 +7,7 @@ mod init;
 mod lightning;
 mod lightning_nwc;
 mod node;
+mod nutshell;
 mod payments;
 mod refunds;
 mod zaps;

@@ -1,0 +1,210 @@
+//! Interop: the NutZap rail against Nutshell, the Python reference mint, started by the test as
+//! a child process on 127.0.0.1 with its FakeWallet backend. The checks are tests/cashu.rs's,
+//! which run there against the in-process cdk mint: here both the customer's and the node's cdk
+//! wallets talk to a mint nobody on this project wrote.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cdk::nuts::Proof;
+use nostr_sdk::Keys;
+
+use crate::cashu::{
+    check_a_nutzap_pays_a_quoted_job, check_bad_nutzaps_credit_nothing, mint_proofs, setup, wallet,
+    MintUnderTest,
+};
+
+/// Nutshell's default `MINT_INPUT_FEE_PPK`, set explicitly so the tests know the fee.
+const INPUT_FEE_PPK: u64 = 100;
+const STARTUP: Duration = Duration::from_secs(90);
+
+/// A running Nutshell mint; its whole process group is killed on drop.
+pub struct Nutshell {
+    url: String,
+    venv: PathBuf,
+    child: Child,
+    /// Database, home and log of this run.
+    dir: tempfile::TempDir,
+}
+
+impl Nutshell {
+    /// Installs the pinned Nutshell (tools/peer-venv.sh) if needed and starts it on a free port.
+    pub async fn start() -> Nutshell {
+        let venv = peer_venv("nutshell").await;
+        let mut last_log = String::new();
+        // The free port is found by binding and releasing it; another process may take it in
+        // between, so a mint that exits before answering is started again on another port.
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let port = free_port();
+            let child = spawn_mint(&venv, dir.path(), port);
+            let mut mint = Nutshell {
+                url: format!("http://127.0.0.1:{port}"),
+                venv: venv.clone(),
+                child,
+                dir,
+            };
+            if mint.wait_ready().await {
+                return mint;
+            }
+            last_log = log_tail(&mint.dir.path().join("mint.log"));
+        }
+        panic!("Nutshell did not start on 127.0.0.1; the end of its log:\n{last_log}");
+    }
+
+    /// Polls `GET /v1/info` until it names Nutshell; false if the process exits first.
+    async fn wait_ready(&mut self) -> bool {
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + STARTUP;
+        while tokio::time::Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            let info = http
+                .get(format!("{}/v1/info", self.url))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if let Ok(info) = info {
+                if let Ok(info) = info.json::<serde_json::Value>().await {
+                    let version = info["version"].as_str().unwrap_or_default();
+                    assert!(version.starts_with("Nutshell/"), "not Nutshell: {version}");
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    }
+}
+
+impl Nutshell {
+    /// Nutshell's own wallet as the customer (tests/peers/nutshell_p2pk_send.py): mints here and
+    /// swaps to `sat` sat of proofs P2PK-locked to `lock`, as its `cashu send --lock` would.
+    async fn nutshell_wallet_proofs(&self, sat: u64, lock: String) -> Vec<Proof> {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/nutshell_p2pk_send.py");
+        let home = tempfile::tempdir().unwrap();
+        let out = tokio::process::Command::new(self.venv.join("bin/python"))
+            .arg(&script)
+            .args([&self.url, &lock, &sat.to_string()])
+            .arg(home.path().join("wallet"))
+            .current_dir(home.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .env("CASHU_DIR", home.path())
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "Nutshell's wallet failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Nutshell's wallet also prints notices to stdout; the proofs are the last line.
+        let proofs = stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(proofs).unwrap_or_else(|e| panic!("{e}: {proofs}"))
+    }
+}
+
+impl MintUnderTest for Nutshell {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn input_fee_ppk(&self) -> u64 {
+        INPUT_FEE_PPK
+    }
+}
+
+impl Drop for Nutshell {
+    fn drop(&mut self) {
+        // The mint was started as the leader of its own process group: end all of it.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &group])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// `tools/peer-venv.sh <name>`: the pinned peer's virtualenv (installed on first use).
+async fn peer_venv(name: &str) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/peer-venv.sh");
+    let out = tokio::process::Command::new(&script)
+        .arg(name)
+        .stderr(Stdio::inherit())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} {name} failed ({}): the {name} interop tests need Python 3 with venv and PyPI",
+        script.display(),
+        out.status
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `<venv>/bin/mint` with FakeWallet, its database and home in `dir`, and a fresh private
+/// key; only the variables it needs, so nothing from the caller's environment reaches it.
+fn spawn_mint(venv: &Path, dir: &Path, port: u16) -> Child {
+    use std::os::unix::process::CommandExt;
+    let log = File::create(dir.join("mint.log")).unwrap();
+    let key = Keys::generate().secret_key().to_secret_hex();
+    Command::new(venv.join("bin/mint"))
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("CASHU_DIR", dir.join("cashu"))
+        .env("MINT_DATABASE", dir.join("mint"))
+        .env("MINT_PRIVATE_KEY", key)
+        .env("MINT_LISTEN_HOST", "127.0.0.1")
+        .env("MINT_LISTEN_PORT", port.to_string())
+        .env("MINT_BACKEND_BOLT11_SAT", "FakeWallet")
+        .env("MINT_INPUT_FEE_PPK", INPUT_FEE_PPK.to_string())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", venv.join("bin/mint").display()))
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// One Nutshell serves three nodes in turn: a job paid with ecash from a cdk wallet, one paid
+/// with ecash from Nutshell's own wallet, then every must-reject case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nutzaps_at_nutshell_pay_a_job_and_bad_ones_credit_nothing() {
+    let mint = Nutshell::start().await;
+    let cdk_customer = wallet(mint.url()).await;
+    check_a_nutzap_pays_a_quoted_job(&setup(&mint).await, |sat, lock| async move {
+        mint_proofs(&cdk_customer, sat, Some(&lock)).await
+    })
+    .await;
+    check_a_nutzap_pays_a_quoted_job(&setup(&mint).await, |sat, lock| {
+        mint.nutshell_wallet_proofs(sat, lock)
+    })
+    .await;
+    check_bad_nutzaps_credit_nothing(&setup(&mint).await).await;
+}
