@@ -260,7 +260,7 @@ impl LightningBackend for LnbitsLightning {
         description: InvoiceDescription,
         expiry_secs: u64,
     ) -> Result<IssuedInvoice, LightningError> {
-        if amount.is_zero() || amount.as_msat() % 1_000 != 0 {
+        if amount.is_zero() || amount.whole_sat_floor() * 1_000 != amount.as_msat() {
             return Err(LightningError::Amount(format!(
                 "LNbits makes invoices in whole sats; {} msat is not",
                 amount.as_msat()
