@@ -101,6 +101,16 @@ fn venv() -> std::path::PathBuf {
     String::from_utf8(out.stdout).unwrap().trim().into()
 }
 
+/// `<venv>/lib/python3.X/site-packages`, whatever Python made the venv.
+fn site_packages(venv: &Path) -> std::path::PathBuf {
+    std::fs::read_dir(venv.join("lib"))
+        .expect("the LNbits venv has a lib/")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path().join("site-packages"))
+        .find(|path| path.join("lnbits").is_dir())
+        .expect("LNbits is installed in the venv")
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -125,7 +135,7 @@ impl Lnbits {
                 &port.to_string(),
             ])
             // LNbits serves ./lnbits/static relative to its working directory.
-            .current_dir(venv.join("lib/python3.11/site-packages"))
+            .current_dir(site_packages(&venv))
             .env("LNBITS_BACKEND_WALLET_CLASS", "FakeWallet")
             .env("LNBITS_DATA_FOLDER", data.path())
             .env("LNBITS_ADMIN_UI", "true")

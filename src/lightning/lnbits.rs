@@ -107,6 +107,12 @@ impl LnbitsLightning {
             value.set_sensitive(true);
             Ok::<_, LightningError>(value)
         };
+        if url.scheme() == "http" && !is_loopback(url) {
+            tracing::warn!(
+                origin = %url.origin().ascii_serialization(),
+                "LNbits over plain http to another host: its keys cross the network in clear"
+            );
+        }
         let mut base = url.clone();
         if !base.path().ends_with('/') {
             let path = format!("{}/", base.path());
@@ -396,6 +402,18 @@ impl LightningBackend for LnbitsLightning {
     }
 }
 
+fn is_loopback(url: &Url) -> bool {
+    match url.host_str() {
+        Some(host) if host.eq_ignore_ascii_case("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
 fn unix_now() -> u64 {
     crate::node::now_ms() / 1000
 }
@@ -418,6 +436,15 @@ mod tests {
         assert!(!shown.contains("secret"), "{shown}");
         assert!(!shown.contains("pw"), "{shown}");
         assert_eq!(backend.base.path(), "/lnbits/");
+        for (url, loopback) in [
+            ("http://127.0.0.1:5000", true),
+            ("http://[::1]:5000", true),
+            ("http://localhost", true),
+            ("http://10.0.0.1", false),
+            ("https://lnbits.example.com", false),
+        ] {
+            assert_eq!(is_loopback(&Url::parse(url).unwrap()), loopback, "{url}");
+        }
         let err = LnbitsLightning::new(
             &url,
             &Secret::new("bad\nkeysecret".into()),
