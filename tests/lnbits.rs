@@ -18,7 +18,7 @@ use paydvm::config::{Config, Secret};
 use paydvm::lightning::bolt11::Description;
 use paydvm::lightning::lnbits::{LnbitsLightning, NO_ADMIN_KEY};
 use paydvm::lightning::{
-    Invoice, InvoiceDescription, InvoiceStatus, LightningBackend, PaymentStatus,
+    Invoice, InvoiceDescription, InvoiceStatus, LightningBackend, LightningError, PaymentStatus,
 };
 use paydvm::node::Node;
 use paydvm_ledger::store::Store;
@@ -347,7 +347,7 @@ async fn lnbits_backend_creates_looks_up_and_pays() {
                 60
             )
             .await,
-        Err(paydvm::lightning::LightningError::Amount(_))
+        Err(LightningError::Amount(_))
     ));
     assert_eq!(
         read_only.lookup_invoice(&issued.payment_hash).await,
@@ -421,6 +421,43 @@ async fn lnbits_backend_creates_looks_up_and_pays() {
     assert!(matches!(
         backend.pay_invoice(&too_big, Msat::from_msat(10_000)).await,
         PaymentStatus::Failed(reason) if reason.contains("Insufficient balance")
+    ));
+    assert_eq!(backend.balance().await.unwrap(), Msat::from_msat(18_000));
+
+    // Keys LNbits does not know: refused, and a payment with them is an explicit failure.
+    let unknown_keys = LnbitsLightning::new(
+        &lnbits.url,
+        &Secret::new("0".repeat(32)),
+        Some(&Secret::new("1".repeat(32))),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert!(matches!(
+        unknown_keys.balance().await,
+        Err(LightningError::Refused(_))
+    ));
+    assert!(matches!(
+        unknown_keys
+            .create_invoice(
+                Msat::from_msat(1_000),
+                InvoiceDescription::Text("x".into()),
+                60
+            )
+            .await,
+        Err(LightningError::Refused(_))
+    ));
+    // LNbits answers anyone `paid: true` about a paid invoice, but shows the row only to its
+    // wallet's key: without the row it is not taken as settled.
+    assert!(matches!(
+        unknown_keys.lookup_invoice(&issued.payment_hash).await,
+        InvoiceStatus::Unknown(_)
+    ));
+    let small = lnbits.invoice(&customer, 1).await;
+    assert!(matches!(
+        unknown_keys
+            .pay_invoice(&small, Msat::from_msat(10_000))
+            .await,
+        PaymentStatus::Failed(_)
     ));
     assert_eq!(backend.balance().await.unwrap(), Msat::from_msat(18_000));
 }

@@ -196,7 +196,9 @@ impl LnbitsLightning {
 
     /// LNbits refused to pay `hash` (an explicit "failed"). It also says so for an invoice that
     /// is already paid, including by us on an earlier try whose answer was lost: our own row
-    /// decides.
+    /// decides. LNbits shows a row's details only to its wallet's key and hides other wallets'
+    /// rows from a valid key (404), so a row without details means our invoice key is not
+    /// valid and nothing can be confirmed.
     async fn confirm_refusal(&self, hash: &str, refusal: String) -> PaymentStatus {
         match self.lookup(hash).await {
             Ok(None) => PaymentStatus::Failed(refusal),
@@ -205,7 +207,9 @@ impl LnbitsLightning {
                     PaymentStatus::Failed(_) => PaymentStatus::Failed(refusal),
                     other => other,
                 },
-                None => PaymentStatus::Unknown("LNbits gave no details of our payment".into()),
+                None => PaymentStatus::Unknown(format!(
+                    "{refusal}; then LNbits did not recognise the invoice key"
+                )),
             },
             Err(e) => PaymentStatus::Unknown(format!("{refusal}; then {e}")),
         }
@@ -339,11 +343,11 @@ impl LightningBackend for LnbitsLightning {
                 Ok(row) => answers::payment_status(&hash, &row, None),
                 Err(e) => PaymentStatus::Unknown(e),
             },
-            // Refused before any payment was attempted: bad request, wrong key.
-            StatusCode::BAD_REQUEST
-            | StatusCode::UNAUTHORIZED
-            | StatusCode::FORBIDDEN
-            | StatusCode::NOT_FOUND => self.confirm_refusal(&hash, answer.describe()).await,
+            // The key check refused the request before the pay handler ran.
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => {
+                PaymentStatus::Failed(answer.describe())
+            }
+            StatusCode::BAD_REQUEST => self.confirm_refusal(&hash, answer.describe()).await,
             s if s.as_u16() == 520 => match answer.error().status.as_deref() {
                 Some(answers::FAILED) => self.confirm_refusal(&hash, answer.describe()).await,
                 // "already paid": by us, our row shows it; otherwise it stays unknown.
