@@ -6,6 +6,7 @@ mod crash_node;
 mod init;
 mod lightning;
 mod lightning_nwc;
+mod lnbits;
 mod node;
 mod nutshell;
 mod payments;

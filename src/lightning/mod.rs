@@ -1,11 +1,12 @@
 //! Lightning: one backend trait (create / look up / pay invoices, settlement notifications), BOLT 11
-//! parsing, and the backends: [`fake::FakeLightning`] (demo and tests) and NWC.
+//! parsing, and the backends: [`fake::FakeLightning`] (demo and tests), NWC and LNbits.
 //!
 //! Statuses are tri-state on purpose: a backend that cannot say what happened answers `Unknown`,
 //! never `Failed`. Only an explicit "failed" from the backend may end an outgoing payment.
 
 pub mod bolt11;
 pub mod fake;
+pub mod lnbits;
 pub mod nwc;
 pub mod refund;
 pub mod watch;

@@ -38,6 +38,7 @@ use crate::config::{
     BackendSecrets, Config, LightningConfig, DEFAULT_INVOICE_TIMEOUT_SECS, DEFAULT_MAX_FEE_MSAT,
 };
 use crate::lightning::fake::FakeLightning;
+use crate::lightning::lnbits::LnbitsLightning;
 use crate::lightning::nwc::NwcLightning;
 use crate::lightning::LightningBackend;
 use crate::payments::lnurl::{self, PayEndpointCache};
@@ -103,8 +104,20 @@ async fn lightning_backend(
             uri,
             Duration::from_secs(config.invoice_timeout_secs),
         )?),
-        BackendSecrets::Lnbits { .. } => {
-            anyhow::bail!("lightning backend \"lnbits\" is not available in this build yet")
+        BackendSecrets::Lnbits {
+            url,
+            invoice_key,
+            admin_key,
+        } => {
+            if admin_key.is_none() {
+                info!("lightning backend \"lnbits\" without an admin key: it cannot pay refunds");
+            }
+            Arc::new(LnbitsLightning::new(
+                url,
+                invoice_key,
+                admin_key.as_ref(),
+                Duration::from_secs(config.invoice_timeout_secs),
+            )?)
         }
     }))
 }
