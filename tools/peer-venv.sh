@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs an independent peer used by the interop tests into its own virtualenv under
-# .peers/<name> (pinned versions, see docs/interop.md) and prints the venv's path.
+# .peers/<name> (pinned versions; see docs/lightning.md "LNbits" and docs/cashu.md "Interop") and prints the venv's path.
 # Idempotent and safe to run concurrently: a lock serialises installs, a stamp marks completion.
 #   tools/peer-venv.sh lnbits | nutshell
 set -euo pipefail
