@@ -94,7 +94,11 @@ impl Redeemer {
         })
     }
 
-    async fn wallet(&self, mint: &str, unit: &str) -> Result<Wallet, RedeemError> {
+    pub(crate) fn store(&self) -> &Arc<dyn WalletDatabase<cdk::cdk_database::Error> + Send + Sync> {
+        &self.store
+    }
+
+    pub(crate) async fn wallet(&self, mint: &str, unit: &str) -> Result<Wallet, RedeemError> {
         let mut wallets = self.wallets.lock().await;
         let k = (mint.to_owned(), unit.to_owned());
         if let Some(w) = wallets.get(&k) {

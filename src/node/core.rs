@@ -28,6 +28,7 @@ mod refunds;
 
 pub use self::payment::VerifiedPayment;
 
+use super::ecash_refunds::EcashRefundDesk;
 use super::invoicing::{InvoiceDesk, InvoiceRequest};
 use super::outbox::{Outbox, Publication};
 use super::refunds::RefundDesk;
@@ -128,6 +129,8 @@ pub struct CoreParts {
     pub invoices: Option<InvoiceDesk>,
     /// Lightning refunds, when a backend is configured.
     pub refunds: Option<RefundDesk>,
+    /// Ecash refunds, when the Cashu rail is on.
+    pub ecash_refunds: Option<EcashRefundDesk>,
     /// How long an undelivered effect waits before the outbox is given it again.
     pub resend_after: std::time::Duration,
 }
@@ -178,6 +181,7 @@ pub struct Core {
     outbox: Option<Outbox>,
     invoices: Option<InvoiceDesk>,
     refunds: Option<RefundDesk>,
+    ecash_refunds: Option<EcashRefundDesk>,
     refund_tasks: HashMap<String, refunds::RefundTask>,
     requests: HashMap<String, Pending>,
     /// Jobs whose invoice the backend is making (a second sighting must not ask again).
@@ -212,6 +216,7 @@ impl Core {
             outbox: Some(parts.outbox),
             invoices: parts.invoices,
             refunds: parts.refunds,
+            ecash_refunds: parts.ecash_refunds,
             refund_tasks: HashMap::new(),
             requests: HashMap::new(),
             awaiting_invoice: HashSet::new(),

@@ -12,6 +12,7 @@
 
 pub mod announce;
 pub mod core;
+pub mod ecash_refunds;
 pub mod intake;
 pub mod invoicing;
 pub mod local_relay;
@@ -237,6 +238,7 @@ impl Node {
             outbox,
             invoices,
             refunds,
+            ecash_refunds: None,
             resend_after: options.resend_after,
         });
         let startup = core.startup()?;

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use super::{key, Core};
 use crate::lightning::PaymentStatus;
+use crate::node::ecash_refunds::EcashOrder;
 use crate::node::refunds::RefundOrder;
 
 /// Attempts (explicitly failed payments) before a refund waits for the operator.
@@ -75,21 +76,31 @@ impl Core {
         Ok(())
     }
 
+    /// Asks the rail what became of a recorded payment: a Lightning look-up by payment hash; for
+    /// ecash, handing the same token over again (it was made once, see `ecash_refunds`).
     fn look_up_refund(&mut self, record: &RefundRecord) {
-        let (Some(desk), Some(route)) = (&self.refunds, &record.route) else {
+        let Some(route) = &record.route else {
             return;
         };
-        if route.asset != Asset::Lightning {
-            return;
+        let refund = record.refund.to_string();
+        match (&route.asset, &self.refunds, &self.ecash_refunds) {
+            (Asset::Lightning, Some(desk), _) => {
+                info!(%refund, "looking up a refund payment before anything else");
+                desk.look_up(refund.clone(), record.attempts, route.lookup.clone());
+            }
+            (Asset::Mint { .. }, _, Some(desk)) => {
+                info!(%refund, "handing an ecash refund over again");
+                desk.pay(
+                    refund.clone(),
+                    record.attempts,
+                    record.amount,
+                    route.clone(),
+                    true,
+                );
+            }
+            _ => return,
         }
-        info!(refund = %record.refund, "looking up a refund payment before anything else");
-        desk.look_up(
-            record.refund.to_string(),
-            record.attempts,
-            route.lookup.clone(),
-        );
-        self.refund_tasks
-            .insert(record.refund.to_string(), RefundTask::LookingUp);
+        self.refund_tasks.insert(refund, RefundTask::LookingUp);
     }
 
     fn route_refund(&mut self, record: &RefundRecord, tries: u32) -> anyhow::Result<()> {
@@ -100,17 +111,31 @@ impl Core {
                 format!("{MAX_REFUND_ATTEMPTS} payment attempts failed; waiting for the operator");
             return self.defer_refund(&record.refund, &reason);
         }
-        let asset = self.refund_asset(record)?;
-        if asset != Some(Asset::Lightning) {
-            self.refund_tasks.insert(id, RefundTask::Parked);
-            let reason = match asset {
-                Some(Asset::Mint { url }) => {
-                    format!("paid in ecash at {url}: ecash refunds are not available yet")
-                }
-                _ => "no rail payment to pay it back over (the job was paid from prepaid credit)"
-                    .to_owned(),
-            };
-            return self.defer_refund(&record.refund, &reason);
+        let attempt = record.attempts.saturating_add(1);
+        match self.refund_asset(record)? {
+            Some(Asset::Lightning) => {}
+            Some(Asset::Mint { url }) => {
+                let Some(desk) = &self.ecash_refunds else {
+                    self.refund_tasks.insert(id, RefundTask::Parked);
+                    let reason = format!("paid in ecash at {url} but the Cashu rail is off");
+                    return self.defer_refund(&record.refund, &reason);
+                };
+                desk.route(EcashOrder {
+                    refund: id.clone(),
+                    attempt,
+                    amount: record.amount,
+                    customer: record.customer.to_string(),
+                    mint: url,
+                });
+                self.refund_tasks.insert(id, RefundTask::Routing { tries });
+                return Ok(());
+            }
+            None => {
+                self.refund_tasks.insert(id, RefundTask::Parked);
+                let reason =
+                    "no rail payment to pay it back over (the job was paid from prepaid credit)";
+                return self.defer_refund(&record.refund, reason);
+            }
         }
         let Some(desk) = &self.refunds else {
             self.refund_tasks.insert(id, RefundTask::Parked);
@@ -126,7 +151,7 @@ impl Core {
         };
         desk.route(RefundOrder {
             refund: id.clone(),
-            attempt: record.attempts.saturating_add(1),
+            attempt,
             amount: record.amount,
             customer: record.customer.to_string(),
             refund_to,
@@ -311,11 +336,21 @@ impl Core {
 
     /// Hands the desk the refunds whose `refund_started` the last flush wrote.
     pub(super) fn pay_recorded_refunds(&mut self, payments: Vec<RefundPayment>) {
-        let Some(desk) = &self.refunds else {
-            return;
-        };
         for (refund, attempt, route) in payments {
-            desk.pay(refund, attempt, route);
+            match (&route.asset, &self.refunds, &self.ecash_refunds) {
+                (Asset::Lightning, Some(desk), _) => desk.pay(refund, attempt, route),
+                (Asset::Mint { .. }, _, Some(desk)) => {
+                    let amount = refund_id(&refund)
+                        .ok()
+                        .and_then(|id| self.store.state().refund(&id).map(|r| r.amount));
+                    if let Some(amount) = amount {
+                        // The hand-over retries by itself while its outcome is unknown.
+                        desk.pay(refund.clone(), attempt, amount, route, true);
+                        self.refund_tasks.insert(refund, RefundTask::LookingUp);
+                    }
+                }
+                _ => warn!(%refund, "no rail to pay a recorded refund over"),
+            }
         }
     }
 
