@@ -1,6 +1,7 @@
 //! The root crate's integration tests: one target, one module per concern.
 mod announce;
 mod cashu;
+mod cashu_mint;
 mod cli;
 mod crash_node;
 mod init;
@@ -8,4 +9,5 @@ mod lightning;
 mod lightning_nwc;
 mod node;
 mod payments;
+mod tokens;
 mod zaps;

@@ -163,6 +163,20 @@ async fn forward(
         let command = if event.kind == Kind::EventDeletion {
             Command::Deletion(event)
         } else if REQUEST_KINDS.contains(&kind) {
+            // The Cashu rail sees it after the core, so a token's payment finds its job.
+            if let Some(cashu) = rails.nutzaps.as_ref() {
+                if super::tokens::may_carry_tokens(&event) {
+                    let request = Command::Request {
+                        event: event.clone(),
+                        relay: Some(relay_url),
+                    };
+                    if commands.send(request).is_err() {
+                        break;
+                    }
+                    let _ = cashu.send(event);
+                    continue;
+                }
+            }
             Command::Request {
                 event,
                 relay: Some(relay_url),

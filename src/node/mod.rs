@@ -7,6 +7,7 @@
 //! - [`worker`]: runs one executor attempt and reports back.
 //! - [`outbox`]: publishes the signed events stored as `effect_requested` and reports delivery.
 //! - [`zaps`]: verifies zap receipts (NIP-57) and hands them to the core as payments.
+//! - [`nutzaps`] / [`tokens`]: the Cashu rail: NutZaps (NIP-61) and tokens in job requests.
 //! - [`announce`]: NIP-89 announcements and the kind 0 profile (through the outbox) and the
 //!   kind 11998 heartbeat (direct).
 
@@ -17,6 +18,7 @@ pub mod invoicing;
 pub mod local_relay;
 pub mod nutzaps;
 pub mod outbox;
+pub mod tokens;
 pub mod transport;
 pub mod worker;
 pub mod zaps;
@@ -214,6 +216,8 @@ impl Node {
             Some(p2pk) => Some(
                 nutzaps::NutZapRail::start(nutzaps::NutZapRailParts {
                     identity: keys.clone(),
+                    offered: offered.clone(),
+                    public_tokens: config.public_tokens,
                     p2pk,
                     mints: trusted_mints,
                     wallet: crate::config::wallet_path(&ledger),

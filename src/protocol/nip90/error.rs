@@ -35,6 +35,9 @@ pub enum RequestError {
     BadEncryption(CryptoError),
     #[error("decrypted content is not a JSON array of string tags")]
     BadEncryptedTags,
+    /// Never holds the token: it is a bearer secret.
+    #[error("cashu tag does not hold a cashuA or cashuB token")]
+    BadPaymentToken,
 }
 
 /// Why a `bid` tag is not an msat amount.
