@@ -117,7 +117,7 @@ mod tests {
             token_id(&[a.clone(), b.clone()]),
             token_id(&[b.clone(), a.clone()])
         );
-        assert_ne!(token_id(&[a.clone()]), token_id(&[a, b]));
+        assert_ne!(token_id(std::slice::from_ref(&a)), token_id(&[a, b]));
         assert!(token_id(&[]).starts_with("token:"));
     }
 
