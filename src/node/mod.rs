@@ -341,14 +341,7 @@ impl NodeHandle {
 
     /// The ledger's record of `job`, asked of the running core.
     pub async fn job(&self, job: &str) -> Option<JobRecord> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Job {
-                job: job.to_owned(),
-                reply,
-            })
-            .ok()?;
-        rx.await.ok().flatten()
+        job_record(&self.commands, job).await
     }
 
     /// Stops intake, waits (bounded) for pending publications, then closes the ledger.
@@ -390,6 +383,21 @@ impl PaymentSink {
     pub fn send(&self, payment: VerifiedPayment) -> bool {
         self.0.send(Command::Payment(Box::new(payment))).is_ok()
     }
+}
+
+/// The ledger's record of `job`, asked of the core: answered after every command sent before.
+pub(crate) async fn job_record(
+    commands: &mpsc::UnboundedSender<Command>,
+    job: &str,
+) -> Option<JobRecord> {
+    let (reply, rx) = oneshot::channel();
+    commands
+        .send(Command::Job {
+            job: job.to_owned(),
+            reply,
+        })
+        .ok()?;
+    rx.await.ok().flatten()
 }
 
 /// Wall-clock time in unix milliseconds: the node reads the clock, the ledger never does.

@@ -11,7 +11,6 @@
 use nostr_sdk::prelude::Event;
 use paydvm_ledger::{Asset, JobState, Rail};
 use paydvm_mints::{PendingState, PendingSwap, Reject, RequestToken, VerifiedNutZap};
-use tokio::sync::oneshot;
 use tracing::warn;
 
 use super::core::{Command, VerifiedPayment};
@@ -126,7 +125,7 @@ impl Worker {
         let mut refs = vec![reference.clone()];
         refs.extend(verified.ys.iter().cloned());
         let credited = self.credited(refs).await;
-        let record = self.job_record(&request.job.id).await;
+        let record = super::job_record(&self.commands, &request.job.id).await;
         if credited.contains(&reference) {
             // The same request seen again is nothing new; another job offering a spent token
             // is told.
@@ -177,17 +176,6 @@ impl Worker {
             }
             other => other.map_err(refused),
         }
-    }
-
-    async fn job_record(&self, job: &str) -> Option<paydvm_ledger::JobRecord> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Job {
-                job: job.to_owned(),
-                reply,
-            })
-            .ok()?;
-        rx.await.ok().flatten()
     }
 
     /// Error feedback for the request (encrypted if it was), published through the core.
