@@ -1,6 +1,8 @@
 //! Relay intake: one nostr-sdk [`Client`] subscribed to the offered request kinds, to NIP-09
 //! deletions and (with a lud16) to zap receipts for us on the configured relays, forwarding
-//! requests and deletions to the core and receipts to the zap verifier ([`super::zaps`]).
+//! requests and deletions to the core and receipts to the zap verifier ([`super::zaps`]). A
+//! request that may carry a Cashu token goes to the Cashu rail too, after the core
+//! ([`super::tokens`]).
 //!
 //! Signatures: nostr-relay-pool 0.44 verifies every received event (`verify_and_cache`, id and
 //! signature) before it emits `RelayPoolNotification::Event`, and emits an event only the first
