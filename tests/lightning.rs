@@ -19,7 +19,7 @@ use paydvm_ledger::{
 };
 use tokio::sync::broadcast;
 
-use crate::node::{is_status, setup, steps, tag_values, wait_state, Customer};
+use crate::node::{is_status, setup, steps, tag_values, wait_state, Customer, PAID_AND_DONE};
 
 fn with_backend(backend: Arc<dyn LightningBackend>) -> NodeOptions {
     NodeOptions {
@@ -54,17 +54,7 @@ pub fn quoted_invoice(feedback: &Event, job: &str) -> Invoice {
 }
 
 pub fn assert_paid_trail(store: &Store, job: &str, hash: &str) {
-    assert_eq!(
-        steps(store, job),
-        [
-            "job_received",
-            "quote_issued",
-            "payment_received",
-            "job_queued",
-            "processing_started",
-            "result_published"
-        ]
-    );
+    assert_eq!(steps(store, job), PAID_AND_DONE);
     let events = bodies(store, job);
     let options = events
         .iter()

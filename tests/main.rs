@@ -1,6 +1,7 @@
 //! The root crate's integration tests: one target, one module per concern.
 mod announce;
 mod cashu;
+mod cashu_mint;
 mod cli;
 mod crash_node;
 mod init;
@@ -11,4 +12,5 @@ mod node;
 mod nutshell;
 mod payments;
 mod refunds;
+mod tokens;
 mod zaps;

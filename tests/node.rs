@@ -245,6 +245,16 @@ pub fn types(store: &Store, job: &str) -> Vec<&'static str> {
         .collect()
 }
 
+/// The [`steps`] of a job quoted, paid and done.
+pub const PAID_AND_DONE: [&str; 6] = [
+    "job_received",
+    "quote_issued",
+    "payment_received",
+    "job_queued",
+    "processing_started",
+    "result_published",
+];
+
 /// A job's ledger trail by event type, without the outbox bookkeeping (`effect_*`).
 pub fn steps(store: &Store, job: &str) -> Vec<&'static str> {
     types(store, job)

@@ -1,6 +1,6 @@
 //! paydvm's Cashu rail: trusted mints and their keysets ([`registry`]), NIP-61 NutZap parsing
 //! ([`nutzap`]) and offline verification ([`verify`]: mint, unit, P2PK lock to our dedicated
-//! key, NUT-12 DLEQ), then redemption at the mint ([`redeem`]) with a durable record of swaps
+//! key, NUT-12 DLEQ) and of Cashu tokens offered in job requests ([`token`]), then redemption at the mint ([`redeem`]) with a durable record of swaps
 //! not finished yet ([`pending`]), and the NIP-60/61 events we publish ([`events`]).
 //!
 //! No Nostr types here: the node hands events in as plain tags and builds the events it signs
@@ -12,6 +12,7 @@ pub mod pending;
 pub mod redeem;
 pub mod refund;
 pub mod registry;
+pub mod token;
 pub mod url;
 pub mod verify;
 
@@ -20,8 +21,9 @@ pub use pending::{PendingState, PendingSwap, PendingSwaps};
 pub use redeem::{ReceiveKey, Redeemer, SwapOutcome};
 pub use refund::{RefundToken, RefundTokenError};
 pub use registry::{MintRegistry, MintStatus, TrustedMint};
+pub use token::{token_id, verify_token, RequestToken};
 pub use url::normalise_mint_url;
-pub use verify::{verify_nutzap, Recipient, Reject, VerifiedNutZap};
+pub use verify::{verify_nutzap, Origin, Recipient, Reject, VerifiedNutZap};
 
 /// A normalised URL as cdk's [`MintUrl`](cdk::mint_url::MintUrl).
 pub fn mint_url_of(url: &str) -> Result<cdk::mint_url::MintUrl, cdk::Error> {

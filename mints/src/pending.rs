@@ -1,4 +1,4 @@
-//! NutZaps verified but not yet credited, kept in a small SQLite file so a swap that the mint
+//! Ecash (NutZaps, request tokens) verified but not yet credited, kept in a small SQLite file so a swap that the mint
 //! could not finish (mint down, ambiguous answer) or a crash between swap and credit loses
 //! nothing: on start and on a timer, each row is tried again until it is credited or refused.
 //!
@@ -204,6 +204,7 @@ mod tests {
             units: 5,
             amount: paydvm_ledger::Msat::from_msat(5000),
             target: None,
+            origin: crate::verify::Origin::NutZap,
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
 use cdk::mint_url::MintUrl;
-use cdk::nuts::{CurrencyUnit, Id, KeySet, MintInfo};
+use cdk::nuts::{CurrencyUnit, Id, KeySet, KeySetInfo, MintInfo};
 use cdk::wallet::{HttpClient, MintConnector};
 use tracing::{info, warn};
 
@@ -100,6 +100,26 @@ impl MintRegistry {
     /// A cached keyset of a trusted mint.
     pub fn keyset(&self, url: &str, id: &Id) -> Option<&KeySet> {
         self.entries.get(&normalise_mint_url(url))?.keysets.get(id)
+    }
+
+    /// The cached keysets of a trusted mint as [`KeySetInfo`]s: what V4 tokens' short keyset
+    /// ids are resolved against.
+    pub fn keyset_infos(&self, url: &str) -> Vec<KeySetInfo> {
+        self.entries
+            .get(&normalise_mint_url(url))
+            .map(|e| {
+                e.keysets
+                    .values()
+                    .map(|k| KeySetInfo {
+                        id: k.id,
+                        unit: k.unit.clone(),
+                        active: k.active.unwrap_or(false),
+                        input_fee_ppk: k.input_fee_ppk,
+                        final_expiry: k.final_expiry,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Caches `keyset` for the trusted mint at `url` after checking its id against its keys.

@@ -7,7 +7,7 @@ use cdk::nuts::{Conditions, Proof, SigFlag, SpendingConditions};
 use paydvm_ledger::Msat;
 
 use crate::nutzap::{self, NutZapEvent, ParseError};
-use crate::registry::{unit_name, MintRegistry};
+use crate::registry::{unit_name, MintRegistry, TrustedMint};
 use crate::url::normalise_mint_url;
 
 /// A locktime closer than this is refused: after it the sender (or anyone) may spend the
@@ -23,10 +23,14 @@ pub struct Recipient {
     pub p2pk: String,
 }
 
-/// A NutZap that passed every offline check. It is not money yet: the swap decides.
+/// Ecash that passed every offline check: a NutZap, or a token from a job request
+/// ([`crate::token`]). It is not money yet: the swap decides.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct VerifiedNutZap {
+    /// A NutZap's event id; for a request token its id `token:<sha256 of the sorted Ys>`
+    /// ([`crate::token::token_id`]). Keys the pending store.
     pub event_id: String,
+    /// Who sent it: the NutZap's author, or the request's customer.
     pub sender: String,
     /// Normalised, as in our trusted list.
     pub mint: String,
@@ -37,8 +41,21 @@ pub struct VerifiedNutZap {
     /// Sum of the proofs in the mint's unit.
     pub units: u64,
     pub amount: Msat,
-    /// The `e` tag, if any: the event the NutZap says it pays for.
+    /// The event it pays for: a NutZap's `e` tag, or the request carrying the token.
     pub target: Option<String>,
+    /// Rows written before tokens existed are NutZaps.
+    #[serde(default)]
+    pub origin: Origin,
+}
+
+/// Where verified ecash came from: it decides the ledger rail and the payment reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    #[default]
+    NutZap,
+    /// A `cashu` tag of a job request.
+    RequestToken,
 }
 
 /// Why a NutZap was refused. Each names the first proof that failed, where one did.
@@ -80,6 +97,21 @@ pub enum Reject {
     DuplicateProof { index: usize },
     #[error("amount overflows")]
     AmountOverflow,
+    /// Never holds the token or a decoder message (either could echo the bearer secret).
+    #[error("not a decodable cashuA/cashuB token")]
+    BadToken,
+    #[error("the token spans several mints")]
+    SeveralMints,
+    #[error("the token holds no proofs")]
+    NoProofs,
+    #[error("the token holds more than {max} proofs")]
+    TooManyProofs { max: usize },
+    #[error("a proof names a keyset this mint does not have")]
+    UnresolvedKeyset,
+    #[error("the token is worth nothing")]
+    ZeroAmount,
+    #[error("the token is worth more than {max_msat} msat")]
+    AmountTooLarge { max_msat: u64 },
 }
 
 /// Runs every offline check on a NutZap for `us`. `now_secs` is unix seconds (locktimes).
@@ -94,31 +126,127 @@ pub fn verify_nutzap(
     if !parsed.recipients.contains(&identity) {
         return Err(Reject::NotForUs);
     }
-    let mint = mints
-        .mint(&parsed.mint)
-        .ok_or_else(|| Reject::UnlistedMint {
-            mint: normalise_mint_url(&parsed.mint),
-        })?;
-    if !mint.accepts_unit(&parsed.unit) {
-        return Err(Reject::UnitNotAccepted { unit: parsed.unit });
-    }
-    let msat_per_unit = msat_per_unit(&parsed.unit).ok_or_else(|| Reject::UnitNotPriced {
-        unit: parsed.unit.clone(),
+    let (mint, msat_per_unit) = trusted_mint(mints, &parsed.mint, &parsed.unit)?;
+    let rules = ProofRules {
+        lock: LockRule::OurP2pkKey,
+        dleq: DleqRule::Required,
+    };
+    let checked = check_proofs(
+        mints,
+        &mint.url,
+        &parsed.unit,
+        &parsed.proofs,
+        us,
+        now_secs,
+        rules,
+    )?;
+    let amount = checked.msat(msat_per_unit)?;
+    Ok(VerifiedNutZap {
+        event_id: event.id.to_ascii_lowercase(),
+        sender: event.author.to_ascii_lowercase(),
+        mint: mint.url.clone(),
+        unit: parsed.unit,
+        proofs: parsed.proofs,
+        ys: checked.ys,
+        units: checked.units,
+        amount,
+        target: parsed.target,
+        origin: Origin::NutZap,
+    })
+}
+
+/// The trusted mint at `url` if it takes `unit`, and what one unit is worth in msat.
+pub(crate) fn trusted_mint<'a>(
+    mints: &'a MintRegistry,
+    url: &str,
+    unit: &str,
+) -> Result<(&'a TrustedMint, u64), Reject> {
+    let mint = mints.mint(url).ok_or_else(|| Reject::UnlistedMint {
+        mint: normalise_mint_url(url),
     })?;
+    if !mint.accepts_unit(unit) {
+        return Err(Reject::UnitNotAccepted {
+            unit: unit.to_owned(),
+        });
+    }
+    let rate = msat_per_unit(unit).ok_or_else(|| Reject::UnitNotPriced {
+        unit: unit.to_owned(),
+    })?;
+    Ok((mint, rate))
+}
+
+/// Which secrets a payer may send us.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LockRule {
+    /// NIP-61: every proof P2PK-locked to our NutZap key.
+    OurP2pkKey,
+    /// Tokens: plain secrets, or a P2PK lock only our NutZap key satisfies (anything else we
+    /// could not spend).
+    PlainOrOurP2pkKey,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum DleqRule {
+    /// NIP-61 requires a DLEQ proof on every proof.
+    Required,
+    /// Tokens in the wild often lack one: verify it when present; the swap is the real check.
+    IfPresent,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProofRules {
+    pub lock: LockRule,
+    pub dleq: DleqRule,
+}
+
+/// What the per-proof checks established.
+pub(crate) struct CheckedProofs {
+    /// Proof Ys (66 hex), in proof order.
+    pub ys: Vec<String>,
+    pub units: u64,
+}
+
+impl CheckedProofs {
+    pub(crate) fn msat(&self, msat_per_unit: u64) -> Result<Msat, Reject> {
+        self.units
+            .checked_mul(msat_per_unit)
+            .map(Msat::from_msat)
+            .ok_or(Reject::AmountOverflow)
+    }
+}
+
+/// Every offline check on each proof: its lock, keyset (known, of `mint`, in `unit`, with a key
+/// for its amount), DLEQ, and that no proof appears twice.
+pub(crate) fn check_proofs(
+    mints: &MintRegistry,
+    mint: &str,
+    unit: &str,
+    proofs: &[Proof],
+    us: &Recipient,
+    now_secs: u64,
+    rules: ProofRules,
+) -> Result<CheckedProofs, Reject> {
     let mut seen = HashSet::new();
-    let mut ys = Vec::with_capacity(parsed.proofs.len());
+    let mut ys = Vec::with_capacity(proofs.len());
     let mut units: u64 = 0;
-    for (index, proof) in parsed.proofs.iter().enumerate() {
-        check_lock(index, proof, us, now_secs)?;
-        let keyset =
-            mints
-                .keyset(&mint.url, &proof.keyset_id)
-                .ok_or_else(|| Reject::UnknownKeyset {
-                    index,
-                    keyset: proof.keyset_id.to_string(),
-                })?;
+    for (index, proof) in proofs.iter().enumerate() {
+        match rules.lock {
+            LockRule::OurP2pkKey => check_lock(index, proof, us, now_secs)?,
+            // The mint enforces a secret's conditions only if it parses as NUT-10; so do we.
+            LockRule::PlainOrOurP2pkKey => {
+                if cdk::nuts::nut10::Secret::try_from(&proof.secret).is_ok() {
+                    check_lock(index, proof, us, now_secs)?;
+                }
+            }
+        }
+        let keyset = mints
+            .keyset(mint, &proof.keyset_id)
+            .ok_or_else(|| Reject::UnknownKeyset {
+                index,
+                keyset: proof.keyset_id.to_string(),
+            })?;
         let keyset_unit = unit_name(&keyset.unit);
-        if keyset_unit != parsed.unit {
+        if keyset_unit != unit {
             return Err(Reject::KeysetUnitMismatch { index, keyset_unit });
         }
         let amount = u64::from(proof.amount);
@@ -126,12 +254,13 @@ pub fn verify_nutzap(
             .keys
             .amount_key(proof.amount)
             .ok_or(Reject::NoKeyForAmount { index, amount })?;
-        if proof.dleq.is_none() {
-            return Err(Reject::MissingDleq { index });
+        match (&proof.dleq, rules.dleq) {
+            (None, DleqRule::Required) => return Err(Reject::MissingDleq { index }),
+            (None, DleqRule::IfPresent) => {}
+            (Some(_), _) => proof
+                .verify_dleq(key)
+                .map_err(|_| Reject::InvalidDleq { index })?,
         }
-        proof
-            .verify_dleq(key)
-            .map_err(|_| Reject::InvalidDleq { index })?;
         let y = proof
             .y()
             .map_err(|_| Reject::InvalidDleq { index })?
@@ -142,20 +271,7 @@ pub fn verify_nutzap(
         ys.push(y);
         units = units.checked_add(amount).ok_or(Reject::AmountOverflow)?;
     }
-    let msat = units
-        .checked_mul(msat_per_unit)
-        .ok_or(Reject::AmountOverflow)?;
-    Ok(VerifiedNutZap {
-        event_id: event.id.to_ascii_lowercase(),
-        sender: event.author.to_ascii_lowercase(),
-        mint: mint.url.clone(),
-        unit: parsed.unit,
-        proofs: parsed.proofs,
-        ys,
-        units,
-        amount: Msat::from_msat(msat),
-        target: parsed.target,
-    })
+    Ok(CheckedProofs { ys, units })
 }
 
 /// Only units with a fixed msat value can pay a msat price.

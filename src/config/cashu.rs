@@ -1,5 +1,6 @@
-//! `[cashu]`: the dedicated P2PK key NutZaps are locked to (NIP-61 forbids the identity key)
-//! and where the Cashu wallet keeps its proofs.
+//! `[cashu]`: the dedicated P2PK key NutZaps are locked to (NIP-61 forbids the identity key),
+//! what to do with Cashu tokens in public request tags, and where the Cashu wallet keeps its
+//! proofs.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,18 @@ use super::ConfigError;
 pub struct Cashu {
     /// The P2PK receiving key: a 0600 file or an environment variable, like the node key.
     pub p2pk_key: KeySource,
+    pub public_tokens: PublicTokens,
+}
+
+/// A token in a clear request tag was readable by every relay and reader before it reached
+/// us, so someone may spend it first. The operator chooses whether to take that race.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PublicTokens {
+    /// Refuse it with error feedback; nothing is swapped or credited.
+    #[default]
+    Refuse,
+    /// Swap it at once like an encrypted one; whoever swaps first owns it.
+    RaceSwap,
 }
 
 impl Cashu {
@@ -35,7 +48,20 @@ impl Cashu {
                 ))
             }
         };
-        Ok(Cashu { p2pk_key })
+        let public_tokens = match raw.public_tokens.as_deref() {
+            None | Some("refuse") => PublicTokens::Refuse,
+            Some("race_swap") => PublicTokens::RaceSwap,
+            Some(other) => {
+                return Err(check.invalid(
+                    "cashu.public_tokens",
+                    format!("{other:?} is not a policy; use \"refuse\" or \"race_swap\""),
+                ))
+            }
+        };
+        Ok(Cashu {
+            p2pk_key,
+            public_tokens,
+        })
     }
 }
 

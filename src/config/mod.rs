@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use nostr_sdk::{Keys, PublicKey};
 use paydvm_policies::Policy;
 
-pub use cashu::{pending_path, wallet_path, Cashu};
+pub use cashu::{pending_path, wallet_path, Cashu, PublicTokens};
 pub use error::ConfigError;
 pub use keys::{
     create_key_file, key_from_env_value, load_key_file, load_or_create_key, parse_secret_key,
@@ -106,6 +106,9 @@ pub struct Config {
     pub lightning: Option<LightningConfig>,
     /// The NutZap receiving key, when `[cashu]` is configured.
     pub p2pk_key: Option<Secret<Keys>>,
+    /// `cashu.public_tokens`: tokens in clear request tags ([`PublicTokens::Refuse`] without
+    /// `[cashu]`).
+    pub public_tokens: PublicTokens,
 }
 
 impl Config {
@@ -207,6 +210,10 @@ impl Config {
             keys,
             lightning,
             p2pk_key,
+            public_tokens: file
+                .cashu
+                .as_ref()
+                .map_or(PublicTokens::default(), |c| c.public_tokens),
         })
     }
 

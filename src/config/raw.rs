@@ -38,6 +38,7 @@ pub(crate) struct RawLightning {
 pub(crate) struct RawCashu {
     pub p2pk_key_file: Option<String>,
     pub p2pk_key_env: Option<String>,
+    pub public_tokens: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -52,6 +52,9 @@ allow_customer_relays = true
 # Whoever has this key can spend ecash paid to the node: back it up, never share it.
 p2pk_key_file = "paydvm-nutzap.key"
 # p2pk_key_env = "PAYDVM_NUTZAP_KEY"
+# A Cashu token in a clear request tag may have been read by anyone: "refuse" (default) or
+# "race_swap" (swap it at once; the mint decides who was first). Encrypted tokens are taken.
+# public_tokens = "refuse"
 
 # One [[offer]] per NIP-90 job kind the node serves. The kind must also be priced in the
 # policy's [[pricing.kind]] rate card (a free kind is priced with mode = "free").

@@ -345,6 +345,21 @@ fn cashu_key_is_loaded_and_required_once_a_mint_is_trusted() {
     let config = Config::load_with_env(setup.path("paydvm.toml"), env).unwrap();
     assert!(config.p2pk_key.is_some());
 
+    assert_eq!(config.public_tokens, PublicTokens::Refuse, "the default");
+    let race = format!(
+        "{}\n{env_cashu}public_tokens = \"race_swap\"\n",
+        toml(NODE, RELAYS, OFFER)
+    );
+    fs::write(setup.path("paydvm.toml"), race).unwrap();
+    let config = Config::load_with_env(setup.path("paydvm.toml"), env).unwrap();
+    assert_eq!(config.public_tokens, PublicTokens::RaceSwap);
+    let typo = format!(
+        "{}\n{env_cashu}public_tokens = \"accept\"\n",
+        toml(NODE, RELAYS, OFFER)
+    );
+    let err = parse(&typo).unwrap_err();
+    assert_eq!(err.field(), Some("cashu.public_tokens"), "{err}");
+
     let both = "[cashu]\np2pk_key_file = \"a\"\np2pk_key_env = \"B\"\n";
     let err = parse(&format!("{}\n{both}", toml(NODE, RELAYS, OFFER))).unwrap_err();
     assert_eq!(err.field(), Some("cashu.p2pk_key_file"), "{err}");

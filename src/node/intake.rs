@@ -1,6 +1,8 @@
 //! Relay intake: one nostr-sdk [`Client`] subscribed to the offered request kinds, to NIP-09
 //! deletions and (with a lud16) to zap receipts for us on the configured relays, forwarding
-//! requests and deletions to the core and receipts to the zap verifier ([`super::zaps`]).
+//! requests and deletions to the core and receipts to the zap verifier ([`super::zaps`]). A
+//! request that may carry a Cashu token goes to the Cashu rail too, after the core
+//! ([`super::tokens`]).
 //!
 //! Signatures: nostr-relay-pool 0.44 verifies every received event (`verify_and_cache`, id and
 //! signature) before it emits `RelayPoolNotification::Event`, and emits an event only the first
@@ -163,6 +165,20 @@ async fn forward(
         let command = if event.kind == Kind::EventDeletion {
             Command::Deletion(event)
         } else if REQUEST_KINDS.contains(&kind) {
+            // The Cashu rail sees it after the core, so a token's payment finds its job.
+            if let Some(cashu) = rails.nutzaps.as_ref() {
+                if super::tokens::may_carry_tokens(&event) {
+                    let request = Command::Request {
+                        event: event.clone(),
+                        relay: Some(relay_url),
+                    };
+                    if commands.send(request).is_err() {
+                        break;
+                    }
+                    let _ = cashu.send(event);
+                    continue;
+                }
+            }
             Command::Request {
                 event,
                 relay: Some(relay_url),

@@ -7,6 +7,7 @@
 //! - [`worker`]: runs one executor attempt and reports back.
 //! - [`outbox`]: publishes the signed events stored as `effect_requested` and reports delivery.
 //! - [`zaps`]: verifies zap receipts (NIP-57) and hands them to the core as payments.
+//! - [`nutzaps`] / [`tokens`]: the Cashu rail: NutZaps (NIP-61) and tokens in job requests.
 //! - [`announce`]: NIP-89 announcements and the kind 0 profile (through the outbox) and the
 //!   kind 11998 heartbeat (direct).
 
@@ -19,6 +20,7 @@ pub mod local_relay;
 pub mod nutzaps;
 pub mod outbox;
 pub mod refunds;
+pub mod tokens;
 pub mod transport;
 pub mod worker;
 pub mod zaps;
@@ -248,6 +250,8 @@ impl Node {
             Some(p2pk) => Some(
                 nutzaps::NutZapRail::start(nutzaps::NutZapRailParts {
                     identity: keys.clone(),
+                    offered: offered.clone(),
+                    public_tokens: config.public_tokens,
                     p2pk,
                     mints: trusted_mints,
                     wallet: crate::config::wallet_path(&ledger),
@@ -371,14 +375,7 @@ impl NodeHandle {
 
     /// The ledger's record of `job`, asked of the running core.
     pub async fn job(&self, job: &str) -> Option<JobRecord> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Job {
-                job: job.to_owned(),
-                reply,
-            })
-            .ok()?;
-        rx.await.ok().flatten()
+        job_record(&self.commands, job).await
     }
 
     /// Stops intake, waits (bounded) for pending publications, then closes the ledger.
@@ -420,6 +417,21 @@ impl PaymentSink {
     pub fn send(&self, payment: VerifiedPayment) -> bool {
         self.0.send(Command::Payment(Box::new(payment))).is_ok()
     }
+}
+
+/// The ledger's record of `job`, asked of the core: answered after every command sent before.
+pub(crate) async fn job_record(
+    commands: &mpsc::UnboundedSender<Command>,
+    job: &str,
+) -> Option<JobRecord> {
+    let (reply, rx) = oneshot::channel();
+    commands
+        .send(Command::Job {
+            job: job.to_owned(),
+            reply,
+        })
+        .ok()?;
+    rx.await.ok().flatten()
 }
 
 /// Wall-clock time in unix milliseconds: the node reads the clock, the ledger never does.

@@ -5,6 +5,9 @@
 //!
 //! It runs as its own task so a slow or dead mint never blocks the core. A swap the mint could
 //! not finish stays in the pending store and is retried with back-off, also after a restart.
+//!
+//! Cashu tokens in job requests ([`super::tokens`]) take the same path after their own checks:
+//! pending store, swap, then a payment on the `cashu_token` rail.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -18,8 +21,8 @@ use nostr_sdk::prelude::{Event, EventBuilder, Keys, Kind, Tag};
 use paydvm_ledger::{Asset, Rail};
 use paydvm_mints::pending::PendingError;
 use paydvm_mints::{
-    MintRegistry, MintStatus, NutZapEvent, PendingState, PendingSwap, PendingSwaps, ReceiveKey,
-    Recipient, Redeemer, Reject, SwapOutcome, TrustedMint, VerifiedNutZap,
+    MintRegistry, MintStatus, NutZapEvent, Origin, PendingState, PendingSwap, PendingSwaps,
+    ReceiveKey, Recipient, Redeemer, Reject, SwapOutcome, TrustedMint, VerifiedNutZap, NUTZAP_KIND,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -27,6 +30,7 @@ use tracing::{debug, info, warn};
 
 use super::core::{Command, VerifiedPayment};
 use super::now_ms;
+use crate::config::PublicTokens;
 
 /// How often due retries are looked for.
 const RETRY_EVERY: Duration = Duration::from_millis(500);
@@ -51,7 +55,8 @@ enum Checked {
     Later(String),
 }
 
-/// What the rail has done, for operators and tests.
+/// What the rail has done, for operators and tests. Request tokens count here too (not in
+/// `received`); their refusals are keyed by the job id.
 #[derive(Debug, Default)]
 pub struct NutZapStats {
     ready: AtomicBool,
@@ -107,9 +112,13 @@ impl NutZapStats {
             .unwrap_or_default()
     }
 
-    fn refused(&self, id: &str, reason: &str) {
+    pub(super) fn duplicate(&self) {
+        self.duplicates.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(super) fn refused(&self, id: &str, reason: &str) {
         self.rejected.fetch_add(1, Ordering::SeqCst);
-        warn!(nutzap = %id, "NutZap refused: {reason}");
+        warn!(nutzap = %id, "ecash refused: {reason}");
         if let Ok(mut r) = self.refusals.lock() {
             if r.len() == KEPT_REFUSALS {
                 r.pop_front();
@@ -121,6 +130,10 @@ impl NutZapStats {
 
 pub struct NutZapRailParts {
     pub identity: Keys,
+    /// Request kinds we serve: tokens in requests of other kinds are left alone.
+    pub offered: Vec<u16>,
+    /// What to do with a token in a clear request tag.
+    pub public_tokens: PublicTokens,
     pub p2pk: ReceiveKey,
     pub mints: Vec<TrustedMint>,
     pub wallet: PathBuf,
@@ -136,16 +149,19 @@ pub struct NutZapRail {
     stats: Arc<NutZapStats>,
 }
 
-struct Worker {
-    identity: Keys,
-    us: Recipient,
-    registry: MintRegistry,
+pub(super) struct Worker {
+    pub(super) identity: Keys,
+    pub(super) offered: Vec<u16>,
+    pub(super) public_tokens: PublicTokens,
+    pub(super) us: Recipient,
+    pub(super) registry: MintRegistry,
     redeemer: Redeemer,
-    pending: PendingSwaps,
-    commands: mpsc::UnboundedSender<Command>,
+    pub(super) pending: PendingSwaps,
+    pub(super) commands: mpsc::UnboundedSender<Command>,
     relay_hint: String,
-    stats: Arc<NutZapStats>,
-    /// NutZaps waiting for their mint's keysets: (event, next try at ms, tries so far).
+    pub(super) stats: Arc<NutZapStats>,
+    /// NutZaps waiting for their mint's keysets, and requests whose tokens wait for that or
+    /// for their quote: (event, next try at ms, tries so far).
     deferred: Vec<(Box<Event>, u64, u32)>,
 }
 
@@ -163,6 +179,8 @@ impl NutZapRail {
                 p2pk: parts.p2pk.xonly_hex(),
             },
             identity: parts.identity,
+            offered: parts.offered,
+            public_tokens: parts.public_tokens,
             registry: MintRegistry::new(parts.mints),
             redeemer,
             pending,
@@ -180,7 +198,7 @@ impl NutZapRail {
         })
     }
 
-    /// Where intake sends kind 9321 events.
+    /// Where intake sends kind 9321 events, and job requests that may carry tokens.
     pub fn sender(&self) -> mpsc::UnboundedSender<Box<Event>> {
         self.events.clone()
     }
@@ -215,12 +233,17 @@ impl Worker {
     }
 
     async fn on_event(&mut self, event: Box<Event>) {
-        self.stats.received.fetch_add(1, Ordering::SeqCst);
+        if event.kind.as_u16() == NUTZAP_KIND {
+            self.stats.received.fetch_add(1, Ordering::SeqCst);
+        }
         self.decide(event, 0).await;
     }
 
     /// `tries`: how often it was put off already because its mint could not be asked.
     async fn decide(&mut self, event: Box<Event>, tries: u32) {
+        if event.kind.as_u16() != NUTZAP_KIND {
+            return self.take_request_tokens(event, tries).await;
+        }
         let id = event.id.to_hex();
         match self.accept(&event).await {
             Decision::Swap(nutzap) => {
@@ -230,20 +253,21 @@ impl Worker {
                     attempts: 0,
                     next_try_ms: 0,
                 })
-                .await
+                .await;
             }
-            Decision::Nothing => {
-                self.stats.duplicates.fetch_add(1, Ordering::SeqCst);
-            }
+            Decision::Nothing => self.stats.duplicate(),
             Decision::Reject(reason) => self.stats.refused(&id, &reason),
-            Decision::Later(reason) => {
-                self.stats.retried.fetch_add(1, Ordering::SeqCst);
-                let delay = DEFER_FIRST.saturating_mul(1 << tries.min(8));
-                warn!(nutzap = %id, "NutZap not checked yet: {reason}; will retry");
-                let at = now_ms().saturating_add(delay.as_millis() as u64);
-                self.deferred.push((event, at, tries + 1));
-            }
+            Decision::Later(reason) => self.defer(event, tries, &reason),
         }
+    }
+
+    /// Looks at `event` again later (its mint could not be asked, or its job is not quoted yet).
+    pub(super) fn defer(&mut self, event: Box<Event>, tries: u32, reason: &str) {
+        self.stats.retried.fetch_add(1, Ordering::SeqCst);
+        let delay = DEFER_FIRST.saturating_mul(1 << tries.min(8));
+        warn!(event = %event.id, "ecash not checked yet: {reason}; will retry");
+        let at = now_ms().saturating_add(delay.as_millis() as u64);
+        self.deferred.push((event, at, tries + 1));
     }
 
     /// Offline checks, then the ledger's memory of the proofs; records the NutZap as pending.
@@ -318,7 +342,7 @@ impl Worker {
                 let id = event.id.to_hex();
                 self.stats.refused(
                     &id,
-                    "its mint stayed unreachable (seen again after a restart)",
+                    "its mint or job stayed unready (seen again after a restart)",
                 );
                 continue;
             }
@@ -336,8 +360,9 @@ impl Worker {
         }
     }
 
-    /// One step for a pending NutZap: swap it if not swapped yet, then credit it.
-    async fn attempt(&mut self, row: PendingSwap) {
+    /// One step for pending ecash: swap it if not swapped yet, then credit it. Returns why it
+    /// was refused for good, if it was (the mint's answer; it never holds a proof secret).
+    pub(super) async fn attempt(&mut self, row: PendingSwap) -> Option<String> {
         let id = row.nutzap.event_id.clone();
         let (received, fee) = match row.state {
             PendingState::Swapped { received, fee } => (received, fee),
@@ -349,13 +374,18 @@ impl Worker {
                     (received, fee)
                 }
                 SwapOutcome::AlreadySpent => {
-                    return self.drop_row(&id, "its proofs were already spent at the mint")
+                    let reason = "its proofs were already spent at the mint".to_owned();
+                    self.drop_row(&id, &reason);
+                    return Some(reason);
                 }
                 SwapOutcome::Refused { reason } => {
-                    return self.drop_row(&id, &format!("the mint refused the swap: {reason}"))
+                    let reason = format!("the mint refused the swap: {reason}");
+                    self.drop_row(&id, &reason);
+                    return Some(reason);
                 }
                 SwapOutcome::Retry { reason } => {
-                    return self.back_off(&id, &format!("swap not done: {reason}"))
+                    self.back_off(&id, &format!("swap not done: {reason}"));
+                    return None;
                 }
             },
         };
@@ -363,22 +393,26 @@ impl Worker {
             info!(nutzap = %id, fee, unit = %row.nutzap.unit, "mint input fee paid on the swap");
         }
         self.credit(&row.nutzap, received).await;
+        None
     }
 
     async fn credit(&mut self, nutzap: &VerifiedNutZap, received: u64) {
         let reference = reference(nutzap);
-        let payment = VerifiedPayment {
-            idem: format!("nutzap:{}", nutzap.event_id),
-            rail: Rail::NutZap,
-            asset: Asset::Mint {
-                url: nutzap.mint.clone(),
+        let payment = match nutzap.origin {
+            Origin::NutZap => VerifiedPayment {
+                idem: reference.clone(),
+                rail: Rail::NutZap,
+                asset: Asset::Mint {
+                    url: nutzap.mint.clone(),
+                },
+                reference: reference.clone(),
+                linked: nutzap.ys.clone(),
+                amount: nutzap.amount,
+                evidence: Some(nutzap.event_id.clone()),
+                payer: Some(nutzap.sender.clone()),
+                names: nutzap.target.clone(),
             },
-            reference: reference.clone(),
-            linked: nutzap.ys.clone(),
-            amount: nutzap.amount,
-            evidence: Some(nutzap.event_id.clone()),
-            payer: Some(nutzap.sender.clone()),
-            names: nutzap.target.clone(),
+            Origin::RequestToken => super::tokens::payment(nutzap),
         };
         if self
             .commands
@@ -395,7 +429,10 @@ impl Worker {
             warn!(nutzap = %nutzap.event_id, "credited, but cannot clear it from pending: {e}");
         }
         self.stats.credited.fetch_add(1, Ordering::SeqCst);
-        info!(nutzap = %nutzap.event_id, amount_msat = nutzap.amount.as_msat(), "NutZap credited");
+        info!(nutzap = %nutzap.event_id, amount_msat = nutzap.amount.as_msat(), "ecash credited");
+        if nutzap.origin != Origin::NutZap {
+            return;
+        }
         match self.redemption_marker(nutzap, received) {
             Ok(marker) => {
                 let _ = self.commands.send(Command::Announce(vec![marker]));
@@ -450,7 +487,7 @@ impl Worker {
     }
 
     /// Which of `refs` the ledger has credited (asked of the core).
-    async fn credited(&self, refs: Vec<String>) -> Vec<String> {
+    pub(super) async fn credited(&self, refs: Vec<String>) -> Vec<String> {
         let (reply, rx) = oneshot::channel();
         if self
             .commands
@@ -463,8 +500,12 @@ impl Worker {
     }
 }
 
-/// The payment reference of a NutZap: its event id. Its proof Ys are the linked references, so
-/// the same proofs under another event are refused too.
-fn reference(nutzap: &VerifiedNutZap) -> String {
-    format!("nutzap:{}", nutzap.event_id)
+/// The payment reference of a NutZap: its event id; of a request token: its id (a hash of its
+/// Ys). The proof Ys are the linked references, so the same proofs under another event or
+/// in another token are refused too.
+pub(super) fn reference(nutzap: &VerifiedNutZap) -> String {
+    match nutzap.origin {
+        Origin::NutZap => format!("nutzap:{}", nutzap.event_id),
+        Origin::RequestToken => nutzap.event_id.clone(),
+    }
 }

@@ -37,6 +37,9 @@ pub enum RequestError {
     BadEncryptedTags,
     #[error(transparent)]
     BadRefundAddress(#[from] crate::lightning::refund::BadRefundAddress),
+    /// Never holds the token: it is a bearer secret.
+    #[error("cashu tag does not hold a cashuA or cashuB token")]
+    BadPaymentToken,
 }
 
 /// Why a `bid` tag is not an msat amount.

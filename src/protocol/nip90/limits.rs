@@ -19,6 +19,10 @@ pub enum Limit {
     Tags,
     /// The event content (the ciphertext for encrypted requests), in bytes.
     ContentBytes,
+    /// `cashu` tags (Cashu tokens paying for the job).
+    PaymentTokens,
+    /// One serialised Cashu token (`cashuA…`/`cashuB…`), in bytes.
+    PaymentTokenBytes,
 }
 
 impl Limit {
@@ -31,6 +35,9 @@ impl Limit {
             Limit::TagValues => 64,
             Limit::Tags => 256,
             Limit::ContentBytes => 128 * 1024,
+            Limit::PaymentTokens => 2,
+            // Room for ~64 proofs with DLEQ in V3 JSON; a job needs a handful.
+            Limit::PaymentTokenBytes => 16 * 1024,
         }
     }
 
@@ -43,6 +50,8 @@ impl Limit {
             Limit::TagValues => "values per tag",
             Limit::Tags => "tags",
             Limit::ContentBytes => "content bytes",
+            Limit::PaymentTokens => "cashu tokens",
+            Limit::PaymentTokenBytes => "cashu token bytes",
         }
     }
 

@@ -21,7 +21,7 @@ pub use error::{BidError, RequestError};
 pub use feedback::{feedback_event, Feedback, Status};
 pub use limits::Limit;
 pub use reply::{Amount, ReplyError};
-pub use request::{parse_request, ParsedRequest};
+pub use request::{parse_request, ParsedRequest, PaymentToken, Visibility};
 pub use result::{result_event, JobResult};
 
 /// Job request kinds; the result kind is the request kind + [`RESULT_KIND_OFFSET`].

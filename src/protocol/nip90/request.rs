@@ -28,7 +28,33 @@ pub struct ParsedRequest {
     pub refund_to: Option<RefundAddress>,
     /// The original event as JSON, for the result's `request` tag.
     pub request_json: String,
+    /// Cashu tokens from `cashu` tags, at most [`Limit::PaymentTokens`], in tag order.
+    pub payment_tokens: Vec<PaymentToken>,
     addressed_to_us: Option<bool>,
+}
+
+/// Where a tag sat in the request: everyone can read a public tag, only we the encrypted ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    /// In the encrypted content: only the customer and we have seen it.
+    Encrypted,
+    /// A clear tag of the signed event: any relay or reader may have it (and spend it).
+    Public,
+}
+
+/// A Cashu token offered as payment in a request. It is a bearer secret, so it never prints:
+/// `Debug` shows only its visibility and version prefix.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PaymentToken {
+    pub token: String,
+    pub visibility: Visibility,
+}
+
+impl std::fmt::Debug for PaymentToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let version = self.token.get(..6).unwrap_or("");
+        write!(f, "PaymentToken({:?}, {version}***)", self.visibility)
+    }
 }
 
 impl ParsedRequest {
@@ -69,6 +95,7 @@ pub fn parse_request(
             .map_err(RequestError::BadEncryption)?;
         let inner = tags_from_json(&plaintext)?;
         Limit::Tags.check(event.tags.len() + inner.len())?;
+        fields.visibility = Visibility::Encrypted;
         for tag in &inner {
             fields.add(tag)?;
         }
@@ -97,12 +124,13 @@ pub fn parse_request(
         encryption,
         refund_to: fields.refund_to,
         request_json: event.as_json(),
+        payment_tokens: fields.payment_tokens,
         addressed_to_us,
     })
 }
 
-/// What the tags say so far; clear and decrypted tags go through the same [`RequestFields::add`].
-#[derive(Default)]
+/// What the tags say so far; clear and decrypted tags go through the same [`RequestFields::add`],
+/// `visibility` telling which part is being read.
 struct RequestFields {
     inputs: Vec<JobInput>,
     input_bytes: usize,
@@ -113,6 +141,26 @@ struct RequestFields {
     providers: Vec<PublicKey>,
     encrypted: bool,
     refund_to: Option<RefundAddress>,
+    payment_tokens: Vec<PaymentToken>,
+    visibility: Visibility,
+}
+
+impl Default for RequestFields {
+    fn default() -> Self {
+        RequestFields {
+            inputs: Vec::new(),
+            input_bytes: 0,
+            params: Vec::new(),
+            output: None,
+            bid: None,
+            relays: Vec::new(),
+            providers: Vec::new(),
+            encrypted: false,
+            refund_to: None,
+            payment_tokens: Vec::new(),
+            visibility: Visibility::Public,
+        }
+    }
 }
 
 impl RequestFields {
@@ -172,6 +220,14 @@ impl RequestFields {
                 }
                 let value = tag.get(1).map(String::as_str).unwrap_or_default();
                 self.refund_to = Some(value.parse()?);
+            }
+            tags::CASHU => {
+                let token = tags::payment_token(tag)?;
+                Limit::PaymentTokens.check(self.payment_tokens.len() + 1)?;
+                self.payment_tokens.push(PaymentToken {
+                    token,
+                    visibility: self.visibility,
+                });
             }
             _ => {}
         }
@@ -567,10 +623,78 @@ mod tests {
         assert_eq!(parsed, Err(RequestError::BadEncryptedTags));
     }
 
+    const TOKEN_A: &str = "cashuAeyJ0b2tlbiI6W119";
+    const TOKEN_B: &str = "cashuBo2F0gaJhaUgA_9SLj17PgGFwgaNhYQFhc3hAOWE2ZGJiODQ3YmQyMzJiYTc2";
+
+    #[test]
+    fn cashu_tags_say_whether_they_were_public_or_encrypted() {
+        let p = parties();
+        let public = p.parse_tags(&[&["cashu", TOKEN_B]]).unwrap();
+        assert_eq!(
+            public.payment_tokens,
+            vec![PaymentToken {
+                token: TOKEN_B.into(),
+                visibility: Visibility::Public
+            }]
+        );
+        for scheme in [Encryption::Nip04, Encryption::Nip44] {
+            let event = p.encrypted(
+                scheme,
+                &p.us.public_key(),
+                &[&["i", "x", "text"], &["cashu", TOKEN_A]],
+            );
+            let parsed = p.parse(&event).unwrap();
+            assert_eq!(parsed.payment_tokens.len(), 1);
+            assert_eq!(parsed.payment_tokens[0].token, TOKEN_A);
+            assert_eq!(parsed.payment_tokens[0].visibility, Visibility::Encrypted);
+        }
+        assert!(p.parse_tags(&[]).unwrap().payment_tokens.is_empty());
+    }
+
+    #[test]
+    fn cashu_tags_are_bounded_and_never_echo_the_token() {
+        let p = parties();
+        let three = p.parse_tags(&[
+            &["cashu", TOKEN_A],
+            &["cashu", TOKEN_B],
+            &["cashu", TOKEN_A],
+        ]);
+        assert_eq!(limit_of(three), Limit::PaymentTokens);
+        let huge = format!("cashuB{}", "x".repeat(16 * 1024));
+        assert_eq!(
+            limit_of(p.parse_tags(&[&["cashu", &huge]])),
+            Limit::PaymentTokenBytes
+        );
+        for bad in [
+            &["cashu"][..],
+            &["cashu", ""],
+            &["cashu", "cashuC123"],
+            &["cashu", "lnbc1"],
+        ] {
+            assert_eq!(
+                p.parse_tags(&[bad]),
+                Err(RequestError::BadPaymentToken),
+                "{bad:?}"
+            );
+        }
+        let parsed = p.parse_tags(&[&["cashu", TOKEN_B]]).unwrap();
+        // The signed event (`request_json`) holds a clear tag's token anyway; the parsed token
+        // itself never prints.
+        let printed = format!(
+            "{:?} {}",
+            parsed.payment_tokens,
+            RequestError::BadPaymentToken
+        );
+        assert!(
+            !printed.contains(&TOKEN_B[6..]),
+            "a token leaked: {printed}"
+        );
+    }
+
     fn tag_name() -> impl Strategy<Value = String> {
         prop_oneof![
             3 => prop::sample::select(vec![
-                "i", "param", "output", "bid", "relays", "p", "encrypted", "e", "t"
+                "i", "param", "output", "bid", "relays", "p", "encrypted", "e", "t", "cashu"
             ])
             .prop_map(String::from),
             1 => "\\PC{0,8}",

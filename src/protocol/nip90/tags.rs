@@ -4,6 +4,7 @@ use nostr_sdk::prelude::{EventId, PublicKey, RelayUrl, Tag, TagKind};
 use paydvm_ledger::Msat;
 
 use super::error::{excerpt, BidError, RequestError};
+use super::limits::Limit;
 use crate::job::{InputKind, JobInput, JobParam};
 
 pub(super) const INPUT: &str = "i";
@@ -15,6 +16,18 @@ pub(super) const PROVIDER: &str = "p";
 pub(super) const ENCRYPTED: &str = "encrypted";
 /// `["refund", <lightning address | bolt11>]`: where Lightning refunds go (paydvm's own tag).
 pub(super) const REFUND: &str = "refund";
+pub(super) const CASHU: &str = "cashu";
+
+/// `["cashu", token]`: a serialised NUT-00 token (V3 `cashuA…` or V4 `cashuB…`). Only the
+/// prefix and size are checked here; decoding and verification belong to the Cashu rail.
+pub(super) fn payment_token(tag: &[String]) -> Result<String, RequestError> {
+    let token = tag.get(1).ok_or(RequestError::BadPaymentToken)?;
+    Limit::PaymentTokenBytes.check(token.len())?;
+    if !(token.starts_with("cashuA") || token.starts_with("cashuB")) {
+        return Err(RequestError::BadPaymentToken);
+    }
+    Ok(token.clone())
+}
 
 /// `["i", data, type, relay?, marker?]`; an empty relay means "none" (clients send `""` to reach
 /// the marker position).

@@ -1,0 +1,191 @@
+//! Cashu tokens in job requests (`["cashu", "cashuA…|cashuB…"]`, clear or encrypted): intake
+//! hands the Cashu rail ([`super::nutzaps`]) every request that may carry one, after the core
+//! got it, so the payment finds its job. Each token is checked offline
+//! ([`paydvm_mints::verify_token`]), recorded as pending, swapped at its mint with the NutZap
+//! redeem path, and only then credited to the job on the `cashu_token` rail.
+//!
+//! A token in a clear tag was readable by everyone before it reached us: `cashu.public_tokens`
+//! decides whether it is refused (the default) or swapped in a race with any other reader.
+//! Tokens are bearer secrets: none is ever logged, put in an error or sent back.
+
+use nostr_sdk::prelude::Event;
+use paydvm_ledger::{Asset, JobState, Rail};
+use paydvm_mints::{PendingState, PendingSwap, Reject, RequestToken, VerifiedNutZap};
+use tracing::warn;
+
+use super::core::{Command, VerifiedPayment};
+use super::now_ms;
+use super::nutzaps::{reference, Worker};
+use crate::config::PublicTokens;
+use crate::protocol::nip90::{
+    feedback_event, parse_request, Feedback, ParsedRequest, PaymentToken, Status, Visibility,
+};
+
+/// What a customer is told when a token sits in a clear tag and the operator refuses those.
+pub const PUBLIC_TOKEN_REFUSED: &str =
+    "tokens in public tags are not accepted; encrypt the request";
+
+/// Whether intake should show the rail this request: only a `cashu` tag or encrypted content
+/// can carry a token (the rest would be parsed for nothing).
+pub fn may_carry_tokens(event: &Event) -> bool {
+    event.tags.iter().any(|t| {
+        matches!(
+            t.as_slice().first().map(String::as_str),
+            Some("cashu" | "encrypted")
+        )
+    })
+}
+
+/// The payment a swapped request token makes: `reference` and `idem` are its id (a hash of its
+/// proof Ys), the Ys are linked so the same proofs in a NutZap or another token credit nothing.
+pub(super) fn payment(token: &VerifiedNutZap) -> VerifiedPayment {
+    let reference = reference(token);
+    VerifiedPayment {
+        idem: reference.clone(),
+        rail: Rail::CashuToken,
+        asset: Asset::Mint {
+            url: token.mint.clone(),
+        },
+        reference,
+        linked: token.ys.clone(),
+        amount: token.amount,
+        evidence: token.target.clone(),
+        payer: Some(token.sender.clone()),
+        names: token.target.clone(),
+    }
+}
+
+/// What to do with one token.
+enum Step {
+    Swap(VerifiedNutZap),
+    /// Already credited (the request seen again) or already pending.
+    Nothing,
+    /// Refused; the reason is safe to show the customer.
+    Refuse(String),
+    /// Not decidable yet: the mint's keysets could not be fetched, or the job is not quoted.
+    Later(String),
+}
+
+impl Worker {
+    /// A job request from intake: pays the job with each token it carries.
+    pub(super) async fn take_request_tokens(&mut self, event: Box<Event>, tries: u32) {
+        if !self.offered.contains(&event.kind.as_u16()) {
+            return;
+        }
+        let us = self.identity.public_key();
+        // A request the core cannot parse, or one for another provider, is the core's business.
+        let Ok(request) = parse_request(&event, &us, &self.identity) else {
+            return;
+        };
+        if request.addressed_to_us() == Some(false) || request.payment_tokens.is_empty() {
+            return;
+        }
+        let job = request.job.id.clone();
+        let mut later = None;
+        for offered in &request.payment_tokens {
+            match self.token_step(&request, offered).await {
+                Step::Swap(token) => {
+                    let row = PendingSwap {
+                        nutzap: token,
+                        state: PendingState::Verified,
+                        attempts: 0,
+                        next_try_ms: 0,
+                    };
+                    if let Some(reason) = self.attempt(row).await {
+                        self.tell(&request, &format!("cashu token not redeemed: {reason}"));
+                    }
+                }
+                Step::Nothing => self.stats.duplicate(),
+                Step::Refuse(reason) => {
+                    self.stats.refused(&job, &reason);
+                    self.tell(&request, &reason);
+                }
+                Step::Later(reason) => later = Some(reason),
+            }
+        }
+        if let Some(reason) = later {
+            self.defer(event, tries, &reason);
+        }
+    }
+
+    async fn token_step(&mut self, request: &ParsedRequest, offered: &PaymentToken) -> Step {
+        if offered.visibility == Visibility::Public && self.public_tokens == PublicTokens::Refuse {
+            return Step::Refuse(PUBLIC_TOKEN_REFUSED.to_owned());
+        }
+        let token = RequestToken {
+            token: &offered.token,
+            job: &request.job.id,
+            customer: &request.job.customer,
+        };
+        let verified = match self.verify(&token).await {
+            Ok(v) => v,
+            Err(step) => return step,
+        };
+        let reference = reference(&verified);
+        let mut refs = vec![reference.clone()];
+        refs.extend(verified.ys.iter().cloned());
+        let credited = self.credited(refs).await;
+        let record = super::job_record(&self.commands, &request.job.id).await;
+        if credited.contains(&reference) {
+            // The same request seen again is nothing new; another job offering a spent token
+            // is told.
+            return match record {
+                Some(r) if r.funded_total.is_zero() => {
+                    Step::Refuse("cashu token refused: it was already used".to_owned())
+                }
+                _ => Step::Nothing,
+            };
+        }
+        if !credited.is_empty() {
+            return Step::Refuse(
+                "cashu token refused: its proofs were already used in another payment".to_owned(),
+            );
+        }
+        match record.map(|r| r.state) {
+            Some(JobState::Quoted | JobState::PartiallyPaid) => {}
+            // Quoted once the invoice is there (or the quote is given without one).
+            Some(JobState::Received) => return Step::Later("the job is not quoted yet".into()),
+            // Not admitted (the core told the customer why) or past taking payment: the token
+            // stays the customer's.
+            Some(_) => {
+                return Step::Refuse(
+                    "cashu token not redeemed: the job takes no payment now".to_owned(),
+                )
+            }
+            None => return Step::Nothing,
+        }
+        match self.pending.insert(&verified, now_ms()) {
+            Ok(true) => Step::Swap(verified),
+            Ok(false) => Step::Nothing,
+            Err(e) => Step::Later(format!("cannot record it as pending: {e}")),
+        }
+    }
+
+    /// Offline checks; a keyset we have not cached makes us fetch the mint's keysets first.
+    async fn verify(&mut self, token: &RequestToken<'_>) -> Result<VerifiedNutZap, Step> {
+        let now_secs = now_ms() / 1000;
+        let refused = |e: Reject| Step::Refuse(format!("cashu token refused: {e}"));
+        match paydvm_mints::verify_token(token, &self.us, &self.registry, now_secs) {
+            Err(Reject::UnresolvedKeyset | Reject::UnknownKeyset { .. }) => {
+                let mint = paydvm_mints::token::token_mint(token.token).map_err(refused)?;
+                if let Err(e) = self.registry.refresh(&mint).await {
+                    return Err(Step::Later(format!("cannot fetch keysets: {e}")));
+                }
+                paydvm_mints::verify_token(token, &self.us, &self.registry, now_secs)
+                    .map_err(refused)
+            }
+            other => other.map_err(refused),
+        }
+    }
+
+    /// Error feedback for the request (encrypted if it was), published through the core.
+    fn tell(&self, request: &ParsedRequest, reason: &str) {
+        let feedback = Feedback::new(Status::Error).with_info(reason);
+        match feedback_event(request, &feedback, None, &self.identity) {
+            Ok(event) => {
+                let _ = self.commands.send(Command::Announce(vec![event]));
+            }
+            Err(e) => warn!(job = %request.job.id, "no feedback for a refused token: {e}"),
+        }
+    }
+}

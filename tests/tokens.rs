@@ -1,0 +1,255 @@
+//! Cashu tokens in job requests end to end: an in-process cdk mint ([`crate::cashu_mint`]), a
+//! LocalRelay, the node, and customers paying with `["cashu", token]` tags, encrypted or clear.
+//! Each case checks the relay replies, the ledger trail and the proofs' state at the mint.
+
+use std::str::FromStr;
+
+use cdk::mint_url::MintUrl;
+use cdk::nuts::{CurrencyUnit, Proof, State, Token, TokenV3};
+use nostr_sdk::prelude::*;
+use paydvm::node::tokens::PUBLIC_TOKEN_REFUSED;
+use paydvm::protocol::nip90::Encryption;
+use paydvm_ledger::{Account, Asset, JobState, Msat, Rail};
+
+use crate::cashu_mint::{
+    mint_proofs, payments, setup, setup_with, wallet, wallet_balance, CashuSetup,
+};
+use crate::node::{steps, tag_values, wait_state, Customer, PAID_AND_DONE};
+
+fn v4(mint: &str, proofs: &[Proof]) -> String {
+    Token::new(
+        MintUrl::from_str(mint).unwrap(),
+        proofs.to_vec(),
+        None,
+        CurrencyUnit::Sat,
+    )
+    .to_string()
+}
+
+fn v3(mint: &str, proofs: &[Proof]) -> String {
+    TokenV3::new(
+        MintUrl::from_str(mint).unwrap(),
+        proofs.to_vec(),
+        None,
+        Some(CurrencyUnit::Sat),
+    )
+    .unwrap()
+    .to_string()
+}
+
+/// A 5050 job ("abc", priced 5000 msat) whose tags are NIP-44 encrypted to the node.
+fn encrypted_request(customer: &Customer, us: &PublicKey, token: &str) -> Event {
+    let inner = serde_json::json!([["i", "abc", "text"], ["cashu", token]]).to_string();
+    let content = Encryption::Nip44
+        .encrypt(&customer.keys, us, &inner)
+        .unwrap();
+    EventBuilder::new(Kind::Custom(5050), content)
+        .tags([
+            Tag::parse(["p", &us.to_hex()]).unwrap(),
+            Tag::parse(["encrypted"]).unwrap(),
+        ])
+        .sign_with_keys(&customer.keys)
+        .unwrap()
+}
+
+/// The `status` tag (status, info) of a feedback event, decrypting it if it is encrypted.
+fn status_of(e: &Event, customer: &Keys, us: &PublicKey) -> Option<(String, String)> {
+    if e.kind != Kind::Custom(7000) {
+        return None;
+    }
+    let tags: Vec<Vec<String>> = if tag_values(e, "encrypted").is_some() {
+        let plain = Encryption::detect(&e.content)
+            .decrypt(customer, us, &e.content)
+            .ok()?;
+        serde_json::from_str(&plain).ok()?
+    } else {
+        e.tags.iter().map(|t| t.as_slice().to_vec()).collect()
+    };
+    let status = tags
+        .into_iter()
+        .find(|t| t.first().map(String::as_str) == Some("status"))?;
+    Some((
+        status.get(1)?.clone(),
+        status.get(2).cloned().unwrap_or_default(),
+    ))
+}
+
+async fn wait_error(customer: &mut Customer, us: PublicKey, request: EventId) -> String {
+    let keys = customer.keys.clone();
+    let feedback = customer
+        .wait_for(request, |e| {
+            status_of(e, &keys, &us).is_some_and(|(s, _)| s == "error")
+        })
+        .await;
+    status_of(&feedback, &keys, &us).unwrap().1
+}
+
+async fn wait_quoted(customer: &mut Customer, us: PublicKey, request: EventId) {
+    let keys = customer.keys.clone();
+    customer
+        .wait_for(request, |e| {
+            status_of(e, &keys, &us).is_some_and(|(s, _)| s == "payment-required")
+        })
+        .await;
+}
+
+async fn spent(s: &CashuSetup, proofs: &[Proof]) -> Vec<State> {
+    wallet(&s.mint.url)
+        .await
+        .check_proofs_spent(proofs.to_vec())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.state)
+        .collect()
+}
+
+/// The ledger's Cashu token payments, and its Cashu asset account at the test mint.
+fn token_ledger(s: &CashuSetup) -> (Vec<paydvm_ledger::Payment>, Msat) {
+    let store = s.store();
+    assert!(store.verify().is_ok());
+    let asset = Account::Asset(Asset::Mint {
+        url: s.mint.url.clone(),
+    });
+    (
+        payments(&store, Rail::CashuToken),
+        store.state().balance(&asset).debits,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_token_pays_its_job_once_and_a_second_request_with_it_gets_nothing() {
+    let s = setup().await;
+    let node = s.start().await;
+    let us = node.pubkey();
+    let mut customer = Customer::connect(&s.urls).await;
+    let proofs = mint_proofs(&wallet(&s.mint.url).await, 5, None).await;
+    let token = v4(&s.mint.url, &proofs);
+    assert!(token.starts_with("cashuB"));
+
+    let request = encrypted_request(&customer, &us, &token);
+    customer.client.send_event(&request).await.unwrap();
+    let result = customer
+        .wait_for(request.id, |e| e.kind == Kind::Custom(6050))
+        .await;
+    let plain = Encryption::Nip44
+        .decrypt(&customer.keys, &us, &result.content)
+        .unwrap();
+    assert_eq!(plain, "cba");
+    let job = request.id.to_hex();
+    wait_state(&node, &job, JobState::Succeeded).await;
+    assert_eq!(spent(&s, &proofs).await, vec![State::Spent; proofs.len()]);
+
+    // The same token in another request: nothing credited, the customer is told, job quoted.
+    let again = encrypted_request(&customer, &us, &token);
+    customer.client.send_event(&again).await.unwrap();
+    let reason = wait_error(&mut customer, us, again.id).await;
+    assert!(reason.contains("already used"), "{reason}");
+    assert!(!reason.contains(&token[6..]), "the token leaked");
+    assert_eq!(
+        node.job(&again.id.to_hex()).await.unwrap().state,
+        JobState::Quoted
+    );
+    node.shutdown().await;
+
+    assert_eq!(steps(&s.store(), &job), PAID_AND_DONE);
+    let (payments, asset) = token_ledger(&s);
+    assert_eq!(payments.len(), 1);
+    let p = &payments[0];
+    let ys: Vec<String> = proofs.iter().map(|p| p.y().unwrap().to_hex()).collect();
+    assert_eq!(p.reference.as_str(), paydvm_mints::token_id(&ys));
+    let linked: Vec<String> = p.linked.iter().map(|r| r.as_str().to_owned()).collect();
+    assert_eq!(linked, ys);
+    assert_eq!(p.amount, Msat::from_msat(5_000));
+    assert_eq!(
+        p.payer.as_ref().unwrap().as_str(),
+        customer.keys.public_key().to_hex()
+    );
+    assert_eq!(
+        p.asset,
+        Asset::Mint {
+            url: s.mint.url.clone()
+        }
+    );
+    // The job stored its request as the signed event: ciphertext, so the token is not in it.
+    let record = s
+        .store()
+        .state()
+        .job(&paydvm_ledger::JobId::new(&job).unwrap())
+        .cloned();
+    assert_eq!(record.unwrap().revenue, Msat::from_msat(5_000));
+    assert_eq!(asset, Msat::from_msat(5_000));
+    assert_eq!(
+        wallet_balance(&s).await,
+        5,
+        "the wallet holds what the ledger says"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_and_unlisted_mint_tokens_are_refused_and_stay_unspent() {
+    let s = setup().await;
+    let node = s.start().await;
+    let us = node.pubkey();
+    let mut customer = Customer::connect(&s.urls).await;
+    let wallet = wallet(&s.mint.url).await;
+
+    // In a clear tag, with the default policy (refuse).
+    let public = mint_proofs(&wallet, 5, None).await;
+    let request = customer.request(5050, "abc", &[&["cashu", &v4(&s.mint.url, &public)]]);
+    customer.client.send_event(&request).await.unwrap();
+    wait_quoted(&mut customer, us, request.id).await;
+    let reason = wait_error(&mut customer, us, request.id).await;
+    assert_eq!(reason, PUBLIC_TOKEN_REFUSED);
+
+    // Encrypted, but from a mint we do not trust (the proofs are good at our mint).
+    let unlisted = mint_proofs(&wallet, 5, None).await;
+    let elsewhere = encrypted_request(&customer, &us, &v4("http://127.0.0.1:1", &unlisted));
+    customer.client.send_event(&elsewhere).await.unwrap();
+    let reason = wait_error(&mut customer, us, elsewhere.id).await;
+    assert!(reason.contains("is not on our list"), "{reason}");
+
+    for job in [&request, &elsewhere] {
+        let state = node.job(&job.id.to_hex()).await.unwrap().state;
+        assert_eq!(state, JobState::Quoted);
+    }
+    node.shutdown().await;
+    assert_eq!(spent(&s, &public).await, vec![State::Unspent; public.len()]);
+    assert_eq!(
+        spent(&s, &unlisted).await,
+        vec![State::Unspent; unlisted.len()]
+    );
+    let (payments, asset) = token_ledger(&s);
+    assert!(payments.is_empty());
+    assert!(asset.is_zero());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_race_swap_a_public_cashua_token_pays() {
+    let s = setup_with("public_tokens = \"race_swap\"\n").await;
+    let node = s.start().await;
+    let mut customer = Customer::connect(&s.urls).await;
+    let proofs = mint_proofs(&wallet(&s.mint.url).await, 5, None).await;
+    let token = v3(&s.mint.url, &proofs);
+    assert!(token.starts_with("cashuA"));
+
+    let request = customer.request(5050, "abc", &[&["cashu", &token]]);
+    customer.client.send_event(&request).await.unwrap();
+    let result = customer
+        .wait_for(request.id, |e| e.kind == Kind::Custom(6050))
+        .await;
+    assert_eq!(result.content, "cba");
+    wait_state(&node, &request.id.to_hex(), JobState::Succeeded).await;
+    node.shutdown().await;
+
+    assert_eq!(spent(&s, &proofs).await, vec![State::Spent; proofs.len()]);
+    let (payments, asset) = token_ledger(&s);
+    assert_eq!(payments.len(), 1);
+    assert_eq!(payments[0].amount, Msat::from_msat(5_000));
+    assert_eq!(
+        payments[0].evidence.as_ref().unwrap().as_str(),
+        request.id.to_hex()
+    );
+    assert_eq!(asset, Msat::from_msat(5_000));
+    assert_eq!(wallet_balance(&s).await, 5);
+}
