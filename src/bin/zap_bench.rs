@@ -12,16 +12,15 @@
 //! group and dispatch. Both clocks are this machine's wall clock in ms.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use nostr_sdk::prelude::*;
+use paydvm::bench_node::{bench_dir, ms, wait_job_state, write_priced_node_dir, PRICE_MSAT};
 use paydvm::bench_stats::percentile;
 use paydvm::config::{create_key_file, load_key_file, Config};
 use paydvm::node::{now_ms, Node};
-use paydvm::payments::lnurl::Lud16;
 use paydvm::payments::zap::{verify_receipt, ZapExpectation};
 use paydvm::payments::zapper::customer::{request_zap_invoice, ZapOrder};
 use paydvm::payments::zapper::{Zapper, ZapperOptions};
@@ -42,59 +41,10 @@ struct Args {
     timeout_secs: u64,
 }
 
-const PRICE_MSAT: u64 = 5_000;
-
-fn write_node_dir(dir: &Path, relay: &RelayUrl, lud16: &Lud16) -> anyhow::Result<PathBuf> {
-    std::fs::write(
-        dir.join("policy.toml"),
-        r#"
-[admission]
-max_pending_quotes_per_pubkey = 1000000
-
-[quote]
-expiry_secs = 3600
-
-[[pricing.kind]]
-kind = 5050
-mode = "fixed"
-amount_msat = 5000
-"#,
-    )?;
-    std::fs::write(
-        dir.join("paydvm.toml"),
-        format!(
-            r#"
-[node]
-name = "zap bench node"
-ledger = "paydvm.db"
-policy = "policy.toml"
-key_file = "paydvm.key"
-lud16 = "{lud16}"
-lnurl_http_loopback = true
-
-[relays]
-urls = [{:?}]
-
-[[offer]]
-kind = 5050
-executor = {{ builtin = "text" }}
-timeout_secs = 5
-max_concurrency = 64
-"#,
-            relay.to_string()
-        ),
-    )?;
-    Ok(dir.join("paydvm.toml"))
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let dir = tempfile_dir()?;
+    let dir = bench_dir("zap-bench")?;
     let (relay, url) = paydvm::node::local_relay::start_local_relay().await?;
     create_key_file(&dir.join("paydvm.key"))?;
     let node_pubkey = load_key_file(&dir.join("paydvm.key"))?
@@ -103,7 +53,11 @@ async fn main() -> anyhow::Result<()> {
     let zapper = Zapper::start(ZapperOptions::new("bench", node_pubkey)).await?;
     let lud16 = zapper.lud16();
     let zapper_key = zapper.nostr_pubkey();
-    let config = write_node_dir(&dir, &url, &lud16)?;
+    let config = write_priced_node_dir(
+        &dir,
+        &url,
+        &format!("lud16 = \"{lud16}\"\nlnurl_http_loopback = true"),
+    )?;
     let node = Node::start(Config::load(&config)?).await?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
 
@@ -121,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
         requests.push(request.id);
     }
     for id in &requests {
-        wait_for(&node, &id.to_hex(), JobState::Quoted, deadline).await?;
+        wait_job_state(&node, &id.to_hex(), JobState::Quoted, deadline).await?;
     }
     let mut invoices = Vec::with_capacity(args.jobs);
     for id in &requests {
@@ -158,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let publish_time = started.elapsed();
     for id in &requests {
-        wait_for(&node, &id.to_hex(), JobState::Succeeded, deadline).await?;
+        wait_job_state(&node, &id.to_hex(), JobState::Succeeded, deadline).await?;
     }
     let all_done = started.elapsed();
     let stats = node.zap_stats().context("zap intake")?;
@@ -219,31 +173,4 @@ async fn main() -> anyhow::Result<()> {
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
-}
-
-async fn wait_for(
-    node: &paydvm::node::NodeHandle,
-    job: &str,
-    want: JobState,
-    deadline: Instant,
-) -> anyhow::Result<()> {
-    loop {
-        if node.job(job).await.map(|j| j.state) == Some(want) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("job {job} did not reach {want:?} in time");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "paydvm-zap-bench-{}-{}",
-        std::process::id(),
-        now_ms()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
