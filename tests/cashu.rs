@@ -33,14 +33,14 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// An in-process Cashu mint. `down` makes every request answer 503, as a mint behind a proxy
 /// does while it is unavailable.
-struct TestMint {
-    url: String,
+pub struct TestMint {
+    pub url: String,
     down: Arc<AtomicBool>,
     _server: JoinHandle<()>,
 }
 
 impl TestMint {
-    async fn start() -> TestMint {
+    pub async fn start() -> TestMint {
         let db = Arc::new(cdk_sqlite::mint::memory::empty().await.unwrap());
         let mut builder = MintBuilder::new(db.clone());
         let fake = cdk_fake_wallet::FakeWallet::new(
@@ -106,16 +106,24 @@ impl TestMint {
 }
 
 /// A cdk wallet (in memory) at the test mint.
-async fn wallet(mint: &TestMint) -> Wallet {
+pub async fn wallet(mint: &TestMint) -> Wallet {
     let store = cdk_sqlite::wallet::memory::empty().await.unwrap();
+    wallet_in(mint, Arc::new(store))
+}
+
+/// A cdk wallet with a fresh seed at the test mint, keeping its proofs in `store`.
+pub fn wallet_in(
+    mint: &TestMint,
+    store: Arc<dyn cdk::cdk_database::WalletDatabase<cdk::cdk_database::Error> + Send + Sync>,
+) -> Wallet {
     let mut seed = [0u8; 64];
     seed[..32].copy_from_slice(&Keys::generate().secret_key().secret_bytes());
     seed[32..].copy_from_slice(&Keys::generate().secret_key().secret_bytes());
-    Wallet::new(&mint.url, CurrencyUnit::Sat, Arc::new(store), seed, None).unwrap()
+    Wallet::new(&mint.url, CurrencyUnit::Sat, store, seed, None).unwrap()
 }
 
 /// Mints `sat` from the FakeWallet (it pays its own invoices), locked to `lock` if given.
-async fn mint_proofs(wallet: &Wallet, sat: u64, lock: Option<&str>) -> Vec<Proof> {
+pub async fn mint_proofs(wallet: &Wallet, sat: u64, lock: Option<&str>) -> Vec<Proof> {
     let quote = wallet
         .mint_quote(PaymentMethod::BOLT11, Some(Amount::from(sat)), None, None)
         .await
@@ -139,7 +147,7 @@ async fn mint_proofs(wallet: &Wallet, sat: u64, lock: Option<&str>) -> Vec<Proof
 }
 
 /// A NIP-61 kind 9321 from `sender`.
-fn nutzap(
+pub fn nutzap(
     sender: &Keys,
     proofs: &[Proof],
     mint: &str,
@@ -165,17 +173,17 @@ fn nutzap(
         .unwrap()
 }
 
-struct CashuSetup {
+pub struct CashuSetup {
     _dir: tempfile::TempDir,
-    config: PathBuf,
+    pub config: PathBuf,
     _relay: EmbeddedRelay,
-    urls: Vec<RelayUrl>,
-    mint: TestMint,
+    pub urls: Vec<RelayUrl>,
+    pub mint: TestMint,
     /// The node's P2PK receiving key (the test plays a thief with it in one case).
     p2pk: Keys,
 }
 
-async fn setup() -> CashuSetup {
+pub async fn setup() -> CashuSetup {
     let mint = TestMint::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (relay, url) = start_relay().await;
@@ -200,22 +208,22 @@ async fn setup() -> CashuSetup {
 }
 
 impl CashuSetup {
-    async fn start(&self) -> NodeHandle {
+    pub async fn start(&self) -> NodeHandle {
         Node::start(Config::load(&self.config).unwrap())
             .await
             .unwrap()
     }
 
-    fn ledger(&self) -> PathBuf {
+    pub fn ledger(&self) -> PathBuf {
         self.config.parent().unwrap().join("paydvm.db")
     }
 
-    fn store(&self) -> Store {
+    pub fn store(&self) -> Store {
         Store::open_read_only(self.ledger()).unwrap()
     }
 
     /// The NIP-61 lock for our P2PK key: "02" + x-only.
-    fn lock(&self) -> String {
+    pub fn lock(&self) -> String {
         format!("02{}", self.p2pk.public_key().to_hex())
     }
 }
@@ -261,7 +269,7 @@ fn nutzap_payments(store: &Store) -> Vec<paydvm_ledger::Payment> {
 }
 
 /// A quoted 5050 job ("abc", 5000 msat) and its payment-required feedback.
-async fn quoted_job(customer: &mut Customer) -> (Event, Event) {
+pub async fn quoted_job(customer: &mut Customer) -> (Event, Event) {
     let request = customer.request(5050, "abc", &[]);
     customer.client.send_event(&request).await.unwrap();
     let quote = customer

@@ -8,4 +8,5 @@ mod lightning;
 mod lightning_nwc;
 mod node;
 mod payments;
+mod reconcile;
 mod zaps;
