@@ -99,7 +99,9 @@ async fn reconcile_matches_real_backends_then_reports_money_outside_the_ledger()
     assert!(is_status("payment-required")(&quote));
     let invoice3 = quoted_invoice(&quote, &job3);
 
-    // Everything agrees, asked while the node runs (the ledger is only read).
+    node.shutdown().await;
+
+    // Everything agrees.
     let (code, report) = reconcile_json(&s.config).await;
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(report["ok"], true);
@@ -108,10 +110,9 @@ async fn reconcile_matches_real_backends_then_reports_money_outside_the_ledger()
     assert_eq!(lightning["ledger_msat"], 5_000);
     assert_eq!(lightning["backend_msat"], 5_000);
     let mint = asset(&report, &mint_account);
-    assert_eq!(mint["status"], "match", "{mint:#}");
+    assert_eq!(mint["status"], "match", "{report:#}");
     assert_eq!(mint["ledger_msat"], 5_000);
-    assert_eq!(mint["backend_msat"], 5_000);
-    node.shutdown().await;
+    assert_eq!(mint["backend_msat"], 5_000, "{report:#}");
     let head = s.store().head();
 
     // Money the ledger does not know: job 3's invoice settles while the node is down, a payment

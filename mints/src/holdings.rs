@@ -1,11 +1,11 @@
 //! What the node's cdk wallet store holds, per mint and unit, read straight from the store: no
 //! mint is contacted and nothing is written (for `paydvm reconcile`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use cdk::cdk_database::WalletDatabase;
-use cdk::nuts::State;
+use cdk::nuts::{CurrencyUnit, State};
 use cdk_sqlite::WalletSqliteDatabase;
 
 use crate::redeem::RedeemError;
@@ -34,20 +34,39 @@ pub async fn wallet_holdings(path: &Path) -> Result<Vec<Holding>, RedeemError> {
     let store = WalletSqliteDatabase::new(path.to_path_buf())
         .await
         .map_err(|e| store_err(e.to_string()))?;
-    let proofs = store
-        .get_proofs(None, None, Some(vec![State::Unspent]), None)
+    // Per mint and keyset unit, the store's own unspent sum (what cdk's `total_balance` reads).
+    let mints = store
+        .get_mints()
         .await
         .map_err(|e| store_err(e.to_string()))?;
     let mut sums: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for p in proofs {
-        let key = (
-            normalise_mint_url(&p.mint_url.to_string()),
-            p.unit.to_string().to_ascii_lowercase(),
-        );
-        let sum = sums.entry(key).or_default();
-        *sum = sum
-            .checked_add(u64::from(p.proof.amount))
-            .ok_or_else(|| store_err("unspent total overflows u64".into()))?;
+    for mint in mints.into_keys() {
+        let keysets = store
+            .get_mint_keysets(mint.clone())
+            .await
+            .map_err(|e| store_err(e.to_string()))?
+            .unwrap_or_default();
+        let units: BTreeSet<CurrencyUnit> = keysets.into_iter().map(|k| k.unit).collect();
+        for unit in units {
+            let amount = store
+                .get_balance(
+                    Some(mint.clone()),
+                    Some(unit.clone()),
+                    Some(vec![State::Unspent]),
+                )
+                .await
+                .map_err(|e| store_err(e.to_string()))?;
+            if amount > 0 {
+                let key = (
+                    normalise_mint_url(&mint.to_string()),
+                    unit.to_string().to_ascii_lowercase(),
+                );
+                let sum = sums.entry(key).or_default();
+                *sum = sum
+                    .checked_add(amount)
+                    .ok_or_else(|| store_err("unspent total overflows u64".into()))?;
+            }
+        }
     }
     Ok(sums
         .into_iter()
