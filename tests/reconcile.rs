@@ -14,7 +14,7 @@ use paydvm::lightning::{InvoiceDescription, LightningBackend};
 use paydvm_ledger::{JobState, Msat, PaymentRef};
 use serde_json::Value;
 
-use crate::cashu::{mint_proofs, nutzap, quoted_job, wallet, wallet_in, CashuSetup};
+use crate::cashu::{mint_proofs, nutzap, quoted_job_for, wallet, wallet_in, CashuSetup};
 use crate::cli::{paydvm, stderr, stdout};
 use crate::lightning::quoted_invoice;
 use crate::node::{is_status, wait_state, Customer};
@@ -65,7 +65,7 @@ async fn reconcile_matches_real_backends_then_reports_money_outside_the_ledger()
     let mint_account = format!("asset:mint:{}", s.mint.url);
 
     // Job 1 paid by its quote's invoice, through the NWC wallet.
-    let (paid_by_invoice, quote) = quoted_job(&mut customer).await;
+    let (paid_by_invoice, quote) = quoted_job_for(&mut customer, "one").await;
     let job1 = paid_by_invoice.id.to_hex();
     let invoice1 = quoted_invoice(&quote, &job1);
     nwc.fake.settle(&invoice1.payment_hash()).unwrap();
@@ -75,7 +75,7 @@ async fn reconcile_matches_real_backends_then_reports_money_outside_the_ledger()
     wait_state(&node, &job1, JobState::Succeeded).await;
 
     // Job 2 paid by a NutZap at the trusted mint (its invoice stays open).
-    let (paid_by_nutzap, quote) = quoted_job(&mut customer).await;
+    let (paid_by_nutzap, quote) = quoted_job_for(&mut customer, "two").await;
     let job2 = paid_by_nutzap.id.to_hex();
     let proofs = mint_proofs(&wallet(&s.mint).await, 5, Some(&s.lock())).await;
     let zap = nutzap(
@@ -94,7 +94,7 @@ async fn reconcile_matches_real_backends_then_reports_money_outside_the_ledger()
     wait_state(&node, &job2, JobState::Succeeded).await;
 
     // Job 3 is quoted and left unpaid while the node runs.
-    let (unpaid, quote) = quoted_job(&mut customer).await;
+    let (unpaid, quote) = quoted_job_for(&mut customer, "three").await;
     let job3 = unpaid.id.to_hex();
     assert!(is_status("payment-required")(&quote));
     let invoice3 = quoted_invoice(&quote, &job3);

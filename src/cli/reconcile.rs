@@ -139,7 +139,8 @@ async fn unbooked_settlements(
         .into_iter()
         .filter(|(_, hash)| {
             PaymentRef::new(hash.clone())
-                .map_or(true, |r| store.state().payment_ref_seq(&r).is_none())
+                .ok()
+                .is_none_or(|r| store.state().payment_ref_seq(&r).is_none())
         })
         .map(|(job, hash)| (job.to_string(), hash))
         .collect();
