@@ -1,12 +1,14 @@
 //! A priced node for the payment benchmark binaries (zap and invoice): its directory, config and
 //! a wait for a job's state, so each bench only adds its own rail.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
-use nostr_sdk::RelayUrl;
-use paydvm_ledger::JobState;
+use anyhow::{bail, Context};
+use nostr_sdk::prelude::*;
+use paydvm_ledger::store::Store;
+use paydvm_ledger::{EventBody, JobState};
 
 use crate::node::{now_ms, NodeHandle};
 
@@ -93,4 +95,58 @@ pub async fn wait_job_state(
 /// Milliseconds with one decimal, for the bench printouts.
 pub fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+/// The knobs of a paid-job latency bench.
+#[derive(Debug, clap::Args)]
+pub struct PaidJobsArgs {
+    /// Paid jobs.
+    #[arg(long, default_value_t = 1_000)]
+    pub jobs: usize,
+    /// Pause between two settlements (0 = settle all in one burst).
+    #[arg(long, default_value_t = 0)]
+    pub interval_ms: u64,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
+}
+
+/// A customer connected to `relay` that has published `n` priced requests (kind 5050, distinct
+/// texts); returns the client (shut it down at the end) and the request ids.
+pub async fn publish_priced_requests(
+    customer: &Keys,
+    relay: &RelayUrl,
+    n: usize,
+) -> anyhow::Result<(Client, Vec<EventId>)> {
+    let client = crate::node::transport::client(customer.clone());
+    client.add_relay(relay.clone()).await?;
+    client.try_connect(Duration::from_secs(5)).await;
+    let mut requests = Vec::with_capacity(n);
+    for i in 0..n {
+        let request = EventBuilder::new(Kind::Custom(5050), "")
+            .tag(Tag::parse(["i", &format!("job {i}"), "text"])?)
+            .sign_with_keys(customer)?;
+        client.send_event(&request).await?;
+        requests.push(request.id);
+    }
+    Ok((client, requests))
+}
+
+/// Per job, its ledger `processing_started` time minus `t0` (unix ms), sorted ascending.
+pub fn processing_latencies(
+    store: &Store,
+    t0: &HashMap<String, u64>,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut latencies = Vec::with_capacity(t0.len());
+    for (job, t0) in t0 {
+        let trail = store.audit(job)?.context("job trail")?;
+        let started = trail
+            .events
+            .iter()
+            .find(|e| matches!(e.event, EventBody::ProcessingStarted { .. }))
+            .context("processing_started")?;
+        latencies.push(Duration::from_millis(started.at.saturating_sub(*t0)));
+    }
+    latencies.sort();
+    Ok(latencies)
 }

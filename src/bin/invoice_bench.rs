@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use nostr_sdk::prelude::*;
-use paydvm::bench_node::{bench_dir, ms, wait_job_state, write_priced_node_dir, PRICE_MSAT};
+use paydvm::bench_node::{
+    bench_dir, ms, processing_latencies, publish_priced_requests, wait_job_state,
+    write_priced_node_dir, PaidJobsArgs, PRICE_MSAT,
+};
 use paydvm::bench_stats::percentile;
 use paydvm::config::{create_key_file, Config};
 use paydvm::lightning::fake::FakeLightning;
@@ -30,15 +33,8 @@ use paydvm_ledger::{EventBody, JobState, Msat, PaymentOption};
 #[derive(Debug, Parser)]
 #[command(about = "Measure invoice settlement → processing start latency of a paydvm node")]
 struct Args {
-    /// Invoice-paid jobs.
-    #[arg(long, default_value_t = 1_000)]
-    jobs: usize,
-    /// Pause between two settlements (0 = settle all invoices in one burst).
-    #[arg(long, default_value_t = 0)]
-    interval_ms: u64,
-    /// Give up waiting after this many seconds.
-    #[arg(long, default_value_t = 300)]
-    timeout_secs: u64,
+    #[command(flatten)]
+    paid: PaidJobsArgs,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -57,21 +53,12 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .await?;
-    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    let deadline = Instant::now() + Duration::from_secs(args.paid.timeout_secs);
 
     // Set-up (untimed): N quoted jobs, each with its invoice.
     let customer = Keys::generate();
-    let client = paydvm::node::transport::client(customer.clone());
-    client.add_relay(url.clone()).await?;
-    client.try_connect(Duration::from_secs(5)).await;
-    let mut requests = Vec::with_capacity(args.jobs);
-    for i in 0..args.jobs {
-        let request = EventBuilder::new(Kind::Custom(5050), "")
-            .tag(Tag::parse(["i", &format!("job {i}"), "text"])?)
-            .sign_with_keys(&customer)?;
-        client.send_event(&request).await?;
-        requests.push(request.id.to_hex());
-    }
+    let (client, ids) = publish_priced_requests(&customer, &url, args.paid.jobs).await?;
+    let requests: Vec<String> = ids.iter().map(EventId::to_hex).collect();
     for job in &requests {
         wait_job_state(&node, job, JobState::Quoted, deadline).await?;
     }
@@ -79,13 +66,13 @@ async fn main() -> anyhow::Result<()> {
     println!("{} jobs quoted, each with an invoice", invoices.len());
 
     // Timed: settle every invoice; each settlement notifies the node's watcher.
-    let mut settled_at: HashMap<&str, u64> = HashMap::new();
+    let mut settled_at: HashMap<String, u64> = HashMap::new();
     let started = Instant::now();
     for (job, hash) in &invoices {
-        settled_at.insert(job, now_ms());
+        settled_at.insert(job.clone(), now_ms());
         lightning.settle(hash)?;
-        if args.interval_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
+        if args.paid.interval_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(args.paid.interval_ms)).await;
         }
     }
     let settle_time = started.elapsed();
@@ -98,21 +85,11 @@ async fn main() -> anyhow::Result<()> {
     relay.shutdown();
 
     let store = Store::open_read_only(dir.join("paydvm.db"))?;
-    let mut latencies = Vec::with_capacity(settled_at.len());
-    for (job, t0) in &settled_at {
-        let trail = store.audit(job)?.context("job trail")?;
-        let started = trail
-            .events
-            .iter()
-            .find(|e| matches!(e.event, EventBody::ProcessingStarted { .. }))
-            .context("processing_started")?;
-        latencies.push(Duration::from_millis(started.at.saturating_sub(*t0)));
-    }
-    latencies.sort();
+    let latencies = processing_latencies(&store, &settled_at)?;
     println!(
         "settled {} invoices (interval {} ms) in {}; all jobs succeeded after {}",
         invoices.len(),
-        args.interval_ms,
+        args.paid.interval_ms,
         ms(settle_time),
         ms(all_done)
     );
@@ -128,12 +105,12 @@ async fn main() -> anyhow::Result<()> {
     let expected = Msat::from_msat(PRICE_MSAT * invoices.len() as u64);
     if booked.debits != expected {
         bail!(
-            "asset:lightning received {} msat, expected {expected}",
+            "asset:lightning received {}, expected {expected}",
             booked.debits
         );
     }
     match store.verify() {
-        Ok(_) => println!("ledger verify OK; asset:lightning received {expected} msat"),
+        Ok(_) => println!("ledger verify OK; asset:lightning received {expected}"),
         Err(e) => bail!("ledger verify failed: {e}"),
     }
     drop(store);
