@@ -1,4 +1,5 @@
 //! paydvm: the node (relay intake, NIP-90 adapter, executors, effect outbox) and its CLI.
+pub mod bench_node;
 pub mod bench_stats;
 pub mod cli;
 pub mod config;
@@ -8,4 +9,5 @@ pub mod lightning;
 pub mod node;
 pub mod payments;
 pub mod protocol;
+pub mod reconcile;
 pub mod workload;

@@ -28,7 +28,7 @@ fn nutzap_payments(store: &Store) -> Vec<paydvm_ledger::Payment> {
 }
 
 /// A NIP-61 kind 9321 from `sender`.
-fn nutzap(
+pub fn nutzap(
     sender: &Keys,
     proofs: &[Proof],
     mint: &str,
@@ -56,7 +56,12 @@ fn nutzap(
 
 /// A quoted 5050 job ("abc", 5000 msat) and its payment-required feedback.
 async fn quoted_job(customer: &mut Customer) -> (Event, Event) {
-    let request = customer.request(5050, "abc", &[]);
+    quoted_job_for(customer, "abc").await
+}
+
+/// A quoted 5050 job for `text` (5000 msat): distinct texts make distinct requests.
+pub async fn quoted_job_for(customer: &mut Customer, text: &str) -> (Event, Event) {
+    let request = customer.request(5050, text, &[]);
     customer.client.send_event(&request).await.unwrap();
     let quote = customer
         .wait_for(request.id, is_status("payment-required"))

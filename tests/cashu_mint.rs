@@ -138,10 +138,18 @@ impl MintUnderTest for TestMint {
 /// A cdk wallet (in memory) at `mint`.
 pub async fn wallet(mint: &str) -> Wallet {
     let store = cdk_sqlite::wallet::memory::empty().await.unwrap();
+    wallet_in(mint, Arc::new(store))
+}
+
+/// A cdk wallet with a fresh seed at `mint`, keeping its proofs in `store`.
+pub fn wallet_in(
+    mint: &str,
+    store: Arc<dyn cdk::cdk_database::WalletDatabase<cdk::cdk_database::Error> + Send + Sync>,
+) -> Wallet {
     let mut seed = [0u8; 64];
     seed[..32].copy_from_slice(&Keys::generate().secret_key().secret_bytes());
     seed[32..].copy_from_slice(&Keys::generate().secret_key().secret_bytes());
-    Wallet::new(mint, CurrencyUnit::Sat, Arc::new(store), seed, None).unwrap()
+    Wallet::new(mint, CurrencyUnit::Sat, store, seed, None).unwrap()
 }
 
 /// Mints `sat` from the FakeWallet (it pays its own invoices), locked to `lock` if given.

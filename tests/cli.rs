@@ -9,18 +9,18 @@ use paydvm_ledger::store::{Durability, Store};
 use paydvm_ledger::*;
 use serde_json::Value;
 
-fn paydvm(args: &[&str]) -> Output {
+pub fn paydvm(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_paydvm"))
         .args(args)
         .output()
         .expect("run paydvm")
 }
 
-fn stdout(o: &Output) -> String {
+pub fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
-fn stderr(o: &Output) -> String {
+pub fn stderr(o: &Output) -> String {
     String::from_utf8(o.stderr.clone()).unwrap()
 }
 

@@ -43,7 +43,14 @@ impl NwcRequestHandler for FakeWallet {
     }
 
     async fn get_balance(&self) -> Result<GetBalanceResponse, NIP47Error> {
-        Err(refused(ErrorCode::NotImplemented, "get_balance"))
+        let balance = self
+            .0
+            .balance()
+            .await
+            .map_err(|e| refused(ErrorCode::Internal, &e.to_string()))?;
+        Ok(GetBalanceResponse {
+            balance: balance.as_msat(),
+        })
     }
 
     async fn make_invoice(
@@ -152,9 +159,11 @@ impl NwcRequestHandler for FakeWallet {
 }
 
 /// A running wallet service on `relays` and an NWC backend connected to it.
-struct Wallet {
-    fake: FakeLightning,
-    backend: Arc<NwcLightning>,
+pub struct Wallet {
+    pub fake: FakeLightning,
+    pub backend: Arc<NwcLightning>,
+    /// The connection URI (a secret in real life), for a node config's `nwc_uri_file`.
+    pub uri: NostrWalletConnectURI,
     cancel: CancellationToken,
 }
 
@@ -164,7 +173,7 @@ impl Drop for Wallet {
     }
 }
 
-async fn wallet(relays: &[RelayUrl]) -> Wallet {
+pub async fn wallet(relays: &[RelayUrl]) -> Wallet {
     let service = NwcService::new(NwcServiceConfig {
         service_keys: Keys::generate(),
         client_secret: Keys::generate().secret_key().clone(),
@@ -192,10 +201,11 @@ async fn wallet(relays: &[RelayUrl]) -> Wallet {
     }
     assert!(answered, "the wallet service never answered");
     probe.shutdown().await;
-    let backend = Arc::new(NwcLightning::from_uri(uri, Duration::from_secs(10)));
+    let backend = Arc::new(NwcLightning::from_uri(uri.clone(), Duration::from_secs(10)));
     Wallet {
         fake,
         backend,
+        uri,
         cancel,
     }
 }

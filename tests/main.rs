@@ -11,6 +11,7 @@ mod lnbits;
 mod node;
 mod nutshell;
 mod payments;
+mod reconcile;
 mod refunds;
 mod tokens;
 mod zaps;

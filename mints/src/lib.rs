@@ -7,6 +7,7 @@
 //! from the tags returned.
 
 pub mod events;
+pub mod holdings;
 pub mod nutzap;
 pub mod pending;
 pub mod redeem;
@@ -16,6 +17,7 @@ pub mod token;
 pub mod url;
 pub mod verify;
 
+pub use holdings::{wallet_holdings, Holding};
 pub use nutzap::{NutZapEvent, NUTZAP_INFO_KIND, NUTZAP_KIND};
 pub use pending::{PendingState, PendingSwap, PendingSwaps};
 pub use redeem::{ReceiveKey, Redeemer, SwapOutcome};

@@ -12,89 +12,35 @@
 //! group and dispatch. Both clocks are this machine's wall clock in ms.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use nostr_sdk::prelude::*;
+use paydvm::bench_node::{
+    bench_dir, ms, processing_latencies, publish_priced_requests, wait_job_state,
+    write_priced_node_dir, PaidJobsArgs, PRICE_MSAT,
+};
 use paydvm::bench_stats::percentile;
 use paydvm::config::{create_key_file, load_key_file, Config};
 use paydvm::node::{now_ms, Node};
-use paydvm::payments::lnurl::Lud16;
 use paydvm::payments::zap::{verify_receipt, ZapExpectation};
 use paydvm::payments::zapper::customer::{request_zap_invoice, ZapOrder};
 use paydvm::payments::zapper::{Zapper, ZapperOptions};
 use paydvm_ledger::store::Store;
-use paydvm_ledger::{EventBody, JobState, Msat};
+use paydvm_ledger::{JobState, Msat};
 
 #[derive(Debug, Parser)]
 #[command(about = "Measure zap receipt → processing start latency of a running paydvm node")]
 struct Args {
-    /// Zap-paid jobs.
-    #[arg(long, default_value_t = 1_000)]
-    jobs: usize,
-    /// Pause between two settlements (0 = publish all receipts in one burst).
-    #[arg(long, default_value_t = 0)]
-    interval_ms: u64,
-    /// Give up waiting after this many seconds.
-    #[arg(long, default_value_t = 300)]
-    timeout_secs: u64,
-}
-
-const PRICE_MSAT: u64 = 5_000;
-
-fn write_node_dir(dir: &Path, relay: &RelayUrl, lud16: &Lud16) -> anyhow::Result<PathBuf> {
-    std::fs::write(
-        dir.join("policy.toml"),
-        r#"
-[admission]
-max_pending_quotes_per_pubkey = 1000000
-
-[quote]
-expiry_secs = 3600
-
-[[pricing.kind]]
-kind = 5050
-mode = "fixed"
-amount_msat = 5000
-"#,
-    )?;
-    std::fs::write(
-        dir.join("paydvm.toml"),
-        format!(
-            r#"
-[node]
-name = "zap bench node"
-ledger = "paydvm.db"
-policy = "policy.toml"
-key_file = "paydvm.key"
-lud16 = "{lud16}"
-lnurl_http_loopback = true
-
-[relays]
-urls = [{:?}]
-
-[[offer]]
-kind = 5050
-executor = {{ builtin = "text" }}
-timeout_secs = 5
-max_concurrency = 64
-"#,
-            relay.to_string()
-        ),
-    )?;
-    Ok(dir.join("paydvm.toml"))
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+    #[command(flatten)]
+    paid: PaidJobsArgs,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let dir = tempfile_dir()?;
+    let dir = bench_dir("zap-bench")?;
     let (relay, url) = paydvm::node::local_relay::start_local_relay().await?;
     create_key_file(&dir.join("paydvm.key"))?;
     let node_pubkey = load_key_file(&dir.join("paydvm.key"))?
@@ -103,27 +49,21 @@ async fn main() -> anyhow::Result<()> {
     let zapper = Zapper::start(ZapperOptions::new("bench", node_pubkey)).await?;
     let lud16 = zapper.lud16();
     let zapper_key = zapper.nostr_pubkey();
-    let config = write_node_dir(&dir, &url, &lud16)?;
+    let config = write_priced_node_dir(
+        &dir,
+        &url,
+        &format!("lud16 = \"{lud16}\"\nlnurl_http_loopback = true"),
+    )?;
     let node = Node::start(Config::load(&config)?).await?;
-    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    let deadline = Instant::now() + Duration::from_secs(args.paid.timeout_secs);
 
     // Set-up (untimed): N quoted jobs and their zap invoices.
     let customer = Keys::generate();
-    let client = paydvm::node::transport::client(customer.clone());
-    client.add_relay(url.clone()).await?;
-    client.try_connect(Duration::from_secs(5)).await;
-    let mut requests = Vec::with_capacity(args.jobs);
-    for i in 0..args.jobs {
-        let request = EventBuilder::new(Kind::Custom(5050), "")
-            .tag(Tag::parse(["i", &format!("job {i}"), "text"])?)
-            .sign_with_keys(&customer)?;
-        client.send_event(&request).await?;
-        requests.push(request.id);
-    }
+    let (client, requests) = publish_priced_requests(&customer, &url, args.paid.jobs).await?;
     for id in &requests {
-        wait_for(&node, &id.to_hex(), JobState::Quoted, deadline).await?;
+        wait_job_state(&node, &id.to_hex(), JobState::Quoted, deadline).await?;
     }
-    let mut invoices = Vec::with_capacity(args.jobs);
+    let mut invoices = Vec::with_capacity(args.paid.jobs);
     for id in &requests {
         let paid = request_zap_invoice(
             &customer,
@@ -152,13 +92,13 @@ async fn main() -> anyhow::Result<()> {
     for (job, bolt11) in &invoices {
         sent_at.insert(job.clone(), now_ms());
         receipts.push(zapper.settle(bolt11).await?);
-        if args.interval_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
+        if args.paid.interval_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(args.paid.interval_ms)).await;
         }
     }
     let publish_time = started.elapsed();
     for id in &requests {
-        wait_for(&node, &id.to_hex(), JobState::Succeeded, deadline).await?;
+        wait_job_state(&node, &id.to_hex(), JobState::Succeeded, deadline).await?;
     }
     let all_done = started.elapsed();
     let stats = node.zap_stats().context("zap intake")?;
@@ -183,17 +123,7 @@ async fn main() -> anyhow::Result<()> {
     let verify_each = timer.elapsed() / receipts.len().max(1) as u32;
 
     let store = Store::open_read_only(dir.join("paydvm.db"))?;
-    let mut latencies = Vec::with_capacity(sent_at.len());
-    for (job, t0) in &sent_at {
-        let trail = store.audit(job)?.context("job trail")?;
-        let started = trail
-            .events
-            .iter()
-            .find(|e| matches!(e.event, EventBody::ProcessingStarted { .. }))
-            .context("processing_started")?;
-        latencies.push(Duration::from_millis(started.at.saturating_sub(*t0)));
-    }
-    latencies.sort();
+    let latencies = processing_latencies(&store, &sent_at)?;
     println!(
         "receipts verified {verified}, refused {refused}; verify_receipt alone: {:.1} µs each",
         verify_each.as_secs_f64() * 1e6
@@ -201,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "settle+publish of {} receipts (interval {} ms): {} ({:.0} receipts/s); all jobs succeeded after {}",
         invoices.len(),
-        args.interval_ms,
+        args.paid.interval_ms,
         ms(publish_time),
         invoices.len() as f64 / publish_time.as_secs_f64(),
         ms(all_done)
@@ -219,31 +149,4 @@ async fn main() -> anyhow::Result<()> {
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
-}
-
-async fn wait_for(
-    node: &paydvm::node::NodeHandle,
-    job: &str,
-    want: JobState,
-    deadline: Instant,
-) -> anyhow::Result<()> {
-    loop {
-        if node.job(job).await.map(|j| j.state) == Some(want) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("job {job} did not reach {want:?} in time");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "paydvm-zap-bench-{}-{}",
-        std::process::id(),
-        now_ms()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }

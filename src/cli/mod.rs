@@ -6,6 +6,7 @@ mod export;
 mod init;
 mod ledger_file;
 mod output;
+mod reconcile;
 mod run;
 mod sample;
 mod status;
@@ -26,6 +27,9 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
 /// `ledger verify` found the ledger file inconsistent.
 pub const EXIT_VERIFY_FAILED: u8 = 2;
+/// `reconcile` found an asset whose ledger balance and backend figure disagree (or a backend it
+/// could not ask). Shares 1 with [`EXIT_ERROR`]: either way something needs a look.
+pub const EXIT_RECONCILE_MISMATCH: u8 = 1;
 /// Bad command-line usage (sysexits EX_USAGE); kept apart from 2 so scripts can trust it.
 pub const EXIT_USAGE: u8 = 64;
 
@@ -34,7 +38,8 @@ pub const EXIT_USAGE: u8 = 64;
     name = "paydvm",
     version,
     about = "NIP-90 Data Vending Machine node with an event-sourced payments ledger",
-    after_help = "Exit codes: 0 ok, 1 error, 2 ledger verification failed, 64 usage error."
+    after_help = "Exit codes: 0 ok, 1 error or reconcile mismatch, 2 ledger verification failed, \
+                  64 usage error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -88,6 +93,19 @@ enum Command {
         /// List every account, not only the system accounts and per-kind totals.
         #[arg(long)]
         all_accounts: bool,
+    },
+    /// Compare the ledger's asset accounts with what the Lightning wallet and the cdk wallet hold.
+    ///
+    /// Read-only: asks the Lightning backend for its balance and looks up unpaid invoices,
+    /// reads the cdk wallet store; books nothing. Exit 0 when every asset matches (or differs
+    /// only by money in flight, or cannot be checked: the fake backend), 1 otherwise.
+    Reconcile {
+        /// The node's paydvm.toml.
+        #[arg(long, default_value = "paydvm.toml")]
+        config: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Inspect a ledger file, or create a sample one.
     #[command(subcommand)]
@@ -178,6 +196,7 @@ fn dispatch(command: Command) -> anyhow::Result<u8> {
             json,
             all_accounts,
         } => status::run(&node_ledger(&config)?, json, all_accounts),
+        Command::Reconcile { config, json } => reconcile::run(&config, json),
         Command::Ledger(LedgerCommand::Verify { file, json }) => verify::run(&file, json),
         Command::Ledger(LedgerCommand::Audit {
             file,

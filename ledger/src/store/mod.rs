@@ -308,6 +308,28 @@ impl Store {
         Ok(Some(stored.event.body == event.body))
     }
 
+    /// Every invoice a quote offered, as (job, payment hash), in log order (written groups only).
+    pub fn quoted_invoices(&self) -> Result<Vec<(crate::JobId, String)>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT body FROM events WHERE type = 'quote_issued' ORDER BY seq")?;
+        let bodies = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::new();
+        for body in bodies {
+            if let crate::EventBody::QuoteIssued { job, options, .. } = serde_json::from_str(&body)?
+            {
+                for option in options {
+                    if let crate::PaymentOption::Invoice { payment_hash, .. } = option {
+                        out.push((job.clone(), payment_hash));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub fn audit(&self, reference: &str) -> Result<Option<AuditTrail>, LedgerError> {
         audit::audit(&self.conn, reference)
     }

@@ -1,0 +1,324 @@
+//! `paydvm reconcile --config <paydvm.toml>`: the ledger's asset accounts against the backends'
+//! own figures. Read-only everywhere: the ledger is opened read-only, the Lightning backend is
+//! only asked for its balance and invoice lookups, the cdk wallet store and the pending-NutZap
+//! store are only read. Nothing found here is booked: the node does that.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use paydvm_ledger::store::Store;
+use paydvm_ledger::{Account, Asset, LedgerState, Msat, PaymentRef, RefundState};
+use paydvm_mints::verify::msat_per_unit;
+use paydvm_mints::{normalise_mint_url, PendingState, PendingSwaps};
+use tokio::task::JoinSet;
+
+use super::{ledger_file, output, EXIT_OK, EXIT_RECONCILE_MISMATCH};
+use crate::config::{pending_path, wallet_path, BackendSecrets, Config};
+use crate::lightning::nwc::NwcLightning;
+use crate::lightning::{InvoiceStatus, LightningBackend};
+use crate::reconcile::{reconcile, AssetInput, BackendView, Item, Report, Status};
+
+/// Invoice lookups in flight at once.
+const LOOKUPS_AT_ONCE: usize = 8;
+
+pub fn run(config_path: &Path, json: bool) -> anyhow::Result<u8> {
+    let config = Config::load(config_path)?;
+    let store = ledger_file::open_existing(&config.node.ledger)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let inputs = runtime.block_on(gather(&config, &store))?;
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    let report = reconcile(inputs);
+    if json {
+        output::print_json(&report)?;
+    } else {
+        output::print(&render(&report))?;
+    }
+    Ok(if report.ok {
+        EXIT_OK
+    } else {
+        EXIT_RECONCILE_MISMATCH
+    })
+}
+
+async fn gather(config: &Config, store: &Store) -> anyhow::Result<Vec<AssetInput>> {
+    let mut inputs = Vec::new();
+    if let Some(lightning) = lightning_input(config, store).await? {
+        inputs.push(lightning);
+    }
+    inputs.extend(mint_inputs(config, store.state()).await?);
+    Ok(inputs)
+}
+
+fn ledger_balance(state: &LedgerState, asset: &Asset) -> i128 {
+    state.balance(&Account::Asset(asset.clone())).signed(true)
+}
+
+/// Refunds paid from `asset` whose outcome the ledger has not booked yet.
+fn refunds_in_flight(state: &LedgerState, asset: &Asset) -> Vec<Item> {
+    state
+        .refunds()
+        .filter(|r| matches!(r.state, RefundState::InFlight | RefundState::Unknown))
+        .filter(|r| r.route.as_ref().is_some_and(|route| &route.asset == asset))
+        .map(|r| Item {
+            id: r.refund.to_string(),
+            amount_msat: r.amount.as_msat(),
+            job: r.job.as_ref().map(ToString::to_string),
+        })
+        .collect()
+}
+
+async fn lightning_input(config: &Config, store: &Store) -> anyhow::Result<Option<AssetInput>> {
+    let asset = Asset::Lightning;
+    let state = store.state();
+    let ledger = ledger_balance(state, &asset);
+    let booked_any = state
+        .balances()
+        .any(|(a, _)| a == &Account::Asset(Asset::Lightning));
+    let mut input = AssetInput::new(asset.clone(), ledger, BackendView::Reported(Msat::ZERO));
+    input.outgoing_in_flight = refunds_in_flight(state, &asset);
+    let Some(lightning) = &config.lightning else {
+        if !booked_any {
+            return Ok(None);
+        }
+        input.backend = BackendView::Unavailable("the config has no [lightning] backend".into());
+        return Ok(Some(input));
+    };
+    let backend = match &lightning.backend {
+        BackendSecrets::Fake => {
+            input.backend = BackendView::NotCheckable(
+                "the \"fake\" backend lives inside the node process; there is no wallet to ask"
+                    .into(),
+            );
+            return Ok(Some(input));
+        }
+        BackendSecrets::Lnbits { .. } => {
+            input.backend = BackendView::Unavailable(
+                "backend \"lnbits\" is not available in this build yet".into(),
+            );
+            return Ok(Some(input));
+        }
+        BackendSecrets::Nwc { uri } => Arc::new(
+            NwcLightning::new(uri, Duration::from_secs(lightning.invoice_timeout_secs))
+                .context("lightning.nwc_uri")?,
+        ),
+    };
+    input.backend = match backend.balance().await {
+        Ok(balance) => BackendView::Reported(balance),
+        Err(e) => BackendView::Unavailable(e.to_string()),
+    };
+    if matches!(input.backend, BackendView::Reported(_)) {
+        let (settled, not_looked_up) = unbooked_settlements(&backend, store).await?;
+        input.unbooked_settlements = settled;
+        if not_looked_up > 0 {
+            input.notes.push(format!(
+                "{not_looked_up} unpaid invoice(s) could not be looked up; run again"
+            ));
+        }
+    }
+    if let Ok(backend) = Arc::try_unwrap(backend) {
+        backend.shutdown().await;
+    }
+    Ok(Some(input))
+}
+
+/// Every invoice a quote offered that has no payment in the ledger, looked up at the backend:
+/// the settled ones, and how many lookups gave no answer.
+async fn unbooked_settlements(
+    backend: &Arc<NwcLightning>,
+    store: &Store,
+) -> anyhow::Result<(Vec<Item>, usize)> {
+    let unpaid: Vec<(String, String)> = store
+        .quoted_invoices()?
+        .into_iter()
+        .filter(|(_, hash)| {
+            PaymentRef::new(hash.clone())
+                .ok()
+                .is_none_or(|r| store.state().payment_ref_seq(&r).is_none())
+        })
+        .map(|(job, hash)| (job.to_string(), hash))
+        .collect();
+    let mut settled = Vec::new();
+    let mut not_looked_up = 0;
+    for chunk in unpaid.chunks(LOOKUPS_AT_ONCE) {
+        let mut lookups = JoinSet::new();
+        for (job, hash) in chunk.iter().cloned() {
+            let backend = Arc::clone(backend);
+            lookups.spawn(async move {
+                let status = backend.lookup_invoice(&hash).await;
+                (job, hash, status)
+            });
+        }
+        while let Some(done) = lookups.join_next().await {
+            let (job, hash, status) = done.context("an invoice lookup panicked")?;
+            match status {
+                InvoiceStatus::Settled { amount, .. } => settled.push(Item {
+                    id: hash,
+                    amount_msat: amount.as_msat(),
+                    job: Some(job),
+                }),
+                InvoiceStatus::Unknown(_) => not_looked_up += 1,
+                InvoiceStatus::Open | InvoiceStatus::Expired => {}
+            }
+        }
+    }
+    settled.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok((settled, not_looked_up))
+}
+
+/// One input per mint the ledger, the wallet store or the config knows.
+async fn mint_inputs(config: &Config, state: &LedgerState) -> anyhow::Result<Vec<AssetInput>> {
+    let mut mints: BTreeMap<String, AssetInput> = BTreeMap::new();
+    let mut entry = |url: &str| {
+        let key = normalise_mint_url(url);
+        mints.entry(key).or_insert_with(|| {
+            AssetInput::new(
+                Asset::Mint {
+                    url: url.to_owned(),
+                },
+                0,
+                BackendView::Reported(Msat::ZERO),
+            )
+        });
+    };
+    let ledger_mints: Vec<Asset> = state
+        .balances()
+        .filter_map(|(a, _)| match a {
+            Account::Asset(asset @ Asset::Mint { .. }) => Some(asset.clone()),
+            _ => None,
+        })
+        .collect();
+    for asset in &ledger_mints {
+        if let Asset::Mint { url } = asset {
+            entry(url);
+        }
+    }
+    for mint in config.policy.trusted_mints() {
+        entry(&mint.url);
+    }
+    let wallet = wallet_path(&config.node.ledger);
+    let holdings = paydvm_mints::wallet_holdings(&wallet)
+        .await
+        .with_context(|| format!("reading the cashu wallet store {}", wallet.display()))?;
+    for h in &holdings {
+        entry(&h.mint);
+    }
+    for input in mints.values_mut() {
+        input.ledger = ledger_balance(state, &input.asset);
+        input.outgoing_in_flight = refunds_in_flight(state, &input.asset);
+    }
+    let mut backend: BTreeMap<String, u64> = BTreeMap::new();
+    for h in holdings {
+        let input = mints.get_mut(&h.mint).expect("every holding has an entry");
+        match msat_per_unit(&h.unit).and_then(|per| h.amount.checked_mul(per)) {
+            Some(msat) => {
+                let sum = backend.entry(h.mint.clone()).or_default();
+                *sum = sum.checked_add(msat).context("wallet total overflows")?;
+            }
+            None => input.notes.push(format!(
+                "{} {} in the wallet not counted: no msat value for the unit",
+                h.amount, h.unit
+            )),
+        }
+    }
+    for (key, input) in mints.iter_mut() {
+        input.backend =
+            BackendView::Reported(Msat::from_msat(backend.get(key).copied().unwrap_or(0)));
+    }
+    add_pending_swaps(config, &mut mints)?;
+    Ok(mints.into_values().collect())
+}
+
+/// NutZaps swapped into the wallet but not credited yet; verified-only ones are in neither.
+fn add_pending_swaps(
+    config: &Config,
+    mints: &mut BTreeMap<String, AssetInput>,
+) -> anyhow::Result<()> {
+    let path = pending_path(&config.node.ledger);
+    if !path.exists() {
+        return Ok(());
+    }
+    let pending = PendingSwaps::open(&path)
+        .with_context(|| format!("reading pending NutZaps {}", path.display()))?;
+    for row in pending.all()? {
+        let Some(input) = mints.get_mut(&normalise_mint_url(&row.nutzap.mint)) else {
+            continue;
+        };
+        match row.state {
+            PendingState::Swapped { received, .. } => {
+                let msat = msat_per_unit(&row.nutzap.unit)
+                    .and_then(|per| received.checked_mul(per))
+                    .unwrap_or(0);
+                input.incoming_in_flight.push(Item {
+                    id: row.nutzap.event_id.clone(),
+                    amount_msat: msat,
+                    job: row.nutzap.target.clone(),
+                });
+            }
+            PendingState::Verified => input.notes.push(format!(
+                "NutZap {} is verified but not swapped yet (in neither figure)",
+                row.nutzap.event_id
+            )),
+        }
+    }
+    Ok(())
+}
+
+fn render(report: &Report) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = write_report(&mut out, report);
+    out
+}
+
+fn write_report(out: &mut String, report: &Report) -> std::fmt::Result {
+    if report.assets.is_empty() {
+        writeln!(out, "no asset accounts and no backends to reconcile")?;
+    }
+    for a in &report.assets {
+        let loud = if a.status == Status::LedgerHasMore {
+            "!!! "
+        } else {
+            ""
+        };
+        writeln!(out, "{loud}{}  {}", a.account, a.status.as_str())?;
+        writeln!(out, "  ledger     {:>20} msat", a.ledger_msat)?;
+        if let (Some(backend), Some(diff)) = (a.backend_msat, a.difference_msat) {
+            writeln!(out, "  backend    {backend:>20} msat")?;
+            writeln!(out, "  difference {diff:>+20} msat")?;
+        }
+        writeln!(out, "  {}", a.explanation)?;
+        for (label, items) in [
+            ("unbooked settlement", &a.unbooked_settlements),
+            ("incoming, not yet credited", &a.incoming_in_flight),
+            ("refund in flight", &a.outgoing_in_flight),
+        ] {
+            for i in items {
+                let job = i
+                    .job
+                    .as_deref()
+                    .map(|j| format!(" job {j}"))
+                    .unwrap_or_default();
+                writeln!(out, "  - {label}: {} {} msat{job}", i.id, i.amount_msat)?;
+            }
+        }
+        for note in &a.notes {
+            writeln!(out, "  note: {note}")?;
+        }
+    }
+    writeln!(
+        out,
+        "{}",
+        if report.ok {
+            "reconcile: OK"
+        } else {
+            "reconcile: MISMATCH (exit 1)"
+        }
+    )
+}
