@@ -1,4 +1,5 @@
-//! The NutZap rail end to end: an in-process cdk mint ([`crate::cashu_mint`]), a LocalRelay, the node, and a customer whose cdk wallet mints ecash
+//! The NutZap rail end to end: an in-process cdk mint ([`crate::cashu_mint`]), a LocalRelay,
+//! the node, and a customer whose cdk wallet mints ecash
 //! P2PK-locked to the key the node published in its kind 10019. The checks take the mint as a
 //! parameter ([`MintUnderTest`]) so tests/nutshell.rs runs them against Nutshell.
 

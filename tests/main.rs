@@ -4,6 +4,7 @@ mod cashu;
 mod cashu_mint;
 mod cli;
 mod crash_node;
+mod ecash_refunds;
 mod init;
 mod lightning;
 mod lightning_nwc;

@@ -100,15 +100,18 @@ impl Redeemer {
             }
             Err(e) => return Err(retry(&e)),
         };
-        let fee = u64::from(prepared.fee());
-        let proofs = prepared.proofs();
-        let token = prepared.confirm(None).await.map_err(|e| retry(&e))?;
-        Ok(RefundToken {
-            token: token.to_string(),
-            proofs: proofs_json(&proofs)?,
-            fee,
-            found_again: false,
-        })
+        prepared.confirm(None).await.map_err(|e| retry(&e))?;
+        // The proofs to hand over are the swap's outputs (locked), which cdk keeps with the
+        // send: read them back from there, the same way a retry after a crash does.
+        match self.refund_sent(&wallet, tag).await? {
+            Some(made) => Ok(RefundToken {
+                found_again: false,
+                ..made
+            }),
+            None => Err(RefundTokenError::Retry(
+                "the wallet did not record the refund it made".into(),
+            )),
+        }
     }
 
     /// The send an earlier call made for `tag`, if any.

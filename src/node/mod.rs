@@ -208,6 +208,14 @@ impl Node {
             })
             .transpose()
             .context("node.lud16")?;
+        // One cdk wallet for taking ecash (NutZaps, tokens) and paying it back (refunds).
+        let redeemer = match &p2pk {
+            Some(key) => Some(Arc::new(
+                paydvm_mints::Redeemer::open(&crate::config::wallet_path(&ledger), key.clone())
+                    .await?,
+            )),
+            None => None,
+        };
         let (commands, rx) = mpsc::unbounded_channel();
         let outbox = outbox::Outbox::start(keys.clone(), commands.clone());
         let refunds = backend.clone().map(|backend| {
@@ -240,21 +248,28 @@ impl Node {
             outbox,
             invoices,
             refunds,
-            ecash_refunds: None,
+            ecash_refunds: redeemer.as_ref().map(|redeemer| {
+                ecash_refunds::EcashRefundDesk::new(
+                    Arc::clone(redeemer),
+                    keys.clone(),
+                    config.relays.urls.clone(),
+                    commands.clone(),
+                )
+            }),
             resend_after: options.resend_after,
         });
         let startup = core.startup()?;
         let since_ms = startup.newest_at;
         let core_task = tokio::spawn(core.run(rx));
-        let nutzaps = match p2pk {
-            Some(p2pk) => Some(
+        let nutzaps = match (p2pk, redeemer) {
+            (Some(p2pk), Some(redeemer)) => Some(
                 nutzaps::NutZapRail::start(nutzaps::NutZapRailParts {
                     identity: keys.clone(),
                     offered: offered.clone(),
                     public_tokens: config.public_tokens,
                     p2pk,
                     mints: trusted_mints,
-                    wallet: crate::config::wallet_path(&ledger),
+                    redeemer,
                     pending: crate::config::pending_path(&ledger),
                     commands: commands.clone(),
                     relay_hint: config
@@ -266,7 +281,7 @@ impl Node {
                 })
                 .await?,
             ),
-            None => None,
+            _ => None,
         };
         let ticks = commands.clone();
         let ticker = tokio::spawn(async move {

@@ -136,7 +136,8 @@ pub struct NutZapRailParts {
     pub public_tokens: PublicTokens,
     pub p2pk: ReceiveKey,
     pub mints: Vec<TrustedMint>,
-    pub wallet: PathBuf,
+    /// The cdk wallet, shared with the ecash-refund desk.
+    pub redeemer: Arc<Redeemer>,
     pub pending: PathBuf,
     pub commands: mpsc::UnboundedSender<Command>,
     /// Relay hint for the 7376 `e` tag (our first relay).
@@ -155,7 +156,7 @@ pub(super) struct Worker {
     pub(super) public_tokens: PublicTokens,
     pub(super) us: Recipient,
     pub(super) registry: MintRegistry,
-    redeemer: Redeemer,
+    redeemer: Arc<Redeemer>,
     pub(super) pending: PendingSwaps,
     pub(super) commands: mpsc::UnboundedSender<Command>,
     relay_hint: String,
@@ -166,10 +167,9 @@ pub(super) struct Worker {
 }
 
 impl NutZapRail {
-    /// Opens the wallet and pending stores, then runs the rail: keysets are fetched in the
+    /// Opens the pending store, then runs the rail: keysets are fetched in the
     /// background (a mint that is down is logged, not fatal) and pending swaps are retried.
     pub async fn start(parts: NutZapRailParts) -> anyhow::Result<NutZapRail> {
-        let redeemer = Redeemer::open(&parts.wallet, parts.p2pk.clone()).await?;
         let pending = PendingSwaps::open(&parts.pending)
             .with_context(|| format!("opening {}", parts.pending.display()))?;
         let stats = Arc::new(NutZapStats::default());
@@ -182,7 +182,7 @@ impl NutZapRail {
             offered: parts.offered,
             public_tokens: parts.public_tokens,
             registry: MintRegistry::new(parts.mints),
-            redeemer,
+            redeemer: parts.redeemer,
             pending,
             commands: parts.commands,
             relay_hint: parts.relay_hint,
