@@ -20,7 +20,7 @@ const OWED: Msat = Msat::from_msat(5_000);
 struct Refunds {
     s: Setup,
     ln: FakeLightning,
-    wallet: Zapper,
+    wallet: Arc<Zapper>,
     customer: Customer,
 }
 
@@ -33,7 +33,7 @@ async fn refunds(overcharge: Msat) -> Refunds {
     Refunds {
         s,
         ln: FakeLightning::new(),
-        wallet: Zapper::start(wallet).await.unwrap(),
+        wallet: Arc::new(Zapper::start(wallet).await.unwrap()),
         customer,
     }
 }
@@ -253,5 +253,56 @@ async fn an_explicitly_failed_refund_payment_is_tried_again_with_a_fresh_invoice
     let store = r.s.store();
     let refund = refund_of(&store, &job);
     assert_eq!((refund.state, refund.attempts), (RefundState::Settled, 2));
+    assert!(store.verify().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_is_refunded_over_nwc_end_to_end() {
+    let mut r = refunds(Msat::ZERO).await;
+    let w = crate::lightning_nwc::wallet(&r.s.urls).await;
+    // The wallet behind NWC learns each payee's preimage as a real payment would.
+    let wallet = Arc::clone(&r.wallet);
+    let payee = Arc::clone(&wallet);
+    w.fake.learn_preimages_from(Arc::new(move |hash: &str| {
+        payee
+            .issued()
+            .into_iter()
+            .find(|i| Invoice::parse(&i.bolt11).is_ok_and(|inv| inv.payment_hash() == hash))
+            .map(|i| i.preimage)
+    }));
+    let node =
+        r.s.start_with(NodeOptions {
+            lightning: Some(w.backend.clone()),
+            ..NodeOptions::default()
+        })
+        .await;
+    let address = wallet.lud16().to_string();
+    let request = r.customer.request(
+        5050,
+        "abc",
+        &[&["param", "mode", "fail"], &["refund", address.as_str()]],
+    );
+    r.customer.client.send_event(&request).await.unwrap();
+    let quote = r
+        .customer
+        .wait_for(request.id, is_status("payment-required"))
+        .await;
+    let bolt11 = crate::node::tag_values(&quote, "amount").unwrap()[1].clone();
+    w.fake
+        .settle(&Invoice::parse(&bolt11).unwrap().payment_hash())
+        .unwrap();
+    let job = request.id.to_hex();
+    wait_state(&node, &job, JobState::Refunded).await;
+    node.shutdown().await;
+
+    // Paid over NWC: the wallet service made exactly one payment, to the customer's invoice.
+    let paid = w.fake.payments();
+    assert_eq!(paid.len(), 1, "{paid:?}");
+    assert_eq!(paid[0].bolt11, wallet.issued()[0].bolt11);
+    assert_eq!(paid[0].amount, OWED);
+    let store = r.s.store();
+    let refund = refund_of(&store, &job);
+    assert_eq!((refund.state, refund.attempts), (RefundState::Settled, 1));
+    assert_eq!(refund.route.unwrap().lookup, paid[0].payment_hash);
     assert!(store.verify().is_ok());
 }

@@ -74,7 +74,7 @@ struct IncomingInvoice {
     settled: Option<(Msat, u64)>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Book {
     invoices: HashMap<String, IncomingInvoice>,
     /// Every `pay_invoice` call that reached the "network", in order (including repeats).
@@ -82,7 +82,12 @@ struct Book {
     script: VecDeque<PayOutcome>,
     /// Payment hashes whose `UnknownThenSettle` / resolved outcome lookups report.
     resolved: HashMap<String, PaymentStatus>,
+    /// Where payees' preimages come from (a real payer learns them from the payee).
+    payees: Option<PreimageSource>,
 }
+
+/// Gives the preimage of an invoice the fake pays (by payment hash), when the test knows it.
+pub type PreimageSource = Arc<dyn Fn(&str) -> Option<[u8; 32]> + Send + Sync>;
 
 /// The built-in fake Lightning node. Cheap to clone; clones share the same book.
 #[derive(Clone)]
@@ -126,6 +131,12 @@ impl FakeLightning {
             notify: false,
             ..Self::new()
         }
+    }
+
+    /// Settled payments report the payee's real preimage when `source` knows it (otherwise a
+    /// random one): what a wallet behind NWC must show to prove a payment.
+    pub fn learn_preimages_from(&self, source: PreimageSource) {
+        self.book().payees = Some(source);
     }
 
     /// The node key invoices are signed with (compressed, hex).
@@ -325,7 +336,12 @@ impl LightningBackend for FakeLightning {
                     PaymentStatus::Failed(format!("fee {fee} above the cap of {max_fee}"))
                 }
                 PayOutcome::Settle { fee } => PaymentStatus::Settled {
-                    preimage: hex::encode(rand::random::<[u8; 32]>()),
+                    preimage: hex::encode(
+                        book.payees
+                            .as_ref()
+                            .and_then(|source| source(&payment_hash))
+                            .unwrap_or_else(rand::random),
+                    ),
                     fee,
                 },
                 PayOutcome::Fail(reason) => PaymentStatus::Failed(reason),
