@@ -71,9 +71,21 @@ pub enum RedeemError {
     Wallet { mint: String, reason: String },
 }
 
+/// How fast the wallet may call one mint. cdk paces by default (a burst of 20, then 20 per
+/// minute): right for a shared public mint, too slow for a busy node at its own mint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MintPacing {
+    #[default]
+    CdkDefault,
+    /// A burst of this many requests, then this many per minute.
+    PerMinute(std::num::NonZeroU32),
+    Off,
+}
+
 /// One cdk wallet per (mint, unit), sharing one SQLite store.
 pub struct Redeemer {
     key: ReceiveKey,
+    pacing: MintPacing,
     store: Arc<dyn WalletDatabase<cdk::cdk_database::Error> + Send + Sync>,
     wallets: Mutex<HashMap<(String, String), Wallet>>,
 }
@@ -89,9 +101,16 @@ impl Redeemer {
             })?;
         Ok(Redeemer {
             key,
+            pacing: MintPacing::default(),
             store: Arc::new(store),
             wallets: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Sets how fast the wallets may call each mint (before the first call).
+    pub fn with_pacing(mut self, pacing: MintPacing) -> Self {
+        self.pacing = pacing;
+        self
     }
 
     pub(crate) fn store(&self) -> &Arc<dyn WalletDatabase<cdk::cdk_database::Error> + Send + Sync> {
@@ -108,13 +127,18 @@ impl Redeemer {
             mint: mint.to_owned(),
             reason,
         };
-        let wallet = WalletBuilder::new()
+        let builder = WalletBuilder::new()
             .mint_url(mint_url_of(mint).map_err(|e| err(e.to_string()))?)
             .unit(CurrencyUnit::from_str(unit).map_err(|e| err(e.to_string()))?)
             .localstore(Arc::clone(&self.store))
-            .seed(self.key.wallet_seed())
-            .build()
-            .map_err(|e| err(e.to_string()))?;
+            .seed(self.key.wallet_seed());
+        let builder = match self.pacing {
+            MintPacing::CdkDefault => builder,
+            MintPacing::PerMinute(n) => builder
+                .with_rate_limiting_config(cdk::wallet::RateLimitConfig::new(n, n)),
+            MintPacing::Off => builder.without_rate_limiting(),
+        };
+        let wallet = builder.build().map_err(|e| err(e.to_string()))?;
         wallets.insert(k, wallet.clone());
         Ok(wallet)
     }
