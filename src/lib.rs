@@ -6,6 +6,7 @@ pub mod config;
 pub mod executor;
 pub mod job;
 pub mod lightning;
+pub mod local_mint;
 pub mod node;
 pub mod payments;
 pub mod protocol;

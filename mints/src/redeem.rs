@@ -134,8 +134,9 @@ impl Redeemer {
             .seed(self.key.wallet_seed());
         let builder = match self.pacing {
             MintPacing::CdkDefault => builder,
-            MintPacing::PerMinute(n) => builder
-                .with_rate_limiting_config(cdk::wallet::RateLimitConfig::new(n, n)),
+            MintPacing::PerMinute(n) => {
+                builder.with_rate_limiting_config(cdk::wallet::RateLimitConfig::new(n, n))
+            }
             MintPacing::Off => builder.without_rate_limiting(),
         };
         let wallet = builder.build().map_err(|e| err(e.to_string()))?;

@@ -1,0 +1,182 @@
+//! An in-process Cashu mint on 127.0.0.1 for `paydvm demo`, the tests and the NutZap benchmark:
+//! cdk's `MintBuilder` with its FakeWallet (which pays its own invoices, so minting needs no
+//! Lightning) served by cdk-axum. Plus the customer's side: a throwaway cdk wallet and minting
+//! ecash from it, optionally P2PK-locked.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use cdk::amount::SplitTarget;
+use cdk::cdk_database::WalletDatabase;
+use cdk::mint::{MintBuilder, MintMeltLimits};
+use cdk::nuts::nut00::KnownMethod;
+use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod, Proof, SpendingConditions};
+use cdk::types::FeeReserve;
+use cdk::wallet::Wallet;
+use cdk::Amount;
+use tokio::task::JoinHandle;
+
+/// How long minting waits for the FakeWallet to mark a quote paid.
+const QUOTE_PAID_WITHIN: Duration = Duration::from_secs(20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalMintError {
+    #[error("cashu mint: {0}")]
+    Mint(String),
+    #[error("cannot listen on 127.0.0.1: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+fn mint_error(e: impl std::fmt::Display) -> LocalMintError {
+    LocalMintError::Mint(e.to_string())
+}
+
+/// A running mint. `set_down(true)` makes every request answer 503, as a mint behind a proxy
+/// does while it is unavailable. Stops when dropped.
+pub struct LocalMint {
+    pub url: String,
+    down: Arc<AtomicBool>,
+    server: JoinHandle<()>,
+}
+
+impl Drop for LocalMint {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl LocalMint {
+    /// A fresh mint (random seed, in-memory database, sat over bolt11) on a free port.
+    pub async fn start() -> Result<LocalMint, LocalMintError> {
+        let db = Arc::new(
+            cdk_sqlite::mint::memory::empty()
+                .await
+                .map_err(mint_error)?,
+        );
+        let mut builder = MintBuilder::new(db.clone());
+        let fake = cdk_fake_wallet::FakeWallet::new(
+            FeeReserve {
+                min_fee_reserve: 1.into(),
+                percent_fee_reserve: 1.0,
+            },
+            HashMap::default(),
+            HashSet::default(),
+            0,
+            CurrencyUnit::Sat,
+        );
+        builder
+            .add_payment_processor(
+                CurrencyUnit::Sat,
+                PaymentMethod::Known(KnownMethod::Bolt11),
+                MintMeltLimits::new(1, 1_000_000),
+                Arc::new(fake),
+            )
+            .await
+            .map_err(mint_error)?;
+        let seed: [u8; 32] = rand::random();
+        let mint = builder
+            .with_name("paydvm local mint".into())
+            .build_with_seed(db, &seed)
+            .await
+            .map_err(mint_error)?;
+        mint.start().await.map_err(mint_error)?;
+        let router = cdk_axum::create_mint_router(Arc::new(mint), vec!["bolt11".to_owned()])
+            .await
+            .map_err(mint_error)?;
+        let down = Arc::new(AtomicBool::new(false));
+        let gate = Arc::clone(&down);
+        let router = router.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let gate = Arc::clone(&gate);
+                async move {
+                    if gate.load(Ordering::SeqCst) {
+                        StatusCode::SERVICE_UNAVAILABLE.into_response()
+                    } else {
+                        next.run(req).await
+                    }
+                }
+            },
+        ));
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::warn!("local mint stopped: {e}");
+            }
+        });
+        Ok(LocalMint { url, down, server })
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+}
+
+/// A customer's cdk wallet (fresh seed, sat, no client-side pacing) at `mint`, keeping its
+/// proofs in `store`.
+pub fn customer_wallet(
+    mint: &str,
+    store: Arc<dyn WalletDatabase<cdk::cdk_database::Error> + Send + Sync>,
+) -> Result<Wallet, LocalMintError> {
+    let mut seed = [0u8; 64];
+    seed[..32].copy_from_slice(&rand::random::<[u8; 32]>());
+    seed[32..].copy_from_slice(&rand::random::<[u8; 32]>());
+    cdk::wallet::WalletBuilder::new()
+        .mint_url(paydvm_mints::mint_url_of(mint).map_err(mint_error)?)
+        .unit(CurrencyUnit::Sat)
+        .localstore(store)
+        .seed(seed)
+        .without_rate_limiting()
+        .build()
+        .map_err(mint_error)
+}
+
+/// A customer's wallet at `mint` with an in-memory store.
+pub async fn memory_wallet(mint: &str) -> Result<Wallet, LocalMintError> {
+    let store = cdk_sqlite::wallet::memory::empty()
+        .await
+        .map_err(mint_error)?;
+    customer_wallet(mint, Arc::new(store))
+}
+
+/// Mints `sat` at the wallet's mint (its FakeWallet pays the quote itself), P2PK-locked to
+/// `lock` (compressed hex) if given.
+pub async fn mint_ecash(
+    wallet: &Wallet,
+    sat: u64,
+    lock: Option<&str>,
+) -> Result<Vec<Proof>, LocalMintError> {
+    let quote = wallet
+        .mint_quote(PaymentMethod::BOLT11, Some(Amount::from(sat)), None, None)
+        .await
+        .map_err(mint_error)?;
+    let deadline = tokio::time::Instant::now() + QUOTE_PAID_WITHIN;
+    while wallet
+        .check_mint_quote_status(&quote.id)
+        .await
+        .map_err(mint_error)?
+        .state
+        != MintQuoteState::Paid
+    {
+        if tokio::time::Instant::now() > deadline {
+            return Err(LocalMintError::Mint("the mint quote was never paid".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let conditions = lock
+        .map(|hex| {
+            cdk::nuts::PublicKey::from_hex(hex)
+                .map(|key| SpendingConditions::new_p2pk(key, None))
+                .map_err(mint_error)
+        })
+        .transpose()?;
+    wallet
+        .mint(&quote.id, SplitTarget::default(), conditions)
+        .await
+        .map_err(mint_error)
+}
