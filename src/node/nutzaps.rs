@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use nostr_sdk::nips::nip44;
 use nostr_sdk::prelude::{Event, EventBuilder, Keys, Kind, Tag};
-use paydvm_ledger::{Asset, Rail};
+use paydvm_ledger::{Asset, Msat, Rail};
 use paydvm_mints::pending::PendingError;
 use paydvm_mints::{
     MintRegistry, MintStatus, NutZapEvent, Origin, PendingState, PendingSwap, PendingSwaps,
@@ -392,12 +392,13 @@ impl Worker {
         if fee > 0 {
             info!(nutzap = %id, fee, unit = %row.nutzap.unit, "mint input fee paid on the swap");
         }
-        self.credit(&row.nutzap, received).await;
+        self.credit(&row.nutzap, received, fee).await;
         None
     }
 
-    async fn credit(&mut self, nutzap: &VerifiedNutZap, received: u64) {
+    async fn credit(&mut self, nutzap: &VerifiedNutZap, received: u64, fee: u64) {
         let reference = reference(nutzap);
+        let fee = input_fee_msat(nutzap, fee);
         let payment = match nutzap.origin {
             Origin::NutZap => VerifiedPayment {
                 idem: reference.clone(),
@@ -408,11 +409,12 @@ impl Worker {
                 reference: reference.clone(),
                 linked: nutzap.ys.clone(),
                 amount: nutzap.amount,
+                fee,
                 evidence: Some(nutzap.event_id.clone()),
                 payer: Some(nutzap.sender.clone()),
                 names: nutzap.target.clone(),
             },
-            Origin::RequestToken => super::tokens::payment(nutzap),
+            Origin::RequestToken => super::tokens::payment(nutzap, fee),
         };
         if self
             .commands
@@ -508,4 +510,16 @@ pub(super) fn reference(nutzap: &VerifiedNutZap) -> String {
         Origin::NutZap => format!("nutzap:{}", nutzap.event_id),
         Origin::RequestToken => nutzap.event_id.clone(),
     }
+}
+
+/// The mint's input fee (in the ecash unit) in msat: the unit's msat value is `amount / units`
+/// (exact for the units we accept). Never more than the ecash was worth.
+fn input_fee_msat(ecash: &VerifiedNutZap, fee_units: u64) -> Msat {
+    let per_unit = ecash
+        .amount
+        .as_msat()
+        .checked_div(ecash.units)
+        .unwrap_or(0);
+    let fee = per_unit.checked_mul(fee_units).unwrap_or(u64::MAX);
+    Msat::from_msat(fee.min(ecash.amount.as_msat()))
 }
