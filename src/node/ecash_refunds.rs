@@ -202,7 +202,7 @@ impl Worker {
     }
 
     async fn handover_for(&self, order: &EcashOrder) -> Result<Handover, String> {
-        if order.amount.as_msat() % 1000 != 0 {
+        if !order.amount.as_msat().is_multiple_of(1000) {
             return Err(format!(
                 "{} is not a whole number of sat: ecash refunds are made in sat",
                 order.amount

@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use super::core::{Command, VerifiedPayment};
 use super::now_ms;
-use crate::config::PublicTokens;
+use crate::config::{InputFees, PublicTokens};
 
 /// How often due retries are looked for.
 const RETRY_EVERY: Duration = Duration::from_millis(500);
@@ -134,6 +134,8 @@ pub struct NutZapRailParts {
     pub offered: Vec<u16>,
     /// What to do with a token in a clear request tag.
     pub public_tokens: PublicTokens,
+    /// Who bears the mint's input fee on our swap.
+    pub input_fees: InputFees,
     pub p2pk: ReceiveKey,
     pub mints: Vec<TrustedMint>,
     pub wallet: PathBuf,
@@ -153,6 +155,7 @@ pub(super) struct Worker {
     pub(super) identity: Keys,
     pub(super) offered: Vec<u16>,
     pub(super) public_tokens: PublicTokens,
+    input_fees: InputFees,
     pub(super) us: Recipient,
     pub(super) registry: MintRegistry,
     redeemer: Redeemer,
@@ -181,6 +184,7 @@ impl NutZapRail {
             identity: parts.identity,
             offered: parts.offered,
             public_tokens: parts.public_tokens,
+            input_fees: parts.input_fees,
             registry: MintRegistry::new(parts.mints),
             redeemer,
             pending,
@@ -399,7 +403,7 @@ impl Worker {
     async fn credit(&mut self, nutzap: &VerifiedNutZap, received: u64, fee: u64) {
         let reference = reference(nutzap);
         let fee = input_fee_msat(nutzap, fee);
-        let payment = match nutzap.origin {
+        let mut payment = match nutzap.origin {
             Origin::NutZap => VerifiedPayment {
                 idem: reference.clone(),
                 rail: Rail::NutZap,
@@ -416,6 +420,11 @@ impl Worker {
             },
             Origin::RequestToken => super::tokens::payment(nutzap, fee),
         };
+        if self.input_fees == InputFees::Customer {
+            // The fee never was ours: only what reached our wallet counts toward the job.
+            payment.amount = payment.amount.checked_sub(fee).unwrap_or(Msat::ZERO);
+            payment.fee = Msat::ZERO;
+        }
         if self
             .commands
             .send(Command::Payment(Box::new(payment)))
@@ -515,11 +524,7 @@ pub(super) fn reference(nutzap: &VerifiedNutZap) -> String {
 /// The mint's input fee (in the ecash unit) in msat: the unit's msat value is `amount / units`
 /// (exact for the units we accept). Never more than the ecash was worth.
 fn input_fee_msat(ecash: &VerifiedNutZap, fee_units: u64) -> Msat {
-    let per_unit = ecash
-        .amount
-        .as_msat()
-        .checked_div(ecash.units)
-        .unwrap_or(0);
-    let fee = per_unit.checked_mul(fee_units).unwrap_or(u64::MAX);
+    let per_unit = ecash.amount.as_msat().checked_div(ecash.units).unwrap_or(0);
+    let fee = per_unit.saturating_mul(fee_units);
     Msat::from_msat(fee.min(ecash.amount.as_msat()))
 }

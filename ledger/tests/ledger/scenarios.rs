@@ -446,7 +446,11 @@ fn mint_input_fee_is_our_expense_and_the_job_gets_the_face_value() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fees.sqlite");
     let mut store = Store::open(&path, Durability::Full).unwrap();
-    for e in [received("j1"), quote("j1", 5_000), ecash_pay("p1", "j1", 5_000, 1_000)] {
+    for e in [
+        received("j1"),
+        quote("j1", 5_000),
+        ecash_pay("p1", "j1", 5_000, 1_000),
+    ] {
         assert!(matches!(
             store.append(&e).unwrap(),
             AppendOutcome::Appended { .. }
