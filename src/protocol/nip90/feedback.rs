@@ -145,6 +145,26 @@ mod tests {
     }
 
     #[test]
+    fn a_quote_can_say_who_bears_cashu_input_fees() {
+        let (us, customer) = (Keys::generate(), Keys::generate());
+        let event = request(&customer, &[&["i", "hi", "text"]]);
+        let parsed = parse_request(&event, &us.public_key(), &us).unwrap();
+        let feedback = payment_required().with_cashu_fees("customer");
+        let signed = feedback_event(&parsed, &feedback, None, &us)
+            .unwrap()
+            .sign_with_keys(&us)
+            .unwrap();
+        assert!(values(&signed)
+            .iter()
+            .any(|t| t == &["cashu_fees", "customer"]));
+        let plain = feedback_event(&parsed, &payment_required(), None, &us)
+            .unwrap()
+            .sign_with_keys(&us)
+            .unwrap();
+        assert!(!values(&plain).iter().any(|t| t[0] == "cashu_fees"));
+    }
+
+    #[test]
     fn clear_feedback_has_status_amount_e_and_p() {
         let (us, customer) = (Keys::generate(), Keys::generate());
         let event = request(&customer, &[&["i", "hi", "text"]]);
