@@ -17,7 +17,7 @@ pub use crate::cashu_mint::{
     fetch, input_fee, mint_proofs, payments, setup_on, wait_until, wallet, CashuSetup,
     MintUnderTest, TestMint,
 };
-use crate::node::{is_status, steps, wait_state, Customer};
+use crate::node::{is_status, steps, tag_values, wait_state, Customer};
 
 /// A node trusting `mint`.
 pub async fn setup<M: MintUnderTest>(mint: M) -> CashuSetup<M> {
@@ -98,6 +98,11 @@ pub async fn check_a_nutzap_pays_a_quoted_job<Fut>(
     let mut customer = Customer::connect(&s.urls).await;
     let (request, quote) = quoted_job(&mut customer).await;
     let job = request.id.to_hex();
+    // The quote says who bears the mint's input fee (the operator, by default).
+    assert_eq!(
+        tag_values(&quote, "cashu_fees"),
+        Some(vec!["operator".to_owned()])
+    );
 
     // Where to pay: the node's 10019 (our mint, our P2PK key, never the identity key).
     let info = fetch(
@@ -219,20 +224,24 @@ pub async fn check_a_nutzap_pays_a_quoted_job<Fut>(
     let redeemer = paydvm_mints::Redeemer::open(&wallet_path, key)
         .await
         .unwrap();
-    // The node pays the mint's input fee on its swap; the ledger books the gross NutZap.
+    // The node pays the mint's input fee on its swap: the job gets the face value, the fee is
+    // booked to expense:fees, so the asset account holds what the wallet holds.
     let fee = input_fee(&s.mint, proofs.len());
+    let wallet_sat = redeemer.balance(s.mint.url(), "sat").await.unwrap();
+    assert_eq!(wallet_sat, 5 - fee);
+    assert_eq!(p.fee, Msat::from_msat(fee * 1000));
+    let state = store.state();
+    let mint_asset = paydvm_ledger::Account::Asset(Asset::Mint {
+        url: s.mint.url().to_owned(),
+    });
     assert_eq!(
-        redeemer.balance(s.mint.url(), "sat").await.unwrap(),
-        5 - fee
+        state.balance(&mint_asset).signed(true),
+        i128::from(wallet_sat * 1000),
+        "the ledger's mint account holds what the wallet holds"
     );
     assert_eq!(
-        store
-            .state()
-            .balance(&paydvm_ledger::Account::Asset(Asset::Mint {
-                url: s.mint.url().to_owned()
-            }))
-            .debits,
-        Msat::from_msat(5_000)
+        state.balance(&paydvm_ledger::Account::Fees).signed(true),
+        i128::from(fee * 1000)
     );
 }
 

@@ -68,6 +68,7 @@ fn paid_and_started(j: &str) -> Vec<LedgerEvent> {
                 reference: PaymentRef::new(format!("hash-{j}")).unwrap(),
                 linked: vec![],
                 amount: Msat::from_msat(10_000),
+                fee: Msat::ZERO,
                 evidence: None,
                 payer: None,
                 target: PaymentTarget::Job {

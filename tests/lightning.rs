@@ -126,6 +126,7 @@ async fn invoice_paid_job_runs_once_after_settlement() {
         reference: invoice.payment_hash(),
         linked: Vec::new(),
         amount: Msat::from_msat(5_000),
+        fee: Msat::ZERO,
         evidence: None,
         payer: None,
         names: Some(job.clone()),

@@ -394,6 +394,7 @@ pub fn top_up(ledger: &Path, customer: &PublicKey, msat: u64) {
                 reference: PaymentRef::new("topup-1").unwrap(),
                 linked: Vec::new(),
                 amount: Msat::from_msat(msat),
+                fee: Msat::ZERO,
                 evidence: None,
                 payer: None,
                 target: PaymentTarget::Credit {

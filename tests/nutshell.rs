@@ -11,10 +11,14 @@ use std::time::Duration;
 use cdk::nuts::Proof;
 use nostr_sdk::Keys;
 
+use paydvm_ledger::{Account, Asset, JobId, JobState, Msat, Rail};
+
 use crate::cashu::{
-    check_a_nutzap_pays_a_quoted_job, check_bad_nutzaps_credit_nothing, mint_proofs, setup, wallet,
-    MintUnderTest,
+    check_a_nutzap_pays_a_quoted_job, check_bad_nutzaps_credit_nothing, input_fee, mint_proofs,
+    nutzap, payments, quoted_job_for, setup, setup_on, wait_until, wallet, MintUnderTest,
 };
+use crate::cashu_mint::wallet_balance;
+use crate::node::{is_status, tag_values, wait_state, Customer};
 
 /// Nutshell's default `MINT_INPUT_FEE_PPK`, set explicitly so the tests know the fee.
 const INPUT_FEE_PPK: u64 = 100;
@@ -207,4 +211,67 @@ async fn nutzaps_at_nutshell_pay_a_job_and_bad_ones_credit_nothing() {
     })
     .await;
     check_bad_nutzaps_credit_nothing(&setup(&mint).await).await;
+    check_the_customer_covers_the_input_fee(&mint).await;
+}
+
+/// With `input_fees = "customer"` the quote says so, and a NutZap of exactly the price counts
+/// face minus the mint's input fee: the job stays partially paid and the customer is told what
+/// is still owed. The ledger's mint account holds what the wallet holds; no fee is our expense.
+async fn check_the_customer_covers_the_input_fee(mint: &Nutshell) {
+    let s = setup_on(mint, "input_fees = \"customer\"\n").await;
+    let node = s.start().await;
+    let mut customer = Customer::connect(&s.urls).await;
+    let (request, quote) = quoted_job_for(&mut customer, "fee").await;
+    let job = request.id.to_hex();
+    assert_eq!(
+        tag_values(&quote, "cashu_fees"),
+        Some(vec!["customer".to_owned()])
+    );
+    let proofs = mint_proofs(&wallet(mint.url()).await, 5, Some(&s.lock())).await;
+    let fee = input_fee(mint, proofs.len());
+    assert!(fee > 0, "Nutshell charges an input fee");
+    let zap = nutzap(
+        &customer.keys,
+        &proofs,
+        mint.url(),
+        "sat",
+        Some(quote.id),
+        &node.pubkey(),
+        "price only",
+    );
+    customer.client.send_event(&zap).await.unwrap();
+    let owed = customer
+        .wait_for(request.id, |e| {
+            is_status("payment-required")(e) && e.id != quote.id
+        })
+        .await;
+    assert_eq!(
+        tag_values(&owed, "amount").unwrap()[0],
+        (fee * 1000).to_string()
+    );
+    wait_state(&node, &job, JobState::PartiallyPaid).await;
+    let stats = node.nutzap_stats().unwrap();
+    wait_until("the rail saw the credit", || stats.credited() == 1).await;
+    node.shutdown().await;
+
+    let store = s.store();
+    assert!(store.verify().is_ok());
+    let paid = payments(&store, Rail::NutZap);
+    assert_eq!(paid.len(), 1);
+    assert_eq!(paid[0].amount, Msat::from_msat((5 - fee) * 1000));
+    assert_eq!(paid[0].fee, Msat::ZERO);
+    let asset = Account::Asset(Asset::Mint {
+        url: mint.url().to_owned(),
+    });
+    let wallet_sat = wallet_balance(&s).await;
+    assert_eq!(wallet_sat, 5 - fee);
+    assert_eq!(
+        store.state().balance(&asset).signed(true),
+        i128::from(wallet_sat * 1000)
+    );
+    assert_eq!(store.state().balance(&Account::Fees).signed(true), 0);
+    assert_eq!(
+        store.state().held(&Account::Job(JobId::new(&job).unwrap())),
+        Msat::from_msat((5 - fee) * 1000)
+    );
 }

@@ -21,6 +21,7 @@ fn invoice_payment(
         reference: reference.to_owned(),
         linked: Vec::new(),
         amount: Msat::from_msat(msat),
+        fee: Msat::ZERO,
         evidence: None,
         payer: None,
         names,

@@ -104,7 +104,8 @@ async fn spent(s: &CashuSetup, proofs: &[Proof]) -> Vec<State> {
         .collect()
 }
 
-/// The ledger's Cashu token payments, and its Cashu asset account at the test mint.
+/// The ledger's Cashu token payments, and what its Cashu asset account at the test mint holds
+/// (after any mint input fee).
 fn token_ledger(s: &CashuSetup) -> (Vec<paydvm_ledger::Payment>, Msat) {
     let store = s.store();
     assert!(store.verify().is_ok());
@@ -113,7 +114,9 @@ fn token_ledger(s: &CashuSetup) -> (Vec<paydvm_ledger::Payment>, Msat) {
     });
     (
         payments(&store, Rail::CashuToken),
-        store.state().balance(&asset).debits,
+        Msat::from_msat(
+            u64::try_from(store.state().balance(&asset).signed(true)).expect("an asset is >= 0"),
+        ),
     )
 }
 

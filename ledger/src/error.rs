@@ -24,6 +24,8 @@ pub enum TransitionError {
     RepeatedRefInPayment(PaymentRef),
     #[error("a payment amount must be positive")]
     ZeroAmount,
+    #[error("payment fee {fee} exceeds the payment amount {amount}")]
+    FeeExceedsPayment { fee: Msat, amount: Msat },
     #[error("a quote amount must be positive")]
     ZeroQuote,
     #[error("job {job}: payment exceeds the remaining {remaining} and no disposition for the excess {excess} was given")]

@@ -131,10 +131,18 @@ pub struct Payment {
     /// Further references consumed by this payment (e.g. Cashu proof Ys).
     pub linked: Vec<PaymentRef>,
     pub amount: Msat,
+    /// What taking the payment cost us (mint input fees): booked to `expense:fees`, so the
+    /// asset account holds `amount - fee`. Absent in events written before fees were booked.
+    #[serde(default, skip_serializing_if = "is_zero_msat")]
+    pub fee: Msat,
     /// The Nostr event that carried the evidence (zap receipt, nutzap), if any.
     pub evidence: Option<EventId>,
     pub payer: Option<Pubkey>,
     pub target: PaymentTarget,
+}
+
+fn is_zero_msat(m: &Msat) -> bool {
+    m.is_zero()
 }
 
 /// Why a job was allowed into the executor queue.

@@ -755,6 +755,12 @@ impl Planner<'_> {
             return Err(TransitionError::ZeroAmount);
         }
         check_amount("payment", payment.amount)?;
+        if payment.fee > payment.amount {
+            return Err(TransitionError::FeeExceedsPayment {
+                fee: payment.fee,
+                amount: payment.amount,
+            });
+        }
         if payment.linked.len() > MAX_LINKED_REFS {
             return Err(TransitionError::TooMany {
                 field: "linked",
@@ -771,6 +777,7 @@ impl Planner<'_> {
             self.change.payment_refs.push(r.clone());
         }
         let asset = Account::Asset(payment.asset.clone());
+        let fee_paid_from = asset.clone();
         match &payment.target {
             PaymentTarget::Job { job, booking } => {
                 let mut rec = self.load_job(job)?;
@@ -800,6 +807,8 @@ impl Planner<'_> {
                 self.post(asset, Account::Unmatched, payment.amount)?;
             }
         }
+        // The target is owed the face value; the fee is our cost of taking the money.
+        self.post(Account::Fees, fee_paid_from, payment.fee)?;
         Ok(())
     }
 

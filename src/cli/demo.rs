@@ -344,6 +344,7 @@ fn top_up(ledger: &Path, customer: &Keys) -> anyhow::Result<()> {
             reference: PaymentRef::new(reference)?,
             linked: Vec::new(),
             amount: Msat::from_msat(TOP_UP_MSAT),
+            fee: Msat::ZERO,
             evidence: None,
             payer: None,
             target: PaymentTarget::Credit {

@@ -14,6 +14,28 @@ pub struct Cashu {
     /// The P2PK receiving key: a 0600 file or an environment variable, like the node key.
     pub p2pk_key: KeySource,
     pub public_tokens: PublicTokens,
+    pub input_fees: InputFees,
+}
+
+/// Who bears the mint's input fee (NUT-02) when the node swaps received ecash. The quote says
+/// which (`["cashu_fees", …]` in the payment-required feedback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InputFees {
+    /// The ecash counts at its face value; the fee is booked to `expense:fees`.
+    #[default]
+    Operator,
+    /// The ecash counts at face value minus the fee: the customer sends enough to cover it.
+    Customer,
+}
+
+impl InputFees {
+    /// The value of the quote's `cashu_fees` tag.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputFees::Operator => "operator",
+            InputFees::Customer => "customer",
+        }
+    }
 }
 
 /// A token in a clear request tag was readable by every relay and reader before it reached
@@ -58,9 +80,20 @@ impl Cashu {
                 ))
             }
         };
+        let input_fees = match raw.input_fees.as_deref() {
+            None | Some("operator") => InputFees::Operator,
+            Some("customer") => InputFees::Customer,
+            Some(other) => {
+                return Err(check.invalid(
+                    "cashu.input_fees",
+                    format!("{other:?} is not a policy; use \"operator\" or \"customer\""),
+                ))
+            }
+        };
         Ok(Cashu {
             p2pk_key,
             public_tokens,
+            input_fees,
         })
     }
 }

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use nostr_sdk::{Keys, PublicKey};
 use paydvm_policies::Policy;
 
-pub use cashu::{pending_path, wallet_path, Cashu, PublicTokens};
+pub use cashu::{pending_path, wallet_path, Cashu, InputFees, PublicTokens};
 pub use error::ConfigError;
 pub use keys::{
     create_key_file, key_from_env_value, load_key_file, load_or_create_key, parse_secret_key,
@@ -109,6 +109,8 @@ pub struct Config {
     /// `cashu.public_tokens`: tokens in clear request tags ([`PublicTokens::Refuse`] without
     /// `[cashu]`).
     pub public_tokens: PublicTokens,
+    /// `cashu.input_fees`: who bears the mint's input fee on a swap.
+    pub input_fees: InputFees,
 }
 
 impl Config {
@@ -214,6 +216,10 @@ impl Config {
                 .cashu
                 .as_ref()
                 .map_or(PublicTokens::default(), |c| c.public_tokens),
+            input_fees: file
+                .cashu
+                .as_ref()
+                .map_or(InputFees::default(), |c| c.input_fees),
         })
     }
 

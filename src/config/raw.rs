@@ -39,6 +39,7 @@ pub(crate) struct RawCashu {
     pub p2pk_key_file: Option<String>,
     pub p2pk_key_env: Option<String>,
     pub public_tokens: Option<String>,
+    pub input_fees: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

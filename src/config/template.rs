@@ -55,6 +55,9 @@ p2pk_key_file = "paydvm-nutzap.key"
 # A Cashu token in a clear request tag may have been read by anyone: "refuse" (default) or
 # "race_swap" (swap it at once; the mint decides who was first). Encrypted tokens are taken.
 # public_tokens = "refuse"
+# Who bears the mint's input fee when the node swaps received ecash (the quote says which):
+# "operator" (default; booked to expense:fees) or "customer" (the ecash counts minus the fee).
+# input_fees = "operator"
 
 # One [[offer]] per NIP-90 job kind the node serves. The kind must also be priced in the
 # policy's [[pricing.kind]] rate card (a free kind is priced with mode = "free").

@@ -360,6 +360,21 @@ fn cashu_key_is_loaded_and_required_once_a_mint_is_trusted() {
     let err = parse(&typo).unwrap_err();
     assert_eq!(err.field(), Some("cashu.public_tokens"), "{err}");
 
+    assert_eq!(config.input_fees, InputFees::Operator, "the default");
+    let customer = format!(
+        "{}\n{env_cashu}input_fees = \"customer\"\n",
+        toml(NODE, RELAYS, OFFER)
+    );
+    fs::write(setup.path("paydvm.toml"), customer).unwrap();
+    let config = Config::load_with_env(setup.path("paydvm.toml"), env).unwrap();
+    assert_eq!(config.input_fees, InputFees::Customer);
+    let typo = format!(
+        "{}\n{env_cashu}input_fees = \"mint\"\n",
+        toml(NODE, RELAYS, OFFER)
+    );
+    let err = parse(&typo).unwrap_err();
+    assert_eq!(err.field(), Some("cashu.input_fees"), "{err}");
+
     let both = "[cashu]\np2pk_key_file = \"a\"\np2pk_key_env = \"B\"\n";
     let err = parse(&format!("{}\n{both}", toml(NODE, RELAYS, OFFER))).unwrap_err();
     assert_eq!(err.field(), Some("cashu.p2pk_key_file"), "{err}");

@@ -33,7 +33,7 @@ use super::invoicing::{InvoiceDesk, InvoiceRequest};
 use super::outbox::{Outbox, Publication};
 use super::refunds::RefundDesk;
 use super::{now_ms, worker};
-use crate::config::Relays;
+use crate::config::{InputFees, Relays};
 use crate::executor::Executors;
 use crate::lightning::{Invoice, IssuedInvoice};
 use crate::protocol::nip90::{
@@ -133,6 +133,8 @@ pub struct CoreParts {
     pub ecash_refunds: Option<EcashRefundDesk>,
     /// How long an undelivered effect waits before the outbox is given it again.
     pub resend_after: std::time::Duration,
+    /// Who bears Cashu mint input fees, told in each quote; `None` when the Cashu rail is off.
+    pub cashu_fees: Option<InputFees>,
 }
 
 /// What start-up found: where intake catches up from and which requests it must fetch again.
@@ -193,6 +195,7 @@ pub struct Core {
     gave_up: HashMap<String, UnixMs>,
     resend_after: std::time::Duration,
     closing: Option<oneshot::Sender<()>>,
+    cashu_fees: Option<InputFees>,
 }
 
 fn key(k: String) -> anyhow::Result<IdemKey> {
@@ -225,6 +228,7 @@ impl Core {
             gave_up: HashMap::new(),
             resend_after: parts.resend_after,
             closing: None,
+            cashu_fees: parts.cashu_fees,
         }
     }
 
@@ -870,12 +874,15 @@ impl Core {
             .requests
             .get(job.as_str())
             .ok_or_else(|| anyhow!("job {job} quoted but its request is not in memory"))?;
-        let feedback = Feedback::new(Status::PaymentRequired)
+        let mut feedback = Feedback::new(Status::PaymentRequired)
             .with_amount(Amount {
                 msat: amount,
                 bolt11: invoice.as_ref().map(|i| i.bolt11.clone()),
             })
             .with_expiration(Timestamp::from_secs(expires_at.0 / 1000));
+        if let Some(who) = self.cashu_fees {
+            feedback = feedback.with_cashu_fees(who.as_str());
+        }
         let (effect, p) = self.feedback(job, pending, feedback, at)?;
         let options = invoice
             .iter()

@@ -137,6 +137,7 @@ async fn forward(
             reference: settlement.payment_hash,
             linked: Vec::new(),
             amount: settlement.amount,
+            fee: Msat::ZERO,
             evidence: None,
             payer: None,
             names: Some(tag),

@@ -257,6 +257,7 @@ impl Node {
                 )
             }),
             resend_after: options.resend_after,
+            cashu_fees: p2pk.as_ref().map(|_| config.input_fees),
         });
         let startup = core.startup()?;
         let since_ms = startup.newest_at;
@@ -267,6 +268,7 @@ impl Node {
                     identity: keys.clone(),
                     offered: offered.clone(),
                     public_tokens: config.public_tokens,
+                    input_fees: config.input_fees,
                     p2pk,
                     mints: trusted_mints,
                     redeemer,

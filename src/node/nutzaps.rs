@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use nostr_sdk::nips::nip44;
 use nostr_sdk::prelude::{Event, EventBuilder, Keys, Kind, Tag};
-use paydvm_ledger::{Asset, Rail};
+use paydvm_ledger::{Asset, Msat, Rail};
 use paydvm_mints::pending::PendingError;
 use paydvm_mints::{
     MintRegistry, MintStatus, NutZapEvent, Origin, PendingState, PendingSwap, PendingSwaps,
@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use super::core::{Command, VerifiedPayment};
 use super::now_ms;
-use crate::config::PublicTokens;
+use crate::config::{InputFees, PublicTokens};
 
 /// How often due retries are looked for.
 const RETRY_EVERY: Duration = Duration::from_millis(500);
@@ -134,6 +134,8 @@ pub struct NutZapRailParts {
     pub offered: Vec<u16>,
     /// What to do with a token in a clear request tag.
     pub public_tokens: PublicTokens,
+    /// Who bears the mint's input fee on our swap.
+    pub input_fees: InputFees,
     pub p2pk: ReceiveKey,
     pub mints: Vec<TrustedMint>,
     /// The cdk wallet, shared with the ecash-refund desk.
@@ -154,6 +156,7 @@ pub(super) struct Worker {
     pub(super) identity: Keys,
     pub(super) offered: Vec<u16>,
     pub(super) public_tokens: PublicTokens,
+    input_fees: InputFees,
     pub(super) us: Recipient,
     pub(super) registry: MintRegistry,
     redeemer: Arc<Redeemer>,
@@ -181,6 +184,7 @@ impl NutZapRail {
             identity: parts.identity,
             offered: parts.offered,
             public_tokens: parts.public_tokens,
+            input_fees: parts.input_fees,
             registry: MintRegistry::new(parts.mints),
             redeemer: parts.redeemer,
             pending,
@@ -392,13 +396,14 @@ impl Worker {
         if fee > 0 {
             info!(nutzap = %id, fee, unit = %row.nutzap.unit, "mint input fee paid on the swap");
         }
-        self.credit(&row.nutzap, received).await;
+        self.credit(&row.nutzap, received, fee).await;
         None
     }
 
-    async fn credit(&mut self, nutzap: &VerifiedNutZap, received: u64) {
+    async fn credit(&mut self, nutzap: &VerifiedNutZap, received: u64, fee: u64) {
         let reference = reference(nutzap);
-        let payment = match nutzap.origin {
+        let fee = input_fee_msat(nutzap, fee);
+        let mut payment = match nutzap.origin {
             Origin::NutZap => VerifiedPayment {
                 idem: reference.clone(),
                 rail: Rail::NutZap,
@@ -408,12 +413,18 @@ impl Worker {
                 reference: reference.clone(),
                 linked: nutzap.ys.clone(),
                 amount: nutzap.amount,
+                fee,
                 evidence: Some(nutzap.event_id.clone()),
                 payer: Some(nutzap.sender.clone()),
                 names: nutzap.target.clone(),
             },
-            Origin::RequestToken => super::tokens::payment(nutzap),
+            Origin::RequestToken => super::tokens::payment(nutzap, fee),
         };
+        if self.input_fees == InputFees::Customer {
+            // The fee never was ours: only what reached our wallet counts toward the job.
+            payment.amount = payment.amount.checked_sub(fee).unwrap_or(Msat::ZERO);
+            payment.fee = Msat::ZERO;
+        }
         if self
             .commands
             .send(Command::Payment(Box::new(payment)))
@@ -508,4 +519,12 @@ pub(super) fn reference(nutzap: &VerifiedNutZap) -> String {
         Origin::NutZap => format!("nutzap:{}", nutzap.event_id),
         Origin::RequestToken => nutzap.event_id.clone(),
     }
+}
+
+/// The mint's input fee (in the ecash unit) in msat: the unit's msat value is `amount / units`
+/// (exact for the units we accept). Never more than the ecash was worth.
+fn input_fee_msat(ecash: &VerifiedNutZap, fee_units: u64) -> Msat {
+    let per_unit = ecash.amount.as_msat().checked_div(ecash.units).unwrap_or(0);
+    let fee = per_unit.saturating_mul(fee_units);
+    Msat::from_msat(fee.min(ecash.amount.as_msat()))
 }

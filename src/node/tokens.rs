@@ -9,7 +9,7 @@
 //! Tokens are bearer secrets: none is ever logged, put in an error or sent back.
 
 use nostr_sdk::prelude::Event;
-use paydvm_ledger::{Asset, JobState, Rail};
+use paydvm_ledger::{Asset, JobState, Msat, Rail};
 use paydvm_mints::{PendingState, PendingSwap, Reject, RequestToken, VerifiedNutZap};
 use tracing::warn;
 
@@ -38,7 +38,8 @@ pub fn may_carry_tokens(event: &Event) -> bool {
 
 /// The payment a swapped request token makes: `reference` and `idem` are its id (a hash of its
 /// proof Ys), the Ys are linked so the same proofs in a NutZap or another token credit nothing.
-pub(super) fn payment(token: &VerifiedNutZap) -> VerifiedPayment {
+/// `fee` is the mint's input fee on the swap, in msat.
+pub(super) fn payment(token: &VerifiedNutZap, fee: Msat) -> VerifiedPayment {
     let reference = reference(token);
     VerifiedPayment {
         idem: reference.clone(),
@@ -49,6 +50,7 @@ pub(super) fn payment(token: &VerifiedNutZap) -> VerifiedPayment {
         reference,
         linked: token.ys.clone(),
         amount: token.amount,
+        fee,
         evidence: token.target.clone(),
         payer: Some(token.sender.clone()),
         names: token.target.clone(),

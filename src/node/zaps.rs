@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use nostr_sdk::prelude::{Event, PublicKey};
-use paydvm_ledger::{Asset, Rail};
+use paydvm_ledger::{Asset, Msat, Rail};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -28,6 +28,7 @@ pub fn zap_payment(zap: &VerifiedZap) -> VerifiedPayment {
         reference: zap.payment_hash.clone(),
         linked: Vec::new(),
         amount: zap.amount,
+        fee: Msat::ZERO,
         evidence: Some(zap.receipt_id.to_hex()),
         payer: Some(zap.payer.to_hex()),
         names: zap.target.map(|t| t.to_hex()),

@@ -166,6 +166,7 @@ impl Workload {
             reference: id(hash.to_string()),
             linked: vec![],
             amount: Msat::from_msat(amount),
+            fee: Msat::ZERO,
             evidence: None,
             payer: Some(ctx.customer.clone()),
             target: PaymentTarget::Job {
@@ -194,6 +195,7 @@ impl Workload {
             reference: id(reference.clone()),
             linked,
             amount: Msat::from_msat(amount),
+            fee: Msat::ZERO,
             evidence: Some(id(reference.clone())),
             payer: Some(payer.clone()),
             target,

@@ -48,6 +48,7 @@ fn job_events(n: usize) -> Vec<LedgerEvent> {
                 reference: PaymentRef::new(format!("hash{n}")).unwrap(),
                 linked: vec![],
                 amount: Msat::from_msat(7_000),
+                fee: Msat::ZERO,
                 evidence: None,
                 payer: None,
                 target: PaymentTarget::Job {

@@ -511,6 +511,7 @@ fn payment(r: usize, amount: u64, target: PaymentTarget) -> EventBody {
         reference: pref(r),
         linked: vec![],
         amount: msat(amount),
+        fee: Msat::ZERO,
         evidence: None,
         payer: None,
         target,

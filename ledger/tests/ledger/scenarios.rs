@@ -53,6 +53,7 @@ fn pay(reference: &str, j: &str, amount: u64, booking: JobPayment) -> LedgerEven
             reference: PaymentRef::new(reference).unwrap(),
             linked: vec![],
             amount: Msat::from_msat(amount),
+            fee: Msat::ZERO,
             evidence: None,
             payer: None,
             target: PaymentTarget::Job {
@@ -385,6 +386,7 @@ fn out_of_range_amounts_and_times_are_refused_as_input_errors() {
                 reference: PaymentRef::new(k).unwrap(),
                 linked: vec![],
                 amount: Msat::from_msat(amount),
+                fee: Msat::ZERO,
                 evidence: None,
                 payer: None,
                 target: PaymentTarget::Credit {
@@ -413,5 +415,85 @@ fn out_of_range_amounts_and_times_are_refused_as_input_errors() {
         }
     }
     assert_eq!(accepted, (i64::MAX as u64 / max) as usize);
+    store.verify().unwrap();
+}
+
+fn ecash_pay(reference: &str, j: &str, amount: u64, fee: u64) -> LedgerEvent {
+    ev(
+        &format!("pay:{reference}"),
+        3,
+        EventBody::PaymentReceived(Payment {
+            rail: Rail::NutZap,
+            asset: Asset::Mint {
+                url: "http://127.0.0.1:3338".into(),
+            },
+            reference: PaymentRef::new(reference).unwrap(),
+            linked: vec![],
+            amount: Msat::from_msat(amount),
+            fee: Msat::from_msat(fee),
+            evidence: None,
+            payer: None,
+            target: PaymentTarget::Job {
+                job: job(j),
+                booking: apply(),
+            },
+        }),
+    )
+}
+
+#[test]
+fn mint_input_fee_is_our_expense_and_the_job_gets_the_face_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fees.sqlite");
+    let mut store = Store::open(&path, Durability::Full).unwrap();
+    for e in [
+        received("j1"),
+        quote("j1", 5_000),
+        ecash_pay("p1", "j1", 5_000, 1_000),
+    ] {
+        assert!(matches!(
+            store.append(&e).unwrap(),
+            AppendOutcome::Appended { .. }
+        ));
+    }
+    let mint = Account::Asset(Asset::Mint {
+        url: "http://127.0.0.1:3338".into(),
+    });
+    let s = store.state();
+    assert_eq!(s.job(&job("j1")).unwrap().state, JobState::Paid);
+    assert_eq!(s.held(&Account::Job(job("j1"))), Msat::from_msat(5_000));
+    assert_eq!(s.balance(&mint).signed(true), 4_000);
+    assert_eq!(s.balance(&Account::Fees).signed(true), 1_000);
+    store.verify().unwrap();
+    store.close().unwrap();
+    // Replaying the file from scratch computes the same postings.
+    paydvm_ledger::store::verify_file(&path).unwrap();
+    let reopened = Store::open(&path, Durability::Full).unwrap();
+    assert_eq!(reopened.state().balance(&mint).signed(true), 4_000);
+    assert_eq!(reopened.state().balance(&Account::Fees).signed(true), 1_000);
+}
+
+#[test]
+fn a_payment_without_a_fee_is_stored_as_before() {
+    let e = pay("h1", "j1", 5_000, apply());
+    let json = serde_json::to_string(&e.body).unwrap();
+    assert!(!json.contains("fee"), "{json}");
+    let with_fee = ecash_pay("p1", "j1", 5_000, 1);
+    let json = serde_json::to_string(&with_fee.body).unwrap();
+    assert!(json.contains("\"fee\":1"), "{json}");
+}
+
+#[test]
+fn a_fee_above_the_payment_is_refused() {
+    let mut store = Store::open_in_memory().unwrap();
+    store.append(&received("j1")).unwrap();
+    store.append(&quote("j1", 5_000)).unwrap();
+    let err = store
+        .append(&ecash_pay("p1", "j1", 5_000, 5_001))
+        .unwrap_err();
+    assert!(err.to_string().contains("fee"), "{err}");
+    let s = store.state();
+    assert_eq!(s.job(&job("j1")).unwrap().state, JobState::Quoted);
+    assert_eq!(s.balance(&Account::Fees).signed(true), 0);
     store.verify().unwrap();
 }

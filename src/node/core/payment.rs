@@ -27,6 +27,9 @@ pub struct VerifiedPayment {
     /// Further references the payment consumes (Cashu proof Ys).
     pub linked: Vec<String>,
     pub amount: Msat,
+    /// What taking it cost us (Cashu mint input fees; ZERO on Lightning), booked to
+    /// `expense:fees`. `amount` stays the face value the customer sent.
+    pub fee: Msat,
     /// The Nostr event (hex id) that carried the evidence, if any.
     pub evidence: Option<String>,
     /// The payer's pubkey (hex), if known.
@@ -74,6 +77,7 @@ impl Core {
                     .map(|r| PaymentRef::new(r.clone()).map_err(|e| anyhow!("{e}")))
                     .collect::<anyhow::Result<_>>()?,
                 amount: payment.amount,
+                fee: payment.fee,
                 evidence: payment
                     .evidence
                     .clone()

@@ -39,6 +39,9 @@ pub struct Feedback {
     pub content: String,
     /// NIP-40: relays may drop the event after this.
     pub expiration: Option<Timestamp>,
+    /// Who bears the Cashu mint's input fee (`operator` | `customer`): `["cashu_fees", …]` on a
+    /// quote when the node takes ecash.
+    pub cashu_fees: Option<&'static str>,
 }
 
 impl Feedback {
@@ -49,7 +52,13 @@ impl Feedback {
             amount: None,
             content: String::new(),
             expiration: None,
+            cashu_fees: None,
         }
+    }
+
+    pub fn with_cashu_fees(mut self, who: &'static str) -> Self {
+        self.cashu_fees = Some(who);
+        self
     }
 
     pub fn with_info(mut self, info: impl Into<String>) -> Self {
@@ -93,6 +102,11 @@ pub fn feedback_event(
     let to = Addressee::of(request, relay_hint)?;
     let mut private = vec![feedback.status_tag()];
     private.extend(feedback.amount.as_ref().map(Amount::tag));
+    private.extend(
+        feedback
+            .cashu_fees
+            .map(|who| Tag::custom(TagKind::custom("cashu_fees"), [who])),
+    );
 
     let content_tag = Tag::custom(TagKind::custom("content"), [feedback.content.clone()]);
     let hidden = [private.as_slice(), &[content_tag]].concat();
@@ -128,6 +142,26 @@ mod tests {
                 bolt11: Some(INVOICE.into()),
             })
             .with_content("a sample")
+    }
+
+    #[test]
+    fn a_quote_can_say_who_bears_cashu_input_fees() {
+        let (us, customer) = (Keys::generate(), Keys::generate());
+        let event = request(&customer, &[&["i", "hi", "text"]]);
+        let parsed = parse_request(&event, &us.public_key(), &us).unwrap();
+        let feedback = payment_required().with_cashu_fees("customer");
+        let signed = feedback_event(&parsed, &feedback, None, &us)
+            .unwrap()
+            .sign_with_keys(&us)
+            .unwrap();
+        assert!(values(&signed)
+            .iter()
+            .any(|t| t == &["cashu_fees", "customer"]));
+        let plain = feedback_event(&parsed, &payment_required(), None, &us)
+            .unwrap()
+            .sign_with_keys(&us)
+            .unwrap();
+        assert!(!values(&plain).iter().any(|t| t[0] == "cashu_fees"));
     }
 
     #[test]
