@@ -2,86 +2,21 @@
 //! over N jobs against an in-process cdk mint (FakeWallet, cdk-axum on 127.0.0.1), and the swap
 //! round trip alone (verify + `Redeemer::swap`), which dominates it.
 //!
-//! `cargo bench --bench nutzap [-- JOBS]` (default 200). A `[[bench]]` target so it may use the
-//! test mint's dev-dependencies; not a test: it asserts nothing about time.
+//! `cargo bench --bench nutzap [-- JOBS]` (default 200). Not a test: it asserts nothing about
+//! time. The node's wallet runs with `mint_requests_per_minute = 0` (no pacing): the mint is
+//! ours and in-process, and cdk's default (20 per minute) would measure the pacing.
 
-use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use cdk::amount::SplitTarget;
-use cdk::mint::{MintBuilder, MintMeltLimits};
-use cdk::nuts::nut00::KnownMethod;
-use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod, Proof, SpendingConditions};
-use cdk::types::FeeReserve;
-use cdk::wallet::Wallet;
-use cdk::Amount;
+use cdk::nuts::Proof;
 use nostr_sdk::prelude::*;
 use paydvm::bench_stats::percentile;
 use paydvm::config::{create_key_file, Config};
+use paydvm::local_mint::{self, LocalMint};
 use paydvm::node::Node;
 use paydvm_ledger::store::Store;
 use paydvm_ledger::{EventBody, JobState};
-
-async fn start_mint() -> String {
-    let db = Arc::new(cdk_sqlite::mint::memory::empty().await.unwrap());
-    let mut builder = MintBuilder::new(db.clone());
-    let fake = cdk_fake_wallet::FakeWallet::new(
-        FeeReserve {
-            min_fee_reserve: 1.into(),
-            percent_fee_reserve: 1.0,
-        },
-        HashMap::default(),
-        HashSet::default(),
-        0,
-        CurrencyUnit::Sat,
-    );
-    builder
-        .add_payment_processor(
-            CurrencyUnit::Sat,
-            PaymentMethod::Known(KnownMethod::Bolt11),
-            MintMeltLimits::new(1, 1_000_000),
-            Arc::new(fake),
-        )
-        .await
-        .unwrap();
-    let seed = Keys::generate().secret_key().secret_bytes();
-    let mint = builder.build_with_seed(db, &seed).await.unwrap();
-    mint.start().await.unwrap();
-    let router = cdk_axum::create_mint_router(Arc::new(mint), vec!["bolt11".to_owned()])
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    url
-}
-
-async fn mint_locked(wallet: &Wallet, sat: u64, lock: &str) -> Vec<Proof> {
-    let quote = wallet
-        .mint_quote(PaymentMethod::BOLT11, Some(Amount::from(sat)), None, None)
-        .await
-        .unwrap();
-    while wallet
-        .check_mint_quote_status(&quote.id)
-        .await
-        .unwrap()
-        .state
-        != MintQuoteState::Paid
-    {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let lock = SpendingConditions::new_p2pk(cdk::nuts::PublicKey::from_hex(lock).unwrap(), None);
-    wallet
-        .mint(&quote.id, SplitTarget::default(), Some(lock))
-        .await
-        .unwrap()
-}
 
 fn nutzap(sender: &Keys, proofs: &[Proof], mint: &str, job: EventId, to: PublicKey) -> Event {
     let mut tags: Vec<Tag> = proofs
@@ -119,7 +54,8 @@ async fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(200);
-    let mint_url = start_mint().await;
+    let mint = LocalMint::start().await.unwrap();
+    let mint_url = mint.url.clone();
     let (_relay, relay_url) = paydvm::node::local_relay::start_local_relay()
         .await
         .unwrap();
@@ -141,7 +77,7 @@ async fn main() {
             "[node]\nname = \"bench\"\nledger = \"paydvm.db\"\npolicy = \"policy.toml\"\n\
              key_file = \"paydvm.key\"\n\n[relays]\nurls = [\"{relay_url}\"]\n\n\
              [[offer]]\nkind = 5050\nexecutor = {{ builtin = \"text\" }}\nmax_concurrency = 64\n\n\
-             [cashu]\np2pk_key_file = \"paydvm-nutzap.key\"\n"
+             [cashu]\np2pk_key_file = \"paydvm-nutzap.key\"\nmint_requests_per_minute = 0\n"
         ),
     )
     .unwrap();
@@ -153,24 +89,17 @@ async fn main() {
     }
     let lock = format!("02{}", p2pk.expose().public_key().to_hex());
     let customer = Keys::generate();
-    let store = cdk_sqlite::wallet::memory::empty().await.unwrap();
-    let mut seed = [0u8; 64];
-    seed[..32].copy_from_slice(&Keys::generate().secret_key().secret_bytes());
-    // The customer is not what is measured: no client-side pacing for it. (The node's own
-    // wallet keeps cdk's default pacing of 20 requests per minute per mint after a burst of 20.)
-    let wallet = cdk::wallet::WalletBuilder::new()
-        .mint_url(mint_url.parse().unwrap())
-        .unit(CurrencyUnit::Sat)
-        .localstore(Arc::new(store))
-        .seed(seed)
-        .without_rate_limiting()
-        .build()
-        .unwrap();
+    // The customer is not what is measured: its wallet does no client-side pacing.
+    let wallet = local_mint::memory_wallet(&mint_url).await.unwrap();
 
     // Mint the ecash, then quote every job: only the NutZap's path is timed.
     let mut minted = Vec::with_capacity(jobs);
     for _ in 0..jobs {
-        minted.push(mint_locked(&wallet, 5, &lock).await);
+        minted.push(
+            local_mint::mint_ecash(&wallet, 5, Some(&lock))
+                .await
+                .unwrap(),
+        );
     }
     let mut prepared = Vec::with_capacity(jobs);
     for (i, proofs) in minted.into_iter().enumerate() {
@@ -247,7 +176,9 @@ async fn main() {
     let mut swaps = Vec::with_capacity(jobs);
     let mut verifies = Vec::with_capacity(jobs);
     for i in 0..jobs {
-        let proofs = mint_locked(&wallet, 5, &lock).await;
+        let proofs = local_mint::mint_ecash(&wallet, 5, Some(&lock))
+            .await
+            .unwrap();
         let zap = nutzap(
             &customer,
             &proofs,

@@ -1,29 +1,18 @@
-//! Shared Cashu test setup: an in-process cdk mint (MintBuilder + FakeWallet, served by
-//! cdk-axum on 127.0.0.1), customer wallets minting from it, and a node that trusts it.
+//! Shared Cashu test setup: the in-process cdk mint of `paydvm::local_mint`, customer wallets minting from it, and a node that trusts it.
 
-use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use cdk::amount::SplitTarget;
-use cdk::mint::{MintBuilder, MintMeltLimits};
-use cdk::nuts::nut00::KnownMethod;
-use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod, Proof, SpendingConditions};
-use cdk::types::FeeReserve;
+use cdk::nuts::Proof;
 use cdk::wallet::Wallet;
-use cdk::Amount;
 use nostr_sdk::prelude::*;
 use paydvm::config::{create_key_file, Config};
+use paydvm::local_mint::{self, LocalMint};
 use paydvm::node::local_relay::EmbeddedRelay;
 use paydvm::node::{Node, NodeHandle};
 use paydvm_ledger::store::Store;
 use paydvm_ledger::{EventBody, Rail};
-use tokio::task::JoinHandle;
 
 use crate::node::{start_relay, write_node_dir_with};
 
@@ -51,83 +40,29 @@ pub fn input_fee(mint: &impl MintUnderTest, inputs: usize) -> u64 {
     (inputs as u64 * mint.input_fee_ppk()).div_ceil(1000)
 }
 
-/// An in-process Cashu mint. `down` makes every request answer 503, as a mint behind a proxy
-/// does while it is unavailable.
-pub struct TestMint {
-    pub url: String,
-    down: Arc<AtomicBool>,
-    _server: JoinHandle<()>,
-}
+/// The library's in-process mint (`paydvm::local_mint`), as the tests use it.
+pub struct TestMint(LocalMint);
 
 impl TestMint {
     pub async fn start() -> TestMint {
-        let db = Arc::new(cdk_sqlite::mint::memory::empty().await.unwrap());
-        let mut builder = MintBuilder::new(db.clone());
-        let fake = cdk_fake_wallet::FakeWallet::new(
-            FeeReserve {
-                min_fee_reserve: 1.into(),
-                percent_fee_reserve: 1.0,
-            },
-            HashMap::default(),
-            HashSet::default(),
-            0,
-            CurrencyUnit::Sat,
-        );
-        builder
-            .add_payment_processor(
-                CurrencyUnit::Sat,
-                PaymentMethod::Known(KnownMethod::Bolt11),
-                MintMeltLimits::new(1, 100_000),
-                Arc::new(fake),
-            )
-            .await
-            .unwrap();
-        let seed = Keys::generate().secret_key().secret_bytes();
-        let mint = builder
-            .with_name("paydvm test mint".into())
-            .build_with_seed(db, &seed)
-            .await
-            .unwrap();
-        mint.start().await.unwrap();
-        let router = cdk_axum::create_mint_router(Arc::new(mint), vec!["bolt11".to_owned()])
-            .await
-            .unwrap();
-        let down = Arc::new(AtomicBool::new(false));
-        let gate = Arc::clone(&down);
-        let router = router.layer(axum::middleware::from_fn(
-            move |req: axum::extract::Request, next: axum::middleware::Next| {
-                let gate = Arc::clone(&gate);
-                async move {
-                    if gate.load(Ordering::SeqCst) {
-                        StatusCode::SERVICE_UNAVAILABLE.into_response()
-                    } else {
-                        next.run(req).await
-                    }
-                }
-            },
-        ));
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        TestMint {
-            url,
-            down,
-            _server: server,
-        }
+        TestMint(LocalMint::start().await.expect("the local mint starts"))
     }
 
     pub fn set_down(&self, down: bool) {
-        self.down.store(down, Ordering::SeqCst);
+        self.0.set_down(down);
+    }
+}
+
+impl std::ops::Deref for TestMint {
+    type Target = LocalMint;
+    fn deref(&self) -> &LocalMint {
+        &self.0
     }
 }
 
 impl MintUnderTest for TestMint {
     fn url(&self) -> &str {
-        &self.url
+        &self.0.url
     }
 
     fn input_fee_ppk(&self) -> u64 {
@@ -137,8 +72,7 @@ impl MintUnderTest for TestMint {
 
 /// A cdk wallet (in memory) at `mint`.
 pub async fn wallet(mint: &str) -> Wallet {
-    let store = cdk_sqlite::wallet::memory::empty().await.unwrap();
-    wallet_in(mint, Arc::new(store))
+    local_mint::memory_wallet(mint).await.unwrap()
 }
 
 /// A cdk wallet with a fresh seed at `mint`, keeping its proofs in `store`.
@@ -146,34 +80,12 @@ pub fn wallet_in(
     mint: &str,
     store: Arc<dyn cdk::cdk_database::WalletDatabase<cdk::cdk_database::Error> + Send + Sync>,
 ) -> Wallet {
-    let mut seed = [0u8; 64];
-    seed[..32].copy_from_slice(&Keys::generate().secret_key().secret_bytes());
-    seed[32..].copy_from_slice(&Keys::generate().secret_key().secret_bytes());
-    Wallet::new(mint, CurrencyUnit::Sat, store, seed, None).unwrap()
+    local_mint::customer_wallet(mint, store).unwrap()
 }
 
 /// Mints `sat` from the FakeWallet (it pays its own invoices), locked to `lock` if given.
 pub async fn mint_proofs(wallet: &Wallet, sat: u64, lock: Option<&str>) -> Vec<Proof> {
-    let quote = wallet
-        .mint_quote(PaymentMethod::BOLT11, Some(Amount::from(sat)), None, None)
-        .await
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let q = wallet.check_mint_quote_status(&quote.id).await.unwrap();
-        if q.state == MintQuoteState::Paid {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "quote never paid");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let conditions = lock.map(|hex| {
-        SpendingConditions::new_p2pk(cdk::nuts::PublicKey::from_hex(hex).unwrap(), None)
-    });
-    wallet
-        .mint(&quote.id, SplitTarget::default(), conditions)
-        .await
-        .unwrap()
+    local_mint::mint_ecash(wallet, sat, lock).await.unwrap()
 }
 
 pub struct CashuSetup<M = TestMint> {

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use paydvm_mints::MintPacing;
+
 use super::check::Check;
 use super::node::KeySource;
 use super::raw::RawCashu;
@@ -15,7 +17,11 @@ pub struct Cashu {
     pub p2pk_key: KeySource,
     pub public_tokens: PublicTokens,
     pub input_fees: InputFees,
+    pub mint_pacing: MintPacing,
 }
+
+/// Most requests per minute `mint_requests_per_minute` may allow.
+pub const MAX_MINT_REQUESTS_PER_MINUTE: i64 = 100_000;
 
 /// Who bears the mint's input fee (NUT-02) when the node swaps received ecash. The quote says
 /// which (`["cashu_fees", …]` in the payment-required feedback).
@@ -90,10 +96,26 @@ impl Cashu {
                 ))
             }
         };
+        // cdk paces each mint (a burst of 20, then 20 per minute) unless told otherwise; 0 turns
+        // pacing off (the operator's own mint).
+        let mint_pacing = match raw.mint_requests_per_minute {
+            None => MintPacing::CdkDefault,
+            Some(0) => MintPacing::Off,
+            Some(n @ 1..=MAX_MINT_REQUESTS_PER_MINUTE) => {
+                MintPacing::PerMinute(std::num::NonZeroU32::new(n as u32).expect("n is at least 1"))
+            }
+            Some(_) => {
+                return Err(check.invalid(
+                    "cashu.mint_requests_per_minute",
+                    format!("must be 0 (no pacing) ..= {MAX_MINT_REQUESTS_PER_MINUTE}"),
+                ))
+            }
+        };
         Ok(Cashu {
             p2pk_key,
             public_tokens,
             input_fees,
+            mint_pacing,
         })
     }
 }

@@ -111,6 +111,8 @@ pub struct Config {
     pub public_tokens: PublicTokens,
     /// `cashu.input_fees`: who bears the mint's input fee on a swap.
     pub input_fees: InputFees,
+    /// `cashu.mint_requests_per_minute`: how fast the Cashu wallet may call each mint.
+    pub mint_pacing: paydvm_mints::MintPacing,
 }
 
 impl Config {
@@ -220,6 +222,10 @@ impl Config {
                 .cashu
                 .as_ref()
                 .map_or(InputFees::default(), |c| c.input_fees),
+            mint_pacing: file
+                .cashu
+                .as_ref()
+                .map_or(paydvm_mints::MintPacing::default(), |c| c.mint_pacing),
         })
     }
 

@@ -40,6 +40,7 @@ pub(crate) struct RawCashu {
     pub p2pk_key_env: Option<String>,
     pub public_tokens: Option<String>,
     pub input_fees: Option<String>,
+    pub mint_requests_per_minute: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

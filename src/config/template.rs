@@ -58,6 +58,9 @@ p2pk_key_file = "paydvm-nutzap.key"
 # Who bears the mint's input fee when the node swaps received ecash (the quote says which):
 # "operator" (default; booked to expense:fees) or "customer" (the ecash counts minus the fee).
 # input_fees = "operator"
+# How fast the Cashu wallet may call each mint (requests per minute after an equal burst);
+# unset = cdk's default of 20, 0 = no pacing (your own mint).
+# mint_requests_per_minute = 20
 
 # One [[offer]] per NIP-90 job kind the node serves. The kind must also be priced in the
 # policy's [[pricing.kind]] rate card (a free kind is priced with mode = "free").

@@ -375,6 +375,37 @@ fn cashu_key_is_loaded_and_required_once_a_mint_is_trusted() {
     let err = parse(&typo).unwrap_err();
     assert_eq!(err.field(), Some("cashu.input_fees"), "{err}");
 
+    assert_eq!(config.mint_pacing, paydvm_mints::MintPacing::CdkDefault);
+    for (value, want) in [
+        ("0", Some(paydvm_mints::MintPacing::Off)),
+        (
+            "600",
+            Some(paydvm_mints::MintPacing::PerMinute(
+                std::num::NonZeroU32::new(600).unwrap(),
+            )),
+        ),
+        ("-1", None),
+        ("100001", None),
+    ] {
+        let text = format!(
+            "{}\n{env_cashu}mint_requests_per_minute = {value}\n",
+            toml(NODE, RELAYS, OFFER)
+        );
+        fs::write(setup.path("paydvm.toml"), &text).unwrap();
+        match want {
+            Some(pacing) => assert_eq!(
+                Config::load_with_env(setup.path("paydvm.toml"), env)
+                    .unwrap()
+                    .mint_pacing,
+                pacing
+            ),
+            None => assert_eq!(
+                parse(&text).unwrap_err().field(),
+                Some("cashu.mint_requests_per_minute")
+            ),
+        }
+    }
+
     let both = "[cashu]\np2pk_key_file = \"a\"\np2pk_key_env = \"B\"\n";
     let err = parse(&format!("{}\n{both}", toml(NODE, RELAYS, OFFER))).unwrap_err();
     assert_eq!(err.field(), Some("cashu.p2pk_key_file"), "{err}");

@@ -212,7 +212,8 @@ impl Node {
         let redeemer = match &p2pk {
             Some(key) => Some(Arc::new(
                 paydvm_mints::Redeemer::open(&crate::config::wallet_path(&ledger), key.clone())
-                    .await?,
+                    .await?
+                    .with_pacing(config.mint_pacing),
             )),
             None => None,
         };
