@@ -579,8 +579,8 @@ fn demo_runs_offline_and_prints_trails() {
         .read_to_string(&mut err)
         .unwrap();
     assert!(status.success(), "demo failed: {out}\n{err}");
-    assert_eq!(out.matches("\n# ").count(), 6, "{out}");
-    assert_eq!(out.matches("timeline (").count(), 6, "{out}");
+    assert_eq!(out.matches("\n# ").count(), 8, "{out}");
+    assert_eq!(out.matches("timeline (").count(), 8, "{out}");
     for state in [
         "state succeeded",
         "state refunded",
@@ -596,11 +596,15 @@ fn demo_runs_offline_and_prints_trails() {
         "customer got result (kind 6050): \"ZAPPED\"",
         "zapper published zap receipt ",
         "via zap, ref ",
+        "customer NutZaps 5 sat at http://127.0.0.1:",
+        "customer got result (kind 6050): \"ECASH\"",
+        "customer claimed the ecash refund NutZap with their 10019 key: 5 sat",
         "ledger OK: ",
     ] {
         assert!(out.contains(state), "missing {state:?} in:\n{out}");
     }
-    assert_eq!(out.matches("state succeeded").count(), 4);
+    assert_eq!(out.matches("state succeeded").count(), 5);
+    assert_eq!(out.matches("state refunded").count(), 2);
     assert!(out.contains("ws://127.0.0.1:"));
     for secret in ["nsec", "secret"] {
         assert!(!out.to_lowercase().contains(secret), "{out}");

@@ -3,9 +3,11 @@
 //! Lightning backend, and a scripted customer running a free job, a job paid from prepaid credit,
 //! an invoice-paid job that fails and is refunded over Lightning to the customer's own lightning
 //! address (a second LNURL-pay server), a job paid by a Lightning invoice (a real regtest invoice
-//! the demo pays), a job left at `payment-required` and a job paid with a zap on its
-//! payment-required feedback. Then the audit trail of each job and the `verify` summary. Prints
-//! no secret key.
+//! the demo pays), a job left at `payment-required`, a job paid with a zap on its
+//! payment-required feedback, and, against an embedded Cashu mint, a job paid with a NutZap and
+//! a NutZap-paid job that fails and is refunded as a NutZap locked to the customer's 10019 key
+//! (which the customer then claims). Then the audit trail of each job and the `verify` summary.
+//! Prints no secret key.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,10 +29,13 @@ use super::verify::summary;
 use crate::config::{create_key_file, load_key_file, Config};
 use crate::lightning::fake::FakeLightning;
 use crate::lightning::Invoice;
+use crate::local_mint::{self, LocalMint};
 use crate::node::{now_ms, Node, NodeHandle, NodeOptions};
 use crate::payments::lnurl::Lud16;
 use crate::payments::zapper::customer::{request_zap_invoice, ZapOrder};
 use crate::payments::zapper::{Zapper, ZapperOptions};
+use paydvm_mints::events::nutzap_tags;
+use paydvm_mints::{NUTZAP_INFO_KIND, NUTZAP_KIND};
 
 const POLICY: &str = r#"[[pricing.kind]]
 kind = 5001
@@ -77,9 +82,11 @@ struct Script {
     zap: bool,
     /// Ask for refunds to the customer's own lightning address (`["refund", …]`).
     refund_to_wallet: bool,
+    /// Pay the quote with a NutZap from the customer's Cashu wallet, then wait for this state.
+    nutzap_then: Option<JobState>,
 }
 
-const SCRIPT: [Script; 6] = [
+const SCRIPT: [Script; 8] = [
     Script {
         label: "free job (5001 word count)",
         kind: 5001,
@@ -89,6 +96,7 @@ const SCRIPT: [Script; 6] = [
         pay_then: None,
         zap: false,
         refund_to_wallet: false,
+        nutzap_then: None,
     },
     Script {
         label: "job paid from prepaid credit (5050 upper)",
@@ -99,6 +107,7 @@ const SCRIPT: [Script; 6] = [
         pay_then: None,
         zap: false,
         refund_to_wallet: false,
+        nutzap_then: None,
     },
     Script {
         label: "invoice-paid job that fails (5050 mode fail): refunded over Lightning",
@@ -109,6 +118,7 @@ const SCRIPT: [Script; 6] = [
         pay_then: Some(JobState::Refunded),
         zap: false,
         refund_to_wallet: true,
+        nutzap_then: None,
     },
     Script {
         label: "job paid by Lightning invoice (5050 reverse)",
@@ -119,6 +129,7 @@ const SCRIPT: [Script; 6] = [
         pay_then: Some(JobState::Succeeded),
         zap: false,
         refund_to_wallet: false,
+        nutzap_then: None,
     },
     Script {
         label: "job without credit left: payment required",
@@ -129,6 +140,7 @@ const SCRIPT: [Script; 6] = [
         pay_then: None,
         zap: false,
         refund_to_wallet: false,
+        nutzap_then: None,
     },
     Script {
         label: "job paid with a zap (5050 upper, NIP-57)",
@@ -139,6 +151,29 @@ const SCRIPT: [Script; 6] = [
         pay_then: None,
         zap: true,
         refund_to_wallet: false,
+        nutzap_then: None,
+    },
+    Script {
+        label: "job paid with a NutZap (5050 upper, NIP-61)",
+        kind: 5050,
+        text: "ecash",
+        params: &[("mode", "upper")],
+        until: JobState::Quoted,
+        pay_then: None,
+        zap: false,
+        refund_to_wallet: false,
+        nutzap_then: Some(JobState::Succeeded),
+    },
+    Script {
+        label: "NutZap-paid job that fails (5050 mode fail): refunded in ecash",
+        kind: 5050,
+        text: "this fails too",
+        params: &[("mode", "fail")],
+        until: JobState::Quoted,
+        pay_then: None,
+        zap: false,
+        refund_to_wallet: false,
+        nutzap_then: Some(JobState::Refunded),
     },
 ];
 
@@ -161,8 +196,23 @@ async fn demo(dir: &Path) -> anyhow::Result<u8> {
         "embedded LNURL-pay zapper: {lud16} (receipts signed by {})",
         zapper.nostr_pubkey().to_hex()
     ))?;
-    let config_path = write_node_dir(dir, &url, &lud16)?;
+    let mint = LocalMint::start().await?;
+    say(&format!(
+        "embedded Cashu mint: {} (its FakeWallet pays its own quotes)",
+        mint.url
+    ))?;
+    let config_path = write_node_dir(dir, &url, &lud16, &mint.url)?;
+    let node_lock = format!(
+        "02{}",
+        create_key_file(&dir.join("paydvm-nutzap.key"))?
+            .expose()
+            .public_key()
+            .to_hex()
+    );
     let customer = Keys::generate();
+    // The customer's Cashu wallet, and the key their kind 10019 says to lock NutZaps to.
+    let cashu_wallet = local_mint::memory_wallet(&mint.url).await?;
+    let customer_p2pk = Keys::generate();
     // The customer's own wallet, where refunds go: another LNURL-pay server on loopback.
     let wallet = Zapper::start(ZapperOptions::new("customer", customer.public_key())).await?;
     let wallet_address = wallet.lud16().to_string();
@@ -197,6 +247,13 @@ async fn demo(dir: &Path) -> anyhow::Result<u8> {
             None,
         )
         .await?;
+    client
+        .send_event_builder(EventBuilder::new(Kind::from(NUTZAP_INFO_KIND), "").tags([
+            Tag::parse(["relay", url.as_str()])?,
+            Tag::parse(["mint", mint.url.as_str(), "sat"])?,
+            Tag::parse(["pubkey", customer_p2pk.public_key().to_hex().as_str()])?,
+        ]))
+        .await?;
 
     let mut jobs = Vec::new();
     let outcome = async {
@@ -210,6 +267,43 @@ async fn demo(dir: &Path) -> anyhow::Result<u8> {
             ))?;
             client.send_event(&request).await?;
             wait_state(&node, &request.id.to_hex(), step.until).await?;
+            if let Some(after) = step.nutzap_then {
+                let quote = wait_reply(&mut replies, &request, "payment-required").await?;
+                let sat = PRICE_MSAT / 1000;
+                let proofs = local_mint::mint_ecash(&cashu_wallet, sat, Some(&node_lock)).await?;
+                let proofs: Vec<String> = proofs
+                    .iter()
+                    .map(serde_json::to_string)
+                    .collect::<Result<_, _>>()?;
+                let tags = nutzap_tags(
+                    &proofs,
+                    &mint.url,
+                    "sat",
+                    &node_pubkey.to_hex(),
+                    &quote.id.to_hex(),
+                )
+                .into_iter()
+                .map(Tag::parse)
+                .collect::<Result<Vec<_>, _>>()?;
+                let zap = EventBuilder::new(Kind::from(NUTZAP_KIND), "demo payment")
+                    .tags(tags)
+                    .sign_with_keys(&customer)?;
+                client.send_event(&zap).await?;
+                say(&format!(
+                    "  customer NutZaps {sat} sat at {} locked to the node's 10019 key (event {})",
+                    mint.url,
+                    zap.id.to_hex()
+                ))?;
+                wait_state(&node, &request.id.to_hex(), after).await?;
+                if after == JobState::Refunded {
+                    let claimed =
+                        claim_ecash_refund(&client, &request, &cashu_wallet, &customer_p2pk)
+                            .await?;
+                    say(&format!(
+                        "  customer claimed the ecash refund NutZap with their 10019 key: {claimed} sat"
+                    ))?;
+                }
+            }
             if step.zap {
                 let quote = wait_reply(&mut replies, &request, "payment-required").await?;
                 let paid = request_zap_invoice(
@@ -302,8 +396,50 @@ async fn demo(dir: &Path) -> anyhow::Result<u8> {
     }
 }
 
-fn write_node_dir(dir: &Path, relay: &RelayUrl, lud16: &Lud16) -> anyhow::Result<PathBuf> {
-    std::fs::write(dir.join("policy.toml"), POLICY)?;
+/// Finds the refund NutZap for `request` on the relay and claims it into the customer's wallet.
+async fn claim_ecash_refund(
+    client: &nostr_sdk::Client,
+    request: &Event,
+    wallet: &cdk::wallet::Wallet,
+    p2pk: &Keys,
+) -> anyhow::Result<u64> {
+    let filter = Filter::new()
+        .kind(Kind::from(NUTZAP_KIND))
+        .pubkey(request.pubkey)
+        .event(request.id);
+    let refund = client
+        .fetch_events(filter, WAIT)
+        .await?
+        .into_iter()
+        .next()
+        .context("no refund NutZap on the relay")?;
+    let proofs = refund
+        .tags
+        .iter()
+        .map(|t| t.as_slice())
+        .filter(|t| t.len() > 1 && t[0] == "proof")
+        .map(|t| serde_json::from_str::<cdk::nuts::Proof>(&t[1]))
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = cdk::nuts::SecretKey::from_slice(&p2pk.secret_key().secret_bytes())?;
+    let options = cdk::wallet::ReceiveOptions {
+        p2pk_signing_keys: vec![key],
+        ..Default::default()
+    };
+    Ok(u64::from(
+        wallet.receive_proofs(proofs, options, None, None).await?,
+    ))
+}
+
+fn write_node_dir(
+    dir: &Path,
+    relay: &RelayUrl,
+    lud16: &Lud16,
+    mint: &str,
+) -> anyhow::Result<PathBuf> {
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!("{POLICY}\n[[mints.trusted]]\nurl = \"{mint}\"\nunits = [\"sat\"]\n"),
+    )?;
     let config = format!(
         r#"[node]
 name = "paydvm demo"
@@ -325,6 +461,10 @@ timeout_secs = 5
 kind = 5001
 executor = {{ builtin = "text" }}
 timeout_secs = 5
+
+[cashu]
+p2pk_key_file = "paydvm-nutzap.key"
+mint_requests_per_minute = 0
 "#
     );
     let path = dir.join("paydvm.toml");
