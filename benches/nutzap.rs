@@ -165,7 +165,8 @@ async fn main() {
     let wallet_dir = tempfile::tempdir().unwrap();
     let redeemer = paydvm_mints::Redeemer::open(&wallet_dir.path().join("w.db"), key)
         .await
-        .unwrap();
+        .unwrap()
+        .with_pacing(paydvm_mints::MintPacing::Off);
     let mut registry =
         paydvm_mints::MintRegistry::new(vec![paydvm_mints::TrustedMint::new(&mint_url, ["sat"])]);
     registry.refresh_all().await;
