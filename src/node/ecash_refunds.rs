@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nostr_sdk::prelude::{Client, EventBuilder, Filter, Keys, Kind, PublicKey, RelayUrl, Tag};
+use nostr_sdk::prelude::{Client, EventBuilder, Keys, Kind, PublicKey, RelayUrl, Tag};
 use paydvm_ledger::{Asset, Msat, RefundRoute};
 use paydvm_mints::events::{nutzap_tags, parse_nutzap_info, NutZapInfo};
 use paydvm_mints::{normalise_mint_url, Redeemer, RefundTokenError, NUTZAP_INFO_KIND, NUTZAP_KIND};
@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tracing::{info, warn};
 
 use super::core::Command;
+use super::refunds::newest_signed_by;
 use crate::lightning::PaymentStatus;
 
 /// How long the customer's kind 10019 may take to arrive.
@@ -210,22 +211,18 @@ impl Worker {
         }
         let customer = PublicKey::from_hex(&order.customer).map_err(|e| e.to_string())?;
         self.connected(&[]).await;
-        let filter = Filter::new()
-            .author(customer)
-            .kind(Kind::from(NUTZAP_INFO_KIND))
-            .limit(1);
-        let info = self
-            .client
-            .fetch_events(filter, INFO_TIMEOUT)
-            .await
-            .map_err(|e| format!("cannot fetch the customer's kind 10019: {e}"))?
-            .into_iter()
-            .filter(|e| e.pubkey == customer && e.verify().is_ok())
-            .max_by_key(|e| e.created_at)
-            .and_then(|e| {
-                let tags: Vec<Vec<String>> = e.tags.iter().map(|t| t.as_slice().to_vec()).collect();
-                parse_nutzap_info(&tags)
-            });
+        let info = newest_signed_by(
+            &self.client,
+            customer,
+            Kind::from(NUTZAP_INFO_KIND),
+            INFO_TIMEOUT,
+        )
+        .await
+        .map_err(|e| format!("cannot fetch the customer's kind 10019: {e}"))?
+        .and_then(|e| {
+            let tags: Vec<Vec<String>> = e.tags.iter().map(|t| t.as_slice().to_vec()).collect();
+            parse_nutzap_info(&tags)
+        });
         let ours = normalise_mint_url(&order.mint);
         Ok(match info {
             Some(NutZapInfo {

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nostr_sdk::prelude::{Client, Filter, Kind, PublicKey, RelayUrl};
+use nostr_sdk::prelude::{Client, Event, Filter, Kind, PublicKey, RelayUrl};
 use paydvm_ledger::{Asset, Msat, RefundRoute};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{info, warn};
@@ -242,16 +242,9 @@ impl Router {
             let _ = self.profiles.add_relay(relay.clone()).await;
         }
         self.profiles.connect().await;
-        let filter = Filter::new().author(author).kind(Kind::Metadata).limit(1);
-        let events = self
-            .profiles
-            .fetch_events(filter, PROFILE_TIMEOUT)
+        let newest = newest_signed_by(&self.profiles, author, Kind::Metadata, PROFILE_TIMEOUT)
             .await
-            .map_err(|e| format!("cannot fetch the customer's profile: {e}"))?;
-        let newest = events
-            .into_iter()
-            .filter(|e| e.pubkey == author && e.kind == Kind::Metadata && e.verify().is_ok())
-            .max_by_key(|e| e.created_at)
+            .map_err(|e| format!("cannot fetch the customer's profile: {e}"))?
             .ok_or("the customer gave no refund address and has no profile on our relays")?;
         let lud16 = serde_json::from_str::<serde_json::Value>(&newest.content)
             .ok()
@@ -262,4 +255,21 @@ impl Router {
             format!("the customer's profile lud16 is unusable: {e}")
         })
     }
+}
+
+/// The newest event of `kind` by `author` the client's relays hold, signature checked: what a
+/// customer says about themselves (kind 0 for Lightning refunds, kind 10019 for ecash refunds).
+pub(super) async fn newest_signed_by(
+    client: &Client,
+    author: PublicKey,
+    kind: Kind,
+    timeout: Duration,
+) -> Result<Option<Event>, nostr_sdk::client::Error> {
+    let filter = Filter::new().author(author).kind(kind).limit(1);
+    Ok(client
+        .fetch_events(filter, timeout)
+        .await?
+        .into_iter()
+        .filter(|e| e.pubkey == author && e.kind == kind && e.verify().is_ok())
+        .max_by_key(|e| e.created_at))
 }
