@@ -277,6 +277,7 @@ impl Core {
             }
         }
         self.flush();
+        // The first flush drives the open refunds, which may stage `refund_deferred`: write it.
         self.flush();
         let (seq, _) = self.store.head();
         let newest_at = if seq == 0 {
