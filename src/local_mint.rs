@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,11 +36,23 @@ fn mint_error(e: impl std::fmt::Display) -> LocalMintError {
     LocalMintError::Mint(e.to_string())
 }
 
-/// A running mint. `set_down(true)` makes every request answer 503, as a mint behind a proxy
-/// does while it is unavailable. Stops when dropped.
+/// Faults a test can put between the mint and its clients.
+#[derive(Default)]
+struct Faults {
+    /// Every request answers 503, as a mint behind a proxy does while it is unavailable.
+    down: AtomicBool,
+    /// Each swap is held this long (ms) before the mint performs it.
+    hold_swaps_ms: AtomicU64,
+    /// This many of the next swaps are performed, then answered 500 (the answer is lost).
+    lose_swap_answers: AtomicU64,
+    /// Swaps performed (answered or not).
+    swaps: AtomicU64,
+}
+
+/// A running mint, with faults a test can switch on. Stops when dropped.
 pub struct LocalMint {
     pub url: String,
-    down: Arc<AtomicBool>,
+    faults: Arc<Faults>,
     server: JoinHandle<()>,
 }
 
@@ -51,8 +63,14 @@ impl Drop for LocalMint {
 }
 
 impl LocalMint {
-    /// A fresh mint (random seed, in-memory database, sat over bolt11) on a free port.
+    /// A fresh mint (random seed, in-memory database, sat over bolt11, no input fee) on a free
+    /// port.
     pub async fn start() -> Result<LocalMint, LocalMintError> {
+        LocalMint::start_with_fee(0).await
+    }
+
+    /// The same with a NUT-02 input fee of `input_fee_ppk` on its sat keyset.
+    pub async fn start_with_fee(input_fee_ppk: u64) -> Result<LocalMint, LocalMintError> {
         let db = Arc::new(
             cdk_sqlite::mint::memory::empty()
                 .await
@@ -78,6 +96,9 @@ impl LocalMint {
             )
             .await
             .map_err(mint_error)?;
+        builder
+            .set_unit_fee(&CurrencyUnit::Sat, input_fee_ppk)
+            .map_err(mint_error)?;
         let seed: [u8; 32] = rand::random();
         let mint = builder
             .with_name("paydvm local mint".into())
@@ -88,18 +109,11 @@ impl LocalMint {
         let router = cdk_axum::create_mint_router(Arc::new(mint), vec!["bolt11".to_owned()])
             .await
             .map_err(mint_error)?;
-        let down = Arc::new(AtomicBool::new(false));
-        let gate = Arc::clone(&down);
+        let faults = Arc::new(Faults::default());
+        let gate = Arc::clone(&faults);
         let router = router.layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
-                let gate = Arc::clone(&gate);
-                async move {
-                    if gate.load(Ordering::SeqCst) {
-                        StatusCode::SERVICE_UNAVAILABLE.into_response()
-                    } else {
-                        next.run(req).await
-                    }
-                }
+                faulty(Arc::clone(&gate), req, next)
             },
         ));
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
@@ -109,12 +123,62 @@ impl LocalMint {
                 tracing::warn!("local mint stopped: {e}");
             }
         });
-        Ok(LocalMint { url, down, server })
+        Ok(LocalMint {
+            url,
+            faults,
+            server,
+        })
     }
 
     pub fn set_down(&self, down: bool) {
-        self.down.store(down, Ordering::SeqCst);
+        self.faults.down.store(down, Ordering::SeqCst);
     }
+
+    /// Holds every swap `hold` before performing it (a slow mint).
+    pub fn hold_swaps(&self, hold: Duration) {
+        let ms = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX);
+        self.faults.hold_swaps_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// The next `n` swaps are performed and then answered with a 500 (the answer is lost).
+    pub fn lose_swap_answers(&self, n: u64) {
+        self.faults.lose_swap_answers.store(n, Ordering::SeqCst);
+    }
+
+    /// Swaps the mint has performed.
+    pub fn swaps(&self) -> u64 {
+        self.faults.swaps.load(Ordering::SeqCst)
+    }
+}
+
+/// The fault layer in front of the mint's router.
+async fn faulty(
+    faults: Arc<Faults>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if faults.down.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    if req.uri().path() != "/v1/swap" {
+        return next.run(req).await;
+    }
+    let hold = faults.hold_swaps_ms.load(Ordering::SeqCst);
+    if hold > 0 {
+        tokio::time::sleep(Duration::from_millis(hold)).await;
+    }
+    let answer = next.run(req).await;
+    if answer.status().is_success() {
+        faults.swaps.fetch_add(1, Ordering::SeqCst);
+        let lost = faults
+            .lose_swap_answers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if lost {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    }
+    answer
 }
 
 /// A customer's cdk wallet (fresh seed, sat, no client-side pacing) at `mint`, keeping its

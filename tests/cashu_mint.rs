@@ -41,11 +41,19 @@ pub fn input_fee(mint: &impl MintUnderTest, inputs: usize) -> u64 {
 }
 
 /// The library's in-process mint (`paydvm::local_mint`), as the tests use it.
-pub struct TestMint(LocalMint);
+pub struct TestMint(LocalMint, u64);
 
 impl TestMint {
     pub async fn start() -> TestMint {
-        TestMint(LocalMint::start().await.expect("the local mint starts"))
+        TestMint::with_fee(0).await
+    }
+
+    /// A mint charging `input_fee_ppk` per input (NUT-02).
+    pub async fn with_fee(input_fee_ppk: u64) -> TestMint {
+        let mint = LocalMint::start_with_fee(input_fee_ppk)
+            .await
+            .expect("the local mint starts");
+        TestMint(mint, input_fee_ppk)
     }
 
     pub fn set_down(&self, down: bool) {
@@ -66,7 +74,7 @@ impl MintUnderTest for TestMint {
     }
 
     fn input_fee_ppk(&self) -> u64 {
-        0
+        self.1
     }
 }
 

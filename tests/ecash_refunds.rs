@@ -11,7 +11,10 @@ use nostr_sdk::prelude::*;
 use paydvm_ledger::{JobState, Msat, RefundId, RefundState};
 
 use crate::cashu::nutzap;
-use crate::cashu_mint::{fetch, mint_proofs, setup, wallet, CashuSetup};
+use crate::cashu_mint::{
+    fetch, mint_proofs, setup, setup_on, wallet, wallet_balance, CashuSetup, MintUnderTest,
+    TestMint,
+};
 use crate::node::{is_status, wait_state, Customer};
 
 /// A NutZap-paid job that fails: returns the request once the node owes a refund.
@@ -52,9 +55,16 @@ fn refund_state(s: &CashuSetup, job: &str) -> (RefundState, u32, String) {
     )
 }
 
+/// The wallet tag of a job's `:fail` refund attempt, as the ledger recorded its route.
+fn refund_tag<M: MintUnderTest>(s: &CashuSetup<M>, job: &str) -> String {
+    let id = RefundId::new(format!("{job}:fail")).unwrap();
+    let r = s.store().state().refund(&id).cloned().expect("a refund");
+    r.route.expect("a route").lookup
+}
+
 /// The customer's own wallet claims `proofs` at the mint (signing with `key` if locked).
-async fn claim(s: &CashuSetup, proofs: Vec<Proof>, key: Option<&Keys>) -> u64 {
-    let w = wallet(&s.mint.url).await;
+async fn claim<M: MintUnderTest>(s: &CashuSetup<M>, proofs: Vec<Proof>, key: Option<&Keys>) -> u64 {
+    let w = wallet(s.mint.url()).await;
     let signing = key
         .map(|k| vec![CashuSecretKey::from_slice(&k.secret_key().secret_bytes()).unwrap()])
         .unwrap_or_default();
@@ -114,26 +124,20 @@ async fn a_failed_nutzap_job_is_refunded_as_a_nutzap_locked_to_the_customers_100
     assert_eq!(claim(&s, proofs, Some(&p2pk)).await, 5);
     // The node's wallet gave back what it took: nothing left at the mint for this job.
     assert_eq!(crate::cashu_mint::wallet_balance(&s).await, 0);
-    // Asking the wallet again for that attempt's token makes no second one.
+    // Running that attempt again gives the same token back (made once), now seen as claimed.
     let key =
         paydvm_mints::ReceiveKey::from_secret_bytes(&s.p2pk.secret_key().secret_bytes()).unwrap();
     let redeemer = paydvm_mints::Redeemer::open(&paydvm::config::wallet_path(&s.ledger()), key)
         .await
         .unwrap();
-    let again = redeemer
-        .refund_token(
-            &s.mint.url,
-            "sat",
-            5,
-            Some(&p2pk.public_key().to_hex()),
-            &format!("{job}:fail#1"),
-        )
-        .await;
-    assert!(
-        matches!(&again, Err(paydvm_mints::RefundTokenError::AlreadyClaimed))
-            || matches!(&again, Ok(t) if t.found_again),
-        "{again:?}"
-    );
+    let swaps = s.mint.swaps();
+    let tag = refund_tag(&s, &job);
+    assert!(matches!(
+        redeemer.run_refund(&tag).await,
+        paydvm_mints::RefundRun::Token(_)
+    ));
+    assert_eq!(redeemer.refund_claimed(&tag).await, Ok(Some(true)));
+    assert_eq!(s.mint.swaps(), swaps, "no second swap");
     assert_eq!(redeemer.balance(&s.mint.url, "sat").await.unwrap(), 0);
     let store = s.store();
     let refund = store
@@ -181,5 +185,179 @@ async fn without_a_10019_the_refund_token_comes_in_a_private_message_and_only_on
         .await
         .unwrap();
     assert_eq!(u64::from(claimed), 5);
+    assert!(s.store().verify().is_ok());
+}
+
+/// The customer's kind 10019: NutZaps at our mint, locked to a key of their own (returned).
+async fn publish_10019<M: MintUnderTest>(s: &CashuSetup<M>, customer: &Customer) -> Keys {
+    let p2pk = Keys::generate();
+    let info = EventBuilder::new(Kind::from(10019), "").tags([
+        Tag::parse(["relay", s.urls[0].as_str()]).unwrap(),
+        Tag::parse(["mint", s.mint.url(), "sat"]).unwrap(),
+        Tag::parse(["pubkey", &p2pk.public_key().to_hex()]).unwrap(),
+    ]);
+    customer.client.send_event_builder(info).await.unwrap();
+    p2pk
+}
+
+/// A 5050 request in `mode`, answered with `payment-required`: (job id, the quote).
+async fn quoted_job(customer: &mut Customer, mode: &str) -> (String, Event) {
+    let request = customer.request(5050, "abc", &[&["param", "mode", mode]]);
+    customer.client.send_event(&request).await.unwrap();
+    let quote = customer
+        .wait_for(request.id, is_status("payment-required"))
+        .await;
+    (request.id.to_hex(), quote)
+}
+
+/// Pays `quote` with a NutZap of `sat` locked to the node's key.
+async fn pay_by_nutzap<M: MintUnderTest>(
+    s: &CashuSetup<M>,
+    customer: &Customer,
+    quote: &Event,
+    sat: u64,
+) {
+    let proofs = mint_proofs(&wallet(s.mint.url()).await, sat, Some(&s.lock())).await;
+    let zap = nutzap(
+        &customer.keys,
+        &proofs,
+        s.mint.url(),
+        "sat",
+        Some(quote.id),
+        &quote.pubkey,
+        "pay",
+    );
+    customer.client.send_event(&zap).await.unwrap();
+}
+
+/// The refund NutZaps on the relay for `job`, and their proofs.
+async fn refund_nutzaps(urls: &[RelayUrl], customer: &Customer, job: &str) -> Vec<Vec<Proof>> {
+    let job = EventId::from_hex(job).unwrap();
+    fetch(
+        urls,
+        Filter::new()
+            .kind(Kind::from(9321))
+            .pubkey(customer.keys.public_key()),
+    )
+    .await
+    .into_iter()
+    .filter(|z| z.tags.event_ids().any(|id| *id == job))
+    .map(|z| {
+        z.tags
+            .iter()
+            .filter(|t| t.kind() == TagKind::custom("proof"))
+            .map(|t| serde_json::from_str(t.content().unwrap()).unwrap())
+            .collect()
+    })
+    .collect()
+}
+
+/// Issue 10, problem 1: while a refund's swap is slow at the mint, a NutZap for another job
+/// arrives. The refund is booked settled only once its token was handed over, and the customer
+/// can claim it; the other job is paid and the wallet holds exactly its money.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nutzap_arriving_during_a_slow_refund_swap_never_makes_the_refund_look_paid() {
+    let s = setup().await;
+    let mut customer = Customer::connect(&s.urls).await;
+    let p2pk = publish_10019(&s, &customer).await;
+    let node = s.start().await;
+    let (failing, fail_quote) = quoted_job(&mut customer, "fail").await;
+    let (other, other_quote) = quoted_job(&mut customer, "upper").await;
+    s.mint.hold_swaps(Duration::from_secs(3));
+    pay_by_nutzap(&s, &customer, &fail_quote, 5).await;
+    // The refund is recorded as started; its swap is now held at the mint.
+    wait_state(&node, &failing, JobState::Refunding).await;
+    pay_by_nutzap(&s, &customer, &other_quote, 5).await;
+    wait_state(&node, &other, JobState::Succeeded).await;
+    wait_state(&node, &failing, JobState::Refunded).await;
+    node.shutdown().await;
+    s.mint.hold_swaps(Duration::ZERO);
+
+    let handed_over = refund_nutzaps(&s.urls, &customer, &failing).await;
+    assert_eq!(handed_over.len(), 1, "the refund was handed over once");
+    assert_eq!(claim(&s, handed_over[0].clone(), Some(&p2pk)).await, 5);
+    assert_eq!(
+        wallet_balance(&s).await,
+        5,
+        "the other job's 5 sat, nothing stranded"
+    );
+    assert_eq!(refund_state(&s, &failing).0, RefundState::Settled);
+    assert!(s.store().verify().is_ok());
+}
+
+/// Issue 10, problem 2: the mint performs the refund's swap but its answer is lost, and the node
+/// stops before learning anything. After the restart the token is restored from the mint (our
+/// outputs are derived from the attempt), handed over once, and claimable; no second swap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_swap_whose_answer_was_lost_before_a_restart_is_restored_and_paid_once() {
+    let s = setup().await;
+    let mut customer = Customer::connect(&s.urls).await;
+    let p2pk = publish_10019(&s, &customer).await;
+    let node = s.start().await;
+    let (job, quote) = quoted_job(&mut customer, "fail").await;
+    // Swaps take 2 s: time to arm the fault after the payment's own swap, before the refund's.
+    s.mint.hold_swaps(Duration::from_secs(2));
+    pay_by_nutzap(&s, &customer, &quote, 5).await;
+    wait_state(&node, &job, JobState::Refunding).await;
+    s.mint.lose_swap_answers(1);
+    wait_state(&node, &job, JobState::RefundPending).await;
+    node.shutdown().await;
+    assert_eq!(s.mint.swaps(), 2, "the payment's swap and the refund's");
+    assert_eq!(refund_state(&s, &job).0, RefundState::Unknown);
+    s.mint.hold_swaps(Duration::ZERO);
+
+    // The restarted node sends the same swap again (same inputs, same derived outputs): the mint
+    // answers it from its NUT-19 cache or says "spent" and restores our outputs; either way it
+    // signs nothing new.
+    let node = s.start().await;
+    wait_state(&node, &job, JobState::Refunded).await;
+    node.shutdown().await;
+    let handed_over = refund_nutzaps(&s.urls, &customer, &job).await;
+    assert_eq!(handed_over.len(), 1);
+    assert_eq!(claim(&s, handed_over[0].clone(), Some(&p2pk)).await, 5);
+    assert_eq!(wallet_balance(&s).await, 0);
+    assert!(s.store().verify().is_ok());
+}
+
+/// Issue 10, problem 5: the operator bears the mint's input fee; a 5-sat NutZap leaves less than
+/// 5 sat in the wallet, so the 5-sat refund cannot be paid from this mint. It waits with the numbers and
+/// what the operator can do, instead of asking the mint for money the wallet does not hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_borne_fee_refund_the_wallet_cannot_cover_waits_with_the_reason() {
+    let s = setup_on(TestMint::with_fee(400).await, "").await;
+    let mut customer = Customer::connect(&s.urls).await;
+    publish_10019(&s, &customer).await;
+    let node = s.start().await;
+    let (job, quote) = quoted_job(&mut customer, "fail").await;
+    pay_by_nutzap(&s, &customer, &quote, 5).await;
+    wait_state(&node, &job, JobState::RefundDue).await;
+    let id = RefundId::new(format!("{job}:fail")).unwrap();
+    let deadline = tokio::time::Instant::now() + crate::cashu_mint::WAIT;
+    let reason = loop {
+        let deferred = s
+            .store()
+            .state()
+            .refund(&id)
+            .and_then(|r| r.deferred.clone());
+        if let Some(reason) = deferred {
+            break reason;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refund never said why it waits"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    node.shutdown().await;
+    // The payment's swap cost a fee, so the wallet holds less than the 5 sat owed.
+    let held = wallet_balance(&s).await;
+    assert!(held < 5, "{held}");
+    assert!(reason.contains(&format!("holds {held} sat")), "{reason}");
+    assert!(reason.contains("float"), "{reason}");
+    assert_eq!(
+        s.mint.swaps(),
+        1,
+        "only the payment's swap: nothing was asked of the mint for the refund"
+    );
     assert!(s.store().verify().is_ok());
 }

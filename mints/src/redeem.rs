@@ -35,7 +35,7 @@ impl ReceiveKey {
     }
 
     /// The cdk wallet seed, derived from this key so one secret backs both.
-    fn wallet_seed(&self) -> [u8; 64] {
+    pub(crate) fn wallet_seed(&self) -> [u8; 64] {
         let mut h = Sha512::new();
         h.update(b"paydvm-cashu-wallet-seed-v1");
         h.update(self.0.as_secret_bytes());
@@ -88,6 +88,8 @@ pub struct Redeemer {
     pacing: MintPacing,
     store: Arc<dyn WalletDatabase<cdk::cdk_database::Error> + Send + Sync>,
     wallets: Mutex<HashMap<(String, String), Wallet>>,
+    pub(crate) refund_locks: crate::refund::RefundLocks,
+    recovery: crate::recovery::RecoveryGate,
 }
 
 impl Redeemer {
@@ -104,6 +106,8 @@ impl Redeemer {
             pacing: MintPacing::default(),
             store: Arc::new(store),
             wallets: Mutex::new(HashMap::new()),
+            refund_locks: Default::default(),
+            recovery: Default::default(),
         })
     }
 
@@ -115,6 +119,10 @@ impl Redeemer {
 
     pub(crate) fn store(&self) -> &Arc<dyn WalletDatabase<cdk::cdk_database::Error> + Send + Sync> {
         &self.store
+    }
+
+    pub(crate) fn seed(&self) -> [u8; 64] {
+        self.key.wallet_seed()
     }
 
     pub(crate) async fn wallet(&self, mint: &str, unit: &str) -> Result<Wallet, RedeemError> {
@@ -155,11 +163,10 @@ impl Redeemer {
             }
         };
         // An earlier attempt may have left a swap half done (the mint answered ambiguously, or
-        // we crashed): let cdk finish or roll it back first, then see whether it landed.
-        if let Err(e) = wallet.recover_incomplete_sagas().await {
-            return SwapOutcome::Retry {
-                reason: format!("recovering an earlier swap: {e}"),
-            };
+        // we crashed): let cdk finish or roll it back first, then see whether it landed. A
+        // recovery that keeps failing is retried with back-off, not before every swap.
+        if let Err(reason) = self.recovery.recover(&wallet, &self.store).await {
+            return SwapOutcome::Retry { reason };
         }
         if let Some(done) = self.swapped_before(&wallet, nutzap).await {
             return done;

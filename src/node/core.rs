@@ -253,6 +253,7 @@ impl Core {
             self.publish(p);
         }
         self.watch_open_invoices()?;
+        self.abandon_unstarted_ecash_refunds();
         let resumable: Vec<JobRecord> = self
             .store
             .state()

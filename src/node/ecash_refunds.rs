@@ -1,30 +1,38 @@
 //! Ecash refunds, off the core's thread (the ecash half of [`super::refunds`]).
 //!
 //! Route: the customer's kind 10019 lists the mint the money came in at → a NutZap P2PK-locked
-//! to their key; otherwise → the token in a NIP-17 private message to them.
-//! Pay: the token is made at most once per attempt (found again by the attempt's tag in the
-//! wallet store, see `paydvm_mints::refund`), then handed over. Handing over again is safe
-//! (the proofs can be claimed once), so "looking up" an ecash refund is paying it again.
+//! to their key; otherwise → the token in a NIP-17 private message to them. Routing also
+//! *prepares* the attempt in the wallet (`paydvm_mints::refund`): the inputs are chosen and
+//! reserved and the plan (token value, mint fee) is known before the core records anything, so
+//! a refund the wallet cannot pay is deferred with the numbers instead of failing at the mint.
+//! Pay: the attempt's saga makes the token once (or restores it from the mint after a crash),
+//! then it is handed over. Settled needs evidence: a relay took the hand-over event carrying the
+//! token, or the mint says the token's proofs were claimed. Handing over again is safe (the
+//! proofs can be claimed once), so "looking up" an ecash refund is running it again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use nostr_sdk::prelude::{Client, EventBuilder, Keys, Kind, PublicKey, RelayUrl, Tag};
+use nostr_sdk::prelude::{Client, EventBuilder, Keys, Kind, PublicKey, RelayUrl, Tag, Timestamp};
 use paydvm_ledger::{Asset, Msat, RefundRoute};
 use paydvm_mints::events::{nutzap_tags, parse_nutzap_info, NutZapInfo};
-use paydvm_mints::{normalise_mint_url, Redeemer, RefundTokenError, NUTZAP_INFO_KIND, NUTZAP_KIND};
+use paydvm_mints::{
+    normalise_mint_url, FeePayer, Plan, PrepareError, Redeemer, RefundRequest, RefundRun,
+    RefundToken, NUTZAP_INFO_KIND, NUTZAP_KIND,
+};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{info, warn};
 
 use super::core::Command;
 use super::refunds::newest_signed_by;
+use crate::config::InputFees;
 use crate::lightning::PaymentStatus;
 
 /// How long the customer's kind 10019 may take to arrive.
 const INFO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Ecash refunds handed over at once, at most.
 const MAX_IN_FLIGHT: usize = 4;
-/// Waits between hand-over attempts whose outcome was unknown: doubles up to the last.
+/// Waits between runs of an attempt whose outcome is unknown: doubles up to the last.
 const AGAIN_FIRST: Duration = Duration::from_secs(2);
 const AGAIN_MAX: Duration = Duration::from_secs(300);
 /// The only unit ecash refunds are made in.
@@ -78,15 +86,17 @@ impl Handover {
             _ => None,
         }
     }
+
+    fn lock(&self) -> Option<&str> {
+        match self {
+            Handover::NutZap { lock, .. } => Some(lock),
+            Handover::PrivateMessage => None,
+        }
+    }
 }
 
 pub struct EcashRefundDesk {
-    redeemer: Arc<Redeemer>,
-    identity: Keys,
-    client: Client,
-    relays: Vec<RelayUrl>,
-    commands: mpsc::UnboundedSender<Command>,
-    in_flight: Arc<Semaphore>,
+    worker: Arc<Worker>,
 }
 
 impl std::fmt::Debug for EcashRefundDesk {
@@ -95,66 +105,79 @@ impl std::fmt::Debug for EcashRefundDesk {
     }
 }
 
+/// The wallet-store tag of one routing of a refund attempt: its saga (inputs, outputs, token)
+/// lives under it. Routing again before `refund_started` is written makes a new tag; the old one
+/// is abandoned.
+fn attempt_tag(refund: &str, attempt: u32, now_ms: u64) -> String {
+    format!("{refund}#{attempt}/{now_ms}")
+}
+
 impl EcashRefundDesk {
     pub fn new(
         redeemer: Arc<Redeemer>,
         identity: Keys,
         relays: Vec<RelayUrl>,
         commands: mpsc::UnboundedSender<Command>,
+        fees: InputFees,
     ) -> EcashRefundDesk {
+        let fee_payer = match fees {
+            InputFees::Operator => FeePayer::Operator,
+            InputFees::Customer => FeePayer::Customer,
+        };
         EcashRefundDesk {
-            redeemer,
-            client: super::transport::client(identity.clone()),
-            identity,
-            relays,
-            commands,
-            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            worker: Arc::new(Worker {
+                redeemer,
+                client: super::transport::client(identity.clone()),
+                identity,
+                relays,
+                commands,
+                in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+                fee_payer,
+            }),
         }
     }
 
-    /// Chooses how to hand the refund over; answers `RefundRouted` or `RefundDeferred`.
+    /// Chooses the hand-over and prepares the attempt; answers `RefundRouted` or
+    /// `RefundDeferred`.
     pub fn route(&self, order: EcashOrder) {
-        let this = self.worker();
+        let this = Arc::clone(&self.worker);
         tokio::spawn(async move {
-            let command = match this.handover_for(&order).await {
-                Ok(handover) => Command::RefundRouted {
+            let command = match this.prepare(&order).await {
+                Ok(route) => Command::RefundRouted {
                     refund: order.refund.clone(),
                     attempt: order.attempt,
-                    route: RefundRoute {
-                        asset: Asset::Mint {
-                            url: order.mint.clone(),
-                        },
-                        destination: handover.destination(&order.customer),
-                        lookup: attempt_tag(&order.refund, order.attempt),
-                    },
+                    route,
                 },
-                Err(reason) => Command::RefundDeferred {
-                    refund: order.refund,
-                    reason,
-                },
+                Err(reason) => {
+                    info!(refund = %order.refund, %reason, "ecash refund deferred");
+                    Command::RefundDeferred {
+                        refund: order.refund,
+                        reason,
+                    }
+                }
             };
             let _ = this.commands.send(command);
         });
     }
 
-    /// Makes (once) and hands over the token of a recorded route; with `again`, keeps trying
-    /// with back-off while the outcome is unknown.
-    pub fn pay(&self, refund: String, attempt: u32, amount: Msat, route: RefundRoute, again: bool) {
-        let this = self.worker();
+    /// Runs a recorded attempt until its token is handed over or it fails explicitly, backing off
+    /// while its outcome is unknown (every outcome is reported to the core).
+    pub fn pay(&self, refund: String, attempt: u32, route: RefundRoute) {
+        let this = Arc::clone(&self.worker);
         tokio::spawn(async move {
             let mut wait = AGAIN_FIRST;
             loop {
                 let status = {
                     let _permit = this.in_flight.clone().acquire_owned().await;
-                    this.hand_over(&refund, attempt, amount, &route).await
+                    this.settle(&refund, &route).await
                 };
                 let unknown = matches!(status, PaymentStatus::Unknown(_));
-                let _ = this.commands.send(Command::RefundOutcome {
+                let sent = this.commands.send(Command::RefundOutcome {
                     refund: refund.clone(),
                     attempt,
                     status,
                 });
-                if !(unknown && again) {
+                if !unknown || sent.is_err() {
                     break;
                 }
                 tokio::time::sleep(wait).await;
@@ -163,16 +186,42 @@ impl EcashRefundDesk {
         });
     }
 
-    fn worker(&self) -> Arc<Worker> {
-        Arc::new(Worker {
-            redeemer: Arc::clone(&self.redeemer),
-            identity: self.identity.clone(),
-            client: self.client.clone(),
-            relays: self.relays.clone(),
-            commands: self.commands.clone(),
-            in_flight: Arc::clone(&self.in_flight),
-        })
+    /// Releases an attempt that was prepared but will not be started (the route came stale, or
+    /// the ledger refused it).
+    pub fn abandon(&self, tag: String, reason: String) {
+        let this = Arc::clone(&self.worker);
+        tokio::spawn(async move {
+            if let Err(e) = this.redeemer.abandon_refund(&tag, &reason).await {
+                warn!(%tag, "cannot release an unstarted ecash refund yet: {e}");
+            }
+        });
     }
+
+    /// At start-up: releases every attempt an earlier run prepared (routed before `before_ms`)
+    /// that never got its `refund_started` (`live` holds the tags the ledger has in flight).
+    pub fn abandon_unstarted(&self, live: Vec<String>, before_ms: u64) {
+        let this = Arc::clone(&self.worker);
+        tokio::spawn(async move {
+            let prepared = match this.redeemer.prepared_refunds().await {
+                Ok(p) => p,
+                Err(e) => return warn!("cannot list prepared ecash refunds: {e}"),
+            };
+            let stale = prepared
+                .into_iter()
+                .filter(|t| !live.contains(t) && routed_at(t).is_some_and(|at| at < before_ms));
+            for tag in stale {
+                let reason = "prepared by an earlier run and never started";
+                if let Err(e) = this.redeemer.abandon_refund(&tag, reason).await {
+                    warn!(%tag, "cannot release an unstarted ecash refund yet: {e}");
+                }
+            }
+        });
+    }
+}
+
+/// When a tag was routed (its `/<unix ms>` suffix).
+fn routed_at(tag: &str) -> Option<u64> {
+    tag.rsplit_once('/').and_then(|(_, ms)| ms.parse().ok())
 }
 
 struct Worker {
@@ -182,11 +231,7 @@ struct Worker {
     relays: Vec<RelayUrl>,
     commands: mpsc::UnboundedSender<Command>,
     in_flight: Arc<Semaphore>,
-}
-
-/// The wallet-store tag of one refund attempt: its token is made once per tag.
-fn attempt_tag(refund: &str, attempt: u32) -> String {
-    format!("{refund}#{attempt}")
+    fee_payer: FeePayer,
 }
 
 impl Worker {
@@ -203,12 +248,6 @@ impl Worker {
     }
 
     async fn handover_for(&self, order: &EcashOrder) -> Result<Handover, String> {
-        if !order.amount.as_msat().is_multiple_of(1000) {
-            return Err(format!(
-                "{} is not a whole number of sat: ecash refunds are made in sat",
-                order.amount
-            ));
-        }
         let customer = PublicKey::from_hex(&order.customer).map_err(|e| e.to_string())?;
         self.connected(&[]).await;
         let info = newest_signed_by(
@@ -237,103 +276,145 @@ impl Worker {
         })
     }
 
+    /// The route of a prepared attempt, or why the refund waits.
+    async fn prepare(&self, order: &EcashOrder) -> Result<RefundRoute, String> {
+        if !order.amount.as_msat().is_multiple_of(1000) {
+            return Err(format!(
+                "{} is not a whole number of sat: ecash refunds are made in sat",
+                order.amount
+            ));
+        }
+        let handover = self.handover_for(order).await?;
+        let now_ms = super::now_ms();
+        let tag = attempt_tag(&order.refund, order.attempt, now_ms);
+        let request = RefundRequest {
+            tag: &tag,
+            mint: &order.mint,
+            unit: UNIT,
+            owed: order.amount.as_msat() / 1000,
+            lock: handover.lock(),
+            fee_payer: self.fee_payer,
+            now: now_ms / 1000,
+        };
+        match self.redeemer.prepare_refund(&request).await {
+            Ok(plan) => {
+                info!(refund = %order.refund, tag, token = plan.token_value, fee = plan.fee, "ecash refund prepared");
+                Ok(RefundRoute {
+                    asset: Asset::Mint {
+                        url: order.mint.clone(),
+                    },
+                    destination: handover.destination(&order.customer),
+                    lookup: tag,
+                })
+            }
+            Err(e @ PrepareError::Cannot(_)) => Err(format!(
+                "{e}; the operator can add float at {} or re-route the refund",
+                order.mint
+            )),
+            Err(e) => Err(format!("cannot prepare the ecash refund: {e}")),
+        }
+    }
+
+    /// Runs the attempt and hands its token over; settled only with evidence.
+    async fn settle(&self, refund: &str, route: &RefundRoute) -> PaymentStatus {
+        let tag = &route.lookup;
+        let Some((customer, handover)) = Handover::parse(&route.destination) else {
+            return PaymentStatus::Unknown("unreadable ecash route".into());
+        };
+        let token = match self.redeemer.run_refund(tag).await {
+            RefundRun::Token(token) => token,
+            RefundRun::Failed(reason) => return PaymentStatus::Failed(reason),
+            RefundRun::Unknown(reason) => return PaymentStatus::Unknown(reason),
+        };
+        if let Ok(Some(true)) = self.redeemer.refund_claimed(tag).await {
+            return settled(&token.plan, "claimed at the mint".into());
+        }
+        match self.hand_over(refund, &customer, &handover, &token).await {
+            Ok(event) => {
+                info!(%refund, %tag, %event, "ecash refund handed over");
+                settled(&token.plan, format!("handed over in event {event}"))
+            }
+            Err(reason) => {
+                warn!(%refund, %tag, "handing the ecash refund over failed: {reason}");
+                PaymentStatus::Unknown(reason)
+            }
+        }
+    }
+
+    /// Publishes the token (a NutZap, or a gift-wrapped message); the id of the event a relay
+    /// took.
     async fn hand_over(
         &self,
         refund: &str,
-        attempt: u32,
-        amount: Msat,
-        route: &RefundRoute,
-    ) -> PaymentStatus {
-        let Asset::Mint { url: mint } = &route.asset else {
-            return PaymentStatus::Failed("not an ecash route".into());
-        };
-        let Some((customer, handover)) = Handover::parse(&route.destination) else {
-            return PaymentStatus::Failed("unreadable ecash route".into());
-        };
-        let lock = match &handover {
-            Handover::NutZap { lock, .. } => Some(lock.as_str()),
-            Handover::PrivateMessage => None,
-        };
-        let token = match self
-            .redeemer
-            .refund_token(
-                mint,
-                UNIT,
-                amount.as_msat() / 1000,
-                lock,
-                &attempt_tag(refund, attempt),
-            )
-            .await
-        {
-            Ok(token) => token,
-            // Made earlier and already claimed: the customer has it.
-            Err(RefundTokenError::AlreadyClaimed) => {
-                return PaymentStatus::Settled {
-                    preimage: String::new(),
-                    fee: Msat::ZERO,
-                }
-            }
-            // Nothing left our wallet: explicit, another attempt may follow.
-            Err(e @ (RefundTokenError::Insufficient { .. } | RefundTokenError::BadLock)) => {
-                return PaymentStatus::Failed(e.to_string())
-            }
-            Err(RefundTokenError::Retry(reason)) => return PaymentStatus::Unknown(reason),
-        };
-        let fee = Msat::from_msat(token.fee.saturating_mul(1000));
-        let Ok(customer_key) = PublicKey::from_hex(&customer) else {
-            return PaymentStatus::Failed("bad customer key in the route".into());
-        };
+        customer: &str,
+        handover: &Handover,
+        token: &RefundToken,
+    ) -> Result<String, String> {
+        let customer_key = PublicKey::from_hex(customer).map_err(|e| e.to_string())?;
         let job = refund.split(':').next().unwrap_or_default();
-        let sent = match &handover {
+        let mint = token_mint(token)?;
+        let note = fee_note(&token.plan);
+        let sent = match handover {
             Handover::NutZap { relays, .. } => {
                 self.connected(relays).await;
-                let tags = nutzap_tags(&token.proofs, mint, UNIT, &customer, job)
+                let tags = nutzap_tags(&token.proofs, &mint, UNIT, customer, job)
                     .into_iter()
                     .map(Tag::parse)
-                    .collect::<Result<Vec<_>, _>>();
-                match tags {
-                    Ok(tags) => {
-                        let event = EventBuilder::new(
-                            Kind::from(NUTZAP_KIND),
-                            format!("paydvm refund for job {job}"),
-                        )
-                        .tags(tags)
-                        .sign_with_keys(&self.identity);
-                        match event {
-                            Ok(event) => self
-                                .client
-                                .send_event(&event)
-                                .await
-                                .map(|o| o.success.len()),
-                            Err(e) => return PaymentStatus::Unknown(e.to_string()),
-                        }
-                    }
-                    Err(e) => return PaymentStatus::Unknown(e.to_string()),
-                }
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?;
+                // The same created_at for every hand-over of this attempt: a re-send is the same
+                // event id, which relays keep once.
+                let event = EventBuilder::new(
+                    Kind::from(NUTZAP_KIND),
+                    format!("paydvm refund for job {job}{note}"),
+                )
+                .tags(tags)
+                .custom_created_at(Timestamp::from(token.plan.created_at))
+                .sign_with_keys(&self.identity)
+                .map_err(|e| e.to_string())?;
+                self.client.send_event(&event).await
             }
             Handover::PrivateMessage => {
                 self.connected(&[]).await;
-                let text = format!("paydvm refund for job {job}: {}", token.token);
-                self.client
-                    .send_private_msg(customer_key, text, [])
-                    .await
-                    .map(|o| o.success.len())
-            }
-        };
-        match sent {
-            Ok(n) if n > 0 => {
-                info!(%refund, attempt, again = token.found_again, "ecash refund handed over");
-                PaymentStatus::Settled {
-                    preimage: String::new(),
-                    fee,
-                }
-            }
-            Ok(_) => PaymentStatus::Unknown("no relay took the refund".into()),
-            Err(e) => {
-                warn!(%refund, "handing the ecash refund over failed: {e}");
-                PaymentStatus::Unknown(e.to_string())
+                let text = format!("paydvm refund for job {job}{note}: {}", token.token);
+                self.client.send_private_msg(customer_key, text, []).await
             }
         }
+        .map_err(|e| e.to_string())?;
+        if sent.success.is_empty() {
+            return Err("no relay took the refund".into());
+        }
+        Ok(sent.val.to_hex())
+    }
+}
+
+/// The mint a token is at (the route's asset says the same; the token is authoritative).
+fn token_mint(token: &RefundToken) -> Result<String, String> {
+    use std::str::FromStr;
+    let parsed = cdk::nuts::Token::from_str(&token.token).map_err(|e| e.to_string())?;
+    parsed
+        .mint_url()
+        .map(|u| u.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// What the hand-over says about the mint's fee when the customer bears it.
+fn fee_note(plan: &Plan) -> String {
+    match plan.fee_payer {
+        FeePayer::Customer if plan.fee > 0 => format!(
+            " ({} sat: {} sat owed minus the mint's {} sat fee)",
+            plan.token_value,
+            plan.token_value + plan.fee,
+            plan.fee
+        ),
+        _ => String::new(),
+    }
+}
+
+fn settled(plan: &Plan, evidence: String) -> PaymentStatus {
+    PaymentStatus::Settled {
+        preimage: evidence,
+        fee: Msat::from_msat(plan.fee.saturating_mul(1000)),
     }
 }
 

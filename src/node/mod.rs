@@ -255,6 +255,7 @@ impl Node {
                     keys.clone(),
                     config.relays.urls.clone(),
                     commands.clone(),
+                    config.input_fees,
                 )
             }),
             resend_after: options.resend_after,

@@ -89,14 +89,8 @@ impl Core {
                 desk.look_up(refund.clone(), record.attempts, route.lookup.clone());
             }
             (Asset::Mint { .. }, _, Some(desk)) => {
-                info!(%refund, "handing an ecash refund over again");
-                desk.pay(
-                    refund.clone(),
-                    record.attempts,
-                    record.amount,
-                    route.clone(),
-                    true,
-                );
+                info!(%refund, "running an ecash refund attempt again");
+                desk.pay(refund.clone(), record.attempts, route.clone());
             }
             _ => return,
         }
@@ -253,6 +247,7 @@ impl Core {
         };
         if !record.state.can_start() || record.attempts.saturating_add(1) != attempt {
             warn!(%refund, attempt, state = record.state.as_str(), "stale refund route ignored");
+            self.abandon_route(&route, "the route came after the refund had moved on");
             return Ok(());
         }
         let event = LedgerEvent::new(
@@ -264,14 +259,46 @@ impl Core {
                 route: route.clone(),
             },
         );
-        if self.commit(vec![event], Vec::new())? {
-            self.deferred
-                .refund_payments
-                .push((refund.to_owned(), attempt, route));
-            self.refund_tasks
-                .insert(refund.to_owned(), RefundTask::Paying);
+        match self.commit(vec![event], Vec::new()) {
+            Ok(true) => {
+                self.deferred
+                    .refund_payments
+                    .push((refund.to_owned(), attempt, route));
+                self.refund_tasks
+                    .insert(refund.to_owned(), RefundTask::Paying);
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(e) => {
+                self.abandon_route(&route, "the ledger refused to start the refund");
+                Err(e)
+            }
         }
-        Ok(())
+    }
+
+    /// Releases the ecash attempts an earlier run prepared but never recorded as started.
+    pub(super) fn abandon_unstarted_ecash_refunds(&self) {
+        let Some(desk) = &self.ecash_refunds else {
+            return;
+        };
+        let live = self
+            .store
+            .state()
+            .refunds()
+            .filter(|r| r.state.can_resolve())
+            .filter_map(|r| r.route.as_ref())
+            .filter(|route| matches!(route.asset, Asset::Mint { .. }))
+            .map(|route| route.lookup.clone())
+            .collect();
+        desk.abandon_unstarted(live, self.now().0);
+    }
+
+    /// An ecash route is a prepared attempt holding reserved proofs: release it when it will
+    /// not be started. (A Lightning route holds nothing.)
+    fn abandon_route(&self, route: &RefundRoute, reason: &str) {
+        if let (Asset::Mint { .. }, Some(desk)) = (&route.asset, &self.ecash_refunds) {
+            desk.abandon(route.lookup.clone(), reason.to_owned());
+        }
     }
 
     /// What the backend said about a refund payment (after paying, or from a look-up).
@@ -340,14 +367,9 @@ impl Core {
             match (&route.asset, &self.refunds, &self.ecash_refunds) {
                 (Asset::Lightning, Some(desk), _) => desk.pay(refund, attempt, route),
                 (Asset::Mint { .. }, _, Some(desk)) => {
-                    let amount = refund_id(&refund)
-                        .ok()
-                        .and_then(|id| self.store.state().refund(&id).map(|r| r.amount));
-                    if let Some(amount) = amount {
-                        // The hand-over retries by itself while its outcome is unknown.
-                        desk.pay(refund.clone(), attempt, amount, route, true);
-                        self.refund_tasks.insert(refund, RefundTask::LookingUp);
-                    }
+                    // The attempt runs again by itself while its outcome is unknown.
+                    desk.pay(refund.clone(), attempt, route);
+                    self.refund_tasks.insert(refund, RefundTask::LookingUp);
                 }
                 _ => warn!(%refund, "no rail to pay a recorded refund over"),
             }
