@@ -36,9 +36,10 @@ fn mint_error(e: impl std::fmt::Display) -> LocalMintError {
     LocalMintError::Mint(e.to_string())
 }
 
-/// Faults a test can put between the mint and its clients.
+/// Faults a test can put between a mint and its clients (the in-process mint here, or any mint
+/// behind [`MintProxy`]).
 #[derive(Default)]
-struct Faults {
+pub struct MintFaults {
     /// Every request answers 503, as a mint behind a proxy does while it is unavailable.
     down: AtomicBool,
     /// Each swap is held this long (ms) before the mint performs it.
@@ -52,7 +53,7 @@ struct Faults {
 /// A running mint, with faults a test can switch on. Stops when dropped.
 pub struct LocalMint {
     pub url: String,
-    faults: Arc<Faults>,
+    faults: Arc<MintFaults>,
     server: JoinHandle<()>,
 }
 
@@ -109,20 +110,8 @@ impl LocalMint {
         let router = cdk_axum::create_mint_router(Arc::new(mint), vec!["bolt11".to_owned()])
             .await
             .map_err(mint_error)?;
-        let faults = Arc::new(Faults::default());
-        let gate = Arc::clone(&faults);
-        let router = router.layer(axum::middleware::from_fn(
-            move |req: axum::extract::Request, next: axum::middleware::Next| {
-                faulty(Arc::clone(&gate), req, next)
-            },
-        ));
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::warn!("local mint stopped: {e}");
-            }
-        });
+        let faults = Arc::new(MintFaults::default());
+        let (url, server) = serve_with_faults(router, Arc::clone(&faults)).await?;
         Ok(LocalMint {
             url,
             faults,
@@ -130,30 +119,130 @@ impl LocalMint {
         })
     }
 
+    pub fn faults(&self) -> &MintFaults {
+        &self.faults
+    }
+}
+
+impl std::ops::Deref for LocalMint {
+    type Target = MintFaults;
+    fn deref(&self) -> &MintFaults {
+        &self.faults
+    }
+}
+
+impl MintFaults {
     pub fn set_down(&self, down: bool) {
-        self.faults.down.store(down, Ordering::SeqCst);
+        self.down.store(down, Ordering::SeqCst);
     }
 
     /// Holds every swap `hold` before performing it (a slow mint).
     pub fn hold_swaps(&self, hold: Duration) {
         let ms = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX);
-        self.faults.hold_swaps_ms.store(ms, Ordering::SeqCst);
+        self.hold_swaps_ms.store(ms, Ordering::SeqCst);
     }
 
     /// The next `n` swaps are performed and then answered with a 500 (the answer is lost).
     pub fn lose_swap_answers(&self, n: u64) {
-        self.faults.lose_swap_answers.store(n, Ordering::SeqCst);
+        self.lose_swap_answers.store(n, Ordering::SeqCst);
     }
 
-    /// Swaps the mint has performed.
+    /// Swaps answered with success (a cached answer to a repeated request counts again).
     pub fn swaps(&self) -> u64 {
-        self.faults.swaps.load(Ordering::SeqCst)
+        self.swaps.load(Ordering::SeqCst)
     }
 }
 
-/// The fault layer in front of the mint's router.
+/// Serves `router` on a free 127.0.0.1 port behind the fault layer: (URL, server task).
+async fn serve_with_faults(
+    router: axum::Router,
+    faults: Arc<MintFaults>,
+) -> Result<(String, JoinHandle<()>), LocalMintError> {
+    let router = router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            faulty(Arc::clone(&faults), req, next)
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::warn!("local mint stopped: {e}");
+        }
+    });
+    Ok((url, server))
+}
+
+/// Another mint (Nutshell in a child process, say) behind the same fault layer: every request
+/// is forwarded to `upstream` as it came. Stops when dropped.
+pub struct MintProxy {
+    pub url: String,
+    faults: Arc<MintFaults>,
+    server: JoinHandle<()>,
+}
+
+impl Drop for MintProxy {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl std::ops::Deref for MintProxy {
+    type Target = MintFaults;
+    fn deref(&self) -> &MintFaults {
+        &self.faults
+    }
+}
+
+impl MintProxy {
+    pub async fn start(upstream: &str) -> Result<MintProxy, LocalMintError> {
+        let upstream = upstream.trim_end_matches('/').to_owned();
+        let http = reqwest::Client::new();
+        let router = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            forward(http.clone(), upstream.clone(), req)
+        });
+        let faults = Arc::new(MintFaults::default());
+        let (url, server) = serve_with_faults(router, Arc::clone(&faults)).await?;
+        Ok(MintProxy {
+            url,
+            faults,
+            server,
+        })
+    }
+}
+
+async fn forward(
+    http: reqwest::Client,
+    upstream: String,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let method = req.method().clone();
+    let body = match axum::body::to_bytes(req.into_body(), 1 << 20).await {
+        Ok(b) => b,
+        Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+    };
+    let sent = http
+        .request(method, format!("{upstream}{path}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await;
+    let Ok(answer) = sent else {
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let bytes = answer.bytes().await.unwrap_or_default();
+    (status, [("content-type", "application/json")], bytes).into_response()
+}
+
+/// The fault layer in front of a mint's router.
 async fn faulty(
-    faults: Arc<Faults>,
+    faults: Arc<MintFaults>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {

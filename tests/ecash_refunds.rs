@@ -63,7 +63,11 @@ fn refund_tag<M: MintUnderTest>(s: &CashuSetup<M>, job: &str) -> String {
 }
 
 /// The customer's own wallet claims `proofs` at the mint (signing with `key` if locked).
-async fn claim<M: MintUnderTest>(s: &CashuSetup<M>, proofs: Vec<Proof>, key: Option<&Keys>) -> u64 {
+pub(crate) async fn claim<M: MintUnderTest>(
+    s: &CashuSetup<M>,
+    proofs: Vec<Proof>,
+    key: Option<&Keys>,
+) -> u64 {
     let w = wallet(s.mint.url()).await;
     let signing = key
         .map(|k| vec![CashuSecretKey::from_slice(&k.secret_key().secret_bytes()).unwrap()])
@@ -189,7 +193,10 @@ async fn without_a_10019_the_refund_token_comes_in_a_private_message_and_only_on
 }
 
 /// The customer's kind 10019: NutZaps at our mint, locked to a key of their own (returned).
-async fn publish_10019<M: MintUnderTest>(s: &CashuSetup<M>, customer: &Customer) -> Keys {
+pub(crate) async fn publish_10019<M: MintUnderTest>(
+    s: &CashuSetup<M>,
+    customer: &Customer,
+) -> Keys {
     let p2pk = Keys::generate();
     let info = EventBuilder::new(Kind::from(10019), "").tags([
         Tag::parse(["relay", s.urls[0].as_str()]).unwrap(),
@@ -201,7 +208,7 @@ async fn publish_10019<M: MintUnderTest>(s: &CashuSetup<M>, customer: &Customer)
 }
 
 /// A 5050 request in `mode`, answered with `payment-required`: (job id, the quote).
-async fn quoted_job(customer: &mut Customer, mode: &str) -> (String, Event) {
+pub(crate) async fn quoted_job(customer: &mut Customer, mode: &str) -> (String, Event) {
     let request = customer.request(5050, "abc", &[&["param", "mode", mode]]);
     customer.client.send_event(&request).await.unwrap();
     let quote = customer
@@ -211,7 +218,7 @@ async fn quoted_job(customer: &mut Customer, mode: &str) -> (String, Event) {
 }
 
 /// Pays `quote` with a NutZap of `sat` locked to the node's key.
-async fn pay_by_nutzap<M: MintUnderTest>(
+pub(crate) async fn pay_by_nutzap<M: MintUnderTest>(
     s: &CashuSetup<M>,
     customer: &Customer,
     quote: &Event,
@@ -231,7 +238,11 @@ async fn pay_by_nutzap<M: MintUnderTest>(
 }
 
 /// The refund NutZaps on the relay for `job`, and their proofs.
-async fn refund_nutzaps(urls: &[RelayUrl], customer: &Customer, job: &str) -> Vec<Vec<Proof>> {
+pub(crate) async fn refund_nutzaps(
+    urls: &[RelayUrl],
+    customer: &Customer,
+    job: &str,
+) -> Vec<Vec<Proof>> {
     let job = EventId::from_hex(job).unwrap();
     fetch(
         urls,

@@ -18,7 +18,9 @@ use crate::cashu::{
     nutzap, payments, quoted_job_for, setup, setup_on, wait_until, wallet, MintUnderTest,
 };
 use crate::cashu_mint::wallet_balance;
+use crate::ecash_refunds::{claim, pay_by_nutzap, publish_10019, quoted_job, refund_nutzaps};
 use crate::node::{is_status, tag_values, wait_state, Customer};
+use paydvm::local_mint::MintProxy;
 
 /// Nutshell's default `MINT_INPUT_FEE_PPK`, set explicitly so the tests know the fee.
 const INPUT_FEE_PPK: u64 = 100;
@@ -274,4 +276,64 @@ async fn check_the_customer_covers_the_input_fee(mint: &Nutshell) {
         store.state().held(&Account::Job(JobId::new(&job).unwrap())),
         Msat::from_msat((5 - fee) * 1000)
     );
+}
+
+/// Nutshell behind our fault proxy: the node and the customer both use the proxy's URL.
+struct ProxiedNutshell {
+    proxy: MintProxy,
+    _mint: Nutshell,
+}
+
+impl MintUnderTest for ProxiedNutshell {
+    fn url(&self) -> &str {
+        &self.proxy.url
+    }
+
+    fn input_fee_ppk(&self) -> u64 {
+        INPUT_FEE_PPK
+    }
+}
+
+/// Ecash refunds at Nutshell: our saga's P2PK outputs (nonces derived from the attempt) and the
+/// NUT-07/NUT-09 recovery work against a mint nobody here wrote. The refund's swap is performed
+/// but its answer lost, and the node stops; after the restart it learns from Nutshell that its
+/// inputs are spent, restores its outputs and hands the token over once. With
+/// `input_fees = "customer"` the token is worth what is owed minus Nutshell's fee.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ecash_refund_at_nutshell_survives_a_lost_swap_answer_and_a_restart() {
+    let mint = Nutshell::start().await;
+    let proxy = MintProxy::start(mint.url()).await.unwrap();
+    let mint = ProxiedNutshell { proxy, _mint: mint };
+    let s = setup_on(&mint, "input_fees = \"customer\"\n").await;
+    let mut customer = Customer::connect(&s.urls).await;
+    let p2pk = publish_10019(&s, &customer).await;
+    let node = s.start().await;
+    let (job, quote) = quoted_job(&mut customer, "fail").await;
+    mint.proxy.hold_swaps(Duration::from_secs(2));
+    // 6 sat face at one input fee (Nutshell's 100 ppk, ≤ 10 proofs): exactly the 5-sat price.
+    pay_by_nutzap(&s, &customer, &quote, 6).await;
+    wait_state(&node, &job, JobState::Refunding).await;
+    mint.proxy.lose_swap_answers(1);
+    wait_state(&node, &job, JobState::RefundPending).await;
+    node.shutdown().await;
+    mint.proxy.hold_swaps(Duration::ZERO);
+
+    let node = s.start().await;
+    wait_state(&node, &job, JobState::Refunded).await;
+    node.shutdown().await;
+    let handed_over = refund_nutzaps(&s.urls, &customer, &job).await;
+    assert_eq!(handed_over.len(), 1, "one hand-over");
+    let face: u64 = handed_over[0].iter().map(|p| u64::from(p.amount)).sum();
+    let fee = input_fee(&mint, 1).max(1);
+    assert!(
+        face < 5 && face >= 5 - 2 * fee,
+        "owed 5 minus the refund swap's fee: {face}"
+    );
+    assert!(claim(&s, handed_over[0].clone(), Some(&p2pk)).await > 0);
+    assert_eq!(
+        wallet_balance(&s).await,
+        0,
+        "nothing stranded in the node's wallet"
+    );
+    assert!(s.store().verify().is_ok());
 }
