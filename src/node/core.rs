@@ -1194,6 +1194,7 @@ impl Core {
                     EventBody::RefundDue {
                         job: job.clone(),
                         refund: RefundId::new(format!("{job}:fail")).map_err(|e| anyhow!("{e}"))?,
+                        asset: None,
                     },
                 ),
                 paydvm_policies::Disposition::Credit => LedgerEvent::new(
@@ -1244,6 +1245,7 @@ impl Core {
                 None => None,
                 Some(paydvm_policies::Disposition::Refund) => Some(Disposition::Refund {
                     refund: RefundId::new(format!("{job}:cancel")).map_err(|e| anyhow!("{e}"))?,
+                    asset: None,
                 }),
                 Some(paydvm_policies::Disposition::Credit) => Some(Disposition::Credit),
             };
@@ -1291,6 +1293,7 @@ impl Core {
                 None => None,
                 Some(paydvm_policies::Disposition::Refund) => Some(Disposition::Refund {
                     refund: RefundId::new(format!("{job}:expiry")).map_err(|e| anyhow!("{e}"))?,
+                    asset: None,
                 }),
                 Some(paydvm_policies::Disposition::Credit) => Some(Disposition::Credit),
             };

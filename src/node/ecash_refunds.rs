@@ -126,6 +126,7 @@ impl EcashRefundDesk {
                         },
                         destination: handover.destination(&order.customer),
                         lookup: attempt_tag(&order.refund, order.attempt),
+                        fee_reserve: Msat::ZERO,
                     },
                 },
                 Err(reason) => Command::RefundDeferred {

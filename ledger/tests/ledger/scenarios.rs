@@ -195,6 +195,7 @@ fn overpayment_needs_a_disposition_and_refund_never_exceeds_payment() {
             JobPayment::Apply {
                 excess: Some(Disposition::Refund {
                     refund: refund.clone(),
+                    asset: None,
                 }),
             },
         ))
@@ -228,12 +229,14 @@ fn unknown_refund_outcome_is_never_paid_again() {
         EventBody::RefundDue {
             job: job("j1"),
             refund: refund.clone(),
+            asset: Some(Asset::Lightning),
         },
     ));
     let route = RefundRoute {
         asset: Asset::Lightning,
         destination: "lnbcrt-refund".into(),
         lookup: "refund-hash".into(),
+        fee_reserve: Msat::ZERO,
     };
     events.push(ev(
         "refund-start:1",
@@ -267,16 +270,44 @@ fn unknown_refund_outcome_is_never_paid_again() {
         },
     );
     assert!(store.append(&again).is_err());
+    let settled = ev(
+        "refund-settled",
+        11,
+        EventBody::RefundSettled {
+            refund: refund.clone(),
+            fee: Msat::from_msat(3),
+            fee_paid_by: FeePayer::Operator,
+            evidence: None,
+            cause: None,
+        },
+    );
+    // The wallet holds exactly the job's payment: the 3 msat fee would drive it below zero. The
+    // settlement is refused and the refund stays unknown (still reserved, never paid again).
+    match store.append(&settled) {
+        Err(LedgerError::Refused {
+            source: TransitionError::AssetShort { has, needs, .. },
+            ..
+        }) => assert_eq!((has, needs), (Msat::ZERO, Msat::from_msat(3))),
+        other => panic!("expected AssetShort, got {other:?}"),
+    }
+    assert_eq!(
+        store.state().refund(&refund).unwrap().state,
+        RefundState::Unknown
+    );
     store
         .append(&ev(
-            "refund-settled",
+            "float:1",
             11,
-            EventBody::RefundSettled {
-                refund: refund.clone(),
-                fee: Msat::from_msat(3),
+            EventBody::FloatAdded {
+                asset: Asset::Lightning,
+                amount: Msat::from_msat(1_000),
+                cause: Cause::Operator {
+                    note: "routing fees".into(),
+                },
             },
         ))
         .unwrap();
+    store.append(&settled).unwrap();
     let s = store.state();
     assert_eq!(s.job(&job("j1")).unwrap().state, JobState::Refunded);
     assert_eq!(s.balance(&Account::Fees).debits, Msat::from_msat(3));
