@@ -81,3 +81,94 @@ impl JobRecord {
         self.held_credit = Msat::ZERO;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{EventId, JobId, Pubkey, UnixMs};
+    use crate::job::JobState;
+
+    fn job() -> JobRecord {
+        JobRecord {
+            job: JobId::new("j").unwrap(),
+            request_event: EventId::new("e").unwrap(),
+            customer: Pubkey::new("c").unwrap(),
+            kind: 5050,
+            received_at: UnixMs(0),
+            state: JobState::Failed,
+            price: None,
+            expires_at: None,
+            applied: Msat::ZERO,
+            funded_total: Msat::ZERO,
+            refunded_total: Msat::ZERO,
+            revenue: Msat::ZERO,
+            attempts: 1,
+            refund: None,
+            result_event: None,
+            held_assets: Vec::new(),
+            held_credit: Msat::ZERO,
+        }
+    }
+
+    fn mint(url: &str) -> Asset {
+        Asset::Mint { url: url.into() }
+    }
+
+    fn holding(parts: &[(Asset, u64)]) -> JobRecord {
+        let mut j = job();
+        for (asset, amount) in parts {
+            j.hold_asset(asset, Msat::from_msat(*amount)).unwrap();
+        }
+        j
+    }
+
+    #[test]
+    fn the_source_holding_the_most_wins_whatever_the_order_it_came_in() {
+        let parts = [
+            (mint("https://b.example"), 4),
+            (Asset::Lightning, 3),
+            (mint("https://a.example"), 5),
+        ];
+        assert_eq!(
+            holding(&parts).refund_asset(),
+            Ok(mint("https://a.example"))
+        );
+        let mut reversed = parts.to_vec();
+        reversed.reverse();
+        assert_eq!(
+            holding(&reversed).refund_asset(),
+            Ok(mint("https://a.example"))
+        );
+        assert_eq!(holding(&parts).held_total(), Ok(Msat::from_msat(12)));
+    }
+
+    #[test]
+    fn ties_go_to_lightning_then_to_the_mint_with_the_smaller_url() {
+        let tie = [(mint("https://b.example"), 5), (Asset::Lightning, 5)];
+        assert_eq!(holding(&tie).refund_asset(), Ok(Asset::Lightning));
+        let mints = [
+            (mint("https://b.example"), 5),
+            (mint("https://a.example"), 5),
+        ];
+        assert_eq!(
+            holding(&mints).refund_asset(),
+            Ok(mint("https://a.example"))
+        );
+    }
+
+    #[test]
+    fn credit_funded_money_and_nothing_held_have_no_refund_asset() {
+        let mut j = holding(&[(Asset::Lightning, 5)]);
+        j.hold_credit(Msat::from_msat(1)).unwrap();
+        assert!(matches!(
+            j.refund_asset(),
+            Err(TransitionError::CreditFundedRefund { .. })
+        ));
+        assert!(matches!(
+            job().refund_asset(),
+            Err(TransitionError::NothingHeld { .. })
+        ));
+        j.release_sources();
+        assert_eq!(j.held_total(), Ok(Msat::ZERO));
+    }
+}
