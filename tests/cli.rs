@@ -129,6 +129,7 @@ fn failed_and_refunded(j: &str) -> Vec<LedgerEvent> {
             EventBody::RefundDue {
                 job: job(j),
                 refund: refund.clone(),
+                asset: None,
             },
         ),
         ev(
@@ -141,6 +142,7 @@ fn failed_and_refunded(j: &str) -> Vec<LedgerEvent> {
                     asset: Asset::Lightning,
                     destination: format!("lnbcrt-refund-{j}"),
                     lookup: format!("refund-hash-{j}"),
+                    fee_reserve: Msat::ZERO,
                 },
             },
         ),
@@ -150,6 +152,9 @@ fn failed_and_refunded(j: &str) -> Vec<LedgerEvent> {
             EventBody::RefundSettled {
                 refund,
                 fee: Msat::from_msat(2),
+                fee_paid_by: FeePayer::Operator,
+                evidence: None,
+                cause: None,
             },
         ),
     ]);

@@ -209,10 +209,28 @@ impl<'a> Gen<'a> {
         }
     }
 
+    /// The asset a refund event names: usually none (as older nodes wrote), else any.
+    fn named_asset(&mut self) -> Option<Asset> {
+        if self.coin() {
+            None
+        } else {
+            Some(self.asset())
+        }
+    }
+
+    fn fee_payer(&mut self) -> FeePayer {
+        if self.byte() % 4 == 0 {
+            FeePayer::Customer
+        } else {
+            FeePayer::Operator
+        }
+    }
+
     fn disposition(&mut self) -> Disposition {
         if self.coin() {
             Disposition::Refund {
                 refund: self.new_refund(),
+                asset: self.named_asset(),
             }
         } else {
             Disposition::Credit
@@ -455,6 +473,7 @@ impl<'a> Gen<'a> {
             18 => EventBody::RefundDue {
                 job: self.job(),
                 refund: self.new_refund(),
+                asset: self.named_asset(),
             },
             19 => EventBody::CreditGranted { job: self.job() },
             20 => {
@@ -469,6 +488,7 @@ impl<'a> Gen<'a> {
                         asset: self.asset(),
                         destination: self.text(),
                         lookup: self.text(),
+                        fee_reserve: self.amount(Msat::ZERO),
                     },
                     refund,
                 }
@@ -479,6 +499,9 @@ impl<'a> Gen<'a> {
                     0 => EventBody::RefundSettled {
                         refund,
                         fee: self.amount(Msat::ZERO),
+                        fee_paid_by: self.fee_payer(),
+                        evidence: None,
+                        cause: None,
                     },
                     1 => EventBody::RefundOutcomeUnknown {
                         refund,
@@ -487,6 +510,7 @@ impl<'a> Gen<'a> {
                     _ => EventBody::RefundFailed {
                         refund,
                         reason: self.text(),
+                        cause: None,
                     },
                 }
             }
@@ -714,6 +738,7 @@ impl<'a> Gen<'a> {
                     reason: QueueReason::Retry,
                 },
                 1 => EventBody::RefundDue {
+                    asset: st.refund_asset_for(&job).ok(),
                     job,
                     refund: self.new_refund(),
                 },
@@ -736,6 +761,7 @@ impl<'a> Gen<'a> {
                             asset: self.asset(),
                             destination: self.text(),
                             lookup: self.pick(&["lookup", "p1", "j0"]).to_string(),
+                            fee_reserve: Msat::ZERO,
                         },
                         refund,
                     },
@@ -743,6 +769,9 @@ impl<'a> Gen<'a> {
                         0 | 1 => EventBody::RefundSettled {
                             refund,
                             fee: self.amount(Msat::ZERO),
+                            fee_paid_by: self.fee_payer(),
+                            evidence: None,
+                            cause: None,
                         },
                         2 => EventBody::RefundOutcomeUnknown {
                             refund,
@@ -751,6 +780,7 @@ impl<'a> Gen<'a> {
                         _ => EventBody::RefundFailed {
                             refund,
                             reason: self.text(),
+                            cause: None,
                         },
                     },
                 }

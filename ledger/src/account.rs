@@ -24,6 +24,10 @@ pub enum Account {
     Unmatched,
     Revenue,
     Fees,
+    /// The operator's own money put into a wallet (`float_added`).
+    Float,
+    /// Refunds the operator wrote off as income (`refund_written_off` to income).
+    WrittenOff,
 }
 
 impl Account {
@@ -42,6 +46,12 @@ impl Account {
     pub fn is_debit_normal(&self) -> bool {
         matches!(self, Account::Asset(_) | Account::Fees)
     }
+
+    /// Asset accounts are wallets: their debits may never fall below their credits (we cannot
+    /// pay out money the ledger never saw come in; the operator's own money is `float_added`).
+    pub fn is_asset(&self) -> bool {
+        matches!(self, Account::Asset(_))
+    }
 }
 
 impl fmt::Display for Account {
@@ -56,6 +66,8 @@ impl fmt::Display for Account {
             Account::Unmatched => f.write_str("liability:unmatched"),
             Account::Revenue => f.write_str("income:revenue"),
             Account::Fees => f.write_str("expense:fees"),
+            Account::Float => f.write_str("equity:float"),
+            Account::WrittenOff => f.write_str("income:written_off"),
         }
     }
 }
@@ -79,6 +91,11 @@ impl Balance {
     /// What a held (credit-normal) account holds; `None` when debits exceed credits.
     pub fn held(&self) -> Option<Msat> {
         self.credits.checked_sub(self.debits).ok()
+    }
+
+    /// What an asset (debit-normal) account holds; `None` when credits exceed debits.
+    pub fn owned(&self) -> Option<Msat> {
+        self.debits.checked_sub(self.credits).ok()
     }
 
     /// Signed balance in the account's normal direction.

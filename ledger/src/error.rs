@@ -1,5 +1,6 @@
 //! Typed errors of the ledger core and its store.
 
+use crate::event::Asset;
 use crate::ids::{EffectId, IdemKey, JobId, PaymentRef, RefundId, SubscriptionId};
 use crate::job::{JobInput, JobState};
 use crate::money::{MoneyError, Msat};
@@ -99,6 +100,22 @@ pub enum TransitionError {
     Money(#[from] MoneyError),
     #[error("account {account} would go negative")]
     NegativeHeld { account: String },
+    #[error("{account} has {has} available, {needs} needed")]
+    AssetShort {
+        account: String,
+        has: Msat,
+        needs: Msat,
+    },
+    #[error("job {job} holds money from prepaid credit: it goes back as credit, not as a refund")]
+    CreditFundedRefund { job: JobId },
+    #[error("refund {refund} is paid from {expected}, not {got}")]
+    RefundAssetMismatch {
+        refund: RefundId,
+        expected: Asset,
+        got: Asset,
+    },
+    #[error("refund fee {fee} paid by the customer exceeds the refund amount {amount}")]
+    FeeExceedsRefund { fee: Msat, amount: Msat },
 }
 
 /// Errors from appending to or reading a ledger.

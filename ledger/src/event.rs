@@ -41,6 +41,16 @@ pub enum Asset {
     Mint { url: String },
 }
 
+impl std::fmt::Display for Asset {
+    /// The asset's part of its account name: `lightning` or `mint:<url>`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Asset::Lightning => f.write_str("lightning"),
+            Asset::Mint { url } => write!(f, "mint:{url}"),
+        }
+    }
+}
+
 /// How a payment reached us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -84,8 +94,15 @@ pub enum PaymentOption {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "disposition", rename_all = "snake_case")]
 pub enum Disposition {
-    /// Owed back to the customer under this refund id.
-    Refund { refund: RefundId },
+    /// Owed back to the customer under this refund id. `asset` is the asset the refund is paid
+    /// from: for a payment's excess or a whole payment it is the payment's asset (given or not);
+    /// for a job's held money it must be what [`crate::LedgerState::refund_asset_for`] says.
+    /// Absent in events written before refund assets were recorded.
+    Refund {
+        refund: RefundId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        asset: Option<Asset>,
+    },
     /// Added to the customer's prepaid credit.
     Credit,
 }
@@ -141,7 +158,7 @@ pub struct Payment {
     pub target: PaymentTarget,
 }
 
-fn is_zero_msat(m: &Msat) -> bool {
+pub(crate) fn is_zero_msat(m: &Msat) -> bool {
     m.is_zero()
 }
 
@@ -171,6 +188,57 @@ pub struct RefundRoute {
     pub destination: String,
     /// The handle to look the payment up by after a crash (payment hash, token id).
     pub lookup: String,
+    /// The most the payout may cost in fees (the Lightning fee cap, the mint's input fee): held
+    /// back from the asset together with the amount while the refund is in flight or unknown.
+    /// Absent (zero) in events written before reservations.
+    #[serde(default, skip_serializing_if = "is_zero_msat")]
+    pub fee_reserve: Msat,
+}
+
+/// Who bore a refund payout's fee.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeePayer {
+    /// We paid it on top of the refund amount: booked to `expense:fees`.
+    #[default]
+    Operator,
+    /// It came out of the refund (an ecash refund token worth amount − fee): nothing is booked
+    /// to `expense:fees`; the customer received amount − fee.
+    Customer,
+}
+
+impl FeePayer {
+    pub fn is_operator(&self) -> bool {
+        *self == FeePayer::Operator
+    }
+}
+
+/// Who decided an operator-style resolution, and why (free text, at most [`MAX_TEXT_LEN`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum Cause {
+    /// A person running the node (CLI, admin command).
+    Operator { note: String },
+    /// The node itself, by a rule (e.g. fixing a refund recorded by an older version).
+    Node { note: String },
+}
+
+impl Cause {
+    pub fn note(&self) -> &str {
+        match self {
+            Cause::Operator { note } | Cause::Node { note } => note,
+        }
+    }
+}
+
+/// Where a written-off refund's money goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteOffTo {
+    /// Back to the customer as prepaid credit (`liability:credit:<customer>`).
+    Credit,
+    /// Kept: booked to `income:written_off` (the customer cannot be paid and gave up).
+    Income,
 }
 
 /// How an outbox effect ended.
@@ -240,10 +308,14 @@ pub enum EventBody {
         job: JobId,
         result_event: EventId,
     },
-    /// Everything a failed job holds becomes owed to the customer.
+    /// Everything a failed job holds becomes owed to the customer. `asset` must be what
+    /// [`crate::LedgerState::refund_asset_for`] says; absent in events written before refund
+    /// assets were recorded (then the refund's asset stays open).
     RefundDue {
         job: JobId,
         refund: RefundId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        asset: Option<Asset>,
     },
     /// Everything a failed job holds becomes the customer's prepaid credit.
     CreditGranted {
@@ -264,6 +336,15 @@ pub enum EventBody {
     RefundSettled {
         refund: RefundId,
         fee: Msat,
+        /// Who bore `fee`; absent (the operator) in older events.
+        #[serde(default, skip_serializing_if = "FeePayer::is_operator")]
+        fee_paid_by: FeePayer,
+        /// What proves the payout: the hand-over event id, a preimage, "claimed", a note.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        evidence: Option<String>,
+        /// Set when someone resolved an unknown outcome by hand (checked the wallet).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<Cause>,
     },
     /// The backend could not say whether the payment went through: stays pending, looked up later.
     RefundOutcomeUnknown {
@@ -274,6 +355,33 @@ pub enum EventBody {
     RefundFailed {
         refund: RefundId,
         reason: String,
+        /// Set when someone resolved an unknown outcome by hand (checked the wallet).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<Cause>,
+    },
+    /// A waiting refund (due or failed) will be paid from `asset` instead.
+    RefundRerouted {
+        refund: RefundId,
+        asset: Asset,
+        cause: Cause,
+    },
+    /// A waiting refund (due or failed) gets a fresh count of attempts before it is parked.
+    RefundRetried {
+        refund: RefundId,
+        cause: Cause,
+    },
+    /// A waiting refund (due or failed) will not be paid: its money becomes the customer's
+    /// credit or our income.
+    RefundWrittenOff {
+        refund: RefundId,
+        to: WriteOffTo,
+        cause: Cause,
+    },
+    /// The operator put their own money into a wallet (e.g. to cover fees).
+    FloatAdded {
+        asset: Asset,
+        amount: Msat,
+        cause: Cause,
     },
     EntitlementGranted {
         subscription: SubscriptionId,
@@ -321,6 +429,10 @@ impl EventBody {
             EventBody::RefundSettled { .. } => "refund_settled",
             EventBody::RefundOutcomeUnknown { .. } => "refund_outcome_unknown",
             EventBody::RefundFailed { .. } => "refund_failed",
+            EventBody::RefundRerouted { .. } => "refund_rerouted",
+            EventBody::RefundRetried { .. } => "refund_retried",
+            EventBody::RefundWrittenOff { .. } => "refund_written_off",
+            EventBody::FloatAdded { .. } => "float_added",
             EventBody::EntitlementGranted { .. } => "entitlement_granted",
             EventBody::EntitlementExpired { .. } => "entitlement_expired",
             EventBody::EffectRequested { .. } => "effect_requested",

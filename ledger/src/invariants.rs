@@ -1,23 +1,28 @@
 //! The money invariants of the design (§5), checked on every append in debug builds (for what the
 //! event touched) and over the whole state by `verify`.
 
-use crate::account::Account;
+use std::collections::HashMap;
+
+use crate::account::{Account, Balance};
+use crate::event::Asset;
 use crate::job::{JobRecord, JobState};
-use crate::refund::{RefundRecord, RefundState};
+use crate::money::Msat;
+use crate::refund::RefundRecord;
 use crate::state::{Change, LedgerState};
 
 /// Check the invariants of the records one change touched.
 pub fn check_change(state: &LedgerState, change: &Change) -> Result<(), String> {
     for (account, balance) in &change.balances {
-        if account.is_held() && balance.held().is_none() {
-            return Err(format!("{account} is negative"));
-        }
+        check_sign(account, balance)?;
     }
     if let Some(job) = &change.job {
         check_job(state, job)?;
     }
     if let Some(r) = &change.refund {
         check_refund(state, r)?;
+    }
+    if !change.reserved.is_empty() {
+        check_reservations(state)?;
     }
     Ok(())
 }
@@ -28,9 +33,7 @@ pub fn check_all(state: &LedgerState) -> Result<(), String> {
     for (account, balance) in state.balances() {
         debits += u128::from(balance.debits.as_msat());
         credits += u128::from(balance.credits.as_msat());
-        if account.is_held() && balance.held().is_none() {
-            return Err(format!("{account} is negative"));
-        }
+        check_sign(account, balance)?;
     }
     if debits != credits {
         return Err(format!(
@@ -42,6 +45,51 @@ pub fn check_all(state: &LedgerState) -> Result<(), String> {
     }
     for r in state.refunds() {
         check_refund(state, r)?;
+    }
+    check_reservations(state)
+}
+
+/// Held (liability) accounts never go negative, and neither do asset accounts: a wallet cannot
+/// have paid out more than the ledger saw come in (the operator's own money is booked as float).
+fn check_sign(account: &Account, balance: &Balance) -> Result<(), String> {
+    if account.is_held() && balance.held().is_none() {
+        return Err(format!("{account} is negative"));
+    }
+    if account.is_asset() && balance.owned().is_none() {
+        return Err(format!(
+            "{account} is negative: credits {} exceed debits {}",
+            balance.credits, balance.debits
+        ));
+    }
+    Ok(())
+}
+
+/// The incrementally kept reserved total of every asset equals the sum over the refunds in
+/// flight or unknown on it.
+fn check_reservations(state: &LedgerState) -> Result<(), String> {
+    let mut expected: HashMap<Asset, Msat> = HashMap::new();
+    for r in state.refunds() {
+        let reservation = r.reservation().map_err(|e| e.to_string())?;
+        if let Some((asset, amount)) = reservation {
+            let total = expected.entry(asset).or_default();
+            *total = total.checked_add(amount).map_err(|e| e.to_string())?;
+        }
+    }
+    for (asset, total) in &state.reserved {
+        if expected.get(asset).copied().unwrap_or_default() != *total {
+            return Err(format!(
+                "asset {asset}: reserved {total}, refunds in flight hold {}",
+                expected.get(asset).copied().unwrap_or_default()
+            ));
+        }
+    }
+    if let Some((asset, total)) = expected
+        .iter()
+        .find(|(a, t)| !t.is_zero() && !state.reserved.contains_key(*a))
+    {
+        return Err(format!(
+            "asset {asset}: nothing reserved, refunds in flight hold {total}"
+        ));
     }
     Ok(())
 }
@@ -76,6 +124,13 @@ fn check_job(state: &LedgerState, job: &JobRecord) -> Result<(), String> {
     if job.state == JobState::Succeeded && job.result_event.is_none() {
         return Err(format!("job {} succeeded without a result event", job.job));
     }
+    let by_source = job.held_total().map_err(|e| e.to_string())?;
+    if by_source != held {
+        return Err(format!(
+            "job {} holds {held} but its sources (assets and credit) add up to {by_source}",
+            job.job
+        ));
+    }
     Ok(())
 }
 
@@ -84,8 +139,8 @@ fn check_refund(state: &LedgerState, r: &RefundRecord) -> Result<(), String> {
         .balance(&Account::Refund(r.refund.clone()))
         .held()
         .ok_or_else(|| format!("refund {} is negative", r.refund))?;
-    let expected = if r.state == RefundState::Settled {
-        crate::Msat::ZERO
+    let expected = if r.state.is_closed() {
+        Msat::ZERO
     } else {
         r.amount
     };

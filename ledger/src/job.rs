@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::event::is_zero_msat;
+use crate::held::AssetAmount;
 use crate::ids::{EventId, JobId, Pubkey, RefundId, UnixMs};
 use crate::money::Msat;
 
@@ -28,10 +30,11 @@ pub enum JobState {
     RefundFailed,
     Refunded,
     Credited,
+    WrittenOff,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 18] = [
+    pub const ALL: [JobState; 19] = [
         JobState::Received,
         JobState::Rejected,
         JobState::Quoted,
@@ -50,6 +53,7 @@ impl JobState {
         JobState::RefundFailed,
         JobState::Refunded,
         JobState::Credited,
+        JobState::WrittenOff,
     ];
 
     /// No transition leaves a terminal state except a late payment reviving an expired quote.
@@ -64,6 +68,7 @@ impl JobState {
                 | JobState::Succeeded
                 | JobState::Refunded
                 | JobState::Credited
+                | JobState::WrittenOff
         )
     }
 
@@ -87,6 +92,7 @@ impl JobState {
             JobState::RefundFailed => "refund_failed",
             JobState::Refunded => "refunded",
             JobState::Credited => "credited",
+            JobState::WrittenOff => "written_off",
         }
     }
 
@@ -130,6 +136,8 @@ pub enum JobInput {
     RefundSettle,
     RefundUnknown,
     RefundFail,
+    WriteOffCredit,
+    WriteOffIncome,
 }
 
 impl JobInput {
@@ -160,6 +168,8 @@ impl JobInput {
             JobInput::RefundSettle => "refund_settle",
             JobInput::RefundUnknown => "refund_unknown",
             JobInput::RefundFail => "refund_fail",
+            JobInput::WriteOffCredit => "write_off_credit",
+            JobInput::WriteOffIncome => "write_off_income",
         }
     }
 }
@@ -207,6 +217,10 @@ pub const TRANSITIONS: &[(JobState, JobInput, JobState)] = &[
     (S::RefundPending, I::RefundSettle, S::Refunded),
     (S::RefundPending, I::RefundFail, S::RefundFailed),
     (S::RefundFailed, I::RefundStart, S::Refunding),
+    (S::RefundDue, I::WriteOffCredit, S::Credited),
+    (S::RefundDue, I::WriteOffIncome, S::WrittenOff),
+    (S::RefundFailed, I::WriteOffCredit, S::Credited),
+    (S::RefundFailed, I::WriteOffIncome, S::WrittenOff),
 ];
 
 /// The state `input` leads to from `from`, or `None` when the table does not allow it.
@@ -240,6 +254,14 @@ pub struct JobRecord {
     /// The refund whose progress the job's own state follows.
     pub refund: Option<RefundId>,
     pub result_event: Option<EventId>,
+    /// What the job holds now that came from payments, per asset (amounts applied to the
+    /// price; an excess or a whole payment is never held). Sorted by asset. Emptied when the
+    /// held money is released (refund, credit, revenue).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_assets: Vec<AssetAmount>,
+    /// What the job holds now that came from the customer's prepaid credit.
+    #[serde(default, skip_serializing_if = "is_zero_msat")]
+    pub held_credit: Msat,
 }
 
 #[cfg(test)]

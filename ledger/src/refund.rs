@@ -2,9 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::RefundRoute;
+use crate::event::{Asset, FeePayer, RefundRoute, WriteOffTo};
 use crate::ids::{JobId, Pubkey, RefundId};
-use crate::money::Msat;
+use crate::money::{MoneyError, Msat};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -18,6 +18,8 @@ pub enum RefundState {
     /// The backend said explicitly it failed: may be attempted again.
     Failed,
     Settled,
+    /// The operator wrote it off (to the customer's credit or to income): never paid.
+    WrittenOff,
 }
 
 impl RefundState {
@@ -28,6 +30,7 @@ impl RefundState {
             RefundState::Unknown => "unknown",
             RefundState::Failed => "failed",
             RefundState::Settled => "settled",
+            RefundState::WrittenOff => "written_off",
         }
     }
 
@@ -37,6 +40,11 @@ impl RefundState {
 
     pub fn can_resolve(self) -> bool {
         matches!(self, RefundState::InFlight | RefundState::Unknown)
+    }
+
+    /// Settled or written off: nothing is owed any more.
+    pub fn is_closed(self) -> bool {
+        matches!(self, RefundState::Settled | RefundState::WrittenOff)
     }
 }
 
@@ -53,4 +61,39 @@ pub struct RefundRecord {
     /// Why the refund is waiting, while it cannot be started (see `refund_deferred`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deferred: Option<String>,
+    /// The asset the refund is paid from, decided once when the refund was created (or by
+    /// `refund_rerouted`). `None` only for refunds of held money recorded by older nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset: Option<Asset>,
+    /// `attempts` when the operator last asked for a retry (`refund_retried`): the node parks a
+    /// refund after N failed attempts counted from here.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub retry_base: u32,
+    /// Who bore `fee` (settled refunds).
+    #[serde(default, skip_serializing_if = "FeePayer::is_operator")]
+    pub fee_paid_by: FeePayer,
+    /// What proves the payout (settled refunds), as recorded by `refund_settled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
+    /// Where the money went when the refund was written off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_off_to: Option<WriteOffTo>,
+}
+
+impl RefundRecord {
+    /// What this refund holds back from its route's asset while in flight or unknown: the
+    /// amount plus the route's fee reserve.
+    pub fn reservation(&self) -> Result<Option<(Asset, Msat)>, MoneyError> {
+        match (&self.route, self.state.can_resolve()) {
+            (Some(route), true) => Ok(Some((
+                route.asset.clone(),
+                self.amount.checked_add(route.fee_reserve)?,
+            ))),
+            _ => Ok(None),
+        }
+    }
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }

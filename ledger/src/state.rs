@@ -2,14 +2,16 @@
 //! without touching the state; `commit` then applies the plan and cannot fail, so an event is
 //! never half-applied.
 
+mod refunds;
+
 use std::collections::HashMap;
 
 use crate::account::{Account, Balance, Posting};
 use crate::effect::EffectRecord;
 use crate::error::TransitionError;
 use crate::event::{
-    Disposition, EventBody, JobPayment, LedgerEvent, Payment, PaymentTarget, QueueReason,
-    MAX_LINKED_REFS, MAX_PAYLOAD_LEN, MAX_PAYMENT_OPTIONS, MAX_TEXT_LEN,
+    Asset, Cause, Disposition, EventBody, JobPayment, LedgerEvent, Payment, PaymentTarget,
+    QueueReason, MAX_LINKED_REFS, MAX_PAYLOAD_LEN, MAX_PAYMENT_OPTIONS, MAX_TEXT_LEN,
 };
 use crate::ids::{EffectId, JobId, PaymentRef, Pubkey, RefundId, SubscriptionId, UnixMs};
 use crate::job::{next_state, JobInput, JobRecord, JobState};
@@ -30,6 +32,9 @@ pub struct Change {
     pub postings: Vec<Posting>,
     /// New totals of every account the postings touch.
     pub balances: Vec<(Account, Balance)>,
+    /// New reserved totals of every asset whose reservations this event changed (refunds in
+    /// flight or unknown hold back their amount plus fee reserve).
+    pub reserved: Vec<(Asset, Msat)>,
 }
 
 /// What `commit` overwrote, so a group that fails later can be rolled back.
@@ -41,6 +46,7 @@ pub struct Undo {
     effect: Option<(EffectId, Option<EffectRecord>)>,
     payment_refs: Vec<PaymentRef>,
     balances: Vec<(Account, Option<Balance>)>,
+    reserved: Vec<(Asset, Option<Msat>)>,
 }
 
 /// The projections of the log: jobs, refunds, subscriptions, effects, balances, payment refs.
@@ -53,6 +59,9 @@ pub struct LedgerState {
     pub(crate) balances: HashMap<Account, Balance>,
     /// Every payment reference ever credited, with the sequence number that credited it.
     pub(crate) payment_refs: HashMap<PaymentRef, u64>,
+    /// Per asset, the amount plus fee reserve of every refund in flight or unknown on it. Kept
+    /// up to date event by event (never by scanning refunds); absent means zero.
+    pub(crate) reserved: HashMap<Asset, Msat>,
 }
 
 impl LedgerState {
@@ -99,6 +108,38 @@ impl LedgerState {
     /// What a held account holds now (zero for an account never used).
     pub fn held(&self, account: &Account) -> Msat {
         self.balance(account).held().unwrap_or(Msat::ZERO)
+    }
+
+    /// What an asset account holds: its debits minus its credits (zero for an unused asset).
+    pub fn asset_balance(&self, asset: &Asset) -> Msat {
+        self.balance(&Account::Asset(asset.clone()))
+            .owned()
+            .unwrap_or(Msat::ZERO)
+    }
+
+    /// What refunds in flight or unknown on `asset` hold back: their amounts plus fee reserves.
+    pub fn reserved(&self, asset: &Asset) -> Msat {
+        self.reserved.get(asset).copied().unwrap_or(Msat::ZERO)
+    }
+
+    /// What a new refund payout from `asset` may use: the asset's balance minus what refunds in
+    /// flight or unknown reserve, zero when that is short. `refund_started` requires
+    /// `available ≥ amount + fee_reserve`; check it before promising a payout.
+    pub fn available(&self, asset: &Asset) -> Msat {
+        self.asset_balance(asset)
+            .saturating_sub(self.reserved(asset))
+    }
+
+    /// The asset a refund of everything `job` holds must be paid from (the value to put in
+    /// `refund_due` and in a refund disposition of held money): the source holding the most for
+    /// the job, ties to the smaller `Asset` (Lightning first, then mints by URL). Refused when
+    /// the job holds nothing (`NothingHeld`) or holds prepaid credit (`CreditFundedRefund`:
+    /// grant it back as credit instead).
+    pub fn refund_asset_for(&self, job: &JobId) -> Result<Asset, TransitionError> {
+        self.jobs
+            .get(job)
+            .ok_or_else(|| TransitionError::UnknownJob(job.clone()))?
+            .refund_asset()
     }
 
     pub fn payment_ref_seq(&self, r: &PaymentRef) -> Option<u64> {
@@ -156,6 +197,17 @@ impl LedgerState {
             undo.balances
                 .extend(put(&mut self.balances, account, balance, keep_undo));
         }
+        for (asset, total) in &change.reserved {
+            // Zero totals are removed, so a state and its replay compare equal.
+            let old = if total.is_zero() {
+                self.reserved.remove(asset)
+            } else {
+                self.reserved.insert(asset.clone(), *total)
+            };
+            if keep_undo {
+                undo.reserved.push((asset.clone(), old));
+            }
+        }
         undo
     }
 
@@ -189,6 +241,9 @@ impl LedgerState {
         for (k, old) in undo.balances.into_iter().rev() {
             restore(&mut self.balances, k, old);
         }
+        for (k, old) in undo.reserved.into_iter().rev() {
+            restore(&mut self.reserved, k, old);
+        }
     }
 }
 
@@ -217,6 +272,19 @@ fn check_text(field: &'static str, s: &str) -> Result<(), TransitionError> {
         });
     }
     Ok(())
+}
+
+fn check_cause(cause: &Cause) -> Result<(), TransitionError> {
+    check_text("cause note", cause.note())
+}
+
+/// Where the money a refund is created from came from, which decides the refund's asset.
+#[derive(Clone, Copy)]
+enum RefundSource<'a> {
+    /// A payment's excess or a whole payment: always that payment's asset.
+    Payment(&'a Asset),
+    /// Everything the job holds: the job's refund asset rule, when the event names an asset.
+    Held,
 }
 
 struct Planner<'a> {
@@ -261,6 +329,8 @@ impl Planner<'_> {
                     attempts: 0,
                     refund: None,
                     result_event: None,
+                    held_assets: Vec::new(),
+                    held_credit: Msat::ZERO,
                 });
             }
             EventBody::JobRejected { job, reason } => {
@@ -387,12 +457,14 @@ impl Planner<'_> {
                 self.post(Account::Job(job.clone()), Account::Revenue, held)?;
                 rec.revenue = rec.revenue.checked_add(held)?;
                 rec.result_event = Some(result_event.clone());
+                rec.release_sources();
                 self.change.job = Some(rec);
             }
-            EventBody::RefundDue { job, refund } => {
+            EventBody::RefundDue { job, refund, asset } => {
                 let mut rec = self.load_job(job)?;
                 let disposition = Disposition::Refund {
                     refund: refund.clone(),
+                    asset: asset.clone(),
                 };
                 let input = self.release_held(
                     &mut rec,
@@ -412,82 +484,47 @@ impl Planner<'_> {
                 transition(&mut rec, input)?;
                 self.change.job = Some(rec);
             }
-            EventBody::RefundDeferred { refund, reason } => {
-                check_text("reason", reason)?;
-                let mut r = self.load_refund(refund)?;
-                if !r.state.can_start() {
-                    return Err(refund_refused(&r, "defer"));
-                }
-                r.deferred = Some(reason.clone());
-                self.change.subject_job = r.job.clone();
-                self.change.refund = Some(r);
-            }
+            EventBody::RefundDeferred { refund, reason } => self.refund_deferred(refund, reason)?,
             EventBody::RefundStarted {
                 refund,
                 attempt,
                 route,
-            } => {
-                check_text("destination", &route.destination)?;
-                check_text("lookup", &route.lookup)?;
-                let mut r = self.load_refund(refund)?;
-                if !r.state.can_start() {
-                    return Err(refund_refused(&r, "start a payment"));
-                }
-                if *attempt != r.attempts.saturating_add(1) {
-                    return Err(TransitionError::RefundAttemptMismatch {
-                        refund: refund.clone(),
-                        expected: r.attempts.saturating_add(1),
-                        got: *attempt,
-                    });
-                }
-                r.state = RefundState::InFlight;
-                r.attempts = *attempt;
-                r.route = Some(route.clone());
-                r.deferred = None;
-                self.mirror_refund(&r, JobInput::RefundStart)?;
-                self.change.refund = Some(r);
-            }
-            EventBody::RefundSettled { refund, fee } => {
-                check_amount("fee", *fee)?;
-                let mut r = self.load_refund(refund)?;
-                if !r.state.can_resolve() {
-                    return Err(refund_refused(&r, "settle"));
-                }
-                let asset = match &r.route {
-                    Some(route) => route.asset.clone(),
-                    None => return Err(refund_refused(&r, "settle without a route")),
-                };
-                self.post(
-                    Account::Refund(refund.clone()),
-                    Account::Asset(asset.clone()),
-                    r.amount,
-                )?;
-                self.post(Account::Fees, Account::Asset(asset), *fee)?;
-                r.state = RefundState::Settled;
-                r.fee = *fee;
-                self.mirror_refund(&r, JobInput::RefundSettle)?;
-                self.change.refund = Some(r);
-            }
+            } => self.refund_started(refund, *attempt, route)?,
+            EventBody::RefundSettled {
+                refund,
+                fee,
+                fee_paid_by,
+                evidence,
+                cause,
+            } => self.refund_settled(
+                refund,
+                *fee,
+                *fee_paid_by,
+                evidence.as_deref(),
+                cause.as_ref(),
+            )?,
             EventBody::RefundOutcomeUnknown { refund, reason } => {
-                check_text("reason", reason)?;
-                let mut r = self.load_refund(refund)?;
-                if r.state != RefundState::InFlight {
-                    return Err(refund_refused(&r, "mark the outcome unknown"));
-                }
-                r.state = RefundState::Unknown;
-                self.mirror_refund(&r, JobInput::RefundUnknown)?;
-                self.change.refund = Some(r);
+                self.refund_outcome_unknown(refund, reason)?
             }
-            EventBody::RefundFailed { refund, reason } => {
-                check_text("reason", reason)?;
-                let mut r = self.load_refund(refund)?;
-                if !r.state.can_resolve() {
-                    return Err(refund_refused(&r, "fail"));
-                }
-                r.state = RefundState::Failed;
-                self.mirror_refund(&r, JobInput::RefundFail)?;
-                self.change.refund = Some(r);
+            EventBody::RefundFailed {
+                refund,
+                reason,
+                cause,
+            } => self.refund_failed(refund, reason, cause.as_ref())?,
+            EventBody::RefundRerouted {
+                refund,
+                asset,
+                cause,
+            } => self.refund_rerouted(refund, asset, cause)?,
+            EventBody::RefundRetried { refund, cause } => self.refund_retried(refund, cause)?,
+            EventBody::RefundWrittenOff { refund, to, cause } => {
+                self.refund_written_off(refund, *to, cause)?
             }
+            EventBody::FloatAdded {
+                asset,
+                amount,
+                cause,
+            } => self.float_added(asset, *amount, cause)?,
             EventBody::EntitlementGranted {
                 subscription,
                 subscriber,
@@ -586,6 +623,14 @@ impl Planner<'_> {
                     account: account.to_string(),
                 });
             }
+            // `post` refuses the posting that would do it; this guards every other path.
+            if account.is_asset() && balance.owned().is_none() {
+                return Err(TransitionError::AssetShort {
+                    account: account.to_string(),
+                    has: Msat::ZERO,
+                    needs: balance.credits.checked_sub(balance.debits)?,
+                });
+            }
         }
         if self.change.subject_job.is_none() {
             self.change.subject_job = self.change.job.as_ref().map(|j| j.job.clone());
@@ -647,6 +692,14 @@ impl Planner<'_> {
         }
         let d = self.balance(&debit).with_debit(amount)?;
         let c = self.balance(&credit).with_credit(amount)?;
+        // A wallet cannot pay out money the ledger never saw come in.
+        if credit.is_asset() && c.owned().is_none() {
+            return Err(TransitionError::AssetShort {
+                account: credit.to_string(),
+                has: self.balance(&credit).owned().unwrap_or(Msat::ZERO),
+                needs: amount,
+            });
+        }
         if d.debits.as_msat() > MAX_TOTAL || c.credits.as_msat() > MAX_TOTAL {
             let account = if d.debits.as_msat() > MAX_TOTAL {
                 &debit
@@ -672,6 +725,7 @@ impl Planner<'_> {
         refund: &RefundId,
         job: &JobRecord,
         amount: Msat,
+        asset: Option<Asset>,
     ) -> Result<(), TransitionError> {
         if self.state.refunds.contains_key(refund) || self.change.refund.is_some() {
             return Err(TransitionError::RefundExists(refund.clone()));
@@ -686,21 +740,52 @@ impl Planner<'_> {
             route: None,
             fee: Msat::ZERO,
             deferred: None,
+            asset,
+            retry_base: 0,
+            fee_paid_by: Default::default(),
+            evidence: None,
+            written_off_to: None,
         });
         Ok(())
     }
 
-    /// Book `amount` of job-related money (coming from `from`) per `disposition`.
+    /// The asset a new refund is paid from. A payment's money is paid back from the payment's
+    /// asset; a job's held money from the job's rule, checked against what the event names. An
+    /// event that names no asset for held money (written by an older node) leaves it open.
+    fn refund_asset(
+        rec: &JobRecord,
+        refund: &RefundId,
+        source: RefundSource<'_>,
+        named: Option<&Asset>,
+    ) -> Result<Option<Asset>, TransitionError> {
+        let expected = match (source, named) {
+            (RefundSource::Payment(asset), _) => asset.clone(),
+            (RefundSource::Held, None) => return Ok(None),
+            (RefundSource::Held, Some(_)) => rec.refund_asset()?,
+        };
+        match named {
+            Some(got) if *got != expected => Err(TransitionError::RefundAssetMismatch {
+                refund: refund.clone(),
+                expected,
+                got: got.clone(),
+            }),
+            _ => Ok(Some(expected)),
+        }
+    }
+
+    /// Book `amount` of job-related money (coming from `from`, originally from `source`) per
+    /// `disposition`.
     fn dispose(
         &mut self,
         rec: &mut JobRecord,
-        from: Account,
+        (from, source): (Account, RefundSource<'_>),
         amount: Msat,
         disposition: &Disposition,
     ) -> Result<(), TransitionError> {
         match disposition {
-            Disposition::Refund { refund } => {
-                self.new_refund(refund, rec, amount)?;
+            Disposition::Refund { refund, asset } => {
+                let asset = Self::refund_asset(rec, refund, source, asset.as_ref())?;
+                self.new_refund(refund, rec, amount, asset)?;
                 rec.refunded_total = rec.refunded_total.checked_add(amount)?;
                 self.post(from, Account::Refund(refund.clone()), amount)
             }
@@ -735,7 +820,7 @@ impl Planner<'_> {
                     held,
                 })
             }
-            (false, Some(Disposition::Refund { refund })) => {
+            (false, Some(Disposition::Refund { refund, .. })) => {
                 rec.refund = Some(refund.clone());
                 inputs[1]
             }
@@ -745,8 +830,10 @@ impl Planner<'_> {
         if next_state(rec.state, input).is_none() {
             return Err(invalid(rec, input));
         }
-        self.dispose(rec, account, held, disposition.expect("matched Some above"))?;
+        let disposition = disposition.expect("matched Some above");
+        self.dispose(rec, (account, RefundSource::Held), held, disposition)?;
         rec.applied = Msat::ZERO;
+        rec.release_sources();
         Ok(input)
     }
 
@@ -784,10 +871,12 @@ impl Planner<'_> {
                 rec.funded_total = rec.funded_total.checked_add(payment.amount)?;
                 match booking {
                     JobPayment::Whole(disposition) => {
-                        self.dispose(&mut rec, asset, payment.amount, disposition)?;
+                        let from = (asset, RefundSource::Payment(&payment.asset));
+                        self.dispose(&mut rec, from, payment.amount, disposition)?;
                     }
                     JobPayment::Apply { excess } => {
-                        self.apply_payment(&mut rec, asset, payment.amount, excess.as_ref())?;
+                        let excess = excess.as_ref();
+                        self.apply_payment(&mut rec, &payment.asset, payment.amount, excess)?;
                     }
                 }
                 self.change.job = Some(rec);
@@ -815,10 +904,11 @@ impl Planner<'_> {
     fn apply_payment(
         &mut self,
         rec: &mut JobRecord,
-        asset: Account,
+        paid_in: &Asset,
         amount: Msat,
         excess_disposition: Option<&Disposition>,
     ) -> Result<(), TransitionError> {
+        let asset = Account::Asset(paid_in.clone());
         let price = match (rec.state, rec.price) {
             (JobState::Quoted | JobState::PartiallyPaid | JobState::Expired, Some(p)) => p,
             _ => return Err(invalid(rec, JobInput::PayPartial)),
@@ -840,10 +930,14 @@ impl Planner<'_> {
                 })
             }
             (true, None) => {}
-            (false, Some(d)) => self.dispose(rec, asset.clone(), excess, d)?,
+            (false, Some(d)) => {
+                let from = (asset.clone(), RefundSource::Payment(paid_in));
+                self.dispose(rec, from, excess, d)?
+            }
         }
         self.post(asset, Account::Job(rec.job.clone()), applied_now)?;
         rec.applied = rec.applied.checked_add(applied_now)?;
+        rec.hold_asset(paid_in, applied_now)?;
         let input = if rec.applied == price {
             JobInput::PayComplete
         } else {
@@ -866,6 +960,7 @@ impl Planner<'_> {
             });
         }
         self.post(credit, Account::Job(rec.job.clone()), amount)?;
+        rec.hold_credit(amount)?;
         rec.funded_total = rec.funded_total.checked_add(amount)?;
         rec.applied = amount;
         rec.price = Some(amount);

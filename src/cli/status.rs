@@ -117,7 +117,12 @@ fn per_entity_kind(account: &Account) -> Option<&'static str> {
         Account::Credit(_) => Some("credit"),
         Account::Refund(_) => Some("refund"),
         Account::Subscription(_) => Some("subscription"),
-        Account::Asset(_) | Account::Unmatched | Account::Revenue | Account::Fees => None,
+        Account::Asset(_)
+        | Account::Unmatched
+        | Account::Revenue
+        | Account::Fees
+        | Account::Float
+        | Account::WrittenOff => None,
     }
 }
 

@@ -148,12 +148,28 @@ fn detail(body: &EventBody) -> String {
             "refund {refund}, attempt {attempt}, lookup {}",
             route.lookup
         ),
-        EventBody::RefundSettled { refund, fee } => format!("refund {refund}, fee {fee}"),
+        EventBody::RefundSettled { refund, fee, .. } => format!("refund {refund}, fee {fee}"),
         EventBody::RefundOutcomeUnknown { refund, reason } => {
             format!("refund {refund}: {reason}")
         }
-        EventBody::RefundFailed { refund, reason }
+        EventBody::RefundFailed { refund, reason, .. }
         | EventBody::RefundDeferred { refund, reason } => format!("refund {refund}: {reason}"),
+        EventBody::RefundRerouted {
+            refund,
+            asset,
+            cause,
+        } => format!("refund {refund} to be paid from {asset}: {}", cause.note()),
+        EventBody::RefundRetried { refund, cause } => {
+            format!("refund {refund} tried again: {}", cause.note())
+        }
+        EventBody::RefundWrittenOff { refund, to, cause } => {
+            format!("refund {refund} written off to {to:?}: {}", cause.note())
+        }
+        EventBody::FloatAdded {
+            asset,
+            amount,
+            cause,
+        } => format!("float {amount} into {asset}: {}", cause.note()),
         EventBody::EntitlementGranted {
             subscription,
             tier,
@@ -196,7 +212,7 @@ fn target(t: &PaymentTarget) -> String {
 
 fn disposition(d: &Disposition) -> String {
     match d {
-        Disposition::Refund { refund } => format!("refunded as {refund}"),
+        Disposition::Refund { refund, .. } => format!("refunded as {refund}"),
         Disposition::Credit => "credited".into(),
     }
 }

@@ -1195,6 +1195,7 @@ impl Core {
                     EventBody::RefundDue {
                         job: job.clone(),
                         refund: RefundId::new(format!("{job}:fail")).map_err(|e| anyhow!("{e}"))?,
+                        asset: None,
                     },
                 ),
                 paydvm_policies::Disposition::Credit => LedgerEvent::new(
@@ -1245,6 +1246,7 @@ impl Core {
                 None => None,
                 Some(paydvm_policies::Disposition::Refund) => Some(Disposition::Refund {
                     refund: RefundId::new(format!("{job}:cancel")).map_err(|e| anyhow!("{e}"))?,
+                    asset: None,
                 }),
                 Some(paydvm_policies::Disposition::Credit) => Some(Disposition::Credit),
             };
@@ -1292,6 +1294,7 @@ impl Core {
                 None => None,
                 Some(paydvm_policies::Disposition::Refund) => Some(Disposition::Refund {
                     refund: RefundId::new(format!("{job}:expiry")).map_err(|e| anyhow!("{e}"))?,
+                    asset: None,
                 }),
                 Some(paydvm_policies::Disposition::Credit) => Some(Disposition::Credit),
             };

@@ -305,6 +305,12 @@ impl Worker {
                     },
                     destination: handover.destination(&order.customer),
                     lookup: tag,
+                    // The operator's fee leaves the mint account on top of the refund; a fee the
+                    // customer bears is part of it.
+                    fee_reserve: match plan.fee_payer {
+                        FeePayer::Operator => Msat::from_msat(plan.fee.saturating_mul(1000)),
+                        FeePayer::Customer => Msat::ZERO,
+                    },
                 })
             }
             Err(e @ PrepareError::Cannot(_)) => Err(format!(

@@ -115,6 +115,7 @@ impl RefundDesk {
                         asset: Asset::Lightning,
                         destination: bolt11,
                         lookup: payment_hash,
+                        fee_reserve: Msat::ZERO,
                     },
                 },
                 Err(reason) => {

@@ -261,6 +261,7 @@ impl Workload {
                     EventBody::RefundDue {
                         job: ctx.job.clone(),
                         refund: refund.clone(),
+                        asset: None,
                     },
                 );
                 g.events.push(e);
@@ -317,6 +318,7 @@ impl Workload {
                     asset: Asset::Lightning,
                     destination,
                     lookup,
+                    fee_reserve: Msat::ZERO,
                 },
             },
         );
@@ -339,6 +341,9 @@ impl Workload {
             EventBody::RefundSettled {
                 refund: refund.clone(),
                 fee,
+                fee_paid_by: Default::default(),
+                evidence: None,
+                cause: None,
             },
         );
         g.events.push(e);
@@ -404,6 +409,7 @@ impl Workload {
                 job: ctx.job.clone(),
                 held: Some(Disposition::Refund {
                     refund: refund.clone(),
+                    asset: None,
                 }),
             },
         );
@@ -418,6 +424,7 @@ impl Workload {
         let booking = JobPayment::Apply {
             excess: Some(Disposition::Refund {
                 refund: id(format!("{}:excess", ctx.job)),
+                asset: None,
             }),
         };
         let body = self.invoice_payment(ctx, &hash, ctx.price + 1_000, booking);

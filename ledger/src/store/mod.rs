@@ -110,6 +110,7 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         schema::migrate(&mut conn)?;
         let (ledger, head) = replay(&conn)?;
+        refresh_derived_rows(&mut conn, ledger.state())?;
         Ok(Store {
             conn,
             ledger,
@@ -363,6 +364,17 @@ const CACHE_KIB: i64 = 256 * 1024;
 fn tune(conn: &Connection) -> Result<(), LedgerError> {
     conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(())
+}
+
+/// Bring projection rows written by an older version up to the replayed state (see
+/// `Writer::refresh_derived`), in one transaction; a no-op when nothing differs.
+fn refresh_derived_rows(conn: &mut Connection, state: &LedgerState) -> Result<(), LedgerError> {
+    let tx = conn.transaction()?;
+    let rewritten = projections::Writer::new(&tx)?.refresh_derived(state)?;
+    if rewritten > 0 {
+        tx.commit()?;
+    }
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use rusqlite::{params, Transaction};
+use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::chain::{event_hash, Hash};
 use super::refs::event_refs;
@@ -150,6 +150,44 @@ impl<'t> Writer<'t> {
             ])?;
         }
         Ok(())
+    }
+
+    /// Rewrite the rows that a ledger written before held sources and refund assets were
+    /// tracked stored without them: replay derives them from the old events, so those rows
+    /// would no longer match the replayed state. Only records that carry the derived fields are
+    /// compared, so opening a ledger of finished jobs reads no projection row.
+    pub fn refresh_derived(&mut self, state: &LedgerState) -> Result<usize, LedgerError> {
+        let mut dirty = Dirty::default();
+        let mut read_job = self
+            .tx
+            .prepare_cached("SELECT record FROM jobs WHERE job = ?1")?;
+        for j in state
+            .jobs()
+            .filter(|j| !j.held_assets.is_empty() || !j.held_credit.is_zero())
+        {
+            let stored: Option<String> = read_job
+                .query_row([j.job.as_str()], |r| r.get(0))
+                .optional()?;
+            if stored.as_deref() != Some(serde_json::to_string(j)?.as_str()) {
+                dirty.jobs.insert(j.job.clone());
+            }
+        }
+        let mut read_refund = self
+            .tx
+            .prepare_cached("SELECT record FROM refunds WHERE refund = ?1")?;
+        for r in state.refunds().filter(|r| r.asset.is_some()) {
+            let stored: Option<String> = read_refund
+                .query_row([r.refund.as_str()], |row| row.get(0))
+                .optional()?;
+            if stored.as_deref() != Some(serde_json::to_string(r)?.as_str()) {
+                dirty.refunds.insert(r.refund.clone());
+            }
+        }
+        let rewritten = dirty.jobs.len() + dirty.refunds.len();
+        if rewritten > 0 {
+            self.projections(state, &dirty)?;
+        }
+        Ok(rewritten)
     }
 
     pub fn head(&mut self, seq: u64, hash: &Hash) -> Result<(), LedgerError> {

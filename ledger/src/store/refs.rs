@@ -1,6 +1,7 @@
 //! The outside references an event mentions, indexed so any of them finds the job's audit trail.
 
 use crate::event::{EventBody, PaymentOption};
+use crate::ids::EventId;
 
 pub fn event_refs(body: &EventBody) -> Vec<&str> {
     let mut refs = Vec::new();
@@ -37,9 +38,21 @@ pub fn event_refs(body: &EventBody) -> Vec<&str> {
         EventBody::ResultPublished { result_event, .. } => refs.push(result_event.as_str()),
         EventBody::RefundDue { refund, .. }
         | EventBody::RefundDeferred { refund, .. }
-        | EventBody::RefundSettled { refund, .. }
         | EventBody::RefundOutcomeUnknown { refund, .. }
-        | EventBody::RefundFailed { refund, .. } => refs.push(refund.as_str()),
+        | EventBody::RefundFailed { refund, .. }
+        | EventBody::RefundRerouted { refund, .. }
+        | EventBody::RefundRetried { refund, .. }
+        | EventBody::RefundWrittenOff { refund, .. } => refs.push(refund.as_str()),
+        EventBody::RefundSettled {
+            refund, evidence, ..
+        } => {
+            refs.push(refund.as_str());
+            // Evidence that looks like an id (a hand-over event id, a preimage) finds the trail;
+            // a free-text note does not go into the index.
+            if let Some(e) = evidence.as_deref().filter(|e| EventId::new(*e).is_ok()) {
+                refs.push(e);
+            }
+        }
         EventBody::RefundStarted { refund, route, .. } => {
             refs.push(refund.as_str());
             refs.push(route.lookup.as_str());
@@ -55,7 +68,8 @@ pub fn event_refs(body: &EventBody) -> Vec<&str> {
         | EventBody::ProcessingStarted { .. }
         | EventBody::ProcessingFailed { .. }
         | EventBody::JobClosed { .. }
-        | EventBody::CreditGranted { .. } => {}
+        | EventBody::CreditGranted { .. }
+        | EventBody::FloatAdded { .. } => {}
     }
     // Disposition refund ids live inside payments and expiries; index them too.
     if let Some(r) = disposition_refund(body) {
@@ -80,7 +94,7 @@ fn disposition_refund(body: &EventBody) -> Option<&str> {
         _ => None,
     };
     match d {
-        Some(Disposition::Refund { refund }) => Some(refund.as_str()),
+        Some(Disposition::Refund { refund, .. }) => Some(refund.as_str()),
         _ => None,
     }
 }

@@ -1,7 +1,10 @@
 //! Model-based property tests: random command sequences run against the real ledger and against
 //! a small reference model written independently of the state machine's table. After every step
-//! the two must agree on whether the event was accepted, on every job's state and money, and on
-//! every refund; the invariants must hold; and replaying the accepted log must give the same state.
+//! the two must agree on whether the event was accepted, on every job's state and money (by
+//! source), on every refund (state, asset, fee, who paid it), on every account including the two
+//! asset accounts (Lightning and one mint) and on what each asset has available for new refund
+//! payouts; the invariants must hold; no asset account may be negative; and replaying the
+//! accepted log must give the same state.
 
 use std::collections::{HashMap, HashSet};
 
@@ -9,11 +12,17 @@ use paydvm_ledger::store::Store;
 use paydvm_ledger::*;
 use proptest::prelude::*;
 
-const JOBS: usize = 3;
-const REFUNDS: usize = 3;
+const JOBS: usize = 5;
+const REFUNDS: usize = 6;
+/// Commands on jobs and refunds carry a pick in `0..PICKS`, resolved to one that exists when the
+/// command runs (see `resolve`), so sequences spend their steps on live jobs and refunds.
+const PICKS: usize = 64;
 const REFS: usize = 24;
 const SUBS: usize = 2;
 const CUSTOMERS: usize = 2;
+/// Asset 0 is Lightning, asset 1 is one mint.
+const ASSETS: usize = 2;
+const MINT_URL: &str = "https://mint.example";
 
 /// How many random sequences each property runs; `PAYDVM_PROP_CASES` raises it for long runs.
 fn cases() -> u32 {
@@ -23,11 +32,34 @@ fn cases() -> u32 {
         .unwrap_or(10_000)
 }
 
+/// Which asset a refund disposition (or `refund_due`) names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sel {
+    /// None: an event written by an older node.
+    Legacy,
+    /// The asset the rules call for.
+    Rule,
+    /// The other asset.
+    Other,
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Disp {
     None,
-    Refund(usize),
+    Refund(usize, Sel),
     Credit,
+}
+
+/// One incoming payment for a job.
+#[derive(Debug, Clone, Copy)]
+struct Pay {
+    job: usize,
+    reference: usize,
+    amount: u64,
+    /// What taking it cost us (a mint's input fee).
+    fee: u64,
+    asset: usize,
+    disp: Disp,
 }
 
 #[derive(Debug, Clone)]
@@ -35,11 +67,17 @@ enum Cmd {
     Receive(usize),
     Reject(usize),
     Quote(usize, u64),
-    PayApply(usize, usize, u64, Disp),
-    PayWhole(usize, usize, u64, Disp),
-    TopUp(usize, usize, u64),
-    Unmatched(usize, u64),
-    SubPay(usize, usize, u64),
+    PayApply(Pay),
+    PayWhole(Pay),
+    TopUp {
+        cust: usize,
+        reference: usize,
+        amount: u64,
+        fee: u64,
+        asset: usize,
+    },
+    Unmatched(usize, u64, usize),
+    SubPay(usize, usize, u64, usize),
     Grant(usize, u64, u32),
     Expire(usize, bool, Disp),
     Cancel(usize, Disp),
@@ -52,19 +90,47 @@ enum Cmd {
     Retry(usize),
     Close(usize),
     Publish(usize),
-    RefundDue(usize, usize),
+    RefundDue(usize, usize, Sel),
     CreditJob(usize),
-    RefundStart(usize),
+    RefundDefer(usize),
+    /// Start a payout over the refund's recorded asset (Lightning when none is recorded), or the
+    /// other asset when `flip`, holding back `reserve` for fees.
+    RefundStart {
+        refund: usize,
+        flip: bool,
+        reserve: u64,
+    },
     RefundUnknown(usize),
-    RefundSettle(usize, u64),
-    RefundFail(usize),
+    RefundSettle {
+        refund: usize,
+        fee: u64,
+        by_customer: bool,
+        by_operator: bool,
+    },
+    RefundFail {
+        refund: usize,
+        by_operator: bool,
+    },
+    Reroute(usize, usize),
+    RetryRefund(usize),
+    /// Write a refund off to the customer's credit (`true`) or to income.
+    WriteOff(usize, bool),
+    Float(usize, u64),
     Resend(usize),
+}
+
+fn sel() -> impl Strategy<Value = Sel> {
+    prop_oneof![
+        3 => Just(Sel::Rule),
+        1 => Just(Sel::Legacy),
+        1 => Just(Sel::Other)
+    ]
 }
 
 fn disp() -> impl Strategy<Value = Disp> {
     prop_oneof![
         Just(Disp::None),
-        (0..REFUNDS).prop_map(Disp::Refund),
+        (0..REFUNDS, sel()).prop_map(|(r, s)| Disp::Refund(r, s)),
         Just(Disp::Credit)
     ]
 }
@@ -73,36 +139,71 @@ fn amount() -> impl Strategy<Value = u64> {
     prop_oneof![1u64..=4, 5u64..=12, Just(10u64)]
 }
 
+fn in_fee() -> impl Strategy<Value = u64> {
+    prop_oneof![4 => Just(0u64), 1 => 1u64..=2]
+}
+
+/// A payout fee: usually within a fee reserve (0..=3), sometimes far beyond what the asset holds.
+fn out_fee() -> impl Strategy<Value = u64> {
+    prop_oneof![4 => 0u64..=3, 1 => 10u64..=40]
+}
+
+fn pay() -> impl Strategy<Value = Pay> {
+    // Most payments leave no excess, and those must carry no disposition.
+    let disp = prop_oneof![2 => Just(Disp::None), 1 => disp()];
+    (0..PICKS, 0..REFS, amount(), in_fee(), 0..ASSETS, disp).prop_map(
+        |(job, reference, amount, fee, asset, disp)| Pay {
+            job,
+            reference,
+            amount,
+            fee,
+            asset,
+            disp,
+        },
+    )
+}
+
 fn cmd() -> impl Strategy<Value = Cmd> {
-    let j = 0..JOBS;
-    let r = 0..REFUNDS;
+    let j = 0..PICKS;
+    let r = 0..PICKS;
     prop_oneof![
-        3 => j.clone().prop_map(Cmd::Receive),
+        3 => (0..JOBS).prop_map(Cmd::Receive),
         1 => j.clone().prop_map(Cmd::Reject),
-        3 => (j.clone(), Just(10u64)).prop_map(|(j, p)| Cmd::Quote(j, p)),
-        5 => (j.clone(), 0..REFS, amount(), disp()).prop_map(|(j, r, a, d)| Cmd::PayApply(j, r, a, d)),
-        1 => (j.clone(), 0..REFS, amount(), disp()).prop_map(|(j, r, a, d)| Cmd::PayWhole(j, r, a, d)),
-        1 => (0..CUSTOMERS, 0..REFS, amount()).prop_map(|(c, r, a)| Cmd::TopUp(c, r, a)),
-        1 => (0..REFS, amount()).prop_map(|(r, a)| Cmd::Unmatched(r, a)),
-        1 => (0..SUBS, 0..REFS, amount()).prop_map(|(s, r, a)| Cmd::SubPay(s, r, a)),
+        5 => (j.clone(), Just(10u64)).prop_map(|(j, p)| Cmd::Quote(j, p)),
+        8 => pay().prop_map(Cmd::PayApply),
+        2 => pay().prop_map(Cmd::PayWhole),
+        1 => (0..CUSTOMERS, 0..REFS, amount(), in_fee(), 0..ASSETS).prop_map(
+            |(cust, reference, amount, fee, asset)| Cmd::TopUp { cust, reference, amount, fee, asset }
+        ),
+        1 => (0..REFS, amount(), 0..ASSETS).prop_map(|(r, a, s)| Cmd::Unmatched(r, a, s)),
+        1 => (0..SUBS, 0..REFS, amount(), 0..ASSETS).prop_map(|(s, r, a, x)| Cmd::SubPay(s, r, a, x)),
         1 => (0..SUBS, 0u64..6, 0u32..3).prop_map(|(s, p, q)| Cmd::Grant(s, p, q)),
         2 => (j.clone(), any::<bool>(), disp()).prop_map(|(j, e, d)| Cmd::Expire(j, e, d)),
         2 => (j.clone(), disp()).prop_map(|(j, d)| Cmd::Cancel(j, d)),
-        2 => j.clone().prop_map(Cmd::QueueFree),
-        3 => j.clone().prop_map(Cmd::QueuePaid),
+        1 => j.clone().prop_map(Cmd::QueueFree),
+        5 => j.clone().prop_map(Cmd::QueuePaid),
         2 => (j.clone(), amount()).prop_map(|(j, a)| Cmd::QueueCredit(j, a)),
         1 => (j.clone(), 0..SUBS).prop_map(|(j, s)| Cmd::QueueEntitlement(j, s)),
-        4 => j.clone().prop_map(Cmd::Start),
-        3 => j.clone().prop_map(Cmd::Fail),
-        2 => j.clone().prop_map(Cmd::Retry),
+        6 => j.clone().prop_map(Cmd::Start),
+        5 => j.clone().prop_map(Cmd::Fail),
+        1 => j.clone().prop_map(Cmd::Retry),
         1 => j.clone().prop_map(Cmd::Close),
-        3 => j.clone().prop_map(Cmd::Publish),
-        2 => (j.clone(), r.clone()).prop_map(|(j, r)| Cmd::RefundDue(j, r)),
+        2 => j.clone().prop_map(Cmd::Publish),
+        5 => (j.clone(), 0..REFUNDS, sel()).prop_map(|(j, r, s)| Cmd::RefundDue(j, r, s)),
         1 => j.clone().prop_map(Cmd::CreditJob),
-        3 => r.clone().prop_map(Cmd::RefundStart),
-        2 => r.clone().prop_map(Cmd::RefundUnknown),
-        2 => (r.clone(), 0u64..3).prop_map(|(r, f)| Cmd::RefundSettle(r, f)),
-        2 => r.clone().prop_map(Cmd::RefundFail),
+        1 => r.clone().prop_map(Cmd::RefundDefer),
+        5 => (r.clone(), prop::bool::weighted(0.2), 0u64..=3)
+            .prop_map(|(refund, flip, reserve)| Cmd::RefundStart { refund, flip, reserve }),
+        3 => r.clone().prop_map(Cmd::RefundUnknown),
+        3 => (r.clone(), out_fee(), prop::bool::weighted(0.3), any::<bool>()).prop_map(
+            |(refund, fee, by_customer, by_operator)| Cmd::RefundSettle { refund, fee, by_customer, by_operator }
+        ),
+        3 => (r.clone(), any::<bool>())
+            .prop_map(|(refund, by_operator)| Cmd::RefundFail { refund, by_operator }),
+        1 => (r.clone(), 0..ASSETS).prop_map(|(r, a)| Cmd::Reroute(r, a)),
+        1 => r.clone().prop_map(Cmd::RetryRefund),
+        2 => (r.clone(), any::<bool>()).prop_map(|(r, c)| Cmd::WriteOff(r, c)),
+        2 => (0..ASSETS, 0u64..=20).prop_map(|(a, m)| Cmd::Float(a, m)),
         1 => (0usize..64).prop_map(Cmd::Resend),
     ]
 }
@@ -130,6 +231,7 @@ enum St {
     RefundFailed,
     Refunded,
     Credited,
+    WrittenOff,
 }
 
 impl St {
@@ -150,6 +252,7 @@ enum RSt {
     Unknown,
     Failed,
     Settled,
+    WrittenOff,
 }
 
 #[derive(Debug, Clone)]
@@ -159,6 +262,10 @@ struct MJob {
     price: u64,
     applied: u64,
     held: u64,
+    /// What is held, by the asset it was paid in.
+    src: [u64; ASSETS],
+    /// What is held that came from prepaid credit.
+    credit_src: u64,
     funded: u64,
     refunded: u64,
     revenue: u64,
@@ -172,6 +279,23 @@ struct MRefund {
     amount: u64,
     st: RSt,
     attempts: u32,
+    asset: Option<usize>,
+    /// The asset the current payout goes over, and its fee reserve.
+    route: Option<(usize, u64)>,
+    fee: u64,
+    by_customer: bool,
+    deferred: bool,
+    retry_base: u32,
+}
+
+impl MRefund {
+    fn waiting(&self) -> bool {
+        matches!(self.st, RSt::Due | RSt::Failed)
+    }
+
+    fn paying(&self) -> bool {
+        matches!(self.st, RSt::InFlight | RSt::Unknown)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +315,14 @@ struct Model {
     revenue: u64,
     fees: u64,
     unmatched: u64,
+    /// What each asset account holds.
+    bal: [u64; ASSETS],
+    /// Amount + fee reserve of the payouts in flight or unknown, per asset.
+    reserved: [u64; ASSETS],
+    float: u64,
+    written_off: u64,
+    /// Situations the model went through (accepted or refused), for the coverage test.
+    seen: HashSet<&'static str>,
 }
 
 fn cust_of_job(j: usize) -> usize {
@@ -201,6 +333,15 @@ fn cust_of_sub(s: usize) -> usize {
     s % CUSTOMERS
 }
 
+/// Where the money of a new refund came from.
+#[derive(Debug, Clone, Copy)]
+enum Src {
+    /// A payment in this asset (its excess, or all of it).
+    Payment(usize),
+    /// What job `j` holds.
+    Held(usize),
+}
+
 impl Model {
     /// Apply `cmd` if the ledger's rules allow it; `false` (and no change) when they do not.
     fn step(&mut self, cmd: &Cmd) -> bool {
@@ -208,11 +349,65 @@ impl Model {
         let ok = next.apply(cmd).is_some();
         if ok {
             *self = next;
+        } else {
+            self.seen = next.seen;
         }
         ok
     }
 
-    fn new_refund(&mut self, r: usize, job: usize, amount: u64) -> Option<()> {
+    fn note(&mut self, what: &'static str) {
+        self.seen.insert(what);
+    }
+
+    /// The asset a refund of everything job `j` holds is paid from: the asset holding the most,
+    /// Lightning on a tie. `None` when the job holds nothing or holds prepaid credit.
+    fn rule_asset(&self, j: usize) -> Option<usize> {
+        let job = self.jobs.get(&j)?;
+        if job.credit_src > 0 || job.held == 0 {
+            return None;
+        }
+        Some(if job.src[1] > job.src[0] { 1 } else { 0 })
+    }
+
+    /// The asset an event names for a new refund, per `sel` (`None`: names none).
+    fn named_asset(&self, sel: Sel, src: Src) -> Option<usize> {
+        let right = match src {
+            Src::Payment(a) => a,
+            Src::Held(j) => self.rule_asset(j).unwrap_or(0),
+        };
+        match sel {
+            Sel::Legacy => None,
+            Sel::Rule => Some(right),
+            Sel::Other => Some(1 - right),
+        }
+    }
+
+    /// The refund's asset, or `None` (refused) when the event names the wrong one or names one
+    /// for money that came from prepaid credit.
+    fn refund_asset(&mut self, sel: Sel, src: Src) -> Option<Option<usize>> {
+        match (src, sel) {
+            (Src::Payment(a), Sel::Legacy | Sel::Rule) => Some(Some(a)),
+            (Src::Held(_), Sel::Legacy) => Some(None),
+            (Src::Held(j), Sel::Rule) => {
+                if self.jobs[&j].credit_src > 0 {
+                    self.note("refund of credit-funded money refused");
+                }
+                if self.jobs[&j].src.iter().all(|&x| x > 0) {
+                    self.note("refund of a job paid in two assets");
+                }
+                self.rule_asset(j).map(Some)
+            }
+            (_, Sel::Other) => None,
+        }
+    }
+
+    fn new_refund(
+        &mut self,
+        r: usize,
+        job: usize,
+        amount: u64,
+        asset: Option<usize>,
+    ) -> Option<()> {
         if self.refunds.contains_key(&r) {
             return None;
         }
@@ -223,6 +418,12 @@ impl Model {
                 amount,
                 st: RSt::Due,
                 attempts: 0,
+                asset,
+                route: None,
+                fee: 0,
+                by_customer: false,
+                deferred: false,
+                retry_base: 0,
             },
         );
         Some(())
@@ -232,14 +433,48 @@ impl Model {
         self.refs.insert(r).then_some(())
     }
 
+    /// Money arrived in `asset`; taking it cost `fee`, which may not exceed it.
+    fn receive(&mut self, asset: usize, amount: u64, fee: u64) -> Option<()> {
+        if fee > amount {
+            return None;
+        }
+        self.bal[asset] += amount - fee;
+        self.fees += fee;
+        Some(())
+    }
+
+    /// Book money that the job will not keep (an excess or a whole payment) per `d`.
+    fn return_payment(&mut self, j: usize, asset: usize, amount: u64, d: Disp) -> Option<()> {
+        match d {
+            Disp::None => None,
+            Disp::Refund(rid, sel) => {
+                let asset = self.refund_asset(sel, Src::Payment(asset))?;
+                self.new_refund(rid, j, amount, asset)?;
+                self.jobs.get_mut(&j)?.refunded += amount;
+                if self.jobs[&j].held > 0 {
+                    self.note("partial return while the job holds money");
+                }
+                Some(())
+            }
+            Disp::Credit => {
+                self.credit[self.jobs[&j].cust] += amount;
+                Some(())
+            }
+        }
+    }
+
     /// Move everything job `j` holds per `d`; returns the job's new state.
     fn release(&mut self, j: usize, d: Disp, none: St, refund: St, credit: St) -> Option<St> {
         let held = self.jobs[&j].held;
         let to = match (held, d) {
             (0, Disp::None) => return Some(none),
             (0, _) | (_, Disp::None) => return None,
-            (_, Disp::Refund(r)) => {
-                self.new_refund(r, j, held)?;
+            (_, Disp::Refund(r, sel)) => {
+                let asset = self.refund_asset(sel, Src::Held(j))?;
+                if self.jobs[&j].refunded > 0 {
+                    self.note("job refund after a partial return");
+                }
+                self.new_refund(r, j, held, asset)?;
                 let job = self.jobs.get_mut(&j)?;
                 job.main_refund = Some(r);
                 job.refunded += held;
@@ -253,6 +488,8 @@ impl Model {
         let job = self.jobs.get_mut(&j)?;
         job.held = 0;
         job.applied = 0;
+        job.src = [0; ASSETS];
+        job.credit_src = 0;
         Some(to)
     }
 
@@ -270,7 +507,40 @@ impl Model {
         }
     }
 
+    fn waiting_refund(&mut self, r: usize) -> Option<&mut MRefund> {
+        self.refunds.get_mut(&r).filter(|rf| rf.waiting())
+    }
+
     fn apply(&mut self, cmd: &Cmd) -> Option<()> {
+        match *cmd {
+            Cmd::Receive(_)
+            | Cmd::Reject(_)
+            | Cmd::Quote(..)
+            | Cmd::Expire(..)
+            | Cmd::Cancel(..)
+            | Cmd::QueueFree(_)
+            | Cmd::QueuePaid(_)
+            | Cmd::QueueCredit(..)
+            | Cmd::QueueEntitlement(..)
+            | Cmd::Start(_)
+            | Cmd::Fail(_)
+            | Cmd::Retry(_)
+            | Cmd::Close(_)
+            | Cmd::Publish(_)
+            | Cmd::RefundDue(..)
+            | Cmd::CreditJob(_) => self.apply_job(cmd),
+            Cmd::PayApply(_)
+            | Cmd::PayWhole(_)
+            | Cmd::TopUp { .. }
+            | Cmd::Unmatched(..)
+            | Cmd::SubPay(..)
+            | Cmd::Grant(..)
+            | Cmd::Float(..) => self.apply_money(cmd),
+            _ => self.apply_refund(cmd),
+        }
+    }
+
+    fn apply_job(&mut self, cmd: &Cmd) -> Option<()> {
         use St::*;
         match *cmd {
             Cmd::Receive(j) => {
@@ -285,6 +555,8 @@ impl Model {
                         price: 0,
                         applied: 0,
                         held: 0,
+                        src: [0; ASSETS],
+                        credit_src: 0,
                         funded: 0,
                         refunded: 0,
                         revenue: 0,
@@ -298,64 +570,6 @@ impl Model {
                 let job = self.job_in(j, &[Received])?;
                 job.st = Quoted;
                 job.price = price;
-            }
-            Cmd::PayApply(j, r, amount, d) => {
-                self.take_ref(r)?;
-                let job = self.job_in(j, &[Quoted, Partial, Expired])?;
-                let now = amount.min(job.price - job.applied);
-                let excess = amount - now;
-                job.funded += amount;
-                job.applied += now;
-                job.held += now;
-                job.st = if job.applied == job.price {
-                    Paid
-                } else {
-                    Partial
-                };
-                let cust = job.cust;
-                match (excess, d) {
-                    (0, Disp::None) => {}
-                    (0, _) | (_, Disp::None) => return None,
-                    (_, Disp::Refund(rid)) => {
-                        self.new_refund(rid, j, excess)?;
-                        self.jobs.get_mut(&j)?.refunded += excess;
-                    }
-                    (_, Disp::Credit) => self.credit[cust] += excess,
-                }
-            }
-            Cmd::PayWhole(j, r, amount, d) => {
-                self.take_ref(r)?;
-                let job = self.jobs.get_mut(&j)?;
-                job.funded += amount;
-                let cust = job.cust;
-                match d {
-                    Disp::None => return None,
-                    Disp::Refund(rid) => {
-                        self.new_refund(rid, j, amount)?;
-                        self.jobs.get_mut(&j)?.refunded += amount;
-                    }
-                    Disp::Credit => self.credit[cust] += amount,
-                }
-            }
-            Cmd::TopUp(c, r, amount) => {
-                self.take_ref(r)?;
-                self.credit[c] += amount;
-            }
-            Cmd::Unmatched(r, amount) => {
-                self.take_ref(r)?;
-                self.unmatched += amount;
-            }
-            Cmd::SubPay(s, r, amount) => {
-                self.take_ref(r)?;
-                self.sub_funds[s] += amount;
-            }
-            Cmd::Grant(s, price, quota) => {
-                if quota == 0 || self.subs.contains_key(&s) || self.sub_funds[s] < price {
-                    return None;
-                }
-                self.sub_funds[s] -= price;
-                self.revenue += price;
-                self.subs.insert(s, MSub { quota, used: 0 });
             }
             Cmd::Expire(j, early, d) => {
                 self.job_in(j, &[Quoted, Partial])?;
@@ -388,6 +602,7 @@ impl Model {
                 self.credit[cust] -= amount;
                 let job = self.jobs.get_mut(&j)?;
                 job.held += amount;
+                job.credit_src += amount;
                 job.funded += amount;
                 job.st = Queued;
             }
@@ -419,12 +634,14 @@ impl Model {
                 let held = job.held;
                 job.revenue += held;
                 job.held = 0;
+                job.src = [0; ASSETS];
+                job.credit_src = 0;
                 job.st = Succeeded;
                 self.revenue += held;
             }
-            Cmd::RefundDue(j, r) => {
+            Cmd::RefundDue(j, r, sel) => {
                 self.job_in(j, &[Failed])?;
-                let to = self.release(j, Disp::Refund(r), Failed, RefundDue, Credited)?;
+                let to = self.release(j, Disp::Refund(r, sel), Failed, RefundDue, Credited)?;
                 self.jobs.get_mut(&j)?.st = to;
             }
             Cmd::CreditJob(j) => {
@@ -432,14 +649,112 @@ impl Model {
                 let to = self.release(j, Disp::Credit, Failed, RefundDue, Credited)?;
                 self.jobs.get_mut(&j)?.st = to;
             }
-            Cmd::RefundStart(r) => {
-                let rf = self.refunds.get_mut(&r)?;
-                if !matches!(rf.st, RSt::Due | RSt::Failed) {
+            _ => unreachable!("not a job command: {cmd:?}"),
+        }
+        Some(())
+    }
+
+    fn apply_money(&mut self, cmd: &Cmd) -> Option<()> {
+        use St::*;
+        match *cmd {
+            Cmd::PayApply(p) => {
+                self.take_ref(p.reference)?;
+                self.receive(p.asset, p.amount, p.fee)?;
+                let job = self.job_in(p.job, &[Quoted, Partial, Expired])?;
+                let now = p.amount.min(job.price - job.applied);
+                let excess = p.amount - now;
+                job.funded += p.amount;
+                job.applied += now;
+                job.held += now;
+                job.src[p.asset] += now;
+                job.st = if job.applied == job.price {
+                    Paid
+                } else {
+                    Partial
+                };
+                if job.src.iter().all(|&x| x > 0) {
+                    self.note("one job paid in two assets");
+                }
+                match (excess, p.disp) {
+                    (0, Disp::None) => {}
+                    (0, _) | (_, Disp::None) => return None,
+                    (_, d) => self.return_payment(p.job, p.asset, excess, d)?,
+                }
+            }
+            Cmd::PayWhole(p) => {
+                self.take_ref(p.reference)?;
+                self.receive(p.asset, p.amount, p.fee)?;
+                self.jobs.get_mut(&p.job)?.funded += p.amount;
+                self.return_payment(p.job, p.asset, p.amount, p.disp)?;
+            }
+            Cmd::TopUp {
+                cust,
+                reference,
+                amount,
+                fee,
+                asset,
+            } => {
+                self.take_ref(reference)?;
+                self.receive(asset, amount, fee)?;
+                self.credit[cust] += amount;
+            }
+            Cmd::Unmatched(r, amount, asset) => {
+                self.take_ref(r)?;
+                self.receive(asset, amount, 0)?;
+                self.unmatched += amount;
+            }
+            Cmd::SubPay(s, r, amount, asset) => {
+                self.take_ref(r)?;
+                self.receive(asset, amount, 0)?;
+                self.sub_funds[s] += amount;
+            }
+            Cmd::Grant(s, price, quota) => {
+                if quota == 0 || self.subs.contains_key(&s) || self.sub_funds[s] < price {
                     return None;
                 }
+                self.sub_funds[s] -= price;
+                self.revenue += price;
+                self.subs.insert(s, MSub { quota, used: 0 });
+            }
+            Cmd::Float(asset, amount) => {
+                if amount == 0 {
+                    return None;
+                }
+                self.bal[asset] += amount;
+                self.float += amount;
+            }
+            _ => unreachable!("not a money command: {cmd:?}"),
+        }
+        Some(())
+    }
+
+    fn apply_refund(&mut self, cmd: &Cmd) -> Option<()> {
+        use St::*;
+        match *cmd {
+            Cmd::RefundDefer(r) => self.waiting_refund(r)?.deferred = true,
+            Cmd::RefundStart {
+                refund,
+                flip,
+                reserve,
+            } => {
+                let rf = self.waiting_refund(refund)?.clone();
+                let route = rf.asset.unwrap_or(0) ^ usize::from(flip);
+                if rf.asset.is_some_and(|a| a != route) {
+                    self.note("start over the wrong asset refused");
+                    return None;
+                }
+                let needs = rf.amount + reserve;
+                if self.bal[route].saturating_sub(self.reserved[route]) < needs {
+                    self.note("start refused: asset short");
+                    return None;
+                }
+                self.reserved[route] += needs;
+                let rf = self.refunds.get_mut(&refund)?;
                 rf.st = RSt::InFlight;
                 rf.attempts += 1;
-                self.mirror(r, &[RefundDue, RefundFailed], Refunding);
+                rf.route = Some((route, reserve));
+                rf.deferred = false;
+                self.mirror(refund, &[RefundDue, RefundFailed], Refunding);
             }
             Cmd::RefundUnknown(r) => {
                 let rf = self.refunds.get_mut(&r)?;
@@ -449,24 +764,72 @@ impl Model {
                 rf.st = RSt::Unknown;
                 self.mirror(r, &[Refunding], RefundPending);
             }
-            Cmd::RefundSettle(r, fee) => {
-                let rf = self.refunds.get_mut(&r)?;
-                if !matches!(rf.st, RSt::InFlight | RSt::Unknown) {
+            Cmd::RefundSettle {
+                refund,
+                fee,
+                by_customer,
+                ..
+            } => {
+                let rf = self.refunds.get(&refund).filter(|rf| rf.paying())?.clone();
+                let (asset, reserve) = rf.route?;
+                let out = if by_customer {
+                    if fee > rf.amount {
+                        return None;
+                    }
+                    rf.amount
+                } else {
+                    rf.amount + fee
+                };
+                if self.bal[asset] < out {
+                    self.note("settle refused: asset short");
                     return None;
                 }
+                if by_customer {
+                    self.note("customer paid the payout fee");
+                } else {
+                    self.fees += fee;
+                }
+                self.bal[asset] -= out;
+                self.reserved[asset] -= rf.amount + reserve;
+                let rf = self.refunds.get_mut(&refund)?;
                 rf.st = RSt::Settled;
-                self.fees += fee;
-                self.mirror(r, &[Refunding, RefundPending], Refunded);
+                rf.fee = fee;
+                rf.by_customer = by_customer;
+                self.mirror(refund, &[Refunding, RefundPending], Refunded);
             }
-            Cmd::RefundFail(r) => {
-                let rf = self.refunds.get_mut(&r)?;
-                if !matches!(rf.st, RSt::InFlight | RSt::Unknown) {
-                    return None;
+            Cmd::RefundFail { refund, .. } => {
+                let rf = self.refunds.get(&refund).filter(|rf| rf.paying())?.clone();
+                let (asset, reserve) = rf.route?;
+                self.reserved[asset] -= rf.amount + reserve;
+                self.refunds.get_mut(&refund)?.st = RSt::Failed;
+                self.mirror(refund, &[Refunding, RefundPending], RefundFailed);
+            }
+            Cmd::Reroute(r, asset) => {
+                let rf = self.waiting_refund(r)?;
+                rf.asset = Some(asset);
+                rf.deferred = false;
+            }
+            Cmd::RetryRefund(r) => {
+                let rf = self.waiting_refund(r)?;
+                rf.retry_base = rf.attempts;
+                rf.deferred = false;
+            }
+            Cmd::WriteOff(r, to_credit) => {
+                let rf = self.waiting_refund(r)?;
+                rf.st = RSt::WrittenOff;
+                rf.deferred = false;
+                let (amount, cust) = (rf.amount, cust_of_job(rf.job));
+                if to_credit {
+                    self.credit[cust] += amount;
+                    self.note("written off to credit");
+                    self.mirror(r, &[RefundDue, RefundFailed], Credited);
+                } else {
+                    self.written_off += amount;
+                    self.note("written off to income");
+                    self.mirror(r, &[RefundDue, RefundFailed], WrittenOff);
                 }
-                rf.st = RSt::Failed;
-                self.mirror(r, &[Refunding, RefundPending], RefundFailed);
             }
-            Cmd::Resend(_) => unreachable!("resends are handled by the driver"),
+            _ => unreachable!("not a refund command: {cmd:?}"),
         }
         Some(())
     }
@@ -493,34 +856,81 @@ fn sid(s: usize) -> SubscriptionId {
 fn msat(a: u64) -> Msat {
     Msat::from_msat(a)
 }
+fn asset(a: usize) -> Asset {
+    match a {
+        0 => Asset::Lightning,
+        _ => Asset::Mint {
+            url: MINT_URL.into(),
+        },
+    }
+}
+fn operator(note: &str) -> Cause {
+    Cause::Operator { note: note.into() }
+}
 
 const QUOTE_EXPIRY: u64 = 1_000_000;
 
-fn disposition(d: Disp) -> Option<Disposition> {
+fn disposition(d: Disp, model: &Model, src: Src) -> Option<Disposition> {
     match d {
         Disp::None => None,
-        Disp::Refund(r) => Some(Disposition::Refund { refund: rid(r) }),
+        Disp::Refund(r, sel) => Some(Disposition::Refund {
+            refund: rid(r),
+            asset: model.named_asset(sel, src).map(asset),
+        }),
         Disp::Credit => Some(Disposition::Credit),
     }
 }
 
-fn payment(r: usize, amount: u64, target: PaymentTarget) -> EventBody {
+fn payment(r: usize, amount: u64, fee: u64, a: usize, target: PaymentTarget) -> EventBody {
     EventBody::PaymentReceived(Payment {
-        rail: Rail::Invoice,
-        asset: Asset::Lightning,
+        rail: if a == 0 { Rail::Invoice } else { Rail::NutZap },
+        asset: asset(a),
         reference: pref(r),
         linked: vec![],
         amount: msat(amount),
-        fee: Msat::ZERO,
+        fee: msat(fee),
         evidence: None,
         payer: None,
         target,
     })
 }
 
+fn job_payment(p: &Pay, booking: JobPayment) -> EventBody {
+    payment(
+        p.reference,
+        p.amount,
+        p.fee,
+        p.asset,
+        PaymentTarget::Job {
+            job: jid(p.job),
+            booking,
+        },
+    )
+}
+
 fn body(cmd: &Cmd, model: &Model) -> EventBody {
+    match *cmd {
+        Cmd::PayApply(_)
+        | Cmd::PayWhole(_)
+        | Cmd::TopUp { .. }
+        | Cmd::Unmatched(..)
+        | Cmd::SubPay(..)
+        | Cmd::Grant(..)
+        | Cmd::Float(..) => money_body(cmd, model),
+        Cmd::RefundDefer(_)
+        | Cmd::RefundStart { .. }
+        | Cmd::RefundUnknown(_)
+        | Cmd::RefundSettle { .. }
+        | Cmd::RefundFail { .. }
+        | Cmd::Reroute(..)
+        | Cmd::RetryRefund(_)
+        | Cmd::WriteOff(..) => refund_body(cmd, model),
+        _ => job_body(cmd, model),
+    }
+}
+
+fn job_body(cmd: &Cmd, model: &Model) -> EventBody {
     let attempts = |j: usize| model.jobs.get(&j).map_or(0, |m| m.attempts);
-    let refund_attempts = |r: usize| model.refunds.get(&r).map_or(0, |m| m.attempts);
     match *cmd {
         Cmd::Receive(j) => EventBody::JobReceived {
             job: jid(j),
@@ -539,58 +949,14 @@ fn body(cmd: &Cmd, model: &Model) -> EventBody {
             expires_at: UnixMs(QUOTE_EXPIRY),
             options: vec![],
         },
-        Cmd::PayApply(j, r, a, d) => payment(
-            r,
-            a,
-            PaymentTarget::Job {
-                job: jid(j),
-                booking: JobPayment::Apply {
-                    excess: disposition(d),
-                },
-            },
-        ),
-        Cmd::PayWhole(j, r, a, d) => payment(
-            r,
-            a,
-            PaymentTarget::Job {
-                job: jid(j),
-                booking: JobPayment::Whole(
-                    disposition(d).unwrap_or(Disposition::Refund { refund: rid(0) }),
-                ),
-            },
-        ),
-        Cmd::TopUp(c, r, a) => payment(r, a, PaymentTarget::Credit { pubkey: cust(c) }),
-        Cmd::Unmatched(r, a) => payment(
-            r,
-            a,
-            PaymentTarget::Unmatched {
-                reason: "unknown job".into(),
-            },
-        ),
-        Cmd::SubPay(s, r, a) => payment(
-            r,
-            a,
-            PaymentTarget::Subscription {
-                subscription: sid(s),
-            },
-        ),
-        Cmd::Grant(s, price, quota) => EventBody::EntitlementGranted {
-            subscription: sid(s),
-            subscriber: cust(cust_of_sub(s)),
-            tier: "basic".into(),
-            period_start: UnixMs(0),
-            period_end: UnixMs(u64::MAX / 2),
-            quota,
-            price: msat(price),
-        },
         Cmd::Expire(j, _, d) => EventBody::QuoteExpired {
             job: jid(j),
-            held: disposition(d),
+            held: disposition(d, model, Src::Held(j)),
         },
         Cmd::Cancel(j, d) => EventBody::JobCancelled {
             job: jid(j),
             deletion_event: EventId::new(format!("del{j}")).unwrap(),
-            held: disposition(d),
+            held: disposition(d, model, Src::Held(j)),
         },
         Cmd::QueueFree(j) => queued(j, QueueReason::Free),
         Cmd::QueuePaid(j) => queued(j, QueueReason::Paid),
@@ -620,33 +986,153 @@ fn body(cmd: &Cmd, model: &Model) -> EventBody {
             job: jid(j),
             result_event: EventId::new(format!("result{j}")).unwrap(),
         },
-        Cmd::RefundDue(j, r) => EventBody::RefundDue {
+        Cmd::RefundDue(j, r, sel) => EventBody::RefundDue {
             job: jid(j),
             refund: rid(r),
+            asset: model.named_asset(sel, Src::Held(j)).map(asset),
         },
         Cmd::CreditJob(j) => EventBody::CreditGranted { job: jid(j) },
-        Cmd::RefundStart(r) => EventBody::RefundStarted {
-            refund: rid(r),
-            attempt: refund_attempts(r) + 1,
-            route: RefundRoute {
-                asset: Asset::Lightning,
-                destination: format!("lnbcrt-refund{r}"),
-                lookup: format!("refund-hash{r}"),
+        _ => unreachable!("not a job command: {cmd:?}"),
+    }
+}
+
+fn money_body(cmd: &Cmd, model: &Model) -> EventBody {
+    match *cmd {
+        Cmd::PayApply(ref p) => job_payment(
+            p,
+            JobPayment::Apply {
+                excess: disposition(p.disp, model, Src::Payment(p.asset)),
             },
+        ),
+        Cmd::PayWhole(ref p) => job_payment(
+            p,
+            JobPayment::Whole(
+                disposition(p.disp, model, Src::Payment(p.asset)).expect("expressible"),
+            ),
+        ),
+        Cmd::TopUp {
+            cust: c,
+            reference,
+            amount,
+            fee,
+            asset: a,
+        } => payment(
+            reference,
+            amount,
+            fee,
+            a,
+            PaymentTarget::Credit { pubkey: cust(c) },
+        ),
+        Cmd::Unmatched(r, amount, a) => payment(
+            r,
+            amount,
+            0,
+            a,
+            PaymentTarget::Unmatched {
+                reason: "unknown job".into(),
+            },
+        ),
+        Cmd::SubPay(s, r, amount, a) => payment(
+            r,
+            amount,
+            0,
+            a,
+            PaymentTarget::Subscription {
+                subscription: sid(s),
+            },
+        ),
+        Cmd::Grant(s, price, quota) => EventBody::EntitlementGranted {
+            subscription: sid(s),
+            subscriber: cust(cust_of_sub(s)),
+            tier: "basic".into(),
+            period_start: UnixMs(0),
+            period_end: UnixMs(u64::MAX / 2),
+            quota,
+            price: msat(price),
         },
+        Cmd::Float(a, amount) => EventBody::FloatAdded {
+            asset: asset(a),
+            amount: msat(amount),
+            cause: operator("topped up the wallet"),
+        },
+        _ => unreachable!("not a money command: {cmd:?}"),
+    }
+}
+
+fn refund_body(cmd: &Cmd, model: &Model) -> EventBody {
+    let refund_attempts = |r: usize| model.refunds.get(&r).map_or(0, |m| m.attempts);
+    let cause = |by_operator: bool| by_operator.then(|| operator("checked the wallet"));
+    match *cmd {
+        Cmd::RefundDefer(r) => EventBody::RefundDeferred {
+            refund: rid(r),
+            reason: "no address".into(),
+        },
+        Cmd::RefundStart {
+            refund,
+            flip,
+            reserve,
+        } => {
+            let recorded = model.refunds.get(&refund).and_then(|m| m.asset);
+            EventBody::RefundStarted {
+                refund: rid(refund),
+                attempt: refund_attempts(refund) + 1,
+                route: RefundRoute {
+                    asset: asset(recorded.unwrap_or(0) ^ usize::from(flip)),
+                    destination: format!("lnbcrt-refund{refund}"),
+                    lookup: format!("refund-hash{refund}"),
+                    fee_reserve: msat(reserve),
+                },
+            }
+        }
         Cmd::RefundUnknown(r) => EventBody::RefundOutcomeUnknown {
             refund: rid(r),
             reason: "timeout".into(),
         },
-        Cmd::RefundSettle(r, fee) => EventBody::RefundSettled {
-            refund: rid(r),
+        Cmd::RefundSettle {
+            refund,
+            fee,
+            by_customer,
+            by_operator,
+        } => EventBody::RefundSettled {
+            refund: rid(refund),
             fee: msat(fee),
+            fee_paid_by: if by_customer {
+                FeePayer::Customer
+            } else {
+                FeePayer::Operator
+            },
+            evidence: by_customer.then(|| format!("handover{refund}")),
+            cause: cause(by_operator),
         },
-        Cmd::RefundFail(r) => EventBody::RefundFailed {
-            refund: rid(r),
+        Cmd::RefundFail {
+            refund,
+            by_operator,
+        } => EventBody::RefundFailed {
+            refund: rid(refund),
             reason: "no route".into(),
+            cause: cause(by_operator),
         },
-        Cmd::Resend(_) => unreachable!(),
+        Cmd::Reroute(r, a) => EventBody::RefundRerouted {
+            refund: rid(r),
+            asset: asset(a),
+            cause: operator("pay it from the other wallet"),
+        },
+        Cmd::RetryRefund(r) => EventBody::RefundRetried {
+            refund: rid(r),
+            cause: Cause::Node {
+                note: "rail back".into(),
+            },
+        },
+        Cmd::WriteOff(r, to_credit) => EventBody::RefundWrittenOff {
+            refund: rid(r),
+            to: if to_credit {
+                WriteOffTo::Credit
+            } else {
+                WriteOffTo::Income
+            },
+            cause: operator("customer unreachable"),
+        },
+        _ => unreachable!("not a refund command: {cmd:?}"),
     }
 }
 
@@ -660,7 +1146,13 @@ fn queued(j: usize, reason: QueueReason) -> EventBody {
 /// The model treats a whole-payment with no disposition as refused; the driver cannot express
 /// that as an event, so such commands are skipped.
 fn expressible(cmd: &Cmd) -> bool {
-    !matches!(cmd, Cmd::PayWhole(_, _, _, Disp::None))
+    !matches!(
+        cmd,
+        Cmd::PayWhole(Pay {
+            disp: Disp::None,
+            ..
+        })
+    )
 }
 
 fn event_time(cmd: &Cmd, step: usize) -> UnixMs {
@@ -671,43 +1163,181 @@ fn event_time(cmd: &Cmd, step: usize) -> UnixMs {
     }
 }
 
+/// Turn the picks in `cmd` into ids: the pick-th existing job (refund), counting round, or an
+/// id that does not exist yet when there is none.
+fn resolve(cmd: &Cmd, model: &Model) -> Cmd {
+    let mut jobs: Vec<usize> = model.jobs.keys().copied().collect();
+    let mut refunds: Vec<usize> = model.refunds.keys().copied().collect();
+    jobs.sort_unstable();
+    refunds.sort_unstable();
+    let j = |pick: usize| {
+        jobs.get(pick % jobs.len().max(1))
+            .copied()
+            .unwrap_or(pick % JOBS)
+    };
+    let r = |pick: usize| {
+        refunds
+            .get(pick % refunds.len().max(1))
+            .copied()
+            .unwrap_or(pick % REFUNDS)
+    };
+    let mut cmd = cmd.clone();
+    match &mut cmd {
+        Cmd::Reject(x)
+        | Cmd::Quote(x, _)
+        | Cmd::Expire(x, ..)
+        | Cmd::Cancel(x, _)
+        | Cmd::QueueFree(x)
+        | Cmd::QueuePaid(x)
+        | Cmd::QueueCredit(x, _)
+        | Cmd::QueueEntitlement(x, _)
+        | Cmd::Start(x)
+        | Cmd::Fail(x)
+        | Cmd::Retry(x)
+        | Cmd::Close(x)
+        | Cmd::Publish(x)
+        | Cmd::RefundDue(x, ..)
+        | Cmd::CreditJob(x)
+        | Cmd::PayApply(Pay { job: x, .. })
+        | Cmd::PayWhole(Pay { job: x, .. }) => *x = j(*x),
+        Cmd::RefundDefer(x)
+        | Cmd::RefundStart { refund: x, .. }
+        | Cmd::RefundUnknown(x)
+        | Cmd::RefundSettle { refund: x, .. }
+        | Cmd::RefundFail { refund: x, .. }
+        | Cmd::Reroute(x, _)
+        | Cmd::RetryRefund(x)
+        | Cmd::WriteOff(x, _) => *x = r(*x),
+        Cmd::Receive(_)
+        | Cmd::TopUp { .. }
+        | Cmd::Unmatched(..)
+        | Cmd::SubPay(..)
+        | Cmd::Grant(..)
+        | Cmd::Float(..)
+        | Cmd::Resend(_) => {}
+    }
+    cmd
+}
+
 // ---------------------------------------------------------------------------------------------
 // Comparison of the model with the ledger.
 
-fn assert_agrees(model: &Model, state: &LedgerState) -> Result<(), TestCaseError> {
-    for (j, m) in &model.jobs {
-        let job = state.job(&jid(*j)).expect("model job exists in ledger");
-        prop_assert!(
-            m.st.matches(job.state),
-            "job{j}: model {:?} ledger {:?}",
-            m.st,
-            job.state
+fn assert_job_agrees(j: usize, m: &MJob, state: &LedgerState) -> Result<(), TestCaseError> {
+    let job = state.job(&jid(j)).expect("model job exists in ledger");
+    prop_assert!(
+        m.st.matches(job.state),
+        "job{j}: model {:?} ledger {:?}",
+        m.st,
+        job.state
+    );
+    prop_assert_eq!(
+        state.held(&Account::Job(jid(j))),
+        msat(m.held),
+        "held job{}",
+        j
+    );
+    prop_assert_eq!(job.funded_total, msat(m.funded), "funded job{}", j);
+    prop_assert_eq!(job.refunded_total, msat(m.refunded), "refunded job{}", j);
+    prop_assert_eq!(job.revenue, msat(m.revenue), "revenue job{}", j);
+    prop_assert_eq!(job.attempts, m.attempts);
+    let sources: Vec<(Asset, Msat)> = (0..ASSETS)
+        .filter(|&a| m.src[a] > 0)
+        .map(|a| (asset(a), msat(m.src[a])))
+        .collect();
+    let ledger_sources: Vec<(Asset, Msat)> = job
+        .held_assets
+        .iter()
+        .map(|h| (h.asset.clone(), h.amount))
+        .collect();
+    prop_assert_eq!(ledger_sources, sources, "held assets job{}", j);
+    prop_assert_eq!(job.held_credit, msat(m.credit_src), "held credit job{}", j);
+    Ok(())
+}
+
+fn assert_refund_agrees(r: usize, m: &MRefund, state: &LedgerState) -> Result<(), TestCaseError> {
+    let refund = state
+        .refund(&rid(r))
+        .expect("model refund exists in ledger");
+    prop_assert_eq!(refund.amount, msat(m.amount));
+    let st = match refund.state {
+        RefundState::Due => RSt::Due,
+        RefundState::InFlight => RSt::InFlight,
+        RefundState::Unknown => RSt::Unknown,
+        RefundState::Failed => RSt::Failed,
+        RefundState::Settled => RSt::Settled,
+        RefundState::WrittenOff => RSt::WrittenOff,
+    };
+    prop_assert_eq!(st, m.st, "refund{}", r);
+    prop_assert_eq!(&refund.asset, &m.asset.map(asset), "asset of refund{}", r);
+    prop_assert_eq!(
+        refund
+            .route
+            .as_ref()
+            .map(|route| (route.asset.clone(), route.fee_reserve)),
+        m.route.map(|(a, reserve)| (asset(a), msat(reserve))),
+        "route of refund{}",
+        r
+    );
+    prop_assert_eq!(refund.attempts, m.attempts);
+    prop_assert_eq!(refund.fee, msat(m.fee), "fee of refund{}", r);
+    let payer = if m.by_customer {
+        FeePayer::Customer
+    } else {
+        FeePayer::Operator
+    };
+    prop_assert_eq!(refund.fee_paid_by, payer);
+    prop_assert_eq!(
+        refund.deferred.is_some(),
+        m.deferred,
+        "deferred refund{}",
+        r
+    );
+    prop_assert_eq!(refund.retry_base, m.retry_base, "retry base refund{}", r);
+    Ok(())
+}
+
+/// No asset account is ever negative, and each asset's balance, reservations and what is
+/// available for new payouts are what the model says.
+fn assert_assets_agree(model: &Model, state: &LedgerState) -> Result<(), TestCaseError> {
+    for a in 0..ASSETS {
+        let account = Account::Asset(asset(a));
+        let signed = state.balance(&account).signed(true);
+        prop_assert!(signed >= 0, "{} is negative: {}", account, signed);
+        prop_assert_eq!(signed, i128::from(model.bal[a]), "balance of {}", account);
+        prop_assert_eq!(state.asset_balance(&asset(a)), msat(model.bal[a]));
+        prop_assert_eq!(
+            state.reserved(&asset(a)),
+            msat(model.reserved[a]),
+            "reserved on {}",
+            account
         );
         prop_assert_eq!(
-            state.held(&Account::Job(jid(*j))),
-            msat(m.held),
-            "held job{}",
-            j
+            state.available(&asset(a)),
+            msat(model.bal[a].saturating_sub(model.reserved[a])),
+            "available on {}",
+            account
         );
-        prop_assert_eq!(job.funded_total, msat(m.funded), "funded job{}", j);
-        prop_assert_eq!(job.refunded_total, msat(m.refunded), "refunded job{}", j);
-        prop_assert_eq!(job.revenue, msat(m.revenue), "revenue job{}", j);
-        prop_assert_eq!(job.attempts, m.attempts);
+    }
+    prop_assert_eq!(
+        state.balance(&Account::Float).signed(false),
+        i128::from(model.float)
+    );
+    prop_assert_eq!(
+        state.balance(&Account::WrittenOff).signed(false),
+        i128::from(model.written_off)
+    );
+    Ok(())
+}
+
+fn assert_agrees(model: &Model, state: &LedgerState) -> Result<(), TestCaseError> {
+    for (j, m) in &model.jobs {
+        assert_job_agrees(*j, m, state)?;
+        let rule = state.refund_asset_for(&jid(*j)).ok();
+        prop_assert_eq!(rule, model.rule_asset(*j).map(asset), "rule for job{}", j);
     }
     prop_assert_eq!(state.jobs().count(), model.jobs.len());
     for (r, m) in &model.refunds {
-        let refund = state
-            .refund(&rid(*r))
-            .expect("model refund exists in ledger");
-        prop_assert_eq!(refund.amount, msat(m.amount));
-        let st = match refund.state {
-            RefundState::Due => RSt::Due,
-            RefundState::InFlight => RSt::InFlight,
-            RefundState::Unknown => RSt::Unknown,
-            RefundState::Failed => RSt::Failed,
-            RefundState::Settled => RSt::Settled,
-        };
-        prop_assert_eq!(st, m.st, "refund{}", r);
+        assert_refund_agrees(*r, m, state)?;
     }
     prop_assert_eq!(state.refunds().count(), model.refunds.len());
     for c in 0..CUSTOMERS {
@@ -730,6 +1360,7 @@ fn assert_agrees(model: &Model, state: &LedgerState) -> Result<(), TestCaseError
     prop_assert_eq!(state.balance(&Account::Fees).debits, msat(model.fees));
     prop_assert_eq!(state.held(&Account::Unmatched), msat(model.unmatched));
     prop_assert_eq!(state.payment_ref_count(), model.refs.len());
+    assert_assets_agree(model, state)?;
     if let Err(why) = invariants::check_all(state) {
         return Err(TestCaseError::fail(why));
     }
@@ -757,6 +1388,7 @@ fn run(
             prop_assert_eq!(&state(), &before, "a resend changed the state");
             continue;
         }
+        let cmd = &resolve(cmd, &model);
         if !expressible(cmd) {
             continue;
         }
@@ -837,32 +1469,60 @@ proptest! {
     }
 }
 
-/// The generator must reach every job state and refund state, or the properties above prove less
-/// than they claim.
-#[test]
-fn generator_reaches_every_state() {
+/// Runs the model alone over many generated sequences; returns the job and refund states it
+/// reached and the situations it noted.
+fn explore() -> (HashSet<String>, HashSet<String>, HashSet<&'static str>) {
     use proptest::strategy::ValueTree;
     use proptest::test_runner::TestRunner;
     let mut runner = TestRunner::deterministic();
     let strategy = prop::collection::vec(cmd(), 1..160);
     let mut job_states = HashSet::new();
     let mut refund_states = HashSet::new();
+    let mut seen = HashSet::new();
     for _ in 0..2_000 {
         let cmds = strategy.new_tree(&mut runner).unwrap().current();
         let mut model = Model::default();
-        for c in cmds
-            .iter()
-            .filter(|c| !matches!(c, Cmd::Resend(_)) && expressible(c))
-        {
-            model.step(c);
+        for c in cmds.iter().filter(|c| !matches!(c, Cmd::Resend(_))) {
+            let c = resolve(c, &model);
+            if !expressible(&c) {
+                continue;
+            }
+            model.step(&c);
             job_states.extend(model.jobs.values().map(|j| format!("{:?}", j.st)));
             refund_states.extend(model.refunds.values().map(|r| format!("{:?}", r.st)));
         }
+        seen.extend(model.seen);
     }
+    (job_states, refund_states, seen)
+}
+
+/// The generator must reach every job state and refund state, and every asset situation the
+/// rules are about, or the properties above prove less than they claim.
+#[test]
+fn generator_reaches_every_state_and_asset_case() {
+    let (job_states, refund_states, seen) = explore();
     assert_eq!(
         job_states.len(),
         JobState::ALL.len(),
         "reached {job_states:?}"
     );
-    assert_eq!(refund_states.len(), 5, "reached {refund_states:?}");
+    assert_eq!(refund_states.len(), 6, "reached {refund_states:?}");
+    for case in [
+        "one job paid in two assets",
+        "refund of a job paid in two assets",
+        "partial return while the job holds money",
+        "job refund after a partial return",
+        "refund of credit-funded money refused",
+        "start over the wrong asset refused",
+        "start refused: asset short",
+        "settle refused: asset short",
+        "customer paid the payout fee",
+        "written off to credit",
+        "written off to income",
+    ] {
+        assert!(
+            seen.contains(case),
+            "never reached: {case}; reached {seen:?}"
+        );
+    }
 }

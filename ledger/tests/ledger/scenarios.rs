@@ -195,6 +195,7 @@ fn overpayment_needs_a_disposition_and_refund_never_exceeds_payment() {
             JobPayment::Apply {
                 excess: Some(Disposition::Refund {
                     refund: refund.clone(),
+                    asset: None,
                 }),
             },
         ))
@@ -228,12 +229,14 @@ fn unknown_refund_outcome_is_never_paid_again() {
         EventBody::RefundDue {
             job: job("j1"),
             refund: refund.clone(),
+            asset: Some(Asset::Lightning),
         },
     ));
     let route = RefundRoute {
         asset: Asset::Lightning,
         destination: "lnbcrt-refund".into(),
         lookup: "refund-hash".into(),
+        fee_reserve: Msat::ZERO,
     };
     events.push(ev(
         "refund-start:1",
@@ -267,16 +270,44 @@ fn unknown_refund_outcome_is_never_paid_again() {
         },
     );
     assert!(store.append(&again).is_err());
+    let settled = ev(
+        "refund-settled",
+        11,
+        EventBody::RefundSettled {
+            refund: refund.clone(),
+            fee: Msat::from_msat(3),
+            fee_paid_by: FeePayer::Operator,
+            evidence: None,
+            cause: None,
+        },
+    );
+    // The wallet holds exactly the job's payment: the 3 msat fee would drive it below zero. The
+    // settlement is refused and the refund stays unknown (still reserved, never paid again).
+    match store.append(&settled) {
+        Err(LedgerError::Refused {
+            source: TransitionError::AssetShort { has, needs, .. },
+            ..
+        }) => assert_eq!((has, needs), (Msat::ZERO, Msat::from_msat(3))),
+        other => panic!("expected AssetShort, got {other:?}"),
+    }
+    assert_eq!(
+        store.state().refund(&refund).unwrap().state,
+        RefundState::Unknown
+    );
     store
         .append(&ev(
-            "refund-settled",
+            "float:1",
             11,
-            EventBody::RefundSettled {
-                refund: refund.clone(),
-                fee: Msat::from_msat(3),
+            EventBody::FloatAdded {
+                asset: Asset::Lightning,
+                amount: Msat::from_msat(1_000),
+                cause: Cause::Operator {
+                    note: "routing fees".into(),
+                },
             },
         ))
         .unwrap();
+    store.append(&settled).unwrap();
     let s = store.state();
     assert_eq!(s.job(&job("j1")).unwrap().state, JobState::Refunded);
     assert_eq!(s.balance(&Account::Fees).debits, Msat::from_msat(3));
@@ -496,4 +527,852 @@ fn a_fee_above_the_payment_is_refused() {
     assert_eq!(s.job(&job("j1")).unwrap().state, JobState::Quoted);
     assert_eq!(s.balance(&Account::Fees).signed(true), 0);
     store.verify().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refund assets, reservations and operator resolutions (issue 10 items 5, 6, 7 and 9).
+
+const MINT: &str = "http://127.0.0.1:3338";
+
+fn mint() -> Asset {
+    Asset::Mint { url: MINT.into() }
+}
+fn msat(n: u64) -> Msat {
+    Msat::from_msat(n)
+}
+fn rid(s: &str) -> RefundId {
+    RefundId::new(s).unwrap()
+}
+fn operator(note: &str) -> Cause {
+    Cause::Operator { note: note.into() }
+}
+
+/// A payment for job `j` in `asset`, booked per `booking`, that cost us `fee` to take.
+fn payment(
+    reference: &str,
+    j: &str,
+    (amount, fee): (u64, u64),
+    asset: Asset,
+    booking: JobPayment,
+) -> LedgerEvent {
+    let rail = match asset {
+        Asset::Lightning => Rail::Invoice,
+        Asset::Mint { .. } => Rail::NutZap,
+    };
+    ev(
+        &format!("pay:{reference}"),
+        3,
+        EventBody::PaymentReceived(Payment {
+            rail,
+            asset,
+            reference: PaymentRef::new(reference).unwrap(),
+            linked: vec![],
+            amount: msat(amount),
+            fee: msat(fee),
+            evidence: None,
+            payer: None,
+            target: PaymentTarget::Job {
+                job: job(j),
+                booking,
+            },
+        }),
+    )
+}
+
+/// A paid job runs once and fails.
+fn run_and_fail(j: &str) -> Vec<LedgerEvent> {
+    vec![
+        ev(
+            &format!("queue:{j}"),
+            4,
+            EventBody::JobQueued {
+                job: job(j),
+                reason: QueueReason::Paid,
+            },
+        ),
+        ev(
+            &format!("start:{j}:1"),
+            5,
+            EventBody::ProcessingStarted {
+                job: job(j),
+                attempt: 1,
+            },
+        ),
+        ev(
+            &format!("fail:{j}:1"),
+            6,
+            EventBody::ProcessingFailed {
+                job: job(j),
+                attempt: 1,
+                retryable: false,
+                reason: "boom".into(),
+            },
+        ),
+    ]
+}
+
+fn refund_due(j: &str, refund: &str, asset: Option<Asset>) -> LedgerEvent {
+    ev(
+        &format!("refund-due:{j}:{refund}"),
+        7,
+        EventBody::RefundDue {
+            job: job(j),
+            refund: rid(refund),
+            asset,
+        },
+    )
+}
+
+fn start(refund: &str, attempt: u32, asset: Asset, fee_reserve: u64) -> LedgerEvent {
+    ev(
+        &format!("refund-start:{refund}:{attempt}:{asset}:{fee_reserve}"),
+        8,
+        EventBody::RefundStarted {
+            refund: rid(refund),
+            attempt,
+            route: RefundRoute {
+                asset,
+                destination: format!("dest-{refund}"),
+                lookup: format!("lookup-{refund}-{attempt}"),
+                fee_reserve: msat(fee_reserve),
+            },
+        },
+    )
+}
+
+fn settled(refund: &str, fee: u64, fee_paid_by: FeePayer, evidence: Option<&str>) -> LedgerEvent {
+    ev(
+        &format!("refund-settled:{refund}:{fee}:{fee_paid_by:?}"),
+        9,
+        EventBody::RefundSettled {
+            refund: rid(refund),
+            fee: msat(fee),
+            fee_paid_by,
+            evidence: evidence.map(str::to_string),
+            cause: None,
+        },
+    )
+}
+
+fn failed(refund: &str, attempt: u32, cause: Option<Cause>) -> LedgerEvent {
+    ev(
+        &format!("refund-failed:{refund}:{attempt}"),
+        9,
+        EventBody::RefundFailed {
+            refund: rid(refund),
+            reason: "no route".into(),
+            cause,
+        },
+    )
+}
+
+fn float(k: &str, asset: Asset, amount: u64) -> LedgerEvent {
+    ev(
+        k,
+        9,
+        EventBody::FloatAdded {
+            asset,
+            amount: msat(amount),
+            cause: operator("my own sats"),
+        },
+    )
+}
+
+/// `event` must be refused; nothing may change. Returns why.
+fn refused(store: &mut Store, event: &LedgerEvent) -> TransitionError {
+    let before = store.state().clone();
+    let head = store.head();
+    match store.append(event) {
+        Err(LedgerError::Refused { source, .. }) => {
+            assert_eq!(store.state(), &before, "a refused event changed the state");
+            assert_eq!(store.head(), head);
+            source
+        }
+        other => panic!("expected a refusal of {}, got {other:?}", event.key),
+    }
+}
+
+fn append_all(store: &mut Store, events: &[LedgerEvent]) {
+    for e in events {
+        match store.append(e) {
+            Ok(AppendOutcome::Appended { .. }) => {}
+            other => panic!("{}: {other:?}", e.key),
+        }
+    }
+}
+
+fn owned(store: &Store, asset: &Asset) -> i128 {
+    store
+        .state()
+        .balance(&Account::Asset(asset.clone()))
+        .signed(true)
+}
+
+/// Issue 5: a 10-sat NutZap leaves 9 sat in the wallet (the operator bears the mint's 1-sat input
+/// fee) while the job holds 10 sat. The node can see before promising that the mint cannot pay a
+/// 10-sat refund; starting it is refused. Float from the operator makes it payable.
+#[test]
+fn issue_5_a_refund_the_mint_cannot_cover_is_refused_at_start_until_float_is_added() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut events = vec![
+        received("j1"),
+        quote("j1", 10_000),
+        payment("nz1", "j1", (10_000, 1_000), mint(), apply()),
+    ];
+    events.extend(run_and_fail("j1"));
+    append_all(&mut store, &events);
+    let s = store.state();
+    assert_eq!(owned(&store, &mint()), 9_000);
+    assert_eq!(s.balance(&Account::Fees).signed(true), 1_000);
+    assert_eq!(s.held(&Account::Job(job("j1"))), msat(10_000));
+    assert_eq!(s.refund_asset_for(&job("j1")), Ok(mint()));
+    assert_eq!(s.available(&mint()), msat(9_000));
+
+    append_all(&mut store, &[refund_due("j1", "j1:fail", Some(mint()))]);
+    assert_eq!(
+        store.state().refund(&rid("j1:fail")).unwrap().asset,
+        Some(mint())
+    );
+    for reserve in [0, 1_000] {
+        match refused(&mut store, &start("j1:fail", 1, mint(), reserve)) {
+            TransitionError::AssetShort {
+                account,
+                has,
+                needs,
+            } => {
+                assert_eq!(account, format!("asset:mint:{MINT}"));
+                assert_eq!((has, needs), (msat(9_000), msat(10_000 + reserve)));
+            }
+            other => panic!("expected AssetShort, got {other}"),
+        }
+    }
+
+    append_all(&mut store, &[float("float:1", mint(), 2_000)]);
+    assert_eq!(store.state().available(&mint()), msat(11_000));
+    append_all(&mut store, &[start("j1:fail", 1, mint(), 1_000)]);
+    assert_eq!(store.state().reserved(&mint()), msat(11_000));
+    assert_eq!(store.state().available(&mint()), Msat::ZERO);
+    append_all(
+        &mut store,
+        &[settled("j1:fail", 1_000, FeePayer::Operator, None)],
+    );
+    let s = store.state();
+    assert_eq!(s.job(&job("j1")).unwrap().state, JobState::Refunded);
+    assert_eq!(owned(&store, &mint()), 0);
+    assert_eq!(s.reserved(&mint()), Msat::ZERO);
+    assert_eq!(s.balance(&Account::Fees).signed(true), 2_000);
+    assert_eq!(s.balance(&Account::Float).signed(false), 2_000);
+    assert_eq!(s.refund(&rid("j1:fail")).unwrap().fee, msat(1_000));
+    store.verify().unwrap();
+}
+
+/// Issue 6: the job's Lightning payment came late and was returned in full under its own refund;
+/// the job ran on ecash and failed. Its refund is paid from the mint: naming Lightning, or
+/// starting the payout over Lightning, is refused, so Lightning never goes below zero.
+#[test]
+fn issue_6_a_refund_is_paid_from_the_asset_still_held_not_from_one_already_returned() {
+    let mut store = Store::open_in_memory().unwrap();
+    append_all(
+        &mut store,
+        &[
+            received("j1"),
+            quote("j1", 10_000),
+            payment("nz1", "j1", (10_000, 0), mint(), apply()),
+        ],
+    );
+    let returned = |asset| {
+        JobPayment::Whole(Disposition::Refund {
+            refund: rid("j1:return:h1"),
+            asset,
+        })
+    };
+    // A whole payment's refund is paid from that payment's asset, whatever the event says.
+    let wrong = payment(
+        "h1",
+        "j1",
+        (10_000, 0),
+        Asset::Lightning,
+        returned(Some(mint())),
+    );
+    assert!(matches!(
+        refused(&mut store, &wrong),
+        TransitionError::RefundAssetMismatch { .. }
+    ));
+    append_all(
+        &mut store,
+        &[
+            payment("h1", "j1", (10_000, 0), Asset::Lightning, returned(None)),
+            start("j1:return:h1", 1, Asset::Lightning, 0),
+            settled("j1:return:h1", 0, FeePayer::Operator, None),
+        ],
+    );
+    let r = store.state().refund(&rid("j1:return:h1")).unwrap();
+    assert_eq!(r.asset, Some(Asset::Lightning));
+    assert_eq!(owned(&store, &Asset::Lightning), 0);
+    append_all(&mut store, &run_and_fail("j1"));
+
+    let s = store.state();
+    assert_eq!(s.refund_asset_for(&job("j1")), Ok(mint()));
+    match refused(
+        &mut store,
+        &refund_due("j1", "j1:fail", Some(Asset::Lightning)),
+    ) {
+        TransitionError::RefundAssetMismatch { expected, got, .. } => {
+            assert_eq!((expected, got), (mint(), Asset::Lightning))
+        }
+        other => panic!("expected RefundAssetMismatch, got {other}"),
+    }
+    append_all(&mut store, &[refund_due("j1", "j1:fail", Some(mint()))]);
+    assert!(matches!(
+        refused(&mut store, &start("j1:fail", 1, Asset::Lightning, 0)),
+        TransitionError::RefundAssetMismatch { .. }
+    ));
+    append_all(
+        &mut store,
+        &[
+            start("j1:fail", 1, mint(), 0),
+            settled("j1:fail", 0, FeePayer::Operator, None),
+        ],
+    );
+    assert_eq!(
+        store.state().job(&job("j1")).unwrap().state,
+        JobState::Refunded
+    );
+    assert_eq!(owned(&store, &Asset::Lightning), 0);
+    assert_eq!(owned(&store, &mint()), 0);
+    store.verify().unwrap();
+}
+
+/// Issue 6 with an event from an older node (no asset named): the refund's asset stays open, and
+/// the wallet check still refuses a payout over a Lightning wallet that holds nothing.
+#[test]
+fn a_legacy_refund_without_an_asset_still_cannot_overdraw_a_wallet() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut events = vec![
+        received("j1"),
+        quote("j1", 10_000),
+        payment("nz1", "j1", (10_000, 0), mint(), apply()),
+    ];
+    events.extend(run_and_fail("j1"));
+    events.push(refund_due("j1", "j1:fail", None));
+    append_all(&mut store, &events);
+    assert_eq!(store.state().refund(&rid("j1:fail")).unwrap().asset, None);
+    match refused(&mut store, &start("j1:fail", 1, Asset::Lightning, 0)) {
+        TransitionError::AssetShort { has, needs, .. } => {
+            assert_eq!((has, needs), (Msat::ZERO, msat(10_000)))
+        }
+        other => panic!("expected AssetShort, got {other}"),
+    }
+    store.verify().unwrap();
+}
+
+/// An ecash refund token worth amount − fee: the customer bore the fee. Nothing is booked to
+/// `expense:fees`, the refund records the fee and what proves the hand-over, and the proof finds
+/// the job's trail.
+#[test]
+fn a_customer_paid_fee_comes_out_of_the_refund_and_is_not_our_expense() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut events = vec![
+        received("j1"),
+        quote("j1", 10_000),
+        payment("nz1", "j1", (10_000, 0), mint(), apply()),
+    ];
+    events.extend(run_and_fail("j1"));
+    events.push(refund_due("j1", "j1:fail", Some(mint())));
+    events.push(start("j1:fail", 1, mint(), 0));
+    append_all(&mut store, &events);
+    match refused(
+        &mut store,
+        &settled("j1:fail", 10_001, FeePayer::Customer, None),
+    ) {
+        TransitionError::FeeExceedsRefund { fee, amount } => {
+            assert_eq!((fee, amount), (msat(10_001), msat(10_000)))
+        }
+        other => panic!("expected FeeExceedsRefund, got {other}"),
+    }
+    let handover = "a".repeat(64);
+    append_all(
+        &mut store,
+        &[settled(
+            "j1:fail",
+            1_000,
+            FeePayer::Customer,
+            Some(&handover),
+        )],
+    );
+    let s = store.state();
+    let r = s.refund(&rid("j1:fail")).unwrap();
+    assert_eq!(r.state, RefundState::Settled);
+    assert_eq!((r.fee, r.fee_paid_by), (msat(1_000), FeePayer::Customer));
+    assert_eq!(r.evidence.as_deref(), Some(handover.as_str()));
+    assert_eq!(owned(&store, &mint()), 0);
+    assert_eq!(s.balance(&Account::Fees).signed(true), 0);
+    let trail = store
+        .audit(&handover)
+        .unwrap()
+        .expect("found by the evidence");
+    assert_eq!(trail.job.unwrap().job, job("j1"));
+    store.verify().unwrap();
+}
+
+/// Issue 7: a job paid from prepaid credit fails. Its money cannot be refunded over a rail; it
+/// goes back as credit. A refund recorded by an older node (no asset) is resolved by the
+/// operator writing it off to credit.
+#[test]
+fn issue_7_credit_funded_money_goes_back_as_credit_not_as_a_refund() {
+    let mut store = Store::open_in_memory().unwrap();
+    let top_up = ev(
+        "top-up",
+        1,
+        EventBody::PaymentReceived(Payment {
+            rail: Rail::Invoice,
+            asset: Asset::Lightning,
+            reference: PaymentRef::new("top1").unwrap(),
+            linked: vec![],
+            amount: msat(20_000),
+            fee: Msat::ZERO,
+            evidence: None,
+            payer: None,
+            target: PaymentTarget::Credit {
+                pubkey: pk("alice"),
+            },
+        }),
+    );
+    let mut events = vec![top_up];
+    for j in ["j1", "j2"] {
+        events.push(received(j));
+        events.push(ev(
+            &format!("queue-credit:{j}"),
+            2,
+            EventBody::JobQueued {
+                job: job(j),
+                reason: QueueReason::CreditDebit {
+                    amount: msat(10_000),
+                },
+            },
+        ));
+        events.extend(run_and_fail(j).into_iter().skip(1));
+    }
+    append_all(&mut store, &events);
+    let credit = Account::Credit(pk("alice"));
+    assert_eq!(store.state().held(&credit), Msat::ZERO);
+    assert_eq!(
+        store.state().refund_asset_for(&job("j1")),
+        Err(TransitionError::CreditFundedRefund { job: job("j1") })
+    );
+    assert!(matches!(
+        refused(
+            &mut store,
+            &refund_due("j1", "j1:fail", Some(Asset::Lightning))
+        ),
+        TransitionError::CreditFundedRefund { .. }
+    ));
+    append_all(
+        &mut store,
+        &[ev(
+            "credit:j1",
+            7,
+            EventBody::CreditGranted { job: job("j1") },
+        )],
+    );
+    assert_eq!(
+        store.state().job(&job("j1")).unwrap().state,
+        JobState::Credited
+    );
+    assert_eq!(store.state().held(&credit), msat(10_000));
+
+    // An older node wrote a refund with no asset for j2; it can never be paid over a rail.
+    append_all(&mut store, &[refund_due("j2", "j2:fail", None)]);
+    let write_off = ev(
+        "write-off:j2",
+        8,
+        EventBody::RefundWrittenOff {
+            refund: rid("j2:fail"),
+            to: WriteOffTo::Credit,
+            cause: Cause::Node {
+                note: "credit-funded refund from an older version".into(),
+            },
+        },
+    );
+    append_all(&mut store, &[write_off]);
+    let s = store.state();
+    let r = s.refund(&rid("j2:fail")).unwrap();
+    assert_eq!(r.state, RefundState::WrittenOff);
+    assert_eq!(r.written_off_to, Some(WriteOffTo::Credit));
+    assert_eq!(s.job(&job("j2")).unwrap().state, JobState::Credited);
+    assert_eq!(s.held(&credit), msat(20_000));
+    assert_eq!(s.held(&Account::Refund(rid("j2:fail"))), Msat::ZERO);
+    store.verify().unwrap();
+}
+
+/// A job paid over Lightning fails; the customer has no Lightning address. The operator re-routes
+/// the refund to the mint (and funds it there); it is paid from the mint. A refund cannot be
+/// re-routed while a payout is in flight.
+#[test]
+fn a_rerouted_refund_is_paid_from_the_new_asset_and_only_while_it_waits() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut events = vec![
+        received("j1"),
+        quote("j1", 10_000),
+        payment("h1", "j1", (10_000, 0), Asset::Lightning, apply()),
+    ];
+    events.extend(run_and_fail("j1"));
+    events.push(refund_due("j1", "j1:fail", Some(Asset::Lightning)));
+    events.push(ev(
+        "deferred",
+        8,
+        EventBody::RefundDeferred {
+            refund: rid("j1:fail"),
+            reason: "no lightning address".into(),
+        },
+    ));
+    append_all(&mut store, &events);
+    let reroute = |k: &str| {
+        ev(
+            k,
+            9,
+            EventBody::RefundRerouted {
+                refund: rid("j1:fail"),
+                asset: mint(),
+                cause: operator("customer asked for ecash"),
+            },
+        )
+    };
+    append_all(&mut store, &[reroute("reroute:1")]);
+    let r = store.state().refund(&rid("j1:fail")).unwrap();
+    assert_eq!((r.asset.clone(), r.deferred.clone()), (Some(mint()), None));
+    assert!(matches!(
+        refused(&mut store, &start("j1:fail", 1, Asset::Lightning, 0)),
+        TransitionError::RefundAssetMismatch { .. }
+    ));
+    assert!(matches!(
+        refused(&mut store, &start("j1:fail", 1, mint(), 0)),
+        TransitionError::AssetShort { .. }
+    ));
+    append_all(
+        &mut store,
+        &[
+            float("float:mint", mint(), 10_000),
+            start("j1:fail", 1, mint(), 0),
+        ],
+    );
+    assert!(matches!(
+        refused(&mut store, &reroute("reroute:2")),
+        TransitionError::InvalidRefundTransition { .. }
+    ));
+    append_all(
+        &mut store,
+        &[settled("j1:fail", 0, FeePayer::Operator, None)],
+    );
+    assert_eq!(owned(&store, &mint()), 0);
+    assert_eq!(owned(&store, &Asset::Lightning), 10_000);
+    let trail = store.audit("j1:fail").unwrap().unwrap();
+    assert!(trail
+        .events
+        .iter()
+        .any(|e| e.event.type_name() == "refund_rerouted"));
+    store.verify().unwrap();
+}
+
+/// After failed attempts the node parks a refund; the operator's retry records the attempt count
+/// the node counts from again. Not while a payout is in flight.
+#[test]
+fn a_retry_records_the_attempts_so_far_and_clears_the_deferral() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut events = vec![
+        received("j1"),
+        quote("j1", 10_000),
+        payment("h1", "j1", (10_000, 0), Asset::Lightning, apply()),
+    ];
+    events.extend(run_and_fail("j1"));
+    events.push(refund_due("j1", "j1:fail", Some(Asset::Lightning)));
+    for attempt in 1..=2 {
+        events.push(start("j1:fail", attempt, Asset::Lightning, 0));
+        events.push(failed("j1:fail", attempt, None));
+    }
+    events.push(ev(
+        "parked",
+        9,
+        EventBody::RefundDeferred {
+            refund: rid("j1:fail"),
+            reason: "2 payment attempts failed; waiting for the operator".into(),
+        },
+    ));
+    append_all(&mut store, &events);
+    let retry = |k: &str| {
+        ev(
+            k,
+            10,
+            EventBody::RefundRetried {
+                refund: rid("j1:fail"),
+                cause: operator("the customer's wallet is back"),
+            },
+        )
+    };
+    append_all(&mut store, &[retry("retry:1")]);
+    let r = store.state().refund(&rid("j1:fail")).unwrap();
+    assert_eq!((r.attempts, r.retry_base), (2, 2));
+    assert_eq!(r.deferred, None);
+    assert_eq!(store.state().available(&Asset::Lightning), msat(10_000));
+    append_all(&mut store, &[start("j1:fail", 3, Asset::Lightning, 0)]);
+    assert!(matches!(
+        refused(&mut store, &retry("retry:2")),
+        TransitionError::InvalidRefundTransition { .. }
+    ));
+    store.verify().unwrap();
+}
+
+/// An unknown outcome is never written off (the money may have left). The operator checks the
+/// wallet and records the failure with a cause; then writes the refund off to income: the job
+/// ends `written_off`, holding nothing.
+#[test]
+fn a_write_off_to_income_ends_the_job_and_is_refused_while_the_outcome_is_unknown() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut events = vec![
+        received("j1"),
+        quote("j1", 10_000),
+        payment("h1", "j1", (10_000, 0), Asset::Lightning, apply()),
+    ];
+    events.extend(run_and_fail("j1"));
+    events.push(refund_due("j1", "j1:fail", Some(Asset::Lightning)));
+    events.push(start("j1:fail", 1, Asset::Lightning, 0));
+    events.push(ev(
+        "unknown",
+        9,
+        EventBody::RefundOutcomeUnknown {
+            refund: rid("j1:fail"),
+            reason: "timeout".into(),
+        },
+    ));
+    append_all(&mut store, &events);
+    let write_off = ev(
+        "write-off",
+        11,
+        EventBody::RefundWrittenOff {
+            refund: rid("j1:fail"),
+            to: WriteOffTo::Income,
+            cause: operator("customer unreachable for 90 days"),
+        },
+    );
+    match refused(&mut store, &write_off) {
+        TransitionError::InvalidRefundTransition { state, .. } => {
+            assert_eq!(state, RefundState::Unknown)
+        }
+        other => panic!("expected InvalidRefundTransition, got {other}"),
+    }
+    assert_eq!(store.state().reserved(&Asset::Lightning), msat(10_000));
+    append_all(
+        &mut store,
+        &[failed(
+            "j1:fail",
+            1,
+            Some(operator("the wallet shows the payment failed")),
+        )],
+    );
+    assert_eq!(store.state().reserved(&Asset::Lightning), Msat::ZERO);
+    append_all(&mut store, &[write_off]);
+    let s = store.state();
+    assert_eq!(s.job(&job("j1")).unwrap().state, JobState::WrittenOff);
+    assert_eq!(
+        s.refund(&rid("j1:fail")).unwrap().state,
+        RefundState::WrittenOff
+    );
+    assert_eq!(s.balance(&Account::WrittenOff).signed(false), 10_000);
+    assert_eq!(s.held(&Account::Refund(rid("j1:fail"))), Msat::ZERO);
+    assert_eq!(owned(&store, &Asset::Lightning), 10_000);
+    assert_eq!(
+        store.jobs_by_state(JobState::WrittenOff).unwrap().len(),
+        1,
+        "the projection row follows"
+    );
+    store.verify().unwrap();
+}
+
+/// The operator looked the payment up by hand and saw it paid: the settlement carries the cause
+/// and the preimage; the fee goes beyond the reserve, which is fine while the wallet covers it.
+#[test]
+fn an_operator_settles_an_unknown_refund_with_a_cause() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut events = vec![
+        received("j1"),
+        quote("j1", 10_000),
+        payment("h1", "j1", (12_000, 0), Asset::Lightning, {
+            JobPayment::Apply {
+                excess: Some(Disposition::Credit),
+            }
+        }),
+    ];
+    events.extend(run_and_fail("j1"));
+    events.push(refund_due("j1", "j1:fail", Some(Asset::Lightning)));
+    events.push(start("j1:fail", 1, Asset::Lightning, 100));
+    events.push(ev(
+        "unknown",
+        9,
+        EventBody::RefundOutcomeUnknown {
+            refund: rid("j1:fail"),
+            reason: "timeout".into(),
+        },
+    ));
+    append_all(&mut store, &events);
+    let settle = ev(
+        "settled-by-hand",
+        12,
+        EventBody::RefundSettled {
+            refund: rid("j1:fail"),
+            fee: msat(500),
+            fee_paid_by: FeePayer::Operator,
+            evidence: Some("b".repeat(64)),
+            cause: Some(operator("wallet shows it paid")),
+        },
+    );
+    append_all(&mut store, &[settle]);
+    let s = store.state();
+    assert_eq!(s.job(&job("j1")).unwrap().state, JobState::Refunded);
+    assert_eq!(owned(&store, &Asset::Lightning), 1_500);
+    assert_eq!(s.balance(&Account::Fees).signed(true), 500);
+    store.verify().unwrap();
+}
+
+/// Two refunds on one wallet cannot promise the same money; a payout that fails frees its
+/// reservation; a refused group leaves reservations as they were.
+#[test]
+fn reservations_keep_two_refunds_from_promising_the_same_money() {
+    let mut store = Store::open_in_memory().unwrap();
+    for j in ["j1", "j2"] {
+        let mut events = vec![
+            received(j),
+            quote(j, 10_000),
+            payment(&format!("h-{j}"), j, (10_000, 0), Asset::Lightning, apply()),
+        ];
+        events.extend(run_and_fail(j));
+        events.push(refund_due(j, &format!("{j}:fail"), Some(Asset::Lightning)));
+        append_all(&mut store, &events);
+    }
+    append_all(&mut store, &[start("j1:fail", 1, Asset::Lightning, 1_000)]);
+    assert_eq!(store.state().available(&Asset::Lightning), msat(9_000));
+    match refused(&mut store, &start("j2:fail", 1, Asset::Lightning, 1_000)) {
+        TransitionError::AssetShort { has, needs, .. } => {
+            assert_eq!((has, needs), (msat(9_000), msat(11_000)))
+        }
+        other => panic!("expected AssetShort, got {other}"),
+    }
+    append_all(&mut store, &[failed("j1:fail", 1, None)]);
+    assert_eq!(store.state().available(&Asset::Lightning), msat(20_000));
+    // A group whose last event is refused: the reservation its first event made is undone.
+    let group = [
+        start("j2:fail", 1, Asset::Lightning, 1_000),
+        float("float:zero", Asset::Lightning, 0),
+    ];
+    let err = store.append_group(&group).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LedgerError::Refused {
+                index: 1,
+                source: TransitionError::ZeroAmount,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(store.state().reserved(&Asset::Lightning), Msat::ZERO);
+    assert_eq!(store.state().available(&Asset::Lightning), msat(20_000));
+    append_all(&mut store, &group[..1]);
+    assert_eq!(store.state().available(&Asset::Lightning), msat(9_000));
+    store.verify().unwrap();
+}
+
+/// The hash chain covers the stored JSON: events without the new fields must serialize exactly
+/// as the previous version wrote them (these strings are that version's output).
+#[test]
+fn events_without_the_new_fields_serialize_byte_for_byte_as_before() {
+    let written_before = [
+        r#"{"type":"refund_due","job":"j1","refund":"j1:fail"}"#,
+        r#"{"type":"refund_started","refund":"j1:fail","attempt":1,"route":{"asset":{"asset":"mint","url":"http://127.0.0.1:3338"},"destination":"npub1x","lookup":"tag-1"}}"#,
+        r#"{"type":"refund_settled","refund":"j1:fail","fee":3}"#,
+        r#"{"type":"refund_failed","refund":"j1:fail","reason":"no route"}"#,
+        r#"{"type":"quote_expired","job":"j1","held":{"disposition":"refund","refund":"j1:fail"}}"#,
+        r#"{"type":"payment_received","rail":"nut_zap","asset":{"asset":"mint","url":"http://127.0.0.1:3338"},"reference":"nz1","linked":[],"amount":12000,"fee":1000,"evidence":null,"payer":null,"target":{"target":"job","job":"j1","booking":{"apply":"apply","excess":{"disposition":"refund","refund":"j1:excess:nz1"}}}}"#,
+    ];
+    for json in written_before {
+        let body: EventBody = serde_json::from_str(json).unwrap();
+        assert_eq!(serde_json::to_string(&body).unwrap(), json);
+    }
+}
+
+/// Replay derives what a job holds per source and a payment refund's asset from the old events,
+/// so rows an older version stored lack them. `verify` accepts such rows (counted as stale) but
+/// nothing else that differs; opening the file for writing brings them up to date.
+#[test]
+fn a_ledger_written_before_refund_assets_opens_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let mut store = Store::open(&path, Durability::Normal).unwrap();
+    append_all(
+        &mut store,
+        &[
+            received("j1"),
+            quote("j1", 10_000),
+            payment(
+                "nz1",
+                "j1",
+                (12_000, 1_000),
+                mint(),
+                JobPayment::Apply {
+                    excess: Some(Disposition::Refund {
+                        refund: rid("j1:excess:nz1"),
+                        asset: None,
+                    }),
+                },
+            ),
+        ],
+    );
+    let live = store.state().clone();
+    store.close().unwrap();
+    // What the previous version stored: the same records without the derived fields.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "UPDATE jobs SET record = json_remove(record, '$.held_assets')",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE refunds SET record = json_remove(record, '$.asset')",
+        [],
+    )
+    .unwrap();
+    let old_job: String = conn
+        .query_row("SELECT record FROM jobs", [], |r| r.get(0))
+        .unwrap();
+    assert!(!old_job.contains("held_assets"), "{old_job}");
+    drop(conn);
+    let report = paydvm_ledger::store::verify_file(&path).unwrap();
+    assert_eq!(report.stale_rows, 2);
+    // A stale row is accepted only as exactly what the older version wrote.
+    let copy = dir.path().join("edited.db");
+    std::fs::copy(&path, &copy).unwrap();
+    let conn = rusqlite::Connection::open(&copy).unwrap();
+    conn.execute(
+        "UPDATE jobs SET record = replace(record, '\"applied\":10000', '\"applied\":1')",
+        [],
+    )
+    .unwrap();
+    let edited: String = conn
+        .query_row("SELECT record FROM jobs", [], |r| r.get(0))
+        .unwrap();
+    assert!(edited.contains("\"applied\":1,"), "{edited}");
+    drop(conn);
+    assert!(matches!(
+        paydvm_ledger::store::verify_file(&copy),
+        Err(VerifyFailure::Projection { .. })
+    ));
+    let store = Store::open(&path, Durability::Normal).unwrap();
+    assert_eq!(store.state(), &live);
+    assert_eq!(store.verify().unwrap().stale_rows, 0);
+    store.close().unwrap();
+    let rows: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT record FROM jobs", [], |r| r.get(0))
+        .unwrap();
+    assert!(rows.contains("held_assets"), "{rows}");
 }

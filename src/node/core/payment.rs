@@ -189,6 +189,7 @@ impl Core {
             Ok(match d {
                 paydvm_policies::Disposition::Refund => Disposition::Refund {
                     refund: refund_id(why)?,
+                    asset: None,
                 },
                 paydvm_policies::Disposition::Credit => Disposition::Credit,
             })

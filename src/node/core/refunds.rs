@@ -70,7 +70,7 @@ impl Core {
                     }
                     _ => {}
                 },
-                RefundState::Settled => {}
+                RefundState::Settled | RefundState::WrittenOff => {}
             }
         }
         Ok(())
@@ -322,7 +322,13 @@ impl Core {
                 let event = LedgerEvent::new(
                     key(format!("refund-settled:{refund}"))?,
                     at,
-                    EventBody::RefundSettled { refund: id, fee },
+                    EventBody::RefundSettled {
+                        refund: id,
+                        fee,
+                        fee_paid_by: Default::default(),
+                        evidence: None,
+                        cause: None,
+                    },
                 );
                 self.commit(vec![event], Vec::new())?;
                 self.refund_tasks.remove(refund);
@@ -335,6 +341,7 @@ impl Core {
                     EventBody::RefundFailed {
                         refund: id,
                         reason: bounded(&reason),
+                        cause: None,
                     },
                 );
                 self.commit(vec![event], Vec::new())?;
