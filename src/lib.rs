@@ -8,6 +8,7 @@ pub mod job;
 pub mod lightning;
 pub mod local_mint;
 pub mod node;
+pub mod operator;
 pub mod payments;
 pub mod protocol;
 pub mod reconcile;

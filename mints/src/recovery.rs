@@ -3,9 +3,11 @@
 //! trying again. Unbounded, one saga cdk could never recover made every later swap ask the mint
 //! to restore first: 121,073 `POST /v1/restore` against 721 swaps in one run.
 //!
-//! Only an unfinished incoming swap (a `receive` saga) holds up the next incoming swap: until it
-//! is recovered we cannot tell "already spent" from "already ours". Leftovers of other kinds
-//! (sends made by older versions for refunds, which cdk cannot recover) never block intake.
+//! Recovery never holds up a swap. Only an unfinished incoming swap (a `receive` saga) changes
+//! what a swap concludes: while one is left, "the mint says these proofs are spent" may mean
+//! "we swapped them earlier", so the NutZap is retried later instead of refused. Leftovers of
+//! other kinds (sends made by older versions for refunds, which cdk cannot recover) change
+//! nothing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,43 +47,44 @@ async fn incomplete(wallet: &Wallet, store: &Store) -> Result<Vec<WalletSaga>, S
 }
 
 impl RecoveryGate {
-    /// Recovers the wallet's incomplete sagas if there are any and the back-off allows. `Err`
-    /// while an incoming swap is still unfinished (the caller retries later).
-    pub(crate) async fn recover(&self, wallet: &Wallet, store: &Store) -> Result<(), String> {
-        let pending = incomplete(wallet, store).await?;
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let blocking = || -> Result<(), String> {
-            Err("an earlier incoming swap is not recovered yet".into())
+    /// Recovers the wallet's incomplete sagas if there are any and the back-off allows.
+    pub(crate) async fn recover(&self, wallet: &Wallet, store: &Store) {
+        let pending = match incomplete(wallet, store).await {
+            Ok(p) => p,
+            Err(e) => return tracing::warn!("{e}"),
         };
+        if pending.is_empty() {
+            return;
+        }
         let mut gate = self.0.lock().await;
         if gate.not_before.is_some_and(|t| Instant::now() < t) {
-            return if pending.iter().any(is_receive) {
-                blocking()
-            } else {
-                Ok(())
-            };
+            return;
         }
         let report = wallet.recover_incomplete_sagas().await;
-        let left = incomplete(wallet, store).await?;
-        if left.is_empty() {
+        let left = incomplete(wallet, store)
+            .await
+            .map(|l| l.len())
+            .unwrap_or(usize::MAX);
+        if left == 0 {
             *gate = GateState::default();
-            return Ok(());
+            return;
         }
         let wait = gate.wait.map_or(FIRST_WAIT, |w| (w * 2).min(MAX_WAIT));
         gate.wait = Some(wait);
         gate.not_before = Some(Instant::now() + wait);
         tracing::warn!(
             ?report,
-            left = left.len(),
+            left,
             ?wait,
             "wallet sagas left unrecovered; trying again later"
         );
-        if left.iter().any(is_receive) {
-            blocking()
-        } else {
-            Ok(())
-        }
+    }
+
+    /// Whether an incoming swap at the wallet's mint is still unfinished: until it is, "the
+    /// mint says these proofs are spent" may mean "we swapped them and have not recorded it".
+    pub(crate) async fn receive_unfinished(&self, wallet: &Wallet, store: &Store) -> bool {
+        incomplete(wallet, store)
+            .await
+            .map_or(true, |sagas| sagas.iter().any(is_receive))
     }
 }

@@ -165,9 +165,7 @@ impl Redeemer {
         // An earlier attempt may have left a swap half done (the mint answered ambiguously, or
         // we crashed): let cdk finish or roll it back first, then see whether it landed. A
         // recovery that keeps failing is retried with back-off, not before every swap.
-        if let Err(reason) = self.recovery.recover(&wallet, &self.store).await {
-            return SwapOutcome::Retry { reason };
-        }
+        self.recovery.recover(&wallet, &self.store).await;
         if let Some(done) = self.swapped_before(&wallet, nutzap).await {
             return done;
         }
@@ -187,10 +185,20 @@ impl Redeemer {
                     fee: nutzap.units.saturating_sub(received),
                 }
             }
-            Err(cdk::Error::TokenAlreadySpent) => self
-                .swapped_before(&wallet, nutzap)
-                .await
-                .unwrap_or(SwapOutcome::AlreadySpent),
+            Err(cdk::Error::TokenAlreadySpent) => {
+                match self.swapped_before(&wallet, nutzap).await {
+                    Some(done) => done,
+                    None if self.recovery.receive_unfinished(&wallet, &self.store).await => {
+                        SwapOutcome::Retry {
+                            reason:
+                                "spent at the mint, and an earlier incoming swap is not recovered \
+                                 yet: it may have been ours"
+                                    .into(),
+                        }
+                    }
+                    None => SwapOutcome::AlreadySpent,
+                }
+            }
             Err(e) if e.is_definitive_failure() => SwapOutcome::Refused {
                 reason: e.to_string(),
             },
@@ -238,5 +246,50 @@ impl Redeemer {
                 mint: mint.to_owned(),
                 reason: e.to_string(),
             })
+    }
+}
+
+/// Why operator float in ecash was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum FloatError {
+    #[error("the token is not readable: {0}")]
+    Token(String),
+    #[error("the token is for {found}, not {expected}")]
+    WrongMint { expected: String, found: String },
+    #[error("the mint refused the token: {0}")]
+    Refused(String),
+}
+
+impl Redeemer {
+    /// Swaps an operator's token into our wallet at `mint`; what the wallet received (after the
+    /// mint's input fee). The token is the operator's own money (operator float), so nothing
+    /// here checks locks or DLEQ beyond what the swap itself proves.
+    pub async fn receive_float(
+        &self,
+        mint: &str,
+        unit: &str,
+        token: &str,
+    ) -> Result<u64, FloatError> {
+        let parsed = cdk::nuts::Token::from_str(token.trim())
+            .map_err(|e| FloatError::Token(e.to_string()))?;
+        let found = parsed
+            .mint_url()
+            .map_err(|e| FloatError::Token(e.to_string()))?
+            .to_string();
+        if crate::normalise_mint_url(&found) != crate::normalise_mint_url(mint) {
+            return Err(FloatError::WrongMint {
+                expected: mint.to_owned(),
+                found,
+            });
+        }
+        let wallet = self
+            .wallet(mint, unit)
+            .await
+            .map_err(|e| FloatError::Refused(e.to_string()))?;
+        wallet
+            .receive(token.trim(), ReceiveOptions::default())
+            .await
+            .map(u64::from)
+            .map_err(|e| FloatError::Refused(e.to_string()))
     }
 }

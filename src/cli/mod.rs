@@ -5,6 +5,7 @@ mod demo;
 mod export;
 mod init;
 mod ledger_file;
+mod operator;
 mod output;
 mod reconcile;
 mod run;
@@ -18,6 +19,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use paydvm_ledger::WriteOffTo;
+
+use crate::operator::OperatorAction;
 
 pub use timeline::{format_ms, render_trail};
 
@@ -107,9 +111,83 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Refunds that wait, and the operator's way out for each (recorded in the ledger with the
+    /// operator as the cause). Reaches a running node through its control socket, or writes a
+    /// stopped node's ledger directly.
+    #[command(subcommand)]
+    Refund(RefundCommand),
+    /// The operator's own money in a wallet, booked as float (`equity:float`).
+    #[command(subcommand)]
+    Float(FloatCommand),
     /// Inspect a ledger file, or create a sample one.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+}
+
+/// Where a node is and why the operator acts (every action needs a note; it is kept).
+#[derive(Debug, clap::Args)]
+struct OperatorArgs {
+    /// The node's paydvm.toml.
+    #[arg(long, default_value = "paydvm.toml")]
+    config: PathBuf,
+    /// Why: kept in the ledger with the operator as the cause.
+    #[arg(long)]
+    note: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum RefundCommand {
+    /// Every refund not yet paid or written off: why it waits and what can be done.
+    List {
+        /// The node's paydvm.toml.
+        #[arg(long, default_value = "paydvm.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Route a waiting refund again now, with a fresh budget of attempts.
+    Retry {
+        refund: String,
+        #[command(flatten)]
+        args: OperatorArgs,
+    },
+    /// Pay a waiting refund from another asset: `lightning` or `mint:<URL>`.
+    Reroute {
+        refund: String,
+        asset: String,
+        #[command(flatten)]
+        args: OperatorArgs,
+    },
+    /// Stop paying a waiting refund: back to the customer's credit, or kept as income.
+    WriteOff {
+        refund: String,
+        #[arg(long, value_parser = ["credit", "income"])]
+        to: String,
+        #[command(flatten)]
+        args: OperatorArgs,
+    },
+    /// After checking the wallet: a payment whose outcome is unknown was paid, or failed.
+    Resolve {
+        refund: String,
+        #[arg(value_parser = ["paid", "failed"])]
+        outcome: String,
+        /// The routing or mint fee the payment cost (paid only).
+        #[arg(long, default_value_t = 0)]
+        fee_msat: u64,
+        #[command(flatten)]
+        args: OperatorArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FloatCommand {
+    /// Book money the operator put into a wallet: `lightning` or `mint:<URL>`, in msat.
+    Add {
+        asset: String,
+        msat: u64,
+        #[command(flatten)]
+        args: OperatorArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,6 +275,12 @@ fn dispatch(command: Command) -> anyhow::Result<u8> {
             all_accounts,
         } => status::run(&node_ledger(&config)?, json, all_accounts),
         Command::Reconcile { config, json } => reconcile::run(&config, json),
+        Command::Refund(command) => refund_command(command),
+        Command::Float(FloatCommand::Add { asset, msat, args }) => operator::run(
+            &node_ledger(&args.config)?,
+            OperatorAction::FloatAdd { asset, msat },
+            &args.note,
+        ),
         Command::Ledger(LedgerCommand::Verify { file, json }) => verify::run(&file, json),
         Command::Ledger(LedgerCommand::Audit {
             file,
@@ -211,6 +295,45 @@ fn dispatch(command: Command) -> anyhow::Result<u8> {
         }) => status::run(&file, json, all_accounts),
         Command::Ledger(LedgerCommand::Sample { file, jobs }) => sample::run(&file, jobs),
     }
+}
+
+fn refund_command(command: RefundCommand) -> anyhow::Result<u8> {
+    let (args, action) = match command {
+        RefundCommand::List { config, json } => {
+            return operator::list(&node_ledger(&config)?, json)
+        }
+        RefundCommand::Retry { refund, args } => (args, OperatorAction::RefundRetry { refund }),
+        RefundCommand::Reroute {
+            refund,
+            asset,
+            args,
+        } => (args, OperatorAction::RefundReroute { refund, asset }),
+        RefundCommand::WriteOff { refund, to, args } => {
+            let to = if to == "credit" {
+                WriteOffTo::Credit
+            } else {
+                WriteOffTo::Income
+            };
+            (args, OperatorAction::RefundWriteOff { refund, to })
+        }
+        RefundCommand::Resolve {
+            refund,
+            outcome,
+            fee_msat,
+            args,
+        } => {
+            let paid = outcome == "paid";
+            (
+                args,
+                OperatorAction::RefundResolve {
+                    refund,
+                    paid,
+                    fee_msat,
+                },
+            )
+        }
+    };
+    operator::run(&node_ledger(&args.config)?, action, &args.note)
 }
 
 /// The ledger file a node's config names.

@@ -23,10 +23,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, error, info, warn};
 
+mod operator;
 mod payment;
 mod refunds;
 
 pub use self::payment::VerifiedPayment;
+pub use self::refunds::RefundStatus;
 
 use super::ecash_refunds::EcashRefundDesk;
 use super::invoicing::{InvoiceDesk, InvoiceRequest};
@@ -71,11 +73,11 @@ pub enum Command {
     },
     /// The refund desk could not route a refund now.
     RefundDeferred { refund: String, reason: String },
-    /// What the Lightning backend said about a refund payment.
+    /// What a refund desk learnt about a refund payment.
     RefundOutcome {
         refund: String,
         attempt: u32,
-        status: crate::lightning::PaymentStatus,
+        status: RefundStatus,
     },
     /// An executor attempt ended.
     ExecFinished {
@@ -102,6 +104,12 @@ pub enum Command {
     Tick,
     /// Publish the NIP-89 announcements and profile that changed (see [`Core::announce`]).
     Announce(Vec<EventBuilder>),
+    /// An operator's request (retry, re-route, write off, resolve a refund; add float),
+    /// answered once it is on disk.
+    Operator {
+        request: crate::operator::OperatorRequest,
+        reply: oneshot::Sender<crate::operator::OperatorReply>,
+    },
     /// Stop taking work; close once the outbox has drained.
     Shutdown { done: oneshot::Sender<()> },
     /// The outbox finished everything it was given (only after `Shutdown`).
@@ -379,7 +387,9 @@ impl Core {
                 let now = self.now();
                 self.resend_stale(now);
                 // Flushing drives the refunds (retries that came due) from what is on disk.
-                self.expire_quotes().map(|()| self.flush())
+                self.expire_quotes().map(|()| {
+                    self.flush();
+                })
             }
             Command::Announce(builders) if !closing => self.announce(builders).map(|_| ()),
             Command::CreditedRefs { refs, reply } => {
@@ -403,6 +413,10 @@ impl Core {
                     .ok()
                     .and_then(|j| self.store.state().job(&j).cloned());
                 let _ = reply.send(record);
+                Ok(())
+            }
+            Command::Operator { request, reply } => {
+                let _ = reply.send(self.on_operator(request));
                 Ok(())
             }
             Command::Shutdown { done } => {
@@ -434,8 +448,8 @@ impl Core {
 
     /// Writes the staged groups; then publishes their events and starts their attempts. If the
     /// write fails, the store has undone the whole batch in memory and its effects are dropped:
-    /// the inputs come again (relay catch-up, executor retry after restart).
-    fn flush(&mut self) {
+    /// the inputs come again (relay catch-up, executor retry after restart). True when written.
+    fn flush(&mut self) -> bool {
         let deferred = std::mem::take(&mut self.deferred);
         match self.store.flush() {
             Ok(_) => {
@@ -466,6 +480,7 @@ impl Core {
                 if let Err(e) = self.drive_refunds(now) {
                     warn!("refunds: {e:#}");
                 }
+                true
             }
             Err(e) => {
                 error!("writing the ledger failed; this batch is undone: {e}");
@@ -476,6 +491,7 @@ impl Core {
                     self.awaiting_invoice.remove(&request.job);
                 }
                 self.forget_refund_payments(deferred.refund_payments);
+                false
             }
         }
     }
@@ -1188,17 +1204,18 @@ impl Core {
                 },
             )
         } else {
-            match self.policy.refund_or_credit(held, wanted) {
-                paydvm_policies::Disposition::Refund => LedgerEvent::new(
+            let wanted = self.policy.refund_or_credit(held, wanted);
+            match self.held_disposition(job, wanted, "fail")? {
+                Disposition::Refund { refund, asset } => LedgerEvent::new(
                     key(format!("refund-due:{job}"))?,
                     at,
                     EventBody::RefundDue {
                         job: job.clone(),
-                        refund: RefundId::new(format!("{job}:fail")).map_err(|e| anyhow!("{e}"))?,
-                        asset: None,
+                        refund,
+                        asset,
                     },
                 ),
-                paydvm_policies::Disposition::Credit => LedgerEvent::new(
+                Disposition::Credit => LedgerEvent::new(
                     key(format!("credit:{job}"))?,
                     at,
                     EventBody::CreditGranted { job: job.clone() },
@@ -1216,6 +1233,29 @@ impl Core {
         self.commit(events, pubs)?;
         self.requests.remove(job.as_str());
         Ok(())
+    }
+
+    /// Where everything `job` holds goes when the policy wants `wanted`: money that came from
+    /// prepaid credit always goes back as credit (there is no payment to return it over); a
+    /// refund (id `<job>:<why>`) is paid from the asset the ledger's rule names.
+    fn held_disposition(
+        &self,
+        job: &JobId,
+        wanted: paydvm_policies::Disposition,
+        why: &str,
+    ) -> anyhow::Result<Disposition> {
+        let record = self
+            .store
+            .state()
+            .job(job)
+            .ok_or_else(|| anyhow!("no job {job}"))?;
+        if wanted == paydvm_policies::Disposition::Credit || !record.held_credit.is_zero() {
+            return Ok(Disposition::Credit);
+        }
+        Ok(Disposition::Refund {
+            refund: RefundId::new(format!("{job}:{why}")).map_err(|e| anyhow!("{e}"))?,
+            asset: Some(record.refund_asset()?),
+        })
     }
 
     /// A NIP-09 deletion from a job's customer cancels the job if the ledger allows it.
@@ -1242,14 +1282,11 @@ impl Core {
                 continue;
             }
             let held = self.store.state().held(&Account::Job(job.clone()));
-            let disposition = match self.policy.on_cancel(held) {
-                None => None,
-                Some(paydvm_policies::Disposition::Refund) => Some(Disposition::Refund {
-                    refund: RefundId::new(format!("{job}:cancel")).map_err(|e| anyhow!("{e}"))?,
-                    asset: None,
-                }),
-                Some(paydvm_policies::Disposition::Credit) => Some(Disposition::Credit),
-            };
+            let disposition = self
+                .policy
+                .on_cancel(held)
+                .map(|wanted| self.held_disposition(&job, wanted, "cancel"))
+                .transpose()?;
             let k = if several {
                 format!("cancel:{deletion}:{job}")
             } else {
@@ -1290,14 +1327,11 @@ impl Core {
             .collect();
         for job in due {
             let held = self.store.state().held(&Account::Job(job.clone()));
-            let disposition = match self.policy.on_expiry(held) {
-                None => None,
-                Some(paydvm_policies::Disposition::Refund) => Some(Disposition::Refund {
-                    refund: RefundId::new(format!("{job}:expiry")).map_err(|e| anyhow!("{e}"))?,
-                    asset: None,
-                }),
-                Some(paydvm_policies::Disposition::Credit) => Some(Disposition::Credit),
-            };
+            let disposition = self
+                .policy
+                .on_expiry(held)
+                .map(|wanted| self.held_disposition(&job, wanted, "expiry"))
+                .transpose()?;
             let expired = LedgerEvent::new(
                 key(format!("expire:{job}"))?,
                 now,

@@ -23,10 +23,9 @@ use paydvm_mints::{
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{info, warn};
 
-use super::core::Command;
+use super::core::{Command, RefundStatus};
 use super::refunds::newest_signed_by;
 use crate::config::InputFees;
-use crate::lightning::PaymentStatus;
 
 /// How long the customer's kind 10019 may take to arrive.
 const INFO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -171,7 +170,7 @@ impl EcashRefundDesk {
                     let _permit = this.in_flight.clone().acquire_owned().await;
                     this.settle(&refund, &route).await
                 };
-                let unknown = matches!(status, PaymentStatus::Unknown(_));
+                let unknown = matches!(status, RefundStatus::Unknown(_));
                 let sent = this.commands.send(Command::RefundOutcome {
                     refund: refund.clone(),
                     attempt,
@@ -322,15 +321,15 @@ impl Worker {
     }
 
     /// Runs the attempt and hands its token over; settled only with evidence.
-    async fn settle(&self, refund: &str, route: &RefundRoute) -> PaymentStatus {
+    async fn settle(&self, refund: &str, route: &RefundRoute) -> RefundStatus {
         let tag = &route.lookup;
         let Some((customer, handover)) = Handover::parse(&route.destination) else {
-            return PaymentStatus::Unknown("unreadable ecash route".into());
+            return RefundStatus::Unknown("unreadable ecash route".into());
         };
         let token = match self.redeemer.run_refund(tag).await {
             RefundRun::Token(token) => token,
-            RefundRun::Failed(reason) => return PaymentStatus::Failed(reason),
-            RefundRun::Unknown(reason) => return PaymentStatus::Unknown(reason),
+            RefundRun::Failed(reason) => return RefundStatus::Failed(reason),
+            RefundRun::Unknown(reason) => return RefundStatus::Unknown(reason),
         };
         if let Ok(Some(true)) = self.redeemer.refund_claimed(tag).await {
             return settled(&token.plan, "claimed at the mint".into());
@@ -342,7 +341,7 @@ impl Worker {
             }
             Err(reason) => {
                 warn!(%refund, %tag, "handing the ecash refund over failed: {reason}");
-                PaymentStatus::Unknown(reason)
+                RefundStatus::Unknown(reason)
             }
         }
     }
@@ -417,10 +416,15 @@ fn fee_note(plan: &Plan) -> String {
     }
 }
 
-fn settled(plan: &Plan, evidence: String) -> PaymentStatus {
-    PaymentStatus::Settled {
-        preimage: evidence,
+/// Paid: the mint's fee for making the token, borne by whom the plan says.
+fn settled(plan: &Plan, evidence: String) -> RefundStatus {
+    RefundStatus::Paid {
         fee: Msat::from_msat(plan.fee.saturating_mul(1000)),
+        fee_paid_by: match plan.fee_payer {
+            FeePayer::Operator => paydvm_ledger::FeePayer::Operator,
+            FeePayer::Customer => paydvm_ledger::FeePayer::Customer,
+        },
+        evidence,
     }
 }
 

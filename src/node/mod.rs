@@ -12,10 +12,12 @@
 //!   kind 11998 heartbeat (direct).
 
 pub mod announce;
+pub mod control;
 pub mod core;
 pub mod ecash_refunds;
 pub mod intake;
 pub mod invoicing;
+pub mod ledger_lock;
 pub mod local_relay;
 pub mod nutzaps;
 pub mod outbox;
@@ -137,6 +139,9 @@ pub struct NodeHandle {
     nutzaps: Option<nutzaps::NutZapRail>,
     pubkey: PublicKey,
     ledger: PathBuf,
+    control: control::Control,
+    /// Released last, after the core has closed the ledger.
+    lock: ledger_lock::LedgerLock,
 }
 
 /// Starts the node: opens the ledger, re-sends undelivered effects, resumes interrupted jobs,
@@ -155,6 +160,7 @@ impl Node {
 
     pub async fn start_with(config: Config, options: NodeOptions) -> anyhow::Result<NodeHandle> {
         let ledger = config.node.ledger.clone();
+        let lock = ledger_lock::LedgerLock::acquire(&ledger)?;
         let store = Store::open(&ledger, Durability::Full)
             .with_context(|| format!("opening the ledger {}", ledger.display()))?;
         let keys = config.keys.expose().clone();
@@ -264,6 +270,8 @@ impl Node {
         let startup = core.startup()?;
         let since_ms = startup.newest_at;
         let core_task = tokio::spawn(core.run(rx));
+        let control = control::Control::start(&ledger, commands.clone())
+            .with_context(|| format!("listening on {}", control::socket_path(&ledger).display()))?;
         let nutzaps = match (p2pk, redeemer) {
             (Some(p2pk), Some(redeemer)) => Some(
                 nutzaps::NutZapRail::start(nutzaps::NutZapRailParts {
@@ -316,6 +324,7 @@ impl Node {
             Ok(intake) => intake,
             Err(e) => {
                 ticker.abort();
+                control.shutdown();
                 let (done, rx) = oneshot::channel();
                 if commands.send(Command::Shutdown { done }).is_ok() {
                     let _ = tokio::time::timeout(SHUTDOWN_DRAIN, rx).await;
@@ -344,6 +353,8 @@ impl Node {
             nutzaps,
             pubkey,
             ledger,
+            control,
+            lock,
         })
     }
 }
@@ -399,6 +410,7 @@ impl NodeHandle {
 
     /// Stops intake, waits (bounded) for pending publications, then closes the ledger.
     pub async fn shutdown(self) {
+        self.control.shutdown();
         self.ticker.abort();
         self.heartbeat.shutdown().await;
         self.intake.shutdown().await;
@@ -419,6 +431,8 @@ impl NodeHandle {
         {
             core.abort();
         }
+        // Only now may another process write the ledger.
+        drop(self.lock);
     }
 }
 

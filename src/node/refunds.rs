@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nostr_sdk::prelude::{Client, Event, Filter, Kind, PublicKey, RelayUrl};
-use paydvm_ledger::{Asset, Msat, RefundRoute};
+use paydvm_ledger::{Asset, FeePayer, Msat, RefundRoute};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{info, warn};
 
-use super::core::Command;
+use super::core::{Command, RefundStatus};
 use super::now_ms;
 use crate::lightning::refund::{check_refund_invoice, RefundAddress};
 use crate::lightning::{LightningBackend, PaymentStatus};
@@ -105,6 +105,7 @@ impl RefundDesk {
         };
         let commands = self.commands.clone();
         let in_flight = Arc::clone(&self.in_flight);
+        let max_fee = self.max_fee;
         tokio::spawn(async move {
             let _permit = in_flight.acquire_owned().await;
             let command = match router.invoice_for(&order).await {
@@ -115,7 +116,8 @@ impl RefundDesk {
                         asset: Asset::Lightning,
                         destination: bolt11,
                         lookup: payment_hash,
-                        fee_reserve: Msat::ZERO,
+                        // What the payment may cost in routing fees, held from the account.
+                        fee_reserve: max_fee,
                     },
                 },
                 Err(reason) => {
@@ -128,6 +130,11 @@ impl RefundDesk {
             };
             let _ = commands.send(command);
         });
+    }
+
+    /// The routing-fee cap of every refund payment (the ledger reserves it too).
+    pub fn max_fee(&self) -> Msat {
+        self.max_fee
     }
 
     /// Pays a route the ledger has recorded (`refund_started` is on disk).
@@ -143,7 +150,7 @@ impl RefundDesk {
             let _ = commands.send(Command::RefundOutcome {
                 refund,
                 attempt,
-                status,
+                status: refund_status(status),
             });
         });
     }
@@ -172,7 +179,7 @@ impl RefundDesk {
                         .send(Command::RefundOutcome {
                             refund: refund.clone(),
                             attempt,
-                            status,
+                            status: refund_status(status),
                         })
                         .is_ok();
                 if !sent {
@@ -190,6 +197,20 @@ impl RefundDesk {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&refund);
         });
+    }
+}
+
+/// A Lightning payment's status as a refund outcome: the preimage is the evidence; routing fees
+/// are the operator's.
+fn refund_status(status: PaymentStatus) -> RefundStatus {
+    match status {
+        PaymentStatus::Settled { preimage, fee } => RefundStatus::Paid {
+            fee,
+            fee_paid_by: FeePayer::Operator,
+            evidence: format!("preimage {preimage}"),
+        },
+        PaymentStatus::Failed(reason) => RefundStatus::Failed(reason),
+        PaymentStatus::Unknown(reason) => RefundStatus::Unknown(reason),
     }
 }
 
