@@ -30,11 +30,11 @@ pub enum Refusal {
     Credentials,
     #[error("plain http to {host} is not allowed: https is required unless node.lnurl_allow_hosts lists \"http://{host}\"")]
     PlainHttp { host: String },
-    #[error("{host} is a loopback name; refused")]
+    #[error("{host} is a loopback name")]
     LoopbackName { host: String },
-    #[error("{host} is {why}; refused")]
+    #[error("{host} is {why}")]
     Address { host: String, why: Forbidden },
-    #[error("{host} resolves to {}; refused", Resolved(.refused))]
+    #[error("{host} resolves to {}", Resolved(.refused))]
     Resolved {
         host: String,
         refused: Vec<(IpAddr, Forbidden)>,
@@ -97,7 +97,8 @@ impl HostPolicy {
         loopback || self.allow.allows_plain_http(url)
     }
 
-    /// Checks `url` before any connection; see the module docs.
+    /// Checks `url` before any connection; see the module docs. A host's own rule is reported
+    /// before a plain-http refusal: it would be refused over https too.
     pub fn check_url(&self, url: &Url) -> Result<Route, Refusal> {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(Refusal::Scheme(url.scheme().to_owned()));
@@ -106,29 +107,38 @@ impl HostPolicy {
             return Err(Refusal::Credentials);
         }
         let host = url.host().ok_or(Refusal::NoHost)?;
+        let route = match self.allow.find(url) {
+            Some(_) => Route::AllowListed,
+            None => {
+                self.check_host(&host)?;
+                Route::Guarded
+            }
+        };
         if url.scheme() == "http" && !self.plain_http_allowed(url) {
             return Err(Refusal::PlainHttp {
                 host: host_port(url),
             });
         }
-        if self.allow.find(url).is_some() {
-            return Ok(Route::AllowListed);
-        }
-        let ip: IpAddr = match host {
+        Ok(route)
+    }
+
+    /// A literal address must be permitted; a name must not be `localhost` (unless loopback
+    /// is allowed). Other names are checked when they resolve.
+    fn check_host(&self, host: &Host<&str>) -> Result<(), Refusal> {
+        let ip: IpAddr = match *host {
             Host::Domain(name) if is_localhost_name(name) && !self.loopback => {
                 return Err(Refusal::LoopbackName {
                     host: name.to_owned(),
                 })
             }
-            Host::Domain(_) => return Ok(Route::Guarded),
+            Host::Domain(_) => return Ok(()),
             Host::Ipv4(ip) => ip.into(),
             Host::Ipv6(ip) => ip.into(),
         };
         self.permits(ip).map_err(|why| Refusal::Address {
             host: host.to_string(),
             why,
-        })?;
-        Ok(Route::Guarded)
+        })
     }
 
     /// The LNURL-pay URL for `address` (plain http where allowed, else https), checked.
