@@ -49,6 +49,10 @@ fn private_and_loopback_literals_are_refused_with_the_rule() {
         ),
         ("https://localhost/x", "localhost is a loopback name"),
         ("https://a.LOCALHOST./x", "a.localhost. is a loopback name"),
+        (
+            "https://127.st.localhost../x",
+            "127.st.localhost.. is a loopback name",
+        ),
     ] {
         assert_eq!(p.check_url(&url(u)).unwrap_err().to_string(), want, "{u}");
     }
