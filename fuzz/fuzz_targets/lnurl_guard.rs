@@ -26,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(rest);
     let (allow_text, subject) = text.split_once('\n').unwrap_or(("", &text));
     let entries: Vec<AllowEntry> = if flags & 2 != 0 {
-        allow_text.split(',').filter_map(|e| e.parse().ok()).collect()
+        allow_text
+            .split(',')
+            .filter_map(|e| e.parse().ok())
+            .collect()
     } else {
         Vec::new()
     };
@@ -51,9 +54,16 @@ fuzz_target!(|data: &[u8]| {
 
 fn assert_sound(policy: &HostPolicy, url: &Url, route: Route) {
     assert!(matches!(url.scheme(), "http" | "https"), "{url}");
-    assert!(url.username().is_empty() && url.password().is_none(), "{url}");
+    assert!(
+        url.username().is_empty() && url.password().is_none(),
+        "{url}"
+    );
     let host = url.host().expect("a checked URL has a host");
-    let entry = policy.allow_list().entries().iter().find(|e| e.matches(url));
+    let entry = policy
+        .allow_list()
+        .entries()
+        .iter()
+        .find(|e| e.matches(url));
     if url.scheme() == "http" {
         let loopback_http = policy.loopback_allowed() && oracle_loopback_host(&host);
         let entry_http = policy
