@@ -369,8 +369,12 @@ async fn refund_addresses_on_the_nodes_own_host_are_refused_without_a_connection
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refund_address_whose_name_resolves_to_loopback_is_refused_without_a_connection() {
     let mut r = refunds_with("", |_| {}).await;
-    let dns =
-        Arc::new(ScriptedDns::new().answer("wallet.example.com", &["127.0.0.1".parse().unwrap()]));
+    // Plain and IPv4-mapped loopback: the wallet on 127.0.0.1 is reachable at both.
+    let loopback = [
+        "127.0.0.1".parse().unwrap(),
+        "::ffff:127.0.0.1".parse().unwrap(),
+    ];
+    let dns = Arc::new(ScriptedDns::new().answer("wallet.example.com", &loopback));
     let node =
         r.s.start_with(NodeOptions {
             lightning: Some(Arc::new(r.ln.clone())),
@@ -386,7 +390,8 @@ async fn a_refund_address_whose_name_resolves_to_loopback_is_refused_without_a_c
         reason,
         format!(
             "refund address {address}: LNURL pay endpoint refused: wallet.example.com resolves \
-             to 127.0.0.1, a loopback address (127.0.0.0/8)"
+             to 127.0.0.1, a loopback address (127.0.0.0/8) and ::ffff:127.0.0.1, a loopback \
+             address (IPv4-mapped form of 127.0.0.1, in 127.0.0.0/8)"
         )
     );
     assert!(
