@@ -98,7 +98,10 @@ impl std::fmt::Debug for NodeOptions {
 
 /// Every LNURL call (our lud16, customers' refund addresses) goes through one client under the
 /// node's host policy.
-fn lnurl_http(node: &crate::config::Node, options: &NodeOptions) -> LnurlHttp {
+fn lnurl_http(
+    node: &crate::config::Node,
+    options: &NodeOptions,
+) -> Result<LnurlHttp, lnurl::LnurlError> {
     let policy = node.lnurl_host_policy();
     match options.lnurl_dns.clone() {
         Some(dns) => LnurlHttp::with_resolver(policy, dns),
@@ -213,7 +216,7 @@ impl Node {
                 .as_ref()
                 .map_or(DEFAULT_INVOICE_TIMEOUT_SECS, |l| l.invoice_timeout_secs),
         );
-        let lnurl_http = lnurl_http(&config.node, &options);
+        let lnurl_http = lnurl_http(&config.node, &options)?;
         // Zaps count only if signed by our own LNURL server's key, learnt from our lud16.
         let lnurl = config
             .node

@@ -31,6 +31,8 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, Error)]
 pub enum LnurlError {
+    #[error("cannot build the LNURL HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
     /// The guard refused the URL before connecting (see `paydvm-netguard`).
     #[error("LNURL {role} refused: {source}")]
     Refused {
@@ -336,7 +338,7 @@ mod tests {
     fn pay_urls_use_plain_http_only_for_loopback_in_test_mode() {
         let a: Lud16 = "dvm@example.com".parse().unwrap();
         let local: Lud16 = "zap.me@127.0.0.1:9000".parse().unwrap();
-        let test_mode = LnurlHttp::loopback(true);
+        let test_mode = LnurlHttp::loopback(true).unwrap();
         assert_eq!(
             test_mode.pay_url(&a).unwrap().as_str(),
             "https://example.com/.well-known/lnurlp/dvm"
@@ -345,7 +347,10 @@ mod tests {
             test_mode.pay_url(&local).unwrap().as_str(),
             "http://127.0.0.1:9000/.well-known/lnurlp/zap.me"
         );
-        let refused = LnurlHttp::loopback(false).pay_url(&local).unwrap_err();
+        let refused = LnurlHttp::loopback(false)
+            .unwrap()
+            .pay_url(&local)
+            .unwrap_err();
         assert!(matches!(
             refused,
             LnurlError::Refused {
@@ -415,7 +420,8 @@ mod fetch_tests {
             .await
             .unwrap();
         let signer = zapper.nostr_pubkey();
-        let cache = |ttl| PayEndpointCache::new(&zapper.lud16(), LnurlHttp::loopback(true), ttl);
+        let cache =
+            |ttl| PayEndpointCache::new(&zapper.lud16(), LnurlHttp::loopback(true).unwrap(), ttl);
         let fresh = cache(Duration::from_secs(600)).unwrap();
         let stale = cache(Duration::ZERO).unwrap();
         assert_eq!(fresh.zap_signer().await.unwrap(), signer);
@@ -453,7 +459,7 @@ mod fetch_tests {
         let fetch = |name: &str| {
             let lud16: Lud16 = format!("{name}@{addr}").parse().unwrap();
             async move {
-                let http = LnurlHttp::loopback(true);
+                let http = LnurlHttp::loopback(true).unwrap();
                 fetch_pay_endpoint(&http, http.pay_url(&lud16).unwrap()).await
             }
         };

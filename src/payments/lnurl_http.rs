@@ -45,26 +45,29 @@ impl std::fmt::Debug for LnurlHttp {
 
 impl LnurlHttp {
     /// Resolves names with the system resolver.
-    pub fn new(policy: HostPolicy) -> LnurlHttp {
+    pub fn new(policy: HostPolicy) -> Result<LnurlHttp, LnurlError> {
         LnurlHttp::with_resolver(policy, Arc::new(SystemResolver))
     }
 
     /// Resolves names with `dns` (tests: a name that resolves to a private address).
-    pub fn with_resolver(policy: HostPolicy, dns: Arc<dyn Resolve>) -> LnurlHttp {
+    pub fn with_resolver(
+        policy: HostPolicy,
+        dns: Arc<dyn Resolve>,
+    ) -> Result<LnurlHttp, LnurlError> {
         let policy = Arc::new(policy);
         let guarded = GuardedResolver {
             dns: Arc::clone(&dns),
             policy: Arc::clone(&policy),
         };
-        LnurlHttp {
-            guarded: client(Arc::new(guarded)),
-            allow_listed: client(Arc::new(Unfiltered(dns))),
+        Ok(LnurlHttp {
+            guarded: client(Arc::new(guarded))?,
+            allow_listed: client(Arc::new(Unfiltered(dns)))?,
             policy,
-        }
+        })
     }
 
     /// Loopback over plain http allowed or not, nothing allow-listed.
-    pub fn loopback(allowed: bool) -> LnurlHttp {
+    pub fn loopback(allowed: bool) -> Result<LnurlHttp, LnurlError> {
         LnurlHttp::new(HostPolicy::new(allowed, Default::default()))
     }
 
@@ -91,7 +94,9 @@ impl LnurlHttp {
     }
 }
 
-fn client(dns: Arc<impl Resolve + 'static>) -> reqwest::Client {
+/// A client that resolves only through `dns`. Failing to build one is an error, never a
+/// fallback to a default client (which would resolve without the guard and follow redirects).
+fn client(dns: Arc<impl Resolve + 'static>) -> Result<reqwest::Client, LnurlError> {
     reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
@@ -101,7 +106,7 @@ fn client(dns: Arc<impl Resolve + 'static>) -> reqwest::Client {
         .pool_max_idle_per_host(0)
         .dns_resolver(dns)
         .build()
-        .unwrap_or_default()
+        .map_err(LnurlError::Client)
 }
 
 /// The guard's refusal inside a failed request's error chain (the resolver refused the name).

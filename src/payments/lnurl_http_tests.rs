@@ -18,7 +18,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn strict_with(dns: &Arc<ScriptedDns>) -> LnurlHttp {
-    LnurlHttp::with_resolver(HostPolicy::default(), dns.clone())
+    LnurlHttp::with_resolver(HostPolicy::default(), dns.clone()).unwrap()
 }
 
 async fn wallet(callback: Option<String>) -> Zapper {
@@ -72,7 +72,7 @@ async fn a_name_resolving_to_loopback_never_reaches_the_server_unless_allow_list
     // resolver really is the one the client connects with.
     let entry = format!("http://wallet.example.com:{port}").parse().unwrap();
     let policy = HostPolicy::new(false, AllowList::new(vec![entry]));
-    let http = LnurlHttp::with_resolver(policy, dns.clone());
+    let http = LnurlHttp::with_resolver(policy, dns.clone()).unwrap();
     let url = http.pay_url(&address).unwrap();
     assert_eq!(url.scheme(), "http");
     let endpoint = fetch_pay_endpoint(&http, url).await.unwrap();
@@ -120,7 +120,8 @@ async fn a_name_that_rebinds_is_caught_on_the_next_connection() {
             .answer("localhost", &[ip("127.0.0.1")])
             .answer("localhost", &[ip("10.0.0.5")]),
     );
-    let http = LnurlHttp::with_resolver(HostPolicy::new(true, AllowList::default()), dns.clone());
+    let http =
+        LnurlHttp::with_resolver(HostPolicy::new(true, AllowList::default()), dns.clone()).unwrap();
     let address: Lud16 = format!("alice@localhost:{port}").parse().unwrap();
     let endpoint = fetch_pay_endpoint(&http, http.pay_url(&address).unwrap())
         .await
@@ -159,7 +160,8 @@ async fn a_callback_on_a_private_or_plain_http_host_is_refused_before_connecting
         let server = wallet(Some(callback.to_owned())).await;
         let dns = Arc::new(ScriptedDns::new());
         let http =
-            LnurlHttp::with_resolver(HostPolicy::new(true, AllowList::default()), dns.clone());
+            LnurlHttp::with_resolver(HostPolicy::new(true, AllowList::default()), dns.clone())
+                .unwrap();
         let endpoint = fetch_pay_endpoint(&http, http.pay_url(&server.lud16()).unwrap())
             .await
             .unwrap();

@@ -39,7 +39,7 @@ pub async fn request_zap_invoice(
     order: &ZapOrder<'_>,
 ) -> Result<ZapInvoice, LnurlError> {
     let invalid = |why: &str| LnurlError::Invalid(why.to_owned());
-    let http = LnurlHttp::loopback(order.http_loopback);
+    let http = LnurlHttp::loopback(order.http_loopback)?;
     let endpoint = lnurl::fetch_pay_endpoint(&http, http.pay_url(order.lud16)?).await?;
     endpoint.zap_signer()?;
     let mut relays = vec!["relays".to_owned()];
