@@ -9,6 +9,7 @@ use nostr_sdk::prelude::*;
 use paydvm::lightning::fake::{FakeLightning, PayOutcome};
 use paydvm::lightning::{Invoice, PaymentStatus};
 use paydvm::node::{NodeHandle, NodeOptions};
+use paydvm::payments::lnurl_http::ScriptedDns;
 use paydvm::payments::zapper::{Zapper, ZapperOptions};
 use paydvm_ledger::store::Store;
 use paydvm_ledger::{JobState, Msat, RefundId, RefundRecord, RefundState};
@@ -25,11 +26,21 @@ struct Refunds {
 }
 
 async fn refunds(overcharge: Msat) -> Refunds {
+    refunds_with("lnurl_http_loopback = true", |w| w.overcharge = overcharge).await
+}
+
+/// `node_settings` go into `[node]`; `wallet` adjusts the customer's LNURL-pay server.
+async fn refunds_with(
+    node_settings: &str,
+    wallet_options: impl FnOnce(&mut ZapperOptions),
+) -> Refunds {
     let s = setup(1, "refund").await;
-    s.add_node_settings("lnurl_http_loopback = true");
+    if !node_settings.is_empty() {
+        s.add_node_settings(node_settings);
+    }
     let customer = Customer::connect(&s.urls).await;
     let mut wallet = ZapperOptions::new("alice", customer.keys.public_key());
-    wallet.overcharge = overcharge;
+    wallet_options(&mut wallet);
     Refunds {
         s,
         ln: FakeLightning::new(),
@@ -50,11 +61,16 @@ impl Refunds {
 
     /// A paid job that fails on every attempt; returns its id once it owes a refund.
     async fn failed_paid_job(&mut self, refund_tag: bool) -> String {
-        let address = self.wallet.lud16().to_string();
+        let address = refund_tag.then(|| self.wallet.lud16().to_string());
+        self.failed_paid_job_to(address.as_deref()).await
+    }
+
+    /// The same, with `refund` (if any) in the request's `refund` tag.
+    async fn failed_paid_job_to(&mut self, refund: Option<&str>) -> String {
         let mut tags: Vec<&[&str]> = vec![&["param", "mode", "fail"]];
-        let refund = ["refund", address.as_str()];
-        if refund_tag {
-            tags.push(&refund);
+        let refund = refund.map(|address| ["refund", address]);
+        if let Some(refund) = &refund {
+            tags.push(refund);
         }
         let request = self.customer.request(5050, "abc", &tags);
         self.customer.client.send_event(&request).await.unwrap();
@@ -305,4 +321,108 @@ async fn a_failed_job_is_refunded_over_nwc_end_to_end() {
     assert_eq!((refund.state, refund.attempts), (RefundState::Settled, 1));
     assert_eq!(refund.route.unwrap().lookup, paid[0].payment_hash);
     assert!(store.verify().is_ok());
+}
+
+/// The ledger's reason for deferring `job`'s refund, once it has one.
+async fn deferred_reason(node: &NodeHandle, s: &Setup, job: &str) -> String {
+    wait_refund(node, job, |f| f.deferred.is_some()).await;
+    let store = s.store();
+    assert_eq!(refund_of(&store, job).state, RefundState::Due);
+    assert_eq!(steps(&store, job).last(), Some(&"refund_deferred"));
+    refund_of(&store, job).deferred.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refund_addresses_on_the_nodes_own_host_are_refused_without_a_connection() {
+    // lnurl_http_loopback off: a production node. The customer's wallet is live on 127.0.0.1
+    // and would answer; the addresses below all reach it at the TCP level.
+    let mut r = refunds_with("", |_| {}).await;
+    let node = r.start().await;
+    let port = r.wallet.port();
+    for (address, rule) in [
+        (
+            format!("alice@[::ffff:127.0.0.1]:{port}"),
+            "[::ffff:7f00:1] is a loopback address (IPv4-mapped form of 127.0.0.1, in 127.0.0.0/8)",
+        ),
+        (
+            format!("alice@0.0.0.0:{port}"),
+            "0.0.0.0 is an unspecified address (0.0.0.0/8)",
+        ),
+        (
+            format!("alice@2130706433:{port}"),
+            "127.0.0.1 is a loopback address (127.0.0.0/8)",
+        ),
+    ] {
+        let job = r.failed_paid_job_to(Some(&address)).await;
+        let reason = deferred_reason(&node, &r.s, &job).await;
+        assert_eq!(
+            reason,
+            format!("refund address {address}: LNURL pay endpoint refused: {rule}")
+        );
+    }
+    node.shutdown().await;
+    assert_eq!(r.wallet.connections(), 0, "nothing reached the wallet");
+    assert!(r.ln.payments().is_empty());
+    assert!(r.s.store().verify().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_address_whose_name_resolves_to_loopback_is_refused_without_a_connection() {
+    let mut r = refunds_with("", |_| {}).await;
+    // Plain and IPv4-mapped loopback: the wallet on 127.0.0.1 is reachable at both.
+    let loopback = [
+        "127.0.0.1".parse().unwrap(),
+        "::ffff:127.0.0.1".parse().unwrap(),
+    ];
+    let dns = Arc::new(ScriptedDns::new().answer("wallet.example.com", &loopback));
+    let node =
+        r.s.start_with(NodeOptions {
+            lightning: Some(Arc::new(r.ln.clone())),
+            lnurl_dns: Some(dns.clone()),
+            ..NodeOptions::default()
+        })
+        .await;
+    let address = format!("alice@wallet.example.com:{}", r.wallet.port());
+    let job = r.failed_paid_job_to(Some(&address)).await;
+    let reason = deferred_reason(&node, &r.s, &job).await;
+    node.shutdown().await;
+    assert_eq!(
+        reason,
+        format!(
+            "refund address {address}: LNURL pay endpoint refused: wallet.example.com resolves \
+             to 127.0.0.1, a loopback address (127.0.0.0/8) and ::ffff:127.0.0.1, a loopback \
+             address (IPv4-mapped form of 127.0.0.1, in 127.0.0.0/8)"
+        )
+    );
+    assert!(
+        dns.lookups() >= 1,
+        "refused at connect time, after resolving"
+    );
+    assert_eq!(r.wallet.connections(), 0);
+    assert!(r.ln.payments().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_on_a_private_host_is_refused_before_connecting() {
+    // The wallet (loopback, allowed in this test) answers its pay endpoint with a callback
+    // into a private network.
+    let callback = "http://10.255.255.1:9735/cb";
+    let mut r = refunds_with("lnurl_http_loopback = true", |w| {
+        w.callback = Some(callback.to_owned())
+    })
+    .await;
+    let node = r.start().await;
+    let job = r.failed_paid_job(true).await;
+    let reason = deferred_reason(&node, &r.s, &job).await;
+    node.shutdown().await;
+    assert_eq!(
+        reason,
+        format!(
+            "refund address {}: LNURL callback refused: 10.255.255.1 is a private address \
+             (10.0.0.0/8)",
+            r.wallet.lud16()
+        )
+    );
+    assert!(r.wallet.issued().is_empty());
+    assert!(r.ln.payments().is_empty());
 }

@@ -8,6 +8,10 @@ use super::check::Check;
 use super::raw::RawNode;
 use super::ConfigError;
 use crate::payments::lnurl::Lud16;
+use paydvm_netguard::{AllowEntry, AllowList, HostPolicy};
+
+/// Most entries in `lnurl_allow_hosts`.
+pub const MAX_LNURL_ALLOW_HOSTS: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -27,6 +31,9 @@ pub struct Node {
     /// (which must then be a loopback one) and customers' refund addresses. Without it, a
     /// refund address on a loopback host is refused.
     pub lnurl_http_loopback: bool,
+    /// Hosts LNURL calls may reach although they are not public (`host`, `host:port`; with
+    /// `http://` in front, over plain http too). Everything else must be public.
+    pub lnurl_allow_hosts: AllowList,
 }
 
 /// Where the node's secret key comes from.
@@ -79,6 +86,18 @@ impl Node {
                 "plain http is only allowed when node.lud16's domain is a loopback address",
             ));
         }
+        let lnurl_allow_hosts = allow_list(raw.lnurl_allow_hosts, check)?;
+        // Our own address must pass the same host rules as a customer's, or zaps never count.
+        if let Some(address) = &lud16 {
+            HostPolicy::new(lnurl_http_loopback, lnurl_allow_hosts.clone())
+                .pay_url(address)
+                .map_err(|e| {
+                    check.invalid(
+                        "node.lud16",
+                        format!("{e} (list the host in node.lnurl_allow_hosts to use it)"),
+                    )
+                })?;
+        }
         Ok(Node {
             name,
             about: raw.about,
@@ -88,8 +107,47 @@ impl Node {
             key,
             lud16,
             lnurl_http_loopback,
+            lnurl_allow_hosts,
         })
     }
+
+    /// The rules for LNURL calls: loopback only with `lnurl_http_loopback`, private hosts only
+    /// if allow-listed.
+    pub fn lnurl_host_policy(&self) -> HostPolicy {
+        HostPolicy::new(self.lnurl_http_loopback, self.lnurl_allow_hosts.clone())
+    }
+}
+
+/// `lnurl_allow_hosts`: 1..=64 entries, each valid, none twice.
+fn allow_list(raw: Option<Vec<String>>, check: Check<'_>) -> Result<AllowList, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(AllowList::default());
+    };
+    let field = "node.lnurl_allow_hosts";
+    if raw.is_empty() || raw.len() > MAX_LNURL_ALLOW_HOSTS {
+        return Err(check.invalid(
+            field,
+            format!(
+                "must list 1 to {MAX_LNURL_ALLOW_HOSTS} hosts, got {} (leave it out to allow none)",
+                raw.len()
+            ),
+        ));
+    }
+    let mut entries: Vec<AllowEntry> = Vec::with_capacity(raw.len());
+    for (i, text) in raw.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let entry: AllowEntry = text.parse().map_err(|e| {
+            check.invalid(
+                &at,
+                format!("{e}; write host, host:port, or http://host[:port] for plain http too"),
+            )
+        })?;
+        if let Some(first) = entries.iter().position(|e| *e == entry) {
+            return Err(check.invalid(&at, format!("{entry} is listed twice (first at [{first}])")));
+        }
+        entries.push(entry);
+    }
+    Ok(AllowList::new(entries))
 }
 
 /// An `http://` or `https://` URL with a host.

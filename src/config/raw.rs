@@ -55,6 +55,7 @@ pub(crate) struct RawNode {
     pub key_env: Option<String>,
     pub lud16: Option<String>,
     pub lnurl_http_loopback: Option<bool>,
+    pub lnurl_allow_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -16,6 +16,13 @@ about = "A NIP-90 data vending machine"
 # zaps (NIP-57) on a job's payment-required feedback pay for the job. Zap receipts count only
 # if signed by this address's LNURL server (its `nostrPubkey`). docs/zaps.md
 # lud16 = "dvm@example.com"
+# Customers' refund addresses, the LNURL callbacks their servers name, and the lud16 above must
+# be public hosts: the node never connects to loopback, private, link-local, CGNAT, multicast,
+# documentation or other special-purpose addresses, and checks every address a name resolves
+# to, at connect time. Optional: hosts exempt from that rule (https only), e.g. your own wallet
+# on your network: "host", "host:port" or "[ipv6]:port"; write "http://host[:port]" to allow
+# plain http to it too. docs/configuration.md
+# lnurl_allow_hosts = ["wallet.lan", "http://10.1.2.3:8080"]
 
 # The event-sourced payments ledger (a SQLite file; created on first run).
 ledger = "paydvm.db"

@@ -36,6 +36,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(file.node.picture, None);
     assert_eq!(file.node.lud16, None);
     assert!(!file.node.lnurl_http_loopback);
+    assert!(file.node.lnurl_allow_hosts.entries().is_empty());
     assert_eq!(file.node.ledger, Path::new("/etc/paydvm/paydvm.db"));
     assert_eq!(file.node.policy, Path::new("/etc/paydvm/policy.toml"));
     assert_eq!(
@@ -68,6 +69,7 @@ policy = "conf/policy.toml"
 key_env = "PAYDVM_NSEC"
 lud16 = "dvm@127.0.0.1:9000"
 lnurl_http_loopback = true
+lnurl_allow_hosts = ["Wallet.LAN", "http://10.1.2.3:8081", "[fd00::1]:443"]
 "#;
     let relays = r#"[relays]
 urls = ["wss://relay.example.com", "ws://127.0.0.1:7777"]
@@ -103,6 +105,20 @@ http = "http://127.0.0.1:8080/run"
         "dvm@127.0.0.1:9000"
     );
     assert!(file.node.lnurl_http_loopback);
+    let allowed: Vec<String> = file
+        .node
+        .lnurl_allow_hosts
+        .entries()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(
+        allowed,
+        ["wallet.lan", "http://10.1.2.3:8081", "[fd00::1]:443"]
+    );
+    let policy = file.node.lnurl_host_policy();
+    assert!(policy.loopback_allowed());
+    assert_eq!(policy.allow_list(), &file.node.lnurl_allow_hosts);
     assert_eq!(file.relays.urls.len(), 2);
     assert_eq!(file.relays.publish_cap, 3);
     let other = nostr_sdk::RelayUrl::parse("wss://other.example.com").unwrap();
@@ -129,6 +145,25 @@ http = "http://127.0.0.1:8080/run"
         !shown.contains("tok-123") && !shown.contains("8080"),
         "{shown}"
     );
+}
+
+#[test]
+fn an_allow_listed_private_lud16_is_accepted() {
+    let node = format!(
+        "{NODE}lud16 = \"dvm@wallet.lan:8080\"\nlnurl_allow_hosts = [\"http://wallet.lan:8080\"]\n"
+    );
+    let file = parse(&toml(&node, RELAYS, OFFER)).unwrap();
+    let address = file.node.lud16.as_ref().unwrap();
+    assert_eq!(
+        file.node
+            .lnurl_host_policy()
+            .pay_url(address)
+            .unwrap()
+            .as_str(),
+        "http://wallet.lan:8080/.well-known/lnurlp/dvm"
+    );
+    let node = format!("{NODE}lud16 = \"dvm@10.1.2.3\"\nlnurl_allow_hosts = [\"10.1.2.3\"]\n");
+    assert!(parse(&toml(&node, RELAYS, OFFER)).is_ok());
 }
 
 #[test]
@@ -169,6 +204,15 @@ fn invalid_fields_are_named() {
         (toml(&node("", "ledger"), RELAYS, OFFER), "node.ledger", "is required"),
         (toml(&node("lud16 = \"Dvm\"", ""), RELAYS, OFFER), "node.lud16", "not a lightning address"),
         (toml(&node("lud16 = \"dvm@example.com\"\nlnurl_http_loopback = true", ""), RELAYS, OFFER), "node.lnurl_http_loopback", "loopback"),
+        (toml(&node("lud16 = \"dvm@127.0.0.1:9000\"", ""), RELAYS, OFFER), "node.lud16", "127.0.0.1 is a loopback address"),
+        (toml(&node("lud16 = \"dvm@10.1.2.3\"", ""), RELAYS, OFFER), "node.lud16", "list the host in node.lnurl_allow_hosts"),
+        (toml(&node("lud16 = \"dvm@10.1.2.3\"\nlnurl_allow_hosts = [\"10.1.2.3:8443\"]", ""), RELAYS, OFFER), "node.lud16", "private address"),
+        (toml(&node("lnurl_allow_hosts = []", ""), RELAYS, OFFER), "node.lnurl_allow_hosts", "1 to 64"),
+        (toml(&node("lnurl_allow_hosts = [\"wallet.lan/pay\"]", ""), RELAYS, OFFER), "node.lnurl_allow_hosts[0]", "no path"),
+        (toml(&node("lnurl_allow_hosts = [\"a.lan\", \"https://wallet.lan\"]", ""), RELAYS, OFFER), "node.lnurl_allow_hosts[1]", "may only start with http://"),
+        (toml(&node("lnurl_allow_hosts = [\"wallet.lan:0\"]", ""), RELAYS, OFFER), "node.lnurl_allow_hosts[0]", "1..=65535"),
+        (toml(&node("lnurl_allow_hosts = [\"0.0.0.0\"]", ""), RELAYS, OFFER), "node.lnurl_allow_hosts[0]", "never a server"),
+        (toml(&node("lnurl_allow_hosts = [\"Wallet.lan\", \"wallet.LAN\"]", ""), RELAYS, OFFER), "node.lnurl_allow_hosts[1]", "listed twice (first at [0])"),
         (toml(&node("policy = \"~/policy.toml\"", "policy"), RELAYS, OFFER), "node.policy", "not expanded"),
         (toml(&node("key_env = \"PAYDVM_NSEC\"", ""), RELAYS, OFFER), "node.key_file", "not both"),
         (toml(&node("", "key_file"), RELAYS, OFFER), "node.key_file", "is required"),

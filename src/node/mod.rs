@@ -46,7 +46,7 @@ use crate::lightning::fake::FakeLightning;
 use crate::lightning::lnbits::LnbitsLightning;
 use crate::lightning::nwc::NwcLightning;
 use crate::lightning::LightningBackend;
-use crate::payments::lnurl::{self, PayEndpointCache};
+use crate::payments::lnurl::{self, LnurlHttp, PayEndpointCache};
 
 pub use self::core::{Command, ExecFailure, VerifiedPayment};
 
@@ -71,6 +71,9 @@ pub struct NodeOptions {
     /// How long an undelivered effect waits before it is published again; [`RESEND_AFTER`] by
     /// default.
     pub resend_after: Duration,
+    /// The DNS resolver for LNURL calls instead of the system's (tests: a name that resolves to
+    /// a private address). Its answers still pass the node's host policy.
+    pub lnurl_dns: Option<Arc<dyn reqwest::dns::Resolve>>,
 }
 
 impl Default for NodeOptions {
@@ -79,6 +82,7 @@ impl Default for NodeOptions {
             heartbeat_every: announce::HEARTBEAT_EVERY,
             lightning: None,
             resend_after: RESEND_AFTER,
+            lnurl_dns: None,
         }
     }
 }
@@ -89,7 +93,21 @@ impl std::fmt::Debug for NodeOptions {
             .field("heartbeat_every", &self.heartbeat_every)
             .field("lightning", &self.lightning.as_ref().map(|l| l.name()))
             .field("resend_after", &self.resend_after)
+            .field("lnurl_dns", &self.lnurl_dns.as_ref().map(|_| "custom"))
             .finish()
+    }
+}
+
+/// Every LNURL call (our lud16, customers' refund addresses) goes through one client under the
+/// node's host policy.
+fn lnurl_http(
+    node: &crate::config::Node,
+    options: &NodeOptions,
+) -> Result<LnurlHttp, lnurl::LnurlError> {
+    let policy = node.lnurl_host_policy();
+    match options.lnurl_dns.clone() {
+        Some(dns) => LnurlHttp::with_resolver(policy, dns),
+        None => LnurlHttp::new(policy),
     }
 }
 
@@ -204,14 +222,13 @@ impl Node {
                 .as_ref()
                 .map_or(DEFAULT_INVOICE_TIMEOUT_SECS, |l| l.invoice_timeout_secs),
         );
+        let lnurl_http = lnurl_http(&config.node, &options)?;
         // Zaps count only if signed by our own LNURL server's key, learnt from our lud16.
         let lnurl = config
             .node
             .lud16
             .as_ref()
-            .map(|lud16| {
-                PayEndpointCache::new(lud16, config.node.lnurl_http_loopback, lnurl::DEFAULT_TTL)
-            })
+            .map(|lud16| PayEndpointCache::new(lud16, lnurl_http.clone(), lnurl::DEFAULT_TTL))
             .transpose()
             .context("node.lud16")?;
         // One cdk wallet for taking ecash (NutZaps, tokens) and paying it back (refunds).
@@ -235,7 +252,7 @@ impl Node {
                         .as_ref()
                         .map_or(DEFAULT_MAX_FEE_MSAT, |l| l.max_fee_msat),
                 ),
-                http_loopback: config.node.lnurl_http_loopback,
+                lnurl: lnurl_http.clone(),
                 profiles: transport::client(keys.clone()),
                 relays: config.relays.urls.clone(),
             })

@@ -22,7 +22,7 @@ use super::core::{Command, RefundStatus};
 use super::now_ms;
 use crate::lightning::refund::{check_refund_invoice, RefundAddress};
 use crate::lightning::{LightningBackend, PaymentStatus};
-use crate::payments::lnurl::{self, Lud16};
+use crate::payments::lnurl::{self, LnurlError, LnurlHttp, Lud16};
 
 /// Refunds being routed or paid at once, at most.
 pub const MAX_REFUNDS_IN_FLIGHT: usize = 4;
@@ -51,8 +51,9 @@ pub struct RefundDeskParts {
     pub commands: mpsc::UnboundedSender<Command>,
     /// Routing-fee cap per refund.
     pub max_fee: Msat,
-    /// Plain-http LNURL to loopback addresses (tests, the demo); otherwise loopback is refused.
-    pub http_loopback: bool,
+    /// LNURL calls to customers' addresses, under the node's host policy (public hosts only,
+    /// unless `lnurl_http_loopback` or `lnurl_allow_hosts` say otherwise).
+    pub lnurl: LnurlHttp,
     /// A client on our relays, for customers' profiles.
     pub profiles: Client,
     pub relays: Vec<RelayUrl>,
@@ -62,8 +63,7 @@ pub struct RefundDesk {
     backend: Arc<dyn LightningBackend>,
     commands: mpsc::UnboundedSender<Command>,
     max_fee: Msat,
-    http_loopback: bool,
-    http: reqwest::Client,
+    http: LnurlHttp,
     profiles: Client,
     relays: Vec<RelayUrl>,
     in_flight: Arc<Semaphore>,
@@ -86,8 +86,7 @@ impl RefundDesk {
             backend: parts.backend,
             commands: parts.commands,
             max_fee: parts.max_fee,
-            http_loopback: parts.http_loopback,
-            http: lnurl::http_client(),
+            http: parts.lnurl,
             profiles: parts.profiles,
             relays: parts.relays,
             in_flight: Arc::new(Semaphore::new(MAX_REFUNDS_IN_FLIGHT)),
@@ -99,7 +98,6 @@ impl RefundDesk {
     pub fn route(&self, order: RefundOrder) {
         let router = Router {
             http: self.http.clone(),
-            http_loopback: self.http_loopback,
             profiles: self.profiles.clone(),
             relays: self.relays.clone(),
         };
@@ -216,8 +214,7 @@ fn refund_status(status: PaymentStatus) -> RefundStatus {
 
 /// The routing half, movable into a task.
 struct Router {
-    http: reqwest::Client,
-    http_loopback: bool,
+    http: LnurlHttp,
     profiles: Client,
     relays: Vec<RelayUrl>,
 }
@@ -238,23 +235,17 @@ impl Router {
         Ok((invoice.as_str().to_owned(), invoice.payment_hash()))
     }
 
+    /// Over LNURL-pay; the pay endpoint and the callback are both checked by the host policy
+    /// (a refused host gets no connection, and the reason names the host and the rule).
     async fn fetch_invoice(&self, lud16: &Lud16, order: &RefundOrder) -> Result<String, String> {
-        let url = match (lud16.is_loopback(), self.http_loopback) {
-            (true, true) => lud16.pay_url(true),
-            (true, false) => {
-                return Err(format!(
-                    "refund address {lud16} points at a loopback host; refused"
-                ))
-            }
-            (false, _) => lud16.pay_url(false),
-        }
-        .map_err(|e| e.to_string())?;
+        let failed = |e: LnurlError| format!("refund address {lud16}: {e}");
+        let url = self.http.pay_url(lud16).map_err(failed)?;
         let endpoint = lnurl::fetch_pay_endpoint(&self.http, url)
             .await
-            .map_err(|e| format!("refund address {lud16}: {e}"))?;
+            .map_err(failed)?;
         lnurl::request_invoice(&self.http, &endpoint, order.amount, None)
             .await
-            .map_err(|e| format!("refund address {lud16}: {e}"))
+            .map_err(failed)
     }
 
     /// The `lud16` of the customer's newest kind 0 on our relays.

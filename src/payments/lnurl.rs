@@ -3,10 +3,11 @@
 //! `nostrPubkey`, and the callback that turns an amount (and a zap request) into an invoice.
 //!
 //! Every response is attacker-written: bodies are capped at [`MAX_RESPONSE_BYTES`], requests
-//! time out, redirects are not followed, and fields are checked before use.
+//! time out, redirects are not followed, and fields are checked before use. Every URL (the pay
+//! endpoint, the callback) goes through [`LnurlHttp`], which refuses hosts that are not public
+//! (see `lnurl_http.rs`).
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use nostr_sdk::prelude::PublicKey;
@@ -16,20 +17,29 @@ use serde::Deserialize;
 use thiserror::Error;
 use tokio::sync::Mutex;
 
+use super::lnurl_http::refusal_in;
+pub use super::lnurl_http::LnurlHttp;
+pub use paydvm_netguard::{Lud16, Refusal};
+
 /// Largest LNURL response body read (LUD-06 responses are a few hundred bytes).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Whole-request timeout for one LNURL call.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a fetched pay endpoint is trusted before it is fetched again.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, Error)]
 pub enum LnurlError {
-    #[error("{0:?} is not a lightning address (name@domain)")]
-    BadAddress(String),
-    #[error("the lightning address's domain {0:?} is not a loopback address, so plain http is not allowed")]
-    HttpNotLoopback(String),
+    #[error("cannot build the LNURL HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    /// The guard refused the URL before connecting (see `paydvm-netguard`).
+    #[error("LNURL {role} refused: {source}")]
+    Refused {
+        role: Role,
+        #[source]
+        source: Refusal,
+    },
     #[error("LNURL request to {url} failed: {source}")]
     Http {
         url: String,
@@ -48,89 +58,19 @@ pub enum LnurlError {
     NoZaps(&'static str),
 }
 
-/// A lightning address `name@domain` (LUD-16); `domain` may carry a port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lud16 {
-    name: String,
-    domain: String,
+/// Which LNURL call a URL is for (in messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    PayEndpoint,
+    Callback,
 }
 
-impl Lud16 {
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn domain(&self) -> &str {
-        &self.domain
-    }
-
-    /// Whether the domain is a loopback address (`127.0.0.0/8`, `[::1]`, `localhost`).
-    pub fn is_loopback(&self) -> bool {
-        let Ok(url) = self.url_with("http") else {
-            return false;
-        };
-        let Some(host) = url.host_str() else {
-            return false;
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        host.eq_ignore_ascii_case("localhost")
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
-    }
-
-    /// The LNURL-pay endpoint: `https://domain/.well-known/lnurlp/name`, or `http://` when
-    /// `http_loopback` is set and the domain is a loopback address (tests, the demo).
-    pub fn pay_url(&self, http_loopback: bool) -> Result<Url, LnurlError> {
-        if http_loopback {
-            if !self.is_loopback() {
-                return Err(LnurlError::HttpNotLoopback(self.domain.clone()));
-            }
-            self.url_with("http")
-        } else {
-            self.url_with("https")
-        }
-    }
-
-    fn url_with(&self, scheme: &str) -> Result<Url, LnurlError> {
-        Url::parse(&format!(
-            "{scheme}://{}/.well-known/lnurlp/{}",
-            self.domain, self.name
-        ))
-        .map_err(|_| LnurlError::BadAddress(self.to_string()))
-    }
-}
-
-impl FromStr for Lud16 {
-    type Err = LnurlError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || LnurlError::BadAddress(s.to_owned());
-        let (name, domain) = s.split_once('@').ok_or_else(bad)?;
-        // LUD-16: the username is a-z0-9-_.+ (lower case only).
-        let name_ok = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.+".contains(&b));
-        if !name_ok || domain.is_empty() || domain.contains(['/', '?', '#', '@', ' ']) {
-            return Err(bad());
-        }
-        let address = Lud16 {
-            name: name.to_owned(),
-            domain: domain.to_ascii_lowercase(),
-        };
-        // The domain must make a URL with a host (a port is fine).
-        let url = address.url_with("https")?;
-        if url.host_str().is_none() {
-            return Err(bad());
-        }
-        Ok(address)
-    }
-}
-
-impl fmt::Display for Lud16 {
+impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.name, self.domain)
+        f.write_str(match self {
+            Role::PayEndpoint => "pay endpoint",
+            Role::Callback => "callback",
+        })
     }
 }
 
@@ -214,24 +154,20 @@ pub fn parse_pay_response(body: &[u8]) -> Result<PayEndpoint, LnurlError> {
     })
 }
 
-/// An HTTP client for LNURL calls: timeouts, no redirects, capped bodies.
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_default()
-}
-
-/// GETs `url` and returns its body, at most [`MAX_RESPONSE_BYTES`].
-async fn get_capped(http: &reqwest::Client, url: Url) -> Result<Vec<u8>, LnurlError> {
+/// GETs `url` and returns its body, at most [`MAX_RESPONSE_BYTES`]; nothing is sent if the
+/// guard refuses `url` or the addresses its host resolves to.
+async fn get_capped(http: &LnurlHttp, role: Role, url: Url) -> Result<Vec<u8>, LnurlError> {
+    let refused = |source| LnurlError::Refused { role, source };
+    let client = http.client_for(&url).map_err(refused)?;
     let shown = redacted(&url);
-    let http_error = |source| LnurlError::Http {
-        url: shown.clone(),
-        source,
+    let http_error = |source: reqwest::Error| match refusal_in(&source) {
+        Some(refusal) => refused(refusal),
+        None => LnurlError::Http {
+            url: shown.clone(),
+            source,
+        },
     };
-    let mut response = http.get(url).send().await.map_err(http_error)?;
+    let mut response = client.get(url).send().await.map_err(http_error)?;
     let status = response.status();
     if response
         .content_length()
@@ -278,17 +214,15 @@ fn redacted(url: &Url) -> String {
 }
 
 /// Fetches and parses the pay endpoint at `url`.
-pub async fn fetch_pay_endpoint(
-    http: &reqwest::Client,
-    url: Url,
-) -> Result<PayEndpoint, LnurlError> {
-    parse_pay_response(&get_capped(http, url).await?)
+pub async fn fetch_pay_endpoint(http: &LnurlHttp, url: Url) -> Result<PayEndpoint, LnurlError> {
+    parse_pay_response(&get_capped(http, Role::PayEndpoint, url).await?)
 }
 
 /// Asks `endpoint`'s callback for an invoice of `amount`; `zap_request` is the signed 9734 JSON
-/// for a zap. The returned bolt11 is not checked here: the payer checks it before paying.
+/// for a zap. The callback's host gets the same checks as the pay endpoint's (https unless
+/// allowed). The returned bolt11 is not checked here: the payer checks it before paying.
 pub async fn request_invoice(
-    http: &reqwest::Client,
+    http: &LnurlHttp,
     endpoint: &PayEndpoint,
     amount: Msat,
     zap_request: Option<&str>,
@@ -315,7 +249,7 @@ pub async fn request_invoice(
         status: Option<String>,
         reason: Option<String>,
     }
-    let raw: RawInvoice = serde_json::from_slice(&get_capped(http, url).await?)
+    let raw: RawInvoice = serde_json::from_slice(&get_capped(http, Role::Callback, url).await?)
         .map_err(|e| LnurlError::Invalid(e.to_string()))?;
     if raw
         .status
@@ -335,7 +269,7 @@ pub async fn request_invoice(
 /// [`RETRY_AFTER`]: an LNURL server briefly down must neither stop zap intake nor make every
 /// receipt wait for a timeout.
 pub struct PayEndpointCache {
-    http: reqwest::Client,
+    http: LnurlHttp,
     url: Url,
     ttl: Duration,
     cached: Mutex<Option<Cached>>,
@@ -350,10 +284,11 @@ struct Cached {
 }
 
 impl PayEndpointCache {
-    pub fn new(lud16: &Lud16, http_loopback: bool, ttl: Duration) -> Result<Self, LnurlError> {
+    /// Our own address goes through the same guard as customers' (`http`'s policy).
+    pub fn new(lud16: &Lud16, http: LnurlHttp, ttl: Duration) -> Result<Self, LnurlError> {
         Ok(PayEndpointCache {
-            http: http_client(),
-            url: lud16.pay_url(http_loopback)?,
+            url: http.pay_url(lud16)?,
+            http,
             ttl,
             cached: Mutex::new(None),
         })
@@ -400,33 +335,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lightning_addresses_parse_and_map_to_their_pay_url() {
+    fn pay_urls_use_plain_http_only_for_loopback_in_test_mode() {
         let a: Lud16 = "dvm@example.com".parse().unwrap();
+        let local: Lud16 = "zap.me@127.0.0.1:9000".parse().unwrap();
+        let test_mode = LnurlHttp::loopback(true).unwrap();
         assert_eq!(
-            a.pay_url(false).unwrap().as_str(),
+            test_mode.pay_url(&a).unwrap().as_str(),
             "https://example.com/.well-known/lnurlp/dvm"
         );
-        assert!(matches!(
-            a.pay_url(true),
-            Err(LnurlError::HttpNotLoopback(_))
-        ));
-        let local: Lud16 = "zap.me@127.0.0.1:9000".parse().unwrap();
         assert_eq!(
-            local.pay_url(true).unwrap().as_str(),
+            test_mode.pay_url(&local).unwrap().as_str(),
             "http://127.0.0.1:9000/.well-known/lnurlp/zap.me"
         );
-        for bad in [
-            "",
-            "dvm",
-            "@x.com",
-            "Dvm@x.com",
-            "a@",
-            "a@b/c",
-            "a b@x.com",
-            "a@b@c",
-        ] {
-            assert!(bad.parse::<Lud16>().is_err(), "{bad:?}");
-        }
+        let refused = LnurlHttp::loopback(false)
+            .unwrap()
+            .pay_url(&local)
+            .unwrap_err();
+        assert!(matches!(
+            refused,
+            LnurlError::Refused {
+                role: Role::PayEndpoint,
+                source: Refusal::Address { .. }
+            }
+        ));
+        assert_eq!(
+            refused.to_string(),
+            "LNURL pay endpoint refused: 127.0.0.1 is a loopback address (127.0.0.0/8)"
+        );
     }
 
     const VECTOR: &str = r#"{
@@ -485,11 +420,13 @@ mod fetch_tests {
             .await
             .unwrap();
         let signer = zapper.nostr_pubkey();
-        let fresh = PayEndpointCache::new(&zapper.lud16(), true, Duration::from_secs(600)).unwrap();
-        let stale = PayEndpointCache::new(&zapper.lud16(), true, Duration::ZERO).unwrap();
+        let cache =
+            |ttl| PayEndpointCache::new(&zapper.lud16(), LnurlHttp::loopback(true).unwrap(), ttl);
+        let fresh = cache(Duration::from_secs(600)).unwrap();
+        let stale = cache(Duration::ZERO).unwrap();
         assert_eq!(fresh.zap_signer().await.unwrap(), signer);
         assert_eq!(stale.zap_signer().await.unwrap(), signer);
-        let never = PayEndpointCache::new(&zapper.lud16(), true, Duration::ZERO).unwrap();
+        let never = cache(Duration::ZERO).unwrap();
         zapper.shutdown().await;
         assert_eq!(
             fresh.zap_signer().await.unwrap(),
@@ -521,7 +458,10 @@ mod fetch_tests {
         let server = tokio::spawn(async move { axum::serve(listener, app).await });
         let fetch = |name: &str| {
             let lud16: Lud16 = format!("{name}@{addr}").parse().unwrap();
-            async move { fetch_pay_endpoint(&http_client(), lud16.pay_url(true).unwrap()).await }
+            async move {
+                let http = LnurlHttp::loopback(true).unwrap();
+                fetch_pay_endpoint(&http, http.pay_url(&lud16).unwrap()).await
+            }
         };
         assert!(matches!(fetch("huge").await, Err(LnurlError::TooLarge)));
         assert!(matches!(

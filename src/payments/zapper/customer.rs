@@ -10,13 +10,13 @@ use nostr_sdk::prelude::{
 };
 use paydvm_ledger::Msat;
 
-use crate::payments::lnurl::{self, LnurlError, Lud16};
+use crate::payments::lnurl::{self, LnurlError, LnurlHttp, Lud16};
 use crate::payments::zap::ZAP_REQUEST_KIND;
 
 /// What to zap.
 pub struct ZapOrder<'a> {
     pub lud16: &'a Lud16,
-    /// Fetch the LNURL endpoint over plain http (loopback addresses only).
+    /// Loopback hosts allowed, over plain http (tests, the demo); otherwise public hosts only.
     pub http_loopback: bool,
     pub recipient: PublicKey,
     /// The event zapped (a job's payment-required feedback, or its request).
@@ -39,9 +39,8 @@ pub async fn request_zap_invoice(
     order: &ZapOrder<'_>,
 ) -> Result<ZapInvoice, LnurlError> {
     let invalid = |why: &str| LnurlError::Invalid(why.to_owned());
-    let http = lnurl::http_client();
-    let endpoint =
-        lnurl::fetch_pay_endpoint(&http, order.lud16.pay_url(order.http_loopback)?).await?;
+    let http = LnurlHttp::loopback(order.http_loopback)?;
+    let endpoint = lnurl::fetch_pay_endpoint(&http, http.pay_url(order.lud16)?).await?;
     endpoint.zap_signer()?;
     let mut relays = vec!["relays".to_owned()];
     relays.extend(order.relays.iter().map(|r| r.to_string()));

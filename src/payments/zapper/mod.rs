@@ -13,9 +13,11 @@ mod routes;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use bitcoin::secp256k1::SecretKey;
 use nostr_sdk::prelude::{
     Client, Event, EventBuilder, JsonUtil, Keys, Kind, PublicKey, RelayUrl, Tag, Timestamp,
@@ -61,6 +63,9 @@ pub struct ZapperOptions {
     pub max_sendable: Msat,
     /// Added to every invoice's amount: a wallet that asks for more than it was told to.
     pub overcharge: Msat,
+    /// The callback URL the pay endpoint announces instead of its own (a hostile server
+    /// pointing the payer elsewhere).
+    pub callback: Option<String>,
 }
 
 impl ZapperOptions {
@@ -76,6 +81,7 @@ impl ZapperOptions {
             min_sendable: Msat::from_msat(1_000),
             max_sendable: Msat::from_msat(1_000_000_000),
             overcharge: Msat::ZERO,
+            callback: None,
         }
     }
 }
@@ -103,6 +109,8 @@ pub(crate) struct State {
 pub struct Zapper {
     addr: SocketAddr,
     state: Arc<State>,
+    /// TCP connections accepted so far.
+    connections: Arc<AtomicUsize>,
     server: JoinHandle<()>,
     publisher: Client,
 }
@@ -111,13 +119,25 @@ impl Zapper {
     /// Serves on a free 127.0.0.1 port.
     pub async fn start(options: ZapperOptions) -> Result<Zapper, ZapperError> {
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        Zapper::start_on(listener, options).await
+    }
+
+    /// Serves on `listener` (a test that must know the port before the zapper starts, to put
+    /// it in [`ZapperOptions::callback`]).
+    pub async fn start_on(
+        listener: tokio::net::TcpListener,
+        options: ZapperOptions,
+    ) -> Result<Zapper, ZapperError> {
         let addr = listener.local_addr()?;
         let metadata = serde_json::json!([
             ["text/plain", format!("Pay {}", options.name)],
             ["text/identifier", format!("{}@{addr}", options.name)],
         ])
         .to_string();
-        let callback = format!("http://{addr}/lnurlp/{}/callback", options.name);
+        let callback = options
+            .callback
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}/lnurlp/{}/callback", options.name));
         let publisher = crate::node::transport::client(options.signer.clone());
         let state = Arc::new(State {
             options,
@@ -126,6 +146,11 @@ impl Zapper {
             issued: Mutex::new(HashMap::new()),
         });
         let app = routes::router(state.clone());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&connections);
+        let listener = listener.tap_io(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::warn!("zapper stopped: {e}");
@@ -134,6 +159,7 @@ impl Zapper {
         Ok(Zapper {
             addr,
             state,
+            connections,
             server,
             publisher,
         })
@@ -144,6 +170,17 @@ impl Zapper {
         format!("{}@{}", self.state.options.name, self.addr)
             .parse()
             .expect("a loopback address with a valid name")
+    }
+
+    /// The port it serves on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// TCP connections accepted so far: whether anything reached this server at all, even a
+    /// request it could not read (TLS to this plain-http server).
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     pub fn nostr_pubkey(&self) -> PublicKey {
