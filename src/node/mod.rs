@@ -69,6 +69,10 @@ pub struct NodeOptions {
     /// How long an undelivered effect waits before it is published again; [`RESEND_AFTER`] by
     /// default.
     pub resend_after: Duration,
+    /// How far apart two look-ups must both find no record of a Lightning refund payment before
+    /// it counts as never sent (and its invoice is paid again); [`refunds::NEVER_SENT_AFTER`]
+    /// by default. Tests make it short.
+    pub never_sent_after: Duration,
 }
 
 impl Default for NodeOptions {
@@ -77,6 +81,7 @@ impl Default for NodeOptions {
             heartbeat_every: announce::HEARTBEAT_EVERY,
             lightning: None,
             resend_after: RESEND_AFTER,
+            never_sent_after: refunds::NEVER_SENT_AFTER,
         }
     }
 }
@@ -87,6 +92,7 @@ impl std::fmt::Debug for NodeOptions {
             .field("heartbeat_every", &self.heartbeat_every)
             .field("lightning", &self.lightning.as_ref().map(|l| l.name()))
             .field("resend_after", &self.resend_after)
+            .field("never_sent_after", &self.never_sent_after)
             .finish()
     }
 }
@@ -232,6 +238,7 @@ impl Node {
                 http_loopback: config.node.lnurl_http_loopback,
                 profiles: transport::client(keys.clone()),
                 relays: config.relays.urls.clone(),
+                never_sent_after: options.never_sent_after,
             })
         });
         let invoices = backend.map(|backend| {

@@ -86,7 +86,7 @@ impl Core {
         match (&route.asset, &self.refunds, &self.ecash_refunds) {
             (Asset::Lightning, Some(desk), _) => {
                 info!(%refund, "looking up a refund payment before anything else");
-                desk.look_up(refund.clone(), record.attempts, route.lookup.clone());
+                desk.look_up(refund.clone(), record.attempts, route.clone());
             }
             (Asset::Mint { .. }, _, Some(desk)) => {
                 info!(%refund, "handing an ecash refund over again");
@@ -313,16 +313,14 @@ impl Core {
                 self.commit(vec![event], Vec::new())?;
                 self.retry_later(refund);
             }
-            PaymentStatus::Unknown(reason) => {
+            status @ (PaymentStatus::Unknown(_) | PaymentStatus::NotFound) => {
                 if record.state == RefundState::InFlight {
-                    warn!(%refund, attempt, %reason, "refund outcome unknown; looking it up");
+                    let reason = waiting_for(&record, &status);
+                    warn!(%refund, attempt, %reason, "refund outcome unknown");
                     let event = LedgerEvent::new(
                         key(format!("refund-unknown:{refund}:{attempt}"))?,
                         at,
-                        EventBody::RefundOutcomeUnknown {
-                            refund: id,
-                            reason: bounded(&reason),
-                        },
+                        EventBody::RefundOutcomeUnknown { refund: id, reason },
                     );
                     self.commit(vec![event], Vec::new())?;
                 }
@@ -364,6 +362,24 @@ impl Core {
 
 fn refund_id(refund: &str) -> anyhow::Result<RefundId> {
     RefundId::new(refund).map_err(|e| anyhow!("{e}"))
+}
+
+/// The reason `refund_outcome_unknown` records (`paydvm audit` shows it): for Lightning, what
+/// the node now waits for and the wallet's last word (`Unknown` or `NotFound`).
+fn waiting_for(record: &RefundRecord, answer: &PaymentStatus) -> String {
+    let said = match answer {
+        PaymentStatus::Unknown(reason) => bounded(reason),
+        _ => "no record of this payment (never sent? the same invoice is paid again once a \
+              second look-up agrees)"
+            .to_owned(),
+    };
+    match record.route.as_ref().map(|r| &r.asset) {
+        Some(Asset::Lightning) => format!(
+            "looking the payment up by its hash until the wallet says settled or failed; \
+             last answer: {said}"
+        ),
+        _ => said,
+    }
 }
 
 /// Backend reasons are outside text: keep the ledger's copy short.

@@ -61,6 +61,9 @@ pub struct ZapperOptions {
     pub max_sendable: Msat,
     /// Added to every invoice's amount: a wallet that asks for more than it was told to.
     pub overcharge: Msat,
+    /// How long its invoices stay payable ([`INVOICE_EXPIRY`] by default; refund tests make it
+    /// short to see an invoice expire).
+    pub invoice_expiry: Duration,
 }
 
 impl ZapperOptions {
@@ -76,6 +79,7 @@ impl ZapperOptions {
             min_sendable: Msat::from_msat(1_000),
             max_sendable: Msat::from_msat(1_000_000_000),
             overcharge: Msat::ZERO,
+            invoice_expiry: INVOICE_EXPIRY,
         }
     }
 }
