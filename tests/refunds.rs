@@ -237,12 +237,20 @@ async fn a_node_stopped_mid_payment_looks_the_refund_up_and_never_pays_twice() {
     assert_eq!(refund_of(&store, &job).state, RefundState::InFlight);
     drop(store);
 
-    // Restarted while the network still says nothing: recorded unknown, looked up, not paid.
+    // Restarted while the network still says nothing: recorded unknown, looked up, not paid,
+    // however long it stays in flight (three look-ups span more than `NEVER_SENT_AFTER`: an
+    // in-flight answer is not "no record").
     let node = r.start().await;
     wait_state(&node, &job, JobState::RefundPending).await;
+    let hash = r.ln.payments()[0].payment_hash.clone();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while r.ln.lookups_of(&hash) < 3 {
+        assert_eq!(r.ln.payments().len(), 1, "paid again while in flight");
+        assert!(tokio::time::Instant::now() < deadline, "not looked up");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(r.ln.payments().len(), 1);
     // The payment turns out to have gone through.
-    let hash = r.ln.payments()[0].payment_hash.clone();
     r.ln.resolve_payment(
         &hash,
         PaymentStatus::Settled {

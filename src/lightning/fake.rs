@@ -87,6 +87,8 @@ struct Book {
     script: VecDeque<PayOutcome>,
     /// `pay_invoice` calls that were lost before reaching the "network" (`LostBeforeSending`).
     lost: usize,
+    /// `lookup_payment` calls per payment hash.
+    lookups: HashMap<String, usize>,
     /// Payment hashes whose `UnknownThenSettle` / resolved outcome lookups report.
     resolved: HashMap<String, PaymentStatus>,
     /// Where payees' preimages come from (a real payer learns them from the payee).
@@ -228,6 +230,11 @@ impl FakeLightning {
     /// How many `pay_invoice` calls were lost before sending (`PayOutcome::LostBeforeSending`).
     pub fn lost_requests(&self) -> usize {
         self.book().lost
+    }
+
+    /// How many times `lookup_payment` was asked about `payment_hash`.
+    pub fn lookups_of(&self, payment_hash: &str) -> usize {
+        self.book().lookups.get(payment_hash).copied().unwrap_or(0)
     }
 
     /// How many times `payment_hash` was paid (sent out), whatever the outcome: the exactly-once
@@ -398,7 +405,8 @@ impl LightningBackend for FakeLightning {
     }
 
     async fn lookup_payment(&self, payment_hash: &str) -> PaymentStatus {
-        let book = self.book();
+        let mut book = self.book();
+        *book.lookups.entry(payment_hash.to_owned()).or_default() += 1;
         if let Some(status) = book.resolved.get(payment_hash) {
             return status.clone();
         }
