@@ -88,14 +88,16 @@ pub(super) struct LookUp {
 }
 
 impl LookUp {
-    /// Looks up until settled or failed. The first answer is always reported (the core records
-    /// an in-flight refund as unknown), then only settled or failed.
+    /// Looks up until settled or failed, or until the core is gone. The first answer is always
+    /// reported (the core records an in-flight refund as unknown), then only settled or failed.
     pub(super) async fn run(self) {
         let mut wait = LOOKUP_FIRST;
         let mut first = true;
         let mut no_record = NoRecord::new(self.never_sent_after);
         let mut resends = 0;
-        loop {
+        // Once the core is gone (the node stopped) nobody could book an answer or a re-send:
+        // stop, and leave it to the next start's look-up.
+        while !self.commands.is_closed() {
             let answer = self.backend.lookup_payment(&self.route.lookup).await;
             let status = if no_record.confirmed(&answer, Instant::now()) {
                 no_record.reset();
@@ -112,8 +114,8 @@ impl LookUp {
                 let _ = self.report(status);
                 return;
             }
-            if first && !self.report(status.clone()) {
-                break;
+            if first {
+                let _ = self.report(status.clone());
             }
             first = false;
             tokio::time::sleep(wait).await;
@@ -151,6 +153,7 @@ impl LookUp {
                 );
                 PaymentStatus::NotFound
             }
+            NeverSent::PayAgain if self.commands.is_closed() => PaymentStatus::NotFound,
             NeverSent::PayAgain => {
                 *resends += 1;
                 info!(
