@@ -103,6 +103,8 @@ impl NwcRequestHandler for FakeWallet {
             }),
             PaymentStatus::Failed(reason) => Err(refused(ErrorCode::PaymentFailed, &reason)),
             PaymentStatus::Unknown(reason) => Err(refused(ErrorCode::Internal, &reason)),
+            // `pay_invoice` never answers it; were it to, it says nothing about this payment.
+            PaymentStatus::NotFound => Err(refused(ErrorCode::Internal, "no answer")),
         }
     }
 
@@ -113,10 +115,9 @@ impl NwcRequestHandler for FakeWallet {
         let hash = request
             .payment_hash
             .ok_or_else(|| refused(ErrorCode::NotImplemented, "lookup by hash only"))?;
-        let bolt11 = self
-            .0
-            .invoice(&hash)
-            .ok_or_else(|| refused(ErrorCode::NotFound, "no such invoice"))?;
+        let Some(bolt11) = self.0.invoice(&hash) else {
+            return self.outgoing(hash).await;
+        };
         let parsed =
             Invoice::parse(&bolt11).map_err(|e| refused(ErrorCode::Internal, &e.to_string()))?;
         let (state, amount, settled_at) = match self.0.lookup_invoice(&hash).await {
@@ -155,6 +156,45 @@ impl NwcRequestHandler for FakeWallet {
         _: ListTransactionsRequest,
     ) -> Result<Vec<LookupInvoiceResponse>, NIP47Error> {
         Err(refused(ErrorCode::NotImplemented, "list_transactions"))
+    }
+}
+
+impl FakeWallet {
+    /// A payment the wallet made, looked up as cdk's `WalletNwcHandler` does (its history and
+    /// its payments in progress); `NOT_FOUND` only for a hash it was never asked to pay.
+    async fn outgoing(&self, hash: String) -> Result<LookupInvoiceResponse, NIP47Error> {
+        let (state, preimage, fee) = match self.0.lookup_payment(&hash).await {
+            PaymentStatus::NotFound => return Err(refused(ErrorCode::NotFound, "no such invoice")),
+            PaymentStatus::Settled { preimage, fee } => {
+                (TransactionState::Settled, Some(preimage), fee.as_msat())
+            }
+            PaymentStatus::Failed(_) => (TransactionState::Failed, None, 0),
+            PaymentStatus::Unknown(_) => (TransactionState::Pending, None, 0),
+        };
+        let paid = self
+            .0
+            .payments()
+            .into_iter()
+            .rev()
+            .find(|p| p.payment_hash == hash)
+            .ok_or_else(|| refused(ErrorCode::Internal, "payment vanished"))?;
+        let parsed = Invoice::parse(&paid.bolt11)
+            .map_err(|e| refused(ErrorCode::Internal, &e.to_string()))?;
+        Ok(LookupInvoiceResponse {
+            transaction_type: Some(TransactionType::Outgoing),
+            state: Some(state),
+            invoice: Some(paid.bolt11),
+            description: None,
+            description_hash: None,
+            preimage,
+            payment_hash: hash,
+            amount: paid.amount.as_msat(),
+            fees_paid: fee,
+            created_at: Timestamp::from_secs(parsed.timestamp()),
+            expires_at: Some(Timestamp::from_secs(parsed.expires_at())),
+            settled_at: None,
+            metadata: None,
+        })
     }
 }
 
@@ -267,6 +307,41 @@ async fn nwc_invoices_are_made_looked_up_and_checked() {
         PaymentStatus::Failed(reason) if reason.contains("no route")
     ));
     assert_eq!(w.fake.times_paid(&refund.payment_hash), 2);
+
+    // Looking payments up. Only the wallet's own NOT_FOUND, for a hash it was never asked to
+    // pay, is "no record"; our own invoice's hash is not a payment of ours.
+    let cap = Msat::from_msat(10);
+    assert_eq!(
+        w.backend.lookup_payment(&"00".repeat(32)).await,
+        PaymentStatus::NotFound
+    );
+    assert!(matches!(
+        w.backend.lookup_payment(&issued.payment_hash).await,
+        PaymentStatus::Unknown(reason) if reason.contains("invoice of ours")
+    ));
+    assert!(matches!(
+        w.backend.lookup_payment(&refund.payment_hash).await,
+        PaymentStatus::Failed(_)
+    ));
+    let fresh = payee
+        .create_invoice(
+            Msat::from_msat(1_000),
+            InvoiceDescription::Text("refund".into()),
+            600,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        w.backend.lookup_payment(&fresh.payment_hash).await,
+        PaymentStatus::NotFound
+    );
+    let knows = payee.clone();
+    w.fake
+        .learn_preimages_from(Arc::new(move |hash: &str| knows.preimage(hash)));
+    let paid = w.backend.pay_invoice(&fresh.bolt11, cap).await;
+    assert!(matches!(paid, PaymentStatus::Settled { .. }), "{paid:?}");
+    assert_eq!(w.backend.lookup_payment(&fresh.payment_hash).await, paid);
+    assert_eq!(w.fake.times_paid(&fresh.payment_hash), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

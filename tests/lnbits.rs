@@ -385,9 +385,20 @@ async fn lnbits_backend_creates_looks_up_and_pays() {
         PaymentStatus::Failed(NO_ADMIN_KEY.into())
     );
     assert_eq!(read_only.balance().await.unwrap(), Msat::from_msat(21_000));
-    assert!(matches!(
+    // Not paid by us: LNbits' own 404 for our wallet ("no record"), though the customer's
+    // wallet on the same LNbits holds an invoice with this hash. So is a hash nobody has. Our
+    // own invoice's hash is not a payment of ours.
+    assert_eq!(
         read_only.lookup_payment(&refund_hash).await,
-        PaymentStatus::Unknown(_)
+        PaymentStatus::NotFound
+    );
+    assert_eq!(
+        read_only.lookup_payment(&"00".repeat(32)).await,
+        PaymentStatus::NotFound
+    );
+    assert!(matches!(
+        read_only.lookup_payment(&issued.payment_hash).await,
+        PaymentStatus::Unknown(reason) if reason.contains("invoice of ours")
     ));
 
     // With the admin key: settled, the preimage hashes to the invoice's hash.
@@ -451,6 +462,28 @@ async fn lnbits_backend_creates_looks_up_and_pays() {
     assert!(matches!(
         unknown_keys.lookup_invoice(&issued.payment_hash).await,
         InvoiceStatus::Unknown(_)
+    ));
+    // With a key it does not know, LNbits looks in every wallet: our paid refund is there (so
+    // not "no record", yet unconfirmed without our row); a hash nobody has is not.
+    assert!(matches!(
+        unknown_keys.lookup_payment(&refund_hash).await,
+        PaymentStatus::Unknown(_)
+    ));
+    assert_eq!(
+        unknown_keys.lookup_payment(&"11".repeat(32)).await,
+        PaymentStatus::NotFound
+    );
+    // A 404 that is not LNbits' answer about a payment (a wrong path prefix) says nothing.
+    let wrong_path = LnbitsLightning::new(
+        &lnbits.url.join("not-lnbits/").unwrap(),
+        &Secret::new(node.invoice_key.clone()),
+        None,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert!(matches!(
+        wrong_path.lookup_payment(&"11".repeat(32)).await,
+        PaymentStatus::Unknown(_)
     ));
     let small = lnbits.invoice(&customer, 1).await;
     assert!(matches!(

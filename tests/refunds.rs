@@ -4,19 +4,24 @@
 //! Checked on both sides: the payments that left, and the ledger trail.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use nostr_sdk::prelude::*;
 use paydvm::lightning::fake::{FakeLightning, PayOutcome};
+use paydvm::lightning::refund::MIN_EXPIRY_MARGIN_SECS;
 use paydvm::lightning::{Invoice, PaymentStatus};
 use paydvm::node::{NodeHandle, NodeOptions};
 use paydvm::payments::lnurl_http::ScriptedDns;
 use paydvm::payments::zapper::{Zapper, ZapperOptions};
 use paydvm_ledger::store::Store;
-use paydvm_ledger::{JobState, Msat, RefundId, RefundRecord, RefundState};
+use paydvm_ledger::{EventBody, JobState, Msat, RefundId, RefundRecord, RefundState};
 
 use crate::node::{is_status, setup, steps, wait_state, Customer, Setup};
 
 const OWED: Msat = Msat::from_msat(5_000);
+/// Two "no record" answers this far apart make a refund payment "never sent" (short for tests;
+/// the look-ups themselves are a second apart at first).
+const NEVER_SENT_AFTER: Duration = Duration::from_millis(200);
 
 struct Refunds {
     s: Setup,
@@ -54,9 +59,33 @@ impl Refunds {
         self.s
             .start_with(NodeOptions {
                 lightning: Some(Arc::new(self.ln.clone())),
+                never_sent_after: NEVER_SENT_AFTER,
                 ..NodeOptions::default()
             })
             .await
+    }
+
+    /// Starts the node with the next refund payment lost before it leaves (the node "dies"
+    /// between `refund_started` and the pay call), makes a failed paid job and stops the node
+    /// there. Returns the job and the recorded route.
+    async fn refund_recorded_but_never_sent(&mut self) -> (String, paydvm_ledger::RefundRoute) {
+        self.ln.script_payment(PayOutcome::LostBeforeSending);
+        let node = self.start().await;
+        let job = self.failed_paid_job(true).await;
+        wait_state(&node, &job, JobState::Refunding).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while self.ln.lost_requests() == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "no pay call");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        node.shutdown().await;
+        assert!(self.ln.payments().is_empty(), "nothing left the wallet");
+        let refund = refund_of(&self.s.store(), &job);
+        assert_eq!(refund.state, RefundState::InFlight);
+        (
+            job,
+            refund.route.expect("refund_started recorded the route"),
+        )
     }
 
     /// A paid job that fails on every attempt; returns its id once it owes a refund.
@@ -218,12 +247,20 @@ async fn a_node_stopped_mid_payment_looks_the_refund_up_and_never_pays_twice() {
     assert_eq!(refund_of(&store, &job).state, RefundState::InFlight);
     drop(store);
 
-    // Restarted while the network still says nothing: recorded unknown, looked up, not paid.
+    // Restarted while the network still says nothing: recorded unknown, looked up, not paid,
+    // however long it stays in flight (three look-ups span more than `NEVER_SENT_AFTER`: an
+    // in-flight answer is not "no record").
     let node = r.start().await;
     wait_state(&node, &job, JobState::RefundPending).await;
+    let hash = r.ln.payments()[0].payment_hash.clone();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while r.ln.lookups_of(&hash) < 3 {
+        assert_eq!(r.ln.payments().len(), 1, "paid again while in flight");
+        assert!(tokio::time::Instant::now() < deadline, "not looked up");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(r.ln.payments().len(), 1);
     // The payment turns out to have gone through.
-    let hash = r.ln.payments()[0].payment_hash.clone();
     r.ln.resolve_payment(
         &hash,
         PaymentStatus::Settled {
@@ -425,4 +462,116 @@ async fn a_callback_on_a_private_host_is_refused_before_connecting() {
     );
     assert!(r.wallet.issued().is_empty());
     assert!(r.ln.payments().is_empty());
+}
+
+/// The `refund_outcome_unknown` / `refund_failed` reasons in a job's trail.
+fn refund_reasons(store: &Store, job: &str) -> Vec<String> {
+    store
+        .audit(job)
+        .unwrap()
+        .unwrap()
+        .events
+        .into_iter()
+        .filter_map(|e| match e.event {
+            EventBody::RefundOutcomeUnknown { reason, .. }
+            | EventBody::RefundFailed { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_whose_pay_request_never_left_is_paid_once_with_the_same_invoice_after_a_restart()
+{
+    let mut r = refunds(Msat::ZERO).await;
+    let (job, route) = r.refund_recorded_but_never_sent().await;
+
+    // Restarted: the wallet has no record of the payment, twice; the same invoice is paid.
+    let node = r.start().await;
+    wait_state(&node, &job, JobState::Refunded).await;
+    node.shutdown().await;
+
+    assert_eq!(r.ln.times_paid(&route.lookup), 1, "exactly one payment");
+    let paid = r.ln.payments();
+    assert_eq!(paid.len(), 1, "{paid:?}");
+    assert_eq!(paid[0].bolt11, route.destination, "the recorded invoice");
+    assert_eq!(paid[0].amount, OWED);
+    assert_eq!(
+        r.wallet.issued().len(),
+        1,
+        "no second invoice was asked for"
+    );
+    let store = r.s.store();
+    let refund = refund_of(&store, &job);
+    assert_eq!((refund.state, refund.attempts), (RefundState::Settled, 1));
+    assert_eq!(
+        steps(&store, &job)[6..],
+        [
+            "refund_due",
+            "refund_started",
+            "refund_outcome_unknown",
+            "refund_settled"
+        ]
+    );
+    let reasons = refund_reasons(&store, &job);
+    assert!(
+        reasons[0].contains("no record of this payment"),
+        "{reasons:?}"
+    );
+    assert!(store.verify().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_never_sent_refund_whose_invoice_expired_fails_and_a_fresh_invoice_is_paid_once() {
+    // Invoices that leave the node a few seconds to pay them within the safety margin.
+    let expiry = Duration::from_secs(MIN_EXPIRY_MARGIN_SECS + 3);
+    let mut r = refunds_with("lnurl_http_loopback = true", |w| w.invoice_expiry = expiry).await;
+    let (job, route) = r.refund_recorded_but_never_sent().await;
+
+    // Down until the recorded invoice is too close to its expiry to be paid safely.
+    let invoice = Invoice::parse(&route.destination).unwrap();
+    let deadline = tokio::time::Instant::now() + expiry;
+    while !invoice.is_expired_at(paydvm::node::now_ms() / 1000 + MIN_EXPIRY_MARGIN_SECS) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the invoice never aged"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let node = r.start().await;
+    wait_state(&node, &job, JobState::Refunded).await;
+    node.shutdown().await;
+
+    assert_eq!(
+        r.ln.times_paid(&route.lookup),
+        0,
+        "the old invoice is never paid"
+    );
+    let paid = r.ln.payments();
+    assert_eq!(paid.len(), 1, "exactly one payment: {paid:?}");
+    let issued = r.wallet.issued();
+    assert_eq!(issued.len(), 2, "a fresh invoice for the second attempt");
+    assert_ne!(paid[0].payment_hash, route.lookup);
+    assert!(issued.iter().any(|i| i.bolt11 == paid[0].bolt11));
+    let store = r.s.store();
+    let refund = refund_of(&store, &job);
+    assert_eq!((refund.state, refund.attempts), (RefundState::Settled, 2));
+    assert_eq!(refund.route.unwrap().lookup, paid[0].payment_hash);
+    assert_eq!(
+        steps(&store, &job)[6..],
+        [
+            "refund_due",
+            "refund_started",
+            "refund_outcome_unknown",
+            "refund_failed",
+            "refund_started",
+            "refund_settled"
+        ]
+    );
+    let reasons = refund_reasons(&store, &job);
+    assert!(
+        reasons[1].contains("never sent") && reasons[1].contains("expires at"),
+        "{reasons:?}"
+    );
+    assert!(store.verify().is_ok());
 }

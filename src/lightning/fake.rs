@@ -41,6 +41,10 @@ pub enum PayOutcome {
     /// The payment leaves (lookups say `Unknown` until resolved) and `pay_invoice` never
     /// answers: a node that dies mid-payment.
     Hang,
+    /// The request never reaches the wallet: nothing is paid or recorded (lookups say
+    /// `NotFound`) and `pay_invoice` never answers. A node that dies after recording the refund
+    /// but before its pay request left; counted by [`FakeLightning::lost_requests`].
+    LostBeforeSending,
 }
 
 /// Misuse of the fake's hooks (a test bug or a demo script bug).
@@ -72,6 +76,7 @@ struct IncomingInvoice {
     amount: Msat,
     expires_at: u64,
     settled: Option<(Msat, u64)>,
+    preimage: [u8; 32],
 }
 
 #[derive(Default)]
@@ -80,6 +85,10 @@ struct Book {
     /// Every `pay_invoice` call that reached the "network", in order (including repeats).
     payments: Vec<OutgoingPayment>,
     script: VecDeque<PayOutcome>,
+    /// `pay_invoice` calls that were lost before reaching the "network" (`LostBeforeSending`).
+    lost: usize,
+    /// `lookup_payment` calls per payment hash.
+    lookups: HashMap<String, usize>,
     /// Payment hashes whose `UnknownThenSettle` / resolved outcome lookups report.
     resolved: HashMap<String, PaymentStatus>,
     /// Where payees' preimages come from (a real payer learns them from the payee).
@@ -197,6 +206,11 @@ impl FakeLightning {
             .map(|i| i.bolt11.clone())
     }
 
+    /// The preimage of one of our invoices (what a payer learns once it pays).
+    pub fn preimage(&self, payment_hash: &str) -> Option<[u8; 32]> {
+        self.book().invoices.get(payment_hash).map(|i| i.preimage)
+    }
+
     /// How many invoices were created.
     pub fn invoices_created(&self) -> usize {
         self.book().invoices.len()
@@ -211,6 +225,16 @@ impl FakeLightning {
     /// Every `pay_invoice` call that went out, in order.
     pub fn payments(&self) -> Vec<OutgoingPayment> {
         self.book().payments.clone()
+    }
+
+    /// How many `pay_invoice` calls were lost before sending (`PayOutcome::LostBeforeSending`).
+    pub fn lost_requests(&self) -> usize {
+        self.book().lost
+    }
+
+    /// How many times `lookup_payment` was asked about `payment_hash`.
+    pub fn lookups_of(&self, payment_hash: &str) -> usize {
+        self.book().lookups.get(payment_hash).copied().unwrap_or(0)
     }
 
     /// How many times `payment_hash` was paid (sent out), whatever the outcome: the exactly-once
@@ -293,6 +317,7 @@ impl LightningBackend for FakeLightning {
                 amount,
                 expires_at,
                 settled: None,
+                preimage,
             },
         );
         Ok(IssuedInvoice {
@@ -323,12 +348,17 @@ impl LightningBackend for FakeLightning {
             // Refused before anything left: an explicit failure.
             Err(e) => return PaymentStatus::Failed(e.to_string()),
         };
+        let outcome = self
+            .book()
+            .script
+            .pop_front()
+            .unwrap_or(PayOutcome::Settle { fee: Msat::ZERO });
+        if outcome == PayOutcome::LostBeforeSending {
+            self.book().lost += 1;
+            return std::future::pending().await;
+        }
         let (status, hang) = {
             let mut book = self.book();
-            let outcome = book
-                .script
-                .pop_front()
-                .unwrap_or(PayOutcome::Settle { fee: Msat::ZERO });
             let payment_hash = invoice.payment_hash();
             let hang = outcome == PayOutcome::Hang;
             let status = match outcome {
@@ -345,7 +375,7 @@ impl LightningBackend for FakeLightning {
                     fee,
                 },
                 PayOutcome::Fail(reason) => PaymentStatus::Failed(reason),
-                PayOutcome::Unknown | PayOutcome::Hang => {
+                PayOutcome::Unknown | PayOutcome::Hang | PayOutcome::LostBeforeSending => {
                     PaymentStatus::Unknown("no answer from the network".into())
                 }
                 PayOutcome::UnknownThenSettle => {
@@ -375,7 +405,8 @@ impl LightningBackend for FakeLightning {
     }
 
     async fn lookup_payment(&self, payment_hash: &str) -> PaymentStatus {
-        let book = self.book();
+        let mut book = self.book();
+        *book.lookups.entry(payment_hash.to_owned()).or_default() += 1;
         if let Some(status) = book.resolved.get(payment_hash) {
             return status.clone();
         }
@@ -386,7 +417,8 @@ impl LightningBackend for FakeLightning {
             .find(|p| p.payment_hash == payment_hash)
         {
             Some(p) => p.status.clone(),
-            None => PaymentStatus::Unknown(format!("no payment {payment_hash}")),
+            // It was never asked to pay this hash.
+            None => PaymentStatus::NotFound,
         }
     }
 
@@ -564,6 +596,57 @@ mod tests {
             .payments()
             .iter()
             .all(|p| p.amount == Msat::from_msat(1_000)));
+    }
+
+    #[tokio::test]
+    async fn a_payment_never_asked_for_is_not_found_and_a_lost_request_pays_nothing() {
+        let payee = FakeLightning::new();
+        let payer = FakeLightning::new();
+        let i = payee
+            .create_invoice(Msat::from_msat(1_000), text("refund"), 600)
+            .await
+            .unwrap();
+        assert_eq!(
+            payer.lookup_payment(&i.payment_hash).await,
+            PaymentStatus::NotFound
+        );
+        // The payee's own book knows the invoice (incoming), not a payment.
+        assert_eq!(
+            payee.lookup_payment(&i.payment_hash).await,
+            PaymentStatus::NotFound
+        );
+        assert_eq!(
+            sha256::Hash::hash(&payee.preimage(&i.payment_hash).unwrap()).to_string(),
+            i.payment_hash
+        );
+
+        payer.script_payment(PayOutcome::LostBeforeSending);
+        let lost = tokio::spawn({
+            let payer = payer.clone();
+            let bolt11 = i.bolt11.clone();
+            async move { payer.pay_invoice(&bolt11, Msat::ZERO).await }
+        });
+        while payer.lost_requests() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(payer.times_paid(&i.payment_hash), 0);
+        assert_eq!(
+            payer.lookup_payment(&i.payment_hash).await,
+            PaymentStatus::NotFound
+        );
+        assert!(!lost.is_finished(), "a lost request never answers");
+        lost.abort();
+
+        // Sent again: paid once.
+        assert!(matches!(
+            payer.pay_invoice(&i.bolt11, Msat::ZERO).await,
+            PaymentStatus::Settled { .. }
+        ));
+        assert_eq!(payer.times_paid(&i.payment_hash), 1);
+        assert!(matches!(
+            payer.lookup_payment(&i.payment_hash).await,
+            PaymentStatus::Settled { .. }
+        ));
     }
 
     #[tokio::test]

@@ -174,7 +174,8 @@ impl LnbitsLightning {
         Ok(Answer { status, body })
     }
 
-    /// Our wallet's row for `hash`: `Ok(None)` when LNbits says it has none (404).
+    /// Our wallet's row for `hash`: `Ok(None)` when LNbits says it has none (its own 404,
+    /// "Payment does not exist."; any other 404, e.g. a proxy's or a wrong path, is an error).
     async fn lookup(&self, hash: &str) -> Result<Option<Lookup>, String> {
         if !answers::is_payment_hash(hash) {
             return Err("not a payment hash".into());
@@ -189,7 +190,7 @@ impl LnbitsLightning {
             .await?;
         match answer.status {
             StatusCode::OK => answer.json().map(Some),
-            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::NOT_FOUND if answer.error().says_no_such_payment() => Ok(None),
             _ => Err(answer.describe()),
         }
     }
@@ -353,6 +354,9 @@ impl LightningBackend for LnbitsLightning {
                 // "already paid": by us, our row shows it; otherwise it stays unknown.
                 Some(answers::SUCCESS) => match self.lookup_payment(&hash).await {
                     PaymentStatus::Failed(e) => PaymentStatus::Unknown(e),
+                    PaymentStatus::NotFound => PaymentStatus::Unknown(
+                        "LNbits says already paid, and not by this wallet".into(),
+                    ),
                     other => other,
                 },
                 _ => PaymentStatus::Unknown(answer.describe()),
@@ -377,8 +381,10 @@ impl LightningBackend for LnbitsLightning {
                 Some(row) => answers::payment_status(payment_hash, &row, found.preimage.as_deref()),
                 None => PaymentStatus::Unknown("LNbits gave no details of our payment".into()),
             },
-            // The pay request may still be on its way: absence proves nothing.
-            Ok(None) => PaymentStatus::Unknown("LNbits has no payment with this hash".into()),
+            // LNbits' definite "no row for this wallet" (with an invalid key: for any wallet).
+            // A pay request still on its way is not here yet either: the refund desk trusts
+            // this only when two look-ups some time apart agree.
+            Ok(None) => PaymentStatus::NotFound,
             Err(e) => PaymentStatus::Unknown(e),
         }
     }

@@ -2,7 +2,9 @@
 //! parsing, and the backends: [`fake::FakeLightning`] (demo and tests), NWC and LNbits.
 //!
 //! Statuses are tri-state on purpose: a backend that cannot say what happened answers `Unknown`,
-//! never `Failed`. Only an explicit "failed" from the backend may end an outgoing payment.
+//! never `Failed`. Only an explicit "failed" from the backend may end an outgoing payment. A
+//! look-up of an outgoing payment has a fourth answer, `NotFound`: the wallet says, in so many
+//! words, that it holds no payment with this hash (see [`PaymentStatus::NotFound`]).
 
 pub mod bolt11;
 pub mod fake;
@@ -59,6 +61,13 @@ pub enum PaymentStatus {
     Failed(String),
     /// Anything else: in flight, timed out, an error we cannot interpret. Stays pending.
     Unknown(String),
+    /// Only from [`LightningBackend::lookup_payment`], never from `pay_invoice`: the wallet
+    /// answered definitely that it has no record of an outgoing payment with this hash (NWC
+    /// `NOT_FOUND`, LNbits' own 404 "Payment does not exist."). A transport error or an
+    /// answer we cannot read is `Unknown`, never this. On its own it proves nothing about a pay
+    /// request that may still be on its way: the refund desk trusts it only when two look-ups
+    /// some time apart both say so (`node/refunds/look_up.rs`).
+    NotFound,
 }
 
 /// An invoice of ours that was paid, as announced by the backend.
@@ -102,8 +111,11 @@ pub trait LightningBackend: Send + Sync {
     async fn lookup_invoice(&self, payment_hash: &str) -> InvoiceStatus;
 
     /// Pays `bolt11` (which must carry an amount) paying at most `max_fee` in routing fees.
+    /// Never answers [`PaymentStatus::NotFound`].
     async fn pay_invoice(&self, bolt11: &str, max_fee: Msat) -> PaymentStatus;
 
+    /// What became of an outgoing payment, by its payment hash. `NotFound` only when the
+    /// wallet says definitely that it has no such payment.
     async fn lookup_payment(&self, payment_hash: &str) -> PaymentStatus;
 
     /// What the wallet holds, as the wallet reports it (for `paydvm reconcile`).

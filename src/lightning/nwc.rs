@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use bitcoin::hashes::{sha256, Hash};
 use nostr_sdk::nips::nip47::{
     self, ErrorCode, LookupInvoiceRequest, LookupInvoiceResponse, MakeInvoiceRequest,
-    NostrWalletConnectURI, PayInvoiceRequest, TransactionState,
+    NostrWalletConnectURI, PayInvoiceRequest, TransactionState, TransactionType,
 };
 use nwc::{NostrWalletConnectOptions, NWC};
 use paydvm_ledger::Msat;
@@ -107,6 +107,38 @@ fn invoice_status(hash: &str, found: LookupInvoiceResponse, now: u64) -> Invoice
         Some(TransactionState::Failed) => InvoiceStatus::Unknown("the wallet says failed".into()),
         _ if found.expires_at.is_some_and(|t| t.as_secs() <= now) => InvoiceStatus::Expired,
         _ => InvoiceStatus::Open,
+    }
+}
+
+/// A `lookup_invoice` for an outgoing payment that got no transaction back. Only the wallet's
+/// own, explicit `NOT_FOUND` means it has no such payment; a timeout, a relay error or any
+/// other code says nothing.
+fn lookup_error_status(e: &nwc::Error) -> PaymentStatus {
+    match wallet_error(e) {
+        Some(err) if err.code == ErrorCode::NotFound => PaymentStatus::NotFound,
+        _ => PaymentStatus::Unknown(e.to_string()),
+    }
+}
+
+/// An outgoing payment of ours, as the wallet's `lookup_invoice` answer describes it.
+fn payment_status(hash: &str, found: LookupInvoiceResponse) -> PaymentStatus {
+    if !found.payment_hash.eq_ignore_ascii_case(hash) {
+        return PaymentStatus::Unknown("the wallet answered about another payment".into());
+    }
+    if found.transaction_type == Some(TransactionType::Incoming) {
+        return PaymentStatus::Unknown(
+            "the wallet holds an invoice of ours under this hash".into(),
+        );
+    }
+    match (found.state, found.preimage) {
+        (Some(TransactionState::Failed), _) => {
+            PaymentStatus::Failed("the wallet says the payment failed".into())
+        }
+        (_, Some(preimage)) if preimage_matches(&preimage, hash) => PaymentStatus::Settled {
+            preimage: preimage.to_ascii_lowercase(),
+            fee: Msat::from_msat(found.fees_paid),
+        },
+        (state, _) => PaymentStatus::Unknown(format!("wallet state {state:?}")),
     }
 }
 
@@ -213,22 +245,8 @@ impl LightningBackend for NwcLightning {
             invoice: None,
         };
         match self.client.lookup_invoice(asked).await {
-            Ok(found) if !found.payment_hash.eq_ignore_ascii_case(payment_hash) => {
-                PaymentStatus::Unknown("the wallet answered about another payment".into())
-            }
-            Ok(found) => match (found.state, found.preimage) {
-                (Some(TransactionState::Failed), _) => {
-                    PaymentStatus::Failed("the wallet says the payment failed".into())
-                }
-                (_, Some(preimage)) if preimage_matches(&preimage, payment_hash) => {
-                    PaymentStatus::Settled {
-                        preimage: preimage.to_ascii_lowercase(),
-                        fee: Msat::from_msat(found.fees_paid),
-                    }
-                }
-                (state, _) => PaymentStatus::Unknown(format!("wallet state {state:?}")),
-            },
-            Err(e) => PaymentStatus::Unknown(e.to_string()),
+            Ok(found) => payment_status(payment_hash, found),
+            Err(e) => lookup_error_status(&e),
         }
     }
 
@@ -293,6 +311,67 @@ mod tests {
             invoice_status(&h, other, 150),
             InvoiceStatus::Unknown(_)
         ));
+    }
+
+    #[test]
+    fn payment_lookups_map_to_statuses_and_only_not_found_means_no_record() {
+        let preimage = [9u8; 32];
+        let h = sha256::Hash::hash(&preimage).to_string();
+        let mut sent = found(&h);
+        sent.transaction_type = Some(TransactionType::Outgoing);
+        sent.state = Some(TransactionState::Settled);
+        sent.preimage = Some(hex::encode(preimage).to_ascii_uppercase());
+        sent.fees_paid = 3;
+        assert_eq!(
+            payment_status(&h, sent.clone()),
+            PaymentStatus::Settled {
+                preimage: hex::encode(preimage),
+                fee: Msat::from_msat(3)
+            }
+        );
+        let mut failed = sent.clone();
+        failed.state = Some(TransactionState::Failed);
+        failed.preimage = None;
+        assert!(matches!(
+            payment_status(&h, failed),
+            PaymentStatus::Failed(_)
+        ));
+        let mut pending = sent.clone();
+        pending.state = Some(TransactionState::Pending);
+        pending.preimage = None;
+        let mut wrong_preimage = sent.clone();
+        wrong_preimage.preimage = Some(hex::encode([8u8; 32]));
+        let mut incoming = sent.clone();
+        incoming.transaction_type = Some(TransactionType::Incoming);
+        for unknown in [pending, wrong_preimage, incoming, found(&"cd".repeat(32))] {
+            assert!(matches!(
+                payment_status(&h, unknown),
+                PaymentStatus::Unknown(_)
+            ));
+        }
+
+        let code = |code| {
+            nwc::Error::NIP47(nip47::Error::ErrorCode(nip47::NIP47Error {
+                code,
+                message: "x".into(),
+            }))
+        };
+        assert_eq!(
+            lookup_error_status(&code(ErrorCode::NotFound)),
+            PaymentStatus::NotFound
+        );
+        for other in [
+            code(ErrorCode::Internal),
+            code(ErrorCode::Other),
+            code(ErrorCode::RateLimited),
+            nwc::Error::PrematureExit,
+            nwc::Error::Timeout,
+        ] {
+            assert!(matches!(
+                lookup_error_status(&other),
+                PaymentStatus::Unknown(_)
+            ));
+        }
     }
 
     #[test]

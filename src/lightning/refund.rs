@@ -84,6 +84,36 @@ pub fn check_refund_invoice(
     Ok(invoice)
 }
 
+/// What to do with a recorded refund payment that, the wallet confirmed, was never sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NeverSent {
+    /// Send the same recorded invoice again: it still has at least [`MIN_EXPIRY_MARGIN_SECS`]
+    /// of life.
+    PayAgain,
+    /// It can no longer be paid safely (expired, about to, or unreadable): the attempt has
+    /// failed, and a new one with a fresh invoice follows. The reason, for the ledger.
+    GiveUp(String),
+}
+
+/// Decides about the recorded `bolt11` of a refund whose payment the wallet has no record of,
+/// with the same margin as a fresh invoice ([`check_refund_invoice`]).
+pub fn never_sent(bolt11: &str, now_secs: u64) -> NeverSent {
+    match Invoice::parse(bolt11) {
+        Ok(invoice) if !invoice.is_expired_at(now_secs.saturating_add(MIN_EXPIRY_MARGIN_SECS)) => {
+            NeverSent::PayAgain
+        }
+        Ok(invoice) => NeverSent::GiveUp(format!(
+            "never sent: the wallet has no record of the payment and the invoice expires at \
+             {} (less than {MIN_EXPIRY_MARGIN_SECS} s left)",
+            invoice.expires_at()
+        )),
+        Err(e) => NeverSent::GiveUp(format!(
+            "never sent: the wallet has no record of the payment and the recorded invoice is \
+             unusable ({e})"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +168,42 @@ mod tests {
         assert!(matches!(
             check_refund_invoice("lnbcrt1garbage", owed, now),
             Err(RefundInvoiceError::Invoice(Bolt11Error::Invalid(_)))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_never_sent_invoice_is_paid_again_only_with_the_margin_left() {
+        let customer = FakeLightning::new();
+        let bolt11 = customer
+            .create_invoice(
+                Msat::from_msat(4_000),
+                InvoiceDescription::Text("refund".into()),
+                600,
+            )
+            .await
+            .unwrap()
+            .bolt11;
+        let invoice = Invoice::parse(&bolt11).unwrap();
+        let last_safe = invoice.expires_at() - MIN_EXPIRY_MARGIN_SECS - 1;
+        assert_eq!(
+            never_sent(&bolt11, invoice.timestamp()),
+            NeverSent::PayAgain
+        );
+        assert_eq!(never_sent(&bolt11, last_safe), NeverSent::PayAgain);
+        for too_late in [
+            last_safe + 1,
+            invoice.expires_at(),
+            invoice.expires_at() + 600,
+        ] {
+            assert!(
+                matches!(never_sent(&bolt11, too_late), NeverSent::GiveUp(reason)
+                    if reason.contains("expires at")),
+                "{too_late}"
+            );
+        }
+        assert!(matches!(
+            never_sent("lnbcrt1garbage", last_safe),
+            NeverSent::GiveUp(reason) if reason.contains("unusable")
         ));
     }
 }

@@ -74,6 +74,10 @@ pub struct NodeOptions {
     /// The DNS resolver for LNURL calls instead of the system's (tests: a name that resolves to
     /// a private address). Its answers still pass the node's host policy.
     pub lnurl_dns: Option<Arc<dyn reqwest::dns::Resolve>>,
+    /// How far apart two look-ups must both find no record of a Lightning refund payment before
+    /// it counts as never sent (and its invoice is paid again); [`refunds::NEVER_SENT_AFTER`]
+    /// by default. Tests make it short.
+    pub never_sent_after: Duration,
 }
 
 impl Default for NodeOptions {
@@ -83,6 +87,7 @@ impl Default for NodeOptions {
             lightning: None,
             resend_after: RESEND_AFTER,
             lnurl_dns: None,
+            never_sent_after: refunds::NEVER_SENT_AFTER,
         }
     }
 }
@@ -94,6 +99,7 @@ impl std::fmt::Debug for NodeOptions {
             .field("lightning", &self.lightning.as_ref().map(|l| l.name()))
             .field("resend_after", &self.resend_after)
             .field("lnurl_dns", &self.lnurl_dns.as_ref().map(|_| "custom"))
+            .field("never_sent_after", &self.never_sent_after)
             .finish()
     }
 }
@@ -255,6 +261,7 @@ impl Node {
                 lnurl: lnurl_http.clone(),
                 profiles: transport::client(keys.clone()),
                 relays: config.relays.urls.clone(),
+                never_sent_after: options.never_sent_after,
             })
         });
         let invoices = backend.map(|backend| {

@@ -6,8 +6,13 @@
 //!    [`Command::RefundRouted`], or [`Command::RefundDeferred`] with the reason.
 //! 2. The core records `refund_started` with that invoice; only once it is on disk does it call
 //!    [`RefundDesk::pay`] → [`Command::RefundOutcome`].
-//! 3. An unknown outcome, or a refund found in flight at start-up, is only ever looked up
-//!    ([`RefundDesk::look_up`], with back-off) — never paid again.
+//! 3. An unknown outcome, or a refund found in flight at start-up, is looked up
+//!    ([`RefundDesk::look_up`], with back-off) — never paid with another invoice. Only when the
+//!    wallet confirms it has no record of the payment (it never left) is the same recorded
+//!    invoice paid again, or the attempt failed if that invoice is about to expire
+//!    ([`look_up`](self::look_up)).
+
+mod look_up;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -24,13 +29,12 @@ use crate::lightning::refund::{check_refund_invoice, RefundAddress};
 use crate::lightning::{LightningBackend, PaymentStatus};
 use crate::payments::lnurl::{self, LnurlError, LnurlHttp, Lud16};
 
+pub use self::look_up::NEVER_SENT_AFTER;
+
 /// Refunds being routed or paid at once, at most.
 pub const MAX_REFUNDS_IN_FLIGHT: usize = 4;
 /// How long the customer's profile (kind 0) may take to arrive.
 const PROFILE_TIMEOUT: Duration = Duration::from_secs(5);
-/// First and longest wait between look-ups of a payment whose outcome is unknown.
-const LOOKUP_FIRST: Duration = Duration::from_secs(1);
-const LOOKUP_MAX: Duration = Duration::from_secs(300);
 
 /// What the core asks the desk to route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +61,9 @@ pub struct RefundDeskParts {
     /// A client on our relays, for customers' profiles.
     pub profiles: Client,
     pub relays: Vec<RelayUrl>,
+    /// How far apart two "no record" answers must be before a payment counts as never sent
+    /// ([`NEVER_SENT_AFTER`] outside tests).
+    pub never_sent_after: Duration,
 }
 
 pub struct RefundDesk {
@@ -69,6 +76,7 @@ pub struct RefundDesk {
     in_flight: Arc<Semaphore>,
     /// Refunds with a look-up loop running (one loop per refund).
     looking_up: Arc<Mutex<HashSet<String>>>,
+    never_sent_after: Duration,
 }
 
 impl std::fmt::Debug for RefundDesk {
@@ -91,6 +99,7 @@ impl RefundDesk {
             relays: parts.relays,
             in_flight: Arc::new(Semaphore::new(MAX_REFUNDS_IN_FLIGHT)),
             looking_up: Arc::new(Mutex::new(HashSet::new())),
+            never_sent_after: parts.never_sent_after,
         }
     }
 
@@ -153,54 +162,35 @@ impl RefundDesk {
         });
     }
 
-    /// Looks the payment up until the backend says settled or failed, backing off in between.
-    /// The first answer is always reported (the core records an in-flight refund as unknown).
-    pub fn look_up(&self, refund: String, attempt: u32, payment_hash: String) {
+    /// Looks the recorded payment up until the backend says settled or failed, backing off in
+    /// between (see [`look_up`](self::look_up), which also re-sends a payment that never left).
+    /// At most one loop per refund runs; a second request while one runs is ignored.
+    pub fn look_up(&self, refund: String, attempt: u32, route: RefundRoute) {
         {
             let mut running = self.looking_up.lock().unwrap_or_else(|p| p.into_inner());
             if !running.insert(refund.clone()) {
                 return;
             }
         }
-        let backend = Arc::clone(&self.backend);
-        let commands = self.commands.clone();
-        let running = Arc::clone(&self.looking_up);
-        tokio::spawn(async move {
-            let mut wait = LOOKUP_FIRST;
-            let mut first = true;
-            loop {
-                let status = backend.lookup_payment(&payment_hash).await;
-                let done = !matches!(status, PaymentStatus::Unknown(_));
-                let report = done || first;
-                let sent = !report
-                    || commands
-                        .send(Command::RefundOutcome {
-                            refund: refund.clone(),
-                            attempt,
-                            status: refund_status(status),
-                        })
-                        .is_ok();
-                if !sent {
-                    break;
-                }
-                if done {
-                    break;
-                }
-                first = false;
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(LOOKUP_MAX);
-            }
-            running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&refund);
-        });
+        let lookup = look_up::LookUp {
+            backend: Arc::clone(&self.backend),
+            commands: self.commands.clone(),
+            in_flight: Arc::clone(&self.in_flight),
+            max_fee: self.max_fee,
+            never_sent_after: self.never_sent_after,
+            running: Arc::clone(&self.looking_up),
+            refund,
+            attempt,
+            route,
+        };
+        tokio::spawn(lookup.run());
     }
 }
 
 /// A Lightning payment's status as a refund outcome: the preimage is the evidence; routing fees
-/// are the operator's.
-fn refund_status(status: PaymentStatus) -> RefundStatus {
+/// are the operator's. "No record" is only a hint here (the look-up loop decides when it means
+/// "never sent"): reported as unknown.
+pub(super) fn refund_status(status: PaymentStatus) -> RefundStatus {
     match status {
         PaymentStatus::Settled { preimage, fee } => RefundStatus::Paid {
             fee,
@@ -209,6 +199,11 @@ fn refund_status(status: PaymentStatus) -> RefundStatus {
         },
         PaymentStatus::Failed(reason) => RefundStatus::Failed(reason),
         PaymentStatus::Unknown(reason) => RefundStatus::Unknown(reason),
+        PaymentStatus::NotFound => RefundStatus::Unknown(
+            "no record of this payment (never sent? the same invoice is paid again once a \
+             second look-up agrees)"
+                .into(),
+        ),
     }
 }
 

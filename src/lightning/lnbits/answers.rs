@@ -7,6 +7,10 @@
 //! negative for a payment we made. `status` is `success`, `pending` or `failed`; LNbits marks an
 //! expired invoice `failed` and labels it `expired`. Errors come as `{"detail": ..}`, payment
 //! errors as HTTP 520 `{"detail": .., "status": "failed" | "pending" | "success"}`.
+//!
+//! A hash with no row answers 404 `{"detail": "Payment does not exist."}`. With a valid key
+//! LNbits searches only that wallet's rows (another wallet's invoice with the hash is not seen);
+//! with an unknown key it searches every wallet and shows no `details`.
 
 use bitcoin::hashes::{sha256, Hash};
 use paydvm_ledger::Msat;
@@ -76,6 +80,17 @@ impl ErrorBody {
             None => "no detail".to_owned(),
         };
         text.chars().take(MAX_DETAIL).collect()
+    }
+}
+
+/// LNbits' own words for "no row with this hash" (`GET /api/v1/payments/{hash}`, 404).
+const NO_SUCH_PAYMENT: &str = "Payment does not exist.";
+
+impl ErrorBody {
+    /// True only for LNbits' own 404 body: a 404 from anything else in front of it (a proxy, a
+    /// wrong path prefix) is not an answer about the payment.
+    pub fn says_no_such_payment(&self) -> bool {
+        matches!(&self.detail, Some(serde_json::Value::String(d)) if d == NO_SUCH_PAYMENT)
     }
 }
 
@@ -201,6 +216,17 @@ mod tests {
         assert_eq!(err.status.as_deref(), Some("failed"));
         assert_eq!(err.detail(), "Internal invoice already paid.");
         assert_eq!(ErrorBody::parse(b"<html>").detail(), "no detail");
+        // The 404 LNbits 1.6.2 sends for a hash it has no row for, and lookalikes that are not.
+        assert!(ErrorBody::parse(br#"{"detail":"Payment does not exist."}"#).says_no_such_payment());
+        for other in [
+            &br#"{"detail":"Not Found"}"#[..],
+            br#"{"detail":"Payment does not exist. "}"#,
+            br#"{"detail":["Payment does not exist."]}"#,
+            b"<html>404</html>",
+            b"",
+        ] {
+            assert!(!ErrorBody::parse(other).says_no_such_payment());
+        }
     }
 
     #[test]

@@ -113,7 +113,7 @@ impl Core {
         match (&route.asset, &self.refunds, &self.ecash_refunds) {
             (Asset::Lightning, Some(desk), _) => {
                 info!(%refund, "looking up a refund payment before anything else");
-                desk.look_up(refund.clone(), record.attempts, route.lookup.clone());
+                desk.look_up(refund.clone(), record.attempts, route.clone());
             }
             (Asset::Mint { .. }, _, Some(desk)) => {
                 info!(%refund, "running an ecash refund attempt again");
@@ -456,13 +456,14 @@ impl Core {
     ) -> anyhow::Result<()> {
         let refund = record.refund.to_string();
         if record.state == RefundState::InFlight {
+            let reason = waiting_for(record, reason);
             warn!(%refund, attempt, %reason, "refund outcome unknown; looking it up");
             let event = LedgerEvent::new(
                 key(format!("refund-unknown:{refund}:{attempt}"))?,
                 self.now(),
                 EventBody::RefundOutcomeUnknown {
                     refund: record.refund.clone(),
-                    reason: bounded(reason, 200),
+                    reason,
                 },
             );
             self.commit(vec![event], Vec::new())?;
@@ -513,6 +514,19 @@ fn refused_for_money(e: &anyhow::Error) -> Option<String> {
 
 fn refund_id(refund: &str) -> anyhow::Result<RefundId> {
     RefundId::new(refund).map_err(|e| anyhow!("{e}"))
+}
+
+/// The reason `refund_outcome_unknown` records (`paydvm audit` shows it): what the node now
+/// waits for, and the rail's last word.
+fn waiting_for(record: &RefundRecord, said: &str) -> String {
+    let said = bounded(said, 200);
+    match record.route.as_ref().map(|r| &r.asset) {
+        Some(Asset::Lightning) => format!(
+            "looking the payment up by its hash until the wallet says settled or failed; \
+             last answer: {said}"
+        ),
+        _ => said,
+    }
 }
 
 /// Outside text (backend reasons, evidence) is kept short in the ledger.

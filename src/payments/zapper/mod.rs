@@ -66,6 +66,9 @@ pub struct ZapperOptions {
     /// The callback URL the pay endpoint announces instead of its own (a hostile server
     /// pointing the payer elsewhere).
     pub callback: Option<String>,
+    /// How long its invoices stay payable ([`INVOICE_EXPIRY`] by default; refund tests make it
+    /// short to see an invoice expire).
+    pub invoice_expiry: Duration,
 }
 
 impl ZapperOptions {
@@ -82,6 +85,7 @@ impl ZapperOptions {
             max_sendable: Msat::from_msat(1_000_000_000),
             overcharge: Msat::ZERO,
             callback: None,
+            invoice_expiry: INVOICE_EXPIRY,
         }
     }
 }

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::invoice::{regtest_invoice, InvoiceSpec};
-use super::{Issued, State, INVOICE_EXPIRY};
+use super::{Issued, State};
 use crate::payments::zap::ZAP_REQUEST_KIND;
 
 pub(super) fn router(state: Arc<State>) -> Router {
@@ -94,7 +94,7 @@ async fn callback(
             description_hash: sha256::Hash::hash(description.as_bytes()),
             preimage,
             created: Duration::from_secs(created.as_secs()),
-            expiry: INVOICE_EXPIRY,
+            expiry: options.invoice_expiry,
         },
     ) {
         Ok(invoice) => invoice.to_string(),
