@@ -365,7 +365,12 @@ pub async fn check_bad_nutzaps_credit_nothing(s: &CashuSetup<impl MintUnderTest>
     })
     .await;
     wait_state(&node, &job, JobState::Succeeded).await;
-    assert_eq!(stats.rejected(), 7, "a–f and the replayed proofs");
+    assert_eq!(
+        stats.rejected(),
+        7,
+        "a–f and the replayed proofs: {:#?}",
+        stats.refusals()
+    );
     let reasons: Vec<String> = stats.refusals().into_iter().map(|(_, r)| r).collect();
     let expected = [
         "mint http://127.0.0.1:1 is not on our list",
@@ -464,5 +469,47 @@ async fn a_mint_down_during_the_swap_leaves_it_pending_until_it_is_back() {
         format!("nutzap:{}", zap.id.to_hex())
     );
     assert!(pending.all().unwrap().is_empty());
+    assert!(store.verify().is_ok());
+}
+
+/// The mint performs a NutZap's swap but its answer is lost, and the node stops. The swap's
+/// outputs were planned (and written) before it was sent, so after the restart the same swap
+/// is sent again: the mint answers it (or says "spent" and restores our outputs), and the job is
+/// paid once, with the wallet holding exactly the NutZap's value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nutzap_whose_swap_answer_was_lost_is_credited_once_after_a_restart() {
+    let s = setup(TestMint::start().await).await;
+    let node = s.start().await;
+    let mut customer = Customer::connect(&s.urls).await;
+    let (request, quote) = quoted_job(&mut customer).await;
+    let job = request.id.to_hex();
+    let proofs = mint_proofs(&wallet(s.mint.url()).await, 5, Some(&s.lock())).await;
+    let stats = node.nutzap_stats().unwrap();
+    wait_until("keysets loaded", || stats.ready()).await;
+    s.mint.lose_swap_answers(1);
+    let zap = nutzap(
+        &customer.keys,
+        &proofs,
+        s.mint.url(),
+        "sat",
+        Some(quote.id),
+        &node.pubkey(),
+        "lost",
+    );
+    customer.client.send_event(&zap).await.unwrap();
+    wait_until("the swap was performed", || s.mint.swaps() == 1).await;
+    wait_until("its answer never came", || stats.retried() >= 1).await;
+    node.shutdown().await;
+    assert!(
+        nutzap_payments(&s.store()).is_empty(),
+        "nothing credited on a lost answer"
+    );
+
+    let node = s.start().await;
+    wait_state(&node, &job, JobState::Succeeded).await;
+    node.shutdown().await;
+    let store = s.store();
+    assert_eq!(nutzap_payments(&store).len(), 1);
+    assert_eq!(crate::cashu_mint::wallet_balance(&s).await, 5);
     assert!(store.verify().is_ok());
 }

@@ -360,11 +360,19 @@ async fn an_operator_borne_fee_refund_the_wallet_cannot_cover_waits_with_the_rea
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     node.shutdown().await;
-    // The payment's swap cost a fee, so the wallet holds less than the 5 sat owed.
+    // The payment's swap cost a fee, so the wallet (and the ledger's account for it) holds less
+    // than the 5 sat owed.
     let held = wallet_balance(&s).await;
     assert!(held < 5, "{held}");
-    assert!(reason.contains(&format!("holds {held} sat")), "{reason}");
-    assert!(reason.contains("float"), "{reason}");
+    assert!(
+        reason.contains(&format!("has {} msat available", held * 1000)),
+        "{reason}"
+    );
+    assert!(reason.contains("this refund needs 5000 msat"), "{reason}");
+    assert!(
+        reason.contains("float") && reason.contains("write-off"),
+        "{reason}"
+    );
     assert_eq!(
         s.mint.swaps(),
         1,

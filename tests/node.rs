@@ -178,7 +178,7 @@ pub fn is_status(s: &'static str) -> impl Fn(&Event) -> bool {
 
 pub struct Setup {
     _dir: tempfile::TempDir,
-    config: PathBuf,
+    pub config: PathBuf,
     _relays: Vec<EmbeddedRelay>,
     pub urls: Vec<RelayUrl>,
 }
@@ -225,7 +225,7 @@ impl Setup {
             .unwrap()
     }
 
-    fn ledger(&self) -> PathBuf {
+    pub fn ledger(&self) -> PathBuf {
         self.config.parent().unwrap().join("paydvm.db")
     }
 
@@ -406,6 +406,26 @@ pub fn top_up(ledger: &Path, customer: &PublicKey, msat: u64) {
     store.close().unwrap();
 }
 
+/// Operator float in the Lightning wallet, booked before the node starts (as `paydvm float add
+/// lightning <msat>` on a stopped node does): refunds over Lightning reserve the fee cap from it.
+pub fn float(ledger: &Path, msat: u64) {
+    let mut store = Store::open(ledger, Durability::Normal).unwrap();
+    store
+        .append(&LedgerEvent::new(
+            IdemKey::new("float-1").unwrap(),
+            UnixMs(paydvm::node::now_ms()),
+            EventBody::FloatAdded {
+                asset: Asset::Lightning,
+                amount: Msat::from_msat(msat),
+                cause: paydvm_ledger::Cause::Operator {
+                    note: "test float".into(),
+                },
+            },
+        ))
+        .unwrap();
+    store.close().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credit_job_is_debited_and_runs() {
     let s = setup(1, "refund").await;
@@ -451,31 +471,25 @@ async fn failed_paid_job(then: &str) -> (Setup, Store, String, Event) {
     customer.client.send_event(&request).await.unwrap();
     let fb = customer.wait_for(request.id, is_status("error")).await;
     let job = request.id.to_hex();
-    let want = if then == "refund" {
-        JobState::RefundDue
-    } else {
-        JobState::Credited
-    };
-    wait_state(&node, &job, want).await;
+    // Paid from prepaid credit: whatever the policy, the credit comes back.
+    wait_state(&node, &job, JobState::Credited).await;
     node.shutdown().await;
     let store = s.store();
     assert!(store.verify().is_ok());
     (s, store, job, fb)
 }
 
+/// Issue 10, problem 7: a job paid from prepaid credit that fails under a "refund" policy gets its
+/// credit back in the same group that fails it; there is no payment to refund it over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_paid_job_is_marked_for_refund() {
+async fn a_failed_job_paid_from_credit_gets_the_credit_back_even_when_the_policy_says_refund() {
     let (_s, store, job, fb) = failed_paid_job("refund").await;
     assert_eq!(
         tag_values(&fb, "status").unwrap(),
         ["error", "failed on request (mode `fail`)"]
     );
-    assert_eq!(job_state(&store, &job), JobState::RefundDue);
-    let refund = paydvm_ledger::RefundId::new(format!("{job}:fail")).unwrap();
-    assert_eq!(
-        store.state().refund(&refund).unwrap().amount,
-        Msat::from_msat(5_000)
-    );
+    assert_eq!(job_state(&store, &job), JobState::Credited);
+    assert!(store.state().refunds().next().is_none(), "no refund owed");
     let steps: Vec<&str> = steps(&store, &job);
     assert_eq!(
         steps,
@@ -484,10 +498,20 @@ async fn failed_paid_job_is_marked_for_refund() {
             "job_queued",
             "processing_started",
             "processing_failed",
-            "refund_due",
-            // Paid from prepaid credit: no rail to pay it back over, so it waits, with why.
-            "refund_deferred"
+            "credit_granted"
         ]
+    );
+    let customer = store
+        .state()
+        .job(&paydvm_ledger::JobId::new(&job).unwrap())
+        .unwrap()
+        .customer
+        .clone();
+    assert_eq!(
+        store
+            .state()
+            .held(&paydvm_ledger::Account::Credit(customer)),
+        Msat::from_msat(5_000)
     );
 }
 
@@ -1063,7 +1087,7 @@ async fn malformed_burst_then_a_good_request_is_served() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_result_too_large_to_deliver_fails_the_job_and_refunds() {
+async fn a_result_too_large_to_deliver_fails_the_job_and_gives_the_credit_back() {
     let s = setup(1, "refund").await;
     let keys = Keys::generate();
     top_up(&s.ledger(), &keys.public_key(), 5_000);
@@ -1078,7 +1102,7 @@ async fn a_result_too_large_to_deliver_fails_the_job_and_refunds() {
     let reason = tag_values(&fb, "status").unwrap().remove(1);
     assert!(reason.contains("too large to deliver"), "{reason}");
     let job = request.id.to_hex();
-    wait_state(&node, &job, JobState::RefundDue).await;
+    wait_state(&node, &job, JobState::Credited).await;
     node.shutdown().await;
     let store = s.store();
     let steps: Vec<&str> = steps(&store, &job);
@@ -1089,9 +1113,8 @@ async fn a_result_too_large_to_deliver_fails_the_job_and_refunds() {
             "job_queued",
             "processing_started",
             "processing_failed",
-            "refund_due",
-            // Paid from prepaid credit: no rail to pay it back over, so it waits, with why.
-            "refund_deferred"
+            // Paid from prepaid credit: the credit comes back at once.
+            "credit_granted"
         ]
     );
     assert!(store.verify().is_ok());

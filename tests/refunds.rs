@@ -39,6 +39,17 @@ async fn refunds_with(
     node_settings: &str,
     wallet_options: impl FnOnce(&mut ZapperOptions),
 ) -> Refunds {
+    let r = refunds_without_float(node_settings, wallet_options).await;
+    // Refunds over Lightning reserve the fee cap (10 sat by default) on top of what is owed.
+    crate::node::float(&r.s.ledger(), 10_000);
+    r
+}
+
+/// The same, with no operator float in the Lightning wallet.
+async fn refunds_without_float(
+    node_settings: &str,
+    wallet_options: impl FnOnce(&mut ZapperOptions),
+) -> Refunds {
     let s = setup(1, "refund").await;
     if !node_settings.is_empty() {
         s.add_node_settings(node_settings);
@@ -572,6 +583,191 @@ async fn a_never_sent_refund_whose_invoice_expired_fails_and_a_fresh_invoice_is_
     assert!(
         reasons[1].contains("never sent") && reasons[1].contains("expires at"),
         "{reasons:?}"
+    );
+    assert!(store.verify().is_ok());
+}
+
+/// `paydvm <args> --config <the node's config>`: exit code and what it printed.
+fn operator(r: &Refunds, args: &[&str]) -> (i32, String) {
+    let config = r.s.config.to_str().unwrap();
+    let mut all = args.to_vec();
+    all.extend(["--config", config]);
+    let out = crate::cli::paydvm(&all);
+    let text = format!("{}{}", crate::cli::stdout(&out), crate::cli::stderr(&out));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Issue 10, problems 5 and 9: a refund the Lightning account cannot cover (the job's 5000 msat
+/// but not the 10 sat fee cap) waits with the numbers; `paydvm refund list` shows why and what to
+/// do; the operator books float through the running node (`paydvm float add`, recorded with
+/// their note) and the refund is paid at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_short_of_the_fee_cap_waits_until_the_operator_adds_float() {
+    let mut r = refunds_without_float("lnurl_http_loopback = true", |_| {}).await;
+    let node = r.start().await;
+    let job = r.failed_paid_job(true).await;
+    let reason = deferred_reason(&node, &r.s, &job).await;
+    assert!(
+        reason.contains("asset:lightning has 5000 msat available")
+            && reason.contains("needs 15000 msat")
+            && reason.contains("paydvm float add"),
+        "{reason}"
+    );
+    assert!(
+        r.ln.payments().is_empty(),
+        "nothing paid on money the ledger cannot see"
+    );
+    let refund = format!("{job}:fail");
+    let (code, listed) = operator(&r, &["refund", "list"]);
+    assert_eq!(code, 0, "{listed}");
+    assert!(
+        listed.contains(&refund) && listed.contains("5000 msat available"),
+        "{listed}"
+    );
+
+    let (code, said) = operator(
+        &r,
+        &["float", "add", "lightning", "10000", "--note", "fees float"],
+    );
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("by the running node"), "{said}");
+    wait_state(&node, &job, JobState::Refunded).await;
+    node.shutdown().await;
+
+    assert_eq!(r.ln.payments().len(), 1);
+    let store = r.s.store();
+    let float = paydvm_ledger::Account::Float;
+    assert_eq!(store.state().balance(&float).signed(false), 10_000);
+    let (head, _) = store.head();
+    let floats: Vec<String> = (1..=head)
+        .filter_map(|seq| store.event(seq).unwrap())
+        .filter_map(|e| match e.event.body {
+            EventBody::FloatAdded {
+                cause: paydvm_ledger::Cause::Operator { note },
+                ..
+            } => Some(note),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(floats, ["fees float"]);
+    assert!(store.verify().is_ok());
+}
+
+/// Issue 10, problem 9: every waiting refund has a way out, recorded with the operator as the
+/// cause. On a stopped node the command writes its ledger under the single-instance lock; a
+/// refund whose payment may still complete is never written off; a second node on the same
+/// ledger is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_write_off_a_waiting_refund_and_cannot_touch_one_in_flight() {
+    // No refund address and no profile: the refund waits ("no refund address").
+    let mut r = refunds_with("lnurl_http_loopback = true", |_| {}).await;
+    let node = r.start().await;
+    let job = r.failed_paid_job(false).await;
+    deferred_reason(&node, &r.s, &job).await;
+    // One node per ledger.
+    let second =
+        paydvm::node::Node::start(paydvm::config::Config::load(&r.s.config).unwrap()).await;
+    let refused = second
+        .err()
+        .expect("a second node on the same ledger is refused");
+    assert!(
+        format!("{refused:#}").contains("in use by another paydvm"),
+        "{refused:#}"
+    );
+    node.shutdown().await;
+
+    let refund = format!("{job}:fail");
+    // Without a note nothing is done.
+    let (code, _) = operator(&r, &["refund", "write-off", &refund, "--to", "credit"]);
+    assert_ne!(code, 0);
+    let (code, said) = operator(
+        &r,
+        &[
+            "refund",
+            "write-off",
+            &refund,
+            "--to",
+            "credit",
+            "--note",
+            "customer asked for credit",
+        ],
+    );
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("node stopped"), "{said}");
+    let store = r.s.store();
+    let record = refund_of(&store, &job);
+    assert_eq!(record.state, RefundState::WrittenOff);
+    assert_eq!(
+        store
+            .state()
+            .job(&paydvm_ledger::JobId::new(&job).unwrap())
+            .unwrap()
+            .state,
+        JobState::Credited
+    );
+    assert_eq!(
+        store
+            .state()
+            .held(&paydvm_ledger::Account::Credit(record.customer.clone())),
+        OWED
+    );
+    assert!(store.verify().is_ok());
+    drop(store);
+    // Written off: nothing waits any more.
+    let (code, said) = operator(&r, &["refund", "retry", &refund, "--note", "again"]);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("nothing waits"), "{said}");
+}
+
+/// A refund whose payment is in flight cannot be retried, re-routed or written off (its payment
+/// may still complete); after checking the wallet the operator resolves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_in_flight_is_only_resolved_by_the_operator_after_checking_the_wallet() {
+    let mut r = refunds(Msat::ZERO).await;
+    r.ln.script_payment(PayOutcome::Hang);
+    let node = r.start().await;
+    let job = r.failed_paid_job(true).await;
+    wait_state(&node, &job, JobState::Refunding).await;
+    let refund = format!("{job}:fail");
+    let (code, said) = operator(
+        &r,
+        &[
+            "refund",
+            "write-off",
+            &refund,
+            "--to",
+            "income",
+            "--note",
+            "x",
+        ],
+    );
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("may still complete"), "{said}");
+    let (code, said) = operator(
+        &r,
+        &[
+            "refund",
+            "resolve",
+            &refund,
+            "paid",
+            "--fee-msat",
+            "2",
+            "--note",
+            "seen in the wallet",
+        ],
+    );
+    assert_eq!(code, 0, "{said}");
+    wait_state(&node, &job, JobState::Refunded).await;
+    node.shutdown().await;
+    let store = r.s.store();
+    let record = refund_of(&store, &job);
+    assert_eq!(
+        (record.state, record.fee),
+        (RefundState::Settled, Msat::from_msat(2))
+    );
+    assert_eq!(
+        record.evidence.as_deref(),
+        Some("operator: seen in the wallet")
     );
     assert!(store.verify().is_ok());
 }

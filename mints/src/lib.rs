@@ -8,6 +8,9 @@
 
 pub mod events;
 pub mod holdings;
+pub mod intake;
+#[cfg(test)]
+mod intake_tests;
 pub mod nutzap;
 pub mod pending;
 mod recovery;

@@ -1,13 +1,10 @@
-//! cdk's recovery of its own half-done sagas, bounded: it runs only when the store holds an
-//! incomplete saga for the wallet's mint and unit, and after a failure it waits (doubling) before
-//! trying again. Unbounded, one saga cdk could never recover made every later swap ask the mint
-//! to restore first: 121,073 `POST /v1/restore` against 721 swaps in one run.
-//!
-//! Recovery never holds up a swap. Only an unfinished incoming swap (a `receive` saga) changes
-//! what a swap concludes: while one is left, "the mint says these proofs are spent" may mean
-//! "we swapped them earlier", so the NutZap is retried later instead of refused. Leftovers of
-//! other kinds (sends made by older versions for refunds, which cdk cannot recover) change
-//! nothing.
+//! cdk's recovery of its own half-done sagas, bounded. paydvm no longer starts cdk sagas (intake
+//! and refunds run their own: `intake`, `refund::saga`), but wallets written by older versions
+//! may hold some, such as refund sends with P2PK outputs cdk can never recover. Unbounded, such a
+//! saga made every swap ask the mint to restore first: 121,073 `POST /v1/restore` against 721
+//! swaps in one run. So recovery runs only when the store holds an incomplete saga for the
+//! wallet's mint and unit, and after a failure it waits (doubling) before trying again. It
+//! decides nothing for intake or refunds.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,10 +27,6 @@ struct GateState {
     /// No attempt before this.
     not_before: Option<Instant>,
     wait: Option<Duration>,
-}
-
-fn is_receive(saga: &WalletSaga) -> bool {
-    matches!(saga.state, cdk::wallet::types::WalletSagaState::Receive(_))
 }
 
 async fn incomplete(wallet: &Wallet, store: &Store) -> Result<Vec<WalletSaga>, String> {
@@ -78,13 +71,5 @@ impl RecoveryGate {
             ?wait,
             "wallet sagas left unrecovered; trying again later"
         );
-    }
-
-    /// Whether an incoming swap at the wallet's mint is still unfinished: until it is, "the
-    /// mint says these proofs are spent" may mean "we swapped them and have not recorded it".
-    pub(crate) async fn receive_unfinished(&self, wallet: &Wallet, store: &Store) -> bool {
-        incomplete(wallet, store)
-            .await
-            .map_or(true, |sagas| sagas.iter().any(is_receive))
     }
 }

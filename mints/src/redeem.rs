@@ -8,16 +8,17 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use cdk::amount::SplitTarget;
 use cdk::cdk_database::WalletDatabase;
 use cdk::nuts::{CurrencyUnit, SecretKey};
-use cdk::wallet::types::{TransactionDirection, TransactionStatus};
+
 use cdk::wallet::{ReceiveOptions, Wallet, WalletBuilder};
 use cdk_sqlite::WalletSqliteDatabase;
 use sha2::{Digest, Sha512};
 use tokio::sync::Mutex;
 
+use crate::intake::Intake;
 use crate::mint_url_of;
+use crate::refund::ports::{CdkMint, CdkStore};
 use crate::verify::VerifiedNutZap;
 
 /// Our dedicated P2PK receiving key (NIP-61: never the identity key). Prints as `***`.
@@ -152,7 +153,8 @@ impl Redeemer {
         Ok(wallet)
     }
 
-    /// Swaps the NutZap's proofs at its mint, signing each P2PK witness with our key.
+    /// Swaps the NutZap's (or request token's) proofs at its mint into outputs only we can
+    /// unblind, witnessing each P2PK lock with our key (see [`crate::intake`]).
     pub async fn swap(&self, nutzap: &VerifiedNutZap) -> SwapOutcome {
         let wallet = match self.wallet(&nutzap.mint, &nutzap.unit).await {
             Ok(w) => w,
@@ -162,77 +164,21 @@ impl Redeemer {
                 }
             }
         };
-        // An earlier attempt may have left a swap half done (the mint answered ambiguously, or
-        // we crashed): let cdk finish or roll it back first, then see whether it landed. A
-        // recovery that keeps failing is retried with back-off, not before every swap.
+        // Leftovers of cdk's own sagas (from older versions), bounded; they decide nothing here.
         self.recovery.recover(&wallet, &self.store).await;
-        if let Some(done) = self.swapped_before(&wallet, nutzap).await {
-            return done;
+        let (mint, store, seed) = (
+            CdkMint(wallet),
+            CdkStore(Arc::clone(&self.store)),
+            self.seed(),
+        );
+        Intake {
+            mint: &mint,
+            store: &store,
+            seed: &seed,
+            key: &self.key.0,
         }
-        let opts = ReceiveOptions {
-            amount_split_target: SplitTarget::default(),
-            p2pk_signing_keys: vec![self.key.0.clone()],
-            ..Default::default()
-        };
-        match wallet
-            .receive_proofs(nutzap.proofs.clone(), opts, None, None)
-            .await
-        {
-            Ok(received) => {
-                let received = u64::from(received);
-                SwapOutcome::Swapped {
-                    received,
-                    fee: nutzap.units.saturating_sub(received),
-                }
-            }
-            Err(cdk::Error::TokenAlreadySpent) => {
-                match self.swapped_before(&wallet, nutzap).await {
-                    Some(done) => done,
-                    None if self.recovery.receive_unfinished(&wallet, &self.store).await => {
-                        SwapOutcome::Retry {
-                            reason:
-                                "spent at the mint, and an earlier incoming swap is not recovered \
-                                 yet: it may have been ours"
-                                    .into(),
-                        }
-                    }
-                    None => SwapOutcome::AlreadySpent,
-                }
-            }
-            Err(e) if e.is_definitive_failure() => SwapOutcome::Refused {
-                reason: e.to_string(),
-            },
-            Err(e) => SwapOutcome::Retry {
-                reason: e.to_string(),
-            },
-        }
-    }
-
-    /// A completed swap of ours with the same input Ys (an earlier attempt, or one finished
-    /// before a crash): then "already spent" means "already ours".
-    async fn swapped_before(
-        &self,
-        wallet: &Wallet,
-        nutzap: &VerifiedNutZap,
-    ) -> Option<SwapOutcome> {
-        let history = wallet
-            .list_transactions(Some(TransactionDirection::Incoming))
-            .await
-            .ok()?;
-        history
-            .into_iter()
-            .filter(|tx| tx.status == TransactionStatus::Completed)
-            .find_map(|tx| {
-                let ys: Vec<String> = tx.ys.iter().map(|y| y.to_hex()).collect();
-                nutzap
-                    .ys
-                    .iter()
-                    .all(|y| ys.contains(y))
-                    .then(|| SwapOutcome::Swapped {
-                        received: u64::from(tx.amount),
-                        fee: u64::from(tx.fee),
-                    })
-            })
+        .swap(nutzap)
+        .await
     }
 
     /// Unspent balance in `unit` at `mint`, as the wallet store has it.

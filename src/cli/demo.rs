@@ -225,6 +225,10 @@ async fn demo(dir: &Path) -> anyhow::Result<u8> {
         customer.public_key().to_hex(),
         Msat::from_msat(TOP_UP_MSAT)
     ))?;
+    say(&format!(
+        "operator float in the Lightning wallet: {} (refunds reserve their routing-fee cap from it)",
+        Msat::from_msat(FLOAT_MSAT)
+    ))?;
 
     let config = Config::load(&config_path)?;
     let lightning = FakeLightning::new();
@@ -472,8 +476,23 @@ mint_requests_per_minute = 0
     Ok(path)
 }
 
+/// Operator float booked in the Lightning wallet (as `paydvm float add lightning` does).
+const FLOAT_MSAT: u64 = 10_000;
+
+/// The customer's prepaid credit and the operator's float, recorded before the node starts.
 fn top_up(ledger: &Path, customer: &Keys) -> anyhow::Result<()> {
     let mut store = Store::open(ledger, Durability::Normal)?;
+    store.append(&LedgerEvent::new(
+        IdemKey::new("demo-float-1")?,
+        UnixMs(now_ms()),
+        EventBody::FloatAdded {
+            asset: Asset::Lightning,
+            amount: Msat::from_msat(FLOAT_MSAT),
+            cause: paydvm_ledger::Cause::Operator {
+                note: "demo: float for refund fees".into(),
+            },
+        },
+    ))?;
     let reference = "demo-topup-1";
     store.append(&LedgerEvent::new(
         IdemKey::new(reference)?,

@@ -16,6 +16,9 @@ use cdk::wallet::Wallet;
 
 use super::record::{operation_id, store_key, SagaRecord, NAMESPACE, SUB_NAMESPACE};
 
+/// Where intake plans are kept (beside the refund sagas).
+const INTAKE_NAMESPACE: &str = "intake_plan_v1";
+
 /// How a call to the mint went wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MintFault {
@@ -71,6 +74,15 @@ pub trait SagaStore: Send + Sync {
     async fn reserve(&self, tag: &str, ys: Vec<PublicKey>) -> Result<(), StoreFault>;
     /// Gives back what the tag's attempt reserved.
     async fn release(&self, tag: &str) -> Result<(), StoreFault>;
+    /// The plan of an intake swap (`intake::IntakePlan`), if one was written.
+    async fn load_intake(&self, tag: &str)
+        -> Result<Option<crate::intake::IntakePlan>, StoreFault>;
+    async fn save_intake(
+        &self,
+        tag: &str,
+        plan: &crate::intake::IntakePlan,
+    ) -> Result<(), StoreFault>;
+    async fn forget_intake(&self, tag: &str) -> Result<(), StoreFault>;
     /// After a swap: `change` joins the wallet, `spent` leaves it. Idempotent.
     async fn settle(
         &self,
@@ -212,6 +224,39 @@ impl SagaStore for CdkStore {
             }
         }
         Ok(records)
+    }
+
+    async fn load_intake(
+        &self,
+        tag: &str,
+    ) -> Result<Option<crate::intake::IntakePlan>, StoreFault> {
+        let bytes = self
+            .0
+            .kv_read(NAMESPACE, INTAKE_NAMESPACE, &store_key(tag))
+            .await
+            .map_err(store_fault)?;
+        bytes
+            .map(|b| serde_json::from_slice(&b).map_err(store_fault))
+            .transpose()
+    }
+
+    async fn save_intake(
+        &self,
+        tag: &str,
+        plan: &crate::intake::IntakePlan,
+    ) -> Result<(), StoreFault> {
+        let bytes = serde_json::to_vec(plan).map_err(store_fault)?;
+        self.0
+            .kv_write(NAMESPACE, INTAKE_NAMESPACE, &store_key(tag), &bytes)
+            .await
+            .map_err(store_fault)
+    }
+
+    async fn forget_intake(&self, tag: &str) -> Result<(), StoreFault> {
+        self.0
+            .kv_remove(NAMESPACE, INTAKE_NAMESPACE, &store_key(tag))
+            .await
+            .map_err(store_fault)
     }
 
     async fn unspent(&self, mint: &str, unit: &str) -> Result<Vec<Proof>, StoreFault> {

@@ -270,7 +270,7 @@ impl Saga<'_> {
         outputs: &[Output],
         signatures: Vec<BlindSignature>,
     ) -> Outcome {
-        let proofs = match self.unblind(outputs, signatures).await {
+        let proofs = match unblind(self.mint, outputs, signatures).await {
             Ok(p) => p,
             Err(e) => return Outcome::Unknown(e),
         };
@@ -312,44 +312,6 @@ impl Saga<'_> {
             wallet_updated: true,
         };
         self.store.save(&done).await
-    }
-
-    async fn unblind(
-        &self,
-        outputs: &[Output],
-        signatures: Vec<BlindSignature>,
-    ) -> Result<Vec<Proof>, String> {
-        if signatures.len() != outputs.len() {
-            return Err(format!(
-                "{} signatures for {} outputs",
-                signatures.len(),
-                outputs.len()
-            ));
-        }
-        let mut proofs = Vec::with_capacity(outputs.len());
-        for (o, sig) in outputs.iter().zip(signatures) {
-            if sig.amount != Amount::from(o.amount) || sig.keyset_id != o.blinded.keyset_id {
-                return Err("a signature does not match its output".into());
-            }
-            let keys = self
-                .mint
-                .keyset(sig.keyset_id)
-                .await
-                .map_err(|f| format!("{f:?}"))?
-                .keys;
-            let key = keys
-                .amount_key(sig.amount)
-                .ok_or("no mint key for an amount")?;
-            if sig.dleq.is_some() {
-                sig.verify_dleq(key, o.blinded.blinded_secret)
-                    .map_err(|e| format!("the mint's DLEQ proof is invalid: {e}"))?;
-            }
-            let c = unblind_message(&sig.c, &o.r, &key).map_err(|e| e.to_string())?;
-            let mut proof = Proof::new(sig.amount, sig.keyset_id, o.secret.clone(), c);
-            proof.dleq = sig.dleq.map(|d| ProofDleq::new(d.e, d.s, o.r.clone()));
-            proofs.push(proof);
-        }
-        Ok(proofs)
     }
 
     fn outputs(&self, r: &SagaRecord) -> Result<Vec<Output>, String> {
@@ -423,4 +385,42 @@ impl Saga<'_> {
             !states.is_empty() && states.iter().all(|s| *s == State::Spent),
         ))
     }
+}
+
+/// Checks each signature against its output (amount, keyset, DLEQ when given) and unblinds it.
+pub(crate) async fn unblind(
+    mint: &dyn MintPort,
+    outputs: &[Output],
+    signatures: Vec<BlindSignature>,
+) -> Result<Vec<Proof>, String> {
+    if signatures.len() != outputs.len() {
+        return Err(format!(
+            "{} signatures for {} outputs",
+            signatures.len(),
+            outputs.len()
+        ));
+    }
+    let mut proofs = Vec::with_capacity(outputs.len());
+    for (o, sig) in outputs.iter().zip(signatures) {
+        if sig.amount != Amount::from(o.amount) || sig.keyset_id != o.blinded.keyset_id {
+            return Err("a signature does not match its output".into());
+        }
+        let keys = mint
+            .keyset(sig.keyset_id)
+            .await
+            .map_err(|f| format!("{f:?}"))?
+            .keys;
+        let key = keys
+            .amount_key(sig.amount)
+            .ok_or("no mint key for an amount")?;
+        if sig.dleq.is_some() {
+            sig.verify_dleq(key, o.blinded.blinded_secret)
+                .map_err(|e| format!("the mint's DLEQ proof is invalid: {e}"))?;
+        }
+        let c = unblind_message(&sig.c, &o.r, &key).map_err(|e| e.to_string())?;
+        let mut proof = Proof::new(sig.amount, sig.keyset_id, o.secret.clone(), c);
+        proof.dleq = sig.dleq.map(|d| ProofDleq::new(d.e, d.s, o.r.clone()));
+        proofs.push(proof);
+    }
+    Ok(proofs)
 }

@@ -263,6 +263,7 @@ enum Held {
 #[derive(Default)]
 struct StoreBook {
     records: BTreeMap<String, SagaRecord>,
+    intakes: BTreeMap<String, crate::intake::IntakePlan>,
     proofs: BTreeMap<PublicKey, (Proof, Held, Option<String>)>,
 }
 
@@ -337,6 +338,27 @@ impl SagaStore for SimStore {
 
     async fn list(&self) -> Result<Vec<SagaRecord>, StoreFault> {
         Ok(self.book().records.values().cloned().collect())
+    }
+
+    async fn load_intake(
+        &self,
+        tag: &str,
+    ) -> Result<Option<crate::intake::IntakePlan>, StoreFault> {
+        Ok(self.book().intakes.get(tag).cloned())
+    }
+
+    async fn save_intake(
+        &self,
+        tag: &str,
+        plan: &crate::intake::IntakePlan,
+    ) -> Result<(), StoreFault> {
+        self.book().intakes.insert(tag.to_owned(), plan.clone());
+        Ok(())
+    }
+
+    async fn forget_intake(&self, tag: &str) -> Result<(), StoreFault> {
+        self.book().intakes.remove(tag);
+        Ok(())
     }
 
     async fn unspent(&self, _mint: &str, _unit: &str) -> Result<Vec<Proof>, StoreFault> {
