@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use super::core::{Command, VerifiedPayment};
 use crate::lightning::watch::{Settled, Watcher};
-use crate::lightning::{InvoiceDescription, IssuedInvoice, LightningBackend};
+use crate::lightning::{Invoice, InvoiceDescription, IssuedInvoice, LightningBackend};
 
 /// What the core asked for, handed back with the answer so the core keeps no extra state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,4 +147,28 @@ async fn forward(
             return;
         }
     }
+}
+
+/// The backend's invoice is checked, not trusted: it must parse, carry the payment hash the
+/// backend reported and exactly the quoted amount, and not expire before the quote does (less a
+/// second for the BOLT 11 timestamp's rounding). The checked invoice, or why not.
+pub fn check_issued(request: &InvoiceRequest, invoice: IssuedInvoice) -> Result<IssuedInvoice, String> {
+    let parsed = Invoice::parse(&invoice.bolt11).map_err(|e| e.to_string())?;
+    if parsed.payment_hash() != invoice.payment_hash.to_ascii_lowercase() {
+        return Err("payment hash differs from the one the backend reported".into());
+    }
+    if parsed.amount() != Some(request.amount) {
+        return Err(format!(
+            "amount {:?} differs from the quoted {} msat",
+            parsed.amount().map(Msat::as_msat),
+            request.amount.as_msat()
+        ));
+    }
+    if parsed.expires_at() + 1 < request.expires_at_ms / 1000 {
+        return Err("invoice expires before the quote".into());
+    }
+    Ok(IssuedInvoice {
+        bolt11: parsed.as_str().to_owned(),
+        payment_hash: parsed.payment_hash(),
+    })
 }

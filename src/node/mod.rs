@@ -14,6 +14,7 @@
 pub mod announce;
 pub mod control;
 pub mod core;
+pub mod decide;
 pub mod ecash_refunds;
 pub mod intake;
 pub mod invoicing;

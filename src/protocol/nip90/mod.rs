@@ -4,6 +4,7 @@
 //! keeps a crate upgrade from breaking the wire format. Requests become a typed [`crate::job::Job`];
 //! replies are unsigned [`nostr_sdk::EventBuilder`]s that the outbox signs.
 
+mod adapter;
 mod encryption;
 mod error;
 mod feedback;
@@ -16,6 +17,7 @@ mod tags;
 #[cfg(test)]
 mod test_support;
 
+pub use adapter::{Nip90Adapter, Nip90Context, MAX_RESULT_EVENT_BYTES};
 pub use encryption::{CryptoError, Encryption};
 pub use error::{BidError, RequestError};
 pub use feedback::{feedback_event, Feedback, Status};

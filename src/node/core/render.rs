@@ -1,0 +1,236 @@
+//! Commands in, replies out: what a command means as an input of the decision core, and each
+//! decided reply rendered by the protocol adapter as a signed event, recorded in the same group
+//! as `effect_requested` under its job.
+
+use anyhow::anyhow;
+use nostr_sdk::prelude::Event;
+use paydvm_ledger::{EffectId, EventBody, JobId, LedgerEvent, RefundId, UnixMs};
+use tracing::{debug, warn};
+
+use super::{job_id, publication_from_payload, pubkey, Command, Core};
+use crate::node::decide::{keys, ExecFailure, Group, Input, ReplyKind};
+use crate::node::invoicing::check_issued;
+use crate::node::outbox::Publication;
+use crate::protocol::{AdapterError, Inbound, ProtocolAdapter};
+
+impl Core {
+    /// What `command` means to the decision core (`None`: nothing to decide).
+    pub(super) fn to_input(&mut self, command: Command) -> anyhow::Result<Option<Input>> {
+        let refund = |id: String| RefundId::new(id).map_err(|e| anyhow!("{e}"));
+        Ok(Some(match command {
+            Command::Request { event, relay } => return Ok(self.read_request(*event, relay)),
+            Command::Deletion(event) => cancellation(&event)?,
+            Command::Payment(payment) => Input::PaymentVerified(payment),
+            Command::PaymentRefused { job, reason } => Input::PaymentRefused {
+                job: job_id(&job)?,
+                reason,
+            },
+            Command::InvoiceIssued { request, invoice } => {
+                let checked = check_issued(&request, invoice)
+                    .inspect_err(|reason| {
+                        warn!(job = %request.job, %reason, "refusing the backend's invoice; quoting without one");
+                    })
+                    .ok();
+                invoice_input(&request, checked)?
+            }
+            Command::InvoiceFailed { request, reason } => {
+                warn!(job = %request.job, %reason, "no invoice; quoting without one");
+                invoice_input(&request, None)?
+            }
+            Command::RefundRouted {
+                refund: id,
+                attempt,
+                route,
+            } => Input::RefundRouted {
+                refund: refund(id)?,
+                attempt,
+                route,
+            },
+            Command::RefundDeferred { refund: id, reason } => Input::RefundDeferred {
+                refund: refund(id)?,
+                reason,
+            },
+            Command::RefundOutcome {
+                refund: id,
+                attempt,
+                status,
+            } => Input::RefundOutcome {
+                refund: refund(id)?,
+                attempt,
+                status,
+            },
+            Command::ExecFinished {
+                job,
+                attempt,
+                outcome,
+            } => self.exec_finished(job_id(&job)?, attempt, outcome),
+            Command::Published { effect, detail } => Input::EffectDelivered {
+                effect: EffectId::new(effect).map_err(|e| anyhow!("{e}"))?,
+                detail,
+            },
+            Command::PublishGaveUp { effect } => Input::EffectGaveUp {
+                effect: EffectId::new(effect).map_err(|e| anyhow!("{e}"))?,
+            },
+            Command::Tick => Input::ClockTicked,
+            _ => return Ok(None),
+        }))
+    }
+
+    /// A request event, read by the adapter; its reply context is kept while the job lives.
+    fn read_request(
+        &mut self,
+        event: Event,
+        relay: Option<nostr_sdk::prelude::RelayUrl>,
+    ) -> Option<Input> {
+        match self.adapter.read_from(&event, relay) {
+            Inbound::Ignore => None,
+            Inbound::Unparsable {
+                job,
+                customer,
+                kind,
+                reason,
+            } => {
+                self.rejected.insert(job.clone(), event);
+                Some(Input::RequestUnparsable {
+                    job,
+                    customer,
+                    kind,
+                    reason,
+                })
+            }
+            Inbound::Request { request, context } => {
+                self.contexts.entry(request.job.clone()).or_insert(*context);
+                Some(Input::RequestArrived(request))
+            }
+        }
+    }
+
+    /// An attempt's output that cannot be delivered (too large for relays) is a failed
+    /// attempt, decided as such before anything is recorded.
+    fn exec_finished(
+        &self,
+        job: JobId,
+        attempt: u32,
+        outcome: Result<String, ExecFailure>,
+    ) -> Input {
+        let outcome = match (outcome, self.contexts.get(&job)) {
+            (Ok(content), Some(context)) => {
+                let trial = ReplyKind::Result {
+                    content,
+                    expires_at: None,
+                };
+                let checked = self.adapter.check(context, &trial);
+                let ReplyKind::Result { content, .. } = trial else {
+                    unreachable!("built as a result above")
+                };
+                match checked {
+                    Err(AdapterError::Undeliverable(reason)) => Err(ExecFailure {
+                        reason,
+                        retryable: false,
+                    }),
+                    _ => Ok(content),
+                }
+            }
+            (outcome, _) => outcome,
+        };
+        Input::ExecutorFinished {
+            job,
+            attempt,
+            outcome,
+        }
+    }
+
+    /// Renders each reply of `group` as a signed event, recorded as `effect_requested` under its
+    /// job; a result's event id goes into the group's `result_published`.
+    pub(super) fn render(
+        &self,
+        group: &mut Group,
+    ) -> anyhow::Result<Vec<(LedgerEvent, Option<Publication>)>> {
+        let at = self.now();
+        let mut out = Vec::with_capacity(group.replies.len());
+        for reply in &group.replies {
+            let is_result = matches!(reply.kind, ReplyKind::Result { .. });
+            let outbound = match (self.contexts.get(&reply.job), self.rejected.get(&reply.job)) {
+                (Some(context), _) => self.adapter.render(context, &reply.kind)?,
+                (None, Some(event)) => match &reply.kind {
+                    ReplyKind::Error { reason } => self.adapter.render_rejection(event, reason)?,
+                    _ => continue,
+                },
+                (None, None) if is_result => {
+                    return Err(anyhow!("no reply context for the result of {}", reply.job))
+                }
+                (None, None) => {
+                    debug!(job = %reply.job, "no reply context; reply not sent");
+                    continue;
+                }
+            };
+            if is_result {
+                fill_result_id(&mut group.events, &reply.job, &outbound.id)?;
+            }
+            out.push((
+                effect_event(&reply.job, &outbound.id, outbound.payload.clone(), at)?,
+                publication_from_payload(&outbound.id, &outbound.payload).ok(),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+fn effect_event(job: &JobId, id: &str, payload: String, at: UnixMs) -> anyhow::Result<LedgerEvent> {
+    Ok(LedgerEvent::new(
+        keys::effect(id)?,
+        at,
+        EventBody::EffectRequested {
+            effect: EffectId::new(id)?,
+            job: Some(job.clone()),
+            action: "publish".into(),
+            payload,
+        },
+    ))
+}
+
+/// The rendered result's event id, into the group's `result_published` for `job`.
+fn fill_result_id(events: &mut [LedgerEvent], job: &JobId, id: &str) -> anyhow::Result<()> {
+    for event in events {
+        if let EventBody::ResultPublished {
+            job: j,
+            result_event,
+        } = &mut event.body
+        {
+            if j == job {
+                *result_event = paydvm_ledger::EventId::new(id)?;
+                return Ok(());
+            }
+        }
+    }
+    Err(anyhow!("a result reply with no result_published for {job}"))
+}
+
+fn invoice_input(
+    request: &crate::node::invoicing::InvoiceRequest,
+    invoice: Option<crate::lightning::IssuedInvoice>,
+) -> anyhow::Result<Input> {
+    Ok(Input::InvoiceIssued {
+        job: job_id(&request.job)?,
+        amount: request.amount,
+        expires_at: UnixMs(request.expires_at_ms),
+        invoice,
+    })
+}
+
+/// A NIP-09 deletion: the jobs its `e` tags name, by its author.
+fn cancellation(event: &Event) -> anyhow::Result<Input> {
+    let targets = event
+        .tags
+        .iter()
+        .filter_map(|t| match t.as_slice() {
+            [name, id, ..] if name == "e" => JobId::new(id.clone()).ok(),
+            _ => None,
+        })
+        .collect();
+    Ok(Input::CancellationArrived {
+        deletion: event.id.to_hex(),
+        author: pubkey(event.pubkey.to_hex())?,
+        targets,
+    })
+}

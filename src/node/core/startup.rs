@@ -1,0 +1,212 @@
+//! Start-up of the shell: what only the ledger file can tell (stored requests, the quotes'
+//! invoices, the assets of refunds older nodes wrote) is read here, before the decision core
+//! resumes the open work ([`Input::Restarted`]).
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::anyhow;
+use nostr_sdk::prelude::{Event, JsonUtil};
+use paydvm_ledger::{Asset, EventBody, JobId, JobState, Msat, PaymentOption, RefundId, UnixMs};
+use tracing::warn;
+
+use super::Core;
+use crate::lightning::IssuedInvoice;
+use crate::node::decide::{Input, JobRequest};
+use crate::protocol::{Inbound, ProtocolAdapter};
+
+/// What start-up found: where intake catches up from and which requests it must fetch again.
+#[derive(Debug, Default)]
+pub struct Startup {
+    /// The newest `at` in the ledger, if any event exists.
+    pub newest_at: Option<u64>,
+    /// Request event ids (hex) of jobs that may still run but whose request the ledger did not
+    /// store (ledgers written before requests were stored).
+    pub pending_requests: Vec<String>,
+}
+
+impl Core {
+    /// Re-sends every undelivered effect, resumes the jobs whose request the ledger stored, looks
+    /// up or routes open refunds, and lists the requests that must come from a relay again.
+    pub fn startup(&mut self) -> anyhow::Result<Startup> {
+        self.watch_open_invoices()?;
+        self.abandon_unstarted_ecash_refunds();
+        let (requests, pending_requests) = self.stored_requests();
+        let legacy_sources = self.legacy_sources()?;
+        self.input(Input::Restarted {
+            requests,
+            legacy_sources,
+        });
+        let memory = self.decider.memory();
+        self.contexts.retain(|job, _| memory.holds(job));
+        self.flush();
+        // The first write drives the open refunds, which may stage `refund_deferred`: write it.
+        self.flush();
+        let (seq, _) = self.store.head();
+        let newest_at = if seq == 0 {
+            None
+        } else {
+            self.store.event(seq)?.map(|e| e.event.at.0)
+        };
+        Ok(Startup {
+            newest_at,
+            pending_requests,
+        })
+    }
+
+    /// The stored requests of jobs that may still run, or still owe a refund (where it goes),
+    /// checked again as if just received; and the ids of those the ledger did not store.
+    fn stored_requests(&mut self) -> (Vec<JobRequest>, Vec<String>) {
+        let owing: HashSet<JobId> = self
+            .store
+            .state()
+            .refunds()
+            .filter(|r| !r.state.is_closed())
+            .filter_map(|r| r.job.clone())
+            .collect();
+        let wanted: Vec<(JobId, String, bool)> = self
+            .store
+            .state()
+            .jobs()
+            .filter(|j| needs_request_after_restart(j.state) || owing.contains(&j.job))
+            .map(|j| {
+                let runs = needs_request_after_restart(j.state);
+                (j.job.clone(), j.request_event.to_string(), runs)
+            })
+            .collect();
+        let (mut requests, mut missing) = (Vec::new(), Vec::new());
+        for (job, request_event, runs) in wanted {
+            match self.stored_request(&job) {
+                Ok(Some(request)) => requests.push(request),
+                Ok(None) if runs => missing.push(request_event),
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(%job, "stored request unusable, fetching it again: {e:#}");
+                    if runs {
+                        missing.push(request_event);
+                    }
+                }
+            }
+        }
+        (requests, missing)
+    }
+
+    /// The request stored with `job`, read by the adapter as if it had just arrived.
+    fn stored_request(&mut self, job: &JobId) -> anyhow::Result<Option<JobRequest>> {
+        let Some(json) = self.store.stored_request(job)? else {
+            return Ok(None);
+        };
+        let event = Event::from_json(json)?;
+        event.verify()?;
+        if event.id.to_hex() != job.as_str() {
+            return Err(anyhow!("the stored request is another event"));
+        }
+        match self.adapter.read(&event) {
+            Inbound::Request { request, context } => {
+                self.contexts.insert(job.clone(), *context);
+                Ok(Some(*request))
+            }
+            Inbound::Unparsable { reason, .. } => Err(anyhow!("{reason}")),
+            Inbound::Ignore => Err(anyhow!("no longer a request for us")),
+        }
+    }
+
+    /// For each open refund an older node wrote without an asset: the asset its job's payments
+    /// brought the most of (ties to Lightning, then mints by URL), or `None` when the job was
+    /// paid from prepaid credit.
+    fn legacy_sources(&self) -> anyhow::Result<Vec<(RefundId, Option<Asset>)>> {
+        let legacy: Vec<(RefundId, JobId)> = self
+            .store
+            .state()
+            .refunds()
+            .filter(|r| !r.state.is_closed() && r.asset.is_none())
+            .filter_map(|r| r.job.clone().map(|j| (r.refund.clone(), j)))
+            .collect();
+        let mut out = Vec::with_capacity(legacy.len());
+        for (refund, job) in legacy {
+            let mut by_asset: HashMap<Asset, Msat> = HashMap::new();
+            for event in self.store.audit(job.as_str())?.map(|t| t.events).unwrap_or_default() {
+                if let EventBody::PaymentReceived(payment) = event.event {
+                    let sum = by_asset.entry(payment.asset).or_insert(Msat::ZERO);
+                    *sum = sum.checked_add(payment.amount)?;
+                }
+            }
+            let asset = by_asset
+                .into_iter()
+                .max_by(|(a, x), (b, y)| x.cmp(y).then_with(|| b.cmp(a)))
+                .map(|(asset, _)| asset);
+            out.push((refund, asset));
+        }
+        Ok(out)
+    }
+
+    /// Watches again the invoices of quotes still open: a settlement that happened while the
+    /// node was down is found by the first look-up.
+    fn watch_open_invoices(&self) -> anyhow::Result<()> {
+        let Some(desk) = &self.invoices else {
+            return Ok(());
+        };
+        let open: Vec<(JobId, UnixMs)> = self
+            .store
+            .state()
+            .jobs()
+            .filter(|j| matches!(j.state, JobState::Quoted | JobState::PartiallyPaid))
+            .filter_map(|j| j.expires_at.map(|e| (j.job.clone(), e)))
+            .collect();
+        for (job, expires_at) in open {
+            let Some(trail) = self.store.audit(job.as_str())? else {
+                continue;
+            };
+            for event in &trail.events {
+                let EventBody::QuoteIssued { options, .. } = &event.event else {
+                    continue;
+                };
+                for option in options {
+                    if let PaymentOption::Invoice {
+                        payment_hash,
+                        bolt11,
+                    } = option
+                    {
+                        let invoice = IssuedInvoice {
+                            bolt11: bolt11.clone(),
+                            payment_hash: payment_hash.clone(),
+                        };
+                        desk.watch(&invoice, job.as_str(), expires_at.0);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases the ecash attempts an earlier run prepared but never recorded as started.
+    fn abandon_unstarted_ecash_refunds(&self) {
+        let Some(desk) = &self.ecash_refunds else {
+            return;
+        };
+        let live = self
+            .store
+            .state()
+            .refunds()
+            .filter(|r| r.state.can_resolve())
+            .filter_map(|r| r.route.as_ref())
+            .filter(|route| matches!(route.asset, Asset::Mint { .. }))
+            .map(|route| route.lookup.clone())
+            .collect();
+        desk.abandon_unstarted(live, self.now().0);
+    }
+}
+
+/// Jobs whose request must be in memory again after a restart: those that may still run (queued,
+/// interrupted) and those a payment may still start (quoted, partly paid, expired within grace).
+fn needs_request_after_restart(state: JobState) -> bool {
+    matches!(
+        state,
+        JobState::Queued
+            | JobState::Processing
+            | JobState::Quoted
+            | JobState::PartiallyPaid
+            | JobState::Expired
+            // Received only: its invoice was being made when the node stopped.
+            | JobState::Received
+    )
+}

@@ -1,0 +1,113 @@
+//! Every idempotency key the node writes, built here and nowhere else. Each comes from the
+//! outside world (a request id, a deletion id, an attempt number the ledger counted, a
+//! refund id named after its cause), so an input seen again makes the same key and changes
+//! nothing (`AppendOutcome::Duplicate`).
+
+use paydvm_ledger::{EffectId, IdError, IdemKey, JobId, RefundId};
+use sha2::{Digest, Sha256};
+
+type Key = Result<IdemKey, IdError>;
+
+pub fn received(job: &JobId) -> Key {
+    IdemKey::new(format!("recv:{job}"))
+}
+
+pub fn rejected(job: &JobId) -> Key {
+    IdemKey::new(format!("reject:{job}"))
+}
+
+pub fn quoted(job: &JobId) -> Key {
+    IdemKey::new(format!("quote:{job}"))
+}
+
+/// The `n`th queueing of `job` (`n` = attempts so far: 0 when paid or free, then per retry).
+pub fn queued(job: &JobId, n: u32) -> Key {
+    IdemKey::new(format!("queue:{job}:{n}"))
+}
+
+pub fn started(job: &JobId, attempt: u32) -> Key {
+    IdemKey::new(format!("start:{job}:{attempt}"))
+}
+
+pub fn failed(job: &JobId, attempt: u32) -> Key {
+    IdemKey::new(format!("fail:{job}:{attempt}"))
+}
+
+pub fn result(job: &JobId) -> Key {
+    IdemKey::new(format!("result:{job}"))
+}
+
+pub fn refund_due(job: &JobId) -> Key {
+    IdemKey::new(format!("refund-due:{job}"))
+}
+
+pub fn credited(job: &JobId) -> Key {
+    IdemKey::new(format!("credit:{job}"))
+}
+
+pub fn closed(job: &JobId) -> Key {
+    IdemKey::new(format!("close:{job}"))
+}
+
+pub fn expired(job: &JobId) -> Key {
+    IdemKey::new(format!("expire:{job}"))
+}
+
+/// A withdrawal; with `several`, one deletion names several of our jobs.
+pub fn cancelled(deletion: &str, job: &JobId, several: bool) -> Key {
+    if several {
+        IdemKey::new(format!("cancel:{deletion}:{job}"))
+    } else {
+        IdemKey::new(format!("cancel:{deletion}"))
+    }
+}
+
+/// An effect (a signed event to publish) recorded for a job.
+pub fn effect(event_id: &str) -> Key {
+    IdemKey::new(format!("effect:{event_id}"))
+}
+
+/// An announcement (NIP-89, profile, 10019, NutZap markers): recorded with no job.
+pub fn announcement(event_id: &str) -> Key {
+    IdemKey::new(format!("announce:{event_id}"))
+}
+
+pub fn delivered(effect: &EffectId) -> Key {
+    IdemKey::new(format!("done:{effect}"))
+}
+
+/// Why a refund waits, once per distinct reason per attempt count.
+pub fn refund_deferred(refund: &RefundId, attempts: u32, reason: &str) -> Key {
+    let digest = hex::encode(&Sha256::digest(reason.as_bytes())[..8]);
+    IdemKey::new(format!("refund-deferred:{refund}:{attempts}:{digest}"))
+}
+
+pub fn refund_started(refund: &RefundId, attempt: u32) -> Key {
+    IdemKey::new(format!("refund-start:{refund}:{attempt}"))
+}
+
+pub fn refund_settled(refund: &RefundId) -> Key {
+    IdemKey::new(format!("refund-settled:{refund}"))
+}
+
+pub fn refund_unknown(refund: &RefundId, attempt: u32) -> Key {
+    IdemKey::new(format!("refund-unknown:{refund}:{attempt}"))
+}
+
+pub fn refund_failed(refund: &RefundId, attempt: u32) -> Key {
+    IdemKey::new(format!("refund-failed:{refund}:{attempt}"))
+}
+
+pub fn refund_credited_back(refund: &RefundId) -> Key {
+    IdemKey::new(format!("refund-credited-back:{refund}"))
+}
+
+/// A job's own refund, named after why it is owed (`fail`, `cancel`, `expiry`).
+pub fn job_refund(job: &JobId, why: &str) -> Result<RefundId, IdError> {
+    RefundId::new(format!("{job}:{why}"))
+}
+
+/// A refund of one payment (`excess` over the price, or `return`ed whole).
+pub fn payment_refund(job: &JobId, why: &str, reference: &str) -> Result<RefundId, IdError> {
+    RefundId::new(format!("{job}:{why}:{reference}"))
+}

@@ -1,0 +1,1 @@
+//! Unit tests of the decision core: every input kind, on a ledger in memory, with a fixed clock.
