@@ -14,6 +14,8 @@
 
 mod exec;
 mod expiry;
+#[cfg(test)]
+mod harness;
 pub mod keys;
 mod memory;
 mod operator;
