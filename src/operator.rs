@@ -74,7 +74,10 @@ impl OperatorReply {
 pub fn parse_asset(text: &str) -> Result<Asset, String> {
     match text.trim() {
         "lightning" => Ok(Asset::Lightning),
-        other => match other.strip_prefix("mint:").map(paydvm_mints::normalise_mint_url) {
+        other => match other
+            .strip_prefix("mint:")
+            .map(paydvm_mints::normalise_mint_url)
+        {
             Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
                 Ok(Asset::Mint { url })
             }

@@ -76,7 +76,10 @@ pub enum RefundRun {
 /// One lock per (mint, unit): choosing inputs and swapping them happen one refund at a time, so
 /// two refunds never pick the same proofs. Incoming swaps do not take it.
 #[derive(Default)]
-pub(crate) struct RefundLocks(Mutex<HashMap<(String, String), Arc<Mutex<()>>>>);
+pub(crate) struct RefundLocks(Mutex<HashMap<MintUnit, Arc<Mutex<()>>>>);
+
+/// A mint's URL and a unit on it.
+type MintUnit = (String, String);
 
 impl RefundLocks {
     async fn of(&self, mint: &str, unit: &str) -> Arc<Mutex<()>> {

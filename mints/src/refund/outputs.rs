@@ -126,10 +126,8 @@ mod tests {
 
     #[test]
     fn the_same_tag_derives_the_same_outputs_and_another_tag_does_not() {
-        let lock = lock_key(
-            &"79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798".to_string(),
-        )
-        .unwrap();
+        let lock =
+            lock_key("79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798").unwrap();
         let a = derive_outputs(&SEED, "job:fail#1", keyset(), &[4, 1, 2], 2, Some(&lock)).unwrap();
         let b = derive_outputs(&SEED, "job:fail#1", keyset(), &[4, 1, 2], 2, Some(&lock)).unwrap();
         let c = derive_outputs(&SEED, "job:fail#2", keyset(), &[4, 1, 2], 2, Some(&lock)).unwrap();
