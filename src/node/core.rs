@@ -56,8 +56,13 @@ pub enum Command {
     /// A payment whose evidence a rail verified end to end.
     Payment(Box<VerifiedPayment>),
     /// A rail refused a payment offered for a job (a token in a public tag, say): the customer
-    /// is told, under that job.
-    PaymentRefused { job: String, reason: String },
+    /// is told, under that job. `request` is the job's request event, read again for the reply
+    /// if the job no longer holds a reply context.
+    PaymentRefused {
+        job: String,
+        reason: String,
+        request: Box<Event>,
+    },
     /// The Lightning backend created the invoice for a quote.
     InvoiceIssued {
         request: InvoiceRequest,
@@ -378,6 +383,7 @@ impl Core {
         };
         let request_job = match &input {
             Input::RequestArrived(r) => Some(r.job.clone()),
+            Input::PaymentRefused { job, .. } => Some(job.clone()),
             _ => None,
         };
         self.input(input);

@@ -11,14 +11,13 @@
 use nostr_sdk::prelude::Event;
 use paydvm_ledger::{Asset, JobState, Msat, Rail};
 use paydvm_mints::{PendingState, PendingSwap, Reject, RequestToken, VerifiedNutZap};
-use tracing::warn;
 
 use super::core::{Command, VerifiedPayment};
 use super::now_ms;
 use super::nutzaps::{reference, Worker};
 use crate::config::PublicTokens;
 use crate::protocol::nip90::{
-    feedback_event, parse_request, Feedback, ParsedRequest, PaymentToken, Status, Visibility,
+    parse_request, ParsedRequest, PaymentToken, Visibility,
 };
 
 /// What a customer is told when a token sits in a clear tag and the operator refuses those.
@@ -94,13 +93,13 @@ impl Worker {
                         next_try_ms: 0,
                     };
                     if let Some(reason) = self.attempt(row).await {
-                        self.tell(&request, &format!("cashu token not redeemed: {reason}"));
+                        self.tell(&event, &job, format!("cashu token not redeemed: {reason}"));
                     }
                 }
                 Step::Nothing => self.stats.duplicate(),
                 Step::Refuse(reason) => {
                     self.stats.refused(&job, &reason);
-                    self.tell(&request, &reason);
+                    self.tell(&event, &job, reason);
                 }
                 Step::Later(reason) => later = Some(reason),
             }
@@ -180,14 +179,15 @@ impl Worker {
         }
     }
 
-    /// Error feedback for the request (encrypted if it was), published through the core.
-    fn tell(&self, request: &ParsedRequest, reason: &str) {
-        let feedback = Feedback::new(Status::Error).with_info(reason);
-        match feedback_event(request, &feedback, None, &self.identity) {
-            Ok(event) => {
-                let _ = self.commands.send(Command::Announce(vec![event]));
-            }
-            Err(e) => warn!(job = %request.job.id, "no feedback for a refused token: {e}"),
-        }
+    /// The customer is told under the job (encrypted if the request was), recorded in the
+    /// job's audit trail: the core decides the reply and the adapter renders it, reading the
+    /// request again if the job no longer holds a reply context.
+    fn tell(&self, event: &Event, job: &str, reason: String) {
+        let _ = self.commands.send(Command::PaymentRefused {
+            job: job.to_owned(),
+            reason,
+            request: Box::new(event.clone()),
+        });
     }
 }
+

@@ -21,10 +21,15 @@ impl Core {
             Command::Request { event, relay } => return Ok(self.read_request(*event, relay)),
             Command::Deletion(event) => cancellation(&event)?,
             Command::Payment(payment) => Input::PaymentVerified(payment),
-            Command::PaymentRefused { job, reason } => Input::PaymentRefused {
-                job: job_id(&job)?,
+            Command::PaymentRefused {
+                job,
                 reason,
-            },
+                request,
+            } => {
+                let job = job_id(&job)?;
+                self.reply_context_from(&job, &request);
+                Input::PaymentRefused { job, reason }
+            }
             Command::InvoiceIssued { request, invoice } => {
                 let checked = check_issued(&request, invoice)
                     .inspect_err(|reason| {
@@ -101,6 +106,18 @@ impl Core {
             Inbound::Request { request, context } => {
                 self.contexts.entry(request.job.clone()).or_insert(*context);
                 Some(Input::RequestArrived(request))
+            }
+        }
+    }
+
+    /// A reply context for `job` read from its request event, unless one is held already.
+    fn reply_context_from(&mut self, job: &JobId, request: &Event) {
+        if self.contexts.contains_key(job) {
+            return;
+        }
+        if let Inbound::Request { request, context } = self.adapter.read_from(request, None) {
+            if request.job == *job {
+                self.contexts.insert(request.job, *context);
             }
         }
     }

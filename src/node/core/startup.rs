@@ -11,7 +11,7 @@ use tracing::warn;
 
 use super::Core;
 use crate::lightning::IssuedInvoice;
-use crate::node::decide::{Input, JobRequest};
+use crate::node::decide::{needs_request_after_restart, Input, JobRequest};
 use crate::protocol::{Inbound, ProtocolAdapter};
 
 /// What start-up found: where intake catches up from and which requests it must fetch again.
@@ -196,17 +196,3 @@ impl Core {
     }
 }
 
-/// Jobs whose request must be in memory again after a restart: those that may still run (queued,
-/// interrupted) and those a payment may still start (quoted, partly paid, expired within grace).
-fn needs_request_after_restart(state: JobState) -> bool {
-    matches!(
-        state,
-        JobState::Queued
-            | JobState::Processing
-            | JobState::Quoted
-            | JobState::PartiallyPaid
-            | JobState::Expired
-            // Received only: its invoice was being made when the node stopped.
-            | JobState::Received
-    )
-}

@@ -2,11 +2,12 @@
 //! effects delivered or given up on, and requests no longer needed.
 
 use paydvm_ledger::{
-    Account, EffectId, EffectOutcome, EventBody, EventId, JobId, JobState, LedgerEvent, Pubkey,
+    Account, EffectId, EffectOutcome, EventBody, EventId, JobId, JobState, LedgerEvent, Msat,
+    Pubkey,
 };
 
 use super::memory::Memory;
-use super::{exec, keys, refunds, Action, Ctx, Decided, Decision, Group};
+use super::{exec, keys, refunds, Action, Ctx, DecideError, Decided, Decision, Group};
 
 /// A withdrawal (NIP-09) by the jobs' own customer cancels each job the ledger lets go: one
 /// group per job, what it holds refunded or credited by the policy. A running job is left alone.
@@ -72,23 +73,26 @@ pub(super) fn ticked(ctx: &Ctx, m: &mut Memory) -> Decided {
 /// Every quoted or partly paid job past its expiry: `quote_expired`, with the policy's
 /// disposition for what a partial payment left. One group per job.
 fn expire_quotes(ctx: &Ctx) -> Decided {
-    let due: Vec<JobId> = ctx
+    // Sorted: the same state and time give the same decision, whatever the map order.
+    let mut due: Vec<(JobId, Msat)> = ctx
         .ledger
         .jobs()
         .filter(|j| matches!(j.state, JobState::Quoted | JobState::PartiallyPaid))
         .filter(|j| j.expires_at.is_some_and(|e| e <= ctx.now))
-        .map(|j| j.job.clone())
+        .map(|j| (j.job.clone(), j.funded_total))
         .collect();
+    due.sort();
     let mut decision = Decision::default();
-    for job in due {
+    for (job, funded) in due {
         let held = ctx.ledger.held(&Account::Job(job.clone()));
+        let why = expiry_refund_name(ctx, &job, funded)?;
         let disposition = ctx
             .policy
             .on_expiry(held)
-            .map(|wanted| exec::held_disposition(ctx, &job, wanted, "expiry"))
+            .map(|wanted| exec::held_disposition(ctx, &job, wanted, &why))
             .transpose()?;
         decision.push(Group::new(vec![LedgerEvent::new(
-            keys::expired(&job)?,
+            keys::expired(&job, funded)?,
             ctx.now,
             EventBody::QuoteExpired {
                 job,
@@ -99,15 +103,26 @@ fn expire_quotes(ctx: &Ctx) -> Decided {
     Ok(decision)
 }
 
+/// The name of the refund an expiry makes: `expiry`, or, when a late payment reopened a job
+/// whose first expiry already made one, `expiry-<funded msat>`.
+fn expiry_refund_name(ctx: &Ctx, job: &JobId, funded: Msat) -> Result<String, DecideError> {
+    let first = keys::job_refund(job, "expiry")?;
+    Ok(match ctx.ledger.refund(&first) {
+        None => "expiry".to_owned(),
+        Some(_) => format!("expiry-{}", funded.as_msat()),
+    })
+}
+
 /// Effects the outbox gave up on at least `resend_after` ago, still undelivered: again.
 fn resend_stale(ctx: &Ctx, m: &mut Memory) -> Vec<Action> {
     let after = ctx.rails.resend_after_ms;
-    let stale: Vec<EffectId> = m
+    let mut stale: Vec<EffectId> = m
         .gave_up
         .iter()
         .filter(|(_, at)| ctx.now.0.saturating_sub(at.0) >= after)
         .map(|(effect, _)| effect.clone())
         .collect();
+    stale.sort();
     let mut actions = Vec::new();
     for effect in stale {
         m.gave_up.remove(&effect);
@@ -129,7 +144,8 @@ fn forget_past_grace(ctx: &Ctx, m: &mut Memory) -> Vec<Action> {
             .is_some_and(|e| e.0.saturating_add(grace) > ctx.now.0),
         Some(r) => may_still_run(r.state),
     };
-    let gone: Vec<JobId> = m.requests.keys().filter(|j| !needed(j)).cloned().collect();
+    let mut gone: Vec<JobId> = m.requests.keys().filter(|j| !needed(j)).cloned().collect();
+    gone.sort();
     gone.into_iter()
         .map(|job| {
             m.drop_request(&job);

@@ -49,8 +49,11 @@ pub fn closed(job: &JobId) -> Key {
     IdemKey::new(format!("close:{job}"))
 }
 
-pub fn expired(job: &JobId) -> Key {
-    IdemKey::new(format!("expire:{job}"))
+/// A quote's expiry, given what the job was paid in all (`funded`): a late payment within the
+/// grace window can reopen an expired job (`partially_paid`), and its next expiry must not be
+/// taken for the first one seen again.
+pub fn expired(job: &JobId, funded: paydvm_ledger::Msat) -> Key {
+    IdemKey::new(format!("expire:{job}:{}", funded.as_msat()))
 }
 
 /// A withdrawal; with `several`, one deletion names several of our jobs.

@@ -24,6 +24,8 @@ mod refunds;
 mod request;
 mod restart;
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;
 
 use paydvm_ledger::{
@@ -34,6 +36,7 @@ use paydvm_policies::Policy;
 pub use self::memory::Memory;
 pub use self::payment::VerifiedPayment;
 pub use self::refunds::{RefundStatus, MAX_REFUND_ATTEMPTS};
+pub use self::restart::needs_request_after_restart;
 use crate::job::Job;
 use crate::lightning::refund::RefundAddress;
 use crate::lightning::IssuedInvoice;

@@ -1,18 +1,24 @@
 //! Operator requests (see [`crate::operator`]): one event with the operator as its cause, or a
 //! refusal saying why. A refund the request touches is looked at afresh (routed again at once
-//! after a retry or a re-route).
+//! after a retry or a re-route; every refund waiting out a back-off after float is added).
 
-use super::memory::Memory;
+use super::memory::{Memory, RefundTask};
 use super::{Ctx, Decided, Decision, Group};
 use crate::operator::OperatorRequest;
 
 pub(super) fn asked(ctx: &Ctx, m: &mut Memory, request: &OperatorRequest) -> Decided {
     match request.event(ctx.ledger, ctx.now) {
         Ok(event) => {
-            if let Some(refund) = request.action.refund() {
-                if let Ok(id) = paydvm_ledger::RefundId::new(refund) {
-                    m.refund_tasks.remove(&id);
+            match request.action.refund() {
+                Some(refund) => {
+                    if let Ok(id) = paydvm_ledger::RefundId::new(refund) {
+                        m.refund_tasks.remove(&id);
+                    }
                 }
+                // Float may be what refunds waited for: they are routed again now.
+                None => m
+                    .refund_tasks
+                    .retain(|_, task| !matches!(task, RefundTask::RetryAt { .. })),
             }
             Ok(Decision::group(Group::new(vec![event])))
         }

@@ -40,12 +40,14 @@ pub enum RefundStatus {
 
 /// Starts what each open refund needs next (after every write, and on every tick).
 pub(super) fn drive(ctx: &Ctx, m: &mut Memory) -> Decided {
-    let open: Vec<RefundRecord> = ctx
+    let mut open: Vec<RefundRecord> = ctx
         .ledger
         .refunds()
         .filter(|r| !r.state.is_closed())
         .cloned()
         .collect();
+    // In id order: the same state and time give the same decision, whatever the map order.
+    open.sort_by(|a, b| a.refund.cmp(&b.refund));
     m.refund_tasks
         .retain(|id, _| open.iter().any(|r| r.refund == *id));
     let mut decision = Decision::default();

@@ -2,7 +2,7 @@
 //! handed to the outbox again (the stored signed event, never re-signed); jobs that may still
 //! run pick up where they stood; open refunds are looked up or routed.
 
-use paydvm_ledger::{Asset, RefundId};
+use paydvm_ledger::{Asset, JobState, RefundId};
 
 use super::memory::Memory;
 use super::{refunds, request, Action, Ctx, Decided, Decision, JobRequest};
@@ -27,9 +27,26 @@ pub(super) fn restarted(
 
 /// Every effect still waiting for its delivery.
 fn undelivered(ctx: &Ctx) -> Vec<Action> {
-    ctx.ledger
+    let mut effects: Vec<_> = ctx
+        .ledger
         .effects()
         .filter(|e| e.outcome.is_none() && e.action == "publish")
-        .map(|e| Action::Resend(e.effect.clone()))
-        .collect()
+        .map(|e| (e.requested_seq, e.effect.clone()))
+        .collect();
+    effects.sort();
+    effects.into_iter().map(|(_, e)| Action::Resend(e)).collect()
+}
+
+/// Whether a job in `state` needs its request after a restart (it may still run or be quoted).
+pub fn needs_request_after_restart(state: JobState) -> bool {
+    matches!(
+        state,
+        JobState::Queued
+            | JobState::Processing
+            | JobState::Quoted
+            | JobState::PartiallyPaid
+            | JobState::Expired
+            // Received only: its invoice was being made when the node stopped.
+            | JobState::Received
+    )
 }

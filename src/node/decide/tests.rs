@@ -331,9 +331,8 @@ fn an_ecash_paid_job_is_refunded_from_its_mint_and_a_route_for_another_asset_is_
         "{wrong:?}"
     );
     assert_eq!(h.state().refund(&refund).unwrap().state, RefundState::Due);
-    let tick = h.input(Input::ClockTicked);
-    let Some(RefundRouteOrder::Ecash { mint: url, .. }) = route_order(&tick.actions) else {
-        panic!("{tick:?}");
+    let Some(RefundRouteOrder::Ecash { mint: url, .. }) = route_order(&wrong.actions) else {
+        panic!("routed again, from the mint: {wrong:?}");
     };
     assert_eq!(url, MINT);
 }
@@ -471,4 +470,22 @@ fn a_group_the_ledger_refuses_takes_its_actions_back() {
     });
     assert!(!out.actions.iter().any(|a| matches!(a, Action::PayRefund { .. })), "{out:?}");
     assert_eq!(h.state().refund(&refund).unwrap().state, RefundState::Due);
+}
+
+/// Found by the simulator: a late payment within the grace window reopens an expired job
+/// (`partially_paid`); its second expiry used to repeat the first one's idempotency key, so it
+/// never happened and the money stayed in the job for good.
+#[test]
+fn a_job_reopened_by_a_late_partial_payment_expires_again_and_returns_what_it_holds() {
+    let mut h = Harness::new(rails());
+    arrive(&mut h, "late", 5050);
+    h.now += 600_000;
+    h.input(Input::ClockTicked);
+    assert_eq!(state(&h, "late"), JobState::Expired);
+    h.now += 1_000;
+    h.input(payment("late", job_id("late").as_str(), PRICE / 2, mint()));
+    assert_eq!(state(&h, "late"), JobState::PartiallyPaid);
+    let out = h.input(Input::ClockTicked);
+    assert_eq!(state(&h, "late"), JobState::RefundDue);
+    assert!(matches!(route_order(&out.actions), Some(RefundRouteOrder::Ecash { .. })), "{out:?}");
 }

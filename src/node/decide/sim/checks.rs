@@ -1,0 +1,83 @@
+//! What must hold after every step, and at the end of a run.
+
+use paydvm_ledger::{Asset, JobState, RefundState};
+
+use super::Sim;
+
+impl Sim {
+    /// After every step: the ledger never counts more money than the wallets hold (a payment
+    /// counted twice shows here), no refund left twice, nothing called settled that did not
+    /// leave, no job answered with two results.
+    pub(super) fn check_always(&self) {
+        let state = self.node.store.state();
+        for (asset, held) in &self.world.wallets {
+            let asset = asset_of(asset);
+            let available = i128::from(state.available(&asset).as_msat());
+            assert!(
+                available <= *held,
+                "{}: the ledger has {available} msat available at {asset}, the wallet holds {held}",
+                self.at()
+            );
+        }
+        for (refund, attempts) in &self.world.sent {
+            assert!(
+                attempts.len() <= 1,
+                "{}: refund {refund} was paid {} times (attempts {attempts:?})",
+                self.at(),
+                attempts.len()
+            );
+        }
+        for record in state.refunds().filter(|r| r.state == RefundState::Settled) {
+            assert!(
+                self.world.sent.contains_key(&record.refund),
+                "{}: refund {} is settled in the ledger but nothing was sent",
+                self.at(),
+                record.refund
+            );
+        }
+        for (job, n) in &self.world.results {
+            assert!(*n <= 1, "{}: job {job} published {n} results", self.at());
+        }
+    }
+
+    /// At the end (faults off, time past every timeout, the operator having answered every
+    /// refund that waited for them): nothing open, the wallets hold what the ledger says, and
+    /// `verify` is clean.
+    pub(super) fn check_end(&self) {
+        let state = self.node.store.state();
+        let open: Vec<String> = state
+            .jobs()
+            .filter(|j| !j.state.is_terminal())
+            .map(|j| format!("{j:?} now {}", self.now))
+            .collect();
+        assert!(
+            open.is_empty(),
+            "{}: jobs left open: {open:?}; the ledger refused: {:?}",
+            self.at(),
+            self.refusals.iter().rev().take(3).collect::<Vec<_>>()
+        );
+        let refunds: Vec<String> = state
+            .refunds()
+            .filter(|r| !r.state.is_closed())
+            .map(|r| format!("{} {:?} {:?}", r.refund, r.state, r.deferred))
+            .collect();
+        assert!(refunds.is_empty(), "{}: refunds left open: {refunds:?}", self.at());
+        for job in state.jobs().filter(|j| j.state == JobState::Succeeded) {
+            let results = self.world.results.get(&job.job).copied().unwrap_or(0);
+            assert_eq!(results, 1, "{}: job {} succeeded with {results} results", self.at(), job.job);
+        }
+        for (asset, held) in &self.world.wallets {
+            let booked = i128::from(state.asset_balance(&asset_of(asset)).as_msat());
+            assert_eq!(booked, *held, "{}: {asset}: ledger {booked}, wallet {held}", self.at());
+        }
+        let report = self.node.store.verify();
+        assert!(report.is_ok(), "{}: verify: {report:?}", self.at());
+    }
+}
+
+fn asset_of(name: &str) -> Asset {
+    match name.strip_prefix("mint:") {
+        Some(url) => Asset::Mint { url: url.into() },
+        None => Asset::Lightning,
+    }
+}

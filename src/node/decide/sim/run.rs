@@ -1,0 +1,120 @@
+//! Running seeds: a random phase with every fault on, then a drain with faults off in which
+//! time runs past every timeout and the operator answers what waits for them.
+
+use paydvm_ledger::{Asset, RefundState};
+
+use super::world::mint;
+use super::Sim;
+use crate::operator::{OperatorAction, OperatorRequest};
+
+/// Random steps per seed.
+const STEPS: u64 = 600;
+/// Seeds CI runs.
+const CI_SEEDS: u64 = 24;
+/// Rounds the drain may take before the run counts as stuck.
+const MAX_DRAIN_ROUNDS: u32 = 400;
+
+/// What a run came to (two runs of one seed must agree).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub seed: u64,
+    pub events: u64,
+    pub head: String,
+    pub stats: String,
+}
+
+/// The seeds to run: `PAYDVM_SIM_SEED` alone, else 1..=`PAYDVM_SIM_SEEDS` (default [`CI_SEEDS`]).
+pub fn seeds() -> Vec<u64> {
+    if let Some(seed) = std::env::var("PAYDVM_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        return vec![seed];
+    }
+    let n = std::env::var("PAYDVM_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(CI_SEEDS);
+    (1..=n).collect()
+}
+
+/// One seeded run; a failure prints how to replay it.
+pub fn run_seed(seed: u64) -> Report {
+    let run = std::panic::catch_unwind(|| {
+        let mut sim = Sim::new(seed);
+        for _ in 0..STEPS {
+            sim.step();
+        }
+        sim.drain();
+        sim.check_end();
+        sim.report()
+    });
+    match run {
+        Ok(report) => report,
+        Err(panic) => {
+            eprintln!("simulator: seed {seed} failed; replay it with PAYDVM_SIM_SEED={seed}");
+            std::panic::resume_unwind(panic)
+        }
+    }
+}
+
+impl Sim {
+    /// Faults off; everything pending delivered; time moves a minute a round; refunds that wait
+    /// for float or for the operator get it.
+    fn drain(&mut self) {
+        self.faults_on = false;
+        let mut quiet = 0;
+        for _ in 0..MAX_DRAIN_ROUNDS {
+            while let Some(p) = self.world.next(&mut self.rng, super::Faults { on: false }) {
+                self.input(p.input, None);
+                self.check_always();
+            }
+            self.operator_answers();
+            self.now += 60_000;
+            self.input(super::Input::ClockTicked, None);
+            self.check_always();
+            let open = self.node.store.state().jobs().any(|j| !j.state.is_terminal())
+                || self.node.store.state().refunds().any(|r| !r.state.is_closed());
+            quiet = if open || !self.world.pending.is_empty() { 0 } else { quiet + 1 };
+            if quiet >= 2 {
+                return;
+            }
+        }
+    }
+
+    /// What an operator does about refunds that wait: float where the asset is short, a retry
+    /// where the attempts ran out.
+    fn operator_answers(&mut self) {
+        let waiting: Vec<(String, String)> = self
+            .node
+            .store
+            .state()
+            .refunds()
+            .filter(|r| matches!(r.state, RefundState::Due | RefundState::Failed))
+            .filter_map(|r| Some((r.refund.to_string(), r.deferred.clone()?)))
+            .collect::<Vec<_>>();
+        let mut waiting = waiting;
+        waiting.sort();
+        for (refund, why) in waiting {
+            if why.contains("float add lightning") {
+                self.float(Asset::Lightning, 100_000);
+            } else if why.contains("float add mint") {
+                self.float(mint(), 100_000);
+            } else if why.contains("waiting for the operator") {
+                let request = OperatorRequest {
+                    id: super::hex(&format!("retry:{refund}:{}", self.now))[..16].to_owned(),
+                    note: "sim operator".into(),
+                    action: OperatorAction::RefundRetry { refund },
+                };
+                self.input(super::Input::OperatorAsked(request), None);
+            }
+        }
+    }
+
+    fn report(&self) -> Report {
+        let (events, head) = self.node.store.head();
+        Report {
+            seed: self.seed,
+            events,
+            head: format!("{head:?}"),
+            stats: format!("{:?}", self.world.stats),
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! The world around the simulated node: customers on every rail, the executor, the Lightning and
+//! ecash refund desks, the outbox — each answering the node's actions with inputs, with faults —
+//! and the truth the invariants are checked against (what money really moved).
+
+use std::collections::{BTreeMap, HashMap};
+
+use paydvm_ledger::{Asset, EffectId, FeePayer, JobId, Msat, Rail, RefundId, RefundRoute};
+
+use super::super::harness::{customer, hex};
+use super::super::{Action, ExecFailure, Input, RefundRouteOrder, RefundStatus, VerifiedPayment};
+use super::rng::Rng;
+
+pub const MINT: &str = "http://127.0.0.1:3338";
+/// The Lightning routing-fee cap the node reserves per refund.
+pub const FEE_CAP: u64 = 10_000;
+
+/// Something waiting to reach the node. `internal` inputs come from inside the process (an
+/// executor's result, a desk's answer) and die with it; the others come from outside (relays,
+/// customers' payments) and are still there after a crash.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub input: Input,
+    pub internal: bool,
+}
+
+/// Which ways the world misbehaves (all off while the run drains at the end).
+#[derive(Debug, Clone, Copy)]
+pub struct Faults {
+    pub on: bool,
+}
+
+/// The truth outside the node.
+#[derive(Default)]
+pub struct World {
+    pub pending: Vec<Pending>,
+    /// Money in each wallet (msat): what reconcile would read.
+    pub wallets: BTreeMap<String, i128>,
+    /// Per refund: the attempts whose money really left, and the sum of those payouts.
+    pub sent: HashMap<RefundId, Vec<u32>>,
+    /// Quotes the customers were told: job → (amount, bolt11 payment hash if any).
+    pub quotes: HashMap<JobId, (Msat, Option<String>)>,
+    /// Payments made (each unique reference once), to replay as duplicates.
+    pub payments: Vec<VerifiedPayment>,
+    /// Result replies published per job.
+    pub results: HashMap<JobId, u32>,
+    /// What each refund owes, copied from the ledger when it is paid.
+    pub refund_amounts: HashMap<RefundId, i128>,
+    pub stats: Stats,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub requests: u64,
+    pub payments: u64,
+    pub duplicates: u64,
+    pub lost_answers: u64,
+    pub unknown_outcomes: u64,
+    pub failed_payouts: u64,
+    pub deferred_routes: u64,
+    pub exec_failures: u64,
+    pub crashes: u64,
+    pub clock_jumps: u64,
+    pub refunds_paid: u64,
+}
+
+pub fn wallet(asset: &Asset) -> String {
+    asset.to_string()
+}
+
+pub fn mint() -> Asset {
+    Asset::Mint { url: MINT.into() }
+}
+
+impl World {
+    pub fn push(&mut self, input: Input, internal: bool) {
+        self.pending.push(Pending { input, internal });
+    }
+
+    /// A crash: what was in the process is gone.
+    pub fn crash(&mut self) {
+        self.pending.retain(|p| !p.internal);
+    }
+
+    /// One pending input, picked at random (reorder), sometimes delivered twice (duplicate).
+    pub fn next(&mut self, rng: &mut Rng, faults: Faults) -> Option<Pending> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let at = if faults.on { rng.below(self.pending.len()) } else { 0 };
+        let p = self.pending.remove(at);
+        if faults.on && !p.internal && rng.chance(5) {
+            self.stats.duplicates += 1;
+            self.pending.push(p.clone());
+        }
+        Some(p)
+    }
+
+    fn credit_wallet(&mut self, asset: &Asset, msat: i128) {
+        *self.wallets.entry(wallet(asset)).or_default() += msat;
+    }
+
+    /// A customer pays for a quoted job: whole, in part, or more, on a random rail.
+    pub fn pay_quote(&mut self, rng: &mut Rng, job: &JobId, now: u64) {
+        let Some((amount, hash)) = self.quotes.get(job).cloned() else {
+            return;
+        };
+        let msat = match rng.below(6) {
+            0 => amount.as_msat() / 2,
+            1 => amount.as_msat() + 3_000,
+            _ => amount.as_msat(),
+        };
+        let n = self.payments.len();
+        let (rail, asset, reference) = match (rng.below(4), hash) {
+            (0, Some(hash)) => (Rail::Invoice, Asset::Lightning, hash),
+            (1, _) => (Rail::Zap, Asset::Lightning, hex(&format!("zap-hash:{n}"))),
+            (2, _) => (Rail::NutZap, mint(), format!("proofs:{n}")),
+            _ => (Rail::CashuToken, mint(), format!("token:{n}")),
+        };
+        if rail == Rail::Invoice && self.payments.iter().any(|p| p.reference == reference) {
+            return; // an invoice is paid once
+        }
+        let payment = VerifiedPayment {
+            idem: format!("{}:{n}:{now}", rail.as_str()),
+            rail,
+            asset: asset.clone(),
+            reference,
+            linked: vec![],
+            amount: Msat::from_msat(msat),
+            fee: Msat::ZERO,
+            evidence: None,
+            payer: None,
+            names: Some(job.to_string()),
+        };
+        self.deliver_payment(payment, asset, msat);
+    }
+
+    /// Prepaid credit for `who`, bought over Lightning.
+    pub fn top_up(&mut self, who: &str, msat: u64) {
+        let n = self.payments.len();
+        let payment = VerifiedPayment {
+            idem: format!("manual:{n}"),
+            rail: Rail::Manual,
+            asset: Asset::Lightning,
+            reference: format!("topup:{n}"),
+            linked: vec![],
+            amount: Msat::from_msat(msat),
+            fee: Msat::ZERO,
+            evidence: None,
+            payer: Some(customer(who).to_string()),
+            names: None,
+        };
+        self.deliver_payment(payment, Asset::Lightning, msat);
+    }
+
+    fn deliver_payment(&mut self, payment: VerifiedPayment, asset: Asset, msat: u64) {
+        self.stats.payments += 1;
+        self.credit_wallet(&asset, i128::from(msat));
+        self.payments.push(payment.clone());
+        self.push(Input::PaymentVerified(Box::new(payment)), false);
+    }
+
+    /// The same money seen again: the same evidence, or (for a Lightning payment) the same
+    /// payment hash seen through another rail (a zap receipt for a paid invoice).
+    pub fn replay_payment(&mut self, rng: &mut Rng) {
+        if self.payments.is_empty() {
+            return;
+        }
+        let mut again = self.payments[rng.below(self.payments.len())].clone();
+        if again.asset == Asset::Lightning && rng.chance(50) {
+            again.idem = format!("other-rail:{}", again.idem);
+        }
+        self.stats.duplicates += 1;
+        self.push(Input::PaymentVerified(Box::new(again)), false);
+    }
+
+    /// What the node's actions set going, with faults.
+    pub fn perform(&mut self, rng: &mut Rng, faults: Faults, action: Action) {
+        match action {
+            Action::RunExecutor { work, attempt } => self.execute(rng, faults, &work.id, attempt),
+            Action::RequestInvoice {
+                job,
+                amount,
+                expires_at,
+            } => {
+                let invoice = (!faults.on || !rng.chance(10)).then(|| {
+                    crate::lightning::IssuedInvoice {
+                        bolt11: format!("lnbcrt{}n1{}", amount.as_msat() / 100, &job.as_str()[..8]),
+                        payment_hash: hex(&format!("invoice:{job}")),
+                    }
+                });
+                let input = Input::InvoiceIssued {
+                    job,
+                    amount,
+                    expires_at,
+                    invoice,
+                };
+                self.push(input, true);
+            }
+            Action::RouteRefund(order) => self.route(rng, faults, order),
+            Action::PayRefund {
+                refund,
+                attempt,
+                route,
+            } => self.pay(rng, faults, refund, attempt, &route),
+            Action::LookUpRefund {
+                refund,
+                attempt,
+                route,
+            } => {
+                let status = self.truth(&refund, attempt, &route);
+                self.push(
+                    Input::RefundOutcome {
+                        refund,
+                        attempt,
+                        status,
+                    },
+                    true,
+                );
+            }
+            Action::Resend(effect) => self.outbox(rng, faults, effect),
+            Action::WatchInvoice { .. } | Action::AbandonRoute { .. } | Action::Forget(_) => {}
+        }
+    }
+
+    fn execute(&mut self, rng: &mut Rng, faults: Faults, job: &str, attempt: u32) {
+        let Ok(job) = JobId::new(job) else { return };
+        let outcome = match rng.below(10) {
+            0 | 1 if faults.on => {
+                self.stats.exec_failures += 1;
+                Err(ExecFailure {
+                    reason: "timed out".into(),
+                    retryable: true,
+                })
+            }
+            2 if faults.on => {
+                self.stats.exec_failures += 1;
+                Err(ExecFailure {
+                    reason: "cannot do this".into(),
+                    retryable: false,
+                })
+            }
+            _ => Ok(format!("result of {job} attempt {attempt}")),
+        };
+        let input = Input::ExecutorFinished {
+            job,
+            attempt,
+            outcome,
+        };
+        self.push(input, true);
+    }
+
+    fn route(&mut self, rng: &mut Rng, faults: Faults, order: RefundRouteOrder) {
+        if faults.on && rng.chance(10) {
+            self.stats.deferred_routes += 1;
+            let refund = match order {
+                RefundRouteOrder::Lightning { refund, .. } | RefundRouteOrder::Ecash { refund, .. } => refund,
+            };
+            let reason = "the customer's wallet did not answer".into();
+            return self.push(Input::RefundDeferred { refund, reason }, true);
+        }
+        let (refund, attempt, route) = match order {
+            RefundRouteOrder::Lightning {
+                refund, attempt, ..
+            } => {
+                let route = RefundRoute {
+                    asset: Asset::Lightning,
+                    destination: format!("lnbcrt-refund-{refund}-{attempt}"),
+                    lookup: hex(&format!("refund:{refund}:{attempt}")),
+                    fee_reserve: Msat::from_msat(FEE_CAP),
+                };
+                (refund, attempt, route)
+            }
+            RefundRouteOrder::Ecash {
+                refund,
+                attempt,
+                mint: url,
+                ..
+            } => {
+                let route = RefundRoute {
+                    asset: Asset::Mint { url },
+                    destination: format!("nutzap-to-{refund}"),
+                    lookup: format!("{refund}#{attempt}"),
+                    fee_reserve: Msat::ZERO,
+                };
+                (refund, attempt, route)
+            }
+        };
+        self.push(
+            Input::RefundRouted {
+                refund,
+                attempt,
+                route,
+            },
+            true,
+        );
+    }
+
+    /// Pays a refund: sent (answer kept or lost), or explicitly failed; an unknown answer may
+    /// hide either.
+    fn pay(&mut self, rng: &mut Rng, faults: Faults, refund: RefundId, attempt: u32, route: &RefundRoute) {
+        let roll = if faults.on { rng.below(10) } else { 9 };
+        let sent = roll >= 2;
+        if sent {
+            self.send(&refund, attempt, route);
+        }
+        let status = match roll {
+            0 => {
+                self.stats.failed_payouts += 1;
+                RefundStatus::Failed("no route to the customer".into())
+            }
+            1 | 2 => {
+                self.stats.unknown_outcomes += 1;
+                RefundStatus::Unknown("the wallet did not answer".into())
+            }
+            _ => self.truth(&refund, attempt, route),
+        };
+        self.push(
+            Input::RefundOutcome {
+                refund,
+                attempt,
+                status,
+            },
+            true,
+        );
+    }
+
+    fn send(&mut self, refund: &RefundId, attempt: u32, route: &RefundRoute) {
+        let sent = self.sent.entry(refund.clone()).or_default();
+        if sent.contains(&attempt) {
+            // The same attempt handed over again (an ecash attempt run again, the same invoice):
+            // the rail does not pay it twice.
+            return;
+        }
+        sent.push(attempt);
+        self.stats.refunds_paid += 1;
+        let amount = self.refund_amount(refund);
+        let fee = fee(route);
+        self.credit_wallet(&route.asset, -(amount + fee));
+    }
+
+    /// What became of an attempt, as the rail knows it.
+    fn truth(&self, refund: &RefundId, attempt: u32, route: &RefundRoute) -> RefundStatus {
+        let sent = self.sent.get(refund).is_some_and(|a| a.contains(&attempt));
+        if !sent {
+            return RefundStatus::Failed("no such payment".into());
+        }
+        RefundStatus::Paid {
+            fee: Msat::from_msat(u64::try_from(fee(route)).unwrap_or(0)),
+            fee_paid_by: FeePayer::Operator,
+            evidence: format!("sent {refund}#{attempt}"),
+        }
+    }
+
+    /// Amounts of refunds are looked up in the ledger by the runner: it sets them here.
+    fn refund_amount(&self, refund: &RefundId) -> i128 {
+        self.refund_amounts.get(refund).copied().unwrap_or(0)
+    }
+
+    fn outbox(&mut self, rng: &mut Rng, faults: Faults, effect: EffectId) {
+        if faults.on && rng.chance(20) {
+            self.stats.lost_answers += 1;
+            return self.push(Input::EffectGaveUp { effect }, true);
+        }
+        let detail = "relay ok".into();
+        self.push(Input::EffectDelivered { effect, detail }, true);
+    }
+
+    /// A reply the node published.
+    pub fn published(&mut self, rng: &mut Rng, faults: Faults, effect: EffectId) {
+        self.outbox(rng, faults, effect);
+    }
+}
+
+/// The fee a payout over `route` costs: a fixed share of the Lightning cap; nothing at the mint.
+fn fee(route: &RefundRoute) -> i128 {
+    match route.asset {
+        Asset::Lightning => i128::from(FEE_CAP / 4),
+        Asset::Mint { .. } => 0,
+    }
+}
