@@ -19,19 +19,15 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use nostr_sdk::prelude::{Event, EventBuilder, JsonUtil, RelayUrl};
 use paydvm_ledger::store::Store;
-use paydvm_ledger::{
-    EffectId, EventBody, JobId, JobRecord, LedgerEvent, Pubkey, RefundId, UnixMs,
-};
+use paydvm_ledger::{EffectId, EventBody, JobId, JobRecord, LedgerEvent, Pubkey, RefundId, UnixMs};
 use paydvm_policies::Policy;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, error, info, warn};
 
 pub use self::startup::Startup;
+use super::decide::{keys, Action, Decider, Decision, Group, Input, Rails, RefundRouteOrder};
 pub use super::decide::{ExecFailure, RefundStatus, VerifiedPayment};
-use super::decide::{
-    keys, Action, Decider, Decision, Group, Input, Rails, RefundRouteOrder,
-};
 use super::ecash_refunds::{EcashOrder, EcashRefundDesk};
 use super::invoicing::{InvoiceDesk, InvoiceRequest};
 use super::outbox::{Outbox, Publication};
@@ -376,7 +372,7 @@ impl Core {
 
     /// Commands that are inputs of the decision core.
     fn handle_input(&mut self, command: Command) {
-        let input = match self.to_input(command) {
+        let input = match self.input_of(command) {
             Ok(Some(input)) => input,
             Ok(None) => return,
             Err(e) => return warn!("command failed: {e:#}"),
@@ -421,9 +417,11 @@ impl Core {
     /// Decided, written and answered once on disk.
     fn operator(&mut self, request: OperatorRequest) -> OperatorReply {
         let id = request.id.clone();
-        let decision = self
-            .decider
-            .decide(self.store.state(), self.now(), Input::OperatorAsked(request));
+        let decision = self.decider.decide(
+            self.store.state(),
+            self.now(),
+            Input::OperatorAsked(request),
+        );
         if let Some(why) = decision.refused.clone() {
             return OperatorReply::refused(why);
         }
@@ -433,7 +431,9 @@ impl Core {
             .flat_map(|g| g.events.iter().map(|e| e.body.type_name()))
             .collect();
         if !self.apply(decision) {
-            return OperatorReply::ok(format!("already done, or refused by the ledger (request {id})"));
+            return OperatorReply::ok(format!(
+                "already done, or refused by the ledger (request {id})"
+            ));
         }
         if !self.flush() {
             return OperatorReply::refused("writing the ledger failed; nothing changed");
@@ -562,9 +562,7 @@ impl Core {
                 desk.look_up(refund, attempt, route);
             }
             (paydvm_ledger::Asset::Lightning, Some(desk), _) => desk.pay(refund, attempt, route),
-            (paydvm_ledger::Asset::Mint { .. }, _, Some(desk)) => {
-                desk.pay(refund, attempt, route)
-            }
+            (paydvm_ledger::Asset::Mint { .. }, _, Some(desk)) => desk.pay(refund, attempt, route),
             _ => warn!(%refund, "no rail to pay a recorded refund over"),
         }
     }
@@ -591,7 +589,10 @@ impl Core {
         for builder in builders {
             let unsigned = builder.build(self.adapter.keys().public_key());
             if super::announce::same_as_last(self.store.state().effects(), &unsigned) {
-                debug!(kind = unsigned.kind.as_u16(), "announcement unchanged; not re-sent");
+                debug!(
+                    kind = unsigned.kind.as_u16(),
+                    "announcement unchanged; not re-sent"
+                );
                 continue;
             }
             let event = unsigned.sign_with_keys(self.adapter.keys())?;
@@ -608,12 +609,7 @@ impl Core {
                 },
             );
             let publication = publication_from_payload(&outbound.id, &outbound.payload)?;
-            if self
-                .store
-                .stage(&[record])?
-                .iter()
-                .any(is_appended)
-            {
+            if self.store.stage(&[record])?.iter().any(is_appended) {
                 self.batch.publications.push(publication);
                 fresh += 1;
             }

@@ -152,7 +152,10 @@ async fn forward(
 /// The backend's invoice is checked, not trusted: it must parse, carry the payment hash the
 /// backend reported and exactly the quoted amount, and not expire before the quote does (less a
 /// second for the BOLT 11 timestamp's rounding). The checked invoice, or why not.
-pub fn check_issued(request: &InvoiceRequest, invoice: IssuedInvoice) -> Result<IssuedInvoice, String> {
+pub fn check_issued(
+    request: &InvoiceRequest,
+    invoice: IssuedInvoice,
+) -> Result<IssuedInvoice, String> {
     let parsed = Invoice::parse(&invoice.bolt11).map_err(|e| e.to_string())?;
     if parsed.payment_hash() != invoice.payment_hash.to_ascii_lowercase() {
         return Err("payment hash differs from the one the backend reported".into());

@@ -16,9 +16,7 @@ use super::core::{Command, VerifiedPayment};
 use super::now_ms;
 use super::nutzaps::{reference, Worker};
 use crate::config::PublicTokens;
-use crate::protocol::nip90::{
-    parse_request, ParsedRequest, PaymentToken, Visibility,
-};
+use crate::protocol::nip90::{parse_request, ParsedRequest, PaymentToken, Visibility};
 
 /// What a customer is told when a token sits in a clear tag and the operator refuses those.
 pub const PUBLIC_TOKEN_REFUSED: &str =
@@ -190,4 +188,3 @@ impl Worker {
         });
     }
 }
-

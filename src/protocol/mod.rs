@@ -64,9 +64,6 @@ pub trait ProtocolAdapter {
     }
 
     /// An error reply to a request that did not parse (no context could be made from it).
-    fn render_rejection(
-        &self,
-        event: &Self::Event,
-        reason: &str,
-    ) -> Result<Outbound, AdapterError>;
+    fn render_rejection(&self, event: &Self::Event, reason: &str)
+        -> Result<Outbound, AdapterError>;
 }

@@ -7,7 +7,7 @@ use nostr_sdk::prelude::Event;
 use paydvm_ledger::{EffectId, EventBody, JobId, LedgerEvent, RefundId, UnixMs};
 use tracing::{debug, warn};
 
-use super::{job_id, publication_from_payload, pubkey, Command, Core};
+use super::{job_id, pubkey, publication_from_payload, Command, Core};
 use crate::node::decide::{keys, ExecFailure, Group, Input, ReplyKind};
 use crate::node::invoicing::check_issued;
 use crate::node::outbox::Publication;
@@ -15,7 +15,7 @@ use crate::protocol::{AdapterError, Inbound, ProtocolAdapter};
 
 impl Core {
     /// What `command` means to the decision core (`None`: nothing to decide).
-    pub(super) fn to_input(&mut self, command: Command) -> anyhow::Result<Option<Input>> {
+    pub(super) fn input_of(&mut self, command: Command) -> anyhow::Result<Option<Input>> {
         let refund = |id: String| RefundId::new(id).map_err(|e| anyhow!("{e}"));
         Ok(Some(match command {
             Command::Request { event, relay } => return Ok(self.read_request(*event, relay)),

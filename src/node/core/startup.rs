@@ -124,7 +124,12 @@ impl Core {
         let mut out = Vec::with_capacity(legacy.len());
         for (refund, job) in legacy {
             let mut by_asset: HashMap<Asset, Msat> = HashMap::new();
-            for event in self.store.audit(job.as_str())?.map(|t| t.events).unwrap_or_default() {
+            for event in self
+                .store
+                .audit(job.as_str())?
+                .map(|t| t.events)
+                .unwrap_or_default()
+            {
                 if let EventBody::PaymentReceived(payment) = event.event {
                     let sum = by_asset.entry(payment.asset).or_insert(Msat::ZERO);
                     *sum = sum.checked_add(payment.amount)?;
@@ -195,4 +200,3 @@ impl Core {
         desk.abandon_unstarted(live, self.now().0);
     }
 }
-

@@ -115,7 +115,13 @@ pub(super) fn fail(
                 reason: QueueReason::Retry,
             },
         ));
-        return Ok(Decision::group(start(ctx, m, job, attempt, Group::new(events))?));
+        return Ok(Decision::group(start(
+            ctx,
+            m,
+            job,
+            attempt,
+            Group::new(events),
+        )?));
     }
     let wanted = match decision {
         FailureDecision::Credit => paydvm_policies::Disposition::Credit,

@@ -126,7 +126,11 @@ fn resend_stale(ctx: &Ctx, m: &mut Memory) -> Vec<Action> {
     let mut actions = Vec::new();
     for effect in stale {
         m.gave_up.remove(&effect);
-        if ctx.ledger.effect(&effect).is_some_and(|e| e.outcome.is_none()) {
+        if ctx
+            .ledger
+            .effect(&effect)
+            .is_some_and(|e| e.outcome.is_none())
+        {
             actions.push(Action::Resend(effect));
         }
     }
@@ -171,7 +175,8 @@ pub(super) fn may_still_run(state: JobState) -> bool {
 /// The outbox delivered an effect: recorded once.
 pub(super) fn delivered(ctx: &Ctx, m: &mut Memory, effect: &EffectId, detail: String) -> Decided {
     m.gave_up.remove(effect);
-    if !ctx.ledger.effect(effect).is_some_and(|e| e.outcome.is_none()) {
+    let waiting = ctx.ledger.effect(effect).map(|e| e.outcome.is_none());
+    if waiting != Some(true) {
         return Ok(Decision::default());
     }
     Ok(Decision::group(Group::new(vec![LedgerEvent::new(

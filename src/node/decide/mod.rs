@@ -87,7 +87,10 @@ pub enum Input {
     /// A payment whose evidence a rail verified end to end.
     PaymentVerified(Box<VerifiedPayment>),
     /// A rail refused a payment offered for `job` (a token in a public tag, say).
-    PaymentRefused { job: JobId, reason: String },
+    PaymentRefused {
+        job: JobId,
+        reason: String,
+    },
     /// The Lightning backend made (or could not make) the invoice for a quote.
     InvoiceIssued {
         job: JobId,
@@ -107,7 +110,10 @@ pub enum Input {
         route: RefundRoute,
     },
     /// A refund desk could not route a refund now.
-    RefundDeferred { refund: RefundId, reason: String },
+    RefundDeferred {
+        refund: RefundId,
+        reason: String,
+    },
     /// What a refund desk learnt about a payment.
     RefundOutcome {
         refund: RefundId,
@@ -115,9 +121,14 @@ pub enum Input {
         status: RefundStatus,
     },
     /// The outbox delivered an effect.
-    EffectDelivered { effect: EffectId, detail: String },
+    EffectDelivered {
+        effect: EffectId,
+        detail: String,
+    },
     /// The outbox gave up on an effect for now.
-    EffectGaveUp { effect: EffectId },
+    EffectGaveUp {
+        effect: EffectId,
+    },
     /// Time passed: expire quotes, re-send what the outbox gave up on, retry refunds.
     ClockTicked,
     /// A ledger write landed: refunds it made due are routed now.
@@ -182,7 +193,10 @@ pub enum RefundRouteOrder {
 /// What the node does once a group is on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    RunExecutor { work: Job, attempt: u32 },
+    RunExecutor {
+        work: Job,
+        attempt: u32,
+    },
     RequestInvoice {
         job: JobId,
         amount: Msat,
@@ -205,7 +219,10 @@ pub enum Action {
         route: RefundRoute,
     },
     /// Release what a route holds (an ecash attempt's reserved proofs) that will not be paid.
-    AbandonRoute { route: RefundRoute, reason: String },
+    AbandonRoute {
+        route: RefundRoute,
+        reason: String,
+    },
     /// Publish an effect already in the ledger again (the outbox gave up on it earlier).
     Resend(EffectId),
     /// The job will never need its request again: the shell drops its protocol context.
@@ -395,13 +412,17 @@ impl Decider {
                 attempt,
                 route,
             } => refunds::routed(&ctx, m, &refund, attempt, route),
-            Input::RefundDeferred { refund, reason } => refunds::deferred(&ctx, m, &refund, &reason),
+            Input::RefundDeferred { refund, reason } => {
+                refunds::deferred(&ctx, m, &refund, &reason)
+            }
             Input::RefundOutcome {
                 refund,
                 attempt,
                 status,
             } => refunds::outcome(&ctx, m, &refund, attempt, status),
-            Input::EffectDelivered { effect, detail } => expiry::delivered(&ctx, m, &effect, detail),
+            Input::EffectDelivered { effect, detail } => {
+                expiry::delivered(&ctx, m, &effect, detail)
+            }
             Input::EffectGaveUp { effect } => {
                 m.gave_up.insert(effect, now);
                 Ok(Decision::default())

@@ -46,7 +46,6 @@ struct Booking {
     reply: Option<ReplyKind>,
 }
 
-
 /// The job an event names: the job itself (request id) or the job one of our published events
 /// (a reply) belongs to.
 fn job_for_event(ctx: &Ctx, event: &str) -> Option<JobId> {

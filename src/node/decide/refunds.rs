@@ -55,11 +55,10 @@ pub(super) fn drive(ctx: &Ctx, m: &mut Memory) -> Decided {
         let task = m.refund_tasks.get(&record.refund).copied();
         let step = match (record.state, task) {
             (RefundState::InFlight | RefundState::Unknown, None) => look_up(m, &record),
-            (RefundState::InFlight | RefundState::Unknown, Some(RefundTask::LookUpAt { at, .. }))
-                if at <= ctx.now =>
-            {
-                look_up(m, &record)
-            }
+            (
+                RefundState::InFlight | RefundState::Unknown,
+                Some(RefundTask::LookUpAt { at, .. }),
+            ) if at <= ctx.now => look_up(m, &record),
             (RefundState::Due | RefundState::Failed, None) => route(ctx, m, &record, 0)?,
             (RefundState::Due | RefundState::Failed, Some(RefundTask::RetryAt { at, tries }))
                 if at <= ctx.now =>
@@ -119,7 +118,10 @@ fn route(ctx: &Ctx, m: &mut Memory, record: &RefundRecord, tries: u32) -> Decide
             attempt: record.attempts.saturating_add(1),
             amount: record.amount,
             customer: record.customer.clone(),
-            refund_to: record.job.as_ref().and_then(|j| m.refund_to.get(j).cloned()),
+            refund_to: record
+                .job
+                .as_ref()
+                .and_then(|j| m.refund_to.get(j).cloned()),
         },
         (Asset::Mint { url }, _, true) => RefundRouteOrder::Ecash {
             refund: refund.clone(),
@@ -273,7 +275,9 @@ pub(super) fn routed(
     };
     if expected.is_some_and(|a| a != route.asset) {
         m.refund_tasks.remove(refund);
-        return Ok(Decision::actions(vec![abandon("the route is for another asset")]));
+        return Ok(Decision::actions(vec![abandon(
+            "the route is for another asset",
+        )]));
     }
     let fee = match route.asset {
         Asset::Mint { .. } => route.fee_reserve,
@@ -281,7 +285,9 @@ pub(super) fn routed(
     };
     if let Some(short) = shortfall(ctx, &record, &route.asset, fee) {
         let mut decision = deferred_record(ctx, m, &record, &short)?;
-        decision.actions.push(abandon("the asset cannot cover the refund"));
+        decision
+            .actions
+            .push(abandon("the asset cannot cover the refund"));
         return Ok(decision);
     }
     let started = LedgerEvent::new(
@@ -359,7 +365,9 @@ fn paid(
         m.refund_tasks
             .insert(refund.clone(), RefundTask::LookUpAt { at, tries });
         return Ok(Decision {
-            error: Some(format!("refund {refund} was paid but cannot be booked: {why}")),
+            error: Some(format!(
+                "refund {refund} was paid but cannot be booked: {why}"
+            )),
             ..Decision::default()
         });
     }

@@ -8,7 +8,9 @@ use paydvm_ledger::{
 use paydvm_policies::{Admission, AdmissionFacts, InputMeasure, PriceDecision};
 
 use super::memory::Memory;
-use super::{exec, keys, Action, Ctx, Decided, Decision, ExecFailure, Group, JobRequest, ReplyKind};
+use super::{
+    exec, keys, Action, Ctx, Decided, Decision, ExecFailure, Group, JobRequest, ReplyKind,
+};
 use crate::job::Job;
 use crate::lightning::IssuedInvoice;
 
@@ -109,7 +111,11 @@ fn pending_quotes(ctx: &Ctx, customer: &Pubkey) -> u32 {
 }
 
 /// `job_received`; `keep` stores the request with it, for a job that may still run.
-fn received(request: &JobRequest, at: UnixMs, keep: bool) -> Result<LedgerEvent, super::DecideError> {
+fn received(
+    request: &JobRequest,
+    at: UnixMs,
+    keep: bool,
+) -> Result<LedgerEvent, super::DecideError> {
     let stored = request
         .stored
         .as_ref()
@@ -284,7 +290,9 @@ fn requote(ctx: &Ctx, m: &mut Memory, job: &JobId) -> Decided {
     let Some(request) = m.requests.get(job) else {
         return Ok(Decision::default());
     };
-    let price = ctx.policy.price(request.work.kind, &measure(&request.work))?;
+    let price = ctx
+        .policy
+        .price(request.work.kind, &measure(&request.work))?;
     let PriceDecision::Charge(amount) = price else {
         return Ok(Decision::default());
     };

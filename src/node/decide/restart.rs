@@ -34,7 +34,10 @@ fn undelivered(ctx: &Ctx) -> Vec<Action> {
         .map(|e| (e.requested_seq, e.effect.clone()))
         .collect();
     effects.sort();
-    effects.into_iter().map(|(_, e)| Action::Resend(e)).collect()
+    effects
+        .into_iter()
+        .map(|(_, e)| Action::Resend(e))
+        .collect()
 }
 
 /// Whether a job in `state` needs its request after a restart (it may still run or be quoted).

@@ -7,14 +7,18 @@ use paydvm_ledger::{
 };
 
 use super::harness::{customer, hex, job_id, rails, request, started, Harness};
-use super::{Action, ExecFailure, Input, RefundRouteOrder, RefundStatus, ReplyKind, VerifiedPayment};
+use super::{
+    Action, ExecFailure, Input, RefundRouteOrder, RefundStatus, ReplyKind, VerifiedPayment,
+};
 use crate::operator::{OperatorAction, OperatorRequest};
 
 const PRICE: u64 = 10_000;
 const MINT: &str = "http://127.0.0.1:3338";
 
 fn arrive(h: &mut Harness, seed: &str, kind: u16) -> super::harness::Outcome {
-    h.input(Input::RequestArrived(Box::new(request(seed, "alice", kind))))
+    h.input(Input::RequestArrived(Box::new(request(
+        seed, "alice", kind,
+    ))))
 }
 
 fn payment(seed: &str, names: &str, msat: u64, asset: Asset) -> Input {
@@ -90,7 +94,10 @@ fn a_free_request_is_queued_and_started_once() {
     assert!(h.decider.memory().is_running(&job_id("free")));
 
     let again = arrive(&mut h, "free", 5001);
-    assert!(again.actions.is_empty() && again.replies.is_empty(), "{again:?}");
+    assert!(
+        again.actions.is_empty() && again.replies.is_empty(),
+        "{again:?}"
+    );
 }
 
 #[test]
@@ -108,10 +115,17 @@ fn a_priced_request_is_quoted_until_it_is_paid_then_runs_and_its_result_is_reven
             note: None,
         }
     );
-    let paid = h.input(payment("p1", job_id("paid").as_str(), PRICE, Asset::Lightning));
+    let paid = h.input(payment(
+        "p1",
+        job_id("paid").as_str(),
+        PRICE,
+        Asset::Lightning,
+    ));
     assert_eq!(started(&paid.actions, &job_id("paid")), Some(1));
     let done = h.input(finished("paid", 1, Ok("the answer")));
-    assert!(matches!(&done.replies[0].kind, ReplyKind::Result { content, .. } if content == "the answer"));
+    assert!(
+        matches!(&done.replies[0].kind, ReplyKind::Result { content, .. } if content == "the answer")
+    );
     assert_eq!(state(&h, "paid"), JobState::Succeeded);
     assert!(done.actions.contains(&Action::Forget(job_id("paid"))));
     assert!(!h.decider.memory().holds(&job_id("paid")));
@@ -123,14 +137,29 @@ fn a_priced_request_is_quoted_until_it_is_paid_then_runs_and_its_result_is_reven
 fn a_payment_seen_again_changes_nothing_and_a_partial_one_waits_for_the_rest() {
     let mut h = Harness::new(rails());
     arrive(&mut h, "part", 5050);
-    let first = h.input(payment("half", job_id("part").as_str(), PRICE / 2, Asset::Lightning));
+    let first = h.input(payment(
+        "half",
+        job_id("part").as_str(),
+        PRICE / 2,
+        Asset::Lightning,
+    ));
     assert_eq!(state(&h, "part"), JobState::PartiallyPaid);
     assert!(started(&first.actions, &job_id("part")).is_none());
     let seq = h.ledger.next_seq();
-    let again = h.input(payment("half", job_id("part").as_str(), PRICE / 2, Asset::Lightning));
+    let again = h.input(payment(
+        "half",
+        job_id("part").as_str(),
+        PRICE / 2,
+        Asset::Lightning,
+    ));
     assert_eq!(h.ledger.next_seq(), seq, "the same evidence is booked once");
     assert!(again.actions.is_empty() && again.replies.is_empty());
-    let rest = h.input(payment("rest", job_id("part").as_str(), PRICE / 2, Asset::Lightning));
+    let rest = h.input(payment(
+        "rest",
+        job_id("part").as_str(),
+        PRICE / 2,
+        Asset::Lightning,
+    ));
     assert_eq!(started(&rest.actions, &job_id("part")), Some(1));
 }
 
@@ -141,7 +170,10 @@ fn with_a_lightning_rail_the_quote_waits_for_its_invoice_and_the_invoice_is_watc
     let mut h = Harness::new(r);
     let out = arrive(&mut h, "inv", 5050);
     assert_eq!(state(&h, "inv"), JobState::Received);
-    let Some(Action::RequestInvoice { amount, expires_at, .. }) = out.actions.first().cloned() else {
+    let Some(Action::RequestInvoice {
+        amount, expires_at, ..
+    }) = out.actions.first().cloned()
+    else {
         panic!("{out:?}");
     };
     assert_eq!(amount, Msat::from_msat(PRICE));
@@ -160,7 +192,10 @@ fn with_a_lightning_rail_the_quote_waits_for_its_invoice_and_the_invoice_is_watc
         &quoted.replies[0].kind,
         ReplyKind::PaymentRequired { bolt11: Some(b), .. } if *b == invoice.bolt11
     ));
-    assert!(quoted.actions.iter().any(|a| matches!(a, Action::WatchInvoice { .. })));
+    assert!(quoted
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::WatchInvoice { .. })));
 }
 
 #[test]
@@ -177,7 +212,12 @@ fn an_unoffered_kind_is_ignored_and_an_unparsable_request_is_rejected_once() {
     };
     let out = h.input(bad());
     assert_eq!(state(&h, "bad"), JobState::Rejected);
-    assert_eq!(out.replies[0].kind, ReplyKind::Error { reason: "no input".into() });
+    assert_eq!(
+        out.replies[0].kind,
+        ReplyKind::Error {
+            reason: "no input".into()
+        }
+    );
     assert!(h.input(bad()).replies.is_empty());
 }
 
@@ -194,7 +234,12 @@ fn a_result_for_an_attempt_that_is_not_the_current_one_is_ignored() {
 fn a_retryable_failure_runs_again_then_the_refund_waits_for_lightning_float() {
     let mut h = Harness::new(rails());
     arrive(&mut h, "fail", 5050);
-    h.input(payment("f", job_id("fail").as_str(), PRICE, Asset::Lightning));
+    h.input(payment(
+        "f",
+        job_id("fail").as_str(),
+        PRICE,
+        Asset::Lightning,
+    ));
     let retry = h.input(finished("fail", 1, Err(true)));
     assert_eq!(started(&retry.actions, &job_id("fail")), Some(2));
     let end = h.input(finished("fail", 2, Err(true)));
@@ -210,7 +255,9 @@ fn a_retryable_failure_runs_again_then_the_refund_waits_for_lightning_float() {
         msat: 10_000,
     }));
     assert!(float.operator_refused.is_none(), "{float:?}");
-    let Some(RefundRouteOrder::Lightning { amount, attempt, .. }) = route_order(&float.actions)
+    let Some(RefundRouteOrder::Lightning {
+        amount, attempt, ..
+    }) = route_order(&float.actions)
     else {
         panic!("routed once the float is booked: {float:?}");
     };
@@ -244,11 +291,20 @@ fn a_routed_refund_is_recorded_before_it_is_paid_and_settles_once() {
         route: lightning_route(),
     };
     let out = h.input(routed());
-    assert_eq!(h.state().refund(&refund).unwrap().state, RefundState::InFlight);
-    assert!(out.actions.iter().any(|a| matches!(a, Action::PayRefund { attempt: 1, .. })));
+    assert_eq!(
+        h.state().refund(&refund).unwrap().state,
+        RefundState::InFlight
+    );
+    assert!(out
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::PayRefund { attempt: 1, .. })));
     let twice = h.input(routed());
     assert!(
-        !twice.actions.iter().any(|a| matches!(a, Action::PayRefund { .. })),
+        !twice
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::PayRefund { .. })),
         "a route that comes again is not paid again: {twice:?}"
     );
     let paid = || Input::RefundOutcome {
@@ -282,12 +338,21 @@ fn an_unknown_outcome_stays_pending_and_is_looked_up_never_paid_again() {
         attempt: 1,
         status: RefundStatus::Unknown("timeout".into()),
     });
-    assert_eq!(h.state().refund(&refund).unwrap().state, RefundState::Unknown);
-    assert!(out.actions.iter().any(|a| matches!(a, Action::LookUpRefund { .. })));
+    assert_eq!(
+        h.state().refund(&refund).unwrap().state,
+        RefundState::Unknown
+    );
+    assert!(out
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::LookUpRefund { .. })));
     h.now += 3_600_000;
     let later = h.input(Input::ClockTicked);
     assert!(route_order(&later.actions).is_none(), "{later:?}");
-    assert!(!later.actions.iter().any(|a| matches!(a, Action::PayRefund { .. })));
+    assert!(!later
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::PayRefund { .. })));
 }
 
 #[test]
@@ -305,7 +370,10 @@ fn a_failed_refund_payment_is_routed_again_after_a_wait_with_the_next_attempt() 
         attempt: 1,
         status: RefundStatus::Failed("no route".into()),
     });
-    assert!(route_order(&failed.actions).is_none(), "waits first: {failed:?}");
+    assert!(
+        route_order(&failed.actions).is_none(),
+        "waits first: {failed:?}"
+    );
     assert!(route_order(&h.input(Input::ClockTicked).actions).is_none());
     h.now += 5_000;
     let tick = h.input(Input::ClockTicked);
@@ -327,7 +395,10 @@ fn an_ecash_paid_job_is_refunded_from_its_mint_and_a_route_for_another_asset_is_
         route: lightning_route(),
     });
     assert!(
-        wrong.actions.iter().any(|a| matches!(a, Action::AbandonRoute { .. })),
+        wrong
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::AbandonRoute { .. })),
         "{wrong:?}"
     );
     assert_eq!(h.state().refund(&refund).unwrap().state, RefundState::Due);
@@ -352,7 +423,10 @@ fn a_cancellation_by_the_customer_returns_what_the_job_holds_and_anyone_elses_is
     let out = h.input(cancel("alice"));
     assert_eq!(state(&h, "c"), JobState::RefundDue);
     assert!(out.actions.contains(&Action::Forget(job_id("c"))));
-    assert!(matches!(route_order(&out.actions), Some(RefundRouteOrder::Ecash { .. })));
+    assert!(matches!(
+        route_order(&out.actions),
+        Some(RefundRouteOrder::Ecash { .. })
+    ));
 }
 
 #[test]
@@ -365,7 +439,10 @@ fn time_expires_quotes_and_forgets_their_requests_after_the_grace_window() {
     h.now += 1;
     h.input(Input::ClockTicked);
     assert_eq!(state(&h, "x"), JobState::Expired);
-    assert!(h.decider.memory().holds(&job_id("x")), "a late payment may still come");
+    assert!(
+        h.decider.memory().holds(&job_id("x")),
+        "a late payment may still come"
+    );
     h.now += 300_000;
     let out = h.input(Input::ClockTicked);
     assert!(out.actions.contains(&Action::Forget(job_id("x"))));
@@ -384,9 +461,15 @@ fn an_effect_the_outbox_gave_up_on_is_handed_over_again_unless_it_was_delivered(
         effect: effect.clone(),
     });
     h.now += 29_999;
-    assert!(!h.input(Input::ClockTicked).actions.contains(&Action::Resend(effect.clone())));
+    assert!(!h
+        .input(Input::ClockTicked)
+        .actions
+        .contains(&Action::Resend(effect.clone())));
     h.now += 1;
-    assert!(h.input(Input::ClockTicked).actions.contains(&Action::Resend(effect.clone())));
+    assert!(h
+        .input(Input::ClockTicked)
+        .actions
+        .contains(&Action::Resend(effect.clone())));
 
     h.input(Input::EffectGaveUp {
         effect: effect.clone(),
@@ -397,7 +480,10 @@ fn an_effect_the_outbox_gave_up_on_is_handed_over_again_unless_it_was_delivered(
     });
     assert!(h.state().effects().all(|e| e.outcome.is_some()));
     h.now += 60_000;
-    assert!(!h.input(Input::ClockTicked).actions.contains(&Action::Resend(effect.clone())));
+    assert!(!h
+        .input(Input::ClockTicked)
+        .actions
+        .contains(&Action::Resend(effect.clone())));
 }
 
 #[test]
@@ -415,9 +501,7 @@ fn after_a_restart_a_job_that_was_processing_counts_as_interrupted_and_runs_agai
     let job = h.state().job(&job_id("crash")).unwrap();
     assert_eq!((job.state, job.attempts), (JobState::Processing, 2));
     assert!(
-        out.actions
-            .iter()
-            .any(|a| matches!(a, Action::Resend(_))),
+        out.actions.iter().any(|a| matches!(a, Action::Resend(_))),
         "the undelivered processing reply is handed over again: {out:?}"
     );
 }
@@ -468,7 +552,12 @@ fn a_group_the_ledger_refuses_takes_its_actions_back() {
         attempt: 1,
         route,
     });
-    assert!(!out.actions.iter().any(|a| matches!(a, Action::PayRefund { .. })), "{out:?}");
+    assert!(
+        !out.actions
+            .iter()
+            .any(|a| matches!(a, Action::PayRefund { .. })),
+        "{out:?}"
+    );
     assert_eq!(h.state().refund(&refund).unwrap().state, RefundState::Due);
 }
 
@@ -487,5 +576,11 @@ fn a_job_reopened_by_a_late_partial_payment_expires_again_and_returns_what_it_ho
     assert_eq!(state(&h, "late"), JobState::PartiallyPaid);
     let out = h.input(Input::ClockTicked);
     assert_eq!(state(&h, "late"), JobState::RefundDue);
-    assert!(matches!(route_order(&out.actions), Some(RefundRouteOrder::Ecash { .. })), "{out:?}");
+    assert!(
+        matches!(
+            route_order(&out.actions),
+            Some(RefundRouteOrder::Ecash { .. })
+        ),
+        "{out:?}"
+    );
 }

@@ -137,7 +137,11 @@ impl Nip90Adapter {
         })
     }
 
-    fn result(&self, context: &Nip90Context, reply: &ReplyKind) -> Result<EventBuilder, AdapterError> {
+    fn result(
+        &self,
+        context: &Nip90Context,
+        reply: &ReplyKind,
+    ) -> Result<EventBuilder, AdapterError> {
         let ReplyKind::Result {
             content,
             expires_at,
@@ -220,7 +224,8 @@ impl ProtocolAdapter for Nip90Adapter {
             ])
             .allow_self_tagging();
         let relays = self.reply_relays(None);
-        self.outbound(builder, &relays).map(|(_, outbound)| outbound)
+        self.outbound(builder, &relays)
+            .map(|(_, outbound)| outbound)
     }
 }
 

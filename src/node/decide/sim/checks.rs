@@ -61,14 +61,29 @@ impl Sim {
             .filter(|r| !r.state.is_closed())
             .map(|r| format!("{} {:?} {:?}", r.refund, r.state, r.deferred))
             .collect();
-        assert!(refunds.is_empty(), "{}: refunds left open: {refunds:?}", self.at());
+        assert!(
+            refunds.is_empty(),
+            "{}: refunds left open: {refunds:?}",
+            self.at()
+        );
         for job in state.jobs().filter(|j| j.state == JobState::Succeeded) {
             let results = self.world.results.get(&job.job).copied().unwrap_or(0);
-            assert_eq!(results, 1, "{}: job {} succeeded with {results} results", self.at(), job.job);
+            assert_eq!(
+                results,
+                1,
+                "{}: job {} succeeded with {results} results",
+                self.at(),
+                job.job
+            );
         }
         for (asset, held) in &self.world.wallets {
             let booked = i128::from(state.asset_balance(&asset_of(asset)).as_msat());
-            assert_eq!(booked, *held, "{}: {asset}: ledger {booked}, wallet {held}", self.at());
+            assert_eq!(
+                booked,
+                *held,
+                "{}: {asset}: ledger {booked}, wallet {held}",
+                self.at()
+            );
         }
         let report = self.node.store.verify();
         assert!(report.is_ok(), "{}: verify: {report:?}", self.at());

@@ -147,7 +147,8 @@ impl Sim {
         }
         let request = request(&format!("{}:{n}", self.seed), who, kind);
         self.requests.insert(request.job.clone(), request.clone());
-        self.world.push(Input::RequestArrived(Box::new(request)), false);
+        self.world
+            .push(Input::RequestArrived(Box::new(request)), false);
     }
 
     fn pay_something(&mut self) {
@@ -198,10 +199,10 @@ impl Sim {
             Some(CrashAt::AfterWrite) => return true,
             None => {}
         }
-        let written = self
-            .node
-            .decider
-            .decide(self.node.store.state(), UnixMs(self.now), Input::Written);
+        let written =
+            self.node
+                .decider
+                .decide(self.node.store.state(), UnixMs(self.now), Input::Written);
         self.commit(written, None);
         true
     }
@@ -210,7 +211,8 @@ impl Sim {
     /// came.
     fn commit(&mut self, decision: Decision, crash: Option<CrashAt>) -> Option<CrashAt> {
         if let Some(e) = &decision.error {
-            self.refusals.push(format!("step {}: cannot decide: {e}", self.steps));
+            self.refusals
+                .push(format!("step {}: cannot decide: {e}", self.steps));
         }
         let mut published = Vec::new();
         let mut actions = Vec::new();
@@ -245,7 +247,8 @@ impl Sim {
         }
         self.count_results(&published);
         for (effect, _) in published {
-            self.world.published(&mut self.rng, Faults { on: self.faults_on }, effect);
+            self.world
+                .published(&mut self.rng, Faults { on: self.faults_on }, effect);
         }
         for action in actions {
             self.perform(action);
@@ -260,7 +263,9 @@ impl Sim {
                     *self.world.results.entry(reply.job.clone()).or_default() += 1;
                 }
                 ReplyKind::PaymentRequired { amount, bolt11, .. } => {
-                    let hash = bolt11.as_ref().map(|_| hex(&format!("invoice:{}", reply.job)));
+                    let hash = bolt11
+                        .as_ref()
+                        .map(|_| hex(&format!("invoice:{}", reply.job)));
                     self.world.quotes.insert(reply.job.clone(), (*amount, hash));
                 }
                 _ => {}
@@ -317,7 +322,11 @@ impl Sim {
             decider: Decider::new(policy(), sim_rails()),
         };
         let report = self.node.store.verify();
-        assert!(report.is_ok(), "{}: verify after a crash: {report:?}", self.at());
+        assert!(
+            report.is_ok(),
+            "{}: verify after a crash: {report:?}",
+            self.at()
+        );
         let requests = self
             .node
             .store
@@ -347,7 +356,6 @@ fn is_new(outcome: &paydvm_ledger::AppendOutcome) -> bool {
 mod checks;
 mod run;
 
-
 #[cfg(test)]
 mod tests {
     use super::run::{run_seed, seeds};
@@ -367,5 +375,4 @@ mod tests {
         let b = run_seed(7);
         assert_eq!(a, b);
     }
-
 }

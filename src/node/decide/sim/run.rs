@@ -25,7 +25,10 @@ pub struct Report {
 
 /// The seeds to run: `PAYDVM_SIM_SEED` alone, else 1..=`PAYDVM_SIM_SEEDS` (default [`CI_SEEDS`]).
 pub fn seeds() -> Vec<u64> {
-    if let Some(seed) = std::env::var("PAYDVM_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+    if let Some(seed) = std::env::var("PAYDVM_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         return vec![seed];
     }
     let n = std::env::var("PAYDVM_SIM_SEEDS")
@@ -70,9 +73,23 @@ impl Sim {
             self.now += 60_000;
             self.input(super::Input::ClockTicked, None);
             self.check_always();
-            let open = self.node.store.state().jobs().any(|j| !j.state.is_terminal())
-                || self.node.store.state().refunds().any(|r| !r.state.is_closed());
-            quiet = if open || !self.world.pending.is_empty() { 0 } else { quiet + 1 };
+            let open = self
+                .node
+                .store
+                .state()
+                .jobs()
+                .any(|j| !j.state.is_terminal())
+                || self
+                    .node
+                    .store
+                    .state()
+                    .refunds()
+                    .any(|r| !r.state.is_closed());
+            quiet = if open || !self.world.pending.is_empty() {
+                0
+            } else {
+                quiet + 1
+            };
             if quiet >= 2 {
                 return;
             }

@@ -86,7 +86,11 @@ impl World {
         if self.pending.is_empty() {
             return None;
         }
-        let at = if faults.on { rng.below(self.pending.len()) } else { 0 };
+        let at = if faults.on {
+            rng.below(self.pending.len())
+        } else {
+            0
+        };
         let p = self.pending.remove(at);
         if faults.on && !p.internal && rng.chance(5) {
             self.stats.duplicates += 1;
@@ -182,12 +186,11 @@ impl World {
                 amount,
                 expires_at,
             } => {
-                let invoice = (!faults.on || !rng.chance(10)).then(|| {
-                    crate::lightning::IssuedInvoice {
+                let invoice =
+                    (!faults.on || !rng.chance(10)).then(|| crate::lightning::IssuedInvoice {
                         bolt11: format!("lnbcrt{}n1{}", amount.as_msat() / 100, &job.as_str()[..8]),
                         payment_hash: hex(&format!("invoice:{job}")),
-                    }
-                });
+                    });
                 let input = Input::InvoiceIssued {
                     job,
                     amount,
@@ -253,7 +256,8 @@ impl World {
         if faults.on && rng.chance(10) {
             self.stats.deferred_routes += 1;
             let refund = match order {
-                RefundRouteOrder::Lightning { refund, .. } | RefundRouteOrder::Ecash { refund, .. } => refund,
+                RefundRouteOrder::Lightning { refund, .. }
+                | RefundRouteOrder::Ecash { refund, .. } => refund,
             };
             let reason = "the customer's wallet did not answer".into();
             return self.push(Input::RefundDeferred { refund, reason }, true);
@@ -297,7 +301,14 @@ impl World {
 
     /// Pays a refund: sent (answer kept or lost), or explicitly failed; an unknown answer may
     /// hide either.
-    fn pay(&mut self, rng: &mut Rng, faults: Faults, refund: RefundId, attempt: u32, route: &RefundRoute) {
+    fn pay(
+        &mut self,
+        rng: &mut Rng,
+        faults: Faults,
+        refund: RefundId,
+        attempt: u32,
+        route: &RefundRoute,
+    ) {
         let roll = if faults.on { rng.below(10) } else { 9 };
         let sent = roll >= 2;
         if sent {
