@@ -19,6 +19,10 @@ pub(super) fn restarted(
         let Some(record) = ctx.ledger.job(&request.job).cloned() else {
             continue;
         };
+        // A job that only owes a refund is not resumed, but where its refund goes is kept.
+        if let Some(to) = &request.refund_to {
+            m.refund_to.insert(request.job.clone(), to.clone());
+        }
         decision.extend(request::seen_again(ctx, m, record, request)?);
     }
     decision.extend(refunds::drive(ctx, m)?);

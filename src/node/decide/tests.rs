@@ -584,3 +584,30 @@ fn a_job_reopened_by_a_late_partial_payment_expires_again_and_returns_what_it_ho
         "{out:?}"
     );
 }
+
+/// A job that only owes a refund when the node restarts is not resumed, but the refund still
+/// goes where the request said (its `refund` tag), not to the customer's profile.
+#[test]
+fn after_a_restart_a_refund_still_goes_to_the_address_the_request_gave() {
+    let mut h = Harness::new(rails());
+    funded(&mut h);
+    let refund = failed_paid_job(&mut h, "addr", Asset::Lightning);
+    let policy = h.decider.policy().clone();
+    h.decider = super::Decider::new(policy, rails());
+    let mut request = request("addr", "alice", 5050);
+    let to: crate::lightning::refund::RefundAddress = "alice@example.com".parse().unwrap();
+    request.refund_to = Some(to.clone());
+    let out = h.input(Input::Restarted {
+        requests: vec![request],
+        legacy_sources: vec![],
+    });
+    let Some(RefundRouteOrder::Lightning {
+        refund: routed,
+        refund_to,
+        ..
+    }) = route_order(&out.actions)
+    else {
+        panic!("{out:?}");
+    };
+    assert_eq!((routed, refund_to), (&refund, &Some(to)));
+}
