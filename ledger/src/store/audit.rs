@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::chain::Hash;
+use crate::chain::Hash;
 use super::{from_sql_int, to_sql_int, StoredEvent};
 use crate::error::LedgerError;
 use crate::event::LedgerEvent;
