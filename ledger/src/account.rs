@@ -190,7 +190,13 @@ mod tests {
         for a in accounts {
             assert_eq!(a.to_string().parse::<Account>(), Ok(a.clone()), "{a}");
         }
-        for bad in ["", "asset:", "liability:job:", "liability:job:a b", "income:other"] {
+        for bad in [
+            "",
+            "asset:",
+            "liability:job:",
+            "liability:job:a b",
+            "income:other",
+        ] {
             assert!(bad.parse::<Account>().is_err(), "{bad:?}");
         }
     }

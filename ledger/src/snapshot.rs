@@ -65,7 +65,9 @@ pub fn encode(state: &LedgerState, seq: u64, hash: Hash) -> Result<Snapshot, ser
         refunds: sorted(state.refunds().cloned(), |r| r.refund.clone()),
         subscriptions: sorted(state.subscriptions().cloned(), |s| s.subscription.clone()),
         effects: sorted(state.effects().cloned(), |e| e.effect.clone()),
-        balances: sorted(state.balances().map(|(a, b)| (a.clone(), *b)), |(a, _)| a.clone()),
+        balances: sorted(state.balances().map(|(a, b)| (a.clone(), *b)), |(a, _)| {
+            a.clone()
+        }),
         reserved: sorted(
             state.reserved.iter().map(|(a, m)| (a.clone(), *m)),
             |(a, _)| a.clone(),

@@ -56,7 +56,8 @@ impl LedgerState {
 
     pub(crate) fn load_refund(&mut self, refund: RefundRecord, account: Option<Balance>) {
         if let Some(b) = account {
-            self.balances.insert(Account::Refund(refund.refund.clone()), b);
+            self.balances
+                .insert(Account::Refund(refund.refund.clone()), b);
         }
         self.refunds.insert(refund.refund.clone(), refund);
     }
@@ -90,9 +91,10 @@ impl LedgerState {
             }
         }
         for id in &candidates.refunds {
-            let ended = self.refunds.get(id).is_some_and(|r| {
-                refund_ended(r) && !r.job.as_ref().is_some_and(|j| keep_job(j))
-            });
+            let ended = self
+                .refunds
+                .get(id)
+                .is_some_and(|r| refund_ended(r) && !r.job.as_ref().is_some_and(|j| keep_job(j)));
             if ended {
                 self.refunds.remove(id);
                 self.balances.remove(&Account::Refund(id.clone()));

@@ -73,7 +73,10 @@ pub(crate) fn refund(
     .transpose()
 }
 
-pub(crate) fn effect(conn: &Connection, id: &EffectId) -> Result<Option<EffectRecord>, LedgerError> {
+pub(crate) fn effect(
+    conn: &Connection,
+    id: &EffectId,
+) -> Result<Option<EffectRecord>, LedgerError> {
     let json: Option<String> = conn
         .prepare_cached("SELECT record FROM effects WHERE effect = ?1")?
         .query_row([id.as_str()], |r| r.get(0))
@@ -92,7 +95,10 @@ pub(crate) fn subscription(
     json.map(|j| decode("subscription", &j)).transpose()
 }
 
-pub(crate) fn balance(conn: &Connection, account: &Account) -> Result<Option<Balance>, LedgerError> {
+pub(crate) fn balance(
+    conn: &Connection,
+    account: &Account,
+) -> Result<Option<Balance>, LedgerError> {
     let row: Option<(i64, i64)> = conn
         .prepare_cached("SELECT debits, credits FROM balances WHERE account = ?1")?
         .query_row([account.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))

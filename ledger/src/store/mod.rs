@@ -84,7 +84,10 @@ impl Store {
     /// Open an existing ledger file for reading, with the whole history in memory: never
     /// creates, migrates or converts a file.
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<Store, LedgerError> {
-        Store::open_with(path, &StoreOptions::everything(Durability::Normal).read_only())
+        Store::open_with(
+            path,
+            &StoreOptions::everything(Durability::Normal).read_only(),
+        )
     }
 
     /// Open with explicit options. `path` may be `:memory:` or an SQLite URI (`file:…`).
@@ -524,7 +527,9 @@ impl Store {
         } else {
             Ok(())
         };
-        self.conn.close().map_err(|(_, e)| LedgerError::Storage(e))?;
+        self.conn
+            .close()
+            .map_err(|(_, e)| LedgerError::Storage(e))?;
         snapshot
     }
 }

@@ -4,10 +4,10 @@ use std::collections::{HashMap, HashSet};
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use crate::chain::{event_hash, Hash};
 use super::refs::event_refs;
 use super::{insert_event_row, to_sql_int};
 use crate::account::Account;
+use crate::chain::{event_hash, Hash};
 use crate::error::LedgerError;
 use crate::event::{EventBody, LedgerEvent};
 use crate::footprint::{footprint, Use};
@@ -181,7 +181,11 @@ impl<'t> Writer<'t> {
         self.balances(state, &dirty.accounts)
     }
 
-    fn balances(&mut self, state: &LedgerState, accounts: &HashSet<Account>) -> Result<(), LedgerError> {
+    fn balances(
+        &mut self,
+        state: &LedgerState,
+        accounts: &HashSet<Account>,
+    ) -> Result<(), LedgerError> {
         let mut balances = self.tx.prepare_cached(
             "INSERT OR REPLACE INTO balances(account, debits, credits) VALUES (?1, ?2, ?3)",
         )?;

@@ -26,7 +26,10 @@ pub(crate) fn event(conn: &Connection, seq: u64) -> Result<Option<StoredEvent>, 
     row.map(decode_row).transpose()
 }
 
-pub(crate) fn stored_request(conn: &Connection, job: &JobId) -> Result<Option<String>, LedgerError> {
+pub(crate) fn stored_request(
+    conn: &Connection,
+    job: &JobId,
+) -> Result<Option<String>, LedgerError> {
     let row = conn
         .prepare_cached(
             "SELECT seq, idem_key, at, job, body, prev_hash, hash FROM events \
@@ -48,7 +51,8 @@ pub(crate) fn stored_request(conn: &Connection, job: &JobId) -> Result<Option<St
 }
 
 pub(crate) fn quoted_invoices(conn: &Connection) -> Result<Vec<(JobId, String)>, LedgerError> {
-    let mut stmt = conn.prepare("SELECT body FROM events WHERE type = 'quote_issued' ORDER BY seq")?;
+    let mut stmt =
+        conn.prepare("SELECT body FROM events WHERE type = 'quote_issued' ORDER BY seq")?;
     let bodies = stmt
         .query_map([], |r| r.get::<_, String>(0))?
         .collect::<Result<Vec<_>, _>>()?;
@@ -74,7 +78,9 @@ pub(crate) fn job_counts(conn: &Connection) -> Result<Vec<(JobState, u64)>, Ledg
         }
     }
     if let Some((s, _)) = rows.iter().find(|(s, _)| JobState::parse(s).is_none()) {
-        return Err(LedgerError::Corrupt(format!("jobs row in unknown state {s:?}")));
+        return Err(LedgerError::Corrupt(format!(
+            "jobs row in unknown state {s:?}"
+        )));
     }
     Ok(out)
 }
@@ -88,7 +94,9 @@ pub(crate) fn refund_counts(conn: &Connection) -> Result<Vec<(RefundState, u64)>
         }
     }
     if let Some((s, _)) = rows.iter().find(|(s, _)| RefundState::parse(s).is_none()) {
-        return Err(LedgerError::Corrupt(format!("refunds row in unknown state {s:?}")));
+        return Err(LedgerError::Corrupt(format!(
+            "refunds row in unknown state {s:?}"
+        )));
     }
     Ok(out)
 }
@@ -104,7 +112,8 @@ fn counts(conn: &Connection, sql: &str) -> Result<Vec<(String, u64)>, LedgerErro
 }
 
 pub(crate) fn account_balances(conn: &Connection) -> Result<Vec<(Account, Balance)>, LedgerError> {
-    let mut stmt = conn.prepare("SELECT account, debits, credits FROM balances ORDER BY account")?;
+    let mut stmt =
+        conn.prepare("SELECT account, debits, credits FROM balances ORDER BY account")?;
     let mut rows = stmt.query([])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {

@@ -142,8 +142,7 @@ fn last_touch(conn: &Connection) -> Result<HashMap<u64, u64>, LedgerError> {
 /// Drops every ended record no event after `seq` names, and the keys and references seen.
 fn sweep(ledger: &mut Ledger, last: &HashMap<u64, u64>, seq: u64) {
     let all = ledger.state().all_resident();
-    let needed_later =
-        |j: &JobId| last.get(&job_digest(j.as_str())).is_some_and(|&t| t > seq);
+    let needed_later = |j: &JobId| last.get(&job_digest(j.as_str())).is_some_and(|&t| t > seq);
     ledger.state_mut().evict(&all, &needed_later);
     ledger.forget_history();
 }
@@ -294,7 +293,11 @@ fn agrees_with_projections(
         }
     }
     for r in state.refunds() {
-        if load::refund(conn, &r.refund, true)?.map(|r| r.record).as_ref() != Some(r) {
+        if load::refund(conn, &r.refund, true)?
+            .map(|r| r.record)
+            .as_ref()
+            != Some(r)
+        {
             return differs("refund", r.refund.as_str());
         }
     }

@@ -8,10 +8,10 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::audit::{decode_row, raw_row};
-use crate::chain::{event_hash, Hash, GENESIS};
 use super::refs::event_refs;
 use super::{from_sql_int, schema};
 use crate::account::Account;
+use crate::chain::{event_hash, Hash, GENESIS};
 use crate::effect::EffectRecord;
 use crate::engine::Ledger;
 use crate::error::LedgerError;
@@ -244,8 +244,17 @@ impl LastChanged {
     }
 
     /// Whether a row's `changed` value fits the replayed last change.
-    fn check(&self, table: &'static str, key: &str, stored: Option<i64>) -> Result<(), VerifyFailure> {
-        let map = if table == "jobs" { &self.jobs } else { &self.refunds };
+    fn check(
+        &self,
+        table: &'static str,
+        key: &str,
+        stored: Option<i64>,
+    ) -> Result<(), VerifyFailure> {
+        let map = if table == "jobs" {
+            &self.jobs
+        } else {
+            &self.refunds
+        };
         let last = map.get(key).copied().unwrap_or(0);
         let ok = match stored {
             None => last <= self.since,
