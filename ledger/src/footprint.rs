@@ -6,7 +6,8 @@
 //! refund event) is named by the store after it loaded the refund.
 //!
 //! The list must be complete: a record the planner looks at that is not listed here would be seen
-//! as absent. The conformance suite checks every kind of event against records that left memory.
+//! as absent. The conformance suite checks payments, refund and effect events and new jobs against
+//! records that left memory; the model test runs every kind of event through a bounded store.
 
 use crate::event::{Disposition, EventBody, JobPayment, PaymentTarget};
 use crate::ids::{EffectId, JobId, PaymentRef, RefundId};
