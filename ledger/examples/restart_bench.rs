@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use paydvm_ledger::store::{verify_file, Store};
 use paydvm_ledger::{Durability, LedgerEvent, LedgerStore, StoreOptions};
 
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "../../src/workload/mod.rs"]
 mod workload;
 

@@ -117,25 +117,27 @@ pub fn decode(s: &Snapshot) -> Result<LedgerState, Rejected> {
     }
     let body: Body =
         serde_json::from_slice(&s.body).map_err(|e| Rejected::Decode(e.to_string()))?;
-    let mut state = LedgerState::default();
-    state.jobs = body.jobs.into_iter().map(|j| (j.job.clone(), j)).collect();
-    state.refunds = body
-        .refunds
-        .into_iter()
-        .map(|r| (r.refund.clone(), r))
-        .collect();
-    state.subscriptions = body
-        .subscriptions
-        .into_iter()
-        .map(|x| (x.subscription.clone(), x))
-        .collect();
-    state.effects = body
-        .effects
-        .into_iter()
-        .map(|e| (e.effect.clone(), e))
-        .collect();
-    state.balances = body.balances.into_iter().collect();
-    state.reserved = body.reserved.into_iter().collect();
+    let state = LedgerState {
+        jobs: body.jobs.into_iter().map(|j| (j.job.clone(), j)).collect(),
+        refunds: body
+            .refunds
+            .into_iter()
+            .map(|r| (r.refund.clone(), r))
+            .collect(),
+        subscriptions: body
+            .subscriptions
+            .into_iter()
+            .map(|x| (x.subscription.clone(), x))
+            .collect(),
+        effects: body
+            .effects
+            .into_iter()
+            .map(|e| (e.effect.clone(), e))
+            .collect(),
+        balances: body.balances.into_iter().collect(),
+        reserved: body.reserved.into_iter().collect(),
+        ..LedgerState::default()
+    };
     invariants::check_all(&state).map_err(Rejected::Invariant)?;
     if !state.holds_only_open_work() {
         return Err(Rejected::NotOpenWork);

@@ -94,7 +94,7 @@ impl LedgerState {
             let ended = self
                 .refunds
                 .get(id)
-                .is_some_and(|r| refund_ended(r) && !r.job.as_ref().is_some_and(|j| keep_job(j)));
+                .is_some_and(|r| refund_ended(r) && !r.job.as_ref().is_some_and(keep_job));
             if ended {
                 self.refunds.remove(id);
                 self.balances.remove(&Account::Refund(id.clone()));
