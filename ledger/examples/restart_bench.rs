@@ -8,6 +8,9 @@
 //! then opens it in child processes so that each open's peak RSS (VmHWM) is its own: keeping
 //! everything (before), open work from a snapshot, open work without one, and a snapshot plus a
 //! tail. Then durable single appends on the big file and `verify_file`.
+//!
+//! `… --example restart_bench -- --compare [EVENTS]` (default 200 000) measures append costs of
+//! both retentions back to back on one file, so that both see the same machine load.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,6 +32,10 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--open") {
         return child_open(Path::new(&args[1]), &args[2]);
+    }
+    if args.first().map(String::as_str) == Some("--compare") {
+        let events = args.get(1).map_or(Ok(200_000), |n| n.replace('_', "").parse())?;
+        return compare(events);
     }
     let events: u64 = match args.first() {
         Some(n) => n.replace('_', "").parse()?,
@@ -78,19 +85,61 @@ fn run(path: &Path, events: u64) -> Result<()> {
     Ok(())
 }
 
+/// Append costs keeping everything vs open work, alternating on one file.
+fn compare(events: u64) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("paydvm-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("compare.db");
+    println!("compare: {events} events, load average {}", load_average());
+    let mut work = workload::Workload::new(WORKLOAD_SEED);
+    let result = (|| -> Result<()> {
+        build_with(&path, events, &mut work, StoreOptions::everything(Durability::Normal))?;
+        for round in 0..2 {
+            for (label, durability_options) in [
+                ("everything", StoreOptions::everything(Durability::Full)),
+                ("bounded", StoreOptions::bounded(Durability::Full)),
+            ] {
+                let mut store = <Store as LedgerStore>::open(&path, &durability_options)?;
+                let t = Instant::now();
+                let n = append_batched(&mut store, 20_000, &mut work)?;
+                let d = t.elapsed();
+                println!(
+                    "round {round} {label}: append_batch {n} events in {:.2} s = {:.0} events/s",
+                    d.as_secs_f64(),
+                    rate(n, d)
+                );
+                single_on(&mut store, 1_000, &mut work, label)?;
+                store.close()?;
+            }
+        }
+        Ok(())
+    })();
+    println!("load average at the end {}", load_average());
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
 /// The big file, written by a bounded store with group commit.
 fn build(path: &Path, target: u64, work: &mut workload::Workload) -> Result<()> {
-    let options = StoreOptions::bounded(Durability::Normal);
+    build_with(path, target, work, StoreOptions::bounded(Durability::Normal))
+}
+
+fn build_with(
+    path: &Path,
+    target: u64,
+    work: &mut workload::Workload,
+    options: StoreOptions,
+) -> Result<()> {
     let mut store = <Store as LedgerStore>::open(path, &options)?;
     let t = Instant::now();
     let written = append_batched(&mut store, target, work)?;
     store.close()?;
     let d = t.elapsed();
     println!(
-        "build: append_batch (bounded, Normal, {GROUPS_PER_TX} job groups/tx) {written} events in {:.2} s = {:.0} events/s, snapshot every {} events and at close; writer {}",
+        "build: append_batch ({:?}, Normal, {GROUPS_PER_TX} job groups/tx) {written} events in {:.2} s = {:.0} events/s; writer {}",
+        options.retention,
         d.as_secs_f64(),
         rate(written, d),
-        StoreOptions::SNAPSHOT_EVERY,
         memory()
     );
     Ok(())
@@ -136,6 +185,17 @@ fn tail(path: &Path, n: u64, work: &mut workload::Workload) -> Result<()> {
 fn single(path: &Path, n: usize, work: &mut workload::Workload) -> Result<()> {
     let options = StoreOptions::bounded(Durability::Full);
     let mut store = <Store as LedgerStore>::open(path, &options)?;
+    single_on(&mut store, n, work, "bounded")?;
+    store.close()?;
+    Ok(())
+}
+
+fn single_on(
+    store: &mut Store,
+    n: usize,
+    work: &mut workload::Workload,
+    label: &str,
+) -> Result<()> {
     let mut lat: Vec<Duration> = Vec::with_capacity(n);
     'jobs: loop {
         for e in work.next_job().events {
@@ -150,13 +210,12 @@ fn single(path: &Path, n: usize, work: &mut workload::Workload) -> Result<()> {
     let busy: Duration = lat.iter().sum();
     lat.sort_unstable();
     println!(
-        "single: append one event per tx (bounded, Full) on the big file: {n} events in {:.2} s = {:.0} events/s; commit p50 {:.0} µs p99 {:.0} µs",
+        "single: append one event per tx ({label}, Full): {n} events in {:.2} s = {:.0} events/s; commit p50 {:.0} µs p99 {:.0} µs",
         busy.as_secs_f64(),
         rate(n as u64, busy),
         lat[n / 2].as_secs_f64() * 1e6,
         lat[n * 99 / 100].as_secs_f64() * 1e6
     );
-    store.close()?;
     Ok(())
 }
 
