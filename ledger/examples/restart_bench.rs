@@ -34,7 +34,9 @@ fn main() -> Result<()> {
         return child_open(Path::new(&args[1]), &args[2]);
     }
     if args.first().map(String::as_str) == Some("--compare") {
-        let events = args.get(1).map_or(Ok(200_000), |n| n.replace('_', "").parse())?;
+        let events = args
+            .get(1)
+            .map_or(Ok(200_000), |n| n.replace('_', "").parse())?;
         return compare(events);
     }
     let events: u64 = match args.first() {
@@ -93,7 +95,12 @@ fn compare(events: u64) -> Result<()> {
     println!("compare: {events} events, load average {}", load_average());
     let mut work = workload::Workload::new(WORKLOAD_SEED);
     let result = (|| -> Result<()> {
-        build_with(&path, events, &mut work, StoreOptions::everything(Durability::Normal))?;
+        build_with(
+            &path,
+            events,
+            &mut work,
+            StoreOptions::everything(Durability::Normal),
+        )?;
         for round in 0..2 {
             for (label, durability_options) in [
                 ("everything", StoreOptions::everything(Durability::Full)),
@@ -121,7 +128,12 @@ fn compare(events: u64) -> Result<()> {
 
 /// The big file, written by a bounded store with group commit.
 fn build(path: &Path, target: u64, work: &mut workload::Workload) -> Result<()> {
-    build_with(path, target, work, StoreOptions::bounded(Durability::Normal))
+    build_with(
+        path,
+        target,
+        work,
+        StoreOptions::bounded(Durability::Normal),
+    )
 }
 
 fn build_with(
