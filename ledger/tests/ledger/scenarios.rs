@@ -1403,7 +1403,7 @@ fn a_schema_1_ledger_migrates_and_opens_keeping_open_work() {
     assert_eq!(Store::open_read_only(&path).unwrap().head().0, 17);
 
     let options = StoreOptions::bounded(Durability::Normal);
-    let mut store = Store::open_with(&path, &options).unwrap();
+    let store = Store::open_with(&path, &options).unwrap();
     assert_eq!(store.opened().snapshot, SnapshotUse::Absent);
     assert_eq!(store.opened().replayed, 17);
     let resident: Vec<&str> = store.state().jobs().map(|j| j.job.as_str()).collect();
