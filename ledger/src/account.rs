@@ -9,7 +9,9 @@ use crate::ids::{JobId, Pubkey, RefundId, SubscriptionId};
 use crate::money::{MoneyError, Msat};
 
 /// A ledger account. Assets are debit-normal; everything else is credit-normal.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Stored by its name (`Display`), read back with `FromStr`; snapshots use the serde form.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Account {
     Asset(Asset),
     /// Held for the customer until the result is delivered.
@@ -72,6 +74,44 @@ impl fmt::Display for Account {
     }
 }
 
+/// An account name that is not one `Account` writes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not an account name: {0:?}")]
+pub struct BadAccountName(pub String);
+
+impl std::str::FromStr for Account {
+    type Err = BadAccountName;
+
+    /// The inverse of `Display`.
+    fn from_str(s: &str) -> Result<Account, BadAccountName> {
+        let bad = || BadAccountName(s.to_string());
+        let id = |rest: &str| rest.to_string();
+        Ok(match s {
+            "asset:lightning" => Account::Asset(Asset::Lightning),
+            "liability:unmatched" => Account::Unmatched,
+            "income:revenue" => Account::Revenue,
+            "expense:fees" => Account::Fees,
+            "equity:float" => Account::Float,
+            "income:written_off" => Account::WrittenOff,
+            _ => {
+                if let Some(url) = s.strip_prefix("asset:mint:") {
+                    Account::Asset(Asset::Mint { url: id(url) })
+                } else if let Some(j) = s.strip_prefix("liability:job:") {
+                    Account::Job(JobId::new(j).map_err(|_| bad())?)
+                } else if let Some(p) = s.strip_prefix("liability:credit:") {
+                    Account::Credit(Pubkey::new(p).map_err(|_| bad())?)
+                } else if let Some(r) = s.strip_prefix("liability:refund:") {
+                    Account::Refund(RefundId::new(r).map_err(|_| bad())?)
+                } else if let Some(x) = s.strip_prefix("liability:subscription:") {
+                    Account::Subscription(SubscriptionId::new(x).map_err(|_| bad())?)
+                } else {
+                    return Err(bad());
+                }
+            }
+        })
+    }
+}
+
 /// One balanced entry pair: `debit`'s debits and `credit`'s credits each grow by `amount`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posting {
@@ -123,5 +163,41 @@ impl Balance {
             debits: self.debits,
             credits: self.credits.checked_add(amount)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_account_name_reads_back_as_the_same_account() {
+        let accounts = [
+            Account::Asset(Asset::Lightning),
+            Account::Asset(Asset::Mint {
+                url: "https://mint.example:3338/a:b".into(),
+            }),
+            Account::Job(JobId::new("j1").unwrap()),
+            Account::Credit(Pubkey::new("p1").unwrap()),
+            Account::Refund(RefundId::new("j1:fail").unwrap()),
+            Account::Subscription(SubscriptionId::new("s1").unwrap()),
+            Account::Unmatched,
+            Account::Revenue,
+            Account::Fees,
+            Account::Float,
+            Account::WrittenOff,
+        ];
+        for a in accounts {
+            assert_eq!(a.to_string().parse::<Account>(), Ok(a.clone()), "{a}");
+        }
+        for bad in [
+            "",
+            "asset:",
+            "liability:job:",
+            "liability:job:a b",
+            "income:other",
+        ] {
+            assert!(bad.parse::<Account>().is_err(), "{bad:?}");
+        }
     }
 }

@@ -146,4 +146,8 @@ pub enum LedgerError {
     SchemaTooNew { found: u32, supported: u32 },
     #[error("invariant violated: {0}")]
     Invariant(String),
+    #[error("{0} staged groups are not written yet: flush first")]
+    Staged(usize),
+    #[error("the store was opened read-only")]
+    ReadOnly,
 }

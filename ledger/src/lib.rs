@@ -1,18 +1,24 @@
 //! paydvm-ledger: the event-sourced payments ledger.
 //!
 //! No network, no clock reads, no randomness: time and ids come in as arguments. The only I/O is
-//! the SQLite event store in [`store`].
+//! the event store: the contract is [`LedgerStore`], the SQLite implementation [`store::Store`].
 pub mod account;
+pub mod chain;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod effect;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod footprint;
 pub mod held;
 pub mod ids;
 pub mod invariants;
 pub mod job;
+pub mod ledger_store;
 pub mod money;
 pub mod refund;
+pub mod snapshot;
 pub mod state;
 pub mod store;
 pub mod subscription;
@@ -24,6 +30,9 @@ pub use event::*;
 pub use held::AssetAmount;
 pub use ids::*;
 pub use job::{JobInput, JobRecord, JobState};
+pub use ledger_store::{
+    Durability, LedgerStore, OpenReport, Retention, SnapshotStats, SnapshotUse, StoreOptions,
+};
 pub use money::{MoneyError, Msat};
 pub use refund::{RefundRecord, RefundState};
 pub use state::{Change, LedgerState};

@@ -23,6 +23,19 @@ pub enum RefundState {
 }
 
 impl RefundState {
+    pub const ALL: [RefundState; 6] = [
+        RefundState::Due,
+        RefundState::InFlight,
+        RefundState::Unknown,
+        RefundState::Failed,
+        RefundState::Settled,
+        RefundState::WrittenOff,
+    ];
+
+    pub fn parse(s: &str) -> Option<RefundState> {
+        RefundState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RefundState::Due => "due",

@@ -3,6 +3,7 @@
 //! never half-applied.
 
 mod refunds;
+pub mod residency;
 
 use std::collections::HashMap;
 
@@ -50,6 +51,12 @@ pub struct Undo {
 }
 
 /// The projections of the log: jobs, refunds, subscriptions, effects, balances, payment refs.
+///
+/// A store opened with `Retention::OpenWork` holds only open work here (see [`residency`]): the
+/// getters and iterators then answer for resident records only (`jobs()` iterates the jobs that
+/// have not ended, `job()` is `None` for one that ended, `payment_ref_seq` knows only references
+/// of groups not yet written). Ask the store (`LedgerStore::job`, `payment_ref_seq`, …) for
+/// history. With `Retention::Everything` (and for a `Ledger` on its own) it is the whole history.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LedgerState {
     pub(crate) jobs: HashMap<JobId, JobRecord>,

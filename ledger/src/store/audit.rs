@@ -3,8 +3,8 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::chain::Hash;
 use super::{from_sql_int, to_sql_int, StoredEvent};
+use crate::chain::Hash;
 use crate::error::LedgerError;
 use crate::event::LedgerEvent;
 use crate::ids::{IdemKey, UnixMs};

@@ -1,36 +1,38 @@
 //! The SQLite event store: the append-only, hash-chained log plus its projections, written in one
-//! transaction per group (or per batch of groups, for group commit).
+//! transaction per group (or per batch of groups, for group commit). The first implementation of
+//! [`crate::LedgerStore`].
 
 mod audit;
-mod chain;
 mod export;
+mod load;
 mod projections;
+mod queries;
 mod refs;
+mod replay;
 mod schema;
+mod snapshots;
+mod trait_impl;
 mod verify;
 
 use std::path::Path;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
+pub use crate::chain::Hash;
+pub use crate::ledger_store::Durability;
 pub use audit::{AuditEvent, AuditTrail};
-pub use chain::Hash;
 pub use schema::SCHEMA_VERSION;
 pub use verify::{verify_connection, verify_file, VerifyFailure, VerifyReport};
 
+use crate::account::Account;
 use crate::engine::{AppendOutcome, Ledger, Prepared};
 use crate::error::LedgerError;
 use crate::event::LedgerEvent;
+use crate::footprint::footprint;
+use crate::ids::{EffectId, JobId, PaymentRef, RefundId};
+use crate::ledger_store::{OpenReport, Retention, SnapshotStats, SnapshotUse, StoreOptions};
+use crate::state::residency::Candidates;
 use crate::state::LedgerState;
-
-/// How hard each commit waits for the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// fsync on every commit: survives power loss.
-    Full,
-    /// WAL without fsync per commit: survives a process crash, not a power cut.
-    Normal,
-}
 
 /// A stored event row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +44,9 @@ pub struct StoredEvent {
     pub hash: Hash,
 }
 
-/// The durable ledger. Holds the live state in memory; every append writes the events and the
-/// projection rows they change in one SQLite transaction.
+/// The durable ledger. Holds the derived state in memory (all of it, or the open work only:
+/// see [`Retention`]); every append writes the events and the projection rows they change in one
+/// SQLite transaction.
 pub struct Store {
     conn: Connection,
     ledger: Ledger,
@@ -51,6 +54,11 @@ pub struct Store {
     head: Hash,
     /// Groups applied in memory but not yet written: see [`Store::stage`].
     staged: Vec<(Prepared, Vec<LedgerEvent>)>,
+    options: StoreOptions,
+    /// Records loaded from disk or written since memory was last trimmed (`OpenWork`).
+    candidates: Candidates,
+    opened: OpenReport,
+    snapshots: SnapshotStats,
 }
 
 pub(crate) fn to_sql_int(v: u64, what: &str) -> Result<i64, LedgerError> {
@@ -62,19 +70,55 @@ pub(crate) fn from_sql_int(v: i64, what: &str) -> Result<u64, LedgerError> {
 }
 
 impl Store {
-    /// Open (creating if needed) a ledger file, migrate it and replay it into memory.
+    /// Open (creating if needed) a ledger file, migrate it and replay it into memory, keeping the
+    /// whole history there (`Retention::Everything`, as before snapshots existed).
     pub fn open(path: impl AsRef<Path>, durability: Durability) -> Result<Store, LedgerError> {
-        let conn = Connection::open(path)?;
-        Store::from_connection(conn, durability)
+        Store::open_with(path, &StoreOptions::everything(durability))
     }
 
+    /// An in-memory ledger keeping the whole history in memory.
     pub fn open_in_memory() -> Result<Store, LedgerError> {
-        Store::from_connection(Connection::open_in_memory()?, Durability::Normal)
+        Store::open_with(":memory:", &StoreOptions::everything(Durability::Normal))
     }
 
-    /// Open an existing ledger file for reading: never creates, migrates or converts a file.
+    /// Open an existing ledger file for reading, with the whole history in memory: never
+    /// creates, migrates or converts a file.
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<Store, LedgerError> {
+        Store::open_with(
+            path,
+            &StoreOptions::everything(Durability::Normal).read_only(),
+        )
+    }
+
+    /// Open with explicit options. `path` may be `:memory:` or an SQLite URI (`file:…`).
+    pub fn open_with(path: impl AsRef<Path>, options: &StoreOptions) -> Result<Store, LedgerError> {
         let path = path.as_ref();
+        if options.read_only {
+            return Store::open_read_only_with(path, options);
+        }
+        let mut conn = Connection::open(path)?;
+        tune(&conn)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match options.durability {
+                Durability::Full => "FULL",
+                Durability::Normal => "NORMAL",
+            },
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        schema::migrate(&mut conn)?;
+        let mut store = Store::load(conn, options, SCHEMA_VERSION)?;
+        refresh_derived_rows(&mut store.conn, store.ledger.state())?;
+        if store.snapshots.last_seq < store.head().0 {
+            // Replayed more than nothing: make the next start cheap.
+            store.snapshot_quietly();
+        }
+        Ok(store)
+    }
+
+    fn open_read_only_with(path: &Path, options: &StoreOptions) -> Result<Store, LedgerError> {
         if !path.is_file() {
             return Err(LedgerError::NotFound(path.display().to_string()));
         }
@@ -83,48 +127,61 @@ impl Store {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         let version = schema::schema_version(&conn)?;
-        if version != SCHEMA_VERSION {
+        if !(schema::OLDEST_READABLE..=SCHEMA_VERSION).contains(&version) {
             return Err(LedgerError::NotALedger(path.display().to_string(), version));
         }
         tune(&conn)?;
-        let (ledger, head) = replay(&conn)?;
-        Ok(Store {
-            conn,
-            ledger,
-            head,
-            staged: Vec::new(),
-        })
+        Store::load(conn, options, version)
     }
 
-    fn from_connection(mut conn: Connection, durability: Durability) -> Result<Store, LedgerError> {
-        tune(&conn)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(
-            None,
-            "synchronous",
-            match durability {
-                Durability::Full => "FULL",
-                Durability::Normal => "NORMAL",
+    fn load(conn: Connection, options: &StoreOptions, version: u32) -> Result<Store, LedgerError> {
+        let loaded = match options.retention {
+            Retention::Everything => replay::everything(&conn)?,
+            Retention::OpenWork => replay::open_work(&conn, version)?,
+        };
+        let last_seq = match loaded.report.snapshot {
+            SnapshotUse::Loaded { seq } => seq,
+            _ => 0,
+        };
+        Ok(Store {
+            conn,
+            ledger: loaded.ledger,
+            head: loaded.head,
+            staged: Vec::new(),
+            options: *options,
+            candidates: Candidates::default(),
+            opened: loaded.report,
+            snapshots: SnapshotStats {
+                last_seq,
+                ..SnapshotStats::default()
             },
-        )?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        schema::migrate(&mut conn)?;
-        let (ledger, head) = replay(&conn)?;
-        refresh_derived_rows(&mut conn, ledger.state())?;
-        Ok(Store {
-            conn,
-            ledger,
-            head,
-            staged: Vec::new(),
         })
     }
 
+    fn bounded(&self) -> bool {
+        self.options.retention == Retention::OpenWork
+    }
+
+    /// The derived state: all of it, or only open work (see [`Retention`]).
     pub fn state(&self) -> &LedgerState {
         self.ledger.state()
     }
 
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
+    /// How the state was loaded at open (snapshot used, rejected, events replayed).
+    pub fn opened(&self) -> &OpenReport {
+        &self.opened
+    }
+
+    pub fn snapshot_stats(&self) -> &SnapshotStats {
+        &self.snapshots
     }
 
     /// The last event written to disk: its seq and hash (staged groups are not counted).
@@ -140,12 +197,20 @@ impl Store {
     /// Nothing staged is durable until `flush` returns `Ok`, so the caller holds back every side
     /// effect of a staged group until then. Dropping the store drops what is staged.
     pub fn stage(&mut self, events: &[LedgerEvent]) -> Result<Vec<AppendOutcome>, LedgerError> {
-        let prepared = self.ledger.prepare(events)?;
-        let outcomes = prepared.outcomes.clone();
-        if !prepared.appended.is_empty() {
-            self.staged.push((prepared, events.to_vec()));
-        }
-        Ok(outcomes)
+        self.writable()?;
+        self.load_named(&[events])?;
+        let outcomes = match self.ledger.prepare(events) {
+            Ok(p) => {
+                let outcomes = p.outcomes.clone();
+                if !p.appended.is_empty() {
+                    self.staged.push((p, events.to_vec()));
+                }
+                Ok(outcomes)
+            }
+            Err(e) => Err(e),
+        };
+        self.trim();
+        outcomes
     }
 
     /// Groups staged and not yet written.
@@ -158,11 +223,15 @@ impl Store {
     pub fn flush(&mut self) -> Result<usize, LedgerError> {
         let count = self.staged.len();
         if count > 0 {
-            self.write_with_staged(Vec::new())?;
+            let written = self.write_with_staged(Vec::new());
+            self.after_write();
+            written?;
         }
         Ok(count)
     }
 
+    /// The SQLite connection. For tests and tools that inspect or sabotage the file (crash
+    /// tests, fuzzing, benches); the store's contract never exposes it.
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
@@ -188,6 +257,8 @@ impl Store {
         &mut self,
         groups: &[&[LedgerEvent]],
     ) -> Result<Vec<Result<Vec<AppendOutcome>, LedgerError>>, LedgerError> {
+        self.writable()?;
+        self.load_named(groups)?;
         let mut results = Vec::with_capacity(groups.len());
         let mut prepared: Vec<(Prepared, &[LedgerEvent])> = Vec::new();
         for &events in groups {
@@ -200,10 +271,20 @@ impl Store {
             }
         }
         if prepared.iter().all(|(p, _)| p.appended.is_empty()) && self.staged.is_empty() {
+            self.trim();
             return Ok(results);
         }
-        self.write_with_staged(prepared)?;
+        let written = self.write_with_staged(prepared);
+        self.after_write();
+        written?;
         Ok(results)
+    }
+
+    fn writable(&self) -> Result<(), LedgerError> {
+        if self.options.read_only {
+            return Err(LedgerError::ReadOnly);
+        }
+        Ok(())
     }
 
     /// Writes the staged groups, then `fresh` (prepared after them, so their seqs follow), in one
@@ -222,8 +303,14 @@ impl Store {
             self.write(&all)
         };
         match written {
-            Ok(head) => {
+            Ok((head, dirty)) => {
                 self.head = head;
+                if self.bounded() {
+                    let c = dirty.candidates();
+                    self.candidates.jobs.extend(c.jobs);
+                    self.candidates.refunds.extend(c.refunds);
+                    self.candidates.effects.extend(c.effects);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -238,7 +325,10 @@ impl Store {
         }
     }
 
-    fn write(&mut self, prepared: &[(&Prepared, &[LedgerEvent])]) -> Result<Hash, LedgerError> {
+    fn write(
+        &mut self,
+        prepared: &[(&Prepared, &[LedgerEvent])],
+    ) -> Result<(Hash, projections::Dirty), LedgerError> {
         let tx = self.conn.transaction()?;
         let mut head = self.head;
         let mut dirty = projections::Dirty::default();
@@ -250,7 +340,7 @@ impl Store {
                     if let AppendOutcome::Appended { seq } = outcome {
                         let (_, change) = appended.next().expect("one change per appended event");
                         head = w.event(*seq, &head, event, change)?;
-                        dirty.note(change);
+                        dirty.note(*seq, &event.body, change);
                     }
                 }
             }
@@ -258,77 +348,152 @@ impl Store {
             w.head(self.ledger.next_seq() - 1, &head)?;
         }
         tx.commit()?;
-        Ok(head)
+        Ok((head, dirty))
+    }
+
+    /// With `OpenWork`: before planning, load every record the groups name that is not in
+    /// memory (and the keys and payment references already on disk), so the plan answers as if
+    /// the whole history were in memory.
+    fn load_named(&mut self, groups: &[&[LedgerEvent]]) -> Result<(), LedgerError> {
+        if !self.bounded() {
+            return Ok(());
+        }
+        let mut jobs: Vec<JobId> = Vec::new();
+        let mut refunds: Vec<RefundId> = Vec::new();
+        let mut effects: Vec<EffectId> = Vec::new();
+        let mut refs: Vec<PaymentRef> = Vec::new();
+        for event in groups.iter().flat_map(|g| g.iter()) {
+            if self.ledger.seq_of_key(&event.key).is_none() {
+                if let Some(seq) = load::key_seq(&self.conn, &event.key)? {
+                    self.ledger.note_key(event.key.clone(), seq);
+                }
+            }
+            let fp = footprint(&event.body);
+            jobs.extend(fp.jobs.iter().map(|(j, _)| (*j).clone()));
+            refunds.extend(fp.refunds.iter().map(|(r, _)| (*r).clone()));
+            effects.extend(fp.effects.iter().map(|(e, _)| (*e).clone()));
+            refs.extend(fp.payment_refs.iter().map(|r| (*r).clone()));
+        }
+        for id in dedup(refunds) {
+            self.load_refund(&id)?;
+            if let Some(job) = self.state().refund(&id).and_then(|r| r.job.clone()) {
+                jobs.push(job);
+            }
+        }
+        for id in dedup(jobs) {
+            self.load_job(&id)?;
+        }
+        for id in dedup(effects) {
+            if self.state().effect(&id).is_none() {
+                if let Some(e) = load::effect(&self.conn, &id)? {
+                    self.ledger.state_mut().load_effect(e);
+                    self.candidates.effects.insert(id);
+                }
+            }
+        }
+        for r in dedup(refs) {
+            if self.state().payment_ref_seq(&r).is_none() {
+                if let Some(seq) = load::payment_seq(&self.conn, &r)? {
+                    self.ledger.state_mut().note_payment_ref(r, seq);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn load_job(&mut self, id: &JobId) -> Result<(), LedgerError> {
+        if self.state().job(id).is_some() {
+            return Ok(());
+        }
+        if let Some(row) = load::job(&self.conn, id, false)? {
+            let account = load::balance(&self.conn, &Account::Job(id.clone()))?;
+            self.ledger.state_mut().load_job(row.record, account);
+            self.candidates.jobs.insert(id.clone());
+        }
+        Ok(())
+    }
+
+    fn load_refund(&mut self, id: &RefundId) -> Result<(), LedgerError> {
+        if self.state().refund(id).is_some() {
+            return Ok(());
+        }
+        if let Some(row) = load::refund(&self.conn, id, false)? {
+            let account = load::balance(&self.conn, &Account::Refund(id.clone()))?;
+            self.ledger.state_mut().load_refund(row.record, account);
+            self.candidates.refunds.insert(id.clone());
+        }
+        Ok(())
+    }
+
+    /// With `OpenWork` and nothing staged: drop the records that ended, and the keys and
+    /// payment references (on disk now, looked up there).
+    fn trim(&mut self) {
+        if !self.bounded() || !self.staged.is_empty() {
+            return;
+        }
+        let candidates = std::mem::take(&mut self.candidates);
+        self.ledger.state_mut().evict(&candidates, &|_| false);
+        self.ledger.forget_history();
+    }
+
+    fn after_write(&mut self) {
+        self.trim();
+        let every = self.options.snapshot_every;
+        let (head, _) = self.head();
+        if every > 0 && head >= self.snapshots.last_seq.saturating_add(every) {
+            self.snapshot_quietly();
+        }
+    }
+
+    /// A snapshot whose failure is counted, not returned: the events are on disk already, and
+    /// the next snapshot tries again.
+    fn snapshot_quietly(&mut self) {
+        if let Err(e) = self.write_snapshot() {
+            self.snapshots.write_failures += 1;
+            self.snapshots.last_failure = Some(e.to_string());
+        }
+    }
+
+    /// Write a snapshot of the open work as of the head (`OpenWork`, writable, nothing staged).
+    /// Returns its seq, or `None` when there is nothing new or the store keeps everything.
+    pub fn write_snapshot(&mut self) -> Result<Option<u64>, LedgerError> {
+        if !self.bounded() {
+            return Ok(None);
+        }
+        self.writable()?;
+        if !self.staged.is_empty() {
+            return Err(LedgerError::Staged(self.staged.len()));
+        }
+        let (seq, hash) = self.head();
+        if seq == 0 || seq == self.snapshots.last_seq {
+            return Ok(None);
+        }
+        self.trim();
+        let s = crate::snapshot::encode(self.state(), seq, hash)?;
+        snapshots::write(&mut self.conn, &s)?;
+        self.snapshots.written += 1;
+        self.snapshots.last_seq = seq;
+        Ok(Some(seq))
     }
 
     /// Read one stored event.
     pub fn event(&self, seq: u64) -> Result<Option<StoredEvent>, LedgerError> {
-        let row = self
-            .conn
-            .query_row(
-                "SELECT seq, idem_key, at, job, body, prev_hash, hash FROM events WHERE seq = ?1",
-                [to_sql_int(seq, "seq")?],
-                audit::raw_row,
-            )
-            .optional()?;
-        row.map(audit::decode_row).transpose()
+        queries::event(&self.conn, seq)
     }
 
     /// The request a job's `job_received` event stored, if it stored one (written groups only).
-    pub fn stored_request(&self, job: &crate::JobId) -> Result<Option<String>, LedgerError> {
-        let row = self
-            .conn
-            .query_row(
-                "SELECT seq, idem_key, at, job, body, prev_hash, hash FROM events \
-                 WHERE job = ?1 ORDER BY seq LIMIT 1",
-                [job.as_str()],
-                audit::raw_row,
-            )
-            .optional()?;
-        Ok(match row.map(audit::decode_row).transpose()? {
-            Some(StoredEvent {
-                event:
-                    LedgerEvent {
-                        body: crate::EventBody::JobReceived { request, .. },
-                        ..
-                    },
-                ..
-            }) => request,
-            _ => None,
-        })
+    pub fn stored_request(&self, job: &JobId) -> Result<Option<String>, LedgerError> {
+        queries::stored_request(&self.conn, job)
     }
 
     /// Whether `event` has the same body as the event first stored under its key.
     pub fn same_as_first(&self, event: &LedgerEvent) -> Result<Option<bool>, LedgerError> {
-        let Some(seq) = self.ledger.seq_of_key(&event.key) else {
-            return Ok(None);
-        };
-        let stored = self
-            .event(seq)?
-            .ok_or_else(|| LedgerError::Corrupt(format!("key {} has no event", event.key)))?;
-        Ok(Some(stored.event.body == event.body))
+        crate::LedgerStore::same_as_first(self, event)
     }
 
     /// Every invoice a quote offered, as (job, payment hash), in log order (written groups only).
-    pub fn quoted_invoices(&self) -> Result<Vec<(crate::JobId, String)>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT body FROM events WHERE type = 'quote_issued' ORDER BY seq")?;
-        let bodies = stmt
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut out = Vec::new();
-        for body in bodies {
-            if let crate::EventBody::QuoteIssued { job, options, .. } = serde_json::from_str(&body)?
-            {
-                for option in options {
-                    if let crate::PaymentOption::Invoice { payment_hash, .. } = option {
-                        out.push((job.clone(), payment_hash));
-                    }
-                }
-            }
-        }
-        Ok(out)
+    pub fn quoted_invoices(&self) -> Result<Vec<(JobId, String)>, LedgerError> {
+        queries::quoted_invoices(&self.conn)
     }
 
     pub fn audit(&self, reference: &str) -> Result<Option<AuditTrail>, LedgerError> {
@@ -351,10 +516,28 @@ impl Store {
         verify_connection(&self.conn)
     }
 
-    /// Close the connection (checkpointing the WAL).
-    pub fn close(self) -> Result<(), LedgerError> {
-        self.conn.close().map_err(|(_, e)| LedgerError::Storage(e))
+    /// Drop what is staged; with `OpenWork` on a writable store, write a snapshot; then close
+    /// the connection (checkpointing the WAL). A failed snapshot is returned after closing.
+    pub fn close(mut self) -> Result<(), LedgerError> {
+        for (p, _) in std::mem::take(&mut self.staged).into_iter().rev() {
+            self.ledger.rollback(p);
+        }
+        let snapshot = if self.bounded() && !self.options.read_only {
+            self.write_snapshot().map(|_| ())
+        } else {
+            Ok(())
+        };
+        self.conn
+            .close()
+            .map_err(|(_, e)| LedgerError::Storage(e))?;
+        snapshot
     }
+}
+
+fn dedup<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// Memory for SQLite's page cache: the indexes are keyed by hashes, so inserts land on random
@@ -376,27 +559,6 @@ fn refresh_derived_rows(conn: &mut Connection, state: &LedgerState) -> Result<()
         tx.commit()?;
     }
     Ok(())
-}
-
-/// Rebuild the in-memory ledger from the stored log, checking the chain as it goes.
-fn replay(conn: &Connection) -> Result<(Ledger, Hash), LedgerError> {
-    let mut ledger = Ledger::new();
-    let mut head = chain::GENESIS;
-    let mut stmt = conn
-        .prepare("SELECT seq, idem_key, at, job, body, prev_hash, hash FROM events ORDER BY seq")?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        let stored = audit::decode_row(audit::raw_row(row)?)?;
-        if stored.seq != ledger.next_seq() || stored.prev_hash != head {
-            return Err(LedgerError::Corrupt(format!(
-                "event {} does not follow the chain; run `paydvm ledger verify`",
-                stored.seq
-            )));
-        }
-        ledger.apply(&stored.event)?;
-        head = stored.hash;
-    }
-    Ok((ledger, head))
 }
 
 pub(crate) fn insert_event_row(

@@ -1,44 +1,74 @@
 //! Writing one transaction's events, postings, references and changed projection rows.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::chain::{event_hash, Hash};
 use super::refs::event_refs;
 use super::{insert_event_row, to_sql_int};
 use crate::account::Account;
+use crate::chain::{event_hash, Hash};
 use crate::error::LedgerError;
-use crate::event::LedgerEvent;
+use crate::event::{EventBody, LedgerEvent};
+use crate::footprint::{footprint, Use};
 use crate::ids::{EffectId, JobId, RefundId, SubscriptionId};
+use crate::state::residency::Candidates;
 use crate::state::{Change, LedgerState};
 
+/// When a row was last changed in this transaction, and whether this transaction created it.
+#[derive(Debug, Clone, Copy)]
+struct Touch {
+    seq: u64,
+    created: bool,
+}
+
+fn touch<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Touch>, key: K, seq: u64, created: bool) {
+    let t = map.entry(key).or_insert(Touch { seq, created });
+    t.seq = seq;
+    t.created |= created;
+}
+
 /// The projection rows one transaction changed; each is written once, with its final value.
+/// A row the transaction created is inserted, never replaced: if it existed after all (a record
+/// the store failed to load before planning), the write fails instead of overwriting history.
 #[derive(Default)]
 pub struct Dirty {
-    jobs: HashSet<JobId>,
-    refunds: HashSet<RefundId>,
+    jobs: HashMap<JobId, Touch>,
+    refunds: HashMap<RefundId, Touch>,
     subscriptions: HashSet<SubscriptionId>,
-    effects: HashSet<EffectId>,
+    effects: HashMap<EffectId, Touch>,
     accounts: HashSet<Account>,
 }
 
 impl Dirty {
-    pub fn note(&mut self, change: &Change) {
+    pub fn note(&mut self, seq: u64, body: &EventBody, change: &Change) {
+        let fp = footprint(body);
         if let Some(j) = &change.job {
-            self.jobs.insert(j.job.clone());
+            let created = matches!(body, EventBody::JobReceived { .. });
+            touch(&mut self.jobs, j.job.clone(), seq, created);
         }
         if let Some(r) = &change.refund {
-            self.refunds.insert(r.refund.clone());
+            let created = fp.refunds.contains(&(&r.refund, Use::Create));
+            touch(&mut self.refunds, r.refund.clone(), seq, created);
         }
         if let Some(s) = &change.subscription {
             self.subscriptions.insert(s.subscription.clone());
         }
         if let Some(e) = &change.effect {
-            self.effects.insert(e.effect.clone());
+            let created = matches!(body, EventBody::EffectRequested { .. });
+            touch(&mut self.effects, e.effect.clone(), seq, created);
         }
         for (a, _) in &change.balances {
             self.accounts.insert(a.clone());
+        }
+    }
+
+    /// The records written, as candidates to leave memory.
+    pub fn candidates(&self) -> Candidates {
+        Candidates {
+            jobs: self.jobs.keys().cloned().collect(),
+            refunds: self.refunds.keys().cloned().collect(),
+            effects: self.effects.keys().cloned().collect(),
         }
     }
 }
@@ -97,27 +127,35 @@ impl<'t> Writer<'t> {
     }
 
     pub fn projections(&mut self, state: &LedgerState, dirty: &Dirty) -> Result<(), LedgerError> {
-        let mut jobs = self.tx.prepare_cached(
-            "INSERT OR REPLACE INTO jobs(job, state, record) VALUES (?1, ?2, ?3)",
-        )?;
-        for id in &dirty.jobs {
+        for (id, t) in &dirty.jobs {
             let j = state.job(id).expect("dirty job exists");
-            jobs.execute(params![
+            let sql = if t.created {
+                "INSERT INTO jobs(job, state, record, changed) VALUES (?1, ?2, ?3, ?4)"
+            } else {
+                "INSERT OR REPLACE INTO jobs(job, state, record, changed) VALUES (?1, ?2, ?3, ?4)"
+            };
+            self.tx.prepare_cached(sql)?.execute(params![
                 id.as_str(),
                 j.state.as_str(),
-                serde_json::to_string(j)?
+                serde_json::to_string(j)?,
+                to_sql_int(t.seq, "seq")?,
             ])?;
         }
-        let mut refunds = self.tx.prepare_cached(
-            "INSERT OR REPLACE INTO refunds(refund, job, state, record) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        for id in &dirty.refunds {
+        for (id, t) in &dirty.refunds {
             let r = state.refund(id).expect("dirty refund exists");
-            refunds.execute(params![
+            let sql = if t.created {
+                "INSERT INTO refunds(refund, job, state, record, changed) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)"
+            } else {
+                "INSERT OR REPLACE INTO refunds(refund, job, state, record, changed) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)"
+            };
+            self.tx.prepare_cached(sql)?.execute(params![
                 id.as_str(),
                 r.job.as_ref().map(|j| j.as_str()),
                 r.state.as_str(),
-                serde_json::to_string(r)?
+                serde_json::to_string(r)?,
+                to_sql_int(t.seq, "seq")?,
             ])?;
         }
         let mut subs = self.tx.prepare_cached(
@@ -127,21 +165,31 @@ impl<'t> Writer<'t> {
             let s = state.subscription(id).expect("dirty subscription exists");
             subs.execute(params![id.as_str(), serde_json::to_string(s)?])?;
         }
-        let mut effects = self.tx.prepare_cached(
-            "INSERT OR REPLACE INTO effects(effect, done, record) VALUES (?1, ?2, ?3)",
-        )?;
-        for id in &dirty.effects {
+        for (id, t) in &dirty.effects {
             let e = state.effect(id).expect("dirty effect exists");
-            effects.execute(params![
+            let sql = if t.created {
+                "INSERT INTO effects(effect, done, record) VALUES (?1, ?2, ?3)"
+            } else {
+                "INSERT OR REPLACE INTO effects(effect, done, record) VALUES (?1, ?2, ?3)"
+            };
+            self.tx.prepare_cached(sql)?.execute(params![
                 id.as_str(),
                 e.outcome.is_some(),
                 serde_json::to_string(e)?
             ])?;
         }
+        self.balances(state, &dirty.accounts)
+    }
+
+    fn balances(
+        &mut self,
+        state: &LedgerState,
+        accounts: &HashSet<Account>,
+    ) -> Result<(), LedgerError> {
         let mut balances = self.tx.prepare_cached(
             "INSERT OR REPLACE INTO balances(account, debits, credits) VALUES (?1, ?2, ?3)",
         )?;
-        for a in &dirty.accounts {
+        for a in accounts {
             let b = state.balance(a);
             balances.execute(params![
                 a.to_string(),
@@ -157,10 +205,13 @@ impl<'t> Writer<'t> {
     /// would no longer match the replayed state. Only records that carry the derived fields are
     /// compared, so opening a ledger of finished jobs reads no projection row.
     pub fn refresh_derived(&mut self, state: &LedgerState) -> Result<usize, LedgerError> {
-        let mut dirty = Dirty::default();
+        let mut rewritten = 0;
         let mut read_job = self
             .tx
             .prepare_cached("SELECT record FROM jobs WHERE job = ?1")?;
+        let mut write_job = self
+            .tx
+            .prepare_cached("UPDATE jobs SET state = ?2, record = ?3 WHERE job = ?1")?;
         for j in state
             .jobs()
             .filter(|j| !j.held_assets.is_empty() || !j.held_credit.is_zero())
@@ -168,24 +219,27 @@ impl<'t> Writer<'t> {
             let stored: Option<String> = read_job
                 .query_row([j.job.as_str()], |r| r.get(0))
                 .optional()?;
-            if stored.as_deref() != Some(serde_json::to_string(j)?.as_str()) {
-                dirty.jobs.insert(j.job.clone());
+            let now = serde_json::to_string(j)?;
+            if stored.is_some() && stored.as_deref() != Some(now.as_str()) {
+                write_job.execute(params![j.job.as_str(), j.state.as_str(), now])?;
+                rewritten += 1;
             }
         }
         let mut read_refund = self
             .tx
             .prepare_cached("SELECT record FROM refunds WHERE refund = ?1")?;
+        let mut write_refund = self
+            .tx
+            .prepare_cached("UPDATE refunds SET state = ?2, record = ?3 WHERE refund = ?1")?;
         for r in state.refunds().filter(|r| r.asset.is_some()) {
             let stored: Option<String> = read_refund
                 .query_row([r.refund.as_str()], |row| row.get(0))
                 .optional()?;
-            if stored.as_deref() != Some(serde_json::to_string(r)?.as_str()) {
-                dirty.refunds.insert(r.refund.clone());
+            let now = serde_json::to_string(r)?;
+            if stored.is_some() && stored.as_deref() != Some(now.as_str()) {
+                write_refund.execute(params![r.refund.as_str(), r.state.as_str(), now])?;
+                rewritten += 1;
             }
-        }
-        let rewritten = dirty.jobs.len() + dirty.refunds.len();
-        if rewritten > 0 {
-            self.projections(state, &dirty)?;
         }
         Ok(rewritten)
     }

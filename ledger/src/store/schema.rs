@@ -5,7 +5,8 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::error::LedgerError;
 
 /// Migrations by target version; `MIGRATIONS[i]` brings version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- The append-only log. seq is contiguous from 1; hash chains each row to the previous one.
 CREATE TABLE events (
@@ -46,7 +47,32 @@ CREATE INDEX refunds_by_job ON refunds(job) WHERE job IS NOT NULL;
 CREATE TABLE subscriptions (subscription TEXT PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE effects (effect TEXT PRIMARY KEY, done INTEGER NOT NULL, record TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE balances (account TEXT PRIMARY KEY, debits INTEGER NOT NULL, credits INTEGER NOT NULL) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+-- Snapshots of the open work (version 2). `changed` is the seq of the last event that changed a
+-- job or refund row: a store replaying the events after a snapshot may read back a record that
+-- left memory before it only if the row has not changed since (NULL: last changed before this
+-- migration, whose head `changed_since` records).
+ALTER TABLE jobs ADD COLUMN changed INTEGER;
+ALTER TABLE refunds ADD COLUMN changed INTEGER;
+CREATE INDEX refunds_by_state ON refunds(state);
+CREATE INDEX effects_open ON effects(effect) WHERE done = 0;
+CREATE TABLE snapshots (
+    seq INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL,
+    format INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    body BLOB NOT NULL
+);
+INSERT OR REPLACE INTO meta(key, value)
+    SELECT 'changed_since', COALESCE((SELECT max(seq) FROM events), 0);
+"#,
+];
+
+/// The first version with snapshots and the `changed` columns.
+pub const SNAPSHOT_VERSION: u32 = 2;
+/// The oldest version this build reads without migrating (read-only opens, `verify`).
+pub const OLDEST_READABLE: u32 = 1;
 
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 

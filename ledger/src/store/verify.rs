@@ -8,10 +8,10 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::audit::{decode_row, raw_row};
-use super::chain::{event_hash, Hash, GENESIS};
 use super::refs::event_refs;
 use super::{from_sql_int, schema};
 use crate::account::Account;
+use crate::chain::{event_hash, Hash, GENESIS};
 use crate::effect::EffectRecord;
 use crate::engine::Ledger;
 use crate::error::LedgerError;
@@ -83,13 +83,15 @@ fn bad(seq: u64, reason: impl Into<String>) -> VerifyFailure {
 
 pub fn verify_connection(conn: &Connection) -> Result<VerifyReport, VerifyFailure> {
     let version = schema::schema_version(conn)?;
-    if version != schema::SCHEMA_VERSION {
+    if !(schema::OLDEST_READABLE..=schema::SCHEMA_VERSION).contains(&version) {
         return Err(LedgerError::Corrupt(format!(
-            "schema version {version}, expected {}",
+            "schema version {version}, expected {} to {}",
+            schema::OLDEST_READABLE,
             schema::SCHEMA_VERSION
         ))
         .into());
     }
+    let mut changed = LastChanged::default();
     let mut ledger = Ledger::new();
     let mut head: Hash = GENESIS;
     let mut events = conn.prepare(
@@ -141,6 +143,7 @@ pub fn verify_connection(conn: &Connection) -> Result<VerifyReport, VerifyFailur
         let Some((_, change)) = applied else {
             return Err(bad(seq, "duplicate idempotency key"));
         };
+        changed.note(seq, &change);
         if change.subject_job.as_ref().map(|j| j.as_str()) != stored.job.as_deref() {
             return Err(bad(seq, "job column does not match the event"));
         }
@@ -184,7 +187,10 @@ pub fn verify_connection(conn: &Connection) -> Result<VerifyReport, VerifyFailur
     check_head(conn, last, &head)?;
     let state = ledger.state();
     invariants::check_all(state).map_err(VerifyFailure::Invariant)?;
-    let stale_rows = check_projections(conn, state)?;
+    let changed = (version >= schema::SNAPSHOT_VERSION)
+        .then(|| changed.since(conn))
+        .transpose()?;
+    let stale_rows = check_projections(conn, state, changed.as_ref())?;
     Ok(VerifyReport {
         events: last,
         jobs: state.jobs().count(),
@@ -194,6 +200,75 @@ pub fn verify_connection(conn: &Connection) -> Result<VerifyReport, VerifyFailur
         head_hash: hex::encode(head),
         stale_rows,
     })
+}
+
+/// The seq of the last event that changed each job and refund, which the `changed` column of
+/// their rows must hold (or NULL, for a row last changed before the column existed).
+#[derive(Default)]
+struct LastChanged {
+    jobs: HashMap<String, u64>,
+    refunds: HashMap<String, u64>,
+    /// The head when the column was added: NULL is accepted up to there.
+    since: u64,
+}
+
+impl LastChanged {
+    fn note(&mut self, seq: u64, change: &crate::state::Change) {
+        if let Some(j) = &change.job {
+            self.jobs.insert(j.job.to_string(), seq);
+        }
+        if let Some(r) = &change.refund {
+            self.refunds.insert(r.refund.to_string(), seq);
+        }
+    }
+
+    fn since(mut self, conn: &Connection) -> Result<Self, VerifyFailure> {
+        let v: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'changed_since'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        self.since = match v {
+            Some(v) => v
+                .parse()
+                .map_err(|_| LedgerError::Corrupt(format!("bad changed_since {v:?}")))?,
+            None => {
+                return Err(VerifyFailure::Head(
+                    "no changed_since recorded for the changed columns".into(),
+                ))
+            }
+        };
+        Ok(self)
+    }
+
+    /// Whether a row's `changed` value fits the replayed last change.
+    fn check(
+        &self,
+        table: &'static str,
+        key: &str,
+        stored: Option<i64>,
+    ) -> Result<(), VerifyFailure> {
+        let map = if table == "jobs" {
+            &self.jobs
+        } else {
+            &self.refunds
+        };
+        let last = map.get(key).copied().unwrap_or(0);
+        let ok = match stored {
+            None => last <= self.since,
+            Some(c) => u64::try_from(c) == Ok(last),
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(VerifyFailure::Projection {
+            table,
+            key: key.to_string(),
+            reason: format!("changed column says {stored:?}, replay says event {last}"),
+        })
+    }
 }
 
 /// A cursor over rows sorted by seq (column 0) that hands out the rows of one seq at a time.
@@ -264,6 +339,8 @@ fn check_head(conn: &Connection, last: u64, head: &Hash) -> Result<(), VerifyFai
 struct Rows<'f, T> {
     column: &'f dyn Fn(&T) -> String,
     legacy: &'f dyn Fn(&T) -> Option<T>,
+    /// When the table has a `changed` column (4th in `sql`): how to check it.
+    changed: Option<&'f LastChanged>,
 }
 
 /// Compare a projection table with the replayed records. `sql` selects the key, the record JSON
@@ -295,6 +372,9 @@ fn check_table<T: serde::Serialize>(
                 key: key.clone(),
                 reason: "not in the replayed state".into(),
             })?;
+        if let Some(changed) = rows_are.changed {
+            changed.check(table, &key, r.get(3)?)?;
+        }
         if stored_column != column(want) {
             return Err(VerifyFailure::Projection {
                 table,
@@ -346,25 +426,41 @@ fn legacy_refund(r: &RefundRecord) -> Option<RefundRecord> {
     (&old != r).then_some(old)
 }
 
-fn check_projections(conn: &Connection, state: &LedgerState) -> Result<usize, VerifyFailure> {
+fn check_projections(
+    conn: &Connection,
+    state: &LedgerState,
+    changed: Option<&LastChanged>,
+) -> Result<usize, VerifyFailure> {
+    let (jobs_sql, refunds_sql) = match changed {
+        Some(_) => (
+            "SELECT job, record, state, changed FROM jobs",
+            "SELECT refund, record, state, changed FROM refunds",
+        ),
+        None => (
+            "SELECT job, record, state FROM jobs",
+            "SELECT refund, record, state FROM refunds",
+        ),
+    };
     let mut stale = check_table(
         conn,
         "jobs",
-        "SELECT job, record, state FROM jobs",
+        jobs_sql,
         state.jobs().map(|j| (j.job.to_string(), j)).collect(),
         Rows {
             column: &|j: &JobRecord| j.state.as_str().to_string(),
             legacy: &legacy_job,
+            changed,
         },
     )?;
     stale += check_table(
         conn,
         "refunds",
-        "SELECT refund, record, state FROM refunds",
+        refunds_sql,
         state.refunds().map(|r| (r.refund.to_string(), r)).collect(),
         Rows {
             column: &|r: &RefundRecord| r.state.as_str().to_string(),
             legacy: &legacy_refund,
+            changed,
         },
     )?;
     check_table(
@@ -378,6 +474,7 @@ fn check_projections(conn: &Connection, state: &LedgerState) -> Result<usize, Ve
         Rows {
             column: &|s: &SubscriptionRecord| s.subscription.to_string(),
             legacy: &|_| None,
+            changed: None,
         },
     )?;
     check_table(
@@ -388,6 +485,7 @@ fn check_projections(conn: &Connection, state: &LedgerState) -> Result<usize, Ve
         Rows {
             column: &|e: &EffectRecord| u8::from(e.outcome.is_some()).to_string(),
             legacy: &|_| None,
+            changed: None,
         },
     )?;
     let balances: HashMap<String, (u64, u64)> = state

@@ -1,0 +1,179 @@
+//! Questions about the written history, answered by SQL: what the core never asks while
+//! deciding, and what tools and a store keeping only open work need.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::audit::{decode_row, raw_row};
+use super::{from_sql_int, to_sql_int, StoredEvent};
+use crate::account::{Account, Balance};
+use crate::effect::EffectRecord;
+use crate::error::LedgerError;
+use crate::event::{EventBody, LedgerEvent, PaymentOption};
+use crate::ids::{JobId, PaymentRef};
+use crate::job::{JobRecord, JobState};
+use crate::money::Msat;
+use crate::refund::{RefundRecord, RefundState};
+use crate::state::LedgerState;
+use crate::subscription::SubscriptionRecord;
+
+pub(crate) fn event(conn: &Connection, seq: u64) -> Result<Option<StoredEvent>, LedgerError> {
+    let row = conn
+        .prepare_cached(
+            "SELECT seq, idem_key, at, job, body, prev_hash, hash FROM events WHERE seq = ?1",
+        )?
+        .query_row([to_sql_int(seq, "seq")?], raw_row)
+        .optional()?;
+    row.map(decode_row).transpose()
+}
+
+pub(crate) fn stored_request(
+    conn: &Connection,
+    job: &JobId,
+) -> Result<Option<String>, LedgerError> {
+    let row = conn
+        .prepare_cached(
+            "SELECT seq, idem_key, at, job, body, prev_hash, hash FROM events \
+             WHERE job = ?1 ORDER BY seq LIMIT 1",
+        )?
+        .query_row([job.as_str()], raw_row)
+        .optional()?;
+    Ok(match row.map(decode_row).transpose()? {
+        Some(StoredEvent {
+            event:
+                LedgerEvent {
+                    body: EventBody::JobReceived { request, .. },
+                    ..
+                },
+            ..
+        }) => request,
+        _ => None,
+    })
+}
+
+pub(crate) fn quoted_invoices(conn: &Connection) -> Result<Vec<(JobId, String)>, LedgerError> {
+    let mut stmt =
+        conn.prepare("SELECT body FROM events WHERE type = 'quote_issued' ORDER BY seq")?;
+    let bodies = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Vec::new();
+    for body in bodies {
+        if let EventBody::QuoteIssued { job, options, .. } = serde_json::from_str(&body)? {
+            for option in options {
+                if let PaymentOption::Invoice { payment_hash, .. } = option {
+                    out.push((job.clone(), payment_hash));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn job_counts(conn: &Connection) -> Result<Vec<(JobState, u64)>, LedgerError> {
+    let rows = counts(conn, "SELECT state, count(*) FROM jobs GROUP BY state")?;
+    let mut out = Vec::new();
+    for state in JobState::ALL {
+        if let Some((_, n)) = rows.iter().find(|(s, _)| s == state.as_str()) {
+            out.push((state, *n));
+        }
+    }
+    if let Some((s, _)) = rows.iter().find(|(s, _)| JobState::parse(s).is_none()) {
+        return Err(LedgerError::Corrupt(format!(
+            "jobs row in unknown state {s:?}"
+        )));
+    }
+    Ok(out)
+}
+
+pub(crate) fn refund_counts(conn: &Connection) -> Result<Vec<(RefundState, u64)>, LedgerError> {
+    let rows = counts(conn, "SELECT state, count(*) FROM refunds GROUP BY state")?;
+    let mut out = Vec::new();
+    for state in RefundState::ALL {
+        if let Some((_, n)) = rows.iter().find(|(s, _)| s == state.as_str()) {
+            out.push((state, *n));
+        }
+    }
+    if let Some((s, _)) = rows.iter().find(|(s, _)| RefundState::parse(s).is_none()) {
+        return Err(LedgerError::Corrupt(format!(
+            "refunds row in unknown state {s:?}"
+        )));
+    }
+    Ok(out)
+}
+
+fn counts(conn: &Connection, sql: &str) -> Result<Vec<(String, u64)>, LedgerError> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    rows.map(|r| {
+        let (s, n) = r?;
+        Ok((s, from_sql_int(n, "count")?))
+    })
+    .collect()
+}
+
+pub(crate) fn account_balances(conn: &Connection) -> Result<Vec<(Account, Balance)>, LedgerError> {
+    let mut stmt =
+        conn.prepare("SELECT account, debits, credits FROM balances ORDER BY account")?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let name: String = r.get(0)?;
+        let account = name
+            .parse::<Account>()
+            .map_err(|e| LedgerError::Corrupt(format!("balances row: {e}")))?;
+        out.push((
+            account,
+            Balance {
+                debits: Msat::from_msat(from_sql_int(r.get(1)?, "debits")?),
+                credits: Msat::from_msat(from_sql_int(r.get(2)?, "credits")?),
+            },
+        ));
+    }
+    Ok(out)
+}
+
+fn records<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+) -> Result<Vec<T>, LedgerError> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    rows.map(|json| {
+        serde_json::from_str(&json?).map_err(|e| LedgerError::Corrupt(format!("{sql}: {e}")))
+    })
+    .collect()
+}
+
+/// The whole written history's derived state, from the projection tables.
+pub(crate) fn projected_state(conn: &Connection) -> Result<LedgerState, LedgerError> {
+    let mut state = LedgerState::default();
+    for j in records::<JobRecord>(conn, "SELECT record FROM jobs")? {
+        state.jobs.insert(j.job.clone(), j);
+    }
+    for r in records::<RefundRecord>(conn, "SELECT record FROM refunds")? {
+        let money = |e: crate::money::MoneyError| LedgerError::Corrupt(format!("refunds: {e}"));
+        if let Some((asset, amount)) = r.reservation().map_err(money)? {
+            let total = state.reserved.entry(asset).or_default();
+            *total = total.checked_add(amount).map_err(money)?;
+        }
+        state.refunds.insert(r.refund.clone(), r);
+    }
+    state.reserved.retain(|_, total| !total.is_zero());
+    for s in records::<SubscriptionRecord>(conn, "SELECT record FROM subscriptions")? {
+        state.subscriptions.insert(s.subscription.clone(), s);
+    }
+    for e in records::<EffectRecord>(conn, "SELECT record FROM effects")? {
+        state.effects.insert(e.effect.clone(), e);
+    }
+    state.balances = account_balances(conn)?.into_iter().collect();
+    let mut stmt = conn.prepare("SELECT reference, seq FROM payments")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let reference = PaymentRef::new(r.get::<_, String>(0)?)
+            .map_err(|e| LedgerError::Corrupt(format!("payments row: {e}")))?;
+        state
+            .payment_refs
+            .insert(reference, from_sql_int(r.get(1)?, "seq")?);
+    }
+    Ok(state)
+}

@@ -1,0 +1,376 @@
+//! Loading the state when a store opens: the whole log into memory (`Retention::Everything`), or
+//! the open work only: from the newest snapshot plus the events after it, or, without a usable
+//! snapshot, from the whole log with records dropped as soon as no later event names them.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash as _, Hasher};
+
+use rusqlite::Connection;
+
+use super::audit::{decode_row, raw_row};
+use super::{from_sql_int, load, schema, snapshots, to_sql_int, StoredEvent};
+use crate::account::Account;
+use crate::chain::{Hash, GENESIS};
+use crate::engine::Ledger;
+use crate::error::LedgerError;
+use crate::footprint::{footprint, Use};
+use crate::ids::JobId;
+use crate::job::JobState;
+use crate::ledger_store::{OpenReport, SnapshotUse};
+use crate::refund::RefundState;
+use crate::snapshot::{self, Rejected, Snapshot};
+use crate::state::LedgerState;
+
+/// The state a store opened with, its head hash, and how it got there.
+pub(crate) struct Loaded {
+    pub ledger: Ledger,
+    pub head: Hash,
+    pub report: OpenReport,
+}
+
+/// During a full replay of open work, memory is trimmed every this many events.
+const SWEEP_EVERY: u64 = 4_096;
+
+/// Calls `apply` for every stored event after `after`, in order, checking that each follows the
+/// chain from `head` and that seqs are contiguous. Returns the last hash and the count.
+fn each_event(
+    conn: &Connection,
+    after: u64,
+    mut head: Hash,
+    mut apply: impl FnMut(StoredEvent) -> Result<(), LedgerError>,
+) -> Result<(Hash, u64), LedgerError> {
+    let mut stmt = conn.prepare(
+        "SELECT seq, idem_key, at, job, body, prev_hash, hash FROM events WHERE seq > ?1 \
+         ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([to_sql_int(after, "seq")?])?;
+    let mut expected = after + 1;
+    while let Some(row) = rows.next()? {
+        let stored = decode_row(raw_row(row)?)?;
+        if stored.seq != expected || stored.prev_hash != head {
+            return Err(LedgerError::Corrupt(format!(
+                "event {} does not follow the chain; run `paydvm ledger verify`",
+                stored.seq
+            )));
+        }
+        head = stored.hash;
+        expected += 1;
+        apply(stored)?;
+    }
+    Ok((head, expected - 1 - after))
+}
+
+/// The whole log into memory.
+pub(crate) fn everything(conn: &Connection) -> Result<Loaded, LedgerError> {
+    let mut ledger = Ledger::new();
+    let (head, replayed) = each_event(conn, 0, GENESIS, |stored| {
+        ledger.apply(&stored.event).map(|_| ())
+    })?;
+    Ok(Loaded {
+        report: OpenReport {
+            head: replayed,
+            replayed,
+            snapshot: SnapshotUse::NotUsed,
+        },
+        ledger,
+        head,
+    })
+}
+
+/// The open work: from the newest snapshot when it passes every check, else from the whole log.
+pub(crate) fn open_work(conn: &Connection, version: u32) -> Result<Loaded, LedgerError> {
+    let mut snapshot_use = SnapshotUse::Absent;
+    if version >= schema::SNAPSHOT_VERSION {
+        if let Some(s) = snapshots::newest(conn)? {
+            match from_snapshot(conn, &s)? {
+                Ok((ledger, head, replayed)) => {
+                    return Ok(Loaded {
+                        report: OpenReport {
+                            head: ledger.next_seq() - 1,
+                            replayed,
+                            snapshot: SnapshotUse::Loaded { seq: s.seq },
+                        },
+                        ledger,
+                        head,
+                    })
+                }
+                Err(why) => {
+                    snapshot_use = SnapshotUse::Rejected {
+                        seq: s.seq,
+                        reason: why.to_string(),
+                    }
+                }
+            }
+        }
+    }
+    let (ledger, head, replayed) = whole_log_open_work(conn)?;
+    Ok(Loaded {
+        report: OpenReport {
+            head: replayed,
+            replayed,
+            snapshot: snapshot_use,
+        },
+        ledger,
+        head,
+    })
+}
+
+fn job_digest(job: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    job.hash(&mut h);
+    h.finish()
+}
+
+/// For every job, the last event that concerns it (by the `job` column, which every event that
+/// reads or changes a job, its refunds or its effects carries). Keyed by a 64-bit digest of the
+/// job id: two jobs sharing a digest only keep one of them in memory a little longer.
+fn last_touch(conn: &Connection) -> Result<HashMap<u64, u64>, LedgerError> {
+    let mut stmt =
+        conn.prepare("SELECT job, max(seq) FROM events WHERE job IS NOT NULL GROUP BY job")?;
+    let mut rows = stmt.query([])?;
+    let mut last: HashMap<u64, u64> = HashMap::new();
+    while let Some(r) = rows.next()? {
+        let job: String = r.get(0)?;
+        let seq = from_sql_int(r.get(1)?, "seq")?;
+        let e = last.entry(job_digest(&job)).or_default();
+        *e = (*e).max(seq);
+    }
+    Ok(last)
+}
+
+/// Drops every ended record no event after `seq` names, and the keys and references seen.
+fn sweep(ledger: &mut Ledger, last: &HashMap<u64, u64>, seq: u64) {
+    let all = ledger.state().all_resident();
+    let needed_later = |j: &JobId| last.get(&job_digest(j.as_str())).is_some_and(|&t| t > seq);
+    ledger.state_mut().evict(&all, &needed_later);
+    ledger.forget_history();
+}
+
+/// The whole log, keeping only what is open or still named by a later event.
+fn whole_log_open_work(conn: &Connection) -> Result<(Ledger, Hash, u64), LedgerError> {
+    let last = last_touch(conn)?;
+    let mut ledger = Ledger::new();
+    let (head, replayed) = each_event(conn, 0, GENESIS, |stored| {
+        ledger.apply(&stored.event)?;
+        if stored.seq % SWEEP_EVERY == 0 {
+            sweep(&mut ledger, &last, stored.seq);
+        }
+        Ok(())
+    })?;
+    sweep(&mut ledger, &HashMap::new(), u64::MAX);
+    drop(last);
+    Ok((ledger, head, replayed))
+}
+
+/// The snapshot's state plus the events after it, if the snapshot passes every check.
+/// `Ok(Err(why))`: not usable (the caller replays the whole log); `Err`: the store failed.
+#[allow(clippy::type_complexity)]
+fn from_snapshot(
+    conn: &Connection,
+    s: &Snapshot,
+) -> Result<Result<(Ledger, Hash, u64), Rejected>, LedgerError> {
+    let state = match snapshot::decode(s) {
+        Ok(state) => state,
+        Err(why) => return Ok(Err(why)),
+    };
+    match load::event_hash(conn, s.seq)? {
+        None => return Ok(Err(Rejected::PastHead(s.seq))),
+        Some(h) if h[..] != s.hash[..] => return Ok(Err(Rejected::NotOnChain(s.seq))),
+        Some(_) => {}
+    }
+    let mut ledger = Ledger::resume(state, s.seq + 1);
+    let mut rejected = None;
+    let (head, replayed) = each_event(conn, s.seq, s.hash, |stored| {
+        if rejected.is_some() {
+            return Ok(());
+        }
+        if let Err(why) = load_for_tail(conn, &mut ledger, &stored, s.seq)? {
+            rejected = Some(why);
+            return Ok(());
+        }
+        if let Err(e) = ledger.apply(&stored.event) {
+            rejected = Some(Rejected::TailNeedsHistory(format!(
+                "event {} refused on the snapshot's state: {e}",
+                stored.seq
+            )));
+        }
+        Ok(())
+    })?;
+    if let Some(why) = rejected {
+        return Ok(Err(why));
+    }
+    sweep(&mut ledger, &HashMap::new(), u64::MAX);
+    if let Err(why) = agrees_with_projections(conn, ledger.state())? {
+        return Ok(Err(why));
+    }
+    Ok(Ok((ledger, head, replayed)))
+}
+
+/// Before replaying a tail event: load the records it reads that are not in memory. A record
+/// that left memory before the snapshot is read back only if its row has not changed since the
+/// snapshot (then the row is its value at the snapshot); otherwise the snapshot cannot be used.
+/// Records the event creates are not loaded: in a valid log they do not exist yet.
+fn load_for_tail(
+    conn: &Connection,
+    ledger: &mut Ledger,
+    stored: &StoredEvent,
+    snapshot_seq: u64,
+) -> Result<Result<(), Rejected>, LedgerError> {
+    let too_new = |what: &str, id: &str, changed: Option<u64>| match changed {
+        Some(c) if c > snapshot_seq => Err(Rejected::TailNeedsHistory(format!(
+            "event {} reads {what} {id}, changed by event {c}",
+            stored.seq
+        ))),
+        _ => Ok(()),
+    };
+    let fp = footprint(&stored.event.body);
+    let mut jobs: Vec<JobId> = fp
+        .jobs
+        .iter()
+        .filter(|(_, u)| *u == Use::Load)
+        .map(|(j, _)| (*j).clone())
+        .collect();
+    for (id, _) in fp.refunds.iter().filter(|(_, u)| *u == Use::Load) {
+        if ledger.state().refund(id).is_none() {
+            if let Some(row) = load::refund(conn, id, true)? {
+                if let Err(why) = too_new("refund", id.as_str(), row.changed) {
+                    return Ok(Err(why));
+                }
+                let account = load::balance(conn, &Account::Refund((*id).clone()))?;
+                ledger.state_mut().load_refund(row.record, account);
+            }
+        }
+        jobs.extend(ledger.state().refund(id).and_then(|r| r.job.clone()));
+    }
+    for id in jobs {
+        if ledger.state().job(&id).is_some() {
+            continue;
+        }
+        if let Some(row) = load::job(conn, &id, true)? {
+            if let Err(why) = too_new("job", id.as_str(), row.changed) {
+                return Ok(Err(why));
+            }
+            let account = load::balance(conn, &Account::Job(id.clone()))?;
+            ledger.state_mut().load_job(row.record, account);
+        }
+    }
+    for (id, _) in fp.effects.iter().filter(|(_, u)| *u == Use::Load) {
+        if ledger.state().effect(id).is_none() && load::effect(conn, id)?.is_some() {
+            return Ok(Err(Rejected::TailNeedsHistory(format!(
+                "event {} names effect {id}, done before the snapshot",
+                stored.seq
+            ))));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// SQL list of the names of `states`.
+fn names<T: Copy>(states: &[T], name: fn(T) -> &'static str) -> String {
+    states
+        .iter()
+        .map(|s| format!("'{}'", name(*s)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn count(conn: &Connection, sql: &str) -> Result<u64, LedgerError> {
+    let n: i64 = conn.query_row(sql, [], |r| r.get(0))?;
+    from_sql_int(n, "count")
+}
+
+/// The state loaded from a snapshot must equal the stored projections of every resident record,
+/// and hold every open record and every account other than per-job and per-refund ones.
+fn agrees_with_projections(
+    conn: &Connection,
+    state: &LedgerState,
+) -> Result<Result<(), Rejected>, LedgerError> {
+    let differs = |what: &str, id: &str| Ok(Err(Rejected::Projections(format!("{what} {id}"))));
+    for j in state.jobs() {
+        if load::job(conn, &j.job, true)?.map(|r| r.record).as_ref() != Some(j) {
+            return differs("job", j.job.as_str());
+        }
+    }
+    for r in state.refunds() {
+        if load::refund(conn, &r.refund, true)?
+            .map(|r| r.record)
+            .as_ref()
+            != Some(r)
+        {
+            return differs("refund", r.refund.as_str());
+        }
+    }
+    for e in state.effects() {
+        if load::effect(conn, &e.effect)?.as_ref() != Some(e) {
+            return differs("effect", e.effect.as_str());
+        }
+    }
+    for s in state.subscriptions() {
+        if load::subscription(conn, &s.subscription)?.as_ref() != Some(s) {
+            return differs("subscription", s.subscription.as_str());
+        }
+    }
+    for (account, balance) in state.balances() {
+        if load::balance(conn, account)?.as_ref() != Some(balance) {
+            return differs("account", &account.to_string());
+        }
+    }
+    let open_jobs: Vec<JobState> = JobState::ALL
+        .into_iter()
+        .filter(|s| !s.is_terminal())
+        .collect();
+    let open_refunds: Vec<RefundState> = RefundState::ALL
+        .into_iter()
+        .filter(|s| !s.is_closed())
+        .collect();
+    let counts = [
+        (
+            "open jobs",
+            format!(
+                "SELECT count(*) FROM jobs WHERE state IN ({})",
+                names(&open_jobs, JobState::as_str)
+            ),
+            state.jobs().count(),
+        ),
+        (
+            "open refunds",
+            format!(
+                "SELECT count(*) FROM refunds WHERE state IN ({})",
+                names(&open_refunds, RefundState::as_str)
+            ),
+            state.refunds().count(),
+        ),
+        (
+            "effects not done",
+            "SELECT count(*) FROM effects WHERE done = 0".to_string(),
+            state.effects().count(),
+        ),
+        (
+            "subscriptions",
+            "SELECT count(*) FROM subscriptions".to_string(),
+            state.subscriptions().count(),
+        ),
+        (
+            "accounts kept in memory",
+            // Everything but the `liability:job:` and `liability:refund:` ranges (';' follows ':').
+            "SELECT count(*) FROM balances WHERE account < 'liability:job:' \
+             OR (account >= 'liability:job;' AND account < 'liability:refund:') \
+             OR account >= 'liability:refund;'"
+                .to_string(),
+            state
+                .balances()
+                .filter(|(a, _)| !matches!(a, Account::Job(_) | Account::Refund(_)))
+                .count(),
+        ),
+    ];
+    for (what, sql, resident) in counts {
+        let stored = count(conn, &sql)?;
+        if stored != resident as u64 {
+            return Ok(Err(Rejected::Projections(format!(
+                "{stored} {what} stored, {resident} in the snapshot's state"
+            ))));
+        }
+    }
+    Ok(Ok(()))
+}
