@@ -6,6 +6,11 @@
 //! received, and [`Zapper::settle`] (the "invoice was paid" hook) publishes the signed 9735
 //! receipt to the loopback relays the zap request names. There is no Lightning network behind
 //! it: settling is a call, which is what makes it a test double.
+//!
+//! By default it signs its own invoices and no wallet holds the money. With
+//! [`ZapperOptions::wallet`] it issues them through that [`FakeLightning`] instead, and settling
+//! pays the invoice in it: a lud16 server backed by the node's own wallet, as in a real
+//! deployment, so the money a zap brings is in the wallet `paydvm reconcile` asks.
 
 pub mod customer;
 pub mod invoice;
@@ -28,6 +33,7 @@ use tokio::task::JoinHandle;
 
 use super::lnurl::Lud16;
 use super::zap::ZAP_RECEIPT_KIND;
+use crate::lightning::fake::{FakeError, FakeLightning};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Invoice lifetime.
@@ -41,6 +47,8 @@ pub enum ZapperError {
     UnknownInvoice(String),
     #[error("the invoice was already settled")]
     AlreadySettled,
+    #[error("the wallet behind the address did not take the payment: {0}")]
+    Wallet(#[from] FakeError),
     #[error("the invoice is a plain LNURL payment, not a zap")]
     NotAZap,
     #[error("signing the receipt: {0}")]
@@ -69,6 +77,10 @@ pub struct ZapperOptions {
     /// How long its invoices stay payable ([`INVOICE_EXPIRY`] by default; refund tests make it
     /// short to see an invoice expire).
     pub invoice_expiry: Duration,
+    /// The wallet behind the address: invoices are made in it (signed by its key, not
+    /// `node_key`) and [`Zapper::settle`] pays them there. `None` (the default): the zapper signs
+    /// its own invoices and the money reaches no wallet.
+    pub wallet: Option<FakeLightning>,
 }
 
 impl ZapperOptions {
@@ -86,6 +98,7 @@ impl ZapperOptions {
             overcharge: Msat::ZERO,
             callback: None,
             invoice_expiry: INVOICE_EXPIRY,
+            wallet: None,
         }
     }
 }
@@ -94,6 +107,7 @@ impl ZapperOptions {
 #[derive(Debug, Clone)]
 pub struct Issued {
     pub bolt11: String,
+    pub payment_hash: String,
     pub amount: Msat,
     pub preimage: [u8; 32],
     /// The zap request exactly as received (`None` for a plain LNURL payment).
@@ -196,8 +210,9 @@ impl Zapper {
         self.state.lock_issued().values().cloned().collect()
     }
 
-    /// "The invoice was paid": marks it settled and publishes the zap receipt to the loopback
-    /// relays the zap request names. Returns the receipt.
+    /// "The invoice was paid": marks it settled (paying it in [`ZapperOptions::wallet`], if
+    /// any) and publishes the zap receipt to the loopback relays the zap request names. Returns
+    /// the receipt.
     pub async fn settle(&self, bolt11: &str) -> Result<Event, ZapperError> {
         let issued = {
             let mut all = self.state.lock_issued();
@@ -206,6 +221,10 @@ impl Zapper {
                 .ok_or_else(|| ZapperError::UnknownInvoice(bolt11.to_owned()))?;
             if issued.settled {
                 return Err(ZapperError::AlreadySettled);
+            }
+            // Paid in the wallet first: an invoice it will not settle (expired) stays unpaid.
+            if let Some(wallet) = &self.state.options.wallet {
+                wallet.settle(&issued.payment_hash)?;
             }
             issued.settled = true;
             issued.clone()
@@ -303,3 +322,6 @@ fn is_loopback(relay: &RelayUrl) -> bool {
         || host.starts_with("ws://localhost:")
         || host.starts_with("ws://[::1]:")
 }
+
+#[cfg(test)]
+mod tests;

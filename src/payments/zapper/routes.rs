@@ -16,7 +16,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::invoice::{regtest_invoice, InvoiceSpec};
-use super::{Issued, State};
+use super::{Issued, State, ZapperOptions};
+use crate::lightning::{InvoiceDescription, LightningBackend};
 use crate::payments::zap::ZAP_REQUEST_KIND;
 
 pub(super) fn router(state: Arc<State>) -> Router {
@@ -81,36 +82,81 @@ async fn callback(
         },
         None => state.metadata.as_str(),
     };
-    let preimage = Keys::generate().secret_key().secret_bytes();
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
     // A dishonest wallet (tests of the refund checks) asks for more than it was told.
     let amount = amount.saturating_add(options.overcharge.as_msat());
-    let invoice = match regtest_invoice(
-        &options.node_key,
-        &InvoiceSpec {
-            amount_msat: amount,
-            description_hash: sha256::Hash::hash(description.as_bytes()),
-            preimage,
-            created: Duration::from_secs(created.as_secs()),
-            expiry: options.invoice_expiry,
-        },
-    ) {
-        Ok(invoice) => invoice.to_string(),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    let made = match make_invoice(options, amount, description).await {
+        Ok(made) => made,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
     };
+    let invoice = made.bolt11.clone();
     state.lock_issued().insert(
         invoice.clone(),
         Issued {
-            bolt11: invoice.clone(),
+            bolt11: made.bolt11,
+            payment_hash: made.payment_hash,
             amount: Msat::from_msat(amount),
-            preimage,
+            preimage: made.preimage,
             zap_request: query.nostr.clone(),
             settled: false,
         },
     );
     Json(json!({ "pr": invoice, "routes": [] })).into_response()
+}
+
+/// One invoice made for the callback.
+struct Made {
+    bolt11: String,
+    payment_hash: String,
+    preimage: [u8; 32],
+}
+
+/// An invoice for `amount_msat` committing to `description` (its SHA-256 is the `h` field):
+/// made in the wallet behind the address if there is one, otherwise signed here.
+async fn make_invoice(
+    options: &ZapperOptions,
+    amount_msat: u64,
+    description: &str,
+) -> Result<Made, String> {
+    let description_hash = sha256::Hash::hash(description.as_bytes());
+    let expiry = options.invoice_expiry;
+    if let Some(wallet) = &options.wallet {
+        let issued = wallet
+            .create_invoice(
+                Msat::from_msat(amount_msat),
+                InvoiceDescription::Hash(description_hash.to_byte_array()),
+                expiry.as_secs(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let preimage = wallet
+            .preimage(&issued.payment_hash)
+            .ok_or("the wallet lost the invoice it just made")?;
+        return Ok(Made {
+            bolt11: issued.bolt11,
+            payment_hash: issued.payment_hash,
+            preimage,
+        });
+    }
+    let preimage = Keys::generate().secret_key().secret_bytes();
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let invoice = regtest_invoice(
+        &options.node_key,
+        &InvoiceSpec {
+            amount_msat,
+            description_hash,
+            preimage,
+            created: Duration::from_secs(created.as_secs()),
+            expiry,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Made {
+        bolt11: invoice.to_string(),
+        payment_hash: invoice.payment_hash().to_string(),
+        preimage,
+    })
 }
 
 /// NIP-57 Appendix D: what a zapper checks before issuing a zap invoice.
