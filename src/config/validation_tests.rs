@@ -513,6 +513,25 @@ fn offered_kind_must_be_priced_by_the_policy() {
 }
 
 #[test]
+fn check_policy_needs_no_file_and_makes_the_load_checks() {
+    let policy = |text: &str| paydvm_policies::Policy::from_toml_str(text, "p.toml").unwrap();
+    let base = Path::new("/nonexistent");
+    let check = |config: &str, p: &str| {
+        parse(config)
+            .unwrap()
+            .check_policy(&policy(p), "test.toml", base)
+    };
+    let plain = toml(NODE, RELAYS, OFFER);
+    check(&plain, POLICY).unwrap();
+    let unpriced = toml(NODE, RELAYS, &OFFER.replace("5050", "5001"));
+    let err = check(&unpriced, POLICY).unwrap_err();
+    assert_eq!(err.field(), Some("offer[0].kind"), "{err}");
+    let mints = format!("{TRUSTED_MINT}{POLICY}");
+    assert_eq!(check(&plain, &mints).unwrap_err().field(), Some("cashu"));
+    check(&format!("{plain}\n{CASHU}"), &mints).unwrap();
+}
+
+#[test]
 fn command_executor_must_exist_and_be_executable() {
     let setup = Setup::new("");
     let script = setup.path("task.sh");
