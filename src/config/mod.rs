@@ -66,10 +66,8 @@ impl ConfigFile {
     /// Parses and validates config TOML. `origin` names the source in errors; relative paths
     /// are resolved against `base_dir`. Stops at the first invalid field.
     pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Syntax {
-            file: origin.to_owned(),
-            error: Box::new(error),
-        })?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|error| ConfigError::syntax(origin, text, &error))?;
         let check = Check {
             file: origin,
             base_dir,

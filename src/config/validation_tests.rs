@@ -736,3 +736,28 @@ fn lightning_secrets_load_from_0600_files_or_env_and_never_print() {
     let err = Config::load_with_env(setup.path("paydvm.toml"), empty).unwrap_err();
     assert!(err.to_string().contains("is empty"), "{err}");
 }
+
+#[test]
+fn a_syntax_error_does_not_quote_the_line_that_may_hold_a_secret() {
+    // Found by the `config` fuzz target: toml's message quotes the offending source line, so an
+    // executor line with an `env` secret, misplaced under [node], showed the secret in the error.
+    let secret = "s3cret-token-value";
+    let misplaced = NODE.replace(
+        "[node]\n",
+        &format!(
+            "[node]\nexecutor = {{ command = \"/bin/true\", env = {{ T = \"{secret}\" }} }}\n"
+        ),
+    );
+    let err = parse(&toml(&misplaced, RELAYS, OFFER)).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ConfigError::Syntax { .. }), "{msg}");
+    assert!(
+        !msg.contains(secret) && !format!("{err:?}").contains(secret),
+        "{msg}"
+    );
+    assert!(
+        msg.starts_with("test.toml: line 2, column 1 (`executor`): "),
+        "{msg}"
+    );
+    assert!(msg.contains("unknown field `executor`"), "{msg}");
+}
