@@ -15,7 +15,7 @@ targets=(
   ledger_replay:20000
   ledger_tamper:20000
   lnurl_guard:20000
-  nip90_request:20000
+  nip90_request:10000
   zap_receipt:5000
   bolt11:20000
   nutzap:3000
