@@ -77,7 +77,10 @@ fn pay_response(body: &[u8]) {
 }
 
 fn invoice_answer(body: &[u8]) {
-    let value: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    // Lossy: serde_json skips an ignored field's value without checking its UTF-8, so the
+    // parser may read a body that `from_slice` into a `Value` refuses.
+    let value: Option<serde_json::Value> =
+        serde_json::from_str(&String::from_utf8_lossy(body)).ok();
     let status = value
         .as_ref()
         .and_then(|v| v.get("status"))
