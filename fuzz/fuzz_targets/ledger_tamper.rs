@@ -591,57 +591,55 @@ fn tamper(conn: &Connection, g: &mut Gen, last: u64) -> Option<String> {
             .then(|| format!("{table} row {k:?} column {col} -> {v:?}"))
         }
         // Columns derived from the records (finding 1, now checked by verify).
-        _ => {
-            match g.byte() % 3 {
-                0 => {
-                    let k: String = nth(
-                        conn,
-                        "jobs",
-                        "SELECT job FROM jobs ORDER BY job LIMIT 1 OFFSET ?1",
-                        g,
-                        |r| r.get(0),
-                    )?;
-                    let s = g.pick(&["queued", "succeeded", "refund_due", "paid"]);
-                    exec(
-                        conn,
-                        "UPDATE jobs SET state = ?1 WHERE job = ?2 AND state IS NOT ?1",
-                        params![s, k],
-                    )
-                    .then(|| format!("jobs row {k} state column -> {s}"))
-                }
-                1 => {
-                    let k: String = nth(
-                        conn,
-                        "refunds",
-                        "SELECT refund FROM refunds ORDER BY refund LIMIT 1 OFFSET ?1",
-                        g,
-                        |r| r.get(0),
-                    )?;
-                    let s = g.pick(&["due", "in_flight", "failed", "settled"]);
-                    exec(
-                        conn,
-                        "UPDATE refunds SET state = ?1 WHERE refund = ?2 AND state IS NOT ?1",
-                        params![s, k],
-                    )
-                    .then(|| format!("refunds row {k} state column -> {s}"))
-                }
-                _ => {
-                    let k: String = nth(
-                        conn,
-                        "effects",
-                        "SELECT effect FROM effects ORDER BY effect LIMIT 1 OFFSET ?1",
-                        g,
-                        |r| r.get(0),
-                    )?;
-                    exec(
-                        conn,
-                        "UPDATE effects SET done = 1 - done WHERE effect = ?1",
-                        [&k],
-                    )
-                    .then(|| format!("effects row {k} done column flipped"))
-                }
+        _ => match g.byte() % 3 {
+            0 => {
+                let k: String = nth(
+                    conn,
+                    "jobs",
+                    "SELECT job FROM jobs ORDER BY job LIMIT 1 OFFSET ?1",
+                    g,
+                    |r| r.get(0),
+                )?;
+                let s = g.pick(&["queued", "succeeded", "refund_due", "paid"]);
+                exec(
+                    conn,
+                    "UPDATE jobs SET state = ?1 WHERE job = ?2 AND state IS NOT ?1",
+                    params![s, k],
+                )
+                .then(|| format!("jobs row {k} state column -> {s}"))
             }
-        }
+            1 => {
+                let k: String = nth(
+                    conn,
+                    "refunds",
+                    "SELECT refund FROM refunds ORDER BY refund LIMIT 1 OFFSET ?1",
+                    g,
+                    |r| r.get(0),
+                )?;
+                let s = g.pick(&["due", "in_flight", "failed", "settled"]);
+                exec(
+                    conn,
+                    "UPDATE refunds SET state = ?1 WHERE refund = ?2 AND state IS NOT ?1",
+                    params![s, k],
+                )
+                .then(|| format!("refunds row {k} state column -> {s}"))
+            }
+            _ => {
+                let k: String = nth(
+                    conn,
+                    "effects",
+                    "SELECT effect FROM effects ORDER BY effect LIMIT 1 OFFSET ?1",
+                    g,
+                    |r| r.get(0),
+                )?;
+                exec(
+                    conn,
+                    "UPDATE effects SET done = 1 - done WHERE effect = ?1",
+                    [&k],
+                )
+                .then(|| format!("effects row {k} done column flipped"))
+            }
+        },
     };
     done
 }

@@ -7,6 +7,11 @@
 //! Each event of a group is decoded against the state left by the previous ones (applied to the
 //! ledger and rolled back again), then the whole group is handed to the caller.
 
+pub mod bech32;
+pub mod cashu;
+pub mod input;
+pub mod vectors;
+
 use arbitrary::Unstructured;
 use paydvm_ledger::*;
 

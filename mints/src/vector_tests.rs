@@ -319,11 +319,19 @@ fn nut11_locks_we_cannot_satisfy_alone_are_refused() {
             .and_then(|c| c.num_sigs)
             .is_some_and(|n| n > 1);
         let locktime = conditions.as_ref().and_then(|c| c.locktime);
+        let others = conditions
+            .as_ref()
+            .and_then(|c| c.pubkeys.clone())
+            .unwrap_or_default()
+            .iter()
+            .any(|k| k.x_only_public_key() != data.x_only_public_key());
         if multisig {
             assert_eq!(got, Err(Reject::Multisig { index: 0 }));
             seen.0 += 1;
         } else if locktime.is_some_and(|l| l < VECTOR_NOW + 3600) {
             assert_eq!(got, Err(Reject::LockExpiresTooSoon { index: 0 }));
+        } else if others {
+            assert_eq!(got, Err(Reject::OtherSpender { index: 0 }));
         } else if conditions
             .as_ref()
             .is_none_or(|c| c.sig_flag != cdk::nuts::SigFlag::SigAll)
@@ -333,4 +341,65 @@ fn nut11_locks_we_cannot_satisfy_alone_are_refused() {
         }
     }
     assert!(seen.0 > 0 && seen.1 > 0, "{seen:?}");
+}
+
+/// A proof whose secret is `secret` (the lock check reads nothing else).
+fn proof_with_secret(secret: &str) -> Proof {
+    let c = SecretKey::from_slice(&[3; 32]).unwrap().public_key();
+    let id = "009a1f293253e41e".parse().unwrap();
+    Proof::new(1u64.into(), id, secret.parse().unwrap(), c)
+}
+
+#[test]
+fn locks_another_key_could_spend_or_that_repeat_a_condition_are_refused() {
+    // Found by the `nutzap` fuzz target: `pubkeys` adds keys that may sign too (n_sigs
+    // defaults to 1), so a lock to our key with the sender in `pubkeys` was taken although
+    // the sender could spend it back before our swap.
+    let f = fixture();
+    let ours = format!("02{}", f.us.p2pk);
+    let ours_odd = format!("03{}", f.us.p2pk);
+    let sender = format!("02{}", f.v["keys"]["customer"]["pub"].as_str().unwrap());
+    let lock = |tags: Value| {
+        let secret = serde_json::json!(["P2PK", {"nonce": "00", "data": ours, "tags": tags}]);
+        super::verify::check_lock_for_tests(
+            0,
+            &proof_with_secret(&secret.to_string()),
+            &f.us,
+            VECTOR_NOW,
+        )
+    };
+    let other_spender = Err(Reject::OtherSpender { index: 0 });
+    assert_eq!(
+        lock(serde_json::json!([["pubkeys", sender]])),
+        other_spender
+    );
+    assert_eq!(
+        lock(serde_json::json!([
+            ["pubkeys", ours_odd, sender],
+            ["n_sigs", "1"]
+        ])),
+        other_spender
+    );
+    // Our own key again (either parity: keys are compared by x-coordinate) adds no spender.
+    assert_eq!(lock(serde_json::json!([["pubkeys", ours_odd]])), Ok(()));
+    // cdk reads the first `pubkeys`; a mint reading them all would let the sender in.
+    assert_eq!(
+        lock(serde_json::json!([
+            ["pubkeys", ours_odd],
+            ["pubkeys", sender]
+        ])),
+        Err(Reject::RepeatedCondition {
+            index: 0,
+            tag: "pubkeys".into()
+        })
+    );
+    let far = (VECTOR_NOW + 7200).to_string();
+    assert_eq!(
+        lock(serde_json::json!([["locktime", far], ["locktime", "1"]])),
+        Err(Reject::RepeatedCondition {
+            index: 0,
+            tag: "locktime".into()
+        })
+    );
+    assert_eq!(lock(serde_json::json!([["locktime", far]])), Ok(()));
 }

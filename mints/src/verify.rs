@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use cdk::nuts::{Conditions, Proof, SigFlag, SpendingConditions};
+use cdk::nuts::{Conditions, Proof, PublicKey, SigFlag, SpendingConditions};
 use paydvm_ledger::Msat;
 
 use crate::nutzap::{self, NutZapEvent, ParseError};
@@ -79,6 +79,10 @@ pub enum Reject {
     LockedToOtherKey { index: usize },
     #[error("proof {index}: needs more than our one signature")]
     Multisig { index: usize },
+    #[error("proof {index}: another key (a `pubkeys` entry) could spend it too")]
+    OtherSpender { index: usize },
+    #[error("proof {index}: spending condition {tag} appears twice; mints may read either")]
+    RepeatedCondition { index: usize, tag: String },
     #[error("proof {index}: SIG_ALL locks are not taken")]
     SigAll { index: usize },
     #[error("proof {index}: locktime is past or too close; the sender could take it back")]
@@ -298,8 +302,10 @@ fn check_lock(index: usize, proof: &Proof, us: &Recipient, now_secs: u64) -> Res
     if locked_to != us.p2pk.to_ascii_lowercase() {
         return Err(Reject::LockedToOtherKey { index });
     }
+    check_condition_tags(index, &proof.secret)?;
     let Some(Conditions {
         locktime,
+        pubkeys,
         num_sigs,
         sig_flag,
         ..
@@ -316,6 +322,41 @@ fn check_lock(index: usize, proof: &Proof, us: &Recipient, now_secs: u64) -> Res
     if let Some(locktime) = locktime {
         if locktime < now_secs.saturating_add(MIN_LOCKTIME_MARGIN_SECS) {
             return Err(Reject::LockExpiresTooSoon { index });
+        }
+    }
+    // `n_sigs` counts signatures from `data` and `pubkeys` together: with the default of 1,
+    // any key in `pubkeys` (the sender's, say) could spend the proof before our swap.
+    let ours = |key: &PublicKey| hex::encode(key.x_only_public_key().serialize()) == locked_to;
+    if !pubkeys.unwrap_or_default().iter().all(ours) {
+        return Err(Reject::OtherSpender { index });
+    }
+    Ok(())
+}
+
+/// cdk reads the first of repeated condition tags; another mint may read the last, or all of
+/// them (a second `pubkeys` list, an earlier `locktime`). A secret that repeats one is refused.
+fn check_condition_tags(index: usize, secret: &cdk::secret::Secret) -> Result<(), Reject> {
+    let Ok(nut10) = cdk::nuts::nut10::Secret::try_from(secret) else {
+        return Ok(());
+    };
+    const CONDITIONS: [&str; 6] = [
+        "locktime",
+        "pubkeys",
+        "refund",
+        "n_sigs",
+        "n_sigs_refund",
+        "sigflag",
+    ];
+    let mut seen = HashSet::new();
+    let tags = nut10.secret_data().tags().into_iter().flatten();
+    for name in tags.filter_map(|t| t.first()).map(String::as_str) {
+        if let Some(&tag) = CONDITIONS.iter().find(|c| **c == name) {
+            if !seen.insert(tag) {
+                return Err(Reject::RepeatedCondition {
+                    index,
+                    tag: tag.to_owned(),
+                });
+            }
         }
     }
     Ok(())

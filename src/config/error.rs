@@ -15,11 +15,15 @@ use super::keys::KeyError;
 pub enum ConfigError {
     #[error("{file}: cannot read config file: {error}")]
     Read { file: String, error: std::io::Error },
-    /// TOML syntax, a wrong value type or an unknown field; the toml message has line and key.
-    #[error("{file}: {error}")]
+    /// TOML syntax, a wrong value type or an unknown field: where, and toml's message without
+    /// its quote of the source line (that line may hold a secret: an `env` value, an `http`
+    /// executor URL).
+    #[error("{file}: {at}{message}")]
     Syntax {
         file: String,
-        error: Box<toml::de::Error>,
+        /// `line L, column C: `, or empty when toml gives no position.
+        at: String,
+        message: String,
     },
     #[error("{file}: {field}: {reason}")]
     Invalid {
@@ -52,4 +56,36 @@ impl ConfigError {
             ConfigError::Read { .. } | ConfigError::Syntax { .. } => None,
         }
     }
+}
+
+impl ConfigError {
+    /// A [`ConfigError::Syntax`] for `error` in `text`.
+    pub(super) fn syntax(file: &str, text: &str, error: &toml::de::Error) -> ConfigError {
+        let at = error
+            .span()
+            .and_then(|span| text.get(..span.start))
+            .map(|before| {
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+                let key = line_key(text.lines().nth(line - 1).unwrap_or(""))
+                    .map(|k| format!(" (`{k}`)"))
+                    .unwrap_or_default();
+                format!("line {line}, column {column}{key}: ")
+            })
+            .unwrap_or_default();
+        ConfigError::Syntax {
+            file: file.to_owned(),
+            at,
+            message: error.message().trim_end().to_owned(),
+        }
+    }
+}
+
+/// The key a `key = value` line sets, when it looks like a TOML key: it names the field without
+/// repeating the value.
+fn line_key(line: &str) -> Option<&str> {
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let key_like = |c: char| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c);
+    (!key.is_empty() && key.len() <= 64 && key.chars().all(key_like)).then_some(key)
 }

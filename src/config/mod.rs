@@ -66,10 +66,8 @@ impl ConfigFile {
     /// Parses and validates config TOML. `origin` names the source in errors; relative paths
     /// are resolved against `base_dir`. Stops at the first invalid field.
     pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Syntax {
-            file: origin.to_owned(),
-            error: Box::new(error),
-        })?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|error| ConfigError::syntax(origin, text, &error))?;
         let check = Check {
             file: origin,
             base_dir,
@@ -89,6 +87,53 @@ impl ConfigFile {
             lightning,
             cashu,
         })
+    }
+
+    /// The checks of this file against its policy that need neither the disk nor a key: every
+    /// offered kind has a price, and a policy that trusts mints comes with a `[cashu]` section.
+    /// [`Config::load`] makes the same checks (with the executor and key checks in between).
+    pub fn check_policy(
+        &self,
+        policy: &Policy,
+        origin: &str,
+        base_dir: &Path,
+    ) -> Result<(), ConfigError> {
+        let check = Check {
+            file: origin,
+            base_dir,
+        };
+        for i in 0..self.offers.len() {
+            self.check_priced(i, policy, check)?;
+        }
+        self.check_cashu_section(policy, check)
+    }
+
+    /// `offer[i]`'s kind has a price in `policy`.
+    fn check_priced(&self, i: usize, policy: &Policy, check: Check<'_>) -> Result<(), ConfigError> {
+        let kind = self.offers[i].kind;
+        if policy.pricing().is_offered(kind) {
+            return Ok(());
+        }
+        Err(check.invalid(
+            &format!("offer[{i}].kind"),
+            format!(
+                "kind {kind} has no price in {}; add a [[pricing.kind]] entry for it \
+                 (mode = \"free\" to serve it free)",
+                self.node.policy.display()
+            ),
+        ))
+    }
+
+    /// NutZaps are locked to the `[cashu]` key: a policy that trusts mints needs one.
+    fn check_cashu_section(&self, policy: &Policy, check: Check<'_>) -> Result<(), ConfigError> {
+        if self.cashu.is_none() && !policy.trusted_mints().is_empty() {
+            return Err(check.invalid(
+                "cashu",
+                "the policy trusts Cashu mints, so a [cashu] section with p2pk_key_file \
+                 (or p2pk_key_env) is required: NutZaps are locked to that key",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -147,19 +192,10 @@ impl Config {
             error: Box::new(error),
         })?;
         for (i, offer) in file.offers.iter().enumerate() {
-            let at = format!("offer[{i}]");
-            if !policy.pricing().is_offered(offer.kind) {
-                return Err(check.invalid(
-                    &format!("{at}.kind"),
-                    format!(
-                        "kind {} has no price in {}; add a [[pricing.kind]] entry for it \
-                         (mode = \"free\" to serve it free)",
-                        offer.kind,
-                        file.node.policy.display()
-                    ),
-                ));
-            }
-            offer.executor.check_program(&at, check)?;
+            file.check_priced(i, &policy, check)?;
+            offer
+                .executor
+                .check_program(&format!("offer[{i}]"), check)?;
         }
         let key_error = |field, error| ConfigError::Key {
             file: origin.clone(),
@@ -179,14 +215,8 @@ impl Config {
             .as_ref()
             .map(|l| l.load(&origin, &env))
             .transpose()?;
+        file.check_cashu_section(&policy, check)?;
         let p2pk_key = match &file.cashu {
-            None if !policy.trusted_mints().is_empty() => {
-                return Err(check.invalid(
-                    "cashu",
-                    "the policy trusts Cashu mints, so a [cashu] section with p2pk_key_file \
-                     (or p2pk_key_env) is required: NutZaps are locked to that key",
-                ))
-            }
             None => None,
             Some(cashu) => Some(match &cashu.p2pk_key {
                 KeySource::File(f) => {

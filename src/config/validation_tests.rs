@@ -513,6 +513,25 @@ fn offered_kind_must_be_priced_by_the_policy() {
 }
 
 #[test]
+fn check_policy_needs_no_file_and_makes_the_load_checks() {
+    let policy = |text: &str| paydvm_policies::Policy::from_toml_str(text, "p.toml").unwrap();
+    let base = Path::new("/nonexistent");
+    let check = |config: &str, p: &str| {
+        parse(config)
+            .unwrap()
+            .check_policy(&policy(p), "test.toml", base)
+    };
+    let plain = toml(NODE, RELAYS, OFFER);
+    check(&plain, POLICY).unwrap();
+    let unpriced = toml(NODE, RELAYS, &OFFER.replace("5050", "5001"));
+    let err = check(&unpriced, POLICY).unwrap_err();
+    assert_eq!(err.field(), Some("offer[0].kind"), "{err}");
+    let mints = format!("{TRUSTED_MINT}{POLICY}");
+    assert_eq!(check(&plain, &mints).unwrap_err().field(), Some("cashu"));
+    check(&format!("{plain}\n{CASHU}"), &mints).unwrap();
+}
+
+#[test]
 fn command_executor_must_exist_and_be_executable() {
     let setup = Setup::new("");
     let script = setup.path("task.sh");
@@ -716,4 +735,29 @@ fn lightning_secrets_load_from_0600_files_or_env_and_never_print() {
     let empty = |_: &str| Some(OsString::from("  \n"));
     let err = Config::load_with_env(setup.path("paydvm.toml"), empty).unwrap_err();
     assert!(err.to_string().contains("is empty"), "{err}");
+}
+
+#[test]
+fn a_syntax_error_does_not_quote_the_line_that_may_hold_a_secret() {
+    // Found by the `config` fuzz target: toml's message quotes the offending source line, so an
+    // executor line with an `env` secret, misplaced under [node], showed the secret in the error.
+    let secret = "s3cret-token-value";
+    let misplaced = NODE.replace(
+        "[node]\n",
+        &format!(
+            "[node]\nexecutor = {{ command = \"/bin/true\", env = {{ T = \"{secret}\" }} }}\n"
+        ),
+    );
+    let err = parse(&toml(&misplaced, RELAYS, OFFER)).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ConfigError::Syntax { .. }), "{msg}");
+    assert!(
+        !msg.contains(secret) && !format!("{err:?}").contains(secret),
+        "{msg}"
+    );
+    assert!(
+        msg.starts_with("test.toml: line 2, column 1 (`executor`): "),
+        "{msg}"
+    );
+    assert!(msg.contains("unknown field `executor`"), "{msg}");
 }

@@ -10,7 +10,8 @@
 //! we use, so the node polls (see [`watch`](super::watch)). Keys travel only in the `X-Api-Key`
 //! header (marked sensitive) and never appear in errors, logs or `Debug`.
 
-mod answers;
+/// LNbits' answers and what they mean: pure, public for the fuzz target (`fuzz/`).
+pub mod answers;
 
 use std::time::Duration;
 

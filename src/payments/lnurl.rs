@@ -243,14 +243,19 @@ pub async fn request_invoice(
             query.append_pair("nostr", request);
         }
     }
+    parse_invoice_answer(&get_capped(http, Role::Callback, url).await?)
+}
+
+/// Parses a callback's JSON body: the `pr` (not checked here), or the server's error.
+pub fn parse_invoice_answer(body: &[u8]) -> Result<String, LnurlError> {
     #[derive(Deserialize)]
     struct RawInvoice {
         pr: Option<String>,
         status: Option<String>,
         reason: Option<String>,
     }
-    let raw: RawInvoice = serde_json::from_slice(&get_capped(http, Role::Callback, url).await?)
-        .map_err(|e| LnurlError::Invalid(e.to_string()))?;
+    let raw: RawInvoice =
+        serde_json::from_slice(body).map_err(|e| LnurlError::Invalid(e.to_string()))?;
     if raw
         .status
         .as_deref()

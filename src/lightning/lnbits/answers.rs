@@ -20,7 +20,7 @@ use crate::lightning::{InvoiceStatus, PaymentStatus};
 
 /// One row of LNbits' payments table as the API shows it.
 #[derive(Debug, Clone, Deserialize)]
-pub(super) struct PaymentRow {
+pub struct PaymentRow {
     pub payment_hash: String,
     /// Msat; positive = incoming (an invoice of ours), negative = outgoing.
     pub amount: i64,
@@ -36,7 +36,7 @@ pub(super) struct PaymentRow {
 
 /// `GET /api/v1/payments/{hash}`.
 #[derive(Debug, Clone, Deserialize)]
-pub(super) struct Lookup {
+pub struct Lookup {
     pub paid: bool,
     #[serde(default)]
     pub preimage: Option<String>,
@@ -47,7 +47,7 @@ pub(super) struct Lookup {
 
 /// `GET /api/v1/wallet`.
 #[derive(Debug, Clone, Deserialize)]
-pub(super) struct WalletInfo {
+pub struct WalletInfo {
     /// Msat.
     pub balance: i64,
 }
@@ -55,7 +55,7 @@ pub(super) struct WalletInfo {
 /// An error body: `detail` is a string (or a list for validation errors); payment errors add
 /// `status`.
 #[derive(Debug, Clone, Deserialize)]
-pub(super) struct ErrorBody {
+pub struct ErrorBody {
     #[serde(default)]
     pub detail: Option<serde_json::Value>,
     #[serde(default)]
@@ -94,15 +94,15 @@ impl ErrorBody {
     }
 }
 
-pub(super) const SUCCESS: &str = "success";
-pub(super) const PENDING: &str = "pending";
-pub(super) const FAILED: &str = "failed";
+pub const SUCCESS: &str = "success";
+pub const PENDING: &str = "pending";
+pub const FAILED: &str = "failed";
 
-pub(super) fn is_payment_hash(text: &str) -> bool {
+pub fn is_payment_hash(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-pub(super) fn preimage_matches(preimage: &str, payment_hash: &str) -> bool {
+pub fn preimage_matches(preimage: &str, payment_hash: &str) -> bool {
     let Ok(bytes) = hex::decode(preimage) else {
         return false;
     };
@@ -111,7 +111,7 @@ pub(super) fn preimage_matches(preimage: &str, payment_hash: &str) -> bool {
 
 /// An invoice of ours, looked up by `hash`. `now` (unix seconds) stands for the settlement time:
 /// the API gives it only as a local date string.
-pub(super) fn invoice_status(hash: &str, found: Lookup, now: u64) -> InvoiceStatus {
+pub fn invoice_status(hash: &str, found: Lookup, now: u64) -> InvoiceStatus {
     let Some(row) = found.details else {
         return InvoiceStatus::Unknown("LNbits gave no details: not this wallet's invoice".into());
     };
@@ -146,11 +146,7 @@ pub(super) fn invoice_status(hash: &str, found: Lookup, now: u64) -> InvoiceStat
 
 /// A payment we made, as LNbits' row for it says (from a lookup or from the pay call itself).
 /// `preimage` is the lookup's top-level one, if any.
-pub(super) fn payment_status(
-    hash: &str,
-    row: &PaymentRow,
-    preimage: Option<&str>,
-) -> PaymentStatus {
+pub fn payment_status(hash: &str, row: &PaymentRow, preimage: Option<&str>) -> PaymentStatus {
     if !row.payment_hash.eq_ignore_ascii_case(hash) {
         return PaymentStatus::Unknown("LNbits answered about another payment".into());
     }
