@@ -135,7 +135,12 @@ fn received(
 }
 
 fn reject(ctx: &Ctx, request: JobRequest, reason: String) -> Decided {
-    let job = request.job.clone();
+    let received = received(&request, ctx.now, false)?;
+    rejected(ctx, request.job, received, reason)
+}
+
+/// `job_received` and `job_rejected` with the error reply, in one group; the request goes.
+fn rejected(ctx: &Ctx, job: JobId, received: LedgerEvent, reason: String) -> Decided {
     let rejected = LedgerEvent::new(
         keys::rejected(&job)?,
         ctx.now,
@@ -144,7 +149,7 @@ fn reject(ctx: &Ctx, request: JobRequest, reason: String) -> Decided {
             reason: reason.clone(),
         },
     );
-    let group = Group::new(vec![received(&request, ctx.now, false)?, rejected])
+    let group = Group::new(vec![received, rejected])
         .reply(&job, ReplyKind::Error { reason })
         .then(Action::Forget(job));
     Ok(Decision::group(group))
@@ -173,18 +178,7 @@ pub(super) fn unparsable(
             request: None,
         },
     );
-    let rejected = LedgerEvent::new(
-        keys::rejected(&job)?,
-        ctx.now,
-        EventBody::JobRejected {
-            job: job.clone(),
-            reason: reason.clone(),
-        },
-    );
-    let group = Group::new(vec![received, rejected])
-        .reply(&job, ReplyKind::Error { reason })
-        .then(Action::Forget(job));
-    Ok(Decision::group(group))
+    rejected(ctx, job, received, reason)
 }
 
 fn queue(ctx: &Ctx, m: &mut Memory, request: JobRequest, reason: QueueReason) -> Decided {

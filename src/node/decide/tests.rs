@@ -611,3 +611,31 @@ fn after_a_restart_a_refund_still_goes_to_the_address_the_request_gave() {
     };
     assert_eq!((routed, refund_to), (&refund, &Some(to)));
 }
+
+/// Issue 10, problem 6: a job paid in ecash, then paid again over Lightning (returned whole, from
+/// Lightning), then failed: its refund comes from the mint, never over Lightning, whatever the
+/// Lightning account holds.
+#[test]
+fn a_failed_job_is_refunded_from_the_asset_it_still_holds_not_one_already_returned() {
+    let mut h = Harness::new(rails());
+    funded(&mut h);
+    arrive(&mut h, "mixed", 5050);
+    let named = job_id("mixed");
+    h.input(payment("ecash", named.as_str(), PRICE, mint()));
+    let late = h.input(payment("ln", named.as_str(), PRICE, Asset::Lightning));
+    let Some(RefundRouteOrder::Lightning { refund, .. }) = route_order(&late.actions) else {
+        panic!("the second payment goes back over Lightning: {late:?}");
+    };
+    assert!(refund.as_str().contains(":return:"), "{refund}");
+    h.input(finished("mixed", 1, Err(true)));
+    let end = h.input(finished("mixed", 2, Err(true)));
+    let fail = RefundId::new(format!("{named}:fail")).unwrap();
+    assert_eq!(h.state().refund(&fail).unwrap().asset, Some(mint()));
+    let Some(RefundRouteOrder::Ecash {
+        refund, mint: url, ..
+    }) = route_order(&end.actions)
+    else {
+        panic!("the failed job's refund goes from the mint: {end:?}");
+    };
+    assert_eq!((refund, url.as_str()), (&fail, MINT));
+}
