@@ -365,7 +365,8 @@ mod tests {
     #[test]
     fn random_runs_with_faults_and_crashes_keep_the_money_right() {
         for seed in seeds() {
-            run_seed(seed);
+            // The faults each seed injected (`--nocapture` shows them).
+            eprintln!("{:?}", run_seed(seed));
         }
     }
 
