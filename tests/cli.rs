@@ -24,6 +24,15 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8(o.stderr.clone()).unwrap()
 }
 
+/// `paydvm <args> --config <config>`: the exit code and everything it printed.
+pub fn paydvm_with_config(config: &Path, args: &[&str]) -> (i32, String) {
+    let mut all = args.to_vec();
+    all.extend(["--config", config.to_str().unwrap()]);
+    let out = paydvm(&all);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    (out.status.code().unwrap_or(-1), text)
+}
+
 fn ev(k: String, at: u64, body: EventBody) -> LedgerEvent {
     LedgerEvent::new(IdemKey::new(k).unwrap(), UnixMs(at), body)
 }

@@ -28,7 +28,7 @@ use crate::cashu_mint::{
     fetch, input_fee, mint_proofs, setup_on, wallet, wallet_balance, wallet_in, CashuSetup,
     TestMint,
 };
-use crate::cli::{paydvm, stderr, stdout};
+use crate::cli::{paydvm, paydvm_with_config, stderr, stdout};
 use crate::ecash_refunds::{claim, publish_10019, refund_nutzaps};
 use crate::lightning::quoted_invoice;
 use crate::node::{is_status, wait_state, Customer};
@@ -232,17 +232,6 @@ struct EveryRail {
     mint_float_sat: u64,
 }
 
-/// `paydvm <args> --config <config>`: exit code and everything it printed.
-fn cli(config: &Path, args: &[&str]) -> (i32, String) {
-    let mut all = args.to_vec();
-    all.extend(["--config", config.to_str().unwrap()]);
-    let out = paydvm(&all);
-    (
-        out.status.code().unwrap_or(-1),
-        format!("{}{}", stdout(&out), stderr(&out)),
-    )
-}
-
 /// Money reaching the NWC wallet from outside the node (an invoice made and paid there).
 async fn paid_into_the_wallet(nwc: &crate::lightning_nwc::Wallet, msat: u64, what: &str) {
     let invoice = nwc
@@ -353,7 +342,7 @@ impl EveryRail {
             "the token's worth in, the mint's fee for its proofs out"
         );
         let msat = (self.mint_float_sat * 1000).to_string();
-        let (code, said) = cli(
+        let (code, said) = paydvm_with_config(
             &self.s.config,
             &[
                 "float",
@@ -657,7 +646,7 @@ async fn every_rail(fees: MintFees) {
     let node = r.s.start().await;
     paid_into_the_wallet(&r.nwc, LIGHTNING_FLOAT, "operator float").await;
     let amount = LIGHTNING_FLOAT.to_string();
-    let (code, said) = cli(
+    let (code, said) = paydvm_with_config(
         &r.s.config,
         &[
             "float",

@@ -589,12 +589,7 @@ async fn a_never_sent_refund_whose_invoice_expired_fails_and_a_fresh_invoice_is_
 
 /// `paydvm <args> --config <the node's config>`: exit code and what it printed.
 fn operator(r: &Refunds, args: &[&str]) -> (i32, String) {
-    let config = r.s.config.to_str().unwrap();
-    let mut all = args.to_vec();
-    all.extend(["--config", config]);
-    let out = crate::cli::paydvm(&all);
-    let text = format!("{}{}", crate::cli::stdout(&out), crate::cli::stderr(&out));
-    (out.status.code().unwrap_or(-1), text)
+    crate::cli::paydvm_with_config(&r.s.config, args)
 }
 
 /// Issue 10, problems 5 and 9: a refund the Lightning account cannot cover (the job's 5000 msat

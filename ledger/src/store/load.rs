@@ -37,17 +37,7 @@ pub(crate) fn job(
     } else {
         "SELECT record, NULL FROM jobs WHERE job = ?1"
     };
-    let row: Option<(String, Option<i64>)> = conn
-        .prepare_cached(sql)?
-        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    row.map(|(json, c)| {
-        Ok(Row {
-            record: decode("job", &json)?,
-            changed: changed(c)?,
-        })
-    })
-    .transpose()
+    record_row(conn, sql, id.as_str(), "job")
 }
 
 pub(crate) fn refund(
@@ -60,13 +50,23 @@ pub(crate) fn refund(
     } else {
         "SELECT record, NULL FROM refunds WHERE refund = ?1"
     };
+    record_row(conn, sql, id.as_str(), "refund")
+}
+
+/// One projection row (`record`, `changed`) by its key, decoded.
+fn record_row<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    id: &str,
+    what: &str,
+) -> Result<Option<Row<T>>, LedgerError> {
     let row: Option<(String, Option<i64>)> = conn
         .prepare_cached(sql)?
-        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     row.map(|(json, c)| {
         Ok(Row {
-            record: decode("refund", &json)?,
+            record: decode(what, &json)?,
             changed: changed(c)?,
         })
     })

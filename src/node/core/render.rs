@@ -4,11 +4,11 @@
 
 use anyhow::anyhow;
 use nostr_sdk::prelude::Event;
-use paydvm_ledger::{EffectId, EventBody, JobId, LedgerEvent, RefundId, UnixMs};
+use paydvm_ledger::{EffectId, JobId, LedgerEvent, RefundId, UnixMs};
 use tracing::{debug, warn};
 
 use super::{job_id, pubkey, publication_from_payload, Command, Core};
-use crate::node::decide::{keys, ExecFailure, Group, Input, ReplyKind};
+use crate::node::decide::{record_reply, ExecFailure, Group, Input, ReplyKind};
 use crate::node::invoicing::check_issued;
 use crate::node::outbox::Publication;
 use crate::protocol::{AdapterError, Inbound, ProtocolAdapter};
@@ -181,46 +181,14 @@ impl Core {
                     continue;
                 }
             };
-            if is_result {
-                fill_result_id(&mut group.events, &reply.job, &outbound.id)?;
-            }
+            let payload = outbound.payload.clone();
             out.push((
-                effect_event(&reply.job, &outbound.id, outbound.payload.clone(), at)?,
+                record_reply(&mut group.events, reply, &outbound.id, payload, at)?,
                 publication_from_payload(&outbound.id, &outbound.payload).ok(),
             ));
         }
         Ok(out)
     }
-}
-
-fn effect_event(job: &JobId, id: &str, payload: String, at: UnixMs) -> anyhow::Result<LedgerEvent> {
-    Ok(LedgerEvent::new(
-        keys::effect(id)?,
-        at,
-        EventBody::EffectRequested {
-            effect: EffectId::new(id)?,
-            job: Some(job.clone()),
-            action: "publish".into(),
-            payload,
-        },
-    ))
-}
-
-/// The rendered result's event id, into the group's `result_published` for `job`.
-fn fill_result_id(events: &mut [LedgerEvent], job: &JobId, id: &str) -> anyhow::Result<()> {
-    for event in events {
-        if let EventBody::ResultPublished {
-            job: j,
-            result_event,
-        } = &mut event.body
-        {
-            if j == job {
-                *result_event = paydvm_ledger::EventId::new(id)?;
-                return Ok(());
-            }
-        }
-    }
-    Err(anyhow!("a result reply with no result_published for {job}"))
 }
 
 fn invoice_input(

@@ -2,13 +2,11 @@
 //! deterministic effect ids, groups applied all or nothing, and the `Written` input after every
 //! write, the way `node::core` does it, minus signing, SQL and spawning.
 
-use paydvm_ledger::{
-    EffectId, EventBody, EventId, JobId, Ledger, LedgerEvent, LedgerState, Msat, Pubkey, UnixMs,
-};
+use paydvm_ledger::{JobId, Ledger, LedgerState, Msat, Pubkey, UnixMs};
 use paydvm_policies::Policy;
 use sha2::{Digest, Sha256};
 
-use super::{keys, Action, Decider, Decision, Input, JobRequest, Rails, Reply, ReplyKind};
+use super::{record_reply, Action, Decider, Decision, Input, JobRequest, Rails, Reply};
 use crate::job::{InputKind, Job, JobInput, JobParam};
 
 /// What one input (and the `Written` that followed its write) came to.
@@ -102,10 +100,10 @@ impl Harness {
             let mut events = std::mem::take(&mut group.events);
             for reply in &group.replies {
                 let id = self.render(&reply.job);
-                if matches!(reply.kind, ReplyKind::Result { .. }) {
-                    fill_result(&mut events, &reply.job, &id);
-                }
-                events.push(effect(&reply.job, &id, &reply.kind, self.now));
+                let payload = format!("{{\"reply\":{:?}}}", format!("{:?}", reply.kind));
+                let at = UnixMs(self.now);
+                let effect = record_reply(&mut events, reply, &id, payload, at).unwrap();
+                events.push(effect);
             }
             match self.ledger.prepare(&events) {
                 Ok(prepared) if !prepared.appended.is_empty() => {
@@ -126,33 +124,6 @@ impl Harness {
         self.rendered += 1;
         hex(&format!("reply:{job}:{}", self.rendered))
     }
-}
-
-fn fill_result(events: &mut [LedgerEvent], job: &JobId, id: &str) {
-    for event in events {
-        if let EventBody::ResultPublished {
-            job: j,
-            result_event,
-        } = &mut event.body
-        {
-            if j == job {
-                *result_event = EventId::new(id).unwrap();
-            }
-        }
-    }
-}
-
-fn effect(job: &JobId, id: &str, kind: &ReplyKind, at: u64) -> LedgerEvent {
-    LedgerEvent::new(
-        keys::effect(id).unwrap(),
-        UnixMs(at),
-        EventBody::EffectRequested {
-            effect: EffectId::new(id).unwrap(),
-            job: Some(job.clone()),
-            action: "publish".into(),
-            payload: format!("{{\"reply\":{:?}}}", format!("{kind:?}")),
-        },
-    )
 }
 
 /// 64 hex characters derived from `seed`: event ids and pubkeys for tests.

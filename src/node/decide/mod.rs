@@ -29,7 +29,8 @@ mod sim;
 mod tests;
 
 use paydvm_ledger::{
-    EffectId, JobId, LedgerEvent, LedgerState, Msat, Pubkey, RefundId, RefundRoute, UnixMs,
+    EffectId, EventBody, EventId, JobId, LedgerEvent, LedgerState, Msat, Pubkey, RefundId,
+    RefundRoute, UnixMs,
 };
 use paydvm_policies::Policy;
 
@@ -284,9 +285,43 @@ pub enum DecideError {
     Ledger(#[from] paydvm_ledger::TransitionError),
     #[error(transparent)]
     Money(#[from] paydvm_ledger::MoneyError),
+    #[error("a result reply with no result_published for {0}")]
+    ResultWithoutRecord(JobId),
 }
 
 type Decided = Result<Decision, DecideError>;
+
+/// A rendered reply (its event's id and payload) as its group records it: the returned
+/// `effect_requested` under the reply's job, and for a result, the id put into the group's
+/// `result_published`. The shell, the test harness and the simulator record replies this way.
+pub fn record_reply(
+    events: &mut [LedgerEvent],
+    reply: &Reply,
+    id: &str,
+    payload: String,
+    at: UnixMs,
+) -> Result<LedgerEvent, DecideError> {
+    if matches!(reply.kind, ReplyKind::Result { .. }) {
+        let result = events.iter_mut().find_map(|e| match &mut e.body {
+            EventBody::ResultPublished { job, result_event } if *job == reply.job => {
+                Some(result_event)
+            }
+            _ => None,
+        });
+        let result = result.ok_or_else(|| DecideError::ResultWithoutRecord(reply.job.clone()))?;
+        *result = EventId::new(id)?;
+    }
+    Ok(LedgerEvent::new(
+        keys::effect(id)?,
+        at,
+        EventBody::EffectRequested {
+            effect: EffectId::new(id)?,
+            job: Some(reply.job.clone()),
+            action: "publish".into(),
+            payload,
+        },
+    ))
+}
 
 fn settle(decided: Decided) -> Decision {
     decided.unwrap_or_else(|e| Decision {

@@ -21,14 +21,14 @@ mod world;
 use std::collections::HashMap;
 
 use paydvm_ledger::store::{Durability, Store};
-use paydvm_ledger::{Asset, EffectId, EventBody, EventId, JobId, LedgerEvent, UnixMs};
+use paydvm_ledger::{Asset, EffectId, JobId, LedgerEvent, UnixMs};
 use paydvm_policies::Policy;
 
 use self::rng::Rng;
 use self::world::{mint, Faults, World};
 use super::harness::{hex, rails, request, POLICY};
-use super::{keys, needs_request_after_restart, Action, Decider, Decision, Input, JobRequest};
-use super::{Reply, ReplyKind};
+use super::{needs_request_after_restart, record_reply, Action, Decider, Decision, Input};
+use super::{JobRequest, Reply, ReplyKind};
 use crate::operator::{OperatorAction, OperatorRequest};
 
 /// Where a crash hits within a step.
@@ -289,25 +289,9 @@ impl Sim {
     fn render(&mut self, reply: &Reply, events: &mut Vec<LedgerEvent>) -> EffectId {
         self.rendered += 1;
         let id = hex(&format!("sim-reply:{}:{}", reply.job, self.rendered));
-        if matches!(reply.kind, ReplyKind::Result { .. }) {
-            for event in events.iter_mut() {
-                if let EventBody::ResultPublished { job, result_event } = &mut event.body {
-                    if *job == reply.job {
-                        *result_event = EventId::new(id.as_str()).unwrap();
-                    }
-                }
-            }
-        }
-        events.push(LedgerEvent::new(
-            keys::effect(&id).unwrap(),
-            UnixMs(self.now),
-            EventBody::EffectRequested {
-                effect: EffectId::new(id.as_str()).unwrap(),
-                job: Some(reply.job.clone()),
-                action: "publish".into(),
-                payload: "{}".into(),
-            },
-        ));
+        let at = UnixMs(self.now);
+        let effect = record_reply(events, reply, &id, "{}".into(), at).expect("a reply records");
+        events.push(effect);
         EffectId::new(id).unwrap()
     }
 
