@@ -81,6 +81,7 @@ macro_rules! ledger_store_conformance {
             close_drops_staged_groups,
             reopen_after_close_gives_the_same_state_and_head,
             ended_records_are_still_answered,
+            recalled_records_are_in_state_until_the_next_write,
             a_job_id_is_never_reused,
             an_effect_ends_once_and_its_id_is_never_reused,
             a_late_payment_for_an_ended_job_is_booked_against_it,

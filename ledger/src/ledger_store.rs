@@ -90,6 +90,25 @@ impl StoreOptions {
     }
 }
 
+/// Records a caller is about to decide on, which may have left memory (see [`Retention`]):
+/// jobs, refunds (each with its job), effects, and payment references whose credit matters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recall {
+    pub jobs: Vec<JobId>,
+    pub refunds: Vec<RefundId>,
+    pub effects: Vec<EffectId>,
+    pub refs: Vec<PaymentRef>,
+}
+
+impl Recall {
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+            && self.refunds.is_empty()
+            && self.effects.is_empty()
+            && self.refs.is_empty()
+    }
+}
+
 /// How the store got its state when it was opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenReport {
@@ -148,6 +167,11 @@ pub trait LedgerStore: Sized {
     fn state(&self) -> &LedgerState;
     /// The last event on disk: its seq and hash (staged groups are not counted).
     fn head(&self) -> (u64, Hash);
+
+    /// Bring the named records back into `state()` if they left it (`Retention::OpenWork`;
+    /// nothing to do when the store keeps everything), so a decision about them reads them
+    /// from memory as if the whole history were there. They leave again once written past.
+    fn recall(&mut self, names: &Recall) -> Result<(), LedgerError>;
 
     fn stage(&mut self, events: &[LedgerEvent]) -> Result<Vec<AppendOutcome>, LedgerError>;
     fn staged_groups(&self) -> usize;

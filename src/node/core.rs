@@ -11,7 +11,7 @@
 //! ```
 
 mod render;
-mod startup;
+pub(crate) mod startup;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use nostr_sdk::prelude::{Event, EventBuilder, JsonUtil, RelayUrl};
 use paydvm_ledger::store::Store;
+use paydvm_ledger::LedgerStore;
 use paydvm_ledger::{EffectId, EventBody, JobId, JobRecord, LedgerEvent, Pubkey, RefundId, UnixMs};
 use paydvm_policies::Policy;
 use tokio::sync::{mpsc, oneshot};
@@ -222,7 +223,12 @@ impl Core {
             self.flush();
         }
         self.flush();
-        if let Some(done) = self.closing.take() {
+        let closing = self.closing.take();
+        // A snapshot at close: the next start replays nothing.
+        if let Err(e) = self.store.close() {
+            warn!("closing the ledger: {e}");
+        }
+        if let Some(done) = closing {
             let _ = done.send(());
         }
     }
@@ -233,8 +239,24 @@ impl Core {
 
     /// Decides `input` and stages what was decided; false when nothing new was staged.
     fn input(&mut self, input: Input) -> bool {
-        let decision = self.decider.decide(self.store.state(), self.now(), input);
+        let now = self.now();
+        if let Err(e) = self.recall(now, &input) {
+            // Deciding without them could take an ended job for an unknown one; the store could
+            // not write either. The input comes again (catch-up, retry, restart).
+            warn!("cannot read the records this input names; not decided now: {e}");
+            return false;
+        }
+        let decision = self.decider.decide(self.store.state(), now, input);
         self.apply(decision)
+    }
+
+    /// Brings back into memory what deciding `input` may read (see `decide::recall`).
+    fn recall(&mut self, now: UnixMs, input: &Input) -> Result<(), paydvm_ledger::LedgerError> {
+        let names = self.decider.recall(self.store.state(), now, input);
+        if names.is_empty() {
+            return Ok(());
+        }
+        self.store.recall(&names)
     }
 
     /// Stages each group of `decision` (with its rendered replies); its actions wait for the
@@ -347,9 +369,13 @@ impl Core {
             Command::Job { job, reply } => {
                 // What the core answers is on disk: a caller may read the file next.
                 self.flush();
-                let record = JobId::new(job)
-                    .ok()
-                    .and_then(|j| self.store.state().job(&j).cloned());
+                let record = JobId::new(job).ok().and_then(|j| match self.store.job(&j) {
+                    Ok(record) => record,
+                    Err(e) => {
+                        warn!(%j, "reading a job: {e}");
+                        None
+                    }
+                });
                 let _ = reply.send(record);
             }
             Command::Operator { request, reply } => {
@@ -405,11 +431,16 @@ impl Core {
     /// Only what is on disk counts as credited.
     fn credited(&mut self, refs: Vec<String>) -> Vec<String> {
         self.flush();
-        let state = self.store.state();
+        let store = &self.store;
+        // A reference the store cannot answer for counts as credited: the rail holds back.
         refs.into_iter()
             .filter(|r| {
-                paydvm_ledger::PaymentRef::new(r.as_str())
-                    .is_ok_and(|r| state.payment_ref_seq(&r).is_some())
+                paydvm_ledger::PaymentRef::new(r.as_str()).is_ok_and(|r| {
+                    store
+                        .payment_ref_seq(&r)
+                        .inspect_err(|e| warn!(reference = %r, "reading the ledger: {e}"))
+                        .map_or(true, |seq| seq.is_some())
+                })
             })
             .collect()
     }
@@ -569,8 +600,10 @@ impl Core {
 
     /// Hands the outbox an effect again: the stored signed event, never re-signed.
     fn resend(&self, effect: &EffectId) {
-        let Some(record) = self.store.state().effect(effect) else {
-            return;
+        let record = match self.store.effect(effect) {
+            Ok(Some(record)) => record,
+            Ok(None) => return,
+            Err(e) => return warn!(%effect, "cannot read effect to re-send: {e}"),
         };
         match publication_from_payload(effect.as_str(), &record.payload) {
             Ok(p) => {

@@ -35,6 +35,7 @@ use std::time::Duration;
 use anyhow::Context;
 use nostr_sdk::prelude::{Event, PublicKey};
 use paydvm_ledger::store::{Durability, Store};
+use paydvm_ledger::StoreOptions;
 use paydvm_ledger::{JobRecord, Msat};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -186,7 +187,9 @@ impl Node {
     pub async fn start_with(config: Config, options: NodeOptions) -> anyhow::Result<NodeHandle> {
         let ledger = config.node.ledger.clone();
         let lock = ledger_lock::LedgerLock::acquire(&ledger)?;
-        let store = Store::open(&ledger, Durability::Full)
+        // Memory bounded by open work: ended jobs are read back from the file when named, and
+        // start-up loads the newest snapshot and replays only the events after it.
+        let store = Store::open_with(&ledger, &StoreOptions::bounded(Durability::Full))
             .with_context(|| format!("opening the ledger {}", ledger.display()))?;
         let keys = config.keys.expose().clone();
         let pubkey = keys.public_key();

@@ -10,7 +10,7 @@ use crate::error::{LedgerError, TransitionError};
 use crate::event::{Asset, Disposition, JobPayment, LedgerEvent};
 use crate::ids::IdemKey;
 use crate::job::JobState;
-use crate::ledger_store::{LedgerStore, Retention};
+use crate::ledger_store::{LedgerStore, Recall, Retention};
 use crate::refund::RefundState;
 use crate::store::VerifyFailure;
 
@@ -412,6 +412,48 @@ pub fn ended_records_are_still_answered<H: Harness>(make: Make<H>, r: Retention)
         assert!(store.effect(&eid("nothing")).unwrap().is_none());
         store = reopen(&mut h, store, r);
     }
+}
+
+/// A caller about to decide on records that may have ended recalls them: `state()` then holds
+/// them as a full history would (a refund with its job, a credited payment reference), and they
+/// leave memory again with the next write.
+pub fn recalled_records_are_in_state_until_the_next_write<H: Harness>(make: Make<H>, r: Retention) {
+    let mut h = make();
+    let mut store = open(&mut h, r);
+    append_all(&mut store, &mixed_history());
+    let names = Recall {
+        jobs: vec![job("a"), job("nobody")],
+        refunds: vec![rid("c:r")],
+        effects: vec![eid("x")],
+        refs: vec![pref("hash-a"), pref("never-paid")],
+    };
+    store.recall(&names).unwrap();
+    let state = store.state();
+    assert_eq!(
+        state.job(&job("a")),
+        store.job(&job("a")).unwrap().as_ref(),
+        "the ended job is back as stored"
+    );
+    assert!(state.job(&job("nobody")).is_none());
+    assert_eq!(
+        state.refund(&rid("c:r")).unwrap().state,
+        RefundState::Settled
+    );
+    assert!(
+        state.job(&job("c")).is_some(),
+        "a recalled refund brings its job"
+    );
+    assert!(state.effect(&eid("x")).unwrap().outcome.is_some());
+    assert_eq!(state.payment_ref_seq(&pref("hash-a")), Some(3));
+    assert_eq!(state.payment_ref_seq(&pref("never-paid")), None);
+    append_all(&mut store, &[vec![received("g")]]);
+    if r == Retention::OpenWork {
+        assert!(
+            store.state().holds_only_open_work(),
+            "recalled records left again"
+        );
+    }
+    assert!(store.state().job(&job("g")).is_some());
 }
 
 pub fn a_job_id_is_never_reused<H: Harness>(make: Make<H>, r: Retention) {

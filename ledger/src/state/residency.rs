@@ -1,11 +1,13 @@
 //! What a store keeps in memory when it keeps only open work (`Retention::OpenWork`).
 //!
 //! Resident: every job not in a terminal state, every refund not settled or written off, every
-//! effect not done, every subscription, every account except the per-job and per-refund accounts
-//! of records that left, and the per-asset reservations. A record that ends (a terminal job, a
-//! closed refund, a done effect) leaves memory once the event that ended it is on disk, together
-//! with its own (zero) account. When an event names it again, the store loads it back from disk
-//! before planning (see `footprint`), so the rules see it exactly as before.
+//! effect not done and every effect of the node itself (no job), every subscription, every
+//! account except the per-job and per-refund accounts of records that left, and the per-asset
+//! reservations. A record that ends (a terminal job, a closed refund, a job's delivered effect)
+//! leaves memory once the event that ended it is on disk, together with its own (zero) account.
+//! When an event names it again, the store loads it back from disk before planning (see
+//! `footprint`), so the rules see it exactly as before; a caller deciding on the state recalls
+//! what it will read (`LedgerStore::recall`).
 
 use std::collections::HashSet;
 
@@ -41,8 +43,11 @@ pub fn refund_ended(refund: &RefundRecord) -> bool {
     refund.state.is_closed()
 }
 
+/// A job's effect (a reply) leaves once delivered. The node's own effects (no job: NIP-89
+/// announcements, the profile) stay: the node compares each new announcement with the last one
+/// for its address, and they are few (one per change the operator makes).
 pub fn effect_ended(effect: &EffectRecord) -> bool {
-    effect.outcome.is_some()
+    effect.outcome.is_some() && effect.job.is_some()
 }
 
 impl LedgerState {

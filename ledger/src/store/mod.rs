@@ -29,8 +29,10 @@ use crate::engine::{AppendOutcome, Ledger, Prepared};
 use crate::error::LedgerError;
 use crate::event::LedgerEvent;
 use crate::footprint::footprint;
-use crate::ids::{EffectId, JobId, PaymentRef, RefundId};
-use crate::ledger_store::{OpenReport, Retention, SnapshotStats, SnapshotUse, StoreOptions};
+use crate::ids::{JobId, RefundId};
+use crate::ledger_store::{
+    OpenReport, Recall, Retention, SnapshotStats, SnapshotUse, StoreOptions,
+};
 use crate::state::residency::Candidates;
 use crate::state::LedgerState;
 
@@ -358,10 +360,7 @@ impl Store {
         if !self.bounded() {
             return Ok(());
         }
-        let mut jobs: Vec<JobId> = Vec::new();
-        let mut refunds: Vec<RefundId> = Vec::new();
-        let mut effects: Vec<EffectId> = Vec::new();
-        let mut refs: Vec<PaymentRef> = Vec::new();
+        let mut names = Recall::default();
         for event in groups.iter().flat_map(|g| g.iter()) {
             if self.ledger.seq_of_key(&event.key).is_none() {
                 if let Some(seq) = load::key_seq(&self.conn, &event.key)? {
@@ -369,11 +368,38 @@ impl Store {
                 }
             }
             let fp = footprint(&event.body);
-            jobs.extend(fp.jobs.iter().map(|(j, _)| (*j).clone()));
-            refunds.extend(fp.refunds.iter().map(|(r, _)| (*r).clone()));
-            effects.extend(fp.effects.iter().map(|(e, _)| (*e).clone()));
-            refs.extend(fp.payment_refs.iter().map(|r| (*r).clone()));
+            names.jobs.extend(fp.jobs.iter().map(|(j, _)| (*j).clone()));
+            names
+                .refunds
+                .extend(fp.refunds.iter().map(|(r, _)| (*r).clone()));
+            names
+                .effects
+                .extend(fp.effects.iter().map(|(e, _)| (*e).clone()));
+            names
+                .refs
+                .extend(fp.payment_refs.iter().map(|r| (*r).clone()));
         }
+        self.load_records(names)
+    }
+
+    /// With `OpenWork`: bring back into memory the named records that left it (a refund with
+    /// its job), and note which of the named payment references are credited on disk, so that a
+    /// caller deciding on `state()` sees them as if the whole history were in memory. They leave
+    /// again with the next trim, like any record that ended.
+    pub fn recall(&mut self, names: &Recall) -> Result<(), LedgerError> {
+        if !self.bounded() {
+            return Ok(());
+        }
+        self.load_records(names.clone())
+    }
+
+    fn load_records(&mut self, names: Recall) -> Result<(), LedgerError> {
+        let Recall {
+            mut jobs,
+            refunds,
+            effects,
+            refs,
+        } = names;
         for id in dedup(refunds) {
             self.load_refund(&id)?;
             if let Some(job) = self.state().refund(&id).and_then(|r| r.job.clone()) {

@@ -12,7 +12,9 @@ use crate::error::LedgerError;
 use crate::event::LedgerEvent;
 use crate::ids::{EffectId, IdemKey, JobId, PaymentRef, RefundId};
 use crate::job::{JobRecord, JobState};
-use crate::ledger_store::{GroupResult, LedgerStore, OpenReport, SnapshotStats, StoreOptions};
+use crate::ledger_store::{
+    GroupResult, LedgerStore, OpenReport, Recall, SnapshotStats, StoreOptions,
+};
 use crate::refund::{RefundRecord, RefundState};
 use crate::state::LedgerState;
 
@@ -37,6 +39,10 @@ impl LedgerStore for Store {
 
     fn head(&self) -> (u64, Hash) {
         Store::head(self)
+    }
+
+    fn recall(&mut self, names: &Recall) -> Result<(), LedgerError> {
+        Store::recall(self, names)
     }
 
     fn stage(&mut self, events: &[LedgerEvent]) -> Result<Vec<AppendOutcome>, LedgerError> {

@@ -2,11 +2,14 @@
 //! invoices, the assets of refunds older nodes wrote) is read here, before the decision core
 //! resumes the open work ([`Input::Restarted`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use anyhow::anyhow;
 use nostr_sdk::prelude::{Event, JsonUtil};
-use paydvm_ledger::{Asset, EventBody, JobId, JobState, Msat, PaymentOption, RefundId, UnixMs};
+use paydvm_ledger::{
+    Asset, EventBody, JobId, JobRecord, JobState, LedgerError, LedgerStore, Msat, PaymentOption,
+    RefundId, UnixMs,
+};
 use tracing::warn;
 
 use super::Core;
@@ -30,7 +33,7 @@ impl Core {
     pub fn startup(&mut self) -> anyhow::Result<Startup> {
         self.watch_open_invoices()?;
         self.abandon_unstarted_ecash_refunds();
-        let (requests, pending_requests) = self.stored_requests();
+        let (requests, pending_requests) = self.stored_requests()?;
         let legacy_sources = self.legacy_sources()?;
         self.input(Input::Restarted {
             requests,
@@ -55,25 +58,10 @@ impl Core {
 
     /// The stored requests of jobs that may still run, or still owe a refund (where it goes),
     /// checked again as if just received; and the ids of those the ledger did not store.
-    fn stored_requests(&mut self) -> (Vec<JobRequest>, Vec<String>) {
-        let owing: HashSet<JobId> = self
-            .store
-            .state()
-            .refunds()
-            .filter(|r| !r.state.is_closed())
-            .filter_map(|r| r.job.clone())
-            .collect();
-        let wanted: Vec<(JobId, String, bool)> = self
-            .store
-            .state()
-            .jobs()
-            .filter(|j| needs_request_after_restart(j.state) || owing.contains(&j.job))
-            .map(|j| {
-                let runs = needs_request_after_restart(j.state);
-                (j.job.clone(), j.request_event.to_string(), runs)
-            })
-            .collect();
+    fn stored_requests(&mut self) -> anyhow::Result<(Vec<JobRequest>, Vec<String>)> {
         let (mut requests, mut missing) = (Vec::new(), Vec::new());
+        let grace = self.decider.policy().payments().late_grace_ms;
+        let wanted = jobs_needing_requests(&self.store, grace, self.now())?;
         for (job, request_event, runs) in wanted {
             match self.stored_request(&job) {
                 Ok(Some(request)) => requests.push(request),
@@ -87,7 +75,7 @@ impl Core {
                 }
             }
         }
-        (requests, missing)
+        Ok((requests, missing))
     }
 
     /// The request stored with `job`, read by the adapter as if it had just arrived.
@@ -199,4 +187,48 @@ impl Core {
             .collect();
         desk.abandon_unstarted(live, self.now().0);
     }
+}
+
+/// (job, request event, may still run) for every job that may still run (open ones, and expired
+/// ones a late payment within `grace_ms` may still revive) or still owes a refund, in job order.
+/// Ended jobs are read from the store: one keeping open work only no longer holds them in memory.
+pub(crate) fn jobs_needing_requests<S: LedgerStore>(
+    store: &S,
+    grace_ms: u64,
+    now: UnixMs,
+) -> Result<Vec<(JobId, String, bool)>, LedgerError> {
+    let state = store.state();
+    let mut jobs: HashMap<JobId, JobRecord> = state
+        .jobs()
+        .filter(|j| needs_request_after_restart(j.state))
+        .map(|j| (j.job.clone(), j.clone()))
+        .collect();
+    for j in store.jobs_by_state(JobState::Expired)? {
+        if j.expires_at
+            .is_some_and(|e| e.0.saturating_add(grace_ms) > now.0)
+        {
+            jobs.insert(j.job.clone(), j);
+        }
+    }
+    let owing: Vec<JobId> = state
+        .refunds()
+        .filter(|r| !r.state.is_closed())
+        .filter_map(|r| r.job.clone())
+        .collect();
+    for job in owing {
+        if !jobs.contains_key(&job) {
+            if let Some(record) = store.job(&job)? {
+                jobs.insert(job, record);
+            }
+        }
+    }
+    let mut wanted: Vec<(JobId, String, bool)> = jobs
+        .into_values()
+        .map(|j| {
+            let runs = needs_request_after_restart(j.state);
+            (j.job, j.request_event.to_string(), runs)
+        })
+        .collect();
+    wanted.sort();
+    Ok(wanted)
 }

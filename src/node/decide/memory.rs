@@ -28,7 +28,7 @@ pub enum RefundTask {
     Parked,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Memory {
     pub(super) requests: HashMap<JobId, JobRequest>,
     pub(super) running: HashSet<JobId>,

@@ -20,6 +20,7 @@ pub mod keys;
 mod memory;
 mod operator;
 mod payment;
+mod recall;
 mod refunds;
 mod request;
 mod restart;
@@ -29,7 +30,7 @@ mod sim;
 mod tests;
 
 use paydvm_ledger::{
-    EffectId, EventBody, EventId, JobId, LedgerEvent, LedgerState, Msat, Pubkey, RefundId,
+    EffectId, EventBody, EventId, JobId, LedgerEvent, LedgerState, Msat, Pubkey, Recall, RefundId,
     RefundRoute, UnixMs,
 };
 use paydvm_policies::Policy;
@@ -372,6 +373,7 @@ pub struct Rails {
 
 /// The decision core: the policy, the rails, and what it remembers between inputs (see
 /// [`Memory`]: never money, only work in progress).
+#[derive(Clone)]
 pub struct Decider {
     policy: Policy,
     rails: Rails,
@@ -405,6 +407,12 @@ impl Decider {
 
     pub fn memory(&self) -> &Memory {
         &self.memory
+    }
+
+    /// The records deciding `input` at `now` may read that a store keeping only open work may
+    /// have let go of: the shell recalls them into the state before [`Decider::decide`].
+    pub fn recall(&self, ledger: &LedgerState, now: UnixMs, input: &Input) -> Recall {
+        recall::names(ledger, &self.memory, now, input)
     }
 
     /// Decides what `input` means, given the ledger state and the time.

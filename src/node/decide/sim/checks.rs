@@ -1,6 +1,6 @@
 //! What must hold after every step, and at the end of a run.
 
-use paydvm_ledger::{Asset, JobState, RefundState};
+use paydvm_ledger::{Asset, JobState, LedgerState, LedgerStore, RefundState};
 
 use super::Sim;
 
@@ -9,7 +9,8 @@ impl Sim {
     /// counted twice shows here), no refund left twice, nothing called settled that did not
     /// leave, no job answered with two results.
     pub(super) fn check_always(&self) {
-        let state = self.node.store.state();
+        // The whole history: the store keeps only open work in memory.
+        let state = &self.history();
         for (asset, held) in &self.world.wallets {
             let asset = asset_of(asset);
             let available = i128::from(state.available(&asset).as_msat());
@@ -44,7 +45,7 @@ impl Sim {
     /// refund that waited for them): nothing open, the wallets hold what the ledger says, and
     /// `verify` is clean.
     pub(super) fn check_end(&self) {
-        let state = self.node.store.state();
+        let state = &self.history();
         let open: Vec<String> = state
             .jobs()
             .filter(|j| !j.state.is_terminal())
@@ -87,6 +88,15 @@ impl Sim {
         }
         let report = self.node.store.verify();
         assert!(report.is_ok(), "{}: verify: {report:?}", self.at());
+    }
+}
+
+impl Sim {
+    fn history(&self) -> LedgerState {
+        self.node
+            .store
+            .projected_state()
+            .expect("the stored projections read")
     }
 }
 

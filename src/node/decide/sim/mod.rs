@@ -5,7 +5,9 @@
 //! duplicated, payments seen twice (also through another rail), clock jumps, and crashes at any
 //! point of a step: before the write (what was staged is lost), after the write before the
 //! actions (the actions are lost), or between steps. The node is the real decision core over
-//! the real SQLite store; a crash drops both and reopens the file.
+//! the real SQLite store, keeping only open work in memory as the node does (the decider's
+//! recall brings back ended records); a crash drops both and reopens the file (from a snapshot
+//! and its tail).
 //!
 //! After every step: the ledger never has more money available than the wallets hold, no refund
 //! was paid twice, a refund the ledger calls settled was paid, no job published two results.
@@ -21,15 +23,19 @@ mod world;
 use std::collections::HashMap;
 
 use paydvm_ledger::store::{Durability, Store};
-use paydvm_ledger::{Asset, EffectId, JobId, LedgerEvent, UnixMs};
+use paydvm_ledger::{Asset, EffectId, JobId, LedgerEvent, LedgerStore, StoreOptions, UnixMs};
 use paydvm_policies::Policy;
 
 use self::rng::Rng;
 use self::world::{mint, Faults, World};
 use super::harness::{hex, rails, request, POLICY};
-use super::{needs_request_after_restart, record_reply, Action, Decider, Decision, Input};
+use super::{record_reply, Action, Decider, Decision, Input};
 use super::{JobRequest, Reply, ReplyKind};
+use crate::node::core::startup::jobs_needing_requests;
 use crate::operator::{OperatorAction, OperatorRequest};
+
+/// Events between snapshots of the simulated ledger.
+const SNAPSHOT_EVERY: u64 = 200;
 
 /// Where a crash hits within a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +70,12 @@ fn policy() -> Policy {
     Policy::from_toml_str(POLICY, "sim").expect("sim policy")
 }
 
+/// As the node opens its ledger (open work only in memory), with snapshots often enough that
+/// crashes reopen from a snapshot and a tail.
+fn store_options() -> StoreOptions {
+    StoreOptions::bounded(Durability::Normal).snapshot_every(SNAPSHOT_EVERY)
+}
+
 fn sim_rails() -> super::Rails {
     let mut r = rails();
     r.invoices = true;
@@ -74,7 +86,7 @@ impl Sim {
     pub fn new(seed: u64) -> Sim {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("ledger.db");
-        let store = Store::open(&path, Durability::Normal).expect("store");
+        let store = Store::open_with(&path, &store_options()).expect("store");
         let mut sim = Sim {
             seed,
             rng: Rng::new(seed),
@@ -190,10 +202,24 @@ impl Sim {
     /// `Written` input the same way.
     /// False when a crash came before the write.
     fn input(&mut self, input: Input, crash: Option<CrashAt>) -> bool {
+        let now = UnixMs(self.now);
+        let names = self
+            .node
+            .decider
+            .recall(self.node.store.state(), now, &input);
+        self.node.store.recall(&names).expect("recall");
+        let expected = self.decide_on_full_history(now, &input);
         let decision = self
             .node
             .decider
-            .decide(self.node.store.state(), UnixMs(self.now), input);
+            .decide(self.node.store.state(), now, input);
+        assert_eq!(
+            decision,
+            expected,
+            "{}: deciding on open work plus what was recalled differs from deciding on the \
+             whole history",
+            self.at()
+        );
         match self.commit(decision, crash) {
             Some(CrashAt::BeforeWrite) => return false,
             Some(CrashAt::AfterWrite) => return true,
@@ -205,6 +231,17 @@ impl Sim {
                 .decide(self.node.store.state(), UnixMs(self.now), Input::Written);
         self.commit(written, None);
         true
+    }
+
+    /// What a decider with the same memory decides on the whole written history (nothing is
+    /// staged between inputs): the reference a store keeping only open work must match.
+    fn decide_on_full_history(&self, now: UnixMs, input: &Input) -> Decision {
+        assert_eq!(self.node.store.staged_groups(), 0);
+        let history = self.node.store.projected_state().expect("projections");
+        self.node
+            .decider
+            .clone()
+            .decide(&history, now, input.clone())
     }
 
     /// Stages each group, writes them, and performs what they set going; the crash, if one
@@ -300,7 +337,7 @@ impl Sim {
     fn crash(&mut self) {
         self.world.stats.crashes += 1;
         self.world.crash();
-        let store = Store::open(&self.path, Durability::Normal).expect("reopen");
+        let store = Store::open_with(&self.path, &store_options()).expect("reopen");
         self.node = Node {
             store,
             decider: Decider::new(policy(), sim_rails()),
@@ -311,16 +348,13 @@ impl Sim {
             "{}: verify after a crash: {report:?}",
             self.at()
         );
-        let requests = self
-            .node
-            .store
-            .state()
-            .jobs()
-            .filter(|j| needs_request_after_restart(j.state))
-            .filter_map(|j| self.requests.get(&j.job).cloned())
+        let grace = self.node.decider.policy().payments().late_grace_ms;
+        let wanted = jobs_needing_requests(&self.node.store, grace, UnixMs(self.now))
+            .expect("jobs needing their requests");
+        let requests = wanted
+            .iter()
+            .filter_map(|(job, _, _)| self.requests.get(job).cloned())
             .collect::<Vec<_>>();
-        let mut requests = requests;
-        requests.sort_by(|a, b| a.job.cmp(&b.job));
         let restarted = Input::Restarted {
             requests,
             legacy_sources: vec![],
