@@ -119,7 +119,8 @@ async fn invoice_paid_job_runs_once_after_settlement() {
     assert_eq!(result.content, "ABC");
     wait_state(&node, &job, JobState::Succeeded).await;
     // The same settlement handed over again (a second notification) changes nothing.
-    node.payments().send(paydvm::node::VerifiedPayment {
+    let payments = node.payments();
+    let handed = payments.send(paydvm::node::VerifiedPayment {
         idem: format!("invoice:{}", invoice.payment_hash()),
         rail: Rail::Invoice,
         asset: paydvm_ledger::Asset::Lightning,
@@ -131,6 +132,7 @@ async fn invoice_paid_job_runs_once_after_settlement() {
         payer: None,
         names: Some(job.clone()),
     });
+    assert!(handed.await, "the core takes it");
     assert_eq!(node.job(&job).await.unwrap().state, JobState::Succeeded);
     node.shutdown().await;
 

@@ -41,7 +41,11 @@ async fn partial_then_full_payment_runs_the_job_once() {
         .await;
 
     let payments = node.payments();
-    assert!(payments.send(invoice_payment("pay:1", "hash-1", 2_000, Some(job.clone()))));
+    assert!(
+        payments
+            .send(invoice_payment("pay:1", "hash-1", 2_000, Some(job.clone())))
+            .await
+    );
     wait_state(&node, &job, JobState::PartiallyPaid).await;
     let owed = customer
         .wait_for(request.id, |e| {
@@ -52,8 +56,8 @@ async fn partial_then_full_payment_runs_the_job_once() {
 
     // The rest names the quote's feedback event, as a zap on the feedback does.
     let rest = invoice_payment("pay:2", "hash-2", 3_000, Some(quote.id.to_hex()));
-    payments.send(rest.clone());
-    payments.send(rest);
+    payments.send(rest.clone()).await;
+    payments.send(rest).await;
     let result = customer
         .wait_for(request.id, |e| e.kind == Kind::Custom(6050))
         .await;
@@ -98,9 +102,13 @@ async fn a_reused_reference_credits_nothing_and_excess_is_refunded() {
         .await;
 
     let payments = node.payments();
-    payments.send(invoice_payment("pay:a", "hash-a", 8_000, Some(job.clone())));
+    payments
+        .send(invoice_payment("pay:a", "hash-a", 8_000, Some(job.clone())))
+        .await;
     // New evidence carrying the same payment reference: refused by the ledger.
-    payments.send(invoice_payment("pay:b", "hash-a", 8_000, Some(job.clone())));
+    payments
+        .send(invoice_payment("pay:b", "hash-a", 8_000, Some(job.clone())))
+        .await;
     customer
         .wait_for(request.id, |e| e.kind == Kind::Custom(6050))
         .await;
@@ -139,9 +147,11 @@ async fn payments_naming_no_job_go_to_credit_or_unmatched() {
     let payments = node.payments();
     let mut credit = invoice_payment("pay:c", "hash-c", 4_000, None);
     credit.payer = Some(payer.clone());
-    payments.send(credit);
+    payments.send(credit).await;
     let stranger = EventId::all_zeros().to_hex();
-    payments.send(invoice_payment("pay:u", "hash-u", 1_000, Some(stranger)));
+    payments
+        .send(invoice_payment("pay:u", "hash-u", 1_000, Some(stranger)))
+        .await;
     // A job read forces the core to have handled both payments (one command at a time).
     assert!(node.job(&EventId::all_zeros().to_hex()).await.is_none());
     node.shutdown().await;

@@ -45,10 +45,7 @@ impl Drop for Watcher {
 
 impl Watcher {
     /// Starts watching through `backend`; settlements are sent to `out`.
-    pub fn start(
-        backend: Arc<dyn LightningBackend>,
-        out: mpsc::UnboundedSender<Settled>,
-    ) -> Watcher {
+    pub fn start(backend: Arc<dyn LightningBackend>, out: mpsc::Sender<Settled>) -> Watcher {
         let (requests, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(backend, rx, out));
         Watcher { requests, task }
@@ -74,7 +71,7 @@ struct Entry {
 async fn run(
     backend: Arc<dyn LightningBackend>,
     mut requests: mpsc::UnboundedReceiver<(String, String, u64)>,
-    out: mpsc::UnboundedSender<Settled>,
+    out: mpsc::Sender<Settled>,
 ) {
     let mut notifications = backend.settlements();
     let notifies = notifications.is_some();
@@ -99,7 +96,7 @@ async fn run(
             note = recv(&mut notifications) => match note {
                 Ok(settlement) => {
                     if let Some(entry) = watched.remove(&settlement.payment_hash) {
-                        if out.send(Settled { tag: entry.tag, settlement }).is_err() {
+                        if out.send(Settled { tag: entry.tag, settlement }).await.is_err() {
                             return;
                         }
                     }
@@ -146,7 +143,7 @@ async fn sleep_until(at: Option<Instant>) {
 async fn poll_due(
     backend: &dyn LightningBackend,
     watched: &mut HashMap<String, Entry>,
-    out: &mpsc::UnboundedSender<Settled>,
+    out: &mpsc::Sender<Settled>,
     notifies: bool,
 ) -> Result<(), ()> {
     let now = Instant::now();
@@ -174,6 +171,7 @@ async fn poll_due(
                     tag: entry.tag,
                     settlement,
                 })
+                .await
                 .map_err(|_| ())?;
             }
             InvoiceStatus::Expired if past_grace => {
@@ -210,7 +208,7 @@ mod tests {
     use paydvm_ledger::Msat;
 
     async fn settles_through(ln: FakeLightning) {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::channel(16);
         let backend: Arc<dyn LightningBackend> = Arc::new(ln.clone());
         let watcher = Watcher::start(backend.clone(), tx);
         let far = crate::node::now_ms() / 1000 + 600;

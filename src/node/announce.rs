@@ -251,7 +251,7 @@ impl HeartbeatStats {
 
 /// What to do the first time a relay is connected: hand the announcements to the core.
 pub struct FirstConnect {
-    pub commands: mpsc::UnboundedSender<Command>,
+    pub commands: mpsc::Sender<Command>,
     pub announcements: Vec<EventBuilder>,
 }
 
@@ -309,7 +309,10 @@ impl Heartbeat {
                             continue;
                         }
                         if let Some(first) = first_connect.take() {
-                            let _ = first.commands.send(Command::Announce(first.announcements));
+                            let _ = first
+                                .commands
+                                .send(Command::Announce(first.announcements))
+                                .await;
                         }
                         beat(&client, &keys, &kinds, every, &counters).await;
                     }

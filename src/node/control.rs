@@ -36,10 +36,7 @@ pub struct Control {
 impl Control {
     /// Listens on `<ledger>.sock`. Call only while holding the ledger lock: a socket file left
     /// by a node that died is then stale and is replaced.
-    pub fn start(
-        ledger: &Path,
-        commands: mpsc::UnboundedSender<Command>,
-    ) -> std::io::Result<Control> {
+    pub fn start(ledger: &Path, commands: mpsc::Sender<Command>) -> std::io::Result<Control> {
         let path = socket_path(ledger);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
@@ -73,10 +70,7 @@ impl Control {
     }
 }
 
-async fn serve(
-    stream: UnixStream,
-    commands: mpsc::UnboundedSender<Command>,
-) -> std::io::Result<()> {
+async fn serve(stream: UnixStream, commands: mpsc::Sender<Command>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));
@@ -92,13 +86,14 @@ async fn serve(
     write.write_all(out.as_bytes()).await
 }
 
-async fn ask_core(
-    request: OperatorRequest,
-    commands: &mpsc::UnboundedSender<Command>,
-) -> OperatorReply {
+async fn ask_core(request: OperatorRequest, commands: &mpsc::Sender<Command>) -> OperatorReply {
     info!(id = %request.id, action = ?request.action, "operator request");
     let (reply, answer) = oneshot::channel();
-    if commands.send(Command::Operator { request, reply }).is_err() {
+    if commands
+        .send(Command::Operator { request, reply })
+        .await
+        .is_err()
+    {
         return OperatorReply::refused("the node is stopping");
     }
     match tokio::time::timeout(TIMEOUT, answer).await {

@@ -129,7 +129,7 @@ pub struct CoreParts {
     pub offered: Vec<u16>,
     pub relays: Relays,
     pub executors: Arc<Executors>,
-    pub commands: mpsc::UnboundedSender<Command>,
+    pub commands: mpsc::Sender<Command>,
     pub outbox: Outbox,
     /// The Lightning rail, when a backend is configured.
     pub invoices: Option<InvoiceDesk>,
@@ -163,7 +163,7 @@ pub struct Core {
     contexts: HashMap<JobId, Nip90Context>,
     rejected: HashMap<JobId, Event>,
     executors: Arc<Executors>,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     outbox: Option<Outbox>,
     invoices: Option<InvoiceDesk>,
     refunds: Option<RefundDesk>,
@@ -202,13 +202,30 @@ impl Core {
         }
     }
 
+    /// Runs the core on its own thread, so that deciding and the ledger's fsync never hold up
+    /// the async tasks (intake, outbox, rails). The thread enters the runtime it was started
+    /// from: the actions it performs start tasks there. It ends after `Shutdown` (or once every
+    /// sender is gone) with the ledger closed.
+    pub fn spawn(
+        self,
+        rx: mpsc::Receiver<Command>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("paydvm-core".into())
+            .spawn(move || {
+                let _entered = runtime.enter();
+                self.run(rx);
+            })
+    }
+
     /// Takes commands until shutdown. Commands that are already waiting are handled as one batch:
     /// each becomes its own staged groups (decided on the state the previous ones left), the
     /// batch is written in one transaction, and only then are its events published and its
     /// actions performed. One fsync per batch instead of one per command; no side effect before
-    /// its record is on disk.
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
-        'commands: while let Some(first) = rx.recv().await {
+    /// its record is on disk. Blocks: run it on its own thread ([`Core::spawn`]).
+    pub fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        'commands: while let Some(first) = rx.blocking_recv() {
             let mut next = Some(first);
             let mut handled = 0;
             while let Some(command) = next.take() {
@@ -350,10 +367,18 @@ impl Core {
         }
     }
 
-    fn publish(&self, p: Publication) {
-        match &self.outbox {
-            Some(outbox) => outbox.publish(p),
-            None => debug!(effect = %p.effect, "outbox closed; effect stays pending"),
+    /// Hands a publication to the outbox without waiting. When its queue is full the effect
+    /// stays pending in the ledger and goes again after `resend_after`, as if the outbox had
+    /// given up on it (see `queues`).
+    fn publish(&mut self, p: Publication) {
+        let Some(outbox) = &self.outbox else {
+            return debug!(effect = %p.effect, "outbox closed; effect stays pending");
+        };
+        if let Err(effect) = outbox.publish(p) {
+            warn!(%effect, "outbox queue full; the effect stays pending and goes again later");
+            if let Ok(effect) = EffectId::new(effect) {
+                self.input(Input::EffectGaveUp { effect });
+            }
         }
     }
 
@@ -599,7 +624,7 @@ impl Core {
     }
 
     /// Hands the outbox an effect again: the stored signed event, never re-signed.
-    fn resend(&self, effect: &EffectId) {
+    fn resend(&mut self, effect: &EffectId) {
         let record = match self.store.effect(effect) {
             Ok(Some(record)) => record,
             Ok(None) => return,

@@ -116,7 +116,7 @@ impl EcashRefundDesk {
         redeemer: Arc<Redeemer>,
         identity: Keys,
         relays: Vec<RelayUrl>,
-        commands: mpsc::UnboundedSender<Command>,
+        commands: mpsc::Sender<Command>,
         fees: InputFees,
     ) -> EcashRefundDesk {
         let fee_payer = match fees {
@@ -155,7 +155,7 @@ impl EcashRefundDesk {
                     }
                 }
             };
-            let _ = this.commands.send(command);
+            let _ = this.commands.send(command).await;
         });
     }
 
@@ -171,11 +171,14 @@ impl EcashRefundDesk {
                     this.settle(&refund, &route).await
                 };
                 let unknown = matches!(status, RefundStatus::Unknown(_));
-                let sent = this.commands.send(Command::RefundOutcome {
-                    refund: refund.clone(),
-                    attempt,
-                    status,
-                });
+                let sent = this
+                    .commands
+                    .send(Command::RefundOutcome {
+                        refund: refund.clone(),
+                        attempt,
+                        status,
+                    })
+                    .await;
                 if !unknown || sent.is_err() {
                     break;
                 }
@@ -228,7 +231,7 @@ struct Worker {
     identity: Keys,
     client: Client,
     relays: Vec<RelayUrl>,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     in_flight: Arc<Semaphore>,
     fee_payer: FeePayer,
 }

@@ -37,11 +37,11 @@ pub struct IntakeParts {
     pub since_ms: Option<u64>,
     /// Requests (event ids, hex) of jobs to resume: fetched by id, whatever their age.
     pub pending_requests: Vec<String>,
-    pub commands: mpsc::UnboundedSender<Command>,
+    pub commands: mpsc::Sender<Command>,
     /// Where zap receipts for us go (`None`: no lud16, no zap intake).
-    pub zaps: Option<mpsc::UnboundedSender<Box<Event>>>,
+    pub zaps: Option<mpsc::Sender<Box<Event>>>,
     /// The NutZap rail, when it is on: kind 9321 events p-tagged to us go there.
-    pub nutzaps: Option<mpsc::UnboundedSender<Box<Event>>>,
+    pub nutzaps: Option<mpsc::Sender<Box<Event>>>,
 }
 
 pub struct Intake {
@@ -128,13 +128,13 @@ impl Intake {
 
 /// Where payment evidence events go: each rail verifies its own.
 struct Rails {
-    zaps: Option<mpsc::UnboundedSender<Box<Event>>>,
-    nutzaps: Option<mpsc::UnboundedSender<Box<Event>>>,
+    zaps: Option<mpsc::Sender<Box<Event>>>,
+    nutzaps: Option<mpsc::Sender<Box<Event>>>,
 }
 
 async fn forward(
     mut notifications: broadcast::Receiver<RelayPoolNotification>,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     rails: Rails,
 ) {
     loop {
@@ -158,7 +158,7 @@ async fn forward(
         };
         if let Some(rail) = rail {
             if let Some(rail) = rail {
-                let _ = rail.send(event);
+                let _ = rail.send(event).await;
             }
             continue;
         }
@@ -172,10 +172,10 @@ async fn forward(
                         event: event.clone(),
                         relay: Some(relay_url),
                     };
-                    if commands.send(request).is_err() {
+                    if commands.send(request).await.is_err() {
                         break;
                     }
-                    let _ = cashu.send(event);
+                    let _ = cashu.send(event).await;
                     continue;
                 }
             }
@@ -187,7 +187,7 @@ async fn forward(
             debug!(kind, "ignoring an event of another kind");
             continue;
         };
-        if commands.send(command).is_err() {
+        if commands.send(command).await.is_err() {
             break;
         }
     }

@@ -32,7 +32,7 @@ pub const MAX_INVOICES_IN_FLIGHT: usize = 16;
 pub struct InvoiceDesk {
     backend: Arc<dyn LightningBackend>,
     in_flight: Arc<Semaphore>,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     timeout: Duration,
     watcher: Watcher,
     forwarder: JoinHandle<()>,
@@ -60,10 +60,10 @@ pub fn invoice_description(job: &str) -> String {
 impl InvoiceDesk {
     pub fn start(
         backend: Arc<dyn LightningBackend>,
-        commands: mpsc::UnboundedSender<Command>,
+        commands: mpsc::Sender<Command>,
         timeout: Duration,
     ) -> InvoiceDesk {
-        let (settled_tx, settled_rx) = mpsc::unbounded_channel();
+        let (settled_tx, settled_rx) = mpsc::channel(super::queues::SETTLEMENTS);
         let watcher = Watcher::start(Arc::clone(&backend), settled_tx);
         let forwarder = tokio::spawn(forward(settled_rx, commands.clone()));
         InvoiceDesk {
@@ -111,7 +111,7 @@ impl InvoiceDesk {
                     reason: format!("no invoice from the backend within {timeout:?}"),
                 },
             };
-            let _ = commands.send(command);
+            let _ = commands.send(command).await;
         });
     }
 
@@ -123,10 +123,7 @@ impl InvoiceDesk {
 }
 
 /// Settlements of watched invoices → verified payments for the core.
-async fn forward(
-    mut settled: mpsc::UnboundedReceiver<Settled>,
-    commands: mpsc::UnboundedSender<Command>,
-) {
+async fn forward(mut settled: mpsc::Receiver<Settled>, commands: mpsc::Sender<Command>) {
     while let Some(Settled { tag, settlement }) = settled.recv().await {
         info!(job = %tag, hash = %settlement.payment_hash,
               amount_msat = settlement.amount.as_msat(), "invoice settled");
@@ -142,7 +139,11 @@ async fn forward(
             payer: None,
             names: Some(tag),
         };
-        if commands.send(Command::Payment(Box::new(payment))).is_err() {
+        if commands
+            .send(Command::Payment(Box::new(payment)))
+            .await
+            .is_err()
+        {
             warn!("core stopped; the settlement is found again by lookup at next start");
             return;
         }

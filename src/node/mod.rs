@@ -22,6 +22,7 @@ pub mod ledger_lock;
 pub mod local_relay;
 pub mod nutzaps;
 pub mod outbox;
+pub mod queues;
 pub mod refunds;
 pub mod tokens;
 pub mod transport;
@@ -39,7 +40,7 @@ use paydvm_ledger::StoreOptions;
 use paydvm_ledger::{JobRecord, Msat};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::{
     BackendSecrets, Config, LightningConfig, DEFAULT_INVOICE_TIMEOUT_SECS, DEFAULT_MAX_FEE_MSAT,
@@ -156,8 +157,9 @@ async fn lightning_backend(
 /// A started node. Dropping it without [`NodeHandle::shutdown`] leaves the tasks running until
 /// the runtime stops.
 pub struct NodeHandle {
-    commands: mpsc::UnboundedSender<Command>,
-    core: JoinHandle<()>,
+    commands: mpsc::Sender<Command>,
+    /// The core's thread: joined at shutdown, before the ledger lock is let go.
+    core: std::thread::JoinHandle<()>,
     ticker: JoinHandle<()>,
     intake: intake::Intake,
     heartbeat: announce::Heartbeat,
@@ -250,7 +252,7 @@ impl Node {
             )),
             None => None,
         };
-        let (commands, rx) = mpsc::unbounded_channel();
+        let (commands, rx) = queues::commands();
         let outbox = outbox::Outbox::start(keys.clone(), commands.clone());
         let refunds = backend.clone().map(|backend| {
             refunds::RefundDesk::new(refunds::RefundDeskParts {
@@ -297,7 +299,7 @@ impl Node {
         });
         let startup = core.startup()?;
         let since_ms = startup.newest_at;
-        let core_task = tokio::spawn(core.run(rx));
+        let core_thread = core.spawn(rx)?;
         let control = control::Control::start(&ledger, commands.clone())
             .with_context(|| format!("listening on {}", control::socket_path(&ledger).display()))?;
         let nutzaps = match (p2pk, redeemer) {
@@ -329,7 +331,7 @@ impl Node {
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
-                if ticks.send(Command::Tick).is_err() {
+                if ticks.send(Command::Tick).await.is_err() {
                     break;
                 }
             }
@@ -354,7 +356,7 @@ impl Node {
                 ticker.abort();
                 control.shutdown();
                 let (done, rx) = oneshot::channel();
-                if commands.send(Command::Shutdown { done }).is_ok() {
+                if commands.send(Command::Shutdown { done }).await.is_ok() {
                     let _ = tokio::time::timeout(SHUTDOWN_DRAIN, rx).await;
                 }
                 return Err(e);
@@ -373,7 +375,7 @@ impl Node {
         );
         Ok(NodeHandle {
             commands,
-            core: core_task,
+            core: core_thread,
             ticker,
             intake,
             heartbeat,
@@ -406,12 +408,14 @@ impl NodeHandle {
         self.heartbeat.stats()
     }
 
-    /// Hands an event to the core as if intake had received it (tests, tools).
-    pub fn submit(&self, event: Event) {
-        let _ = self.commands.send(Command::Request {
+    /// Hands an event to the core as if intake had received it (tests, tools). False when the
+    /// core's queue is full or the core has stopped: nothing was handed over.
+    pub fn submit(&self, event: Event) -> bool {
+        let request = Command::Request {
             event: Box::new(event),
             relay: None,
-        });
+        };
+        self.commands.try_send(request).is_ok()
     }
 
     /// What the NutZap rail has done (`None` when it is off: no trusted mint or no key).
@@ -423,7 +427,7 @@ impl NodeHandle {
     pub fn submit_nutzap(&self, event: Event) -> bool {
         self.nutzaps
             .as_ref()
-            .is_some_and(|n| n.sender().send(Box::new(event)).is_ok())
+            .is_some_and(|n| n.sender().try_send(Box::new(event)).is_ok())
     }
 
     /// Where payment rails hand the core verified payments.
@@ -449,48 +453,52 @@ impl NodeHandle {
             nutzaps.shutdown().await;
         }
         let (done, rx) = oneshot::channel();
-        if self.commands.send(Command::Shutdown { done }).is_ok() {
+        if self.commands.send(Command::Shutdown { done }).await.is_ok() {
             let _ = tokio::time::timeout(SHUTDOWN_DRAIN + Duration::from_secs(2), rx).await;
         }
-        let mut core = self.core;
-        if tokio::time::timeout(Duration::from_secs(5), &mut core)
-            .await
-            .is_err()
-        {
-            core.abort();
+        drop(self.commands);
+        let core = self.core;
+        let joined = tokio::task::spawn_blocking(move || core.join());
+        match tokio::time::timeout(Duration::from_secs(5), joined).await {
+            // Only now may another process write the ledger.
+            Ok(_) => drop(self.lock),
+            Err(_) => {
+                // The core may still write: the lock is kept until the process exits.
+                error!("the core did not stop in time; the ledger stays locked until exit");
+                std::mem::forget(self.lock);
+            }
         }
-        // Only now may another process write the ledger.
-        drop(self.lock);
     }
 }
 
 /// Hands verified payments to the core. Cheap to clone; one per rail task.
 #[derive(Debug, Clone)]
-pub struct PaymentSink(mpsc::UnboundedSender<Command>);
+pub struct PaymentSink(mpsc::Sender<Command>);
 
 impl PaymentSink {
-    pub fn new(commands: mpsc::UnboundedSender<Command>) -> Self {
+    pub fn new(commands: mpsc::Sender<Command>) -> Self {
         PaymentSink(commands)
     }
 
-    /// False once the core has stopped (the payment is not lost: its evidence is looked up
-    /// again at the next start).
-    pub fn send(&self, payment: VerifiedPayment) -> bool {
-        self.0.send(Command::Payment(Box::new(payment))).is_ok()
+    /// Waits while the core's queue is full. False once the core has stopped (the payment is
+    /// not lost: its evidence is looked up again at the next start).
+    pub async fn send(&self, payment: VerifiedPayment) -> bool {
+        self.0
+            .send(Command::Payment(Box::new(payment)))
+            .await
+            .is_ok()
     }
 }
 
 /// The ledger's record of `job`, asked of the core: answered after every command sent before.
-pub(crate) async fn job_record(
-    commands: &mpsc::UnboundedSender<Command>,
-    job: &str,
-) -> Option<JobRecord> {
+pub(crate) async fn job_record(commands: &mpsc::Sender<Command>, job: &str) -> Option<JobRecord> {
     let (reply, rx) = oneshot::channel();
     commands
         .send(Command::Job {
             job: job.to_owned(),
             reply,
         })
+        .await
         .ok()?;
     rx.await.ok().flatten()
 }

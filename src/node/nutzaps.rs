@@ -141,13 +141,13 @@ pub struct NutZapRailParts {
     /// The cdk wallet, shared with the ecash-refund desk.
     pub redeemer: Arc<Redeemer>,
     pub pending: PathBuf,
-    pub commands: mpsc::UnboundedSender<Command>,
+    pub commands: mpsc::Sender<Command>,
     /// Relay hint for the 7376 `e` tag (our first relay).
     pub relay_hint: String,
 }
 
 pub struct NutZapRail {
-    events: mpsc::UnboundedSender<Box<Event>>,
+    events: mpsc::Sender<Box<Event>>,
     task: JoinHandle<()>,
     stats: Arc<NutZapStats>,
 }
@@ -161,7 +161,7 @@ pub(super) struct Worker {
     pub(super) registry: MintRegistry,
     redeemer: Arc<Redeemer>,
     pub(super) pending: PendingSwaps,
-    pub(super) commands: mpsc::UnboundedSender<Command>,
+    pub(super) commands: mpsc::Sender<Command>,
     relay_hint: String,
     pub(super) stats: Arc<NutZapStats>,
     /// NutZaps waiting for their mint's keysets, and requests whose tokens wait for that or
@@ -193,7 +193,7 @@ impl NutZapRail {
             stats: Arc::clone(&stats),
             deferred: Vec::new(),
         };
-        let (events, rx) = mpsc::unbounded_channel();
+        let (events, rx) = mpsc::channel(super::queues::NUTZAPS);
         let task = tokio::spawn(worker.run(rx));
         Ok(NutZapRail {
             events,
@@ -203,7 +203,7 @@ impl NutZapRail {
     }
 
     /// Where intake sends kind 9321 events, and job requests that may carry tokens.
-    pub fn sender(&self) -> mpsc::UnboundedSender<Box<Event>> {
+    pub fn sender(&self) -> mpsc::Sender<Box<Event>> {
         self.events.clone()
     }
 
@@ -219,7 +219,7 @@ impl NutZapRail {
 }
 
 impl Worker {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Box<Event>>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Box<Event>>) {
         self.registry.refresh_all().await;
         self.report_mints();
         self.stats.ready.store(true, Ordering::SeqCst);
@@ -428,6 +428,7 @@ impl Worker {
         if self
             .commands
             .send(Command::Payment(Box::new(payment)))
+            .await
             .is_err()
         {
             return;
@@ -446,7 +447,7 @@ impl Worker {
         }
         match self.redemption_marker(nutzap, received) {
             Ok(marker) => {
-                let _ = self.commands.send(Command::Announce(vec![marker]));
+                let _ = self.commands.send(Command::Announce(vec![marker])).await;
             }
             Err(e) => warn!(nutzap = %nutzap.event_id, "no redemption marker: {e:#}"),
         }
@@ -503,6 +504,7 @@ impl Worker {
         if self
             .commands
             .send(Command::CreditedRefs { refs, reply })
+            .await
             .is_err()
         {
             return Vec::new();

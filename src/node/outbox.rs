@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use super::core::Command;
+use super::queues;
 
 /// How long to wait for a relay connection before trying to publish.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,36 +32,43 @@ pub struct Publication {
 /// The sending side; dropping it lets the publisher finish its queue and report
 /// [`Command::OutboxDrained`].
 pub struct Outbox {
-    tx: mpsc::UnboundedSender<Publication>,
+    tx: mpsc::Sender<Publication>,
 }
 
 impl Outbox {
-    pub fn start(keys: Keys, commands: mpsc::UnboundedSender<Command>) -> Outbox {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Publication>();
+    pub fn start(keys: Keys, commands: mpsc::Sender<Command>) -> Outbox {
+        let (tx, mut rx) = mpsc::channel::<Publication>(queues::OUTBOX);
         tokio::spawn(async move {
             let client = super::transport::client(keys);
             let mut lanes = JoinSet::new();
             let senders: Vec<_> = (0..LANES)
                 .map(|_| {
-                    let (lane_tx, lane_rx) = mpsc::unbounded_channel::<Publication>();
+                    let (lane_tx, lane_rx) = mpsc::channel::<Publication>(queues::OUTBOX_LANE);
                     lanes.spawn(lane(client.clone(), lane_rx, commands.clone()));
                     lane_tx
                 })
                 .collect();
             while let Some(p) = rx.recv().await {
-                let _ = senders[lane_of(&p.event)].send(p);
+                let _ = senders[lane_of(&p.event)].send(p).await;
             }
             drop(senders);
             while lanes.join_next().await.is_some() {}
             client.shutdown().await;
-            let _ = commands.send(Command::OutboxDrained);
+            let _ = commands.send(Command::OutboxDrained).await;
         });
         Outbox { tx }
     }
 
-    pub fn publish(&self, p: Publication) {
-        if self.tx.send(p).is_err() {
-            warn!("outbox stopped; effect stays pending");
+    /// Queues `p` without waiting; gives its effect id back when the queue is full (the caller
+    /// keeps the effect pending and hands it over again later).
+    pub fn publish(&self, p: Publication) -> Result<(), String> {
+        match self.tx.try_send(p) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(p)) => Err(p.effect),
+            Err(mpsc::error::TrySendError::Closed(p)) => {
+                warn!(effect = %p.effect, "outbox stopped; effect stays pending");
+                Ok(())
+            }
         }
     }
 }
@@ -68,19 +76,23 @@ impl Outbox {
 /// Publishes one lane's events in order and reports each delivery.
 async fn lane(
     client: Client,
-    mut rx: mpsc::UnboundedReceiver<Publication>,
-    commands: mpsc::UnboundedSender<Command>,
+    mut rx: mpsc::Receiver<Publication>,
+    commands: mpsc::Sender<Command>,
 ) {
     while let Some(p) = rx.recv().await {
         match publish(&client, &p).await {
             Some(detail) => {
-                let _ = commands.send(Command::Published {
-                    effect: p.effect,
-                    detail,
-                });
+                let _ = commands
+                    .send(Command::Published {
+                        effect: p.effect,
+                        detail,
+                    })
+                    .await;
             }
             None => {
-                let _ = commands.send(Command::PublishGaveUp { effect: p.effect });
+                let _ = commands
+                    .send(Command::PublishGaveUp { effect: p.effect })
+                    .await;
             }
         }
     }
@@ -158,4 +170,34 @@ async fn publish(client: &Client, p: &Publication) -> Option<String> {
     }
     warn!(effect = %p.effect, "left pending; re-sent later in this run and at next start");
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use nostr_sdk::prelude::EventBuilder;
+
+    use super::*;
+
+    /// The core never waits on the outbox: past its queue, a publication is given back (its
+    /// effect stays pending and goes again later), never dropped in silence.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_outbox_gives_the_effect_back() {
+        let keys = Keys::generate();
+        let (commands, _rx) = queues::commands();
+        let outbox = Outbox::start(keys.clone(), commands);
+        let event = EventBuilder::text_note("x").sign_with_keys(&keys).unwrap();
+        let publication = |n: usize| Publication {
+            effect: format!("effect-{n}"),
+            event: event.clone(),
+            relays: Vec::new(),
+        };
+        // The outbox task has not run yet (one thread, no await): its queue only fills.
+        for n in 0..queues::OUTBOX {
+            assert_eq!(outbox.publish(publication(n)), Ok(()), "publication {n}");
+        }
+        assert_eq!(
+            outbox.publish(publication(queues::OUTBOX)),
+            Err(format!("effect-{}", queues::OUTBOX))
+        );
+    }
 }

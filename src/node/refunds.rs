@@ -52,7 +52,7 @@ pub struct RefundOrder {
 /// How the desk reaches the outside world.
 pub struct RefundDeskParts {
     pub backend: Arc<dyn LightningBackend>,
-    pub commands: mpsc::UnboundedSender<Command>,
+    pub commands: mpsc::Sender<Command>,
     /// Routing-fee cap per refund.
     pub max_fee: Msat,
     /// LNURL calls to customers' addresses, under the node's host policy (public hosts only,
@@ -68,7 +68,7 @@ pub struct RefundDeskParts {
 
 pub struct RefundDesk {
     backend: Arc<dyn LightningBackend>,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     max_fee: Msat,
     http: LnurlHttp,
     profiles: Client,
@@ -135,7 +135,7 @@ impl RefundDesk {
                     }
                 }
             };
-            let _ = commands.send(command);
+            let _ = commands.send(command).await;
         });
     }
 
@@ -154,11 +154,13 @@ impl RefundDesk {
             let _permit = in_flight.acquire_owned().await;
             info!(%refund, attempt, hash = %route.lookup, "paying refund");
             let status = backend.pay_invoice(&route.destination, max_fee).await;
-            let _ = commands.send(Command::RefundOutcome {
-                refund,
-                attempt,
-                status: refund_status(status),
-            });
+            let _ = commands
+                .send(Command::RefundOutcome {
+                    refund,
+                    attempt,
+                    status: refund_status(status),
+                })
+                .await;
         });
     }
 

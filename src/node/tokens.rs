@@ -91,13 +91,14 @@ impl Worker {
                         next_try_ms: 0,
                     };
                     if let Some(reason) = self.attempt(row).await {
-                        self.tell(&event, &job, format!("cashu token not redeemed: {reason}"));
+                        self.tell(&event, &job, format!("cashu token not redeemed: {reason}"))
+                            .await;
                     }
                 }
                 Step::Nothing => self.stats.duplicate(),
                 Step::Refuse(reason) => {
                     self.stats.refused(&job, &reason);
-                    self.tell(&event, &job, reason);
+                    self.tell(&event, &job, reason).await;
                 }
                 Step::Later(reason) => later = Some(reason),
             }
@@ -180,11 +181,14 @@ impl Worker {
     /// The customer is told under the job (encrypted if the request was), recorded in the
     /// job's audit trail: the core decides the reply and the adapter renders it, reading the
     /// request again if the job no longer holds a reply context.
-    fn tell(&self, event: &Event, job: &str, reason: String) {
-        let _ = self.commands.send(Command::PaymentRefused {
-            job: job.to_owned(),
-            reason,
-            request: Box::new(event.clone()),
-        });
+    async fn tell(&self, event: &Event, job: &str, reason: String) {
+        let _ = self
+            .commands
+            .send(Command::PaymentRefused {
+                job: job.to_owned(),
+                reason,
+                request: Box::new(event.clone()),
+            })
+            .await;
     }
 }

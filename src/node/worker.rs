@@ -56,7 +56,7 @@ pub fn spawn(
     executors: Arc<Executors>,
     job: Job,
     attempt: u32,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
 ) -> AbortHandle {
     let id = job.id.clone();
     let inner = tokio::spawn(async move {
@@ -79,11 +79,13 @@ pub fn spawn(
                 retryable: false,
             }),
         };
-        let _ = commands.send(Command::ExecFinished {
-            job: id,
-            attempt,
-            outcome,
-        });
+        let _ = commands
+            .send(Command::ExecFinished {
+                job: id,
+                attempt,
+                outcome,
+            })
+            .await;
     });
     handle
 }

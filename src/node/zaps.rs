@@ -45,14 +45,14 @@ pub struct ZapStats {
 }
 
 pub struct ZapIntake {
-    receipts: mpsc::UnboundedSender<Box<Event>>,
+    receipts: mpsc::Sender<Box<Event>>,
     stats: Arc<ZapStats>,
     task: JoinHandle<()>,
 }
 
 impl ZapIntake {
     pub fn start(recipient: PublicKey, lnurl: Arc<PayEndpointCache>, sink: PaymentSink) -> Self {
-        let (receipts, rx) = mpsc::unbounded_channel();
+        let (receipts, rx) = mpsc::channel(super::queues::ZAP_RECEIPTS);
         let stats = Arc::new(ZapStats::default());
         let task = tokio::spawn(run(rx, recipient, lnurl, sink, stats.clone()));
         ZapIntake {
@@ -67,7 +67,7 @@ impl ZapIntake {
     }
 
     /// Where intake sends the receipts it sees.
-    pub fn sender(&self) -> mpsc::UnboundedSender<Box<Event>> {
+    pub fn sender(&self) -> mpsc::Sender<Box<Event>> {
         self.receipts.clone()
     }
 
@@ -77,7 +77,7 @@ impl ZapIntake {
 }
 
 async fn run(
-    mut receipts: mpsc::UnboundedReceiver<Box<Event>>,
+    mut receipts: mpsc::Receiver<Box<Event>>,
     recipient: PublicKey,
     lnurl: Arc<PayEndpointCache>,
     sink: PaymentSink,
@@ -105,7 +105,7 @@ async fn run(
         match verify_receipt(&receipt, &expect) {
             Ok(zap) => {
                 debug!(receipt = %zap.receipt_id, amount_msat = zap.amount.as_msat(), "zap receipt verified");
-                if !sink.send(zap_payment(&zap)) {
+                if !sink.send(zap_payment(&zap)).await {
                     break;
                 }
                 stats.verified.fetch_add(1, Ordering::SeqCst);

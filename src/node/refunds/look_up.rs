@@ -76,7 +76,7 @@ impl NoRecord {
 /// One refund's look-up loop and what it needs; [`LookUp::run`] is the only loop for it.
 pub(super) struct LookUp {
     pub backend: Arc<dyn LightningBackend>,
-    pub commands: mpsc::UnboundedSender<Command>,
+    pub commands: mpsc::Sender<Command>,
     pub in_flight: Arc<Semaphore>,
     pub max_fee: Msat,
     pub never_sent_after: Duration,
@@ -111,11 +111,11 @@ impl LookUp {
                 PaymentStatus::Settled { .. } | PaymentStatus::Failed(_)
             ) {
                 self.leave();
-                let _ = self.report(status);
+                let _ = self.report(status).await;
                 return;
             }
             if first {
-                let _ = self.report(status.clone());
+                let _ = self.report(status.clone()).await;
             }
             first = false;
             tokio::time::sleep(wait).await;
@@ -172,13 +172,14 @@ impl LookUp {
     }
 
     /// Tells the core; false when the core is gone.
-    fn report(&self, status: PaymentStatus) -> bool {
+    async fn report(&self, status: PaymentStatus) -> bool {
         self.commands
             .send(Command::RefundOutcome {
                 refund: self.refund.clone(),
                 attempt: self.attempt,
                 status: super::refund_status(status),
             })
+            .await
             .is_ok()
     }
 
