@@ -550,7 +550,7 @@ impl<'a> Gen<'a> {
             24 => EventBody::EffectRequested {
                 effect: self.effect(),
                 job: if self.coin() { Some(self.job()) } else { None },
-                action: self.pick(&["publish", "", "dm"]).to_string(),
+                action: EffectAction::Publish,
                 payload: if self.byte() == 255 {
                     "x".repeat(MAX_PAYLOAD_LEN + 1)
                 } else {
@@ -799,7 +799,7 @@ impl<'a> Gen<'a> {
                 _ => EventBody::EffectRequested {
                     effect: self.effect(),
                     job: Some(job),
-                    action: "publish".to_string(),
+                    action: EffectAction::Publish,
                     payload: "{}".to_string(),
                 },
             },

@@ -398,7 +398,7 @@ pub enum EventBody {
     EffectRequested {
         effect: EffectId,
         job: Option<JobId>,
-        action: String,
+        action: crate::effect::EffectAction,
         payload: String,
     },
     EffectDone {

@@ -24,6 +24,7 @@ pub mod store;
 pub mod subscription;
 
 pub use account::{Account, Balance, Posting};
+pub use effect::{EffectAction, EffectRecord};
 pub use engine::{AppendOutcome, Ledger, Prepared};
 pub use error::{LedgerError, TransitionError};
 pub use event::*;

@@ -577,7 +577,6 @@ impl Planner<'_> {
                 action,
                 payload,
             } => {
-                check_text("action", action)?;
                 if payload.len() > MAX_PAYLOAD_LEN {
                     return Err(TransitionError::TooLong {
                         field: "payload",
@@ -594,7 +593,7 @@ impl Planner<'_> {
                 self.change.effect = Some(EffectRecord {
                     effect: effect.clone(),
                     job: job.clone(),
-                    action: action.clone(),
+                    action: *action,
                     payload: payload.clone(),
                     requested_seq: seq,
                     outcome: None,

@@ -18,6 +18,7 @@ use nostr_sdk::prelude::{
     Client, EventBuilder, Keys, Kind, RelayStatus, RelayUrl, Tag, TagKind, Timestamp, UnsignedEvent,
 };
 use paydvm_ledger::effect::EffectRecord;
+use paydvm_ledger::EffectAction;
 use paydvm_policies::{PriceMode, Pricing};
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -193,7 +194,7 @@ pub fn same_as_last<'a>(
         .collect();
     let wanted = address(candidate.kind.as_u16(), &tags);
     let last = effects
-        .filter(|e| e.action == "publish")
+        .filter(|e| e.action == EffectAction::Publish)
         .filter_map(|e| {
             let payload: Value = serde_json::from_str(&e.payload).ok()?;
             let event = payload.get("event")?.clone();
@@ -408,7 +409,7 @@ mod tests {
         let record = EffectRecord {
             effect: paydvm_ledger::EffectId::new(stored.id.to_hex()).unwrap(),
             job: None,
-            action: "publish".into(),
+            action: EffectAction::Publish,
             payload: json!({ "event": stored, "relays": [] }).to_string(),
             requested_seq: 1,
             outcome: None,

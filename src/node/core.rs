@@ -56,7 +56,7 @@ pub enum Command {
     /// is told, under that job. `request` is the job's request event, read again for the reply
     /// if the job no longer holds a reply context.
     PaymentRefused {
-        job: String,
+        job: JobId,
         reason: String,
         request: Box<Event>,
     },
@@ -72,28 +72,28 @@ pub enum Command {
     },
     /// A refund desk found a route for exactly what a refund owes.
     RefundRouted {
-        refund: String,
+        refund: RefundId,
         attempt: u32,
         route: paydvm_ledger::RefundRoute,
     },
     /// A refund desk could not route a refund now.
-    RefundDeferred { refund: String, reason: String },
+    RefundDeferred { refund: RefundId, reason: String },
     /// What a refund desk learnt about a refund payment.
     RefundOutcome {
-        refund: String,
+        refund: RefundId,
         attempt: u32,
         status: RefundStatus,
     },
     /// An executor attempt ended.
     ExecFinished {
-        job: String,
+        job: JobId,
         attempt: u32,
         outcome: Result<String, ExecFailure>,
     },
     /// The outbox delivered an effect.
-    Published { effect: String, detail: String },
+    Published { effect: EffectId, detail: String },
     /// The outbox could not deliver an effect after its attempts; it stays pending.
-    PublishGaveUp { effect: String },
+    PublishGaveUp { effect: EffectId },
     /// Which of `refs` the ledger has already credited (payment references and linked refs,
     /// e.g. proof Ys). Answered after every command sent before it.
     CreditedRefs {
@@ -102,7 +102,7 @@ pub enum Command {
     },
     /// Read one job's record.
     Job {
-        job: String,
+        job: JobId,
         reply: oneshot::Sender<Option<JobRecord>>,
     },
     /// Periodic: expire quotes, retry refunds, re-send what the outbox gave up on.
@@ -376,9 +376,7 @@ impl Core {
         };
         if let Err(effect) = outbox.publish(p) {
             warn!(%effect, "outbox queue full; the effect stays pending and goes again later");
-            if let Ok(effect) = EffectId::new(effect) {
-                self.input(Input::EffectGaveUp { effect });
-            }
+            self.input(Input::EffectGaveUp { effect });
         }
     }
 
@@ -394,13 +392,12 @@ impl Core {
             Command::Job { job, reply } => {
                 // What the core answers is on disk: a caller may read the file next.
                 self.flush();
-                let record = JobId::new(job).ok().and_then(|j| match self.store.job(&j) {
-                    Ok(record) => record,
-                    Err(e) => {
-                        warn!(%j, "reading a job: {e}");
-                        None
-                    }
-                });
+                let record = self
+                    .store
+                    .job(&job)
+                    .inspect_err(|e| warn!(%job, "reading a job: {e}"))
+                    .ok()
+                    .flatten();
                 let _ = reply.send(record);
             }
             Command::Operator { request, reply } => {
@@ -507,6 +504,7 @@ impl Core {
                 };
                 let handle = worker::spawn(
                     Arc::clone(&self.executors),
+                    job.clone(),
                     work,
                     attempt,
                     self.commands.clone(),
@@ -575,7 +573,7 @@ impl Core {
                 Some(desk),
                 _,
             ) => desk.route(RefundOrder {
-                refund: refund.to_string(),
+                refund,
                 attempt,
                 amount,
                 customer: customer.to_string(),
@@ -592,7 +590,7 @@ impl Core {
                 _,
                 Some(desk),
             ) => desk.route(EcashOrder {
-                refund: refund.to_string(),
+                refund,
                 attempt,
                 amount,
                 customer: customer.to_string(),
@@ -611,14 +609,21 @@ impl Core {
         route: paydvm_ledger::RefundRoute,
         look_up: bool,
     ) {
-        let refund = refund.to_string();
         match (&route.asset, &self.refunds, &self.ecash_refunds) {
             (paydvm_ledger::Asset::Lightning, Some(desk), _) if look_up => {
                 info!(%refund, "looking up a refund payment before anything else");
                 desk.look_up(refund, attempt, route);
             }
             (paydvm_ledger::Asset::Lightning, Some(desk), _) => desk.pay(refund, attempt, route),
-            (paydvm_ledger::Asset::Mint { .. }, _, Some(desk)) => desk.pay(refund, attempt, route),
+            (paydvm_ledger::Asset::Mint { .. }, _, Some(desk)) => {
+                // An open refund is in memory; its job is named in the hand-over.
+                let job = self
+                    .store
+                    .state()
+                    .refund(&refund)
+                    .and_then(|r| r.job.clone());
+                desk.pay(refund, job, attempt, route)
+            }
             _ => warn!(%refund, "no rail to pay a recorded refund over"),
         }
     }
@@ -662,7 +667,7 @@ impl Core {
                 EventBody::EffectRequested {
                     effect: EffectId::new(outbound.id.clone())?,
                     job: None,
-                    action: "publish".into(),
+                    action: paydvm_ledger::EffectAction::Publish,
                     payload: outbound.payload.clone(),
                 },
             );
@@ -682,6 +687,7 @@ fn is_appended(outcome: &paydvm_ledger::AppendOutcome) -> bool {
 
 /// The publication stored in an `effect_requested` payload: `{"event": …, "relays": […]}`.
 pub fn publication_from_payload(effect: &str, payload: &str) -> anyhow::Result<Publication> {
+    let effect = EffectId::new(effect).map_err(|e| anyhow!("{e}"))?;
     let value: serde_json::Value = serde_json::from_str(payload)?;
     let event = Event::from_json(value["event"].to_string())?;
     let relays = value["relays"]
@@ -693,7 +699,7 @@ pub fn publication_from_payload(effect: &str, payload: &str) -> anyhow::Result<P
         })
         .unwrap_or_default();
     Ok(Publication {
-        effect: effect.to_owned(),
+        effect,
         event,
         relays,
     })

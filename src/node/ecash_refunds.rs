@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nostr_sdk::prelude::{Client, EventBuilder, Keys, Kind, PublicKey, RelayUrl, Tag, Timestamp};
-use paydvm_ledger::{Asset, Msat, RefundRoute};
+use paydvm_ledger::{Asset, JobId, Msat, RefundId, RefundRoute};
 use paydvm_mints::events::{nutzap_tags, parse_nutzap_info, NutZapInfo};
 use paydvm_mints::{
     normalise_mint_url, FeePayer, Plan, PrepareError, Redeemer, RefundRequest, RefundRun,
@@ -40,7 +40,7 @@ const UNIT: &str = "sat";
 /// One ecash refund the core wants routed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EcashOrder {
-    pub refund: String,
+    pub refund: RefundId,
     pub attempt: u32,
     pub amount: Msat,
     pub customer: String,
@@ -161,14 +161,15 @@ impl EcashRefundDesk {
 
     /// Runs a recorded attempt until its token is handed over or it fails explicitly, backing off
     /// while its outcome is unknown (every outcome is reported to the core).
-    pub fn pay(&self, refund: String, attempt: u32, route: RefundRoute) {
+    /// `job` is the job the refund belongs to (named in the hand-over), if any.
+    pub fn pay(&self, refund: RefundId, job: Option<JobId>, attempt: u32, route: RefundRoute) {
         let this = Arc::clone(&self.worker);
         tokio::spawn(async move {
             let mut wait = AGAIN_FIRST;
             loop {
                 let status = {
                     let _permit = this.in_flight.clone().acquire_owned().await;
-                    this.settle(&refund, &route).await
+                    this.settle(&refund, job.as_ref(), &route).await
                 };
                 let unknown = matches!(status, RefundStatus::Unknown(_));
                 let sent = this
@@ -288,7 +289,7 @@ impl Worker {
         }
         let handover = self.handover_for(order).await?;
         let now_ms = super::now_ms();
-        let tag = attempt_tag(&order.refund, order.attempt, now_ms);
+        let tag = attempt_tag(order.refund.as_str(), order.attempt, now_ms);
         let request = RefundRequest {
             tag: &tag,
             mint: &order.mint,
@@ -324,7 +325,12 @@ impl Worker {
     }
 
     /// Runs the attempt and hands its token over; settled only with evidence.
-    async fn settle(&self, refund: &str, route: &RefundRoute) -> RefundStatus {
+    async fn settle(
+        &self,
+        refund: &RefundId,
+        job: Option<&JobId>,
+        route: &RefundRoute,
+    ) -> RefundStatus {
         let tag = &route.lookup;
         let Some((customer, handover)) = Handover::parse(&route.destination) else {
             return RefundStatus::Unknown("unreadable ecash route".into());
@@ -337,7 +343,7 @@ impl Worker {
         if let Ok(Some(true)) = self.redeemer.refund_claimed(tag).await {
             return settled(&token.plan, "claimed at the mint".into());
         }
-        match self.hand_over(refund, &customer, &handover, &token).await {
+        match self.hand_over(job, &customer, &handover, &token).await {
             Ok(event) => {
                 info!(%refund, %tag, %event, "ecash refund handed over");
                 settled(&token.plan, format!("handed over in event {event}"))
@@ -353,13 +359,13 @@ impl Worker {
     /// took.
     async fn hand_over(
         &self,
-        refund: &str,
+        job: Option<&JobId>,
         customer: &str,
         handover: &Handover,
         token: &RefundToken,
     ) -> Result<String, String> {
         let customer_key = PublicKey::from_hex(customer).map_err(|e| e.to_string())?;
-        let job = refund.split(':').next().unwrap_or_default();
+        let job = job.map_or("", JobId::as_str);
         let mint = token_mint(token)?;
         let note = fee_note(&token.plan);
         let sent = match handover {

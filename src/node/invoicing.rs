@@ -128,7 +128,7 @@ async fn forward(mut settled: mpsc::Receiver<Settled>, commands: mpsc::Sender<Co
         info!(job = %tag, hash = %settlement.payment_hash,
               amount_msat = settlement.amount.as_msat(), "invoice settled");
         let payment = VerifiedPayment {
-            idem: format!("invoice:{}", settlement.payment_hash),
+            idem: super::decide::keys::invoice_payment(&settlement.payment_hash),
             rail: Rail::Invoice,
             asset: Asset::Lightning,
             reference: settlement.payment_hash,

@@ -493,13 +493,8 @@ impl PaymentSink {
 /// The ledger's record of `job`, asked of the core: answered after every command sent before.
 pub(crate) async fn job_record(commands: &mpsc::Sender<Command>, job: &str) -> Option<JobRecord> {
     let (reply, rx) = oneshot::channel();
-    commands
-        .send(Command::Job {
-            job: job.to_owned(),
-            reply,
-        })
-        .await
-        .ok()?;
+    let job = paydvm_ledger::JobId::new(job).ok()?;
+    commands.send(Command::Job { job, reply }).await.ok()?;
     rx.await.ok().flatten()
 }
 

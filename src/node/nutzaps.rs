@@ -405,7 +405,7 @@ impl Worker {
         let fee = input_fee_msat(nutzap, fee);
         let mut payment = match nutzap.origin {
             Origin::NutZap => VerifiedPayment {
-                idem: reference.clone(),
+                idem: super::decide::keys::ecash_payment(&reference),
                 rail: Rail::NutZap,
                 asset: Asset::Mint {
                     url: nutzap.mint.clone(),

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use nostr_sdk::prelude::{Client, Event, Keys, RelayUrl};
+use paydvm_ledger::EffectId;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
@@ -24,7 +25,7 @@ const BACKOFF: [Duration; 2] = [Duration::from_millis(250), Duration::from_secs(
 #[derive(Debug, Clone)]
 pub struct Publication {
     /// The effect id: the event id, hex.
-    pub effect: String,
+    pub effect: EffectId,
     pub event: Event,
     pub relays: Vec<RelayUrl>,
 }
@@ -61,7 +62,7 @@ impl Outbox {
 
     /// Queues `p` without waiting; gives its effect id back when the queue is full (the caller
     /// keeps the effect pending and hands it over again later).
-    pub fn publish(&self, p: Publication) -> Result<(), String> {
+    pub fn publish(&self, p: Publication) -> Result<(), EffectId> {
         match self.tx.try_send(p) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(p)) => Err(p.effect),
@@ -187,7 +188,7 @@ mod tests {
         let outbox = Outbox::start(keys.clone(), commands);
         let event = EventBuilder::text_note("x").sign_with_keys(&keys).unwrap();
         let publication = |n: usize| Publication {
-            effect: format!("effect-{n}"),
+            effect: EffectId::new(format!("effect-{n}")).unwrap(),
             event: event.clone(),
             relays: Vec::new(),
         };
@@ -197,7 +198,7 @@ mod tests {
         }
         assert_eq!(
             outbox.publish(publication(queues::OUTBOX)),
-            Err(format!("effect-{}", queues::OUTBOX))
+            Err(EffectId::new(format!("effect-{}", queues::OUTBOX)).unwrap())
         );
     }
 }

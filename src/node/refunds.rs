@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nostr_sdk::prelude::{Client, Event, Filter, Kind, PublicKey, RelayUrl};
-use paydvm_ledger::{Asset, FeePayer, Msat, RefundRoute};
+use paydvm_ledger::{Asset, FeePayer, Msat, RefundId, RefundRoute};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{info, warn};
 
@@ -39,7 +39,7 @@ const PROFILE_TIMEOUT: Duration = Duration::from_secs(5);
 /// What the core asks the desk to route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundOrder {
-    pub refund: String,
+    pub refund: RefundId,
     /// The attempt `refund_started` will carry.
     pub attempt: u32,
     pub amount: Msat,
@@ -75,7 +75,7 @@ pub struct RefundDesk {
     relays: Vec<RelayUrl>,
     in_flight: Arc<Semaphore>,
     /// Refunds with a look-up loop running (one loop per refund).
-    looking_up: Arc<Mutex<HashSet<String>>>,
+    looking_up: Arc<Mutex<HashSet<RefundId>>>,
     never_sent_after: Duration,
 }
 
@@ -145,7 +145,7 @@ impl RefundDesk {
     }
 
     /// Pays a route the ledger has recorded (`refund_started` is on disk).
-    pub fn pay(&self, refund: String, attempt: u32, route: RefundRoute) {
+    pub fn pay(&self, refund: RefundId, attempt: u32, route: RefundRoute) {
         let backend = Arc::clone(&self.backend);
         let commands = self.commands.clone();
         let in_flight = Arc::clone(&self.in_flight);
@@ -167,7 +167,7 @@ impl RefundDesk {
     /// Looks the recorded payment up until the backend says settled or failed, backing off in
     /// between (see [`look_up`](self::look_up), which also re-sends a payment that never left).
     /// At most one loop per refund runs; a second request while one runs is ignored.
-    pub fn look_up(&self, refund: String, attempt: u32, route: RefundRoute) {
+    pub fn look_up(&self, refund: RefundId, attempt: u32, route: RefundRoute) {
         {
             let mut running = self.looking_up.lock().unwrap_or_else(|p| p.into_inner());
             if !running.insert(refund.clone()) {

@@ -39,7 +39,7 @@ pub fn may_carry_tokens(event: &Event) -> bool {
 pub(super) fn payment(token: &VerifiedNutZap, fee: Msat) -> VerifiedPayment {
     let reference = reference(token);
     VerifiedPayment {
-        idem: reference.clone(),
+        idem: super::decide::keys::ecash_payment(&reference),
         rail: Rail::CashuToken,
         asset: Asset::Mint {
             url: token.mint.clone(),
@@ -182,10 +182,13 @@ impl Worker {
     /// job's audit trail: the core decides the reply and the adapter renders it, reading the
     /// request again if the job no longer holds a reply context.
     async fn tell(&self, event: &Event, job: &str, reason: String) {
+        let Ok(job) = paydvm_ledger::JobId::new(job) else {
+            return tracing::warn!(%job, "a refused token's job id is not a job id; not told");
+        };
         let _ = self
             .commands
             .send(Command::PaymentRefused {
-                job: job.to_owned(),
+                job,
                 reason,
                 request: Box::new(event.clone()),
             })

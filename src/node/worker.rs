@@ -7,6 +7,8 @@ use anyhow::{anyhow, bail};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
+use paydvm_ledger::JobId;
+
 use super::core::{Command, ExecFailure};
 use crate::config::{Builtin, Executor as ExecutorConfig, Offer};
 use crate::executor::builtin::{TextGeneration, WordCount, SUMMARISE, TEXT_GENERATION};
@@ -54,11 +56,11 @@ pub fn executors_from_offers(offers: &[Offer]) -> anyhow::Result<Executors> {
 /// handle stops the attempt without a report (shutdown).
 pub fn spawn(
     executors: Arc<Executors>,
+    id: JobId,
     job: Job,
     attempt: u32,
     commands: mpsc::Sender<Command>,
 ) -> AbortHandle {
-    let id = job.id.clone();
     let inner = tokio::spawn(async move {
         executors
             .run(&job)

@@ -22,7 +22,7 @@ use crate::payments::zap::{verify_receipt, VerifiedZap, ZapExpectation};
 /// second receipt credits nothing).
 pub fn zap_payment(zap: &VerifiedZap) -> VerifiedPayment {
     VerifiedPayment {
-        idem: format!("zap:{}", zap.receipt_id.to_hex()),
+        idem: super::decide::keys::zap_payment(&zap.receipt_id.to_hex()),
         rail: Rail::Zap,
         asset: Asset::Lightning,
         reference: zap.payment_hash.clone(),

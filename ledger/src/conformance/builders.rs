@@ -248,7 +248,7 @@ pub fn effect_requested(e: &str, j: Option<&str>) -> LedgerEvent {
         EventBody::EffectRequested {
             effect: eid(e),
             job: j.map(job),
-            action: "publish".into(),
+            action: crate::effect::EffectAction::Publish,
             payload: format!("payload-{e}"),
         },
     )

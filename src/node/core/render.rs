@@ -4,7 +4,7 @@
 
 use anyhow::anyhow;
 use nostr_sdk::prelude::Event;
-use paydvm_ledger::{EffectId, JobId, LedgerEvent, RefundId, UnixMs};
+use paydvm_ledger::{JobId, LedgerEvent, UnixMs};
 use tracing::{debug, warn};
 
 use super::{job_id, pubkey, publication_from_payload, Command, Core};
@@ -16,7 +16,6 @@ use crate::protocol::{AdapterError, Inbound, ProtocolAdapter};
 impl Core {
     /// What `command` means to the decision core (`None`: nothing to decide).
     pub(super) fn input_of(&mut self, command: Command) -> anyhow::Result<Option<Input>> {
-        let refund = |id: String| RefundId::new(id).map_err(|e| anyhow!("{e}"));
         Ok(Some(match command {
             Command::Request { event, relay } => return Ok(self.read_request(*event, relay)),
             Command::Deletion(event) => cancellation(&event)?,
@@ -26,7 +25,6 @@ impl Core {
                 reason,
                 request,
             } => {
-                let job = job_id(&job)?;
                 self.reply_context_from(&job, &request);
                 Input::PaymentRefused { job, reason }
             }
@@ -43,24 +41,21 @@ impl Core {
                 invoice_input(&request, None)?
             }
             Command::RefundRouted {
-                refund: id,
+                refund,
                 attempt,
                 route,
             } => Input::RefundRouted {
-                refund: refund(id)?,
+                refund,
                 attempt,
                 route,
             },
-            Command::RefundDeferred { refund: id, reason } => Input::RefundDeferred {
-                refund: refund(id)?,
-                reason,
-            },
+            Command::RefundDeferred { refund, reason } => Input::RefundDeferred { refund, reason },
             Command::RefundOutcome {
-                refund: id,
+                refund,
                 attempt,
                 status,
             } => Input::RefundOutcome {
-                refund: refund(id)?,
+                refund,
                 attempt,
                 status,
             },
@@ -68,14 +63,9 @@ impl Core {
                 job,
                 attempt,
                 outcome,
-            } => self.exec_finished(job_id(&job)?, attempt, outcome),
-            Command::Published { effect, detail } => Input::EffectDelivered {
-                effect: EffectId::new(effect).map_err(|e| anyhow!("{e}"))?,
-                detail,
-            },
-            Command::PublishGaveUp { effect } => Input::EffectGaveUp {
-                effect: EffectId::new(effect).map_err(|e| anyhow!("{e}"))?,
-            },
+            } => self.exec_finished(job, attempt, outcome),
+            Command::Published { effect, detail } => Input::EffectDelivered { effect, detail },
+            Command::PublishGaveUp { effect } => Input::EffectGaveUp { effect },
             Command::Tick => Input::ClockTicked,
             _ => return Ok(None),
         }))

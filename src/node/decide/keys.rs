@@ -8,6 +8,23 @@ use sha2::{Digest, Sha256};
 
 type Key = Result<IdemKey, IdError>;
 
+/// The key of a payment the rails verified, as text (the decision core checks it): a settled
+/// invoice by its payment hash.
+pub fn invoice_payment(payment_hash: &str) -> String {
+    format!("invoice:{payment_hash}")
+}
+
+/// A zap by its receipt's event id (hex).
+pub fn zap_payment(receipt_id: &str) -> String {
+    format!("zap:{receipt_id}")
+}
+
+/// Ecash (a NutZap or a token) by its reference, the hash of its proofs' Ys: the same proofs
+/// make the same key whichever way they came.
+pub fn ecash_payment(reference: &str) -> String {
+    reference.to_owned()
+}
+
 pub fn received(job: &JobId) -> Key {
     IdemKey::new(format!("recv:{job}"))
 }

@@ -318,7 +318,7 @@ pub fn record_reply(
         EventBody::EffectRequested {
             effect: EffectId::new(id)?,
             job: Some(reply.job.clone()),
-            action: "publish".into(),
+            action: paydvm_ledger::EffectAction::Publish,
             payload,
         },
     ))

@@ -2,7 +2,7 @@
 //! handed to the outbox again (the stored signed event, never re-signed); jobs that may still
 //! run pick up where they stood; open refunds are looked up or routed.
 
-use paydvm_ledger::{Asset, JobState, RefundId};
+use paydvm_ledger::{Asset, EffectAction, JobState, RefundId};
 
 use super::memory::Memory;
 use super::{refunds, request, Action, Ctx, Decided, Decision, JobRequest};
@@ -34,7 +34,7 @@ fn undelivered(ctx: &Ctx) -> Vec<Action> {
     let mut effects: Vec<_> = ctx
         .ledger
         .effects()
-        .filter(|e| e.outcome.is_none() && e.action == "publish")
+        .filter(|e| e.outcome.is_none() && e.action == EffectAction::Publish)
         .map(|e| (e.requested_seq, e.effect.clone()))
         .collect();
     effects.sort();

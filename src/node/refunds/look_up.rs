@@ -23,7 +23,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use paydvm_ledger::{Msat, RefundRoute};
+use paydvm_ledger::{Msat, RefundId, RefundRoute};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{info, warn};
 
@@ -81,8 +81,8 @@ pub(super) struct LookUp {
     pub max_fee: Msat,
     pub never_sent_after: Duration,
     /// The desk's set of refunds with a loop running; this loop leaves it before its last report.
-    pub running: Arc<Mutex<HashSet<String>>>,
-    pub refund: String,
+    pub running: Arc<Mutex<HashSet<RefundId>>>,
+    pub refund: RefundId,
     pub attempt: u32,
     pub route: RefundRoute,
 }
