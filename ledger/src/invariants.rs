@@ -46,6 +46,12 @@ pub fn check_all(state: &LedgerState) -> Result<(), String> {
     for r in state.refunds() {
         check_refund(state, r)?;
     }
+    if !state.job_indexes_agree() {
+        return Err(
+            "the job indexes (quotes by expiry, pending per customer) disagree with the jobs"
+                .into(),
+        );
+    }
     check_reservations(state)
 }
 

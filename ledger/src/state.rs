@@ -2,10 +2,13 @@
 //! without touching the state; `commit` then applies the plan and cannot fail, so an event is
 //! never half-applied.
 
+mod job_table;
 mod refunds;
 pub mod residency;
 
 use std::collections::HashMap;
+
+use self::job_table::JobTable;
 
 use crate::account::{Account, Balance, Posting};
 use crate::effect::EffectRecord;
@@ -59,7 +62,7 @@ pub struct Undo {
 /// history. With `Retention::Everything` (and for a `Ledger` on its own) it is the whole history.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LedgerState {
-    pub(crate) jobs: HashMap<JobId, JobRecord>,
+    pub(crate) jobs: JobTable,
     pub(crate) refunds: HashMap<RefundId, RefundRecord>,
     pub(crate) subscriptions: HashMap<SubscriptionId, SubscriptionRecord>,
     pub(crate) effects: HashMap<EffectId, EffectRecord>,
@@ -78,6 +81,22 @@ impl LedgerState {
 
     pub fn jobs(&self) -> impl Iterator<Item = &JobRecord> {
         self.jobs.values()
+    }
+
+    /// Resident jobs quoted or partly paid whose quote expires at or before `now`, in expiry
+    /// order (an index: no scan of the jobs).
+    pub fn quotes_due(&self, now: UnixMs) -> impl Iterator<Item = &JobRecord> {
+        self.jobs.quotes_due(now)
+    }
+
+    /// `customer`'s resident jobs that are received or quoted (an index: no scan).
+    pub fn pending_quotes_of(&self, customer: &Pubkey) -> impl Iterator<Item = &JobRecord> {
+        self.jobs.pending_of(customer)
+    }
+
+    /// Whether the job indexes agree with the jobs (checked with the invariants).
+    pub fn job_indexes_agree(&self) -> bool {
+        self.jobs.indexes_agree()
     }
 
     pub fn refund(&self, refund: &RefundId) -> Option<&RefundRecord> {
@@ -183,7 +202,8 @@ impl LedgerState {
         }
         let mut undo = Undo::default();
         if let Some(job) = &change.job {
-            undo.job = put(&mut self.jobs, &job.job, job, keep_undo);
+            let old = self.jobs.insert(job.job.clone(), job.clone());
+            undo.job = keep_undo.then(|| (job.job.clone(), old));
         }
         if let Some(r) = &change.refund {
             undo.refund = put(&mut self.refunds, &r.refund, r, keep_undo);
@@ -231,7 +251,14 @@ impl LedgerState {
             }
         }
         if let Some((k, old)) = undo.job {
-            restore(&mut self.jobs, k, old);
+            match old {
+                Some(v) => {
+                    self.jobs.insert(k, v);
+                }
+                None => {
+                    self.jobs.remove(&k);
+                }
+            }
         }
         if let Some((k, old)) = undo.refund {
             restore(&mut self.refunds, k, old);

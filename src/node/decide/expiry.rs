@@ -73,12 +73,11 @@ pub(super) fn ticked(ctx: &Ctx, m: &mut Memory) -> Decided {
 /// Every quoted or partly paid job past its expiry: `quote_expired`, with the policy's
 /// disposition for what a partial payment left. One group per job.
 fn expire_quotes(ctx: &Ctx) -> Decided {
-    // Sorted: the same state and time give the same decision, whatever the map order.
+    // From the expiry index (no scan of the jobs); sorted by job, so the same state and time
+    // give the same decision.
     let mut due: Vec<(JobId, Msat)> = ctx
         .ledger
-        .jobs()
-        .filter(|j| matches!(j.state, JobState::Quoted | JobState::PartiallyPaid))
-        .filter(|j| j.expires_at.is_some_and(|e| e <= ctx.now))
+        .quotes_due(ctx.now)
         .map(|j| (j.job.clone(), j.funded_total))
         .collect();
     due.sort();

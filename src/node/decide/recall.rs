@@ -7,7 +7,7 @@
 //! The list must be complete: a record a decision reads that is not named here is seen as
 //! absent. The simulator runs on a store keeping only open work and checks its decisions.
 
-use paydvm_ledger::{EffectId, JobId, JobState, LedgerState, PaymentRef, Recall, RefundId, UnixMs};
+use paydvm_ledger::{EffectId, JobId, LedgerState, PaymentRef, Recall, RefundId, UnixMs};
 
 use super::memory::Memory;
 use super::{keys, Input};
@@ -53,10 +53,7 @@ pub(super) fn names(state: &LedgerState, m: &Memory, now: UnixMs, input: &Input)
 /// A tick expires quotes (a reopened job's earlier expiry refund decides the new refund's name)
 /// and lets go of requests (an expired job's request is kept through the late-payment grace).
 fn ticked(state: &LedgerState, m: &Memory, now: UnixMs, names: &mut Recall) {
-    let due = state
-        .jobs()
-        .filter(|j| matches!(j.state, JobState::Quoted | JobState::PartiallyPaid))
-        .filter(|j| j.expires_at.is_some_and(|e| e <= now));
+    let due = state.quotes_due(now);
     names
         .refunds
         .extend(due.filter_map(|j| keys::job_refund(&j.job, "expiry").ok()));

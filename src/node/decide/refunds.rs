@@ -48,8 +48,8 @@ pub(super) fn drive(ctx: &Ctx, m: &mut Memory) -> Decided {
         .collect();
     // In id order: the same state and time give the same decision, whatever the map order.
     open.sort_by(|a, b| a.refund.cmp(&b.refund));
-    m.refund_tasks
-        .retain(|id, _| open.iter().any(|r| r.refund == *id));
+    let open_ids: std::collections::HashSet<&RefundId> = open.iter().map(|r| &r.refund).collect();
+    m.refund_tasks.retain(|id, _| open_ids.contains(id));
     let mut decision = Decision::default();
     for record in open {
         let task = m.refund_tasks.get(&record.refund).copied();

@@ -102,12 +102,9 @@ fn admit(ctx: &Ctx, m: &mut Memory, request: JobRequest) -> Decided {
 /// Quotes the customer has open (or in the making: a job waiting for its invoice counts, so a
 /// burst of requests cannot have the wallet make invoices past the limit).
 fn pending_quotes(ctx: &Ctx, customer: &Pubkey) -> u32 {
-    let open = |j: &&JobRecord| {
-        j.customer == *customer
-            && matches!(j.state, JobState::Quoted | JobState::Received)
-            && j.expires_at.is_none_or(|e| e > ctx.now)
-    };
-    ctx.ledger.jobs().filter(open).count() as u32
+    let open = |j: &&JobRecord| j.expires_at.is_none_or(|e| e > ctx.now);
+    // From the per-customer index: received or quoted jobs of this customer only.
+    ctx.ledger.pending_quotes_of(customer).filter(open).count() as u32
 }
 
 /// `job_received`; `keep` stores the request with it, for a job that may still run.

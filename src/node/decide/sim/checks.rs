@@ -9,6 +9,11 @@ impl Sim {
     /// counted twice shows here), no refund left twice, nothing called settled that did not
     /// leave, no job answered with two results.
     pub(super) fn check_always(&self) {
+        assert!(
+            self.node.store.state().job_indexes_agree(),
+            "{}: the job indexes disagree with the jobs",
+            self.at()
+        );
         // The whole history: the store keeps only open work in memory.
         let state = &self.history();
         for (asset, held) in &self.world.wallets {
