@@ -22,6 +22,7 @@ pub mod ledger_lock;
 pub mod local_relay;
 pub mod nutzaps;
 pub mod outbox;
+pub mod pending_store;
 pub mod queues;
 pub mod refunds;
 pub mod tokens;

@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 
 use super::core::{Command, VerifiedPayment};
 use super::now_ms;
+use super::pending_store::PendingStore;
 use crate::config::{InputFees, PublicTokens};
 
 /// How often due retries are looked for.
@@ -160,7 +161,7 @@ pub(super) struct Worker {
     pub(super) us: Recipient,
     pub(super) registry: MintRegistry,
     redeemer: Arc<Redeemer>,
-    pub(super) pending: PendingSwaps,
+    pub(super) pending: PendingStore,
     pub(super) commands: mpsc::Sender<Command>,
     relay_hint: String,
     pub(super) stats: Arc<NutZapStats>,
@@ -174,6 +175,7 @@ impl NutZapRail {
     /// background (a mint that is down is logged, not fatal) and pending swaps are retried.
     pub async fn start(parts: NutZapRailParts) -> anyhow::Result<NutZapRail> {
         let pending = PendingSwaps::open(&parts.pending)
+            .map(PendingStore::new)
             .with_context(|| format!("opening {}", parts.pending.display()))?;
         let stats = Arc::new(NutZapStats::default());
         let worker = Worker {
@@ -325,7 +327,7 @@ impl Worker {
                 credited.len()
             )));
         }
-        match self.pending.insert(&verified, now_ms()) {
+        match self.pending.insert(&verified, now_ms()).await {
             Ok(true) => Ok(Some(verified)),
             Ok(false) => {
                 debug!(nutzap = %id, "NutZap already pending");
@@ -352,7 +354,7 @@ impl Worker {
             }
             self.decide(event, tries).await;
         }
-        let due = match self.pending.due(now_ms()) {
+        let due = match self.pending.due(now_ms()).await {
             Ok(due) => due,
             Err(e) => {
                 warn!("pending NutZaps: {e}");
@@ -372,23 +374,24 @@ impl Worker {
             PendingState::Swapped { received, fee } => (received, fee),
             PendingState::Verified => match self.redeemer.swap(&row.nutzap).await {
                 SwapOutcome::Swapped { received, fee } => {
-                    if let Err(e) = self.pending.mark_swapped(&id, received, fee) {
+                    if let Err(e) = self.pending.mark_swapped(&id, received, fee).await {
                         warn!(nutzap = %id, "swapped, but cannot record it: {e}");
                     }
                     (received, fee)
                 }
                 SwapOutcome::AlreadySpent => {
                     let reason = "its proofs were already spent at the mint".to_owned();
-                    self.drop_row(&id, &reason);
+                    self.drop_row(&id, &reason).await;
                     return Some(reason);
                 }
                 SwapOutcome::Refused { reason } => {
                     let reason = format!("the mint refused the swap: {reason}");
-                    self.drop_row(&id, &reason);
+                    self.drop_row(&id, &reason).await;
                     return Some(reason);
                 }
                 SwapOutcome::Retry { reason } => {
-                    self.back_off(&id, &format!("swap not done: {reason}"));
+                    self.back_off(&id, &format!("swap not done: {reason}"))
+                        .await;
                     return None;
                 }
             },
@@ -435,9 +438,11 @@ impl Worker {
         }
         // Commands are handled in order: this answer comes after the payment was booked.
         if self.credited(vec![reference]).await.is_empty() {
-            return self.back_off(&nutzap.event_id, "the ledger did not book the payment");
+            return self
+                .back_off(&nutzap.event_id, "the ledger did not book the payment")
+                .await;
         }
-        if let Err(e) = self.pending.remove(&nutzap.event_id) {
+        if let Err(e) = self.pending.remove(&nutzap.event_id).await {
             warn!(nutzap = %nutzap.event_id, "credited, but cannot clear it from pending: {e}");
         }
         self.stats.credited.fetch_add(1, Ordering::SeqCst);
@@ -482,16 +487,16 @@ impl Worker {
         }
     }
 
-    fn drop_row(&mut self, id: &str, reason: &str) {
+    async fn drop_row(&mut self, id: &str, reason: &str) {
         self.stats.refused(id, reason);
-        if let Err(e) = self.pending.remove(id) {
+        if let Err(e) = self.pending.remove(id).await {
             warn!(nutzap = %id, "cannot clear it from pending: {e}");
         }
     }
 
-    fn back_off(&mut self, id: &str, reason: &str) {
+    async fn back_off(&mut self, id: &str, reason: &str) {
         self.stats.retried.fetch_add(1, Ordering::SeqCst);
-        match self.pending.back_off(id, now_ms()) {
+        match self.pending.back_off(id, now_ms()).await {
             Ok(next) => warn!(nutzap = %id, retry_at_ms = next, "{reason}; will retry"),
             Err(PendingError::Sql(e)) => warn!(nutzap = %id, "{reason}; cannot schedule: {e}"),
             Err(e) => warn!(nutzap = %id, "{reason}; cannot schedule: {e}"),

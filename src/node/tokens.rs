@@ -154,7 +154,7 @@ impl Worker {
             }
             None => return Step::Nothing,
         }
-        match self.pending.insert(&verified, now_ms()) {
+        match self.pending.insert(&verified, now_ms()).await {
             Ok(true) => Step::Swap(verified),
             Ok(false) => Step::Nothing,
             Err(e) => Step::Later(format!("cannot record it as pending: {e}")),

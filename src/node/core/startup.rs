@@ -216,9 +216,9 @@ pub(crate) fn jobs_needing_requests<S: LedgerStore>(
         .filter_map(|r| r.job.clone())
         .collect();
     for job in owing {
-        if !jobs.contains_key(&job) {
-            if let Some(record) = store.job(&job)? {
-                jobs.insert(job, record);
+        if let std::collections::hash_map::Entry::Vacant(slot) = jobs.entry(job) {
+            if let Some(record) = store.job(slot.key())? {
+                slot.insert(record);
             }
         }
     }

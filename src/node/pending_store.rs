@@ -1,0 +1,65 @@
+//! The pending-swap store (`paydvm_mints::PendingSwaps`: SQLite, one fsync per write) as the
+//! NutZap rail's task uses it: every call runs on tokio's blocking pool, so a write never holds
+//! up the async runtime (intake, outbox and the other rails share it). The rail awaits each
+//! call, so the order of its writes is unchanged.
+
+use std::sync::Arc;
+
+use paydvm_mints::pending::PendingError;
+use paydvm_mints::{PendingSwap, PendingSwaps, VerifiedNutZap};
+
+#[derive(Clone)]
+pub struct PendingStore(Arc<PendingSwaps>);
+
+impl PendingStore {
+    pub fn new(swaps: PendingSwaps) -> Self {
+        PendingStore(Arc::new(swaps))
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T, PendingError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&PendingSwaps) -> Result<T, PendingError> + Send + 'static,
+    {
+        let swaps = Arc::clone(&self.0);
+        match tokio::task::spawn_blocking(move || f(&swaps)).await {
+            Ok(result) => result,
+            // Only a panic inside the store gets here (the runtime shutting down cancels the
+            // rail first); SQLite rolled the statement back.
+            Err(e) => Err(PendingError::Row {
+                event: String::new(),
+                reason: format!("the store call did not finish: {e}"),
+            }),
+        }
+    }
+
+    /// See [`PendingSwaps::insert`].
+    pub async fn insert(&self, nutzap: &VerifiedNutZap, now_ms: u64) -> Result<bool, PendingError> {
+        let nutzap = nutzap.clone();
+        self.run(move |s| s.insert(&nutzap, now_ms)).await
+    }
+
+    pub async fn mark_swapped(
+        &self,
+        event_id: &str,
+        received: u64,
+        fee: u64,
+    ) -> Result<(), PendingError> {
+        let id = event_id.to_owned();
+        self.run(move |s| s.mark_swapped(&id, received, fee)).await
+    }
+
+    pub async fn back_off(&self, event_id: &str, now_ms: u64) -> Result<u64, PendingError> {
+        let id = event_id.to_owned();
+        self.run(move |s| s.back_off(&id, now_ms)).await
+    }
+
+    pub async fn remove(&self, event_id: &str) -> Result<(), PendingError> {
+        let id = event_id.to_owned();
+        self.run(move |s| s.remove(&id)).await
+    }
+
+    pub async fn due(&self, now_ms: u64) -> Result<Vec<PendingSwap>, PendingError> {
+        self.run(move |s| s.due(now_ms)).await
+    }
+}
