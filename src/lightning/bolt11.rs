@@ -110,7 +110,7 @@ impl Invoice {
             payee,
         };
         if let Some(pico) = invoice.inner.raw_invoice().amount_pico_btc() {
-            if pico % 10 != 0 {
+            if !pico.is_multiple_of(10) {
                 return Err(Bolt11Error::Invalid(
                     "the amount is not a whole number of millisatoshis".into(),
                 ));
@@ -442,7 +442,7 @@ mod tests {
             crafted(|fields| {
                 for field in fields.iter_mut() {
                     if let RawTaggedField::KnownSemantics(TaggedField::Features(f)) = field {
-                        let set = if bit % 2 == 0 {
+                        let set = if bit.is_multiple_of(2) {
                             f.set_required_feature_bit(bit)
                         } else {
                             f.set_optional_feature_bit(bit)
