@@ -10,6 +10,9 @@
 use paydvm_ledger::{Account, Asset, Msat};
 use serde::Serialize;
 
+/// Listed wallet payments matched with the ledger (backends that list them: LNbits).
+pub mod wallet_list;
+
 /// What the backend says it holds for one asset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendView {
@@ -45,6 +48,10 @@ pub struct AssetInput {
     pub incoming_in_flight: Vec<Item>,
     /// Invoices the ledger issued, settled at the backend, with no payment in the ledger.
     pub unbooked_settlements: Vec<Item>,
+    /// Settled payments into the wallet the ledger cannot link (only from a listing backend).
+    pub received_outside: Vec<Item>,
+    /// Payments out of the wallet that are none of our refunds (only from a listing backend).
+    pub paid_outside: Vec<Item>,
     /// Anything else the gatherer wants the operator to read.
     pub notes: Vec<String>,
 }
@@ -59,6 +66,8 @@ impl AssetInput {
             outgoing_in_flight: Vec::new(),
             incoming_in_flight: Vec::new(),
             unbooked_settlements: Vec::new(),
+            received_outside: Vec::new(),
+            paid_outside: Vec::new(),
             notes: Vec::new(),
         }
     }
@@ -125,6 +134,10 @@ pub struct AssetReport {
     pub outgoing_in_flight: Vec<Item>,
     pub incoming_in_flight: Vec<Item>,
     pub unbooked_settlements: Vec<Item>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub received_outside: Vec<Item>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paid_outside: Vec<Item>,
     pub notes: Vec<String>,
 }
 
@@ -163,6 +176,8 @@ pub fn compare(input: AssetInput) -> AssetReport {
         outgoing_in_flight: input.outgoing_in_flight,
         incoming_in_flight: input.incoming_in_flight,
         unbooked_settlements: input.unbooked_settlements,
+        received_outside: input.received_outside,
+        paid_outside: input.paid_outside,
         notes: input.notes,
     };
     let backend = match input.backend {
@@ -186,7 +201,6 @@ pub fn compare(input: AssetInput) -> AssetReport {
     let incoming = total(&report.incoming_in_flight);
     let outgoing = total(&report.outgoing_in_flight);
     let (low, high) = (incoming - outgoing, incoming);
-    let unbooked = total(&report.unbooked_settlements);
     let (status, unexplained, explanation) = if difference == 0 {
         (Status::Match, 0, "ledger and backend agree".to_owned())
     } else if (low..=high).contains(&difference) {
@@ -200,19 +214,13 @@ pub fn compare(input: AssetInput) -> AssetReport {
         )
     } else if difference > high {
         let extra = difference - high;
-        let why = if unbooked > 0 {
-            format!(
-                "{} settled invoice(s) worth {unbooked} msat are not booked in the ledger \
-                 (the node books them when it sees the settlement: is it running?)",
-                report.unbooked_settlements.len()
-            )
-        } else {
-            "no settlement of ours explains it: funds from outside the node?".to_owned()
-        };
         (
             Status::BackendHasMore,
             extra,
-            format!("the backend holds {extra} msat the ledger does not know; {why}"),
+            format!(
+                "the backend holds {extra} msat the ledger does not know; {}",
+                why_backend_has_more(&report)
+            ),
         )
     } else {
         let missing = low - difference;
@@ -221,7 +229,12 @@ pub fn compare(input: AssetInput) -> AssetReport {
             -missing,
             format!(
                 "THE LEDGER CLAIMS {missing} MSAT THE BACKEND DOES NOT HOLD: money spent \
-                 outside the node, lost, or a bug; stop paying out from this asset and investigate"
+                 outside the node, lost, or a bug; stop paying out from this asset and \
+                 investigate{}",
+                listed(
+                    "payment(s) out of the wallet are none of our refunds",
+                    &report.paid_outside
+                )
             ),
         )
     };
@@ -229,6 +242,37 @@ pub fn compare(input: AssetInput) -> AssetReport {
     report.unexplained_msat = Some(unexplained);
     report.explanation = explanation;
     report
+}
+
+/// What the items listed with the report say about money the ledger does not know.
+fn why_backend_has_more(report: &AssetReport) -> String {
+    let unbooked = total(&report.unbooked_settlements);
+    let mut why = if unbooked > 0 {
+        format!(
+            "{} settled invoice(s) worth {unbooked} msat are not booked in the ledger \
+             (the node books them when it sees the settlement: is it running?)",
+            report.unbooked_settlements.len()
+        )
+    } else {
+        "no settlement of ours explains it: funds from outside the node?".to_owned()
+    };
+    why.push_str(&listed(
+        "payment(s) into the wallet are no invoice of ours",
+        &report.received_outside,
+    ));
+    why.push_str(&listed(
+        "payment(s) out of the wallet are none of our refunds",
+        &report.paid_outside,
+    ));
+    why
+}
+
+/// `"; N <what> (M msat)"`, or nothing for no items.
+fn listed(what: &str, items: &[Item]) -> String {
+    if items.is_empty() {
+        return String::new();
+    }
+    format!("; {} {what} ({} msat)", items.len(), total(items))
 }
 
 #[cfg(test)]

@@ -26,36 +26,17 @@ use paydvm_ledger::{JobState, Msat};
 use serde_json::{json, Value};
 
 use crate::lightning::{assert_paid_trail, quoted_invoice};
-use crate::node::{is_status, start_relay, wait_state, write_node_dir, Customer};
+use crate::node::{is_status, start_relay, tag_values, wait_state, write_node_dir, Customer};
+use crate::reconcile::{asset, reconcile_json};
 
 /// How long LNbits may take to start (it imports a lot; the test machine is shared).
 const START_TIMEOUT: Duration = Duration::from_secs(180);
 const SUPER_USER: &str = "paydvmtest";
 
-/// Starts LNbits' own `main` after one change to its FakeWallet: its invoices carry a payment
-/// secret but no features field (`9`), which BOLT 11 requires (`payment_secret` is compulsory)
-/// and lightning-invoice (so paydvm's `Invoice::parse`) refuses ("The invoice's features are
-/// invalid"). Invoices from LNbits with a real funding source (LND, CLN, …) carry the field.
-/// The server forks its worker, which inherits the patch.
-const LAUNCH: &str = r#"
-import sys
-import lnbits.wallets.fake as fake
-from bolt11 import Feature, Features, FeatureState, TagChar
-from lnbits.server import main
-
-bolt11_encode = fake.encode
-
-def encode_with_features(invoice, *args, **kwargs):
-    if not invoice.tags.has(TagChar.features):
-        invoice.tags.add(TagChar.features, Features.from_feature_list({
-            Feature.var_onion_optin: FeatureState.required,
-            Feature.payment_secret: FeatureState.required,
-        }))
-    return bolt11_encode(invoice, *args, **kwargs)
-
-fake.encode = encode_with_features
-sys.exit(main())
-"#;
+/// Starts LNbits' own `main`, unpatched: its FakeWallet issues invoices with a payment secret
+/// and no features field (`9`), as BOLT 9 allows (`payment_secret` and `var_onion_optin` are
+/// assumed), and paydvm must take them (see docs/lightning.md, "Feature bits").
+const LAUNCH: &str = "import sys\nfrom lnbits.server import main\nsys.exit(main())\n";
 const SUPER_PASSWORD: &str = "paydvm-test-only";
 
 /// One LNbits wallet's keys.
@@ -318,6 +299,14 @@ async fn lnbits_backend_creates_looks_up_and_pays() {
         )
         .await
         .unwrap();
+    // The stock FakeWallet writes no `9` field, which lightning-invoice on its own refuses ("The
+    // invoice's features are invalid"): this test covers that case only while it is so.
+    let raw: lightning_invoice::SignedRawBolt11Invoice = issued.bolt11.parse().unwrap();
+    assert!(
+        raw.raw_invoice().features().is_none(),
+        "LNbits' FakeWallet now writes feature bits; an invoice without them is untested here"
+    );
+    assert!(lightning_invoice::Bolt11Invoice::from_signed(raw).is_err());
     let parsed = Invoice::parse(&issued.bolt11).unwrap();
     assert_eq!(parsed.amount(), Some(Msat::from_msat(21_000)));
     assert_eq!(parsed.payment_hash(), issued.payment_hash);
@@ -548,4 +537,156 @@ async fn invoice_paid_job_over_lnbits_end_to_end() {
     );
     assert_eq!(lnbits.balance(&wallet).await, 5_000);
     assert_eq!(lnbits.balance(&payer).await, 100_000 - 5_000);
+}
+
+/// The quote's `status` tag's third element (its note), if any.
+fn quote_note(quote: &Event) -> Option<String> {
+    quote
+        .tags
+        .iter()
+        .find(|t| t.as_slice().first().map(String::as_str) == Some("status"))
+        .and_then(|t| t.as_slice().get(2).cloned())
+}
+
+/// Starts a node on `wallet`, sends one priced job and returns its quote.
+async fn quote_from_node_on(lnbits: &Lnbits, wallet: &Wallet, text: &str) -> Event {
+    let (_relay, relay_url) = start_relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_lnbits_node_dir(dir.path(), &relay_url, lnbits, wallet);
+    let node = Node::start(Config::load(dir.path().join("paydvm.toml")).unwrap())
+        .await
+        .unwrap();
+    let mut customer = Customer::connect(std::slice::from_ref(&relay_url)).await;
+    let request = customer.request(5050, text, &[&["param", "mode", "upper"]]);
+    customer.client.send_event(&request).await.unwrap();
+    let quote = customer
+        .wait_for(request.id, is_status("payment-required"))
+        .await;
+    node.shutdown().await;
+    quote
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quote_without_an_invoice_says_why() {
+    let lnbits = Lnbits::start().await;
+    // A stock LNbits invoice is taken: the quote carries it and no note.
+    let wallet = lnbits.wallet("dvm").await;
+    let quote = quote_from_node_on(&lnbits, &wallet, "abc").await;
+    assert_eq!(tag_values(&quote, "amount").unwrap().len(), 2, "{quote:?}");
+    assert_eq!(quote_note(&quote), None);
+    // Keys LNbits does not know: no invoice, and the quote says so.
+    let unknown = Wallet {
+        id: "nobody".into(),
+        invoice_key: "0".repeat(32),
+        admin_key: "1".repeat(32),
+    };
+    let quote = quote_from_node_on(&lnbits, &unknown, "def").await;
+    assert_eq!(
+        tag_values(&quote, "amount").unwrap(),
+        ["5000"],
+        "no bolt11 in the amount tag"
+    );
+    assert_eq!(
+        quote_note(&quote).as_deref(),
+        Some("no Lightning invoice in this quote: the Lightning backend did not make one")
+    );
+}
+
+/// `paydvm reconcile` on an LNbits node: the wallet's balance and its payment list (paged)
+/// against the ledger. It agrees after a paid job; then money moved outside the ledger (a
+/// quote's invoice paid while the node is down, a payment straight into the wallet, a payment
+/// out of it made by hand) is reported, each payment named, exit 1, nothing booked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_over_lnbits_matches_then_names_money_outside_the_ledger() {
+    let lnbits = Lnbits::start().await;
+    let wallet = lnbits.wallet("dvm").await;
+    let payer = lnbits.wallet("customer").await;
+    lnbits.top_up(&payer, 100).await;
+    let (_relay, relay_url) = start_relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_lnbits_node_dir(dir.path(), &relay_url, &lnbits, &wallet);
+    let config = dir.path().join("paydvm.toml");
+    let node = Node::start(Config::load(&config).unwrap()).await.unwrap();
+    let mut customer = Customer::connect(std::slice::from_ref(&relay_url)).await;
+
+    let paid = customer.request(5050, "abc", &[&["param", "mode", "upper"]]);
+    customer.client.send_event(&paid).await.unwrap();
+    let quote = customer
+        .wait_for(paid.id, is_status("payment-required"))
+        .await;
+    lnbits
+        .pay(&payer, quoted_invoice(&quote, &paid.id.to_hex()).as_str())
+        .await;
+    wait_state(&node, &paid.id.to_hex(), JobState::Succeeded).await;
+    let unpaid = customer.request(5050, "def", &[&["param", "mode", "upper"]]);
+    customer.client.send_event(&unpaid).await.unwrap();
+    let quote = customer
+        .wait_for(unpaid.id, is_status("payment-required"))
+        .await;
+    let unpaid_invoice = quoted_invoice(&quote, &unpaid.id.to_hex());
+    node.shutdown().await;
+
+    let (code, report) = reconcile_json(&config).await;
+    assert_eq!(code, 0, "{report:#}");
+    let lightning = asset(&report, "asset:lightning");
+    assert_eq!(lightning["status"], "match", "{lightning:#}");
+    assert_eq!(lightning["ledger_msat"], 5_000);
+    assert_eq!(lightning["backend_msat"], 5_000);
+    assert_eq!(lightning["notes"], json!([]), "{lightning:#}");
+    let head = Store::open_read_only(dir.path().join("paydvm.db"))
+        .unwrap()
+        .head();
+
+    lnbits.pay(&payer, unpaid_invoice.as_str()).await;
+    let direct = lnbits.invoice(&wallet, 7).await;
+    lnbits.pay(&payer, &direct).await;
+    let theirs = lnbits.invoice(&payer, 2).await;
+    lnbits.pay(&wallet, &theirs).await;
+    let hash = |bolt11: &str| Invoice::parse(bolt11).unwrap().payment_hash();
+
+    let (code, report) = reconcile_json(&config).await;
+    assert_eq!(code, 1, "{report:#}");
+    let lightning = asset(&report, "asset:lightning");
+    assert_eq!(lightning["status"], "backend_has_more", "{lightning:#}");
+    assert_eq!(lightning["ledger_msat"], 5_000);
+    assert_eq!(lightning["backend_msat"], 15_000);
+    assert_eq!(lightning["difference_msat"], 10_000);
+    assert_eq!(
+        lightning["unbooked_settlements"],
+        json!([{ "id": unpaid_invoice.payment_hash(), "amount_msat": 5_000,
+                 "job": unpaid.id.to_hex() }])
+    );
+    assert_eq!(
+        lightning["received_outside"],
+        json!([{ "id": hash(&direct), "amount_msat": 7_000 }])
+    );
+    assert_eq!(
+        lightning["paid_outside"],
+        json!([{ "id": hash(&theirs), "amount_msat": 2_000 }])
+    );
+    assert_eq!(
+        lightning["notes"],
+        json!([]),
+        "the list adds up to the balance"
+    );
+
+    let config_arg = config.to_str().unwrap().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        crate::cli::paydvm(&["reconcile", "--config", &config_arg])
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = crate::cli::stdout(&out);
+    assert!(text.contains("asset:lightning  backend_has_more"), "{text}");
+    assert!(
+        text.contains(&format!("received outside the node: {}", hash(&direct))),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("paid outside the node: {}", hash(&theirs))),
+        "{text}"
+    );
+    let store = Store::open_read_only(dir.path().join("paydvm.db")).unwrap();
+    assert_eq!(store.head(), head, "reconcile wrote to the ledger");
 }

@@ -49,7 +49,7 @@ fn add_nwc(s: &CashuSetup, uri: &str) {
 }
 
 /// Runs the real binary; returns the exit code and the JSON report.
-async fn reconcile_json(config: &Path) -> (i32, Value) {
+pub async fn reconcile_json(config: &Path) -> (i32, Value) {
     let config = config.to_str().unwrap().to_owned();
     let out =
         tokio::task::spawn_blocking(move || paydvm(&["reconcile", "--config", &config, "--json"]))
@@ -60,7 +60,7 @@ async fn reconcile_json(config: &Path) -> (i32, Value) {
     (out.status.code().unwrap(), report)
 }
 
-fn asset<'a>(report: &'a Value, account: &str) -> &'a Value {
+pub fn asset<'a>(report: &'a Value, account: &str) -> &'a Value {
     report["assets"]
         .as_array()
         .unwrap()

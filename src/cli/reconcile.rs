@@ -1,7 +1,11 @@
 //! `paydvm reconcile --config <paydvm.toml>`: the ledger's asset accounts against the backends'
 //! own figures. Read-only everywhere: the ledger is opened read-only, the Lightning backend is
-//! only asked for its balance and invoice lookups, the cdk wallet store and the pending-NutZap
-//! store are only read. Nothing found here is booked: the node does that.
+//! only asked for its balance and invoice lookups (NWC) or its payment list (LNbits, with the
+//! invoice key), the cdk wallet store and the pending-NutZap store are only read. Nothing found
+//! here is booked: the node does that.
+
+/// The LNbits wallet's balance and payment list.
+mod lnbits;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -18,6 +22,7 @@ use tokio::task::JoinSet;
 
 use super::{ledger_file, output, EXIT_OK, EXIT_RECONCILE_MISMATCH};
 use crate::config::{pending_path, wallet_path, BackendSecrets, Config};
+use crate::lightning::lnbits::LnbitsLightning;
 use crate::lightning::nwc::NwcLightning;
 use crate::lightning::{InvoiceStatus, LightningBackend};
 use crate::reconcile::{reconcile, AssetInput, BackendView, Item, Report, Status};
@@ -98,10 +103,18 @@ async fn lightning_input(config: &Config, store: &Store) -> anyhow::Result<Optio
             );
             return Ok(Some(input));
         }
-        BackendSecrets::Lnbits { .. } => {
-            input.backend = BackendView::Unavailable(
-                "backend \"lnbits\" is not available in this build yet".into(),
-            );
+        BackendSecrets::Lnbits {
+            url, invoice_key, ..
+        } => {
+            // The invoice key reads the balance and the list; the admin key is never needed.
+            let lnbits = LnbitsLightning::new(
+                url,
+                invoice_key,
+                None,
+                Duration::from_secs(lightning.invoice_timeout_secs),
+            )
+            .context("lightning.lnbits_url")?;
+            lnbits::gather(&lnbits, store, &mut input).await?;
             return Ok(Some(input));
         }
         BackendSecrets::Nwc { uri } => Arc::new(
@@ -296,6 +309,8 @@ fn write_report(out: &mut String, report: &Report) -> std::fmt::Result {
         writeln!(out, "  {}", a.explanation)?;
         for (label, items) in [
             ("unbooked settlement", &a.unbooked_settlements),
+            ("received outside the node", &a.received_outside),
+            ("paid outside the node", &a.paid_outside),
             ("incoming, not yet credited", &a.incoming_in_flight),
             ("refund in flight", &a.outgoing_in_flight),
         ] {

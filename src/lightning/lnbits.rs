@@ -12,6 +12,8 @@
 
 /// LNbits' answers and what they mean: pure, public for the fuzz target (`fuzz/`).
 pub mod answers;
+/// The wallet's payment list, page by page (for `paydvm reconcile`).
+mod history;
 
 use std::time::Duration;
 
@@ -26,7 +28,7 @@ use serde_json::json;
 use tokio::sync::broadcast;
 
 use self::answers::{ErrorBody, Lookup, PaymentRow, WalletInfo};
-use super::bolt11::{Description, Invoice};
+use super::bolt11::{Description, Invoice, Role};
 use super::{
     InvoiceDescription, InvoiceStatus, IssuedInvoice, LightningBackend, LightningError,
     PaymentStatus, Settlement,
@@ -224,7 +226,7 @@ fn check_issued(
     amount: Msat,
     description: &InvoiceDescription,
 ) -> Result<IssuedInvoice, LightningError> {
-    let invoice = Invoice::parse(&created.bolt11)?;
+    let invoice = Invoice::parse_as(&created.bolt11, Role::Payee)?;
     if invoice.amount() != Some(amount) {
         return Err(LightningError::BadAnswer(format!(
             "invoice for {:?} msat, asked for {} msat",

@@ -20,7 +20,7 @@ use nwc::{NostrWalletConnectOptions, NWC};
 use paydvm_ledger::Msat;
 use tokio::sync::broadcast;
 
-use super::bolt11::Invoice;
+use super::bolt11::{Invoice, Role};
 use super::{
     InvoiceDescription, InvoiceStatus, IssuedInvoice, LightningBackend, LightningError,
     PaymentStatus, Settlement,
@@ -171,7 +171,7 @@ impl LightningBackend for NwcLightning {
                 Some(err) => LightningError::Refused(err.to_string()),
                 None => LightningError::Unreachable(e.to_string()),
             })?;
-        let invoice = Invoice::parse(&made.invoice)?;
+        let invoice = Invoice::parse_as(&made.invoice, Role::Payee)?;
         if invoice.amount() != Some(amount) {
             return Err(LightningError::BadAnswer(format!(
                 "invoice for {:?} msat, asked for {} msat",

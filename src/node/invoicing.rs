@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::core::{Command, VerifiedPayment};
+use crate::lightning::bolt11::Role;
 use crate::lightning::watch::{Settled, Watcher};
 use crate::lightning::{Invoice, InvoiceDescription, IssuedInvoice, LightningBackend};
 
@@ -157,7 +158,7 @@ pub fn check_issued(
     request: &InvoiceRequest,
     invoice: IssuedInvoice,
 ) -> Result<IssuedInvoice, String> {
-    let parsed = Invoice::parse(&invoice.bolt11).map_err(|e| e.to_string())?;
+    let parsed = Invoice::parse_as(&invoice.bolt11, Role::Payee).map_err(|e| e.to_string())?;
     if parsed.payment_hash() != invoice.payment_hash.to_ascii_lowercase() {
         return Err("payment hash differs from the one the backend reported".into());
     }

@@ -28,7 +28,7 @@ use nostr_sdk::prelude::{Event, EventId, JsonUtil, Kind, PublicKey, Tag, Tags};
 use paydvm_ledger::Msat;
 use thiserror::Error;
 
-use crate::lightning::bolt11::{Description, Invoice};
+use crate::lightning::bolt11::{Description, Invoice, Role};
 
 /// Zap request.
 pub const ZAP_REQUEST_KIND: u16 = 9734;
@@ -202,10 +202,11 @@ struct CheckedInvoice {
     description_hash: sha256::Hash,
 }
 
-/// Parses and checks a bolt11 (signature included, see [`Invoice::parse`]); a zap invoice must
-/// carry an amount and a description hash.
+/// Parses and checks a bolt11 (signature included, see [`Invoice::parse_as`]); a zap invoice must
+/// carry an amount and a description hash. It was made for us (we are its payee), so its feature
+/// bits are not ours to judge.
 fn parse_invoice(bolt11: &str) -> Result<CheckedInvoice, ZapRejection> {
-    let invoice = Invoice::parse(bolt11)
+    let invoice = Invoice::parse_as(bolt11, Role::Payee)
         .map_err(|e| ZapRejection::Bolt11(format!("does not parse or is badly signed: {e}")))?;
     let amount = invoice
         .amount()

@@ -21,6 +21,9 @@ use crate::lightning::{InvoiceStatus, PaymentStatus};
 /// One row of LNbits' payments table as the API shows it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PaymentRow {
+    /// LNbits' own unique id of the row (absent in older answers).
+    #[serde(default)]
+    pub checking_id: Option<String>,
     pub payment_hash: String,
     /// Msat; positive = incoming (an invoice of ours), negative = outgoing.
     pub amount: i64,
@@ -181,6 +184,7 @@ mod tests {
 
     fn row(hash: &str, amount: i64, status: &str) -> PaymentRow {
         PaymentRow {
+            checking_id: None,
             payment_hash: hash.to_owned(),
             amount,
             fee: 0,

@@ -29,16 +29,17 @@ impl Core {
                 Input::PaymentRefused { job, reason }
             }
             Command::InvoiceIssued { request, invoice } => {
-                let checked = check_issued(&request, invoice)
-                    .inspect_err(|reason| {
-                        warn!(job = %request.job, %reason, "refusing the backend's invoice; quoting without one");
-                    })
-                    .ok();
+                let checked = check_issued(&request, invoice).map_err(|reason| {
+                    warn!(job = %request.job, %reason, "refusing the backend's invoice; quoting without one");
+                    format!("{NO_INVOICE}: the one the Lightning backend made failed the node's checks ({reason})")
+                });
                 invoice_input(&request, checked)?
             }
             Command::InvoiceFailed { request, reason } => {
                 warn!(job = %request.job, %reason, "no invoice; quoting without one");
-                invoice_input(&request, None)?
+                // The backend's own words stay in the log: they may name its internals.
+                let why = format!("{NO_INVOICE}: the Lightning backend did not make one");
+                invoice_input(&request, Err(why))?
             }
             Command::RefundRouted {
                 refund,
@@ -181,9 +182,12 @@ impl Core {
     }
 }
 
+/// How a quote's note begins when the quote carries no invoice although Lightning is set up.
+const NO_INVOICE: &str = "no Lightning invoice in this quote";
+
 fn invoice_input(
     request: &crate::node::invoicing::InvoiceRequest,
-    invoice: Option<crate::lightning::IssuedInvoice>,
+    invoice: Result<crate::lightning::IssuedInvoice, String>,
 ) -> anyhow::Result<Input> {
     Ok(Input::InvoiceIssued {
         job: job_id(&request.job)?,

@@ -93,12 +93,13 @@ pub enum Input {
         job: JobId,
         reason: String,
     },
-    /// The Lightning backend made (or could not make) the invoice for a quote.
+    /// The Lightning backend made the invoice for a quote, or why the quote goes without one
+    /// (said in the quote's note).
     InvoiceIssued {
         job: JobId,
         amount: Msat,
         expires_at: UnixMs,
-        invoice: Option<IssuedInvoice>,
+        invoice: Result<IssuedInvoice, String>,
     },
     ExecutorFinished {
         job: JobId,

@@ -210,19 +210,24 @@ fn quote(ctx: &Ctx, m: &mut Memory, request: JobRequest, amount: Msat) -> Decide
         });
         return Ok(Decision::group(group));
     }
-    issue_quote(ctx, &job, amount, expires_at, None, Some(received))
+    issue_quote(ctx, &job, amount, expires_at, Err(None), Some(received))
 }
 
 /// `quote_issued` (with the invoice as a payment option, if any) and the payment-required reply
-/// in one group; then the invoice is watched.
+/// in one group; then the invoice is watched. Without an invoice, the reply's note says why,
+/// when there is something to say (a backend is configured and made none).
 fn issue_quote(
     ctx: &Ctx,
     job: &JobId,
     amount: Msat,
     expires_at: UnixMs,
-    invoice: Option<IssuedInvoice>,
+    invoice: Result<IssuedInvoice, Option<String>>,
     received: Option<LedgerEvent>,
 ) -> Decided {
+    let (invoice, note) = match invoice {
+        Ok(invoice) => (Some(invoice), None),
+        Err(why) => (None, why),
+    };
     let options = invoice
         .iter()
         .map(|i| PaymentOption::Invoice {
@@ -244,7 +249,7 @@ fn issue_quote(
         amount,
         bolt11: invoice.as_ref().map(|i| i.bolt11.clone()),
         expires_at: Some(expires_at),
-        note: None,
+        note,
     };
     let mut group = Group::new(received.into_iter().chain([quoted]).collect()).reply(job, reply);
     if let Some(invoice) = invoice {
@@ -264,7 +269,7 @@ pub(super) fn invoice_issued(
     job: JobId,
     amount: Msat,
     expires_at: UnixMs,
-    invoice: Option<IssuedInvoice>,
+    invoice: Result<IssuedInvoice, String>,
 ) -> Decided {
     m.awaiting_invoice.remove(&job);
     let waiting = ctx.ledger.job(&job).map(|r| r.state) == Some(JobState::Received);
@@ -272,7 +277,7 @@ pub(super) fn invoice_issued(
         // Quoted already, or its request is not in memory: quoted when seen again.
         return Ok(Decision::default());
     }
-    issue_quote(ctx, &job, amount, expires_at, invoice, None)
+    issue_quote(ctx, &job, amount, expires_at, invoice.map_err(Some), None)
 }
 
 /// A priced job left in `received` by a restart (its invoice was being made): priced again, and
@@ -298,7 +303,7 @@ fn requote(ctx: &Ctx, m: &mut Memory, job: &JobId) -> Decided {
         }
         return Ok(Decision::default());
     }
-    issue_quote(ctx, job, amount, expires_at, None, None)
+    issue_quote(ctx, job, amount, expires_at, Err(None), None)
 }
 
 /// Sizes of a request's inputs, for per-unit prices.

@@ -185,7 +185,7 @@ fn with_a_lightning_rail_the_quote_waits_for_its_invoice_and_the_invoice_is_watc
         job: job_id("inv"),
         amount,
         expires_at,
-        invoice: Some(invoice.clone()),
+        invoice: Ok(invoice.clone()),
     });
     assert_eq!(state(&h, "inv"), JobState::Quoted);
     assert!(matches!(

@@ -186,11 +186,12 @@ impl World {
                 amount,
                 expires_at,
             } => {
-                let invoice =
-                    (!faults.on || !rng.chance(10)).then(|| crate::lightning::IssuedInvoice {
+                let invoice = (!faults.on || !rng.chance(10))
+                    .then(|| crate::lightning::IssuedInvoice {
                         bolt11: format!("lnbcrt{}n1{}", amount.as_msat() / 100, &job.as_str()[..8]),
                         payment_hash: hex(&format!("invoice:{job}")),
-                    });
+                    })
+                    .ok_or_else(|| "the backend failed (simulated)".to_owned());
                 let input = Input::InvoiceIssued {
                     job,
                     amount,
