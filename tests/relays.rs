@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use nostr_relay_builder::prelude::{LocalRelay, RelayBuilder};
 use nostr_sdk::prelude::*;
 use paydvm::config::Config;
 use paydvm::node::local_relay::{start_local_relay, start_local_relay_on, EmbeddedRelay};
@@ -182,4 +183,78 @@ async fn status_says_which_relays_are_up() {
     let stopped = status_json(&config);
     assert_eq!(stopped["node"]["running"], false, "{stopped}");
     assert_eq!(up_and_down(&stopped), (vec![], vec![]));
+}
+
+/// Serves `relay` on `addr` (websocket upgrade by hand, as the embedded relay does) until the
+/// returned task is aborted.
+async fn serve_on(relay: &LocalRelay, addr: SocketAddr) -> tokio::task::JoinHandle<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => break listener,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "cannot listen on {addr}: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let relay = relay.clone();
+    tokio::spawn(async move {
+        let mut sessions = tokio::task::JoinSet::new();
+        while let Ok((mut stream, peer)) = listener.accept().await {
+            let relay = relay.clone();
+            sessions.spawn(async move {
+                if paydvm::node::transport::accept_upgrade(&mut stream)
+                    .await
+                    .is_ok()
+                {
+                    let _ = relay.take_connection(stream, peer).await;
+                }
+            });
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_while_the_node_was_cut_off_is_caught_up_on_reconnect() {
+    let addr = free_addr();
+    let url = url_of(addr);
+    let relay = relay_on(addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_node_dir(dir.path(), std::slice::from_ref(&url), "refund");
+    let node = start_node(&config).await;
+    eventually("the node connected", || is_up(&node, &url).then_some(())).await;
+    relay.shutdown();
+    drop(relay);
+    eventually("the node to see the relay down", || {
+        (!is_up(&node, &url)).then_some(())
+    })
+    .await;
+
+    // The relay comes back with a request the node cannot have seen live: it was published
+    // through a side door while the node's address was still closed.
+    let back = LocalRelay::new(RelayBuilder::default());
+    let side = free_addr();
+    let side_door = serve_on(&back, side).await;
+    let mut customer = Customer::connect(&[url_of(side)]).await;
+    // Created a little before it reached the relay, as a slow client's would be: a catch-up
+    // that started at the reconnect would miss it.
+    let request = EventBuilder::new(Kind::Custom(5001), "")
+        .tag(Tag::parse(["i", "sent while cut off", "text"]).unwrap())
+        .custom_created_at(Timestamp::now() - 5)
+        .sign_with_keys(&customer.keys)
+        .unwrap();
+    customer.client.send_event(&request).await.unwrap();
+    let front_door = serve_on(&back, addr).await;
+
+    let result = customer
+        .wait_for(request.id, |e| e.kind == Kind::Custom(6001))
+        .await;
+    assert_eq!(result.content, "4 words");
+    node.shutdown().await;
+    customer.client.shutdown().await;
+    front_door.abort();
+    side_door.abort();
+    back.shutdown();
 }
