@@ -170,6 +170,7 @@ fn render(s: &Status) -> String {
 
 fn write_status(out: &mut String, s: &Status) -> std::fmt::Result {
     writeln!(out, "events {}  head {}", s.events, s.head_hash)?;
+    write_node(out, &s.node)?;
     writeln!(out, "jobs {}", s.jobs_total)?;
     for state in JobState::ALL {
         if let Some(n) = s.jobs_by_state.get(state.as_str()) {
@@ -200,7 +201,6 @@ fn write_status(out: &mut String, s: &Status) -> std::fmt::Result {
             t.non_zero
         )?;
     }
-    write_node(out, &s.node)?;
     if let Some(all) = &s.accounts {
         writeln!(out, "all accounts")?;
         for a in all {
