@@ -280,3 +280,86 @@ async fn heartbeats_only_while_a_relay_is_connected() {
     assert_eq!(stats.published(), published);
     node.shutdown().await;
 }
+
+/// The ids of our announcements (both 31990s and the kind 0) on `relay`, once all are there.
+async fn announced_ids(relay: &RelayUrl, pubkey: PublicKey) -> Vec<EventId> {
+    let client = reader(relay).await;
+    let ids = eventually("both 31990s and the kind 0 on the relay", || async {
+        let mut events = fetch(&client, pubkey, HANDLER_INFO_KIND).await;
+        events.extend(fetch(&client, pubkey, 0).await);
+        let mut ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
+        ids.sort();
+        (ids.len() == 3).then_some(ids)
+    })
+    .await;
+    client.shutdown().await;
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_lost_its_data_gets_the_stored_announcements_again() {
+    let addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let (relay, url) = paydvm::node::local_relay::start_local_relay_on(addr)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_node_dir(dir.path(), &url, "reverses text");
+    let node = start_node(&config).await;
+    let pubkey = node.pubkey();
+    let ledger = node.ledger_path().to_owned();
+    let first = announced_ids(&url, pubkey).await;
+
+    // The relay restarts empty on the same address (a second later, so a re-signed event would
+    // get a new id).
+    relay.shutdown();
+    drop(relay);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let _relay = eventually("the relay back on its address", || async {
+        paydvm::node::local_relay::start_local_relay_on(addr)
+            .await
+            .ok()
+    })
+    .await;
+    let again = announced_ids(&url, pubkey).await;
+    assert_eq!(again, first, "the stored signed events, not new ones");
+    node.shutdown().await;
+    assert_eq!(ledgered(&ledger, 31990), 2, "nothing new ledgered");
+    assert_eq!(ledgered(&ledger, 0), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_added_to_the_config_gets_the_stored_announcements() {
+    let (_first, first_url) = start_relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_node_dir(dir.path(), &first_url, "reverses text");
+    let node = start_node(&config).await;
+    let pubkey = node.pubkey();
+    let ledger = node.ledger_path().to_owned();
+    let announced = announced_ids(&first_url, pubkey).await;
+    node.shutdown().await;
+
+    let (_added, added_url) = start_relay().await;
+    let toml = std::fs::read_to_string(&config).unwrap();
+    let toml = toml.replace(
+        &format!("urls = [{:?}]", first_url.to_string()),
+        &format!(
+            "urls = [{:?}, {:?}]",
+            first_url.to_string(),
+            added_url.to_string()
+        ),
+    );
+    std::fs::write(&config, toml).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let node = start_node(&config).await;
+    let on_added = announced_ids(&added_url, pubkey).await;
+    assert_eq!(
+        on_added, announced,
+        "the stored signed events, not new ones"
+    );
+    node.shutdown().await;
+    assert_eq!(ledgered(&ledger, 31990), 2, "nothing new ledgered");
+    assert_eq!(ledgered(&ledger, 0), 1);
+}

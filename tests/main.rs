@@ -14,5 +14,6 @@ mod nutshell;
 mod payments;
 mod reconcile;
 mod refunds;
+mod relays;
 mod tokens;
 mod zaps;

@@ -1,13 +1,18 @@
-//! `paydvm ledger status <file>`: jobs by state and account balances from the replayed state.
+//! `paydvm status` / `paydvm ledger status <file>`: jobs by state and account balances from the
+//! replayed state, and, when a node is running on that ledger, which of its relays are up (asked
+//! through its control socket).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
+use anyhow::Context;
 use paydvm_ledger::{Account, Balance, JobState, LedgerState};
 use serde::Serialize;
 
 use super::{ledger_file, output, EXIT_OK};
+use crate::node::control;
+use crate::node::relays::RelayReport;
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -24,6 +29,15 @@ pub struct Status {
     /// Every account, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accounts: Option<Vec<AccountLine>>,
+    /// What the running node says; `running: false` when no node serves this ledger.
+    pub node: NodeView,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct NodeView {
+    pub running: bool,
+    /// Each configured relay, up or down (empty when the node is not running).
+    pub relays: Vec<RelayReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -46,13 +60,33 @@ pub struct KindTotal {
 pub fn run(path: &Path, json: bool, all_accounts: bool) -> anyhow::Result<u8> {
     let store = ledger_file::open_existing(path)?;
     let (events, head) = store.head();
-    let status = summarize(store.state(), events, hex(&head), all_accounts);
+    let mut status = summarize(store.state(), events, hex(&head), all_accounts);
+    drop(store);
+    status.node = node_view(path)?;
     if json {
         output::print_json(&status)?;
     } else {
         output::print(&render(&status))?;
     }
     Ok(EXIT_OK)
+}
+
+/// Asks the node serving `ledger`, if any, what it sees.
+fn node_view(ledger: &Path) -> anyhow::Result<NodeView> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let relays = runtime
+        .block_on(control::relays(ledger))
+        .with_context(|| format!("asking the node on {}", ledger.display()))?;
+    Ok(match relays {
+        Some(relays) => NodeView {
+            running: true,
+            relays,
+        },
+        None => NodeView::default(),
+    })
 }
 
 pub fn summarize(state: &LedgerState, events: u64, head_hash: String, all: bool) -> Status {
@@ -98,6 +132,7 @@ pub fn summarize(state: &LedgerState, events: u64, head_hash: String, all: bool)
         system_accounts,
         held_by_kind,
         accounts: all.then_some(every),
+        node: NodeView::default(),
     }
 }
 
@@ -135,6 +170,7 @@ fn render(s: &Status) -> String {
 
 fn write_status(out: &mut String, s: &Status) -> std::fmt::Result {
     writeln!(out, "events {}  head {}", s.events, s.head_hash)?;
+    write_node(out, &s.node)?;
     writeln!(out, "jobs {}", s.jobs_total)?;
     for state in JobState::ALL {
         if let Some(n) = s.jobs_by_state.get(state.as_str()) {
@@ -174,6 +210,20 @@ fn write_status(out: &mut String, s: &Status) -> std::fmt::Result {
                 a.account, a.balance_msat, a.debits_msat, a.credits_msat
             )?;
         }
+    }
+    Ok(())
+}
+
+fn write_node(out: &mut String, node: &NodeView) -> std::fmt::Result {
+    if !node.running {
+        return writeln!(out, "node not running");
+    }
+    let up = node.relays.iter().filter(|r| r.up).count();
+    writeln!(out, "relays {up} of {} up", node.relays.len())?;
+    for r in &node.relays {
+        let state = if r.up { "up" } else { "down" };
+        let why = r.last_error.as_deref().unwrap_or("");
+        writeln!(out, "  {:<40} {state:<5} {why}", r.url)?;
     }
     Ok(())
 }

@@ -10,12 +10,14 @@
 //! The heartbeat is published directly, not ledgered: it moves no money and is worthless once
 //! stale, so a lost heartbeat is simply replaced by the next one.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use nostr_sdk::prelude::{
-    Client, EventBuilder, Keys, Kind, RelayStatus, RelayUrl, Tag, TagKind, Timestamp, UnsignedEvent,
+    Client, Event, EventBuilder, JsonUtil, Keys, Kind, PublicKey, RelayStatus, RelayUrl, Tag,
+    TagKind, Timestamp, UnsignedEvent,
 };
 use paydvm_ledger::effect::EffectRecord;
 use paydvm_ledger::EffectAction;
@@ -213,6 +215,47 @@ pub fn same_as_last<'a>(
     let stored_tags: Vec<Vec<String>> =
         serde_json::from_value(event["tags"].clone()).unwrap_or_default();
     stored_tags == tags && json_eq(event["content"].as_str().unwrap_or(""), &candidate.content)
+}
+
+/// The announcements a relay should hold: of the publications stored with no job and authored by
+/// `author`, the latest (by ledger order) per address of kind 0, 10019 and 31990. NutZap markers
+/// and other one-off events are not among them.
+pub fn stored_announcements<'a>(
+    effects: impl Iterator<Item = &'a EffectRecord>,
+    author: &PublicKey,
+) -> Vec<Event> {
+    let kinds = [
+        Kind::Metadata.as_u16(),
+        paydvm_mints::NUTZAP_INFO_KIND,
+        HANDLER_INFO_KIND,
+    ];
+    let mut latest: BTreeMap<(u16, String), (u64, Event)> = BTreeMap::new();
+    let ours = effects.filter(|e| e.job.is_none() && e.action == EffectAction::Publish);
+    for record in ours {
+        let Ok(payload) = serde_json::from_str::<Value>(&record.payload) else {
+            continue;
+        };
+        let Ok(event) = Event::from_json(payload["event"].to_string()) else {
+            continue;
+        };
+        let kind = event.kind.as_u16();
+        if event.pubkey != *author || !kinds.contains(&kind) {
+            continue;
+        }
+        let tags: Vec<Vec<String>> = event.tags.iter().map(|t| t.as_slice().to_vec()).collect();
+        let slot = latest.entry(address(kind, &tags));
+        match slot {
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                if o.get().0 < record.requested_seq {
+                    o.insert((record.requested_seq, event));
+                }
+            }
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert((record.requested_seq, event));
+            }
+        }
+    }
+    latest.into_values().map(|(_, event)| event).collect()
 }
 
 fn json_eq(a: &str, b: &str) -> bool {

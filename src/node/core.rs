@@ -109,6 +109,8 @@ pub enum Command {
     Tick,
     /// Publish the NIP-89 announcements, profile and markers that changed (no job).
     Announce(Vec<EventBuilder>),
+    /// List the stored announcements a relay should hold (`announce::stored_announcements`).
+    Announcements { reply: oneshot::Sender<Vec<Event>> },
     /// An operator's request (retry, re-route, write off, resolve a refund; add float),
     /// answered once it is on disk.
     Operator {
@@ -402,6 +404,12 @@ impl Core {
             }
             Command::Operator { request, reply } => {
                 let _ = reply.send(self.operator(request));
+            }
+            Command::Announcements { reply } => {
+                let author = self.adapter.keys().public_key();
+                let stored =
+                    super::announce::stored_announcements(self.store.state().effects(), &author);
+                let _ = reply.send(stored);
             }
             Command::Announce(builders) if !closing => {
                 if let Err(e) = self.announce(builders) {

@@ -1,5 +1,6 @@
 //! Relay intake: one nostr-sdk [`Client`] subscribed to the offered request kinds, to NIP-09
-//! deletions and (with a lud16) to zap receipts for us on the configured relays, forwarding
+//! deletions and (with a lud16) to zap receipts for us on the configured relays (each relay
+//! kept connected, and subscribed again after an outage, by [`super::relays`]), forwarding
 //! requests and deletions to the core and receipts to the zap verifier ([`super::zaps`]). A
 //! request that may carry a Cashu token goes to the Cashu rail too, after the core
 //! ([`super::tokens`]).
@@ -9,9 +10,8 @@
 //! time the pool sees it. So intake forwards verified events only, each once per run; a
 //! duplicate across restarts is the ledger's business (`recv:<id>` idempotency key).
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use anyhow::Context;
 use nostr_sdk::prelude::{
     Client, Event, EventId, Filter, Keys, Kind, RelayPoolNotification, RelayUrl, Timestamp,
 };
@@ -22,12 +22,15 @@ use tracing::{debug, warn};
 
 use super::core::Command;
 use super::now_ms;
+use super::relays::{self, Backoff, RelayBoard, Subscriptions, SupervisorParts};
+use super::republish::Republisher;
 use crate::payments::zap::ZAP_RECEIPT_KIND;
 use crate::protocol::nip90::REQUEST_KINDS;
 
 /// How far before the newest ledger event intake catches up on requests.
 pub const CATCH_UP_MS: u64 = 10 * 60 * 1000;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long start-up waits for the first connection attempt to every relay.
+const FIRST_ATTEMPTS: std::time::Duration = std::time::Duration::from_secs(6);
 
 pub struct IntakeParts {
     pub keys: Keys,
@@ -42,11 +45,16 @@ pub struct IntakeParts {
     pub zaps: Option<mpsc::Sender<Box<Event>>>,
     /// The NutZap rail, when it is on: kind 9321 events p-tagged to us go there.
     pub nutzaps: Option<mpsc::Sender<Box<Event>>>,
+    /// Pauses between connection attempts to a relay that is down.
+    pub backoff: Backoff,
+    /// Where each relay's state is reported.
+    pub board: RelayBoard,
 }
 
 pub struct Intake {
     client: Client,
     task: JoinHandle<()>,
+    supervisors: Vec<JoinHandle<()>>,
 }
 
 impl Intake {
@@ -55,31 +63,81 @@ impl Intake {
         self.client.clone()
     }
 
+    /// Starts forwarding and one connection supervisor per relay ([`super::relays`]): a relay
+    /// that is down now is read as soon as it comes up, and again after every outage.
     pub async fn start(parts: IntakeParts) -> anyhow::Result<Intake> {
-        let us = parts.keys.public_key();
         let client = super::transport::client(parts.keys.clone());
-        for relay in &parts.relays {
-            client
-                .add_read_relay(relay.clone())
-                .await
-                .with_context(|| format!("adding relay {relay}"))?;
-        }
         let notifications = client.notifications();
-        client.try_connect(CONNECT_TIMEOUT).await;
-        let since_ms = parts
+        let first_since_ms = parts
             .since_ms
             .unwrap_or_else(now_ms)
             .saturating_sub(CATCH_UP_MS);
-        let since = Timestamp::from_secs(since_ms / 1000);
-        let kinds = parts.kinds.iter().map(|k| Kind::from(*k));
+        let subscriptions = subscriptions(&parts);
+        let republisher = Republisher::new(parts.commands.clone());
+        let supervisors = parts
+            .relays
+            .iter()
+            .map(|url| {
+                relays::supervise(SupervisorParts {
+                    client: client.clone(),
+                    url: url.clone(),
+                    backoff: parts.backoff,
+                    board: parts.board.clone(),
+                    subscriptions: Arc::clone(&subscriptions),
+                    first_since_ms,
+                    republisher: Some(republisher.clone()),
+                })
+            })
+            .collect();
+        let rails = Rails {
+            zaps: parts.zaps,
+            nutzaps: parts.nutzaps,
+        };
+        let task = tokio::spawn(forward(notifications, parts.commands, rails));
+        // As before supervisors: start-up returns once each relay is subscribed or known down
+        // (bounded), so a node that can read its relays does when `start` returns.
+        parts.board.wait_all_tried(FIRST_ATTEMPTS).await;
+        Ok(Intake {
+            client,
+            task,
+            supervisors,
+        })
+    }
+
+    pub async fn shutdown(self) {
+        for supervisor in &self.supervisors {
+            supervisor.abort();
+        }
+        self.task.abort();
+        self.client.shutdown().await;
+    }
+}
+
+/// What intake subscribes to on each connection, from `since` on: the offered request kinds,
+/// deletions, zap receipts and NutZaps for us (when those rails are on), and the requests of
+/// interrupted jobs by id (whatever their age).
+fn subscriptions(parts: &IntakeParts) -> Subscriptions {
+    let us = parts.keys.public_key();
+    let kinds: Vec<Kind> = parts.kinds.iter().map(|k| Kind::from(*k)).collect();
+    let zaps = parts.zaps.is_some();
+    let nutzaps = parts.nutzaps.is_some();
+    let ids: Vec<EventId> = parts
+        .pending_requests
+        .iter()
+        .filter_map(|id| EventId::from_hex(id).ok())
+        .collect();
+    Arc::new(move |since: Timestamp| {
         let mut filters = vec![
-            ("job requests", Filter::new().kinds(kinds).since(since)),
+            (
+                "job requests",
+                Filter::new().kinds(kinds.clone()).since(since),
+            ),
             (
                 "deletions",
                 Filter::new().kind(Kind::EventDeletion).since(since),
             ),
         ];
-        if parts.zaps.is_some() {
+        if zaps {
             filters.push((
                 "zap receipts",
                 Filter::new()
@@ -88,7 +146,7 @@ impl Intake {
                     .since(since),
             ));
         }
-        if parts.nutzaps.is_some() {
+        if nutzaps {
             // NIP-61: a NutZap p-tags the recipient's identity key.
             filters.push((
                 "NutZaps",
@@ -98,32 +156,14 @@ impl Intake {
                     .since(since),
             ));
         }
-        let ids: Vec<EventId> = parts
-            .pending_requests
-            .iter()
-            .filter_map(|id| EventId::from_hex(id).ok())
-            .collect();
         if !ids.is_empty() {
-            filters.push(("requests of interrupted jobs", Filter::new().ids(ids)));
+            filters.push((
+                "requests of interrupted jobs",
+                Filter::new().ids(ids.clone()),
+            ));
         }
-        for (what, filter) in filters {
-            // A relay that is down now gets the subscription when it connects.
-            if let Err(e) = client.subscribe(filter, None).await {
-                warn!("subscribing to {what}: {e}");
-            }
-        }
-        let rails = Rails {
-            zaps: parts.zaps,
-            nutzaps: parts.nutzaps,
-        };
-        let task = tokio::spawn(forward(notifications, parts.commands, rails));
-        Ok(Intake { client, task })
-    }
-
-    pub async fn shutdown(self) {
-        self.task.abort();
-        self.client.shutdown().await;
-    }
+        filters
+    })
 }
 
 /// Where payment evidence events go: each rail verifies its own.

@@ -3,7 +3,9 @@
 //!
 //! - [`core`]: one task owns the [`Store`](paydvm_ledger::store::Store), the policy and the keys;
 //!   every command becomes one all-or-nothing group; waiting commands share one write.
-//! - [`intake`]: subscribes to the configured relays and forwards verified events to the core.
+//! - [`intake`]: subscribes to the configured relays and forwards verified events to the core;
+//!   [`relays`] keeps each relay connected (bounded back-off) and subscribed, and
+//!   [`republish`] gives a relay the stored announcements it lacks.
 //! - [`worker`]: runs one executor attempt and reports back.
 //! - [`outbox`]: publishes the signed events stored as `effect_requested` and reports delivery.
 //! - [`zaps`]: verifies zap receipts (NIP-57) and hands them to the core as payments.
@@ -25,6 +27,8 @@ pub mod outbox;
 pub mod pending_store;
 pub mod queues;
 pub mod refunds;
+pub mod relays;
+pub mod republish;
 pub mod tokens;
 pub mod transport;
 pub mod worker;
@@ -82,6 +86,9 @@ pub struct NodeOptions {
     /// it counts as never sent (and its invoice is paid again); [`refunds::NEVER_SENT_AFTER`]
     /// by default. Tests make it short.
     pub never_sent_after: Duration,
+    /// Pauses between connection attempts to a relay that is down;
+    /// [`relays::Backoff::DEFAULT`] by default.
+    pub relay_backoff: relays::Backoff,
 }
 
 impl Default for NodeOptions {
@@ -92,6 +99,7 @@ impl Default for NodeOptions {
             resend_after: RESEND_AFTER,
             lnurl_dns: None,
             never_sent_after: refunds::NEVER_SENT_AFTER,
+            relay_backoff: relays::Backoff::DEFAULT,
         }
     }
 }
@@ -104,6 +112,7 @@ impl std::fmt::Debug for NodeOptions {
             .field("resend_after", &self.resend_after)
             .field("lnurl_dns", &self.lnurl_dns.as_ref().map(|_| "custom"))
             .field("never_sent_after", &self.never_sent_after)
+            .field("relay_backoff", &self.relay_backoff)
             .finish()
     }
 }
@@ -169,6 +178,7 @@ pub struct NodeHandle {
     pubkey: PublicKey,
     ledger: PathBuf,
     control: control::Control,
+    relays: relays::RelayBoard,
     /// Released last, after the core has closed the ledger.
     lock: ledger_lock::LedgerLock,
 }
@@ -301,7 +311,8 @@ impl Node {
         let startup = core.startup()?;
         let since_ms = startup.newest_at;
         let core_thread = core.spawn(rx)?;
-        let control = control::Control::start(&ledger, commands.clone())
+        let board = relays::RelayBoard::new(&config.relays.urls);
+        let control = control::Control::start(&ledger, commands.clone(), board.clone())
             .with_context(|| format!("listening on {}", control::socket_path(&ledger).display()))?;
         let nutzaps = match (p2pk, redeemer) {
             (Some(p2pk), Some(redeemer)) => Some(
@@ -349,6 +360,8 @@ impl Node {
             commands: commands.clone(),
             zaps: zaps.as_ref().map(zaps::ZapIntake::sender),
             nutzaps: nutzaps.as_ref().map(|n| n.sender()),
+            backoff: options.relay_backoff,
+            board: board.clone(),
         })
         .await
         {
@@ -385,6 +398,7 @@ impl Node {
             pubkey,
             ledger,
             control,
+            relays: board,
             lock,
         })
     }
@@ -402,6 +416,11 @@ impl NodeHandle {
     /// What zap intake has done so far (`None` without a lud16).
     pub fn zap_stats(&self) -> Option<Arc<zaps::ZapStats>> {
         self.zaps.as_ref().map(zaps::ZapIntake::stats)
+    }
+
+    /// Each configured relay: up or down, since when (what `paydvm status` shows).
+    pub fn relays(&self) -> Vec<relays::RelayReport> {
+        self.relays.snapshot()
     }
 
     /// What the heartbeat task has done so far.
