@@ -8,7 +8,7 @@
 //! customer keeps up to `--window` requests (kind 5001, built-in word count, free) outstanding and
 //! waits for every kind 6001 result. The peak RSS printed covers all of it.
 
-use paydvm::bench_stats::{percentile, status_kib};
+use paydvm_testkit::bench_stats::{percentile, status_kib};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

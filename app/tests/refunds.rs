@@ -12,9 +12,9 @@ use paydvm::lightning::refund::MIN_EXPIRY_MARGIN_SECS;
 use paydvm::lightning::{Invoice, PaymentStatus};
 use paydvm::node::{NodeHandle, NodeOptions};
 use paydvm::payments::lnurl_http::ScriptedDns;
-use paydvm::payments::zapper::{Zapper, ZapperOptions};
 use paydvm_ledger::store::Store;
 use paydvm_ledger::{EventBody, JobState, Msat, RefundId, RefundRecord, RefundState};
+use paydvm_testkit::zapper::{Zapper, ZapperOptions};
 
 use crate::node::{is_status, setup, steps, wait_state, Customer, Setup};
 

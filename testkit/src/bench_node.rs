@@ -10,7 +10,7 @@ use nostr_sdk::prelude::*;
 use paydvm_ledger::store::Store;
 use paydvm_ledger::{EventBody, JobState};
 
-use crate::node::{now_ms, NodeHandle};
+use paydvm::node::{now_ms, NodeHandle};
 
 /// What one priced job costs in the benchmarks (kind 5050, built-in text executor).
 pub const PRICE_MSAT: u64 = 5_000;
@@ -118,7 +118,7 @@ pub async fn publish_priced_requests(
     relay: &RelayUrl,
     n: usize,
 ) -> anyhow::Result<(Client, Vec<EventId>)> {
-    let client = crate::node::transport::client(customer.clone());
+    let client = paydvm::node::transport::client(customer.clone());
     client.add_relay(relay.clone()).await?;
     client.try_connect(Duration::from_secs(5)).await;
     let mut requests = Vec::with_capacity(n);

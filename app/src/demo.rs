@@ -23,19 +23,17 @@ use paydvm_ledger::{
     Pubkey, Rail, UnixMs,
 };
 
-use super::output;
-use super::timeline::render_trail;
-use super::verify::summary;
-use crate::config::{create_key_file, load_key_file, Config};
-use crate::lightning::fake::FakeLightning;
-use crate::lightning::Invoice;
-use crate::local_mint::{self, LocalMint};
-use crate::node::{now_ms, Node, NodeHandle, NodeOptions};
-use crate::payments::lnurl::Lud16;
-use crate::payments::zapper::customer::{request_zap_invoice, ZapOrder};
-use crate::payments::zapper::{Zapper, ZapperOptions};
+use paydvm::cli::{output, render_trail, verify_summary as summary, EXIT_OK, EXIT_VERIFY_FAILED};
+use paydvm::config::{create_key_file, load_key_file, Config};
+use paydvm::lightning::fake::FakeLightning;
+use paydvm::lightning::Invoice;
+use paydvm::node::{now_ms, Node, NodeHandle, NodeOptions};
+use paydvm::payments::lnurl::Lud16;
 use paydvm_mints::events::nutzap_tags;
 use paydvm_mints::{NUTZAP_INFO_KIND, NUTZAP_KIND};
+use paydvm_testkit::local_mint::{self, LocalMint};
+use paydvm_testkit::zapper::customer::{request_zap_invoice, ZapOrder};
+use paydvm_testkit::zapper::{Zapper, ZapperOptions};
 
 const POLICY: &str = r#"[[pricing.kind]]
 kind = 5001
@@ -178,7 +176,7 @@ const SCRIPT: [Script; 8] = [
 ];
 
 async fn demo(dir: &Path) -> anyhow::Result<u8> {
-    let (relay, url) = crate::node::local_relay::start_local_relay().await?;
+    let (relay, url) = paydvm::node::local_relay::start_local_relay().await?;
     say(&format!(
         "embedded relay: {url}\nnode directory: {}",
         dir.display()
@@ -239,7 +237,7 @@ async fn demo(dir: &Path) -> anyhow::Result<u8> {
     let node = Node::start_with(config, options).await?;
     say(&format!("node {} started", node.pubkey().to_hex()))?;
 
-    let client = crate::node::transport::client(customer.clone());
+    let client = paydvm::node::transport::client(customer.clone());
     client.add_relay(url.clone()).await?;
     let mut replies = client.notifications();
     client.try_connect(Duration::from_secs(5)).await;
@@ -391,11 +389,11 @@ async fn demo(dir: &Path) -> anyhow::Result<u8> {
     match store.verify() {
         Ok(report) => {
             say(&format!("\n{}", summary(&report)))?;
-            Ok(super::EXIT_OK)
+            Ok(EXIT_OK)
         }
         Err(failure) => {
             say(&format!("\nledger verification FAILED: {failure}"))?;
-            Ok(super::EXIT_VERIFY_FAILED)
+            Ok(EXIT_VERIFY_FAILED)
         }
     }
 }

@@ -13,7 +13,6 @@
 //! deployment, so the money a zap brings is in the wallet `paydvm reconcile` asks.
 
 pub mod customer;
-pub mod invoice;
 mod routes;
 
 use std::collections::HashMap;
@@ -31,9 +30,9 @@ use paydvm_ledger::Msat;
 use thiserror::Error;
 use tokio::task::JoinHandle;
 
-use super::lnurl::Lud16;
-use super::zap::ZAP_RECEIPT_KIND;
-use crate::lightning::fake::{FakeError, FakeLightning};
+use paydvm::lightning::fake::{FakeError, FakeLightning};
+use paydvm::payments::lnurl::Lud16;
+use paydvm::payments::zap::ZAP_RECEIPT_KIND;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Invoice lifetime.
@@ -156,7 +155,7 @@ impl Zapper {
             .callback
             .clone()
             .unwrap_or_else(|| format!("http://{addr}/lnurlp/{}/callback", options.name));
-        let publisher = crate::node::transport::client(options.signer.clone());
+        let publisher = paydvm::node::transport::client(options.signer.clone());
         let state = Arc::new(State {
             options,
             metadata,

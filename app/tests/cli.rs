@@ -446,7 +446,11 @@ fn sample_creates_a_ledger_that_verifies_and_audits() {
 
     let commands = commands_in(&tour);
     let audits: Vec<&Vec<String>> = commands.iter().filter(|c| c[1] == "audit").collect();
-    assert_eq!(audits.len(), paydvm::workload::JobType::ALL.len(), "{tour}");
+    assert_eq!(
+        audits.len(),
+        paydvm_testkit::workload::JobType::ALL.len(),
+        "{tour}"
+    );
     for expected in [
         format!("ledger status {}", arg(&path)),
         format!("ledger verify {}", arg(&path)),

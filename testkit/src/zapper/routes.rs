@@ -15,10 +15,10 @@ use paydvm_ledger::Msat;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::invoice::{regtest_invoice, InvoiceSpec};
 use super::{Issued, State, ZapperOptions};
-use crate::lightning::{InvoiceDescription, LightningBackend};
-use crate::payments::zap::ZAP_REQUEST_KIND;
+use paydvm::lightning::regtest_invoice::{regtest_invoice, InvoiceSpec};
+use paydvm::lightning::{InvoiceDescription, LightningBackend};
+use paydvm::payments::zap::ZAP_REQUEST_KIND;
 
 pub(super) fn router(state: Arc<State>) -> Router {
     Router::new()

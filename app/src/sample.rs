@@ -11,11 +11,8 @@ use anyhow::{bail, Context};
 use paydvm_ledger::store::{Durability, Store};
 use paydvm_ledger::{JobId, LedgerEvent};
 
-use super::{output, EXIT_OK};
-use crate::workload::{JobGroup, JobType, Workload};
-
-pub const DEFAULT_JOBS: u32 = 12;
-pub const MAX_JOBS: u32 = 100_000;
+use paydvm::cli::{output, EXIT_OK};
+use paydvm_testkit::workload::{JobGroup, JobType, Workload};
 
 /// Fixed, so the same command always writes the same ledger.
 const SAMPLE_SEED: u64 = 0x5EED_5A4D_91E0_0001;

@@ -1,4 +1,5 @@
-//! Real, signed regtest BOLT 11 invoices for the test/demo zapper.
+//! Real, signed regtest BOLT 11 invoices made from a given key and preimage: what the testkit
+//! zapper issues, and what the zap-vector unit tests and the fuzz targets build their inputs with.
 
 use std::time::Duration;
 

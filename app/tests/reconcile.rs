@@ -17,10 +17,10 @@ use paydvm::config::{load_key_file, wallet_path};
 use paydvm::lightning::fake::PayOutcome;
 use paydvm::lightning::{Invoice, InvoiceDescription, LightningBackend, PaymentStatus};
 use paydvm::node::NodeHandle;
-use paydvm::payments::zapper::customer::{request_zap_invoice, ZapOrder};
-use paydvm::payments::zapper::{Zapper, ZapperOptions};
 use paydvm::protocol::nip90::Encryption;
 use paydvm_ledger::{Account, FeePayer, JobState, Msat, PaymentRef, RefundId, RefundState};
+use paydvm_testkit::zapper::customer::{request_zap_invoice, ZapOrder};
+use paydvm_testkit::zapper::{Zapper, ZapperOptions};
 use serde_json::Value;
 
 use crate::cashu::{nutzap, quoted_job_for};

@@ -19,16 +19,16 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use nostr_sdk::prelude::*;
-use paydvm::bench_node::{
-    bench_dir, ms, processing_latencies, publish_priced_requests, wait_job_state,
-    write_priced_node_dir, PaidJobsArgs, PRICE_MSAT,
-};
-use paydvm::bench_stats::percentile;
 use paydvm::config::{create_key_file, Config};
 use paydvm::lightning::fake::FakeLightning;
 use paydvm::node::{now_ms, Node, NodeOptions};
 use paydvm_ledger::store::Store;
 use paydvm_ledger::{EventBody, JobState, Msat, PaymentOption};
+use paydvm_testkit::bench_node::{
+    bench_dir, ms, processing_latencies, publish_priced_requests, wait_job_state,
+    write_priced_node_dir, PaidJobsArgs, PRICE_MSAT,
+};
+use paydvm_testkit::bench_stats::percentile;
 
 #[derive(Debug, Parser)]
 #[command(about = "Measure invoice settlement → processing start latency of a paydvm node")]

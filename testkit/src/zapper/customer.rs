@@ -10,8 +10,8 @@ use nostr_sdk::prelude::{
 };
 use paydvm_ledger::Msat;
 
-use crate::payments::lnurl::{self, LnurlError, LnurlHttp, Lud16};
-use crate::payments::zap::ZAP_REQUEST_KIND;
+use paydvm::payments::lnurl::{self, LnurlError, LnurlHttp, Lud16};
+use paydvm::payments::zap::ZAP_REQUEST_KIND;
 
 /// What to zap.
 pub struct ZapOrder<'a> {

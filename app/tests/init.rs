@@ -67,7 +67,7 @@ fn init_creates_config_policy_and_a_private_key() {
     );
     assert_eq!(
         fs::read_to_string(dir.join("policy.toml")).unwrap(),
-        include_str!("../policies/examples/default.toml")
+        include_str!("../../policies/examples/default.toml")
     );
 }
 

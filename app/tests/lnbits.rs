@@ -86,7 +86,7 @@ impl Drop for Lnbits {
 }
 
 fn venv() -> std::path::PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/peer-venv.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/peer-venv.sh");
     let out = Command::new(&script)
         .arg("lnbits")
         .stderr(Stdio::inherit())

@@ -11,16 +11,16 @@ use bitcoin::hashes::{sha256, Hash};
 use bitcoin::secp256k1::SecretKey;
 use nostr_sdk::prelude::*;
 use paydvm::config::{load_key_file, Config};
+use paydvm::lightning::regtest_invoice::{regtest_invoice, InvoiceSpec};
 use paydvm::node::local_relay::EmbeddedRelay;
 use paydvm::node::zaps::ZapStats;
 use paydvm::node::{Node, NodeHandle};
-use paydvm::payments::zapper::customer::{request_zap_invoice, ZapInvoice, ZapOrder};
-use paydvm::payments::zapper::invoice::{regtest_invoice, InvoiceSpec};
-use paydvm::payments::zapper::{self, Zapper, ZapperOptions};
 use paydvm_ledger::store::Store;
 use paydvm_ledger::{
     Account, Asset, EventBody, JobId, JobState, Msat, PaymentTarget, QueueReason, Rail,
 };
+use paydvm_testkit::zapper::customer::{request_zap_invoice, ZapInvoice, ZapOrder};
+use paydvm_testkit::zapper::{self, Zapper, ZapperOptions};
 
 use crate::node::{
     is_status, start_relay, steps, wait_state, write_node_dir, Customer, PAID_AND_DONE,

@@ -20,7 +20,7 @@ use crate::cashu::{
 use crate::cashu_mint::wallet_balance;
 use crate::ecash_refunds::{claim, pay_by_nutzap, publish_10019, quoted_job, refund_nutzaps};
 use crate::node::{is_status, tag_values, wait_state, Customer};
-use paydvm::local_mint::MintProxy;
+use paydvm_testkit::local_mint::MintProxy;
 
 /// Nutshell's default `MINT_INPUT_FEE_PPK`, set explicitly so the tests know the fee.
 const INPUT_FEE_PPK: u64 = 100;
@@ -142,7 +142,7 @@ impl Drop for Nutshell {
 
 /// `tools/peer-venv.sh <name>`: the pinned peer's virtualenv (installed on first use).
 async fn peer_venv(name: &str) -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/peer-venv.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/peer-venv.sh");
     let out = tokio::process::Command::new(&script)
         .arg(name)
         .stderr(Stdio::inherit())

@@ -17,18 +17,18 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use nostr_sdk::prelude::*;
-use paydvm::bench_node::{
-    bench_dir, ms, processing_latencies, publish_priced_requests, wait_job_state,
-    write_priced_node_dir, PaidJobsArgs, PRICE_MSAT,
-};
-use paydvm::bench_stats::percentile;
 use paydvm::config::{create_key_file, load_key_file, Config};
 use paydvm::node::{now_ms, Node};
 use paydvm::payments::zap::{verify_receipt, ZapExpectation};
-use paydvm::payments::zapper::customer::{request_zap_invoice, ZapOrder};
-use paydvm::payments::zapper::{Zapper, ZapperOptions};
 use paydvm_ledger::store::Store;
 use paydvm_ledger::{JobState, Msat};
+use paydvm_testkit::bench_node::{
+    bench_dir, ms, processing_latencies, publish_priced_requests, wait_job_state,
+    write_priced_node_dir, PaidJobsArgs, PRICE_MSAT,
+};
+use paydvm_testkit::bench_stats::percentile;
+use paydvm_testkit::zapper::customer::{request_zap_invoice, ZapOrder};
+use paydvm_testkit::zapper::{Zapper, ZapperOptions};
 
 #[derive(Debug, Parser)]
 #[command(about = "Measure zap receipt → processing start latency of a running paydvm node")]

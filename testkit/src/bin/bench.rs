@@ -117,7 +117,7 @@ fn run(args: &Args, dir: &Path) -> anyhow::Result<()> {
 
 /// Printing figures, percentiles and memory.
 mod report {
-    use paydvm::bench_stats::status_kib;
+    use paydvm_testkit::bench_stats::status_kib;
     use std::path::Path;
     use std::time::Duration;
 
@@ -162,8 +162,8 @@ mod report {
 /// The measured phases, each printing its own lines.
 mod phases {
     use super::*;
-    use paydvm::bench_stats::percentile;
-    use paydvm::workload::{JobGroup, Workload, XorShift};
+    use paydvm_testkit::bench_stats::percentile;
+    use paydvm_testkit::workload::{JobGroup, Workload, XorShift};
     use report::{micros, rate, verdict};
 
     const WORKLOAD_SEED: u64 = 0x9E37_79B9_7F4A_7C15;

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use cdk::nuts::Proof;
 use nostr_sdk::prelude::*;
-use paydvm::bench_stats::percentile;
 use paydvm::config::{create_key_file, Config};
-use paydvm::local_mint::{self, LocalMint};
 use paydvm::node::Node;
 use paydvm_ledger::store::Store;
 use paydvm_ledger::{EventBody, JobState};
+use paydvm_testkit::bench_stats::percentile;
+use paydvm_testkit::local_mint::{self, LocalMint};
 
 fn nutzap(sender: &Keys, proofs: &[Proof], mint: &str, job: EventId, to: PublicKey) -> Event {
     let mut tags: Vec<Tag> = proofs

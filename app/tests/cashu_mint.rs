@@ -1,4 +1,4 @@
-//! Shared Cashu test setup: the in-process cdk mint of `paydvm::local_mint`, customer wallets minting from it, and a node that trusts it.
+//! Shared Cashu test setup: the in-process cdk mint of `paydvm_testkit::local_mint`, customer wallets minting from it, and a node that trusts it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,11 +8,11 @@ use cdk::nuts::Proof;
 use cdk::wallet::Wallet;
 use nostr_sdk::prelude::*;
 use paydvm::config::{create_key_file, Config};
-use paydvm::local_mint::{self, LocalMint};
 use paydvm::node::local_relay::EmbeddedRelay;
 use paydvm::node::{Node, NodeHandle};
 use paydvm_ledger::store::Store;
 use paydvm_ledger::{EventBody, Rail};
+use paydvm_testkit::local_mint::{self, LocalMint};
 
 use crate::node::{start_relay, write_node_dir_with};
 
@@ -40,7 +40,7 @@ pub fn input_fee(mint: &impl MintUnderTest, inputs: usize) -> u64 {
     (inputs as u64 * mint.input_fee_ppk()).div_ceil(1000)
 }
 
-/// The library's in-process mint (`paydvm::local_mint`), as the tests use it.
+/// The library's in-process mint (`paydvm_testkit::local_mint`), as the tests use it.
 pub struct TestMint(LocalMint, u64);
 
 impl TestMint {

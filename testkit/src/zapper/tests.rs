@@ -7,9 +7,9 @@ use paydvm_ledger::Msat;
 
 use super::customer::{request_zap_invoice, ZapOrder};
 use super::*;
-use crate::lightning::{Invoice, InvoiceStatus, LightningBackend};
-use crate::node::local_relay::start_local_relay;
-use crate::payments::zap::{verify_receipt, ZapExpectation};
+use paydvm::lightning::{Invoice, InvoiceStatus, LightningBackend};
+use paydvm::node::local_relay::start_local_relay;
+use paydvm::payments::zap::{verify_receipt, ZapExpectation};
 
 const AMOUNT: Msat = Msat::from_msat(5_000);
 
