@@ -9,13 +9,12 @@
 //! (which the customer then claims). Then the audit trail of each job and the `verify` summary.
 //! Prints no secret key.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use nostr_sdk::prelude::{
-    Event, EventBuilder, Filter, Keys, Kind, RelayPoolNotification, RelayUrl, Tag, Timestamp,
+    Event, EventBuilder, Filter, Keys, Kind, RelayPoolNotification, Tag, Timestamp,
 };
 use paydvm_ledger::store::{Durability, Store};
 use paydvm_ledger::{
@@ -24,47 +23,26 @@ use paydvm_ledger::{
 };
 
 use paydvm::cli::{output, render_trail, verify_summary as summary, EXIT_OK, EXIT_VERIFY_FAILED};
-use paydvm::config::{create_key_file, load_key_file, Config};
-use paydvm::lightning::fake::FakeLightning;
 use paydvm::lightning::Invoice;
-use paydvm::node::{now_ms, Node, NodeHandle, NodeOptions};
-use paydvm::payments::lnurl::Lud16;
+use paydvm::node::{now_ms, NodeHandle};
 use paydvm_mints::events::nutzap_tags;
 use paydvm_mints::{NUTZAP_INFO_KIND, NUTZAP_KIND};
-use paydvm_testkit::local_mint::{self, LocalMint};
+use paydvm_testkit::fixture::{Fixture, NodeDir, PRICE_MSAT};
+use paydvm_testkit::local_mint;
 use paydvm_testkit::zapper::customer::{request_zap_invoice, ZapOrder};
 use paydvm_testkit::zapper::{Zapper, ZapperOptions};
-
-const POLICY: &str = r#"[[pricing.kind]]
-kind = 5001
-mode = "free"
-
-[[pricing.kind]]
-kind = 5050
-mode = "fixed"
-amount_msat = 5000
-
-[failures]
-max_attempts = 1
-then = "refund"
-"#;
-/// The 5050 price in the demo policy.
-const PRICE_MSAT: u64 = 5000;
 
 /// Prepaid credit the demo customer starts with: one 5050 job.
 const TOP_UP_MSAT: u64 = 5_000;
 const WAIT: Duration = Duration::from_secs(20);
 
 pub fn run() -> anyhow::Result<u8> {
-    let dir = std::env::temp_dir().join(format!("paydvm-demo-{}-{}", std::process::id(), now_ms()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let outcome = runtime.block_on(demo(&dir));
+    let outcome = runtime.block_on(demo());
     runtime.shutdown_timeout(Duration::from_secs(2));
-    let _ = std::fs::remove_dir_all(&dir);
     outcome
 }
 
@@ -175,38 +153,37 @@ const SCRIPT: [Script; 8] = [
     },
 ];
 
-async fn demo(dir: &Path) -> anyhow::Result<u8> {
-    let (relay, url) = paydvm::node::local_relay::start_local_relay().await?;
+async fn demo() -> anyhow::Result<u8> {
+    // The demo's directory is removed when `fixture` drops, at the end of this function.
+    let mut fixture = Fixture::builder(
+        NodeDir::text_node("paydvm demo", 1, "refund")
+            .cashu_setting("mint_requests_per_minute = 0"),
+    )
+    .named_dir("demo")
+    .zapper("paydvm")
+    .local_mint()
+    .fake_lightning()
+    .build()
+    .await?;
+    let dir = fixture.dir().to_owned();
+    let url = fixture.urls[0].clone();
     say(&format!(
         "embedded relay: {url}\nnode directory: {}",
         dir.display()
     ))?;
-
-    let node_pubkey = {
-        create_key_file(&dir.join("paydvm.key"))?;
-        load_key_file(&dir.join("paydvm.key"))?
-            .expose()
-            .public_key()
-    };
-    let zapper = Zapper::start(ZapperOptions::new("paydvm", node_pubkey)).await?;
+    let node_pubkey = fixture.node_pubkey;
+    let zapper = fixture.zapper.as_ref().context("the fixture's zapper")?;
     let lud16 = zapper.lud16();
     say(&format!(
         "embedded LNURL-pay zapper: {lud16} (receipts signed by {})",
         zapper.nostr_pubkey().to_hex()
     ))?;
-    let mint = LocalMint::start().await?;
+    let mint = fixture.mint.as_ref().context("the fixture's mint")?;
     say(&format!(
         "embedded Cashu mint: {} (its FakeWallet pays its own quotes)",
         mint.url
     ))?;
-    let config_path = write_node_dir(dir, &url, &lud16, &mint.url)?;
-    let node_lock = format!(
-        "02{}",
-        create_key_file(&dir.join("paydvm-nutzap.key"))?
-            .expose()
-            .public_key()
-            .to_hex()
-    );
+    let node_lock = fixture.nutzap_lock().context("the node's NutZap key")?;
     let customer = Keys::generate();
     // The customer's Cashu wallet, and the key their kind 10019 says to lock NutZaps to.
     let cashu_wallet = local_mint::memory_wallet(&mint.url).await?;
@@ -228,13 +205,11 @@ async fn demo(dir: &Path) -> anyhow::Result<u8> {
         Msat::from_msat(FLOAT_MSAT)
     ))?;
 
-    let config = Config::load(&config_path)?;
-    let lightning = FakeLightning::new();
-    let options = NodeOptions {
-        lightning: Some(Arc::new(lightning.clone())),
-        ..NodeOptions::default()
-    };
-    let node = Node::start_with(config, options).await?;
+    let lightning = fixture
+        .lightning
+        .clone()
+        .context("the fixture's Lightning")?;
+    let node = fixture.start().await?;
     say(&format!("node {} started", node.pubkey().to_hex()))?;
 
     let client = paydvm::node::transport::client(customer.clone());
@@ -373,9 +348,8 @@ async fn demo(dir: &Path) -> anyhow::Result<u8> {
     .await;
     client.shutdown().await;
     node.shutdown().await;
-    zapper.shutdown().await;
     wallet.shutdown().await;
-    relay.shutdown();
+    fixture.shutdown().await;
     outcome?;
 
     let store = Store::open_read_only(dir.join("paydvm.db"))?;
@@ -430,48 +404,6 @@ async fn claim_ecash_refund(
     Ok(u64::from(
         wallet.receive_proofs(proofs, options, None, None).await?,
     ))
-}
-
-fn write_node_dir(
-    dir: &Path,
-    relay: &RelayUrl,
-    lud16: &Lud16,
-    mint: &str,
-) -> anyhow::Result<PathBuf> {
-    std::fs::write(
-        dir.join("policy.toml"),
-        format!("{POLICY}\n[[mints.trusted]]\nurl = \"{mint}\"\nunits = [\"sat\"]\n"),
-    )?;
-    let config = format!(
-        r#"[node]
-name = "paydvm demo"
-ledger = "paydvm.db"
-policy = "policy.toml"
-key_file = "paydvm.key"
-lud16 = "{lud16}"
-lnurl_http_loopback = true
-
-[relays]
-urls = ["{relay}"]
-
-[[offer]]
-kind = 5050
-executor = {{ builtin = "text" }}
-timeout_secs = 5
-
-[[offer]]
-kind = 5001
-executor = {{ builtin = "text" }}
-timeout_secs = 5
-
-[cashu]
-p2pk_key_file = "paydvm-nutzap.key"
-mint_requests_per_minute = 0
-"#
-    );
-    let path = dir.join("paydvm.toml");
-    std::fs::write(&path, config)?;
-    Ok(path)
 }
 
 /// Operator float booked in the Lightning wallet (as `paydvm float add lightning` does).

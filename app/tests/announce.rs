@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nostr_sdk::prelude::*;
-use paydvm::config::{create_key_file, Config};
+use paydvm::config::Config;
 use paydvm::node::announce::{d_tag, HANDLER_INFO_KIND, HEARTBEAT_KIND};
 use paydvm::node::{Node, NodeHandle, NodeOptions};
 use paydvm_ledger::store::Store;
+use paydvm_testkit::fixture::{NodeDir, Offer};
 
 const WAIT: Duration = Duration::from_secs(15);
 const HEARTBEAT: Duration = Duration::from_millis(200);
@@ -19,57 +20,27 @@ async fn start_relay() -> (paydvm::node::local_relay::EmbeddedRelay, RelayUrl) {
         .expect("relay runs")
 }
 
-/// A node directory: 5050 (fixed 5000 msat, named offer) and 5001 (free).
+/// A node directory: 5050 (fixed 5000 msat, named offer) and 5001 (free). Rewriting it keeps
+/// the node's key.
 fn write_node_dir(dir: &Path, relay: &RelayUrl, offer_about: &str) -> PathBuf {
-    std::fs::write(
-        dir.join("policy.toml"),
-        r#"
-[[pricing.kind]]
-kind = 5001
-mode = "free"
-
-[[pricing.kind]]
-kind = 5050
-mode = "fixed"
-amount_msat = 5000
-"#,
-    )
-    .unwrap();
-    if !dir.join("paydvm.key").exists() {
-        create_key_file(&dir.join("paydvm.key")).unwrap();
-    }
-    std::fs::write(
-        dir.join("paydvm.toml"),
-        format!(
-            r#"
-[node]
-name = "announce node"
-about = "a test node"
-picture = "https://example.com/p.png"
-lud16 = "dvm@127.0.0.1:9"
-lnurl_http_loopback = true
-ledger = "paydvm.db"
-policy = "policy.toml"
-key_file = "paydvm.key"
-
-[relays]
-urls = [{:?}]
-
-[[offer]]
-kind = 5050
-executor = {{ builtin = "text" }}
-name = "reverser"
-about = {offer_about:?}
-
-[[offer]]
-kind = 5001
-executor = {{ builtin = "text" }}
-"#,
-            relay.to_string()
-        ),
-    )
-    .unwrap();
-    dir.join("paydvm.toml")
+    NodeDir::new("announce node")
+        .node_setting("about = \"a test node\"")
+        .node_setting("picture = \"https://example.com/p.png\"")
+        .node_setting("lud16 = \"dvm@127.0.0.1:9\"")
+        .node_setting("lnurl_http_loopback = true")
+        .policy(
+            "[[pricing.kind]]\nkind = 5001\nmode = \"free\"\n\n\
+             [[pricing.kind]]\nkind = 5050\nmode = \"fixed\"\namount_msat = 5000\n",
+        )
+        .offer(
+            Offer::text(5050)
+                .line("name = \"reverser\"")
+                .line(format!("about = {offer_about:?}")),
+        )
+        .offer(Offer::text(5001))
+        .relays(std::slice::from_ref(relay))
+        .write(dir)
+        .unwrap()
 }
 
 async fn start_node(config: &Path) -> NodeHandle {

@@ -1,20 +1,17 @@
 //! Shared Cashu test setup: the in-process cdk mint of `paydvm_testkit::local_mint`, customer wallets minting from it, and a node that trusts it.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cdk::nuts::Proof;
 use cdk::wallet::Wallet;
 use nostr_sdk::prelude::*;
-use paydvm::config::{create_key_file, Config};
-use paydvm::node::local_relay::EmbeddedRelay;
-use paydvm::node::{Node, NodeHandle};
 use paydvm_ledger::store::Store;
 use paydvm_ledger::{EventBody, Rail};
+use paydvm_testkit::fixture::Fixture;
 use paydvm_testkit::local_mint::{self, LocalMint};
 
-use crate::node::{start_relay, write_node_dir_with};
+use crate::node::{test_node, Setup};
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -97,10 +94,7 @@ pub async fn mint_proofs(wallet: &Wallet, sat: u64, lock: Option<&str>) -> Vec<P
 }
 
 pub struct CashuSetup<M = TestMint> {
-    _dir: tempfile::TempDir,
-    pub config: PathBuf,
-    _relay: EmbeddedRelay,
-    pub urls: Vec<RelayUrl>,
+    setup: Setup,
     pub mint: M,
     /// The node's P2PK receiving key (the test plays a thief with it in one case).
     pub p2pk: Keys,
@@ -117,44 +111,23 @@ pub async fn setup_with(cashu: &str) -> CashuSetup {
 
 /// A node directory trusting `mint` (sat), with a LocalRelay and a dedicated P2PK key.
 pub async fn setup_on<M: MintUnderTest>(mint: M, cashu: &str) -> CashuSetup<M> {
-    let dir = tempfile::tempdir().unwrap();
-    let (relay, url) = start_relay().await;
-    let urls = vec![url];
-    let policy = format!(
-        "[[mints.trusted]]\nurl = \"{}\"\nunits = [\"sat\"]\n",
-        mint.url()
-    );
-    let config = write_node_dir_with(dir.path(), &urls, "refund", &policy);
-    let p2pk = create_key_file(&dir.path().join("paydvm-nutzap.key")).unwrap();
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("\n[cashu]\np2pk_key_file = \"paydvm-nutzap.key\"\n");
-    text.push_str(cashu);
-    std::fs::write(&config, text).unwrap();
-    CashuSetup {
-        _dir: dir,
-        config,
-        _relay: relay,
-        urls,
-        mint,
-        p2pk: p2pk.expose().clone(),
+    let node = test_node("refund", "")
+        .trust_mint(mint.url())
+        .cashu_setting(cashu);
+    let setup = Setup::build(Fixture::builder(node)).await;
+    let p2pk = setup.p2pk.clone().expect("a Cashu node has a NutZap key");
+    CashuSetup { setup, mint, p2pk }
+}
+
+/// The fixture: `config`, `urls`, `ledger()`, `store()`, `start()`.
+impl<M> std::ops::Deref for CashuSetup<M> {
+    type Target = Setup;
+    fn deref(&self) -> &Setup {
+        &self.setup
     }
 }
 
 impl<M: MintUnderTest> CashuSetup<M> {
-    pub async fn start(&self) -> NodeHandle {
-        Node::start(Config::load(&self.config).unwrap())
-            .await
-            .unwrap()
-    }
-
-    pub fn ledger(&self) -> PathBuf {
-        self.config.parent().unwrap().join("paydvm.db")
-    }
-
-    pub fn store(&self) -> Store {
-        Store::open_read_only(self.ledger()).unwrap()
-    }
-
     /// The NIP-61 lock for our P2PK key: "02" + x-only.
     pub fn lock(&self) -> String {
         format!("02{}", self.p2pk.public_key().to_hex())

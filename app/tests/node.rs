@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nostr_relay_builder::prelude::{LocalRelay, RelayBuilder};
 use nostr_sdk::prelude::*;
-use paydvm::config::{create_key_file, Config};
+use paydvm::config::Config;
 use paydvm::node::local_relay::EmbeddedRelay;
 use paydvm::node::{Node, NodeHandle, NodeOptions};
 use paydvm::protocol::nip90::{Encryption, Limit};
@@ -16,6 +16,7 @@ use paydvm_ledger::{
     Account, Asset, EventBody, IdemKey, JobId, JobState, LedgerEvent, Msat, Payment, PaymentRef,
     PaymentTarget, Pubkey, Rail, UnixMs,
 };
+use paydvm_testkit::fixture::{Fixture, FixtureBuilder, NodeDir};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -25,71 +26,18 @@ pub async fn start_relay() -> (EmbeddedRelay, RelayUrl) {
         .expect("relay runs")
 }
 
-/// A node directory: config, policy (5001 free, 5050 fixed 5000 msat), key.
-pub fn write_node_dir(dir: &Path, relays: &[RelayUrl], failures_then: &str) -> PathBuf {
-    write_node_dir_with(dir, relays, failures_then, "")
+/// The test node: 5001 free, 5050 fixed 5000 msat, a failed job tried twice and then
+/// `failures_then`; `extra` TOML at the top of the policy.
+pub fn test_node(failures_then: &str, extra: &str) -> NodeDir {
+    NodeDir::text_node("test node", 2, failures_then).policy_prefix(extra)
 }
 
-/// [`write_node_dir`] with `extra` TOML at the top of the policy.
-pub fn write_node_dir_with(
-    dir: &Path,
-    relays: &[RelayUrl],
-    failures_then: &str,
-    extra: &str,
-) -> PathBuf {
-    std::fs::write(
-        dir.join("policy.toml"),
-        format!(
-            r#"{extra}
-[[pricing.kind]]
-kind = 5001
-mode = "free"
-
-[[pricing.kind]]
-kind = 5050
-mode = "fixed"
-amount_msat = 5000
-
-[failures]
-max_attempts = 2
-then = "{failures_then}"
-"#
-        ),
-    )
-    .unwrap();
-    create_key_file(&dir.join("paydvm.key")).unwrap();
-    let urls: Vec<String> = relays
-        .iter()
-        .map(|r| format!("{:?}", r.to_string()))
-        .collect();
-    std::fs::write(
-        dir.join("paydvm.toml"),
-        format!(
-            r#"
-[node]
-name = "test node"
-ledger = "paydvm.db"
-policy = "policy.toml"
-key_file = "paydvm.key"
-
-[relays]
-urls = [{}]
-
-[[offer]]
-kind = 5050
-executor = {{ builtin = "text" }}
-timeout_secs = 5
-
-[[offer]]
-kind = 5001
-executor = {{ builtin = "text" }}
-timeout_secs = 5
-"#,
-            urls.join(", ")
-        ),
-    )
-    .unwrap();
-    dir.join("paydvm.toml")
+/// A node directory: config, policy (5001 free, 5050 fixed 5000 msat), key.
+pub fn write_node_dir(dir: &Path, relays: &[RelayUrl], failures_then: &str) -> PathBuf {
+    test_node(failures_then, "")
+        .relays(relays)
+        .write(dir)
+        .unwrap()
 }
 
 pub struct Customer {
@@ -176,61 +124,50 @@ pub fn is_status(s: &'static str) -> impl Fn(&Event) -> bool {
     move |e: &Event| e.kind == Kind::Custom(7000) && status(e).as_deref() == Some(s)
 }
 
-pub struct Setup {
-    _dir: tempfile::TempDir,
-    pub config: PathBuf,
-    _relays: Vec<EmbeddedRelay>,
-    pub urls: Vec<RelayUrl>,
-}
+/// A [`Fixture`] of the [`test_node`], whose helpers fail the test instead of returning errors.
+pub struct Setup(Fixture);
 
 pub async fn setup(relays: usize, failures_then: &str) -> Setup {
     setup_with(relays, failures_then, "").await
 }
 
 async fn setup_with(relays: usize, failures_then: &str, extra: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let mut handles = Vec::new();
-    let mut urls = Vec::new();
-    for _ in 0..relays {
-        let (r, u) = start_relay().await;
-        handles.push(r);
-        urls.push(u);
+    Setup::build(Fixture::builder(test_node(failures_then, extra)).relays(relays)).await
+}
+
+impl std::ops::Deref for Setup {
+    type Target = Fixture;
+    fn deref(&self) -> &Fixture {
+        &self.0
     }
-    let config = write_node_dir_with(dir.path(), &urls, failures_then, extra);
-    Setup {
-        _dir: dir,
-        config,
-        _relays: handles,
-        urls,
+}
+
+impl From<Fixture> for Setup {
+    fn from(fixture: Fixture) -> Setup {
+        Setup(fixture)
     }
 }
 
 impl Setup {
+    pub async fn build(builder: FixtureBuilder) -> Setup {
+        Setup(builder.build().await.expect("the fixture sets up"))
+    }
+
     /// Adds `lines` to the config's `[node]` section.
     pub fn add_node_settings(&self, lines: &str) {
-        let toml = std::fs::read_to_string(&self.config).unwrap();
-        let toml = toml.replacen("[node]\n", &format!("[node]\n{lines}\n"), 1);
-        std::fs::write(&self.config, toml).unwrap();
+        self.0.add_node_settings(lines).unwrap();
     }
 
     pub async fn start(&self) -> NodeHandle {
-        Node::start(Config::load(&self.config).unwrap())
-            .await
-            .unwrap()
+        self.0.start().await.unwrap()
     }
 
     pub async fn start_with(&self, options: NodeOptions) -> NodeHandle {
-        Node::start_with(Config::load(&self.config).unwrap(), options)
-            .await
-            .unwrap()
-    }
-
-    pub fn ledger(&self) -> PathBuf {
-        self.config.parent().unwrap().join("paydvm.db")
+        self.0.start_with(options).await.unwrap()
     }
 
     pub fn store(&self) -> Store {
-        Store::open_read_only(self.ledger()).unwrap()
+        self.0.store().unwrap()
     }
 }
 
@@ -778,13 +715,12 @@ async fn undelivered_effects_are_re_sent_unchanged_at_start() {
         .unwrap()
         .port();
     let url = RelayUrl::parse(&format!("ws://127.0.0.1:{port}")).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let s = Setup {
-        config: write_node_dir(dir.path(), std::slice::from_ref(&url), "refund"),
-        _dir: dir,
-        _relays: Vec::new(),
-        urls: vec![url.clone()],
-    };
+    let s = Setup::build(
+        Fixture::builder(test_node("refund", ""))
+            .relays(0)
+            .other_relays(std::slice::from_ref(&url)),
+    )
+    .await;
     let customer = Keys::generate();
     let request = EventBuilder::new(Kind::Custom(5001), "")
         .tags([Tag::parse(["i", "x y z w", "text"]).unwrap()])

@@ -263,15 +263,10 @@ impl EveryRail {
         let mut ours = ZapperOptions::new("dvm", node_key);
         ours.wallet = Some(nwc.fake.clone());
         let zapper = Zapper::start(ours).await.unwrap();
-        let text = std::fs::read_to_string(&s.config).unwrap().replacen(
-            "[node]\n",
-            &format!(
-                "[node]\nlud16 = \"{}\"\nlnurl_http_loopback = true\n",
-                zapper.lud16()
-            ),
-            1,
-        );
-        std::fs::write(&s.config, text).unwrap();
+        s.add_node_settings(&format!(
+            "lud16 = \"{}\"\nlnurl_http_loopback = true",
+            zapper.lud16()
+        ));
 
         let alice = Customer::connect(&s.urls).await;
         let alice_wallet = Arc::new(

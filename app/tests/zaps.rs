@@ -2,7 +2,6 @@
 //! 127.0.0.1 (real regtest invoices, receipts published to the relay as a zapper does).
 //! Checked on both sides: the relay events the customer sees and the ledger trail.
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,31 +9,27 @@ use std::time::Duration;
 use bitcoin::hashes::{sha256, Hash};
 use bitcoin::secp256k1::SecretKey;
 use nostr_sdk::prelude::*;
-use paydvm::config::{load_key_file, Config};
 use paydvm::lightning::regtest_invoice::{regtest_invoice, InvoiceSpec};
-use paydvm::node::local_relay::EmbeddedRelay;
 use paydvm::node::zaps::ZapStats;
-use paydvm::node::{Node, NodeHandle};
+use paydvm::node::NodeHandle;
 use paydvm_ledger::store::Store;
 use paydvm_ledger::{
     Account, Asset, EventBody, JobId, JobState, Msat, PaymentTarget, QueueReason, Rail,
 };
+use paydvm_testkit::fixture::Fixture;
 use paydvm_testkit::zapper::customer::{request_zap_invoice, ZapInvoice, ZapOrder};
-use paydvm_testkit::zapper::{self, Zapper, ZapperOptions};
+use paydvm_testkit::zapper::{self, Zapper};
 
-use crate::node::{
-    is_status, start_relay, steps, wait_state, write_node_dir, Customer, PAID_AND_DONE,
-};
+use crate::node::{is_status, steps, test_node, wait_state, Customer, Setup, PAID_AND_DONE};
 
 const WAIT: Duration = Duration::from_secs(15);
 const PRICE: u64 = 5_000;
 
 struct ZapNode {
-    _dir: tempfile::TempDir,
-    config: PathBuf,
-    _relay: EmbeddedRelay,
-    urls: Vec<RelayUrl>,
+    /// The relay and the node directory.
+    s: Setup,
     zapper: Zapper,
+    urls: Vec<RelayUrl>,
     /// The zapper's receipt key and Lightning node key (a test forges with them).
     signer: Keys,
     node_key: SecretKey,
@@ -44,31 +39,18 @@ struct ZapNode {
 impl ZapNode {
     /// A node whose lud16 is the zapper's address (5050 costs 5000 msat).
     async fn new() -> ZapNode {
-        let dir = tempfile::tempdir().unwrap();
-        let (relay, url) = start_relay().await;
-        let urls = vec![url];
-        let config = write_node_dir(dir.path(), &urls, "refund");
-        let pubkey = load_key_file(&dir.path().join("paydvm.key"))
-            .unwrap()
-            .expose()
-            .public_key();
-        let options = ZapperOptions::new("dvm", pubkey);
-        let (signer, node_key) = (options.signer.clone(), options.node_key);
-        let zapper = Zapper::start(options).await.unwrap();
-        let text = std::fs::read_to_string(&config).unwrap().replace(
-            "key_file = \"paydvm.key\"",
-            &format!(
-                "key_file = \"paydvm.key\"\nlud16 = \"{}\"\nlnurl_http_loopback = true",
-                zapper.lud16()
-            ),
-        );
-        std::fs::write(&config, text).unwrap();
+        let mut fixture = Fixture::builder(test_node("refund", ""))
+            .zapper("dvm")
+            .build()
+            .await
+            .unwrap();
+        let zapper = fixture.zapper.take().unwrap();
+        let (signer, node_key) = (zapper.options().signer.clone(), zapper.options().node_key);
+        let (urls, pubkey) = (fixture.urls.clone(), fixture.node_pubkey);
         ZapNode {
-            _dir: dir,
-            config,
-            _relay: relay,
-            urls,
+            s: Setup::from(fixture),
             zapper,
+            urls,
             signer,
             node_key,
             pubkey,
@@ -76,13 +58,11 @@ impl ZapNode {
     }
 
     async fn start(&self) -> NodeHandle {
-        Node::start(Config::load(&self.config).unwrap())
-            .await
-            .unwrap()
+        self.s.start().await
     }
 
     fn store(&self) -> Store {
-        Store::open_read_only(self.config.parent().unwrap().join("paydvm.db")).unwrap()
+        self.s.store()
     }
 
     /// The customer's wallet asks our zapper for an invoice zapping `target`.

@@ -11,12 +11,11 @@ use std::time::{Duration, Instant};
 
 use cdk::nuts::Proof;
 use nostr_sdk::prelude::*;
-use paydvm::config::{create_key_file, Config};
-use paydvm::node::Node;
 use paydvm_ledger::store::Store;
 use paydvm_ledger::{EventBody, JobState};
 use paydvm_testkit::bench_stats::percentile;
-use paydvm_testkit::local_mint::{self, LocalMint};
+use paydvm_testkit::fixture::{Fixture, NodeDir, Offer, PRICE_MSAT};
+use paydvm_testkit::local_mint;
 
 fn nutzap(sender: &Keys, proofs: &[Proof], mint: &str, job: EventId, to: PublicKey) -> Event {
     let mut tags: Vec<Tag> = proofs
@@ -54,40 +53,27 @@ async fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(200);
-    let mint = LocalMint::start().await.unwrap();
-    let mint_url = mint.url.clone();
-    let (_relay, relay_url) = paydvm::node::local_relay::start_local_relay()
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("policy.toml"),
-        format!(
-            "[[mints.trusted]]\nurl = \"{mint_url}\"\nunits = [\"sat\"]\n\n\
-             [admission]\nmax_pending_quotes_per_pubkey = 100000\n\n\
-             [[pricing.kind]]\nkind = 5050\nmode = \"fixed\"\namount_msat = 5000\n"
-        ),
+    // Relay, node directory and a trusted in-process mint; the node's wallet unpaced.
+    let fixture = Fixture::builder(
+        NodeDir::new("bench")
+            .policy_prefix("[admission]\nmax_pending_quotes_per_pubkey = 100000\n")
+            .policy(&format!(
+                "\n[[pricing.kind]]\nkind = 5050\nmode = \"fixed\"\namount_msat = {PRICE_MSAT}\n"
+            ))
+            .offer(Offer::text(5050).max_concurrency(64))
+            .cashu_setting("mint_requests_per_minute = 0"),
     )
+    .local_mint()
+    .build()
+    .await
     .unwrap();
-    create_key_file(&dir.path().join("paydvm.key")).unwrap();
-    let p2pk = create_key_file(&dir.path().join("paydvm-nutzap.key")).unwrap();
-    std::fs::write(
-        dir.path().join("paydvm.toml"),
-        format!(
-            "[node]\nname = \"bench\"\nledger = \"paydvm.db\"\npolicy = \"policy.toml\"\n\
-             key_file = \"paydvm.key\"\n\n[relays]\nurls = [\"{relay_url}\"]\n\n\
-             [[offer]]\nkind = 5050\nexecutor = {{ builtin = \"text\" }}\nmax_concurrency = 64\n\n\
-             [cashu]\np2pk_key_file = \"paydvm-nutzap.key\"\nmint_requests_per_minute = 0\n"
-        ),
-    )
-    .unwrap();
-    let config = Config::load(dir.path().join("paydvm.toml")).unwrap();
-    let node = Node::start(config).await.unwrap();
+    let mint_url = fixture.mint.as_ref().unwrap().url.clone();
+    let node = fixture.start().await.unwrap();
     let stats = node.nutzap_stats().unwrap();
     while !stats.ready() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let lock = format!("02{}", p2pk.expose().public_key().to_hex());
+    let lock = fixture.nutzap_lock().unwrap();
     let customer = Keys::generate();
     // The customer is not what is measured: its wallet does no client-side pacing.
     let wallet = local_mint::memory_wallet(&mint_url).await.unwrap();

@@ -1,8 +1,8 @@
-//! A priced node for the payment benchmark binaries (zap and invoice): its directory, config and
-//! a wait for a job's state, so each bench only adds its own rail.
+//! What the payment benchmark binaries (zap and invoice) share: the priced node they run (set
+//! up through [`crate::fixture`]), its customers' requests and a wait for a job's state, so each
+//! bench only adds its own rail.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -10,68 +10,23 @@ use nostr_sdk::prelude::*;
 use paydvm_ledger::store::Store;
 use paydvm_ledger::{EventBody, JobState};
 
-use paydvm::node::{now_ms, NodeHandle};
+use paydvm::node::NodeHandle;
+
+use crate::fixture::{NodeDir, Offer};
 
 /// What one priced job costs in the benchmarks (kind 5050, built-in text executor).
-pub const PRICE_MSAT: u64 = 5_000;
+pub use crate::fixture::PRICE_MSAT;
 
-/// A fresh directory under the system temp dir, named after the bench and this process.
-pub fn bench_dir(name: &str) -> anyhow::Result<PathBuf> {
-    let dir =
-        std::env::temp_dir().join(format!("paydvm-{name}-{}-{}", std::process::id(), now_ms()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-/// Writes policy.toml (kind 5050 at [`PRICE_MSAT`], quotes for an hour, no per-customer quote
-/// cap) and paydvm.toml (one relay, the text executor) into `dir`; `node_extra` is appended to
-/// the `[node]` table. The key file `paydvm.key` must be created by the caller.
-pub fn write_priced_node_dir(
-    dir: &Path,
-    relay: &RelayUrl,
-    node_extra: &str,
-) -> anyhow::Result<PathBuf> {
-    std::fs::write(
-        dir.join("policy.toml"),
-        format!(
-            r#"
-[admission]
-max_pending_quotes_per_pubkey = 1000000
-
-[quote]
-expiry_secs = 3600
-
-[[pricing.kind]]
-kind = 5050
-mode = "fixed"
-amount_msat = {PRICE_MSAT}
-"#
-        ),
-    )?;
-    std::fs::write(
-        dir.join("paydvm.toml"),
-        format!(
-            r#"
-[node]
-name = "payment bench node"
-ledger = "paydvm.db"
-policy = "policy.toml"
-key_file = "paydvm.key"
-{node_extra}
-
-[relays]
-urls = [{:?}]
-
-[[offer]]
-kind = 5050
-executor = {{ builtin = "text" }}
-timeout_secs = 5
-max_concurrency = 64
-"#,
-            relay.to_string()
-        ),
-    )?;
-    Ok(dir.join("paydvm.toml"))
+/// The node of the payment benches: kind 5050 at [`PRICE_MSAT`] on the text executor (64 jobs
+/// at once), quotes valid for an hour, no per-customer quote cap. Named "payment bench node".
+pub fn priced_node() -> NodeDir {
+    NodeDir::new("payment bench node")
+        .policy(&format!(
+            "[admission]\nmax_pending_quotes_per_pubkey = 1000000\n\n\
+             [quote]\nexpiry_secs = 3600\n\n\
+             [[pricing.kind]]\nkind = 5050\nmode = \"fixed\"\namount_msat = {PRICE_MSAT}\n"
+        ))
+        .offer(Offer::text(5050).timeout_secs(5).max_concurrency(64))
 }
 
 /// Waits until `job` is in state `want`, or fails after `deadline`.

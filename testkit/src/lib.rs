@@ -9,6 +9,7 @@
 //! - [`bench_node`], [`bench_stats`]: the shared parts of the bench binaries (`src/bin/`).
 pub mod bench_node;
 pub mod bench_stats;
+pub mod fixture;
 pub mod local_mint;
 pub mod workload;
 pub mod zapper;

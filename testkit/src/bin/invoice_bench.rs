@@ -13,22 +13,20 @@
 //! clocks are this machine's wall clock in ms.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use nostr_sdk::prelude::*;
-use paydvm::config::{create_key_file, Config};
-use paydvm::lightning::fake::FakeLightning;
-use paydvm::node::{now_ms, Node, NodeOptions};
+use paydvm::node::now_ms;
 use paydvm_ledger::store::Store;
 use paydvm_ledger::{EventBody, JobState, Msat, PaymentOption};
 use paydvm_testkit::bench_node::{
-    bench_dir, ms, processing_latencies, publish_priced_requests, wait_job_state,
-    write_priced_node_dir, PaidJobsArgs, PRICE_MSAT,
+    ms, priced_node, processing_latencies, publish_priced_requests, wait_job_state, PaidJobsArgs,
+    PRICE_MSAT,
 };
 use paydvm_testkit::bench_stats::percentile;
+use paydvm_testkit::fixture::Fixture;
 
 #[derive(Debug, Parser)]
 #[command(about = "Measure invoice settlement → processing start latency of a paydvm node")]
@@ -40,19 +38,18 @@ struct Args {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let dir = bench_dir("invoice-bench")?;
-    let (relay, url) = paydvm::node::local_relay::start_local_relay().await?;
-    create_key_file(&dir.join("paydvm.key"))?;
-    let config = write_priced_node_dir(&dir, &url, "")?;
-    let lightning = FakeLightning::new();
-    let node = Node::start_with(
-        Config::load(&config)?,
-        NodeOptions {
-            lightning: Some(Arc::new(lightning.clone())),
-            ..NodeOptions::default()
-        },
-    )
-    .await?;
+    // The relay and the node directory (removed when `fixture` drops), on a fake Lightning.
+    let mut fixture = Fixture::builder(priced_node())
+        .named_dir("invoice-bench")
+        .fake_lightning()
+        .build()
+        .await?;
+    let url = fixture.urls[0].clone();
+    let lightning = fixture
+        .lightning
+        .clone()
+        .context("the fixture's Lightning")?;
+    let node = fixture.start().await?;
     let deadline = Instant::now() + Duration::from_secs(args.paid.timeout_secs);
 
     // Set-up (untimed): N quoted jobs, each with its invoice.
@@ -82,9 +79,9 @@ async fn main() -> anyhow::Result<()> {
     let all_done = started.elapsed();
     node.shutdown().await;
     client.shutdown().await;
-    relay.shutdown();
+    fixture.shutdown().await;
 
-    let store = Store::open_read_only(dir.join("paydvm.db"))?;
+    let store = fixture.store()?;
     let latencies = processing_latencies(&store, &settled_at)?;
     println!(
         "settled {} invoices (interval {} ms) in {}; all jobs succeeded after {}",
@@ -113,8 +110,6 @@ async fn main() -> anyhow::Result<()> {
         Ok(_) => println!("ledger verify OK; asset:lightning received {expected}"),
         Err(e) => bail!("ledger verify failed: {e}"),
     }
-    drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 

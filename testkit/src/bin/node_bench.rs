@@ -9,16 +9,15 @@
 //! waits for every kind 6001 result. The peak RSS printed covers all of it.
 
 use paydvm_testkit::bench_stats::{percentile, status_kib};
+use paydvm_testkit::fixture::{Fixture, NodeDir, Offer};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
 use nostr_sdk::prelude::*;
-use paydvm::config::{create_key_file, Config};
-use paydvm::node::{Node, NodeOptions};
 use paydvm_ledger::store::Store;
 use tokio::sync::Semaphore;
 
@@ -50,45 +49,6 @@ struct Stats {
     published: usize,
     latencies: Vec<Duration>,
     last_result: Option<Instant>,
-}
-
-fn write_node_dir(dir: &Path, relay: &RelayUrl, max_concurrency: usize) -> anyhow::Result<PathBuf> {
-    std::fs::write(
-        dir.join("policy.toml"),
-        r#"
-[[pricing.kind]]
-kind = 5001
-mode = "free"
-
-[failures]
-max_attempts = 2
-then = "refund"
-"#,
-    )?;
-    create_key_file(&dir.join("paydvm.key"))?;
-    std::fs::write(
-        dir.join("paydvm.toml"),
-        format!(
-            r#"
-[node]
-name = "bench node"
-ledger = "paydvm.db"
-policy = "policy.toml"
-key_file = "paydvm.key"
-
-[relays]
-urls = [{:?}]
-
-[[offer]]
-kind = 5001
-executor = {{ builtin = "text" }}
-timeout_secs = 5
-max_concurrency = {max_concurrency}
-"#,
-            relay.to_string()
-        ),
-    )?;
-    Ok(dir.join("paydvm.toml"))
 }
 
 fn ms(d: Duration) -> String {
@@ -259,14 +219,24 @@ async fn main() -> anyhow::Result<()> {
         args.customers > 0 && args.jobs_per_customer > 0 && args.window > 0,
         "customers, jobs-per-customer and window must be positive"
     );
-    let dir = std::env::temp_dir().join(format!("paydvm-node-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let outcome = run(&args, &dir).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    outcome
+    run(&args).await
 }
 
-async fn run(args: &Args, dir: &Path) -> anyhow::Result<()> {
+/// The bench node: kind 5001 free on the text executor, `max_concurrency` jobs at once.
+fn bench_node(max_concurrency: usize) -> NodeDir {
+    NodeDir::new("bench node")
+        .policy(
+            "[[pricing.kind]]\nkind = 5001\nmode = \"free\"\n\n\
+             [failures]\nmax_attempts = 2\nthen = \"refund\"\n",
+        )
+        .offer(
+            Offer::text(5001)
+                .timeout_secs(5)
+                .max_concurrency(max_concurrency),
+        )
+}
+
+async fn run(args: &Args) -> anyhow::Result<()> {
     println!(
         "paydvm-node-bench: {} customers x {} jobs (window {}, max_concurrency {}), node + relay + clients in one process, {} cores",
         args.customers,
@@ -277,11 +247,14 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<()> {
     );
     schnorr(args.sign_n)?;
 
-    let (relay, url) = paydvm::node::local_relay::start_local_relay().await?;
+    // The relay, the node directory (removed when `fixture` drops, at the end).
+    let mut fixture = Fixture::builder(bench_node(args.max_concurrency))
+        .named_dir("node-bench")
+        .build()
+        .await?;
+    let url = fixture.urls[0].clone();
     relay_round_trips(&url, 200).await?;
-    let config = write_node_dir(dir, &url, args.max_concurrency)?;
-    let config = Config::load(&config).context("loading the bench config")?;
-    let node = Node::start_with(config, NodeOptions::default()).await?;
+    let node = fixture.start().await.context("starting the bench node")?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ledger = node.ledger_path().to_path_buf();
     let (before, _) = ledger_counts(&ledger)?;
@@ -366,7 +339,7 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<()> {
     let t = Instant::now();
     node.shutdown().await;
     println!("node shutdown: {}", ms(t.elapsed()));
-    drop(relay);
+    fixture.shutdown().await;
     let (after, by_type) = ledger_counts(&ledger)?;
     let events = after - before;
     println!(

@@ -17,18 +17,16 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use nostr_sdk::prelude::*;
-use paydvm::config::{create_key_file, load_key_file, Config};
-use paydvm::node::{now_ms, Node};
+use paydvm::node::now_ms;
 use paydvm::payments::zap::{verify_receipt, ZapExpectation};
-use paydvm_ledger::store::Store;
 use paydvm_ledger::{JobState, Msat};
 use paydvm_testkit::bench_node::{
-    bench_dir, ms, processing_latencies, publish_priced_requests, wait_job_state,
-    write_priced_node_dir, PaidJobsArgs, PRICE_MSAT,
+    ms, priced_node, processing_latencies, publish_priced_requests, wait_job_state, PaidJobsArgs,
+    PRICE_MSAT,
 };
 use paydvm_testkit::bench_stats::percentile;
+use paydvm_testkit::fixture::Fixture;
 use paydvm_testkit::zapper::customer::{request_zap_invoice, ZapOrder};
-use paydvm_testkit::zapper::{Zapper, ZapperOptions};
 
 #[derive(Debug, Parser)]
 #[command(about = "Measure zap receipt → processing start latency of a running paydvm node")]
@@ -40,21 +38,18 @@ struct Args {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let dir = bench_dir("zap-bench")?;
-    let (relay, url) = paydvm::node::local_relay::start_local_relay().await?;
-    create_key_file(&dir.join("paydvm.key"))?;
-    let node_pubkey = load_key_file(&dir.join("paydvm.key"))?
-        .expose()
-        .public_key();
-    let zapper = Zapper::start(ZapperOptions::new("bench", node_pubkey)).await?;
+    // The relay, the node directory (removed when `fixture` drops) and the node's lud16 server.
+    let mut fixture = Fixture::builder(priced_node())
+        .named_dir("zap-bench")
+        .zapper("bench")
+        .build()
+        .await?;
+    let url = fixture.urls[0].clone();
+    let node_pubkey = fixture.node_pubkey;
+    let zapper = fixture.zapper.as_ref().context("the fixture's zapper")?;
     let lud16 = zapper.lud16();
     let zapper_key = zapper.nostr_pubkey();
-    let config = write_priced_node_dir(
-        &dir,
-        &url,
-        &format!("lud16 = \"{lud16}\"\nlnurl_http_loopback = true"),
-    )?;
-    let node = Node::start(Config::load(&config)?).await?;
+    let node = fixture.start().await?;
     let deadline = Instant::now() + Duration::from_secs(args.paid.timeout_secs);
 
     // Set-up (untimed): N quoted jobs and their zap invoices.
@@ -107,9 +102,8 @@ async fn main() -> anyhow::Result<()> {
         stats.refused.load(std::sync::atomic::Ordering::SeqCst),
     );
     node.shutdown().await;
-    zapper.shutdown().await;
     client.shutdown().await;
-    relay.shutdown();
+    fixture.shutdown().await;
 
     // The verifier alone, on the same receipts.
     let expect = ZapExpectation {
@@ -122,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let verify_each = timer.elapsed() / receipts.len().max(1) as u32;
 
-    let store = Store::open_read_only(dir.join("paydvm.db"))?;
+    let store = fixture.store()?;
     let latencies = processing_latencies(&store, &sent_at)?;
     println!(
         "receipts verified {verified}, refused {refused}; verify_receipt alone: {:.1} µs each",
@@ -146,7 +140,5 @@ async fn main() -> anyhow::Result<()> {
         Ok(_) => println!("ledger verify OK"),
         Err(e) => bail!("ledger verify failed: {e}"),
     }
-    drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

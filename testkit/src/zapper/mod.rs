@@ -189,6 +189,11 @@ impl Zapper {
             .expect("a loopback address with a valid name")
     }
 
+    /// What it was started with (its keys: a test forges receipts and invoices with them).
+    pub fn options(&self) -> &ZapperOptions {
+        &self.state.options
+    }
+
     /// The port it serves on (127.0.0.1).
     pub fn port(&self) -> u16 {
         self.addr.port()
