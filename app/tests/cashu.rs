@@ -1,7 +1,7 @@
 //! The NutZap rail end to end: an in-process cdk mint ([`crate::cashu_mint`]), a LocalRelay,
 //! the node, and a customer whose cdk wallet mints ecash
 //! P2PK-locked to the key the node published in its kind 10019. The checks take the mint as a
-//! parameter ([`MintUnderTest`]) so tests/nutshell.rs runs them against Nutshell.
+//! parameter ([`MintUnderTest`]) so app/tests/nutshell.rs runs them against Nutshell.
 
 use std::future::Future;
 

@@ -1,5 +1,5 @@
 //! Interop: the NutZap rail against Nutshell, the Python reference mint, started by the test as
-//! a child process on 127.0.0.1 with its FakeWallet backend. The checks are tests/cashu.rs's,
+//! a child process on 127.0.0.1 with its FakeWallet backend. The checks are app/tests/cashu.rs's,
 //! which run there against the in-process cdk mint: here both the customer's and the node's cdk
 //! wallets talk to a mint nobody on this project wrote.
 
@@ -87,11 +87,11 @@ impl Nutshell {
 }
 
 impl Nutshell {
-    /// Nutshell's own wallet as the customer (tests/peers/nutshell_p2pk_send.py): mints here and
+    /// Nutshell's own wallet as the customer (app/tests/peers/nutshell_p2pk_send.py): mints here and
     /// swaps to `sat` sat of proofs P2PK-locked to `lock`, as its `cashu send --lock` would.
     async fn nutshell_wallet_proofs(&self, sat: u64, lock: String) -> Vec<Proof> {
         let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/nutshell_p2pk_send.py");
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("app/tests/peers/nutshell_p2pk_send.py");
         let home = tempfile::tempdir().unwrap();
         let out = tokio::process::Command::new(self.venv.join("bin/python"))
             .arg(&script)

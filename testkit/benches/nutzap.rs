@@ -2,7 +2,7 @@
 //! over N jobs against an in-process cdk mint (FakeWallet, cdk-axum on 127.0.0.1), and the swap
 //! round trip alone (verify + `Redeemer::swap`), which dominates it.
 //!
-//! `cargo bench --bench nutzap [-- JOBS]` (default 200). Not a test: it asserts nothing about
+//! `cargo bench -p paydvm-testkit --bench nutzap [-- JOBS]` (default 200). Not a test: it asserts nothing about
 //! time. The node's wallet runs with `mint_requests_per_minute = 0` (no pacing): the mint is
 //! ours and in-process, and cdk's default (20 per minute) would measure the pacing.
 

@@ -1,6 +1,6 @@
 //! paydvm-bench: throughput and latency of the ledger store. Not a test: it prints numbers.
 //!
-//! `cargo run --release --bin paydvm-bench -- [--events N]`
+//! `cargo run --release -p paydvm-testkit --bin paydvm-bench -- [--events N]`
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

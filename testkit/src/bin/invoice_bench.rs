@@ -1,7 +1,7 @@
 //! paydvm-invoice-bench: latency from an invoice's settlement notification to the job's
 //! processing start, for N priced jobs paid by Lightning invoices. Not a test: it prints numbers.
 //!
-//! `cargo run --release --bin paydvm-invoice-bench -- [--jobs N] [--interval-ms MS]`
+//! `cargo run --release -p paydvm-testkit --bin paydvm-invoice-bench -- [--jobs N] [--interval-ms MS]`
 //!
 //! One process: an embedded LocalRelay, the node with the built-in `FakeLightning` backend (it
 //! sends settlement notifications), and one customer. Untimed set-up: N requests (kind 5050,

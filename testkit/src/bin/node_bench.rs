@@ -1,7 +1,7 @@
 //! paydvm-node-bench: end-to-end throughput and latency of free jobs through a running node.
 //! Not a test: it prints numbers.
 //!
-//! `cargo run --release --bin paydvm-node-bench -- [--customers C] [--jobs-per-customer J]`
+//! `cargo run --release -p paydvm-testkit --bin paydvm-node-bench -- [--customers C] [--jobs-per-customer J]`
 //!
 //! One process holds everything: an embedded LocalRelay on 127.0.0.1, the node (ledger in a
 //! fresh temporary directory) and C customer clients, each with its own keys and connection. Each

@@ -1,7 +1,7 @@
 //! paydvm-zap-bench: latency from a zap receipt's publication to the job's processing start, for
 //! N priced jobs paid by zaps. Not a test: it prints numbers.
 //!
-//! `cargo run --release --bin paydvm-zap-bench -- [--jobs N]`
+//! `cargo run --release -p paydvm-testkit --bin paydvm-zap-bench -- [--jobs N]`
 //!
 //! One process: an embedded LocalRelay, the embedded LNURL-pay zapper (the node's lud16), the
 //! node, and one customer. Untimed set-up: N requests (kind 5050, 5000 msat) are quoted and N
