@@ -91,7 +91,7 @@ impl Nutshell {
     /// swaps to `sat` sat of proofs P2PK-locked to `lock`, as its `cashu send --lock` would.
     async fn nutshell_wallet_proofs(&self, sat: u64, lock: String) -> Vec<Proof> {
         let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("app/tests/peers/nutshell_p2pk_send.py");
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/nutshell_p2pk_send.py");
         let home = tempfile::tempdir().unwrap();
         let out = tokio::process::Command::new(self.venv.join("bin/python"))
             .arg(&script)
