@@ -1,15 +1,11 @@
 //! paydvm: the node (relay intake, NIP-90 adapter, executors, effect outbox) and its CLI.
-pub mod bench_node;
-pub mod bench_stats;
 pub mod cli;
 pub mod config;
 pub mod executor;
 pub mod job;
 pub mod lightning;
-pub mod local_mint;
 pub mod node;
 pub mod operator;
 pub mod payments;
 pub mod protocol;
 pub mod reconcile;
-pub mod workload;

@@ -31,7 +31,7 @@ use paydvm::lightning::refund::{
     check_refund_invoice, never_sent, NeverSent, RefundAddress, RefundInvoiceError,
     MIN_EXPIRY_MARGIN_SECS,
 };
-use paydvm::payments::zapper::invoice::{regtest_invoice, InvoiceSpec};
+use paydvm::lightning::regtest_invoice::{regtest_invoice, InvoiceSpec};
 use paydvm_fuzz::bech32;
 use paydvm_fuzz::input::Input;
 use paydvm_fuzz::vectors;

@@ -4,7 +4,7 @@
 //! `cargo run --release -p paydvm-ledger --example restart_bench -- [EVENTS] [DIR]`
 //!
 //! Builds an EVENTS-event ledger (default 1 000 000) from the same deterministic job mix as
-//! `paydvm-bench` (`src/workload`, included by path so this runs without building the node),
+//! `paydvm-bench` (`testkit/src/workload`, included by path so this runs without building the node),
 //! then opens it in child processes so that each open's peak RSS (VmHWM) is its own: keeping
 //! everything (before), open work from a snapshot, open work without one, and a snapshot plus a
 //! tail. Then durable single appends on the big file and `verify_file`.
@@ -20,7 +20,7 @@ use paydvm_ledger::store::{verify_file, Store};
 use paydvm_ledger::{Durability, LedgerEvent, LedgerStore, StoreOptions};
 
 #[allow(dead_code, unused_imports)]
-#[path = "../../src/workload/mod.rs"]
+#[path = "../../testkit/src/workload/mod.rs"]
 mod workload;
 
 const WORKLOAD_SEED: u64 = 0x9E37_79B9_7F4A_7C15;

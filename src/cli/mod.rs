@@ -1,21 +1,19 @@
 //! The `paydvm` command line: argument parsing, dispatch and exit codes.
 
 mod audit;
-mod demo;
 mod export;
 mod init;
 mod ledger_file;
 mod operator;
-mod output;
+pub mod output;
 mod reconcile;
 mod run;
-mod sample;
 mod status;
 mod timeline;
 mod verify;
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +22,7 @@ use paydvm_ledger::WriteOffTo;
 use crate::operator::OperatorAction;
 
 pub use timeline::{format_ms, render_trail};
+pub use verify::summary as verify_summary;
 
 /// Everything went fine.
 pub const EXIT_OK: u8 = 0;
@@ -228,15 +227,31 @@ enum LedgerCommand {
         /// How many jobs to write; the first ones cover every job type.
         #[arg(
             long,
-            default_value_t = sample::DEFAULT_JOBS,
-            value_parser = clap::value_parser!(u32).range(1..=i64::from(sample::MAX_JOBS)),
+            default_value_t = SAMPLE_DEFAULT_JOBS,
+            value_parser = clap::value_parser!(u32).range(1..=i64::from(SAMPLE_MAX_JOBS)),
         )]
         jobs: u32,
     },
 }
 
+/// `ledger sample` writes this many jobs unless `--jobs` says otherwise.
+pub const SAMPLE_DEFAULT_JOBS: u32 = 12;
+/// The most jobs `ledger sample --jobs` accepts.
+pub const SAMPLE_MAX_JOBS: u32 = 100_000;
+
+/// The commands this library declares but does not implement: they run test scaffolding (an
+/// in-process Cashu mint, an LNURL-pay zapper, the sample job mix) from `paydvm-testkit`, which
+/// depends on this library and so cannot be a dependency of it. The `paydvm` binary (`app/`)
+/// supplies them.
+pub trait Scaffolded {
+    /// `paydvm demo`.
+    fn demo(&self) -> anyhow::Result<u8>;
+    /// `paydvm ledger sample <file> --jobs <jobs>` (`jobs` within 1..=[`SAMPLE_MAX_JOBS`]).
+    fn ledger_sample(&self, file: &Path, jobs: u32) -> anyhow::Result<u8>;
+}
+
 /// Parse `args` (program name first), run the command and map the outcome to an exit code.
-pub fn run<I, T>(args: I) -> ExitCode
+pub fn run<I, T>(args: I, scaffolded: &dyn Scaffolded) -> ExitCode
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -250,7 +265,7 @@ where
             return ExitCode::from(code);
         }
     };
-    match dispatch(cli.command) {
+    match dispatch(cli.command, scaffolded) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -259,10 +274,10 @@ where
     }
 }
 
-fn dispatch(command: Command) -> anyhow::Result<u8> {
+fn dispatch(command: Command, scaffolded: &dyn Scaffolded) -> anyhow::Result<u8> {
     match command {
         Command::Init { dir } => init::run(&dir),
-        Command::Demo => demo::run(),
+        Command::Demo => scaffolded.demo(),
         Command::Run { config } => run::run(&config),
         Command::Audit {
             reference,
@@ -293,7 +308,9 @@ fn dispatch(command: Command) -> anyhow::Result<u8> {
             json,
             all_accounts,
         }) => status::run(&file, json, all_accounts),
-        Command::Ledger(LedgerCommand::Sample { file, jobs }) => sample::run(&file, jobs),
+        Command::Ledger(LedgerCommand::Sample { file, jobs }) => {
+            scaffolded.ledger_sample(&file, jobs)
+        }
     }
 }
 
@@ -337,7 +354,7 @@ fn refund_command(command: RefundCommand) -> anyhow::Result<u8> {
 }
 
 /// The ledger file a node's config names.
-fn node_ledger(config: &std::path::Path) -> anyhow::Result<PathBuf> {
+fn node_ledger(config: &Path) -> anyhow::Result<PathBuf> {
     let config = crate::config::Config::load(config)?;
     Ok(config.node.ledger)
 }

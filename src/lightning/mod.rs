@@ -11,6 +11,7 @@ pub mod fake;
 pub mod lnbits;
 pub mod nwc;
 pub mod refund;
+pub mod regtest_invoice;
 pub mod watch;
 
 use async_trait::async_trait;

@@ -417,7 +417,7 @@ mod fetch_tests {
     use nostr_sdk::prelude::Keys;
 
     use super::*;
-    use crate::payments::zapper::{Zapper, ZapperOptions};
+    use paydvm_testkit::zapper::{Zapper, ZapperOptions};
 
     #[tokio::test]
     async fn our_endpoint_is_cached_and_kept_while_the_server_is_down() {
@@ -425,8 +425,9 @@ mod fetch_tests {
             .await
             .unwrap();
         let signer = zapper.nostr_pubkey();
-        let cache =
-            |ttl| PayEndpointCache::new(&zapper.lud16(), LnurlHttp::loopback(true).unwrap(), ttl);
+        // The zapper's `Lud16` is the testkit build's type: carry it over as text.
+        let address: Lud16 = zapper.lud16().to_string().parse().unwrap();
+        let cache = |ttl| PayEndpointCache::new(&address, LnurlHttp::loopback(true).unwrap(), ttl);
         let fresh = cache(Duration::from_secs(600)).unwrap();
         let stale = cache(Duration::ZERO).unwrap();
         assert_eq!(fresh.zap_signer().await.unwrap(), signer);

@@ -11,7 +11,7 @@ use paydvm_netguard::AllowList;
 
 use super::*;
 use crate::payments::lnurl::{fetch_pay_endpoint, request_invoice};
-use crate::payments::zapper::{Zapper, ZapperOptions};
+use paydvm_testkit::zapper::{Zapper, ZapperOptions};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -25,6 +25,11 @@ async fn wallet(callback: Option<String>) -> Zapper {
     let mut options = ZapperOptions::new("alice", Keys::generate().public_key());
     options.callback = callback;
     Zapper::start(options).await.unwrap()
+}
+
+/// The server's lightning address (the testkit build's `Lud16`, carried over as text).
+fn address_of(server: &Zapper) -> Lud16 {
+    server.lud16().to_string().parse().unwrap()
 }
 
 fn refusal(result: Result<impl std::fmt::Debug, LnurlError>) -> (Role, Refusal) {
@@ -162,7 +167,7 @@ async fn a_callback_on_a_private_or_plain_http_host_is_refused_before_connecting
         let http =
             LnurlHttp::with_resolver(HostPolicy::new(true, AllowList::default()), dns.clone())
                 .unwrap();
-        let endpoint = fetch_pay_endpoint(&http, http.pay_url(&server.lud16()).unwrap())
+        let endpoint = fetch_pay_endpoint(&http, http.pay_url(&address_of(&server)).unwrap())
             .await
             .unwrap();
         let refused = request_invoice(&http, &endpoint, Msat::from_msat(5_000), None)

@@ -4,12 +4,10 @@
 //! - [`lnurl_http`]: the HTTP client every LNURL call goes through, which refuses hosts that are
 //!   not public (checked again on every address a name resolves to).
 //! - [`zap`]: NIP-57 zap receipts (kind 9735), a pure verifier.
-//! - [`zapper`]: a test/demo LNURL-pay + zapper server on 127.0.0.1.
 
 pub mod lnurl;
 pub mod lnurl_http;
 pub mod zap;
-pub mod zapper;
 
 #[cfg(test)]
 mod zap_vectors;

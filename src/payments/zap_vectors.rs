@@ -10,7 +10,7 @@ use nostr_sdk::prelude::{Event, EventBuilder, EventId, JsonUtil, Keys, Kind, Tag
 use serde_json::Value;
 
 use super::zap::{verify_for_job, verify_receipt, RejectionCategory, ZapExpectation, ZapRejection};
-use super::zapper::invoice::{regtest_invoice, InvoiceSpec};
+use crate::lightning::regtest_invoice::{regtest_invoice, InvoiceSpec};
 
 const VECTORS: &str = include_str!("../../tests/vectors/synthetic-zap.vectors.json");
 

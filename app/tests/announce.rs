@@ -1,0 +1,336 @@
+//! NIP-89 announcements, the kind 0 profile and the kind 11998 heartbeat, against a real
+//! LocalRelay.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nostr_sdk::prelude::*;
+use paydvm::config::Config;
+use paydvm::node::announce::{d_tag, HANDLER_INFO_KIND, HEARTBEAT_KIND};
+use paydvm::node::{Node, NodeHandle, NodeOptions};
+use paydvm_ledger::store::Store;
+use paydvm_testkit::fixture::{NodeDir, Offer};
+
+const WAIT: Duration = Duration::from_secs(15);
+const HEARTBEAT: Duration = Duration::from_millis(200);
+
+async fn start_relay() -> (paydvm::node::local_relay::EmbeddedRelay, RelayUrl) {
+    paydvm::node::local_relay::start_local_relay()
+        .await
+        .expect("relay runs")
+}
+
+/// A node directory: 5050 (fixed 5000 msat, named offer) and 5001 (free). Rewriting it keeps
+/// the node's key.
+fn write_node_dir(dir: &Path, relay: &RelayUrl, offer_about: &str) -> PathBuf {
+    NodeDir::new("announce node")
+        .node_setting("about = \"a test node\"")
+        .node_setting("picture = \"https://example.com/p.png\"")
+        .node_setting("lud16 = \"dvm@127.0.0.1:9\"")
+        .node_setting("lnurl_http_loopback = true")
+        .policy(
+            "[[pricing.kind]]\nkind = 5001\nmode = \"free\"\n\n\
+             [[pricing.kind]]\nkind = 5050\nmode = \"fixed\"\namount_msat = 5000\n",
+        )
+        .offer(
+            Offer::text(5050)
+                .line("name = \"reverser\"")
+                .line(format!("about = {offer_about:?}")),
+        )
+        .offer(Offer::text(5001))
+        .relays(std::slice::from_ref(relay))
+        .write(dir)
+        .unwrap()
+}
+
+async fn start_node(config: &Path) -> NodeHandle {
+    let config = Config::load(config).expect("config loads");
+    Node::start_with(
+        config,
+        NodeOptions {
+            heartbeat_every: HEARTBEAT,
+            ..NodeOptions::default()
+        },
+    )
+    .await
+    .expect("node starts")
+}
+
+async fn reader(relay: &RelayUrl) -> Client {
+    let client = paydvm::node::transport::client(Keys::generate());
+    client.add_relay(relay.clone()).await.unwrap();
+    client.try_connect(Duration::from_secs(5)).await;
+    client
+}
+
+async fn fetch(client: &Client, author: PublicKey, kind: u16) -> Vec<Event> {
+    client
+        .fetch_events(
+            Filter::new().author(author).kind(Kind::Custom(kind)),
+            Duration::from_secs(2),
+        )
+        .await
+        .map(|e| e.into_iter().collect())
+        .unwrap_or_default()
+}
+
+/// Polls `f` until it returns `Some`, for at most [`WAIT`].
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn tag<'a>(event: &'a Event, name: &str) -> Option<&'a str> {
+    event.tags.iter().find_map(|t| match t.as_slice() {
+        [n, v, ..] if n == name => Some(v.as_str()),
+        _ => None,
+    })
+}
+
+/// Announcement effects stored in the ledger, by event kind.
+fn ledgered(ledger: &Path, kind: u64) -> usize {
+    let store = Store::open_read_only(ledger).unwrap();
+    store
+        .state()
+        .effects()
+        .filter(|e| e.job.is_none())
+        .filter(|e| {
+            let v: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
+            v["event"]["kind"].as_u64() == Some(kind)
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announces_each_offered_kind_and_a_profile_once() {
+    let (_relay, url) = start_relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_node_dir(dir.path(), &url, "reverses text");
+    let node = start_node(&config).await;
+    let pubkey = node.pubkey();
+    let ledger = node.ledger_path().to_owned();
+    let client = reader(&url).await;
+
+    let announced = eventually("two 31990 announcements", || async {
+        let events = fetch(&client, pubkey, HANDLER_INFO_KIND).await;
+        (events.len() == 2).then_some(events)
+    })
+    .await;
+    for kind in [5050u16, 5001] {
+        let event = announced
+            .iter()
+            .find(|e| tag(e, "k") == Some(kind.to_string().as_str()))
+            .unwrap_or_else(|| panic!("no 31990 for kind {kind}"));
+        assert_eq!(tag(event, "d"), Some(d_tag(kind).as_str()));
+        let content: serde_json::Value = serde_json::from_str(&event.content).unwrap();
+        assert_eq!(content["supportsEncryption"], true);
+        assert_eq!(content["encryptionSupported"], true);
+        assert_eq!(content["acceptsNutZaps"], false);
+        assert_eq!(content["cashuAccepted"], false);
+        assert_eq!(content["picture"], "https://example.com/p.png");
+        assert_eq!(content["lud16"], "dvm@127.0.0.1:9");
+        if kind == 5050 {
+            assert_eq!(content["name"], "reverser");
+            assert_eq!(content["about"], "reverses text");
+            assert_eq!(content["amount"], "5");
+            assert_eq!(
+                content["nip90Params"]["mode"]["values"],
+                serde_json::json!(["reverse", "upper"])
+            );
+        } else {
+            assert_eq!(content["name"], "announce node");
+            assert_eq!(content["about"], "a test node");
+            assert_eq!(content["amount"], "free");
+        }
+    }
+    let profile = eventually("a kind 0 profile", || async {
+        fetch(&client, pubkey, 0).await.into_iter().next()
+    })
+    .await;
+    let content: serde_json::Value = serde_json::from_str(&profile.content).unwrap();
+    assert_eq!(content["name"], "announce node");
+    assert_eq!(content["about"], "a test node");
+    assert_eq!(content["picture"], "https://example.com/p.png");
+    assert_eq!(content["lud16"], "dvm@127.0.0.1:9");
+    node.shutdown().await;
+    assert_eq!(ledgered(&ledger, 31990), 2);
+    assert_eq!(ledgered(&ledger, 0), 1);
+    let mut first: Vec<EventId> = announced.iter().map(|e| e.id).collect();
+    first.sort();
+
+    // A restart with the same config (a second later, so a re-signed event would get a new id)
+    // publishes nothing new.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let node = start_node(&config).await;
+    let stats = node.heartbeat_stats();
+    eventually("a heartbeat after the restart", || async {
+        (stats.published() > 0).then_some(())
+    })
+    .await;
+    node.shutdown().await;
+    assert_eq!(
+        ledgered(&ledger, 31990),
+        2,
+        "no second announcement ledgered"
+    );
+    assert_eq!(ledgered(&ledger, 0), 1, "no second profile ledgered");
+    let events = fetch(&client, pubkey, HANDLER_INFO_KIND).await;
+    let mut again: Vec<EventId> = events.iter().map(|e| e.id).collect();
+    again.sort();
+    assert_eq!(again, first, "the relay holds the same two announcements");
+    assert_eq!(fetch(&client, pubkey, 0).await.len(), 1);
+
+    // Changing one offer's text re-announces that kind only.
+    write_node_dir(dir.path(), &url, "reverses or shouts text");
+    let node = start_node(&config).await;
+    let updated = eventually("the updated 5050 announcement", || async {
+        fetch(&client, pubkey, HANDLER_INFO_KIND)
+            .await
+            .into_iter()
+            .find(|e| e.content.contains("shouts"))
+    })
+    .await;
+    assert_eq!(tag(&updated, "d"), Some(d_tag(5050).as_str()));
+    node.shutdown().await;
+    assert_eq!(ledgered(&ledger, 31990), 3);
+    assert_eq!(ledgered(&ledger, 0), 1);
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_only_while_a_relay_is_connected() {
+    let (relay, url) = start_relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_node_dir(dir.path(), &url, "reverses text");
+    let node = start_node(&config).await;
+    let pubkey = node.pubkey();
+    let stats = node.heartbeat_stats();
+    let client = reader(&url).await;
+
+    let beat = eventually("a heartbeat on the relay", || async {
+        fetch(&client, pubkey, HEARTBEAT_KIND)
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
+    let expiration: u64 = tag(&beat, "expiration")
+        .expect("an expiration tag")
+        .parse()
+        .unwrap();
+    assert!(expiration > beat.created_at.as_secs());
+    client.shutdown().await;
+
+    relay.shutdown();
+    let skipped = stats.skipped();
+    eventually("the heartbeat noticing the relay is down", || async {
+        (stats.skipped() >= skipped + 2).then_some(())
+    })
+    .await;
+    let attempted = stats.attempted();
+    let published = stats.published();
+    let skipped = stats.skipped();
+    eventually("more skipped heartbeats", || async {
+        (stats.skipped() >= skipped + 3).then_some(())
+    })
+    .await;
+    assert_eq!(stats.attempted(), attempted, "no heartbeat sent while down");
+    assert_eq!(stats.published(), published);
+    node.shutdown().await;
+}
+
+/// The ids of our announcements (both 31990s and the kind 0) on `relay`, once all are there.
+async fn announced_ids(relay: &RelayUrl, pubkey: PublicKey) -> Vec<EventId> {
+    let client = reader(relay).await;
+    let ids = eventually("both 31990s and the kind 0 on the relay", || async {
+        let mut events = fetch(&client, pubkey, HANDLER_INFO_KIND).await;
+        events.extend(fetch(&client, pubkey, 0).await);
+        let mut ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
+        ids.sort();
+        (ids.len() == 3).then_some(ids)
+    })
+    .await;
+    client.shutdown().await;
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_lost_its_data_gets_the_stored_announcements_again() {
+    let addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let (relay, url) = paydvm::node::local_relay::start_local_relay_on(addr)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_node_dir(dir.path(), &url, "reverses text");
+    let node = start_node(&config).await;
+    let pubkey = node.pubkey();
+    let ledger = node.ledger_path().to_owned();
+    let first = announced_ids(&url, pubkey).await;
+
+    // The relay restarts empty on the same address (a second later, so a re-signed event would
+    // get a new id).
+    relay.shutdown();
+    drop(relay);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let _relay = eventually("the relay back on its address", || async {
+        paydvm::node::local_relay::start_local_relay_on(addr)
+            .await
+            .ok()
+    })
+    .await;
+    let again = announced_ids(&url, pubkey).await;
+    assert_eq!(again, first, "the stored signed events, not new ones");
+    node.shutdown().await;
+    assert_eq!(ledgered(&ledger, 31990), 2, "nothing new ledgered");
+    assert_eq!(ledgered(&ledger, 0), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_added_to_the_config_gets_the_stored_announcements() {
+    let (_first, first_url) = start_relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_node_dir(dir.path(), &first_url, "reverses text");
+    let node = start_node(&config).await;
+    let pubkey = node.pubkey();
+    let ledger = node.ledger_path().to_owned();
+    let announced = announced_ids(&first_url, pubkey).await;
+    node.shutdown().await;
+
+    let (_added, added_url) = start_relay().await;
+    let toml = std::fs::read_to_string(&config).unwrap();
+    let toml = toml.replace(
+        &format!("urls = [{:?}]", first_url.to_string()),
+        &format!(
+            "urls = [{:?}, {:?}]",
+            first_url.to_string(),
+            added_url.to_string()
+        ),
+    );
+    std::fs::write(&config, toml).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let node = start_node(&config).await;
+    let on_added = announced_ids(&added_url, pubkey).await;
+    assert_eq!(
+        on_added, announced,
+        "the stored signed events, not new ones"
+    );
+    node.shutdown().await;
+    assert_eq!(ledgered(&ledger, 31990), 2, "nothing new ledgered");
+    assert_eq!(ledgered(&ledger, 0), 1);
+}

@@ -1,3 +1,0 @@
-fn main() -> std::process::ExitCode {
-    paydvm::cli::run(std::env::args_os())
-}
