@@ -258,24 +258,27 @@ impl Core {
 
     /// Decides `input` and stages what was decided; false when nothing new was staged.
     fn input(&mut self, input: Input) -> bool {
-        let now = self.now();
-        if let Err(e) = self.recall(now, &input) {
-            // Deciding without them could take an ended job for an unknown one; the store could
-            // not write either. The input comes again (catch-up, retry, restart).
-            warn!("cannot read the records this input names; not decided now: {e}");
-            return false;
+        match self.decide(input) {
+            Ok(decision) => self.apply(decision),
+            Err(e) => {
+                // The input comes again (catch-up, retry, restart).
+                warn!("cannot read the records this input names; not decided now: {e}");
+                false
+            }
         }
-        let decision = self.decider.decide(self.store.state(), now, input);
-        self.apply(decision)
     }
 
-    /// Brings back into memory what deciding `input` may read (see `decide::recall`).
-    fn recall(&mut self, now: UnixMs, input: &Input) -> Result<(), paydvm_ledger::LedgerError> {
-        let names = self.decider.recall(self.store.state(), now, input);
-        if names.is_empty() {
-            return Ok(());
+    /// The one way the shell decides: the records deciding `input` may read are brought back
+    /// into memory first (see `decide::recall`), then the decider reads the state. Refused when
+    /// they cannot be read: deciding without them could take an ended job for an unknown one
+    /// (and the store could not write either).
+    fn decide(&mut self, input: Input) -> Result<Decision, paydvm_ledger::LedgerError> {
+        let now = self.now();
+        let names = self.decider.recall(self.store.state(), now, &input);
+        if !names.is_empty() {
+            self.store.recall(&names)?;
         }
-        self.store.recall(&names)
+        Ok(self.decider.decide(self.store.state(), now, input))
     }
 
     /// Stages each group of `decision` (with its rendered replies); its actions wait for the
@@ -355,9 +358,10 @@ impl Core {
     /// A write landed: refunds it made due are routed now (their loose actions at once; groups,
     /// such as a reason a refund waits, go with the next write).
     fn after_write(&mut self) {
-        let decision = self
-            .decider
-            .decide(self.store.state(), self.now(), Input::Written);
+        let decision = match self.decide(Input::Written) {
+            Ok(decision) => decision,
+            Err(e) => return warn!("refunds: {e}"),
+        };
         if let Some(e) = &decision.error {
             warn!("refunds: {e}");
         }
@@ -478,11 +482,10 @@ impl Core {
     /// Decided, written and answered once on disk.
     fn operator(&mut self, request: OperatorRequest) -> OperatorReply {
         let id = request.id.clone();
-        let decision = self.decider.decide(
-            self.store.state(),
-            self.now(),
-            Input::OperatorAsked(request),
-        );
+        let decision = match self.decide(Input::OperatorAsked(request)) {
+            Ok(decision) => decision,
+            Err(e) => return OperatorReply::refused(format!("cannot read the ledger: {e}")),
+        };
         if let Some(why) = decision.refused.clone() {
             return OperatorReply::refused(why);
         }
