@@ -27,7 +27,8 @@ use super::republish::Republisher;
 use crate::payments::zap::ZAP_RECEIPT_KIND;
 use crate::protocol::nip90::REQUEST_KINDS;
 
-/// How far before the newest ledger event intake catches up on requests.
+/// How far before the newest ledger event intake catches up on requests (and, after a relay was
+/// down, before the moment it was seen down: `relays`).
 pub const CATCH_UP_MS: u64 = 10 * 60 * 1000;
 /// How long start-up waits for the first connection attempt to every relay.
 const FIRST_ATTEMPTS: std::time::Duration = std::time::Duration::from_secs(6);

@@ -28,9 +28,6 @@ use super::republish::Republisher;
 const MAX_ERROR_CHARS: usize = 200;
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How far before the moment a relay was seen down its catch-up starts: events are often
-/// published a little after their `created_at`, and clocks differ.
-pub const RECONNECT_MARGIN: Duration = Duration::from_secs(10 * 60);
 
 /// Pauses between connection attempts: `first` after the first failure, doubled after each
 /// further one, never more than `max`; each pause is picked at random in its upper half so that
@@ -241,7 +238,10 @@ async fn run(parts: SupervisorParts) {
                     republisher.check(&client, &url).await;
                 }
                 wait_until_down(&relay).await;
-                since_ms = now_ms().saturating_sub(millis(RECONNECT_MARGIN));
+                // Catch up from the same margin before the outage as intake does before the
+                // newest ledger event: events are often published a little after their
+                // `created_at`, and clocks differ.
+                since_ms = now_ms().saturating_sub(super::intake::CATCH_UP_MS);
                 board.set_down(&url, None);
                 warn!(%url, "relay down; reconnecting with back-off");
                 told_down = true;
@@ -259,10 +259,6 @@ async fn run(parts: SupervisorParts) {
         }
         tokio::time::sleep(backoff.delay(failures)).await;
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A fresh pool relay for `url`, connected. Fresh, so that it holds no subscription of an
