@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use nostr_sdk::prelude::{
     Client, Event, EventBuilder, JsonUtil, Keys, Kind, PublicKey, RelayStatus, RelayUrl, Tag,
-    TagKind, Timestamp, UnsignedEvent,
+    TagKind, Tags, Timestamp, UnsignedEvent,
 };
 use paydvm_ledger::effect::EffectRecord;
 use paydvm_ledger::EffectAction;
@@ -188,33 +188,12 @@ pub fn same_as_last<'a>(
     effects: impl Iterator<Item = &'a EffectRecord>,
     candidate: &UnsignedEvent,
 ) -> bool {
-    let author = candidate.pubkey.to_hex();
-    let tags: Vec<Vec<String>> = candidate
-        .tags
-        .iter()
-        .map(|t| t.as_slice().to_vec())
-        .collect();
-    let wanted = address(candidate.kind.as_u16(), &tags);
-    let last = effects
-        .filter(|e| e.action == EffectAction::Publish)
-        .filter_map(|e| {
-            let payload: Value = serde_json::from_str(&e.payload).ok()?;
-            let event = payload.get("event")?.clone();
-            (event["pubkey"].as_str()? == author).then_some((e.requested_seq, event))
-        })
-        .filter(|(_, event)| {
-            let kind = event["kind"].as_u64().and_then(|k| u16::try_from(k).ok());
-            let tags: Vec<Vec<String>> =
-                serde_json::from_value(event["tags"].clone()).unwrap_or_default();
-            kind.is_some_and(|k| address(k, &tags) == wanted)
-        })
-        .max_by_key(|(seq, _)| *seq);
-    let Some((_, event)) = last else {
-        return false;
-    };
-    let stored_tags: Vec<Vec<String>> =
-        serde_json::from_value(event["tags"].clone()).unwrap_or_default();
-    stored_tags == tags && json_eq(event["content"].as_str().unwrap_or(""), &candidate.content)
+    let kind = candidate.kind.as_u16();
+    let tags = tag_lists(&candidate.tags);
+    let latest = latest_per_address(effects, &candidate.pubkey, |k| k == kind);
+    latest.get(&address(kind, &tags)).is_some_and(|(_, last)| {
+        tag_lists(&last.tags) == tags && json_eq(&last.content, &candidate.content)
+    })
 }
 
 /// The announcements a relay should hold: of the publications stored with no job and authored by
@@ -229,6 +208,19 @@ pub fn stored_announcements<'a>(
         paydvm_mints::NUTZAP_INFO_KIND,
         HANDLER_INFO_KIND,
     ];
+    latest_per_address(effects, author, |k| kinds.contains(&k))
+        .into_values()
+        .map(|(_, event)| event)
+        .collect()
+}
+
+/// Of the publications the node stored for itself (no job) signed by `author` with a kind
+/// `wanted` accepts, the latest (by ledger order) per address, with the seq that requested it.
+fn latest_per_address<'a>(
+    effects: impl Iterator<Item = &'a EffectRecord>,
+    author: &PublicKey,
+    wanted: impl Fn(u16) -> bool,
+) -> BTreeMap<(u16, String), (u64, Event)> {
     let mut latest: BTreeMap<(u16, String), (u64, Event)> = BTreeMap::new();
     let ours = effects.filter(|e| e.job.is_none() && e.action == EffectAction::Publish);
     for record in ours {
@@ -239,11 +231,10 @@ pub fn stored_announcements<'a>(
             continue;
         };
         let kind = event.kind.as_u16();
-        if event.pubkey != *author || !kinds.contains(&kind) {
+        if event.pubkey != *author || !wanted(kind) {
             continue;
         }
-        let tags: Vec<Vec<String>> = event.tags.iter().map(|t| t.as_slice().to_vec()).collect();
-        let slot = latest.entry(address(kind, &tags));
+        let slot = latest.entry(address(kind, &tag_lists(&event.tags)));
         match slot {
             std::collections::btree_map::Entry::Occupied(mut o) => {
                 if o.get().0 < record.requested_seq {
@@ -255,7 +246,11 @@ pub fn stored_announcements<'a>(
             }
         }
     }
-    latest.into_values().map(|(_, event)| event).collect()
+    latest
+}
+
+fn tag_lists(tags: &Tags) -> Vec<Vec<String>> {
+    tags.iter().map(|t| t.as_slice().to_vec()).collect()
 }
 
 fn json_eq(a: &str, b: &str) -> bool {
