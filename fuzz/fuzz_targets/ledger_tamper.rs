@@ -40,6 +40,9 @@ fuzz_target!(|data: &[u8]| {
     if dump(conn) == before {
         return; // e.g. an UPDATE that wrote an equal value under another type
     }
+    if what.contains("changed_since") && changed_since_within_the_quiet_gap(conn, last) {
+        return;
+    }
     if std::env::var_os("PAYDVM_FUZZ_STATS").is_some() {
         let kind: String = what.chars().take_while(|c| !c.is_ascii_digit()).collect();
         eprintln!("stat tamper {kind}");
@@ -49,6 +52,34 @@ fuzz_target!(|data: &[u8]| {
         panic!("tampering not detected: {what}\nverify said: {report:?}");
     }
 });
+
+/// Whether `changed_since` (the head when the `changed` columns were added), as the tampering
+/// left it, is a seq no row can tell from the true one: at most the head, below every `changed`
+/// value (rows written since the columns exist), and no row has a NULL `changed` (a row from
+/// before). Such a store reads back exactly as the honest one, so verify has nothing to refuse.
+fn changed_since_within_the_quiet_gap(conn: &Connection, head: u64) -> bool {
+    let since: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'changed_since' AND typeof(value) = 'text'",
+            [],
+            |r| r.get(0),
+        )
+        .ok();
+    let Some(since) = since.and_then(|v| v.parse::<u64>().ok()) else {
+        return false;
+    };
+    let (nulls, first): (i64, Option<i64>) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM jobs WHERE changed IS NULL) \
+                  + (SELECT count(*) FROM refunds WHERE changed IS NULL), \
+                    (SELECT min(c) FROM (SELECT changed AS c FROM jobs \
+                                         UNION ALL SELECT changed FROM refunds))",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    nulls == 0 && since <= head && first.is_none_or(|c| since < c as u64)
+}
 
 /// Everything stored, to tell a real change from a no-op.
 fn dump(conn: &Connection) -> Vec<Vec<Value>> {

@@ -102,7 +102,6 @@ impl Invoice {
         let inner = SignedRawBolt11Invoice::from_str(text)
             .map_err(|e| Bolt11Error::Invalid(e.to_string()))?;
         check_field_counts(&inner)?;
-        features::check(inner.raw_invoice().features().map(|f| f.le_flags()), role)?;
         let payee = check_signature(&inner)?;
         let invoice = Invoice {
             text: text.to_owned(),
@@ -121,6 +120,9 @@ impl Invoice {
                 return Err(Bolt11Error::AmountOutOfRange(msat));
             }
         }
+        // Last, so that a feature refusal means everything else about the invoice is valid.
+        let flags = invoice.inner.raw_invoice().features().map(|f| f.le_flags());
+        features::check(flags, role)?;
         Ok(invoice)
     }
 

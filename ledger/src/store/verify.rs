@@ -188,7 +188,7 @@ pub fn verify_connection(conn: &Connection) -> Result<VerifyReport, VerifyFailur
     let state = ledger.state();
     invariants::check_all(state).map_err(VerifyFailure::Invariant)?;
     let changed = (version >= schema::SNAPSHOT_VERSION)
-        .then(|| changed.since(conn))
+        .then(|| changed.since(conn, last))
         .transpose()?;
     let stale_rows = check_projections(conn, state, changed.as_ref())?;
     Ok(VerifyReport {
@@ -222,7 +222,8 @@ impl LastChanged {
         }
     }
 
-    fn since(mut self, conn: &Connection) -> Result<Self, VerifyFailure> {
+    /// Reads `changed_since`, the head when the column was added: never beyond the head `last`.
+    fn since(mut self, conn: &Connection, last: u64) -> Result<Self, VerifyFailure> {
         let v: Option<String> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'changed_since'",
@@ -240,6 +241,12 @@ impl LastChanged {
                 ))
             }
         };
+        if self.since > last {
+            return Err(VerifyFailure::Head(format!(
+                "changed_since {} is beyond the head {last}",
+                self.since
+            )));
+        }
         Ok(self)
     }
 
@@ -258,7 +265,8 @@ impl LastChanged {
         let last = map.get(key).copied().unwrap_or(0);
         let ok = match stored {
             None => last <= self.since,
-            Some(c) => u64::try_from(c) == Ok(last),
+            // A row written since the column exists was written after `changed_since`.
+            Some(c) => u64::try_from(c) == Ok(last) && last > self.since,
         };
         if ok {
             return Ok(());
