@@ -542,6 +542,7 @@ impl<'a> Gen<'a> {
                     subscription,
                 }
             }
+            23 if self.coin() => self.subscription_quote(),
             23 => {
                 let subscription = self.sub();
                 hint = st.subscription(&subscription).map(|s| s.period_end.0);
@@ -805,6 +806,20 @@ impl<'a> Gen<'a> {
             },
         };
         Some((body, None))
+    }
+
+    /// A subscription quoted, with edge terms (zero period, quota or price are refused).
+    fn subscription_quote(&mut self) -> EventBody {
+        EventBody::SubscriptionQuoted {
+            subscription: self.sub(),
+            subscriber: self.pubkey(),
+            tier: self.pick(TIERS).to_string(),
+            price: self.amount(Msat::from_msat(10_000)),
+            period_ms: self.pick(&[0, 1, 1_000, 100_000, u64::MAX]),
+            quota: self.pick(&[0, 1, 2, u32::MAX]),
+            options: vec![],
+            expires_at: self.at(None),
+        }
     }
 
     fn guided_subscription(&mut self, st: &LedgerState) -> Option<(EventBody, Option<u64>)> {

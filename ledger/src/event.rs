@@ -395,6 +395,24 @@ pub enum EventBody {
     EntitlementExpired {
         subscription: SubscriptionId,
     },
+    /// A subscribe request (NIP-88 kind 7001, whose id is the subscription's) for one of our
+    /// tiers was quoted: the subscription exists, unpaid, with the terms the subscriber was
+    /// offered. Payments naming it fund it; a funded subscription is granted periods
+    /// ([`EventBody::EntitlementGranted`]).
+    SubscriptionQuoted {
+        subscription: SubscriptionId,
+        subscriber: Pubkey,
+        tier: String,
+        /// The price of one period.
+        price: Msat,
+        period_ms: u64,
+        /// Jobs per period.
+        quota: u32,
+        /// How the first period can be paid (an invoice, zaps, NutZaps).
+        options: Vec<PaymentOption>,
+        /// When the offered invoice stops being payable.
+        expires_at: UnixMs,
+    },
     EffectRequested {
         effect: EffectId,
         job: Option<JobId>,
@@ -435,6 +453,7 @@ impl EventBody {
             EventBody::FloatAdded { .. } => "float_added",
             EventBody::EntitlementGranted { .. } => "entitlement_granted",
             EventBody::EntitlementExpired { .. } => "entitlement_expired",
+            EventBody::SubscriptionQuoted { .. } => "subscription_quoted",
             EventBody::EffectRequested { .. } => "effect_requested",
             EventBody::EffectDone { .. } => "effect_done",
         }

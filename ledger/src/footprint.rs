@@ -92,7 +92,9 @@ pub fn footprint(body: &EventBody) -> Footprint<'_> {
         EventBody::EffectDone { effect, .. } => f.effects.push((effect, Use::Load)),
         EventBody::FloatAdded { .. }
         | EventBody::EntitlementGranted { .. }
-        | EventBody::EntitlementExpired { .. } => {}
+        | EventBody::EntitlementExpired { .. }
+        // Subscriptions stay in memory (they are open work while they can be paid or used).
+        | EventBody::SubscriptionQuoted { .. } => {}
     }
     f
 }

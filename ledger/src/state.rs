@@ -578,6 +578,26 @@ impl Planner<'_> {
                     *price,
                 )?;
             }
+            EventBody::SubscriptionQuoted {
+                subscription,
+                subscriber,
+                tier,
+                price,
+                period_ms,
+                quota,
+                options: _,
+                expires_at: _,
+            } => {
+                check_text("tier", tier)?;
+                self.quote_subscription(
+                    subscription,
+                    subscriber,
+                    tier,
+                    *price,
+                    *period_ms,
+                    *quota,
+                )?;
+            }
             EventBody::EntitlementExpired { subscription } => {
                 let mut s = self
                     .state
@@ -1079,6 +1099,45 @@ impl Planner<'_> {
             quota,
             used: 0,
             state: EntitlementState::Active,
+            price,
+            period_ms: period_end.0 - period_start.0,
+        });
+        Ok(())
+    }
+
+    /// A subscribe request quoted: the subscription exists, unpaid, until a payment funds it.
+    fn quote_subscription(
+        &mut self,
+        subscription: &SubscriptionId,
+        subscriber: &Pubkey,
+        tier: &str,
+        price: Msat,
+        period_ms: u64,
+        quota: u32,
+    ) -> Result<(), TransitionError> {
+        let refuse = |reason| TransitionError::EntitlementRefused {
+            subscription: subscription.clone(),
+            reason,
+        };
+        if self.state.subscriptions.contains_key(subscription) {
+            return Err(refuse("already quoted"));
+        }
+        if period_ms == 0 || quota == 0 || price.is_zero() {
+            return Err(refuse("a period, a quota and a price are required"));
+        }
+        check_amount("price", price)?;
+        self.change.subscription = Some(SubscriptionRecord {
+            subscription: subscription.clone(),
+            subscriber: subscriber.clone(),
+            tier: tier.to_string(),
+            // No period yet: the first grant may start at any time.
+            period_start: UnixMs(0),
+            period_end: UnixMs(0),
+            quota,
+            used: 0,
+            state: EntitlementState::Quoted,
+            price,
+            period_ms,
         });
         Ok(())
     }

@@ -3,10 +3,14 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{Pubkey, SubscriptionId, UnixMs};
+use crate::money::Msat;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EntitlementState {
+    /// Quoted and not yet paid for a first period (no period: both ends are zero): grants no
+    /// job.
+    Quoted,
     Active,
     Expired,
 }
@@ -21,4 +25,14 @@ pub struct SubscriptionRecord {
     pub quota: u32,
     pub used: u32,
     pub state: EntitlementState,
+    /// The price of one period as quoted (zero in records written before quotes existed).
+    #[serde(default, skip_serializing_if = "crate::event::is_zero_msat")]
+    pub price: Msat,
+    /// The length of one period as quoted (zero: not recorded).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub period_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

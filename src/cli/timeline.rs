@@ -178,6 +178,17 @@ fn detail(body: &EventBody) -> String {
             ..
         } => format!("subscription {subscription}, tier {tier}, quota {quota}, {price}"),
         EventBody::EntitlementExpired { subscription } => format!("subscription {subscription}"),
+        EventBody::SubscriptionQuoted {
+            subscription,
+            tier,
+            price,
+            period_ms,
+            quota,
+            ..
+        } => format!(
+            "subscription {subscription}, tier {tier}: {price} per {} s, quota {quota}",
+            period_ms / 1000
+        ),
         EventBody::EffectRequested { effect, action, .. } => format!("effect {effect}: {action}"),
         EventBody::EffectDone { effect, outcome } => match outcome {
             EffectOutcome::Delivered { detail } => format!("effect {effect} delivered: {detail}"),

@@ -530,6 +530,7 @@ impl Core {
                 if let Some(desk) = &self.invoices {
                     let request = InvoiceRequest {
                         job: job.to_string(),
+                        subscription: false,
                         amount,
                         expires_at_ms: expires_at.0,
                     };
@@ -561,6 +562,30 @@ impl Core {
                     (&route.asset, &self.ecash_refunds)
                 {
                     desk.abandon(route.lookup.clone(), reason);
+                }
+            }
+            Action::RequestSubscriptionInvoice {
+                subscription,
+                amount,
+                expires_at,
+            } => {
+                if let Some(desk) = &self.invoices {
+                    let request = InvoiceRequest {
+                        job: subscription.to_string(),
+                        subscription: true,
+                        amount,
+                        expires_at_ms: expires_at.0,
+                    };
+                    desk.request(request, now_ms());
+                }
+            }
+            Action::WatchSubscriptionInvoice {
+                subscription,
+                invoice,
+                expires_at,
+            } => {
+                if let Some(desk) = &self.invoices {
+                    desk.watch(&invoice, subscription.as_str(), expires_at.0);
                 }
             }
             Action::Resend(effect) => self.resend(&effect),

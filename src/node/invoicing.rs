@@ -20,7 +20,10 @@ use crate::lightning::{Invoice, InvoiceDescription, IssuedInvoice, LightningBack
 /// What the core asked for, handed back with the answer so the core keeps no extra state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvoiceRequest {
+    /// The job, or the subscription when `subscription` is set (its settlement names it).
     pub job: String,
+    /// For a subscription's period rather than a job.
+    pub subscription: bool,
     pub amount: Msat,
     /// The quote's expiry, unix ms; the invoice expires with it.
     pub expires_at_ms: u64,
@@ -53,9 +56,15 @@ impl std::fmt::Debug for InvoiceDesk {
     }
 }
 
-/// The description of a job's invoice: names the job, so a wallet's history says what was paid.
-pub fn invoice_description(job: &str) -> String {
-    format!("paydvm job {job}")
+/// The description of an invoice: names the job (or subscription), so a wallet's history says
+/// what was paid.
+pub fn invoice_description(request: &InvoiceRequest) -> String {
+    let what = if request.subscription {
+        "subscription"
+    } else {
+        "job"
+    };
+    format!("paydvm {what} {}", request.job)
 }
 
 impl InvoiceDesk {
@@ -95,7 +104,7 @@ impl InvoiceDesk {
         tokio::spawn(async move {
             // The semaphore is never closed, so this only waits for a turn.
             let _permit = in_flight.acquire_owned().await;
-            let description = InvoiceDescription::Text(invoice_description(&request.job));
+            let description = InvoiceDescription::Text(invoice_description(&request));
             let created = tokio::time::timeout(
                 timeout,
                 backend.create_invoice(request.amount, description, expiry_secs),

@@ -58,7 +58,8 @@ pub fn event_refs(body: &EventBody) -> Vec<&str> {
             refs.push(route.lookup.as_str());
         }
         EventBody::EntitlementGranted { subscription, .. }
-        | EventBody::EntitlementExpired { subscription } => refs.push(subscription.as_str()),
+        | EventBody::EntitlementExpired { subscription }
+        | EventBody::SubscriptionQuoted { subscription, .. } => refs.push(subscription.as_str()),
         EventBody::EffectRequested { effect, .. } | EventBody::EffectDone { effect, .. } => {
             refs.push(effect.as_str())
         }

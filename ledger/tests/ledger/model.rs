@@ -80,6 +80,8 @@ enum Cmd {
     Unmatched(usize, u64, usize),
     SubPay(usize, usize, u64, usize),
     Grant(usize, u64, u32),
+    /// A subscription quoted: price, quota.
+    SubQuote(usize, u64, u32),
     Expire(usize, bool, Disp),
     Cancel(usize, Disp),
     QueueFree(usize),
@@ -179,6 +181,7 @@ fn cmd() -> impl Strategy<Value = Cmd> {
         1 => (0..REFS, amount(), 0..ASSETS).prop_map(|(r, a, s)| Cmd::Unmatched(r, a, s)),
         1 => (0..SUBS, 0..REFS, amount(), 0..ASSETS).prop_map(|(s, r, a, x)| Cmd::SubPay(s, r, a, x)),
         1 => (0..SUBS, 0u64..6, 0u32..3).prop_map(|(s, p, q)| Cmd::Grant(s, p, q)),
+        1 => (0..SUBS, 0u64..3, 0u32..3).prop_map(|(s, p, q)| Cmd::SubQuote(s, p, q)),
         2 => (j.clone(), any::<bool>(), disp()).prop_map(|(j, e, d)| Cmd::Expire(j, e, d)),
         2 => (j.clone(), disp()).prop_map(|(j, d)| Cmd::Cancel(j, d)),
         1 => j.clone().prop_map(Cmd::QueueFree),
@@ -303,6 +306,8 @@ impl MRefund {
 struct MSub {
     quota: u32,
     used: u32,
+    /// Granted a period (not only quoted).
+    active: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -536,6 +541,7 @@ impl Model {
             | Cmd::Unmatched(..)
             | Cmd::SubPay(..)
             | Cmd::Grant(..)
+            | Cmd::SubQuote(..)
             | Cmd::Float(..) => self.apply_money(cmd),
             _ => self.apply_refund(cmd),
         }
@@ -610,7 +616,7 @@ impl Model {
             Cmd::QueueEntitlement(j, s) => {
                 let cust = self.job_in(j, &[Received])?.cust;
                 let sub = self.subs.get_mut(&s)?;
-                if cust_of_sub(s) != cust || sub.used >= sub.quota {
+                if !sub.active || cust_of_sub(s) != cust || sub.used >= sub.quota {
                     return None;
                 }
                 sub.used += 1;
@@ -710,12 +716,35 @@ impl Model {
                 self.sub_funds[s] += amount;
             }
             Cmd::Grant(s, price, quota) => {
-                if quota == 0 || self.subs.contains_key(&s) || self.sub_funds[s] < price {
+                let active = self.subs.get(&s).is_some_and(|m| m.active);
+                if quota == 0 || active || self.sub_funds[s] < price {
                     return None;
                 }
                 self.sub_funds[s] -= price;
                 self.revenue += price;
-                self.subs.insert(s, MSub { quota, used: 0 });
+                let active = true;
+                self.subs.insert(
+                    s,
+                    MSub {
+                        quota,
+                        used: 0,
+                        active,
+                    },
+                );
+            }
+            Cmd::SubQuote(s, price, quota) => {
+                if quota == 0 || price == 0 || self.subs.contains_key(&s) {
+                    return None;
+                }
+                let active = false;
+                self.subs.insert(
+                    s,
+                    MSub {
+                        quota,
+                        used: 0,
+                        active,
+                    },
+                );
             }
             Cmd::Float(asset, amount) => {
                 if amount == 0 {
@@ -917,6 +946,7 @@ fn body(cmd: &Cmd, model: &Model) -> EventBody {
         | Cmd::Unmatched(..)
         | Cmd::SubPay(..)
         | Cmd::Grant(..)
+        | Cmd::SubQuote(..)
         | Cmd::Float(..) => money_body(cmd, model),
         Cmd::RefundDefer(_)
         | Cmd::RefundStart { .. }
@@ -1050,6 +1080,16 @@ fn money_body(cmd: &Cmd, model: &Model) -> EventBody {
             period_end: UnixMs(u64::MAX / 2),
             quota,
             price: msat(price),
+        },
+        Cmd::SubQuote(s, price, quota) => EventBody::SubscriptionQuoted {
+            subscription: sid(s),
+            subscriber: cust(cust_of_sub(s)),
+            tier: "basic".into(),
+            price: msat(price),
+            period_ms: 1_000,
+            quota,
+            options: vec![],
+            expires_at: UnixMs(QUOTE_EXPIRY),
         },
         Cmd::Float(a, amount) => EventBody::FloatAdded {
             asset: asset(a),
@@ -1214,6 +1254,7 @@ fn resolve(cmd: &Cmd, model: &Model) -> Cmd {
         | Cmd::Unmatched(..)
         | Cmd::SubPay(..)
         | Cmd::Grant(..)
+        | Cmd::SubQuote(..)
         | Cmd::Float(..)
         | Cmd::Resend(_) => {}
     }

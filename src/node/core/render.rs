@@ -189,6 +189,13 @@ fn invoice_input(
     request: &crate::node::invoicing::InvoiceRequest,
     invoice: Result<crate::lightning::IssuedInvoice, String>,
 ) -> anyhow::Result<Input> {
+    if request.subscription {
+        return Ok(Input::SubscriptionInvoiceIssued {
+            subscription: paydvm_ledger::SubscriptionId::new(request.job.clone())?,
+            expires_at: UnixMs(request.expires_at_ms),
+            invoice,
+        });
+    }
     Ok(Input::InvoiceIssued {
         job: job_id(&request.job)?,
         amount: request.amount,

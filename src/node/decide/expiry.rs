@@ -7,6 +7,7 @@ use paydvm_ledger::{
 };
 
 use super::memory::Memory;
+use super::subscription;
 use super::{exec, keys, refunds, Action, Ctx, DecideError, Decided, Decision, Group};
 
 /// A withdrawal (NIP-09) by the jobs' own customer cancels each job the ledger lets go: one
@@ -64,6 +65,7 @@ pub(super) fn cancelled(
 /// let go.
 pub(super) fn ticked(ctx: &Ctx, m: &mut Memory) -> Decided {
     let mut decision = expire_quotes(ctx)?;
+    decision.extend(subscription::ticked(ctx)?);
     decision.actions.extend(resend_stale(ctx, m));
     decision.extend(refunds::drive(ctx, m)?);
     decision.actions.extend(forget_past_grace(ctx, m));

@@ -6,13 +6,16 @@ use paydvm_ledger::{JobId, Ledger, LedgerState, Msat, Pubkey, UnixMs};
 use paydvm_policies::Policy;
 use sha2::{Digest, Sha256};
 
-use super::{record_reply, Action, Decider, Decision, Input, JobRequest, Rails, Reply};
+use super::{
+    record_notice, record_reply, Action, Decider, Decision, Input, JobRequest, Notice, Rails, Reply,
+};
 use crate::job::{InputKind, Job, JobInput, JobParam};
 
 /// What one input (and the `Written` that followed its write) came to.
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub replies: Vec<Reply>,
+    pub notices: Vec<Notice>,
     pub actions: Vec<Action>,
     /// Groups the ledger refused (their actions were taken back).
     pub refused: usize,
@@ -105,9 +108,15 @@ impl Harness {
                 let effect = record_reply(&mut events, reply, &id, payload, at).unwrap();
                 events.push(effect);
             }
+            for notice in &group.notices {
+                let id = self.render(&notice.subscription);
+                let payload = format!("{{\"notice\":{:?}}}", format!("{:?}", notice.kind));
+                events.push(record_notice(&id, payload, UnixMs(self.now)).unwrap());
+            }
             match self.ledger.prepare(&events) {
                 Ok(prepared) if !prepared.appended.is_empty() => {
                     out.replies.extend(group.replies);
+                    out.notices.extend(group.notices);
                     out.actions.extend(group.actions);
                 }
                 Ok(_) => self.decider.forget(&group.actions),
@@ -120,7 +129,7 @@ impl Harness {
         out.actions.extend(decision.actions);
     }
 
-    fn render(&mut self, job: &JobId) -> String {
+    fn render(&mut self, job: &impl std::fmt::Display) -> String {
         self.rendered += 1;
         hex(&format!("reply:{job}:{}", self.rendered))
     }

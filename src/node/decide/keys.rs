@@ -3,7 +3,7 @@
 //! refund id named after its cause), so an input seen again makes the same key and changes
 //! nothing (`AppendOutcome::Duplicate`).
 
-use paydvm_ledger::{EffectId, IdError, IdemKey, JobId, RefundId};
+use paydvm_ledger::{EffectId, IdError, IdemKey, JobId, RefundId, SubscriptionId, UnixMs};
 use sha2::{Digest, Sha256};
 
 type Key = Result<IdemKey, IdError>;
@@ -130,4 +130,18 @@ pub fn job_refund(job: &JobId, why: &str) -> Result<RefundId, IdError> {
 /// A refund of one payment (`excess` over the price, or `return`ed whole).
 pub fn payment_refund(job: &JobId, why: &str, reference: &str) -> Result<RefundId, IdError> {
     RefundId::new(format!("{job}:{why}:{reference}"))
+}
+
+pub fn subscription_quoted(subscription: &SubscriptionId) -> Key {
+    IdemKey::new(format!("sub-quote:{subscription}"))
+}
+
+/// The period granted after the one ending at `after` (zero: the first): granted once.
+pub fn entitlement_granted(subscription: &SubscriptionId, after: UnixMs) -> Key {
+    IdemKey::new(format!("sub-grant:{subscription}:{}", after.0))
+}
+
+/// The period ending at `end` expired.
+pub fn entitlement_expired(subscription: &SubscriptionId, end: UnixMs) -> Key {
+    IdemKey::new(format!("sub-expired:{subscription}:{}", end.0))
 }

@@ -5,9 +5,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use paydvm_ledger::{Asset, EffectId, JobId, RefundId, UnixMs};
+use paydvm_ledger::{Asset, EffectId, JobId, RefundId, SubscriptionId, UnixMs};
 
-use super::{Action, JobRequest, RefundRouteOrder};
+use super::{Action, JobRequest, RefundRouteOrder, SubscribeRequest};
 use crate::lightning::refund::RefundAddress;
 
 /// What the core is doing about one open refund. After a restart every open refund is looked at
@@ -33,6 +33,9 @@ pub struct Memory {
     pub(super) requests: HashMap<JobId, JobRequest>,
     pub(super) running: HashSet<JobId>,
     pub(super) awaiting_invoice: HashSet<JobId>,
+    /// What the quote of a job awaiting its invoice will say besides (a subscription that does
+    /// not cover it).
+    pub(super) quote_notes: HashMap<JobId, String>,
     pub(super) refund_tasks: HashMap<RefundId, RefundTask>,
     pub(super) gave_up: HashMap<EffectId, UnixMs>,
     /// Where a job's Lightning refund goes, kept while the job may owe one.
@@ -40,6 +43,9 @@ pub struct Memory {
     /// For refunds written by older nodes (no asset recorded): the asset the job's payments
     /// came in on, worked out by the shell at start-up; `None`: paid from prepaid credit.
     pub(super) legacy_sources: HashMap<RefundId, Option<Asset>>,
+    /// Subscribe requests whose first invoice the backend is making (nothing is recorded
+    /// before the quote; a restart loses them and the request is quoted when seen again).
+    pub(super) awaiting_subscription_invoice: HashMap<SubscriptionId, SubscribeRequest>,
 }
 
 impl Memory {
@@ -72,6 +78,7 @@ impl Memory {
     /// The job is over for the executor and the customer: its request goes.
     pub(super) fn drop_request(&mut self, job: &JobId) {
         self.requests.remove(job);
+        self.quote_notes.remove(job);
     }
 
     /// Undoes what was remembered for actions that will not happen.
@@ -85,6 +92,7 @@ impl Memory {
                 }
                 Action::RequestInvoice { job, .. } => {
                     self.awaiting_invoice.remove(job);
+                    self.quote_notes.remove(job);
                 }
                 Action::RouteRefund(RefundRouteOrder::Lightning { refund, .. })
                 | Action::RouteRefund(RefundRouteOrder::Ecash { refund, .. })
@@ -92,7 +100,11 @@ impl Memory {
                 | Action::LookUpRefund { refund, .. } => {
                     self.refund_tasks.remove(refund);
                 }
+                Action::RequestSubscriptionInvoice { subscription, .. } => {
+                    self.awaiting_subscription_invoice.remove(subscription);
+                }
                 Action::WatchInvoice { .. }
+                | Action::WatchSubscriptionInvoice { .. }
                 | Action::AbandonRoute { .. }
                 | Action::Resend(_)
                 | Action::Forget(_) => {}

@@ -26,12 +26,13 @@ mod request;
 mod restart;
 #[cfg(test)]
 mod sim;
+mod subscription;
 #[cfg(test)]
 mod tests;
 
 use paydvm_ledger::{
     EffectId, EventBody, EventId, JobId, LedgerEvent, LedgerState, Msat, Pubkey, Recall, RefundId,
-    RefundRoute, UnixMs,
+    RefundRoute, SubscriptionId, UnixMs,
 };
 use paydvm_policies::Policy;
 
@@ -39,6 +40,7 @@ pub use self::memory::Memory;
 pub use self::payment::VerifiedPayment;
 pub use self::refunds::{RefundStatus, MAX_REFUND_ATTEMPTS};
 pub use self::restart::needs_request_after_restart;
+pub use self::subscription::SubscribeRequest;
 use crate::job::Job;
 use crate::lightning::refund::RefundAddress;
 use crate::lightning::IssuedInvoice;
@@ -145,6 +147,14 @@ pub enum Input {
         legacy_sources: Vec<(RefundId, Option<paydvm_ledger::Asset>)>,
     },
     OperatorAsked(OperatorRequest),
+    /// A subscribe request (NIP-88 kind 7001) for one of our tiers.
+    SubscribeArrived(SubscribeRequest),
+    /// The Lightning backend made the invoice for a subscription's quote, or why not.
+    SubscriptionInvoiceIssued {
+        subscription: SubscriptionId,
+        expires_at: UnixMs,
+        invoice: Result<IssuedInvoice, String>,
+    },
 }
 
 /// A reply to the customer about a job, protocol-neutral; the adapter renders it.
@@ -168,6 +178,40 @@ pub enum ReplyKind {
     Result {
         content: String,
         expires_at: Option<UnixMs>,
+    },
+    Error {
+        reason: String,
+    },
+}
+
+/// A message to a subscriber about a subscription, protocol-neutral; the adapter renders it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub subscription: SubscriptionId,
+    pub subscriber: Pubkey,
+    pub kind: NoticeKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoticeKind {
+    /// Pay this much (with this invoice, if there is one) for the period.
+    PaymentRequired {
+        amount: Msat,
+        bolt11: Option<String>,
+        expires_at: Option<UnixMs>,
+        note: Option<String>,
+    },
+    /// The node's receipt for a granted period (NIP-88 kind 7003): `payment` names the payment
+    /// reference that completed the funding (`prepaid` for a renewal from funds held).
+    Receipt {
+        tier: String,
+        period_start: UnixMs,
+        period_end: UnixMs,
+        payment: String,
+    },
+    /// Money was taken into the subscription's account without granting a period yet.
+    Credited {
+        note: String,
     },
     Error {
         reason: String,
@@ -230,6 +274,16 @@ pub enum Action {
     Resend(EffectId),
     /// The job will never need its request again: the shell drops its protocol context.
     Forget(JobId),
+    RequestSubscriptionInvoice {
+        subscription: SubscriptionId,
+        amount: Msat,
+        expires_at: UnixMs,
+    },
+    WatchSubscriptionInvoice {
+        subscription: SubscriptionId,
+        invoice: IssuedInvoice,
+        expires_at: UnixMs,
+    },
 }
 
 /// One all-or-nothing ledger group, the replies recorded with it and what follows it.
@@ -237,6 +291,8 @@ pub enum Action {
 pub struct Group {
     pub events: Vec<LedgerEvent>,
     pub replies: Vec<Reply>,
+    /// Messages about subscriptions, recorded as the node's own effects (no job).
+    pub notices: Vec<Notice>,
     pub actions: Vec<Action>,
 }
 
@@ -251,6 +307,15 @@ impl Group {
     fn reply(mut self, job: &JobId, kind: ReplyKind) -> Group {
         self.replies.push(Reply {
             job: job.clone(),
+            kind,
+        });
+        self
+    }
+
+    fn notice(mut self, subscription: &SubscriptionId, to: &Pubkey, kind: NoticeKind) -> Group {
+        self.notices.push(Notice {
+            subscription: subscription.clone(),
+            subscriber: to.clone(),
             kind,
         });
         self
@@ -319,6 +384,20 @@ pub fn record_reply(
         EventBody::EffectRequested {
             effect: EffectId::new(id)?,
             job: Some(reply.job.clone()),
+            action: paydvm_ledger::EffectAction::Publish,
+            payload,
+        },
+    ))
+}
+
+/// A rendered notice as its group records it: an `effect_requested` of the node's own (no job).
+pub fn record_notice(id: &str, payload: String, at: UnixMs) -> Result<LedgerEvent, DecideError> {
+    Ok(LedgerEvent::new(
+        keys::effect(id)?,
+        at,
+        EventBody::EffectRequested {
+            effect: EffectId::new(id)?,
+            job: None,
             action: paydvm_ledger::EffectAction::Publish,
             payload,
         },
@@ -478,6 +557,12 @@ impl Decider {
                 legacy_sources,
             } => restart::restarted(&ctx, m, requests, legacy_sources),
             Input::OperatorAsked(request) => operator::asked(&ctx, m, &request),
+            Input::SubscribeArrived(request) => subscription::arrived(&ctx, m, request),
+            Input::SubscriptionInvoiceIssued {
+                subscription,
+                expires_at,
+                invoice,
+            } => subscription::invoice_issued(&ctx, m, subscription, expires_at, invoice),
         })
     }
 

@@ -10,7 +10,8 @@ use paydvm_ledger::{
 use paydvm_policies::{PaymentDecision, PaymentFacts, UnappliedReason};
 
 use super::memory::Memory;
-use super::{exec, keys, Ctx, DecideError, Decided, Decision, Group, ReplyKind};
+use super::subscription;
+use super::{exec, keys, Ctx, DecideError, Decided, Decision, Group, Notice, ReplyKind};
 
 /// One incoming payment whose evidence a rail has verified end to end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,8 @@ pub struct VerifiedPayment {
 /// Where a payment's money goes, and what the customer is told.
 struct Booking {
     target: PaymentTarget,
+    /// For a subscription: the period it completes (granted in the same group), and the notice.
+    subscription: Option<(Option<LedgerEvent>, Notice)>,
     /// The job it names, and whether it is now fully paid.
     job: Option<(JobId, bool)>,
     /// The reply for the job (`None` when the job cannot be told anything new).
@@ -58,6 +61,11 @@ fn job_for_event(ctx: &Ctx, event: &str) -> Option<JobId> {
 }
 
 pub(super) fn verified(ctx: &Ctx, m: &mut Memory, payment: &VerifiedPayment) -> Decided {
+    // Evidence seen again (another relay, a restart): booked once, answered once.
+    let reference = PaymentRef::new(payment.reference.clone())?;
+    if ctx.ledger.payment_ref_seq(&reference).is_some() {
+        return Ok(Decision::default());
+    }
     let booking = book(ctx, payment)?;
     let received = LedgerEvent::new(
         paydvm_ledger::IdemKey::new(payment.idem.clone())?,
@@ -79,6 +87,10 @@ pub(super) fn verified(ctx: &Ctx, m: &mut Memory, payment: &VerifiedPayment) -> 
         }),
     );
     let mut group = Group::new(vec![received]);
+    if let Some((grant, notice)) = booking.subscription {
+        group.events.extend(grant);
+        group.notices.push(notice);
+    }
     let Some((job, paid)) = booking.job else {
         return Ok(Decision::group(group));
     };
@@ -116,6 +128,7 @@ fn book(ctx: &Ctx, payment: &VerifiedPayment) -> Result<Booking, DecideError> {
         target: PaymentTarget::Unmatched {
             reason: reason.to_owned(),
         },
+        subscription: None,
         job: None,
         reply: None,
     };
@@ -125,12 +138,30 @@ fn book(ctx: &Ctx, payment: &VerifiedPayment) -> Result<Booking, DecideError> {
                 target: PaymentTarget::Credit {
                     pubkey: Pubkey::new(payer.clone())?,
                 },
+                subscription: None,
                 job: None,
                 reply: None,
             },
             None => unmatched("names no job and no payer"),
         });
     };
+    if let Some(record) = paydvm_ledger::SubscriptionId::new(named.as_str())
+        .ok()
+        .and_then(|s| ctx.ledger.subscription(&s))
+    {
+        let booked = subscription::book(ctx, record, payment.amount, &payment.reference)?;
+        let notice = Notice {
+            subscription: record.subscription.clone(),
+            subscriber: record.subscriber.clone(),
+            kind: booked.notice,
+        };
+        return Ok(Booking {
+            target: booked.target,
+            subscription: Some((booked.grant, notice)),
+            job: None,
+            reply: None,
+        });
+    }
     let Some(job) = job_for_event(ctx, named) else {
         return Ok(unmatched("names an event that is not one of our jobs"));
     };
@@ -196,6 +227,7 @@ fn book_for_job(
                         excess: excess.map(|(_, d)| disposition(d, "excess")).transpose()?,
                     },
                 },
+                subscription: None,
                 job: Some((job, paid)),
                 reply: Some(reply),
             }
@@ -218,6 +250,7 @@ fn book_for_job(
                     job: job.clone(),
                     booking: JobPayment::Whole(disposition(d, "return")?),
                 },
+                subscription: None,
                 job: Some((job, false)),
                 reply: Some(ReplyKind::Error {
                     reason: format!("payment not applied: {why}; {returned}"),

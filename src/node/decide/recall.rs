@@ -2,7 +2,7 @@
 //! work (`Retention::OpenWork`) drops a job, refund or effect once it ended; the shell recalls
 //! what this module names before it decides, so that every decision reads the same state as
 //! with the whole history in memory. Scans over the state (open quotes, open refunds) need no
-//! recall: what they look for has not ended.
+//! recall: what they look for has not ended. Subscriptions stay in memory in every retention.
 //!
 //! The list must be complete: a record a decision reads that is not named here is seen as
 //! absent. The simulator runs on a store keeping only open work and checks its decisions.
@@ -46,6 +46,8 @@ pub(super) fn names(state: &LedgerState, m: &Memory, now: UnixMs, input: &Input)
             names.jobs.extend(requests.iter().map(|r| r.job.clone()))
         }
         Input::OperatorAsked(request) => operator(&request.action, &mut names),
+        // Subscriptions never leave memory.
+        Input::SubscribeArrived(_) | Input::SubscriptionInvoiceIssued { .. } => {}
     }
     names
 }

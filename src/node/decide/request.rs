@@ -8,6 +8,7 @@ use paydvm_ledger::{
 use paydvm_policies::{Admission, AdmissionFacts, InputMeasure, PriceDecision};
 
 use super::memory::Memory;
+use super::subscription::{self, Entitled};
 use super::{
     exec, keys, Action, Ctx, Decided, Decision, ExecFailure, Group, JobRequest, ReplyKind,
 };
@@ -85,6 +86,14 @@ fn admit(ctx: &Ctx, m: &mut Memory, request: JobRequest) -> Decided {
         }
         PriceDecision::Free => queue(ctx, m, request, QueueReason::Free),
         PriceDecision::Charge(amount) => {
+            // A subscriber's job of a covered kind runs on the subscription's quota.
+            let note = match subscription::entitled(ctx, &request.customer, kind) {
+                Entitled::Yes(subscription) => {
+                    return queue(ctx, m, request, QueueReason::Entitlement { subscription })
+                }
+                Entitled::No(why) => Some(why),
+                Entitled::NoSubscription => None,
+            };
             if request.bid.is_some_and(|bid| bid < amount) {
                 let reason = format!("bid below price: {} msat", amount.as_msat());
                 return reject(ctx, request, reason);
@@ -93,7 +102,7 @@ fn admit(ctx: &Ctx, m: &mut Memory, request: JobRequest) -> Decided {
             if credit >= amount {
                 queue(ctx, m, request, QueueReason::CreditDebit { amount })
             } else {
-                quote(ctx, m, request, amount)
+                quote(ctx, m, request, amount, note)
             }
         }
     }
@@ -194,7 +203,14 @@ fn queue(ctx: &Ctx, m: &mut Memory, request: JobRequest, reason: QueueReason) ->
     Ok(Decision::group(exec::start(ctx, m, &job, 0, group)?))
 }
 
-fn quote(ctx: &Ctx, m: &mut Memory, request: JobRequest, amount: Msat) -> Decided {
+/// A priced job is quoted; `note` (why a subscription does not cover it) goes into the quote.
+fn quote(
+    ctx: &Ctx,
+    m: &mut Memory,
+    request: JobRequest,
+    amount: Msat,
+    note: Option<String>,
+) -> Decided {
     let expires_at = UnixMs(ctx.policy.quote_expires_at(ctx.now.0)?);
     let job = request.job.clone();
     let received = received(&request, ctx.now, true)?;
@@ -203,6 +219,9 @@ fn quote(ctx: &Ctx, m: &mut Memory, request: JobRequest, amount: Msat) -> Decide
         // The job waits in `received` while the backend makes its invoice (off the core's
         // thread); the quote follows in its own group.
         m.awaiting_invoice.insert(job.clone());
+        if let Some(note) = note {
+            m.quote_notes.insert(job.clone(), note);
+        }
         let group = Group::new(vec![received]).then(Action::RequestInvoice {
             job,
             amount,
@@ -210,24 +229,22 @@ fn quote(ctx: &Ctx, m: &mut Memory, request: JobRequest, amount: Msat) -> Decide
         });
         return Ok(Decision::group(group));
     }
-    issue_quote(ctx, &job, amount, expires_at, Err(None), Some(received))
+    issue_quote(ctx, &job, amount, expires_at, None, note, Some(received))
 }
 
 /// `quote_issued` (with the invoice as a payment option, if any) and the payment-required reply
-/// in one group; then the invoice is watched. Without an invoice, the reply's note says why,
-/// when there is something to say (a backend is configured and made none).
+/// in one group; then the invoice is watched. The reply's note says why a subscription does not
+/// cover the job and why there is no invoice, when there is something to say (a backend is
+/// configured and made none).
 fn issue_quote(
     ctx: &Ctx,
     job: &JobId,
     amount: Msat,
     expires_at: UnixMs,
-    invoice: Result<IssuedInvoice, Option<String>>,
+    invoice: Option<IssuedInvoice>,
+    note: Option<String>,
     received: Option<LedgerEvent>,
 ) -> Decided {
-    let (invoice, note) = match invoice {
-        Ok(invoice) => (Some(invoice), None),
-        Err(why) => (None, why),
-    };
     let options = invoice
         .iter()
         .map(|i| PaymentOption::Invoice {
@@ -272,12 +289,18 @@ pub(super) fn invoice_issued(
     invoice: Result<IssuedInvoice, String>,
 ) -> Decided {
     m.awaiting_invoice.remove(&job);
+    let note = m.quote_notes.remove(&job);
     let waiting = ctx.ledger.job(&job).map(|r| r.state) == Some(JobState::Received);
     if !waiting || !m.requests.contains_key(&job) {
         // Quoted already, or its request is not in memory: quoted when seen again.
         return Ok(Decision::default());
     }
-    issue_quote(ctx, &job, amount, expires_at, invoice.map_err(Some), None)
+    let (invoice, note) = match (invoice, note) {
+        (Ok(invoice), note) => (Some(invoice), note),
+        (Err(why), None) => (None, Some(why)),
+        (Err(why), Some(note)) => (None, Some(format!("{note}; {why}"))),
+    };
+    issue_quote(ctx, &job, amount, expires_at, invoice, note, None)
 }
 
 /// A priced job left in `received` by a restart (its invoice was being made): priced again, and
@@ -303,7 +326,7 @@ fn requote(ctx: &Ctx, m: &mut Memory, job: &JobId) -> Decided {
         }
         return Ok(Decision::default());
     }
-    issue_quote(ctx, job, amount, expires_at, Err(None), None)
+    issue_quote(ctx, job, amount, expires_at, None, None, None)
 }
 
 /// Sizes of a request's inputs, for per-unit prices.

@@ -221,8 +221,33 @@ impl World {
                     true,
                 );
             }
+            Action::RequestSubscriptionInvoice {
+                subscription,
+                amount,
+                expires_at,
+            } => {
+                let invoice = (!faults.on || !rng.chance(10))
+                    .then(|| crate::lightning::IssuedInvoice {
+                        bolt11: format!(
+                            "lnbcrt{}n1{}",
+                            amount.as_msat() / 100,
+                            &subscription.as_str()[..8]
+                        ),
+                        payment_hash: hex(&format!("invoice:{subscription}")),
+                    })
+                    .ok_or_else(|| "the backend failed (simulated)".to_owned());
+                let input = Input::SubscriptionInvoiceIssued {
+                    subscription,
+                    expires_at,
+                    invoice,
+                };
+                self.push(input, true);
+            }
             Action::Resend(effect) => self.outbox(rng, faults, effect),
-            Action::WatchInvoice { .. } | Action::AbandonRoute { .. } | Action::Forget(_) => {}
+            Action::WatchInvoice { .. }
+            | Action::WatchSubscriptionInvoice { .. }
+            | Action::AbandonRoute { .. }
+            | Action::Forget(_) => {}
         }
     }
 

@@ -1,0 +1,329 @@
+//! Subscriptions (the NIP-88 proposal, PR #866) as the decision core sees them. A subscribe
+//! request for one of our tiers is quoted (`subscription_quoted`, with an invoice when a
+//! Lightning backend makes one); a verified payment naming the request funds the subscription's
+//! account; once it holds a period's price, a period is granted (`entitlement_granted`, the
+//! price moves to revenue) and the node says so in its own receipt. While the period lasts,
+//! requests of a covered kind from the subscriber run on its quota (see [`entitled`]). Time ends
+//! periods: a funded subscription is granted the next one, otherwise it expires.
+//!
+//! Nothing here trusts a receipt someone else signed: an entitlement comes only from payments
+//! the rails verified and the ledger booked.
+
+use paydvm_ledger::{
+    Account, EntitlementState, EventBody, LedgerEvent, Msat, PaymentOption, PaymentTarget, Pubkey,
+    SubscriptionId, SubscriptionRecord, UnixMs,
+};
+use paydvm_policies::Tier;
+
+use super::memory::Memory;
+use super::{keys, Action, Ctx, DecideError, Decided, Decision, Group, NoticeKind};
+use crate::lightning::IssuedInvoice;
+
+/// A subscribe request (kind 7001) as the adapter read it: its id names the subscription; the
+/// tier is the `d` of the 37001 it points at (by `a` or by `e`), already resolved to ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeRequest {
+    pub subscription: SubscriptionId,
+    pub subscriber: Pubkey,
+    pub tier: String,
+}
+
+/// A subscribe request arrived: quoted once (a second sight changes nothing). An unknown tier
+/// is answered with an error and recorded nowhere else.
+pub(super) fn arrived(ctx: &Ctx, m: &mut Memory, request: SubscribeRequest) -> Decided {
+    if ctx.ledger.subscription(&request.subscription).is_some()
+        || m.awaiting_subscription_invoice
+            .contains_key(&request.subscription)
+    {
+        return Ok(Decision::default());
+    }
+    let Some(tier) = ctx.policy.tier(&request.tier) else {
+        let reason = format!("no subscription tier {:?} here", request.tier);
+        let group = Group::default().notice(
+            &request.subscription,
+            &request.subscriber,
+            NoticeKind::Error { reason },
+        );
+        return Ok(Decision::group(group));
+    };
+    let expires_at = UnixMs(ctx.policy.quote_expires_at(ctx.now.0)?);
+    if ctx.rails.invoices {
+        let action = Action::RequestSubscriptionInvoice {
+            subscription: request.subscription.clone(),
+            amount: tier.price,
+            expires_at,
+        };
+        m.awaiting_subscription_invoice
+            .insert(request.subscription.clone(), request);
+        return Ok(Decision::actions(vec![action]));
+    }
+    quote(ctx, &request, tier, expires_at, Err(None))
+}
+
+/// The invoice for a subscribe request's first period (checked by the shell), or why none.
+pub(super) fn invoice_issued(
+    ctx: &Ctx,
+    m: &mut Memory,
+    subscription: SubscriptionId,
+    expires_at: UnixMs,
+    invoice: Result<IssuedInvoice, String>,
+) -> Decided {
+    let Some(request) = m.awaiting_subscription_invoice.remove(&subscription) else {
+        return Ok(Decision::default());
+    };
+    match ctx.policy.tier(&request.tier) {
+        Some(tier) if ctx.ledger.subscription(&subscription).is_none() => {
+            quote(ctx, &request, tier, expires_at, invoice.map_err(Some))
+        }
+        _ => Ok(Decision::default()),
+    }
+}
+
+/// `subscription_quoted` and the payment-required notice in one group; the invoice is then
+/// watched like a job's.
+fn quote(
+    ctx: &Ctx,
+    request: &SubscribeRequest,
+    tier: &Tier,
+    expires_at: UnixMs,
+    invoice: Result<IssuedInvoice, Option<String>>,
+) -> Decided {
+    let (invoice, note) = match invoice {
+        Ok(invoice) => (Some(invoice), None),
+        Err(why) => (None, why),
+    };
+    let options = invoice
+        .iter()
+        .map(|i| PaymentOption::Invoice {
+            payment_hash: i.payment_hash.clone(),
+            bolt11: i.bolt11.clone(),
+        })
+        .collect();
+    let subscription = &request.subscription;
+    let quoted = LedgerEvent::new(
+        keys::subscription_quoted(subscription)?,
+        ctx.now,
+        EventBody::SubscriptionQuoted {
+            subscription: subscription.clone(),
+            subscriber: request.subscriber.clone(),
+            tier: tier.id.clone(),
+            price: tier.price,
+            period_ms: tier.period_ms,
+            quota: tier.quota,
+            options,
+            expires_at,
+        },
+    );
+    let notice = NoticeKind::PaymentRequired {
+        amount: tier.price,
+        bolt11: invoice.as_ref().map(|i| i.bolt11.clone()),
+        expires_at: Some(expires_at),
+        note,
+    };
+    let mut group = Group::new(vec![quoted]).notice(subscription, &request.subscriber, notice);
+    if let Some(invoice) = invoice {
+        group = group.then(Action::WatchSubscriptionInvoice {
+            subscription: subscription.clone(),
+            invoice,
+            expires_at,
+        });
+    }
+    Ok(Decision::group(group))
+}
+
+/// The terms of the subscription's next period: the tier's as the policy says now (a changed
+/// price applies from the next period on), or the quoted ones if the tier is gone.
+fn next_terms(ctx: &Ctx, record: &SubscriptionRecord) -> (Msat, u64, u32) {
+    match ctx.policy.tier(&record.tier) {
+        Some(tier) => (tier.price, tier.period_ms, tier.quota),
+        None => (record.price, record.period_ms, record.quota),
+    }
+}
+
+/// How a verified payment naming a subscription is booked: into its account, and, when that
+/// now holds a period's price and no period is running, the period granted in the same group.
+pub(super) struct SubscriptionBooking {
+    pub target: PaymentTarget,
+    pub grant: Option<LedgerEvent>,
+    pub notice: NoticeKind,
+}
+
+pub(super) fn book(
+    ctx: &Ctx,
+    record: &SubscriptionRecord,
+    amount: Msat,
+    payment_ref: &str,
+) -> Result<SubscriptionBooking, DecideError> {
+    let subscription = &record.subscription;
+    let target = PaymentTarget::Subscription {
+        subscription: subscription.clone(),
+    };
+    let funds = ctx
+        .ledger
+        .held(&Account::Subscription(subscription.clone()))
+        .checked_add(amount)?;
+    let (price, period_ms, _) = next_terms(ctx, record);
+    let running = record.state == EntitlementState::Active && ctx.now < record.period_end;
+    if running {
+        let note = format!(
+            "received {} msat toward the next period, which starts at {} ms",
+            amount.as_msat(),
+            record.period_end.0
+        );
+        let notice = NoticeKind::Credited { note };
+        return Ok(SubscriptionBooking {
+            target,
+            grant: None,
+            notice,
+        });
+    }
+    if funds < price {
+        let owed = price.checked_sub(funds)?;
+        let note = Some(format!(
+            "received {} msat; {} msat still owed for the period",
+            amount.as_msat(),
+            owed.as_msat()
+        ));
+        let notice = NoticeKind::PaymentRequired {
+            amount: owed,
+            bolt11: None,
+            expires_at: None,
+            note,
+        };
+        return Ok(SubscriptionBooking {
+            target,
+            grant: None,
+            notice,
+        });
+    }
+    let (grant, notice) = grant(ctx, record, ctx.now, period_ms, payment_ref)?;
+    Ok(SubscriptionBooking {
+        target,
+        grant: Some(grant),
+        notice,
+    })
+}
+
+/// `entitlement_granted` for the period after the record's current one, starting at `start`,
+/// and the receipt the node publishes for it. Keyed by the period it follows, so the same
+/// decision made twice grants once.
+fn grant(
+    ctx: &Ctx,
+    record: &SubscriptionRecord,
+    start: UnixMs,
+    period_ms: u64,
+    payment_ref: &str,
+) -> Result<(LedgerEvent, NoticeKind), DecideError> {
+    let (price, _, quota) = next_terms(ctx, record);
+    let end =
+        start
+            .0
+            .checked_add(period_ms)
+            .ok_or(paydvm_policies::DecisionError::TimeOverflow {
+                now_ms: start.0,
+                added_ms: period_ms,
+            })?;
+    let end = UnixMs(end);
+    let event = LedgerEvent::new(
+        keys::entitlement_granted(&record.subscription, record.period_end)?,
+        ctx.now,
+        EventBody::EntitlementGranted {
+            subscription: record.subscription.clone(),
+            subscriber: record.subscriber.clone(),
+            tier: record.tier.clone(),
+            period_start: start,
+            period_end: end,
+            quota,
+            price,
+        },
+    );
+    let receipt = NoticeKind::Receipt {
+        tier: record.tier.clone(),
+        period_start: start,
+        period_end: end,
+        payment: payment_ref.to_owned(),
+    };
+    Ok((event, receipt))
+}
+
+/// Periods that ended: renewed from what the subscription's account holds (paid ahead), or
+/// expired. One group per subscription, in id order so the same state gives the same decision.
+pub(super) fn ticked(ctx: &Ctx) -> Decided {
+    let mut ended: Vec<&SubscriptionRecord> = ctx
+        .ledger
+        .subscriptions()
+        .filter(|s| s.state == EntitlementState::Active && s.period_end <= ctx.now)
+        .collect();
+    ended.sort_by(|a, b| a.subscription.cmp(&b.subscription));
+    let mut decision = Decision::default();
+    for record in ended {
+        let held = ctx
+            .ledger
+            .held(&Account::Subscription(record.subscription.clone()));
+        let (price, period_ms, _) = next_terms(ctx, record);
+        let subscription = &record.subscription;
+        let group = if held >= price {
+            // Renewed back to back, unless the node was down for more than a period.
+            let start = match record.period_end.0.checked_add(period_ms) {
+                Some(end) if end > ctx.now.0 => record.period_end,
+                _ => ctx.now,
+            };
+            let (event, receipt) = grant(ctx, record, start, period_ms, "prepaid")?;
+            Group::new(vec![event]).notice(subscription, &record.subscriber, receipt)
+        } else {
+            Group::new(vec![LedgerEvent::new(
+                keys::entitlement_expired(subscription, record.period_end)?,
+                ctx.now,
+                EventBody::EntitlementExpired {
+                    subscription: subscription.clone(),
+                },
+            )])
+        };
+        decision.push(group);
+    }
+    Ok(decision)
+}
+
+/// Whether `customer` may run a job of `kind` on a subscription now: the subscription (the
+/// first by id, for a deterministic choice) whose running period covers the kind and has quota
+/// left; else why not, when the customer has a subscription for the kind (said in the quote).
+pub(super) fn entitled(ctx: &Ctx, customer: &Pubkey, kind: u16) -> Entitled {
+    let mut covering: Vec<&SubscriptionRecord> = ctx
+        .ledger
+        .subscriptions()
+        .filter(|s| &s.subscriber == customer && s.state != EntitlementState::Quoted)
+        .filter(|s| ctx.policy.tier(&s.tier).is_some_and(|t| t.covers(kind)))
+        .collect();
+    covering.sort_by(|a, b| a.subscription.cmp(&b.subscription));
+    let usable = |s: &SubscriptionRecord| {
+        s.state == EntitlementState::Active
+            && s.period_start <= ctx.now
+            && ctx.now < s.period_end
+            && s.used < s.quota
+    };
+    if let Some(s) = covering.iter().find(|s| usable(s)) {
+        return Entitled::Yes(s.subscription.clone());
+    }
+    match covering.first() {
+        None => Entitled::NoSubscription,
+        Some(s) if s.state == EntitlementState::Active && ctx.now < s.period_end => {
+            Entitled::No(format!(
+                "subscription quota used up ({} of {} jobs this period); this job is priced",
+                s.used, s.quota
+            ))
+        }
+        Some(_) => Entitled::No("your subscription period has ended; this job is priced".into()),
+    }
+}
+
+/// What [`entitled`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Entitled {
+    Yes(SubscriptionId),
+    /// The customer has a subscription for the kind but cannot use it now: why.
+    No(String),
+    NoSubscription,
+}
+
+#[cfg(test)]
+mod tests;
