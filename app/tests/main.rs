@@ -15,5 +15,6 @@ mod payments;
 mod reconcile;
 mod refunds;
 mod relays;
+mod subscriptions;
 mod tokens;
 mod zaps;

@@ -50,6 +50,8 @@ pub enum Command {
     },
     /// A NIP-09 deletion (kind 5), possibly cancelling one of our jobs.
     Deletion(Box<Event>),
+    /// A subscribe request (NIP-88 kind 7001) addressed to us.
+    Subscribe(Box<Event>),
     /// A payment whose evidence a rail verified end to end.
     Payment(Box<VerifiedPayment>),
     /// A rail refused a payment offered for a job (a token in a public tag, say): the customer

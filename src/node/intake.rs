@@ -25,6 +25,7 @@ use super::now_ms;
 use super::relays::{self, Backoff, RelayBoard, Subscriptions, SupervisorParts};
 use super::republish::Republisher;
 use crate::payments::zap::ZAP_RECEIPT_KIND;
+use crate::protocol::nip88;
 use crate::protocol::nip90::REQUEST_KINDS;
 
 /// How far before the newest ledger event intake catches up on requests (and, after a relay was
@@ -46,6 +47,8 @@ pub struct IntakeParts {
     pub zaps: Option<mpsc::Sender<Box<Event>>>,
     /// The NutZap rail, when it is on: kind 9321 events p-tagged to us go there.
     pub nutzaps: Option<mpsc::Sender<Box<Event>>>,
+    /// Subscription tiers are sold: subscribe requests (kind 7001) p-tagged to us are read.
+    pub subscriptions: bool,
     /// Pauses between connection attempts to a relay that is down.
     pub backoff: Backoff,
     /// Where each relay's state is reported.
@@ -115,13 +118,14 @@ impl Intake {
 }
 
 /// What intake subscribes to on each connection, from `since` on: the offered request kinds,
-/// deletions, zap receipts and NutZaps for us (when those rails are on), and the requests of
-/// interrupted jobs by id (whatever their age).
+/// deletions, zap receipts and NutZaps for us (when those rails are on), subscribe requests for
+/// us (when tiers are sold), and the requests of interrupted jobs by id (whatever their age).
 fn subscriptions(parts: &IntakeParts) -> Subscriptions {
     let us = parts.keys.public_key();
     let kinds: Vec<Kind> = parts.kinds.iter().map(|k| Kind::from(*k)).collect();
     let zaps = parts.zaps.is_some();
     let nutzaps = parts.nutzaps.is_some();
+    let subscribe = parts.subscriptions;
     let ids: Vec<EventId> = parts
         .pending_requests
         .iter()
@@ -153,6 +157,15 @@ fn subscriptions(parts: &IntakeParts) -> Subscriptions {
                 "NutZaps",
                 Filter::new()
                     .kind(Kind::from(NUTZAP_KIND))
+                    .pubkey(us)
+                    .since(since),
+            ));
+        }
+        if subscribe {
+            filters.push((
+                "subscribe requests",
+                Filter::new()
+                    .kind(Kind::from(nip88::SUBSCRIBE_KIND))
                     .pubkey(us)
                     .since(since),
             ));
@@ -205,6 +218,8 @@ async fn forward(
         }
         let command = if event.kind == Kind::EventDeletion {
             Command::Deletion(event)
+        } else if kind == nip88::SUBSCRIBE_KIND {
+            Command::Subscribe(event)
         } else if REQUEST_KINDS.contains(&kind) {
             // The Cashu rail sees it after the core, so a token's payment finds its job.
             if let Some(cashu) = rails.nutzaps.as_ref() {

@@ -228,12 +228,21 @@ impl Node {
             mints: trusted_mints.clone(),
             p2pk_xonly: key.xonly_hex(),
         });
-        let announcements = announce::announcements(
+        let mut announcements = announce::announcements(
             &config.node,
             &config.offers,
             config.policy.pricing(),
             nutzap_info.as_ref(),
         );
+        // The tiers sold, each a NIP-88 kind 37001 naming us as payment verifier.
+        announcements.extend(
+            config
+                .policy
+                .tiers()
+                .iter()
+                .map(|tier| crate::protocol::nip88::tier_event(tier, &pubkey)),
+        );
+        let sells_tiers = !config.policy.tiers().is_empty();
 
         let backend = match options.lightning.clone() {
             Some(backend) => Some(backend),
@@ -360,6 +369,7 @@ impl Node {
             commands: commands.clone(),
             zaps: zaps.as_ref().map(zaps::ZapIntake::sender),
             nutzaps: nutzaps.as_ref().map(|n| n.sender()),
+            subscriptions: sells_tiers,
             backoff: options.relay_backoff,
             board: board.clone(),
         })

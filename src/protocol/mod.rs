@@ -4,6 +4,7 @@
 //! to publish. NIP-90 is the first adapter ([`nip90::Nip90Adapter`]); a successor protocol adds
 //! another one, and the decision core (`node::decide`) does not change.
 
+pub mod nip88;
 pub mod nip90;
 
 use crate::node::decide::{JobRequest, ReplyKind};

@@ -4,13 +4,14 @@
 
 use anyhow::anyhow;
 use nostr_sdk::prelude::Event;
-use paydvm_ledger::{JobId, LedgerEvent, UnixMs};
+use paydvm_ledger::{EffectId, JobId, LedgerEvent, UnixMs};
 use tracing::{debug, warn};
 
 use super::{job_id, pubkey, publication_from_payload, Command, Core};
-use crate::node::decide::{record_reply, ExecFailure, Group, Input, ReplyKind};
+use crate::node::decide::{record_notice, record_reply, ExecFailure, Group, Input, ReplyKind};
 use crate::node::invoicing::check_issued;
 use crate::node::outbox::Publication;
+use crate::protocol::nip88;
 use crate::protocol::{AdapterError, Inbound, ProtocolAdapter};
 
 impl Core {
@@ -19,6 +20,7 @@ impl Core {
         Ok(Some(match command {
             Command::Request { event, relay } => return Ok(self.read_request(*event, relay)),
             Command::Deletion(event) => cancellation(&event)?,
+            Command::Subscribe(event) => return Ok(self.read_subscribe(&event)),
             Command::Payment(payment) => Input::PaymentVerified(payment),
             Command::PaymentRefused {
                 job,
@@ -101,6 +103,22 @@ impl Core {
         }
     }
 
+    /// A subscribe request for one of our tiers (named by address, or by the id of a 37001 we
+    /// published and stored).
+    fn read_subscribe(&self, event: &Event) -> Option<Input> {
+        let us = self.adapter.keys().public_key();
+        let effects = self.store.state();
+        let our_tier = |id: &str| {
+            let effect = effects.effect(&EffectId::new(id).ok()?)?;
+            let stored: serde_json::Value = serde_json::from_str(&effect.payload).ok()?;
+            nip88::tier_of_stored(&stored.get("event")?.to_string(), &us)
+        };
+        match nip88::read_subscribe(event, &us, our_tier) {
+            nip88::Subscribe::Request(request) => Some(Input::SubscribeArrived(request)),
+            nip88::Subscribe::Ignore => None,
+        }
+    }
+
     /// A reply context for `job` read from its request event, unless one is held already.
     fn reply_context_from(&mut self, job: &JobId, request: &Event) {
         if self.contexts.contains_key(job) {
@@ -175,6 +193,17 @@ impl Core {
             let payload = outbound.payload.clone();
             out.push((
                 record_reply(&mut group.events, reply, &outbound.id, payload, at)?,
+                publication_from_payload(&outbound.id, &outbound.payload).ok(),
+            ));
+        }
+        for notice in &group.notices {
+            let us = self.adapter.keys().public_key();
+            let builder = nip88::notice_event(notice, &us).map_err(|e| anyhow!(e))?;
+            let (_, outbound) = self
+                .adapter
+                .outbound(builder, &self.adapter.reply_relays(None))?;
+            out.push((
+                record_notice(&outbound.id, outbound.payload.clone(), at)?,
                 publication_from_payload(&outbound.id, &outbound.payload).ok(),
             ));
         }

@@ -15,6 +15,7 @@ use tracing::warn;
 use super::Core;
 use crate::lightning::IssuedInvoice;
 use crate::node::decide::{needs_request_after_restart, Input, JobRequest};
+use crate::node::invoicing::InvoiceDesk;
 use crate::protocol::{Inbound, ProtocolAdapter};
 
 /// What start-up found: where intake catches up from and which requests it must fetch again.
@@ -153,18 +154,33 @@ impl Core {
                 let EventBody::QuoteIssued { options, .. } = &event.event else {
                     continue;
                 };
-                for option in options {
-                    if let PaymentOption::Invoice {
-                        payment_hash,
-                        bolt11,
-                    } = option
-                    {
-                        let invoice = IssuedInvoice {
-                            bolt11: bolt11.clone(),
-                            payment_hash: payment_hash.clone(),
-                        };
-                        desk.watch(&invoice, job.as_str(), expires_at.0);
-                    }
+                watch_invoices(desk, options, job.as_str(), expires_at);
+            }
+        }
+        self.watch_subscription_invoices(desk)
+    }
+
+    /// The same for subscriptions quoted and not yet paid.
+    fn watch_subscription_invoices(&self, desk: &InvoiceDesk) -> anyhow::Result<()> {
+        let quoted: Vec<String> = self
+            .store
+            .state()
+            .subscriptions()
+            .filter(|s| s.state == paydvm_ledger::EntitlementState::Quoted)
+            .map(|s| s.subscription.to_string())
+            .collect();
+        for subscription in quoted {
+            let Some(trail) = self.store.audit(&subscription)? else {
+                continue;
+            };
+            for event in &trail.events {
+                if let EventBody::SubscriptionQuoted {
+                    options,
+                    expires_at,
+                    ..
+                } = &event.event
+                {
+                    watch_invoices(desk, options, &subscription, *expires_at);
                 }
             }
         }
@@ -231,4 +247,21 @@ pub(crate) fn jobs_needing_requests<S: LedgerStore>(
         .collect();
     wanted.sort();
     Ok(wanted)
+}
+
+/// Watches each invoice among a quote's payment `options`; its settlement names `tag`.
+fn watch_invoices(desk: &InvoiceDesk, options: &[PaymentOption], tag: &str, expires_at: UnixMs) {
+    for option in options {
+        if let PaymentOption::Invoice {
+            payment_hash,
+            bolt11,
+        } = option
+        {
+            let invoice = IssuedInvoice {
+                bolt11: bolt11.clone(),
+                payment_hash: payment_hash.clone(),
+            };
+            desk.watch(&invoice, tag, expires_at.0);
+        }
+    }
 }

@@ -1,0 +1,209 @@
+//! Subscriptions (NIP-88 proposal) end to end on 127.0.0.1: a real relay, the node with the
+//! built-in `FakeLightning` (real regtest invoices), and a customer. The customer reads our tier
+//! (kind 37001), subscribes (kind 7001), pays the quoted invoice, gets our receipt (kind 7003)
+//! and runs jobs on the quota until it is used up. Checked on the relay and in the ledger.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nostr_sdk::prelude::*;
+use paydvm::lightning::fake::FakeLightning;
+use paydvm::lightning::Invoice;
+use paydvm::node::NodeOptions;
+use paydvm_ledger::{Account, EntitlementState, Msat, SubscriptionId};
+use paydvm_testkit::fixture::Fixture;
+
+use crate::node::{is_status, tag_values, test_node, Customer, Setup};
+
+const TIER: &str = r#"
+[[subscriptions.tier]]
+id = "gold"
+name = "Gold"
+price_msat = 20000
+period_secs = 3600
+quota = 2
+kinds = [5050]
+"#;
+
+async fn setup() -> Setup {
+    let node = test_node("refund", "").policy(TIER);
+    Setup::build(Fixture::builder(node).relays(1)).await
+}
+
+fn lightning(ln: &FakeLightning) -> NodeOptions {
+    NodeOptions {
+        lightning: Some(Arc::new(ln.clone())),
+        ..NodeOptions::default()
+    }
+}
+
+/// Our tier as a client finds it on the relay: the 37001 by the node with `d` = gold.
+async fn tier_event(customer: &Customer, node: &PublicKey) -> Event {
+    let filter = Filter::new()
+        .kind(Kind::Custom(37001))
+        .author(*node)
+        .identifier("gold");
+    for _ in 0..100 {
+        let found = customer
+            .client
+            .fetch_events(filter.clone(), Duration::from_secs(2))
+            .await
+            .unwrap();
+        if let Some(event) = found.into_iter().next() {
+            return event;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the node never published its tier");
+}
+
+fn subscribe(customer: &Customer, node: &PublicKey, tier: &Event) -> Event {
+    let node = node.to_hex();
+    let tags = [
+        vec!["p".to_owned(), node.clone()],
+        // NDK's shape: the tier by id and by address.
+        vec!["e".to_owned(), tier.id.to_hex()],
+        vec!["a".to_owned(), format!("37001:{node}:gold")],
+        vec![
+            "amount".to_owned(),
+            "20000".into(),
+            "msats".into(),
+            "hourly".into(),
+        ],
+    ];
+    EventBuilder::new(Kind::Custom(7001), "")
+        .tags(tags.into_iter().map(|t| Tag::parse(t).unwrap()))
+        .sign_with_keys(&customer.keys)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_pays_a_period_gets_our_receipt_and_runs_jobs_on_the_quota() {
+    let s = setup().await;
+    let ln = FakeLightning::new();
+    let node = s.start_with(lightning(&ln)).await;
+    let us = node.pubkey();
+    let mut customer = Customer::connect(&s.urls).await;
+    customer
+        .client
+        .subscribe(Filter::new().kind(Kind::Custom(7003)).author(us), None)
+        .await
+        .unwrap();
+
+    let tier = tier_event(&customer, &us).await;
+    assert_eq!(
+        tag_values(&tier, "amount").unwrap(),
+        ["20000", "msats", "3600s"]
+    );
+    assert_eq!(tag_values(&tier, "p").unwrap(), [us.to_hex()]);
+    let request = subscribe(&customer, &us, &tier);
+    customer.client.send_event(&request).await.unwrap();
+
+    let quote = customer
+        .wait_for(request.id, is_status("payment-required"))
+        .await;
+    let amount = tag_values(&quote, "amount").unwrap();
+    assert_eq!(amount[0], "20000");
+    let invoice = Invoice::parse(&amount[1]).expect("an invoice in the quote");
+    assert_eq!(invoice.amount(), Some(Msat::from_msat(20_000)));
+    ln.settle(&invoice.payment_hash()).unwrap();
+
+    let receipt = customer
+        .wait_for(request.id, |e| e.kind == Kind::Custom(7003))
+        .await;
+    assert_eq!(receipt.pubkey, us, "signed by the node");
+    assert!(receipt.verify().is_ok());
+    assert_eq!(
+        tag_values(&receipt, "P").unwrap(),
+        [customer.keys.public_key().to_hex()]
+    );
+    assert_eq!(tag_values(&receipt, "p").unwrap(), [us.to_hex()]);
+    assert_eq!(tag_values(&receipt, "tier").unwrap(), ["gold"]);
+    assert_eq!(
+        tag_values(&receipt, "payment").unwrap(),
+        [invoice.payment_hash()]
+    );
+    let valid = tag_values(&receipt, "valid").unwrap();
+    let (from, to): (u64, u64) = (valid[0].parse().unwrap(), valid[1].parse().unwrap());
+    assert_eq!(to - from, 3600);
+
+    // Two jobs on the quota: no quote, straight to the result.
+    for text in ["one", "two"] {
+        let job = customer.request(5050, text, &[&["param", "mode", "upper"]]);
+        customer.client.send_event(&job).await.unwrap();
+        let result = customer
+            .wait_for(job.id, |e| e.kind == Kind::Custom(6050))
+            .await;
+        assert_eq!(result.content, text.to_uppercase());
+    }
+    // The third is priced, and the quote says why.
+    let third = customer.request(5050, "three", &[]);
+    customer.client.send_event(&third).await.unwrap();
+    let quote = customer
+        .wait_for(third.id, is_status("payment-required"))
+        .await;
+    let status = tag_values(&quote, "status").unwrap();
+    assert!(status[1].contains("quota used up (2 of 2"), "{status:?}");
+    node.shutdown().await;
+
+    let store = s.store();
+    let id = SubscriptionId::new(request.id.to_hex()).unwrap();
+    let record = store.state().subscription(&id).cloned().unwrap();
+    assert_eq!(
+        (record.state, record.used, record.quota),
+        (EntitlementState::Active, 2, 2)
+    );
+    assert_eq!(store.state().held(&Account::Subscription(id)), Msat::ZERO);
+    assert_eq!(
+        store.state().balance(&Account::Revenue).credits,
+        Msat::from_msat(20_000),
+        "the period's price is revenue; the quota jobs charged nothing"
+    );
+    assert!(store.verify().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_signed_by_anyone_else_grants_nothing() {
+    let s = setup().await;
+    let node = s.start().await;
+    let us = node.pubkey();
+    let mut customer = Customer::connect(&s.urls).await;
+    let tier = tier_event(&customer, &us).await;
+    let request = subscribe(&customer, &us, &tier);
+    customer.client.send_event(&request).await.unwrap();
+    customer
+        .wait_for(request.id, is_status("payment-required"))
+        .await;
+    // The customer (or a "verifier" of their choice) writes a receipt for themselves.
+    let now = Timestamp::now().as_secs();
+    let forged = EventBuilder::new(Kind::Custom(7003), "")
+        .tags(
+            [
+                vec!["p".to_owned(), us.to_hex()],
+                vec!["P".to_owned(), customer.keys.public_key().to_hex()],
+                vec!["e".to_owned(), request.id.to_hex()],
+                vec![
+                    "valid".to_owned(),
+                    now.to_string(),
+                    (now + 3600).to_string(),
+                ],
+                vec!["tier".to_owned(), "gold".into()],
+            ]
+            .into_iter()
+            .map(|t| Tag::parse(t).unwrap()),
+        )
+        .sign_with_keys(&customer.keys)
+        .unwrap();
+    customer.client.send_event(&forged).await.unwrap();
+    let job = customer.request(5050, "free ride?", &[]);
+    customer.client.send_event(&job).await.unwrap();
+    customer
+        .wait_for(job.id, is_status("payment-required"))
+        .await;
+    node.shutdown().await;
+    let store = s.store();
+    let id = SubscriptionId::new(request.id.to_hex()).unwrap();
+    let record = store.state().subscription(&id).cloned().unwrap();
+    assert_eq!(record.state, EntitlementState::Quoted);
+    assert_eq!(store.state().balance(&Account::Revenue).credits, Msat::ZERO);
+}
