@@ -1,7 +1,8 @@
 //! Subscriptions (NIP-88 proposal) end to end on 127.0.0.1: a real relay, the node with the
 //! built-in `FakeLightning` (real regtest invoices), and a customer. The customer reads our tier
 //! (kind 37001), subscribes (kind 7001), pays the quoted invoice, gets our receipt (kind 7003)
-//! and runs jobs on the quota until it is used up. Checked on the relay and in the ledger.
+//! and runs jobs on the quota until it is used up; or pays by zapping the subscribe request.
+//! Checked on the relay and in the ledger.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,8 @@ use paydvm::lightning::Invoice;
 use paydvm::node::NodeOptions;
 use paydvm_ledger::{Account, EntitlementState, Msat, SubscriptionId};
 use paydvm_testkit::fixture::Fixture;
+use paydvm_testkit::zapper;
+use paydvm_testkit::zapper::customer::{request_zap_invoice, ZapOrder};
 
 use crate::node::{is_status, tag_values, test_node, Customer, Setup};
 
@@ -206,4 +209,102 @@ async fn a_receipt_signed_by_anyone_else_grants_nothing() {
     let record = store.state().subscription(&id).cloned().unwrap();
     assert_eq!(record.state, EntitlementState::Quoted);
     assert_eq!(store.state().balance(&Account::Revenue).credits, Msat::ZERO);
+}
+
+/// Zaps that e-tag the 7001 pay for it, verified like a job's zaps: an underpayment leaves the
+/// rest owed, the rest completes the period; a receipt signed by another key than our LNURL
+/// server's counts for nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zaps_on_the_subscribe_request_pay_the_period() {
+    let mut fixture = Fixture::builder(test_node("refund", "").policy(TIER))
+        .zapper("dvm")
+        .build()
+        .await
+        .unwrap();
+    let zapper = fixture.zapper.take().unwrap();
+    let s = Setup::from(fixture);
+    let node = s.start().await;
+    let us = node.pubkey();
+    let stats = node.zap_stats().expect("zap intake runs with a lud16");
+    let mut customer = Customer::connect(&s.urls).await;
+    customer
+        .client
+        .subscribe(Filter::new().kind(Kind::Custom(7003)).author(us), None)
+        .await
+        .unwrap();
+    let tier = tier_event(&customer, &us).await;
+    let request = subscribe(&customer, &us, &tier);
+    customer.client.send_event(&request).await.unwrap();
+    customer
+        .wait_for(request.id, is_status("payment-required"))
+        .await;
+    let (lud16, keys, target) = (zapper.lud16(), customer.keys.clone(), request.id);
+    let zap = |msat: u64| {
+        let order = ZapOrder {
+            lud16: &lud16,
+            http_loopback: true,
+            recipient: us,
+            target,
+            amount: Msat::from_msat(msat),
+            relays: &s.urls,
+        };
+        let keys = keys.clone();
+        async move { request_zap_invoice(&keys, &order).await.unwrap() }
+    };
+
+    // A forged receipt (right zap request, wrong signer) for the whole price.
+    let forged_zap = zap(20_000).await;
+    let forged = zapper::receipt(
+        &forged_zap.zap_request.as_json(),
+        &forged_zap.zap_request,
+        &forged_zap.bolt11,
+        None,
+    )
+    .sign_with_keys(&Keys::generate())
+    .unwrap();
+    zapper.publish(&forged, &s.urls).await.unwrap();
+    wait_for_zaps(&stats, (0, 1)).await;
+
+    let first = zap(12_000).await;
+    zapper.settle(&first.bolt11).await.unwrap();
+    let owed = customer
+        .wait_for(request.id, |e| {
+            is_status("payment-required")(e)
+                && tag_values(e, "amount").is_some_and(|a| a[0] == "8000")
+        })
+        .await;
+    assert!(tag_values(&owed, "status").unwrap()[1].contains("8000 msat still owed"));
+    let rest = zap(8_000).await;
+    zapper.settle(&rest.bolt11).await.unwrap();
+    let receipt = customer
+        .wait_for(request.id, |e| e.kind == Kind::Custom(7003))
+        .await;
+    assert_eq!(receipt.pubkey, us);
+    wait_for_zaps(&stats, (2, 1)).await;
+    node.shutdown().await;
+
+    let store = s.store();
+    let id = SubscriptionId::new(request.id.to_hex()).unwrap();
+    let record = store.state().subscription(&id).cloned().unwrap();
+    assert_eq!(record.state, EntitlementState::Active);
+    assert_eq!(
+        store.state().balance(&Account::Revenue).credits,
+        Msat::from_msat(20_000)
+    );
+    assert!(store.verify().is_ok());
+}
+
+async fn wait_for_zaps(stats: &paydvm::node::zaps::ZapStats, want: (u64, u64)) {
+    use std::sync::atomic::Ordering;
+    for _ in 0..300 {
+        let seen = (
+            stats.verified.load(Ordering::SeqCst),
+            stats.refused.load(Ordering::SeqCst),
+        );
+        if seen == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("zap intake did not reach {want:?}");
 }
