@@ -1,6 +1,8 @@
 //! What must hold after every step, and at the end of a run.
 
-use paydvm_ledger::{Asset, JobState, LedgerState, LedgerStore, RefundState};
+use paydvm_ledger::{
+    Account, Asset, EntitlementState, JobState, LedgerState, LedgerStore, RefundState,
+};
 
 use super::Sim;
 
@@ -43,6 +45,9 @@ impl Sim {
         }
         for (job, n) in &self.world.results {
             assert!(*n <= 1, "{}: job {job} published {n} results", self.at());
+        }
+        for s in state.subscriptions() {
+            assert!(s.used <= s.quota, "{}: {s:?} over its quota", self.at());
         }
     }
 
@@ -91,8 +96,23 @@ impl Sim {
                 self.at()
             );
         }
+        self.check_subscriptions_end(state);
         let report = self.node.store.verify();
         assert!(report.is_ok(), "{}: verify: {report:?}", self.at());
+    }
+
+    /// No subscription sits on a period's price without a period: what a subscriber paid in
+    /// full was granted (at payment, or at the tick that ended the period before).
+    fn check_subscriptions_end(&self, state: &LedgerState) {
+        for s in state.subscriptions() {
+            let held = state.held(&Account::Subscription(s.subscription.clone()));
+            let running = s.state == EntitlementState::Active && self.now < s.period_end.0;
+            assert!(
+                running || held < s.price,
+                "{}: {s:?} holds {held} and has no period",
+                self.at()
+            );
+        }
     }
 }
 

@@ -23,14 +23,16 @@ mod world;
 use std::collections::HashMap;
 
 use paydvm_ledger::store::{Durability, Store};
-use paydvm_ledger::{Asset, EffectId, JobId, LedgerEvent, LedgerStore, StoreOptions, UnixMs};
+use paydvm_ledger::{
+    Asset, EffectId, JobId, LedgerEvent, LedgerStore, StoreOptions, SubscriptionId, UnixMs,
+};
 use paydvm_policies::Policy;
 
 use self::rng::Rng;
 use self::world::{mint, Faults, World};
 use super::harness::{hex, rails, request, POLICY};
-use super::{record_reply, Action, Decider, Decision, Input};
-use super::{JobRequest, Reply, ReplyKind};
+use super::{record_notice, record_reply, Action, Decider, Decision, Input};
+use super::{JobRequest, Notice, NoticeKind, Reply, ReplyKind, SubscribeRequest};
 use crate::node::core::startup::jobs_needing_requests;
 use crate::operator::{OperatorAction, OperatorRequest};
 
@@ -66,8 +68,19 @@ pub struct Sim {
     refusals: Vec<String>,
 }
 
+/// One tier: two 5050 jobs an hour for 20 sat (the sim's 5050 costs 10 sat a job).
+const TIER: &str = r#"
+[[subscriptions.tier]]
+id = "gold"
+name = "Gold"
+price_msat = 20000
+period_secs = 3600
+quota = 2
+kinds = [5050]
+"#;
+
 fn policy() -> Policy {
-    Policy::from_toml_str(POLICY, "sim").expect("sim policy")
+    Policy::from_toml_str(&format!("{POLICY}{TIER}"), "sim").expect("sim policy")
 }
 
 /// As the node opens its ledger (open work only in memory), with snapshots often enough that
@@ -137,9 +150,11 @@ impl Sim {
             1 if faults.on => Some(CrashAt::AfterWrite),
             _ => None,
         };
-        match self.rng.below(20) {
+        match self.rng.below(22) {
             0..=2 => self.new_request(),
             3..=4 => self.pay_something(),
+            20 => self.subscribe(),
+            21 => self.pay_a_subscription(),
             5 if faults.on => self.world.replay_payment(&mut self.rng),
             6 if faults.on => self.jump_clock(),
             7 => self.tick(crash),
@@ -161,6 +176,33 @@ impl Sim {
         self.requests.insert(request.job.clone(), request.clone());
         self.world
             .push(Input::RequestArrived(Box::new(request)), false);
+    }
+
+    /// A subscribe request from alice or bob (carol never subscribes), now and then for a tier
+    /// we do not sell.
+    fn subscribe(&mut self) {
+        let n = self.world.stats.subscriptions;
+        self.world.stats.subscriptions += 1;
+        let who = ["alice", "bob"][self.rng.below(2)];
+        let tier = if self.rng.chance(10) { "tin" } else { "gold" };
+        let request = SubscribeRequest {
+            subscription: SubscriptionId::new(hex(&format!("7001:{}:{n}", self.seed))).unwrap(),
+            subscriber: super::harness::customer(who),
+            tier: tier.into(),
+        };
+        self.world.push(Input::SubscribeArrived(request), false);
+    }
+
+    fn pay_a_subscription(&mut self) {
+        let mut asked: Vec<SubscriptionId> =
+            self.world.subscription_quotes.keys().cloned().collect();
+        if asked.is_empty() {
+            return;
+        }
+        asked.sort();
+        let subscription = asked[self.rng.below(asked.len())].clone();
+        self.world
+            .pay_subscription(&mut self.rng, &subscription, self.now);
     }
 
     fn pay_something(&mut self) {
@@ -252,6 +294,7 @@ impl Sim {
                 .push(format!("step {}: cannot decide: {e}", self.steps));
         }
         let mut published = Vec::new();
+        let mut notices = Vec::new();
         let mut actions = Vec::new();
         for mut group in decision.groups {
             let mut events = std::mem::take(&mut group.events);
@@ -259,8 +302,18 @@ impl Sim {
             for reply in &group.replies {
                 effects.push(self.render(reply, &mut events));
             }
+            for notice in &group.notices {
+                self.rendered += 1;
+                let id = hex(&format!(
+                    "sim-notice:{}:{}",
+                    notice.subscription, self.rendered
+                ));
+                let at = UnixMs(self.now);
+                events.push(record_notice(&id, "{}".into(), at).expect("a notice records"));
+            }
             match self.node.store.stage(&events) {
                 Ok(outcomes) if outcomes.iter().any(is_new) => {
+                    notices.extend(group.notices);
                     published.extend(effects.into_iter().zip(group.replies));
                     actions.extend(group.actions);
                 }
@@ -279,10 +332,12 @@ impl Sim {
         self.node.store.flush().expect("flush");
         if crash == Some(CrashAt::AfterWrite) {
             self.count_results(&published);
+            self.note_subscription_quotes(&notices);
             self.crash();
             return crash;
         }
         self.count_results(&published);
+        self.note_subscription_quotes(&notices);
         for (effect, _) in published {
             self.world
                 .published(&mut self.rng, Faults { on: self.faults_on }, effect);
@@ -306,6 +361,31 @@ impl Sim {
                     self.world.quotes.insert(reply.job.clone(), (*amount, hash));
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// What subscribers were told to pay (an invoice's hash as the sim's invoices make it).
+    fn note_subscription_quotes(&mut self, notices: &[Notice]) {
+        for notice in notices {
+            match &notice.kind {
+                NoticeKind::PaymentRequired { amount, bolt11, .. } => {
+                    let hash = bolt11
+                        .as_ref()
+                        .map(|_| hex(&format!("invoice:{}", notice.subscription)));
+                    self.world
+                        .subscription_quotes
+                        .insert(notice.subscription.clone(), (*amount, hash));
+                }
+                NoticeKind::Receipt { .. } => {
+                    self.world.stats.receipts += 1;
+                    // The next period, paid ahead, costs what the tier says.
+                    let price = paydvm_ledger::Msat::from_msat(20_000);
+                    self.world
+                        .subscription_quotes
+                        .insert(notice.subscription.clone(), (price, None));
+                }
+                NoticeKind::Credited { .. } | NoticeKind::Error { .. } => {}
             }
         }
     }

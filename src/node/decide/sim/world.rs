@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use paydvm_ledger::{Asset, EffectId, FeePayer, JobId, Msat, Rail, RefundId, RefundRoute};
+use paydvm_ledger::{
+    Asset, EffectId, FeePayer, JobId, Msat, Rail, RefundId, RefundRoute, SubscriptionId,
+};
 
 use super::super::harness::{customer, hex};
 use super::super::{Action, ExecFailure, Input, RefundRouteOrder, RefundStatus, VerifiedPayment};
@@ -39,6 +41,8 @@ pub struct World {
     pub sent: HashMap<RefundId, Vec<u32>>,
     /// Quotes the customers were told: job → (amount, bolt11 payment hash if any).
     pub quotes: HashMap<JobId, (Msat, Option<String>)>,
+    /// The same for subscriptions: what the subscriber was last asked to pay.
+    pub subscription_quotes: HashMap<SubscriptionId, (Msat, Option<String>)>,
     /// Payments made (each unique reference once), to replay as duplicates.
     pub payments: Vec<VerifiedPayment>,
     /// Result replies published per job.
@@ -51,6 +55,8 @@ pub struct World {
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
     pub requests: u64,
+    pub subscriptions: u64,
+    pub receipts: u64,
     pub payments: u64,
     pub duplicates: u64,
     pub lost_answers: u64,
@@ -134,6 +140,41 @@ impl World {
             evidence: None,
             payer: None,
             names: Some(job.to_string()),
+        };
+        self.deliver_payment(payment, asset, msat);
+    }
+
+    /// A subscriber pays what a subscription's notice asked, or half of it, or more, or a
+    /// period ahead, by invoice, zap or NutZap.
+    pub fn pay_subscription(&mut self, rng: &mut Rng, subscription: &SubscriptionId, now: u64) {
+        let Some((amount, hash)) = self.subscription_quotes.get(subscription).cloned() else {
+            return;
+        };
+        let msat = match rng.below(6) {
+            0 => amount.as_msat() / 2,
+            1 => amount.as_msat() + 3_000,
+            _ => amount.as_msat(),
+        };
+        let n = self.payments.len();
+        let (rail, asset, reference) = match (rng.below(3), hash) {
+            (0, Some(hash)) => (Rail::Invoice, Asset::Lightning, hash),
+            (1, _) => (Rail::NutZap, mint(), format!("sub-proofs:{n}")),
+            _ => (Rail::Zap, Asset::Lightning, hex(&format!("sub-zap:{n}"))),
+        };
+        if rail == Rail::Invoice && self.payments.iter().any(|p| p.reference == reference) {
+            return; // an invoice is paid once
+        }
+        let payment = VerifiedPayment {
+            idem: format!("{}:{n}:{now}", rail.as_str()),
+            rail,
+            asset: asset.clone(),
+            reference,
+            linked: vec![],
+            amount: Msat::from_msat(msat),
+            fee: Msat::ZERO,
+            evidence: None,
+            payer: None,
+            names: Some(subscription.to_string()),
         };
         self.deliver_payment(payment, asset, msat);
     }
