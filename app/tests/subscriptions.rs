@@ -156,7 +156,28 @@ async fn a_subscriber_pays_a_period_gets_our_receipt_and_runs_jobs_on_the_quota(
         (record.state, record.used, record.quota),
         (EntitlementState::Active, 2, 2)
     );
-    assert_eq!(store.state().held(&Account::Subscription(id)), Msat::ZERO);
+    assert_eq!(
+        store.state().held(&Account::Subscription(id.clone())),
+        Msat::ZERO
+    );
+    // `paydvm status` lists it with its quota use.
+    let status = paydvm::cli::status::summarize(store.state(), 0, String::new(), false);
+    let [line] = &status.subscriptions[..] else {
+        panic!("one active subscription: {:?}", status.subscriptions)
+    };
+    assert_eq!((line.tier.as_str(), line.used, line.quota), ("gold", 2, 2));
+    assert_eq!(line.subscriber, customer.keys.public_key().to_hex());
+    // `paydvm audit <7001 id>`: the quote, the payment and the period.
+    let trail = store.audit(id.as_str()).unwrap().expect("a trail");
+    let types: Vec<&str> = trail.events.iter().map(|e| e.event.type_name()).collect();
+    assert_eq!(
+        types,
+        [
+            "subscription_quoted",
+            "payment_received",
+            "entitlement_granted"
+        ]
+    );
     assert_eq!(
         store.state().balance(&Account::Revenue).credits,
         Msat::from_msat(20_000),

@@ -8,7 +8,7 @@ mod operator;
 pub mod output;
 mod reconcile;
 mod run;
-mod status;
+pub mod status;
 mod timeline;
 mod verify;
 

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use anyhow::Context;
-use paydvm_ledger::{Account, Balance, JobState, LedgerState};
+use paydvm_ledger::{Account, Balance, EntitlementState, JobState, LedgerState};
 use serde::Serialize;
 
 use super::{ledger_file, output, EXIT_OK};
@@ -29,6 +29,10 @@ pub struct Status {
     /// Every account, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accounts: Option<Vec<AccountLine>>,
+    /// Subscriptions with a period (active), by id.
+    pub subscriptions: Vec<SubscriptionLine>,
+    /// Subscriptions by state (quoted, active, expired).
+    pub subscriptions_by_state: BTreeMap<&'static str, usize>,
     /// What the running node says; `running: false` when no node serves this ledger.
     pub node: NodeView,
 }
@@ -47,6 +51,18 @@ pub struct AccountLine {
     pub credits_msat: u64,
     /// Balance in the account's normal direction (debits − credits for assets and fees).
     pub balance_msat: i128,
+}
+
+/// An active subscription: whose, which tier, until when, and how much of its quota is used.
+#[derive(Debug, Serialize)]
+pub struct SubscriptionLine {
+    pub subscription: String,
+    pub subscriber: String,
+    pub tier: String,
+    /// Unix ms.
+    pub period_end: u64,
+    pub used: u32,
+    pub quota: u32,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -123,6 +139,7 @@ pub fn summarize(state: &LedgerState, events: u64, head_hash: String, all: bool)
     }
     system_accounts.sort_by(|a, b| a.account.cmp(&b.account));
     every.sort_by(|a, b| a.account.cmp(&b.account));
+    let (subscriptions, subscriptions_by_state) = subscriptions(state);
     Status {
         events,
         head_hash,
@@ -132,8 +149,35 @@ pub fn summarize(state: &LedgerState, events: u64, head_hash: String, all: bool)
         system_accounts,
         held_by_kind,
         accounts: all.then_some(every),
+        subscriptions,
+        subscriptions_by_state,
         node: NodeView::default(),
     }
+}
+
+fn subscriptions(state: &LedgerState) -> (Vec<SubscriptionLine>, BTreeMap<&'static str, usize>) {
+    let mut by_state = BTreeMap::new();
+    let mut active = Vec::new();
+    for s in state.subscriptions() {
+        let name = match s.state {
+            EntitlementState::Quoted => "quoted",
+            EntitlementState::Active => "active",
+            EntitlementState::Expired => "expired",
+        };
+        *by_state.entry(name).or_default() += 1;
+        if s.state == EntitlementState::Active {
+            active.push(SubscriptionLine {
+                subscription: s.subscription.to_string(),
+                subscriber: s.subscriber.to_string(),
+                tier: s.tier.clone(),
+                period_end: s.period_end.0,
+                used: s.used,
+                quota: s.quota,
+            });
+        }
+    }
+    active.sort_by(|a, b| a.subscription.cmp(&b.subscription));
+    (active, by_state)
 }
 
 fn account_line(account: &Account, b: &Balance) -> AccountLine {
@@ -187,6 +231,7 @@ fn write_status(out: &mut String, s: &Status) -> std::fmt::Result {
             writeln!(out, "  {state:<16} {n:>10}")?;
         }
     }
+    write_subscriptions(out, s)?;
     writeln!(out, "accounts (balance in msat)")?;
     for a in &s.system_accounts {
         writeln!(out, "  {:<40} {:>20}", a.account, a.balance_msat)?;
@@ -210,6 +255,25 @@ fn write_status(out: &mut String, s: &Status) -> std::fmt::Result {
                 a.account, a.balance_msat, a.debits_msat, a.credits_msat
             )?;
         }
+    }
+    Ok(())
+}
+
+fn write_subscriptions(out: &mut String, s: &Status) -> std::fmt::Result {
+    if s.subscriptions_by_state.is_empty() {
+        return Ok(());
+    }
+    let total: usize = s.subscriptions_by_state.values().sum();
+    writeln!(out, "subscriptions {total}")?;
+    for (state, n) in &s.subscriptions_by_state {
+        writeln!(out, "  {state:<16} {n:>10}")?;
+    }
+    for line in &s.subscriptions {
+        writeln!(
+            out,
+            "  {} {} tier {} until {} ms: {} of {} jobs used",
+            line.subscription, line.subscriber, line.tier, line.period_end, line.used, line.quota
+        )?;
     }
     Ok(())
 }

@@ -33,6 +33,10 @@ pub fn event_refs(body: &EventBody) -> Vec<&str> {
             if let Some(e) = &p.evidence {
                 refs.push(e.as_str());
             }
+            // A subscription's trail shows what paid for it.
+            if let crate::event::PaymentTarget::Subscription { subscription } = &p.target {
+                refs.push(subscription.as_str());
+            }
         }
         EventBody::JobCancelled { deletion_event, .. } => refs.push(deletion_event.as_str()),
         EventBody::ResultPublished { result_event, .. } => refs.push(result_event.as_str()),
