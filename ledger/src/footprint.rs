@@ -91,6 +91,7 @@ pub fn footprint(body: &EventBody) -> Footprint<'_> {
         }
         EventBody::EffectDone { effect, .. } => f.effects.push((effect, Use::Load)),
         EventBody::FloatAdded { .. }
+        | EventBody::CreditAdjusted { .. }
         | EventBody::EntitlementGranted { .. }
         | EventBody::EntitlementExpired { .. } => {}
     }
