@@ -393,21 +393,26 @@ pub fn float(ledger: &Path, msat: u64) {
     store.close().unwrap();
 }
 
+/// A customer with `keys` sends a 5050 `upper` job and gets its result; returns the request.
+async fn upper_job_gets_its_result(s: &Setup, keys: &Keys) -> Event {
+    let mut customer = Customer::connect(&s.urls).await;
+    customer.keys = keys.clone();
+    let request = customer.request(5050, "abc", &[&["param", "mode", "upper"]]);
+    customer.client.send_event(&request).await.unwrap();
+    let result = customer
+        .wait_for(request.id, |e| e.kind == Kind::Custom(6050))
+        .await;
+    assert_eq!(result.content, "ABC");
+    request
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credit_job_is_debited_and_runs() {
     let s = setup(1, "refund").await;
     let keys = Keys::generate();
     top_up(&s.ledger(), &keys.public_key(), 12_000);
     let node = s.start().await;
-    let mut customer = Customer::connect(&s.urls).await;
-    customer.keys = keys.clone();
-    let request = customer.request(5050, "abc", &[&["param", "mode", "upper"]]);
-    customer.client.send_event(&request).await.unwrap();
-
-    let result = customer
-        .wait_for(request.id, |e| e.kind == Kind::Custom(6050))
-        .await;
-    assert_eq!(result.content, "ABC");
+    let request = upper_job_gets_its_result(&s, &keys).await;
     wait_state(&node, &request.id.to_hex(), JobState::Succeeded).await;
     node.shutdown().await;
 
@@ -443,14 +448,7 @@ async fn the_operator_grants_and_adjusts_credit_but_never_below_zero() {
     assert_eq!(code, 0, "{said}");
     assert!(said.contains("by the running node"), "{said}");
 
-    let mut customer = Customer::connect(&s.urls).await;
-    customer.keys = keys.clone();
-    let request = customer.request(5050, "abc", &[&["param", "mode", "upper"]]);
-    customer.client.send_event(&request).await.unwrap();
-    let result = customer
-        .wait_for(request.id, |e| e.kind == Kind::Custom(6050))
-        .await;
-    assert_eq!(result.content, "ABC");
+    upper_job_gets_its_result(&s, &keys).await;
 
     // Spent: nothing left to take back.
     let (code, said) = credit_cli(&["adjust", &hex, "-1", "--reason", "oops"]);

@@ -94,7 +94,7 @@ fn has_rail(config: &Config) -> bool {
 
 /// Every price this mode can come to is a whole number of sats.
 fn whole_sats(mode: &PriceMode) -> bool {
-    let sat = |msat: u64| msat % 1_000 == 0;
+    let sat = |msat: u64| msat.is_multiple_of(1_000);
     match mode {
         PriceMode::Free => true,
         PriceMode::Fixed(amount) => sat(amount.as_msat()),
