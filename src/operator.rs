@@ -1,5 +1,6 @@
 //! Operator actions on money: a way out for every refund that waits (retry, re-route, write off,
-//! resolve an unknown outcome after checking the wallet) and operator float. Each becomes one
+//! resolve an unknown outcome after checking the wallet), operator float, and a customer's
+//! prepaid credit granted or adjusted by hand. Each becomes one
 //! ledger event with the operator as its cause (`Cause::Operator`), keyed by the request's id so
 //! that sending the same request twice changes nothing.
 //!
@@ -8,8 +9,8 @@
 //! it to a stopped node's ledger under the same single-instance lock.
 
 use paydvm_ledger::{
-    Asset, Cause, EventBody, FeePayer, IdemKey, LedgerEvent, LedgerState, Msat, RefundId,
-    RefundState, UnixMs, WriteOffTo,
+    Account, Asset, Cause, CreditDirection, EventBody, FeePayer, IdemKey, LedgerEvent, LedgerState,
+    Msat, Pubkey, RefundId, RefundState, UnixMs, WriteOffTo,
 };
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +46,10 @@ pub enum OperatorAction {
     },
     /// The operator's own money put into a wallet (`lightning` or `mint:<url>`).
     FloatAdd { asset: String, msat: u64 },
+    /// Give a customer (npub or hex pubkey) prepaid credit, out of the operator's float.
+    CreditGrant { customer: String, msat: u64 },
+    /// Move a customer's prepaid credit up (positive) or down (negative), never below zero.
+    CreditAdjust { customer: String, msat: i64 },
 }
 
 /// What the node (or the CLI on a stopped node) answers.
@@ -112,21 +117,45 @@ impl OperatorAction {
             | OperatorAction::RefundReroute { refund, .. }
             | OperatorAction::RefundWriteOff { refund, .. }
             | OperatorAction::RefundResolve { refund, .. } => Some(refund),
-            OperatorAction::FloatAdd { .. } => None,
+            OperatorAction::FloatAdd { .. }
+            | OperatorAction::CreditGrant { .. }
+            | OperatorAction::CreditAdjust { .. } => None,
         }
     }
 
+    /// Whether this action puts money into a wallet (what waiting refunds may wait for).
+    pub fn adds_float(&self) -> bool {
+        matches!(self, OperatorAction::FloatAdd { .. })
+    }
+
     fn body(&self, state: &LedgerState, cause: Cause) -> Result<EventBody, String> {
-        if let OperatorAction::FloatAdd { asset, msat } = self {
-            if *msat == 0 {
-                return Err("float of 0 msat".into());
+        match self {
+            OperatorAction::FloatAdd { asset, msat } => {
+                if *msat == 0 {
+                    return Err("float of 0 msat".into());
+                }
+                Ok(EventBody::FloatAdded {
+                    asset: parse_asset(asset)?,
+                    amount: Msat::from_msat(*msat),
+                    cause,
+                })
             }
-            return Ok(EventBody::FloatAdded {
-                asset: parse_asset(asset)?,
-                amount: Msat::from_msat(*msat),
-                cause,
-            });
+            OperatorAction::CreditGrant { customer, msat } => {
+                credit_body(state, customer, CreditDirection::Increase, *msat, cause)
+            }
+            OperatorAction::CreditAdjust { customer, msat } => {
+                let direction = if *msat < 0 {
+                    CreditDirection::Decrease
+                } else {
+                    CreditDirection::Increase
+                };
+                credit_body(state, customer, direction, msat.unsigned_abs(), cause)
+            }
+            _ => self.refund_body(state, cause),
         }
+    }
+
+    fn refund_body(&self, state: &LedgerState, cause: Cause) -> Result<EventBody, String> {
         let refund = self.refund().unwrap_or_default();
         let id = RefundId::new(refund).map_err(|e| e.to_string())?;
         let record = state
@@ -157,9 +186,42 @@ impl OperatorAction {
                 to: *to,
                 cause,
             }),
-            OperatorAction::FloatAdd { .. } => unreachable!("handled above"),
+            OperatorAction::FloatAdd { .. }
+            | OperatorAction::CreditGrant { .. }
+            | OperatorAction::CreditAdjust { .. } => unreachable!("not a refund action"),
         }
     }
+}
+
+/// `credit_adjusted` for `customer` (npub or hex). A decrease may take no more than the
+/// customer's credit holds: credit is the customer's money and never goes below zero.
+fn credit_body(
+    state: &LedgerState,
+    customer: &str,
+    direction: CreditDirection,
+    msat: u64,
+    cause: Cause,
+) -> Result<EventBody, String> {
+    let key = nostr_sdk::PublicKey::parse(customer.trim())
+        .map_err(|_| format!("{customer:?} is not a public key (npub or 64 hex)"))?;
+    let customer = Pubkey::new(key.to_hex()).map_err(|e| e.to_string())?;
+    if msat == 0 {
+        return Err("a credit change of 0 msat changes nothing".into());
+    }
+    let amount = Msat::from_msat(msat);
+    let held = state.held(&Account::Credit(customer.clone()));
+    if direction == CreditDirection::Decrease && held < amount {
+        return Err(format!(
+            "{customer} has {} msat of credit: taking {msat} msat would leave it below zero",
+            held.as_msat()
+        ));
+    }
+    Ok(EventBody::CreditAdjusted {
+        customer,
+        direction,
+        amount,
+        cause,
+    })
 }
 
 fn resolution(refund: RefundId, paid: bool, fee_msat: u64, cause: Cause) -> EventBody {

@@ -501,3 +501,105 @@ fn sample_refuses_to_overwrite() {
     assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
+
+/// `paydvm init` into a temporary directory; returns it and the config's path.
+fn initialised_node() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = paydvm(&["init", "--dir", arg(dir.path())]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let config = dir.path().join("paydvm.toml");
+    (dir, config)
+}
+
+/// A 127.0.0.1 port nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from:?} not in {}", path.display());
+    std::fs::write(path, text.replace(from, to)).unwrap();
+}
+
+#[test]
+fn check_config_refuses_a_priced_offer_nothing_can_pay_and_so_does_run() {
+    let (dir, config) = initialised_node();
+    // The starter node warns: it has no way to be paid yet, and says so.
+    let (code, text) = paydvm_with_config(&config, &["check-config"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("warning:") && text.contains("offer[0]"),
+        "{text}"
+    );
+    assert!(text.contains("nothing can pay"), "{text}");
+
+    edit(&config, "config_problems = \"warn\"", "");
+    let (code, text) = paydvm_with_config(&config, &["check-config"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("error:") && text.contains("offer[0]"),
+        "{text}"
+    );
+    assert!(text.contains("kind 5050 costs 10000 msat"), "{text}");
+    let (code, text) = paydvm_with_config(&config, &["run"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("offer[0]") && text.contains("nothing can pay"),
+        "{text}"
+    );
+    assert!(!dir.path().join("paydvm.db").exists(), "run started anyway");
+
+    // A wallet is a rail; with it and a whole-sat price there is nothing to report.
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap() + "\n[lightning]\nbackend = \"fake\"\n",
+    )
+    .unwrap();
+    let (code, text) = paydvm_with_config(&config, &["check-config"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("no problems found"), "{text}");
+}
+
+#[test]
+fn check_config_names_an_unreachable_wallet_and_mint_and_a_sub_sat_price() {
+    let (dir, config) = initialised_node();
+    edit(&config, "config_problems = \"warn\"", "");
+    let lnbits = format!("http://127.0.0.1:{}", closed_port());
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap()
+            + &format!(
+                "\n[lightning]\nbackend = \"lnbits\"\nlnbits_url = \"{lnbits}\"\n\
+                 lnbits_invoice_key_env = \"PAYDVM_TEST_INVOICE_KEY\"\n"
+            ),
+    )
+    .unwrap();
+    let policy = dir.path().join("policy.toml");
+    edit(&policy, "amount_msat = 10000", "amount_msat = 10500");
+    let mint = format!("http://127.0.0.1:{}", closed_port());
+    edit(
+        &policy,
+        "trusted = []",
+        &format!("trusted = [{{ url = \"{mint}\", units = [\"sat\"] }}]"),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_paydvm"))
+        .args(["check-config", "--config", arg(&config)])
+        .env("PAYDVM_TEST_INVOICE_KEY", "invoicekeysecret")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("offer[0]") && text.contains("whole sats"),
+        "{text}"
+    );
+    assert!(text.contains("lightning.lnbits_url"), "{text}");
+    assert!(
+        text.contains("mints.trusted[0]") && text.contains(&mint),
+        "{text}"
+    );
+    assert!(!text.contains("nothing can pay"), "{text}");
+    assert!(!text.contains("invoicekeysecret"), "{text}");
+}

@@ -32,9 +32,11 @@ pub fn test_node(failures_then: &str, extra: &str) -> NodeDir {
     NodeDir::text_node("test node", 2, failures_then).policy_prefix(extra)
 }
 
-/// A node directory: config, policy (5001 free, 5050 fixed 5000 msat), key.
+/// A node directory: config, policy (5001 free, 5050 fixed 5000 msat), key. Its jobs are paid
+/// from prepaid credit (`top_up`), so `paydvm run` is told that no rail is only a warning.
 pub fn write_node_dir(dir: &Path, relays: &[RelayUrl], failures_then: &str) -> PathBuf {
     test_node(failures_then, "")
+        .node_setting("config_problems = \"warn\"")
         .relays(relays)
         .write(dir)
         .unwrap()
@@ -318,6 +320,34 @@ async fn bid_below_price_is_rejected_with_error_feedback() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_param_the_executor_refuses_is_an_error_before_any_quote() {
+    let s = setup(1, "refund").await;
+    let node = s.start().await;
+    let mut customer = Customer::connect(&s.urls).await;
+    let request = customer.request(5050, "abc", &[&["param", "mode", "bogus"]]);
+    customer.client.send_event(&request).await.unwrap();
+
+    let fb = customer.wait_for(request.id, is_status("error")).await;
+    let status = tag_values(&fb, "status").unwrap();
+    assert!(status[1].contains("unknown mode `bogus`"), "{status:?}");
+    assert!(tag_values(&fb, "amount").is_none(), "{fb:?}");
+    wait_state(&node, &request.id.to_hex(), JobState::Rejected).await;
+    // A valid mode from the same customer is still quoted.
+    let good = customer.request(5050, "abc", &[&["param", "mode", "upper"]]);
+    customer.client.send_event(&good).await.unwrap();
+    customer
+        .wait_for(good.id, is_status("payment-required"))
+        .await;
+    node.shutdown().await;
+    let store = s.store();
+    assert_eq!(
+        steps(&store, &request.id.to_hex()),
+        ["job_received", "job_rejected"]
+    );
+    assert!(store.verify().is_ok());
+}
+
 /// Tops the customer's prepaid credit up directly in the ledger file (node not running).
 pub fn top_up(ledger: &Path, customer: &PublicKey, msat: u64) {
     let mut store = Store::open(ledger, Durability::Normal).unwrap();
@@ -363,21 +393,26 @@ pub fn float(ledger: &Path, msat: u64) {
     store.close().unwrap();
 }
 
+/// A customer with `keys` sends a 5050 `upper` job and gets its result; returns the request.
+async fn upper_job_gets_its_result(s: &Setup, keys: &Keys) -> Event {
+    let mut customer = Customer::connect(&s.urls).await;
+    customer.keys = keys.clone();
+    let request = customer.request(5050, "abc", &[&["param", "mode", "upper"]]);
+    customer.client.send_event(&request).await.unwrap();
+    let result = customer
+        .wait_for(request.id, |e| e.kind == Kind::Custom(6050))
+        .await;
+    assert_eq!(result.content, "ABC");
+    request
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credit_job_is_debited_and_runs() {
     let s = setup(1, "refund").await;
     let keys = Keys::generate();
     top_up(&s.ledger(), &keys.public_key(), 12_000);
     let node = s.start().await;
-    let mut customer = Customer::connect(&s.urls).await;
-    customer.keys = keys.clone();
-    let request = customer.request(5050, "abc", &[&["param", "mode", "upper"]]);
-    customer.client.send_event(&request).await.unwrap();
-
-    let result = customer
-        .wait_for(request.id, |e| e.kind == Kind::Custom(6050))
-        .await;
-    assert_eq!(result.content, "ABC");
+    let request = upper_job_gets_its_result(&s, &keys).await;
     wait_state(&node, &request.id.to_hex(), JobState::Succeeded).await;
     node.shutdown().await;
 
@@ -394,6 +429,61 @@ async fn credit_job_is_debited_and_runs() {
         .cloned()
         .unwrap();
     assert_eq!(job.revenue, Msat::from_msat(5_000));
+    assert!(store.verify().is_ok());
+}
+
+/// Issue 13, problem 9: the operator grants credit to a running node through its control
+/// socket (`paydvm credit grant`), the customer's next job runs on it, and an adjustment never
+/// takes credit below zero; each change is a `credit_adjusted` event caused by the operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_grants_and_adjusts_credit_but_never_below_zero() {
+    let s = setup(1, "refund").await;
+    let node = s.start().await;
+    let keys = Keys::generate();
+    let npub = keys.public_key().to_bech32().unwrap();
+    let hex = keys.public_key().to_hex();
+    let credit_cli =
+        |args: &[&str]| crate::cli::paydvm_with_config(&s.config, &[&["credit"], args].concat());
+    let (code, said) = credit_cli(&["grant", &npub, "5000", "--reason", "sorry for the outage"]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("by the running node"), "{said}");
+
+    upper_job_gets_its_result(&s, &keys).await;
+
+    // Spent: nothing left to take back.
+    let (code, said) = credit_cli(&["adjust", &hex, "-1", "--reason", "oops"]);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("below zero"), "{said}");
+    let (code, said) = credit_cli(&["adjust", &hex, "3000", "--reason", "correction"]);
+    assert_eq!(code, 0, "{said}");
+    let (code, said) = credit_cli(&["adjust", &hex, "-3001", "--reason", "too much"]);
+    assert_eq!(code, 1, "{said}");
+    let (code, said) = credit_cli(&["adjust", &hex, "-1000", "--note", "partly back"]);
+    assert_eq!(code, 0, "{said}");
+    let (code, said) = credit_cli(&["grant", &hex, "7"]);
+    assert_ne!(code, 0, "a change without a reason: {said}");
+    node.shutdown().await;
+
+    let store = s.store();
+    let credit = Account::Credit(Pubkey::new(hex.clone()).unwrap());
+    assert_eq!(store.state().held(&credit), Msat::from_msat(2_000));
+    assert_eq!(
+        store.state().balance(&Account::Float).signed(false),
+        -7_000,
+        "granted out of the operator's float"
+    );
+    let (head, _) = store.head();
+    let notes: Vec<String> = (1..=head)
+        .filter_map(|seq| store.event(seq).unwrap())
+        .filter_map(|e| match e.event.body {
+            EventBody::CreditAdjusted {
+                cause: paydvm_ledger::Cause::Operator { note },
+                ..
+            } => Some(note),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(notes, ["sorry for the outage", "correction", "partly back"]);
     assert!(store.verify().is_ok());
 }
 

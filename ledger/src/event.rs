@@ -241,6 +241,17 @@ pub enum WriteOffTo {
     Income,
 }
 
+/// Which way an operator moves a customer's prepaid credit (`credit_adjusted`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CreditDirection {
+    /// The operator gives credit: `equity:float` → `liability:credit:<customer>`.
+    Increase,
+    /// The operator takes credit back: `liability:credit:<customer>` → `equity:float`; never
+    /// more than the customer holds.
+    Decrease,
+}
+
 /// How an outbox effect ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -423,6 +434,14 @@ pub enum EventBody {
         effect: EffectId,
         outcome: EffectOutcome,
     },
+    /// The operator granted or took back a customer's prepaid credit by hand (goodwill, a
+    /// correction). Booked against `equity:float`: the operator's own money.
+    CreditAdjusted {
+        customer: Pubkey,
+        direction: CreditDirection,
+        amount: Msat,
+        cause: Cause,
+    },
 }
 
 impl EventBody {
@@ -456,6 +475,7 @@ impl EventBody {
             EventBody::SubscriptionQuoted { .. } => "subscription_quoted",
             EventBody::EffectRequested { .. } => "effect_requested",
             EventBody::EffectDone { .. } => "effect_done",
+            EventBody::CreditAdjusted { .. } => "credit_adjusted",
         }
     }
 }

@@ -91,6 +91,7 @@ pub fn footprint(body: &EventBody) -> Footprint<'_> {
         }
         EventBody::EffectDone { effect, .. } => f.effects.push((effect, Use::Load)),
         EventBody::FloatAdded { .. }
+        | EventBody::CreditAdjusted { .. }
         | EventBody::EntitlementGranted { .. }
         | EventBody::EntitlementExpired { .. }
         // Subscriptions stay in memory (they are open work while they can be paid or used).

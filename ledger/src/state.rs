@@ -559,6 +559,12 @@ impl Planner<'_> {
                 amount,
                 cause,
             } => self.float_added(asset, *amount, cause)?,
+            EventBody::CreditAdjusted {
+                customer,
+                direction,
+                amount,
+                cause,
+            } => self.credit_adjusted(customer, *direction, *amount, cause)?,
             EventBody::EntitlementGranted {
                 subscription,
                 subscriber,

@@ -123,7 +123,14 @@ fn render_summary(dir: &Path, npub: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "  4. Start the node: paydvm run --config {}",
+        "  4. Give it a way to be paid (kind 5050 costs 10 sat): a [lightning] wallet, a lud16 \
+         for zaps or a trusted mint; `paydvm check-config --config {}` lists what is missing. \
+         Then remove `config_problems = \"warn\"` so such a problem stops the start.",
+        at(CONFIG_FILE)
+    );
+    let _ = writeln!(
+        s,
+        "  5. Start the node: paydvm run --config {}",
         at(CONFIG_FILE)
     );
     s

@@ -1,6 +1,7 @@
 //! The `paydvm` command line: argument parsing, dispatch and exit codes.
 
 mod audit;
+pub mod check_config;
 mod export;
 mod init;
 mod ledger_file;
@@ -66,9 +67,22 @@ enum Command {
     /// Run the node from a config file until SIGINT or SIGTERM, then shut down cleanly.
     ///
     /// Logs go to stderr; set PAYDVM_LOG (e.g. `debug`, `paydvm=debug`) to change the level.
+    ///
+    /// Makes the checks of `paydvm check-config` first; with `[node] config_problems = "error"`
+    /// (the default) a problem stops the start.
     Run {
         /// The node's paydvm.toml.
-        #[arg(long)]
+        #[arg(long, default_value = "paydvm.toml")]
+        config: PathBuf,
+    },
+    /// Check that the node can take money as configured: every priced offer payable by some
+    /// rail, every price invoiceable, the Lightning backend and trusted mints answering.
+    ///
+    /// Exit 1 when a problem would stop `paydvm run` (`[node] config_problems = "error"`, the
+    /// default), 0 when there is none or they are only warnings (`"warn"`).
+    CheckConfig {
+        /// The node's paydvm.toml.
+        #[arg(long, default_value = "paydvm.toml")]
         config: PathBuf,
     },
     /// Show one job's or payment's trail from a node's ledger (the one its config names).
@@ -118,6 +132,11 @@ enum Command {
     /// The operator's own money in a wallet, booked as float (`equity:float`).
     #[command(subcommand)]
     Float(FloatCommand),
+    /// A customer's prepaid credit, granted or adjusted by hand against the operator's float
+    /// (`equity:float`), recorded in the ledger with the operator as the cause. Like `refund`:
+    /// through a running node's control socket, or on a stopped node's ledger.
+    #[command(subcommand)]
+    Credit(CreditCommand),
     /// Inspect a ledger file, or create a sample one.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -130,7 +149,7 @@ struct OperatorArgs {
     #[arg(long, default_value = "paydvm.toml")]
     config: PathBuf,
     /// Why: kept in the ledger with the operator as the cause.
-    #[arg(long)]
+    #[arg(long, visible_alias = "reason")]
     note: String,
 }
 
@@ -184,6 +203,26 @@ enum FloatCommand {
     Add {
         asset: String,
         msat: u64,
+        #[command(flatten)]
+        args: OperatorArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CreditCommand {
+    /// Give a customer (npub or hex public key) prepaid credit, in msat.
+    Grant {
+        customer: String,
+        msat: u64,
+        #[command(flatten)]
+        args: OperatorArgs,
+    },
+    /// Move a customer's prepaid credit by msat: positive adds, negative takes back (never
+    /// more than the customer holds).
+    Adjust {
+        customer: String,
+        #[arg(allow_negative_numbers = true)]
+        msat: i64,
         #[command(flatten)]
         args: OperatorArgs,
     },
@@ -279,6 +318,7 @@ fn dispatch(command: Command, scaffolded: &dyn Scaffolded) -> anyhow::Result<u8>
         Command::Init { dir } => init::run(&dir),
         Command::Demo => scaffolded.demo(),
         Command::Run { config } => run::run(&config),
+        Command::CheckConfig { config } => check_config::run(&config),
         Command::Audit {
             reference,
             config,
@@ -296,6 +336,7 @@ fn dispatch(command: Command, scaffolded: &dyn Scaffolded) -> anyhow::Result<u8>
             OperatorAction::FloatAdd { asset, msat },
             &args.note,
         ),
+        Command::Credit(command) => credit_command(command),
         Command::Ledger(LedgerCommand::Verify { file, json }) => verify::run(&file, json),
         Command::Ledger(LedgerCommand::Audit {
             file,
@@ -349,6 +390,22 @@ fn refund_command(command: RefundCommand) -> anyhow::Result<u8> {
                 },
             )
         }
+    };
+    operator::run(&node_ledger(&args.config)?, action, &args.note)
+}
+
+fn credit_command(command: CreditCommand) -> anyhow::Result<u8> {
+    let (args, action) = match command {
+        CreditCommand::Grant {
+            customer,
+            msat,
+            args,
+        } => (args, OperatorAction::CreditGrant { customer, msat }),
+        CreditCommand::Adjust {
+            customer,
+            msat,
+            args,
+        } => (args, OperatorAction::CreditAdjust { customer, msat }),
     };
     operator::run(&node_ledger(&args.config)?, action, &args.note)
 }

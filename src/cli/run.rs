@@ -1,6 +1,7 @@
-//! `paydvm run --config <paydvm.toml>`: load the config, start the node, serve until SIGINT or
-//! SIGTERM, then shut down cleanly. Logs go to stderr (`PAYDVM_LOG`, default `info`); stdout gets
-//! the node's public key and relays. Prints no secret key.
+//! `paydvm run [--config paydvm.toml]`: load the config, make the `check-config` checks, start
+//! the node, serve until SIGINT or SIGTERM, then shut down cleanly. Logs go to stderr
+//! (`PAYDVM_LOG`, default `info`); stdout gets the node's public key and relays. Prints no
+//! secret key.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -47,6 +48,7 @@ async fn serve(config: Config) -> anyhow::Result<u8> {
     // Listen before starting, so a signal that arrives during start-up is not lost.
     let mut sigint = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    super::check_config::at_start(&config).await?;
     let node = Node::start(config).await?;
     let npub = node
         .pubkey()

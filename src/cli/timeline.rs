@@ -5,7 +5,8 @@ use std::fmt::Write;
 
 use paydvm_ledger::store::AuditTrail;
 use paydvm_ledger::{
-    Disposition, EffectOutcome, EventBody, JobPayment, PaymentOption, PaymentTarget, QueueReason,
+    CreditDirection, Disposition, EffectOutcome, EventBody, JobPayment, PaymentOption,
+    PaymentTarget, QueueReason,
 };
 
 /// Render `trail` as a multi-line timeline.
@@ -170,6 +171,19 @@ fn detail(body: &EventBody) -> String {
             amount,
             cause,
         } => format!("float {amount} into {asset}: {}", cause.note()),
+        EventBody::CreditAdjusted {
+            customer,
+            direction,
+            amount,
+            cause,
+        } => format!(
+            "credit of {customer} {} by {amount}: {}",
+            match direction {
+                CreditDirection::Increase => "raised",
+                CreditDirection::Decrease => "lowered",
+            },
+            cause.note()
+        ),
         EventBody::EntitlementGranted {
             subscription,
             tier,

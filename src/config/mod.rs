@@ -13,6 +13,7 @@ mod keys;
 mod lightning;
 mod node;
 mod offers;
+mod problems;
 mod raw;
 mod relays;
 mod secret;
@@ -37,11 +38,12 @@ pub use lightning::{
     BackendChoice, BackendSecrets, Lightning, LightningConfig, SecretSource,
     DEFAULT_INVOICE_TIMEOUT_SECS, DEFAULT_MAX_FEE_MSAT,
 };
-pub use node::{KeySource, Node};
+pub use node::{KeySource, Node, ProblemMode};
 pub use offers::{
     Builtin, Executor, Offer, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_TIMEOUT_SECS, MAX_MAX_CONCURRENCY, MAX_MAX_OUTPUT_BYTES, MAX_OFFERS, MAX_TIMEOUT_SECS,
 };
+pub use problems::{payment_problems, Problem};
 pub use relays::{
     CustomerRelays, Relays, DEFAULT_PUBLISH_CAP, MAX_ALLOWLIST, MAX_PUBLISH_CAP, MAX_RELAYS,
 };

@@ -34,6 +34,20 @@ pub struct Node {
     /// Hosts LNURL calls may reach although they are not public (`host`, `host:port`; with
     /// `http://` in front, over plain http too). Everything else must be public.
     pub lnurl_allow_hosts: AllowList,
+    /// `config_problems`: whether `paydvm run` refuses to start on a problem `check-config`
+    /// finds (an offer nothing can pay, an impossible price, a backend or mint that does not
+    /// answer), or starts with a loud warning.
+    pub config_problems: ProblemMode,
+}
+
+/// `[node] config_problems`: what a problem `paydvm check-config` finds does to `paydvm run`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProblemMode {
+    /// `"error"` (the default): the node does not start.
+    #[default]
+    Error,
+    /// `"warn"`: the node starts and logs each problem at WARN.
+    Warn,
 }
 
 /// Where the node's secret key comes from.
@@ -87,6 +101,16 @@ impl Node {
             ));
         }
         let lnurl_allow_hosts = allow_list(raw.lnurl_allow_hosts, check)?;
+        let config_problems = match raw.config_problems.as_deref() {
+            None | Some("error") => ProblemMode::Error,
+            Some("warn") => ProblemMode::Warn,
+            Some(other) => {
+                return Err(check.invalid(
+                    "node.config_problems",
+                    format!("{other:?} is neither \"error\" nor \"warn\""),
+                ))
+            }
+        };
         // Our own address must pass the same host rules as a customer's, or zaps never count.
         if let Some(address) = &lud16 {
             HostPolicy::new(lnurl_http_loopback, lnurl_allow_hosts.clone())
@@ -108,6 +132,7 @@ impl Node {
             lud16,
             lnurl_http_loopback,
             lnurl_allow_hosts,
+            config_problems,
         })
     }
 

@@ -56,6 +56,7 @@ pub(crate) struct RawNode {
     pub lud16: Option<String>,
     pub lnurl_http_loopback: Option<bool>,
     pub lnurl_allow_hosts: Option<Vec<String>>,
+    pub config_problems: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

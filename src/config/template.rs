@@ -30,6 +30,13 @@ ledger = "paydvm.db"
 # Prices, admission, refunds, trusted mints, subscriptions: docs/configuration-policies.md
 policy = "policy.toml"
 
+# What a problem that keeps the node from taking money does (an offer priced but payable by no
+# rail, a price the wallet cannot invoice, a wallet or mint that does not answer; list them with
+# `paydvm check-config`): "error" (the default: `paydvm run` refuses to start) or "warn" (it
+# starts and logs each problem). This starter node has no way to be paid yet (no [lightning]
+# wallet, no lud16, no trusted mint), so it starts with warnings: set one up, then remove this.
+config_problems = "warn"
+
 # The node's Nostr secret key. Set exactly one of:
 #   key_file: a file holding an nsec1... or 64-hex key, mode 0600 (paydvm refuses a key file
 #             that group or others can read; fix with `chmod 600 paydvm.key`);

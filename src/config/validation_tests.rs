@@ -484,6 +484,11 @@ fn template_loads_with_the_starter_policy() {
         config.relays.urls[0].as_str_without_trailing_slash(),
         "ws://127.0.0.1:7777"
     );
+    // The starter node cannot take money yet: it says so, as a warning (init tells what to set).
+    assert_eq!(config.node.config_problems, ProblemMode::Warn);
+    let problems = payment_problems(&config);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].field, "offer[0]");
 }
 
 #[test]
@@ -760,4 +765,97 @@ fn a_syntax_error_does_not_quote_the_line_that_may_hold_a_secret() {
         "{msg}"
     );
     assert!(msg.contains("unknown field `executor`"), "{msg}");
+}
+
+#[test]
+fn config_problems_is_error_by_default_warn_on_request_and_nothing_else() {
+    assert_eq!(
+        parse(&toml(NODE, RELAYS, OFFER))
+            .unwrap()
+            .node
+            .config_problems,
+        ProblemMode::Error
+    );
+    let warn = format!("{NODE}config_problems = \"warn\"\n");
+    assert_eq!(
+        parse(&toml(&warn, RELAYS, OFFER))
+            .unwrap()
+            .node
+            .config_problems,
+        ProblemMode::Warn
+    );
+    let bogus = format!("{NODE}config_problems = \"ignore\"\n");
+    let err = parse(&toml(&bogus, RELAYS, OFFER)).unwrap_err();
+    assert_eq!(err.field(), Some("node.config_problems"), "{err}");
+}
+
+fn fixed_5050(amount_msat: u64) -> String {
+    format!("[[pricing.kind]]\nkind = 5050\nmode = \"fixed\"\namount_msat = {amount_msat}\n")
+}
+
+/// The problems `Config::load` leaves to `check-config`, for the config `text` and `policy`.
+fn problems_of(text: &str, policy: &str) -> Vec<Problem> {
+    let setup = Setup::new(text);
+    fs::write(setup.path("policy.toml"), policy).unwrap();
+    let env = |_: &str| Some(OsString::from("invoicekey"));
+    payment_problems(&Config::load_with_env(setup.path("paydvm.toml"), env).unwrap())
+}
+
+#[test]
+fn a_priced_offer_with_no_rail_is_a_problem_and_any_rail_clears_it() {
+    let bare = toml(NODE, RELAYS, OFFER);
+    assert_eq!(
+        problems_of(&bare, POLICY),
+        vec![],
+        "a free kind needs no rail"
+    );
+    let problems = problems_of(&bare, &fixed_5050(10_000));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].field, "offer[0]");
+    assert!(
+        problems[0].message.contains("kind 5050 costs 10000 msat")
+            && problems[0].message.contains("nothing can pay"),
+        "{}",
+        problems[0]
+    );
+    let lud16 = toml(
+        &format!("{NODE}lud16 = \"dvm@pay.example.com\"\n"),
+        RELAYS,
+        OFFER,
+    );
+    assert_eq!(problems_of(&lud16, &fixed_5050(10_000)), vec![]);
+    let fake = format!("{bare}[lightning]\nbackend = \"fake\"\n");
+    assert_eq!(problems_of(&fake, &fixed_5050(10_000)), vec![]);
+}
+
+#[test]
+fn lnbits_with_a_price_that_is_not_whole_sats_is_a_problem() {
+    let lnbits = format!(
+        "{}[lightning]\nbackend = \"lnbits\"\nlnbits_url = \"http://127.0.0.1:5000\"\n\
+         lnbits_invoice_key_env = \"INV\"\n",
+        toml(NODE, RELAYS, OFFER)
+    );
+    assert_eq!(problems_of(&lnbits, &fixed_5050(10_000)), vec![]);
+    let problems = problems_of(&lnbits, &fixed_5050(10_500));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].message.contains("whole sats"),
+        "{}",
+        problems[0]
+    );
+    let per_unit = |rate: &str, base: u64| {
+        format!(
+            "[[pricing.kind]]\nkind = 5050\nmode = \"per_unit\"\nunit = \"word\"\n\
+             base_msat = {base}\nper_unit_msat = \"{rate}\"\n"
+        )
+    };
+    assert_eq!(problems_of(&lnbits, &per_unit("2000", 1000)), vec![]);
+    assert_eq!(problems_of(&lnbits, &per_unit("0.5", 1000)).len(), 1);
+    assert_eq!(problems_of(&lnbits, &per_unit("2000", 1500)).len(), 1);
+    // The fake backend (like NWC) invoices any msat amount.
+    let fake = format!(
+        "{}[lightning]\nbackend = \"fake\"\n",
+        toml(NODE, RELAYS, OFFER)
+    );
+    assert_eq!(problems_of(&fake, &fixed_5050(10_500)), vec![]);
 }

@@ -62,6 +62,11 @@ impl Mode {
 }
 
 impl Executor for TextGeneration {
+    fn check(&self, job: &Job) -> Result<(), ExecError> {
+        Mode::of(job)?;
+        text_inputs(job).map(drop)
+    }
+
     fn run<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<ExecOutput, ExecError>> {
         Box::pin(async move {
             let mode = Mode::of(job)?;
@@ -85,6 +90,10 @@ impl Executor for TextGeneration {
 pub struct WordCount;
 
 impl Executor for WordCount {
+    fn check(&self, job: &Job) -> Result<(), ExecError> {
+        text_inputs(job).map(drop)
+    }
+
     fn run<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<ExecOutput, ExecError>> {
         Box::pin(async move {
             let words: usize = text_inputs(job)?
@@ -149,6 +158,44 @@ mod tests {
     async fn sleep_mode_returns_the_text_after_sleeping() {
         let out = generate(&["x"], &[("mode", "sleep"), ("ms", "1")]).await;
         assert_eq!(out.unwrap(), "x");
+    }
+
+    #[test]
+    fn check_refuses_before_running_what_run_would_refuse_and_passes_the_rest() {
+        for params in [
+            &[("mode", "bogus")][..],
+            &[("mode", "sleep")],
+            &[("mode", "sleep"), ("ms", "soon")],
+        ] {
+            let job = text_job(TEXT_GENERATION, &["x"], params);
+            let err = TextGeneration.check(&job).unwrap_err();
+            assert!(!err.retryable(), "{params:?}");
+        }
+        let refused = TextGeneration
+            .check(&text_job(TEXT_GENERATION, &["x"], &[("mode", "bogus")]))
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("unknown mode `bogus`"),
+            "{refused}"
+        );
+        // `fail` is a valid mode: it fails when it runs, not before.
+        for params in [&[][..], &[("mode", "upper")], &[("mode", "fail")]] {
+            let job = text_job(TEXT_GENERATION, &["x"], params);
+            assert!(TextGeneration.check(&job).is_ok(), "{params:?}");
+        }
+        let mut url = text_job(SUMMARISE, &["x"], &[]);
+        url.inputs[0].kind = InputKind::Url;
+        assert!(WordCount.check(&url).is_err());
+        // Through the registry (behind the limits wrapper) the same holds.
+        let mut executors = Executors::new();
+        register(
+            &mut executors,
+            &crate::executor::test_support::limits(1000, 1000, 1),
+        )
+        .unwrap();
+        let bogus = text_job(TEXT_GENERATION, &["x"], &[("mode", "bogus")]);
+        assert!(executors.check(&bogus).is_err());
+        assert!(executors.check(&text_job(5999, &["x"], &[])).is_ok());
     }
 
     #[tokio::test]

@@ -94,6 +94,10 @@ impl<E: Executor> Limited<E> {
 }
 
 impl<E: Executor> Executor for Limited<E> {
+    fn check(&self, job: &Job) -> Result<(), ExecError> {
+        self.inner.check(job)
+    }
+
     fn run<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<ExecOutput, ExecError>> {
         Box::pin(async move {
             let _slot = self

@@ -34,11 +34,22 @@ pub struct ExecOutput {
 /// Turns a job into a result or a customer-safe error.
 pub trait Executor: Send + Sync {
     fn run<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<ExecOutput, ExecError>>;
+
+    /// Refuses a job this executor would fail whatever happens (an unknown param value, an
+    /// input it cannot read), so that the customer is told before being asked to pay. The
+    /// default knows nothing in advance: external executors judge their jobs when they run.
+    fn check(&self, _job: &Job) -> Result<(), ExecError> {
+        Ok(())
+    }
 }
 
 impl<E: Executor + ?Sized> Executor for Arc<E> {
     fn run<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<ExecOutput, ExecError>> {
         (**self).run(job)
+    }
+
+    fn check(&self, job: &Job) -> Result<(), ExecError> {
+        (**self).check(job)
     }
 }
 

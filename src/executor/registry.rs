@@ -65,6 +65,13 @@ impl Executors {
         self.by_kind.keys().copied()
     }
 
+    /// Whether `job`'s executor would refuse it whatever happens ([`Executor::check`]); a kind
+    /// with no executor passes (whether it is offered is decided elsewhere).
+    pub fn check(&self, job: &Job) -> Result<(), ExecError> {
+        self.get(job.kind)
+            .map_or(Ok(()), |executor| executor.check(job))
+    }
+
     /// Runs `job` on its kind's executor; [`ExecError::Unsupported`] if none is registered.
     pub async fn run(&self, job: &Job) -> Result<ExecOutput, ExecError> {
         let executor = self

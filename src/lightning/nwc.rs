@@ -255,7 +255,11 @@ impl LightningBackend for NwcLightning {
             .get_balance()
             .await
             .map(Msat::from_msat)
-            .map_err(|e| LightningError::Unreachable(e.to_string()))
+            .map_err(|e| match wallet_error(&e) {
+                // The wallet answered (e.g. it does not grant get_balance).
+                Some(err) => LightningError::Refused(err.to_string()),
+                None => LightningError::Unreachable(e.to_string()),
+            })
     }
 
     fn settlements(&self) -> Option<broadcast::Receiver<Settlement>> {

@@ -441,7 +441,9 @@ impl Core {
         };
         let request_job = match &input {
             Input::RequestArrived(r) => Some(r.job.clone()),
-            Input::PaymentRefused { job, .. } => Some(job.clone()),
+            Input::PaymentRefused { job, .. } | Input::RequestUnparsable { job, .. } => {
+                Some(job.clone())
+            }
             _ => None,
         };
         self.input(input);

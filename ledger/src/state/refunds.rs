@@ -4,8 +4,8 @@
 use super::{check_amount, check_cause, check_text, refund_refused, Planner};
 use crate::account::Account;
 use crate::error::TransitionError;
-use crate::event::{Asset, Cause, FeePayer, RefundRoute, WriteOffTo};
-use crate::ids::RefundId;
+use crate::event::{Asset, Cause, CreditDirection, FeePayer, RefundRoute, WriteOffTo};
+use crate::ids::{Pubkey, RefundId};
 use crate::job::JobInput;
 use crate::money::Msat;
 use crate::refund::{RefundRecord, RefundState};
@@ -223,6 +223,27 @@ impl Planner<'_> {
         }
         check_amount("float", amount)?;
         self.post(Account::Asset(asset.clone()), Account::Float, amount)
+    }
+
+    /// The operator moves a customer's credit against `equity:float`; a decrease beyond what
+    /// the customer holds is refused (`finish` refuses a negative held account).
+    pub(super) fn credit_adjusted(
+        &mut self,
+        customer: &Pubkey,
+        direction: CreditDirection,
+        amount: Msat,
+        cause: &Cause,
+    ) -> Result<(), TransitionError> {
+        check_cause(cause)?;
+        if amount.is_zero() {
+            return Err(TransitionError::ZeroAmount);
+        }
+        check_amount("credit adjustment", amount)?;
+        let credit = Account::Credit(customer.clone());
+        match direction {
+            CreditDirection::Increase => self.post(Account::Float, credit, amount),
+            CreditDirection::Decrease => self.post(credit, Account::Float, amount),
+        }
     }
 
     /// A refund that can be started (due or failed), for an event that changes how it waits.

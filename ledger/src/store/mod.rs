@@ -36,6 +36,28 @@ use crate::ledger_store::{
 use crate::state::residency::Candidates;
 use crate::state::LedgerState;
 
+/// Creates a new ledger file empty with mode 0600 (an empty file is a valid new SQLite
+/// database), so that it and the `-wal`/`-shm` files SQLite gives the same mode are readable by
+/// the owner only, like the keys. An existing file, `:memory:` and `file:` URIs are left alone.
+fn create_private(path: &Path) -> Result<(), LedgerError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let text = path.to_string_lossy();
+    if text == ":memory:" || text.starts_with("file:") || path.exists() {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        // Created meanwhile by someone else: theirs to keep.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// A stored event row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
@@ -98,6 +120,7 @@ impl Store {
         if options.read_only {
             return Store::open_read_only_with(path, options);
         }
+        create_private(path)?;
         let mut conn = Connection::open(path)?;
         tune(&conn)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;

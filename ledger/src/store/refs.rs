@@ -74,7 +74,8 @@ pub fn event_refs(body: &EventBody) -> Vec<&str> {
         | EventBody::ProcessingFailed { .. }
         | EventBody::JobClosed { .. }
         | EventBody::CreditGranted { .. }
-        | EventBody::FloatAdded { .. } => {}
+        | EventBody::FloatAdded { .. }
+        | EventBody::CreditAdjusted { .. } => {}
     }
     // Disposition refund ids live inside payments and expiries; index them too.
     if let Some(r) = disposition_refund(body) {

@@ -1442,3 +1442,64 @@ fn a_schema_1_ledger_migrates_and_opens_keeping_open_work() {
         Msat::from_msat(20_000)
     );
 }
+
+/// Issue 13, problem 10: a new ledger file (and the WAL files SQLite gives the same mode) is
+/// readable by its owner only, like the keys.
+#[test]
+fn a_new_ledger_file_is_created_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("paydvm.db");
+    let mut store = Store::open(&path, Durability::Full).unwrap();
+    append_all(&mut store, &[received("j1")]);
+    for name in ["paydvm.db", "paydvm.db-wal", "paydvm.db-shm"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+    store.close().unwrap();
+}
+
+fn adjusted(k: &str, who: &str, direction: CreditDirection, amount: u64) -> LedgerEvent {
+    ev(
+        k,
+        5,
+        EventBody::CreditAdjusted {
+            customer: pk(who),
+            direction,
+            amount: Msat::from_msat(amount),
+            cause: Cause::Operator {
+                note: "goodwill".into(),
+            },
+        },
+    )
+}
+
+/// Issue 13, problem 9: the operator's credit changes move `equity:float` and a customer's
+/// credit; a decrease beyond what the customer holds is refused and changes nothing.
+#[test]
+fn operator_credit_adjustments_never_take_credit_below_zero() {
+    let mut store = Store::open_in_memory().unwrap();
+    append_all(
+        &mut store,
+        &[adjusted("c1", "alice", CreditDirection::Increase, 3_000)],
+    );
+    let refused = store.append(&adjusted("c2", "alice", CreditDirection::Decrease, 3_001));
+    assert!(refused.is_err(), "{refused:?}");
+    let refused = store.append(&adjusted("c3", "bob", CreditDirection::Decrease, 1));
+    assert!(refused.is_err(), "{refused:?}");
+    append_all(
+        &mut store,
+        &[adjusted("c4", "alice", CreditDirection::Decrease, 1_000)],
+    );
+    let s = store.state();
+    assert_eq!(
+        s.held(&Account::Credit(pk("alice"))),
+        Msat::from_msat(2_000)
+    );
+    assert_eq!(s.held(&Account::Credit(pk("bob"))), Msat::ZERO);
+    assert_eq!(s.balance(&Account::Float).signed(false), -2_000);
+    store.verify().unwrap();
+}

@@ -97,7 +97,25 @@ impl Core {
                 })
             }
             Inbound::Request { request, context } => {
+                // A new job its executor would refuse is rejected before it is quoted, so the
+                // customer never pays for it; a job the ledger has runs as it was admitted. The
+                // error is a reply to the parsed request (encrypted if it was): its context is
+                // kept for this command only.
+                let known = self.store.state().job(&request.job).is_some();
+                let checked = if known {
+                    Ok(())
+                } else {
+                    self.executors.check(&request.work)
+                };
                 self.contexts.entry(request.job.clone()).or_insert(*context);
+                if let Err(refused) = checked {
+                    return Some(Input::RequestUnparsable {
+                        job: request.job,
+                        customer: request.customer,
+                        kind: request.work.kind,
+                        reason: refused.to_string(),
+                    });
+                }
                 Some(Input::RequestArrived(request))
             }
         }

@@ -16,9 +16,10 @@ pub(super) fn asked(ctx: &Ctx, m: &mut Memory, request: &OperatorRequest) -> Dec
                     }
                 }
                 // Float may be what refunds waited for: they are routed again now.
-                None => m
+                None if request.action.adds_float() => m
                     .refund_tasks
                     .retain(|_, task| !matches!(task, RefundTask::RetryAt { .. })),
+                None => {}
             }
             Ok(Decision::group(Group::new(vec![event])))
         }
