@@ -80,6 +80,9 @@ pub struct ZapperOptions {
     /// `node_key`) and [`Zapper::settle`] pays them there. `None` (the default): the zapper signs
     /// its own invoices and the money reaches no wallet.
     pub wallet: Option<FakeLightning>,
+    /// Whether the pay endpoint says `allowsNostr` (true by default); false makes it a plain
+    /// LNURL-pay server, and the callback then ignores a zap request.
+    pub allows_nostr: bool,
 }
 
 impl ZapperOptions {
@@ -98,6 +101,7 @@ impl ZapperOptions {
             callback: None,
             invoice_expiry: INVOICE_EXPIRY,
             wallet: None,
+            allows_nostr: true,
         }
     }
 }
