@@ -182,8 +182,16 @@ fn the_receipt_of_our_zap_is_accepted_and_forgeries_are_not() {
     let why = w.check(&forged, &zap, &paid).unwrap_err();
     assert!(why.contains("amount"), "{why}");
 
-    // Another zap request (ours, signed, same amount): not the one recorded.
-    let other = w.request(OWED);
+    // Another zap request (ours, signed, same amount, another refund): not the one recorded.
+    let other = zap_request(&ZapRequestParts {
+        keys: &w.node,
+        customer: w.customer.public_key(),
+        amount: OWED,
+        refund: &RefundId::new("another-job:fail").unwrap(),
+        target: &w.target,
+        node_relays: &[],
+    })
+    .unwrap();
     let other_paid = w.invoice(&other.as_json(), OWED, 3);
     let forged = w.receipt(&other, &other_paid, &w.server);
     let why = w.check(&forged, &zap, &paid).unwrap_err();
