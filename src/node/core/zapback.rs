@@ -81,12 +81,13 @@ impl Core {
             return None;
         }
         debug!(receipt = %receipt.id, refund = %record.refund, "refund zap receipt verified");
+        // What the receipt itself says: the core compares it with the route once more.
         Some(Input::RefundZapReceipt(RefundZapReceipt {
             refund: record.refund.clone(),
             receipt: paydvm_ledger::EventId::new(receipt.id.to_hex()).ok()?,
-            request: zap.request.clone(),
-            signer: zap.signer.clone(),
-            bolt11: route.destination.clone(),
+            request: paydvm_ledger::EventId::new(request.to_hex()).ok()?,
+            signer: paydvm_ledger::Pubkey::new(receipt.pubkey.to_hex()).ok()?,
+            bolt11: zapback::paid_invoice(receipt)?.to_owned(),
         }))
     }
 }

@@ -95,13 +95,24 @@ pub fn commits_to(invoice: &Invoice, zap_request_json: &str) -> bool {
 /// The zap request a receipt claims to answer (its `description`'s id), to find the refund by.
 /// Nothing about it is trusted: [`check_receipt`] decides.
 pub fn claimed_request(receipt: &Event) -> Option<EventId> {
-    let description = receipt
+    Event::from_json(tag_value(receipt, "description")?)
+        .ok()
+        .map(|e| e.id)
+}
+
+/// The invoice a receipt says was paid (its `bolt11`).
+pub fn paid_invoice(receipt: &Event) -> Option<&str> {
+    tag_value(receipt, "bolt11")
+}
+
+fn tag_value<'a>(event: &'a Event, name: &str) -> Option<&'a str> {
+    event
         .tags
         .iter()
         .map(Tag::as_slice)
-        .find(|t| t.first().is_some_and(|n| n == "description"))?
-        .get(1)?;
-    Event::from_json(description).ok().map(|e| e.id)
+        .find(|t| t.first().is_some_and(|n| n == name))?
+        .get(1)
+        .map(String::as_str)
 }
 
 /// The recorded refund zap a receipt must answer.
