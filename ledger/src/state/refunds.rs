@@ -234,7 +234,7 @@ impl Planner<'_> {
         receipt: &EventId,
     ) -> Result<(), TransitionError> {
         let mut r = self.load_refund(refund)?;
-        if !r.route.as_ref().is_some_and(|route| route.zap.is_some()) {
+        if r.route.as_ref().is_none_or(|route| route.zap.is_none()) {
             return Err(refund_refused(
                 &r,
                 "link a zap receipt to a refund not sent as a zap",
