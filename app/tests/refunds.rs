@@ -945,3 +945,45 @@ async fn an_address_without_allows_nostr_gets_a_plain_refund() {
         "{said}"
     );
 }
+
+/// Issue 16: the node stops after its zap request reached the customer's LNURL server (the
+/// invoice is made) but before the route is recorded. That invoice is never paid: the next start
+/// signs a new zap request, records it with its invoice, and pays once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_between_the_zap_request_and_the_payment_pays_once() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = Arc::clone(&gate);
+    let mut r = refunds_with("lnurl_http_loopback = true", |w| w.answer_gate = Some(held)).await;
+    let node = r.start().await;
+    let job = r.failed_paid_job(true).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while r.wallet.issued().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no invoice request");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.shutdown().await;
+    let first = r.wallet.issued()[0].clone();
+    assert!(first.zap_request.is_some());
+    assert_eq!(refund_of(&r.s.store(), &job).state, RefundState::Due);
+
+    gate.add_permits(16);
+    let node = r.start().await;
+    wait_state(&node, &job, JobState::Refunded).await;
+    node.shutdown().await;
+
+    let paid = r.ln.payments();
+    assert_eq!(paid.len(), 1, "exactly one payment: {paid:?}");
+    assert_eq!(
+        r.ln.times_paid(&first.payment_hash),
+        0,
+        "the first invoice is never paid"
+    );
+    let route = refund_of(&r.s.store(), &job).route.unwrap();
+    assert_eq!(route.destination, paid[0].bolt11);
+    let second = zap_request_of(&r, &paid[0].bolt11);
+    assert_eq!(route.zap.unwrap().request.as_str(), second.id.to_hex());
+    assert_ne!(
+        first.zap_request.as_deref(),
+        Some(second.as_json().as_str())
+    );
+}

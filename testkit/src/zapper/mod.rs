@@ -83,6 +83,9 @@ pub struct ZapperOptions {
     /// Whether the pay endpoint says `allowsNostr` (true by default); false makes it a plain
     /// LNURL-pay server, and the callback then ignores a zap request.
     pub allows_nostr: bool,
+    /// When set, the callback makes and records each invoice, then answers only once it takes a
+    /// permit (a test "crashes" the payer while its invoice request is unanswered).
+    pub answer_gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl ZapperOptions {
@@ -102,6 +105,7 @@ impl ZapperOptions {
             invoice_expiry: INVOICE_EXPIRY,
             wallet: None,
             allows_nostr: true,
+            answer_gate: None,
         }
     }
 }

@@ -101,6 +101,11 @@ async fn callback(
             settled: false,
         },
     );
+    if let Some(gate) = &state.options.answer_gate {
+        if let Ok(permit) = gate.acquire().await {
+            permit.forget();
+        }
+    }
     Json(json!({ "pr": invoice, "routes": [] })).into_response()
 }
 
