@@ -2,7 +2,8 @@
 //! embedded LNURL-pay zapper (the node's lud16), the node with a fresh key and the built-in fake
 //! Lightning backend, and a scripted customer running a free job, a job paid from prepaid credit,
 //! an invoice-paid job that fails and is refunded over Lightning to the customer's own lightning
-//! address (a second LNURL-pay server), a job paid by a Lightning invoice (a real regtest invoice
+//! address (a second LNURL-pay server that allows Nostr: the refund is a zap pointing at the job,
+//! and its receipt is linked in the ledger), a job paid by a Lightning invoice (a real regtest invoice
 //! the demo pays), a job left at `payment-required`, a job paid with a zap on its
 //! payment-required feedback, and, against an embedded Cashu mint, a job paid with a NutZap and
 //! a NutZap-paid job that fails and is refunded as a NutZap locked to the customer's 10019 key
@@ -334,6 +335,9 @@ async fn demo() -> anyhow::Result<u8> {
                         paid.amount, paid.payment_hash
                     ))?;
                 }
+                if after == JobState::Refunded {
+                    zapback_receipt(&node, &wallet, &lightning, &request.id.to_hex()).await?;
+                }
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 while let Ok(n) = replies.try_recv() {
                     if let RelayPoolNotification::Event { event, .. } = n {
@@ -467,6 +471,46 @@ async fn wait_state(node: &NodeHandle, job: &str, want: JobState) -> anyhow::Res
         }
         if tokio::time::Instant::now() > deadline {
             bail!("job {job} did not reach {want} in time (state {state:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The refund of `job` went out as a zap: the customer's wallet sees the invoice paid and
+/// publishes the zap receipt, which the node links to the refund.
+async fn zapback_receipt(
+    node: &NodeHandle,
+    wallet: &Zapper,
+    lightning: &paydvm::lightning::fake::FakeLightning,
+    job: &str,
+) -> anyhow::Result<()> {
+    let issued = wallet.issued();
+    let Some(paid) = lightning
+        .payments()
+        .into_iter()
+        .find(|p| issued.iter().any(|i| i.bolt11 == p.bolt11 && !i.settled))
+    else {
+        return Ok(());
+    };
+    let receipt = wallet.settle(&paid.bolt11).await?;
+    say(&format!(
+        "  the refund was a zap: the customer's wallet published zap receipt {}",
+        receipt.id.to_hex()
+    ))?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let _ = node.job(job).await;
+        let store = Store::open_read_only(node.ledger_path())?;
+        let linked = store
+            .state()
+            .refunds()
+            .any(|r| r.job.as_ref().is_some_and(|j| j.as_str() == job) && r.zap_receipt.is_some());
+        if linked {
+            say("  node verified the receipt and linked it to the refund")?;
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the refund zap receipt of job {job} was not linked in time");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -152,6 +152,7 @@ fn failed_and_refunded(j: &str) -> Vec<LedgerEvent> {
                     destination: format!("lnbcrt-refund-{j}"),
                     lookup: format!("refund-hash-{j}"),
                     fee_reserve: Msat::ZERO,
+                    zap: None,
                 },
             },
         ),

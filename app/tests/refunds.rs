@@ -512,6 +512,13 @@ async fn a_refund_whose_pay_request_never_left_is_paid_once_with_the_same_invoic
         1,
         "no second invoice was asked for"
     );
+    // It was a zapback: the one zap request the customer's server saw is the one recorded.
+    let zap = route
+        .zap
+        .as_ref()
+        .expect("the route recorded the zap request");
+    let asked = Event::from_json(r.wallet.issued()[0].zap_request.as_ref().unwrap()).unwrap();
+    assert_eq!(asked.id.to_hex(), zap.request.as_str());
     let store = r.s.store();
     let refund = refund_of(&store, &job);
     assert_eq!((refund.state, refund.attempts), (RefundState::Settled, 1));
@@ -765,4 +772,218 @@ async fn a_refund_in_flight_is_only_resolved_by_the_operator_after_checking_the_
         Some("operator: seen in the wallet")
     );
     assert!(store.verify().is_ok());
+}
+
+/// The zap request the customer's LNURL server received for the refund of `job`'s invoice.
+fn zap_request_of(r: &Refunds, bolt11: &str) -> Event {
+    let issued = r.wallet.issued();
+    let issued = issued.iter().find(|i| i.bolt11 == bolt11).expect("issued");
+    Event::from_json(issued.zap_request.as_deref().expect("a zap request")).unwrap()
+}
+
+/// The job's last feedback, once it names the refund.
+async fn refund_feedback(r: &mut Refunds, job: &str) -> Event {
+    let id = EventId::from_hex(job).unwrap();
+    r.customer
+        .wait_for(id, |e| {
+            is_status("error")(e)
+                && (e.content.contains("refunded") || status_info(e).contains("refunded"))
+        })
+        .await
+}
+
+fn status_info(e: &Event) -> String {
+    crate::node::tag_values(e, "status")
+        .map(|v| v.join(" "))
+        .unwrap_or_default()
+}
+
+/// Issue 16: the customer's LNURL server allows Nostr, so the refund is a zap that points at the
+/// job; the server's receipt is verified and linked to the refund; `paydvm ledger audit` shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_is_refunded_by_zap_and_its_receipt_is_linked() {
+    let mut r = refunds(Msat::ZERO).await;
+    let node = r.start().await;
+    let us = node.pubkey();
+    let job = r.failed_paid_job(true).await;
+    wait_state(&node, &job, JobState::Refunded).await;
+
+    let paid = r.ln.payments();
+    assert_eq!(paid.len(), 1, "{paid:?}");
+    assert_eq!(paid[0].amount, OWED);
+    let request = zap_request_of(&r, &paid[0].bolt11);
+    assert!(request.verify().is_ok());
+    assert_eq!(request.pubkey, us, "signed by the node");
+    let tag = |name: &str| crate::node::tag_values(&request, name).unwrap();
+    assert_eq!(tag("p")[0], r.customer.keys.public_key().to_hex());
+    assert_eq!(tag("e")[0], job);
+    assert_eq!(tag("amount")[0], OWED.as_msat().to_string());
+    for relay in &r.s.urls {
+        assert!(tag("relays").contains(&relay.to_string()), "{relay}");
+    }
+    assert!(request.content.contains(&job) && request.content.contains("failed"));
+    let route = refund_of(&r.s.store(), &job).route.unwrap();
+    let zap = route.zap.clone().expect("a zapback");
+    assert_eq!(zap.request.as_str(), request.id.to_hex());
+    assert_eq!(zap.signer.as_str(), r.wallet.nostr_pubkey().to_hex());
+
+    // The job's last feedback names the refund and its zap request.
+    let feedback = refund_feedback(&mut r, &job).await;
+    let said = format!("{} {}", feedback.content, status_info(&feedback));
+    assert!(
+        said.contains("5000 msat") && said.contains(&request.id.to_hex()),
+        "{said}"
+    );
+
+    // The customer's wallet gets paid and its server publishes the receipt to our relays.
+    let receipt = r.wallet.settle(&paid[0].bolt11).await.unwrap();
+    wait_refund(&node, &job, |f| f.zap_receipt.is_some()).await;
+    node.shutdown().await;
+
+    let store = r.s.store();
+    let refund = refund_of(&store, &job);
+    assert_eq!(refund.zap_receipt.unwrap().as_str(), receipt.id.to_hex());
+    assert_eq!(refund.state, RefundState::Settled);
+    assert_eq!(
+        steps(&store, &job)[6..],
+        [
+            "refund_due",
+            "refund_started",
+            "refund_settled",
+            "refund_zap_receipt"
+        ]
+    );
+    assert_eq!(r.ln.payments().len(), 1, "the receipt pays nothing again");
+    assert!(store.verify().is_ok());
+    let ledger = r.s.ledger();
+    let audit = crate::cli::paydvm(&["ledger", "audit", ledger.to_str().unwrap(), &job]);
+    let text = crate::cli::stdout(&audit);
+    assert!(
+        text.contains(&format!("zap receipt {}", receipt.id.to_hex())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("zap request {}", request.id.to_hex())),
+        "{text}"
+    );
+}
+
+/// Receipts that are not the receipt of our refund zap are not linked: another signer than the
+/// server's nostrPubkey, an invoice for another amount, another zap request. They arrive first;
+/// the genuine receipt, published last on the same relay, is the one linked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_refund_zap_receipts_are_not_linked() {
+    use paydvm::lightning::regtest_invoice::{regtest_invoice, InvoiceSpec};
+    use paydvm_testkit::zapper::receipt;
+
+    let mut r = refunds(Msat::ZERO).await;
+    let node = r.start().await;
+    let job = r.failed_paid_job(true).await;
+    wait_state(&node, &job, JobState::Refunded).await;
+    let bolt11 = r.ln.payments()[0].bolt11.clone();
+    let request = zap_request_of(&r, &bolt11);
+    let json = request.as_json();
+    let signer = r.wallet.options().signer.clone();
+    let invoice = |description: &str, msat: u64, preimage: u8| {
+        regtest_invoice(
+            &r.wallet.options().node_key,
+            &InvoiceSpec {
+                amount_msat: msat,
+                description_hash: <bitcoin::hashes::sha256::Hash as bitcoin::hashes::Hash>::hash(
+                    description.as_bytes(),
+                ),
+                preimage: [preimage; 32],
+                created: Duration::from_secs(paydvm::node::now_ms() / 1000),
+                expiry: Duration::from_secs(600),
+            },
+        )
+        .unwrap()
+        .to_string()
+    };
+    let sign = |builder: EventBuilder, keys: &Keys| builder.sign_with_keys(keys).unwrap();
+
+    let other_signer = sign(receipt(&json, &request, &bolt11, None), &Keys::generate());
+    let more = invoice(&json, OWED.as_msat() + 1_000, 9);
+    let other_amount = sign(receipt(&json, &request, &more, None), &signer);
+    let theirs = sign(
+        EventBuilder::new(Kind::from(9734), "").tags(request.tags.iter().cloned()),
+        &Keys::generate(),
+    );
+    let theirs_json = theirs.as_json();
+    let theirs_paid = invoice(&theirs_json, OWED.as_msat(), 8);
+    let other_request = sign(receipt(&theirs_json, &theirs, &theirs_paid, None), &signer);
+    for forged in [&other_signer, &other_amount, &other_request] {
+        r.wallet.publish(forged, &r.s.urls).await.unwrap();
+    }
+    let genuine = r.wallet.settle(&bolt11).await.unwrap();
+    wait_refund(&node, &job, |f| f.zap_receipt.is_some()).await;
+    node.shutdown().await;
+
+    let refund = refund_of(&r.s.store(), &job);
+    assert_eq!(refund.zap_receipt.unwrap().as_str(), genuine.id.to_hex());
+}
+
+/// An address whose LNURL server does not allow Nostr gets a plain LNURL payment, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_without_allows_nostr_gets_a_plain_refund() {
+    let mut r = refunds_with("lnurl_http_loopback = true", |w| w.allows_nostr = false).await;
+    let node = r.start().await;
+    let job = r.failed_paid_job(true).await;
+    wait_state(&node, &job, JobState::Refunded).await;
+    let feedback = refund_feedback(&mut r, &job).await;
+    node.shutdown().await;
+
+    let issued = r.wallet.issued();
+    assert_eq!(issued.len(), 1);
+    assert_eq!(issued[0].zap_request, None, "no zap request was sent");
+    assert_eq!(r.ln.payments()[0].bolt11, issued[0].bolt11);
+    let refund = refund_of(&r.s.store(), &job);
+    assert_eq!(refund.route.unwrap().zap, None);
+    let said = format!("{} {}", feedback.content, status_info(&feedback));
+    assert!(
+        said.contains("refunded 5000 msat") && !said.contains("zap"),
+        "{said}"
+    );
+}
+
+/// Issue 16: the node stops after its zap request reached the customer's LNURL server (the
+/// invoice is made) but before the route is recorded. That invoice is never paid: the next start
+/// signs a new zap request, records it with its invoice, and pays once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_between_the_zap_request_and_the_payment_pays_once() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = Arc::clone(&gate);
+    let mut r = refunds_with("lnurl_http_loopback = true", |w| w.answer_gate = Some(held)).await;
+    let node = r.start().await;
+    let job = r.failed_paid_job(true).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while r.wallet.issued().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no invoice request");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.shutdown().await;
+    let first = r.wallet.issued()[0].clone();
+    assert!(first.zap_request.is_some());
+    assert_eq!(refund_of(&r.s.store(), &job).state, RefundState::Due);
+
+    gate.add_permits(16);
+    let node = r.start().await;
+    wait_state(&node, &job, JobState::Refunded).await;
+    node.shutdown().await;
+
+    let paid = r.ln.payments();
+    assert_eq!(paid.len(), 1, "exactly one payment: {paid:?}");
+    assert_eq!(
+        r.ln.times_paid(&first.payment_hash),
+        0,
+        "the first invoice is never paid"
+    );
+    let route = refund_of(&r.s.store(), &job).route.unwrap();
+    assert_eq!(route.destination, paid[0].bolt11);
+    let second = zap_request_of(&r, &paid[0].bolt11);
+    assert_eq!(route.zap.unwrap().request.as_str(), second.id.to_hex());
+    assert_ne!(
+        first.zap_request.as_deref(),
+        Some(second.as_json().as_str())
+    );
 }

@@ -494,6 +494,7 @@ impl<'a> Gen<'a> {
                         destination: self.text(),
                         lookup: self.text(),
                         fee_reserve: self.amount(Msat::ZERO),
+                        zap: None,
                     },
                     refund,
                 }
@@ -768,6 +769,7 @@ impl<'a> Gen<'a> {
                             destination: self.text(),
                             lookup: self.pick(&["lookup", "p1", "j0"]).to_string(),
                             fee_reserve: Msat::ZERO,
+                            zap: None,
                         },
                         refund,
                     },

@@ -193,6 +193,20 @@ pub struct RefundRoute {
     /// Absent (zero) in events written before reservations.
     #[serde(default, skip_serializing_if = "is_zero_msat")]
     pub fee_reserve: Msat,
+    /// A Lightning refund sent as a NIP-57 zap ("zapback"): the zap request the invoice commits
+    /// to and the key that must sign its receipt. Absent for plain payments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zap: Option<RefundZap>,
+}
+
+/// The zap a Lightning refund was sent as: enough to recognise its receipt (kind 9735) later,
+/// after any restart, without trusting anything the receipt says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundZap {
+    /// Id of our signed kind 9734 zap request (the invoice's description hash commits to it).
+    pub request: EventId,
+    /// The customer's LNURL server's `nostrPubkey`: the only key whose receipt counts.
+    pub signer: Pubkey,
 }
 
 /// Who bore a refund payout's fee.
@@ -442,6 +456,13 @@ pub enum EventBody {
         amount: Msat,
         cause: Cause,
     },
+    /// The customer's LNURL server published the zap receipt of a refund sent as a zap, and the
+    /// node verified it against the route's zap (signer, invoice, zap request). Moves no money:
+    /// the refund is settled by our payment's outcome, never by a receipt.
+    RefundZapReceipt {
+        refund: RefundId,
+        receipt: EventId,
+    },
 }
 
 impl EventBody {
@@ -476,6 +497,7 @@ impl EventBody {
             EventBody::EffectRequested { .. } => "effect_requested",
             EventBody::EffectDone { .. } => "effect_done",
             EventBody::CreditAdjusted { .. } => "credit_adjusted",
+            EventBody::RefundZapReceipt { .. } => "refund_zap_receipt",
         }
     }
 }

@@ -82,7 +82,8 @@ pub fn footprint(body: &EventBody) -> Footprint<'_> {
         | EventBody::RefundFailed { refund, .. }
         | EventBody::RefundRerouted { refund, .. }
         | EventBody::RefundRetried { refund, .. }
-        | EventBody::RefundWrittenOff { refund, .. } => f.refunds.push((refund, Use::Load)),
+        | EventBody::RefundWrittenOff { refund, .. }
+        | EventBody::RefundZapReceipt { refund, .. } => f.refunds.push((refund, Use::Load)),
         EventBody::EffectRequested { effect, job, .. } => {
             f.effects.push((effect, Use::Create));
             if let Some(job) = job {

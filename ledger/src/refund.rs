@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Asset, FeePayer, RefundRoute, WriteOffTo};
-use crate::ids::{JobId, Pubkey, RefundId};
+use crate::ids::{EventId, JobId, Pubkey, RefundId};
 use crate::money::{MoneyError, Msat};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -91,6 +91,9 @@ pub struct RefundRecord {
     /// Where the money went when the refund was written off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub written_off_to: Option<WriteOffTo>,
+    /// The verified zap receipt of a refund sent as a zap (`refund_zap_receipt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zap_receipt: Option<EventId>,
 }
 
 impl RefundRecord {

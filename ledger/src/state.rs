@@ -551,6 +551,9 @@ impl Planner<'_> {
                 cause,
             } => self.refund_rerouted(refund, asset, cause)?,
             EventBody::RefundRetried { refund, cause } => self.refund_retried(refund, cause)?,
+            EventBody::RefundZapReceipt { refund, receipt } => {
+                self.refund_zap_receipt(refund, receipt)?
+            }
             EventBody::RefundWrittenOff { refund, to, cause } => {
                 self.refund_written_off(refund, *to, cause)?
             }
@@ -804,6 +807,7 @@ impl Planner<'_> {
             fee_paid_by: Default::default(),
             evidence: None,
             written_off_to: None,
+            zap_receipt: None,
         });
         Ok(())
     }

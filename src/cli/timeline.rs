@@ -145,10 +145,16 @@ fn detail(body: &EventBody) -> String {
             refund,
             attempt,
             route,
-        } => format!(
-            "refund {refund}, attempt {attempt}, lookup {}",
-            route.lookup
-        ),
+        } => match &route.zap {
+            Some(zap) => format!(
+                "refund {refund}, attempt {attempt}, lookup {}, zap request {}",
+                route.lookup, zap.request
+            ),
+            None => format!(
+                "refund {refund}, attempt {attempt}, lookup {}",
+                route.lookup
+            ),
+        },
         EventBody::RefundSettled { refund, fee, .. } => format!("refund {refund}, fee {fee}"),
         EventBody::RefundOutcomeUnknown { refund, reason } => {
             format!("refund {refund}: {reason}")
@@ -208,6 +214,9 @@ fn detail(body: &EventBody) -> String {
             EffectOutcome::Delivered { detail } => format!("effect {effect} delivered: {detail}"),
             EffectOutcome::Abandoned { reason } => format!("effect {effect} abandoned: {reason}"),
         },
+        EventBody::RefundZapReceipt { refund, receipt } => {
+            format!("refund {refund}: zap receipt {receipt}")
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 
 mod render;
 pub(crate) mod startup;
+mod zapback;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -92,6 +93,9 @@ pub enum Command {
         attempt: u32,
         outcome: Result<String, ExecFailure>,
     },
+    /// A zap receipt (kind 9735) that names us as the zap's sender (`P`): perhaps the receipt
+    /// of a refund we sent as a zap. Only the event's signature is checked so far.
+    RefundZapReceipt(Box<Event>),
     /// The outbox delivered an effect.
     Published { effect: EffectId, detail: String },
     /// The outbox could not deliver an effect after its attempts; it stays pending.
@@ -162,6 +166,8 @@ pub struct Core {
     store: Store,
     decider: Decider,
     adapter: Nip90Adapter,
+    /// Our node's key (the author of our refunds' zap requests).
+    us: nostr_sdk::prelude::PublicKey,
     /// Reply contexts of the requests the decider holds (and, for one command, of a request
     /// that did not parse).
     contexts: HashMap<JobId, Nip90Context>,
@@ -191,6 +197,7 @@ impl Core {
         Core {
             store: parts.store,
             decider: Decider::new(parts.policy, rails),
+            us: parts.keys.public_key(),
             adapter: Nip90Adapter::new(parts.keys, parts.offered, parts.relays, cashu_fees),
             contexts: HashMap::new(),
             rejected: HashMap::new(),
@@ -613,6 +620,7 @@ impl Core {
                 Some(desk),
                 _,
             ) => desk.route(RefundOrder {
+                zap: self.zap_target(&refund),
                 refund,
                 attempt,
                 amount,

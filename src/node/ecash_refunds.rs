@@ -314,6 +314,7 @@ impl Worker {
                         FeePayer::Operator => Msat::from_msat(plan.fee.saturating_mul(1000)),
                         FeePayer::Customer => Msat::ZERO,
                     },
+                    zap: None,
                 })
             }
             Err(e @ PrepareError::Cannot(_)) => Err(format!(

@@ -1,7 +1,8 @@
 //! Relay intake: one nostr-sdk [`Client`] subscribed to the offered request kinds, to NIP-09
 //! deletions and (with a lud16) to zap receipts for us on the configured relays (each relay
 //! kept connected, and subscribed again after an outage, by [`super::relays`]), forwarding
-//! requests and deletions to the core and receipts to the zap verifier ([`super::zaps`]). A
+//! requests and deletions to the core and receipts to the zap verifier ([`super::zaps`]); the
+//! receipts of refunds we sent as zaps (`#P` = us) go to the core ([`super::refunds::zapback`]). A
 //! request that may carry a Cashu token goes to the Cashu rail too, after the core
 //! ([`super::tokens`]).
 //!
@@ -13,7 +14,8 @@
 use std::sync::Arc;
 
 use nostr_sdk::prelude::{
-    Client, Event, EventId, Filter, Keys, Kind, RelayPoolNotification, RelayUrl, Timestamp,
+    Alphabet, Client, Event, EventId, Filter, Keys, Kind, PublicKey, RelayPoolNotification,
+    RelayUrl, SingleLetterTag, Timestamp,
 };
 use paydvm_mints::NUTZAP_KIND;
 use tokio::sync::{broadcast, mpsc};
@@ -97,7 +99,8 @@ impl Intake {
             zaps: parts.zaps,
             nutzaps: parts.nutzaps,
         };
-        let task = tokio::spawn(forward(notifications, parts.commands, rails));
+        let us = parts.keys.public_key();
+        let task = tokio::spawn(forward(notifications, parts.commands, rails, us));
         // As before supervisors: start-up returns once each relay is subscribed or known down
         // (bounded), so a node that can read its relays does when `start` returns.
         parts.board.wait_all_tried(FIRST_ATTEMPTS).await;
@@ -151,6 +154,14 @@ fn subscriptions(parts: &IntakeParts) -> Subscriptions {
                     .since(since),
             ));
         }
+        // Receipts of the refunds we sent as zaps: NIP-57 receipts name the zap's sender in `P`.
+        filters.push((
+            "refund zap receipts",
+            Filter::new()
+                .kind(Kind::from(ZAP_RECEIPT_KIND))
+                .custom_tag(SingleLetterTag::uppercase(Alphabet::P), us.to_hex())
+                .since(since),
+        ));
         if nutzaps {
             // NIP-61: a NutZap p-tags the recipient's identity key.
             filters.push((
@@ -190,6 +201,7 @@ async fn forward(
     mut notifications: broadcast::Receiver<RelayPoolNotification>,
     commands: mpsc::Sender<Command>,
     rails: Rails,
+    us: PublicKey,
 ) {
     loop {
         let (relay_url, event) = match notifications.recv().await {
@@ -205,6 +217,16 @@ async fn forward(
             Err(broadcast::error::RecvError::Closed) => break,
         };
         let kind = event.kind.as_u16();
+        if kind == ZAP_RECEIPT_KIND && sent_by(&event, &us) {
+            if commands
+                .send(Command::RefundZapReceipt(event))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            continue;
+        }
         let rail = match kind {
             ZAP_RECEIPT_KIND => Some(&rails.zaps),
             NUTZAP_KIND => Some(&rails.nutzaps),
@@ -247,4 +269,15 @@ async fn forward(
             break;
         }
     }
+}
+
+/// Whether a zap receipt is for a zap we sent (`P` = us) rather than one paid to us (`p`): the
+/// receipt of a refund we sent as a zap. Checked for real by the core.
+fn sent_by(receipt: &Event, us: &PublicKey) -> bool {
+    let tagged = |name: &str| {
+        receipt.tags.iter().map(|t| t.as_slice()).any(|t| {
+            t.first().is_some_and(|n| n == name) && t.get(1).is_some_and(|v| *v == us.to_hex())
+        })
+    };
+    tagged("P") && !tagged("p")
 }

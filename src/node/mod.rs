@@ -287,6 +287,7 @@ impl Node {
                 lnurl: lnurl_http.clone(),
                 profiles: transport::client(keys.clone()),
                 relays: config.relays.urls.clone(),
+                keys: keys.clone(),
                 never_sent_after: options.never_sent_after,
             })
         });

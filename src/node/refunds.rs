@@ -3,7 +3,9 @@
 //!
 //! 1. [`RefundDesk::route`]: find where to pay (the request's `refund` tag, else the `lud16` in the
 //!    customer's kind 0), fetch an invoice for exactly what is owed over LNURL-pay and check it →
-//!    [`Command::RefundRouted`], or [`Command::RefundDeferred`] with the reason.
+//!    [`Command::RefundRouted`], or [`Command::RefundDeferred`] with the reason. Where the
+//!    address's LNURL server allows Nostr, the invoice is for our signed zap request and the
+//!    route records it ([`zapback`]): the refund is a zap that points at the job.
 //! 2. The core records `refund_started` with that invoice; only once it is on disk does it call
 //!    [`RefundDesk::pay`] → [`Command::RefundOutcome`].
 //! 3. An unknown outcome, or a refund found in flight at start-up, is looked up
@@ -13,13 +15,14 @@
 //!    ([`look_up`](self::look_up)).
 
 mod look_up;
+pub mod zapback;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nostr_sdk::prelude::{Client, Event, Filter, Kind, PublicKey, RelayUrl};
-use paydvm_ledger::{Asset, FeePayer, Msat, RefundId, RefundRoute};
+use nostr_sdk::prelude::{Client, Event, Filter, JsonUtil, Keys, Kind, PublicKey, RelayUrl};
+use paydvm_ledger::{Asset, FeePayer, Msat, RefundId, RefundRoute, RefundZap};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{info, warn};
 
@@ -47,6 +50,8 @@ pub struct RefundOrder {
     pub customer: String,
     /// The request's `refund` tag, if it had one.
     pub refund_to: Option<RefundAddress>,
+    /// What a zapback points at (the job's request, the customer's relays).
+    pub zap: zapback::ZapTarget,
 }
 
 /// How the desk reaches the outside world.
@@ -61,6 +66,8 @@ pub struct RefundDeskParts {
     /// A client on our relays, for customers' profiles.
     pub profiles: Client,
     pub relays: Vec<RelayUrl>,
+    /// The node's identity: signs the zap requests of zapbacks.
+    pub keys: Keys,
     /// How far apart two "no record" answers must be before a payment counts as never sent
     /// ([`NEVER_SENT_AFTER`] outside tests).
     pub never_sent_after: Duration,
@@ -73,6 +80,7 @@ pub struct RefundDesk {
     http: LnurlHttp,
     profiles: Client,
     relays: Vec<RelayUrl>,
+    keys: Keys,
     in_flight: Arc<Semaphore>,
     /// Refunds with a look-up loop running (one loop per refund).
     looking_up: Arc<Mutex<HashSet<RefundId>>>,
@@ -97,6 +105,7 @@ impl RefundDesk {
             http: parts.lnurl,
             profiles: parts.profiles,
             relays: parts.relays,
+            keys: parts.keys,
             in_flight: Arc::new(Semaphore::new(MAX_REFUNDS_IN_FLIGHT)),
             looking_up: Arc::new(Mutex::new(HashSet::new())),
             never_sent_after: parts.never_sent_after,
@@ -109,6 +118,7 @@ impl RefundDesk {
             http: self.http.clone(),
             profiles: self.profiles.clone(),
             relays: self.relays.clone(),
+            keys: self.keys.clone(),
         };
         let commands = self.commands.clone();
         let in_flight = Arc::clone(&self.in_flight);
@@ -116,7 +126,11 @@ impl RefundDesk {
         tokio::spawn(async move {
             let _permit = in_flight.acquire_owned().await;
             let command = match router.invoice_for(&order).await {
-                Ok((bolt11, payment_hash)) => Command::RefundRouted {
+                Ok(Routed {
+                    bolt11,
+                    payment_hash,
+                    zap,
+                }) => Command::RefundRouted {
                     refund: order.refund,
                     attempt: order.attempt,
                     route: RefundRoute {
@@ -125,6 +139,7 @@ impl RefundDesk {
                         lookup: payment_hash,
                         // What the payment may cost in routing fees, held from the account.
                         fee_reserve: max_fee,
+                        zap,
                     },
                 },
                 Err(reason) => {
@@ -214,35 +229,94 @@ struct Router {
     http: LnurlHttp,
     profiles: Client,
     relays: Vec<RelayUrl>,
+    keys: Keys,
+}
+
+/// A checked refund invoice, and the zap it is for (a zapback).
+struct Routed {
+    bolt11: String,
+    payment_hash: String,
+    zap: Option<RefundZap>,
+}
+
+/// An invoice fetched over LNURL-pay, with the zap request it must commit to.
+struct Fetched {
+    bolt11: String,
+    zap: Option<(String, RefundZap)>,
 }
 
 impl Router {
-    /// `(bolt11, payment hash)` of a checked invoice for exactly what is owed, or why not.
-    async fn invoice_for(&self, order: &RefundOrder) -> Result<(String, String), String> {
+    /// A checked invoice for exactly what is owed, or why not.
+    async fn invoice_for(&self, order: &RefundOrder) -> Result<Routed, String> {
         let address = match &order.refund_to {
             Some(address) => address.clone(),
             None => RefundAddress::LightningAddress(self.profile_address(&order.customer).await?),
         };
-        let bolt11 = match address {
-            RefundAddress::Invoice(bolt11) => bolt11,
+        let fetched = match address {
+            RefundAddress::Invoice(bolt11) => Fetched { bolt11, zap: None },
             RefundAddress::LightningAddress(lud16) => self.fetch_invoice(&lud16, order).await?,
         };
-        let invoice = check_refund_invoice(&bolt11, order.amount, now_ms() / 1000)
+        let invoice = check_refund_invoice(&fetched.bolt11, order.amount, now_ms() / 1000)
             .map_err(|e| format!("refund invoice refused: {e}"))?;
-        Ok((invoice.as_str().to_owned(), invoice.payment_hash()))
+        let zap = match fetched.zap {
+            Some((json, _)) if !zapback::commits_to(&invoice, &json) => {
+                return Err(
+                    "refund invoice refused: it does not commit to our zap request \
+                     (description hash)"
+                        .into(),
+                )
+            }
+            Some((_, zap)) => Some(zap),
+            None => None,
+        };
+        Ok(Routed {
+            bolt11: invoice.as_str().to_owned(),
+            payment_hash: invoice.payment_hash(),
+            zap,
+        })
     }
 
     /// Over LNURL-pay; the pay endpoint and the callback are both checked by the host policy
-    /// (a refused host gets no connection, and the reason names the host and the rule).
-    async fn fetch_invoice(&self, lud16: &Lud16, order: &RefundOrder) -> Result<String, String> {
+    /// (a refused host gets no connection, and the reason names the host and the rule). An
+    /// endpoint that allows Nostr gets our zap request with the amount.
+    async fn fetch_invoice(&self, lud16: &Lud16, order: &RefundOrder) -> Result<Fetched, String> {
         let failed = |e: LnurlError| format!("refund address {lud16}: {e}");
         let url = self.http.pay_url(lud16).map_err(failed)?;
         let endpoint = lnurl::fetch_pay_endpoint(&self.http, url)
             .await
             .map_err(failed)?;
-        lnurl::request_invoice(&self.http, &endpoint, order.amount, None)
+        let zap = match endpoint.zap_signer() {
+            Ok(signer) => Some(self.zap_request(order, signer)?),
+            Err(_) => None,
+        };
+        let json = zap.as_ref().map(|(json, _)| json.as_str());
+        let bolt11 = lnurl::request_invoice(&self.http, &endpoint, order.amount, json)
             .await
-            .map_err(failed)
+            .map_err(failed)?;
+        Ok(Fetched { bolt11, zap })
+    }
+
+    /// Our signed zap request for `order` (JSON), and what the route records of it.
+    fn zap_request(
+        &self,
+        order: &RefundOrder,
+        signer: PublicKey,
+    ) -> Result<(String, RefundZap), String> {
+        let customer = PublicKey::from_hex(&order.customer).map_err(|e| e.to_string())?;
+        let node_relays: Vec<String> = self.relays.iter().map(|r| r.to_string()).collect();
+        let request = zapback::zap_request(&zapback::ZapRequestParts {
+            keys: &self.keys,
+            customer,
+            amount: order.amount,
+            refund: &order.refund,
+            target: &order.zap,
+            node_relays: &node_relays,
+        })?;
+        let zap = RefundZap {
+            request: paydvm_ledger::EventId::new(request.id.to_hex()).map_err(|e| e.to_string())?,
+            signer: paydvm_ledger::Pubkey::new(signer.to_hex()).map_err(|e| e.to_string())?,
+        };
+        Ok((request.as_json(), zap))
     }
 
     /// The `lud16` of the customer's newest kind 0 on our relays.

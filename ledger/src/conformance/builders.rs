@@ -203,6 +203,7 @@ pub fn refund_started(r: &str, attempt: u32) -> LedgerEvent {
                 destination: format!("dest-{r}"),
                 lookup: format!("lookup-{r}-{attempt}"),
                 fee_reserve: Msat::ZERO,
+                zap: None,
             },
         },
     )

@@ -5,7 +5,7 @@ use super::{check_amount, check_cause, check_text, refund_refused, Planner};
 use crate::account::Account;
 use crate::error::TransitionError;
 use crate::event::{Asset, Cause, CreditDirection, FeePayer, RefundRoute, WriteOffTo};
-use crate::ids::{Pubkey, RefundId};
+use crate::ids::{EventId, Pubkey, RefundId};
 use crate::job::JobInput;
 use crate::money::Msat;
 use crate::refund::{RefundRecord, RefundState};
@@ -244,6 +244,30 @@ impl Planner<'_> {
             CreditDirection::Increase => self.post(Account::Float, credit, amount),
             CreditDirection::Decrease => self.post(credit, Account::Float, amount),
         }
+    }
+
+    /// Links the verified receipt of a refund sent as a zap. Only a refund whose recorded route
+    /// is a zap can have one, and only one: the shell checked the receipt against that route.
+    /// No money moves and the refund's state stays what the payment's outcome made it.
+    pub(super) fn refund_zap_receipt(
+        &mut self,
+        refund: &RefundId,
+        receipt: &EventId,
+    ) -> Result<(), TransitionError> {
+        let mut r = self.load_refund(refund)?;
+        if r.route.as_ref().is_none_or(|route| route.zap.is_none()) {
+            return Err(refund_refused(
+                &r,
+                "link a zap receipt to a refund not sent as a zap",
+            ));
+        }
+        if r.zap_receipt.is_some() {
+            return Err(refund_refused(&r, "link a second zap receipt"));
+        }
+        r.zap_receipt = Some(receipt.clone());
+        self.change.subject_job = r.job.clone();
+        self.change.refund = Some(r);
+        Ok(())
     }
 
     /// A refund that can be started (due or failed), for an event that changes how it waits.

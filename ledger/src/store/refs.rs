@@ -57,9 +57,17 @@ pub fn event_refs(body: &EventBody) -> Vec<&str> {
                 refs.push(e);
             }
         }
+        EventBody::RefundZapReceipt { refund, receipt } => {
+            refs.push(refund.as_str());
+            refs.push(receipt.as_str());
+        }
         EventBody::RefundStarted { refund, route, .. } => {
             refs.push(refund.as_str());
             refs.push(route.lookup.as_str());
+            // A zapback's receipt finds its refund by the zap request it answers.
+            if let Some(zap) = &route.zap {
+                refs.push(zap.request.as_str());
+            }
         }
         EventBody::EntitlementGranted { subscription, .. }
         | EventBody::EntitlementExpired { subscription }

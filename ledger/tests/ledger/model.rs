@@ -102,6 +102,8 @@ enum Cmd {
         refund: usize,
         flip: bool,
         reserve: u64,
+        /// Sent as a zap (zapback): the route records a zap request.
+        zap: bool,
     },
     RefundUnknown(usize),
     RefundSettle {
@@ -120,6 +122,8 @@ enum Cmd {
     WriteOff(usize, bool),
     Float(usize, u64),
     Resend(usize),
+    /// Link a zap receipt to the refund (zapback).
+    ZapReceipt(usize),
 }
 
 fn sel() -> impl Strategy<Value = Sel> {
@@ -196,8 +200,8 @@ fn cmd() -> impl Strategy<Value = Cmd> {
         5 => (j.clone(), 0..REFUNDS, sel()).prop_map(|(j, r, s)| Cmd::RefundDue(j, r, s)),
         1 => j.clone().prop_map(Cmd::CreditJob),
         1 => r.clone().prop_map(Cmd::RefundDefer),
-        5 => (r.clone(), prop::bool::weighted(0.2), 0u64..=3)
-            .prop_map(|(refund, flip, reserve)| Cmd::RefundStart { refund, flip, reserve }),
+        5 => (r.clone(), prop::bool::weighted(0.2), 0u64..=3, any::<bool>())
+            .prop_map(|(refund, flip, reserve, zap)| Cmd::RefundStart { refund, flip, reserve, zap }),
         3 => r.clone().prop_map(Cmd::RefundUnknown),
         3 => (r.clone(), out_fee(), prop::bool::weighted(0.3), any::<bool>()).prop_map(
             |(refund, fee, by_customer, by_operator)| Cmd::RefundSettle { refund, fee, by_customer, by_operator }
@@ -209,6 +213,7 @@ fn cmd() -> impl Strategy<Value = Cmd> {
         2 => (r.clone(), any::<bool>()).prop_map(|(r, c)| Cmd::WriteOff(r, c)),
         2 => (0..ASSETS, 0u64..=20).prop_map(|(a, m)| Cmd::Float(a, m)),
         1 => (0usize..64).prop_map(Cmd::Resend),
+        2 => r.clone().prop_map(Cmd::ZapReceipt),
     ]
 }
 
@@ -290,6 +295,10 @@ struct MRefund {
     by_customer: bool,
     deferred: bool,
     retry_base: u32,
+    /// The current route was sent as a zap.
+    zap: bool,
+    /// A zap receipt is linked.
+    receipt: bool,
 }
 
 impl MRefund {
@@ -430,6 +439,8 @@ impl Model {
                 by_customer: false,
                 deferred: false,
                 retry_base: 0,
+                zap: false,
+                receipt: false,
             },
         );
         Some(())
@@ -766,6 +777,7 @@ impl Model {
                 refund,
                 flip,
                 reserve,
+                zap,
             } => {
                 let rf = self.waiting_refund(refund)?.clone();
                 let route = rf.asset.unwrap_or(0) ^ usize::from(flip);
@@ -783,6 +795,7 @@ impl Model {
                 rf.st = RSt::InFlight;
                 rf.attempts += 1;
                 rf.route = Some((route, reserve));
+                rf.zap = zap;
                 rf.deferred = false;
                 self.mirror(refund, &[RefundDue, RefundFailed], Refunding);
             }
@@ -838,6 +851,15 @@ impl Model {
                 let rf = self.waiting_refund(r)?;
                 rf.asset = Some(asset);
                 rf.deferred = false;
+            }
+            Cmd::ZapReceipt(r) => {
+                // Only a refund whose route is a zap, once; no money moves, the state stays.
+                let rf = self.refunds.get_mut(&r)?;
+                if rf.route.is_none() || !rf.zap || rf.receipt {
+                    self.note("zap receipt refused");
+                    return None;
+                }
+                rf.receipt = true;
             }
             Cmd::RetryRefund(r) => {
                 let rf = self.waiting_refund(r)?;
@@ -955,7 +977,8 @@ fn body(cmd: &Cmd, model: &Model) -> EventBody {
         | Cmd::RefundFail { .. }
         | Cmd::Reroute(..)
         | Cmd::RetryRefund(_)
-        | Cmd::WriteOff(..) => refund_body(cmd, model),
+        | Cmd::WriteOff(..)
+        | Cmd::ZapReceipt(_) => refund_body(cmd, model),
         _ => job_body(cmd, model),
     }
 }
@@ -1112,6 +1135,7 @@ fn refund_body(cmd: &Cmd, model: &Model) -> EventBody {
             refund,
             flip,
             reserve,
+            zap,
         } => {
             let recorded = model.refunds.get(&refund).and_then(|m| m.asset);
             EventBody::RefundStarted {
@@ -1122,6 +1146,14 @@ fn refund_body(cmd: &Cmd, model: &Model) -> EventBody {
                     destination: format!("lnbcrt-refund{refund}"),
                     lookup: format!("refund-hash{refund}"),
                     fee_reserve: msat(reserve),
+                    zap: zap.then(|| RefundZap {
+                        request: EventId::new(format!(
+                            "zap-request-{refund}-{}",
+                            refund_attempts(refund) + 1
+                        ))
+                        .unwrap(),
+                        signer: Pubkey::new("lnurl-signer").unwrap(),
+                    }),
                 },
             }
         }
@@ -1157,6 +1189,10 @@ fn refund_body(cmd: &Cmd, model: &Model) -> EventBody {
             refund: rid(r),
             asset: asset(a),
             cause: operator("pay it from the other wallet"),
+        },
+        Cmd::ZapReceipt(r) => EventBody::RefundZapReceipt {
+            refund: rid(r),
+            receipt: EventId::new(format!("zap-receipt-{r}")).unwrap(),
         },
         Cmd::RetryRefund(r) => EventBody::RefundRetried {
             refund: rid(r),
@@ -1248,7 +1284,8 @@ fn resolve(cmd: &Cmd, model: &Model) -> Cmd {
         | Cmd::RefundFail { refund: x, .. }
         | Cmd::Reroute(x, _)
         | Cmd::RetryRefund(x)
-        | Cmd::WriteOff(x, _) => *x = r(*x),
+        | Cmd::WriteOff(x, _)
+        | Cmd::ZapReceipt(x) => *x = r(*x),
         Cmd::Receive(_)
         | Cmd::TopUp { .. }
         | Cmd::Unmatched(..)
@@ -1335,6 +1372,21 @@ fn assert_refund_agrees(r: usize, m: &MRefund, state: &LedgerState) -> Result<()
         r
     );
     prop_assert_eq!(refund.retry_base, m.retry_base, "retry base refund{}", r);
+    prop_assert_eq!(
+        refund
+            .route
+            .as_ref()
+            .is_some_and(|route| route.zap.is_some()),
+        m.route.is_some() && m.zap,
+        "zap route of refund{}",
+        r
+    );
+    prop_assert_eq!(
+        refund.zap_receipt.is_some(),
+        m.receipt,
+        "zap receipt refund{}",
+        r
+    );
     Ok(())
 }
 

@@ -12,6 +12,33 @@ fn job(s: &str) -> JobId {
 fn pk(s: &str) -> Pubkey {
     Pubkey::new(s).unwrap()
 }
+/// A paid job j1 that failed for good and owes its payment back over Lightning (`j1:fail`).
+fn owing_a_lightning_refund() -> (Vec<LedgerEvent>, RefundId) {
+    let mut events = paid_job_events("j1");
+    events.truncate(5);
+    events.push(ev(
+        "fail:j1:1",
+        6,
+        EventBody::ProcessingFailed {
+            job: job("j1"),
+            attempt: 1,
+            retryable: false,
+            reason: "boom".into(),
+        },
+    ));
+    let refund = RefundId::new("j1:fail").unwrap();
+    events.push(ev(
+        "refund-due:j1",
+        7,
+        EventBody::RefundDue {
+            job: job("j1"),
+            refund: refund.clone(),
+            asset: Some(Asset::Lightning),
+        },
+    ));
+    (events, refund)
+}
+
 fn ev(k: &str, at: u64, body: EventBody) -> LedgerEvent {
     LedgerEvent::new(key(k), UnixMs(at), body)
 }
@@ -210,33 +237,13 @@ fn overpayment_needs_a_disposition_and_refund_never_exceeds_payment() {
 #[test]
 fn unknown_refund_outcome_is_never_paid_again() {
     let mut store = Store::open_in_memory().unwrap();
-    let mut events = paid_job_events("j1");
-    events.truncate(5);
-    events.push(ev(
-        "fail:j1:1",
-        6,
-        EventBody::ProcessingFailed {
-            job: job("j1"),
-            attempt: 1,
-            retryable: false,
-            reason: "boom".into(),
-        },
-    ));
-    let refund = RefundId::new("j1:fail").unwrap();
-    events.push(ev(
-        "refund-due:j1",
-        7,
-        EventBody::RefundDue {
-            job: job("j1"),
-            refund: refund.clone(),
-            asset: Some(Asset::Lightning),
-        },
-    ));
+    let (mut events, refund) = owing_a_lightning_refund();
     let route = RefundRoute {
         asset: Asset::Lightning,
         destination: "lnbcrt-refund".into(),
         lookup: "refund-hash".into(),
         fee_reserve: Msat::ZERO,
+        zap: None,
     };
     events.push(ev(
         "refund-start:1",
@@ -635,6 +642,7 @@ fn start(refund: &str, attempt: u32, asset: Asset, fee_reserve: u64) -> LedgerEv
                 destination: format!("dest-{refund}"),
                 lookup: format!("lookup-{refund}-{attempt}"),
                 fee_reserve: msat(fee_reserve),
+                zap: None,
             },
         },
     )
@@ -1502,4 +1510,105 @@ fn operator_credit_adjustments_never_take_credit_below_zero() {
     assert_eq!(s.held(&Account::Credit(pk("bob"))), Msat::ZERO);
     assert_eq!(s.balance(&Account::Float).signed(false), -2_000);
     store.verify().unwrap();
+}
+
+/// A refund sent as a zap (zapback): its receipt is linked once, moves no money, is found by
+/// the zap request and the receipt ids, and only a refund recorded as a zap can have one.
+#[test]
+fn a_zapback_receipt_is_linked_once_to_a_zap_refund_and_moves_no_money() {
+    let mut store = Store::open_in_memory().unwrap();
+    let (events, refund) = owing_a_lightning_refund();
+    store.append_group(&events).unwrap();
+    let receipt = |k: &str, id: char| {
+        ev(
+            k,
+            20,
+            EventBody::RefundZapReceipt {
+                refund: refund.clone(),
+                receipt: EventId::new(id.to_string().repeat(64)).unwrap(),
+            },
+        )
+    };
+    // Owed but not yet sent: nothing to link.
+    assert!(store.append(&receipt("zap-receipt:early", 'a')).is_err());
+    let request = EventId::new("c".repeat(64)).unwrap();
+    let route = RefundRoute {
+        asset: Asset::Lightning,
+        destination: "lnbcrt-refund".into(),
+        lookup: "refund-hash".into(),
+        fee_reserve: Msat::ZERO,
+        zap: Some(RefundZap {
+            request: request.clone(),
+            signer: Pubkey::new("d".repeat(64)).unwrap(),
+        }),
+    };
+    store
+        .append(&ev(
+            "refund-start:1",
+            8,
+            EventBody::RefundStarted {
+                refund: refund.clone(),
+                attempt: 1,
+                route,
+            },
+        ))
+        .unwrap();
+    let before = store.state().asset_balance(&Asset::Lightning);
+    store.append(&receipt("zap-receipt:1", 'a')).unwrap();
+    let after = store.state();
+    assert_eq!(
+        after.refund(&refund).unwrap().zap_receipt,
+        Some(EventId::new("a".repeat(64)).unwrap())
+    );
+    // No money moved, the refund is still in flight: only the payment's outcome settles it.
+    assert_eq!(after.refund(&refund).unwrap().state, RefundState::InFlight);
+    assert_eq!(after.asset_balance(&Asset::Lightning), before);
+    // A second receipt is refused.
+    assert!(store.append(&receipt("zap-receipt:2", 'b')).is_err());
+    // The trail is found by the zap request and by the receipt.
+    for reference in [request.as_str().to_owned(), "a".repeat(64)] {
+        let trail = store.audit(&reference).unwrap().expect("found");
+        assert!(trail
+            .events
+            .iter()
+            .any(|e| e.event.type_name() == "refund_zap_receipt"));
+    }
+    store.verify().unwrap();
+}
+
+#[test]
+fn a_plain_refund_cannot_have_a_zap_receipt() {
+    let mut store = Store::open_in_memory().unwrap();
+    let (mut events, refund) = owing_a_lightning_refund();
+    events.push(ev(
+        "refund-start:1",
+        8,
+        EventBody::RefundStarted {
+            refund: refund.clone(),
+            attempt: 1,
+            route: RefundRoute {
+                asset: Asset::Lightning,
+                destination: "lnbcrt-refund".into(),
+                lookup: "refund-hash".into(),
+                fee_reserve: Msat::ZERO,
+                zap: None,
+            },
+        },
+    ));
+    store.append_group(&events).unwrap();
+    let link = ev(
+        "zap-receipt:1",
+        9,
+        EventBody::RefundZapReceipt {
+            refund,
+            receipt: EventId::new("a".repeat(64)).unwrap(),
+        },
+    );
+    assert!(matches!(
+        store.append(&link),
+        Err(LedgerError::Refused {
+            source: TransitionError::InvalidRefundTransition { .. },
+            ..
+        })
+    ));
 }

@@ -67,6 +67,7 @@ impl Core {
                 attempt,
                 outcome,
             } => self.exec_finished(job, attempt, outcome),
+            Command::RefundZapReceipt(receipt) => return Ok(self.refund_zap_receipt(&receipt)),
             Command::Published { effect, detail } => Input::EffectDelivered { effect, detail },
             Command::PublishGaveUp { effect } => Input::EffectGaveUp { effect },
             Command::Tick => Input::ClockTicked,
@@ -194,8 +195,16 @@ impl Core {
         let mut out = Vec::with_capacity(group.replies.len());
         for reply in &group.replies {
             let is_result = matches!(reply.kind, ReplyKind::Result { .. });
-            let outbound = match (self.contexts.get(&reply.job), self.rejected.get(&reply.job)) {
-                (Some(context), _) => self.adapter.render(context, &reply.kind)?,
+            // A refund's note comes after the job ended: its context is read again if need be.
+            let context = match &reply.kind {
+                ReplyKind::Refunded { .. } => self.reply_context(&reply.job),
+                _ => self
+                    .contexts
+                    .get(&reply.job)
+                    .map(std::borrow::Cow::Borrowed),
+            };
+            let outbound = match (context, self.rejected.get(&reply.job)) {
+                (Some(context), _) => self.adapter.render(&context, &reply.kind)?,
                 (None, Some(event)) => match &reply.kind {
                     ReplyKind::Error { reason } => self.adapter.render_rejection(event, reason)?,
                     _ => continue,

@@ -114,6 +114,12 @@ pub fn refund_unknown(refund: &RefundId, attempt: u32) -> Key {
     IdemKey::new(format!("refund-unknown:{refund}:{attempt}"))
 }
 
+/// One zap receipt per refund: a second (another relay's copy, a re-published one) is not
+/// linked again.
+pub fn refund_zap_receipt(refund: &RefundId) -> Key {
+    IdemKey::new(format!("refund-zap-receipt:{refund}"))
+}
+
 pub fn refund_failed(refund: &RefundId, attempt: u32) -> Key {
     IdemKey::new(format!("refund-failed:{refund}:{attempt}"))
 }

@@ -125,6 +125,10 @@ pub enum Input {
         attempt: u32,
         status: RefundStatus,
     },
+    /// The shell verified a zap receipt (kind 9735, every NIP-57 rule) that answers the zap
+    /// request of `refund`'s recorded route: what it says, for the core to compare with that
+    /// route before linking it.
+    RefundZapReceipt(RefundZapReceipt),
     /// The outbox delivered an effect.
     EffectDelivered {
         effect: EffectId,
@@ -157,6 +161,19 @@ pub enum Input {
     },
 }
 
+/// A verified receipt of a refund sent as a zap, as the shell read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundZapReceipt {
+    pub refund: RefundId,
+    pub receipt: paydvm_ledger::EventId,
+    /// The zap request the receipt answers (its `description`).
+    pub request: paydvm_ledger::EventId,
+    /// Who signed the receipt.
+    pub signer: Pubkey,
+    /// The invoice it says was paid.
+    pub bolt11: String,
+}
+
 /// A reply to the customer about a job, protocol-neutral; the adapter renders it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -181,6 +198,12 @@ pub enum ReplyKind {
     },
     Error {
         reason: String,
+    },
+    /// The failed job's money went back: how much, and the id of the zap request it was sent
+    /// with when it was a zap (a zapback).
+    Refunded {
+        amount: Msat,
+        zap_request: Option<String>,
     },
 }
 
@@ -543,6 +566,7 @@ impl Decider {
                 attempt,
                 status,
             } => refunds::outcome(&ctx, m, &refund, attempt, status),
+            Input::RefundZapReceipt(receipt) => refunds::zap_receipt(&ctx, &receipt),
             Input::EffectDelivered { effect, detail } => {
                 expiry::delivered(&ctx, m, &effect, detail)
             }

@@ -36,7 +36,10 @@ pub(super) fn names(state: &LedgerState, m: &Memory, now: UnixMs, input: &Input)
         }
         Input::RefundRouted { refund, .. }
         | Input::RefundDeferred { refund, .. }
-        | Input::RefundOutcome { refund, .. } => names.refunds.push(refund.clone()),
+        | Input::RefundOutcome { refund, .. }
+        | Input::RefundZapReceipt(super::RefundZapReceipt { refund, .. }) => {
+            names.refunds.push(refund.clone())
+        }
         Input::EffectDelivered { effect, .. } | Input::EffectGaveUp { effect } => {
             names.effects.push(effect.clone())
         }

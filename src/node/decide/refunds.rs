@@ -6,12 +6,15 @@
 //! the numbers and what the operator can do.
 
 use paydvm_ledger::{
-    Asset, Cause, EventBody, FeePayer, LedgerEvent, Msat, RefundId, RefundRecord, RefundRoute,
-    RefundState, UnixMs, WriteOffTo,
+    Asset, Cause, EventBody, FeePayer, JobState, LedgerEvent, Msat, RefundId, RefundRecord,
+    RefundRoute, RefundState, UnixMs, WriteOffTo,
 };
 
 use super::memory::{Memory, RefundTask};
-use super::{keys, Action, Ctx, DecideError, Decided, Decision, Group, RefundRouteOrder};
+use super::{
+    keys, Action, Ctx, DecideError, Decided, Decision, Group, RefundRouteOrder, RefundZapReceipt,
+    ReplyKind,
+};
 
 /// Attempts (explicitly failed payments) before a refund waits for the operator, counted from
 /// the operator's last `refund retry`.
@@ -383,7 +386,29 @@ fn paid(
             cause: None,
         },
     );
-    Ok(Decision::group(Group::new(vec![event])))
+    let mut group = Group::new(vec![event]);
+    if let Some(job) = job_refunded_by(ctx, record) {
+        group = group.reply(
+            &job,
+            ReplyKind::Refunded {
+                amount: record.amount,
+                zap_request: record
+                    .route
+                    .as_ref()
+                    .and_then(|r| r.zap.as_ref())
+                    .map(|z| z.request.to_string()),
+            },
+        );
+    }
+    Ok(Decision::group(group))
+}
+
+/// The job whose own money `record` gives back (a failed or cancelled job, not a payment's
+/// excess): its customer is told once the refund is paid, as the job's last feedback.
+fn job_refunded_by(ctx: &Ctx, record: &RefundRecord) -> Option<paydvm_ledger::JobId> {
+    let job = ctx.ledger.job(record.job.as_ref()?)?;
+    let refunding = matches!(job.state, JobState::Refunding | JobState::RefundPending);
+    (refunding && job.refund.as_ref() == Some(&record.refund)).then(|| job.job.clone())
 }
 
 /// Why booking a paid refund would drive its asset below zero (the fee reported beyond what
@@ -439,6 +464,36 @@ fn waiting_for(record: &RefundRecord, said: &str) -> String {
         ),
         _ => said,
     }
+}
+
+/// A verified zap receipt is linked to its refund when it answers exactly the zap the refund's
+/// route recorded: the same zap request, signed by the recorded LNURL server key, for the
+/// invoice we paid. Anything else (another refund's zap, an older attempt's, a forged signer)
+/// is ignored. The refund's state is the payment's business: a receipt never settles it.
+pub(super) fn zap_receipt(ctx: &Ctx, receipt: &RefundZapReceipt) -> Decided {
+    let Some(record) = ctx.ledger.refund(&receipt.refund) else {
+        return Ok(Decision::default());
+    };
+    let Some(route) = &record.route else {
+        return Ok(Decision::default());
+    };
+    let answers = route.zap.as_ref().is_some_and(|zap| {
+        zap.request == receipt.request
+            && zap.signer == receipt.signer
+            && route.destination.eq_ignore_ascii_case(&receipt.bolt11)
+    });
+    if !answers || record.zap_receipt.is_some() || record.state == RefundState::Failed {
+        return Ok(Decision::default());
+    }
+    let event = LedgerEvent::new(
+        keys::refund_zap_receipt(&record.refund)?,
+        ctx.now,
+        EventBody::RefundZapReceipt {
+            refund: record.refund.clone(),
+            receipt: receipt.receipt.clone(),
+        },
+    );
+    Ok(Decision::group(Group::new(vec![event])))
 }
 
 /// Outside text is kept short in the ledger.

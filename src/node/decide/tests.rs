@@ -270,6 +270,7 @@ fn lightning_route() -> RefundRoute {
         destination: "lnbcrt100n1refund".into(),
         lookup: hex("refund-hash"),
         fee_reserve: Msat::from_msat(10_000),
+        zap: None,
     }
 }
 
@@ -638,4 +639,78 @@ fn a_failed_job_is_refunded_from_the_asset_it_still_holds_not_one_already_return
         panic!("the failed job's refund goes from the mint: {end:?}");
     };
     assert_eq!((refund, url.as_str()), (&fail, MINT));
+}
+
+fn zap_route() -> RefundRoute {
+    RefundRoute {
+        zap: Some(paydvm_ledger::RefundZap {
+            request: paydvm_ledger::EventId::new(hex("zap-request")).unwrap(),
+            signer: paydvm_ledger::Pubkey::new(hex("lnurl-signer")).unwrap(),
+        }),
+        ..lightning_route()
+    }
+}
+
+/// Issue 16: a zapback's receipt is linked when it answers the recorded zap exactly, once; one
+/// that names another request, signer or invoice is not; the refund settles by the payment, and
+/// the job's last reply names the refund and its zap request.
+#[test]
+fn a_zapback_receipt_is_linked_only_when_it_answers_the_recorded_zap() {
+    let mut h = Harness::new(rails());
+    funded(&mut h);
+    let refund = failed_paid_job(&mut h, "z", Asset::Lightning);
+    h.input(Input::RefundRouted {
+        refund: refund.clone(),
+        attempt: 1,
+        route: zap_route(),
+    });
+    let paid = h.input(Input::RefundOutcome {
+        refund: refund.clone(),
+        attempt: 1,
+        status: RefundStatus::Paid {
+            fee: Msat::ZERO,
+            fee_paid_by: FeePayer::Operator,
+            evidence: "preimage".into(),
+        },
+    });
+    assert_eq!(state(&h, "z"), JobState::Refunded);
+    let Some(ReplyKind::Refunded {
+        amount,
+        zap_request,
+    }) = paid.replies.first().map(|r| &r.kind)
+    else {
+        panic!("the job's last reply names the refund: {paid:?}");
+    };
+    assert_eq!(*amount, Msat::from_msat(PRICE));
+    assert_eq!(zap_request.as_deref(), Some(hex("zap-request").as_str()));
+
+    let receipt = |request: &str, signer: &str, bolt11: &str, id: &str| {
+        Input::RefundZapReceipt(super::RefundZapReceipt {
+            refund: refund.clone(),
+            receipt: paydvm_ledger::EventId::new(hex(id)).unwrap(),
+            request: paydvm_ledger::EventId::new(hex(request)).unwrap(),
+            signer: paydvm_ledger::Pubkey::new(hex(signer)).unwrap(),
+            bolt11: bolt11.into(),
+        })
+    };
+    let route = lightning_route().destination;
+    let seq = h.ledger.next_seq();
+    for forged in [
+        receipt("other-request", "lnurl-signer", &route, "r1"),
+        receipt("zap-request", "other-signer", &route, "r2"),
+        receipt("zap-request", "lnurl-signer", "lnbcrt100n1other", "r3"),
+    ] {
+        h.input(forged);
+    }
+    assert_eq!(h.ledger.next_seq(), seq, "nothing linked");
+    h.input(receipt("zap-request", "lnurl-signer", &route, "good"));
+    let linked = h.state().refund(&refund).unwrap().zap_receipt.clone();
+    assert_eq!(linked.unwrap().as_str(), hex("good"));
+    let seq = h.ledger.next_seq();
+    h.input(receipt("zap-request", "lnurl-signer", &route, "again"));
+    assert_eq!(h.ledger.next_seq(), seq, "one receipt per refund");
+    assert_eq!(
+        h.state().refund(&refund).unwrap().state,
+        RefundState::Settled
+    );
 }

@@ -133,6 +133,10 @@ impl Nip90Adapter {
             }
             ReplyKind::Processing => Feedback::new(Status::Processing),
             ReplyKind::Error { reason } => Feedback::new(Status::Error).with_info(reason.clone()),
+            ReplyKind::Refunded {
+                amount,
+                zap_request,
+            } => Feedback::new(Status::Error).with_info(refunded_note(*amount, zap_request)),
             ReplyKind::Result { .. } => return None,
         })
     }
@@ -267,4 +271,12 @@ fn job_request(request: &ParsedRequest) -> Option<JobRequest> {
         refund_to: request.refund_to.clone(),
         stored: Some(request.request_json.clone()),
     })
+}
+
+/// The job's last feedback once its money went back (the status stays `error`: the job failed).
+fn refunded_note(amount: paydvm_ledger::Msat, zap_request: &Option<String>) -> String {
+    match zap_request {
+        Some(id) => format!("refunded {amount} as a zap (zap request {id})"),
+        None => format!("refunded {amount}"),
+    }
 }

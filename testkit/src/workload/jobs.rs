@@ -319,6 +319,7 @@ impl Workload {
                     destination,
                     lookup,
                     fee_reserve: Msat::ZERO,
+                    zap: None,
                 },
             },
         );

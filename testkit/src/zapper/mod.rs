@@ -80,6 +80,12 @@ pub struct ZapperOptions {
     /// `node_key`) and [`Zapper::settle`] pays them there. `None` (the default): the zapper signs
     /// its own invoices and the money reaches no wallet.
     pub wallet: Option<FakeLightning>,
+    /// Whether the pay endpoint says `allowsNostr` (true by default); false makes it a plain
+    /// LNURL-pay server, and the callback then ignores a zap request.
+    pub allows_nostr: bool,
+    /// When set, the callback makes and records each invoice, then answers only once it takes a
+    /// permit (a test "crashes" the payer while its invoice request is unanswered).
+    pub answer_gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl ZapperOptions {
@@ -98,6 +104,8 @@ impl ZapperOptions {
             callback: None,
             invoice_expiry: INVOICE_EXPIRY,
             wallet: None,
+            allows_nostr: true,
+            answer_gate: None,
         }
     }
 }

@@ -48,7 +48,7 @@ async fn pay_endpoint(
         "maxSendable": state.options.max_sendable.as_msat(),
         "metadata": state.metadata,
         "tag": "payRequest",
-        "allowsNostr": true,
+        "allowsNostr": state.options.allows_nostr,
         "nostrPubkey": state.options.signer.public_key().to_hex(),
     }))
     .into_response()
@@ -75,7 +75,8 @@ async fn callback(
     if amount < options.min_sendable.as_msat() || amount > options.max_sendable.as_msat() {
         return error(StatusCode::BAD_REQUEST, "amount out of range");
     }
-    let description = match &query.nostr {
+    let nostr = query.nostr.as_ref().filter(|_| state.options.allows_nostr);
+    let description = match nostr {
         Some(request) => match check_zap_request(request, amount, &state) {
             Ok(()) => request.as_str(),
             Err(why) => return error(StatusCode::BAD_REQUEST, why),
@@ -96,10 +97,15 @@ async fn callback(
             payment_hash: made.payment_hash,
             amount: Msat::from_msat(amount),
             preimage: made.preimage,
-            zap_request: query.nostr.clone(),
+            zap_request: nostr.cloned(),
             settled: false,
         },
     );
+    if let Some(gate) = &state.options.answer_gate {
+        if let Ok(permit) = gate.acquire().await {
+            permit.forget();
+        }
+    }
     Json(json!({ "pr": invoice, "routes": [] })).into_response()
 }
 

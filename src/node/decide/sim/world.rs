@@ -338,6 +338,7 @@ impl World {
                     destination: format!("lnbcrt-refund-{refund}-{attempt}"),
                     lookup: hex(&format!("refund:{refund}:{attempt}")),
                     fee_reserve: Msat::from_msat(FEE_CAP),
+                    zap: None,
                 };
                 (refund, attempt, route)
             }
@@ -352,6 +353,7 @@ impl World {
                     destination: format!("nutzap-to-{refund}"),
                     lookup: format!("{refund}#{attempt}"),
                     fee_reserve: Msat::ZERO,
+                    zap: None,
                 };
                 (refund, attempt, route)
             }
