@@ -51,6 +51,18 @@ fn write_trail(out: &mut String, trail: &AuditTrail) -> std::fmt::Result {
             Some(route) => writeln!(out, " lookup {}", route.lookup)?,
             None => writeln!(out)?,
         }
+        if let Some(zap) = r.route.as_ref().and_then(|route| route.zap.as_ref()) {
+            // A missing receipt is only noted: our payment's outcome settles the refund.
+            let receipt = r.zap_receipt.as_ref().map_or_else(
+                || "no zap receipt seen yet".to_owned(),
+                |id| format!("zap receipt {id}"),
+            );
+            writeln!(
+                out,
+                "  sent as a zap: zap request {}; {receipt}",
+                zap.request
+            )?;
+        }
     }
     writeln!(out, "timeline ({} events):", trail.events.len())?;
     for e in &trail.events {
