@@ -98,6 +98,22 @@ async fn a_subscriber_pays_a_period_gets_our_receipt_and_runs_jobs_on_the_quota(
         tag_values(&tier, "amount").unwrap(),
         ["20000", "msats", "3600s"]
     );
+    // The NIP-89 announcement of 5050 names the tier that covers it.
+    let handler = customer
+        .client
+        .fetch_events(
+            Filter::new()
+                .kind(Kind::Custom(31990))
+                .author(us)
+                .identifier("paydvm-5050"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    let handler = handler.first().expect("the 5050 announcement");
+    let address = format!("37001:{}:gold", us.to_hex());
+    assert_eq!(tag_values(handler, "a").unwrap(), [address.clone()]);
+    assert!(handler.content.contains(&address), "{}", handler.content);
     assert_eq!(tag_values(&tier, "p").unwrap(), [us.to_hex()]);
     let request = subscribe(&customer, &us, &tier);
     customer.client.send_event(&request).await.unwrap();

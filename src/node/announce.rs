@@ -57,24 +57,53 @@ pub struct NutZapInfo {
     pub p2pk_xonly: String,
 }
 
-/// The unsigned announcements for this node: one 31990 per offer, then the kind 0 profile, then
-/// the kind 10019 NutZap info when NutZaps are accepted.
+/// What the announcements say about the subscription tiers sold: the tiers and our key (their
+/// addresses are `37001:<key>:<id>`).
+pub struct TierAnnouncement<'a> {
+    pub tiers: &'a [paydvm_policies::Tier],
+    pub us: PublicKey,
+}
+
+/// The unsigned announcements for this node: one 31990 per offer (naming the tiers that cover
+/// its kind), then the kind 0 profile, then the kind 10019 NutZap info when NutZaps are
+/// accepted, then one 37001 per tier.
 pub fn announcements(
     node: &Node,
     offers: &[Offer],
     pricing: &Pricing,
     nutzaps: Option<&NutZapInfo>,
+    tiers: &TierAnnouncement<'_>,
 ) -> Vec<EventBuilder> {
     let nutzaps = nutzaps.filter(|n| !n.mints.is_empty());
     let mut out: Vec<EventBuilder> = offers
         .iter()
-        .map(|offer| handler_info(node, offer, pricing, nutzaps.is_some()))
+        .map(|offer| {
+            let covering = tier_addresses(tiers, offer.kind);
+            handler_info(node, offer, pricing, nutzaps.is_some(), &covering)
+        })
         .collect();
     out.push(profile(node));
     if let Some(info) = nutzaps {
         out.push(nutzap_info(info));
     }
+    out.extend(
+        tiers
+            .tiers
+            .iter()
+            .map(|tier| crate::protocol::nip88::tier_event(tier, &tiers.us)),
+    );
     out
+}
+
+/// The addresses (`37001:<key>:<id>`) of the tiers covering `kind`.
+fn tier_addresses(tiers: &TierAnnouncement<'_>, kind: u16) -> Vec<String> {
+    let us = tiers.us.to_hex();
+    tiers
+        .tiers
+        .iter()
+        .filter(|t| t.covers(kind))
+        .map(|t| format!("{}:{us}:{}", crate::protocol::nip88::TIER_KIND, t.id))
+        .collect()
 }
 
 fn nutzap_info(info: &NutZapInfo) -> EventBuilder {
@@ -84,7 +113,13 @@ fn nutzap_info(info: &NutZapInfo) -> EventBuilder {
     EventBuilder::new(Kind::from(paydvm_mints::NUTZAP_INFO_KIND), "").tags(tags)
 }
 
-fn handler_info(node: &Node, offer: &Offer, pricing: &Pricing, nutzaps: bool) -> EventBuilder {
+fn handler_info(
+    node: &Node,
+    offer: &Offer,
+    pricing: &Pricing,
+    nutzaps: bool,
+    tiers: &[String],
+) -> EventBuilder {
     let mut content = Map::new();
     let name = offer.name.clone().unwrap_or_else(|| node.name.clone());
     content.insert("name".into(), json!(name));
@@ -112,14 +147,22 @@ fn handler_info(node: &Node, offer: &Offer, pricing: &Pricing, nutzaps: bool) ->
     if !params.is_empty() {
         content.insert("nip90Params".into(), Value::Object(params));
     }
+    // Subscription tiers covering this kind (NIP-88 proposal): nostrdvm's flag, and each tier's
+    // address in the content and as an `a` tag.
+    content.insert("subscription".into(), json!(!tiers.is_empty()));
+    if !tiers.is_empty() {
+        content.insert("subscriptionTiers".into(), json!(tiers));
+    }
+    let mut tags = vec![
+        Tag::identifier(d_tag(offer.kind)),
+        Tag::custom(TagKind::custom("k"), [offer.kind.to_string()]),
+    ];
+    tags.extend(tiers.iter().map(|a| Tag::custom(TagKind::a(), [a.clone()])));
     EventBuilder::new(
         Kind::Custom(HANDLER_INFO_KIND),
         Value::Object(content).to_string(),
     )
-    .tags([
-        Tag::identifier(d_tag(offer.kind)),
-        Tag::custom(TagKind::custom("k"), [offer.kind.to_string()]),
-    ])
+    .tags(tags)
 }
 
 /// The `amount` field: `"free"`, `"flexible"` (per-unit prices), or the fixed price in sats.

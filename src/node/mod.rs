@@ -228,19 +228,15 @@ impl Node {
             mints: trusted_mints.clone(),
             p2pk_xonly: key.xonly_hex(),
         });
-        let mut announcements = announce::announcements(
+        let announcements = announce::announcements(
             &config.node,
             &config.offers,
             config.policy.pricing(),
             nutzap_info.as_ref(),
-        );
-        // The tiers sold, each a NIP-88 kind 37001 naming us as payment verifier.
-        announcements.extend(
-            config
-                .policy
-                .tiers()
-                .iter()
-                .map(|tier| crate::protocol::nip88::tier_event(tier, &pubkey)),
+            &announce::TierAnnouncement {
+                tiers: config.policy.tiers(),
+                us: pubkey,
+            },
         );
         let sells_tiers = !config.policy.tiers().is_empty();
 
