@@ -341,7 +341,10 @@ mod tests {
         let names = |range: std::ops::Range<u64>| -> Vec<String> {
             range.rev().map(|i| format!("h{i}")).collect()
         };
-        for (round, expected) in [names(24..40), names(8..24), names(0..8)].iter().enumerate() {
+        for (round, expected) in [names(24..40), names(8..24), names(0..8)]
+            .iter()
+            .enumerate()
+        {
             poll_due(&backend, &mut watched, &out, false).await.unwrap();
             let looked: Vec<String> = std::mem::take(&mut *backend.0.lock().unwrap());
             assert_eq!(&looked, expected, "round {round}");
