@@ -399,6 +399,20 @@ async fn nwc_invoices_are_made_looked_up_and_checked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invoice_paid_job_over_nwc_end_to_end() {
+    quoted_job_paid_over_nwc(false).await;
+}
+
+/// rust-nostr 1392: the `nwc` 0.44 client listens for NIP-04 notifications (kind 23196) only. A
+/// wallet service that notifies only over NIP-44 (kind 23197) must still get the job paid: the
+/// watcher's `lookup_invoice` polling finds the settlement, and the ledger records it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_paid_through_a_nip44_only_notifying_wallet_runs_once() {
+    quoted_job_paid_over_nwc(true).await;
+}
+
+/// A job quoted with an invoice from the NWC wallet, paid there (with a NIP-44-only
+/// notification when `notify_nip44`, none otherwise): it runs and the ledger holds one payment.
+async fn quoted_job_paid_over_nwc(notify_nip44: bool) {
     let s = setup(1, "refund").await;
     let w = wallet(&s.urls).await;
     let node = s
@@ -420,48 +434,17 @@ async fn invoice_paid_job_over_nwc_end_to_end() {
         w.fake.node_id(),
         "the invoice came from the wallet"
     );
+    let hash = invoice.payment_hash();
 
-    w.fake.settle(&invoice.payment_hash()).unwrap();
+    w.fake.settle(&hash).unwrap();
+    if notify_nip44 {
+        w.notify_nip44_only(&s.urls, &hash, invoice.as_str()).await;
+    }
     let result = customer
         .wait_for(request.id, |e| e.kind == Kind::Custom(6050))
         .await;
     assert_eq!(result.content, "ABC");
     wait_state(&node, &job, JobState::Succeeded).await;
-    node.shutdown().await;
-    assert_paid_trail(&s.store(), &job, &invoice.payment_hash());
-}
-
-/// rust-nostr 1392: the `nwc` 0.44 client listens for NIP-04 notifications (kind 23196) only. A
-/// wallet service that notifies only over NIP-44 (kind 23197) must still get the job paid: the
-/// watcher's `lookup_invoice` polling finds the settlement, and the ledger records it once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_paid_through_a_nip44_only_notifying_wallet_runs_once() {
-    let s = setup(1, "refund").await;
-    let w = wallet(&s.urls).await;
-    let node = s
-        .start_with(NodeOptions {
-            lightning: Some(w.backend.clone()),
-            ..NodeOptions::default()
-        })
-        .await;
-    let mut customer = Customer::connect(&s.urls).await;
-    let request = customer.request(5050, "nip", &[&["param", "mode", "upper"]]);
-    customer.client.send_event(&request).await.unwrap();
-    let job = request.id.to_hex();
-    let quote = customer
-        .wait_for(request.id, is_status("payment-required"))
-        .await;
-    let invoice = quoted_invoice(&quote, &job);
-    let hash = invoice.payment_hash();
-
-    w.fake.settle(&hash).unwrap();
-    w.notify_nip44_only(&s.urls, &hash, invoice.as_str()).await;
-    let result = customer
-        .wait_for(request.id, |e| e.kind == Kind::Custom(6050))
-        .await;
-    assert_eq!(result.content, "NIP");
-    wait_state(&node, &job, JobState::Succeeded).await;
-
     node.shutdown().await;
     assert_paid_trail(&s.store(), &job, &hash);
 }
