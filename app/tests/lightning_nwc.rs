@@ -1,7 +1,8 @@
 //! The NWC backend against a real NIP-47 wallet service: cdk-nostr's `NwcService` on a LocalRelay
 //! on 127.0.0.1, answering through a handler backed by `FakeLightning` (real regtest invoices).
 //! The node makes the quote's invoice over NWC and finds the settlement by `lookup_invoice`
-//! polling (the service sends no notifications).
+//! polling (the service sends no notifications). A wallet that notifies only over NIP-44
+//! (kind 23197, which the `nwc` 0.44 client never hears) is covered by the same polling.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -204,6 +205,8 @@ pub struct Wallet {
     pub backend: Arc<NwcLightning>,
     /// The connection URI (a secret in real life), for a node config's `nwc_uri_file`.
     pub uri: NostrWalletConnectURI,
+    /// The wallet service's own keys (it signs its answers and notifications with them).
+    service_keys: Keys,
     cancel: CancellationToken,
 }
 
@@ -214,8 +217,9 @@ impl Drop for Wallet {
 }
 
 pub async fn wallet(relays: &[RelayUrl]) -> Wallet {
+    let service_keys = Keys::generate();
     let service = NwcService::new(NwcServiceConfig {
-        service_keys: Keys::generate(),
+        service_keys: service_keys.clone(),
         client_secret: Keys::generate().secret_key().clone(),
         relays: relays.to_vec(),
         lud16: None,
@@ -246,7 +250,56 @@ pub async fn wallet(relays: &[RelayUrl]) -> Wallet {
         fake,
         backend,
         uri,
+        service_keys,
         cancel,
+    }
+}
+
+impl Wallet {
+    /// Sends the NIP-47 `payment_received` notification for our invoice `hash` as a NIP-44-only
+    /// wallet does: kind 23197, NIP-44 encrypted to the client, and no kind 23196.
+    async fn notify_nip44_only(&self, relays: &[RelayUrl], hash: &str, bolt11: &str) {
+        let parsed = Invoice::parse(bolt11).unwrap();
+        let preimage = hex::encode(self.fake.preimage(hash).unwrap());
+        let body = serde_json::json!({
+            "notification_type": "payment_received",
+            "notification": {
+                "type": "incoming",
+                "state": "settled",
+                "invoice": bolt11,
+                "preimage": preimage,
+                "payment_hash": hash,
+                "amount": parsed.amount().unwrap().as_msat(),
+                "fees_paid": 0,
+                "created_at": parsed.timestamp(),
+                "settled_at": Timestamp::now().as_secs(),
+            }
+        });
+        let client_key = Keys::new(self.uri.secret.clone()).public_key();
+        let content = nip44::encrypt(
+            self.service_keys.secret_key(),
+            &client_key,
+            body.to_string(),
+            nip44::Version::V2,
+        )
+        .unwrap();
+        // What the client would read, were it listening for kind 23197.
+        let read = nip44::decrypt(&self.uri.secret, &self.service_keys.public_key(), &content);
+        let read = nip47::Notification::from_value(serde_json::from_str(&read.unwrap()).unwrap());
+        let read = read.unwrap().to_pay_notification().unwrap();
+        assert_eq!(read.payment_hash, hash);
+        let note = EventBuilder::new(Kind::Custom(23197), content)
+            .tag(Tag::public_key(client_key))
+            .sign_with_keys(&self.service_keys)
+            .unwrap();
+        let client = Client::new(self.service_keys.clone());
+        for url in relays {
+            client.add_relay(url.clone()).await.unwrap();
+        }
+        client.connect().await;
+        let sent = client.send_event(&note).await.unwrap();
+        assert!(!sent.success.is_empty(), "a relay took the notification");
+        client.shutdown().await;
     }
 }
 
@@ -346,6 +399,20 @@ async fn nwc_invoices_are_made_looked_up_and_checked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invoice_paid_job_over_nwc_end_to_end() {
+    quoted_job_paid_over_nwc(false).await;
+}
+
+/// rust-nostr 1392: the `nwc` 0.44 client listens for NIP-04 notifications (kind 23196) only. A
+/// wallet service that notifies only over NIP-44 (kind 23197) must still get the job paid: the
+/// watcher's `lookup_invoice` polling finds the settlement, and the ledger records it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_paid_through_a_nip44_only_notifying_wallet_runs_once() {
+    quoted_job_paid_over_nwc(true).await;
+}
+
+/// A job quoted with an invoice from the NWC wallet, paid there (with a NIP-44-only
+/// notification when `notify_nip44`, none otherwise): it runs and the ledger holds one payment.
+async fn quoted_job_paid_over_nwc(notify_nip44: bool) {
     let s = setup(1, "refund").await;
     let w = wallet(&s.urls).await;
     let node = s
@@ -367,13 +434,17 @@ async fn invoice_paid_job_over_nwc_end_to_end() {
         w.fake.node_id(),
         "the invoice came from the wallet"
     );
+    let hash = invoice.payment_hash();
 
-    w.fake.settle(&invoice.payment_hash()).unwrap();
+    w.fake.settle(&hash).unwrap();
+    if notify_nip44 {
+        w.notify_nip44_only(&s.urls, &hash, invoice.as_str()).await;
+    }
     let result = customer
         .wait_for(request.id, |e| e.kind == Kind::Custom(6050))
         .await;
     assert_eq!(result.content, "ABC");
     wait_state(&node, &job, JobState::Succeeded).await;
     node.shutdown().await;
-    assert_paid_trail(&s.store(), &job, &invoice.payment_hash());
+    assert_paid_trail(&s.store(), &job, &hash);
 }

@@ -3,6 +3,15 @@
 //! missed ephemeral event, a lagging listener); backends that do not are polled with back-off.
 //! Only hashes handed to [`Watcher::watch`] are reported, so a notification for an invoice that
 //! is not one of our quotes is ignored.
+//!
+//! Polling is bounded so that many open quotes cannot flood a wallet (an NWC request is a relay
+//! round trip, and wallets rate-limit): a round looks up at most [`POLL_ROUND_MAX`] invoices,
+//! the most overdue first, and rounds are at least [`POLL_ROUND_GAP`] apart. That is at most
+//! 16 look-ups per 250 ms (64/s): up to 320 open invoices are each looked up every
+//! [`POLL_MAX`] (5 s); beyond that the gap grows to about N / 64 s, and every invoice still gets
+//! its turn because the most overdue go first. This is what bounds the time to find a payment
+//! from a wallet whose notifications we cannot hear (NWC: the `nwc` 0.44 client speaks NIP-04
+//! only, so a NIP-44-only wallet's kind 23197 notifications are never seen; rust-nostr 1392).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +30,10 @@ pub const POLL_FIRST: Duration = Duration::from_millis(250);
 pub const POLL_MAX: Duration = Duration::from_secs(5);
 /// Gap between safety-net polls when the backend notifies.
 pub const POLL_WITH_NOTIFICATIONS: Duration = Duration::from_secs(30);
+/// Most invoices looked up in one polling round (most overdue first).
+pub const POLL_ROUND_MAX: usize = 16;
+/// Shortest gap between two polling rounds.
+pub const POLL_ROUND_GAP: Duration = Duration::from_millis(250);
 /// How long after its expiry an invoice is still looked up once (a payment at the edge).
 pub const EXPIRY_GRACE: Duration = Duration::from_secs(10);
 
@@ -79,8 +92,13 @@ async fn run(
     // the node was down is found by this first lookup.
     let first_gap = POLL_FIRST;
     let mut watched: HashMap<String, Entry> = HashMap::new();
+    let mut next_round = Instant::now();
     loop {
-        let next = watched.values().map(|e| e.next_poll).min();
+        let next = watched
+            .values()
+            .map(|e| e.next_poll)
+            .min()
+            .map(|at| at.max(next_round));
         tokio::select! {
             // Requests first: a hash watched before its notification arrives is never missed.
             biased;
@@ -114,6 +132,7 @@ async fn run(
                 }
             },
             () = sleep_until(next) => {
+                next_round = Instant::now() + POLL_ROUND_GAP;
                 if poll_due(backend.as_ref(), &mut watched, &out, notifies).await.is_err() {
                     return;
                 }
@@ -139,20 +158,28 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Looks up every invoice whose poll is due. `Err` when nobody listens any more.
+/// The hashes whose poll is due, most overdue first, at most [`POLL_ROUND_MAX`] of them.
+fn due_now(watched: &HashMap<String, Entry>, now: Instant) -> Vec<String> {
+    let mut due: Vec<(Instant, &String)> = watched
+        .iter()
+        .filter(|(_, e)| e.next_poll <= now)
+        .map(|(h, e)| (e.next_poll, h))
+        .collect();
+    due.sort();
+    due.into_iter()
+        .take(POLL_ROUND_MAX)
+        .map(|(_, h)| h.clone())
+        .collect()
+}
+
+/// Looks up the invoices whose poll is due ([`due_now`]). `Err` when nobody listens any more.
 async fn poll_due(
     backend: &dyn LightningBackend,
     watched: &mut HashMap<String, Entry>,
     out: &mpsc::Sender<Settled>,
     notifies: bool,
 ) -> Result<(), ()> {
-    let now = Instant::now();
-    let due: Vec<String> = watched
-        .iter()
-        .filter(|(_, e)| e.next_poll <= now)
-        .map(|(h, _)| h.clone())
-        .collect();
-    for hash in due {
+    for hash in due_now(watched, Instant::now()) {
         let status = backend.lookup_invoice(&hash).await;
         let unix_now = crate::node::now_ms() / 1000;
         let Some(entry) = watched.get_mut(&hash) else {
@@ -256,5 +283,75 @@ mod tests {
     #[tokio::test]
     async fn reports_watched_settlements_by_polling() {
         settles_through(FakeLightning::without_notifications()).await;
+    }
+
+    /// A wallet that counts look-ups and never sees a payment.
+    #[derive(Default)]
+    struct Counting(std::sync::Mutex<Vec<String>>);
+
+    #[async_trait::async_trait]
+    impl LightningBackend for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        async fn create_invoice(
+            &self,
+            _: Msat,
+            _: InvoiceDescription,
+            _: u64,
+        ) -> Result<crate::lightning::IssuedInvoice, crate::lightning::LightningError> {
+            unreachable!("not used")
+        }
+        async fn lookup_invoice(&self, payment_hash: &str) -> InvoiceStatus {
+            self.0.lock().unwrap().push(payment_hash.to_owned());
+            InvoiceStatus::Open
+        }
+        async fn pay_invoice(&self, _: &str, _: Msat) -> crate::lightning::PaymentStatus {
+            unreachable!("not used")
+        }
+        async fn lookup_payment(&self, _: &str) -> crate::lightning::PaymentStatus {
+            unreachable!("not used")
+        }
+        async fn balance(&self) -> Result<Msat, crate::lightning::LightningError> {
+            unreachable!("not used")
+        }
+        fn settlements(&self) -> Option<broadcast::Receiver<Settlement>> {
+            None
+        }
+    }
+
+    #[tokio::test]
+    async fn a_polling_round_is_bounded_and_the_most_overdue_go_first() {
+        let backend = Counting::default();
+        let (out, _rx) = mpsc::channel(1);
+        let base = Instant::now();
+        let far = crate::node::now_ms() / 1000 + 600;
+        // 40 due invoices; "h39" is the most overdue.
+        let mut watched: HashMap<String, Entry> = (0..40u64)
+            .map(|i| {
+                let entry = Entry {
+                    tag: format!("job{i}"),
+                    expires_at: far,
+                    next_poll: base.checked_sub(Duration::from_millis(100 + i)).unwrap(),
+                    gap: POLL_FIRST,
+                };
+                (format!("h{i}"), entry)
+            })
+            .collect();
+        let names = |range: std::ops::Range<u64>| -> Vec<String> {
+            range.rev().map(|i| format!("h{i}")).collect()
+        };
+        for (round, expected) in [names(24..40), names(8..24), names(0..8)]
+            .iter()
+            .enumerate()
+        {
+            poll_due(&backend, &mut watched, &out, false).await.unwrap();
+            let looked: Vec<String> = std::mem::take(&mut *backend.0.lock().unwrap());
+            assert_eq!(&looked, expected, "round {round}");
+        }
+        // Everything was looked up once and is scheduled again later, none dropped.
+        poll_due(&backend, &mut watched, &out, false).await.unwrap();
+        assert!(backend.0.lock().unwrap().is_empty());
+        assert_eq!(watched.len(), 40);
     }
 }
