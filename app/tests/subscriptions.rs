@@ -112,7 +112,10 @@ async fn a_subscriber_pays_a_period_gets_our_receipt_and_runs_jobs_on_the_quota(
         .unwrap();
     let handler = handler.first().expect("the 5050 announcement");
     let address = format!("37001:{}:gold", us.to_hex());
-    assert_eq!(tag_values(handler, "a").unwrap(), [address.clone()]);
+    assert_eq!(
+        tag_values(handler, "a").unwrap(),
+        std::slice::from_ref(&address)
+    );
     assert!(handler.content.contains(&address), "{}", handler.content);
     assert_eq!(tag_values(&tier, "p").unwrap(), [us.to_hex()]);
     let request = subscribe(&customer, &us, &tier);
