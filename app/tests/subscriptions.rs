@@ -348,3 +348,61 @@ async fn wait_for_zaps(stats: &paydvm::node::zaps::ZapStats, want: (u64, u64)) {
     }
     panic!("zap intake did not reach {want:?}");
 }
+
+/// A NutZap that e-tags the subscribe request pays the period: P2PK-locked to our 10019 key,
+/// verified and swapped at the trusted mint like a job's NutZap; our 7003 follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nutzap_on_the_subscribe_request_pays_the_period() {
+    use crate::cashu_mint::{mint_proofs, wallet, MintUnderTest, TestMint};
+    let mint = TestMint::start().await;
+    let node_dir = test_node("refund", "").policy(TIER).trust_mint(mint.url());
+    let s = Setup::build(Fixture::builder(node_dir)).await;
+    let lock = format!("02{}", s.p2pk.clone().unwrap().public_key().to_hex());
+    let node = s.start().await;
+    let us = node.pubkey();
+    let mut customer = Customer::connect(&s.urls).await;
+    customer
+        .client
+        .subscribe(Filter::new().kind(Kind::Custom(7003)).author(us), None)
+        .await
+        .unwrap();
+    let tier = tier_event(&customer, &us).await;
+    let request = subscribe(&customer, &us, &tier);
+    customer.client.send_event(&request).await.unwrap();
+    customer
+        .wait_for(request.id, is_status("payment-required"))
+        .await;
+
+    let ecash = wallet(mint.url()).await;
+    let proofs = mint_proofs(&ecash, 20, Some(&lock)).await;
+    let zap = crate::cashu::nutzap(
+        &customer.keys,
+        &proofs,
+        mint.url(),
+        "sat",
+        Some(request.id),
+        &us,
+        "gold, please",
+    );
+    customer.client.send_event(&zap).await.unwrap();
+    let receipt = customer
+        .wait_for(request.id, |e| e.kind == Kind::Custom(7003))
+        .await;
+    assert_eq!(receipt.pubkey, us);
+    assert_eq!(tag_values(&receipt, "tier").unwrap(), ["gold"]);
+    node.shutdown().await;
+
+    let store = s.store();
+    let id = SubscriptionId::new(request.id.to_hex()).unwrap();
+    assert_eq!(
+        store.state().subscription(&id).unwrap().state,
+        EntitlementState::Active
+    );
+    let trail = store.audit(id.as_str()).unwrap().expect("a trail");
+    let paid = trail.events.iter().any(|e| {
+        matches!(&e.event, paydvm_ledger::EventBody::PaymentReceived(p)
+            if p.rail == paydvm_ledger::Rail::NutZap && p.amount == Msat::from_msat(20_000))
+    });
+    assert!(paid, "the NutZap booked to the subscription");
+    assert!(store.verify().is_ok());
+}
