@@ -80,19 +80,31 @@ fn subscribe(customer: &Customer, node: &PublicKey, tier: &Event) -> Event {
         .unwrap()
 }
 
+/// A customer (listening for our 7003s) who found our tier, subscribed with NDK's 7001 shape and
+/// got the quote: the customer, the 7001 and the payment-required feedback.
+async fn subscribed(urls: &[RelayUrl], us: &PublicKey) -> (Customer, Event, Event) {
+    let mut customer = Customer::connect(urls).await;
+    customer
+        .client
+        .subscribe(Filter::new().kind(Kind::Custom(7003)).author(*us), None)
+        .await
+        .unwrap();
+    let tier = tier_event(&customer, us).await;
+    let request = subscribe(&customer, us, &tier);
+    customer.client.send_event(&request).await.unwrap();
+    let quote = customer
+        .wait_for(request.id, is_status("payment-required"))
+        .await;
+    (customer, request, quote)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_pays_a_period_gets_our_receipt_and_runs_jobs_on_the_quota() {
     let s = setup().await;
     let ln = FakeLightning::new();
     let node = s.start_with(lightning(&ln)).await;
     let us = node.pubkey();
-    let mut customer = Customer::connect(&s.urls).await;
-    customer
-        .client
-        .subscribe(Filter::new().kind(Kind::Custom(7003)).author(us), None)
-        .await
-        .unwrap();
-
+    let (mut customer, request, quote) = subscribed(&s.urls, &us).await;
     let tier = tier_event(&customer, &us).await;
     assert_eq!(
         tag_values(&tier, "amount").unwrap(),
@@ -118,12 +130,6 @@ async fn a_subscriber_pays_a_period_gets_our_receipt_and_runs_jobs_on_the_quota(
     );
     assert!(handler.content.contains(&address), "{}", handler.content);
     assert_eq!(tag_values(&tier, "p").unwrap(), [us.to_hex()]);
-    let request = subscribe(&customer, &us, &tier);
-    customer.client.send_event(&request).await.unwrap();
-
-    let quote = customer
-        .wait_for(request.id, is_status("payment-required"))
-        .await;
     let amount = tag_values(&quote, "amount").unwrap();
     assert_eq!(amount[0], "20000");
     let invoice = Invoice::parse(&amount[1]).expect("an invoice in the quote");
@@ -210,13 +216,7 @@ async fn a_receipt_signed_by_anyone_else_grants_nothing() {
     let s = setup().await;
     let node = s.start().await;
     let us = node.pubkey();
-    let mut customer = Customer::connect(&s.urls).await;
-    let tier = tier_event(&customer, &us).await;
-    let request = subscribe(&customer, &us, &tier);
-    customer.client.send_event(&request).await.unwrap();
-    customer
-        .wait_for(request.id, is_status("payment-required"))
-        .await;
+    let (mut customer, request, _) = subscribed(&s.urls, &us).await;
     // The customer (or a "verifier" of their choice) writes a receipt for themselves.
     let now = Timestamp::now().as_secs();
     let forged = EventBuilder::new(Kind::Custom(7003), "")
@@ -266,18 +266,7 @@ async fn zaps_on_the_subscribe_request_pay_the_period() {
     let node = s.start().await;
     let us = node.pubkey();
     let stats = node.zap_stats().expect("zap intake runs with a lud16");
-    let mut customer = Customer::connect(&s.urls).await;
-    customer
-        .client
-        .subscribe(Filter::new().kind(Kind::Custom(7003)).author(us), None)
-        .await
-        .unwrap();
-    let tier = tier_event(&customer, &us).await;
-    let request = subscribe(&customer, &us, &tier);
-    customer.client.send_event(&request).await.unwrap();
-    customer
-        .wait_for(request.id, is_status("payment-required"))
-        .await;
+    let (mut customer, request, _) = subscribed(&s.urls, &us).await;
     let (lud16, keys, target) = (zapper.lud16(), customer.keys.clone(), request.id);
     let zap = |msat: u64| {
         let order = ZapOrder {
@@ -360,18 +349,7 @@ async fn a_nutzap_on_the_subscribe_request_pays_the_period() {
     let lock = format!("02{}", s.p2pk.clone().unwrap().public_key().to_hex());
     let node = s.start().await;
     let us = node.pubkey();
-    let mut customer = Customer::connect(&s.urls).await;
-    customer
-        .client
-        .subscribe(Filter::new().kind(Kind::Custom(7003)).author(us), None)
-        .await
-        .unwrap();
-    let tier = tier_event(&customer, &us).await;
-    let request = subscribe(&customer, &us, &tier);
-    customer.client.send_event(&request).await.unwrap();
-    customer
-        .wait_for(request.id, is_status("payment-required"))
-        .await;
+    let (mut customer, request, _) = subscribed(&s.urls, &us).await;
 
     let ecash = wallet(mint.url()).await;
     let proofs = mint_proofs(&ecash, 20, Some(&lock)).await;

@@ -537,26 +537,12 @@ impl Core {
                 job,
                 amount,
                 expires_at,
-            } => {
-                if let Some(desk) = &self.invoices {
-                    let request = InvoiceRequest {
-                        job: job.to_string(),
-                        subscription: false,
-                        amount,
-                        expires_at_ms: expires_at.0,
-                    };
-                    desk.request(request, now_ms());
-                }
-            }
+            } => self.request_invoice(job.to_string(), false, amount, expires_at),
             Action::WatchInvoice {
                 job,
                 invoice,
                 expires_at,
-            } => {
-                if let Some(desk) = &self.invoices {
-                    desk.watch(&invoice, job.as_str(), expires_at.0);
-                }
-            }
+            } => self.watch_invoice(&invoice, job.as_str(), expires_at),
             Action::RouteRefund(order) => self.route_refund(order),
             Action::PayRefund {
                 refund,
@@ -579,31 +565,44 @@ impl Core {
                 subscription,
                 amount,
                 expires_at,
-            } => {
-                if let Some(desk) = &self.invoices {
-                    let request = InvoiceRequest {
-                        job: subscription.to_string(),
-                        subscription: true,
-                        amount,
-                        expires_at_ms: expires_at.0,
-                    };
-                    desk.request(request, now_ms());
-                }
-            }
+            } => self.request_invoice(subscription.to_string(), true, amount, expires_at),
             Action::WatchSubscriptionInvoice {
                 subscription,
                 invoice,
                 expires_at,
-            } => {
-                if let Some(desk) = &self.invoices {
-                    desk.watch(&invoice, subscription.as_str(), expires_at.0);
-                }
-            }
+            } => self.watch_invoice(&invoice, subscription.as_str(), expires_at),
             Action::Resend(effect) => self.resend(&effect),
             Action::Forget(job) => {
                 self.contexts.remove(&job);
                 self.running.remove(&job);
             }
+        }
+    }
+
+    /// Asks the Lightning backend (if any) for the invoice of a quote; the answer comes back as
+    /// a command naming `tag` (a job, or a subscription when `subscription`).
+    fn request_invoice(
+        &self,
+        tag: String,
+        subscription: bool,
+        amount: paydvm_ledger::Msat,
+        expires_at: UnixMs,
+    ) {
+        if let Some(desk) = &self.invoices {
+            let request = InvoiceRequest {
+                job: tag,
+                subscription,
+                amount,
+                expires_at_ms: expires_at.0,
+            };
+            desk.request(request, now_ms());
+        }
+    }
+
+    /// Watches a quote's invoice until it settles (the settlement names `tag`) or expires.
+    fn watch_invoice(&self, invoice: &IssuedInvoice, tag: &str, expires_at: UnixMs) {
+        if let Some(desk) = &self.invoices {
+            desk.watch(invoice, tag, expires_at.0);
         }
     }
 

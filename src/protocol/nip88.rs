@@ -112,9 +112,8 @@ pub fn read_subscribe(
     })
 }
 
-/// The `d` of a 37001 by `us`, from its signed JSON (a stored announcement).
-pub fn tier_of_stored(event_json: &str, us: &PublicKey) -> Option<String> {
-    let event: Event = nostr_sdk::prelude::JsonUtil::from_json(event_json).ok()?;
+/// The `d` of `event` if it is a 37001 by `us` (one of our stored announcements).
+pub fn tier_of(event: &Event, us: &PublicKey) -> Option<String> {
     if event.kind.as_u16() != TIER_KIND || event.pubkey != *us {
         return None;
     }

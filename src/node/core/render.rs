@@ -129,8 +129,8 @@ impl Core {
         let effects = self.store.state();
         let our_tier = |id: &str| {
             let effect = effects.effect(&EffectId::new(id).ok()?)?;
-            let stored: serde_json::Value = serde_json::from_str(&effect.payload).ok()?;
-            nip88::tier_of_stored(&stored.get("event")?.to_string(), &us)
+            let stored = publication_from_payload(id, &effect.payload).ok()?;
+            nip88::tier_of(&stored.event, &us)
         };
         match nip88::read_subscribe(event, &us, our_tier) {
             nip88::Subscribe::Request(request) => Some(Input::SubscribeArrived(request)),

@@ -245,13 +245,6 @@ fn issue_quote(
     note: Option<String>,
     received: Option<LedgerEvent>,
 ) -> Decided {
-    let options = invoice
-        .iter()
-        .map(|i| PaymentOption::Invoice {
-            payment_hash: i.payment_hash.clone(),
-            bolt11: i.bolt11.clone(),
-        })
-        .collect();
     let quoted = LedgerEvent::new(
         keys::quoted(job)?,
         ctx.now,
@@ -259,7 +252,7 @@ fn issue_quote(
             job: job.clone(),
             amount,
             expires_at,
-            options,
+            options: invoice_options(invoice.as_ref()),
         },
     );
     let reply = ReplyKind::PaymentRequired {
@@ -277,6 +270,17 @@ fn issue_quote(
         });
     }
     Ok(Decision::group(group))
+}
+
+/// A quote's payment options: its invoice, if it has one (zaps, NutZaps and tokens need none).
+pub(super) fn invoice_options(invoice: Option<&IssuedInvoice>) -> Vec<PaymentOption> {
+    invoice
+        .map(|i| PaymentOption::Invoice {
+            payment_hash: i.payment_hash.clone(),
+            bolt11: i.bolt11.clone(),
+        })
+        .into_iter()
+        .collect()
 }
 
 /// The invoice for a job that waited in `received` (already checked by the shell), or none.

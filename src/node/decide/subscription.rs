@@ -10,12 +10,13 @@
 //! the rails verified and the ledger booked.
 
 use paydvm_ledger::{
-    Account, EntitlementState, EventBody, LedgerEvent, Msat, PaymentOption, PaymentTarget, Pubkey,
-    SubscriptionId, SubscriptionRecord, UnixMs,
+    Account, EntitlementState, EventBody, LedgerEvent, Msat, PaymentTarget, Pubkey, SubscriptionId,
+    SubscriptionRecord, UnixMs,
 };
 use paydvm_policies::Tier;
 
 use super::memory::Memory;
+use super::request::invoice_options;
 use super::{keys, Action, Ctx, DecideError, Decided, Decision, Group, NoticeKind};
 use crate::lightning::IssuedInvoice;
 
@@ -57,7 +58,7 @@ pub(super) fn arrived(ctx: &Ctx, m: &mut Memory, request: SubscribeRequest) -> D
             .insert(request.subscription.clone(), request);
         return Ok(Decision::actions(vec![action]));
     }
-    quote(ctx, &request, tier, expires_at, Err(None))
+    quote(ctx, &request, tier, expires_at, (None, None))
 }
 
 /// The invoice for a subscribe request's first period (checked by the shell), or why none.
@@ -73,7 +74,11 @@ pub(super) fn invoice_issued(
     };
     match ctx.policy.tier(&request.tier) {
         Some(tier) if ctx.ledger.subscription(&subscription).is_none() => {
-            quote(ctx, &request, tier, expires_at, invoice.map_err(Some))
+            let invoice = match invoice {
+                Ok(invoice) => (Some(invoice), None),
+                Err(why) => (None, Some(why)),
+            };
+            quote(ctx, &request, tier, expires_at, invoice)
         }
         _ => Ok(Decision::default()),
     }
@@ -86,19 +91,8 @@ fn quote(
     request: &SubscribeRequest,
     tier: &Tier,
     expires_at: UnixMs,
-    invoice: Result<IssuedInvoice, Option<String>>,
+    (invoice, note): (Option<IssuedInvoice>, Option<String>),
 ) -> Decided {
-    let (invoice, note) = match invoice {
-        Ok(invoice) => (Some(invoice), None),
-        Err(why) => (None, why),
-    };
-    let options = invoice
-        .iter()
-        .map(|i| PaymentOption::Invoice {
-            payment_hash: i.payment_hash.clone(),
-            bolt11: i.bolt11.clone(),
-        })
-        .collect();
     let subscription = &request.subscription;
     let quoted = LedgerEvent::new(
         keys::subscription_quoted(subscription)?,
@@ -110,7 +104,7 @@ fn quote(
             price: tier.price,
             period_ms: tier.period_ms,
             quota: tier.quota,
-            options,
+            options: invoice_options(invoice.as_ref()),
             expires_at,
         },
     );

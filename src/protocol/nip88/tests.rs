@@ -58,12 +58,8 @@ fn a_tier_is_announced_with_its_price_cadence_kinds_and_us_as_verifier() {
     assert_eq!(tag_values(&event, "k"), [["5050"]]);
     assert_eq!(tag_values(&event, "p"), [[us.public_key().to_hex()]]);
     assert_eq!(tag_values(&event, "title"), [["Gold"]]);
-    let json = event.as_json();
-    assert_eq!(
-        tier_of_stored(&json, &us.public_key()).as_deref(),
-        Some("gold")
-    );
-    assert_eq!(tier_of_stored(&json, &Keys::generate().public_key()), None);
+    assert_eq!(tier_of(&event, &us.public_key()).as_deref(), Some("gold"));
+    assert_eq!(tier_of(&event, &Keys::generate().public_key()), None);
 }
 
 #[test]

@@ -69,6 +69,15 @@ pub struct Stats {
     pub refunds_paid: u64,
 }
 
+/// What a customer pays against `amount` asked: half, a little more, or (mostly) exactly it.
+fn paid_for(rng: &mut Rng, amount: Msat) -> u64 {
+    match rng.below(6) {
+        0 => amount.as_msat() / 2,
+        1 => amount.as_msat() + 3_000,
+        _ => amount.as_msat(),
+    }
+}
+
 pub fn wallet(asset: &Asset) -> String {
     asset.to_string()
 }
@@ -114,11 +123,7 @@ impl World {
         let Some((amount, hash)) = self.quotes.get(job).cloned() else {
             return;
         };
-        let msat = match rng.below(6) {
-            0 => amount.as_msat() / 2,
-            1 => amount.as_msat() + 3_000,
-            _ => amount.as_msat(),
-        };
+        let msat = paid_for(rng, amount);
         let n = self.payments.len();
         let (rail, asset, reference) = match (rng.below(4), hash) {
             (0, Some(hash)) => (Rail::Invoice, Asset::Lightning, hash),
@@ -126,22 +131,7 @@ impl World {
             (2, _) => (Rail::NutZap, mint(), format!("proofs:{n}")),
             _ => (Rail::CashuToken, mint(), format!("token:{n}")),
         };
-        if rail == Rail::Invoice && self.payments.iter().any(|p| p.reference == reference) {
-            return; // an invoice is paid once
-        }
-        let payment = VerifiedPayment {
-            idem: format!("{}:{n}:{now}", rail.as_str()),
-            rail,
-            asset: asset.clone(),
-            reference,
-            linked: vec![],
-            amount: Msat::from_msat(msat),
-            fee: Msat::ZERO,
-            evidence: None,
-            payer: None,
-            names: Some(job.to_string()),
-        };
-        self.deliver_payment(payment, asset, msat);
+        self.pay_named(job.to_string(), (rail, asset, reference), msat, now);
     }
 
     /// A subscriber pays what a subscription's notice asked, or half of it, or more, or a
@@ -150,20 +140,28 @@ impl World {
         let Some((amount, hash)) = self.subscription_quotes.get(subscription).cloned() else {
             return;
         };
-        let msat = match rng.below(6) {
-            0 => amount.as_msat() / 2,
-            1 => amount.as_msat() + 3_000,
-            _ => amount.as_msat(),
-        };
+        let msat = paid_for(rng, amount);
         let n = self.payments.len();
         let (rail, asset, reference) = match (rng.below(3), hash) {
             (0, Some(hash)) => (Rail::Invoice, Asset::Lightning, hash),
             (1, _) => (Rail::NutZap, mint(), format!("sub-proofs:{n}")),
             _ => (Rail::Zap, Asset::Lightning, hex(&format!("sub-zap:{n}"))),
         };
+        self.pay_named(
+            subscription.to_string(),
+            (rail, asset, reference),
+            msat,
+            now,
+        );
+    }
+
+    /// A verified payment of `msat` naming `names`, on `rail` (an invoice is paid once).
+    fn pay_named(&mut self, names: String, rail: (Rail, Asset, String), msat: u64, now: u64) {
+        let (rail, asset, reference) = rail;
         if rail == Rail::Invoice && self.payments.iter().any(|p| p.reference == reference) {
             return; // an invoice is paid once
         }
+        let n = self.payments.len();
         let payment = VerifiedPayment {
             idem: format!("{}:{n}:{now}", rail.as_str()),
             rail,
@@ -174,7 +172,7 @@ impl World {
             fee: Msat::ZERO,
             evidence: None,
             payer: None,
-            names: Some(subscription.to_string()),
+            names: Some(names),
         };
         self.deliver_payment(payment, asset, msat);
     }
