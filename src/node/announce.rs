@@ -240,8 +240,8 @@ pub fn same_as_last<'a>(
 }
 
 /// The announcements a relay should hold: of the publications stored with no job and authored by
-/// `author`, the latest (by ledger order) per address of kind 0, 10019 and 31990. NutZap markers
-/// and other one-off events are not among them.
+/// `author`, the latest (by ledger order) per address of kind 0, 10019, 31990 and 37001
+/// (subscription tiers). NutZap markers and other one-off events are not among them.
 pub fn stored_announcements<'a>(
     effects: impl Iterator<Item = &'a EffectRecord>,
     author: &PublicKey,
@@ -250,6 +250,7 @@ pub fn stored_announcements<'a>(
         Kind::Metadata.as_u16(),
         paydvm_mints::NUTZAP_INFO_KIND,
         HANDLER_INFO_KIND,
+        crate::protocol::nip88::TIER_KIND,
     ];
     latest_per_address(effects, author, |k| kinds.contains(&k))
         .into_values()
@@ -480,6 +481,32 @@ mod tests {
         assert_eq!(amount(&PriceMode::Free), "free");
     }
 
+    fn record_of(event: &Event, seq: u64) -> EffectRecord {
+        EffectRecord {
+            effect: paydvm_ledger::EffectId::new(event.id.to_hex()).unwrap(),
+            job: None,
+            action: EffectAction::Publish,
+            payload: json!({ "event": event, "relays": [] }).to_string(),
+            requested_seq: seq,
+            outcome: None,
+        }
+    }
+
+    #[test]
+    fn a_relay_is_given_back_the_latest_tier_of_each_address_too() {
+        let keys = Keys::generate();
+        let tier = |content: &str| {
+            EventBuilder::new(Kind::Custom(crate::protocol::nip88::TIER_KIND), content)
+                .tags([Tag::identifier("gold")])
+                .sign_with_keys(&keys)
+                .unwrap()
+        };
+        let (old, new) = (tier("old price"), tier("new price"));
+        let records = [record_of(&old, 1), record_of(&new, 2)];
+        let back = stored_announcements(records.iter(), &keys.public_key());
+        assert_eq!(back.iter().map(|e| e.id).collect::<Vec<_>>(), [new.id]);
+    }
+
     #[test]
     fn only_a_changed_announcement_for_the_same_address_is_new() {
         let keys = Keys::generate();
@@ -487,14 +514,7 @@ mod tests {
             .tags([Tag::identifier("paydvm-5050")])
             .sign_with_keys(&keys)
             .unwrap();
-        let record = EffectRecord {
-            effect: paydvm_ledger::EffectId::new(stored.id.to_hex()).unwrap(),
-            job: None,
-            action: EffectAction::Publish,
-            payload: json!({ "event": stored, "relays": [] }).to_string(),
-            requested_seq: 1,
-            outcome: None,
-        };
+        let record = record_of(&stored, 1);
         let candidate = |content: &str, d: &str| {
             EventBuilder::new(Kind::Custom(HANDLER_INFO_KIND), content)
                 .tags([Tag::identifier(d)])
