@@ -7,8 +7,11 @@
 //! the demo pays), a job left at `payment-required`, a job paid with a zap on its
 //! payment-required feedback, and, against an embedded Cashu mint, a job paid with a NutZap and
 //! a NutZap-paid job that fails and is refunded as a NutZap locked to the customer's 10019 key
-//! (which the customer then claims). Then the audit trail of each job and the `verify` summary.
+//! (which the customer then claims). Then a subscriber buys the node's tier (see [`subscriber`]).
+//! Then the audit trail of each job and of the subscription, and the `verify` summary.
 //! Prints no secret key.
+
+mod subscriber;
 
 use std::path::Path;
 use std::time::Duration;
@@ -158,7 +161,8 @@ async fn demo() -> anyhow::Result<u8> {
     // The demo's directory is removed when `fixture` drops, at the end of this function.
     let mut fixture = Fixture::builder(
         NodeDir::text_node("paydvm demo", 1, "refund")
-            .cashu_setting("mint_requests_per_minute = 0"),
+            .cashu_setting("mint_requests_per_minute = 0")
+            .policy(subscriber::TIER),
     )
     .named_dir("demo")
     .zapper("paydvm")
@@ -347,6 +351,13 @@ async fn demo() -> anyhow::Result<u8> {
             }
             jobs.push((step.label, request.id.to_hex()));
         }
+        let world = subscriber::World {
+            node: &node,
+            relay: &url,
+            lightning: &lightning,
+            zapper,
+        };
+        jobs.push(subscriber::run(&world).await?);
         anyhow::Ok(())
     }
     .await;
@@ -361,7 +372,7 @@ async fn demo() -> anyhow::Result<u8> {
     for (label, job) in &jobs {
         let trail = store
             .audit(job)?
-            .with_context(|| format!("no trail for job {job}"))?;
+            .with_context(|| format!("no trail for {job}"))?;
         say(&format!("\n# {label}\n{}", render_trail(&trail)))?;
     }
     match store.verify() {

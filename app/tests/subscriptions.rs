@@ -15,6 +15,7 @@ use paydvm_ledger::{Account, EntitlementState, Msat, SubscriptionId};
 use paydvm_testkit::fixture::Fixture;
 use paydvm_testkit::zapper;
 use paydvm_testkit::zapper::customer::{request_zap_invoice, ZapOrder};
+use paydvm_testkit::zapper::{Zapper, ZapperOptions};
 
 use crate::node::{is_status, tag_values, test_node, Customer, Setup};
 
@@ -42,10 +43,16 @@ fn lightning(ln: &FakeLightning) -> NodeOptions {
 
 /// Our tier as a client finds it on the relay: the 37001 by the node with `d` = gold.
 async fn tier_event(customer: &Customer, node: &PublicKey) -> Event {
+    addressable(customer, node, 37001, "gold").await
+}
+
+/// Our addressable event `kind:us:d` as a client finds it on the relay (published with the
+/// node's other announcements, shortly after it starts).
+async fn addressable(customer: &Customer, node: &PublicKey, kind: u16, d: &str) -> Event {
     let filter = Filter::new()
-        .kind(Kind::Custom(37001))
+        .kind(Kind::Custom(kind))
         .author(*node)
-        .identifier("gold");
+        .identifier(d);
     for _ in 0..100 {
         let found = customer
             .client
@@ -57,7 +64,12 @@ async fn tier_event(customer: &Customer, node: &PublicKey) -> Event {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("the node never published its tier");
+    panic!("the node never published {kind}:{d}");
+}
+
+/// The NIP-89 announcement `d` (kind 31990).
+async fn announcement(customer: &Customer, node: &PublicKey, d: &str) -> Event {
+    addressable(customer, node, 31990, d).await
 }
 
 fn subscribe(customer: &Customer, node: &PublicKey, tier: &Event) -> Event {
@@ -111,21 +123,10 @@ async fn a_subscriber_pays_a_period_gets_our_receipt_and_runs_jobs_on_the_quota(
         ["20000", "msats", "3600s"]
     );
     // The NIP-89 announcement of 5050 names the tier that covers it.
-    let handler = customer
-        .client
-        .fetch_events(
-            Filter::new()
-                .kind(Kind::Custom(31990))
-                .author(us)
-                .identifier("paydvm-5050"),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-    let handler = handler.first().expect("the 5050 announcement");
+    let handler = announcement(&customer, &us, "paydvm-5050").await;
     let address = format!("37001:{}:gold", us.to_hex());
     assert_eq!(
-        tag_values(handler, "a").unwrap(),
+        tag_values(&handler, "a").unwrap(),
         std::slice::from_ref(&address)
     );
     assert!(handler.content.contains(&address), "{}", handler.content);
@@ -192,7 +193,7 @@ async fn a_subscriber_pays_a_period_gets_our_receipt_and_runs_jobs_on_the_quota(
     };
     assert_eq!((line.tier.as_str(), line.used, line.quota), ("gold", 2, 2));
     assert_eq!(line.subscriber, customer.keys.public_key().to_hex());
-    // `paydvm audit <7001 id>`: the quote, the payment and the period.
+    // `paydvm audit <7001 id>`: the quote, the payment, the period and the jobs on its quota.
     let trail = store.audit(id.as_str()).unwrap().expect("a trail");
     let types: Vec<&str> = trail.events.iter().map(|e| e.event.type_name()).collect();
     assert_eq!(
@@ -200,9 +201,18 @@ async fn a_subscriber_pays_a_period_gets_our_receipt_and_runs_jobs_on_the_quota(
         [
             "subscription_quoted",
             "payment_received",
-            "entitlement_granted"
+            "entitlement_granted",
+            "job_queued",
+            "job_queued"
         ]
     );
+    // The invoice's payment hash finds the quote and the payment too.
+    let by_hash = store
+        .audit(&invoice.payment_hash())
+        .unwrap()
+        .expect("a trail");
+    let types: Vec<&str> = by_hash.events.iter().map(|e| e.event.type_name()).collect();
+    assert_eq!(types, ["subscription_quoted", "payment_received"]);
     assert_eq!(
         store.state().balance(&Account::Revenue).credits,
         Msat::from_msat(20_000),
@@ -383,4 +393,102 @@ async fn a_nutzap_on_the_subscribe_request_pays_the_period() {
     });
     assert!(paid, "the NutZap booked to the subscription");
     assert!(store.verify().is_ok());
+}
+
+/// A subscriber who cancels under a tier that refunds the unused rest: our feedback says so,
+/// the refund is paid once over Lightning to the lightning address in the subscriber's profile,
+/// the period ends, and the next job is priced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_refunds_the_unused_rest_of_the_period_over_lightning() {
+    let node = test_node("refund", "").policy(&TIER.replace(
+        "kinds = [5050]",
+        "kinds = [5050]\non_cancel = \"refund_unused\"",
+    ));
+    let s = Setup::build(Fixture::builder(node).relays(1)).await;
+    s.add_node_settings("lnurl_http_loopback = true");
+    // Lightning refunds reserve the fee cap on top of what is owed.
+    crate::node::float(&s.ledger(), 10_000);
+    let ln = FakeLightning::new();
+    let node = s.start_with(lightning(&ln)).await;
+    let us = node.pubkey();
+    let (mut customer, request, quote) = subscribed(&s.urls, &us).await;
+    let tier = tier_event(&customer, &us).await;
+    assert_eq!(tag_values(&tier, "cancel").unwrap(), ["refund_unused"]);
+    let wallet = Zapper::start(ZapperOptions::new("alice", customer.keys.public_key()))
+        .await
+        .unwrap();
+    let profile = Metadata::new().lud16(wallet.lud16().to_string());
+    customer
+        .client
+        .send_event_builder(EventBuilder::metadata(&profile))
+        .await
+        .unwrap();
+    let invoice = Invoice::parse(&tag_values(&quote, "amount").unwrap()[1]).unwrap();
+    ln.settle(&invoice.payment_hash()).unwrap();
+    customer
+        .wait_for(request.id, |e| e.kind == Kind::Custom(7003))
+        .await;
+
+    let stop = EventBuilder::new(Kind::Custom(7002), "")
+        .tags([Tag::public_key(us), Tag::event(request.id)])
+        .sign_with_keys(&customer.keys)
+        .unwrap();
+    customer.client.send_event(&stop).await.unwrap();
+    let said = customer
+        .wait_for(request.id, |e| {
+            tag_values(e, "status").is_some_and(|s| s[0] == "success" && s[1].contains("cancelled"))
+        })
+        .await;
+    let status = tag_values(&said, "status").unwrap();
+    assert!(status[1].contains("will be refunded"), "{status:?}");
+    let id = SubscriptionId::new(request.id.to_hex()).unwrap();
+    let refund = paydvm_ledger::RefundId::new(format!("sub:{id}:unused")).unwrap();
+    let settled = wait_refund_settled(&node, &refund).await;
+    assert!(settled.amount <= Msat::from_msat(20_000));
+    assert!(settled.amount >= Msat::from_msat(19_000), "{settled:?}");
+    assert_eq!(ln.payments().len(), 1, "paid once");
+    assert_eq!(ln.payments()[0].bolt11, wallet.issued()[0].bolt11);
+
+    let job = customer.request(5050, "after", &[]);
+    customer.client.send_event(&job).await.unwrap();
+    let quote = customer
+        .wait_for(job.id, is_status("payment-required"))
+        .await;
+    assert!(tag_values(&quote, "status").unwrap()[1].contains("period has ended"));
+    node.shutdown().await;
+
+    let store = s.store();
+    let record = store.state().subscription(&id).cloned().unwrap();
+    assert_eq!(record.state, EntitlementState::Expired);
+    assert!(record.cancelled_at.is_some() && record.unused_refunded);
+    let trail = store.audit(id.as_str()).unwrap().expect("a trail");
+    let types: Vec<&str> = trail.events.iter().map(|e| e.event.type_name()).collect();
+    for step in [
+        "subscription_cancelled",
+        "subscription_refund_due",
+        "refund_started",
+        "refund_settled",
+    ] {
+        assert!(types.contains(&step), "{step} missing from {types:?}");
+    }
+    assert_eq!(trail.refunds.len(), 1);
+    assert_eq!(trail.refunds[0].state, paydvm_ledger::RefundState::Settled);
+    assert!(store.verify().is_ok());
+}
+
+async fn wait_refund_settled(
+    node: &paydvm::node::NodeHandle,
+    refund: &paydvm_ledger::RefundId,
+) -> paydvm_ledger::RefundRecord {
+    for _ in 0..300 {
+        // `job()` answers after flushing, so the file is current.
+        let _ = node.job("0").await;
+        let store = paydvm_ledger::store::Store::open_read_only(node.ledger_path()).unwrap();
+        let found = store.state().refund(refund).cloned();
+        if let Some(r) = found.filter(|r| r.state == paydvm_ledger::RefundState::Settled) {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("refund {refund} never settled");
 }

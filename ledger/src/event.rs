@@ -463,6 +463,48 @@ pub enum EventBody {
         refund: RefundId,
         receipt: EventId,
     },
+    /// The subscriber withdrew (NIP-88 kind 7002, `request`): no period is granted after the
+    /// current one, and payments naming the subscription from now on are refunded.
+    SubscriptionCancelled {
+        subscription: SubscriptionId,
+        request: EventId,
+    },
+    /// Money of a subscription becomes owed back to its subscriber under `refund`, paid from
+    /// `asset` (the asset of the subscription's latest payment). `from` says whose money it is:
+    /// what its account holds (a payment it cannot use), or the unused rest of the running
+    /// period (taken back from revenue; the period ends now).
+    SubscriptionRefundDue {
+        subscription: SubscriptionId,
+        refund: RefundId,
+        amount: Msat,
+        asset: Asset,
+        from: SubscriptionFunds,
+    },
+    /// The next period of a running subscription was quoted before the current one ends
+    /// (`after` = the current period's end): once per period.
+    SubscriptionRenewalQuoted {
+        subscription: SubscriptionId,
+        after: UnixMs,
+        price: Msat,
+        options: Vec<PaymentOption>,
+        expires_at: UnixMs,
+    },
+    /// A job that ran on a subscription's quota failed: its unit goes back to the period it was
+    /// taken from (once per job; nothing when that period is over).
+    EntitlementUnitReturned {
+        subscription: SubscriptionId,
+        job: JobId,
+    },
+}
+
+/// Where a subscription refund's money comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionFunds {
+    /// What the subscription's account holds (paid, no period granted for it).
+    Held,
+    /// The unused rest of the running period, pro rata: taken back from revenue.
+    Unused,
 }
 
 impl EventBody {
@@ -498,6 +540,10 @@ impl EventBody {
             EventBody::EffectDone { .. } => "effect_done",
             EventBody::CreditAdjusted { .. } => "credit_adjusted",
             EventBody::RefundZapReceipt { .. } => "refund_zap_receipt",
+            EventBody::SubscriptionCancelled { .. } => "subscription_cancelled",
+            EventBody::SubscriptionRefundDue { .. } => "subscription_refund_due",
+            EventBody::EntitlementUnitReturned { .. } => "entitlement_unit_returned",
+            EventBody::SubscriptionRenewalQuoted { .. } => "subscription_renewal_quoted",
         }
     }
 }

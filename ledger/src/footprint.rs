@@ -96,7 +96,11 @@ pub fn footprint(body: &EventBody) -> Footprint<'_> {
         | EventBody::EntitlementGranted { .. }
         | EventBody::EntitlementExpired { .. }
         // Subscriptions stay in memory (they are open work while they can be paid or used).
-        | EventBody::SubscriptionQuoted { .. } => {}
+        | EventBody::SubscriptionQuoted { .. }
+        | EventBody::SubscriptionCancelled { .. }
+        | EventBody::SubscriptionRenewalQuoted { .. } => {}
+        EventBody::SubscriptionRefundDue { refund, .. } => f.refunds.push((refund, Use::Create)),
+        EventBody::EntitlementUnitReturned { job, .. } => f.job(job),
     }
     f
 }

@@ -107,6 +107,7 @@ mod tests {
             result_event: None,
             held_assets: Vec::new(),
             held_credit: Msat::ZERO,
+            entitlement: None,
         }
     }
 

@@ -262,6 +262,9 @@ pub struct JobRecord {
     /// What the job holds now that came from the customer's prepaid credit.
     #[serde(default, skip_serializing_if = "is_zero_msat")]
     pub held_credit: Msat,
+    /// The subscription whose quota the job used (until a failure gives the unit back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entitlement: Option<crate::ids::SubscriptionId>,
 }
 
 #[cfg(test)]

@@ -97,6 +97,35 @@ pub struct RefundRecord {
 }
 
 impl RefundRecord {
+    /// A new refund owed to `customer`, not yet routed.
+    pub fn due(
+        refund: &RefundId,
+        job: Option<JobId>,
+        customer: &Pubkey,
+        amount: Msat,
+        asset: Option<Asset>,
+    ) -> RefundRecord {
+        RefundRecord {
+            refund: refund.clone(),
+            job,
+            customer: customer.clone(),
+            amount,
+            state: RefundState::Due,
+            attempts: 0,
+            route: None,
+            fee: Msat::ZERO,
+            deferred: None,
+            asset,
+            retry_base: 0,
+            fee_paid_by: Default::default(),
+            evidence: None,
+            written_off_to: None,
+            zap_receipt: None,
+        }
+    }
+}
+
+impl RefundRecord {
     /// What this refund holds back from its route's asset while in flight or unknown: the
     /// amount plus the route's fee reserve.
     pub fn reservation(&self) -> Result<Option<(Asset, Msat)>, MoneyError> {

@@ -5,6 +5,7 @@
 mod job_table;
 mod refunds;
 pub mod residency;
+mod subscriptions;
 
 use std::collections::HashMap;
 
@@ -365,6 +366,7 @@ impl Planner<'_> {
                     result_event: None,
                     held_assets: Vec::new(),
                     held_credit: Msat::ZERO,
+                    entitlement: None,
                 });
             }
             EventBody::JobRejected { job, reason } => {
@@ -446,6 +448,7 @@ impl Planner<'_> {
                     }
                     QueueReason::Entitlement { subscription } => {
                         self.use_entitlement(&rec, subscription)?;
+                        rec.entitlement = Some(subscription.clone());
                         JobInput::QueueEntitlement
                     }
                 };
@@ -607,6 +610,26 @@ impl Planner<'_> {
                     *quota,
                 )?;
             }
+            EventBody::SubscriptionCancelled {
+                subscription,
+                request: _,
+            } => self.cancel_subscription(subscription)?,
+            EventBody::SubscriptionRefundDue {
+                subscription,
+                refund,
+                amount,
+                asset,
+                from,
+            } => self.subscription_refund_due(subscription, refund, *amount, asset, *from)?,
+            EventBody::EntitlementUnitReturned { subscription, job } => {
+                self.return_unit(subscription, job)?
+            }
+            EventBody::SubscriptionRenewalQuoted {
+                subscription,
+                after,
+                price,
+                ..
+            } => self.quote_renewal(subscription, *after, *price)?,
             EventBody::EntitlementExpired { subscription } => {
                 let mut s = self
                     .state
@@ -792,23 +815,13 @@ impl Planner<'_> {
         if self.state.refunds.contains_key(refund) || self.change.refund.is_some() {
             return Err(TransitionError::RefundExists(refund.clone()));
         }
-        self.change.refund = Some(RefundRecord {
-            refund: refund.clone(),
-            job: Some(job.job.clone()),
-            customer: job.customer.clone(),
+        self.change.refund = Some(RefundRecord::due(
+            refund,
+            Some(job.job.clone()),
+            &job.customer,
             amount,
-            state: RefundState::Due,
-            attempts: 0,
-            route: None,
-            fee: Msat::ZERO,
-            deferred: None,
             asset,
-            retry_base: 0,
-            fee_paid_by: Default::default(),
-            evidence: None,
-            written_off_to: None,
-            zap_receipt: None,
-        });
+        ));
         Ok(())
     }
 
@@ -948,6 +961,7 @@ impl Planner<'_> {
                 self.post(asset, Account::Credit(pubkey.clone()), payment.amount)?;
             }
             PaymentTarget::Subscription { subscription } => {
+                self.subscription_paid(subscription, &payment.asset);
                 self.post(
                     asset,
                     Account::Subscription(subscription.clone()),
@@ -1100,6 +1114,11 @@ impl Planner<'_> {
             });
         }
         self.post(account, Account::Revenue, price)?;
+        let previous = self.state.subscriptions.get(subscription);
+        if previous.is_some_and(|p| p.cancelled_at.is_some()) {
+            return Err(refuse("cancelled by the subscriber"));
+        }
+        let paid_in = previous.and_then(|p| p.paid_in.clone());
         self.change.subscription = Some(SubscriptionRecord {
             subscription: subscription.clone(),
             subscriber: subscriber.clone(),
@@ -1111,6 +1130,10 @@ impl Planner<'_> {
             state: EntitlementState::Active,
             price,
             period_ms: period_end.0 - period_start.0,
+            cancelled_at: None,
+            paid_in,
+            unused_refunded: false,
+            renewal_quoted: previous.and_then(|p| p.renewal_quoted),
         });
         Ok(())
     }
@@ -1148,6 +1171,10 @@ impl Planner<'_> {
             state: EntitlementState::Quoted,
             price,
             period_ms,
+            cancelled_at: None,
+            paid_in: None,
+            unused_refunded: false,
+            renewal_quoted: None,
         });
         Ok(())
     }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::event::Asset;
 use crate::ids::{Pubkey, SubscriptionId, UnixMs};
 use crate::money::Msat;
 
@@ -31,6 +32,19 @@ pub struct SubscriptionRecord {
     /// The length of one period as quoted (zero: not recorded).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub period_ms: u64,
+    /// When the subscriber withdrew (`subscription_cancelled`): no period follows the current
+    /// one, and later payments are refunded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_at: Option<UnixMs>,
+    /// The asset of the latest payment booked to the subscription: its refunds are paid from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid_in: Option<Asset>,
+    /// The unused rest of a period was refunded (at most once per subscription: it ends it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unused_refunded: bool,
+    /// The end of the period whose successor was last quoted (`subscription_renewal_quoted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_quoted: Option<UnixMs>,
 }
 
 fn is_zero(n: &u64) -> bool {

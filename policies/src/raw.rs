@@ -115,4 +115,13 @@ pub(crate) struct RawTier {
     pub period_secs: i64,
     pub quota: i64,
     pub kinds: Vec<i64>,
+    /// `"keep"` (default) or `"refund_unused"`.
+    #[serde(default)]
+    pub on_cancel: Option<String>,
+    /// How long before a period ends the next one is quoted.
+    #[serde(default)]
+    pub renew_before_secs: Option<i64>,
+    /// How long after a period ended a payment still continues the subscription.
+    #[serde(default)]
+    pub grace_secs: Option<i64>,
 }

@@ -24,6 +24,38 @@ pub struct Tier {
     pub quota: u32,
     /// Offered job kinds the tier covers; never empty.
     pub kinds: BTreeSet<u16>,
+    /// What a subscriber who cancels (kind 7002) gets back of the running period.
+    pub on_cancel: OnCancel,
+    /// The next period is quoted this long before the running one ends (less than a period).
+    pub renew_before_ms: u64,
+    /// A payment this long after a period ended still continues the subscription back to back;
+    /// later, a new period starts when it is paid.
+    pub grace_ms: u64,
+}
+
+/// Renewal quotes go out a tenth of a period before its end, at most a day before.
+fn default_window_ms(period_ms: u64) -> u64 {
+    (period_ms / 10).min(86_400_000)
+}
+
+/// `on_cancel` of a tier: announced in the tier event, applied when a subscriber cancels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnCancel {
+    /// The running period continues to its end; nothing is refunded of it.
+    #[default]
+    Keep,
+    /// The unused rest of the running period is refunded pro rata and the period ends.
+    RefundUnused,
+}
+
+impl OnCancel {
+    /// The name used in the policy file and in the tier event.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnCancel::Keep => "keep",
+            OnCancel::RefundUnused => "refund_unused",
+        }
+    }
 }
 
 impl Tier {
@@ -93,6 +125,23 @@ pub(crate) fn tiers_from_raw(
                 return Err(check.invalid(&kind_field, format!("job kind {kind} is listed twice")));
             }
         }
+        let on_cancel = match entry.on_cancel.as_deref() {
+            None | Some("keep") => OnCancel::Keep,
+            Some("refund_unused") => OnCancel::RefundUnused,
+            Some(other) => {
+                return Err(check.invalid(
+                    &field("on_cancel"),
+                    format!("{other:?} is not one of \"keep\", \"refund_unused\""),
+                ))
+            }
+        };
+        let period_secs = entry.period_secs;
+        let window = |name: &str, value: Option<i64>| match value {
+            None => Ok(default_window_ms(period_ms)),
+            Some(secs) => check.secs_as_ms(&field(name), secs, 0, period_secs - 1),
+        };
+        let renew_before_ms = window("renew_before_secs", entry.renew_before_secs)?;
+        let grace_ms = window("grace_secs", entry.grace_secs)?;
         tiers.push(Tier {
             id: entry.id,
             name: entry.name,
@@ -100,6 +149,9 @@ pub(crate) fn tiers_from_raw(
             period_ms,
             quota,
             kinds,
+            on_cancel,
+            renew_before_ms,
+            grace_ms,
         });
     }
     Ok(tiers)

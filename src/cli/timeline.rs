@@ -6,7 +6,7 @@ use std::fmt::Write;
 use paydvm_ledger::store::AuditTrail;
 use paydvm_ledger::{
     CreditDirection, Disposition, EffectOutcome, EventBody, JobPayment, PaymentOption,
-    PaymentTarget, QueueReason,
+    PaymentTarget, QueueReason, SubscriptionFunds,
 };
 
 /// Render `trail` as a multi-line timeline.
@@ -228,6 +228,37 @@ fn detail(body: &EventBody) -> String {
         },
         EventBody::RefundZapReceipt { refund, receipt } => {
             format!("refund {refund}: zap receipt {receipt}")
+        }
+        EventBody::SubscriptionCancelled {
+            subscription,
+            request,
+        } => format!("subscription {subscription} cancelled by {request}"),
+        EventBody::SubscriptionRefundDue {
+            subscription,
+            refund,
+            amount,
+            asset,
+            from,
+        } => format!(
+            "subscription {subscription}: {amount} owed back as refund {refund} from {asset} ({})",
+            match from {
+                SubscriptionFunds::Held => "money it could not use",
+                SubscriptionFunds::Unused => "the unused rest of the period",
+            }
+        ),
+        EventBody::SubscriptionRenewalQuoted {
+            subscription,
+            after,
+            price,
+            options,
+            ..
+        } => format!(
+            "subscription {subscription}: the period after {} ms quoted at {price} ({})",
+            after.0,
+            options.iter().map(option).collect::<Vec<_>>().join(", ")
+        ),
+        EventBody::EntitlementUnitReturned { subscription, job } => {
+            format!("subscription {subscription}: job {job} failed, its quota unit given back")
         }
     }
 }

@@ -51,7 +51,7 @@ pub enum Command {
     },
     /// A NIP-09 deletion (kind 5), possibly cancelling one of our jobs.
     Deletion(Box<Event>),
-    /// A subscribe request (NIP-88 kind 7001) addressed to us.
+    /// A subscribe or unsubscribe request (NIP-88 kind 7001 / 7002) addressed to us.
     Subscribe(Box<Event>),
     /// A payment whose evidence a rail verified end to end.
     Payment(Box<VerifiedPayment>),

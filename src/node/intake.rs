@@ -174,9 +174,12 @@ fn subscriptions(parts: &IntakeParts) -> Subscriptions {
         }
         if subscribe {
             filters.push((
-                "subscribe requests",
+                "subscribe and unsubscribe requests",
                 Filter::new()
-                    .kind(Kind::from(nip88::SUBSCRIBE_KIND))
+                    .kinds([
+                        Kind::from(nip88::SUBSCRIBE_KIND),
+                        Kind::from(nip88::UNSUBSCRIBE_KIND),
+                    ])
                     .pubkey(us)
                     .since(since),
             ));
@@ -240,7 +243,7 @@ async fn forward(
         }
         let command = if event.kind == Kind::EventDeletion {
             Command::Deletion(event)
-        } else if kind == nip88::SUBSCRIBE_KIND {
+        } else if kind == nip88::SUBSCRIBE_KIND || kind == nip88::UNSUBSCRIBE_KIND {
             Command::Subscribe(event)
         } else if REQUEST_KINDS.contains(&kind) {
             // The Cashu rail sees it after the core, so a token's payment finds its job.

@@ -11,9 +11,9 @@
 
 use nostr_sdk::prelude::{Event, EventBuilder, Kind, PublicKey, Tag, TagKind, Timestamp};
 use paydvm_ledger::{Pubkey, SubscriptionId};
-use paydvm_policies::Tier;
+use paydvm_policies::{OnCancel, Tier};
 
-use crate::node::decide::{Notice, NoticeKind, SubscribeRequest};
+use crate::node::decide::{Notice, NoticeKind, SubscribeRequest, UnsubscribeRequest};
 
 pub const TIER_KIND: u16 = 37001;
 pub const SUBSCRIBE_KIND: u16 = 7001;
@@ -38,11 +38,16 @@ pub fn tier_event(tier: &Tier, us: &PublicKey) -> EventBuilder {
         .find(|(secs, _)| *secs == period_secs)
         .map_or_else(|| format!("{period_secs}s"), |(_, word)| (*word).to_owned());
     let kinds: Vec<String> = tier.kinds.iter().map(u16::to_string).collect();
+    let on_cancel = match tier.on_cancel {
+        OnCancel::Keep => "cancelling keeps the paid period to its end, without refund",
+        OnCancel::RefundUnused => "cancelling refunds the unused rest of the paid period",
+    };
     let content = format!(
-        "{} jobs per period ({} s) of kind {}, paid per period by invoice, zap or NutZap",
+        "{} jobs per period ({} s) of kind {}, paid per period by invoice, zap or NutZap; {}",
         tier.quota,
         period_secs,
-        kinds.join(", ")
+        kinds.join(", "),
+        on_cancel
     );
     let mut tags = vec![
         Tag::identifier(tier.id.clone()),
@@ -53,6 +58,8 @@ pub fn tier_event(tier: &Tier, us: &PublicKey) -> EventBuilder {
         ),
         custom("period", [period_secs.to_string()]),
         custom("quota", [tier.quota.to_string()]),
+        // What a subscriber who unsubscribes (7002) gets back of the running period.
+        custom("cancel", [tier.on_cancel.as_str().to_owned()]),
         Tag::public_key(*us),
     ];
     tags.extend(kinds.into_iter().map(|k| custom("k", [k])));
@@ -112,6 +119,29 @@ pub fn read_subscribe(
     })
 }
 
+/// Reads a 7002 addressed to `us`: the subscription is its `e` (the 7001's id); the core
+/// checks that the author is the subscriber.
+pub fn read_unsubscribe(event: &Event, us: &PublicKey) -> Option<UnsubscribeRequest> {
+    let first = |name: &str| {
+        event.tags.iter().find_map(|t| match t.as_slice() {
+            [n, value, ..] if n == name => Some(value.clone()),
+            _ => None,
+        })
+    };
+    let addressed = event
+        .tags
+        .iter()
+        .any(|t| matches!(t.as_slice(), [n, value, ..] if n == "p" && *value == us.to_hex()));
+    if event.kind.as_u16() != UNSUBSCRIBE_KIND || !addressed {
+        return None;
+    }
+    Some(UnsubscribeRequest {
+        subscription: SubscriptionId::new(first("e")?).ok()?,
+        author: Pubkey::new(event.pubkey.to_hex()).ok()?,
+        request: paydvm_ledger::EventId::new(event.id.to_hex()).ok()?,
+    })
+}
+
 /// The `d` of `event` if it is a 37001 by `us` (one of our stored announcements).
 pub fn tier_of(event: &Event, us: &PublicKey) -> Option<String> {
     if event.kind.as_u16() != TIER_KIND || event.pubkey != *us {
@@ -161,6 +191,11 @@ pub fn notice_event(notice: &Notice, us: &PublicKey) -> Result<EventBuilder, Str
             feedback(tags, e, subscriber)
         }
         NoticeKind::Credited { note } => feedback(
+            vec![custom("status", ["success".to_owned(), note.clone()])],
+            e,
+            subscriber,
+        ),
+        NoticeKind::Cancelled { note } => feedback(
             vec![custom("status", ["success".to_owned(), note.clone()])],
             e,
             subscriber,

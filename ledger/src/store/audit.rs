@@ -79,6 +79,9 @@ pub struct AuditTrail {
 const SELECT_EVENT: &str = "SELECT seq, idem_key, at, job, body, prev_hash, hash FROM events";
 
 pub fn audit(conn: &Connection, reference: &str) -> Result<Option<AuditTrail>, LedgerError> {
+    if is_subscription(conn, reference)? {
+        return subscription_audit(conn, reference);
+    }
     let job_id: Option<String> = match load_job(conn, reference)? {
         Some(_) => Some(reference.to_string()),
         None => conn
@@ -116,6 +119,65 @@ pub fn audit(conn: &Connection, reference: &str) -> Result<Option<AuditTrail>, L
             (None, Vec::new())
         }
     };
+    with_postings(conn, reference, (job, refunds), events)
+}
+
+fn is_subscription(conn: &Connection, reference: &str) -> Result<bool, LedgerError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM subscriptions WHERE subscription = ?1")?
+        .query_row([reference], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+fn events_naming(conn: &Connection, reference: &str) -> Result<Vec<StoredEvent>, LedgerError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "{SELECT_EVENT} WHERE seq IN (SELECT seq FROM refs WHERE reference = ?1) ORDER BY seq"
+    ))?;
+    let rows = stmt.query_map([reference], raw_row)?;
+    rows.map(|row| decode_row(row?)).collect()
+}
+
+/// A subscription's trail: every event naming it (quotes, payments, periods, the jobs queued
+/// on its quota, units given back, the cancellation), and the whole trail of each refund made
+/// of its money.
+fn subscription_audit(
+    conn: &Connection,
+    subscription: &str,
+) -> Result<Option<AuditTrail>, LedgerError> {
+    let mut events = events_naming(conn, subscription)?;
+    let refund_ids: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.event.body {
+            crate::event::EventBody::SubscriptionRefundDue { refund, .. } => {
+                Some(refund.to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    let mut refunds = Vec::new();
+    for refund in &refund_ids {
+        events.extend(events_naming(conn, refund)?);
+        let record: Option<String> = conn
+            .prepare_cached("SELECT record FROM refunds WHERE refund = ?1")?
+            .query_row([refund], |r| r.get(0))
+            .optional()?;
+        if let Some(record) = record {
+            refunds.push(serde_json::from_str(&record)?);
+        }
+    }
+    events.sort_by_key(|e| e.seq);
+    events.dedup_by_key(|e| e.seq);
+    with_postings(conn, subscription, (None, refunds), events)
+}
+
+/// The trail of `events`, each with its postings.
+fn with_postings(
+    conn: &Connection,
+    reference: &str,
+    (job, refunds): (Option<JobRecord>, Vec<RefundRecord>),
+    events: Vec<StoredEvent>,
+) -> Result<Option<AuditTrail>, LedgerError> {
     if events.is_empty() {
         return Ok(None);
     }

@@ -12,20 +12,19 @@ pub fn event_refs(body: &EventBody) -> Vec<&str> {
             refs.push(job.as_str());
             refs.push(request_event.as_str());
         }
-        EventBody::QuoteIssued { options, .. } => {
-            for o in options {
-                match o {
-                    PaymentOption::Invoice {
-                        payment_hash,
-                        bolt11,
-                    } => {
-                        refs.push(payment_hash.as_str());
-                        refs.push(bolt11.as_str());
-                    }
-                    PaymentOption::Zap { target_event } => refs.push(target_event.as_str()),
-                    PaymentOption::NutZap | PaymentOption::CashuToken => {}
-                }
-            }
+        EventBody::QuoteIssued { options, .. } => option_refs(options, &mut refs),
+        EventBody::SubscriptionRenewalQuoted {
+            subscription,
+            options,
+            ..
+        }
+        | EventBody::SubscriptionQuoted {
+            subscription,
+            options,
+            ..
+        } => {
+            refs.push(subscription.as_str());
+            option_refs(options, &mut refs);
         }
         EventBody::PaymentReceived(p) => {
             refs.push(p.reference.as_str());
@@ -71,10 +70,32 @@ pub fn event_refs(body: &EventBody) -> Vec<&str> {
         }
         EventBody::EntitlementGranted { subscription, .. }
         | EventBody::EntitlementExpired { subscription }
-        | EventBody::SubscriptionQuoted { subscription, .. } => refs.push(subscription.as_str()),
+        | EventBody::EntitlementUnitReturned { subscription, .. } => {
+            refs.push(subscription.as_str())
+        }
+        EventBody::SubscriptionCancelled {
+            subscription,
+            request,
+        } => {
+            refs.push(subscription.as_str());
+            refs.push(request.as_str());
+        }
+        EventBody::SubscriptionRefundDue {
+            subscription,
+            refund,
+            ..
+        } => {
+            refs.push(subscription.as_str());
+            refs.push(refund.as_str());
+        }
         EventBody::EffectRequested { effect, .. } | EventBody::EffectDone { effect, .. } => {
             refs.push(effect.as_str())
         }
+        // A subscription's trail lists the jobs run on its quota.
+        EventBody::JobQueued {
+            reason: crate::event::QueueReason::Entitlement { subscription },
+            ..
+        } => refs.push(subscription.as_str()),
         EventBody::JobRejected { .. }
         | EventBody::QuoteExpired { .. }
         | EventBody::JobQueued { .. }
@@ -90,6 +111,22 @@ pub fn event_refs(body: &EventBody) -> Vec<&str> {
         refs.push(r);
     }
     refs
+}
+
+fn option_refs<'a>(options: &'a [PaymentOption], refs: &mut Vec<&'a str>) {
+    for o in options {
+        match o {
+            PaymentOption::Invoice {
+                payment_hash,
+                bolt11,
+            } => {
+                refs.push(payment_hash.as_str());
+                refs.push(bolt11.as_str());
+            }
+            PaymentOption::Zap { target_event } => refs.push(target_event.as_str()),
+            PaymentOption::NutZap | PaymentOption::CashuToken => {}
+        }
+    }
 }
 
 fn disposition_refund(body: &EventBody) -> Option<&str> {

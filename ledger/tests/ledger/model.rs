@@ -124,6 +124,21 @@ enum Cmd {
     Resend(usize),
     /// Link a zap receipt to the refund (zapback).
     ZapReceipt(usize),
+    /// The subscriber cancels a subscription.
+    SubCancel(usize),
+    /// A subscription's money owed back under a new refund id: what it holds, or (`unused`)
+    /// the rest of its running period.
+    SubRefund {
+        sub: usize,
+        refund: usize,
+        amount: u64,
+        asset: usize,
+        unused: bool,
+    },
+    /// The next period of a subscription quoted.
+    SubRenew(usize),
+    /// A failed job gives its quota unit back to a subscription.
+    UnitBack(usize, usize),
 }
 
 fn sel() -> impl Strategy<Value = Sel> {
@@ -183,15 +198,21 @@ fn cmd() -> impl Strategy<Value = Cmd> {
             |(cust, reference, amount, fee, asset)| Cmd::TopUp { cust, reference, amount, fee, asset }
         ),
         1 => (0..REFS, amount(), 0..ASSETS).prop_map(|(r, a, s)| Cmd::Unmatched(r, a, s)),
-        1 => (0..SUBS, 0..REFS, amount(), 0..ASSETS).prop_map(|(s, r, a, x)| Cmd::SubPay(s, r, a, x)),
-        1 => (0..SUBS, 0u64..6, 0u32..3).prop_map(|(s, p, q)| Cmd::Grant(s, p, q)),
-        1 => (0..SUBS, 0u64..3, 0u32..3).prop_map(|(s, p, q)| Cmd::SubQuote(s, p, q)),
+        3 => (0..SUBS, 0..REFS, amount(), 0..ASSETS).prop_map(|(s, r, a, x)| Cmd::SubPay(s, r, a, x)),
+        3 => (0..SUBS, 0u64..6, 0u32..3).prop_map(|(s, p, q)| Cmd::Grant(s, p, q)),
+        2 => (0..SUBS, 0u64..3, 0u32..3).prop_map(|(s, p, q)| Cmd::SubQuote(s, p, q)),
+        2 => (0..SUBS).prop_map(Cmd::SubCancel),
+        3 => (0..SUBS, 0..REFUNDS, 0u64..7, 0..ASSETS, any::<bool>()).prop_map(
+            |(sub, refund, amount, asset, unused)| Cmd::SubRefund { sub, refund, amount, asset, unused }
+        ),
+        1 => (0..SUBS).prop_map(Cmd::SubRenew),
+        3 => (j.clone(), 0..SUBS).prop_map(|(j, s)| Cmd::UnitBack(j, s)),
         2 => (j.clone(), any::<bool>(), disp()).prop_map(|(j, e, d)| Cmd::Expire(j, e, d)),
         2 => (j.clone(), disp()).prop_map(|(j, d)| Cmd::Cancel(j, d)),
         1 => j.clone().prop_map(Cmd::QueueFree),
         5 => j.clone().prop_map(Cmd::QueuePaid),
         2 => (j.clone(), amount()).prop_map(|(j, a)| Cmd::QueueCredit(j, a)),
-        1 => (j.clone(), 0..SUBS).prop_map(|(j, s)| Cmd::QueueEntitlement(j, s)),
+        3 => (j.clone(), 0..SUBS).prop_map(|(j, s)| Cmd::QueueEntitlement(j, s)),
         6 => j.clone().prop_map(Cmd::Start),
         5 => j.clone().prop_map(Cmd::Fail),
         1 => j.clone().prop_map(Cmd::Retry),
@@ -280,11 +301,15 @@ struct MJob {
     revenue: u64,
     attempts: u32,
     main_refund: Option<usize>,
+    /// The subscription whose quota unit the job holds.
+    ent: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
 struct MRefund {
+    /// The job whose money it is (`NO_JOB` for a subscription's).
     job: usize,
+    cust: usize,
     amount: u64,
     st: RSt,
     attempts: u32,
@@ -315,6 +340,12 @@ impl MRefund {
 struct MSub {
     quota: u32,
     used: u32,
+    price: u64,
+    cancelled: bool,
+    unused_refunded: bool,
+    renewed: bool,
+    /// The asset of the latest payment booked while the subscription existed.
+    paid_in: Option<usize>,
     /// Granted a period (not only quoted).
     active: bool,
 }
@@ -347,6 +378,9 @@ fn cust_of_job(j: usize) -> usize {
 fn cust_of_sub(s: usize) -> usize {
     s % CUSTOMERS
 }
+
+/// The job of a refund that belongs to no job (a subscription's).
+const NO_JOB: usize = usize::MAX;
 
 /// Where the money of a new refund came from.
 #[derive(Debug, Clone, Copy)]
@@ -430,6 +464,7 @@ impl Model {
             r,
             MRefund {
                 job,
+                cust: cust_of_job(job),
                 amount,
                 st: RSt::Due,
                 attempts: 0,
@@ -554,6 +589,9 @@ impl Model {
             | Cmd::Grant(..)
             | Cmd::SubQuote(..)
             | Cmd::Float(..) => self.apply_money(cmd),
+            Cmd::SubCancel(_) | Cmd::SubRefund { .. } | Cmd::SubRenew(_) | Cmd::UnitBack(..) => {
+                self.apply_subscription(cmd)
+            }
             _ => self.apply_refund(cmd),
         }
     }
@@ -580,6 +618,7 @@ impl Model {
                         revenue: 0,
                         attempts: 0,
                         main_refund: None,
+                        ent: None,
                     },
                 );
             }
@@ -631,7 +670,9 @@ impl Model {
                     return None;
                 }
                 sub.used += 1;
-                self.jobs.get_mut(&j)?.st = Queued;
+                let job = self.jobs.get_mut(&j)?;
+                job.st = Queued;
+                job.ent = Some(s);
             }
             Cmd::Start(j) => {
                 let job = self.job_in(j, &[Queued])?;
@@ -725,12 +766,19 @@ impl Model {
                 self.take_ref(r)?;
                 self.receive(asset, amount, 0)?;
                 self.sub_funds[s] += amount;
+                if let Some(m) = self.subs.get_mut(&s) {
+                    m.paid_in = Some(asset);
+                }
             }
             Cmd::Grant(s, price, quota) => {
-                let active = self.subs.get(&s).is_some_and(|m| m.active);
-                if quota == 0 || active || self.sub_funds[s] < price {
+                let previous = self.subs.get(&s);
+                let active = previous.is_some_and(|m| m.active);
+                let cancelled = previous.is_some_and(|m| m.cancelled);
+                if quota == 0 || active || cancelled || self.sub_funds[s] < price {
                     return None;
                 }
+                let paid_in = previous.and_then(|m| m.paid_in);
+                let renewed = previous.is_some_and(|m| m.renewed);
                 self.sub_funds[s] -= price;
                 self.revenue += price;
                 let active = true;
@@ -739,6 +787,11 @@ impl Model {
                     MSub {
                         quota,
                         used: 0,
+                        price,
+                        cancelled: false,
+                        unused_refunded: false,
+                        renewed,
+                        paid_in,
                         active,
                     },
                 );
@@ -753,6 +806,11 @@ impl Model {
                     MSub {
                         quota,
                         used: 0,
+                        price,
+                        cancelled: false,
+                        unused_refunded: false,
+                        renewed: false,
+                        paid_in: None,
                         active,
                     },
                 );
@@ -766,6 +824,73 @@ impl Model {
             }
             _ => unreachable!("not a money command: {cmd:?}"),
         }
+        Some(())
+    }
+
+    fn apply_subscription(&mut self, cmd: &Cmd) -> Option<()> {
+        match *cmd {
+            Cmd::SubCancel(s) => {
+                let m = self.subs.get_mut(&s).filter(|m| !m.cancelled)?;
+                m.cancelled = true;
+            }
+            Cmd::SubRefund {
+                sub,
+                refund,
+                amount,
+                asset,
+                unused,
+            } => self.sub_refund(sub, refund, amount, asset, unused)?,
+            Cmd::SubRenew(s) => {
+                let m = self.subs.get_mut(&s)?;
+                if !m.active || m.cancelled || m.renewed {
+                    return None;
+                }
+                m.renewed = true;
+            }
+            Cmd::UnitBack(j, s) => {
+                let job = self.job_in(j, &[St::Failed, St::FailedFinal])?;
+                if job.ent != Some(s) {
+                    return None;
+                }
+                let m = self.subs.get_mut(&s).filter(|m| m.active && m.used > 0)?;
+                m.used -= 1;
+                self.jobs.get_mut(&j)?.ent = None;
+                self.note("quota unit given back");
+            }
+            _ => unreachable!("not a subscription command: {cmd:?}"),
+        }
+        Some(())
+    }
+
+    fn sub_refund(
+        &mut self,
+        s: usize,
+        r: usize,
+        amount: u64,
+        asset: usize,
+        unused: bool,
+    ) -> Option<()> {
+        let m = self.subs.get(&s)?;
+        if amount == 0 || m.paid_in != Some(asset) || self.refunds.contains_key(&r) {
+            return None;
+        }
+        if unused {
+            if !m.cancelled || !m.active || amount > m.price {
+                return None;
+            }
+            let m = self.subs.get_mut(&s)?;
+            m.unused_refunded = true;
+            m.active = false;
+            self.note("unused rest of a period refunded");
+        } else {
+            if amount > self.sub_funds[s] {
+                return None;
+            }
+            self.sub_funds[s] -= amount;
+            self.note("held subscription money refunded");
+        }
+        self.new_refund(r, NO_JOB, amount, Some(asset))?;
+        self.refunds.get_mut(&r)?.cust = cust_of_sub(s);
         Some(())
     }
 
@@ -870,7 +995,7 @@ impl Model {
                 let rf = self.waiting_refund(r)?;
                 rf.st = RSt::WrittenOff;
                 rf.deferred = false;
-                let (amount, cust) = (rf.amount, cust_of_job(rf.job));
+                let (amount, cust) = (rf.amount, rf.cust);
                 if to_credit {
                     self.credit[cust] += amount;
                     self.note("written off to credit");
@@ -979,7 +1104,47 @@ fn body(cmd: &Cmd, model: &Model) -> EventBody {
         | Cmd::RetryRefund(_)
         | Cmd::WriteOff(..)
         | Cmd::ZapReceipt(_) => refund_body(cmd, model),
+        Cmd::SubCancel(_) | Cmd::SubRefund { .. } | Cmd::SubRenew(_) | Cmd::UnitBack(..) => {
+            subscription_body(cmd)
+        }
         _ => job_body(cmd, model),
+    }
+}
+
+fn subscription_body(cmd: &Cmd) -> EventBody {
+    match *cmd {
+        Cmd::SubCancel(s) => EventBody::SubscriptionCancelled {
+            subscription: sid(s),
+            request: EventId::new(format!("unsub{s}")).unwrap(),
+        },
+        Cmd::SubRefund {
+            sub,
+            refund,
+            amount,
+            asset: a,
+            unused,
+        } => EventBody::SubscriptionRefundDue {
+            subscription: sid(sub),
+            refund: rid(refund),
+            amount: msat(amount),
+            asset: asset(a),
+            from: match unused {
+                true => SubscriptionFunds::Unused,
+                false => SubscriptionFunds::Held,
+            },
+        },
+        Cmd::SubRenew(s) => EventBody::SubscriptionRenewalQuoted {
+            subscription: sid(s),
+            after: UnixMs(u64::MAX / 2),
+            price: msat(1),
+            options: vec![],
+            expires_at: UnixMs(u64::MAX / 2),
+        },
+        Cmd::UnitBack(j, s) => EventBody::EntitlementUnitReturned {
+            subscription: sid(s),
+            job: jid(j),
+        },
+        _ => unreachable!("not a subscription command: {cmd:?}"),
     }
 }
 
@@ -1276,7 +1441,8 @@ fn resolve(cmd: &Cmd, model: &Model) -> Cmd {
         | Cmd::RefundDue(x, ..)
         | Cmd::CreditJob(x)
         | Cmd::PayApply(Pay { job: x, .. })
-        | Cmd::PayWhole(Pay { job: x, .. }) => *x = j(*x),
+        | Cmd::PayWhole(Pay { job: x, .. })
+        | Cmd::UnitBack(x, _) => *x = j(*x),
         Cmd::RefundDefer(x)
         | Cmd::RefundStart { refund: x, .. }
         | Cmd::RefundUnknown(x)
@@ -1293,6 +1459,9 @@ fn resolve(cmd: &Cmd, model: &Model) -> Cmd {
         | Cmd::Grant(..)
         | Cmd::SubQuote(..)
         | Cmd::Float(..)
+        | Cmd::SubCancel(_)
+        | Cmd::SubRefund { .. }
+        | Cmd::SubRenew(_)
         | Cmd::Resend(_) => {}
     }
     cmd
@@ -1445,6 +1614,14 @@ fn assert_agrees(model: &Model, state: &LedgerState) -> Result<(), TestCaseError
         if let Some(m) = model.subs.get(&s) {
             let rec = state.subscription(&sid(s)).expect("subscription");
             prop_assert_eq!((rec.quota, rec.used), (m.quota, m.used));
+            prop_assert_eq!(
+                (rec.cancelled_at.is_some(), rec.unused_refunded),
+                (m.cancelled, m.unused_refunded),
+                "sub{}",
+                s
+            );
+            prop_assert_eq!(rec.renewal_quoted.is_some(), m.renewed, "sub{}", s);
+            prop_assert_eq!(&rec.paid_in, &m.paid_in.map(asset), "sub{}", s);
         }
     }
     prop_assert_eq!(
@@ -1644,6 +1821,9 @@ fn generator_reaches_every_state_and_asset_case() {
         "customer paid the payout fee",
         "written off to credit",
         "written off to income",
+        "held subscription money refunded",
+        "unused rest of a period refunded",
+        "quota unit given back",
     ] {
         assert!(
             seen.contains(case),

@@ -123,7 +123,7 @@ impl Core {
     }
 
     /// A subscribe request for one of our tiers (named by address, or by the id of a 37001 we
-    /// published and stored).
+    /// published and stored), or an unsubscribe request.
     fn read_subscribe(&self, event: &Event) -> Option<Input> {
         let us = self.adapter.keys().public_key();
         let effects = self.store.state();
@@ -132,6 +132,9 @@ impl Core {
             let stored = publication_from_payload(id, &effect.payload).ok()?;
             nip88::tier_of(&stored.event, &us)
         };
+        if event.kind.as_u16() == nip88::UNSUBSCRIBE_KIND {
+            return nip88::read_unsubscribe(event, &us).map(Input::UnsubscribeArrived);
+        }
         match nip88::read_subscribe(event, &us, our_tier) {
             nip88::Subscribe::Request(request) => Some(Input::SubscribeArrived(request)),
             nip88::Subscribe::Ignore => None,

@@ -160,27 +160,35 @@ impl Core {
         self.watch_subscription_invoices(desk)
     }
 
-    /// The same for subscriptions quoted and not yet paid.
+    /// The same for subscriptions quoted and not yet paid, and for renewal quotes of running
+    /// ones (an invoice the backend says expired is dropped by the desk).
     fn watch_subscription_invoices(&self, desk: &InvoiceDesk) -> anyhow::Result<()> {
-        let quoted: Vec<String> = self
+        use paydvm_ledger::EntitlementState;
+        let open: Vec<String> = self
             .store
             .state()
             .subscriptions()
-            .filter(|s| s.state == paydvm_ledger::EntitlementState::Quoted)
+            .filter(|s| s.cancelled_at.is_none())
+            .filter(|s| s.state == EntitlementState::Quoted || s.renewal_quoted.is_some())
             .map(|s| s.subscription.to_string())
             .collect();
-        for subscription in quoted {
+        for subscription in open {
             let Some(trail) = self.store.audit(&subscription)? else {
                 continue;
             };
             for event in &trail.events {
-                if let EventBody::SubscriptionQuoted {
-                    options,
-                    expires_at,
-                    ..
-                } = &event.event
-                {
-                    watch_invoices(desk, options, &subscription, *expires_at);
+                match &event.event {
+                    EventBody::SubscriptionQuoted {
+                        options,
+                        expires_at,
+                        ..
+                    }
+                    | EventBody::SubscriptionRenewalQuoted {
+                        options,
+                        expires_at,
+                        ..
+                    } => watch_invoices(desk, options, &subscription, *expires_at),
+                    _ => {}
                 }
             }
         }

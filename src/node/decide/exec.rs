@@ -65,6 +65,7 @@ pub(super) fn finished(
 /// event id is the rendered reply's: the shell fills it in.
 fn succeed(ctx: &Ctx, m: &mut Memory, job: &JobId, content: String) -> Decided {
     let expires_at = ctx.policy.result_expires_at(ctx.now.0)?.map(UnixMs);
+    let expires_at = expires_at.map(|at| at.max(super::subscription::paid_until(ctx, job)));
     let published = LedgerEvent::new(
         keys::result(job)?,
         ctx.now,
@@ -128,6 +129,7 @@ pub(super) fn fail(
         _ => paydvm_policies::Disposition::Refund,
     };
     events.push(end_of_job(ctx, job, wanted, &failure.reason)?);
+    events.extend(super::subscription::unit_back(ctx, job)?);
     m.drop_request(job);
     let group = Group::new(events)
         .reply(

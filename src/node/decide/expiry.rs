@@ -65,7 +65,7 @@ pub(super) fn cancelled(
 /// let go.
 pub(super) fn ticked(ctx: &Ctx, m: &mut Memory) -> Decided {
     let mut decision = expire_quotes(ctx)?;
-    decision.extend(subscription::ticked(ctx)?);
+    decision.extend(subscription::ticked(ctx, m)?);
     decision.actions.extend(resend_stale(ctx, m));
     decision.extend(refunds::drive(ctx, m)?);
     decision.actions.extend(forget_past_grace(ctx, m));

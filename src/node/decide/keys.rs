@@ -151,3 +151,34 @@ pub fn entitlement_granted(subscription: &SubscriptionId, after: UnixMs) -> Key 
 pub fn entitlement_expired(subscription: &SubscriptionId, end: UnixMs) -> Key {
     IdemKey::new(format!("sub-expired:{subscription}:{}", end.0))
 }
+
+/// A subscription cancelled by the subscriber (once per subscription).
+pub fn subscription_cancelled(subscription: &SubscriptionId) -> Key {
+    IdemKey::new(format!("sub-cancel:{subscription}"))
+}
+
+/// A subscription refund: of a payment it could not use (keyed by the payment reference), or
+/// of the unused rest of a period (`unused`).
+pub fn subscription_refund(subscription: &SubscriptionId, why: &str) -> Result<RefundId, IdError> {
+    // A payment reference can be long: a digest keeps the id within bounds, still one per cause.
+    let why = match why.len() > 64 {
+        true => hex::encode(&Sha256::digest(why.as_bytes())[..16]),
+        false => why.to_owned(),
+    };
+    RefundId::new(format!("sub:{subscription}:{why}"))
+}
+
+/// The ledger event creating [`subscription_refund`]'s refund.
+pub fn subscription_refund_due(refund: &RefundId) -> Key {
+    IdemKey::new(format!("sub-refund:{refund}"))
+}
+
+/// A failed job's quota unit given back (once per job).
+pub fn unit_returned(job: &JobId) -> Key {
+    IdemKey::new(format!("sub-unit-back:{job}"))
+}
+
+/// The renewal quote of the period after the one ending at `after` (once per period).
+pub fn renewal_quoted(subscription: &SubscriptionId, after: UnixMs) -> Key {
+    IdemKey::new(format!("sub-renew:{subscription}:{}", after.0))
+}

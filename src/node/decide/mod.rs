@@ -40,7 +40,7 @@ pub use self::memory::Memory;
 pub use self::payment::VerifiedPayment;
 pub use self::refunds::{RefundStatus, MAX_REFUND_ATTEMPTS};
 pub use self::restart::needs_request_after_restart;
-pub use self::subscription::SubscribeRequest;
+pub use self::subscription::{SubscribeRequest, UnsubscribeRequest};
 use crate::job::Job;
 use crate::lightning::refund::RefundAddress;
 use crate::lightning::IssuedInvoice;
@@ -159,6 +159,8 @@ pub enum Input {
         expires_at: UnixMs,
         invoice: Result<IssuedInvoice, String>,
     },
+    /// An unsubscribe request (NIP-88 kind 7002) naming one of our subscriptions.
+    UnsubscribeArrived(UnsubscribeRequest),
 }
 
 /// A verified receipt of a refund sent as a zap, as the shell read it.
@@ -238,6 +240,10 @@ pub enum NoticeKind {
     },
     Error {
         reason: String,
+    },
+    /// The subscriber cancelled: until when the period runs and what will be refunded.
+    Cancelled {
+        note: String,
     },
 }
 
@@ -587,6 +593,7 @@ impl Decider {
                 expires_at,
                 invoice,
             } => subscription::invoice_issued(&ctx, m, subscription, expires_at, invoice),
+            Input::UnsubscribeArrived(request) => subscription::unsubscribed(&ctx, request),
         })
     }
 

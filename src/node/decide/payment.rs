@@ -42,7 +42,7 @@ pub struct VerifiedPayment {
 struct Booking {
     target: PaymentTarget,
     /// For a subscription: the period it completes (granted in the same group), and the notice.
-    subscription: Option<(Option<LedgerEvent>, Notice)>,
+    subscription: Option<(Vec<LedgerEvent>, Notice)>,
     /// The job it names, and whether it is now fully paid.
     job: Option<(JobId, bool)>,
     /// The reply for the job (`None` when the job cannot be told anything new).
@@ -87,8 +87,8 @@ pub(super) fn verified(ctx: &Ctx, m: &mut Memory, payment: &VerifiedPayment) -> 
         }),
     );
     let mut group = Group::new(vec![received]);
-    if let Some((grant, notice)) = booking.subscription {
-        group.events.extend(grant);
+    if let Some((events, notice)) = booking.subscription {
+        group.events.extend(events);
         group.notices.push(notice);
     }
     let Some((job, paid)) = booking.job else {
@@ -149,7 +149,12 @@ fn book(ctx: &Ctx, payment: &VerifiedPayment) -> Result<Booking, DecideError> {
         .ok()
         .and_then(|s| ctx.ledger.subscription(&s))
     {
-        let booked = subscription::book(ctx, record, payment.amount, &payment.reference)?;
+        let paid = subscription::PaidIn {
+            amount: payment.amount,
+            asset: &payment.asset,
+            reference: &payment.reference,
+        };
+        let booked = subscription::book(ctx, record, paid)?;
         let notice = Notice {
             subscription: record.subscription.clone(),
             subscriber: record.subscriber.clone(),
@@ -157,7 +162,7 @@ fn book(ctx: &Ctx, payment: &VerifiedPayment) -> Result<Booking, DecideError> {
         };
         return Ok(Booking {
             target: booked.target,
-            subscription: Some((booked.grant, notice)),
+            subscription: Some((booked.events, notice)),
             job: None,
             reply: None,
         });

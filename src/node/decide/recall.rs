@@ -50,7 +50,9 @@ pub(super) fn names(state: &LedgerState, m: &Memory, now: UnixMs, input: &Input)
         }
         Input::OperatorAsked(request) => operator(&request.action, &mut names),
         // Subscriptions never leave memory.
-        Input::SubscribeArrived(_) | Input::SubscriptionInvoiceIssued { .. } => {}
+        Input::SubscribeArrived(_)
+        | Input::SubscriptionInvoiceIssued { .. }
+        | Input::UnsubscribeArrived(_) => {}
     }
     names
 }

@@ -10,8 +10,8 @@
 //! the rails verified and the ledger booked.
 
 use paydvm_ledger::{
-    Account, EntitlementState, EventBody, LedgerEvent, Msat, PaymentTarget, Pubkey, SubscriptionId,
-    SubscriptionRecord, UnixMs,
+    Account, Asset, EntitlementState, EventBody, JobId, LedgerEvent, Msat, PaymentTarget, Pubkey,
+    SubscriptionFunds, SubscriptionId, SubscriptionRecord, UnixMs,
 };
 use paydvm_policies::Tier;
 
@@ -19,6 +19,12 @@ use super::memory::Memory;
 use super::request::invoice_options;
 use super::{keys, Action, Ctx, DecideError, Decided, Decision, Group, NoticeKind};
 use crate::lightning::IssuedInvoice;
+
+mod cancel;
+mod renew;
+
+pub(super) use cancel::unsubscribed;
+pub use cancel::UnsubscribeRequest;
 
 /// A subscribe request (kind 7001) as the adapter read it: its id names the subscription; the
 /// tier is the `d` of the 37001 it points at (by `a` or by `e`), already resolved to ours.
@@ -72,6 +78,11 @@ pub(super) fn invoice_issued(
     let Some(request) = m.awaiting_subscription_invoice.remove(&subscription) else {
         return Ok(Decision::default());
     };
+    if let Some(record) = ctx.ledger.subscription(&subscription) {
+        if record.state != EntitlementState::Quoted {
+            return renew::invoice_issued(ctx, record, expires_at, invoice);
+        }
+    }
     match ctx.policy.tier(&request.tier) {
         Some(tier) if ctx.ledger.subscription(&subscription).is_none() => {
             let invoice = match invoice {
@@ -108,13 +119,25 @@ fn quote(
             expires_at,
         },
     );
+    let to = (subscription, &request.subscriber);
+    let asked = (tier.price, invoice, expires_at, note);
+    Ok(Decision::group(payment_required(quoted, to, asked)))
+}
+
+/// A quote's group: its ledger event, the `payment-required` notice (with the invoice, if
+/// any, then watched like a job's).
+fn payment_required(
+    event: LedgerEvent,
+    (subscription, subscriber): (&SubscriptionId, &Pubkey),
+    (amount, invoice, expires_at, note): (Msat, Option<IssuedInvoice>, UnixMs, Option<String>),
+) -> Group {
     let notice = NoticeKind::PaymentRequired {
-        amount: tier.price,
+        amount,
         bolt11: invoice.as_ref().map(|i| i.bolt11.clone()),
         expires_at: Some(expires_at),
         note,
     };
-    let mut group = Group::new(vec![quoted]).notice(subscription, &request.subscriber, notice);
+    let mut group = Group::new(vec![event]).notice(subscription, subscriber, notice);
     if let Some(invoice) = invoice {
         group = group.then(Action::WatchSubscriptionInvoice {
             subscription: subscription.clone(),
@@ -122,7 +145,7 @@ fn quote(
             expires_at,
         });
     }
-    Ok(Decision::group(group))
+    group
 }
 
 /// The terms of the subscription's next period: the tier's as the policy says now (a changed
@@ -134,68 +157,94 @@ fn next_terms(ctx: &Ctx, record: &SubscriptionRecord) -> (Msat, u64, u32) {
     }
 }
 
-/// How a verified payment naming a subscription is booked: into its account, and, when that
-/// now holds a period's price and no period is running, the period granted in the same group.
+/// How a verified payment naming a subscription is booked: into its account; what it cannot
+/// use owed back (see [`cancel::unusable`]); and, when the account now holds a period's price
+/// and no period is running, the period granted in the same group.
 pub(super) struct SubscriptionBooking {
     pub target: PaymentTarget,
-    pub grant: Option<LedgerEvent>,
+    /// A refund of what the subscription cannot use, then a grant: in this order.
+    pub events: Vec<LedgerEvent>,
     pub notice: NoticeKind,
+}
+
+/// A payment as [`book`] needs it.
+pub(super) struct PaidIn<'a> {
+    pub amount: Msat,
+    pub asset: &'a Asset,
+    pub reference: &'a str,
 }
 
 pub(super) fn book(
     ctx: &Ctx,
     record: &SubscriptionRecord,
-    amount: Msat,
-    payment_ref: &str,
+    paid: PaidIn<'_>,
 ) -> Result<SubscriptionBooking, DecideError> {
-    let subscription = &record.subscription;
     let target = PaymentTarget::Subscription {
-        subscription: subscription.clone(),
+        subscription: record.subscription.clone(),
     };
-    let funds = ctx
+    let held = ctx
         .ledger
-        .held(&Account::Subscription(subscription.clone()))
-        .checked_add(amount)?;
+        .held(&Account::Subscription(record.subscription.clone()));
     let (price, period_ms, _) = next_terms(ctx, record);
     let running = record.state == EntitlementState::Active && ctx.now < record.period_end;
-    if running {
-        let note = format!(
-            "received {} msat toward the next period, which starts at {} ms",
-            amount.as_msat(),
-            record.period_end.0
-        );
-        let notice = NoticeKind::Credited { note };
-        return Ok(SubscriptionBooking {
-            target,
-            grant: None,
-            notice,
-        });
+    let unusable = cancel::unusable(record, held, paid.amount, price, running)?;
+    let mut events = Vec::new();
+    if !unusable.is_zero() {
+        let from = SubscriptionFunds::Held;
+        let refund = cancel::refund_due(ctx, record, paid.reference, unusable, paid.asset, from)?;
+        events.push(refund);
     }
-    if funds < price {
-        let owed = price.checked_sub(funds)?;
+    let kept = paid.amount.checked_sub(unusable)?;
+    let notice = if record.cancelled_at.is_some() {
+        let reason = format!(
+            "this subscription was cancelled; the {} msat received will be refunded",
+            paid.amount.as_msat()
+        );
+        NoticeKind::Error { reason }
+    } else if running {
+        NoticeKind::Credited {
+            note: ahead_note(kept, unusable, record.period_end),
+        }
+    } else if held.checked_add(kept)? < price {
+        let owed = price.checked_sub(held.checked_add(kept)?)?;
         let note = Some(format!(
             "received {} msat; {} msat still owed for the period",
-            amount.as_msat(),
+            paid.amount.as_msat(),
             owed.as_msat()
         ));
-        let notice = NoticeKind::PaymentRequired {
+        NoticeKind::PaymentRequired {
             amount: owed,
             bolt11: None,
             expires_at: None,
             note,
-        };
-        return Ok(SubscriptionBooking {
-            target,
-            grant: None,
-            notice,
-        });
-    }
-    let (grant, notice) = grant(ctx, record, ctx.now, period_ms, payment_ref)?;
+        }
+    } else {
+        let start = renew::paid_period_start(ctx, record, period_ms);
+        let (grant, receipt) = grant(ctx, record, start, period_ms, paid.reference)?;
+        events.push(grant);
+        receipt
+    };
     Ok(SubscriptionBooking {
         target,
-        grant: Some(grant),
+        events,
         notice,
     })
+}
+
+/// What a subscriber paying while a period runs is told.
+fn ahead_note(kept: Msat, refunded: Msat, next_start: UnixMs) -> String {
+    let mut note = format!(
+        "received {} msat toward the next period, which starts at {} (unix s)",
+        kept.as_msat(),
+        next_start.0 / 1000
+    );
+    if !refunded.is_zero() {
+        note.push_str(&format!(
+            "; {} msat beyond that period's price will be refunded",
+            refunded.as_msat()
+        ));
+    }
+    note
 }
 
 /// `entitlement_granted` for the period after the record's current one, starting at `start`,
@@ -241,8 +290,9 @@ fn grant(
 }
 
 /// Periods that ended: renewed from what the subscription's account holds (paid ahead), or
-/// expired. One group per subscription, in id order so the same state gives the same decision.
-pub(super) fn ticked(ctx: &Ctx) -> Decided {
+/// expired; then periods about to end get their renewal quote. One group per subscription, in
+/// id order so the same state gives the same decision.
+pub(super) fn ticked(ctx: &Ctx, m: &mut Memory) -> Decided {
     let mut ended: Vec<&SubscriptionRecord> = ctx
         .ledger
         .subscriptions()
@@ -256,7 +306,7 @@ pub(super) fn ticked(ctx: &Ctx) -> Decided {
             .held(&Account::Subscription(record.subscription.clone()));
         let (price, period_ms, _) = next_terms(ctx, record);
         let subscription = &record.subscription;
-        let group = if held >= price {
+        let group = if held >= price && record.cancelled_at.is_none() {
             // Renewed back to back, unless the node was down for more than a period.
             let start = match record.period_end.0.checked_add(period_ms) {
                 Some(end) if end > ctx.now.0 => record.period_end,
@@ -275,6 +325,7 @@ pub(super) fn ticked(ctx: &Ctx) -> Decided {
         };
         decision.push(group);
     }
+    decision.extend(renew::quote_due(ctx, m)?);
     Ok(decision)
 }
 
@@ -308,6 +359,43 @@ pub(super) fn entitled(ctx: &Ctx, customer: &Pubkey, kind: u16) -> Entitled {
         }
         Some(_) => Entitled::No("your subscription period has ended; this job is priced".into()),
     }
+}
+
+/// A failed job that ran on a subscription's quota gives its unit back to the period it was
+/// taken in, when that period still runs (the policy's failure rules refund nothing: the job
+/// was never charged).
+pub(super) fn unit_back(ctx: &Ctx, job: &JobId) -> Result<Option<LedgerEvent>, DecideError> {
+    let Some(record) = ctx.ledger.job(job) else {
+        return Ok(None);
+    };
+    let Some(subscription) = record
+        .entitlement
+        .as_ref()
+        .and_then(|s| ctx.ledger.subscription(s))
+    else {
+        return Ok(None);
+    };
+    if !cancel::unit_period_runs(subscription, record.received_at, ctx.now) {
+        return Ok(None);
+    }
+    Ok(Some(LedgerEvent::new(
+        keys::unit_returned(job)?,
+        ctx.now,
+        EventBody::EntitlementUnitReturned {
+            subscription: subscription.subscription.clone(),
+            job: job.clone(),
+        },
+    )))
+}
+
+/// The end of the paid period a job ran on (zero for a job that used no quota): a result
+/// that expires must not expire before the window the subscriber paid for.
+pub(super) fn paid_until(ctx: &Ctx, job: &JobId) -> UnixMs {
+    ctx.ledger
+        .job(job)
+        .and_then(|j| j.entitlement.as_ref())
+        .and_then(|s| ctx.ledger.subscription(s))
+        .map_or(UnixMs(0), |s| s.period_end)
 }
 
 /// What [`entitled`] found.

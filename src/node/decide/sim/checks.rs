@@ -48,6 +48,13 @@ impl Sim {
         }
         for s in state.subscriptions() {
             assert!(s.used <= s.quota, "{}: {s:?} over its quota", self.at());
+            // What a cancelled subscription is paid is owed back in the group that books it.
+            let held = state.held(&Account::Subscription(s.subscription.clone()));
+            assert!(
+                s.cancelled_at.is_none() || held.is_zero(),
+                "{}: cancelled {s:?} keeps {held}",
+                self.at()
+            );
         }
     }
 

@@ -79,8 +79,14 @@ quota = 2
 kinds = [5050]
 "#;
 
-fn policy() -> Policy {
-    Policy::from_toml_str(&format!("{POLICY}{TIER}"), "sim").expect("sim policy")
+/// The sim's policy; odd seeds sell the tier with `refund_unused` cancellation terms, even ones
+/// with `keep`.
+fn policy(seed: u64) -> Policy {
+    let terms = match seed % 2 {
+        1 => "on_cancel = \"refund_unused\"\n",
+        _ => "on_cancel = \"keep\"\n",
+    };
+    Policy::from_toml_str(&format!("{POLICY}{TIER}{terms}"), "sim").expect("sim policy")
 }
 
 /// As the node opens its ledger (open work only in memory), with snapshots often enough that
@@ -107,7 +113,7 @@ impl Sim {
             path,
             node: Node {
                 store,
-                decider: Decider::new(policy(), sim_rails()),
+                decider: Decider::new(policy(seed), sim_rails()),
             },
             world: World::default(),
             requests: HashMap::new(),
@@ -150,11 +156,12 @@ impl Sim {
             1 if faults.on => Some(CrashAt::AfterWrite),
             _ => None,
         };
-        match self.rng.below(22) {
+        match self.rng.below(23) {
             0..=2 => self.new_request(),
             3..=4 => self.pay_something(),
             20 => self.subscribe(),
             21 => self.pay_a_subscription(),
+            22 if self.rng.chance(25) => self.unsubscribe(),
             5 if faults.on => self.world.replay_payment(&mut self.rng),
             6 if faults.on => self.jump_clock(),
             7 => self.tick(crash),
@@ -191,6 +198,34 @@ impl Sim {
             tier: tier.into(),
         };
         self.world.push(Input::SubscribeArrived(request), false);
+    }
+
+    /// A subscriber cancels one of their subscriptions (now and then someone else tries to).
+    fn unsubscribe(&mut self) {
+        let mut known: Vec<(SubscriptionId, paydvm_ledger::Pubkey)> = self
+            .node
+            .store
+            .state()
+            .subscriptions()
+            .map(|s| (s.subscription.clone(), s.subscriber.clone()))
+            .collect();
+        if known.is_empty() {
+            return;
+        }
+        known.sort();
+        let (subscription, subscriber) = known[self.rng.below(known.len())].clone();
+        let author = match self.rng.chance(20) {
+            true => super::harness::customer("mallory"),
+            false => subscriber,
+        };
+        self.world.stats.cancellations += 1;
+        let request = super::UnsubscribeRequest {
+            request: paydvm_ledger::EventId::new(hex(&format!("7002:{subscription}:{author}")))
+                .unwrap(),
+            subscription,
+            author,
+        };
+        self.world.push(Input::UnsubscribeArrived(request), false);
     }
 
     fn pay_a_subscription(&mut self) {
@@ -370,9 +405,7 @@ impl Sim {
         for notice in notices {
             match &notice.kind {
                 NoticeKind::PaymentRequired { amount, bolt11, .. } => {
-                    let hash = bolt11
-                        .as_ref()
-                        .map(|_| hex(&format!("invoice:{}", notice.subscription)));
+                    let hash = bolt11.as_ref().map(|b| hex(&format!("invoice:{b}")));
                     self.world
                         .subscription_quotes
                         .insert(notice.subscription.clone(), (*amount, hash));
@@ -385,7 +418,9 @@ impl Sim {
                         .subscription_quotes
                         .insert(notice.subscription.clone(), (price, None));
                 }
-                NoticeKind::Credited { .. } | NoticeKind::Error { .. } => {}
+                NoticeKind::Credited { .. }
+                | NoticeKind::Error { .. }
+                | NoticeKind::Cancelled { .. } => {}
             }
         }
     }
@@ -420,7 +455,7 @@ impl Sim {
         let store = Store::open_with(&self.path, &store_options()).expect("reopen");
         self.node = Node {
             store,
-            decider: Decider::new(policy(), sim_rails()),
+            decider: Decider::new(policy(self.seed), sim_rails()),
         };
         let report = self.node.store.verify();
         assert!(

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use paydvm_ledger::{
-    Asset, EffectId, FeePayer, JobId, Msat, Rail, RefundId, RefundRoute, SubscriptionId,
+    Asset, EffectId, FeePayer, JobId, Msat, Rail, RefundId, RefundRoute, SubscriptionId, UnixMs,
 };
 
 use super::super::harness::{customer, hex};
@@ -56,6 +56,7 @@ pub struct World {
 pub struct Stats {
     pub requests: u64,
     pub subscriptions: u64,
+    pub cancellations: u64,
     pub receipts: u64,
     pub payments: u64,
     pub duplicates: u64,
@@ -267,12 +268,11 @@ impl World {
             } => {
                 let invoice = (!faults.on || !rng.chance(10))
                     .then(|| crate::lightning::IssuedInvoice {
-                        bolt11: format!(
-                            "lnbcrt{}n1{}",
-                            amount.as_msat() / 100,
-                            &subscription.as_str()[..8]
-                        ),
-                        payment_hash: hex(&format!("invoice:{subscription}")),
+                        bolt11: subscription_bolt11(&subscription, amount, expires_at),
+                        payment_hash: hex(&format!(
+                            "invoice:{}",
+                            subscription_bolt11(&subscription, amount, expires_at)
+                        )),
                     })
                     .ok_or_else(|| "the backend failed (simulated)".to_owned());
                 let input = Input::SubscriptionInvoiceIssued {
@@ -455,4 +455,15 @@ fn fee(route: &RefundRoute) -> i128 {
         Asset::Lightning => i128::from(FEE_CAP / 4),
         Asset::Mint { .. } => 0,
     }
+}
+
+/// The sim backend's invoice for a subscription quote: one per quote (a first period, each
+/// renewal), so each has its own payment hash.
+fn subscription_bolt11(subscription: &SubscriptionId, amount: Msat, expires_at: UnixMs) -> String {
+    format!(
+        "lnbcrt{}n1{}x{}",
+        amount.as_msat() / 100,
+        &subscription.as_str()[..8],
+        expires_at.0
+    )
 }

@@ -2,10 +2,15 @@
 //! payments only, granted a period with its quota, used by covered jobs, renewed or expired by
 //! time.
 
-use paydvm_ledger::{Account, Asset, EntitlementState, JobState, Msat, Rail, SubscriptionId};
+use paydvm_ledger::{
+    Account, Asset, EntitlementState, EventId, JobState, Msat, Rail, SubscriptionId,
+};
 
-use super::super::harness::{customer, hex, job_id, rails, request, Harness, POLICY};
-use super::super::{Action, Input, NoticeKind, ReplyKind, SubscribeRequest, VerifiedPayment};
+use super::super::harness::{customer, hex, job_id, rails, request, started, Harness, POLICY};
+use super::super::{
+    Action, ExecFailure, Input, NoticeKind, ReplyKind, SubscribeRequest, UnsubscribeRequest,
+    VerifiedPayment,
+};
 use super::SubscriptionRecord;
 
 const PRICE: u64 = 50_000;
@@ -316,4 +321,327 @@ fn a_payment_naming_nothing_we_know_funds_no_subscription() {
     assert!(out.notices.is_empty());
     assert_eq!(h.state().held(&Account::Unmatched), Msat::from_msat(PRICE));
     assert!(h.state().subscriptions().next().is_none());
+}
+
+fn unsubscribe(h: &mut Harness, seed: &str, who: &str) -> super::super::harness::Outcome {
+    h.input(Input::UnsubscribeArrived(UnsubscribeRequest {
+        subscription: sub_id(seed),
+        author: customer(who),
+        request: EventId::new(hex(&format!("7002:{seed}:{who}"))).unwrap(),
+    }))
+}
+
+/// The subscription refunds: (amount, from) of each, in id order.
+fn refunds_of(h: &Harness, seed: &str) -> Vec<(Msat, String)> {
+    let prefix = format!("sub:{}:", sub_id(seed));
+    let mut found: Vec<_> = h
+        .state()
+        .refunds()
+        .filter(|r| r.refund.as_str().starts_with(&prefix))
+        .map(|r| {
+            assert_eq!(r.customer, customer("alice"));
+            assert_eq!(r.asset, Some(Asset::Lightning));
+            (r.amount, r.refund.as_str()[prefix.len()..].to_owned())
+        })
+        .collect();
+    found.sort_by(|a, b| a.1.cmp(&b.1));
+    found
+}
+
+fn policy_refunding_unused() -> String {
+    policy().replace(
+        "kinds = [5050]",
+        "kinds = [5050]\non_cancel = \"refund_unused\"",
+    )
+}
+
+#[test]
+fn cancelling_keeps_the_period_refunds_what_was_paid_ahead_and_stops_renewal() {
+    let mut h = harness();
+    paid_subscription(&mut h, "s");
+    pay(&mut h, "ahead", sub_id("s").as_str(), 20_000);
+    // Only the subscriber can cancel.
+    let events = h.ledger.next_seq();
+    assert!(unsubscribe(&mut h, "s", "mallory").notices.is_empty());
+    assert_eq!(h.ledger.next_seq(), events);
+
+    h.now += 60_000;
+    let out = unsubscribe(&mut h, "s", "alice");
+    let NoticeKind::Cancelled { note } = &out.notices[0].kind else {
+        panic!("cancelled: {out:?}")
+    };
+    assert!(note.contains("20000 msat will be refunded"), "{note}");
+    let rec = record(&h, "s");
+    assert_eq!(rec.cancelled_at.map(|t| t.0), Some(h.now));
+    assert_eq!(rec.state, EntitlementState::Active, "the period runs on");
+    assert_eq!(held(&h, "s"), Msat::ZERO);
+    assert_eq!(
+        refunds_of(&h, "s"),
+        vec![(Msat::from_msat(20_000), "held".into())]
+    );
+    // Seen again: nothing new.
+    let events = h.ledger.next_seq();
+    assert!(unsubscribe(&mut h, "s", "alice").notices.is_empty());
+    assert_eq!(h.ledger.next_seq(), events);
+
+    // Jobs still run on the quota until the end; then no renewal.
+    let out = h.input(Input::RequestArrived(Box::new(request("j", "alice", 5050))));
+    assert!(matches!(out.replies[0].kind, ReplyKind::Processing));
+    h.now = rec.period_end.0;
+    h.input(Input::ClockTicked);
+    assert_eq!(record(&h, "s").state, EntitlementState::Expired);
+
+    // A payment after the cancellation is booked and owed back, all of it.
+    let out = pay(&mut h, "late", sub_id("s").as_str(), PRICE);
+    assert!(
+        matches!(&out.notices[0].kind, NoticeKind::Error { reason } if reason.contains("cancelled")),
+        "{out:?}"
+    );
+    assert_eq!(record(&h, "s").state, EntitlementState::Expired);
+    let late = hex("ref:late");
+    assert_eq!(
+        refunds_of(&h, "s"),
+        vec![
+            (Msat::from_msat(PRICE), late),
+            (Msat::from_msat(20_000), "held".into())
+        ]
+    );
+    assert_eq!(held(&h, "s"), Msat::ZERO);
+}
+
+#[test]
+fn with_refund_unused_cancelling_refunds_the_rest_of_the_period_pro_rata_and_ends_it() {
+    let mut h = Harness::with_policy(&policy_refunding_unused(), rails());
+    paid_subscription(&mut h, "s");
+    let revenue = h.state().balance(&Account::Revenue);
+    h.now += HOUR_MS / 4;
+    let out = unsubscribe(&mut h, "s", "alice");
+    let NoticeKind::Cancelled { note } = &out.notices[0].kind else {
+        panic!("cancelled: {out:?}")
+    };
+    let rest = PRICE * 3 / 4;
+    assert!(
+        note.contains(&format!("{rest} msat will be refunded")),
+        "{note}"
+    );
+    assert!(note.contains("no period runs"), "{note}");
+    assert_eq!(
+        refunds_of(&h, "s"),
+        vec![(Msat::from_msat(rest), "unused".into())]
+    );
+    let after = h.state().balance(&Account::Revenue);
+    assert_eq!(
+        after.credits.checked_sub(after.debits).unwrap(),
+        revenue
+            .credits
+            .checked_sub(revenue.debits)
+            .unwrap()
+            .checked_sub(Msat::from_msat(rest))
+            .unwrap(),
+        "taken back from revenue"
+    );
+    let rec = record(&h, "s");
+    assert_eq!(
+        (rec.state, rec.period_end.0),
+        (EntitlementState::Expired, h.now)
+    );
+    let out = h.input(Input::RequestArrived(Box::new(request("j", "alice", 5050))));
+    assert!(
+        matches!(out.replies[0].kind, ReplyKind::PaymentRequired { .. }),
+        "the period ended: {out:?}"
+    );
+}
+
+#[test]
+fn money_beyond_the_next_period_is_refunded_not_kept() {
+    let mut h = harness();
+    paid_subscription(&mut h, "s");
+    let out = pay(&mut h, "twice", sub_id("s").as_str(), PRICE + 5_000);
+    let NoticeKind::Credited { note } = &out.notices[0].kind else {
+        panic!("credited: {out:?}")
+    };
+    assert!(note.contains("5000 msat beyond"), "{note}");
+    assert_eq!(held(&h, "s"), Msat::from_msat(PRICE));
+    // The next period is paid for: a further payment is refunded whole.
+    pay(&mut h, "thrice", sub_id("s").as_str(), 7_000);
+    assert_eq!(held(&h, "s"), Msat::from_msat(PRICE));
+    let mut want = vec![
+        (Msat::from_msat(5_000), hex("ref:twice")),
+        (Msat::from_msat(7_000), hex("ref:thrice")),
+    ];
+    want.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(refunds_of(&h, "s"), want);
+}
+
+#[test]
+fn a_failed_job_on_the_quota_gives_its_unit_back_once_and_refunds_nothing() {
+    let mut h = harness();
+    paid_subscription(&mut h, "s");
+    let out = h.input(Input::RequestArrived(Box::new(request("j", "alice", 5050))));
+    let attempt = started(&out.actions, &job_id("j")).expect("started on the quota");
+    assert_eq!(record(&h, "s").used, 1);
+    let failure = ExecFailure {
+        reason: "boom".into(),
+        retryable: false,
+    };
+    h.input(Input::ExecutorFinished {
+        job: job_id("j"),
+        attempt,
+        outcome: Err(failure.clone()),
+    });
+    assert_eq!(record(&h, "s").used, 0, "the unit came back");
+    assert!(h.state().refunds().next().is_none(), "nothing was charged");
+    let job = h.state().job(&job_id("j")).unwrap();
+    assert_eq!(job.entitlement, None);
+    // The same report again gives nothing more back.
+    h.input(Input::ExecutorFinished {
+        job: job_id("j"),
+        attempt,
+        outcome: Err(failure),
+    });
+    assert_eq!(record(&h, "s").used, 0);
+}
+
+#[test]
+fn a_unit_of_an_ended_period_is_not_given_to_the_next() {
+    let mut h = harness();
+    paid_subscription(&mut h, "s");
+    let out = h.input(Input::RequestArrived(Box::new(request("j", "alice", 5050))));
+    let attempt = started(&out.actions, &job_id("j")).unwrap();
+    pay(&mut h, "next", sub_id("s").as_str(), PRICE);
+    h.now += HOUR_MS;
+    h.input(Input::ClockTicked);
+    assert_eq!(record(&h, "s").used, 0, "a new period");
+    h.input(Input::ExecutorFinished {
+        job: job_id("j"),
+        attempt,
+        outcome: Err(ExecFailure {
+            reason: "late failure".into(),
+            retryable: false,
+        }),
+    });
+    assert_eq!(record(&h, "s").used, 0, "not 0 - 1, and nothing added");
+    assert_eq!(
+        h.state().job(&job_id("j")).unwrap().entitlement,
+        Some(sub_id("s"))
+    );
+}
+
+#[test]
+fn the_next_period_is_quoted_once_before_the_running_one_ends() {
+    let mut rails = rails();
+    rails.invoices = true;
+    let mut h = Harness::with_policy(&policy(), rails);
+    subscribe(&mut h, "s", "alice", "gold");
+    h.input(Input::SubscriptionInvoiceIssued {
+        subscription: sub_id("s"),
+        expires_at: paydvm_ledger::UnixMs(h.now + 60_000),
+        invoice: Err("test: no invoice".into()),
+    });
+    pay(&mut h, "first", sub_id("s").as_str(), PRICE);
+    let end = record(&h, "s").period_end;
+    // Outside the window (a tenth of the hour before the end): nothing.
+    h.now = end.0 - 400_000;
+    assert!(h.input(Input::ClockTicked).actions.is_empty());
+    h.now = end.0 - 300_000;
+    let out = h.input(Input::ClockTicked);
+    let Some(Action::RequestSubscriptionInvoice {
+        amount, expires_at, ..
+    }) = out.actions.first()
+    else {
+        panic!("an invoice for the renewal: {out:?}")
+    };
+    assert_eq!(*amount, Msat::from_msat(PRICE));
+    assert_eq!(
+        expires_at.0,
+        end.0 + 360_000,
+        "payable until the grace ends"
+    );
+    // Asked once while the invoice is being made.
+    assert!(h.input(Input::ClockTicked).actions.is_empty());
+    let invoice = crate::lightning::IssuedInvoice {
+        bolt11: "lnbcrt500n1renew".into(),
+        payment_hash: hex("renew-hash"),
+    };
+    let out = h.input(Input::SubscriptionInvoiceIssued {
+        subscription: sub_id("s"),
+        expires_at: *expires_at,
+        invoice: Ok(invoice),
+    });
+    let NoticeKind::PaymentRequired {
+        bolt11: Some(bolt11),
+        note: Some(note),
+        ..
+    } = &out.notices[0].kind
+    else {
+        panic!("a renewal quote: {out:?}")
+    };
+    assert_eq!(bolt11, "lnbcrt500n1renew");
+    assert!(note.contains("renewal"), "{note}");
+    assert!(out
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::WatchSubscriptionInvoice { .. })));
+    assert_eq!(record(&h, "s").renewal_quoted, Some(end));
+    // Once per period.
+    let later = h.input(Input::ClockTicked);
+    assert!(later.actions.is_empty() && later.notices.is_empty());
+    // Paid: the next period follows back to back.
+    pay(&mut h, "renewal", sub_id("s").as_str(), PRICE);
+    h.now = end.0;
+    let out = h.input(Input::ClockTicked);
+    assert!(
+        matches!(&out.notices[0].kind, NoticeKind::Receipt { period_start, .. } if *period_start == end),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_cancelled_subscription_is_not_quoted_again() {
+    let mut h = harness();
+    paid_subscription(&mut h, "s");
+    unsubscribe(&mut h, "s", "alice");
+    h.now = record(&h, "s").period_end.0 - 1_000;
+    let out = h.input(Input::ClockTicked);
+    assert!(out.notices.is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_late_payment_within_grace_continues_back_to_back_and_after_it_starts_anew() {
+    for (late_ms, continues) in [(100_000, true), (400_000, false)] {
+        let mut h = harness();
+        paid_subscription(&mut h, "s");
+        let end = record(&h, "s").period_end;
+        h.now = end.0 + late_ms;
+        h.input(Input::ClockTicked);
+        assert_eq!(record(&h, "s").state, EntitlementState::Expired);
+        let out = pay(&mut h, "late", sub_id("s").as_str(), PRICE);
+        let NoticeKind::Receipt { period_start, .. } = &out.notices[0].kind else {
+            panic!("a receipt: {out:?}")
+        };
+        let want = if continues { end.0 } else { h.now };
+        assert_eq!(period_start.0, want, "{late_ms} ms late");
+    }
+}
+
+#[test]
+fn a_result_of_a_job_on_the_quota_does_not_expire_before_the_paid_window() {
+    let policy = format!("{}\n", policy()).replace(
+        "[[subscriptions.tier]]",
+        "[results]\nexpiration_secs = 60\n\n[[subscriptions.tier]]",
+    );
+    let mut h = Harness::with_policy(&policy, rails());
+    paid_subscription(&mut h, "s");
+    let end = record(&h, "s").period_end;
+    let out = h.input(Input::RequestArrived(Box::new(request("j", "alice", 5050))));
+    let attempt = started(&out.actions, &job_id("j")).unwrap();
+    let out = h.input(Input::ExecutorFinished {
+        job: job_id("j"),
+        attempt,
+        outcome: Ok("done".into()),
+    });
+    let ReplyKind::Result { expires_at, .. } = &out.replies[0].kind else {
+        panic!("a result: {out:?}")
+    };
+    assert_eq!(*expires_at, Some(end));
 }
