@@ -9,6 +9,7 @@ mod init;
 mod lightning;
 mod lightning_nwc;
 mod lnbits;
+mod ndk;
 mod node;
 mod nutshell;
 mod payments;

@@ -21,11 +21,15 @@ pub const UNSUBSCRIBE_KIND: u16 = 7002;
 pub const RECEIPT_KIND: u16 = 7003;
 const FEEDBACK_KIND: u16 = 7000;
 
-/// Cadence words of the proposal, for periods that are exactly one of them.
-const CADENCES: [(u64, &str); 4] = [
+/// Cadence words of the proposal, for periods that are exactly one of them. The lengths are
+/// NDK's (`calculateTermDurationInSeconds`): a client that reads the word computes the same
+/// period. `quarterly` is in the proposal's tier example and in NDK; without it a 90-day tier
+/// went out as `7776000s`, an amount NDK drops (and then it deems the whole tier invalid).
+const CADENCES: [(u64, &str); 5] = [
     (86_400, "daily"),
     (7 * 86_400, "weekly"),
     (30 * 86_400, "monthly"),
+    (90 * 86_400, "quarterly"),
     (365 * 86_400, "yearly"),
 ];
 

@@ -62,6 +62,46 @@ fn a_tier_is_announced_with_its_price_cadence_kinds_and_us_as_verifier() {
     assert_eq!(tier_of(&event, &Keys::generate().public_key()), None);
 }
 
+/// The cadence word of a tier of `period_secs`, as its 37001 announces it.
+fn cadence_of(period_secs: u64) -> String {
+    let policy = TIERS.replace(
+        "period_secs = 86400",
+        &format!("period_secs = {period_secs}"),
+    );
+    let tier = Policy::from_toml_str(&policy, "test")
+        .unwrap()
+        .tier("gold")
+        .unwrap()
+        .clone();
+    let us = Keys::generate();
+    let event = tier_event(&tier, &us.public_key())
+        .sign_with_keys(&us)
+        .unwrap();
+    tag_values(&event, "amount")[0][2].clone()
+}
+
+/// Every cadence NDK understands, with NDK's length for it (`calculateTermDurationInSeconds`
+/// in @nostr-dev-kit/ndk 2.18.1); other periods are written in seconds (which NDK ignores).
+#[test]
+fn cadences_are_the_words_ndk_reads_with_ndk_lengths() {
+    let ndk = [
+        (86_400, "daily"),
+        (604_800, "weekly"),
+        (2_592_000, "monthly"),
+        (7_776_000, "quarterly"),
+        (31_536_000, "yearly"),
+    ];
+    for (secs, word) in ndk {
+        assert_eq!(cadence_of(secs), word, "{secs} s");
+    }
+    assert_eq!(cadence_of(3600), "3600s");
+    assert_eq!(
+        cadence_of(31_622_400),
+        "31622400s",
+        "a leap year is no `yearly`"
+    );
+}
+
 #[test]
 fn every_form_of_tier_pointer_is_read_and_markers_are_ignored() {
     let us = Keys::generate();
