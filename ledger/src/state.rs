@@ -21,7 +21,7 @@ use crate::event::{
 use crate::ids::{EffectId, JobId, PaymentRef, Pubkey, RefundId, SubscriptionId, UnixMs};
 use crate::job::{next_state, JobInput, JobRecord, JobState};
 use crate::money::Msat;
-use crate::refund::{RefundRecord, RefundState};
+use crate::refund::RefundRecord;
 use crate::subscription::{EntitlementState, SubscriptionRecord};
 
 /// Everything one event changes: new values of the records it touches and its postings.

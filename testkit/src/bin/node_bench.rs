@@ -7,8 +7,12 @@
 //! fresh temporary directory) and C customer clients, each with its own keys and connection. Each
 //! customer keeps up to `--window` requests (kind 5001, built-in word count, free) outstanding and
 //! waits for every kind 6001 result. The peak RSS printed covers all of it.
+//!
+//! `--entitled`: kind 5001 is priced instead, and each customer holds a running subscription
+//! whose tier covers it (booked in the ledger before the node starts, quota enough for every
+//! job): every job runs on the entitlement, so the figures compare with the free run's.
 
-use paydvm_testkit::bench_stats::{percentile, status_kib};
+use paydvm_testkit::bench_stats::{load_average, percentile, status_kib};
 use paydvm_testkit::fixture::{Fixture, NodeDir, Offer};
 use std::collections::HashMap;
 use std::path::Path;
@@ -42,6 +46,9 @@ struct Args {
     /// Events to sign and verify in the separate Schnorr timing.
     #[arg(long, default_value_t = 5_000)]
     sign_n: usize,
+    /// Price kind 5001 and run every job on a subscription instead of for free.
+    #[arg(long)]
+    entitled: bool,
 }
 
 #[derive(Default)]
@@ -222,13 +229,21 @@ async fn main() -> anyhow::Result<()> {
     run(&args).await
 }
 
-/// The bench node: kind 5001 free on the text executor, `max_concurrency` jobs at once.
-fn bench_node(max_concurrency: usize) -> NodeDir {
+/// The bench node: kind 5001 on the text executor, `max_concurrency` jobs at once; free, or
+/// priced and covered by a tier.
+fn bench_node(max_concurrency: usize, entitled: bool) -> NodeDir {
+    let pricing = match entitled {
+        false => "[[pricing.kind]]\nkind = 5001\nmode = \"free\"\n".to_owned(),
+        true => format!(
+            "[[pricing.kind]]\nkind = 5001\nmode = \"fixed\"\namount_msat = 1000\n\n\
+             [[subscriptions.tier]]\nid = \"{TIER}\"\nname = \"Bench\"\nprice_msat = 1000\n\
+             period_secs = {PERIOD_SECS}\nquota = 4294967295\nkinds = [5001]\n"
+        ),
+    };
     NodeDir::new("bench node")
-        .policy(
-            "[[pricing.kind]]\nkind = 5001\nmode = \"free\"\n\n\
-             [failures]\nmax_attempts = 2\nthen = \"refund\"\n",
-        )
+        .policy(&format!(
+            "{pricing}\n[failures]\nmax_attempts = 2\nthen = \"refund\"\n"
+        ))
         .offer(
             Offer::text(5001)
                 .timeout_secs(5)
@@ -236,24 +251,98 @@ fn bench_node(max_concurrency: usize) -> NodeDir {
         )
 }
 
+const TIER: &str = "bench";
+const PERIOD_SECS: u64 = 30 * 86_400;
+
+/// A running subscription for `customer`, booked as the node books one (quote, payment,
+/// period), before the node starts.
+fn subscribe(ledger: &Path, customer: &Keys, n: usize) -> anyhow::Result<()> {
+    use paydvm_ledger::*;
+    let subscription = SubscriptionId::new(format!("bench-sub-{n}"))?;
+    let subscriber = Pubkey::new(customer.public_key().to_hex())?;
+    let now = paydvm::node::now_ms();
+    let price = Msat::from_msat(1_000);
+    let key = |what: &str| IdemKey::new(format!("bench-{what}-{n}"));
+    let events = [
+        LedgerEvent::new(
+            key("quote")?,
+            UnixMs(now),
+            EventBody::SubscriptionQuoted {
+                subscription: subscription.clone(),
+                subscriber: subscriber.clone(),
+                tier: TIER.into(),
+                price,
+                period_ms: PERIOD_SECS * 1000,
+                quota: u32::MAX,
+                options: vec![],
+                expires_at: UnixMs(now + 60_000),
+            },
+        ),
+        LedgerEvent::new(
+            key("pay")?,
+            UnixMs(now),
+            EventBody::PaymentReceived(Payment {
+                rail: Rail::Zap,
+                asset: Asset::Lightning,
+                reference: PaymentRef::new(format!("bench-payment-{n}"))?,
+                linked: vec![],
+                amount: price,
+                fee: Msat::ZERO,
+                evidence: None,
+                payer: Some(subscriber.clone()),
+                target: PaymentTarget::Subscription {
+                    subscription: subscription.clone(),
+                },
+            }),
+        ),
+        LedgerEvent::new(
+            key("grant")?,
+            UnixMs(now),
+            EventBody::EntitlementGranted {
+                subscription,
+                subscriber,
+                tier: TIER.into(),
+                period_start: UnixMs(now),
+                period_end: UnixMs(now + PERIOD_SECS * 1000),
+                quota: u32::MAX,
+                price,
+            },
+        ),
+    ];
+    let mut store = Store::open(ledger, paydvm_ledger::store::Durability::Normal)?;
+    for event in &events {
+        store.append(event)?;
+    }
+    store.close()?;
+    Ok(())
+}
+
 async fn run(args: &Args) -> anyhow::Result<()> {
     println!(
-        "paydvm-node-bench: {} customers x {} jobs (window {}, max_concurrency {}), node + relay + clients in one process, {} cores",
+        "paydvm-node-bench: {} customers x {} {} jobs (window {}, max_concurrency {}), node + relay + clients in one process, {} cores, load average {}",
         args.customers,
         args.jobs_per_customer,
+        if args.entitled { "entitled (subscription)" } else { "free" },
         args.window,
         args.max_concurrency,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average()
     );
     schnorr(args.sign_n)?;
 
     // The relay, the node directory (removed when `fixture` drops, at the end).
-    let mut fixture = Fixture::builder(bench_node(args.max_concurrency))
+    let mut fixture = Fixture::builder(bench_node(args.max_concurrency, args.entitled))
         .named_dir("node-bench")
         .build()
         .await?;
     let url = fixture.urls[0].clone();
     relay_round_trips(&url, 200).await?;
+    let keys: Vec<Keys> = (0..args.customers).map(|_| Keys::generate()).collect();
+    if args.entitled {
+        for (n, customer) in keys.iter().enumerate() {
+            subscribe(&fixture.ledger(), customer, n)?;
+        }
+    }
     let node = fixture.start().await.context("starting the bench node")?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ledger = node.ledger_path().to_path_buf();
@@ -263,8 +352,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let stats: Arc<Mutex<Stats>> = Arc::default();
     let ready = Arc::new(tokio::sync::Barrier::new(args.customers + 1));
     let mut tasks = Vec::new();
-    for c in 0..args.customers {
-        let keys = Keys::generate();
+    for (c, keys) in keys.into_iter().enumerate() {
         let requests = (0..args.jobs_per_customer)
             .map(|j| {
                 EventBuilder::new(Kind::Custom(5001), "")
@@ -331,9 +419,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         ms(latencies.last().copied().unwrap_or_default())
     );
     println!(
-        "peak RSS (node + relay + {} clients, one process): {} MiB",
+        "peak RSS (node + relay + {} clients, one process): {} MiB; load average {}",
         args.customers,
-        status_kib("VmHWM:").unwrap_or(0) / 1024
+        status_kib("VmHWM:").unwrap_or(0) / 1024,
+        load_average()
     );
 
     let t = Instant::now();
