@@ -16,6 +16,7 @@ mod payments;
 mod reconcile;
 mod refunds;
 mod relays;
+mod status_page;
 mod subscriptions;
 mod tokens;
 mod zaps;

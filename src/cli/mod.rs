@@ -10,7 +10,7 @@ pub mod output;
 mod reconcile;
 mod run;
 pub mod status;
-mod timeline;
+pub(crate) mod timeline;
 mod verify;
 
 use std::ffi::OsString;

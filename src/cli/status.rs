@@ -7,7 +7,9 @@ use std::fmt::Write;
 use std::path::Path;
 
 use anyhow::Context;
-use paydvm_ledger::{Account, Balance, EntitlementState, JobState, LedgerState};
+use paydvm_ledger::{
+    Account, Balance, EntitlementState, JobState, LedgerState, SubscriptionRecord,
+};
 use serde::Serialize;
 
 use super::{ledger_file, output, EXIT_OK};
@@ -166,21 +168,26 @@ fn subscriptions(state: &LedgerState) -> (Vec<SubscriptionLine>, BTreeMap<&'stat
         };
         *by_state.entry(name).or_default() += 1;
         if s.state == EntitlementState::Active {
-            active.push(SubscriptionLine {
-                subscription: s.subscription.to_string(),
-                subscriber: s.subscriber.to_string(),
-                tier: s.tier.clone(),
-                period_end: s.period_end.0,
-                used: s.used,
-                quota: s.quota,
-            });
+            active.push(subscription_line(s));
         }
     }
     active.sort_by(|a, b| a.subscription.cmp(&b.subscription));
     (active, by_state)
 }
 
-fn account_line(account: &Account, b: &Balance) -> AccountLine {
+/// One active subscription's line (also the status page's).
+pub(crate) fn subscription_line(s: &SubscriptionRecord) -> SubscriptionLine {
+    SubscriptionLine {
+        subscription: s.subscription.to_string(),
+        subscriber: s.subscriber.to_string(),
+        tier: s.tier.clone(),
+        period_end: s.period_end.0,
+        used: s.used,
+        quota: s.quota,
+    }
+}
+
+pub(crate) fn account_line(account: &Account, b: &Balance) -> AccountLine {
     AccountLine {
         account: account.to_string(),
         debits_msat: b.debits.as_msat(),
@@ -190,7 +197,7 @@ fn account_line(account: &Account, b: &Balance) -> AccountLine {
 }
 
 /// Accounts that exist once per job, customer, refund or subscription.
-fn per_entity_kind(account: &Account) -> Option<&'static str> {
+pub(crate) fn per_entity_kind(account: &Account) -> Option<&'static str> {
     match account {
         Account::Job(_) => Some("job"),
         Account::Credit(_) => Some("credit"),

@@ -86,8 +86,8 @@ fn write_trail(out: &mut String, trail: &AuditTrail) -> std::fmt::Result {
     Ok(())
 }
 
-/// What one event said, in a few words.
-fn detail(body: &EventBody) -> String {
+/// What one event said, in a few words (also the status page's trail lines).
+pub(crate) fn detail(body: &EventBody) -> String {
     match body {
         EventBody::JobReceived {
             request_event,

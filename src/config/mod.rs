@@ -9,6 +9,7 @@
 mod cashu;
 mod check;
 mod error;
+mod http;
 mod keys;
 mod lightning;
 mod node;
@@ -30,6 +31,7 @@ use paydvm_policies::Policy;
 
 pub use cashu::{pending_path, wallet_path, Cashu, InputFees, PublicTokens};
 pub use error::ConfigError;
+pub use http::{Http, HttpConfig, MIN_TOKEN_CHARS};
 pub use keys::{
     create_key_file, key_from_env_value, load_key_file, load_or_create_key, parse_secret_key,
     KeyError,
@@ -62,6 +64,8 @@ pub struct ConfigFile {
     /// `[lightning]`; none = no Lightning rail (quotes carry no invoice).
     pub lightning: Option<Lightning>,
     pub cashu: Option<Cashu>,
+    /// `[http]`; none = no metrics, health or status endpoint.
+    pub http: Option<Http>,
 }
 
 impl ConfigFile {
@@ -82,12 +86,14 @@ impl ConfigFile {
             .map(|l| Lightning::from_raw(l, check))
             .transpose()?;
         let cashu = raw.cashu.map(|c| Cashu::from_raw(c, check)).transpose()?;
+        let http = raw.http.map(|h| Http::from_raw(h, check)).transpose()?;
         Ok(ConfigFile {
             node,
             relays,
             offers,
             lightning,
             cashu,
+            http,
         })
     }
 
@@ -160,6 +166,8 @@ pub struct Config {
     pub input_fees: InputFees,
     /// `cashu.mint_requests_per_minute`: how fast the Cashu wallet may call each mint.
     pub mint_pacing: paydvm_mints::MintPacing,
+    /// `[http]` with its token loaded; none = no HTTP endpoint.
+    pub http: Option<HttpConfig>,
 }
 
 impl Config {
@@ -228,6 +236,7 @@ impl Config {
                     .map_err(|e| key_error("cashu.p2pk_key_env", e))?,
             }),
         };
+        let http = file.http.as_ref().map(|h| h.load(&origin)).transpose()?;
         if p2pk_key
             .as_ref()
             .is_some_and(|k| k.expose().public_key() == keys.expose().public_key())
@@ -258,6 +267,7 @@ impl Config {
                 .cashu
                 .as_ref()
                 .map_or(paydvm_mints::MintPacing::default(), |c| c.mint_pacing),
+            http,
         })
     }
 

@@ -16,6 +16,14 @@ pub(crate) struct RawConfig {
     pub offer: Vec<RawOffer>,
     pub lightning: Option<RawLightning>,
     pub cashu: Option<RawCashu>,
+    pub http: Option<RawHttp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttp {
+    pub listen: Option<String>,
+    pub token_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -115,4 +115,11 @@ about = "Deterministic demo text tasks"
 # lnbits_admin_key_env = "PAYDVM_LNBITS_ADMIN_KEY"   # only to pay refunds
 # invoice_timeout_secs = 15
 # max_fee_msat = 10000
+
+# Optional: Prometheus metrics (/metrics), health checks (/healthz, /readyz) and a read-only
+# status page (/) on this address; off without this section. An address other than loopback
+# needs token_file: a 0600 file with a token every request must carry (docs/operations.md).
+# [http]
+# listen = "127.0.0.1:9737"
+# token_file = "http.token"
 "#;

@@ -859,3 +859,71 @@ fn lnbits_with_a_price_that_is_not_whole_sats_is_a_problem() {
     );
     assert_eq!(problems_of(&fake, &fixed_5050(10_500)), vec![]);
 }
+
+#[test]
+fn http_is_off_by_default_and_loopback_needs_no_token() {
+    assert_eq!(parse(&toml(NODE, RELAYS, OFFER)).unwrap().http, None);
+    let text = format!(
+        "{}\n[http]\nlisten = \"127.0.0.1:9737\"\n",
+        toml(NODE, RELAYS, OFFER)
+    );
+    let http = parse(&text).unwrap().http.unwrap();
+    assert_eq!(http.listen, "127.0.0.1:9737".parse().unwrap());
+    assert_eq!(http.token_file, None);
+    let setup = Setup::new(&text);
+    assert_eq!(setup.load().unwrap().http.unwrap().token, None);
+}
+
+#[test]
+fn http_fields_are_validated() {
+    let cases = [
+        ("[http]\n", "http.listen", "is required"),
+        (
+            "[http]\nlisten = \"localhost\"\n",
+            "http.listen",
+            "not an address",
+        ),
+        (
+            "[http]\nlisten = \"0.0.0.0:9737\"\n",
+            "http.token_file",
+            "not a loopback",
+        ),
+        (
+            "[http]\nlisten = \"[::]:9737\"\n",
+            "http.token_file",
+            "not a loopback",
+        ),
+    ];
+    for (section, field, says) in cases {
+        let err = parse(&format!("{}\n{section}", toml(NODE, RELAYS, OFFER))).unwrap_err();
+        assert_eq!(err.field(), Some(field), "{section}: {err}");
+        assert!(err.to_string().contains(says), "{section}: {err}");
+    }
+}
+
+#[test]
+fn http_token_is_read_from_a_0600_file_and_never_printed() {
+    let text = format!(
+        "{}\n[http]\nlisten = \"0.0.0.0:9737\"\ntoken_file = \"http.token\"\n",
+        toml(NODE, RELAYS, OFFER)
+    );
+    let setup = Setup::new(&text);
+    let token = setup.path("http.token");
+    let err = setup.load().unwrap_err();
+    assert_eq!(err.field(), Some("http.token_file"), "{err}");
+    fs::write(&token, "0123456789abcdef0123\n").unwrap();
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o644)).unwrap();
+    let err = setup.load().unwrap_err();
+    assert_eq!(err.field(), Some("http.token_file"), "{err}");
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
+    let config = setup.load().unwrap();
+    let http = config.http.as_ref().unwrap();
+    assert_eq!(
+        http.token.as_ref().unwrap().expose(),
+        "0123456789abcdef0123"
+    );
+    assert!(!format!("{config:?}").contains("0123456789abcdef0123"));
+    fs::write(&token, "short\n").unwrap();
+    let err = setup.load().unwrap_err();
+    assert!(err.to_string().contains("at least 16 characters"), "{err}");
+}

@@ -10,12 +10,14 @@
 //!   Decision.groups ─► render replies ─► stage ─► flush (one fsync per batch) ─► actions
 //! ```
 
+mod observe;
 mod render;
 pub(crate) mod startup;
 mod zapback;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::anyhow;
 use nostr_sdk::prelude::{Event, EventBuilder, JsonUtil, RelayUrl};
@@ -34,6 +36,7 @@ use super::ecash_refunds::{EcashOrder, EcashRefundDesk};
 use super::invoicing::{InvoiceDesk, InvoiceRequest};
 use super::outbox::{Outbox, Publication};
 use super::refunds::{RefundDesk, RefundOrder};
+use super::telemetry::Telemetry;
 use super::{now_ms, worker};
 use crate::config::{InputFees, Relays};
 use crate::executor::Executors;
@@ -149,6 +152,8 @@ pub struct CoreParts {
     pub resend_after: std::time::Duration,
     /// Who bears Cashu mint input fees, told in each quote; `None` when the Cashu rail is off.
     pub cashu_fees: Option<InputFees>,
+    /// Where what was written is told (metrics, the status page's totals).
+    pub telemetry: Telemetry,
 }
 
 /// Commands handled before one ledger write (group commit).
@@ -181,6 +186,8 @@ pub struct Core {
     /// Attempts in flight, to abort at shutdown.
     running: HashMap<JobId, AbortHandle>,
     batch: Batch,
+    /// Notes what each staged group did; tells telemetry once the batch is written.
+    observer: observe::Observer,
     closing: Option<oneshot::Sender<()>>,
 }
 
@@ -209,6 +216,7 @@ impl Core {
             ecash_refunds: parts.ecash_refunds,
             running: HashMap::new(),
             batch: Batch::default(),
+            observer: observe::Observer::new(parts.telemetry),
             closing: None,
         }
     }
@@ -320,8 +328,17 @@ impl Core {
             events.push(event);
             publications.extend(publication);
         }
+        let before = observe::Observer::before(self.store.state(), &events);
         match self.store.stage(&events) {
             Ok(outcomes) if outcomes.iter().any(is_appended) => {
+                // Only what was new: an event seen before was told when it was written.
+                let fresh: Vec<&LedgerEvent> = events
+                    .iter()
+                    .zip(&outcomes)
+                    .filter(|(_, outcome)| is_appended(outcome))
+                    .map(|(event, _)| event)
+                    .collect();
+                self.observer.staged(self.store.state(), &fresh, before);
                 self.batch.publications.extend(publications);
                 self.batch.actions.extend(group.actions);
                 true
@@ -345,8 +362,13 @@ impl Core {
     /// written.
     fn flush(&mut self) -> bool {
         let batch = std::mem::take(&mut self.batch);
+        let groups = self.store.staged_groups();
+        let started = Instant::now();
         match self.store.flush() {
             Ok(_) => {
+                if groups > 0 {
+                    self.observer.written(started.elapsed());
+                }
                 for p in batch.publications {
                     self.publish(p);
                 }
@@ -357,6 +379,7 @@ impl Core {
                 true
             }
             Err(e) => {
+                self.observer.write_failed(started.elapsed());
                 error!("writing the ledger failed; this batch is undone: {e}");
                 self.decider.forget(&batch.actions);
                 false

@@ -18,6 +18,7 @@ pub mod control;
 pub mod core;
 pub mod decide;
 pub mod ecash_refunds;
+pub mod http;
 pub mod intake;
 pub mod invoicing;
 pub mod ledger_lock;
@@ -29,6 +30,7 @@ pub mod queues;
 pub mod refunds;
 pub mod relays;
 pub mod republish;
+pub mod telemetry;
 pub mod tokens;
 pub mod transport;
 pub mod worker;
@@ -179,6 +181,8 @@ pub struct NodeHandle {
     ledger: PathBuf,
     control: control::Control,
     relays: relays::RelayBoard,
+    /// The `[http]` endpoint, when configured.
+    http: Option<http::HttpServer>,
     /// Released last, after the core has closed the ledger.
     lock: ledger_lock::LedgerLock,
 }
@@ -200,12 +204,26 @@ impl Node {
     pub async fn start_with(config: Config, options: NodeOptions) -> anyhow::Result<NodeHandle> {
         let ledger = config.node.ledger.clone();
         let lock = ledger_lock::LedgerLock::acquire(&ledger)?;
+        // Bound before anything starts, so a taken port stops the start cleanly.
+        let http_listener = match &config.http {
+            Some(http_config) => {
+                // Before anything records: a series recorded earlier would be lost.
+                http::exporter::install();
+                Some(
+                    http::bind(http_config.listen)
+                        .await
+                        .with_context(|| format!("[http] listen = {}", http_config.listen))?,
+                )
+            }
+            None => None,
+        };
         // Memory bounded by open work: ended jobs are read back from the file when named, and
         // start-up loads the newest snapshot and replays only the events after it.
         let store = Store::open_with(&ledger, &StoreOptions::bounded(Durability::Full))
             .with_context(|| format!("opening the ledger {}", ledger.display()))?;
         let keys = config.keys.expose().clone();
         let pubkey = keys.public_key();
+        let telemetry = telemetry::Telemetry::new(&pubkey.to_hex());
         let executors = Arc::new(worker::executors_from_offers(&config.offers)?);
         let offered: Vec<u16> = config.offers.iter().map(|o| o.kind).collect();
         let trusted_mints: Vec<paydvm_mints::TrustedMint> = config
@@ -239,6 +257,7 @@ impl Node {
             },
         );
         let sells_tiers = !config.policy.tiers().is_empty();
+        let probed_mints = trusted_mints.clone();
 
         let backend = match options.lightning.clone() {
             Some(backend) => Some(backend),
@@ -269,7 +288,9 @@ impl Node {
             None => None,
         };
         let (commands, rx) = queues::commands();
-        let outbox = outbox::Outbox::start(keys.clone(), commands.clone());
+        let outbox = outbox::Outbox::start(keys.clone(), commands.clone(), telemetry.clone());
+        // The wallet the status page and `/readyz` probe.
+        let probed_backend = backend.clone();
         let refunds = backend.clone().map(|backend| {
             refunds::RefundDesk::new(refunds::RefundDeskParts {
                 backend,
@@ -313,11 +334,12 @@ impl Node {
             }),
             resend_after: options.resend_after,
             cashu_fees: p2pk.as_ref().map(|_| config.input_fees),
+            telemetry: telemetry.clone(),
         });
         let startup = core.startup()?;
         let since_ms = startup.newest_at;
         let core_thread = core.spawn(rx)?;
-        let board = relays::RelayBoard::new(&config.relays.urls);
+        let board = relays::RelayBoard::observed(&config.relays.urls, Some(telemetry.clone()));
         let control = control::Control::start(&ledger, commands.clone(), board.clone())
             .with_context(|| format!("listening on {}", control::socket_path(&ledger).display()))?;
         let nutzaps = match (p2pk, redeemer) {
@@ -394,6 +416,21 @@ impl Node {
             },
             intake.client(),
         );
+        let http = match (http_listener, &config.http) {
+            (Some(listener), Some(http_config)) => Some(http::HttpServer::start(
+                listener,
+                http::HttpParts {
+                    token: http_config.token.clone(),
+                    telemetry,
+                    relays: board.clone(),
+                    ledger: ledger.clone(),
+                    node_name: config.node.name.clone(),
+                    backend: probed_backend,
+                    mints: probed_mints,
+                },
+            )),
+            _ => None,
+        };
         Ok(NodeHandle {
             commands,
             core: core_thread,
@@ -406,6 +443,7 @@ impl Node {
             ledger,
             control,
             relays: board,
+            http,
             lock,
         })
     }
@@ -467,8 +505,17 @@ impl NodeHandle {
         job_record(&self.commands, job).await
     }
 
+    /// Where the `[http]` endpoint listens (`None` without one): the bound address, so a
+    /// configured port 0 reads as the port the system chose.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().map(http::HttpServer::addr)
+    }
+
     /// Stops intake, waits (bounded) for pending publications, then closes the ledger.
     pub async fn shutdown(self) {
+        if let Some(http) = self.http {
+            http.shutdown().await;
+        }
         self.control.shutdown();
         self.ticker.abort();
         self.heartbeat.shutdown().await;

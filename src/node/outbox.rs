@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 
 use super::core::Command;
 use super::queues;
+use super::telemetry::Telemetry;
 
 /// How long to wait for a relay connection before trying to publish.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,18 +35,27 @@ pub struct Publication {
 /// [`Command::OutboxDrained`].
 pub struct Outbox {
     tx: mpsc::Sender<Publication>,
+    /// Counts the publications taken and not yet delivered or given up (the backlog gauge).
+    telemetry: Telemetry,
 }
 
 impl Outbox {
-    pub fn start(keys: Keys, commands: mpsc::Sender<Command>) -> Outbox {
+    pub fn start(keys: Keys, commands: mpsc::Sender<Command>, telemetry: Telemetry) -> Outbox {
         let (tx, mut rx) = mpsc::channel::<Publication>(queues::OUTBOX);
+        let lanes_telemetry = telemetry.clone();
         tokio::spawn(async move {
+            let telemetry = lanes_telemetry;
             let client = super::transport::client(keys);
             let mut lanes = JoinSet::new();
             let senders: Vec<_> = (0..LANES)
                 .map(|_| {
                     let (lane_tx, lane_rx) = mpsc::channel::<Publication>(queues::OUTBOX_LANE);
-                    lanes.spawn(lane(client.clone(), lane_rx, commands.clone()));
+                    lanes.spawn(lane(
+                        client.clone(),
+                        lane_rx,
+                        commands.clone(),
+                        telemetry.clone(),
+                    ));
                     lane_tx
                 })
                 .collect();
@@ -57,14 +67,17 @@ impl Outbox {
             client.shutdown().await;
             let _ = commands.send(Command::OutboxDrained).await;
         });
-        Outbox { tx }
+        Outbox { tx, telemetry }
     }
 
     /// Queues `p` without waiting; gives its effect id back when the queue is full (the caller
     /// keeps the effect pending and hands it over again later).
     pub fn publish(&self, p: Publication) -> Result<(), EffectId> {
         match self.tx.try_send(p) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.telemetry.outbox_backlog(1.0);
+                Ok(())
+            }
             Err(mpsc::error::TrySendError::Full(p)) => Err(p.effect),
             Err(mpsc::error::TrySendError::Closed(p)) => {
                 warn!(effect = %p.effect, "outbox stopped; effect stays pending");
@@ -79,9 +92,12 @@ async fn lane(
     client: Client,
     mut rx: mpsc::Receiver<Publication>,
     commands: mpsc::Sender<Command>,
+    telemetry: Telemetry,
 ) {
     while let Some(p) = rx.recv().await {
-        match publish(&client, &p).await {
+        let delivered = publish(&client, &p).await;
+        telemetry.outbox_backlog(-1.0);
+        match delivered {
             Some(detail) => {
                 let _ = commands
                     .send(Command::Published {
@@ -185,7 +201,7 @@ mod tests {
     async fn a_full_outbox_gives_the_effect_back() {
         let keys = Keys::generate();
         let (commands, _rx) = queues::commands();
-        let outbox = Outbox::start(keys.clone(), commands);
+        let outbox = Outbox::start(keys.clone(), commands, Telemetry::new("test"));
         let event = EventBuilder::text_note("x").sign_with_keys(&keys).unwrap();
         let publication = |n: usize| Publication {
             effect: EffectId::new(format!("effect-{n}")).unwrap(),

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use super::now_ms;
 use super::republish::Republisher;
+use super::telemetry::Telemetry;
 
 /// Longest connection error kept for `paydvm status`.
 const MAX_ERROR_CHARS: usize = 200;
@@ -98,12 +99,22 @@ pub struct RelayReport {
 pub struct RelayBoard {
     relays: Arc<Mutex<BTreeMap<String, RelayReport>>>,
     changed: Arc<Notify>,
+    /// Told each relay's up/down (the `paydvm_relay_up` gauge), when set.
+    telemetry: Option<Telemetry>,
 }
 
 impl RelayBoard {
     /// A board listing `relays`, all down and not tried yet.
     pub fn new(relays: &[RelayUrl]) -> Self {
-        let board = RelayBoard::default();
+        Self::observed(relays, None)
+    }
+
+    /// [`RelayBoard::new`] telling `telemetry` each change.
+    pub fn observed(relays: &[RelayUrl], telemetry: Option<Telemetry>) -> Self {
+        let board = RelayBoard {
+            telemetry,
+            ..RelayBoard::default()
+        };
         for url in relays {
             board.update(url, |r| r.up = false);
         }
@@ -170,6 +181,9 @@ impl RelayBoard {
                 last_error: None,
             });
         f(report);
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.relay_up(&report.url, report.up);
+        }
         drop(relays);
         self.changed.notify_waiters();
     }

@@ -1,0 +1,218 @@
+//! The status page's read path over the ledger: a read-only connection of its own (never the
+//! core's; the core decides without waiting on a page), opened once, keeping only open work in
+//! memory, and asked only SQL-backed questions, so each answer reads what is on disk now.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use paydvm_ledger::store::{Durability, Store};
+use paydvm_ledger::{LedgerError, LedgerStore, StoreOptions, SubscriptionRecord};
+use rusqlite::Connection;
+use serde::Serialize;
+
+use crate::cli::status::SubscriptionLine;
+use crate::cli::status::{account_line, per_entity_kind, subscription_line, AccountLine};
+use crate::cli::timeline;
+
+/// How many of the latest jobs the page lists.
+pub const LATEST_JOBS: usize = 50;
+/// How many of the newest events are searched for them (each job has several).
+const SCAN_EVENTS: usize = 5_000;
+
+/// What the page shows of the ledger.
+#[derive(Debug, Serialize)]
+pub struct LedgerReport {
+    pub events: u64,
+    pub jobs_by_state: BTreeMap<&'static str, u64>,
+    pub refunds_by_state: BTreeMap<&'static str, u64>,
+    /// Assets, revenue, fees, float, ...: one line each.
+    pub accounts: Vec<AccountLine>,
+    /// The latest jobs, newest first, each with its trail.
+    pub jobs: Vec<JobView>,
+    pub subscriptions: Vec<SubscriptionLine>,
+}
+
+/// One job and its audit trail.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    pub job: String,
+    pub kind: u16,
+    pub state: &'static str,
+    pub customer: String,
+    pub received_at: u64,
+    pub price_msat: Option<u64>,
+    pub funded_msat: u64,
+    pub refunded_msat: u64,
+    pub revenue_msat: u64,
+    pub result_event: Option<String>,
+    pub trail: Vec<Step>,
+}
+
+/// One line of a trail, as `paydvm audit` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub seq: u64,
+    pub at: u64,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub detail: String,
+    pub postings: Vec<PostingView>,
+}
+
+/// One posting of a step: `amount_msat` from `debit`'s side to `credit`'s.
+#[derive(Debug, Clone, Serialize)]
+pub struct PostingView {
+    pub debit: String,
+    pub credit: String,
+    pub amount_msat: u64,
+}
+
+/// The ledger file, opened read-only at the first question.
+pub struct LedgerView {
+    path: PathBuf,
+    store: Mutex<Option<Store>>,
+}
+
+impl LedgerView {
+    pub fn new(path: PathBuf) -> LedgerView {
+        LedgerView {
+            path,
+            store: Mutex::new(None),
+        }
+    }
+
+    /// Whether the ledger file is still there.
+    pub fn present(&self) -> bool {
+        self.path.is_file()
+    }
+
+    /// Reads the report. Blocking (SQLite): call from a blocking task.
+    pub fn report(&self) -> Result<LedgerReport, LedgerError> {
+        let mut guard = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            let options = StoreOptions::bounded(Durability::Normal).read_only();
+            *guard = Some(Store::open_with(&self.path, &options)?);
+        }
+        let store = guard.as_ref().expect("opened above");
+        let result = report(store);
+        if result.is_err() {
+            // Opened afresh next time (the file may have been replaced).
+            *guard = None;
+        }
+        result
+    }
+}
+
+fn report(store: &Store) -> Result<LedgerReport, LedgerError> {
+    let conn = store.connection();
+    let mut accounts = Vec::new();
+    for (account, balance) in store.account_balances()? {
+        if per_entity_kind(&account).is_none() {
+            accounts.push(account_line(&account, &balance));
+        }
+    }
+    let mut jobs = Vec::new();
+    for id in latest_jobs(conn, LATEST_JOBS)? {
+        if let Some(view) = job_view(store, &id)? {
+            jobs.push(view);
+        }
+    }
+    Ok(LedgerReport {
+        events: event_count(conn)?,
+        jobs_by_state: store
+            .job_counts()?
+            .into_iter()
+            .map(|(s, n)| (s.as_str(), n))
+            .collect(),
+        refunds_by_state: store
+            .refund_counts()?
+            .into_iter()
+            .map(|(s, n)| (s.as_str(), n))
+            .collect(),
+        accounts,
+        jobs,
+        subscriptions: active_subscriptions(conn)?,
+    })
+}
+
+fn job_view(store: &Store, id: &str) -> Result<Option<JobView>, LedgerError> {
+    let Some(trail) = store.audit(id)? else {
+        return Ok(None);
+    };
+    let Some(job) = trail.job else {
+        return Ok(None);
+    };
+    Ok(Some(JobView {
+        job: job.job.to_string(),
+        kind: job.kind,
+        state: job.state.as_str(),
+        customer: job.customer.to_string(),
+        received_at: job.received_at.0,
+        price_msat: job.price.map(|p| p.as_msat()),
+        funded_msat: job.funded_total.as_msat(),
+        refunded_msat: job.refunded_total.as_msat(),
+        revenue_msat: job.revenue.as_msat(),
+        result_event: job.result_event.map(|e| e.to_string()),
+        trail: trail
+            .events
+            .into_iter()
+            .map(|e| Step {
+                seq: e.seq,
+                at: e.at,
+                kind: e.event.type_name(),
+                detail: timeline::detail(&e.event),
+                postings: e
+                    .postings
+                    .into_iter()
+                    .map(|p| PostingView {
+                        debit: p.debit,
+                        credit: p.credit,
+                        amount_msat: p.amount_msat,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }))
+}
+
+/// The ids of the `limit` jobs with the newest events, newest first: read backwards from the
+/// end of the log, so the cost does not grow with the history.
+fn latest_jobs(conn: &Connection, limit: usize) -> Result<Vec<String>, LedgerError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT job FROM events WHERE job IS NOT NULL ORDER BY seq DESC LIMIT ?1",
+    )?;
+    let scan = i64::try_from(SCAN_EVENTS).unwrap_or(i64::MAX);
+    let mut rows = stmt.query([scan])?;
+    let mut out: Vec<String> = Vec::new();
+    while let Some(row) = rows.next()? {
+        let job: String = row.get(0)?;
+        if !out.contains(&job) {
+            out.push(job);
+            if out.len() == limit {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn event_count(conn: &Connection) -> Result<u64, LedgerError> {
+    let n: i64 = conn.query_row("SELECT COALESCE(max(seq), 0) FROM events", [], |r| r.get(0))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Active subscriptions with their quota use, from the projection table (few rows).
+fn active_subscriptions(conn: &Connection) -> Result<Vec<SubscriptionLine>, LedgerError> {
+    let mut stmt = conn.prepare_cached("SELECT record FROM subscriptions ORDER BY subscription")?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let record: SubscriptionRecord = serde_json::from_str(&row.get::<_, String>(0)?)
+            .map_err(|e| LedgerError::Corrupt(format!("subscriptions row: {e}")))?;
+        if record.state == paydvm_ledger::EntitlementState::Active {
+            out.push(subscription_line(&record));
+        }
+    }
+    Ok(out)
+}
