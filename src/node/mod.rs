@@ -21,6 +21,8 @@ pub mod ecash_refunds;
 pub mod intake;
 pub mod invoicing;
 pub mod ledger_lock;
+pub mod ledger_marker;
+pub mod ledger_watch;
 pub mod local_relay;
 pub mod nutzaps;
 pub mod outbox;
@@ -28,6 +30,7 @@ pub mod pending_store;
 pub mod queues;
 pub mod refunds;
 pub mod relays;
+pub mod repeat_log;
 pub mod republish;
 pub mod tokens;
 pub mod transport;
@@ -89,6 +92,9 @@ pub struct NodeOptions {
     /// Pauses between connection attempts to a relay that is down;
     /// [`relays::Backoff::DEFAULT`] by default.
     pub relay_backoff: relays::Backoff,
+    /// Start an empty ledger even if the node directory shows that one existed
+    /// (`paydvm run --new-ledger`; see [`ledger_marker`]).
+    pub new_ledger: bool,
 }
 
 impl Default for NodeOptions {
@@ -100,6 +106,7 @@ impl Default for NodeOptions {
             lnurl_dns: None,
             never_sent_after: refunds::NEVER_SENT_AFTER,
             relay_backoff: relays::Backoff::DEFAULT,
+            new_ledger: false,
         }
     }
 }
@@ -113,6 +120,7 @@ impl std::fmt::Debug for NodeOptions {
             .field("lnurl_dns", &self.lnurl_dns.as_ref().map(|_| "custom"))
             .field("never_sent_after", &self.never_sent_after)
             .field("relay_backoff", &self.relay_backoff)
+            .field("new_ledger", &self.new_ledger)
             .finish()
     }
 }
@@ -152,7 +160,11 @@ async fn lightning_backend(
             admin_key,
         } => {
             if admin_key.is_none() {
-                info!("lightning backend \"lnbits\" without an admin key: it cannot pay refunds");
+                warn!(
+                    "lightning backend \"lnbits\" without an admin key \
+                     (lightning.lnbits_admin_key_file/_env): it cannot pay refunds; failed paid \
+                     jobs' refunds wait until one is set"
+                );
             }
             Arc::new(LnbitsLightning::new(
                 url,
@@ -179,6 +191,8 @@ pub struct NodeHandle {
     ledger: PathBuf,
     control: control::Control,
     relays: relays::RelayBoard,
+    /// What is wrong with the ledger file now, if anything (kept by the core).
+    ledger_fault: core::FaultReport,
     /// Released last, after the core has closed the ledger.
     lock: ledger_lock::LedgerLock,
 }
@@ -199,11 +213,18 @@ impl Node {
 
     pub async fn start_with(config: Config, options: NodeOptions) -> anyhow::Result<NodeHandle> {
         let ledger = config.node.ledger.clone();
+        ledger_marker::refuse_fresh_over_old(&ledger, options.new_ledger)?;
         let lock = ledger_lock::LedgerLock::acquire(&ledger)?;
+        // Refuse now rather than die of SIGBUS on the first write (see `ledger_watch`).
+        ledger_watch::check_writable(&ledger)?;
         // Memory bounded by open work: ended jobs are read back from the file when named, and
         // start-up loads the newest snapshot and replays only the events after it.
         let store = Store::open_with(&ledger, &StoreOptions::bounded(Durability::Full))
             .with_context(|| format!("opening the ledger {}", ledger.display()))?;
+        let watch = ledger_watch::LedgerWatch::new(&ledger)
+            .with_context(|| format!("reading the ledger file {}", ledger.display()))?;
+        ledger_marker::mark(&ledger, now_ms())
+            .with_context(|| format!("writing {}", ledger_marker::path_for(&ledger).display()))?;
         let keys = config.keys.expose().clone();
         let pubkey = keys.public_key();
         let executors = Arc::new(worker::executors_from_offers(&config.offers)?);
@@ -313,7 +334,9 @@ impl Node {
             }),
             resend_after: options.resend_after,
             cashu_fees: p2pk.as_ref().map(|_| config.input_fees),
+            watch,
         });
+        let ledger_fault = core.fault_report();
         let startup = core.startup()?;
         let since_ms = startup.newest_at;
         let core_thread = core.spawn(rx)?;
@@ -406,6 +429,7 @@ impl Node {
             ledger,
             control,
             relays: board,
+            ledger_fault,
             lock,
         })
     }
@@ -418,6 +442,12 @@ impl NodeHandle {
 
     pub fn ledger_path(&self) -> &std::path::Path {
         &self.ledger
+    }
+
+    /// Why the node takes no paid work now: its ledger file is gone or cannot be written (see
+    /// `ledger_watch`); `None` while the ledger is healthy. For readiness checks.
+    pub fn ledger_fault(&self) -> Option<String> {
+        self.ledger_fault.lock().ok().and_then(|f| f.clone())
     }
 
     /// What zap intake has done so far (`None` without a lud16).
