@@ -128,6 +128,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ledger = dir.path().join("paydvm.db");
         std::fs::write(&ledger, b"").unwrap();
+        // Held open, as SQLite holds the ledger: its inode number cannot be reused meanwhile.
+        let _open = std::fs::File::open(&ledger).unwrap();
         let watch = LedgerWatch::new(&ledger).unwrap();
         assert_eq!(watch.check(), Ok(()));
 
