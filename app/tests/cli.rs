@@ -603,4 +603,10 @@ fn check_config_names_an_unreachable_wallet_and_mint_and_a_sub_sat_price() {
     );
     assert!(!text.contains("nothing can pay"), "{text}");
     assert!(!text.contains("invoicekeysecret"), "{text}");
+    // No admin key: it works, but refunds cannot be paid; said as a note.
+    assert!(
+        text.contains("note:") && text.contains("lightning.lnbits_admin_key"),
+        "{text}"
+    );
+    assert!(text.contains("cannot pay Lightning refunds"), "{text}");
 }

@@ -17,12 +17,18 @@ use crate::node::{start_relay, status, top_up, write_node_dir, Customer};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A running `paydvm run`; killed if the test panics.
-struct RunningNode {
-    child: Child,
+pub struct RunningNode {
+    pub child: Child,
 }
 
 impl RunningNode {
-    fn start(config: &Path, run: u32) -> RunningNode {
+    pub fn start(config: &Path, run: u32) -> RunningNode {
+        Self::start_with_args(config, run, &[])
+    }
+
+    /// `paydvm run --config <config> <args>`, stdout and stderr in `run<run>.out`/`.err` next
+    /// to the config.
+    pub fn start_with_args(config: &Path, run: u32, args: &[&str]) -> RunningNode {
         let dir = config.parent().unwrap();
         let log = |name: &str| {
             std::fs::File::create(dir.join(format!("run{run}.{name}"))).expect("log file")
@@ -31,6 +37,7 @@ impl RunningNode {
             .arg("run")
             .arg("--config")
             .arg(config)
+            .args(args)
             .env("PAYDVM_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log("out"))
@@ -47,9 +54,14 @@ impl RunningNode {
     }
 
     /// SIGTERM, then the exit status of a clean shutdown.
-    fn stop(mut self) -> std::process::ExitStatus {
+    pub fn stop(self) -> std::process::ExitStatus {
+        self.stop_with("-TERM")
+    }
+
+    /// Sends `signal` (as `kill` takes it: `-TERM`, `-HUP`), then the exit status.
+    pub fn stop_with(mut self, signal: &str) -> std::process::ExitStatus {
         let sent = Command::new("kill")
-            .arg("-TERM")
+            .arg(signal)
             .arg(self.child.id().to_string())
             .status()
             .unwrap();
@@ -61,7 +73,7 @@ impl RunningNode {
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "paydvm run did not stop on SIGTERM"
+                "paydvm run did not stop on {signal}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -77,14 +89,14 @@ impl Drop for RunningNode {
     }
 }
 
-fn job_record(ledger: &Path, job: &str) -> Option<JobRecord> {
+pub fn job_record(ledger: &Path, job: &str) -> Option<JobRecord> {
     let store = Store::open_read_only(ledger).ok()?;
     store.state().job(&JobId::new(job).unwrap()).cloned()
 }
 
 /// Polls the ledger (read-only, while the node runs) until `done` holds for the job and every
 /// effect of the job has been delivered.
-async fn wait_ledger(ledger: &Path, job: &str, done: impl Fn(&JobRecord) -> bool) {
+pub async fn wait_ledger(ledger: &Path, job: &str, done: impl Fn(&JobRecord) -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let settled = Store::open_read_only(ledger).ok().is_some_and(|store| {
@@ -108,9 +120,9 @@ async fn wait_ledger(ledger: &Path, job: &str, done: impl Fn(&JobRecord) -> bool
     }
 }
 
-fn logs(dir: &Path) -> String {
+pub fn logs(dir: &Path) -> String {
     let mut all = String::new();
-    for run in 1..=2 {
+    for run in 1..=4 {
         for name in ["out", "err"] {
             let path: PathBuf = dir.join(format!("run{run}.{name}"));
             if let Ok(text) = std::fs::read_to_string(&path) {

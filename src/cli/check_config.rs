@@ -35,7 +35,11 @@ pub fn run(config_path: &Path) -> anyhow::Result<u8> {
         .context("starting the async runtime")?;
     let problems = runtime.block_on(find_problems(&config));
     let refuses = !problems.is_empty() && config.node.config_problems == ProblemMode::Error;
-    output::print(&report(&config, &problems, refuses))?;
+    let mut text = report(&config, &problems, refuses);
+    for n in notices(&config) {
+        let _ = writeln!(text, "note: {}: {n}", config.path.display());
+    }
+    output::print(&text)?;
     Ok(if refuses { EXIT_ERROR } else { EXIT_OK })
 }
 
@@ -82,6 +86,24 @@ pub async fn at_start(config: &Config) -> anyhow::Result<()> {
         problems.len(),
         list.join("\n")
     )
+}
+
+/// What works but limits the node, said without changing the exit code (`paydvm run` logs the
+/// same at WARN when it starts the backend): an LNbits backend without an admin key cannot pay
+/// refunds.
+pub fn notices(config: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if let Some(BackendSecrets::Lnbits {
+        admin_key: None, ..
+    }) = config.lightning.as_ref().map(|l| &l.backend)
+    {
+        out.push(Problem::new(
+            "lightning.lnbits_admin_key",
+            "not set: the node cannot pay Lightning refunds; refunds of failed paid jobs wait \
+             (see `paydvm refund`) until lnbits_admin_key_file or lnbits_admin_key_env is set",
+        ));
+    }
+    out
 }
 
 /// Every problem: the pure checks first, then the probes.

@@ -1,8 +1,10 @@
 //! The `paydvm` command line: argument parsing, dispatch and exit codes.
 
 mod audit;
+mod backup;
 pub mod check_config;
 mod export;
+mod fatal_signal;
 mod init;
 mod ledger_file;
 mod operator;
@@ -64,7 +66,7 @@ enum Command {
     /// Run the node offline against an embedded relay with a scripted customer, then print each
     /// job's audit trail. Everything stays on 127.0.0.1 in a temporary directory.
     Demo,
-    /// Run the node from a config file until SIGINT or SIGTERM, then shut down cleanly.
+    /// Run the node from a config file until SIGINT, SIGTERM or SIGHUP, then shut down cleanly.
     ///
     /// Logs go to stderr; set PAYDVM_LOG (e.g. `debug`, `paydvm=debug`) to change the level.
     ///
@@ -74,6 +76,15 @@ enum Command {
         /// The node's paydvm.toml.
         #[arg(long, default_value = "paydvm.toml")]
         config: PathBuf,
+        /// Log format: `text` (default) or `json` (one JSON object per line). Also
+        /// PAYDVM_LOG_FORMAT; the flag wins.
+        #[arg(long, value_enum)]
+        log_format: Option<run::LogFormat>,
+        /// Start a new, empty ledger although the node directory shows that one existed (its
+        /// marker, `-wal`/`-shm` or lock file is there but the ledger file is not). Without it
+        /// `run` refuses: a new ledger would forget every job and payment, and re-run work.
+        #[arg(long)]
+        new_ledger: bool,
     },
     /// Check that the node can take money as configured: every priced offer payable by some
     /// rail, every price invoiceable, the Lightning backend and trusted mints answering.
@@ -249,6 +260,13 @@ enum LedgerCommand {
     },
     /// Write the whole log to stdout as JSON lines, one event per line.
     Export { file: PathBuf },
+    /// Write a consistent copy of a ledger file (safe while the node runs), then verify the
+    /// copy. Exit 2 if the copy does not verify; never overwrites an existing file.
+    Backup {
+        file: PathBuf,
+        /// The copy to create.
+        copy: PathBuf,
+    },
     /// Count jobs by state and show account balances.
     Status {
         file: PathBuf,
@@ -317,7 +335,11 @@ fn dispatch(command: Command, scaffolded: &dyn Scaffolded) -> anyhow::Result<u8>
     match command {
         Command::Init { dir } => init::run(&dir),
         Command::Demo => scaffolded.demo(),
-        Command::Run { config } => run::run(&config),
+        Command::Run {
+            config,
+            log_format,
+            new_ledger,
+        } => run::run(&config, log_format, new_ledger),
         Command::CheckConfig { config } => check_config::run(&config),
         Command::Audit {
             reference,
@@ -344,6 +366,7 @@ fn dispatch(command: Command, scaffolded: &dyn Scaffolded) -> anyhow::Result<u8>
             json,
         }) => audit::run(&file, &reference, json),
         Command::Ledger(LedgerCommand::Export { file }) => export::run(&file),
+        Command::Ledger(LedgerCommand::Backup { file, copy }) => backup::run(&file, &copy),
         Command::Ledger(LedgerCommand::Status {
             file,
             json,

@@ -10,14 +10,16 @@
 //!   Decision.groups ─► render replies ─► stage ─► flush (one fsync per batch) ─► actions
 //! ```
 
+mod ledger_fault;
 mod observe;
 mod render;
 pub(crate) mod startup;
+mod story;
 mod zapback;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use nostr_sdk::prelude::{Event, EventBuilder, JsonUtil, RelayUrl};
@@ -29,11 +31,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, error, info, warn};
 
+pub use self::ledger_fault::FaultReport;
 pub use self::startup::Startup;
 use super::decide::{keys, Action, Decider, Decision, Group, Input, Rails, RefundRouteOrder};
 pub use super::decide::{ExecFailure, RefundStatus, VerifiedPayment};
 use super::ecash_refunds::{EcashOrder, EcashRefundDesk};
 use super::invoicing::{InvoiceDesk, InvoiceRequest};
+use super::ledger_watch::LedgerWatch;
 use super::outbox::{Outbox, Publication};
 use super::refunds::{RefundDesk, RefundOrder};
 use super::telemetry::Telemetry;
@@ -154,6 +158,8 @@ pub struct CoreParts {
     pub cashu_fees: Option<InputFees>,
     /// Where what was written is told (metrics, the status page's totals).
     pub telemetry: Telemetry,
+    /// The ledger file `store` opened, watched for deletion and lost writability.
+    pub watch: LedgerWatch,
 }
 
 /// Commands handled before one ledger write (group commit).
@@ -165,6 +171,10 @@ struct Batch {
     publications: Vec<Publication>,
     /// Actions of staged groups: only after the write.
     actions: Vec<Action>,
+    /// The inputs decided into this batch, kept to decide again if its write fails.
+    inputs: Vec<Input>,
+    /// The job lifecycle lines of staged groups: logged only after the write.
+    story: Vec<story::Step>,
 }
 
 pub struct Core {
@@ -189,6 +199,8 @@ pub struct Core {
     /// Notes what each staged group did; tells telemetry once the batch is written.
     observer: observe::Observer,
     closing: Option<oneshot::Sender<()>>,
+    /// Whether the ledger can be written; what waits while it cannot.
+    guard: ledger_fault::FaultGuard,
 }
 
 impl Core {
@@ -218,7 +230,14 @@ impl Core {
             batch: Batch::default(),
             observer: observe::Observer::new(parts.telemetry),
             closing: None,
+            guard: ledger_fault::FaultGuard::new(parts.watch),
         }
+    }
+
+    /// What is wrong with the ledger right now (`None` while it can be written), kept up to
+    /// date by the core (readiness checks, status).
+    pub fn fault_report(&self) -> FaultReport {
+        self.guard.report()
     }
 
     /// Runs the core on its own thread, so that deciding and the ledger's fsync never hold up
@@ -245,6 +264,10 @@ impl Core {
     /// its record is on disk. Blocks: run it on its own thread ([`Core::spawn`]).
     pub fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         'commands: while let Some(first) = rx.blocking_recv() {
+            // Before anything of the batch touches SQLite: is the ledger still fit to use?
+            if !self.guard.faulted() {
+                self.ledger_ok();
+            }
             let mut next = Some(first);
             let mut handled = 0;
             while let Some(command) = next.take() {
@@ -260,8 +283,15 @@ impl Core {
         }
         self.flush();
         let closing = self.closing.take();
-        // A snapshot at close: the next start replays nothing.
-        if let Err(e) = self.store.close() {
+        if self.guard.faulted() {
+            self.rescue_at_close();
+        }
+        if self.guard.unsafe_to_close() {
+            // Closing writes (a snapshot, a checkpoint) to a file that cannot take it; what is
+            // committed is in the WAL and is recovered at the next open.
+            std::mem::forget(self.store);
+        } else if let Err(e) = self.store.close() {
+            // A snapshot at close: the next start replays nothing.
             warn!("closing the ledger: {e}");
         }
         if let Some(done) = closing {
@@ -339,6 +369,7 @@ impl Core {
                     .map(|(event, _)| event)
                     .collect();
                 self.observer.staged(self.store.state(), &fresh, before);
+                self.batch.story.extend(story::steps(&events));
                 self.batch.publications.extend(publications);
                 self.batch.actions.extend(group.actions);
                 true
@@ -363,9 +394,21 @@ impl Core {
     fn flush(&mut self) -> bool {
         let batch = std::mem::take(&mut self.batch);
         let groups = self.store.staged_groups();
+        // A file that cannot be written is not written to (see `ledger_fault`).
+        if groups > 0 && !self.ledger_ok() {
+            self.store.discard_staged();
+            self.observer.write_failed(Duration::ZERO);
+            self.decider.forget(&batch.actions);
+            self.park_inputs(batch.inputs);
+            return false;
+        }
         let started = Instant::now();
         match self.store.flush() {
             Ok(_) => {
+                self.guard.written();
+                for step in &batch.story {
+                    step.log();
+                }
                 if groups > 0 {
                     self.observer.written(started.elapsed());
                 }
@@ -380,8 +423,9 @@ impl Core {
             }
             Err(e) => {
                 self.observer.write_failed(started.elapsed());
-                error!("writing the ledger failed; this batch is undone: {e}");
+                error!("writing the ledger failed; this batch is undone and waits: {e}");
                 self.decider.forget(&batch.actions);
+                self.write_failed(e.to_string(), batch.inputs);
                 false
             }
         }
@@ -418,8 +462,16 @@ impl Core {
         }
     }
 
-    /// Handles one command; false when the core must stop.
+    /// Handles one command; false when the core must stop. While the ledger is faulted the
+    /// command waits or is answered from memory (`ledger_fault`).
     fn handle(&mut self, command: Command) -> bool {
+        if self.guard.faulted() {
+            return self.handle_faulted(command);
+        }
+        self.handle_now(command)
+    }
+
+    fn handle_now(&mut self, command: Command) -> bool {
         let closing = self.closing.is_some();
         match command {
             Command::Shutdown { done } => self.shutdown(done),
@@ -469,6 +521,9 @@ impl Core {
             Ok(None) => return,
             Err(e) => return warn!("command failed: {e:#}"),
         };
+        if !matches!(input, Input::ClockTicked) {
+            self.batch.inputs.push(input.clone());
+        }
         let request_job = match &input {
             Input::RequestArrived(r) => Some(r.job.clone()),
             Input::PaymentRefused { job, .. } | Input::RequestUnparsable { job, .. } => {

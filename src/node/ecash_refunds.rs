@@ -148,7 +148,7 @@ impl EcashRefundDesk {
                     route,
                 },
                 Err(reason) => {
-                    info!(refund = %order.refund, %reason, "ecash refund deferred");
+                    super::repeat_log::refund_deferred("ecash", order.refund.as_str(), &reason);
                     Command::RefundDeferred {
                         refund: order.refund,
                         reason,

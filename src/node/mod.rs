@@ -22,6 +22,8 @@ pub mod http;
 pub mod intake;
 pub mod invoicing;
 pub mod ledger_lock;
+pub mod ledger_marker;
+pub mod ledger_watch;
 pub mod local_relay;
 pub mod nutzaps;
 pub mod outbox;
@@ -29,6 +31,7 @@ pub mod pending_store;
 pub mod queues;
 pub mod refunds;
 pub mod relays;
+pub mod repeat_log;
 pub mod republish;
 pub mod telemetry;
 pub mod tokens;
@@ -91,6 +94,9 @@ pub struct NodeOptions {
     /// Pauses between connection attempts to a relay that is down;
     /// [`relays::Backoff::DEFAULT`] by default.
     pub relay_backoff: relays::Backoff,
+    /// Start an empty ledger even if the node directory shows that one existed
+    /// (`paydvm run --new-ledger`; see [`ledger_marker`]).
+    pub new_ledger: bool,
 }
 
 impl Default for NodeOptions {
@@ -102,6 +108,7 @@ impl Default for NodeOptions {
             lnurl_dns: None,
             never_sent_after: refunds::NEVER_SENT_AFTER,
             relay_backoff: relays::Backoff::DEFAULT,
+            new_ledger: false,
         }
     }
 }
@@ -115,6 +122,7 @@ impl std::fmt::Debug for NodeOptions {
             .field("lnurl_dns", &self.lnurl_dns.as_ref().map(|_| "custom"))
             .field("never_sent_after", &self.never_sent_after)
             .field("relay_backoff", &self.relay_backoff)
+            .field("new_ledger", &self.new_ledger)
             .finish()
     }
 }
@@ -154,7 +162,11 @@ async fn lightning_backend(
             admin_key,
         } => {
             if admin_key.is_none() {
-                info!("lightning backend \"lnbits\" without an admin key: it cannot pay refunds");
+                warn!(
+                    "lightning backend \"lnbits\" without an admin key \
+                     (lightning.lnbits_admin_key_file/_env): it cannot pay refunds; failed paid \
+                     jobs' refunds wait until one is set"
+                );
             }
             Arc::new(LnbitsLightning::new(
                 url,
@@ -183,6 +195,8 @@ pub struct NodeHandle {
     relays: relays::RelayBoard,
     /// The `[http]` endpoint, when configured.
     http: Option<http::HttpServer>,
+    /// What is wrong with the ledger file now, if anything (kept by the core).
+    ledger_fault: core::FaultReport,
     /// Released last, after the core has closed the ledger.
     lock: ledger_lock::LedgerLock,
 }
@@ -203,6 +217,7 @@ impl Node {
 
     pub async fn start_with(config: Config, options: NodeOptions) -> anyhow::Result<NodeHandle> {
         let ledger = config.node.ledger.clone();
+        ledger_marker::refuse_fresh_over_old(&ledger, options.new_ledger)?;
         let lock = ledger_lock::LedgerLock::acquire(&ledger)?;
         // Bound before anything starts, so a taken port stops the start cleanly.
         let http_listener = match &config.http {
@@ -217,10 +232,16 @@ impl Node {
             }
             None => None,
         };
+        // Refuse now rather than die of SIGBUS on the first write (see `ledger_watch`).
+        ledger_watch::check_writable(&ledger)?;
         // Memory bounded by open work: ended jobs are read back from the file when named, and
         // start-up loads the newest snapshot and replays only the events after it.
         let store = Store::open_with(&ledger, &StoreOptions::bounded(Durability::Full))
             .with_context(|| format!("opening the ledger {}", ledger.display()))?;
+        let watch = ledger_watch::LedgerWatch::new(&ledger)
+            .with_context(|| format!("reading the ledger file {}", ledger.display()))?;
+        ledger_marker::mark(&ledger, now_ms())
+            .with_context(|| format!("writing {}", ledger_marker::path_for(&ledger).display()))?;
         let keys = config.keys.expose().clone();
         let pubkey = keys.public_key();
         let telemetry = telemetry::Telemetry::new(&pubkey.to_hex());
@@ -335,7 +356,9 @@ impl Node {
             resend_after: options.resend_after,
             cashu_fees: p2pk.as_ref().map(|_| config.input_fees),
             telemetry: telemetry.clone(),
+            watch,
         });
+        let ledger_fault = core.fault_report();
         let startup = core.startup()?;
         let since_ms = startup.newest_at;
         let core_thread = core.spawn(rx)?;
@@ -427,6 +450,7 @@ impl Node {
                     node_name: config.node.name.clone(),
                     backend: probed_backend,
                     mints: probed_mints,
+                    ledger_fault: ledger_fault.clone(),
                 },
             )),
             _ => None,
@@ -444,6 +468,7 @@ impl Node {
             control,
             relays: board,
             http,
+            ledger_fault,
             lock,
         })
     }
@@ -456,6 +481,12 @@ impl NodeHandle {
 
     pub fn ledger_path(&self) -> &std::path::Path {
         &self.ledger
+    }
+
+    /// Why the node takes no paid work now: its ledger file is gone or cannot be written (see
+    /// `ledger_watch`); `None` while the ledger is healthy. For readiness checks.
+    pub fn ledger_fault(&self) -> Option<String> {
+        self.ledger_fault.lock().ok().and_then(|f| f.clone())
     }
 
     /// What zap intake has done so far (`None` without a lud16).

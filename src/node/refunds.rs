@@ -143,7 +143,7 @@ impl RefundDesk {
                     },
                 },
                 Err(reason) => {
-                    info!(refund = %order.refund, %reason, "refund deferred");
+                    super::repeat_log::refund_deferred("lightning", order.refund.as_str(), &reason);
                     Command::RefundDeferred {
                         refund: order.refund,
                         reason,

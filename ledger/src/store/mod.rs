@@ -3,6 +3,7 @@
 //! [`crate::LedgerStore`].
 
 mod audit;
+mod backup;
 mod export;
 mod load;
 mod projections;
@@ -241,6 +242,17 @@ impl Store {
     /// Groups staged and not yet written.
     pub fn staged_groups(&self) -> usize {
         self.staged.len()
+    }
+
+    /// Undoes every staged group in memory, newest first, as a failed [`Store::flush`] would,
+    /// without touching the file (for a caller that found the file unfit to write).
+    pub fn discard_staged(&mut self) -> usize {
+        let staged = std::mem::take(&mut self.staged);
+        let count = staged.len();
+        for (p, _) in staged.into_iter().rev() {
+            self.ledger.rollback(p);
+        }
+        count
     }
 
     /// Writes every staged group in one transaction. On failure all of them are undone in
@@ -568,9 +580,7 @@ impl Store {
     /// Drop what is staged; with `OpenWork` on a writable store, write a snapshot; then close
     /// the connection (checkpointing the WAL). A failed snapshot is returned after closing.
     pub fn close(mut self) -> Result<(), LedgerError> {
-        for (p, _) in std::mem::take(&mut self.staged).into_iter().rev() {
-            self.ledger.rollback(p);
-        }
+        self.discard_staged();
         let snapshot = if self.bounded() && !self.options.read_only {
             self.write_snapshot().map(|_| ())
         } else {

@@ -291,3 +291,52 @@ fn a_failed_flush_undoes_every_staged_group() {
     assert_eq!(store.flush().unwrap(), 1);
     store.verify().unwrap();
 }
+
+#[test]
+fn a_ledger_deleted_while_open_is_put_back_whole_by_backup_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gone.db");
+    let mut store = Store::open(&path, Durability::Full).unwrap();
+    for n in 0..3 {
+        store.append_group(&job_events(n)).unwrap();
+    }
+    // Deleted with its WAL and index: the open connection still reads them.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    store.append_group(&job_events(3)).unwrap();
+    let live = store.state().clone();
+    let head = store.head();
+    store.backup_to(&path).unwrap();
+    // The copy is not overwritten by a second backup.
+    assert!(store.backup_to(&path).is_err());
+    store.close().unwrap();
+
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let reopened = Store::open(&path, Durability::Full).unwrap();
+    reopened.verify().unwrap();
+    assert_eq!(reopened.head(), head);
+    assert_eq!(reopened.state(), &live);
+}
+
+#[test]
+fn discarded_staged_groups_leave_memory_and_disk_as_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("discard.db");
+    let mut store = Store::open(&path, Durability::Normal).unwrap();
+    store.append_group(&job_events(0)).unwrap();
+    let before = store.state().clone();
+    store.stage(&job_events(1)).unwrap();
+    store.stage(&job_events(2)).unwrap();
+    assert_eq!(store.discard_staged(), 2);
+    assert_eq!(store.state(), &before);
+    assert_eq!(store.flush().unwrap(), 0);
+    assert_eq!(committed_events(&path), 6);
+    // The same groups can be staged and written afterwards, with the same sequence numbers.
+    store.stage(&job_events(1)).unwrap();
+    assert_eq!(store.flush().unwrap(), 1);
+    assert_eq!(store.head().0, 12);
+    store.verify().unwrap();
+}

@@ -37,6 +37,8 @@ pub struct Facts<'a> {
     pub ledger_written: bool,
     /// The ledger file is still where the node opened it.
     pub ledger_present: bool,
+    /// What the core's ledger watch found wrong with the file (unwritable, replaced), if anything.
+    pub ledger_fault: Option<String>,
     pub backends: &'a [BackendReport],
 }
 
@@ -49,15 +51,20 @@ pub fn readiness(facts: &Facts<'_>) -> Readiness {
         ok: up > 0,
         detail: format!("{up} of {} relays connected", facts.relays.len()),
     }];
-    let ledger = match (facts.ledger_present, facts.ledger_written) {
-        (false, _) => (false, "the ledger file is gone"),
-        (true, false) => (false, "the last ledger write failed"),
-        (true, true) => (true, "writable"),
+    let ledger = match (
+        &facts.ledger_fault,
+        facts.ledger_present,
+        facts.ledger_written,
+    ) {
+        (Some(fault), ..) => (false, fault.clone()),
+        (None, false, _) => (false, "the ledger file is gone".to_owned()),
+        (None, true, false) => (false, "the last ledger write failed".to_owned()),
+        (None, true, true) => (true, "writable".to_owned()),
     };
     checks.push(Check {
         name: "ledger".to_owned(),
         ok: ledger.0,
-        detail: ledger.1.to_owned(),
+        detail: ledger.1,
     });
     for b in facts.backends {
         checks.push(Check {
@@ -130,8 +137,20 @@ mod tests {
             relays,
             ledger_written: written,
             ledger_present: present,
+            ledger_fault: None,
             backends,
         }
+    }
+
+    #[test]
+    fn a_ledger_fault_the_core_reports_makes_the_node_unready_and_says_why() {
+        let relays = [relay(true)];
+        let mut f = facts(&relays, true, true, &[]);
+        assert!(readiness(&f).ready);
+        f.ledger_fault = Some("the ledger's -shm file cannot be written".into());
+        let r = readiness(&f);
+        assert_eq!(r.failing, ["ledger"]);
+        assert!(r.checks[1].detail.contains("-shm"), "{:?}", r.checks[1]);
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct HttpParts {
     pub backend: Option<Arc<dyn LightningBackend>>,
     /// The trusted mints to probe.
     pub mints: Vec<paydvm_mints::TrustedMint>,
+    /// What the core found wrong with the ledger file, if anything.
+    pub ledger_fault: crate::node::core::FaultReport,
 }
 
 /// What every handler reads. Cheap to clone.
@@ -63,6 +65,7 @@ pub struct App {
     pub(crate) backends: backends::BackendBoard,
     pub(crate) ledger: Arc<ledger_view::LedgerView>,
     pub(crate) history: Arc<Mutex<history::History>>,
+    pub(crate) ledger_fault: crate::node::core::FaultReport,
 }
 
 impl App {
@@ -71,6 +74,7 @@ impl App {
             relays: &self.relays.snapshot(),
             ledger_written: self.telemetry.ledger_ok(),
             ledger_present: self.ledger.present(),
+            ledger_fault: self.ledger_fault.lock().ok().and_then(|f| f.clone()),
             backends: &self.backends.snapshot(),
         })
     }
@@ -107,6 +111,7 @@ impl HttpServer {
             backends: board,
             ledger: Arc::new(ledger_view::LedgerView::new(parts.ledger)),
             history: Arc::default(),
+            ledger_fault: parts.ledger_fault,
         };
         let sampler = tokio::spawn(sample(app.clone()));
         let token = parts.token.map(Arc::new);

@@ -1,0 +1,374 @@
+//! What the core does while its ledger cannot be trusted to keep what it writes: the file was
+//! deleted or replaced, one of its files cannot be written (immutable `-shm`, read-only
+//! filesystem), or a write failed (disk full). See `node::ledger_watch` for how faults are
+//! found.
+//!
+//! While faulted the core takes no paid work: it decides nothing, so no quote goes out and no
+//! executor starts. Commands that would change the ledger (requests, payments, executor
+//! outcomes, refund news) are parked in arrival order, together with the inputs of the batch
+//! whose write failed; queries are answered from memory and operator requests are refused.
+//! Every tick (after a back-off of 1 s doubling up to 60 s) the core looks again:
+//! - files writable again (or the failed write was a passing fault): the parked commands are
+//!   decided and written; if the write fails again the back-off grows;
+//! - the ledger deleted: the open connection still reads it, so a consistent copy is written
+//!   back to its path (`Store::backup_to`), the store is reopened on it, and work resumes;
+//! - the path names another file (a restored backup, a new empty ledger): the node's own ledger
+//!   is saved next to it once (`<ledger>.orphaned-<ms>`) and the node stays faulted until an
+//!   operator restarts it with the ledger they choose.
+//!
+//! Nothing touches SQLite while a file is not writable: a write to the mapped `-shm` of an
+//! immutable file raises SIGBUS.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use paydvm_ledger::store::Store;
+use paydvm_ledger::StoreOptions;
+use tracing::{error, info, warn};
+
+use super::{Command, Core};
+use crate::node::decide::Input;
+use crate::node::ledger_watch::{LedgerFault, LedgerWatch};
+use crate::operator::OperatorReply;
+
+/// The first pause before looking again after a fault; doubled after each failed attempt.
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+/// The longest pause between two attempts.
+const MAX_PAUSE: Duration = Duration::from_secs(60);
+/// How often the ERROR line is repeated while the fault lasts.
+const REMIND_EVERY: Duration = Duration::from_secs(300);
+/// Commands kept while faulted; past this they are dropped (a request comes again from the
+/// relays at the next start, an interrupted executor runs again).
+const MAX_PARKED: usize = 10_000;
+
+/// The current fault, as others may read it (readiness checks, status): `None` when healthy.
+pub type FaultReport = Arc<Mutex<Option<String>>>;
+
+/// A command kept for later, or an input of a batch whose write failed.
+pub(super) enum Parked {
+    Command(Command),
+    Input(Input),
+}
+
+/// The fault state of the core's ledger.
+pub(super) struct FaultGuard {
+    watch: LedgerWatch,
+    fault: Option<LedgerFault>,
+    parked: VecDeque<Parked>,
+    dropped: u64,
+    since: Option<Instant>,
+    next_try: Instant,
+    pause: Duration,
+    said_at: Option<Instant>,
+    /// Set while the store is swapped out for a restore: how to open it again.
+    reopen: Option<StoreOptions>,
+    orphan_saved: bool,
+    report: FaultReport,
+}
+
+impl FaultGuard {
+    pub(super) fn new(watch: LedgerWatch) -> FaultGuard {
+        FaultGuard {
+            watch,
+            fault: None,
+            parked: VecDeque::new(),
+            dropped: 0,
+            since: None,
+            next_try: Instant::now(),
+            pause: FIRST_PAUSE,
+            said_at: None,
+            reopen: None,
+            orphan_saved: false,
+            report: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    pub(super) fn faulted(&self) -> bool {
+        self.fault.is_some()
+    }
+
+    pub(super) fn report(&self) -> FaultReport {
+        Arc::clone(&self.report)
+    }
+
+    /// True when SQLite must not be touched again (closing would write to a file that cannot
+    /// be written; see the module doc).
+    pub(super) fn unsafe_to_close(&self) -> bool {
+        self.reopen.is_some() || matches!(self.fault, Some(LedgerFault::NotWritable { .. }))
+    }
+
+    /// Enters (or stays in) the fault, saying so at ERROR when it is new or changed, and again
+    /// every [`REMIND_EVERY`].
+    fn enter(&mut self, fault: LedgerFault) {
+        let now = Instant::now();
+        let changed = self.fault.as_ref() != Some(&fault);
+        let remind = self.said_at.is_none_or(|t| now - t >= REMIND_EVERY);
+        if changed || remind {
+            let waited = self.since.map_or(0, |s| (now - s).as_secs());
+            error!(
+                parked = self.parked.len(),
+                faulted_for_s = waited,
+                "LEDGER FAULT: {fault}; the node takes no paid work until the ledger can be \
+                 written again (see docs/operations.md, Runbook)"
+            );
+            self.said_at = Some(now);
+        }
+        if let Ok(mut report) = self.report.lock() {
+            *report = Some(fault.to_string());
+        }
+        self.since.get_or_insert(now);
+        self.fault = Some(fault);
+        self.next_try = now + self.pause;
+        self.pause = (self.pause * 2).min(MAX_PAUSE);
+    }
+
+    fn clear(&mut self) {
+        if let Some(fault) = self.fault.take() {
+            let waited = self.since.map_or(0, |s| s.elapsed().as_secs());
+            info!(
+                waiting = self.parked.len(),
+                faulted_for_s = waited,
+                "ledger writable again ({fault} is over); resuming the work that waited"
+            );
+        }
+        if let Ok(mut report) = self.report.lock() {
+            *report = None;
+        }
+        self.since = None;
+        self.said_at = None;
+        self.orphan_saved = false;
+    }
+
+    /// A write landed: the next fault starts from the first pause again.
+    pub(super) fn written(&mut self) {
+        if self.fault.is_none() {
+            self.pause = FIRST_PAUSE;
+        }
+    }
+
+    fn park(&mut self, parked: Parked) {
+        if self.parked.len() >= MAX_PARKED {
+            self.dropped += 1;
+            if self.dropped == 1 || self.dropped.is_multiple_of(1000) {
+                warn!(
+                    dropped = self.dropped,
+                    "ledger fault: too many commands waiting; dropping (requests come again \
+                     from the relays at the next start)"
+                );
+            }
+            return;
+        }
+        self.parked.push_back(parked);
+    }
+}
+
+impl Core {
+    /// Is the ledger still there and writable? Enters the fault when not. Checked before each
+    /// batch of commands and before each write.
+    pub(super) fn ledger_ok(&mut self) -> bool {
+        match self.guard.watch.check() {
+            Ok(()) => true,
+            Err(fault) => {
+                self.guard.enter(fault);
+                false
+            }
+        }
+    }
+
+    /// A write failed: the batch's inputs wait, first in line, and the core is faulted.
+    pub(super) fn write_failed(&mut self, reason: String, inputs: Vec<Input>) {
+        self.park_inputs(inputs);
+        self.guard.enter(LedgerFault::WriteFailed(reason));
+    }
+
+    /// The inputs of a batch that was not written wait first in line.
+    pub(super) fn park_inputs(&mut self, inputs: Vec<Input>) {
+        for input in inputs.into_iter().rev() {
+            self.guard.parked.push_front(Parked::Input(input));
+        }
+    }
+
+    /// One command while faulted; false when the core must stop.
+    pub(super) fn handle_faulted(&mut self, command: Command) -> bool {
+        match command {
+            Command::Tick => self.try_recover(),
+            Command::Job { job, reply } => {
+                // From memory only: reading the file may touch what cannot be written.
+                let _ = reply.send(self.store.state().job(&job).cloned());
+            }
+            Command::Operator { request, reply } => {
+                let why = self
+                    .guard
+                    .fault
+                    .as_ref()
+                    .map_or(String::new(), |f| f.to_string());
+                let _ = reply.send(OperatorReply::refused(format!(
+                    "the ledger is faulted ({why}); nothing changed (request {})",
+                    request.id
+                )));
+            }
+            Command::Announce(_) => {
+                tracing::debug!("ledger fault: announcements wait for the next (re)connect")
+            }
+            command @ (Command::Shutdown { .. }
+            | Command::OutboxDrained
+            | Command::Announcements { .. }) => return self.handle_now(command),
+            command if self.closing.is_some() => {
+                tracing::debug!("shutting down; ignoring {command:?}")
+            }
+            command => self.guard.park(Parked::Command(command)),
+        }
+        true
+    }
+
+    /// When the back-off allows: look at the files again and resume if the ledger can be
+    /// written.
+    fn try_recover(&mut self) {
+        if Instant::now() < self.guard.next_try || self.closing.is_some() {
+            return;
+        }
+        if self.guard.reopen.is_some() && !self.reopen_store() {
+            return;
+        }
+        match self.guard.watch.check() {
+            Ok(()) => self.resume(),
+            Err(LedgerFault::Missing(path)) => {
+                if self.restore(&path) {
+                    self.resume();
+                }
+            }
+            Err(fault @ LedgerFault::Replaced(_)) => {
+                self.save_orphan();
+                self.guard.enter(fault);
+            }
+            Err(fault) => self.guard.enter(fault),
+        }
+    }
+
+    /// Decides and writes what waited; a failed write faults the core again (with the inputs).
+    fn resume(&mut self) {
+        self.guard.clear();
+        let parked = std::mem::take(&mut self.guard.parked);
+        for p in parked {
+            match p {
+                Parked::Command(command) => {
+                    if !self.handle(command) {
+                        break;
+                    }
+                }
+                Parked::Input(input) => {
+                    self.batch.inputs.push(input.clone());
+                    self.input(input);
+                }
+            }
+        }
+        self.flush();
+    }
+
+    /// Writes the ledger the node holds open back to its deleted path and reopens it there.
+    fn restore(&mut self, path: &Path) -> bool {
+        let tmp = sibling(path, "restoring");
+        let _ = std::fs::remove_file(&tmp);
+        if let Err(e) = self.store.backup_to(&tmp) {
+            let _ = std::fs::remove_file(&tmp);
+            self.guard.enter(LedgerFault::NotWritable {
+                file: tmp,
+                reason: format!("cannot write the ledger back: {e}"),
+            });
+            return false;
+        }
+        // Close the old connection before the copy takes the path: a new connection must not
+        // find the old one's `-wal`/`-shm` under the same name.
+        let options = *self.store.options();
+        let old = match Store::open_in_memory() {
+            Ok(placeholder) => std::mem::replace(&mut self.store, placeholder),
+            Err(e) => return self.restore_failed(path, e.to_string()),
+        };
+        let _ = old.close();
+        self.guard.reopen = Some(options);
+        if let Err(e) = std::fs::rename(&tmp, path) {
+            return self.restore_failed(path, format!("renaming {}: {e}", tmp.display()));
+        }
+        error!(ledger = %path.display(), "the deleted ledger file was written back from the open copy");
+        self.reopen_store()
+    }
+
+    fn restore_failed(&mut self, path: &Path, reason: String) -> bool {
+        self.guard.enter(LedgerFault::NotWritable {
+            file: path.to_path_buf(),
+            reason,
+        });
+        false
+    }
+
+    /// Opens the store again at the ledger path after a restore.
+    fn reopen_store(&mut self) -> bool {
+        let Some(options) = self.guard.reopen else {
+            return true;
+        };
+        let path = self.guard.watch.path().to_path_buf();
+        let opened = Store::open_with(&path, &options)
+            .map_err(|e| e.to_string())
+            .and_then(|store| {
+                let watch = LedgerWatch::new(&path).map_err(|e| e.to_string())?;
+                Ok((store, watch))
+            });
+        match opened {
+            Ok((store, watch)) => {
+                self.store = store;
+                self.guard.watch = watch;
+                self.guard.reopen = None;
+                let _ = crate::node::ledger_marker::mark(&path, super::now_ms());
+                true
+            }
+            Err(reason) => self.restore_failed(&path, format!("reopening: {reason}")),
+        }
+    }
+
+    /// The path names another file: keep the node's own ledger next to it, once.
+    fn save_orphan(&mut self) {
+        if self.guard.orphan_saved {
+            return;
+        }
+        let dest = sibling(
+            self.guard.watch.path(),
+            &format!("orphaned-{}", super::now_ms()),
+        );
+        match self.store.backup_to(&dest) {
+            Ok(()) => {
+                self.guard.orphan_saved = true;
+                error!(
+                    saved = %dest.display(),
+                    "the ledger path names another file now; this node's ledger was saved \
+                     beside it. Stop the node and keep the right one (docs/operations.md)"
+                );
+            }
+            Err(e) => warn!(dest = %dest.display(), "cannot save this node's ledger: {e}"),
+        }
+    }
+
+    /// At shutdown while the ledger file is gone: one last try to write it back, so that the
+    /// records do not vanish with the process.
+    pub(super) fn rescue_at_close(&mut self) {
+        let parked = self.guard.parked.len();
+        if parked > 0 {
+            warn!(
+                parked,
+                "shutting down with work that waited for the ledger: it is not recorded"
+            );
+        }
+        if let Some(LedgerFault::Missing(path)) = self.guard.fault.clone() {
+            if self.guard.reopen.is_none() {
+                self.restore(&path);
+            }
+        }
+    }
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{suffix}"));
+    PathBuf::from(name)
+}
