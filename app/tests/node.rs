@@ -630,8 +630,16 @@ fn demo_runs_offline_and_prints_trails() {
         .read_to_string(&mut err)
         .unwrap();
     assert!(status.success(), "demo failed: {out}\n{err}");
-    assert_eq!(out.matches("\n# ").count(), 8, "{out}");
-    assert_eq!(out.matches("timeline (").count(), 8, "{out}");
+    // Eight jobs and the subscriber's subscription.
+    assert_eq!(out.matches("\n# ").count(), 9, "{out}");
+    assert_eq!(out.matches("timeline (").count(), 9, "{out}");
+    for step in [
+        "subscription_cancelled",
+        "subscription_refund_due",
+        "entitlement_granted",
+    ] {
+        assert!(out.contains(step), "{step} missing: {out}");
+    }
     for state in [
         "state succeeded",
         "state refunded",
