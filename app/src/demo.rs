@@ -533,22 +533,31 @@ async fn wait_reply(
     request: &Event,
     status: &str,
 ) -> anyhow::Result<Event> {
+    let has_status = |event: &Event| {
+        event.kind == Kind::Custom(7000)
+            && tag(event, "status").is_some_and(|s| s.first().map(String::as_str) == Some(status))
+    };
+    wait_event(replies, request, &format!("{status} feedback"), has_status).await
+}
+
+/// Waits for an event that e-tags `request` and passes `wanted`, printing every reply seen
+/// meanwhile; `what` names it in the time-out error.
+async fn wait_event(
+    replies: &mut tokio::sync::broadcast::Receiver<RelayPoolNotification>,
+    request: &Event,
+    what: &str,
+    wanted: impl Fn(&Event) -> bool,
+) -> anyhow::Result<Event> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let n = tokio::time::timeout_at(deadline, replies.recv())
             .await
-            .with_context(|| format!("no {status} feedback in time"))??;
+            .with_context(|| format!("no {what} in time"))??;
         let RelayPoolNotification::Event { event, .. } = n else {
             continue;
         };
         say(&describe(&event))?;
-        let names_request = event.tags.event_ids().any(|id| *id == request.id);
-        let has_status = event
-            .tags
-            .iter()
-            .map(|t| t.as_slice())
-            .any(|t| t.len() > 1 && t[0] == "status" && t[1] == status);
-        if event.kind == Kind::Custom(7000) && names_request && has_status {
+        if event.tags.event_ids().any(|id| *id == request.id) && wanted(&event) {
             return Ok(*event);
         }
     }
@@ -556,12 +565,17 @@ async fn wait_reply(
 
 /// The bolt11 of a `payment-required` feedback's `["amount", msat, bolt11]` tag.
 fn invoice_of(event: &Event) -> Option<String> {
+    tag(event, "amount").and_then(|values| values.get(1).cloned())
+}
+
+/// The values after the name of `event`'s first `name` tag.
+fn tag(event: &Event, name: &str) -> Option<Vec<String>> {
     event
         .tags
         .iter()
         .map(|t| t.as_slice())
-        .find(|s| s.first().map(String::as_str) == Some("amount"))
-        .and_then(|s| s.get(2).cloned())
+        .find(|s| s.first().map(String::as_str) == Some(name))
+        .map(|s| s[1..].to_vec())
 }
 
 /// Prints `text` and a newline.
@@ -571,14 +585,13 @@ fn say(text: &str) -> anyhow::Result<()> {
 
 /// One line per reply the customer saw.
 fn describe(event: &Event) -> String {
-    let tag = |name: &str| {
-        event
-            .tags
-            .iter()
-            .map(|t| t.as_slice())
-            .find(|s| s.first().map(String::as_str) == Some(name))
-            .map(|s| s[1..].join(" "))
-    };
+    let tag = |name: &str| tag(event, name).map(|values| values.join(" "));
+    if event.kind == Kind::Custom(7003) {
+        return format!(
+            "  subscriber got the node's receipt (7003): valid {}",
+            tag("valid").unwrap_or_default()
+        );
+    }
     if event.kind == Kind::Custom(7000) {
         let mut line = format!(
             "  customer got feedback: {}",

@@ -1096,7 +1096,11 @@ impl Planner<'_> {
             return Err(refuse("quota must be positive"));
         }
         check_amount("price", price)?;
-        if let Some(existing) = self.state.subscriptions.get(subscription) {
+        let previous = self.state.subscriptions.get(subscription);
+        if previous.is_some_and(|p| p.cancelled_at.is_some()) {
+            return Err(refuse("cancelled by the subscriber"));
+        }
+        if let Some(existing) = previous {
             if &existing.subscriber != subscriber {
                 return Err(refuse("belongs to another subscriber"));
             }
@@ -1114,10 +1118,6 @@ impl Planner<'_> {
             });
         }
         self.post(account, Account::Revenue, price)?;
-        let previous = self.state.subscriptions.get(subscription);
-        if previous.is_some_and(|p| p.cancelled_at.is_some()) {
-            return Err(refuse("cancelled by the subscriber"));
-        }
         let paid_in = previous.and_then(|p| p.paid_in.clone());
         self.change.subscription = Some(SubscriptionRecord {
             subscription: subscription.clone(),

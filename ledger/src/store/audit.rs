@@ -91,33 +91,23 @@ pub fn audit(conn: &Connection, reference: &str) -> Result<Option<AuditTrail>, L
             .query_row([reference], |r| r.get(0))
             .optional()?,
     };
-    let mut events = Vec::new();
-    let (job, refunds) = match &job_id {
+    let (job, refunds, events) = match &job_id {
         Some(id) => {
             let mut stmt =
                 conn.prepare_cached(&format!("{SELECT_EVENT} WHERE job = ?1 ORDER BY seq"))?;
-            let rows = stmt.query_map([id], raw_row)?;
-            for row in rows {
-                events.push(decode_row(row?)?);
-            }
+            let events = stmt
+                .query_map([id], raw_row)?
+                .map(|row| decode_row(row?))
+                .collect::<Result<Vec<_>, _>>()?;
             let mut stmt =
                 conn.prepare_cached("SELECT record FROM refunds WHERE job = ?1 ORDER BY refund")?;
             let refunds = stmt
                 .query_map([id], |r| r.get::<_, String>(0))?
                 .map(|r| Ok(serde_json::from_str(&r?)?))
                 .collect::<Result<Vec<RefundRecord>, LedgerError>>()?;
-            (load_job(conn, id)?, refunds)
+            (load_job(conn, id)?, refunds, events)
         }
-        None => {
-            let mut stmt = conn.prepare_cached(&format!(
-                "{SELECT_EVENT} WHERE seq IN (SELECT seq FROM refs WHERE reference = ?1) ORDER BY seq"
-            ))?;
-            let rows = stmt.query_map([reference], raw_row)?;
-            for row in rows {
-                events.push(decode_row(row?)?);
-            }
-            (None, Vec::new())
-        }
+        None => (None, Vec::new(), events_naming(conn, reference)?),
     };
     with_postings(conn, reference, (job, refunds), events)
 }

@@ -365,14 +365,7 @@ pub(super) fn entitled(ctx: &Ctx, customer: &Pubkey, kind: u16) -> Entitled {
 /// taken in, when that period still runs (the policy's failure rules refund nothing: the job
 /// was never charged).
 pub(super) fn unit_back(ctx: &Ctx, job: &JobId) -> Result<Option<LedgerEvent>, DecideError> {
-    let Some(record) = ctx.ledger.job(job) else {
-        return Ok(None);
-    };
-    let Some(subscription) = record
-        .entitlement
-        .as_ref()
-        .and_then(|s| ctx.ledger.subscription(s))
-    else {
+    let Some((record, subscription)) = on_quota(ctx, job) else {
         return Ok(None);
     };
     if !cancel::unit_period_runs(subscription, record.received_at, ctx.now) {
@@ -391,11 +384,17 @@ pub(super) fn unit_back(ctx: &Ctx, job: &JobId) -> Result<Option<LedgerEvent>, D
 /// The end of the paid period a job ran on (zero for a job that used no quota): a result
 /// that expires must not expire before the window the subscriber paid for.
 pub(super) fn paid_until(ctx: &Ctx, job: &JobId) -> UnixMs {
-    ctx.ledger
-        .job(job)
-        .and_then(|j| j.entitlement.as_ref())
-        .and_then(|s| ctx.ledger.subscription(s))
-        .map_or(UnixMs(0), |s| s.period_end)
+    on_quota(ctx, job).map_or(UnixMs(0), |(_, s)| s.period_end)
+}
+
+/// A job that holds a unit of a subscription's quota, and that subscription.
+fn on_quota<'a>(
+    ctx: &Ctx<'a>,
+    job: &JobId,
+) -> Option<(&'a paydvm_ledger::JobRecord, &'a SubscriptionRecord)> {
+    let record = ctx.ledger.job(job)?;
+    let subscription = ctx.ledger.subscription(record.entitlement.as_ref()?)?;
+    Some((record, subscription))
 }
 
 /// What [`entitled`] found.
