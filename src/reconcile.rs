@@ -7,7 +7,7 @@
 //! backend confirms it), and a NutZap swapped at the mint sits in the wallet until the ledger
 //! credits it. Such in-flight items explain a difference; anything beyond them does not.
 
-use paydvm_ledger::{Account, Asset, Msat};
+use paydvm_ledger::{Account, Asset, InvoiceFor, Msat};
 use serde::Serialize;
 
 /// Listed wallet payments matched with the ledger (backends that list them: LNbits).
@@ -33,6 +33,31 @@ pub struct Item {
     /// The job it belongs to, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
+    /// The subscription it belongs to (a period's invoice, a subscription's refund), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<String>,
+}
+
+impl Item {
+    /// An item that belongs to no job or subscription (or to one not known).
+    pub fn new(id: impl Into<String>, amount_msat: u64) -> Item {
+        Item {
+            id: id.into(),
+            amount_msat,
+            job: None,
+            subscription: None,
+        }
+    }
+
+    /// The item of an invoice our quotes offered: it belongs to what was quoted.
+    pub fn quoted(id: impl Into<String>, amount_msat: u64, quoted_for: &InvoiceFor) -> Item {
+        let mut item = Item::new(id, amount_msat);
+        match quoted_for {
+            InvoiceFor::Job(job) => item.job = Some(job.to_string()),
+            InvoiceFor::Subscription(s) => item.subscription = Some(s.to_string()),
+        }
+        item
+    }
 }
 
 /// Everything known about one asset before comparing.
@@ -280,11 +305,7 @@ mod tests {
     use super::*;
 
     fn item(id: &str, msat: u64) -> Item {
-        Item {
-            id: id.into(),
-            amount_msat: msat,
-            job: None,
-        }
+        Item::new(id, msat)
     }
 
     fn lightning(ledger: i128, backend: u64) -> AssetInput {

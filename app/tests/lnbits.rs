@@ -594,8 +594,9 @@ async fn a_quote_without_an_invoice_says_why() {
 
 /// `paydvm reconcile` on an LNbits node: the wallet's balance and its payment list (paged)
 /// against the ledger. It agrees after a paid job; then money moved outside the ledger (a
-/// quote's invoice paid while the node is down, a payment straight into the wallet, a payment
-/// out of it made by hand) is reported, each payment named, exit 1, nothing booked.
+/// quote's invoice and a subscription period's invoice paid while the node is down, a payment
+/// straight into the wallet, a payment out of it made by hand) is reported, each payment named
+/// with what it was for, exit 1, nothing booked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_over_lnbits_matches_then_names_money_outside_the_ledger() {
     let lnbits = Lnbits::start().await;
@@ -605,9 +606,15 @@ async fn reconcile_over_lnbits_matches_then_names_money_outside_the_ledger() {
     let (_relay, relay_url) = start_relay().await;
     let dir = tempfile::tempdir().unwrap();
     write_lnbits_node_dir(dir.path(), &relay_url, &lnbits, &wallet);
+    let policy = dir.path().join("policy.toml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(&policy, text + crate::subscriptions::TIER).unwrap();
     let config = dir.path().join("paydvm.toml");
     let node = Node::start(Config::load(&config).unwrap()).await.unwrap();
     let mut customer = Customer::connect(std::slice::from_ref(&relay_url)).await;
+    let (_subscriber, subscribe, sub_quote) =
+        crate::subscriptions::subscribed(std::slice::from_ref(&relay_url), &node.pubkey()).await;
+    let sub_invoice = tag_values(&sub_quote, "amount").unwrap()[1].clone();
 
     let paid = customer.request(5050, "abc", &[&["param", "mode", "upper"]]);
     customer.client.send_event(&paid).await.unwrap();
@@ -638,6 +645,7 @@ async fn reconcile_over_lnbits_matches_then_names_money_outside_the_ledger() {
         .head();
 
     lnbits.pay(&payer, unpaid_invoice.as_str()).await;
+    lnbits.pay(&payer, &sub_invoice).await;
     let direct = lnbits.invoice(&wallet, 7).await;
     lnbits.pay(&payer, &direct).await;
     let theirs = lnbits.invoice(&payer, 2).await;
@@ -649,12 +657,21 @@ async fn reconcile_over_lnbits_matches_then_names_money_outside_the_ledger() {
     let lightning = asset(&report, "asset:lightning");
     assert_eq!(lightning["status"], "backend_has_more", "{lightning:#}");
     assert_eq!(lightning["ledger_msat"], 5_000);
-    assert_eq!(lightning["backend_msat"], 15_000);
-    assert_eq!(lightning["difference_msat"], 10_000);
+    assert_eq!(lightning["backend_msat"], 35_000);
+    assert_eq!(lightning["difference_msat"], 30_000);
+    let mut unbooked = lightning["unbooked_settlements"]
+        .as_array()
+        .unwrap()
+        .clone();
+    unbooked.sort_by_key(|item| item["amount_msat"].as_u64());
     assert_eq!(
-        lightning["unbooked_settlements"],
-        json!([{ "id": unpaid_invoice.payment_hash(), "amount_msat": 5_000,
-                 "job": unpaid.id.to_hex() }])
+        unbooked,
+        [
+            json!({ "id": unpaid_invoice.payment_hash(), "amount_msat": 5_000,
+                    "job": unpaid.id.to_hex() }),
+            json!({ "id": hash(&sub_invoice), "amount_msat": 20_000,
+                    "subscription": subscribe.id.to_hex() })
+        ]
     );
     assert_eq!(
         lightning["received_outside"],
@@ -679,6 +696,14 @@ async fn reconcile_over_lnbits_matches_then_names_money_outside_the_ledger() {
     assert_eq!(out.status.code(), Some(1));
     let text = crate::cli::stdout(&out);
     assert!(text.contains("asset:lightning  backend_has_more"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "unbooked settlement: {} 20000 msat subscription {}",
+            hash(&sub_invoice),
+            subscribe.id.to_hex()
+        )),
+        "{text}"
+    );
     assert!(
         text.contains(&format!("received outside the node: {}", hash(&direct))),
         "{text}"

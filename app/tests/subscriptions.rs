@@ -19,7 +19,7 @@ use paydvm_testkit::zapper::{Zapper, ZapperOptions};
 
 use crate::node::{is_status, tag_values, test_node, Customer, Setup};
 
-const TIER: &str = r#"
+pub const TIER: &str = r#"
 [[subscriptions.tier]]
 id = "gold"
 name = "Gold"
@@ -94,7 +94,7 @@ fn subscribe(customer: &Customer, node: &PublicKey, tier: &Event) -> Event {
 
 /// A customer (listening for our 7003s) who found our tier, subscribed with NDK's 7001 shape and
 /// got the quote: the customer, the 7001 and the payment-required feedback.
-async fn subscribed(urls: &[RelayUrl], us: &PublicKey) -> (Customer, Event, Event) {
+pub async fn subscribed(urls: &[RelayUrl], us: &PublicKey) -> (Customer, Event, Event) {
     let mut customer = Customer::connect(urls).await;
     customer
         .client

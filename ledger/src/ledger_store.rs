@@ -15,8 +15,8 @@ use crate::chain::Hash;
 use crate::effect::EffectRecord;
 use crate::engine::AppendOutcome;
 use crate::error::LedgerError;
-use crate::event::LedgerEvent;
-use crate::ids::{EffectId, IdemKey, JobId, PaymentRef, RefundId};
+use crate::event::{EventBody, LedgerEvent, PaymentOption};
+use crate::ids::{EffectId, IdemKey, JobId, PaymentRef, RefundId, SubscriptionId};
 use crate::job::{JobRecord, JobState};
 use crate::refund::{RefundRecord, RefundState};
 use crate::state::LedgerState;
@@ -144,6 +144,59 @@ pub struct SnapshotStats {
     pub last_seq: u64,
 }
 
+/// What an invoice our quotes offered was for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum InvoiceFor {
+    Job(JobId),
+    /// A subscription's first period or a renewal.
+    Subscription(SubscriptionId),
+}
+
+/// One invoice a quote offered: a job's price, or a subscription's period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotedInvoice {
+    pub quoted_for: InvoiceFor,
+    pub payment_hash: String,
+}
+
+impl QuotedInvoice {
+    /// The types (`EventBody::type_name`) of the events that offer invoices: what a store
+    /// selects before calling [`QuotedInvoice::offered_by`].
+    pub const OFFERING_TYPES: [&'static str; 3] = [
+        "quote_issued",
+        "subscription_quoted",
+        "subscription_renewal_quoted",
+    ];
+
+    /// The invoices `body` offers (none for events that offer none).
+    pub fn offered_by(body: &EventBody) -> Vec<QuotedInvoice> {
+        let (quoted_for, options) = match body {
+            EventBody::QuoteIssued { job, options, .. } => (InvoiceFor::Job(job.clone()), options),
+            EventBody::SubscriptionQuoted {
+                subscription,
+                options,
+                ..
+            }
+            | EventBody::SubscriptionRenewalQuoted {
+                subscription,
+                options,
+                ..
+            } => (InvoiceFor::Subscription(subscription.clone()), options),
+            _ => return Vec::new(),
+        };
+        options
+            .iter()
+            .filter_map(|option| match option {
+                PaymentOption::Invoice { payment_hash, .. } => Some(QuotedInvoice {
+                    quoted_for: quoted_for.clone(),
+                    payment_hash: payment_hash.clone(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// One group's outcome inside a batch.
 pub type GroupResult = Result<Vec<AppendOutcome>, LedgerError>;
 
@@ -223,8 +276,9 @@ pub trait LedgerStore: Sized {
     fn account_balances(&self) -> Result<Vec<(Account, Balance)>, LedgerError>;
     /// The request a job's `job_received` stored, if it stored one (written groups only).
     fn stored_request(&self, job: &JobId) -> Result<Option<String>, LedgerError>;
-    /// Every invoice a quote offered, as (job, payment hash), in log order.
-    fn quoted_invoices(&self) -> Result<Vec<(JobId, String)>, LedgerError>;
+    /// Every invoice a quote offered (jobs' quotes, subscriptions' first periods and renewals),
+    /// in log order.
+    fn quoted_invoices(&self) -> Result<Vec<QuotedInvoice>, LedgerError>;
     /// One job's trail, found by any reference it involved.
     fn audit(&self, reference: &str) -> Result<Option<AuditTrail>, LedgerError>;
     /// Recheck the whole stored history from scratch.

@@ -32,8 +32,8 @@ pub use held::AssetAmount;
 pub use ids::*;
 pub use job::{JobInput, JobRecord, JobState};
 pub use ledger_store::{
-    Durability, LedgerStore, OpenReport, Recall, Retention, SnapshotStats, SnapshotUse,
-    StoreOptions,
+    Durability, InvoiceFor, LedgerStore, OpenReport, QuotedInvoice, Recall, Retention,
+    SnapshotStats, SnapshotUse, StoreOptions,
 };
 pub use money::{MoneyError, Msat};
 pub use refund::{RefundRecord, RefundState};

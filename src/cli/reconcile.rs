@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use paydvm_ledger::store::Store;
-use paydvm_ledger::{Account, Asset, LedgerState, Msat, PaymentRef, RefundState};
+use paydvm_ledger::{
+    Account, Asset, InvoiceFor, JobId, LedgerState, Msat, PaymentRef, QuotedInvoice, RefundState,
+    SubscriptionId,
+};
 use paydvm_mints::verify::msat_per_unit;
 use paydvm_mints::{normalise_mint_url, PendingState, PendingSwaps};
 use tokio::task::JoinSet;
@@ -72,9 +75,8 @@ fn refunds_in_flight(state: &LedgerState, asset: &Asset) -> Vec<Item> {
         .filter(|r| matches!(r.state, RefundState::InFlight | RefundState::Unknown))
         .filter(|r| r.route.as_ref().is_some_and(|route| &route.asset == asset))
         .map(|r| Item {
-            id: r.refund.to_string(),
-            amount_msat: r.amount.as_msat(),
             job: r.job.as_ref().map(ToString::to_string),
+            ..Item::new(r.refund.to_string(), r.amount.as_msat())
         })
         .collect()
 }
@@ -141,41 +143,40 @@ async fn lightning_input(config: &Config, store: &Store) -> anyhow::Result<Optio
     Ok(Some(input))
 }
 
-/// Every invoice a quote offered that has no payment in the ledger, looked up at the backend:
+/// Every invoice a quote offered (a job's, a subscription period's) that has no payment in the ledger, looked up at the backend:
 /// the settled ones, and how many lookups gave no answer.
 async fn unbooked_settlements(
     backend: &Arc<NwcLightning>,
     store: &Store,
 ) -> anyhow::Result<(Vec<Item>, usize)> {
-    let unpaid: Vec<(String, String)> = store
+    let unpaid: Vec<QuotedInvoice> = store
         .quoted_invoices()?
         .into_iter()
-        .filter(|(_, hash)| {
-            PaymentRef::new(hash.clone())
+        .filter(|quoted| {
+            PaymentRef::new(quoted.payment_hash.clone())
                 .ok()
                 .is_none_or(|r| store.state().payment_ref_seq(&r).is_none())
         })
-        .map(|(job, hash)| (job.to_string(), hash))
         .collect();
     let mut settled = Vec::new();
     let mut not_looked_up = 0;
     for chunk in unpaid.chunks(LOOKUPS_AT_ONCE) {
         let mut lookups = JoinSet::new();
-        for (job, hash) in chunk.iter().cloned() {
+        for quoted in chunk.iter().cloned() {
             let backend = Arc::clone(backend);
             lookups.spawn(async move {
-                let status = backend.lookup_invoice(&hash).await;
-                (job, hash, status)
+                let status = backend.lookup_invoice(&quoted.payment_hash).await;
+                (quoted, status)
             });
         }
         while let Some(done) = lookups.join_next().await {
-            let (job, hash, status) = done.context("an invoice lookup panicked")?;
+            let (quoted, status) = done.context("an invoice lookup panicked")?;
             match status {
-                InvoiceStatus::Settled { amount, .. } => settled.push(Item {
-                    id: hash,
-                    amount_msat: amount.as_msat(),
-                    job: Some(job),
-                }),
+                InvoiceStatus::Settled { amount, .. } => settled.push(Item::quoted(
+                    quoted.payment_hash,
+                    amount.as_msat(),
+                    &quoted.quoted_for,
+                )),
                 InvoiceStatus::Unknown(_) => not_looked_up += 1,
                 InvoiceStatus::Open | InvoiceStatus::Expired => {}
             }
@@ -244,13 +245,14 @@ async fn mint_inputs(config: &Config, state: &LedgerState) -> anyhow::Result<Vec
         input.backend =
             BackendView::Reported(Msat::from_msat(backend.get(key).copied().unwrap_or(0)));
     }
-    add_pending_swaps(config, &mut mints)?;
+    add_pending_swaps(config, state, &mut mints)?;
     Ok(mints.into_values().collect())
 }
 
 /// NutZaps swapped into the wallet but not credited yet; verified-only ones are in neither.
 fn add_pending_swaps(
     config: &Config,
+    state: &LedgerState,
     mints: &mut BTreeMap<String, AssetInput>,
 ) -> anyhow::Result<()> {
     let path = pending_path(&config.node.ledger);
@@ -268,11 +270,12 @@ fn add_pending_swaps(
                 let msat = msat_per_unit(&row.nutzap.unit)
                     .and_then(|per| received.checked_mul(per))
                     .unwrap_or(0);
-                input.incoming_in_flight.push(Item {
-                    id: row.nutzap.event_id.clone(),
-                    amount_msat: msat,
-                    job: row.nutzap.target.clone(),
-                });
+                let mut item = Item::new(row.nutzap.event_id.clone(), msat);
+                match nutzap_target(state, row.nutzap.target.as_deref()) {
+                    Some(quoted_for) => item = Item::quoted(item.id, msat, &quoted_for),
+                    None => item.job = row.nutzap.target.clone(),
+                }
+                input.incoming_in_flight.push(item);
             }
             PendingState::Verified => input.notes.push(format!(
                 "NutZap {} is verified but not swapped yet (in neither figure)",
@@ -281,6 +284,17 @@ fn add_pending_swaps(
         }
     }
     Ok(())
+}
+
+/// What a NutZap's target names: a subscription the ledger knows, or else a job.
+fn nutzap_target(state: &LedgerState, target: Option<&str>) -> Option<InvoiceFor> {
+    let target = target?;
+    if let Ok(s) = SubscriptionId::new(target) {
+        if state.subscription(&s).is_some() {
+            return Some(InvoiceFor::Subscription(s));
+        }
+    }
+    JobId::new(target).ok().map(InvoiceFor::Job)
 }
 
 fn render(report: &Report) -> String {
@@ -315,12 +329,12 @@ fn write_report(out: &mut String, report: &Report) -> std::fmt::Result {
             ("refund in flight", &a.outgoing_in_flight),
         ] {
             for i in items {
-                let job = i
-                    .job
-                    .as_deref()
-                    .map(|j| format!(" job {j}"))
-                    .unwrap_or_default();
-                writeln!(out, "  - {label}: {} {} msat{job}", i.id, i.amount_msat)?;
+                let owner = match (&i.job, &i.subscription) {
+                    (Some(job), _) => format!(" job {job}"),
+                    (None, Some(s)) => format!(" subscription {s}"),
+                    (None, None) => String::new(),
+                };
+                writeln!(out, "  - {label}: {} {} msat{owner}", i.id, i.amount_msat)?;
             }
         }
         for note in &a.notes {

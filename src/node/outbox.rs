@@ -3,11 +3,13 @@
 //! records `effect_done`. An effect that cannot be delivered stays pending in the ledger and is
 //! re-sent (the same signed event) at next start.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nostr_sdk::prelude::{Client, Event, Keys, RelayUrl};
 use paydvm_ledger::EffectId;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
@@ -19,6 +21,9 @@ use super::telemetry::Telemetry;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Publishing lanes: events of different jobs go out concurrently, one job's in order.
 const LANES: usize = 16;
+/// After a failed connection attempt, other lanes skip the relay this long instead of each
+/// waiting out its own timeout.
+const RETRY_CONNECT_AFTER: Duration = Duration::from_secs(1);
 /// Attempts per effect in one run, with these pauses between them.
 const BACKOFF: [Duration; 2] = [Duration::from_millis(250), Duration::from_secs(1)];
 
@@ -46,12 +51,13 @@ impl Outbox {
         tokio::spawn(async move {
             let telemetry = lanes_telemetry;
             let client = super::transport::client(keys);
+            let links = Links::new(client.clone());
             let mut lanes = JoinSet::new();
             let senders: Vec<_> = (0..LANES)
                 .map(|_| {
                     let (lane_tx, lane_rx) = mpsc::channel::<Publication>(queues::OUTBOX_LANE);
                     lanes.spawn(lane(
-                        client.clone(),
+                        links.clone(),
                         lane_rx,
                         commands.clone(),
                         telemetry.clone(),
@@ -89,13 +95,13 @@ impl Outbox {
 
 /// Publishes one lane's events in order and reports each delivery.
 async fn lane(
-    client: Client,
+    links: Links,
     mut rx: mpsc::Receiver<Publication>,
     commands: mpsc::Sender<Command>,
     telemetry: Telemetry,
 ) {
     while let Some(p) = rx.recv().await {
-        let delivered = publish(&client, &p).await;
+        let delivered = publish(&links, &p).await;
         telemetry.outbox_backlog(-1.0);
         match delivered {
             Some(detail) => {
@@ -122,49 +128,84 @@ fn lane_of(event: &Event) -> usize {
     usize::from(id.as_bytes()[0]) % LANES
 }
 
-/// The relays of `relays` that are connected, after connecting the others afresh. A relay the
-/// pool is still waiting to reconnect is dropped and added again, so a publication never waits
-/// out the pool's back-off (up to a minute) or a send timeout on a dead connection.
-async fn connected(client: &Client, relays: &[RelayUrl]) -> Vec<RelayUrl> {
-    let mut up = Vec::with_capacity(relays.len());
-    for relay in relays {
-        match client.relay(relay).await {
-            Ok(r) if r.is_connected() => {
+/// The lanes' shared relay connections. Connecting is done by one lane at a time: a lane that
+/// found a relay still connecting would otherwise drop it from the pool while another lane
+/// sends to it, and that send fails with "no relays".
+#[derive(Clone)]
+struct Links {
+    client: Client,
+    /// When each relay last failed to connect; held while connecting.
+    failed: Arc<Mutex<HashMap<RelayUrl, Instant>>>,
+}
+
+impl Links {
+    fn new(client: Client) -> Links {
+        Links {
+            client,
+            failed: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The relays of `relays` that are connected, after connecting the others afresh. A relay
+    /// the pool is still waiting to reconnect is dropped and added again, so a publication
+    /// never waits out the pool's back-off (up to a minute) or a send timeout on a dead
+    /// connection.
+    async fn connected(&self, relays: &[RelayUrl]) -> Vec<RelayUrl> {
+        let mut failed = self.failed.lock().await;
+        let mut up = Vec::with_capacity(relays.len());
+        for relay in relays {
+            let recent = failed
+                .get(relay)
+                .map(|at| at.elapsed() < RETRY_CONNECT_AFTER);
+            if self.is_connected(relay).await {
                 up.push(relay.clone());
-                continue;
+            } else if recent != Some(true) && self.reconnect(relay).await {
+                failed.remove(relay);
+                up.push(relay.clone());
+            } else if recent != Some(true) {
+                failed.insert(relay.clone(), Instant::now());
             }
-            Ok(_) => {
-                let _ = client.force_remove_relay(relay.clone()).await;
-            }
-            Err(_) => {}
         }
-        if let Err(e) = client.add_write_relay(relay.clone()).await {
+        up
+    }
+
+    async fn is_connected(&self, relay: &RelayUrl) -> bool {
+        matches!(self.client.relay(relay).await, Ok(r) if r.is_connected())
+    }
+
+    /// Drops `relay` from the pool if it is there and connects it afresh.
+    async fn reconnect(&self, relay: &RelayUrl) -> bool {
+        let _ = self.client.force_remove_relay(relay.clone()).await;
+        if let Err(e) = self.client.add_write_relay(relay.clone()).await {
             warn!(%relay, "cannot add relay: {e}");
-            continue;
+            return false;
         }
-        match client
+        match self
+            .client
             .try_connect_relay(relay.clone(), CONNECT_TIMEOUT)
             .await
         {
-            Ok(()) => up.push(relay.clone()),
-            Err(e) => debug!(%relay, "not connected: {e}"),
+            Ok(()) => true,
+            Err(e) => {
+                debug!(%relay, "not connected: {e}");
+                false
+            }
         }
     }
-    up
 }
 
 /// Publishes `p`; `Some(detail)` once at least one relay accepted it.
-async fn publish(client: &Client, p: &Publication) -> Option<String> {
+async fn publish(links: &Links, p: &Publication) -> Option<String> {
     if p.relays.is_empty() {
         warn!(effect = %p.effect, "no relay to publish to");
         return None;
     }
     for attempt in 0..=BACKOFF.len() {
-        let up = connected(client, &p.relays).await;
+        let up = links.connected(&p.relays).await;
         let sent = if up.is_empty() {
             None
         } else {
-            Some(client.send_event_to(up, &p.event).await)
+            Some(links.client.send_event_to(up, &p.event).await)
         };
         match sent {
             Some(Ok(out)) if !out.success.is_empty() => {

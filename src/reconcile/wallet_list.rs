@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use paydvm_ledger::InvoiceFor;
+
 use super::Item;
 
 /// One payment as the wallet lists it (only rows the wallet counts in its balance).
@@ -24,8 +26,8 @@ pub struct ListedPayment {
 /// What the ledger can link a listed payment to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LedgerLinks {
-    /// Invoices our quotes offered: payment hash → job.
-    pub quoted: BTreeMap<String, String>,
+    /// Invoices our quotes offered: payment hash → the job or subscription quoted.
+    pub quoted: BTreeMap<String, InvoiceFor>,
     /// Payment hashes the ledger booked a payment under.
     pub booked: BTreeSet<String>,
     /// Payment hashes of our Lightning refunds: hash → (refund id, job).
@@ -63,25 +65,17 @@ pub fn classify(listed: &[ListedPayment], links: &LedgerLinks) -> Findings {
             if links.booked.contains(&hash) {
                 continue;
             }
-            let item = Item {
-                id: hash.clone(),
-                amount_msat: moved,
-                job: links.quoted.get(&hash).cloned(),
-            };
-            if item.job.is_some() {
-                found.unbooked_settlements.push(item);
-            } else {
-                found.received_outside.push(item);
+            match links.quoted.get(&hash) {
+                Some(quoted_for) => found
+                    .unbooked_settlements
+                    .push(Item::quoted(hash, moved, quoted_for)),
+                None => found.received_outside.push(Item::new(hash, moved)),
             }
         } else {
             let left = moved.saturating_add(payment.fee_msat);
             found.list_total_msat -= i128::from(left);
             if !links.refunds.contains_key(&hash) {
-                found.paid_outside.push(Item {
-                    id: hash,
-                    amount_msat: left,
-                    job: None,
-                });
+                found.paid_outside.push(Item::new(hash, left));
             }
         }
     }
@@ -101,12 +95,25 @@ mod tests {
         }
     }
 
+    fn job(j: &str) -> InvoiceFor {
+        InvoiceFor::Job(paydvm_ledger::JobId::new(j).unwrap())
+    }
+
+    fn subscription(s: &str) -> InvoiceFor {
+        InvoiceFor::Subscription(paydvm_ledger::SubscriptionId::new(s).unwrap())
+    }
+
     #[test]
     fn every_listed_payment_is_linked_or_named() {
         let links = LedgerLinks {
-            quoted: [("aa", "job-a"), ("bb", "job-b"), ("cc", "job-c")]
-                .map(|(h, j)| (h.to_owned(), j.to_owned()))
-                .into(),
+            quoted: [
+                ("aa", job("job-a")),
+                ("bb", job("job-b")),
+                ("cc", job("job-c")),
+                ("ss", subscription("sub-s")),
+            ]
+            .map(|(h, quoted_for)| (h.to_owned(), quoted_for))
+            .into(),
             booked: ["aa".to_owned(), "zz".to_owned()].into(),
             refunds: [("rr".to_owned(), ("refund-1".to_owned(), None))].into(),
         };
@@ -115,6 +122,7 @@ mod tests {
                 listed("AA", 5_000, 0, true),   // quoted and booked
                 listed("bb", 5_000, 0, true),   // quoted, settled, not booked
                 listed("cc", 5_000, 0, false),  // quoted, still open
+                listed("ss", 9_000, 0, true),   // a subscription's period, not booked
                 listed("zz", 2_000, 0, true),   // booked (a zap invoice)
                 listed("ee", 7_000, 0, true),   // nobody's
                 listed("rr", -3_000, 10, true), // our refund
@@ -122,20 +130,23 @@ mod tests {
             ],
             &links,
         );
-        let item = |id: &str, msat: u64, job: Option<&str>| Item {
-            id: id.into(),
-            amount_msat: msat,
-            job: job.map(Into::into),
-        };
         assert_eq!(
             found.unbooked_settlements,
-            [item("bb", 5_000, Some("job-b"))]
+            [
+                Item::quoted("bb", 5_000, &job("job-b")),
+                Item::quoted("ss", 9_000, &subscription("sub-s"))
+            ]
         );
-        assert_eq!(found.received_outside, [item("ee", 7_000, None)]);
-        assert_eq!(found.paid_outside, [item("oo", 2_005, None)]);
+        assert_eq!(found.unbooked_settlements[1].job, None);
+        assert_eq!(
+            found.unbooked_settlements[1].subscription.as_deref(),
+            Some("sub-s")
+        );
+        assert_eq!(found.received_outside, [Item::new("ee", 7_000)]);
+        assert_eq!(found.paid_outside, [Item::new("oo", 2_005)]);
         assert_eq!(
             found.list_total_msat,
-            5_000 + 5_000 + 2_000 + 7_000 - 3_010 - 2_005
+            5_000 + 5_000 + 9_000 + 2_000 + 7_000 - 3_010 - 2_005
         );
     }
 }

@@ -1,7 +1,9 @@
 //! Events for the contracts: small job, payment, refund and effect histories.
 
 use crate::event::*;
-use crate::ids::{EffectId, EventId, IdemKey, JobId, PaymentRef, Pubkey, RefundId, UnixMs};
+use crate::ids::{
+    EffectId, EventId, IdemKey, JobId, PaymentRef, Pubkey, RefundId, SubscriptionId, UnixMs,
+};
 use crate::money::Msat;
 
 pub const PRICE: u64 = 10_000;
@@ -62,6 +64,30 @@ pub fn quote(j: &str) -> LedgerEvent {
                 payment_hash: format!("hash-{j}"),
                 bolt11: format!("lnbcrt-{j}"),
             }],
+        },
+    )
+}
+
+/// Subscription `s` quoted: its first period offered with an invoice (`hash-sub-<s>`) and zaps.
+pub fn subscription_quote(s: &str) -> LedgerEvent {
+    ev(
+        &format!("sub-quote:{s}"),
+        2,
+        EventBody::SubscriptionQuoted {
+            subscription: SubscriptionId::new(s).expect("test subscription id"),
+            subscriber: Pubkey::new("alice").expect("pubkey"),
+            tier: "gold".into(),
+            price: Msat::from_msat(PRICE),
+            period_ms: 3_600_000,
+            quota: 2,
+            options: vec![
+                PaymentOption::Invoice {
+                    payment_hash: format!("hash-sub-{s}"),
+                    bolt11: format!("lnbcrt-sub-{s}"),
+                },
+                PaymentOption::NutZap,
+            ],
+            expires_at: UnixMs(1_000_000),
         },
     )
 }

@@ -10,7 +10,7 @@ use crate::error::{LedgerError, TransitionError};
 use crate::event::{Asset, Disposition, JobPayment, LedgerEvent};
 use crate::ids::IdemKey;
 use crate::job::JobState;
-use crate::ledger_store::{LedgerStore, Recall, Retention};
+use crate::ledger_store::{InvoiceFor, LedgerStore, Recall, Retention};
 use crate::refund::RefundState;
 use crate::store::VerifyFailure;
 
@@ -575,22 +575,31 @@ pub fn stored_request_and_quoted_invoices_come_from_written_groups<H: Harness>(
         store.stored_request(&job("g")).unwrap(),
         Some(request_of("g"))
     );
+    store.append_group(&[subscription_quote("s")]).unwrap();
     let quoted = store.quoted_invoices().unwrap();
-    let quoted: Vec<(&str, &str)> = quoted
+    let quoted: Vec<(String, &str)> = quoted
         .iter()
-        .map(|(j, h)| (j.as_str(), h.as_str()))
+        .map(|q| {
+            let owner = match &q.quoted_for {
+                InvoiceFor::Job(j) => format!("job {j}"),
+                InvoiceFor::Subscription(s) => format!("subscription {s}"),
+            };
+            (owner, q.payment_hash.as_str())
+        })
         .collect();
-    assert_eq!(
-        quoted,
-        [
-            ("a", "hash-a"),
-            ("b", "hash-b"),
-            ("c", "hash-c"),
-            ("d", "hash-d"),
-            ("e", "hash-e"),
-            ("f", "hash-f")
-        ]
-    );
+    let expected: Vec<(String, &str)> = [
+        ("job a", "hash-a"),
+        ("job b", "hash-b"),
+        ("job c", "hash-c"),
+        ("job d", "hash-d"),
+        ("job e", "hash-e"),
+        ("job f", "hash-f"),
+        ("subscription s", "hash-sub-s"),
+    ]
+    .into_iter()
+    .map(|(owner, hash)| (owner.to_owned(), hash))
+    .collect();
+    assert_eq!(quoted, expected);
 }
 
 pub fn audit_finds_a_trail_by_every_kind_of_reference<H: Harness>(make: Make<H>, r: Retention) {

@@ -552,8 +552,8 @@ impl Store {
         crate::LedgerStore::same_as_first(self, event)
     }
 
-    /// Every invoice a quote offered, as (job, payment hash), in log order (written groups only).
-    pub fn quoted_invoices(&self) -> Result<Vec<(JobId, String)>, LedgerError> {
+    /// Every invoice a quote offered (jobs and subscriptions), in log order (written groups only).
+    pub fn quoted_invoices(&self) -> Result<Vec<crate::QuotedInvoice>, LedgerError> {
         queries::quoted_invoices(&self.conn)
     }
 

@@ -8,9 +8,10 @@ use super::{from_sql_int, to_sql_int, StoredEvent};
 use crate::account::{Account, Balance};
 use crate::effect::EffectRecord;
 use crate::error::LedgerError;
-use crate::event::{EventBody, LedgerEvent, PaymentOption};
+use crate::event::{EventBody, LedgerEvent};
 use crate::ids::{JobId, PaymentRef};
 use crate::job::{JobRecord, JobState};
+use crate::ledger_store::QuotedInvoice;
 use crate::money::Msat;
 use crate::refund::{RefundRecord, RefundState};
 use crate::state::LedgerState;
@@ -50,21 +51,16 @@ pub(crate) fn stored_request(
     })
 }
 
-pub(crate) fn quoted_invoices(conn: &Connection) -> Result<Vec<(JobId, String)>, LedgerError> {
+pub(crate) fn quoted_invoices(conn: &Connection) -> Result<Vec<QuotedInvoice>, LedgerError> {
+    let types = QuotedInvoice::OFFERING_TYPES;
     let mut stmt =
-        conn.prepare("SELECT body FROM events WHERE type = 'quote_issued' ORDER BY seq")?;
+        conn.prepare("SELECT body FROM events WHERE type IN (?1, ?2, ?3) ORDER BY seq")?;
     let bodies = stmt
-        .query_map([], |r| r.get::<_, String>(0))?
+        .query_map(types, |r| r.get::<_, String>(0))?
         .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::new();
     for body in bodies {
-        if let EventBody::QuoteIssued { job, options, .. } = serde_json::from_str(&body)? {
-            for option in options {
-                if let PaymentOption::Invoice { payment_hash, .. } = option {
-                    out.push((job.clone(), payment_hash));
-                }
-            }
-        }
+        out.extend(QuotedInvoice::offered_by(&serde_json::from_str(&body)?));
     }
     Ok(out)
 }

@@ -127,7 +127,7 @@ impl LedgerStore for Store {
         Store::stored_request(self, job)
     }
 
-    fn quoted_invoices(&self) -> Result<Vec<(JobId, String)>, LedgerError> {
+    fn quoted_invoices(&self) -> Result<Vec<crate::QuotedInvoice>, LedgerError> {
         Store::quoted_invoices(self)
     }
 

@@ -66,10 +66,10 @@ fn listed(row: &PaymentRow) -> Option<ListedPayment> {
 fn links(store: &Store, listed: &[ListedPayment]) -> anyhow::Result<LedgerLinks> {
     let state = store.state();
     let mut links = LedgerLinks::default();
-    for (job, hash) in store.quoted_invoices()? {
+    for quoted in store.quoted_invoices()? {
         links
             .quoted
-            .insert(hash.to_ascii_lowercase(), job.to_string());
+            .insert(quoted.payment_hash.to_ascii_lowercase(), quoted.quoted_for);
     }
     for payment in listed {
         let booked = PaymentRef::new(payment.payment_hash.clone())
