@@ -1,10 +1,12 @@
-//! `PgStore` as a [`LedgerStore`].
+//! `PgStore` as a [`LedgerStore`]: the in-memory side answers what it holds, the database the
+//! rest.
 
 use std::io::Write;
 
 use paydvm_ledger::account::{Account, Balance};
 use paydvm_ledger::chain::Hash;
 use paydvm_ledger::ledger_store::GroupResult;
+use paydvm_ledger::store::resident::StoreBackend;
 use paydvm_ledger::store::{AuditTrail, StoredEvent, VerifyFailure, VerifyReport};
 use paydvm_ledger::{
     AppendOutcome, EffectId, EffectRecord, IdemKey, JobId, JobRecord, JobState, LedgerError,
@@ -24,39 +26,39 @@ impl LedgerStore for PgStore {
     }
 
     fn opened(&self) -> &OpenReport {
-        PgStore::opened(self)
+        self.core.opened()
     }
 
     fn snapshot_stats(&self) -> &SnapshotStats {
-        PgStore::snapshot_stats(self)
+        self.core.snapshot_stats()
     }
 
     fn state(&self) -> &LedgerState {
-        PgStore::state(self)
+        self.core.state()
     }
 
     fn head(&self) -> (u64, Hash) {
-        PgStore::head(self)
+        self.core.head()
     }
 
     fn recall(&mut self, names: &Recall) -> Result<(), LedgerError> {
-        PgStore::recall(self, names)
+        self.core.recall(&self.db, names)
     }
 
     fn stage(&mut self, events: &[LedgerEvent]) -> Result<Vec<AppendOutcome>, LedgerError> {
-        PgStore::stage(self, events)
+        self.core.stage(&self.db, events)
     }
 
     fn staged_groups(&self) -> usize {
-        PgStore::staged_groups(self)
+        self.core.staged_groups()
     }
 
     fn flush(&mut self) -> Result<usize, LedgerError> {
-        PgStore::flush(self)
+        self.core.flush(&mut self.db)
     }
 
     fn append_batch(&mut self, groups: &[&[LedgerEvent]]) -> Result<Vec<GroupResult>, LedgerError> {
-        PgStore::append_batch(self, groups)
+        self.core.append_batch(&mut self.db, groups)
     }
 
     fn event(&self, seq: u64) -> Result<Option<StoredEvent>, LedgerError> {
@@ -64,9 +66,9 @@ impl LedgerStore for PgStore {
     }
 
     fn seq_of_key(&self, key: &IdemKey) -> Result<Option<u64>, LedgerError> {
-        match self.seq_in_memory(key) {
+        match self.core.ledger().seq_of_key(key) {
             Some(seq) => Ok(Some(seq)),
-            None if self.bounded() => Ok(read::key_seq(&self.db, key)?),
+            None if self.core.bounded() => self.db.key_seq(key),
             None => Ok(None),
         }
     }
@@ -74,7 +76,7 @@ impl LedgerStore for PgStore {
     fn job(&self, job: &JobId) -> Result<Option<JobRecord>, LedgerError> {
         match self.state().job(job) {
             Some(j) => Ok(Some(j.clone())),
-            None if self.bounded() => Ok(read::job(&self.db, job)?.map(|(r, _)| r)),
+            None if self.core.bounded() => StoreBackend::job(&self.db, job),
             None => Ok(None),
         }
     }
@@ -82,7 +84,7 @@ impl LedgerStore for PgStore {
     fn refund(&self, refund: &RefundId) -> Result<Option<RefundRecord>, LedgerError> {
         match self.state().refund(refund) {
             Some(r) => Ok(Some(r.clone())),
-            None if self.bounded() => Ok(read::refund(&self.db, refund)?.map(|(r, _)| r)),
+            None if self.core.bounded() => StoreBackend::refund(&self.db, refund),
             None => Ok(None),
         }
     }
@@ -90,7 +92,7 @@ impl LedgerStore for PgStore {
     fn effect(&self, effect: &EffectId) -> Result<Option<EffectRecord>, LedgerError> {
         match self.state().effect(effect) {
             Some(e) => Ok(Some(e.clone())),
-            None if self.bounded() => Ok(read::effect(&self.db, effect)?),
+            None if self.core.bounded() => StoreBackend::effect(&self.db, effect),
             None => Ok(None),
         }
     }
@@ -98,7 +100,7 @@ impl LedgerStore for PgStore {
     fn payment_ref_seq(&self, reference: &PaymentRef) -> Result<Option<u64>, LedgerError> {
         match self.state().payment_ref_seq(reference) {
             Some(seq) => Ok(Some(seq)),
-            None if self.bounded() => Ok(read::payment_seq(&self.db, reference)?),
+            None if self.core.bounded() => self.db.payment_seq(reference),
             None => Ok(None),
         }
     }
@@ -144,10 +146,10 @@ impl LedgerStore for PgStore {
     }
 
     fn write_snapshot(&mut self) -> Result<Option<u64>, LedgerError> {
-        PgStore::write_snapshot(self)
+        self.core.write_snapshot(&mut self.db)
     }
 
-    fn close(self) -> Result<(), LedgerError> {
-        PgStore::close(self)
+    fn close(mut self) -> Result<(), LedgerError> {
+        self.core.close(&mut self.db)
     }
 }
