@@ -4,6 +4,7 @@
 use paydvm_ledger::account::{Account, Balance};
 use paydvm_ledger::chain::Hash;
 use paydvm_ledger::snapshot::Snapshot;
+use paydvm_ledger::store::replay;
 use paydvm_ledger::store::resident::{PreparedGroup, Resident, StoreBackend};
 use paydvm_ledger::store::{Dirty, EventRows};
 use paydvm_ledger::{
@@ -14,7 +15,7 @@ use paydvm_ledger::{
 use crate::client::{Db, PgError};
 use crate::location::PgLocation;
 use crate::write::{Batch, EventWrite};
-use crate::{load, read, schema};
+use crate::{read, schema};
 
 pub struct PgStore {
     pub(crate) db: Db,
@@ -35,8 +36,8 @@ impl PgStore {
             schema::migrate(&db)?;
         }
         let loaded = match options.retention {
-            Retention::Everything => load::everything(&db)?,
-            Retention::OpenWork => load::open_work(&db)?,
+            Retention::Everything => replay::everything(&db)?,
+            Retention::OpenWork => replay::open_work(&db, true)?,
         };
         let mut store = PgStore {
             db,

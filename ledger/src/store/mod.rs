@@ -6,10 +6,11 @@ mod audit;
 mod backup;
 mod export;
 mod load;
+mod log_source;
 mod projections;
 mod queries;
 mod refs;
-mod replay;
+pub mod replay;
 pub mod resident;
 mod schema;
 mod snapshots;
@@ -154,7 +155,7 @@ impl Store {
     fn load(conn: Connection, options: &StoreOptions, version: u32) -> Result<Store, LedgerError> {
         let loaded = match options.retention {
             Retention::Everything => replay::everything(&conn)?,
-            Retention::OpenWork => replay::open_work(&conn, version)?,
+            Retention::OpenWork => replay::open_work(&conn, version >= schema::SNAPSHOT_VERSION)?,
         };
         Ok(Store {
             conn,
