@@ -146,17 +146,10 @@ pub fn stored_request(db: &Db, job: &JobId) -> Result<Option<String>, PgError> {
         format!("{SELECT_EVENT} WHERE job = $1 ORDER BY seq LIMIT 1"),
         vec![text(job.as_str())],
     )?;
-    Ok(match first.map(|r| stored_event(&r)).transpose()? {
-        Some(StoredEvent {
-            event:
-                LedgerEvent {
-                    body: EventBody::JobReceived { request, .. },
-                    ..
-                },
-            ..
-        }) => request,
-        _ => None,
-    })
+    Ok(first
+        .map(|r| stored_event(&r))
+        .transpose()?
+        .and_then(StoredEvent::into_request))
 }
 
 pub fn quoted_invoices(db: &Db) -> Result<Vec<(JobId, String)>, PgError> {

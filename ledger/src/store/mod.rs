@@ -69,6 +69,16 @@ pub struct StoredEvent {
     pub hash: Hash,
 }
 
+impl StoredEvent {
+    /// The request a `job_received` event stored (`stored_request` reads a job's first event).
+    pub fn into_request(self) -> Option<String> {
+        match self.event.body {
+            crate::event::EventBody::JobReceived { request, .. } => request,
+            _ => None,
+        }
+    }
+}
+
 /// The durable ledger. Holds the derived state in memory (all of it, or the open work only:
 /// see [`Retention`]); every append writes the events and the projection rows they change in one
 /// SQLite transaction.

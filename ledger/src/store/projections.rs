@@ -106,23 +106,28 @@ impl EventRows {
         refs.dedup();
         Ok(EventRows {
             job: change.subject_job.as_ref().map(|j| j.to_string()),
-            postings: change
-                .postings
-                .iter()
-                .map(|p| {
-                    (
-                        p.debit.to_string(),
-                        p.credit.to_string(),
-                        p.amount.as_msat(),
-                    )
-                })
-                .collect(),
+            postings: posting_rows(change),
             payments: change.payment_refs.iter().map(|r| r.to_string()).collect(),
             refs,
             body,
             hash,
         })
     }
+}
+
+/// A change's postings as stored: (debit, credit, amount in msat), in order.
+pub fn posting_rows(change: &Change) -> Vec<(String, String, u64)> {
+    change
+        .postings
+        .iter()
+        .map(|p| {
+            (
+                p.debit.to_string(),
+                p.credit.to_string(),
+                p.amount.as_msat(),
+            )
+        })
+        .collect()
 }
 
 /// One projection row to write: its key, searchable columns and record JSON.

@@ -7,7 +7,7 @@ use super::audit::{decode_row, raw_row};
 use super::{from_sql_int, to_sql_int, StoredEvent};
 use crate::account::{Account, Balance};
 use crate::error::LedgerError;
-use crate::event::{EventBody, LedgerEvent, PaymentOption};
+use crate::event::{EventBody, PaymentOption};
 use crate::ids::{JobId, PaymentRef};
 use crate::job::JobState;
 use crate::money::Msat;
@@ -35,17 +35,10 @@ pub(crate) fn stored_request(
         )?
         .query_row([job.as_str()], raw_row)
         .optional()?;
-    Ok(match row.map(decode_row).transpose()? {
-        Some(StoredEvent {
-            event:
-                LedgerEvent {
-                    body: EventBody::JobReceived { request, .. },
-                    ..
-                },
-            ..
-        }) => request,
-        _ => None,
-    })
+    Ok(row
+        .map(decode_row)
+        .transpose()?
+        .and_then(StoredEvent::into_request))
 }
 
 pub(crate) fn quoted_invoices(conn: &Connection) -> Result<Vec<(JobId, String)>, LedgerError> {
