@@ -1,5 +1,6 @@
 //! The PostgreSQL store against a real server: the store contract (`paydvm_ledger::conformance`)
-//! in both retentions and the snapshot contracts, plus what only this store has (a blocking
+//! in both retentions and the snapshot contracts, the ledger's model-based property tests
+//! (`model`), plus what only this store has (a blocking
 //! store used from inside a tokio runtime, two writers on one database). One test binary; the
 //! server is a throwaway cluster (`cluster`).
 
@@ -96,3 +97,4 @@ mod postgres {
 }
 
 mod blocking;
+mod model;
