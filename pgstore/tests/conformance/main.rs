@@ -97,4 +97,5 @@ mod postgres {
 }
 
 mod blocking;
+mod copy;
 mod model;
