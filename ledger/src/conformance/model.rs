@@ -1731,3 +1731,48 @@ pub fn explore() -> (HashSet<String>, HashSet<String>, HashSet<&'static str>) {
     }
     (job_states, refund_states, seen)
 }
+
+/// Runs `cmds` through a store keeping everything: it agrees with the model after every step,
+/// verifies, and holds the state a replay of the accepted events gives. Returns the store and
+/// that state (for a reopen check).
+pub fn store_agrees<S: LedgerStore>(
+    cmds: &[Cmd],
+    store: S,
+) -> Result<(S, LedgerState), TestCaseError> {
+    let store = std::cell::RefCell::new(store);
+    let accepted = run(
+        cmds,
+        |e| store.borrow_mut().append(e),
+        || store.borrow().state().clone(),
+    )?;
+    let store = store.into_inner();
+    if let Err(e) = store.verify() {
+        return Err(TestCaseError::fail(format!("verify failed: {e}")));
+    }
+    let full = replay(&accepted);
+    prop_assert_eq!(&full, store.state());
+    Ok((store, full))
+}
+
+/// The same through a store keeping open work only: the rules answer as if the whole history
+/// were in memory (the model checks the whole history, read from the stored projections),
+/// memory holds exactly the open work, and the store verifies. Returns the store and the open
+/// work a full replay holds (for a reopen check).
+pub fn bounded_store_agrees<S: LedgerStore>(
+    cmds: &[Cmd],
+    store: S,
+) -> Result<(S, LedgerState), TestCaseError> {
+    let store = std::cell::RefCell::new(store);
+    let accepted = run(
+        cmds,
+        |e| store.borrow_mut().append(e),
+        || store.borrow().projected_state().unwrap(),
+    )?;
+    let store = store.into_inner();
+    let open = replay(&accepted).open_work();
+    prop_assert_eq!(&open, store.state());
+    if let Err(e) = store.verify() {
+        return Err(TestCaseError::fail(format!("verify failed: {e}")));
+    }
+    Ok((store, open))
+}
