@@ -11,6 +11,7 @@
 
 mod builders;
 mod contracts;
+pub mod model;
 mod snapshot_contracts;
 
 pub use builders::*;

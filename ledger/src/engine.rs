@@ -55,7 +55,7 @@ impl Ledger {
 
     /// A ledger whose state is a snapshot taken after event `next_seq - 1`. It knows no
     /// idempotency key: the store looks keys up on disk.
-    pub(crate) fn resume(state: LedgerState, next_seq: u64) -> Self {
+    pub fn resume(state: LedgerState, next_seq: u64) -> Self {
         Ledger {
             state,
             keys: HashMap::new(),
@@ -67,18 +67,18 @@ impl Ledger {
         &self.state
     }
 
-    pub(crate) fn state_mut(&mut self) -> &mut LedgerState {
+    pub fn state_mut(&mut self) -> &mut LedgerState {
         &mut self.state
     }
 
     /// A key found on disk, so that the next group treats it as a duplicate.
-    pub(crate) fn note_key(&mut self, key: IdemKey, seq: u64) {
+    pub fn note_key(&mut self, key: IdemKey, seq: u64) {
         self.keys.insert(key, seq);
     }
 
     /// Forget the keys and payment references seen so far (a store keeping open work only, once
     /// everything is on disk: it looks them up there).
-    pub(crate) fn forget_history(&mut self) {
+    pub fn forget_history(&mut self) {
         self.keys = HashMap::new();
         self.state.forget_payment_refs();
     }

@@ -132,6 +132,9 @@ pub enum LedgerError {
     KeyRepeatedInGroup(IdemKey),
     #[error("storage: {0}")]
     Storage(#[from] rusqlite::Error),
+    /// A database server's error (a store other than SQLite: PostgreSQL).
+    #[error("database: {0}")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
     #[error("encoding: {0}")]
     Encoding(#[from] serde_json::Error),
     #[error("ledger file is corrupt: {0}")]

@@ -6,6 +6,7 @@ pub mod account;
 pub mod chain;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod copy;
 pub mod effect;
 pub mod engine;
 pub mod error;

@@ -3,6 +3,7 @@
 mod audit;
 mod backup;
 pub mod check_config;
+mod copy;
 mod export;
 mod fatal_signal;
 mod init;
@@ -267,6 +268,16 @@ enum LedgerCommand {
         /// The copy to create.
         copy: PathBuf,
     },
+    /// Copy a ledger to a new place: an SQLite file or a postgres:// URL, either way (the
+    /// password outside the URL: `?password_file=` or `?password_env=`). The destination must be
+    /// a new file or an empty database; both ends are verified. Exit 2 if either does not
+    /// verify or they differ.
+    Copy {
+        /// The ledger file or postgres:// URL to read (stop the node writing it first).
+        from: String,
+        /// The new ledger file or empty postgres:// database to write.
+        to: String,
+    },
     /// Count jobs by state and show account balances.
     Status {
         file: PathBuf,
@@ -367,6 +378,7 @@ fn dispatch(command: Command, scaffolded: &dyn Scaffolded) -> anyhow::Result<u8>
         }) => audit::run(&file, &reference, json),
         Command::Ledger(LedgerCommand::Export { file }) => export::run(&file),
         Command::Ledger(LedgerCommand::Backup { file, copy }) => backup::run(&file, &copy),
+        Command::Ledger(LedgerCommand::Copy { from, to }) => copy::run(&from, &to),
         Command::Ledger(LedgerCommand::Status {
             file,
             json,

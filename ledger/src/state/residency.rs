@@ -52,14 +52,14 @@ pub fn effect_ended(effect: &EffectRecord) -> bool {
 
 impl LedgerState {
     /// A job loaded from disk, with its account (absent when nothing was ever posted to it).
-    pub(crate) fn load_job(&mut self, job: JobRecord, account: Option<Balance>) {
+    pub fn load_job(&mut self, job: JobRecord, account: Option<Balance>) {
         if let Some(b) = account {
             self.balances.insert(Account::Job(job.job.clone()), b);
         }
         self.jobs.insert(job.job.clone(), job);
     }
 
-    pub(crate) fn load_refund(&mut self, refund: RefundRecord, account: Option<Balance>) {
+    pub fn load_refund(&mut self, refund: RefundRecord, account: Option<Balance>) {
         if let Some(b) = account {
             self.balances
                 .insert(Account::Refund(refund.refund.clone()), b);
@@ -67,12 +67,12 @@ impl LedgerState {
         self.refunds.insert(refund.refund.clone(), refund);
     }
 
-    pub(crate) fn load_effect(&mut self, effect: EffectRecord) {
+    pub fn load_effect(&mut self, effect: EffectRecord) {
         self.effects.insert(effect.effect.clone(), effect);
     }
 
     /// A payment reference found credited on disk, so that the plan refuses it again.
-    pub(crate) fn note_payment_ref(&mut self, reference: PaymentRef, seq: u64) {
+    pub fn note_payment_ref(&mut self, reference: PaymentRef, seq: u64) {
         self.payment_refs.insert(reference, seq);
     }
 
@@ -82,11 +82,7 @@ impl LedgerState {
 
     /// Drops the candidates that ended (and their accounts), unless `keep_job` says a job (with
     /// its refunds) is still needed. Returns how many records left.
-    pub(crate) fn evict(
-        &mut self,
-        candidates: &Candidates,
-        keep_job: &dyn Fn(&JobId) -> bool,
-    ) -> usize {
+    pub fn evict(&mut self, candidates: &Candidates, keep_job: &dyn Fn(&JobId) -> bool) -> usize {
         let mut left = 0;
         for id in &candidates.jobs {
             if self.jobs.get(id).is_some_and(job_ended) && !keep_job(id) {
@@ -116,7 +112,7 @@ impl LedgerState {
     }
 
     /// Every resident record, as eviction candidates (a sweep of the whole resident state).
-    pub(crate) fn all_resident(&self) -> Candidates {
+    pub fn all_resident(&self) -> Candidates {
         Candidates {
             jobs: self.jobs.keys().cloned().collect(),
             refunds: self.refunds.keys().cloned().collect(),
@@ -141,4 +137,42 @@ impl LedgerState {
             && self.refunds.values().all(|r| !refund_ended(r))
             && self.effects.values().all(|e| !effect_ended(e))
     }
+
+    /// The derived state of a whole written history from a store's projection rows (what
+    /// `LedgerStore::projected_state` answers): refunds' reservations are summed again.
+    pub fn from_projections(rows: ProjectedRows) -> Result<LedgerState, crate::LedgerError> {
+        let mut state = LedgerState::default();
+        for j in rows.jobs {
+            state.jobs.insert(j.job.clone(), j);
+        }
+        let money = |e: crate::MoneyError| crate::LedgerError::Corrupt(format!("refunds: {e}"));
+        for r in rows.refunds {
+            if let Some((asset, amount)) = r.reservation().map_err(money)? {
+                let total = state.reserved.entry(asset).or_default();
+                *total = total.checked_add(amount).map_err(money)?;
+            }
+            state.refunds.insert(r.refund.clone(), r);
+        }
+        state.reserved.retain(|_, total| !total.is_zero());
+        for s in rows.subscriptions {
+            state.subscriptions.insert(s.subscription.clone(), s);
+        }
+        for e in rows.effects {
+            state.effects.insert(e.effect.clone(), e);
+        }
+        state.balances = rows.balances.into_iter().collect();
+        state.payment_refs = rows.payment_refs.into_iter().collect();
+        Ok(state)
+    }
+}
+
+/// A store's projection tables, read back whole.
+#[derive(Debug, Default)]
+pub struct ProjectedRows {
+    pub jobs: Vec<JobRecord>,
+    pub refunds: Vec<RefundRecord>,
+    pub subscriptions: Vec<crate::subscription::SubscriptionRecord>,
+    pub effects: Vec<EffectRecord>,
+    pub balances: Vec<(Account, Balance)>,
+    pub payment_refs: Vec<(PaymentRef, u64)>,
 }

@@ -13,8 +13,8 @@ impl Store {
     /// The copy is created with mode 0600, like the ledger. Staged groups are not in it: flush
     /// first.
     pub fn backup_to(&self, dest: &Path) -> Result<(), LedgerError> {
-        if !self.staged.is_empty() {
-            return Err(LedgerError::Staged(self.staged.len()));
+        if self.staged_groups() > 0 {
+            return Err(LedgerError::Staged(self.staged_groups()));
         }
         let Some(name) = dest.to_str() else {
             return Err(LedgerError::Io(std::io::Error::new(

@@ -73,6 +73,144 @@ impl Dirty {
     }
 }
 
+/// What one event stores besides its row: every store writes these, whatever its SQL.
+#[derive(Debug, Clone)]
+pub struct EventRows {
+    /// The canonical JSON of the body (what the hash covers).
+    pub body: String,
+    pub hash: Hash,
+    /// The job the event concerns (`events.job`, `refs.job`).
+    pub job: Option<String>,
+    /// (debit, credit, amount in msat), numbered from 0 in this order.
+    pub postings: Vec<(String, String, u64)>,
+    /// Payment references credited by the event.
+    pub payments: Vec<String>,
+    /// Outside references that find the event (deduplicated).
+    pub refs: Vec<String>,
+}
+
+impl EventRows {
+    pub fn new(
+        seq: u64,
+        prev: &Hash,
+        event: &LedgerEvent,
+        change: &Change,
+    ) -> Result<Self, LedgerError> {
+        let body = serde_json::to_string(&event.body)?;
+        let hash = event_hash(prev, seq, event.at.0, event.key.as_str(), &body);
+        let mut refs: Vec<String> = event_refs(&event.body)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        refs.sort();
+        refs.dedup();
+        Ok(EventRows {
+            job: change.subject_job.as_ref().map(|j| j.to_string()),
+            postings: posting_rows(change),
+            payments: change.payment_refs.iter().map(|r| r.to_string()).collect(),
+            refs,
+            body,
+            hash,
+        })
+    }
+}
+
+/// A change's postings as stored: (debit, credit, amount in msat), in order.
+pub fn posting_rows(change: &Change) -> Vec<(String, String, u64)> {
+    change
+        .postings
+        .iter()
+        .map(|p| {
+            (
+                p.debit.to_string(),
+                p.credit.to_string(),
+                p.amount.as_msat(),
+            )
+        })
+        .collect()
+}
+
+/// One projection row to write: its key, searchable columns and record JSON.
+#[derive(Debug, Clone)]
+pub struct ProjectionRow {
+    pub key: String,
+    /// A job's or refund's state name (empty for other tables).
+    pub state: String,
+    /// A refund's job.
+    pub job: Option<String>,
+    /// An effect's outcome is recorded.
+    pub done: bool,
+    pub record: String,
+    /// The seq of the last event that changed the row in this transaction.
+    pub changed: u64,
+    /// Created by this transaction: inserted, never replacing a row that exists.
+    pub created: bool,
+}
+
+/// Every projection row one transaction changed, with its final value.
+#[derive(Debug, Clone, Default)]
+pub struct ProjectionRows {
+    pub jobs: Vec<ProjectionRow>,
+    pub refunds: Vec<ProjectionRow>,
+    pub subscriptions: Vec<ProjectionRow>,
+    pub effects: Vec<ProjectionRow>,
+    /// (account, debits, credits) in msat.
+    pub balances: Vec<(String, u64, u64)>,
+}
+
+fn row(key: &str, record: String, t: Touch) -> ProjectionRow {
+    ProjectionRow {
+        key: key.to_string(),
+        state: String::new(),
+        job: None,
+        done: false,
+        record,
+        changed: t.seq,
+        created: t.created,
+    }
+}
+
+impl Dirty {
+    /// The rows to write for `state`, the state after the transaction's events.
+    pub fn rows(&self, state: &LedgerState) -> Result<ProjectionRows, LedgerError> {
+        let mut out = ProjectionRows::default();
+        for (id, t) in &self.jobs {
+            let j = state.job(id).expect("dirty job exists");
+            let mut r = row(id.as_str(), serde_json::to_string(j)?, *t);
+            r.state = j.state.as_str().to_string();
+            out.jobs.push(r);
+        }
+        for (id, t) in &self.refunds {
+            let rf = state.refund(id).expect("dirty refund exists");
+            let mut r = row(id.as_str(), serde_json::to_string(rf)?, *t);
+            r.state = rf.state.as_str().to_string();
+            r.job = rf.job.as_ref().map(|j| j.to_string());
+            out.refunds.push(r);
+        }
+        let untouched = Touch {
+            seq: 0,
+            created: false,
+        };
+        for id in &self.subscriptions {
+            let s = state.subscription(id).expect("dirty subscription exists");
+            out.subscriptions
+                .push(row(id.as_str(), serde_json::to_string(s)?, untouched));
+        }
+        for (id, t) in &self.effects {
+            let e = state.effect(id).expect("dirty effect exists");
+            let mut r = row(id.as_str(), serde_json::to_string(e)?, *t);
+            r.done = e.outcome.is_some();
+            out.effects.push(r);
+        }
+        for a in &self.accounts {
+            let b = state.balance(a);
+            out.balances
+                .push((a.to_string(), b.debits.as_msat(), b.credits.as_msat()));
+        }
+        Ok(out)
+    }
+}
+
 pub struct Writer<'t> {
     tx: &'t Transaction<'t>,
 }
@@ -90,60 +228,58 @@ impl<'t> Writer<'t> {
         event: &LedgerEvent,
         change: &Change,
     ) -> Result<Hash, LedgerError> {
-        let body = serde_json::to_string(&event.body)?;
-        let hash = event_hash(prev, seq, event.at.0, event.key.as_str(), &body);
-        let job = change.subject_job.as_ref().map(|j| j.as_str());
+        let rows = EventRows::new(seq, prev, event, change)?;
+        let job = rows.job.as_deref();
         let seq_i = to_sql_int(seq, "seq")?;
         let mut ins = self.tx.prepare_cached(
             "INSERT INTO events(seq, idem_key, at, type, job, body, prev_hash, hash) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
-        insert_event_row(&mut ins, seq, event, job, &body, prev, &hash)?;
+        insert_event_row(&mut ins, seq, event, job, &rows.body, prev, &rows.hash)?;
         let mut post = self.tx.prepare_cached(
             "INSERT INTO postings(seq, n, debit, credit, amount) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        for (n, p) in change.postings.iter().enumerate() {
+        for (n, (debit, credit, amount)) in rows.postings.iter().enumerate() {
             post.execute(params![
                 seq_i,
                 n as i64,
-                p.debit.to_string(),
-                p.credit.to_string(),
-                to_sql_int(p.amount.as_msat(), "amount")?,
+                debit,
+                credit,
+                to_sql_int(*amount, "amount")?
             ])?;
         }
         let mut pay = self
             .tx
             .prepare_cached("INSERT INTO payments(reference, seq) VALUES (?1, ?2)")?;
-        for r in &change.payment_refs {
-            pay.execute(params![r.as_str(), seq_i])?;
+        for r in &rows.payments {
+            pay.execute(params![r, seq_i])?;
         }
         let mut refs = self.tx.prepare_cached(
             "INSERT OR IGNORE INTO refs(seq, reference, job) VALUES (?1, ?2, ?3)",
         )?;
-        for r in event_refs(&event.body) {
+        for r in &rows.refs {
             refs.execute(params![seq_i, r, job])?;
         }
-        Ok(hash)
+        Ok(rows.hash)
     }
 
     pub fn projections(&mut self, state: &LedgerState, dirty: &Dirty) -> Result<(), LedgerError> {
-        for (id, t) in &dirty.jobs {
-            let j = state.job(id).expect("dirty job exists");
-            let sql = if t.created {
+        let rows = dirty.rows(state)?;
+        for row in &rows.jobs {
+            let sql = if row.created {
                 "INSERT INTO jobs(job, state, record, changed) VALUES (?1, ?2, ?3, ?4)"
             } else {
                 "INSERT OR REPLACE INTO jobs(job, state, record, changed) VALUES (?1, ?2, ?3, ?4)"
             };
             self.tx.prepare_cached(sql)?.execute(params![
-                id.as_str(),
-                j.state.as_str(),
-                serde_json::to_string(j)?,
-                to_sql_int(t.seq, "seq")?,
+                row.key,
+                row.state,
+                row.record,
+                to_sql_int(row.changed, "seq")?,
             ])?;
         }
-        for (id, t) in &dirty.refunds {
-            let r = state.refund(id).expect("dirty refund exists");
-            let sql = if t.created {
+        for row in &rows.refunds {
+            let sql = if row.created {
                 "INSERT INTO refunds(refund, job, state, record, changed) \
                  VALUES (?1, ?2, ?3, ?4, ?5)"
             } else {
@@ -151,50 +287,37 @@ impl<'t> Writer<'t> {
                  VALUES (?1, ?2, ?3, ?4, ?5)"
             };
             self.tx.prepare_cached(sql)?.execute(params![
-                id.as_str(),
-                r.job.as_ref().map(|j| j.as_str()),
-                r.state.as_str(),
-                serde_json::to_string(r)?,
-                to_sql_int(t.seq, "seq")?,
+                row.key,
+                row.job,
+                row.state,
+                row.record,
+                to_sql_int(row.changed, "seq")?,
             ])?;
         }
         let mut subs = self.tx.prepare_cached(
             "INSERT OR REPLACE INTO subscriptions(subscription, record) VALUES (?1, ?2)",
         )?;
-        for id in &dirty.subscriptions {
-            let s = state.subscription(id).expect("dirty subscription exists");
-            subs.execute(params![id.as_str(), serde_json::to_string(s)?])?;
+        for row in &rows.subscriptions {
+            subs.execute(params![row.key, row.record])?;
         }
-        for (id, t) in &dirty.effects {
-            let e = state.effect(id).expect("dirty effect exists");
-            let sql = if t.created {
+        for row in &rows.effects {
+            let sql = if row.created {
                 "INSERT INTO effects(effect, done, record) VALUES (?1, ?2, ?3)"
             } else {
                 "INSERT OR REPLACE INTO effects(effect, done, record) VALUES (?1, ?2, ?3)"
             };
-            self.tx.prepare_cached(sql)?.execute(params![
-                id.as_str(),
-                e.outcome.is_some(),
-                serde_json::to_string(e)?
-            ])?;
+            self.tx
+                .prepare_cached(sql)?
+                .execute(params![row.key, row.done, row.record])?;
         }
-        self.balances(state, &dirty.accounts)
-    }
-
-    fn balances(
-        &mut self,
-        state: &LedgerState,
-        accounts: &HashSet<Account>,
-    ) -> Result<(), LedgerError> {
         let mut balances = self.tx.prepare_cached(
             "INSERT OR REPLACE INTO balances(account, debits, credits) VALUES (?1, ?2, ?3)",
         )?;
-        for a in accounts {
-            let b = state.balance(a);
+        for (account, debits, credits) in &rows.balances {
             balances.execute(params![
-                a.to_string(),
-                to_sql_int(b.debits.as_msat(), "debits")?,
-                to_sql_int(b.credits.as_msat(), "credits")?,
+                account,
+                to_sql_int(*debits, "debits")?,
+                to_sql_int(*credits, "credits")?,
             ])?;
         }
         Ok(())

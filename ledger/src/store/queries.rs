@@ -6,16 +6,13 @@ use rusqlite::{Connection, OptionalExtension};
 use super::audit::{decode_row, raw_row};
 use super::{from_sql_int, to_sql_int, StoredEvent};
 use crate::account::{Account, Balance};
-use crate::effect::EffectRecord;
 use crate::error::LedgerError;
-use crate::event::{EventBody, LedgerEvent};
 use crate::ids::{JobId, PaymentRef};
-use crate::job::{JobRecord, JobState};
+use crate::job::JobState;
 use crate::ledger_store::QuotedInvoice;
 use crate::money::Msat;
-use crate::refund::{RefundRecord, RefundState};
+use crate::refund::RefundState;
 use crate::state::LedgerState;
-use crate::subscription::SubscriptionRecord;
 
 pub(crate) fn event(conn: &Connection, seq: u64) -> Result<Option<StoredEvent>, LedgerError> {
     let row = conn
@@ -38,17 +35,10 @@ pub(crate) fn stored_request(
         )?
         .query_row([job.as_str()], raw_row)
         .optional()?;
-    Ok(match row.map(decode_row).transpose()? {
-        Some(StoredEvent {
-            event:
-                LedgerEvent {
-                    body: EventBody::JobReceived { request, .. },
-                    ..
-                },
-            ..
-        }) => request,
-        _ => None,
-    })
+    Ok(row
+        .map(decode_row)
+        .transpose()?
+        .and_then(StoredEvent::into_request))
 }
 
 pub(crate) fn quoted_invoices(conn: &Connection) -> Result<Vec<QuotedInvoice>, LedgerError> {
@@ -142,34 +132,20 @@ fn records<T: serde::de::DeserializeOwned>(
 
 /// The whole written history's derived state, from the projection tables.
 pub(crate) fn projected_state(conn: &Connection) -> Result<LedgerState, LedgerError> {
-    let mut state = LedgerState::default();
-    for j in records::<JobRecord>(conn, "SELECT record FROM jobs")? {
-        state.jobs.insert(j.job.clone(), j);
-    }
-    for r in records::<RefundRecord>(conn, "SELECT record FROM refunds")? {
-        let money = |e: crate::money::MoneyError| LedgerError::Corrupt(format!("refunds: {e}"));
-        if let Some((asset, amount)) = r.reservation().map_err(money)? {
-            let total = state.reserved.entry(asset).or_default();
-            *total = total.checked_add(amount).map_err(money)?;
-        }
-        state.refunds.insert(r.refund.clone(), r);
-    }
-    state.reserved.retain(|_, total| !total.is_zero());
-    for s in records::<SubscriptionRecord>(conn, "SELECT record FROM subscriptions")? {
-        state.subscriptions.insert(s.subscription.clone(), s);
-    }
-    for e in records::<EffectRecord>(conn, "SELECT record FROM effects")? {
-        state.effects.insert(e.effect.clone(), e);
-    }
-    state.balances = account_balances(conn)?.into_iter().collect();
+    let mut payment_refs = Vec::new();
     let mut stmt = conn.prepare("SELECT reference, seq FROM payments")?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         let reference = PaymentRef::new(r.get::<_, String>(0)?)
             .map_err(|e| LedgerError::Corrupt(format!("payments row: {e}")))?;
-        state
-            .payment_refs
-            .insert(reference, from_sql_int(r.get(1)?, "seq")?);
+        payment_refs.push((reference, from_sql_int(r.get(1)?, "seq")?));
     }
-    Ok(state)
+    LedgerState::from_projections(crate::state::residency::ProjectedRows {
+        jobs: records(conn, "SELECT record FROM jobs")?,
+        refunds: records(conn, "SELECT record FROM refunds")?,
+        subscriptions: records(conn, "SELECT record FROM subscriptions")?,
+        effects: records(conn, "SELECT record FROM effects")?,
+        balances: account_balances(conn)?,
+        payment_refs,
+    })
 }

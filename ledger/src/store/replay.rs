@@ -6,24 +6,49 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher};
 
-use rusqlite::Connection;
-
-use super::audit::{decode_row, raw_row};
-use super::{from_sql_int, load, schema, snapshots, to_sql_int, StoredEvent};
+use super::resident::StoreBackend;
+use super::StoredEvent;
 use crate::account::Account;
 use crate::chain::{Hash, GENESIS};
 use crate::engine::Ledger;
 use crate::error::LedgerError;
 use crate::footprint::{footprint, Use};
-use crate::ids::JobId;
-use crate::job::JobState;
+use crate::ids::{JobId, RefundId, SubscriptionId};
+use crate::job::{JobRecord, JobState};
 use crate::ledger_store::{OpenReport, SnapshotUse};
-use crate::refund::RefundState;
+use crate::refund::{RefundRecord, RefundState};
 use crate::snapshot::{self, Rejected, Snapshot};
 use crate::state::LedgerState;
+use crate::subscription::SubscriptionRecord;
+
+/// What loading needs of a store besides [`StoreBackend`]'s reads: the log in order, the
+/// snapshot, and the `changed` seq of projection rows. The SQL given to [`LogSource::count`]
+/// is portable (SQLite and PostgreSQL with byte-order text keys).
+pub trait LogSource: StoreBackend {
+    /// Calls `apply` for every stored event after seq `after`, in seq order.
+    fn each_event(
+        &self,
+        after: u64,
+        apply: &mut dyn FnMut(StoredEvent) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError>;
+    /// For every job, the seq of the last event whose `job` column names it.
+    fn last_touch(&self) -> Result<Vec<(String, u64)>, LedgerError>;
+    fn newest_snapshot(&self) -> Result<Option<Snapshot>, LedgerError>;
+    /// The hash stored for event `seq`.
+    fn event_hash(&self, seq: u64) -> Result<Option<Vec<u8>>, LedgerError>;
+    /// A job row with the seq of the last event that changed it (`None`: not recorded).
+    fn job_changed(&self, id: &JobId) -> Result<Option<(JobRecord, Option<u64>)>, LedgerError>;
+    fn refund_changed(
+        &self,
+        id: &RefundId,
+    ) -> Result<Option<(RefundRecord, Option<u64>)>, LedgerError>;
+    fn subscription(&self, id: &SubscriptionId) -> Result<Option<SubscriptionRecord>, LedgerError>;
+    /// The single number `sql` selects.
+    fn count(&self, sql: &str) -> Result<u64, LedgerError>;
+}
 
 /// The state a store opened with, its head hash, and how it got there.
-pub(crate) struct Loaded {
+pub struct Loaded {
     pub ledger: Ledger,
     pub head: Hash,
     pub report: OpenReport,
@@ -35,19 +60,13 @@ const SWEEP_EVERY: u64 = 4_096;
 /// Calls `apply` for every stored event after `after`, in order, checking that each follows the
 /// chain from `head` and that seqs are contiguous. Returns the last hash and the count.
 fn each_event(
-    conn: &Connection,
+    src: &impl LogSource,
     after: u64,
     mut head: Hash,
     mut apply: impl FnMut(StoredEvent) -> Result<(), LedgerError>,
 ) -> Result<(Hash, u64), LedgerError> {
-    let mut stmt = conn.prepare(
-        "SELECT seq, idem_key, at, job, body, prev_hash, hash FROM events WHERE seq > ?1 \
-         ORDER BY seq",
-    )?;
-    let mut rows = stmt.query([to_sql_int(after, "seq")?])?;
     let mut expected = after + 1;
-    while let Some(row) = rows.next()? {
-        let stored = decode_row(raw_row(row)?)?;
+    src.each_event(after, &mut |stored| {
         if stored.seq != expected || stored.prev_hash != head {
             return Err(LedgerError::Corrupt(format!(
                 "event {} does not follow the chain; run `paydvm ledger verify`",
@@ -56,15 +75,15 @@ fn each_event(
         }
         head = stored.hash;
         expected += 1;
-        apply(stored)?;
-    }
+        apply(stored)
+    })?;
     Ok((head, expected - 1 - after))
 }
 
 /// The whole log into memory.
-pub(crate) fn everything(conn: &Connection) -> Result<Loaded, LedgerError> {
+pub fn everything(src: &impl LogSource) -> Result<Loaded, LedgerError> {
     let mut ledger = Ledger::new();
-    let (head, replayed) = each_event(conn, 0, GENESIS, |stored| {
+    let (head, replayed) = each_event(src, 0, GENESIS, |stored| {
         ledger.apply(&stored.event).map(|_| ())
     })?;
     Ok(Loaded {
@@ -79,11 +98,12 @@ pub(crate) fn everything(conn: &Connection) -> Result<Loaded, LedgerError> {
 }
 
 /// The open work: from the newest snapshot when it passes every check, else from the whole log.
-pub(crate) fn open_work(conn: &Connection, version: u32) -> Result<Loaded, LedgerError> {
+/// `snapshots`: the schema has snapshots and `changed` columns.
+pub fn open_work(src: &impl LogSource, snapshots: bool) -> Result<Loaded, LedgerError> {
     let mut snapshot_use = SnapshotUse::Absent;
-    if version >= schema::SNAPSHOT_VERSION {
-        if let Some(s) = snapshots::newest(conn)? {
-            match from_snapshot(conn, &s)? {
+    if snapshots {
+        if let Some(s) = src.newest_snapshot()? {
+            match from_snapshot(src, &s)? {
                 Ok((ledger, head, replayed)) => {
                     return Ok(Loaded {
                         report: OpenReport {
@@ -104,7 +124,7 @@ pub(crate) fn open_work(conn: &Connection, version: u32) -> Result<Loaded, Ledge
             }
         }
     }
-    let (ledger, head, replayed) = whole_log_open_work(conn)?;
+    let (ledger, head, replayed) = whole_log_open_work(src)?;
     Ok(Loaded {
         report: OpenReport {
             head: replayed,
@@ -125,14 +145,9 @@ fn job_digest(job: &str) -> u64 {
 /// For every job, the last event that concerns it (by the `job` column, which every event that
 /// reads or changes a job, its refunds or its effects carries). Keyed by a 64-bit digest of the
 /// job id: two jobs sharing a digest only keep one of them in memory a little longer.
-fn last_touch(conn: &Connection) -> Result<HashMap<u64, u64>, LedgerError> {
-    let mut stmt =
-        conn.prepare("SELECT job, max(seq) FROM events WHERE job IS NOT NULL GROUP BY job")?;
-    let mut rows = stmt.query([])?;
+fn last_touch(src: &impl LogSource) -> Result<HashMap<u64, u64>, LedgerError> {
     let mut last: HashMap<u64, u64> = HashMap::new();
-    while let Some(r) = rows.next()? {
-        let job: String = r.get(0)?;
-        let seq = from_sql_int(r.get(1)?, "seq")?;
+    for (job, seq) in src.last_touch()? {
         let e = last.entry(job_digest(&job)).or_default();
         *e = (*e).max(seq);
     }
@@ -148,10 +163,10 @@ fn sweep(ledger: &mut Ledger, last: &HashMap<u64, u64>, seq: u64) {
 }
 
 /// The whole log, keeping only what is open or still named by a later event.
-fn whole_log_open_work(conn: &Connection) -> Result<(Ledger, Hash, u64), LedgerError> {
-    let last = last_touch(conn)?;
+fn whole_log_open_work(src: &impl LogSource) -> Result<(Ledger, Hash, u64), LedgerError> {
+    let last = last_touch(src)?;
     let mut ledger = Ledger::new();
-    let (head, replayed) = each_event(conn, 0, GENESIS, |stored| {
+    let (head, replayed) = each_event(src, 0, GENESIS, |stored| {
         ledger.apply(&stored.event)?;
         if stored.seq % SWEEP_EVERY == 0 {
             sweep(&mut ledger, &last, stored.seq);
@@ -167,25 +182,25 @@ fn whole_log_open_work(conn: &Connection) -> Result<(Ledger, Hash, u64), LedgerE
 /// `Ok(Err(why))`: not usable (the caller replays the whole log); `Err`: the store failed.
 #[allow(clippy::type_complexity)]
 fn from_snapshot(
-    conn: &Connection,
+    src: &impl LogSource,
     s: &Snapshot,
 ) -> Result<Result<(Ledger, Hash, u64), Rejected>, LedgerError> {
     let state = match snapshot::decode(s) {
         Ok(state) => state,
         Err(why) => return Ok(Err(why)),
     };
-    match load::event_hash(conn, s.seq)? {
+    match src.event_hash(s.seq)? {
         None => return Ok(Err(Rejected::PastHead(s.seq))),
         Some(h) if h[..] != s.hash[..] => return Ok(Err(Rejected::NotOnChain(s.seq))),
         Some(_) => {}
     }
     let mut ledger = Ledger::resume(state, s.seq + 1);
     let mut rejected = None;
-    let (head, replayed) = each_event(conn, s.seq, s.hash, |stored| {
+    let (head, replayed) = each_event(src, s.seq, s.hash, |stored| {
         if rejected.is_some() {
             return Ok(());
         }
-        if let Err(why) = load_for_tail(conn, &mut ledger, &stored, s.seq)? {
+        if let Err(why) = load_for_tail(src, &mut ledger, &stored, s.seq)? {
             rejected = Some(why);
             return Ok(());
         }
@@ -201,7 +216,7 @@ fn from_snapshot(
         return Ok(Err(why));
     }
     sweep(&mut ledger, &HashMap::new(), u64::MAX);
-    if let Err(why) = agrees_with_projections(conn, ledger.state())? {
+    if let Err(why) = agrees_with_projections(src, ledger.state())? {
         return Ok(Err(why));
     }
     Ok(Ok((ledger, head, replayed)))
@@ -212,7 +227,7 @@ fn from_snapshot(
 /// snapshot (then the row is its value at the snapshot); otherwise the snapshot cannot be used.
 /// Records the event creates are not loaded: in a valid log they do not exist yet.
 fn load_for_tail(
-    conn: &Connection,
+    src: &impl LogSource,
     ledger: &mut Ledger,
     stored: &StoredEvent,
     snapshot_seq: u64,
@@ -233,12 +248,12 @@ fn load_for_tail(
         .collect();
     for (id, _) in fp.refunds.iter().filter(|(_, u)| *u == Use::Load) {
         if ledger.state().refund(id).is_none() {
-            if let Some(row) = load::refund(conn, id, true)? {
-                if let Err(why) = too_new("refund", id.as_str(), row.changed) {
+            if let Some((record, changed)) = src.refund_changed(id)? {
+                if let Err(why) = too_new("refund", id.as_str(), changed) {
                     return Ok(Err(why));
                 }
-                let account = load::balance(conn, &Account::Refund((*id).clone()))?;
-                ledger.state_mut().load_refund(row.record, account);
+                let account = src.balance(&Account::Refund((*id).clone()))?;
+                ledger.state_mut().load_refund(record, account);
             }
         }
         jobs.extend(ledger.state().refund(id).and_then(|r| r.job.clone()));
@@ -247,16 +262,16 @@ fn load_for_tail(
         if ledger.state().job(&id).is_some() {
             continue;
         }
-        if let Some(row) = load::job(conn, &id, true)? {
-            if let Err(why) = too_new("job", id.as_str(), row.changed) {
+        if let Some((record, changed)) = src.job_changed(&id)? {
+            if let Err(why) = too_new("job", id.as_str(), changed) {
                 return Ok(Err(why));
             }
-            let account = load::balance(conn, &Account::Job(id.clone()))?;
-            ledger.state_mut().load_job(row.record, account);
+            let account = src.balance(&Account::Job(id.clone()))?;
+            ledger.state_mut().load_job(record, account);
         }
     }
     for (id, _) in fp.effects.iter().filter(|(_, u)| *u == Use::Load) {
-        if ledger.state().effect(id).is_none() && load::effect(conn, id)?.is_some() {
+        if ledger.state().effect(id).is_none() && src.effect(id)?.is_some() {
             return Ok(Err(Rejected::TailNeedsHistory(format!(
                 "event {} names effect {id}, done before the snapshot",
                 stored.seq
@@ -275,44 +290,35 @@ fn names<T: Copy>(states: &[T], name: fn(T) -> &'static str) -> String {
         .join(",")
 }
 
-fn count(conn: &Connection, sql: &str) -> Result<u64, LedgerError> {
-    let n: i64 = conn.query_row(sql, [], |r| r.get(0))?;
-    from_sql_int(n, "count")
-}
-
 /// The state loaded from a snapshot must equal the stored projections of every resident record,
 /// and hold every open record and every account other than per-job and per-refund ones.
 fn agrees_with_projections(
-    conn: &Connection,
+    src: &impl LogSource,
     state: &LedgerState,
 ) -> Result<Result<(), Rejected>, LedgerError> {
     let differs = |what: &str, id: &str| Ok(Err(Rejected::Projections(format!("{what} {id}"))));
     for j in state.jobs() {
-        if load::job(conn, &j.job, true)?.map(|r| r.record).as_ref() != Some(j) {
+        if src.job(&j.job)?.as_ref() != Some(j) {
             return differs("job", j.job.as_str());
         }
     }
     for r in state.refunds() {
-        if load::refund(conn, &r.refund, true)?
-            .map(|r| r.record)
-            .as_ref()
-            != Some(r)
-        {
+        if src.refund(&r.refund)?.as_ref() != Some(r) {
             return differs("refund", r.refund.as_str());
         }
     }
     for e in state.effects() {
-        if load::effect(conn, &e.effect)?.as_ref() != Some(e) {
+        if src.effect(&e.effect)?.as_ref() != Some(e) {
             return differs("effect", e.effect.as_str());
         }
     }
     for s in state.subscriptions() {
-        if load::subscription(conn, &s.subscription)?.as_ref() != Some(s) {
+        if src.subscription(&s.subscription)?.as_ref() != Some(s) {
             return differs("subscription", s.subscription.as_str());
         }
     }
     for (account, balance) in state.balances() {
-        if load::balance(conn, account)?.as_ref() != Some(balance) {
+        if src.balance(account)?.as_ref() != Some(balance) {
             return differs("account", &account.to_string());
         }
     }
@@ -343,7 +349,7 @@ fn agrees_with_projections(
         ),
         (
             "effects not done",
-            "SELECT count(*) FROM effects WHERE done = 0".to_string(),
+            "SELECT count(*) FROM effects WHERE NOT done".to_string(),
             state.effects().count(),
         ),
         (
@@ -365,7 +371,7 @@ fn agrees_with_projections(
         ),
     ];
     for (what, sql, resident) in counts {
-        let stored = count(conn, &sql)?;
+        let stored = src.count(&sql)?;
         if stored != resident as u64 {
             return Ok(Err(Rejected::Projections(format!(
                 "{stored} {what} stored, {resident} in the snapshot's state"

@@ -66,7 +66,7 @@ impl LedgerStore for Store {
     }
 
     fn seq_of_key(&self, key: &IdemKey) -> Result<Option<u64>, LedgerError> {
-        match self.ledger.seq_of_key(key) {
+        match self.ledger().seq_of_key(key) {
             Some(seq) => Ok(Some(seq)),
             None if self.bounded() => load::key_seq(&self.conn, key),
             None => Ok(None),

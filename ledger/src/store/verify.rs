@@ -147,17 +147,7 @@ pub fn verify_connection(conn: &Connection) -> Result<VerifyReport, VerifyFailur
         if change.subject_job.as_ref().map(|j| j.as_str()) != stored.job.as_deref() {
             return Err(bad(seq, "job column does not match the event"));
         }
-        let want: Vec<(String, String, u64)> = change
-            .postings
-            .iter()
-            .map(|p| {
-                (
-                    p.debit.to_string(),
-                    p.credit.to_string(),
-                    p.amount.as_msat(),
-                )
-            })
-            .collect();
+        let want = super::projections::posting_rows(&change);
         let got: Vec<(String, String, u64)> = posting_rows.take_seq(seq)?;
         if got != want {
             return Err(bad(

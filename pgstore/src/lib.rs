@@ -1,0 +1,22 @@
+//! paydvm-ledger-pg: the ledger on PostgreSQL, an implementation of
+//! [`paydvm_ledger::LedgerStore`] that passes the same conformance suite as the SQLite store.
+//!
+//! The state the core decides on is in memory, as with SQLite; PostgreSQL holds the log and its
+//! projections, written one transaction per flush. The trait is blocking: the store owns a small
+//! tokio runtime and waits on it (see `client`). See `docs/postgres.md`.
+
+mod audit;
+mod client;
+mod load;
+mod location;
+mod read;
+mod schema;
+mod store;
+mod trait_impl;
+mod verify;
+mod write;
+
+pub use client::PgError;
+pub use location::{LocationError, PgLocation};
+pub use schema::SCHEMA_VERSION;
+pub use store::PgStore;

@@ -1,0 +1,119 @@
+//! The store: the ledger's shared in-memory side ([`Resident`]: derived state, staged groups,
+//! trimming, snapshots) over this crate's PostgreSQL I/O ([`StoreBackend`] for [`Db`]).
+
+use paydvm_ledger::account::{Account, Balance};
+use paydvm_ledger::chain::Hash;
+use paydvm_ledger::snapshot::Snapshot;
+use paydvm_ledger::store::replay;
+use paydvm_ledger::store::resident::{PreparedGroup, Resident, StoreBackend};
+use paydvm_ledger::store::{Dirty, EventRows};
+use paydvm_ledger::{
+    AppendOutcome, EffectId, EffectRecord, IdemKey, JobId, JobRecord, Ledger, LedgerError,
+    PaymentRef, RefundId, RefundRecord, Retention, StoreOptions,
+};
+
+use crate::client::{Db, PgError};
+use crate::location::PgLocation;
+use crate::write::{Batch, EventWrite};
+use crate::{read, schema};
+
+pub struct PgStore {
+    pub(crate) db: Db,
+    pub(crate) core: Resident,
+}
+
+impl PgStore {
+    /// Connect, create the tables in an empty database (unless read-only) and load the state.
+    pub fn open_with(location: &str, options: &StoreOptions) -> Result<PgStore, LedgerError> {
+        let location = PgLocation::parse(location).map_err(PgError::from)?;
+        let db = Db::connect(&location, options.durability)?;
+        if options.read_only {
+            let found = schema::version(&db)?;
+            if found != schema::SCHEMA_VERSION {
+                return Err(LedgerError::NotALedger(location.to_string(), found));
+            }
+        } else {
+            schema::migrate(&db)?;
+        }
+        let loaded = match options.retention {
+            Retention::Everything => replay::everything(&db)?,
+            Retention::OpenWork => replay::open_work(&db, true)?,
+        };
+        let mut store = PgStore {
+            db,
+            core: Resident::new(loaded.ledger, loaded.head, loaded.report, options),
+        };
+        if !options.read_only && store.core.snapshot_stats().last_seq < store.core.head().0 {
+            // Replayed more than nothing: make the next start cheap.
+            store.core.snapshot_quietly(&mut store.db);
+        }
+        Ok(store)
+    }
+}
+
+/// The database as the I/O of the shared in-memory side.
+impl StoreBackend for Db {
+    fn key_seq(&self, key: &IdemKey) -> Result<Option<u64>, LedgerError> {
+        Ok(read::key_seq(self, key)?)
+    }
+
+    fn job(&self, id: &JobId) -> Result<Option<JobRecord>, LedgerError> {
+        Ok(read::job(self, id)?.map(|(r, _)| r))
+    }
+
+    fn refund(&self, id: &RefundId) -> Result<Option<RefundRecord>, LedgerError> {
+        Ok(read::refund(self, id)?.map(|(r, _)| r))
+    }
+
+    fn effect(&self, id: &EffectId) -> Result<Option<EffectRecord>, LedgerError> {
+        Ok(read::effect(self, id)?)
+    }
+
+    fn balance(&self, account: &Account) -> Result<Option<Balance>, LedgerError> {
+        Ok(read::balance(self, account)?)
+    }
+
+    fn payment_seq(&self, reference: &PaymentRef) -> Result<Option<u64>, LedgerError> {
+        Ok(read::payment_seq(self, reference)?)
+    }
+
+    /// Builds every row first (hashes, postings, projections), then writes them in one
+    /// transaction on the runtime (see `write`).
+    fn write(
+        &mut self,
+        ledger: &Ledger,
+        head: Hash,
+        groups: &[PreparedGroup<'_>],
+    ) -> Result<(Hash, Dirty), LedgerError> {
+        let appended: u64 = groups.iter().map(|(p, _)| p.appended.len() as u64).sum();
+        let last = ledger.next_seq() - 1;
+        let from = (last - appended, head);
+        let mut head = head;
+        let mut dirty = Dirty::default();
+        let mut events = Vec::new();
+        for (p, group) in groups {
+            let mut changes = p.appended.iter();
+            for (event, outcome) in group.iter().zip(&p.outcomes) {
+                if let AppendOutcome::Appended { seq } = outcome {
+                    let (_, change) = changes.next().expect("one change per appended event");
+                    let rows = EventRows::new(*seq, &head, event, change)?;
+                    head = rows.hash;
+                    dirty.note(*seq, &event.body, change);
+                    events.push(EventWrite::new(*seq, event, rows));
+                }
+            }
+        }
+        let batch = Batch {
+            from,
+            to: (last, head),
+            events,
+            projections: dirty.rows(ledger.state())?,
+        };
+        self.run(move |pool| crate::write::write(pool, batch))?;
+        Ok((head, dirty))
+    }
+
+    fn write_snapshot(&mut self, s: &Snapshot) -> Result<(), LedgerError> {
+        Ok(read::write_snapshot(self, s)?)
+    }
+}

@@ -1,0 +1,101 @@
+//! The PostgreSQL store against a real server: the store contract (`paydvm_ledger::conformance`)
+//! in both retentions and the snapshot contracts, the ledger's model-based property tests
+//! (`model`), plus what only this store has (a blocking
+//! store used from inside a tokio runtime, two writers on one database). One test binary; the
+//! server is a throwaway cluster (`cluster`).
+
+mod cluster;
+
+use paydvm_ledger::conformance::{Harness, SnapshotDamage};
+use paydvm_ledger::snapshot::{self, Snapshot};
+use paydvm_ledger::{LedgerError, LedgerStore, StoreOptions};
+use paydvm_ledger_pg::PgStore;
+
+use cluster::Cluster;
+
+/// One fresh database, sabotaged through a superuser connection as another process would.
+struct PgDatabase {
+    name: String,
+}
+
+impl PgDatabase {
+    fn new() -> Self {
+        PgDatabase {
+            name: Cluster::get().fresh_database(),
+        }
+    }
+
+    fn url(&self) -> String {
+        Cluster::get().url(&self.name)
+    }
+
+    fn sql(&self, sql: &str) -> Vec<tokio_postgres::Row> {
+        Cluster::get().admin(&self.name, sql)
+    }
+}
+
+impl Harness for PgDatabase {
+    type Store = PgStore;
+    fn open(&mut self, options: &StoreOptions) -> Result<PgStore, LedgerError> {
+        <PgStore as LedgerStore>::open(&self.url(), options)
+    }
+    fn tamper_event(&mut self, seq: u64) {
+        self.sql(&format!(
+            "UPDATE events SET body = body || ' ' WHERE seq = {seq}"
+        ));
+        let n = self.sql(&format!(
+            "SELECT body FROM events WHERE seq = {seq} AND body LIKE '% '"
+        ));
+        assert_eq!(n.len(), 1, "no event {seq} to tamper with");
+    }
+    fn break_writes(&mut self) {
+        self.sql(
+            "CREATE FUNCTION conformance_fail() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'injected write failure'; END $$; \
+             CREATE TRIGGER conformance_fail BEFORE INSERT ON events \
+             FOR EACH STATEMENT EXECUTE FUNCTION conformance_fail();",
+        );
+    }
+    fn heal_writes(&mut self) {
+        self.sql("DROP TRIGGER conformance_fail ON events; DROP FUNCTION conformance_fail();");
+    }
+    fn damage_snapshot(&mut self, damage: SnapshotDamage) {
+        let rows = self
+            .sql("SELECT seq, hash, format, digest, body FROM snapshots ORDER BY seq DESC LIMIT 1");
+        let r = rows.first().expect("a snapshot is stored");
+        let mut stored = Snapshot {
+            seq: r.get::<_, i64>(0) as u64,
+            hash: r.get::<_, Vec<u8>>(1).try_into().unwrap(),
+            format: r.get::<_, i32>(2) as u32,
+            digest: r.get::<_, Vec<u8>>(3).try_into().unwrap(),
+            body: r.get(4),
+        };
+        let written = match damage {
+            SnapshotDamage::Body => {
+                let middle = (stored.body.len() - 1) / 2;
+                stored.body[middle] ^= 0x01;
+                stored
+            }
+            SnapshotDamage::OffChain => {
+                let state = snapshot::decode(&stored).expect("the stored snapshot is sound");
+                snapshot::encode(&state, stored.seq, [9u8; 32]).unwrap()
+            }
+        };
+        self.sql(&format!(
+            "UPDATE snapshots SET hash = '\\x{}', digest = '\\x{}', body = '\\x{}' WHERE seq = {}",
+            hex::encode(written.hash),
+            hex::encode(written.digest),
+            hex::encode(&written.body),
+            written.seq
+        ));
+    }
+}
+
+mod postgres {
+    use super::*;
+    paydvm_ledger::ledger_store_conformance!(PgDatabase::new());
+}
+
+mod blocking;
+mod copy;
+mod model;
