@@ -414,6 +414,7 @@ async fn cancelling_refunds_the_unused_rest_of_the_period_over_lightning() {
     let (mut customer, request, quote) = subscribed(&s.urls, &us).await;
     let tier = tier_event(&customer, &us).await;
     assert_eq!(tag_values(&tier, "cancel").unwrap(), ["refund_unused"]);
+    assert_eq!(tag_values(&tier, "paid_ahead").unwrap(), ["next_period"]);
     let wallet = Zapper::start(ZapperOptions::new("alice", customer.keys.public_key()))
         .await
         .unwrap();

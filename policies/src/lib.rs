@@ -37,7 +37,7 @@ pub use payments::{
     DEFAULT_REFUND_MIN_MSAT, MAX_GRACE_SECS,
 };
 pub use pricing::{InputMeasure, PerUnitPrice, PriceDecision, PriceMode, Pricing, Unit};
-pub use tiers::{OnCancel, Tier, MIN_PERIOD_SECS};
+pub use tiers::{OnCancel, PaidAhead, Tier, MIN_PERIOD_SECS};
 
 use check::Check;
 use raw::RawPolicy;

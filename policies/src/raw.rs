@@ -118,6 +118,9 @@ pub(crate) struct RawTier {
     /// `"keep"` (default) or `"refund_unused"`.
     #[serde(default)]
     pub on_cancel: Option<String>,
+    /// `"next_period"` (default) or `"refund"`.
+    #[serde(default)]
+    pub paid_ahead: Option<String>,
     /// How long before a period ends the next one is quoted.
     #[serde(default)]
     pub renew_before_secs: Option<i64>,

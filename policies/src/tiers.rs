@@ -26,6 +26,8 @@ pub struct Tier {
     pub kinds: BTreeSet<u16>,
     /// What a subscriber who cancels (kind 7002) gets back of the running period.
     pub on_cancel: OnCancel,
+    /// What happens to money paid while a period runs, before its renewal window opens.
+    pub paid_ahead: PaidAhead,
     /// The next period is quoted this long before the running one ends (less than a period).
     pub renew_before_ms: u64,
     /// A payment this long after a period ended still continues the subscription back to back;
@@ -54,6 +56,27 @@ impl OnCancel {
         match self {
             OnCancel::Keep => "keep",
             OnCancel::RefundUnused => "refund_unused",
+        }
+    }
+}
+
+/// `paid_ahead` of a tier: money paid while a period runs and before the next one is quoted (a
+/// second payment for a period already paid). Announced in the tier event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PaidAhead {
+    /// Held for the next period, up to its price; anything beyond is refunded.
+    #[default]
+    NextPeriod,
+    /// Refunded whole. Payments once the renewal window is open still pay the next period.
+    Refund,
+}
+
+impl PaidAhead {
+    /// The name used in the policy file and in the tier event.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaidAhead::NextPeriod => "next_period",
+            PaidAhead::Refund => "refund",
         }
     }
 }
@@ -135,6 +158,16 @@ pub(crate) fn tiers_from_raw(
                 ))
             }
         };
+        let paid_ahead = match entry.paid_ahead.as_deref() {
+            None | Some("next_period") => PaidAhead::NextPeriod,
+            Some("refund") => PaidAhead::Refund,
+            Some(other) => {
+                return Err(check.invalid(
+                    &field("paid_ahead"),
+                    format!("{other:?} is not one of \"next_period\", \"refund\""),
+                ))
+            }
+        };
         let period_secs = entry.period_secs;
         let window = |name: &str, value: Option<i64>| match value {
             None => Ok(default_window_ms(period_ms)),
@@ -150,6 +183,7 @@ pub(crate) fn tiers_from_raw(
             quota,
             kinds,
             on_cancel,
+            paid_ahead,
             renew_before_ms,
             grace_ms,
         });

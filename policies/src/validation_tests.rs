@@ -174,6 +174,8 @@ fn validation_errors_name_file_field_and_reason() {
             "subscriptions.tier[0].kinds[1]", "job kind 5002 is not offered"),
         ("tier zero quota", format!("{OFFERED}[[subscriptions.tier]]\nid = \"pro\"\nname = \"Pro\"\nprice_msat = 1\nperiod_secs = 3600\nquota = 0\nkinds = [5050]"),
             "subscriptions.tier[0].quota", "must be between 1 and"),
+        ("tier paid_ahead", format!("{OFFERED}[[subscriptions.tier]]\nid = \"pro\"\nname = \"Pro\"\nprice_msat = 1\nperiod_secs = 3600\nquota = 1\nkinds = [5050]\npaid_ahead = \"keep\""),
+            "subscriptions.tier[0].paid_ahead", "is not one of \"next_period\", \"refund\""),
     ];
     assert!(cases.len() >= 12);
     for (name, text, field, reason) in cases {

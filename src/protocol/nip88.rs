@@ -11,7 +11,7 @@
 
 use nostr_sdk::prelude::{Event, EventBuilder, Kind, PublicKey, Tag, TagKind, Timestamp};
 use paydvm_ledger::{Pubkey, SubscriptionId};
-use paydvm_policies::{OnCancel, Tier};
+use paydvm_policies::{OnCancel, PaidAhead, Tier};
 
 use crate::node::decide::{Notice, NoticeKind, SubscribeRequest, UnsubscribeRequest};
 
@@ -46,12 +46,17 @@ pub fn tier_event(tier: &Tier, us: &PublicKey) -> EventBuilder {
         OnCancel::Keep => "cancelling keeps the paid period to its end, without refund",
         OnCancel::RefundUnused => "cancelling refunds the unused rest of the paid period",
     };
+    let paid_ahead = match tier.paid_ahead {
+        PaidAhead::NextPeriod => "paying again before the renewal quote pays the next period",
+        PaidAhead::Refund => "paying again before the renewal quote is refunded",
+    };
     let content = format!(
-        "{} jobs per period ({} s) of kind {}, paid per period by invoice, zap or NutZap; {}",
+        "{} jobs per period ({} s) of kind {}, paid per period by invoice, zap or NutZap; {}; {}",
         tier.quota,
         period_secs,
         kinds.join(", "),
-        on_cancel
+        on_cancel,
+        paid_ahead
     );
     let mut tags = vec![
         Tag::identifier(tier.id.clone()),
@@ -64,6 +69,8 @@ pub fn tier_event(tier: &Tier, us: &PublicKey) -> EventBuilder {
         custom("quota", [tier.quota.to_string()]),
         // What a subscriber who unsubscribes (7002) gets back of the running period.
         custom("cancel", [tier.on_cancel.as_str().to_owned()]),
+        // What a payment for a period already paid (before the renewal quote) becomes.
+        custom("paid_ahead", [tier.paid_ahead.as_str().to_owned()]),
         Tag::public_key(*us),
     ];
     tags.extend(kinds.into_iter().map(|k| custom("k", [k])));

@@ -13,7 +13,7 @@ use paydvm_ledger::{
     Account, Asset, EntitlementState, EventBody, JobId, LedgerEvent, Msat, PaymentTarget, Pubkey,
     SubscriptionFunds, SubscriptionId, SubscriptionRecord, UnixMs,
 };
-use paydvm_policies::Tier;
+use paydvm_policies::{PaidAhead, Tier};
 
 use super::memory::Memory;
 use super::request::invoice_options;
@@ -187,7 +187,8 @@ pub(super) fn book(
         .held(&Account::Subscription(record.subscription.clone()));
     let (price, period_ms, _) = next_terms(ctx, record);
     let running = record.state == EntitlementState::Active && ctx.now < record.period_end;
-    let unusable = cancel::unusable(record, held, paid.amount, price, running)?;
+    let refund_ahead = refunds_paid_ahead(ctx, record);
+    let unusable = cancel::unusable(record, held, paid.amount, price, (running, refund_ahead))?;
     let mut events = Vec::new();
     if !unusable.is_zero() {
         let from = SubscriptionFunds::Held;
@@ -201,6 +202,14 @@ pub(super) fn book(
             paid.amount.as_msat()
         );
         NoticeKind::Error { reason }
+    } else if running && refund_ahead {
+        let note = format!(
+            "this period is paid until {} (unix s) and the next is not quoted yet; the {} msat \
+             received will be refunded",
+            record.period_end.0 / 1000,
+            paid.amount.as_msat()
+        );
+        NoticeKind::Credited { note }
     } else if running {
         NoticeKind::Credited {
             note: ahead_note(kept, unusable, record.period_end),
@@ -228,6 +237,15 @@ pub(super) fn book(
         target,
         events,
         notice,
+    })
+}
+
+/// Whether money arriving now is paid ahead and the tier refunds such money: its period runs
+/// and the renewal window (`renew_before_ms` before the end) has not opened.
+fn refunds_paid_ahead(ctx: &Ctx, record: &SubscriptionRecord) -> bool {
+    ctx.policy.tier(&record.tier).is_some_and(|tier| {
+        let window_opens = record.period_end.0.saturating_sub(tier.renew_before_ms);
+        tier.paid_ahead == PaidAhead::Refund && ctx.now.0 < window_opens
     })
 }
 

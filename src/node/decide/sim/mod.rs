@@ -80,13 +80,17 @@ kinds = [5050]
 "#;
 
 /// The sim's policy; odd seeds sell the tier with `refund_unused` cancellation terms, even ones
-/// with `keep`.
+/// with `keep`; seeds 2 and 3 (mod 4) refund money paid ahead of the renewal window.
 fn policy(seed: u64) -> Policy {
     let terms = match seed % 2 {
         1 => "on_cancel = \"refund_unused\"\n",
         _ => "on_cancel = \"keep\"\n",
     };
-    Policy::from_toml_str(&format!("{POLICY}{TIER}{terms}"), "sim").expect("sim policy")
+    let ahead = match seed % 4 {
+        2 | 3 => "paid_ahead = \"refund\"\n",
+        _ => "paid_ahead = \"next_period\"\n",
+    };
+    Policy::from_toml_str(&format!("{POLICY}{TIER}{terms}{ahead}"), "sim").expect("sim policy")
 }
 
 /// As the node opens its ledger (open work only in memory), with snapshots often enough that

@@ -147,16 +147,17 @@ pub(super) fn refund_due(
 }
 
 /// How much of a payment arriving now the subscription cannot use: all of it after a
-/// cancellation; while a period runs, whatever goes beyond the next period's price (counting
-/// what the account already holds).
+/// cancellation, or while a period runs before its renewal window opens under a tier that
+/// refunds what is paid ahead (`refund_ahead`); while a period runs, whatever goes beyond the
+/// next period's price (counting what the account already holds).
 pub(super) fn unusable(
     record: &SubscriptionRecord,
     held: Msat,
     amount: Msat,
     next_price: Msat,
-    running: bool,
+    (running, refund_ahead): (bool, bool),
 ) -> Result<Msat, DecideError> {
-    if record.cancelled_at.is_some() {
+    if record.cancelled_at.is_some() || (running && refund_ahead) {
         return Ok(amount);
     }
     if !running {

@@ -645,3 +645,32 @@ fn a_result_of_a_job_on_the_quota_does_not_expire_before_the_paid_window() {
     };
     assert_eq!(*expires_at, Some(end));
 }
+
+/// A tier with `paid_ahead = "refund"`: a second payment while the period runs and before the
+/// renewal window opens is refunded whole (and the subscriber told so); once the window is open
+/// a payment pays the next period as usual.
+#[test]
+fn a_tier_refunding_money_paid_ahead_refunds_it_until_the_renewal_window() {
+    let policy = policy().replace("kinds = [5050]", "kinds = [5050]\npaid_ahead = \"refund\"");
+    let mut h = Harness::with_policy(&policy, rails());
+    paid_subscription(&mut h, "s");
+    let out = pay(&mut h, "again", sub_id("s").as_str(), 7_000);
+    let NoticeKind::Credited { note } = &out.notices[0].kind else {
+        panic!("told: {out:?}")
+    };
+    assert!(
+        note.contains("7000 msat received will be refunded"),
+        "{note}"
+    );
+    assert_eq!(held(&h, "s"), Msat::ZERO);
+    assert_eq!(
+        refunds_of(&h, "s"),
+        [(Msat::from_msat(7_000), hex("ref:again"))]
+    );
+    // The renewal window (a tenth of the hour before the end) is open: the payment is kept.
+    let end = h.state().subscription(&sub_id("s")).unwrap().period_end.0;
+    h.now = end - HOUR_MS / 20;
+    pay(&mut h, "renewal", sub_id("s").as_str(), PRICE);
+    assert_eq!(held(&h, "s"), Msat::from_msat(PRICE));
+    assert_eq!(refunds_of(&h, "s").len(), 1);
+}
