@@ -128,21 +128,25 @@ fn lane_of(event: &Event) -> usize {
     usize::from(id.as_bytes()[0]) % LANES
 }
 
-/// The lanes' shared relay connections. Connecting is done by one lane at a time: a lane that
-/// found a relay still connecting would otherwise drop it from the pool while another lane
-/// sends to it, and that send fails with "no relays".
+/// The lanes' shared relay connections. Each relay is connected by one lane at a time: a lane
+/// that found a relay still connecting would otherwise drop it from the pool while another lane
+/// sends to it, and that send fails with "no relays". The lock is per relay, so a relay that
+/// does not answer (a customer's, say) holds up only the lanes publishing to it.
 #[derive(Clone)]
 struct Links {
     client: Client,
-    /// When each relay last failed to connect; held while connecting.
-    failed: Arc<Mutex<HashMap<RelayUrl, Instant>>>,
+    /// Per relay ever published to: when it last failed to connect; locked while connecting.
+    slots: Arc<std::sync::Mutex<HashMap<RelayUrl, ConnectSlot>>>,
 }
+
+/// One relay's connection attempts: when the last one failed (`None`: it did not).
+type ConnectSlot = Arc<Mutex<Option<Instant>>>;
 
 impl Links {
     fn new(client: Client) -> Links {
         Links {
             client,
-            failed: Arc::new(Mutex::new(HashMap::new())),
+            slots: Arc::default(),
         }
     }
 
@@ -151,22 +155,35 @@ impl Links {
     /// never waits out the pool's back-off (up to a minute) or a send timeout on a dead
     /// connection.
     async fn connected(&self, relays: &[RelayUrl]) -> Vec<RelayUrl> {
-        let mut failed = self.failed.lock().await;
         let mut up = Vec::with_capacity(relays.len());
         for relay in relays {
-            let recent = failed
-                .get(relay)
-                .map(|at| at.elapsed() < RETRY_CONNECT_AFTER);
-            if self.is_connected(relay).await {
+            if self.is_connected(relay).await || self.connect(relay).await {
                 up.push(relay.clone());
-            } else if recent != Some(true) && self.reconnect(relay).await {
-                failed.remove(relay);
-                up.push(relay.clone());
-            } else if recent != Some(true) {
-                failed.insert(relay.clone(), Instant::now());
             }
         }
         up
+    }
+
+    /// Connects `relay` afresh, unless another lane connected it meanwhile or failed to less
+    /// than [`RETRY_CONNECT_AFTER`] ago.
+    async fn connect(&self, relay: &RelayUrl) -> bool {
+        let slot = self.slot(relay);
+        let mut last_failure = slot.lock().await;
+        if self.is_connected(relay).await {
+            return true;
+        }
+        if last_failure.is_some_and(|at| at.elapsed() < RETRY_CONNECT_AFTER) {
+            return false;
+        }
+        let connected = self.reconnect(relay).await;
+        *last_failure = (!connected).then(Instant::now);
+        connected
+    }
+
+    fn slot(&self, relay: &RelayUrl) -> ConnectSlot {
+        // Held only to look the slot up: never across an await.
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(slots.entry(relay.clone()).or_default())
     }
 
     async fn is_connected(&self, relay: &RelayUrl) -> bool {
