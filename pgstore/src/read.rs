@@ -153,16 +153,11 @@ pub fn stored_request(db: &Db, job: &JobId) -> Result<Option<String>, PgError> {
 }
 
 pub fn quoted_invoices(db: &Db) -> Result<Vec<QuotedInvoice>, PgError> {
-    // The types are the ledger's own constants, never input: inlined as literals.
-    let types: Vec<String> = QuotedInvoice::OFFERING_TYPES
-        .iter()
-        .map(|t| format!("'{t}'"))
-        .collect();
-    let sql = format!(
-        "SELECT body FROM events WHERE type IN ({}) ORDER BY seq",
-        types.join(", ")
-    );
-    let rows = db.query(sql, vec![])?;
+    let types: Vec<String> = QuotedInvoice::OFFERING_TYPES.map(String::from).to_vec();
+    let rows = db.query(
+        "SELECT body FROM events WHERE type = ANY($1) ORDER BY seq",
+        vec![Box::new(types)],
+    )?;
     let mut out = Vec::new();
     for row in rows {
         let body: EventBody = serde_json::from_str(&get::<String>(&row, 0)?)?;

@@ -270,11 +270,14 @@ fn add_pending_swaps(
                 let msat = msat_per_unit(&row.nutzap.unit)
                     .and_then(|per| received.checked_mul(per))
                     .unwrap_or(0);
-                let mut item = Item::new(row.nutzap.event_id.clone(), msat);
-                match nutzap_target(state, row.nutzap.target.as_deref()) {
-                    Some(quoted_for) => item = Item::quoted(item.id, msat, &quoted_for),
-                    None => item.job = row.nutzap.target.clone(),
-                }
+                let id = row.nutzap.event_id.clone();
+                let item = match nutzap_target(state, row.nutzap.target.as_deref()) {
+                    Some(quoted_for) => Item::quoted(id, msat, &quoted_for),
+                    None => Item {
+                        job: row.nutzap.target.clone(),
+                        ..Item::new(id, msat)
+                    },
+                };
                 input.incoming_in_flight.push(item);
             }
             PendingState::Verified => input.notes.push(format!(

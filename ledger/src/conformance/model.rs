@@ -349,6 +349,22 @@ struct MSub {
     active: bool,
 }
 
+impl MSub {
+    /// A subscription just quoted: nothing used, paid or granted yet.
+    fn quoted(quota: u32, price: u64) -> MSub {
+        MSub {
+            quota,
+            used: 0,
+            price,
+            cancelled: false,
+            unused_refunded: false,
+            renewed: false,
+            paid_in: None,
+            active: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct Model {
     jobs: HashMap<usize, MJob>,
@@ -776,43 +792,21 @@ impl Model {
                 if quota == 0 || active || cancelled || self.sub_funds[s] < price {
                     return None;
                 }
-                let paid_in = previous.and_then(|m| m.paid_in);
-                let renewed = previous.is_some_and(|m| m.renewed);
+                let granted = MSub {
+                    paid_in: previous.and_then(|m| m.paid_in),
+                    renewed: previous.is_some_and(|m| m.renewed),
+                    active: true,
+                    ..MSub::quoted(quota, price)
+                };
                 self.sub_funds[s] -= price;
                 self.revenue += price;
-                let active = true;
-                self.subs.insert(
-                    s,
-                    MSub {
-                        quota,
-                        used: 0,
-                        price,
-                        cancelled: false,
-                        unused_refunded: false,
-                        renewed,
-                        paid_in,
-                        active,
-                    },
-                );
+                self.subs.insert(s, granted);
             }
             Cmd::SubQuote(s, price, quota) => {
                 if quota == 0 || price == 0 || self.subs.contains_key(&s) {
                     return None;
                 }
-                let active = false;
-                self.subs.insert(
-                    s,
-                    MSub {
-                        quota,
-                        used: 0,
-                        price,
-                        cancelled: false,
-                        unused_refunded: false,
-                        renewed: false,
-                        paid_in: None,
-                        active,
-                    },
-                );
+                self.subs.insert(s, MSub::quoted(quota, price));
             }
             Cmd::Float(asset, amount) => {
                 if amount == 0 {
