@@ -232,11 +232,14 @@ async fn an_immutable_shm_stops_paid_work_without_dying_and_work_resumes_after()
     let mut node = RunningNode::start(&config, 1);
     let warm = send_job(&customer, "warm").await;
     result_of(&mut customer, &warm).await;
-    // Nothing of the first job is still being written when the flag goes on.
+    // Nothing of the first job, nor of the node's start (its announcements' deliveries), is
+    // still being written when the flag goes on: a batch under way when the -shm turns immutable
+    // still ends in SIGBUS (a known gap, docs/operations.md).
     wait_ledger(&ledger, &warm.id.to_hex(), |j| {
         j.state == JobState::Succeeded
     })
     .await;
+    wait_every_effect_done(&ledger).await;
 
     let shm = PathBuf::from(format!("{}-shm", ledger.display()));
     let Some(flag) = Immutable::set(&shm) else {
@@ -258,6 +261,21 @@ async fn an_immutable_shm_stops_paid_work_without_dying_and_work_resumes_after()
     let stopped = node.stop();
     assert!(stopped.success(), "{stopped:?}\n{}", logs(dir.path()));
     Store::open_read_only(&ledger).unwrap().verify().unwrap();
+}
+
+/// Until every effect in the ledger has its outcome recorded.
+async fn wait_every_effect_done(ledger: &Path) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let done = Store::open_read_only(ledger)
+            .ok()
+            .is_some_and(|store| store.state().effects().all(|e| e.outcome.is_some()));
+        if done {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "effects never done");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn run_briefly(config: &Path, args: &[&str]) -> std::process::Output {
