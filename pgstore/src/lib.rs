@@ -12,6 +12,7 @@ mod location;
 mod read;
 mod schema;
 mod store;
+pub mod throwaway;
 mod trait_impl;
 mod verify;
 mod write;

@@ -2,16 +2,14 @@
 //! in both retentions and the snapshot contracts, the ledger's model-based property tests
 //! (`model`), plus what only this store has (a blocking
 //! store used from inside a tokio runtime, two writers on one database). One test binary; the
-//! server is a throwaway cluster (`cluster`).
-
-mod cluster;
+//! server is the process's throwaway cluster (`paydvm_ledger_pg::throwaway`).
 
 use paydvm_ledger::conformance::{Harness, SnapshotDamage};
 use paydvm_ledger::snapshot::{self, Snapshot};
 use paydvm_ledger::{LedgerError, LedgerStore, StoreOptions};
 use paydvm_ledger_pg::PgStore;
 
-use cluster::Cluster;
+use paydvm_ledger_pg::throwaway::ThrowawayCluster as Cluster;
 
 /// One fresh database, sabotaged through a superuser connection as another process would.
 struct PgDatabase {
@@ -21,16 +19,16 @@ struct PgDatabase {
 impl PgDatabase {
     fn new() -> Self {
         PgDatabase {
-            name: Cluster::get().fresh_database(),
+            name: Cluster::shared().fresh_database().expect("create database"),
         }
     }
 
     fn url(&self) -> String {
-        Cluster::get().url(&self.name)
+        Cluster::shared().url(&self.name)
     }
 
     fn sql(&self, sql: &str) -> Vec<tokio_postgres::Row> {
-        Cluster::get().admin(&self.name, sql)
+        Cluster::shared().admin(&self.name, sql).expect("admin sql")
     }
 }
 
