@@ -11,7 +11,7 @@ use nostr_sdk::prelude::*;
 use paydvm::lightning::fake::FakeLightning;
 use paydvm::lightning::Invoice;
 use paydvm::node::NodeOptions;
-use paydvm_ledger::{Account, EntitlementState, Msat, SubscriptionId};
+use paydvm_ledger::{Account, EntitlementState, EventBody, Msat, SubscriptionId};
 use paydvm_testkit::fixture::Fixture;
 use paydvm_testkit::zapper;
 use paydvm_testkit::zapper::customer::{request_zap_invoice, ZapOrder};
@@ -117,6 +117,7 @@ async fn a_subscriber_pays_a_period_gets_our_receipt_and_runs_jobs_on_the_quota(
     let node = s.start_with(lightning(&ln)).await;
     let us = node.pubkey();
     let (mut customer, request, quote) = subscribed(&s.urls, &us).await;
+    let period_quote = quote.id;
     let tier = tier_event(&customer, &us).await;
     assert_eq!(
         tag_values(&tier, "amount").unwrap(),
@@ -193,9 +194,24 @@ async fn a_subscriber_pays_a_period_gets_our_receipt_and_runs_jobs_on_the_quota(
     };
     assert_eq!((line.tier.as_str(), line.used, line.quota), ("gold", 2, 2));
     assert_eq!(line.subscriber, customer.keys.public_key().to_hex());
-    // `paydvm audit <7001 id>`: the quote, the payment, the period and the jobs on its quota.
+    // `paydvm audit <7001 id>`: the quote, the payment, the period and the jobs on its quota…
     let trail = store.audit(id.as_str()).unwrap().expect("a trail");
-    let types: Vec<&str> = trail.events.iter().map(|e| e.event.type_name()).collect();
+    let types: Vec<&str> = trail
+        .events
+        .iter()
+        .map(|e| e.event.type_name())
+        .filter(|t| !t.starts_with("effect_"))
+        .collect();
+    // …and what we told the subscriber: the period's quote and the 7003 the relay carried.
+    let told: Vec<String> = trail
+        .events
+        .iter()
+        .filter_map(|e| match &e.event {
+            EventBody::EffectRequested { effect, .. } => Some(effect.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told, [period_quote.to_hex(), receipt.id.to_hex()]);
     assert_eq!(
         types,
         [

@@ -552,6 +552,7 @@ impl<'a> Gen<'a> {
             24 => EventBody::EffectRequested {
                 effect: self.effect(),
                 job: if self.coin() { Some(self.job()) } else { None },
+                subscription: if self.coin() { Some(self.sub()) } else { None },
                 action: EffectAction::Publish,
                 payload: if self.byte() == 255 {
                     "x".repeat(MAX_PAYLOAD_LEN + 1)
@@ -802,6 +803,7 @@ impl<'a> Gen<'a> {
                 _ => EventBody::EffectRequested {
                     effect: self.effect(),
                     job: Some(job),
+                    subscription: None,
                     action: EffectAction::Publish,
                     payload: "{}".to_string(),
                 },

@@ -89,6 +89,7 @@ macro_rules! ledger_store_conformance {
             history_queries_cover_every_written_job,
             stored_request_and_quoted_invoices_come_from_written_groups,
             audit_finds_a_trail_by_every_kind_of_reference,
+            a_subscriptions_audit_lists_the_notices_sent_about_it,
             export_round_trips_to_the_same_chain,
             verify_passes_a_clean_history,
             verify_names_a_tampered_event,

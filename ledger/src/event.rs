@@ -441,6 +441,11 @@ pub enum EventBody {
     EffectRequested {
         effect: EffectId,
         job: Option<JobId>,
+        /// The subscription a job-less notice is about (a 7003 receipt, a period's quote, a
+        /// cancellation notice), so the subscription's audit trail lists what we told the
+        /// subscriber. Absent in ledgers written before it existed (their hash chain unchanged).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subscription: Option<SubscriptionId>,
         action: crate::effect::EffectAction,
         payload: String,
     },

@@ -650,11 +650,14 @@ impl Planner<'_> {
                 s.state = EntitlementState::Expired;
                 self.change.subscription = Some(s);
             }
+            // `subscription` is only indexed (refs): a refused 7001 has no record, and the notice
+            // refusing it is still found by the 7001's id.
             EventBody::EffectRequested {
                 effect,
                 job,
                 action,
                 payload,
+                subscription: _,
             } => {
                 if payload.len() > MAX_PAYLOAD_LEN {
                     return Err(TransitionError::TooLong {

@@ -1,8 +1,10 @@
 //! `audit`: one job's (or subscription's, or unmatched payment's) trail, found by any reference
 //! it involved, with the postings of each event. The same answers as the SQLite store's.
 
-use paydvm_ledger::store::{AuditEvent, AuditPosting, AuditTrail, StoredEvent};
-use paydvm_ledger::{EventBody, JobRecord, RefundRecord};
+use paydvm_ledger::store::{
+    AuditEvent, AuditPosting, AuditTrail, StoredEvent, SubscriptionThreads,
+};
+use paydvm_ledger::{JobRecord, RefundRecord};
 
 use crate::client::{get, get_u64, int, Db, Param, PgError};
 use crate::read::{self, stored_event, SELECT_EVENT};
@@ -67,22 +69,20 @@ pub fn audit(db: &Db, reference: &str) -> Result<Option<AuditTrail>, PgError> {
     with_postings(db, reference, (job, refunds), events(db, "job = $1", &id)?)
 }
 
-/// Every event naming the subscription, and the whole trail of each refund of its money.
+/// Every event naming the subscription, and the whole trail of each refund of its money and of
+/// each notice sent about it.
 fn subscription_audit(db: &Db, subscription: &str) -> Result<Option<AuditTrail>, PgError> {
     let mut events = events_naming(db, subscription)?;
-    let refund_ids: Vec<String> = events
-        .iter()
-        .filter_map(|e| match &e.event.body {
-            EventBody::SubscriptionRefundDue { refund, .. } => Some(refund.to_string()),
-            _ => None,
-        })
-        .collect();
+    let threads = SubscriptionThreads::of(&events);
     let mut refunds = Vec::new();
-    for refund in &refund_ids {
+    for refund in &threads.refunds {
         events.extend(events_naming(db, refund)?);
         if let Some((record, _)) = read::record(db, "refunds", "refund", refund)? {
             refunds.push(record);
         }
+    }
+    for notice in &threads.notices {
+        events.extend(events_naming(db, notice)?);
     }
     events.sort_by_key(|e| e.seq);
     events.dedup_by_key(|e| e.seq);

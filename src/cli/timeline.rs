@@ -221,7 +221,15 @@ pub(crate) fn detail(body: &EventBody) -> String {
             "subscription {subscription}, tier {tier}: {price} per {} s, quota {quota}",
             period_ms / 1000
         ),
-        EventBody::EffectRequested { effect, action, .. } => format!("effect {effect}: {action}"),
+        EventBody::EffectRequested {
+            effect,
+            action,
+            payload,
+            ..
+        } => match published_kind(payload) {
+            Some(kind) => format!("effect {effect}: {action} kind {kind}"),
+            None => format!("effect {effect}: {action}"),
+        },
         EventBody::EffectDone { effect, outcome } => match outcome {
             EffectOutcome::Delivered { detail } => format!("effect {effect} delivered: {detail}"),
             EffectOutcome::Abandoned { reason } => format!("effect {effect} abandoned: {reason}"),
@@ -326,14 +334,29 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (y, m, d)
 }
 
+/// The Nostr kind of the event an effect publishes (`{"event": {"kind": …}}`), so a trail says
+/// "kind 7003" rather than leaving the reader to decode the payload.
+fn published_kind(payload: &str) -> Option<u64> {
+    let value: serde_json::Value = serde_json::from_str(payload).ok()?;
+    value.get("event")?.get("kind")?.as_u64()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::format_ms;
+    use super::{format_ms, published_kind};
 
     #[test]
     fn formats_unix_ms_as_utc() {
         assert_eq!(format_ms(0), "1970-01-01 00:00:00.000Z");
         assert_eq!(format_ms(951_782_400_123), "2000-02-29 00:00:00.123Z");
         assert_eq!(format_ms(1_700_000_000_000), "2023-11-14 22:13:20.000Z");
+    }
+
+    #[test]
+    fn an_effect_line_names_the_kind_it_publishes() {
+        let payload = r#"{"event":{"kind":7003,"content":""},"relays":[]}"#;
+        assert_eq!(published_kind(payload), Some(7003));
+        assert_eq!(published_kind("not json"), None);
+        assert_eq!(published_kind(r#"{"relays":[]}"#), None);
     }
 }

@@ -792,6 +792,7 @@ impl Core {
                 EventBody::EffectRequested {
                     effect: EffectId::new(outbound.id.clone())?,
                     job: None,
+                    subscription: None,
                     action: paydvm_ledger::EffectAction::Publish,
                     payload: outbound.payload.clone(),
                 },

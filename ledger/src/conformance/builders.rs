@@ -275,6 +275,22 @@ pub fn effect_requested(e: &str, j: Option<&str>) -> LedgerEvent {
         EventBody::EffectRequested {
             effect: eid(e),
             job: j.map(job),
+            subscription: None,
+            action: crate::effect::EffectAction::Publish,
+            payload: format!("payload-{e}"),
+        },
+    )
+}
+
+/// A job-less notice `e` about subscription `s` (a receipt, a period's quote).
+pub fn subscription_notice(e: &str, s: &str) -> LedgerEvent {
+    ev(
+        &format!("effect:{e}"),
+        11,
+        EventBody::EffectRequested {
+            effect: eid(e),
+            job: None,
+            subscription: Some(SubscriptionId::new(s).expect("test subscription id")),
             action: crate::effect::EffectAction::Publish,
             payload: format!("payload-{e}"),
         },

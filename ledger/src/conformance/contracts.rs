@@ -625,6 +625,38 @@ pub fn audit_finds_a_trail_by_every_kind_of_reference<H: Harness>(make: Make<H>,
     assert!(store.audit("nothing-like-this").unwrap().is_none());
 }
 
+/// What the node told a subscriber (receipts, period quotes, notices) is on the subscription's
+/// trail with each notice's outcome; a notice about a 7001 we refused (no subscription record)
+/// is found by the 7001's id; a notice about something else is on neither.
+pub fn a_subscriptions_audit_lists_the_notices_sent_about_it<H: Harness>(
+    make: Make<H>,
+    r: Retention,
+) {
+    let mut h = make();
+    let mut store = open(&mut h, r);
+    store.append_group(&[subscription_quote("s")]).unwrap();
+    store
+        .append_group(&[subscription_notice("receipt-1", "s")])
+        .unwrap();
+    store
+        .append_group(&[effect_requested("unrelated", None)])
+        .unwrap();
+    store
+        .append_group(&[subscription_notice("refusal", "refused-7001")])
+        .unwrap();
+    store.append_group(&[effect_done("receipt-1")]).unwrap();
+    let trail = store.audit("s").unwrap().expect("subscription trail");
+    let types: Vec<&str> = trail.events.iter().map(|e| e.event.type_name()).collect();
+    assert_eq!(
+        types,
+        ["subscription_quoted", "effect_requested", "effect_done"],
+        "the receipt and its delivery are on the subscription's trail, nothing else"
+    );
+    let refused = store.audit("refused-7001").unwrap().expect("refusal trail");
+    assert_eq!(refused.events.len(), 1);
+    assert!(refused.job.is_none());
+}
+
 pub fn export_round_trips_to_the_same_chain<H: Harness>(make: Make<H>, r: Retention) {
     let mut h = make();
     let mut store = open(&mut h, r);

@@ -136,17 +136,9 @@ fn subscription_audit(
     subscription: &str,
 ) -> Result<Option<AuditTrail>, LedgerError> {
     let mut events = events_naming(conn, subscription)?;
-    let refund_ids: Vec<String> = events
-        .iter()
-        .filter_map(|e| match &e.event.body {
-            crate::event::EventBody::SubscriptionRefundDue { refund, .. } => {
-                Some(refund.to_string())
-            }
-            _ => None,
-        })
-        .collect();
+    let threads = SubscriptionThreads::of(&events);
     let mut refunds = Vec::new();
-    for refund in &refund_ids {
+    for refund in &threads.refunds {
         events.extend(events_naming(conn, refund)?);
         let record: Option<String> = conn
             .prepare_cached("SELECT record FROM refunds WHERE refund = ?1")?
@@ -156,9 +148,40 @@ fn subscription_audit(
             refunds.push(serde_json::from_str(&record)?);
         }
     }
+    for notice in &threads.notices {
+        events.extend(events_naming(conn, notice)?);
+    }
     events.sort_by_key(|e| e.seq);
     events.dedup_by_key(|e| e.seq);
     with_postings(conn, subscription, (None, refunds), events)
+}
+
+/// What a subscription's trail follows beyond the events naming it: each refund of its money
+/// (to its end) and each notice sent about it (to its delivery). Shared by every store.
+pub struct SubscriptionThreads {
+    pub refunds: Vec<String>,
+    pub notices: Vec<String>,
+}
+
+impl SubscriptionThreads {
+    pub fn of(events: &[StoredEvent]) -> SubscriptionThreads {
+        let mut threads = SubscriptionThreads {
+            refunds: Vec::new(),
+            notices: Vec::new(),
+        };
+        for e in events {
+            match &e.event.body {
+                crate::event::EventBody::SubscriptionRefundDue { refund, .. } => {
+                    threads.refunds.push(refund.to_string())
+                }
+                crate::event::EventBody::EffectRequested { effect, .. } => {
+                    threads.notices.push(effect.to_string())
+                }
+                _ => {}
+            }
+        }
+        threads
+    }
 }
 
 /// The trail of `events`, each with its postings.

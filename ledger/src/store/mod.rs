@@ -23,7 +23,7 @@ use rusqlite::{params, Connection};
 
 pub use crate::chain::Hash;
 pub use crate::ledger_store::Durability;
-pub use audit::{AuditEvent, AuditPosting, AuditTrail};
+pub use audit::{AuditEvent, AuditPosting, AuditTrail, SubscriptionThreads};
 pub use projections::{Dirty, EventRows, ProjectionRow, ProjectionRows};
 pub use schema::SCHEMA_VERSION;
 pub use verify::{verify_connection, verify_file, VerifyFailure, VerifyReport};

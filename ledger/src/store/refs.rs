@@ -88,9 +88,15 @@ pub fn event_refs(body: &EventBody) -> Vec<&str> {
             refs.push(subscription.as_str());
             refs.push(refund.as_str());
         }
-        EventBody::EffectRequested { effect, .. } | EventBody::EffectDone { effect, .. } => {
-            refs.push(effect.as_str())
+        EventBody::EffectRequested {
+            effect,
+            subscription,
+            ..
+        } => {
+            refs.push(effect.as_str());
+            refs.extend(subscription.as_ref().map(|s| s.as_str()));
         }
+        EventBody::EffectDone { effect, .. } => refs.push(effect.as_str()),
         // A subscription's trail lists the jobs run on its quota.
         EventBody::JobQueued {
             reason: crate::event::QueueReason::Entitlement { subscription },

@@ -233,7 +233,7 @@ impl Core {
                 .adapter
                 .outbound(builder, &self.adapter.reply_relays(None))?;
             out.push((
-                record_notice(&outbound.id, outbound.payload.clone(), at)?,
+                record_notice(&outbound.id, notice, outbound.payload.clone(), at)?,
                 publication_from_payload(&outbound.id, &outbound.payload).ok(),
             ));
         }

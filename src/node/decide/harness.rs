@@ -111,7 +111,7 @@ impl Harness {
             for notice in &group.notices {
                 let id = self.render(&notice.subscription);
                 let payload = format!("{{\"notice\":{:?}}}", format!("{:?}", notice.kind));
-                events.push(record_notice(&id, payload, UnixMs(self.now)).unwrap());
+                events.push(record_notice(&id, notice, payload, UnixMs(self.now)).unwrap());
             }
             match self.ledger.prepare(&events) {
                 Ok(prepared) if !prepared.appended.is_empty() => {

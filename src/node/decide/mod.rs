@@ -413,20 +413,28 @@ pub fn record_reply(
         EventBody::EffectRequested {
             effect: EffectId::new(id)?,
             job: Some(reply.job.clone()),
+            subscription: None,
             action: paydvm_ledger::EffectAction::Publish,
             payload,
         },
     ))
 }
 
-/// A rendered notice as its group records it: an `effect_requested` of the node's own (no job).
-pub fn record_notice(id: &str, payload: String, at: UnixMs) -> Result<LedgerEvent, DecideError> {
+/// A rendered notice as its group records it: an `effect_requested` with no job, naming the
+/// subscription it is about (so the subscription's audit trail lists it).
+pub fn record_notice(
+    id: &str,
+    notice: &Notice,
+    payload: String,
+    at: UnixMs,
+) -> Result<LedgerEvent, DecideError> {
     Ok(LedgerEvent::new(
         keys::effect(id)?,
         at,
         EventBody::EffectRequested {
             effect: EffectId::new(id)?,
             job: None,
+            subscription: Some(notice.subscription.clone()),
             action: paydvm_ledger::EffectAction::Publish,
             payload,
         },

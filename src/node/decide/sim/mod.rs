@@ -348,7 +348,7 @@ impl Sim {
                     notice.subscription, self.rendered
                 ));
                 let at = UnixMs(self.now);
-                events.push(record_notice(&id, "{}".into(), at).expect("a notice records"));
+                events.push(record_notice(&id, notice, "{}".into(), at).expect("a notice records"));
             }
             match self.node.store.stage(&events) {
                 Ok(outcomes) if outcomes.iter().any(is_new) => {
