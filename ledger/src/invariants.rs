@@ -52,6 +52,9 @@ pub fn check_all(state: &LedgerState) -> Result<(), String> {
                 .into(),
         );
     }
+    if !state.subscription_index_agrees() {
+        return Err("the subscriber index disagrees with the subscriptions".into());
+    }
     check_reservations(state)
 }
 

@@ -5,11 +5,13 @@
 mod job_table;
 mod refunds;
 pub mod residency;
+mod subscription_table;
 mod subscriptions;
 
 use std::collections::HashMap;
 
 use self::job_table::JobTable;
+use self::subscription_table::SubscriptionTable;
 
 use crate::account::{Account, Balance, Posting};
 use crate::effect::EffectRecord;
@@ -65,7 +67,7 @@ pub struct Undo {
 pub struct LedgerState {
     pub(crate) jobs: JobTable,
     pub(crate) refunds: HashMap<RefundId, RefundRecord>,
-    pub(crate) subscriptions: HashMap<SubscriptionId, SubscriptionRecord>,
+    pub(crate) subscriptions: SubscriptionTable,
     pub(crate) effects: HashMap<EffectId, EffectRecord>,
     pub(crate) balances: HashMap<Account, Balance>,
     /// Every payment reference ever credited, with the sequence number that credited it.
@@ -114,6 +116,19 @@ impl LedgerState {
 
     pub fn subscriptions(&self) -> impl Iterator<Item = &SubscriptionRecord> {
         self.subscriptions.values()
+    }
+
+    /// `subscriber`'s subscriptions, in id order (an index: no scan).
+    pub fn subscriptions_of(
+        &self,
+        subscriber: &Pubkey,
+    ) -> impl Iterator<Item = &SubscriptionRecord> {
+        self.subscriptions.of(subscriber)
+    }
+
+    /// Whether the subscriber index agrees with the subscriptions (checked with the invariants).
+    pub fn subscription_index_agrees(&self) -> bool {
+        self.subscriptions.index_agrees()
     }
 
     pub fn effect(&self, e: &EffectId) -> Option<&EffectRecord> {
@@ -210,7 +225,8 @@ impl LedgerState {
             undo.refund = put(&mut self.refunds, &r.refund, r, keep_undo);
         }
         if let Some(s) = &change.subscription {
-            undo.subscription = put(&mut self.subscriptions, &s.subscription, s, keep_undo);
+            let old = self.subscriptions.insert(s.subscription.clone(), s.clone());
+            undo.subscription = keep_undo.then(|| (s.subscription.clone(), old));
         }
         if let Some(e) = &change.effect {
             undo.effect = put(&mut self.effects, &e.effect, e, keep_undo);
@@ -265,7 +281,14 @@ impl LedgerState {
             restore(&mut self.refunds, k, old);
         }
         if let Some((k, old)) = undo.subscription {
-            restore(&mut self.subscriptions, k, old);
+            match old {
+                Some(v) => {
+                    self.subscriptions.insert(k, v);
+                }
+                None => {
+                    self.subscriptions.remove(&k);
+                }
+            }
         }
         if let Some((k, old)) = undo.effect {
             restore(&mut self.effects, k, old);
