@@ -138,6 +138,8 @@ mod tests {
         assert_eq!(ids_of(&table, "alice"), [("a".into(), 1)]);
         assert!(ids_of(&table, "bob").is_empty());
         assert!(table.index_agrees());
-        assert!(table.by_subscriber.get(&Pubkey::new("bob").unwrap()).is_none());
+        assert!(!table
+            .by_subscriber
+            .contains_key(&Pubkey::new("bob").unwrap()));
     }
 }
