@@ -88,6 +88,18 @@ fn trail_len(store: &impl LedgerStore, job: &str) -> usize {
     store.audit(job).unwrap().map_or(0, |t| t.events.len())
 }
 
+/// The effects (replies to publish) of `jobs`, and how many of them are delivered. An effect
+/// without an outcome is what a start sends again.
+fn effects(store: &impl LedgerStore, jobs: &[&str]) -> (usize, usize) {
+    let of_jobs: Vec<_> = store
+        .state()
+        .effects()
+        .filter(|e| e.job.as_ref().is_some_and(|j| jobs.contains(&j.as_str())))
+        .collect();
+    let delivered = of_jobs.iter().filter(|e| e.outcome.is_some()).count();
+    (of_jobs.len(), delivered)
+}
+
 /// The results (kind 6000 + kind) the relay holds for `request`.
 async fn results_on_relay(s: &Setup, kind: u16, request: EventId) -> usize {
     let client = paydvm::node::transport::client(Keys::generate());
@@ -151,8 +163,15 @@ async fn a_node_on_postgres_runs_free_and_paid_jobs_and_keeps_them_across_a_rest
             assert_eq!(record.state, JobState::Succeeded);
             assert_eq!(record.attempts, 1);
         }
+        let (effects, delivered) = effects(&store, &[&free_id, &paid_id]);
+        assert!(effects >= 4, "feedback and results: {effects}");
+        assert_eq!(
+            delivered, effects,
+            "every reply delivered before the restart"
+        );
         (trail_len(&store, &free_id), trail_len(&store, &paid_id))
     };
+    let effects_before = effects(&pg_store(&url), &[&free_id, &paid_id]);
 
     // Restarted on the same database: the relay shows it both requests again, nothing is
     // redone and no effect goes out again.
@@ -166,6 +185,11 @@ async fn a_node_on_postgres_runs_free_and_paid_jobs_and_keeps_them_across_a_rest
     let store = pg_store(&url);
     assert_eq!(trail_len(&store, &free_id), free_len, "free job untouched");
     assert_eq!(trail_len(&store, &paid_id), paid_len, "paid job untouched");
+    assert_eq!(
+        effects(&store, &[&free_id, &paid_id]),
+        effects_before,
+        "no reply requested again"
+    );
     assert_eq!(results_on_relay(&s, 6001, free.id).await, 1);
     assert_eq!(results_on_relay(&s, 6050, paid.id).await, 1);
 
