@@ -3,6 +3,7 @@ pub mod cli;
 pub mod config;
 pub mod executor;
 pub mod job;
+pub mod ledger_handle;
 pub mod lightning;
 pub mod node;
 pub mod operator;

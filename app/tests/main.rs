@@ -14,6 +14,7 @@ mod ndk;
 mod node;
 mod nutshell;
 mod payments;
+mod pg_node;
 mod reconcile;
 mod refunds;
 mod relays;

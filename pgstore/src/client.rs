@@ -58,12 +58,8 @@ pub struct Db {
 
 impl Db {
     pub fn connect(location: &PgLocation, durability: Durability) -> Result<Db, PgError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("paydvm-ledger-pg")
-            .enable_all()
-            .build()
-            .map_err(|e| PgError::Runtime(e.to_string()))?;
+        let runtime =
+            one_worker_runtime("paydvm-ledger-pg").map_err(|e| PgError::Runtime(e.to_string()))?;
         let mut config = location.config().clone();
         // Durability::Normal: a commit returns before its WAL record is flushed (a server crash
         // may lose the last commits, never corrupt); Full waits for the flush.
@@ -135,6 +131,16 @@ impl Db {
     ) -> Result<Option<Row>, PgError> {
         Ok(self.query(sql, params)?.into_iter().next())
     }
+}
+
+/// A runtime with one worker thread: a store's (or a lock's) own, so its calls can be waited on
+/// from any thread.
+pub fn one_worker_runtime(name: &str) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(name)
+        .enable_all()
+        .build()
 }
 
 impl Drop for Db {

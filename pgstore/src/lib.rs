@@ -9,6 +9,8 @@ mod audit;
 mod client;
 mod load;
 mod location;
+mod node_lock;
+mod page;
 mod read;
 mod schema;
 mod store;
@@ -18,6 +20,7 @@ mod verify;
 mod write;
 
 pub use client::PgError;
-pub use location::{LocationError, PgLocation};
+pub use location::{shown_url, LocationError, PgLocation};
+pub use node_lock::{NodeLock, NodeLockError, NODE_LOCK_KEY};
 pub use schema::SCHEMA_VERSION;
 pub use store::PgStore;

@@ -39,12 +39,26 @@ pub struct PgLocation {
     shown: String,
 }
 
+/// `text` as a `postgres://` or `postgresql://` URL.
+fn postgres_url(text: &str) -> Result<url::Url, LocationError> {
+    let url = url::Url::parse(text).map_err(|e| LocationError::Url(e.to_string()))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(LocationError::NotPostgres);
+    }
+    Ok(url)
+}
+
+/// A ledger URL checked for syntax only and shown without its password; nothing is read (the
+/// password file or variable is read by [`PgLocation::parse`]).
+pub fn shown_url(text: &str) -> Result<String, LocationError> {
+    let mut url = postgres_url(text)?;
+    let _ = url.set_password(None);
+    Ok(url.to_string())
+}
+
 impl PgLocation {
     pub fn parse(text: &str) -> Result<PgLocation, LocationError> {
-        let mut url = url::Url::parse(text).map_err(|e| LocationError::Url(e.to_string()))?;
-        if !matches!(url.scheme(), "postgres" | "postgresql") {
-            return Err(LocationError::NotPostgres);
-        }
+        let mut url = postgres_url(text)?;
         let (mut file, mut env) = (None, None);
         let kept: Vec<(String, String)> = url
             .query_pairs()

@@ -49,6 +49,15 @@ impl PgStore {
         }
         Ok(store)
     }
+
+    /// Undo everything staged, in memory (nothing was written); returns how many groups.
+    pub fn discard_staged(&mut self) -> usize {
+        self.core.discard_staged()
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        self.core.options()
+    }
 }
 
 /// The database as the I/O of the shared in-memory side.

@@ -1,21 +1,20 @@
-//! `paydvm ledger audit <file> <reference>`.
-
-use std::path::Path;
+//! `paydvm ledger audit <file | postgres-url> <reference>` and `paydvm audit`.
 
 use anyhow::{bail, Context};
+use paydvm_ledger::LedgerStore;
 
 use super::{ledger_file, output, timeline, EXIT_OK};
+use crate::config::LedgerPlace;
 
-pub fn run(path: &Path, reference: &str, json: bool) -> anyhow::Result<u8> {
-    let store = ledger_file::open_existing(path)?;
+pub fn run(place: &LedgerPlace, reference: &str, json: bool) -> anyhow::Result<u8> {
+    let store = ledger_file::open_to_query(place)?;
     let trail = store
         .audit(reference)
-        .with_context(|| format!("auditing {reference:?} in {}", path.display()))?;
+        .with_context(|| format!("auditing {reference:?} in {place}"))?;
     let Some(trail) = trail else {
         bail!(
-            "no event in {} mentions {reference:?} (tried job id, request/result event id, \
-             payment reference, refund id and refund lookup)",
-            path.display()
+            "no event in {place} mentions {reference:?} (tried job id, request/result event id, \
+             payment reference, refund id and refund lookup)"
         );
     };
     if json {

@@ -4,31 +4,13 @@
 //! node that writes it first (a copy of a running ledger is the history up to its head when the
 //! copy started, not after).
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Context};
 use paydvm_ledger::copy::copy_log;
-use paydvm_ledger::store::Store;
 use paydvm_ledger::{Durability, LedgerStore, StoreOptions};
-use paydvm_ledger_pg::PgStore;
 
 use super::{ledger_file, output, EXIT_OK, EXIT_VERIFY_FAILED};
-
-/// Where a ledger is: a file, or a `postgres://` URL.
-enum Place {
-    File(PathBuf),
-    Postgres(String),
-}
-
-impl Place {
-    fn parse(text: &str) -> Place {
-        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            Place::Postgres(text.to_string())
-        } else {
-            Place::File(PathBuf::from(text))
-        }
-    }
-}
+use crate::config::LedgerPlace;
+use crate::ledger_handle::LedgerHandle;
 
 /// Opens the source read-only, keeping only open work in memory (a copy reads events by seq).
 fn source_options() -> StoreOptions {
@@ -41,41 +23,19 @@ fn dest_options() -> StoreOptions {
 }
 
 pub fn run(from: &str, to: &str) -> anyhow::Result<u8> {
-    match (Place::parse(from), Place::parse(to)) {
-        (Place::File(f), to) => {
-            ledger_file::ensure_exists(&f)?;
-            let source = Store::open_with(&f, &source_options())
-                .with_context(|| format!("cannot open ledger file {}", f.display()))?;
-            into(&source, to)
-        }
-        (Place::Postgres(url), to) => {
-            // The URL may hold a password: name the place without it.
-            let shown = paydvm_ledger_pg::PgLocation::parse(&url)
-                .map(|l| l.to_string())
-                .unwrap_or_else(|_| "the source database".into());
-            let source = PgStore::open(&url, &source_options())
-                .with_context(|| format!("cannot open {shown}"))?;
-            into(&source, to)
-        }
+    let (from, to) = (LedgerPlace::from_arg(from)?, LedgerPlace::from_arg(to)?);
+    if let LedgerPlace::File(f) = &from {
+        ledger_file::ensure_exists(f)?;
     }
-}
-
-fn into<S: LedgerStore>(source: &S, to: Place) -> anyhow::Result<u8> {
-    match to {
-        Place::File(path) => {
-            if path.exists() {
-                bail!("{} already exists; give a new file name", path.display());
-            }
-            let dest = Store::open_with(&path, &dest_options())
-                .with_context(|| format!("cannot create ledger file {}", path.display()))?;
-            copy_and_verify(source, dest)
-        }
-        Place::Postgres(url) => {
-            let dest = PgStore::open(&url, &dest_options())
-                .context("cannot open the destination database")?;
-            copy_and_verify(source, dest)
-        }
+    // A place is named by its Display: a URL without its password.
+    let source = LedgerHandle::open(&from, &source_options())
+        .with_context(|| format!("cannot open {from}"))?;
+    if let Some(path) = to.file().filter(|p| p.exists()) {
+        bail!("{} already exists; give a new file name", path.display());
     }
+    let dest = LedgerHandle::open(&to, &dest_options())
+        .with_context(|| format!("cannot create the destination {to}"))?;
+    copy_and_verify(&source, dest)
 }
 
 fn copy_and_verify<S: LedgerStore, D: LedgerStore>(source: &S, mut dest: D) -> anyhow::Result<u8> {

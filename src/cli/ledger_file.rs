@@ -1,9 +1,14 @@
-//! Opening an existing ledger file: the inspecting commands never create one.
+//! Opening an existing ledger, a file or a PostgreSQL database: the inspecting commands never
+//! create one.
 
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use paydvm_ledger::store::Store;
+use paydvm_ledger::store::{Durability, Store};
+use paydvm_ledger::StoreOptions;
+
+use crate::config::LedgerPlace;
+use crate::ledger_handle::LedgerHandle;
 
 /// Fail with a clear message unless `path` is an existing regular file.
 pub fn ensure_exists(path: &Path) -> anyhow::Result<()> {
@@ -17,9 +22,38 @@ pub fn ensure_exists(path: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// Open and replay an existing ledger file, read-only.
-pub fn open_existing(path: &Path) -> anyhow::Result<Store> {
-    ensure_exists(path)?;
-    Store::open_read_only(path)
-        .with_context(|| format!("cannot open ledger file {}", path.display()))
+/// Open and replay an existing ledger, read-only, with its whole history in memory (for
+/// commands that read the state: `status`, `refund list`, `reconcile`).
+pub fn open_existing(place: &LedgerPlace) -> anyhow::Result<LedgerHandle> {
+    open_with(
+        place,
+        &StoreOptions::everything(Durability::Normal).read_only(),
+    )
+}
+
+/// Open an existing ledger read-only for questions the store answers from its tables (`audit`,
+/// `export`, `verify`): a database loads only its open work. A file opens as for
+/// [`open_existing`].
+pub fn open_to_query(place: &LedgerPlace) -> anyhow::Result<LedgerHandle> {
+    match place {
+        LedgerPlace::File(_) => open_existing(place),
+        LedgerPlace::Postgres(_) => open_with(
+            place,
+            &StoreOptions::bounded(Durability::Normal).read_only(),
+        ),
+    }
+}
+
+fn open_with(place: &LedgerPlace, options: &StoreOptions) -> anyhow::Result<LedgerHandle> {
+    match place {
+        LedgerPlace::File(path) => {
+            ensure_exists(path)?;
+            Ok(Store::open_with(path, options)
+                .with_context(|| format!("cannot open ledger file {}", path.display()))?
+                .into())
+        }
+        LedgerPlace::Postgres(url) => {
+            LedgerHandle::open(place, options).with_context(|| format!("cannot open {url}"))
+        }
+    }
 }

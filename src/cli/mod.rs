@@ -23,6 +23,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use paydvm_ledger::WriteOffTo;
 
+use crate::config::LedgerPlace;
 use crate::operator::OperatorAction;
 
 pub use timeline::{format_ms, render_trail};
@@ -149,7 +150,7 @@ enum Command {
     /// through a running node's control socket, or on a stopped node's ledger.
     #[command(subcommand)]
     Credit(CreditCommand),
-    /// Inspect a ledger file, or create a sample one.
+    /// Inspect a ledger (a file or a postgres:// URL), copy it, or create a sample one.
     #[command(subcommand)]
     Ledger(LedgerCommand),
 }
@@ -242,16 +243,18 @@ enum CreditCommand {
 
 #[derive(Debug, Subcommand)]
 enum LedgerCommand {
-    /// Recheck a ledger file from scratch: hash chain, replay, postings, projections, invariants.
+    /// Recheck a ledger from scratch: hash chain, replay, postings, projections, invariants.
     Verify {
-        file: PathBuf,
+        /// A ledger file or postgres:// URL.
+        ledger: String,
         /// Print the report or the failure as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Show everything the ledger knows about one job or payment.
     Audit {
-        file: PathBuf,
+        /// A ledger file or postgres:// URL.
+        ledger: String,
         /// A job id, request event id, payment hash or other payment reference, bolt11, refund
         /// id, refund lookup or result event id.
         reference: String,
@@ -260,7 +263,10 @@ enum LedgerCommand {
         json: bool,
     },
     /// Write the whole log to stdout as JSON lines, one event per line.
-    Export { file: PathBuf },
+    Export {
+        /// A ledger file or postgres:// URL.
+        ledger: String,
+    },
     /// Write a consistent copy of a ledger file (safe while the node runs), then verify the
     /// copy. Exit 2 if the copy does not verify; never overwrites an existing file.
     Backup {
@@ -280,7 +286,8 @@ enum LedgerCommand {
     },
     /// Count jobs by state and show account balances.
     Status {
-        file: PathBuf,
+        /// A ledger file or postgres:// URL.
+        ledger: String,
         /// Print the status as JSON.
         #[arg(long)]
         json: bool,
@@ -356,34 +363,44 @@ fn dispatch(command: Command, scaffolded: &dyn Scaffolded) -> anyhow::Result<u8>
             reference,
             config,
             json,
-        } => audit::run(&node_ledger(&config)?, &reference, json),
+        } => audit::run(&node_config(&config)?.ledger, &reference, json),
         Command::Status {
             config,
             json,
             all_accounts,
-        } => status::run(&node_ledger(&config)?, json, all_accounts),
+        } => {
+            let node = node_config(&config)?;
+            status::run(&node.ledger, Some(&node.local_base()), json, all_accounts)
+        }
         Command::Reconcile { config, json } => reconcile::run(&config, json),
         Command::Refund(command) => refund_command(command),
         Command::Float(FloatCommand::Add { asset, msat, args }) => operator::run(
-            &node_ledger(&args.config)?,
+            &node_config(&args.config)?,
             OperatorAction::FloatAdd { asset, msat },
             &args.note,
         ),
         Command::Credit(command) => credit_command(command),
-        Command::Ledger(LedgerCommand::Verify { file, json }) => verify::run(&file, json),
+        Command::Ledger(LedgerCommand::Verify { ledger, json }) => {
+            verify::run(&LedgerPlace::from_arg(&ledger)?, json)
+        }
         Command::Ledger(LedgerCommand::Audit {
-            file,
+            ledger,
             reference,
             json,
-        }) => audit::run(&file, &reference, json),
-        Command::Ledger(LedgerCommand::Export { file }) => export::run(&file),
+        }) => audit::run(&LedgerPlace::from_arg(&ledger)?, &reference, json),
+        Command::Ledger(LedgerCommand::Export { ledger }) => {
+            export::run(&LedgerPlace::from_arg(&ledger)?)
+        }
         Command::Ledger(LedgerCommand::Backup { file, copy }) => backup::run(&file, &copy),
         Command::Ledger(LedgerCommand::Copy { from, to }) => copy::run(&from, &to),
         Command::Ledger(LedgerCommand::Status {
-            file,
+            ledger,
             json,
             all_accounts,
-        }) => status::run(&file, json, all_accounts),
+        }) => {
+            let place = LedgerPlace::from_arg(&ledger)?;
+            status::run(&place, place.file(), json, all_accounts)
+        }
         Command::Ledger(LedgerCommand::Sample { file, jobs }) => {
             scaffolded.ledger_sample(&file, jobs)
         }
@@ -393,7 +410,7 @@ fn dispatch(command: Command, scaffolded: &dyn Scaffolded) -> anyhow::Result<u8>
 fn refund_command(command: RefundCommand) -> anyhow::Result<u8> {
     let (args, action) = match command {
         RefundCommand::List { config, json } => {
-            return operator::list(&node_ledger(&config)?, json)
+            return operator::list(&node_config(&config)?.ledger, json)
         }
         RefundCommand::Retry { refund, args } => (args, OperatorAction::RefundRetry { refund }),
         RefundCommand::Reroute {
@@ -426,7 +443,7 @@ fn refund_command(command: RefundCommand) -> anyhow::Result<u8> {
             )
         }
     };
-    operator::run(&node_ledger(&args.config)?, action, &args.note)
+    operator::run(&node_config(&args.config)?, action, &args.note)
 }
 
 fn credit_command(command: CreditCommand) -> anyhow::Result<u8> {
@@ -442,11 +459,10 @@ fn credit_command(command: CreditCommand) -> anyhow::Result<u8> {
             args,
         } => (args, OperatorAction::CreditAdjust { customer, msat }),
     };
-    operator::run(&node_ledger(&args.config)?, action, &args.note)
+    operator::run(&node_config(&args.config)?, action, &args.note)
 }
 
-/// The ledger file a node's config names.
-fn node_ledger(config: &Path) -> anyhow::Result<PathBuf> {
-    let config = crate::config::Config::load(config)?;
-    Ok(config.node.ledger)
+/// The `[node]` table of a node's config (its ledger, where its local files are).
+fn node_config(config: &Path) -> anyhow::Result<crate::config::Node> {
+    Ok(crate::config::Config::load(config)?.node)
 }

@@ -3,20 +3,22 @@
 //! ledger is written directly, under the same single-instance lock `paydvm run` holds.
 
 use std::fmt::Write;
-use std::path::Path;
 
 use anyhow::{bail, Context};
-use paydvm_ledger::store::{Durability, Store};
-use paydvm_ledger::{RefundRecord, UnixMs};
+use paydvm_ledger::store::Durability;
+use paydvm_ledger::{LedgerStore, RefundRecord, StoreOptions, UnixMs};
 use serde::Serialize;
 
 use super::{ledger_file, output, EXIT_ERROR, EXIT_OK};
-use crate::node::{control, ledger_lock::LedgerLock, now_ms};
+use crate::config::{LedgerPlace, Node};
+use crate::ledger_handle::LedgerHandle;
+use crate::node::{control, ledger_open, now_ms};
 use crate::operator::{OperatorAction, OperatorReply, OperatorRequest};
 
-/// Sends `action` with `note` to the node on `ledger` (or applies it to the stopped node's
-/// ledger) and prints the answer. Exit 1 when it is refused.
-pub fn run(ledger: &Path, action: OperatorAction, note: &str) -> anyhow::Result<u8> {
+/// Sends `action` with `note` to the node `node` configures (or applies it to the stopped
+/// node's ledger) and prints the answer. Exit 1 when it is refused.
+pub fn run(node: &Node, action: OperatorAction, note: &str) -> anyhow::Result<u8> {
+    let base = node.local_base();
     let request = OperatorRequest {
         id: hex::encode(rand::random::<[u8; 16]>()),
         note: note.to_owned(),
@@ -27,27 +29,26 @@ pub fn run(ledger: &Path, action: OperatorAction, note: &str) -> anyhow::Result<
         .build()
         .context("starting the async runtime")?;
     let asked = runtime
-        .block_on(control::send(ledger, &request))
-        .with_context(|| format!("asking the node on {}", ledger.display()))?;
+        .block_on(control::send(&base, &request))
+        .with_context(|| format!("asking the node on {}", node.ledger))?;
     let (reply, via) = match asked {
         Some(reply) => (reply, "the running node"),
-        None => (
-            apply_offline(ledger, &request)?,
-            "the ledger (node stopped)",
-        ),
+        None => (apply_offline(node, &request)?, "the ledger (node stopped)"),
     };
     let verdict = if reply.ok { "done" } else { "refused" };
     output::print(&format!("{verdict} by {via}: {}\n", reply.message))?;
     Ok(if reply.ok { EXIT_OK } else { EXIT_ERROR })
 }
 
-fn apply_offline(ledger: &Path, request: &OperatorRequest) -> anyhow::Result<OperatorReply> {
-    if !ledger.exists() {
-        bail!("no ledger at {}", ledger.display());
+/// Under the locks `paydvm run` takes (the lock file; for a database its advisory lock too).
+fn apply_offline(node: &Node, request: &OperatorRequest) -> anyhow::Result<OperatorReply> {
+    if let Some(path) = node.ledger.file().filter(|p| !p.exists()) {
+        bail!("no ledger at {}", path.display());
     }
-    let _lock = LedgerLock::acquire(ledger)?;
-    let mut store = Store::open(ledger, Durability::Full)
-        .with_context(|| format!("opening {}", ledger.display()))?;
+    let _locks = ledger_open::claim(node, false)?;
+    let options = StoreOptions::everything(Durability::Full);
+    let mut store = LedgerHandle::open(&node.ledger, &options)
+        .with_context(|| format!("opening {}", node.ledger))?;
     let event = match request.event(store.state(), UnixMs(now_ms())) {
         Ok(event) => event,
         Err(why) => return Ok(OperatorReply::refused(why)),
@@ -78,7 +79,7 @@ struct OpenRefund<'a> {
 
 /// `paydvm refund list`: every refund not yet paid or written off, with why it waits and what
 /// the operator can do. Read-only; safe while the node runs.
-pub fn list(ledger: &Path, json: bool) -> anyhow::Result<u8> {
+pub fn list(ledger: &LedgerPlace, json: bool) -> anyhow::Result<u8> {
     let store = ledger_file::open_existing(ledger)?;
     let mut open: Vec<&RefundRecord> = store
         .state()

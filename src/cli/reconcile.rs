@@ -13,8 +13,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::ledger_handle::LedgerHandle;
 use anyhow::Context;
-use paydvm_ledger::store::Store;
+use paydvm_ledger::LedgerStore;
 use paydvm_ledger::{
     Account, Asset, InvoiceFor, JobId, LedgerState, Msat, PaymentRef, QuotedInvoice, RefundState,
     SubscriptionId,
@@ -55,7 +56,7 @@ pub fn run(config_path: &Path, json: bool) -> anyhow::Result<u8> {
     })
 }
 
-async fn gather(config: &Config, store: &Store) -> anyhow::Result<Vec<AssetInput>> {
+async fn gather(config: &Config, store: &LedgerHandle) -> anyhow::Result<Vec<AssetInput>> {
     let mut inputs = Vec::new();
     if let Some(lightning) = lightning_input(config, store).await? {
         inputs.push(lightning);
@@ -81,7 +82,10 @@ fn refunds_in_flight(state: &LedgerState, asset: &Asset) -> Vec<Item> {
         .collect()
 }
 
-async fn lightning_input(config: &Config, store: &Store) -> anyhow::Result<Option<AssetInput>> {
+async fn lightning_input(
+    config: &Config,
+    store: &LedgerHandle,
+) -> anyhow::Result<Option<AssetInput>> {
     let asset = Asset::Lightning;
     let state = store.state();
     let ledger = ledger_balance(state, &asset);
@@ -147,7 +151,7 @@ async fn lightning_input(config: &Config, store: &Store) -> anyhow::Result<Optio
 /// the settled ones, and how many lookups gave no answer.
 async fn unbooked_settlements(
     backend: &Arc<NwcLightning>,
-    store: &Store,
+    store: &LedgerHandle,
 ) -> anyhow::Result<(Vec<Item>, usize)> {
     let unpaid: Vec<QuotedInvoice> = store
         .quoted_invoices()?
@@ -216,7 +220,7 @@ async fn mint_inputs(config: &Config, state: &LedgerState) -> anyhow::Result<Vec
     for mint in config.policy.trusted_mints() {
         entry(&mint.url);
     }
-    let wallet = wallet_path(&config.node.ledger);
+    let wallet = wallet_path(&config.node.local_base());
     let holdings = paydvm_mints::wallet_holdings(&wallet)
         .await
         .with_context(|| format!("reading the cashu wallet store {}", wallet.display()))?;
@@ -255,7 +259,7 @@ fn add_pending_swaps(
     state: &LedgerState,
     mints: &mut BTreeMap<String, AssetInput>,
 ) -> anyhow::Result<()> {
-    let path = pending_path(&config.node.ledger);
+    let path = pending_path(&config.node.local_base());
     if !path.exists() {
         return Ok(());
     }

@@ -44,7 +44,9 @@ pub fn run(config_path: &Path, format: Option<LogFormat>, new_ledger: bool) -> a
     // Errors from loading name the file and field, never the key material.
     let config = Config::load(config_path)?;
     init_logging(format);
-    super::fatal_signal::explain_sigbus(&config.node.ledger);
+    if let Some(file) = config.node.ledger.file() {
+        super::fatal_signal::explain_sigbus(file);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -100,7 +102,7 @@ async fn serve(config: Config, new_ledger: bool) -> anyhow::Result<u8> {
     output::print(&format!(
         "paydvm node {npub} running\nrelays: {}\nledger: {}\n",
         relays.join(", "),
-        node.ledger_path().display()
+        node.ledger()
     ))?;
     let which = tokio::select! {
         _ = sigint.recv() => "SIGINT",

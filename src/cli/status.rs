@@ -8,11 +8,12 @@ use std::path::Path;
 
 use anyhow::Context;
 use paydvm_ledger::{
-    Account, Balance, EntitlementState, JobState, LedgerState, SubscriptionRecord,
+    Account, Balance, EntitlementState, JobState, LedgerState, LedgerStore, SubscriptionRecord,
 };
 use serde::Serialize;
 
 use super::{ledger_file, output, EXIT_OK};
+use crate::config::LedgerPlace;
 use crate::node::control;
 use crate::node::relays::RelayReport;
 
@@ -75,12 +76,21 @@ pub struct KindTotal {
     pub held_msat: i128,
 }
 
-pub fn run(path: &Path, json: bool, all_accounts: bool) -> anyhow::Result<u8> {
-    let store = ledger_file::open_existing(path)?;
+/// `control`: what the local files of the node serving this ledger are named after (its
+/// control socket is asked), when known: the ledger file, or the config's `state_dir` base.
+pub fn run(
+    place: &LedgerPlace,
+    control: Option<&Path>,
+    json: bool,
+    all_accounts: bool,
+) -> anyhow::Result<u8> {
+    let store = ledger_file::open_existing(place)?;
     let (events, head) = store.head();
     let mut status = summarize(store.state(), events, hex(&head), all_accounts);
     drop(store);
-    status.node = node_view(path)?;
+    if let Some(base) = control {
+        status.node = node_view(base)?;
+    }
     if json {
         output::print_json(&status)?;
     } else {

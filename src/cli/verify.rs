@@ -1,13 +1,12 @@
-//! `paydvm ledger verify <file>`.
-
-use std::path::Path;
+//! `paydvm ledger verify <file | postgres-url>`.
 
 use paydvm_ledger::store::{verify_file, VerifyFailure, VerifyReport};
-use paydvm_ledger::LedgerError;
+use paydvm_ledger::{LedgerError, LedgerStore};
 use serde::Serialize;
 use serde_json::json;
 
 use super::{ledger_file, output, EXIT_ERROR, EXIT_OK, EXIT_VERIFY_FAILED};
+use crate::config::LedgerPlace;
 
 #[derive(Serialize)]
 struct ReportJson<'a> {
@@ -21,14 +20,21 @@ struct ReportJson<'a> {
     head_hash: &'a str,
 }
 
-pub fn run(path: &Path, json: bool) -> anyhow::Result<u8> {
-    ledger_file::ensure_exists(path)?;
-    match verify_file(path) {
+pub fn run(place: &LedgerPlace, json: bool) -> anyhow::Result<u8> {
+    let verified = match place {
+        LedgerPlace::File(path) => {
+            ledger_file::ensure_exists(path)?;
+            verify_file(path)
+        }
+        // Verify copies the rows into a scratch SQLite file and runs the same verifier.
+        LedgerPlace::Postgres(_) => ledger_file::open_to_query(place)?.verify(),
+    };
+    match verified {
         Ok(report) => {
             if json {
                 output::print_json(&ReportJson {
                     ok: true,
-                    file: path.display().to_string(),
+                    file: place.to_string(),
                     events: report.events,
                     jobs: report.jobs,
                     refunds: report.refunds,
@@ -46,7 +52,7 @@ pub fn run(path: &Path, json: bool) -> anyhow::Result<u8> {
             if json {
                 output::print_json(&json!({
                     "ok": false,
-                    "file": path.display().to_string(),
+                    "file": place.to_string(),
                     "failure": failure_json(&failure),
                     "message": failure.to_string(),
                 }))?;

@@ -120,12 +120,13 @@ impl Cashu {
     }
 }
 
-/// The cdk wallet store (received proofs) next to the ledger: `<ledger>.cashu-wallet`.
+/// The cdk wallet store (received proofs): `<base>.cashu-wallet`, `base` being
+/// [`Node::local_base`](super::Node::local_base) (the ledger file, or `<state_dir>/paydvm`).
 pub fn wallet_path(ledger: &Path) -> PathBuf {
     with_suffix(ledger, ".cashu-wallet")
 }
 
-/// NutZaps verified but not yet credited: `<ledger>.cashu-pending`.
+/// NutZaps verified but not yet credited: `<base>.cashu-pending` (see [`wallet_path`]).
 pub fn pending_path(ledger: &Path) -> PathBuf {
     with_suffix(ledger, ".cashu-pending")
 }

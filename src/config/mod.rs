@@ -11,6 +11,7 @@ mod check;
 mod error;
 mod http;
 mod keys;
+mod ledger_place;
 mod lightning;
 mod node;
 mod offers;
@@ -36,11 +37,12 @@ pub use keys::{
     create_key_file, key_from_env_value, load_key_file, load_or_create_key, parse_secret_key,
     KeyError,
 };
+pub use ledger_place::{LedgerPlace, PgUrl};
 pub use lightning::{
     BackendChoice, BackendSecrets, Lightning, LightningConfig, SecretSource,
     DEFAULT_INVOICE_TIMEOUT_SECS, DEFAULT_MAX_FEE_MSAT,
 };
-pub use node::{KeySource, Node, ProblemMode};
+pub use node::{KeySource, Node, ProblemMode, LOCAL_BASE_NAME};
 pub use offers::{
     Builtin, Executor, Offer, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_TIMEOUT_SECS, MAX_MAX_CONCURRENCY, MAX_MAX_OUTPUT_BYTES, MAX_OFFERS, MAX_TIMEOUT_SECS,

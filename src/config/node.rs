@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use nostr_sdk::Url;
 
 use super::check::Check;
+use super::ledger_place::{LedgerPlace, PgUrl};
 use super::raw::RawNode;
 use super::ConfigError;
 use crate::payments::lnurl::Lud16;
@@ -19,8 +20,12 @@ pub struct Node {
     pub name: String,
     pub about: Option<String>,
     pub picture: Option<Url>,
-    /// Resolved against the config file's directory.
-    pub ledger: PathBuf,
+    /// A file (resolved against the config file's directory) or a `postgres://` URL.
+    pub ledger: LedgerPlace,
+    /// Where the node keeps its local files (Cashu wallet, pending swaps, control socket, lock)
+    /// when the ledger is a database: required then, refused with a file ledger (whose local
+    /// files sit next to it). Resolved against the config file's directory.
+    pub state_dir: Option<PathBuf>,
     /// Resolved against the config file's directory.
     pub policy: PathBuf,
     pub key: KeySource,
@@ -59,14 +64,29 @@ pub enum KeySource {
     Env(String),
 }
 
+/// The file name the node's local files are named after in `state_dir` (`paydvm.sock`,
+/// `paydvm.lock`, `paydvm.cashu-wallet`, `paydvm.cashu-pending`).
+pub const LOCAL_BASE_NAME: &str = "paydvm";
+
 impl Node {
+    /// What the node's local files are named after: `<ledger>.sock`, `<ledger>.cashu-wallet`, …
+    /// beside a ledger file; `<state_dir>/paydvm.sock`, … with a database ledger.
+    pub fn local_base(&self) -> PathBuf {
+        match (&self.ledger, &self.state_dir) {
+            (LedgerPlace::File(path), _) => path.clone(),
+            (LedgerPlace::Postgres(_), Some(dir)) => dir.join(LOCAL_BASE_NAME),
+            // Not from a config file (validation requires state_dir): the working directory.
+            (LedgerPlace::Postgres(_), None) => PathBuf::from(LOCAL_BASE_NAME),
+        }
+    }
+
     pub(crate) fn from_raw(raw: RawNode, check: Check<'_>) -> Result<Self, ConfigError> {
         let name = check.non_empty("node.name", check.required("node.name", raw.name)?)?;
         let picture = raw
             .picture
             .map(|p| web_url("node.picture", &p, check))
             .transpose()?;
-        let ledger = check.path("node.ledger", check.required("node.ledger", raw.ledger)?)?;
+        let (ledger, state_dir) = ledger_and_state_dir(raw.ledger, raw.state_dir, check)?;
         let policy = check.path("node.policy", check.required("node.policy", raw.policy)?)?;
         let key =
             match (raw.key_file, raw.key_env) {
@@ -127,6 +147,7 @@ impl Node {
             about: raw.about,
             picture,
             ledger,
+            state_dir,
             policy,
             key,
             lud16,
@@ -141,6 +162,37 @@ impl Node {
     pub fn lnurl_host_policy(&self) -> HostPolicy {
         HostPolicy::new(self.lnurl_http_loopback, self.lnurl_allow_hosts.clone())
     }
+}
+
+/// `ledger` and `state_dir`: a database ledger needs a directory for the node's local files; a
+/// file ledger keeps them beside it.
+fn ledger_and_state_dir(
+    ledger: Option<String>,
+    state_dir: Option<String>,
+    check: Check<'_>,
+) -> Result<(LedgerPlace, Option<PathBuf>), ConfigError> {
+    let ledger = check.non_empty("node.ledger", check.required("node.ledger", ledger)?)?;
+    if !LedgerPlace::is_url(&ledger) {
+        if state_dir.is_some() {
+            return Err(check.invalid(
+                "node.state_dir",
+                "is only for a postgres:// ledger (a ledger file keeps the node's files beside it)",
+            ));
+        }
+        return Ok((LedgerPlace::File(check.path("node.ledger", ledger)?), None));
+    }
+    let url = PgUrl::parse(&ledger).map_err(|e| check.invalid("node.ledger", e.to_string()))?;
+    let Some(dir) = state_dir else {
+        return Err(check.invalid(
+            "node.state_dir",
+            "is required when node.ledger is a postgres:// URL: a directory for the node's local \
+             files (Cashu wallet, pending swaps, control socket, lock)",
+        ));
+    };
+    Ok((
+        LedgerPlace::Postgres(url),
+        Some(check.path("node.state_dir", dir)?),
+    ))
 }
 
 /// `lnurl_allow_hosts`: 1..=64 entries, each valid, none twice.

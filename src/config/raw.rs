@@ -58,6 +58,7 @@ pub(crate) struct RawNode {
     pub about: Option<String>,
     pub picture: Option<String>,
     pub ledger: Option<String>,
+    pub state_dir: Option<String>,
     pub policy: Option<String>,
     pub key_file: Option<String>,
     pub key_env: Option<String>,

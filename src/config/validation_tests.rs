@@ -148,6 +148,27 @@ http = "http://127.0.0.1:8080/run"
 }
 
 #[test]
+fn a_postgres_ledger_keeps_local_files_in_state_dir() {
+    let node = NODE.replace(
+        "ledger = \"paydvm.db\"",
+        "ledger = \"postgres://paydvm:pw@db.internal/paydvm\"\nstate_dir = \"state\"",
+    );
+    let file = parse(&toml(&node, RELAYS, OFFER)).unwrap();
+    assert_eq!(file.node.ledger.file(), None);
+    assert_eq!(
+        file.node.ledger.to_string(),
+        "postgres://paydvm@db.internal/paydvm"
+    );
+    assert!(!format!("{:?}", file.node).contains(":pw@"));
+    assert_eq!(
+        file.node.local_base(),
+        Path::new("/etc/paydvm/state/paydvm")
+    );
+    let file = parse(&toml(NODE, RELAYS, OFFER)).unwrap();
+    assert_eq!(file.node.local_base(), Path::new("/etc/paydvm/paydvm.db"));
+}
+
+#[test]
 fn an_allow_listed_private_lud16_is_accepted() {
     let node = format!(
         "{NODE}lud16 = \"dvm@wallet.lan:8080\"\nlnurl_allow_hosts = [\"http://wallet.lan:8080\"]\n"
@@ -202,6 +223,9 @@ fn invalid_fields_are_named() {
         (toml(&node("picture = \"ftp://example.com/a.png\"", ""), RELAYS, OFFER), "node.picture", "http:// or https://"),
         (toml(&node("picture = \"not a url\"", ""), RELAYS, OFFER), "node.picture", "not a URL"),
         (toml(&node("", "ledger"), RELAYS, OFFER), "node.ledger", "is required"),
+        (toml(&node("", "ledger").replace("[node]", "[node]\nledger = \"postgres://u@h/db\""), RELAYS, OFFER), "node.state_dir", "is required when node.ledger is a postgres:// URL"),
+        (toml(&node("", "ledger").replace("[node]", "[node]\nledger = \"postgres://u@[bad/db\"\nstate_dir = \"s\""), RELAYS, OFFER), "node.ledger", "bad ledger URL"),
+        (toml(&node("state_dir = \"state\"", ""), RELAYS, OFFER), "node.state_dir", "only for a postgres:// ledger"),
         (toml(&node("lud16 = \"Dvm\"", ""), RELAYS, OFFER), "node.lud16", "not a lightning address"),
         (toml(&node("lud16 = \"dvm@example.com\"\nlnurl_http_loopback = true", ""), RELAYS, OFFER), "node.lnurl_http_loopback", "loopback"),
         (toml(&node("lud16 = \"dvm@127.0.0.1:9000\"", ""), RELAYS, OFFER), "node.lud16", "127.0.0.1 is a loopback address"),

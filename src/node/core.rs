@@ -1,5 +1,5 @@
 //! The node's shell around the decision core ([`super::decide`]): the only owner of the ledger
-//! [`Store`]. It takes one [`Command`] at a time, turns it into an [`Input`] (through the
+//! store ([`LedgerHandle`]: an SQLite file or PostgreSQL). It takes one [`Command`] at a time, turns it into an [`Input`] (through the
 //! protocol adapter for protocol events), asks the [`Decider`], renders the replies of each
 //! decided group as signed events recorded with the group, and stages the group (all or
 //! nothing). The commands waiting at one moment are written as one transaction (group commit);
@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use nostr_sdk::prelude::{Event, EventBuilder, JsonUtil, RelayUrl};
-use paydvm_ledger::store::Store;
 use paydvm_ledger::LedgerStore;
 use paydvm_ledger::{EffectId, EventBody, JobId, JobRecord, LedgerEvent, Pubkey, RefundId, UnixMs};
 use paydvm_policies::Policy;
@@ -44,6 +43,7 @@ use super::telemetry::Telemetry;
 use super::{now_ms, worker};
 use crate::config::{InputFees, Relays};
 use crate::executor::Executors;
+use crate::ledger_handle::LedgerHandle;
 use crate::lightning::IssuedInvoice;
 use crate::operator::{OperatorReply, OperatorRequest};
 use crate::protocol::nip90::{Nip90Adapter, Nip90Context};
@@ -138,7 +138,7 @@ pub enum Command {
 
 /// Everything the core owns.
 pub struct CoreParts {
-    pub store: Store,
+    pub store: LedgerHandle,
     pub policy: Policy,
     pub keys: nostr_sdk::prelude::Keys,
     pub offered: Vec<u16>,
@@ -158,8 +158,9 @@ pub struct CoreParts {
     pub cashu_fees: Option<InputFees>,
     /// Where what was written is told (metrics, the status page's totals).
     pub telemetry: Telemetry,
-    /// The ledger file `store` opened, watched for deletion and lost writability.
-    pub watch: LedgerWatch,
+    /// The ledger file `store` opened, watched for deletion and lost writability (`None` for a
+    /// database: its server keeps its files).
+    pub watch: Option<LedgerWatch>,
 }
 
 /// Commands handled before one ledger write (group commit).
@@ -178,7 +179,7 @@ struct Batch {
 }
 
 pub struct Core {
-    store: Store,
+    store: LedgerHandle,
     decider: Decider,
     adapter: Nip90Adapter,
     /// Our node's key (the author of our refunds' zap requests).

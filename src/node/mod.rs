@@ -1,7 +1,8 @@
 //! The running node: relay intake → core (ledger + policy, one actor) → executors and the effect
 //! outbox. See `docs/node.md`.
 //!
-//! - [`core`]: one task owns the [`Store`](paydvm_ledger::store::Store), the policy and the keys;
+//! - [`core`]: one task owns the ledger (an SQLite file or PostgreSQL, see [`ledger_open`]), the
+//!   policy and the keys;
 //!   every command becomes one all-or-nothing group; waiting commands share one write.
 //! - [`intake`]: subscribes to the configured relays and forwards verified events to the core;
 //!   [`relays`] keeps each relay connected (bounded back-off) and subscribed, and
@@ -23,6 +24,7 @@ pub mod intake;
 pub mod invoicing;
 pub mod ledger_lock;
 pub mod ledger_marker;
+pub mod ledger_open;
 pub mod ledger_watch;
 pub mod local_relay;
 pub mod nutzaps;
@@ -45,15 +47,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use nostr_sdk::prelude::{Event, PublicKey};
-use paydvm_ledger::store::{Durability, Store};
-use paydvm_ledger::StoreOptions;
 use paydvm_ledger::{JobRecord, Msat};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::{
-    BackendSecrets, Config, LightningConfig, DEFAULT_INVOICE_TIMEOUT_SECS, DEFAULT_MAX_FEE_MSAT,
+    BackendSecrets, Config, LedgerPlace, LightningConfig, DEFAULT_INVOICE_TIMEOUT_SECS,
+    DEFAULT_MAX_FEE_MSAT,
 };
 use crate::lightning::fake::FakeLightning;
 use crate::lightning::lnbits::LnbitsLightning;
@@ -190,7 +191,10 @@ pub struct NodeHandle {
     zaps: Option<zaps::ZapIntake>,
     nutzaps: Option<nutzaps::NutZapRail>,
     pubkey: PublicKey,
+    /// What the node's local files are named after (the ledger file, or
+    /// `<state_dir>/paydvm`).
     ledger: PathBuf,
+    place: LedgerPlace,
     control: control::Control,
     relays: relays::RelayBoard,
     /// The `[http]` endpoint, when configured.
@@ -198,7 +202,7 @@ pub struct NodeHandle {
     /// What is wrong with the ledger file now, if anything (kept by the core).
     ledger_fault: core::FaultReport,
     /// Released last, after the core has closed the ledger.
-    lock: ledger_lock::LedgerLock,
+    lock: ledger_open::LedgerLocks,
 }
 
 /// Starts the node: opens the ledger, re-sends undelivered effects, resumes interrupted jobs,
@@ -216,9 +220,9 @@ impl Node {
     }
 
     pub async fn start_with(config: Config, options: NodeOptions) -> anyhow::Result<NodeHandle> {
-        let ledger = config.node.ledger.clone();
-        ledger_marker::refuse_fresh_over_old(&ledger, options.new_ledger)?;
-        let lock = ledger_lock::LedgerLock::acquire(&ledger)?;
+        let place = config.node.ledger.clone();
+        let ledger = config.node.local_base();
+        let lock = ledger_open::claim(&config.node, options.new_ledger)?;
         // Bound before anything starts, so a taken port stops the start cleanly.
         let http_listener = match &config.http {
             Some(http_config) => {
@@ -232,16 +236,7 @@ impl Node {
             }
             None => None,
         };
-        // Refuse now rather than die of SIGBUS on the first write (see `ledger_watch`).
-        ledger_watch::check_writable(&ledger)?;
-        // Memory bounded by open work: ended jobs are read back from the file when named, and
-        // start-up loads the newest snapshot and replays only the events after it.
-        let store = Store::open_with(&ledger, &StoreOptions::bounded(Durability::Full))
-            .with_context(|| format!("opening the ledger {}", ledger.display()))?;
-        let watch = ledger_watch::LedgerWatch::new(&ledger)
-            .with_context(|| format!("reading the ledger file {}", ledger.display()))?;
-        ledger_marker::mark(&ledger, now_ms())
-            .with_context(|| format!("writing {}", ledger_marker::path_for(&ledger).display()))?;
+        let (store, watch) = ledger_open::open(&place)?;
         let keys = config.keys.expose().clone();
         let pubkey = keys.public_key();
         let telemetry = telemetry::Telemetry::new(&pubkey.to_hex());
@@ -446,7 +441,7 @@ impl Node {
                     token: http_config.token.clone(),
                     telemetry,
                     relays: board.clone(),
-                    ledger: ledger.clone(),
+                    ledger: place.clone(),
                     node_name: config.node.name.clone(),
                     backend: probed_backend,
                     mints: probed_mints,
@@ -465,6 +460,7 @@ impl Node {
             nutzaps,
             pubkey,
             ledger,
+            place,
             control,
             relays: board,
             http,
@@ -479,8 +475,15 @@ impl NodeHandle {
         self.pubkey
     }
 
+    /// The ledger file; for a PostgreSQL ledger, what the node's local files are named after
+    /// (`<state_dir>/paydvm`): see [`NodeHandle::ledger`].
     pub fn ledger_path(&self) -> &std::path::Path {
         &self.ledger
+    }
+
+    /// Where the ledger is: a file or a database.
+    pub fn ledger(&self) -> &LedgerPlace {
+        &self.place
     }
 
     /// Why the node takes no paid work now: its ledger file is gone or cannot be written (see

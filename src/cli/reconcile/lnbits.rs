@@ -1,7 +1,8 @@
 //! The LNbits wallet's side of `paydvm reconcile`: its balance, and its payment list matched
 //! with the ledger (`crate::reconcile::wallet_list`). Read with the invoice key only.
 
-use paydvm_ledger::store::Store;
+use crate::ledger_handle::LedgerHandle;
+use paydvm_ledger::LedgerStore;
 use paydvm_ledger::{Asset, PaymentRef};
 
 use crate::lightning::lnbits::answers::{PaymentRow, PENDING, SUCCESS};
@@ -13,7 +14,7 @@ use crate::reconcile::{AssetInput, BackendView};
 /// Fills `input` (the `asset:lightning` row) from the wallet.
 pub(super) async fn gather(
     backend: &LnbitsLightning,
-    store: &Store,
+    store: &LedgerHandle,
     input: &mut AssetInput,
 ) -> anyhow::Result<()> {
     let balance = match backend.balance().await {
@@ -63,7 +64,7 @@ fn listed(row: &PaymentRow) -> Option<ListedPayment> {
 }
 
 /// What the ledger can link the listed payments to.
-fn links(store: &Store, listed: &[ListedPayment]) -> anyhow::Result<LedgerLinks> {
+fn links(store: &LedgerHandle, listed: &[ListedPayment]) -> anyhow::Result<LedgerLinks> {
     let state = store.state();
     let mut links = LedgerLinks::default();
     for quoted in store.quoted_invoices()? {

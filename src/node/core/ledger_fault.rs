@@ -18,6 +18,10 @@
 //!
 //! Nothing touches SQLite while a file is not writable: a write to the mapped `-shm` of an
 //! immutable file raises SIGBUS.
+//!
+//! A PostgreSQL ledger has no file to watch: only a failed write faults it (the server down or
+//! restarting, a connection cut, another writer's append). The same parking and back-off apply,
+//! and each retry simply writes again; the server keeps its own files.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -25,10 +29,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use paydvm_ledger::store::Store;
+use paydvm_ledger::LedgerStore;
 use paydvm_ledger::StoreOptions;
 use tracing::{error, info, warn};
 
 use super::{Command, Core};
+use crate::ledger_handle::LedgerHandle;
 use crate::node::decide::Input;
 use crate::node::ledger_watch::{LedgerFault, LedgerWatch};
 use crate::operator::OperatorReply;
@@ -54,7 +60,8 @@ pub(super) enum Parked {
 
 /// The fault state of the core's ledger.
 pub(super) struct FaultGuard {
-    watch: LedgerWatch,
+    /// `None` for a database ledger: only failed writes fault it.
+    watch: Option<LedgerWatch>,
     fault: Option<LedgerFault>,
     parked: VecDeque<Parked>,
     dropped: u64,
@@ -69,7 +76,7 @@ pub(super) struct FaultGuard {
 }
 
 impl FaultGuard {
-    pub(super) fn new(watch: LedgerWatch) -> FaultGuard {
+    pub(super) fn new(watch: Option<LedgerWatch>) -> FaultGuard {
         FaultGuard {
             watch,
             fault: None,
@@ -83,6 +90,16 @@ impl FaultGuard {
             orphan_saved: false,
             report: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// What the file watch finds wrong now (nothing to watch for a database).
+    fn check(&self) -> Result<(), LedgerFault> {
+        self.watch.as_ref().map_or(Ok(()), LedgerWatch::check)
+    }
+
+    /// The ledger file, when it is one.
+    fn path(&self) -> Option<PathBuf> {
+        self.watch.as_ref().map(|w| w.path().to_path_buf())
     }
 
     pub(super) fn faulted(&self) -> bool {
@@ -168,7 +185,7 @@ impl Core {
     /// Is the ledger still there and writable? Enters the fault when not. Checked before each
     /// batch of commands and before each write.
     pub(super) fn ledger_ok(&mut self) -> bool {
-        match self.guard.watch.check() {
+        match self.guard.check() {
             Ok(()) => true,
             Err(fault) => {
                 self.guard.enter(fault);
@@ -232,7 +249,7 @@ impl Core {
         if self.guard.reopen.is_some() && !self.reopen_store() {
             return;
         }
-        match self.guard.watch.check() {
+        match self.guard.check() {
             Ok(()) => self.resume(),
             Err(LedgerFault::Missing(path)) => {
                 if self.restore(&path) {
@@ -282,7 +299,7 @@ impl Core {
         // Close the old connection before the copy takes the path: a new connection must not
         // find the old one's `-wal`/`-shm` under the same name.
         let options = *self.store.options();
-        let old = match Store::open_in_memory() {
+        let old = match Store::open_in_memory().map(LedgerHandle::from) {
             Ok(placeholder) => std::mem::replace(&mut self.store, placeholder),
             Err(e) => return self.restore_failed(path, e.to_string()),
         };
@@ -308,7 +325,9 @@ impl Core {
         let Some(options) = self.guard.reopen else {
             return true;
         };
-        let path = self.guard.watch.path().to_path_buf();
+        let Some(path) = self.guard.path() else {
+            return true;
+        };
         let opened = Store::open_with(&path, &options)
             .map_err(|e| e.to_string())
             .and_then(|store| {
@@ -317,8 +336,8 @@ impl Core {
             });
         match opened {
             Ok((store, watch)) => {
-                self.store = store;
-                self.guard.watch = watch;
+                self.store = LedgerHandle::Sqlite(store);
+                self.guard.watch = Some(watch);
                 self.guard.reopen = None;
                 let _ = crate::node::ledger_marker::mark(&path, super::now_ms());
                 true
@@ -329,13 +348,10 @@ impl Core {
 
     /// The path names another file: keep the node's own ledger next to it, once.
     fn save_orphan(&mut self) {
-        if self.guard.orphan_saved {
+        let Some(path) = self.guard.path().filter(|_| !self.guard.orphan_saved) else {
             return;
-        }
-        let dest = sibling(
-            self.guard.watch.path(),
-            &format!("orphaned-{}", super::now_ms()),
-        );
+        };
+        let dest = sibling(&path, &format!("orphaned-{}", super::now_ms()));
         match self.store.backup_to(&dest) {
             Ok(()) => {
                 self.guard.orphan_saved = true;

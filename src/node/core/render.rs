@@ -4,7 +4,7 @@
 
 use anyhow::anyhow;
 use nostr_sdk::prelude::Event;
-use paydvm_ledger::{EffectId, JobId, LedgerEvent, UnixMs};
+use paydvm_ledger::{EffectId, JobId, LedgerEvent, LedgerStore, UnixMs};
 use tracing::{debug, warn};
 
 use super::{job_id, pubkey, publication_from_payload, Command, Core};

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use nostr_sdk::prelude::{Event, EventId, JsonUtil, PublicKey};
-use paydvm_ledger::{JobId, RefundId};
+use paydvm_ledger::{JobId, LedgerStore, RefundId};
 use tracing::{debug, info};
 
 use super::Core;

@@ -1,12 +1,12 @@
 //! The status page's read path over the ledger: a read-only connection of its own (never the
 //! core's; the core decides without waiting on a page), opened once, keeping only open work in
-//! memory, and asked only SQL-backed questions, so each answer reads what is on disk now.
+//! memory, and asked only SQL-backed questions, so each answer reads what is on disk now (a
+//! ledger file or PostgreSQL alike).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
 
-use paydvm_ledger::store::{Durability, Store};
+use paydvm_ledger::store::Durability;
 use paydvm_ledger::{LedgerError, LedgerStore, StoreOptions, SubscriptionRecord};
 use rusqlite::Connection;
 use serde::Serialize;
@@ -14,6 +14,8 @@ use serde::Serialize;
 use crate::cli::status::SubscriptionLine;
 use crate::cli::status::{account_line, per_entity_kind, subscription_line, AccountLine};
 use crate::cli::timeline;
+use crate::config::LedgerPlace;
+use crate::ledger_handle::LedgerHandle;
 
 /// How many of the latest jobs the page lists.
 pub const LATEST_JOBS: usize = 50;
@@ -68,23 +70,23 @@ pub struct PostingView {
     pub amount_msat: u64,
 }
 
-/// The ledger file, opened read-only at the first question.
+/// The ledger, opened read-only at the first question.
 pub struct LedgerView {
-    path: PathBuf,
-    store: Mutex<Option<Store>>,
+    place: LedgerPlace,
+    store: Mutex<Option<LedgerHandle>>,
 }
 
 impl LedgerView {
-    pub fn new(path: PathBuf) -> LedgerView {
+    pub fn new(place: LedgerPlace) -> LedgerView {
         LedgerView {
-            path,
+            place,
             store: Mutex::new(None),
         }
     }
 
-    /// Whether the ledger file is still there.
+    /// Whether the ledger file is still there (a database has no file to lose).
     pub fn present(&self) -> bool {
-        self.path.is_file()
+        self.place.file().is_none_or(|path| path.is_file())
     }
 
     /// Reads the report. Blocking (SQLite): call from a blocking task.
@@ -92,7 +94,7 @@ impl LedgerView {
         let mut guard = self.store.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
             let options = StoreOptions::bounded(Durability::Normal).read_only();
-            *guard = Some(Store::open_with(&self.path, &options)?);
+            *guard = Some(LedgerHandle::open(&self.place, &options)?);
         }
         let store = guard.as_ref().expect("opened above");
         let result = report(store);
@@ -104,8 +106,22 @@ impl LedgerView {
     }
 }
 
-fn report(store: &Store) -> Result<LedgerReport, LedgerError> {
-    let conn = store.connection();
+fn report(store: &LedgerHandle) -> Result<LedgerReport, LedgerError> {
+    let (events, latest, subscriptions) = match store {
+        LedgerHandle::Sqlite(s) => {
+            let conn = s.connection();
+            (
+                event_count(conn)?,
+                latest_jobs(conn, LATEST_JOBS)?,
+                subscription_records(conn)?,
+            )
+        }
+        LedgerHandle::Postgres(p) => (
+            p.event_count()?,
+            p.latest_jobs(LATEST_JOBS, SCAN_EVENTS)?,
+            p.subscription_records()?,
+        ),
+    };
     let mut accounts = Vec::new();
     for (account, balance) in store.account_balances()? {
         if per_entity_kind(&account).is_none() {
@@ -113,13 +129,13 @@ fn report(store: &Store) -> Result<LedgerReport, LedgerError> {
         }
     }
     let mut jobs = Vec::new();
-    for id in latest_jobs(conn, LATEST_JOBS)? {
+    for id in latest {
         if let Some(view) = job_view(store, &id)? {
             jobs.push(view);
         }
     }
     Ok(LedgerReport {
-        events: event_count(conn)?,
+        events,
         jobs_by_state: store
             .job_counts()?
             .into_iter()
@@ -132,11 +148,15 @@ fn report(store: &Store) -> Result<LedgerReport, LedgerError> {
             .collect(),
         accounts,
         jobs,
-        subscriptions: active_subscriptions(conn)?,
+        subscriptions: subscriptions
+            .iter()
+            .filter(|r| r.state == paydvm_ledger::EntitlementState::Active)
+            .map(subscription_line)
+            .collect(),
     })
 }
 
-fn job_view(store: &Store, id: &str) -> Result<Option<JobView>, LedgerError> {
+fn job_view(store: &LedgerHandle, id: &str) -> Result<Option<JobView>, LedgerError> {
     let Some(trail) = store.audit(id)? else {
         return Ok(None);
     };
@@ -202,17 +222,16 @@ fn event_count(conn: &Connection) -> Result<u64, LedgerError> {
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-/// Active subscriptions with their quota use, from the projection table (few rows).
-fn active_subscriptions(conn: &Connection) -> Result<Vec<SubscriptionLine>, LedgerError> {
+/// Every subscription record, from the projection table (few rows).
+fn subscription_records(conn: &Connection) -> Result<Vec<SubscriptionRecord>, LedgerError> {
     let mut stmt = conn.prepare_cached("SELECT record FROM subscriptions ORDER BY subscription")?;
     let mut rows = stmt.query([])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        let record: SubscriptionRecord = serde_json::from_str(&row.get::<_, String>(0)?)
-            .map_err(|e| LedgerError::Corrupt(format!("subscriptions row: {e}")))?;
-        if record.state == paydvm_ledger::EntitlementState::Active {
-            out.push(subscription_line(&record));
-        }
+        out.push(
+            serde_json::from_str(&row.get::<_, String>(0)?)
+                .map_err(|e| LedgerError::Corrupt(format!("subscriptions row: {e}")))?,
+        );
     }
     Ok(out)
 }

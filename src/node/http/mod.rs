@@ -19,7 +19,6 @@ pub mod page;
 pub mod status;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::routing::get;
@@ -46,7 +45,7 @@ pub struct HttpParts {
     pub token: Option<Secret<String>>,
     pub telemetry: Telemetry,
     pub relays: RelayBoard,
-    pub ledger: PathBuf,
+    pub ledger: crate::config::LedgerPlace,
     pub node_name: String,
     /// The Lightning backend to probe, if any.
     pub backend: Option<Arc<dyn LightningBackend>>,

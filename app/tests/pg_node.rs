@@ -1,0 +1,297 @@
+//! The node on a PostgreSQL ledger (issue 14, phase 2a): `[node] ledger = "postgres://…"` with a
+//! `state_dir`, against a throwaway cluster the tests start themselves
+//! (`paydvm_ledger_pg::throwaway`), a real relay on 127.0.0.1 and the fake Lightning backend.
+//! One node per database: a second one is refused. The CLI reads the database too.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nostr_sdk::prelude::*;
+use paydvm::lightning::fake::FakeLightning;
+use paydvm::node::{NodeHandle, NodeOptions};
+use paydvm_ledger::store::Store;
+use paydvm_ledger::{Durability, JobId, JobState, LedgerStore, StoreOptions};
+use paydvm_ledger_pg::throwaway::ThrowawayCluster;
+use paydvm_ledger_pg::PgStore;
+use paydvm_testkit::fixture::Fixture;
+
+use crate::cli::{paydvm, stderr, stdout};
+use crate::lightning::quoted_invoice;
+use crate::node::{is_status, test_node, wait_state, Customer, Setup, PAID_AND_DONE};
+
+/// A password the throwaway cluster does not ask for (trust authentication): it must never
+/// show in a message or a log line.
+const PASSWORD: &str = "pg-s3cret-never-shown";
+
+/// [`fresh_database`] from a test's runtime (the cluster's helpers block).
+async fn fresh_database_async() -> String {
+    tokio::task::spawn_blocking(fresh_database).await.unwrap()
+}
+
+/// A fresh database's URL, with [`PASSWORD`] in it.
+fn fresh_database() -> String {
+    let cluster = ThrowawayCluster::shared();
+    let db = cluster.fresh_database().expect("a fresh database");
+    cluster
+        .url(&db)
+        .replacen("postgres@", &format!("postgres:{PASSWORD}@"), 1)
+}
+
+/// The test node (one relay) with its ledger on `url` and its local files in `<dir>/state`.
+async fn pg_setup(url: &str) -> Setup {
+    let s = Setup::build(Fixture::builder(test_node("refund", "")).relays(1)).await;
+    point_at(&s.config, url, Some("state"));
+    s
+}
+
+/// Rewrites the config's `ledger` line: the database, and `state_dir` when given.
+fn point_at(config: &Path, url: &str, state_dir: Option<&str>) {
+    let toml = std::fs::read_to_string(config).unwrap();
+    let mut line = format!("ledger = \"{url}\"");
+    if let Some(dir) = state_dir {
+        line.push_str(&format!("\nstate_dir = \"{dir}\""));
+    }
+    let toml = toml.replacen("ledger = \"paydvm.db\"", &line, 1);
+    assert!(toml.contains(url), "the fixture's ledger line was replaced");
+    std::fs::write(config, toml).unwrap();
+}
+
+fn with_backend(ln: &FakeLightning) -> NodeOptions {
+    NodeOptions {
+        lightning: Some(Arc::new(ln.clone())),
+        ..NodeOptions::default()
+    }
+}
+
+/// The ledger read-only, as the CLI opens it.
+fn pg_store(url: &str) -> PgStore {
+    let options = StoreOptions::everything(Durability::Normal).read_only();
+    PgStore::open(url, &options).expect("the database opens")
+}
+
+/// A job's trail by event type, without the outbox bookkeeping.
+fn steps(store: &impl LedgerStore, job: &str) -> Vec<&'static str> {
+    store
+        .audit(job)
+        .unwrap()
+        .expect("the job has a trail")
+        .events
+        .iter()
+        .map(|e| e.event.type_name())
+        .filter(|t| !t.starts_with("effect_"))
+        .collect()
+}
+
+/// How many events the ledger holds about `job`, bookkeeping included.
+fn trail_len(store: &impl LedgerStore, job: &str) -> usize {
+    store.audit(job).unwrap().map_or(0, |t| t.events.len())
+}
+
+/// The effects (replies to publish) of `jobs`, and how many of them are delivered. An effect
+/// without an outcome is what a start sends again.
+fn effects(store: &impl LedgerStore, jobs: &[&str]) -> (usize, usize) {
+    let of_jobs: Vec<_> = store
+        .state()
+        .effects()
+        .filter(|e| e.job.as_ref().is_some_and(|j| jobs.contains(&j.as_str())))
+        .collect();
+    let delivered = of_jobs.iter().filter(|e| e.outcome.is_some()).count();
+    (of_jobs.len(), delivered)
+}
+
+/// The results (kind 6000 + kind) the relay holds for `request`.
+async fn results_on_relay(s: &Setup, kind: u16, request: EventId) -> usize {
+    let client = paydvm::node::transport::client(Keys::generate());
+    client.add_relay(s.urls[0].clone()).await.unwrap();
+    client.try_connect(Duration::from_secs(5)).await;
+    let filter = Filter::new().kind(Kind::Custom(kind)).event(request);
+    let events = client
+        .fetch_events(filter, Duration::from_secs(5))
+        .await
+        .unwrap();
+    client.shutdown().await;
+    events.len()
+}
+
+/// A free job and a paid one (invoice settled), each to its result.
+async fn free_and_paid(node: &NodeHandle, s: &Setup, ln: &FakeLightning) -> (Event, Event) {
+    let mut customer = Customer::connect(&s.urls).await;
+    let free = customer.request(5001, "free", &[]);
+    customer.client.send_event(&free).await.unwrap();
+    let result = customer
+        .wait_for(free.id, |e| e.kind == Kind::Custom(6001))
+        .await;
+    assert_eq!(result.content, "1 words");
+    let paid = customer.request(5050, "paid", &[&["param", "mode", "upper"]]);
+    customer.client.send_event(&paid).await.unwrap();
+    let quote = customer
+        .wait_for(paid.id, is_status("payment-required"))
+        .await;
+    let invoice = quoted_invoice(&quote, &paid.id.to_hex());
+    ln.settle(&invoice.payment_hash()).unwrap();
+    let result = customer
+        .wait_for(paid.id, |e| e.kind == Kind::Custom(6050))
+        .await;
+    assert_eq!(result.content, "PAID");
+    wait_state(node, &free.id.to_hex(), JobState::Succeeded).await;
+    wait_state(node, &paid.id.to_hex(), JobState::Succeeded).await;
+    customer.client.shutdown().await;
+    (free, paid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_postgres_runs_free_and_paid_jobs_and_keeps_them_across_a_restart() {
+    let url = fresh_database_async().await;
+    let s = pg_setup(&url).await;
+    let ln = FakeLightning::new();
+    let node = s.start_with(with_backend(&ln)).await;
+    let (free, paid) = free_and_paid(&node, &s, &ln).await;
+    node.shutdown().await;
+    // The local files went to state_dir; no ledger file was made.
+    let state = s.dir().join("state");
+    assert!(state.join("paydvm.lock").is_file());
+    assert!(!s.dir().join("paydvm.db").exists());
+
+    let (free_id, paid_id) = (free.id.to_hex(), paid.id.to_hex());
+    let (free_len, paid_len) = {
+        let store = pg_store(&url);
+        assert_eq!(steps(&store, &paid_id), PAID_AND_DONE);
+        for job in [&free_id, &paid_id] {
+            let record = store.job(&JobId::new(job.as_str()).unwrap()).unwrap();
+            let record = record.expect("the job is in the database");
+            assert_eq!(record.state, JobState::Succeeded);
+            assert_eq!(record.attempts, 1);
+        }
+        let (effects, delivered) = effects(&store, &[&free_id, &paid_id]);
+        assert!(effects >= 4, "feedback and results: {effects}");
+        assert_eq!(
+            delivered, effects,
+            "every reply delivered before the restart"
+        );
+        (trail_len(&store, &free_id), trail_len(&store, &paid_id))
+    };
+    let effects_before = effects(&pg_store(&url), &[&free_id, &paid_id]);
+
+    // Restarted on the same database: the relay shows it both requests again, nothing is
+    // redone and no effect goes out again.
+    let node = s.start_with(with_backend(&ln)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        node.job(&paid_id).await.map(|j| j.state),
+        Some(JobState::Succeeded)
+    );
+    node.shutdown().await;
+    let store = pg_store(&url);
+    assert_eq!(trail_len(&store, &free_id), free_len, "free job untouched");
+    assert_eq!(trail_len(&store, &paid_id), paid_len, "paid job untouched");
+    assert_eq!(
+        effects(&store, &[&free_id, &paid_id]),
+        effects_before,
+        "no reply requested again"
+    );
+    assert_eq!(results_on_relay(&s, 6001, free.id).await, 1);
+    assert_eq!(results_on_relay(&s, 6050, paid.id).await, 1);
+
+    let out = paydvm(&["ledger", "verify", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("ledger OK"), "{}", stdout(&out));
+    let out = paydvm(&["ledger", "status", &url, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(status["jobs_by_state"]["succeeded"], 2);
+    assert_eq!(status["events"], store.head().0);
+    let shown = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!shown.contains(PASSWORD));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_on_the_same_database_is_refused() {
+    let url = fresh_database_async().await;
+    let first = pg_setup(&url).await;
+    let node = first.start().await;
+    // Another node directory (its own key, state_dir and relay), the same database.
+    let second = pg_setup(&url).await;
+    let refused = Fixture::start(&second)
+        .await
+        .err()
+        .expect("the second node is refused");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("another paydvm node holds this ledger")
+            && message.contains("multi-node is not supported yet"),
+        "{message}"
+    );
+    assert!(!message.contains(PASSWORD), "{message}");
+    node.shutdown().await;
+    // Once the first has stopped, the lock is free again.
+    let node = second.start().await;
+    node.shutdown().await;
+}
+
+/// `paydvm <args>`: exit 0 and stdout, or the test fails with what it printed.
+fn ok(args: &[&str]) -> String {
+    let out = paydvm(args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "paydvm {args:?}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+#[test]
+fn ledger_copy_from_a_file_to_postgres_and_back_keeps_every_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.db");
+    let back = dir.path().join("b.db");
+    let (file_arg, back_arg) = (path_arg(&file), path_arg(&back));
+    ok(&["ledger", "sample", &file_arg, "--jobs", "12"]);
+    let url = fresh_database();
+    let copied = ok(&["ledger", "copy", &file_arg, &url]);
+    assert!(copied.contains("both ends verify"), "{copied}");
+    assert!(!copied.contains(PASSWORD), "{copied}");
+    ok(&["ledger", "verify", &url]);
+    ok(&["ledger", "copy", &url, &back_arg]);
+    ok(&["ledger", "verify", &back_arg]);
+
+    let jobs: Vec<String> = Store::open_read_only(&file)
+        .unwrap()
+        .state()
+        .jobs()
+        .map(|j| j.job.to_string())
+        .collect();
+    assert!(jobs.len() >= 12, "{jobs:?}");
+    for job in [&jobs[0], &jobs[jobs.len() - 1]] {
+        let at_file = ok(&["ledger", "audit", &file_arg, job, "--json"]);
+        assert_eq!(ok(&["ledger", "audit", &url, job, "--json"]), at_file);
+        assert_eq!(ok(&["ledger", "audit", &back_arg, job, "--json"]), at_file);
+    }
+    assert_eq!(
+        ok(&["ledger", "export", &url]),
+        ok(&["ledger", "export", &file_arg])
+    );
+}
+
+fn path_arg(path: &Path) -> String {
+    path.to_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_ledger_without_state_dir_is_a_clear_error() {
+    let url = fresh_database_async().await;
+    let s = Setup::build(Fixture::builder(test_node("refund", "")).relays(1)).await;
+    point_at(&s.config, &url, None);
+    let config: PathBuf = s.config.clone();
+    let out = paydvm(&["run", "--config", config.to_str().unwrap()]);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("node.state_dir")
+            && text.contains("is required when node.ledger is a postgres:// URL"),
+        "{text}"
+    );
+    assert!(!text.contains(PASSWORD), "{text}");
+}
