@@ -28,9 +28,40 @@ pub fn load_average() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Throughput of each consecutive window of `every` completions, from completion times
+/// measured from the start (sorted ascending): window k runs from the (k·every)-th completion
+/// (the start for k = 0) to the ((k+1)·every)-th. A last partial window is left out.
+pub fn window_rates(finished: &[Duration], every: usize) -> Vec<f64> {
+    if every == 0 {
+        return Vec::new();
+    }
+    let mut rates = Vec::new();
+    let mut from = Duration::ZERO;
+    for window in finished.chunks_exact(every) {
+        let to = window[every - 1];
+        let secs = to.saturating_sub(from).as_secs_f64();
+        rates.push(if secs > 0.0 {
+            every as f64 / secs
+        } else {
+            f64::INFINITY
+        });
+        from = to;
+    }
+    rates
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn window_rates_count_each_window_from_the_end_of_the_last() {
+        // 4 completions at 1, 2, 4, 8 s; windows of 2: [0, 2 s] and [2 s, 8 s]; the 5th is partial.
+        let at: Vec<Duration> = [1, 2, 4, 8, 9].map(Duration::from_secs).to_vec();
+        assert_eq!(window_rates(&at, 2), vec![1.0, 2.0 / 6.0]);
+        assert!(window_rates(&at, 0).is_empty());
+        assert!(window_rates(&at, 6).is_empty());
+    }
 
     #[test]
     fn nearest_rank_percentiles() {

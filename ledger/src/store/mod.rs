@@ -125,7 +125,7 @@ impl Store {
         }
         create_private(path)?;
         let mut conn = Connection::open(path)?;
-        tune(&conn)?;
+        tune(&conn, options)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(
             None,
@@ -158,7 +158,7 @@ impl Store {
         if !(schema::OLDEST_READABLE..=SCHEMA_VERSION).contains(&version) {
             return Err(LedgerError::NotALedger(path.display().to_string(), version));
         }
-        tune(&conn)?;
+        tune(&conn, options)?;
         Store::load(conn, options, version)
     }
 
@@ -392,12 +392,9 @@ impl StoreBackend for Connection {
     }
 }
 
-/// Memory for SQLite's page cache: the indexes are keyed by hashes, so inserts land on random
-/// pages; with the default 2 MiB cache every batch re-reads and re-writes pages from disk.
-const CACHE_KIB: i64 = 256 * 1024;
-
-fn tune(conn: &Connection) -> Result<(), LedgerError> {
-    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+fn tune(conn: &Connection, options: &StoreOptions) -> Result<(), LedgerError> {
+    // Negative: a size in KiB rather than in pages.
+    conn.pragma_update(None, "cache_size", -i64::from(options.page_cache_kib))?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }

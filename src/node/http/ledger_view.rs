@@ -93,7 +93,9 @@ impl LedgerView {
     pub fn report(&self) -> Result<LedgerReport, LedgerError> {
         let mut guard = self.store.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
-            let options = StoreOptions::bounded(Durability::Normal).read_only();
+            let options = StoreOptions::bounded(Durability::Normal)
+                .read_only()
+                .page_cache_kib(crate::node::ledger_open::NODE_PAGE_CACHE_KIB);
             *guard = Some(LedgerHandle::open(&self.place, &options)?);
         }
         let store = guard.as_ref().expect("opened above");
