@@ -130,6 +130,10 @@ impl LedgerStore for LedgerHandle {
         each!(self, s => LedgerStore::event(s, seq))
     }
 
+    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, LedgerError> {
+        each!(self, s => LedgerStore::events_after(s, after, limit))
+    }
+
     fn seq_of_key(&self, key: &IdemKey) -> Result<Option<u64>, LedgerError> {
         each!(self, s => LedgerStore::seq_of_key(s, key))
     }

@@ -6,7 +6,7 @@ use crate::engine::AppendOutcome;
 use crate::error::LedgerError;
 use crate::ledger_store::LedgerStore;
 
-/// Events appended per transaction.
+/// Events read per call and appended per transaction.
 const BATCH: u64 = 1_000;
 
 /// Why a copy stopped.
@@ -35,10 +35,7 @@ pub fn copy_log<S: LedgerStore, D: LedgerStore>(from: &S, to: &mut D) -> Result<
     let mut next = 1;
     while next <= last {
         let end = last.min(next + BATCH - 1);
-        let mut events = Vec::with_capacity((end - next + 1) as usize);
-        for seq in next..=end {
-            events.push(from.event(seq)?.ok_or(CopyError::Missing(seq))?.event);
-        }
+        let events = read_chunk(from, next, end)?;
         let groups: Vec<&[crate::LedgerEvent]> = events.iter().map(std::slice::from_ref).collect();
         for (i, result) in to.append_batch(&groups)?.into_iter().enumerate() {
             let seq = next + i as u64;
@@ -56,4 +53,24 @@ pub fn copy_log<S: LedgerStore, D: LedgerStore>(from: &S, to: &mut D) -> Result<
         });
     }
     Ok(last)
+}
+
+/// The events `next..=end` of `from`, read with one `events_after` call; a seq the source does
+/// not return (a gap in its log) stops the copy.
+fn read_chunk<S: LedgerStore>(
+    from: &S,
+    next: u64,
+    end: u64,
+) -> Result<Vec<crate::LedgerEvent>, CopyError> {
+    let want = end - next + 1;
+    let limit = usize::try_from(want).expect("a chunk is BATCH events at most");
+    let mut stored = from.events_after(next - 1, limit)?.into_iter();
+    let mut events = Vec::with_capacity(limit);
+    for seq in next..=end {
+        match stored.next() {
+            Some(e) if e.seq == seq => events.push(e.event),
+            _ => return Err(CopyError::Missing(seq)),
+        }
+    }
+    Ok(events)
 }

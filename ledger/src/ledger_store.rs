@@ -259,6 +259,21 @@ pub trait LedgerStore: Sized {
 
     /// One stored event by seq.
     fn event(&self, seq: u64) -> Result<Option<StoredEvent>, LedgerError>;
+
+    /// Up to `limit` stored events with a seq above `after`, in seq order: reading a long log a
+    /// chunk at a time (`copy::copy_log`). A seq missing below the head is skipped, not an
+    /// error: the caller sees the gap in the seqs. The default asks [`LedgerStore::event`] for
+    /// each seq up to the head; a store that can read a range in one query overrides it.
+    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, LedgerError> {
+        let (head, _) = self.head();
+        let mut out = Vec::with_capacity(limit.min(1024));
+        let mut seq = after;
+        while out.len() < limit && seq < head {
+            seq += 1;
+            out.extend(self.event(seq)?);
+        }
+        Ok(out)
+    }
     /// The seq of the event stored (or staged) under `key`.
     fn seq_of_key(&self, key: &IdemKey) -> Result<Option<u64>, LedgerError>;
 

@@ -1,6 +1,8 @@
 //! Reading rows back: single records by key (what a store keeping open work loads before
 //! deciding), events by seq, and the history questions of tools and tests.
 
+use std::collections::HashMap;
+
 use paydvm_ledger::account::{Account, Balance};
 use paydvm_ledger::chain::Hash;
 use paydvm_ledger::snapshot::Snapshot;
@@ -119,6 +121,46 @@ pub fn key_seq(db: &Db, key: &IdemKey) -> Result<Option<u64>, PgError> {
         "SELECT seq FROM events WHERE idem_key = $1",
         key.as_str(),
     )
+}
+
+/// Each key of `keys` found in `col` of `table`, with the integer in `value_col` of its row:
+/// one query for the whole list.
+pub fn seqs_by_key(
+    db: &Db,
+    table: &str,
+    col: &str,
+    keys: Vec<String>,
+) -> Result<HashMap<String, u64>, PgError> {
+    let mut found = HashMap::new();
+    if keys.is_empty() {
+        return Ok(found);
+    }
+    let sql = format!("SELECT {col}, seq FROM {table} WHERE {col} = ANY($1)");
+    for r in db.query(sql, vec![Box::new(keys)])? {
+        found.insert(get::<String>(&r, 0)?, get_u64(&r, 1, "seq")?);
+    }
+    Ok(found)
+}
+
+/// The projection records of every key of `keys` found: one query for the whole list.
+pub fn records_by_key<T: serde::de::DeserializeOwned>(
+    db: &Db,
+    table: &str,
+    key_col: &str,
+    keys: Vec<String>,
+) -> Result<HashMap<String, T>, PgError> {
+    let mut found = HashMap::new();
+    if keys.is_empty() {
+        return Ok(found);
+    }
+    let sql = format!("SELECT {key_col}, record FROM {table} WHERE {key_col} = ANY($1)");
+    for r in db.query(sql, vec![Box::new(keys)])? {
+        found.insert(
+            get::<String>(&r, 0)?,
+            decode(table, &get::<String>(&r, 1)?)?,
+        );
+    }
+    Ok(found)
 }
 
 pub fn event(db: &Db, seq: u64) -> Result<Option<StoredEvent>, PgError> {

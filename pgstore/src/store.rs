@@ -1,6 +1,8 @@
 //! The store: the ledger's shared in-memory side ([`Resident`]: derived state, staged groups,
 //! trimming, snapshots) over this crate's PostgreSQL I/O ([`StoreBackend`] for [`Db`]).
 
+use std::collections::HashMap;
+
 use paydvm_ledger::account::{Account, Balance};
 use paydvm_ledger::chain::Hash;
 use paydvm_ledger::snapshot::Snapshot;
@@ -86,6 +88,39 @@ impl StoreBackend for Db {
         Ok(read::payment_seq(self, reference)?)
     }
 
+    fn key_seqs(&self, keys: &[IdemKey]) -> Result<HashMap<IdemKey, u64>, LedgerError> {
+        let mut found =
+            read::seqs_by_key(self, "events", "idem_key", names(keys, IdemKey::as_str))?;
+        Ok(pick(keys, |k| found.remove(k.as_str())))
+    }
+
+    fn payment_seqs(&self, refs: &[PaymentRef]) -> Result<HashMap<PaymentRef, u64>, LedgerError> {
+        let mut found = read::seqs_by_key(
+            self,
+            "payments",
+            "reference",
+            names(refs, PaymentRef::as_str),
+        )?;
+        Ok(pick(refs, |r| found.remove(r.as_str())))
+    }
+
+    fn jobs(&self, ids: &[JobId]) -> Result<HashMap<JobId, JobRecord>, LedgerError> {
+        let mut found = read::records_by_key(self, "jobs", "job", names(ids, JobId::as_str))?;
+        Ok(pick(ids, |id| found.remove(id.as_str())))
+    }
+
+    fn refunds(&self, ids: &[RefundId]) -> Result<HashMap<RefundId, RefundRecord>, LedgerError> {
+        let mut found =
+            read::records_by_key(self, "refunds", "refund", names(ids, RefundId::as_str))?;
+        Ok(pick(ids, |id| found.remove(id.as_str())))
+    }
+
+    fn effects(&self, ids: &[EffectId]) -> Result<HashMap<EffectId, EffectRecord>, LedgerError> {
+        let mut found =
+            read::records_by_key(self, "effects", "effect", names(ids, EffectId::as_str))?;
+        Ok(pick(ids, |id| found.remove(id.as_str())))
+    }
+
     /// Builds every row first (hashes, postings, projections), then writes them in one
     /// transaction on the runtime (see `write`).
     fn write(
@@ -125,4 +160,19 @@ impl StoreBackend for Db {
     fn write_snapshot(&mut self, s: &Snapshot) -> Result<(), LedgerError> {
         Ok(read::write_snapshot(self, s)?)
     }
+}
+
+/// The text of each name, for a `= ANY($1)` query.
+fn names<T>(list: &[T], text: fn(&T) -> &str) -> Vec<String> {
+    list.iter().map(|n| text(n).to_owned()).collect()
+}
+
+/// The names of `list` that `found` answers, with the answer.
+fn pick<K: Clone + Eq + std::hash::Hash, V>(
+    list: &[K],
+    mut found: impl FnMut(&K) -> Option<V>,
+) -> HashMap<K, V> {
+    list.iter()
+        .filter_map(|k| found(k).map(|v| (k.clone(), v)))
+        .collect()
 }

@@ -65,6 +65,12 @@ impl LedgerStore for PgStore {
         Ok(read::event(&self.db, seq)?)
     }
 
+    /// One query per chunk.
+    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, LedgerError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(read::events_after(&self.db, after, limit)?)
+    }
+
     fn seq_of_key(&self, key: &IdemKey) -> Result<Option<u64>, LedgerError> {
         match self.core.ledger().seq_of_key(key) {
             Some(seq) => Ok(Some(seq)),

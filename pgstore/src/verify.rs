@@ -30,8 +30,10 @@ pub fn verify(db: &Db) -> Result<VerifyReport, VerifyFailure> {
     verify_connection(conn)
 }
 
+/// The log a chunk of `CHUNK` events at a time: the events, then the postings and references of
+/// the same seqs (read by their primary key's range, in key order), every insert a cached
+/// statement.
 fn copy(db: &Db, conn: &rusqlite::Connection) -> Result<(), PgError> {
-    let sqlite = |e: rusqlite::Error| PgError::Ledger(e.into());
     let mut after = 0i64;
     loop {
         let rows = db.query(
@@ -40,7 +42,7 @@ fn copy(db: &Db, conn: &rusqlite::Connection) -> Result<(), PgError> {
             vec![Box::new(after), Box::new(CHUNK)],
         )?;
         let Some(last) = rows.last() else { break };
-        after = get(last, 0)?;
+        let upto: i64 = get(last, 0)?;
         let mut ins = conn
             .prepare_cached("INSERT INTO events VALUES (?1, ?2, ?3, ?8, ?4, ?5, ?6, ?7)")
             .map_err(sqlite)?;
@@ -57,44 +59,61 @@ fn copy(db: &Db, conn: &rusqlite::Connection) -> Result<(), PgError> {
             ])
             .map_err(sqlite)?;
         }
+        copy_range(db, conn, after, upto)?;
+        after = upto;
     }
-    for r in db.query("SELECT seq, n, debit, credit, amount FROM postings", vec![])? {
-        conn.execute(
-            "INSERT INTO postings VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                get::<i64>(&r, 0)?,
-                get::<i32>(&r, 1)?,
-                get::<String>(&r, 2)?,
-                get::<String>(&r, 3)?,
-                get::<i64>(&r, 4)?
-            ],
-        )
+    let mut ins = conn
+        .prepare_cached("INSERT INTO payments VALUES (?1, ?2)")
         .map_err(sqlite)?;
-    }
-    for r in db.query("SELECT seq, reference, job FROM refs", vec![])? {
-        conn.execute(
-            "INSERT INTO refs VALUES (?1, ?2, ?3)",
-            params![
-                get::<i64>(&r, 0)?,
-                get::<String>(&r, 1)?,
-                get::<Option<String>>(&r, 2)?
-            ],
-        )
-        .map_err(sqlite)?;
-    }
     for r in db.query("SELECT reference, seq FROM payments", vec![])? {
-        conn.execute(
-            "INSERT INTO payments VALUES (?1, ?2)",
-            params![get::<String>(&r, 0)?, get::<i64>(&r, 1)?],
-        )
-        .map_err(sqlite)?;
+        ins.execute(params![get::<String>(&r, 0)?, get::<i64>(&r, 1)?])
+            .map_err(sqlite)?;
     }
     copy_records(db, conn)
 }
 
+fn sqlite(e: rusqlite::Error) -> PgError {
+    PgError::Ledger(e.into())
+}
+
+/// The postings and references of the events `after < seq <= upto`.
+fn copy_range(db: &Db, conn: &rusqlite::Connection, after: i64, upto: i64) -> Result<(), PgError> {
+    let mut ins = conn
+        .prepare_cached("INSERT INTO postings VALUES (?1, ?2, ?3, ?4, ?5)")
+        .map_err(sqlite)?;
+    for r in db.query(
+        "SELECT seq, n, debit, credit, amount FROM postings WHERE seq > $1 AND seq <= $2 \
+         ORDER BY seq, n",
+        vec![Box::new(after), Box::new(upto)],
+    )? {
+        ins.execute(params![
+            get::<i64>(&r, 0)?,
+            get::<i32>(&r, 1)?,
+            get::<String>(&r, 2)?,
+            get::<String>(&r, 3)?,
+            get::<i64>(&r, 4)?
+        ])
+        .map_err(sqlite)?;
+    }
+    let mut ins = conn
+        .prepare_cached("INSERT INTO refs VALUES (?1, ?2, ?3)")
+        .map_err(sqlite)?;
+    for r in db.query(
+        "SELECT seq, reference, job FROM refs WHERE seq > $1 AND seq <= $2 ORDER BY seq, reference",
+        vec![Box::new(after), Box::new(upto)],
+    )? {
+        ins.execute(params![
+            get::<i64>(&r, 0)?,
+            get::<String>(&r, 1)?,
+            get::<Option<String>>(&r, 2)?
+        ])
+        .map_err(sqlite)?;
+    }
+    Ok(())
+}
+
 /// The projection tables and the meta rows verify reads.
 fn copy_records(db: &Db, conn: &rusqlite::Connection) -> Result<(), PgError> {
-    let sqlite = |e: rusqlite::Error| PgError::Ledger(e.into());
     let tables: [(&str, &str, &str); 4] = [
         (
             "SELECT job, state, record, changed FROM jobs",
@@ -118,52 +137,43 @@ fn copy_records(db: &Db, conn: &rusqlite::Connection) -> Result<(), PgError> {
         ),
     ];
     for (select, insert, table) in tables {
+        let mut ins = conn.prepare_cached(insert).map_err(sqlite)?;
         for r in db.query(select, vec![])? {
             let result = match table {
-                "jobs" => conn.execute(
-                    insert,
-                    params![
-                        get::<String>(&r, 0)?,
-                        get::<String>(&r, 1)?,
-                        get::<String>(&r, 2)?,
-                        get::<Option<i64>>(&r, 3)?
-                    ],
-                ),
-                "refunds" => conn.execute(
-                    insert,
-                    params![
-                        get::<String>(&r, 0)?,
-                        get::<String>(&r, 1)?,
-                        get::<String>(&r, 2)?,
-                        get::<Option<i64>>(&r, 3)?,
-                        get::<Option<String>>(&r, 4)?
-                    ],
-                ),
-                "subscriptions" => conn.execute(
-                    insert,
-                    params![get::<String>(&r, 0)?, get::<String>(&r, 1)?],
-                ),
-                _ => conn.execute(
-                    insert,
-                    params![
-                        get::<String>(&r, 0)?,
-                        get::<bool>(&r, 1)?,
-                        get::<String>(&r, 2)?
-                    ],
-                ),
+                "jobs" => ins.execute(params![
+                    get::<String>(&r, 0)?,
+                    get::<String>(&r, 1)?,
+                    get::<String>(&r, 2)?,
+                    get::<Option<i64>>(&r, 3)?
+                ]),
+                "refunds" => ins.execute(params![
+                    get::<String>(&r, 0)?,
+                    get::<String>(&r, 1)?,
+                    get::<String>(&r, 2)?,
+                    get::<Option<i64>>(&r, 3)?,
+                    get::<Option<String>>(&r, 4)?
+                ]),
+                "subscriptions" => {
+                    ins.execute(params![get::<String>(&r, 0)?, get::<String>(&r, 1)?])
+                }
+                _ => ins.execute(params![
+                    get::<String>(&r, 0)?,
+                    get::<bool>(&r, 1)?,
+                    get::<String>(&r, 2)?
+                ]),
             };
             result.map_err(sqlite)?;
         }
     }
+    let mut ins = conn
+        .prepare_cached("INSERT INTO balances VALUES (?1, ?2, ?3)")
+        .map_err(sqlite)?;
     for r in db.query("SELECT account, debits, credits FROM balances", vec![])? {
-        conn.execute(
-            "INSERT INTO balances VALUES (?1, ?2, ?3)",
-            params![
-                get::<String>(&r, 0)?,
-                get::<i64>(&r, 1)?,
-                get::<i64>(&r, 2)?
-            ],
-        )
+        ins.execute(params![
+            get::<String>(&r, 0)?,
+            get::<i64>(&r, 1)?,
+            get::<i64>(&r, 2)?
+        ])
         .map_err(sqlite)?;
     }
     for r in db.query(

@@ -8,10 +8,11 @@
 //! and payment references are unique by constraint besides: a write that would repeat one fails.
 
 use deadpool_postgres::Pool;
+use deadpool_postgres::Transaction;
 use paydvm_ledger::chain::Hash;
 use paydvm_ledger::store::{EventRows, ProjectionRow, ProjectionRows};
 use paydvm_ledger::LedgerEvent;
-use tokio_postgres::Transaction;
+use tokio_postgres::types::ToSql;
 
 use crate::client::{int, PgError};
 
@@ -52,22 +53,35 @@ pub fn head_text((seq, hash): (u64, Hash)) -> String {
 pub async fn write(pool: Pool, batch: Batch) -> Result<(), PgError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let found: String = tx
-        .query_one("SELECT value FROM meta WHERE key = 'head' FOR UPDATE", &[])
-        .await?
-        .try_get(0)?;
+    let lock = tx
+        .prepare_cached("SELECT value FROM meta WHERE key = 'head' FOR UPDATE")
+        .await?;
+    let found: String = tx.query_one(&lock, &[]).await?.try_get(0)?;
     let expected = head_text(batch.from);
     if found != expected {
         return Err(PgError::HeadMoved { expected, found });
     }
     events(&tx, batch.from.1, &batch.events).await?;
     projections(&tx, &batch.projections).await?;
-    tx.execute(
+    exec(
+        &tx,
         "UPDATE meta SET value = $1 WHERE key = 'head'",
         &[&head_text(batch.to)],
     )
     .await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// One statement, prepared once per connection (the pool keeps each connection's statements),
+/// so a flush costs one round trip per statement rather than two (parse, then execute).
+async fn exec(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<(), PgError> {
+    let stmt = tx.prepare_cached(sql).await?;
+    tx.execute(&stmt, params).await?;
     Ok(())
 }
 
@@ -116,30 +130,40 @@ async fn events(tx: &Transaction<'_>, head: Hash, events: &[EventWrite]) -> Resu
             r_job.push(e.rows.job.as_deref());
         }
     }
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO events(seq, idem_key, at, type, job, body, prev_hash, hash) \
          SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
                               $6::text[], $7::bytea[], $8::bytea[])",
         &[&seq, &key, &at, &kind, &job, &body, &prev, &hash],
     )
     .await?;
-    tx.execute(
-        "INSERT INTO postings(seq, n, debit, credit, amount) \
+    if !p_seq.is_empty() {
+        exec(
+            tx,
+            "INSERT INTO postings(seq, n, debit, credit, amount) \
          SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::bigint[])",
-        &[&p_seq, &p_n, &p_debit, &p_credit, &p_amount],
-    )
-    .await?;
-    tx.execute(
-        "INSERT INTO payments(reference, seq) SELECT * FROM unnest($1::text[], $2::bigint[])",
-        &[&pay_ref, &pay_seq],
-    )
-    .await?;
-    tx.execute(
-        "INSERT INTO refs(seq, reference, job) \
+            &[&p_seq, &p_n, &p_debit, &p_credit, &p_amount],
+        )
+        .await?;
+    }
+    if !pay_seq.is_empty() {
+        exec(
+            tx,
+            "INSERT INTO payments(reference, seq) SELECT * FROM unnest($1::text[], $2::bigint[])",
+            &[&pay_ref, &pay_seq],
+        )
+        .await?;
+    }
+    if !r_seq.is_empty() {
+        exec(
+            tx,
+            "INSERT INTO refs(seq, reference, job) \
          SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])",
-        &[&r_seq, &r_ref, &r_job],
-    )
-    .await?;
+            &[&r_seq, &r_ref, &r_job],
+        )
+        .await?;
+    }
     Ok(())
 }
 
@@ -161,6 +185,9 @@ async fn projections(tx: &Transaction<'_>, rows: &ProjectionRows) -> Result<(), 
     for ([insert, upsert], list) in [(JOBS, &rows.jobs), (REFUNDS, &rows.refunds)] {
         for created in [true, false] {
             let part: Vec<&ProjectionRow> = list.iter().filter(|r| r.created == created).collect();
+            if part.is_empty() {
+                continue;
+            }
             let keys: Vec<&str> = part.iter().map(|r| r.key.as_str()).collect();
             let states: Vec<&str> = part.iter().map(|r| r.state.as_str()).collect();
             let records: Vec<&str> = part.iter().map(|r| r.record.as_str()).collect();
@@ -175,11 +202,9 @@ async fn projections(tx: &Transaction<'_>, rows: &ProjectionRows) -> Result<(), 
                 format!("{insert}{upsert}")
             };
             if insert.contains("$5") {
-                tx.execute(&sql, &[&keys, &states, &records, &changed, &jobs])
-                    .await?;
+                exec(tx, &sql, &[&keys, &states, &records, &changed, &jobs]).await?;
             } else {
-                tx.execute(&sql, &[&keys, &states, &records, &changed])
-                    .await?;
+                exec(tx, &sql, &[&keys, &states, &records, &changed]).await?;
             }
         }
     }
@@ -189,19 +214,25 @@ async fn projections(tx: &Transaction<'_>, rows: &ProjectionRows) -> Result<(), 
         .iter()
         .map(|r| r.record.as_str())
         .collect();
-    tx.execute(
-        "INSERT INTO subscriptions(subscription, record) \
+    if !keys.is_empty() {
+        exec(
+            tx,
+            "INSERT INTO subscriptions(subscription, record) \
          SELECT * FROM unnest($1::text[], $2::text[]) \
          ON CONFLICT (subscription) DO UPDATE SET record = EXCLUDED.record",
-        &[&keys, &records],
-    )
-    .await?;
+            &[&keys, &records],
+        )
+        .await?;
+    }
     for created in [true, false] {
         let part: Vec<&ProjectionRow> = rows
             .effects
             .iter()
             .filter(|r| r.created == created)
             .collect();
+        if part.is_empty() {
+            continue;
+        }
         let keys: Vec<&str> = part.iter().map(|r| r.key.as_str()).collect();
         let done: Vec<bool> = part.iter().map(|r| r.done).collect();
         let records: Vec<&str> = part.iter().map(|r| r.record.as_str()).collect();
@@ -210,7 +241,8 @@ async fn projections(tx: &Transaction<'_>, rows: &ProjectionRows) -> Result<(), 
         } else {
             " ON CONFLICT (effect) DO UPDATE SET done = EXCLUDED.done, record = EXCLUDED.record"
         };
-        tx.execute(
+        exec(
+            tx,
             &format!(
                 "INSERT INTO effects(effect, done, record) \
                  SELECT * FROM unnest($1::text[], $2::bool[], $3::text[]){conflict}"
@@ -230,7 +262,11 @@ async fn projections(tx: &Transaction<'_>, rows: &ProjectionRows) -> Result<(), 
         .iter()
         .map(|b| int(b.2, "credits"))
         .collect::<Result<_, _>>()?;
-    tx.execute(
+    if accounts.is_empty() {
+        return Ok(());
+    }
+    exec(
+        tx,
         "INSERT INTO balances(account, debits, credits) \
          SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) \
          ON CONFLICT (account) DO UPDATE SET debits = EXCLUDED.debits, credits = EXCLUDED.credits",

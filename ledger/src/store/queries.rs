@@ -24,6 +24,25 @@ pub(crate) fn event(conn: &Connection, seq: u64) -> Result<Option<StoredEvent>, 
     row.map(decode_row).transpose()
 }
 
+/// Up to `limit` events after `after`, in seq order.
+pub(crate) fn events_after(
+    conn: &Connection,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, LedgerError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, idem_key, at, job, body, prev_hash, hash FROM events WHERE seq > ?1 \
+         ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![to_sql_int(after, "seq")?, limit], raw_row)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(decode_row(row?)?);
+    }
+    Ok(out)
+}
+
 pub(crate) fn stored_request(
     conn: &Connection,
     job: &JobId,

@@ -4,6 +4,8 @@
 //! transaction, store a snapshot. The SQLite store and the PostgreSQL store (`paydvm-ledger-pg`)
 //! are this plus their backend, so they stage, flush, roll back, trim and snapshot alike.
 
+use std::collections::HashMap;
+
 use crate::account::{Account, Balance};
 use crate::chain::Hash;
 use crate::effect::EffectRecord;
@@ -36,6 +38,65 @@ pub trait StoreBackend {
     fn balance(&self, account: &Account) -> Result<Option<Balance>, LedgerError>;
     /// The event that credited `reference`.
     fn payment_seq(&self, reference: &PaymentRef) -> Result<Option<u64>, LedgerError>;
+
+    // The lookups below answer many names at once; a store whose reads cost a round trip
+    // (PostgreSQL) answers each with one query. The defaults ask one name at a time. Names not
+    // stored are left out of the answer.
+
+    /// [`StoreBackend::key_seq`] for every key of `keys`.
+    fn key_seqs(&self, keys: &[IdemKey]) -> Result<HashMap<IdemKey, u64>, LedgerError> {
+        let mut found = HashMap::new();
+        for key in keys {
+            if let Some(seq) = self.key_seq(key)? {
+                found.insert(key.clone(), seq);
+            }
+        }
+        Ok(found)
+    }
+
+    /// [`StoreBackend::payment_seq`] for every reference of `refs`.
+    fn payment_seqs(&self, refs: &[PaymentRef]) -> Result<HashMap<PaymentRef, u64>, LedgerError> {
+        let mut found = HashMap::new();
+        for r in refs {
+            if let Some(seq) = self.payment_seq(r)? {
+                found.insert(r.clone(), seq);
+            }
+        }
+        Ok(found)
+    }
+
+    /// [`StoreBackend::job`] for every id of `ids`.
+    fn jobs(&self, ids: &[JobId]) -> Result<HashMap<JobId, JobRecord>, LedgerError> {
+        let mut found = HashMap::new();
+        for id in ids {
+            if let Some(r) = self.job(id)? {
+                found.insert(id.clone(), r);
+            }
+        }
+        Ok(found)
+    }
+
+    /// [`StoreBackend::refund`] for every id of `ids`.
+    fn refunds(&self, ids: &[RefundId]) -> Result<HashMap<RefundId, RefundRecord>, LedgerError> {
+        let mut found = HashMap::new();
+        for id in ids {
+            if let Some(r) = self.refund(id)? {
+                found.insert(id.clone(), r);
+            }
+        }
+        Ok(found)
+    }
+
+    /// [`StoreBackend::effect`] for every id of `ids`.
+    fn effects(&self, ids: &[EffectId]) -> Result<HashMap<EffectId, EffectRecord>, LedgerError> {
+        let mut found = HashMap::new();
+        for id in ids {
+            if let Some(r) = self.effect(id)? {
+                found.insert(id.clone(), r);
+            }
+        }
+        Ok(found)
+    }
     /// Write `groups` (prepared on `ledger`, in order, after the event whose hash is `head`)
     /// in one transaction; returns the new head hash and the rows changed.
     fn write(
@@ -246,11 +307,10 @@ impl Resident {
             return Ok(());
         }
         let mut names = Recall::default();
+        let mut keys = Vec::new();
         for event in groups.iter().flat_map(|g| g.iter()) {
             if self.ledger.seq_of_key(&event.key).is_none() {
-                if let Some(seq) = io.key_seq(&event.key)? {
-                    self.ledger.note_key(event.key.clone(), seq);
-                }
+                keys.push(event.key.clone());
             }
             let fp = footprint(&event.body);
             names.jobs.extend(fp.jobs.iter().map(|(j, _)| (*j).clone()));
@@ -264,6 +324,10 @@ impl Resident {
                 .refs
                 .extend(fp.payment_refs.iter().map(|r| (*r).clone()));
         }
+        // One lookup for the whole batch: with a server, one round trip instead of one per event.
+        for (key, seq) in io.key_seqs(&dedup(keys))? {
+            self.ledger.note_key(key, seq);
+        }
         self.load_records(io, names)
     }
 
@@ -276,6 +340,8 @@ impl Resident {
         self.load_records(io, names.clone())
     }
 
+    /// Each kind of record is looked up with one batch call ([`StoreBackend::jobs`], …); only
+    /// the balances of records found are read one by one.
     fn load_records(&mut self, io: &impl StoreBackend, names: Recall) -> Result<(), LedgerError> {
         let Recall {
             mut jobs,
@@ -283,41 +349,49 @@ impl Resident {
             effects,
             refs,
         } = names;
-        for id in dedup(refunds) {
-            if self.state().refund(&id).is_none() {
-                if let Some(record) = io.refund(&id)? {
-                    let account = io.balance(&Account::Refund(id.clone()))?;
-                    self.ledger.state_mut().load_refund(record, account);
-                    self.candidates.refunds.insert(id.clone());
-                }
-            }
-            jobs.extend(self.state().refund(&id).and_then(|r| r.job.clone()));
-        }
-        for id in dedup(jobs) {
-            if self.state().job(&id).is_none() {
-                if let Some(record) = io.job(&id)? {
-                    let account = io.balance(&Account::Job(id.clone()))?;
-                    self.ledger.state_mut().load_job(record, account);
-                    self.candidates.jobs.insert(id);
-                }
+        let refunds = dedup(refunds);
+        let missing = self.missing(refunds.clone(), |s, id| s.refund(id).is_some());
+        let mut found = io.refunds(&missing)?;
+        for id in missing {
+            if let Some(record) = found.remove(&id) {
+                let account = io.balance(&Account::Refund(id.clone()))?;
+                self.ledger.state_mut().load_refund(record, account);
+                self.candidates.refunds.insert(id);
             }
         }
-        for id in dedup(effects) {
-            if self.state().effect(&id).is_none() {
-                if let Some(e) = io.effect(&id)? {
-                    self.ledger.state_mut().load_effect(e);
-                    self.candidates.effects.insert(id);
-                }
+        for id in &refunds {
+            jobs.extend(self.state().refund(id).and_then(|r| r.job.clone()));
+        }
+        let missing = self.missing(dedup(jobs), |s, id| s.job(id).is_some());
+        let mut found = io.jobs(&missing)?;
+        for id in missing {
+            if let Some(record) = found.remove(&id) {
+                let account = io.balance(&Account::Job(id.clone()))?;
+                self.ledger.state_mut().load_job(record, account);
+                self.candidates.jobs.insert(id);
             }
         }
-        for r in dedup(refs) {
-            if self.state().payment_ref_seq(&r).is_none() {
-                if let Some(seq) = io.payment_seq(&r)? {
-                    self.ledger.state_mut().note_payment_ref(r, seq);
-                }
+        let missing = self.missing(dedup(effects), |s, id| s.effect(id).is_some());
+        let mut found = io.effects(&missing)?;
+        for id in missing {
+            if let Some(e) = found.remove(&id) {
+                self.ledger.state_mut().load_effect(e);
+                self.candidates.effects.insert(id);
             }
+        }
+        let missing = self.missing(dedup(refs), |s, r| s.payment_ref_seq(r).is_some());
+        for (r, seq) in io.payment_seqs(&missing)? {
+            self.ledger.state_mut().note_payment_ref(r, seq);
         }
         Ok(())
+    }
+
+    /// The names of `names` that are not in memory, in order.
+    fn missing<T>(&self, names: Vec<T>, held: impl Fn(&LedgerState, &T) -> bool) -> Vec<T> {
+        names
+            .into_iter()
+            .filter(|n| !held(self.state(), n))
+            .collect()
     }
 
     /// With `OpenWork` and nothing staged: drop the records that ended, and the keys and

@@ -65,6 +65,11 @@ impl LedgerStore for Store {
         Store::event(self, seq)
     }
 
+    /// One query per chunk.
+    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, LedgerError> {
+        queries::events_after(&self.conn, after, limit)
+    }
+
     fn seq_of_key(&self, key: &IdemKey) -> Result<Option<u64>, LedgerError> {
         match self.ledger().seq_of_key(key) {
             Some(seq) => Ok(Some(seq)),
