@@ -113,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// The node under test: inside this process, or its own.
 enum RunningNode {
-    InProcess(NodeHandle),
+    InProcess(Box<NodeHandle>),
     Child(NodeProcess),
 }
 
@@ -122,7 +122,7 @@ impl RunningNode {
         let Some(binary) = &args.node_binary else {
             let node = fixture.start().await.context("starting the bench node")?;
             tokio::time::sleep(Duration::from_millis(500)).await;
-            return Ok(RunningNode::InProcess(node));
+            return Ok(RunningNode::InProcess(Box::new(node)));
         };
         let mut child = NodeProcess::start(binary, &fixture.config)?;
         child
@@ -142,7 +142,7 @@ impl RunningNode {
     async fn stop(self) -> anyhow::Result<()> {
         let t = Instant::now();
         match self {
-            RunningNode::InProcess(node) => node.shutdown().await,
+            RunningNode::InProcess(node) => (*node).shutdown().await,
             RunningNode::Child(child) => {
                 if let Some(kib) = child.peak_rss_kib() {
                     println!("node process peak RSS: {} MiB", kib / 1024);
