@@ -29,6 +29,9 @@ pub enum SnapshotDamage {
     /// A snapshot sound in itself (its digest matches) that names a hash the log does not have
     /// at its seq: it belongs to another history.
     OffChain,
+    /// Every stored balance row credited 1 msat behind the store's back: the snapshot is sound
+    /// and on the chain but no longer agrees with the stored projections.
+    Projections,
 }
 
 /// One store location for one test, and the store-specific ways to sabotage it.
@@ -107,6 +110,7 @@ macro_rules! ledger_store_conformance {
             snapshot_plus_tail_equals_a_full_replay,
             a_corrupt_snapshot_is_rejected_and_the_log_replayed,
             a_snapshot_of_another_history_is_rejected,
+            a_snapshot_that_disagrees_with_the_stored_balances_is_rejected,
             verify_ignores_a_damaged_snapshot,
             a_store_keeping_everything_reopens_a_bounded_ledger,
         );

@@ -101,6 +101,19 @@ pub fn balance(db: &Db, account: &Account) -> Result<Option<Balance>, PgError> {
     .transpose()
 }
 
+/// The balances of every account named in `accounts` (by name) found: one query.
+pub fn balances(db: &Db, accounts: Vec<String>) -> Result<HashMap<String, Balance>, PgError> {
+    let mut found = HashMap::new();
+    if accounts.is_empty() {
+        return Ok(found);
+    }
+    let sql = "SELECT account, debits, credits FROM balances WHERE account = ANY($1)";
+    for r in db.query(sql, vec![Box::new(accounts)])? {
+        found.insert(get::<String>(&r, 0)?, balance_of(&r)?);
+    }
+    Ok(found)
+}
+
 fn seq_by(db: &Db, sql: &str, key: &str) -> Result<Option<u64>, PgError> {
     db.query_opt(sql, vec![text(key)])?
         .map(|r| get_u64(&r, 0, "seq"))

@@ -121,6 +121,12 @@ impl StoreBackend for Db {
         Ok(pick(ids, |id| found.remove(id.as_str())))
     }
 
+    fn balances(&self, accounts: &[Account]) -> Result<HashMap<Account, Balance>, LedgerError> {
+        let keys: Vec<String> = accounts.iter().map(Account::to_string).collect();
+        let mut found = read::balances(self, keys)?;
+        Ok(pick(accounts, |a| found.remove(&a.to_string())))
+    }
+
     /// Builds every row first (hashes, postings, projections), then writes them in one
     /// transaction on the runtime (see `write`).
     fn write(

@@ -169,6 +169,24 @@ pub fn a_snapshot_of_another_history_is_rejected<H: Harness>(make: Make<H>, r: R
     assert_eq!(store.state(), &state);
 }
 
+pub fn a_snapshot_that_disagrees_with_the_stored_balances_is_rejected<H: Harness>(
+    make: Make<H>,
+    r: Retention,
+) {
+    let mut h = make();
+    let mut store = open(&mut h, r);
+    append_all(&mut store, &mixed_history());
+    store.close().unwrap();
+    h.damage_snapshot(SnapshotDamage::Projections);
+    let store = open(&mut h, r);
+    match &store.opened().snapshot {
+        SnapshotUse::Rejected { reason, .. } => {
+            assert!(reason.contains("projections: account"), "{reason}")
+        }
+        other => panic!("a snapshot that disagrees with the stored balances was used: {other:?}"),
+    }
+}
+
 pub fn verify_ignores_a_damaged_snapshot<H: Harness>(make: Make<H>, r: Retention) {
     let mut h = make();
     let mut store = open(&mut h, r);

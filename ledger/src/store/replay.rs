@@ -8,12 +8,13 @@ use std::hash::{Hash as _, Hasher};
 
 use super::resident::StoreBackend;
 use super::StoredEvent;
-use crate::account::Account;
+use crate::account::{Account, Balance};
 use crate::chain::{Hash, GENESIS};
+use crate::effect::EffectRecord;
 use crate::engine::Ledger;
 use crate::error::LedgerError;
 use crate::footprint::{footprint, Use};
-use crate::ids::{JobId, RefundId, SubscriptionId};
+use crate::ids::{EffectId, JobId, RefundId, SubscriptionId};
 use crate::job::{JobRecord, JobState};
 use crate::ledger_store::{OpenReport, SnapshotUse};
 use crate::refund::{RefundRecord, RefundState};
@@ -290,6 +291,9 @@ fn names<T: Copy>(states: &[T], name: fn(T) -> &'static str) -> String {
         .join(",")
 }
 
+/// Records compared with their stored rows per query when a snapshot is checked.
+const CHECK_BATCH: usize = 5_000;
+
 /// The state loaded from a snapshot must equal the stored projections of every resident record,
 /// and hold every open record and every account other than per-job and per-refund ones.
 fn agrees_with_projections(
@@ -297,18 +301,28 @@ fn agrees_with_projections(
     state: &LedgerState,
 ) -> Result<Result<(), Rejected>, LedgerError> {
     let differs = |what: &str, id: &str| Ok(Err(Rejected::Projections(format!("{what} {id}"))));
-    for j in state.jobs() {
-        if src.job(&j.job)?.as_ref() != Some(j) {
+    // In batches: a store whose reads cost a round trip (PostgreSQL) answers each with one query.
+    let jobs: Vec<&JobRecord> = state.jobs().collect();
+    for batch in jobs.chunks(CHECK_BATCH) {
+        let ids: Vec<JobId> = batch.iter().map(|j| j.job.clone()).collect();
+        let stored = src.jobs(&ids)?;
+        if let Some(j) = batch.iter().find(|j| stored.get(&j.job) != Some(**j)) {
             return differs("job", j.job.as_str());
         }
     }
-    for r in state.refunds() {
-        if src.refund(&r.refund)?.as_ref() != Some(r) {
+    let refunds: Vec<&RefundRecord> = state.refunds().collect();
+    for batch in refunds.chunks(CHECK_BATCH) {
+        let ids: Vec<RefundId> = batch.iter().map(|r| r.refund.clone()).collect();
+        let stored = src.refunds(&ids)?;
+        if let Some(r) = batch.iter().find(|r| stored.get(&r.refund) != Some(**r)) {
             return differs("refund", r.refund.as_str());
         }
     }
-    for e in state.effects() {
-        if src.effect(&e.effect)?.as_ref() != Some(e) {
+    let effects: Vec<&EffectRecord> = state.effects().collect();
+    for batch in effects.chunks(CHECK_BATCH) {
+        let ids: Vec<EffectId> = batch.iter().map(|e| e.effect.clone()).collect();
+        let stored = src.effects(&ids)?;
+        if let Some(e) = batch.iter().find(|e| stored.get(&e.effect) != Some(**e)) {
             return differs("effect", e.effect.as_str());
         }
     }
@@ -317,9 +331,12 @@ fn agrees_with_projections(
             return differs("subscription", s.subscription.as_str());
         }
     }
-    for (account, balance) in state.balances() {
-        if src.balance(account)?.as_ref() != Some(balance) {
-            return differs("account", &account.to_string());
+    let balances: Vec<(&Account, &Balance)> = state.balances().collect();
+    for batch in balances.chunks(CHECK_BATCH) {
+        let accounts: Vec<Account> = batch.iter().map(|(a, _)| (*a).clone()).collect();
+        let stored = src.balances(&accounts)?;
+        if let Some((a, _)) = batch.iter().find(|(a, b)| stored.get(*a) != Some(*b)) {
+            return differs("account", &a.to_string());
         }
     }
     let open_jobs: Vec<JobState> = JobState::ALL

@@ -97,6 +97,17 @@ pub trait StoreBackend {
         }
         Ok(found)
     }
+
+    /// [`StoreBackend::balance`] for every account of `accounts`.
+    fn balances(&self, accounts: &[Account]) -> Result<HashMap<Account, Balance>, LedgerError> {
+        let mut found = HashMap::new();
+        for account in accounts {
+            if let Some(b) = self.balance(account)? {
+                found.insert(account.clone(), b);
+            }
+        }
+        Ok(found)
+    }
     /// Write `groups` (prepared on `ledger`, in order, after the event whose hash is `head`)
     /// in one transaction; returns the new head hash and the rows changed.
     fn write(

@@ -58,6 +58,10 @@ impl Harness for PgDatabase {
         self.sql("DROP TRIGGER conformance_fail ON events; DROP FUNCTION conformance_fail();");
     }
     fn damage_snapshot(&mut self, damage: SnapshotDamage) {
+        if damage == SnapshotDamage::Projections {
+            self.sql("UPDATE balances SET credits = credits + 1");
+            return;
+        }
         let rows = self
             .sql("SELECT seq, hash, format, digest, body FROM snapshots ORDER BY seq DESC LIMIT 1");
         let r = rows.first().expect("a snapshot is stored");
@@ -74,6 +78,7 @@ impl Harness for PgDatabase {
                 stored.body[middle] ^= 0x01;
                 stored
             }
+            SnapshotDamage::Projections => unreachable!("handled above"),
             SnapshotDamage::OffChain => {
                 let state = snapshot::decode(&stored).expect("the stored snapshot is sound");
                 snapshot::encode(&state, stored.seq, [9u8; 32]).unwrap()
