@@ -101,17 +101,10 @@ pub fn balance(db: &Db, account: &Account) -> Result<Option<Balance>, PgError> {
     .transpose()
 }
 
-/// The balances of every account named in `accounts` (by name) found: one query.
+/// The balances of every account named in `accounts` (by name) found.
 pub fn balances(db: &Db, accounts: Vec<String>) -> Result<HashMap<String, Balance>, PgError> {
-    let mut found = HashMap::new();
-    if accounts.is_empty() {
-        return Ok(found);
-    }
     let sql = "SELECT account, debits, credits FROM balances WHERE account = ANY($1)";
-    for r in db.query(sql, vec![Box::new(accounts)])? {
-        found.insert(get::<String>(&r, 0)?, balance_of(&r)?);
-    }
-    Ok(found)
+    rows_by_key(db, sql.to_owned(), accounts, balance_of)
 }
 
 fn seq_by(db: &Db, sql: &str, key: &str) -> Result<Option<u64>, PgError> {
@@ -136,44 +129,44 @@ pub fn key_seq(db: &Db, key: &IdemKey) -> Result<Option<u64>, PgError> {
     )
 }
 
-/// Each key of `keys` found in `col` of `table`, with the integer in `value_col` of its row:
-/// one query for the whole list.
+/// Each key of `keys` that `sql` (selecting the key first, with `= ANY($1)`) finds, with what
+/// `value` reads from the rest of its row: one query for the whole list.
+fn rows_by_key<V>(
+    db: &Db,
+    sql: String,
+    keys: Vec<String>,
+    value: impl Fn(&Row) -> Result<V, PgError>,
+) -> Result<HashMap<String, V>, PgError> {
+    let mut found = HashMap::new();
+    if keys.is_empty() {
+        return Ok(found);
+    }
+    for r in db.query(sql, vec![Box::new(keys)])? {
+        found.insert(get::<String>(&r, 0)?, value(&r)?);
+    }
+    Ok(found)
+}
+
+/// Each key of `keys` found in `col` of `table`, with the `seq` of its row.
 pub fn seqs_by_key(
     db: &Db,
     table: &str,
     col: &str,
     keys: Vec<String>,
 ) -> Result<HashMap<String, u64>, PgError> {
-    let mut found = HashMap::new();
-    if keys.is_empty() {
-        return Ok(found);
-    }
     let sql = format!("SELECT {col}, seq FROM {table} WHERE {col} = ANY($1)");
-    for r in db.query(sql, vec![Box::new(keys)])? {
-        found.insert(get::<String>(&r, 0)?, get_u64(&r, 1, "seq")?);
-    }
-    Ok(found)
+    rows_by_key(db, sql, keys, |r| get_u64(r, 1, "seq"))
 }
 
-/// The projection records of every key of `keys` found: one query for the whole list.
+/// The projection records of every key of `keys` found.
 pub fn records_by_key<T: serde::de::DeserializeOwned>(
     db: &Db,
     table: &str,
     key_col: &str,
     keys: Vec<String>,
 ) -> Result<HashMap<String, T>, PgError> {
-    let mut found = HashMap::new();
-    if keys.is_empty() {
-        return Ok(found);
-    }
     let sql = format!("SELECT {key_col}, record FROM {table} WHERE {key_col} = ANY($1)");
-    for r in db.query(sql, vec![Box::new(keys)])? {
-        found.insert(
-            get::<String>(&r, 0)?,
-            decode(table, &get::<String>(&r, 1)?)?,
-        );
-    }
-    Ok(found)
+    rows_by_key(db, sql, keys, |r| decode(table, &get::<String>(r, 1)?))
 }
 
 pub fn event(db: &Db, seq: u64) -> Result<Option<StoredEvent>, PgError> {

@@ -8,13 +8,12 @@ use std::hash::{Hash as _, Hasher};
 
 use super::resident::StoreBackend;
 use super::StoredEvent;
-use crate::account::{Account, Balance};
+use crate::account::Account;
 use crate::chain::{Hash, GENESIS};
-use crate::effect::EffectRecord;
 use crate::engine::Ledger;
 use crate::error::LedgerError;
 use crate::footprint::{footprint, Use};
-use crate::ids::{EffectId, JobId, RefundId, SubscriptionId};
+use crate::ids::{JobId, RefundId, SubscriptionId};
 use crate::job::{JobRecord, JobState};
 use crate::ledger_store::{OpenReport, SnapshotUse};
 use crate::refund::{RefundRecord, RefundState};
@@ -294,6 +293,23 @@ fn names<T: Copy>(states: &[T], name: fn(T) -> &'static str) -> String {
 /// Records compared with their stored rows per query when a snapshot is checked.
 const CHECK_BATCH: usize = 5_000;
 
+/// The name of the first of `resident` whose stored value (read by `stored`, [`CHECK_BATCH`]
+/// names per call: one query each on PostgreSQL) is missing or different.
+fn first_differing<'a, K: Clone + Eq + std::hash::Hash + 'a, V: PartialEq + 'a>(
+    resident: impl Iterator<Item = (&'a K, &'a V)>,
+    stored: impl Fn(&[K]) -> Result<HashMap<K, V>, LedgerError>,
+) -> Result<Option<&'a K>, LedgerError> {
+    let resident: Vec<(&K, &V)> = resident.collect();
+    for batch in resident.chunks(CHECK_BATCH) {
+        let names: Vec<K> = batch.iter().map(|(k, _)| (*k).clone()).collect();
+        let found = stored(&names)?;
+        if let Some((k, _)) = batch.iter().find(|(k, v)| found.get(*k) != Some(*v)) {
+            return Ok(Some(*k));
+        }
+    }
+    Ok(None)
+}
+
 /// The state loaded from a snapshot must equal the stored projections of every resident record,
 /// and hold every open record and every account other than per-job and per-refund ones.
 fn agrees_with_projections(
@@ -301,43 +317,25 @@ fn agrees_with_projections(
     state: &LedgerState,
 ) -> Result<Result<(), Rejected>, LedgerError> {
     let differs = |what: &str, id: &str| Ok(Err(Rejected::Projections(format!("{what} {id}"))));
-    // In batches: a store whose reads cost a round trip (PostgreSQL) answers each with one query.
-    let jobs: Vec<&JobRecord> = state.jobs().collect();
-    for batch in jobs.chunks(CHECK_BATCH) {
-        let ids: Vec<JobId> = batch.iter().map(|j| j.job.clone()).collect();
-        let stored = src.jobs(&ids)?;
-        if let Some(j) = batch.iter().find(|j| stored.get(&j.job) != Some(**j)) {
-            return differs("job", j.job.as_str());
-        }
+    let jobs = state.jobs().map(|j| (&j.job, j));
+    if let Some(id) = first_differing(jobs, |ids| src.jobs(ids))? {
+        return differs("job", id.as_str());
     }
-    let refunds: Vec<&RefundRecord> = state.refunds().collect();
-    for batch in refunds.chunks(CHECK_BATCH) {
-        let ids: Vec<RefundId> = batch.iter().map(|r| r.refund.clone()).collect();
-        let stored = src.refunds(&ids)?;
-        if let Some(r) = batch.iter().find(|r| stored.get(&r.refund) != Some(**r)) {
-            return differs("refund", r.refund.as_str());
-        }
+    let refunds = state.refunds().map(|r| (&r.refund, r));
+    if let Some(id) = first_differing(refunds, |ids| src.refunds(ids))? {
+        return differs("refund", id.as_str());
     }
-    let effects: Vec<&EffectRecord> = state.effects().collect();
-    for batch in effects.chunks(CHECK_BATCH) {
-        let ids: Vec<EffectId> = batch.iter().map(|e| e.effect.clone()).collect();
-        let stored = src.effects(&ids)?;
-        if let Some(e) = batch.iter().find(|e| stored.get(&e.effect) != Some(**e)) {
-            return differs("effect", e.effect.as_str());
-        }
+    let effects = state.effects().map(|e| (&e.effect, e));
+    if let Some(id) = first_differing(effects, |ids| src.effects(ids))? {
+        return differs("effect", id.as_str());
     }
     for s in state.subscriptions() {
         if src.subscription(&s.subscription)?.as_ref() != Some(s) {
             return differs("subscription", s.subscription.as_str());
         }
     }
-    let balances: Vec<(&Account, &Balance)> = state.balances().collect();
-    for batch in balances.chunks(CHECK_BATCH) {
-        let accounts: Vec<Account> = batch.iter().map(|(a, _)| (*a).clone()).collect();
-        let stored = src.balances(&accounts)?;
-        if let Some((a, _)) = batch.iter().find(|(a, b)| stored.get(*a) != Some(*b)) {
-            return differs("account", &a.to_string());
-        }
+    if let Some(account) = first_differing(state.balances(), |a| src.balances(a))? {
+        return differs("account", &account.to_string());
     }
     let open_jobs: Vec<JobState> = JobState::ALL
         .into_iter()

@@ -45,69 +45,34 @@ pub trait StoreBackend {
 
     /// [`StoreBackend::key_seq`] for every key of `keys`.
     fn key_seqs(&self, keys: &[IdemKey]) -> Result<HashMap<IdemKey, u64>, LedgerError> {
-        let mut found = HashMap::new();
-        for key in keys {
-            if let Some(seq) = self.key_seq(key)? {
-                found.insert(key.clone(), seq);
-            }
-        }
-        Ok(found)
+        one_by_one(keys, |k| self.key_seq(k))
     }
 
     /// [`StoreBackend::payment_seq`] for every reference of `refs`.
     fn payment_seqs(&self, refs: &[PaymentRef]) -> Result<HashMap<PaymentRef, u64>, LedgerError> {
-        let mut found = HashMap::new();
-        for r in refs {
-            if let Some(seq) = self.payment_seq(r)? {
-                found.insert(r.clone(), seq);
-            }
-        }
-        Ok(found)
+        one_by_one(refs, |r| self.payment_seq(r))
     }
 
     /// [`StoreBackend::job`] for every id of `ids`.
     fn jobs(&self, ids: &[JobId]) -> Result<HashMap<JobId, JobRecord>, LedgerError> {
-        let mut found = HashMap::new();
-        for id in ids {
-            if let Some(r) = self.job(id)? {
-                found.insert(id.clone(), r);
-            }
-        }
-        Ok(found)
+        one_by_one(ids, |id| self.job(id))
     }
 
     /// [`StoreBackend::refund`] for every id of `ids`.
     fn refunds(&self, ids: &[RefundId]) -> Result<HashMap<RefundId, RefundRecord>, LedgerError> {
-        let mut found = HashMap::new();
-        for id in ids {
-            if let Some(r) = self.refund(id)? {
-                found.insert(id.clone(), r);
-            }
-        }
-        Ok(found)
+        one_by_one(ids, |id| self.refund(id))
     }
 
     /// [`StoreBackend::effect`] for every id of `ids`.
     fn effects(&self, ids: &[EffectId]) -> Result<HashMap<EffectId, EffectRecord>, LedgerError> {
-        let mut found = HashMap::new();
-        for id in ids {
-            if let Some(r) = self.effect(id)? {
-                found.insert(id.clone(), r);
-            }
-        }
-        Ok(found)
+        one_by_one(ids, |id| self.effect(id))
     }
 
     /// [`StoreBackend::balance`] for every account of `accounts`.
     fn balances(&self, accounts: &[Account]) -> Result<HashMap<Account, Balance>, LedgerError> {
-        let mut found = HashMap::new();
-        for account in accounts {
-            if let Some(b) = self.balance(account)? {
-                found.insert(account.clone(), b);
-            }
-        }
-        Ok(found)
+        one_by_one(accounts, |a| self.balance(a))
     }
+
     /// Write `groups` (prepared on `ledger`, in order, after the event whose hash is `head`)
     /// in one transaction; returns the new head hash and the rows changed.
     fn write(
@@ -118,6 +83,20 @@ pub trait StoreBackend {
     ) -> Result<(Hash, Dirty), LedgerError>;
     /// Store `s` as the newest snapshot.
     fn write_snapshot(&mut self, s: &Snapshot) -> Result<(), LedgerError>;
+}
+
+/// The batch lookups' default: `lookup` asked one name at a time, the names it finds kept.
+fn one_by_one<K: Clone + Eq + std::hash::Hash, V>(
+    names: &[K],
+    mut lookup: impl FnMut(&K) -> Result<Option<V>, LedgerError>,
+) -> Result<HashMap<K, V>, LedgerError> {
+    let mut found = HashMap::new();
+    for name in names {
+        if let Some(value) = lookup(name)? {
+            found.insert(name.clone(), value);
+        }
+    }
+    Ok(found)
 }
 
 /// The state in memory and the groups staged, for one store.

@@ -27,27 +27,30 @@ pub fn run(args: &Args, stores: &mut Stores, big: &LedgerPlace) -> anyhow::Resul
     let source = stores.open(&file, &source_options)?;
     let dest = stores.place("copy")?;
     let mut pg = stores.open(&dest, &dest_options)?;
-    let t = Instant::now();
-    let n = copy_log(&source, &mut pg)?;
-    let d = t.elapsed();
-    println!(
-        "e. copy_log SQLite -> PostgreSQL: {n} events in {:.2} s = {:.0} events/s",
-        d.as_secs_f64(),
-        rate(n, d)
-    );
+    let n = timed_copy("SQLite -> PostgreSQL", &source, &mut pg)?;
     drop((source, pg));
     anyhow::ensure!(n == sample.events, "copied {n} of {} events", sample.events);
 
     let source = stores.open(big, &source_options)?;
     let back = stores.file("copy-back")?;
     let mut sqlite = stores.open(&back, &dest_options)?;
+    timed_copy("PostgreSQL -> SQLite", &source, &mut sqlite)?;
+    Ok(())
+}
+
+/// `copy_log` from `source` to `dest`, timed and printed; the events copied.
+fn timed_copy<S: LedgerStore, D: LedgerStore>(
+    direction: &str,
+    source: &S,
+    dest: &mut D,
+) -> anyhow::Result<u64> {
     let t = Instant::now();
-    let n = copy_log(&source, &mut sqlite)?;
+    let n = copy_log(source, dest)?;
     let d = t.elapsed();
     println!(
-        "e. copy_log PostgreSQL -> SQLite: {n} events in {:.2} s = {:.0} events/s",
+        "e. copy_log {direction}: {n} events in {:.2} s = {:.0} events/s",
         d.as_secs_f64(),
         rate(n, d)
     );
-    Ok(())
+    Ok(n)
 }
