@@ -48,7 +48,7 @@ impl RunningNode {
     }
 
     /// SIGKILL: no shutdown, no flush, nothing.
-    fn crash(mut self) {
+    pub fn crash(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
@@ -66,15 +66,17 @@ impl RunningNode {
             .status()
             .unwrap();
         assert!(sent.success());
+        self.exit_status(&format!("paydvm run did not stop on {signal}"))
+    }
+
+    /// Waits (at most [`WAIT`]) for the process to end by itself; `why` if it does not.
+    pub fn exit_status(&mut self, why: &str) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "paydvm run did not stop on {signal}"
-            );
+            assert!(std::time::Instant::now() < deadline, "{why}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }

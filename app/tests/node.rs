@@ -352,25 +352,31 @@ async fn a_param_the_executor_refuses_is_an_error_before_any_quote() {
 pub fn top_up(ledger: &Path, customer: &PublicKey, msat: u64) {
     let mut store = Store::open(ledger, Durability::Normal).unwrap();
     store
-        .append(&LedgerEvent::new(
-            IdemKey::new("topup-1").unwrap(),
-            UnixMs(paydvm::node::now_ms()),
-            EventBody::PaymentReceived(Payment {
-                rail: Rail::Manual,
-                asset: Asset::Lightning,
-                reference: PaymentRef::new("topup-1").unwrap(),
-                linked: Vec::new(),
-                amount: Msat::from_msat(msat),
-                fee: Msat::ZERO,
-                evidence: None,
-                payer: None,
-                target: PaymentTarget::Credit {
-                    pubkey: Pubkey::new(customer.to_hex()).unwrap(),
-                },
-            }),
-        ))
+        .append(&top_up_event("topup-1", customer, msat))
         .unwrap();
     store.close().unwrap();
+}
+
+/// A manual payment of `msat` into the customer's prepaid credit, `key` its idempotency key
+/// and reference.
+pub fn top_up_event(key: &str, customer: &PublicKey, msat: u64) -> LedgerEvent {
+    LedgerEvent::new(
+        IdemKey::new(key).unwrap(),
+        UnixMs(paydvm::node::now_ms()),
+        EventBody::PaymentReceived(Payment {
+            rail: Rail::Manual,
+            asset: Asset::Lightning,
+            reference: PaymentRef::new(key).unwrap(),
+            linked: Vec::new(),
+            amount: Msat::from_msat(msat),
+            fee: Msat::ZERO,
+            evidence: None,
+            payer: None,
+            target: PaymentTarget::Credit {
+                pubkey: Pubkey::new(customer.to_hex()).unwrap(),
+            },
+        }),
+    )
 }
 
 /// Operator float in the Lightning wallet, booked before the node starts (as `paydvm float add

@@ -25,7 +25,7 @@ use crate::node::{is_status, test_node, wait_state, Customer, Setup, PAID_AND_DO
 const PASSWORD: &str = "pg-s3cret-never-shown";
 
 /// [`fresh_database`] from a test's runtime (the cluster's helpers block).
-async fn fresh_database_async() -> String {
+pub async fn fresh_database_async() -> String {
     tokio::task::spawn_blocking(fresh_database).await.unwrap()
 }
 
@@ -46,7 +46,7 @@ async fn pg_setup(url: &str) -> Setup {
 }
 
 /// Rewrites the config's `ledger` line: the database, and `state_dir` when given.
-fn point_at(config: &Path, url: &str, state_dir: Option<&str>) {
+pub fn point_at(config: &Path, url: &str, state_dir: Option<&str>) {
     let toml = std::fs::read_to_string(config).unwrap();
     let mut line = format!("ledger = \"{url}\"");
     if let Some(dir) = state_dir {
@@ -218,8 +218,7 @@ async fn a_second_node_on_the_same_database_is_refused() {
         .expect("the second node is refused");
     let message = format!("{refused:#}");
     assert!(
-        message.contains("another paydvm node holds this ledger")
-            && message.contains("multi-node is not supported yet"),
+        message.contains("another paydvm node holds this ledger") && message.contains("--standby"),
         "{message}"
     );
     assert!(!message.contains(PASSWORD), "{message}");

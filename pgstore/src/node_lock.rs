@@ -5,10 +5,20 @@
 //! (the server notices the closed connection). Advisory locks are per database: two ledgers in
 //! two databases of one server do not block each other.
 //!
-//! Several nodes serving one database (claims and leases) is a later phase of issue 14; until
-//! then this lock is what keeps a second writer out, besides the head check of every flush
-//! (`PgError::HeadMoved`).
+//! A node started as a standby (`paydvm run --standby`) tries the lock again until the holder
+//! lets go, then takes over. While held, the lock's session is probed ([`PROBE_EVERY`]): a
+//! session the server ended, or one that does not answer within [`PROBE_TIMEOUT`], counts as
+//! lost ([`NodeLock::lost`]), and the node must stop writing, because a standby may hold the
+//! lock by then. The head check of every flush (`PgError::HeadMoved`) stays the last fence
+//! against a second writer.
+//!
+//! Several nodes serving one database at once (per-job claims and leases) is a later phase of
+//! issue 14.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
 use tokio_postgres::NoTls;
 
 use crate::client::one_worker_runtime;
@@ -22,8 +32,9 @@ pub const NODE_LOCK_KEY: i64 = 0x7061_7964_766d_0001;
 #[derive(Debug, thiserror::Error)]
 pub enum NodeLockError {
     #[error(
-        "another paydvm node holds this ledger ({0}); multi-node is not supported yet: stop \
-         the other node first"
+        "another paydvm node holds this ledger ({0}); stop the other node first, or start \
+         this one with --standby to take over when it stops (nodes serving one database at \
+         once are not supported yet)"
     )]
     Held(String),
     #[error("cannot reach the ledger database {shown} to lock it: {source}")]
@@ -36,10 +47,19 @@ pub enum NodeLockError {
     Runtime(String),
 }
 
+/// How often a held lock's session is asked whether it is still there.
+pub const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// How long a probe may take before the lock counts as lost: a server that cannot answer in
+/// this time may already have ended the session and granted the lock to a standby.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Held while it lives (and its connection with it).
 pub struct NodeLock {
     runtime: Option<tokio::runtime::Runtime>,
-    client: Option<tokio_postgres::Client>,
+    client: Option<Arc<tokio_postgres::Client>>,
+    probe: Option<tokio::task::JoinHandle<()>>,
+    lost: watch::Receiver<bool>,
     shown: String,
 }
 
@@ -69,11 +89,26 @@ impl NodeLock {
             runtime.shutdown_background();
             return Err(NodeLockError::Held(shown));
         }
+        let client = Arc::new(client);
+        let (lost_tx, lost) = watch::channel(false);
+        let probe = runtime.spawn(probe(Arc::clone(&client), lost_tx));
         Ok(NodeLock {
             runtime: Some(runtime),
             client: Some(client),
+            probe: Some(probe),
+            lost,
             shown,
         })
+    }
+
+    /// Resolves once the lock is lost (its session ended or stopped answering); never while it
+    /// is held.
+    pub fn lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut lost = self.lost.clone();
+        async move {
+            // An error means the probe is gone, which happens only when the lock is dropped.
+            let _ = lost.wait_for(|lost| *lost).await;
+        }
     }
 
     /// The database it locks (without the password).
@@ -84,7 +119,23 @@ impl NodeLock {
     /// False once the lock's connection is gone (the server restarted or cut it): the lock is
     /// then no longer held.
     pub fn held(&self) -> bool {
-        self.client.as_ref().is_some_and(|c| !c.is_closed())
+        self.client.as_ref().is_some_and(|c| !c.is_closed()) && !*self.lost.borrow()
+    }
+}
+
+/// Asks the lock's session a trivial question every [`PROBE_EVERY`] until it fails or takes
+/// longer than [`PROBE_TIMEOUT`], then says the lock is lost. A session that answers still
+/// holds its session-level advisory lock: only this session could have released it.
+async fn probe(client: Arc<tokio_postgres::Client>, lost: watch::Sender<bool>) {
+    let mut every = tokio::time::interval(PROBE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let answer = tokio::time::timeout(PROBE_TIMEOUT, client.simple_query("SELECT 1")).await;
+        if !matches!(answer, Ok(Ok(_))) {
+            let _ = lost.send(true);
+            return;
+        }
     }
 }
 
@@ -105,6 +156,9 @@ impl Drop for NodeLock {
     /// Unlocks explicitly (so a node restarted at once finds the lock free, without waiting for
     /// the server to notice the closed connection), then closes the connection.
     fn drop(&mut self) {
+        if let Some(probe) = self.probe.take() {
+            probe.abort();
+        }
         if let (Some(runtime), Some(client)) = (self.runtime.as_ref(), self.client.take()) {
             let _ = run_on(runtime, async move {
                 let _ = client

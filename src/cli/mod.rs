@@ -87,6 +87,11 @@ enum Command {
         /// `run` refuses: a new ledger would forget every job and payment, and re-run work.
         #[arg(long)]
         new_ledger: bool,
+        /// Wait while another node holds the ledger (its lock file, or a database's advisory
+        /// lock) and take over when it stops or dies, instead of refusing to start. Share the
+        /// node directory (`state_dir` for a database) with the node it stands in for.
+        #[arg(long)]
+        standby: bool,
     },
     /// Check that the node can take money as configured: every priced offer payable by some
     /// rail, every price invoiceable, the Lightning backend and trusted mints answering.
@@ -357,7 +362,15 @@ fn dispatch(command: Command, scaffolded: &dyn Scaffolded) -> anyhow::Result<u8>
             config,
             log_format,
             new_ledger,
-        } => run::run(&config, log_format, new_ledger),
+            standby,
+        } => run::run(
+            &config,
+            log_format,
+            run::RunFlags {
+                new_ledger,
+                standby,
+            },
+        ),
         Command::CheckConfig { config } => check_config::run(&config),
         Command::Audit {
             reference,

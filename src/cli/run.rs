@@ -1,6 +1,9 @@
-//! `paydvm run [--config paydvm.toml] [--log-format text|json] [--new-ledger]`: load the config,
-//! make the `check-config` checks, start the node, serve until SIGINT, SIGTERM or SIGHUP, then
-//! shut down cleanly (exit 0). Logs go to stderr (`PAYDVM_LOG`, default `info`; format from
+//! `paydvm run [--config paydvm.toml] [--log-format text|json] [--new-ledger] [--standby]`: load
+//! the config, make the `check-config` checks, start the node, serve until SIGINT, SIGTERM or
+//! SIGHUP, then shut down cleanly (exit 0). With `--standby` the node first waits while another
+//! node holds the ledger, and takes over when it stops or dies (a signal while waiting exits 0).
+//! A node that loses its database lock while serving exits 1 at once, without writing more:
+//! a standby may already be writing (a service manager restarts it, as a standby). Logs go to stderr (`PAYDVM_LOG`, default `info`; format from
 //! `--log-format` or `PAYDVM_LOG_FORMAT`); stdout gets the node's public key and relays. Prints
 //! no secret key.
 //!
@@ -15,11 +18,12 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use nostr_sdk::prelude::ToBech32;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::info;
+use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
 use super::output;
 use crate::config::Config;
+use crate::node::ledger_open::{self, LedgerLocks};
 use crate::node::{Node, NodeOptions};
 
 /// The environment variable holding the log filter (`tracing_subscriber::EnvFilter` syntax).
@@ -39,7 +43,16 @@ pub enum LogFormat {
     Json,
 }
 
-pub fn run(config_path: &Path, format: Option<LogFormat>, new_ledger: bool) -> anyhow::Result<u8> {
+/// `run`'s switches.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunFlags {
+    /// `--new-ledger`.
+    pub new_ledger: bool,
+    /// `--standby`.
+    pub standby: bool,
+}
+
+pub fn run(config_path: &Path, format: Option<LogFormat>, flags: RunFlags) -> anyhow::Result<u8> {
     let format = log_format(format)?;
     // Errors from loading name the file and field, never the key material.
     let config = Config::load(config_path)?;
@@ -51,7 +64,7 @@ pub fn run(config_path: &Path, format: Option<LogFormat>, new_ledger: bool) -> a
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let outcome = runtime.block_on(serve(config, new_ledger));
+    let outcome = runtime.block_on(serve(config, flags));
     runtime.shutdown_timeout(Duration::from_secs(2));
     outcome
 }
@@ -83,18 +96,45 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-async fn serve(config: Config, new_ledger: bool) -> anyhow::Result<u8> {
+/// The three signals that stop the node.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+            hup: signal(SignalKind::hangup()).context("listening for SIGHUP")?,
+        })
+    }
+
+    /// The name of the first that arrives.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.hup.recv() => "SIGHUP",
+        }
+    }
+}
+
+async fn serve(config: Config, flags: RunFlags) -> anyhow::Result<u8> {
     let relays: Vec<String> = config.relays.urls.iter().map(|r| r.to_string()).collect();
     // Listen before starting, so a signal that arrives during start-up is not lost.
-    let mut sigint = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-    let mut sighup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    let mut signals = Signals::listen()?;
     super::check_config::at_start(&config).await?;
     let options = NodeOptions {
-        new_ledger,
+        new_ledger: flags.new_ledger,
         ..NodeOptions::default()
     };
-    let node = Node::start_with(config, options).await?;
+    let Some(locks) = take_locks(&config, flags, &mut signals).await? else {
+        return Ok(super::EXIT_OK);
+    };
+    let node = Node::start_locked(config, options, locks).await?;
     let npub = node
         .pubkey()
         .to_bech32()
@@ -105,12 +145,39 @@ async fn serve(config: Config, new_ledger: bool) -> anyhow::Result<u8> {
         node.ledger()
     ))?;
     let which = tokio::select! {
-        _ = sigint.recv() => "SIGINT",
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sighup.recv() => "SIGHUP",
+        which = signals.next() => which,
+        _ = node.lock_lost() => {
+            // Not a clean shutdown: that would write, and a standby may hold the ledger now.
+            // Stopping here is a crash, which the ledger is built to survive.
+            error!("the ledger's database lock is lost (its session ended or stopped \
+                    answering); stopping at once without writing more");
+            std::process::exit(super::EXIT_ERROR.into());
+        }
     };
     info!("{which} received; shutting down");
     node.shutdown().await;
     info!("stopped");
     Ok(super::EXIT_OK)
+}
+
+/// The ledger's locks: at once, or with `--standby` once free. `None` when a signal came
+/// while standing by.
+async fn take_locks(
+    config: &Config,
+    flags: RunFlags,
+    signals: &mut Signals,
+) -> anyhow::Result<Option<LedgerLocks>> {
+    if !flags.standby {
+        return ledger_open::claim(&config.node, flags.new_ledger).map(Some);
+    }
+    let poll = ledger_open::STANDBY_POLL;
+    tokio::select! {
+        locks = ledger_open::claim_when_free(&config.node, flags.new_ledger, poll) => {
+            locks.map(Some)
+        }
+        which = signals.next() => {
+            info!("{which} received while standing by; stopping");
+            Ok(None)
+        }
+    }
 }

@@ -6,16 +6,22 @@
 //! (its Cashu wallet and control socket live there) and a session advisory lock on the
 //! database (`paydvm_ledger_pg::NodeLock`), so a second node on the same database is refused.
 //! The server keeps its own files: no watch, no marker.
+//!
+//! A standby (`paydvm run --standby`) does not give up on a held lock: it tries again every
+//! [`STANDBY_POLL`] until the holder stops or dies, then starts as any node does, from the
+//! ledger. A standby must share the holder's node directory (`state_dir` for a database): the
+//! Cashu wallet's proofs and the pending swaps live there, not in the ledger.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context;
 use paydvm_ledger::store::Durability;
 use paydvm_ledger::StoreOptions;
-use paydvm_ledger_pg::NodeLock;
+use paydvm_ledger_pg::{NodeLock, NodeLockError};
 use tracing::info;
 
-use super::ledger_lock::LedgerLock;
+use super::ledger_lock::{LedgerLock, LockError};
 use super::ledger_watch::{self, LedgerWatch};
 use super::{ledger_marker, now_ms};
 use crate::config::{LedgerPlace, Node};
@@ -26,6 +32,66 @@ use crate::ledger_handle::LedgerHandle;
 pub struct LedgerLocks {
     _file: LedgerLock,
     _database: Option<NodeLock>,
+}
+
+impl LedgerLocks {
+    /// Resolves if the database lock is lost while the node runs (its session ended or stopped
+    /// answering): a standby may hold it by then, so the node must stop writing. A file lock
+    /// cannot be lost; then this never resolves.
+    pub fn lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let database = self._database.as_ref().map(NodeLock::lost);
+        async move {
+            match database {
+                Some(lost) => lost.await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+}
+
+/// How often a standby tries the locks again.
+pub const STANDBY_POLL: Duration = Duration::from_millis(500);
+
+/// Takes the node's locks as soon as they are free, trying every `poll`: the file lock and for
+/// a database its advisory lock. Any other error ends the wait. Cancel-safe: nothing is held
+/// between tries.
+pub async fn claim_when_free(
+    node: &Node,
+    new_ledger: bool,
+    poll: Duration,
+) -> anyhow::Result<LedgerLocks> {
+    let mut said = false;
+    loop {
+        let node_now = node.clone();
+        let tried = tokio::task::spawn_blocking(move || claim(&node_now, new_ledger))
+            .await
+            .context("the lock task")?;
+        match tried {
+            Ok(locks) => {
+                if said {
+                    info!(ledger = %node.ledger, "the ledger is free: taking over");
+                }
+                return Ok(locks);
+            }
+            Err(e) if is_held(&e) => {
+                if !said {
+                    info!(ledger = %node.ledger, "standing by: another node holds the ledger");
+                    said = true;
+                }
+                tokio::time::sleep(poll).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether `claim` failed only because another node holds a lock.
+fn is_held(e: &anyhow::Error) -> bool {
+    matches!(e.downcast_ref::<LockError>(), Some(LockError::Held { .. }))
+        || matches!(
+            e.downcast_ref::<NodeLockError>(),
+            Some(NodeLockError::Held(_))
+        )
 }
 
 /// Takes the node's locks: the file lock, and for a database its advisory lock too.

@@ -220,9 +220,19 @@ impl Node {
     }
 
     pub async fn start_with(config: Config, options: NodeOptions) -> anyhow::Result<NodeHandle> {
+        let lock = ledger_open::claim(&config.node, options.new_ledger)?;
+        Self::start_locked(config, options, lock).await
+    }
+
+    /// Starts the node under locks already taken (a standby took them with
+    /// [`ledger_open::claim_when_free`]).
+    pub async fn start_locked(
+        config: Config,
+        options: NodeOptions,
+        lock: ledger_open::LedgerLocks,
+    ) -> anyhow::Result<NodeHandle> {
         let place = config.node.ledger.clone();
         let ledger = config.node.local_base();
-        let lock = ledger_open::claim(&config.node, options.new_ledger)?;
         // Bound before anything starts, so a taken port stops the start cleanly.
         let http_listener = match &config.http {
             Some(http_config) => {
@@ -543,6 +553,12 @@ impl NodeHandle {
     /// configured port 0 reads as the port the system chose.
     pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
         self.http.as_ref().map(http::HttpServer::addr)
+    }
+
+    /// Resolves if the node loses its database lock while it runs (see
+    /// [`ledger_open::LedgerLocks::lost`]); never for a file ledger.
+    pub fn lock_lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.lock.lost()
     }
 
     /// Stops intake, waits (bounded) for pending publications, then closes the ledger.

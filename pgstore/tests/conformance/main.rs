@@ -102,3 +102,4 @@ mod postgres {
 mod blocking;
 mod copy;
 mod model;
+mod node_lock;

@@ -1,0 +1,336 @@
+//! Three nodes, one PostgreSQL ledger (issue 14): three `paydvm run --standby` processes with the
+//! same keys, node directory and database, one relay. One serves; the others wait for its
+//! locks. The serving node is killed with SIGKILL in the middle of 1 000 jobs (free, paid from
+//! prepaid credit, slow, failing) and started again as a standby: another one takes over, and
+//! every job ends once: one result, or its credit back, never charged or credited twice.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nostr_sdk::prelude::*;
+use paydvm_ledger::{
+    Account, Durability, JobId, JobState, LedgerStore, Msat, Pubkey, StoreOptions,
+};
+use paydvm_ledger_pg::throwaway::ThrowawayCluster;
+use paydvm_ledger_pg::{PgStore, NODE_LOCK_KEY};
+
+use crate::cli::{paydvm, stderr, stdout};
+use crate::crash_node::{logs, RunningNode};
+use crate::node::{start_relay, top_up_event, write_node_dir, Customer};
+use crate::pg_node::{fresh_database_async, point_at};
+
+const CUSTOMERS: usize = 5;
+const JOBS_PER_CUSTOMER: usize = 200;
+const JOBS: usize = CUSTOMERS * JOBS_PER_CUSTOMER;
+/// The test node's price of a 5050 job.
+const PRICE_MSAT: u64 = 5_000;
+const TOP_UP_MSAT: u64 = PRICE_MSAT * JOBS_PER_CUSTOMER as u64;
+const WAIT: Duration = Duration::from_secs(240);
+
+/// What job `i` of a customer asks for, so that every kind of ending is in the mix.
+fn job_of(customer: &Customer, i: usize) -> (Event, bool) {
+    let text = format!("job {i} of {}", customer.keys.public_key().to_hex());
+    match i % 10 {
+        0 | 5 => (customer.request(5001, &text, &[]), true),
+        1 => (
+            customer.request(5050, &text, &[&["param", "mode", "fail"]]),
+            false,
+        ),
+        2 | 7 => (
+            customer.request(
+                5050,
+                &text,
+                &[&["param", "mode", "sleep"], &["param", "ms", "300"]],
+            ),
+            true,
+        ),
+        _ => (
+            customer.request(5050, &text, &[&["param", "mode", "upper"]]),
+            true,
+        ),
+    }
+}
+
+/// `node1.toml` … `node3.toml`: one node directory (keys, policy) and database, each node with
+/// a `state_dir` of its own (as on three machines), so only the database's lock keeps two of
+/// them from serving at once.
+fn node_configs(dir: &Path, relay: &RelayUrl, url: &str) -> Vec<PathBuf> {
+    let base = write_node_dir(dir, std::slice::from_ref(relay), "refund");
+    point_at(&base, url, None);
+    let toml = std::fs::read_to_string(&base).unwrap();
+    (1..=3)
+        .map(|n| {
+            let path = dir.join(format!("node{n}.toml"));
+            let with_state = toml.replacen(
+                &format!("ledger = \"{url}\""),
+                &format!("ledger = \"{url}\"\nstate_dir = \"state{n}\""),
+                1,
+            );
+            assert_ne!(with_state, toml);
+            std::fs::write(&path, with_state).unwrap();
+            path
+        })
+        .collect()
+}
+
+/// Prepaid credit for each customer, booked before any node starts.
+fn top_up(url: &str, customers: &[PublicKey]) {
+    let mut store = PgStore::open(url, &StoreOptions::everything(Durability::Full)).unwrap();
+    for (i, customer) in customers.iter().enumerate() {
+        let event = top_up_event(&format!("topup-{i}"), customer, TOP_UP_MSAT);
+        store.append(&event).unwrap();
+    }
+    store.close().unwrap();
+}
+
+fn read(url: &str) -> PgStore {
+    PgStore::open(
+        url,
+        &StoreOptions::everything(Durability::Normal).read_only(),
+    )
+    .unwrap()
+}
+
+/// How many jobs have ended, read from the database while the nodes run.
+fn ended_jobs(store: &PgStore) -> usize {
+    let counts = store.job_counts().unwrap();
+    counts
+        .iter()
+        .filter(|(state, _)| matches!(state, JobState::Succeeded | JobState::Credited))
+        .map(|(_, n)| *n as usize)
+        .sum()
+}
+
+/// How many replies wait to be published.
+fn undelivered(store: &PgStore) -> usize {
+    store
+        .state()
+        .effects()
+        .filter(|e| e.outcome.is_none())
+        .count()
+}
+
+/// Reads the database (all of it) until `done` holds, or fails saying `what` did not happen.
+async fn poll_until<F>(url: &str, dir: &Path, what: &str, done: F)
+where
+    F: Fn(&PgStore) -> bool + Clone + Send + 'static,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (url_now, done_now) = (url.to_owned(), done.clone());
+        let now = tokio::task::spawn_blocking(move || done_now(&read(&url_now)))
+            .await
+            .unwrap();
+        if now {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never: {what}\n{}",
+            logs(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The run (1-based, as its log files are named) that says it is serving, among `runs`; waits
+/// for one. Panics if two do.
+async fn serving(dir: &Path, runs: &[u32]) -> u32 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let up: Vec<u32> = runs
+            .iter()
+            .copied()
+            .filter(|run| {
+                std::fs::read_to_string(dir.join(format!("run{run}.out")))
+                    .is_ok_and(|out| out.contains("running"))
+            })
+            .collect();
+        assert!(up.len() <= 1, "two nodes serve at once: {up:?}");
+        if let [run] = up[..] {
+            return run;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no node started serving\n{}",
+            logs(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends `range` of each customer's jobs; returns each job's id and whether it should succeed.
+async fn send(customers: &[Customer], range: std::ops::Range<usize>) -> Vec<(EventId, bool)> {
+    let mut sent = Vec::new();
+    for i in range {
+        for customer in customers {
+            let (request, succeeds) = job_of(customer, i);
+            customer.client.send_event(&request).await.unwrap();
+            sent.push((request.id, succeeds));
+        }
+    }
+    sent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_on_one_database_one_killed_mid_run_every_job_ends_once() {
+    let url = fresh_database_async().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_relay, relay_url) = start_relay().await;
+    let configs = node_configs(dir, &relay_url, &url);
+    let mut customers = Vec::new();
+    for _ in 0..CUSTOMERS {
+        customers.push(Customer::connect(std::slice::from_ref(&relay_url)).await);
+    }
+    let pubkeys: Vec<PublicKey> = customers.iter().map(|c| c.keys.public_key()).collect();
+    let (url_now, keys_now) = (url.clone(), pubkeys.clone());
+    tokio::task::spawn_blocking(move || top_up(&url_now, &keys_now))
+        .await
+        .unwrap();
+
+    let mut nodes: HashMap<u32, RunningNode> = (1..=3)
+        .map(|run| {
+            let config = &configs[run as usize - 1];
+            (
+                run,
+                RunningNode::start_with_args(config, run, &["--standby"]),
+            )
+        })
+        .collect();
+    let first = serving(dir, &[1, 2, 3]).await;
+
+    let mut jobs = send(&customers, 0..JOBS_PER_CUSTOMER / 2).await;
+    poll_until(&url, dir, "a fifth of the jobs ended", |s| {
+        ended_jobs(s) >= JOBS / 5
+    })
+    .await;
+    // The serving node dies mid-run: jobs queued, running and sleeping, replies unsent.
+    let killed = nodes.remove(&first).unwrap();
+    killed.crash();
+    let others: Vec<u32> = (1..=3).filter(|r| *r != first).collect();
+    let second = serving(dir, &others).await;
+    let config = &configs[first as usize - 1];
+    nodes.insert(4, RunningNode::start_with_args(config, 4, &["--standby"]));
+    jobs.extend(send(&customers, JOBS_PER_CUSTOMER / 2..JOBS_PER_CUSTOMER).await);
+    poll_until(&url, dir, "every job ended", |s| ended_jobs(s) == JOBS).await;
+    poll_until(&url, dir, "every reply delivered", |s| undelivered(s) == 0).await;
+    // Give a duplicate publication, if there were one, time to reach the relay.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Still one server: the restarted node and the third stand by.
+    let alive: Vec<u32> = (1..=4).filter(|r| *r != first).collect();
+    assert_eq!(serving(dir, &alive).await, second);
+    for run in (1..=4).filter(|r| *r != first && *r != second) {
+        let err = std::fs::read_to_string(dir.join(format!("run{run}.err"))).unwrap();
+        assert!(err.contains("standing by"), "run {run}: {err}");
+    }
+    let second_err = std::fs::read_to_string(dir.join(format!("run{second}.err"))).unwrap();
+    assert!(second_err.contains("taking over"), "{second_err}");
+
+    // The server ends the serving node's lock session: it stops at once, and a standby takes
+    // over.
+    end_lock_session(&url).await;
+    let mut lost = nodes.remove(&second).unwrap();
+    let status = tokio::task::spawn_blocking(move || lost.exit_status("the node did not stop"))
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{}", logs(dir));
+    let second_err = std::fs::read_to_string(dir.join(format!("run{second}.err"))).unwrap();
+    assert!(second_err.contains("database lock is lost"), "{second_err}");
+    let left: Vec<u32> = nodes.keys().copied().collect();
+    serving(dir, &left).await;
+    for (run, node) in nodes {
+        let stopped = node.stop();
+        assert!(stopped.success(), "run {run}: {stopped:?}\n{}", logs(dir));
+    }
+
+    check_ledger(&url, &jobs, &pubkeys);
+    check_relay(&relay_url, &jobs, &pubkeys).await;
+    let out = paydvm(&["ledger", "verify", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("ledger OK"), "{}", stdout(&out));
+}
+
+/// Terminates the session that holds the node lock, as a server restart or an operator would.
+async fn end_lock_session(url: &str) {
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    let sql = format!(
+        "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_database d \
+         ON d.oid = l.database WHERE d.datname = '{db}' AND l.locktype = 'advisory' \
+         AND ((l.classid::bigint << 32) | l.objid::bigint) = {NODE_LOCK_KEY}"
+    );
+    let ended = tokio::task::spawn_blocking(move || {
+        ThrowawayCluster::shared().admin("postgres", &sql).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(ended.len(), 1, "one session holds the lock");
+}
+
+/// Every request decided once and ended as it should; every customer charged once per paid
+/// job that succeeded, nothing held by an ended job.
+fn check_ledger(url: &str, jobs: &[(EventId, bool)], customers: &[PublicKey]) {
+    let store = read(url);
+    let state = store.state();
+    assert_eq!(state.jobs().count(), JOBS, "one job per request");
+    let mut interrupted = 0;
+    let mut charged: HashMap<String, u64> = HashMap::new();
+    for (id, succeeds) in jobs {
+        let job = state.job(&JobId::new(id.to_hex()).unwrap()).unwrap();
+        let expected = if *succeeds {
+            JobState::Succeeded
+        } else {
+            JobState::Credited
+        };
+        assert_eq!(job.state, expected, "{job:?}");
+        assert_eq!(state.held(&Account::Job(job.job.clone())), Msat::ZERO);
+        if job.kind == 5050 && *succeeds {
+            *charged.entry(job.customer.to_string()).or_default() += PRICE_MSAT;
+        }
+        interrupted += usize::from(*succeeds && job.attempts > 1);
+    }
+    for customer in customers {
+        let pubkey = Pubkey::new(customer.to_hex()).unwrap();
+        let spent = charged.get(pubkey.as_str()).copied().unwrap_or(0);
+        assert_eq!(
+            state.held(&Account::Credit(pubkey)),
+            Msat::from_msat(TOP_UP_MSAT - spent),
+            "charged once per paid job that succeeded"
+        );
+    }
+    assert!(
+        state.refunds().next().is_none(),
+        "credit comes back as credit"
+    );
+    eprintln!("{interrupted} jobs ran again after the kill");
+}
+
+/// One result per job that succeeded, none for one that failed.
+async fn check_relay(relay: &RelayUrl, jobs: &[(EventId, bool)], customers: &[PublicKey]) {
+    let client = paydvm::node::transport::client(Keys::generate());
+    client.add_relay(relay.clone()).await.unwrap();
+    client.try_connect(Duration::from_secs(5)).await;
+    let mut results: HashMap<EventId, usize> = HashMap::new();
+    for customer in customers {
+        let filter = Filter::new()
+            .kinds([Kind::Custom(6001), Kind::Custom(6050)])
+            .pubkey(*customer)
+            .limit(JOBS);
+        let events = client
+            .fetch_events(filter, Duration::from_secs(10))
+            .await
+            .unwrap();
+        for event in events {
+            for request in event.tags.event_ids() {
+                *results.entry(*request).or_default() += 1;
+            }
+        }
+    }
+    client.shutdown().await;
+    for (id, succeeds) in jobs {
+        let n = results.get(id).copied().unwrap_or(0);
+        assert_eq!(n, usize::from(*succeeds), "results of {id}");
+    }
+}
