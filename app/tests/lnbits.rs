@@ -488,16 +488,22 @@ async fn lnbits_backend_creates_looks_up_and_pays() {
 /// operator would write it (invoice key only: this node pays no refunds).
 fn write_lnbits_node_dir(dir: &Path, relay: &RelayUrl, lnbits: &Lnbits, wallet: &Wallet) {
     let config = write_node_dir(dir, std::slice::from_ref(relay), "refund");
-    let key_file = dir.join("lnbits-invoice.key");
+    add_lnbits(&config, lnbits, wallet);
+}
+
+/// Gives the node of `config` this LNbits wallet as its `[lightning]` (the invoice key in a
+/// 0600 file beside it).
+pub fn add_lnbits(config: &Path, lnbits: &Lnbits, wallet: &Wallet) {
+    let key_file = config.parent().unwrap().join("lnbits-invoice.key");
     std::fs::write(&key_file, &wallet.invoice_key).unwrap();
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let mut text = std::fs::read_to_string(&config).unwrap();
+    let mut text = std::fs::read_to_string(config).unwrap();
     text.push_str(&format!(
         "\n[lightning]\nbackend = \"lnbits\"\nlnbits_url = \"{}\"\n\
          lnbits_invoice_key_file = \"lnbits-invoice.key\"\n",
         lnbits.url
     ));
-    std::fs::write(&config, text).unwrap();
+    std::fs::write(config, text).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,9 @@
 //! Three nodes, one PostgreSQL ledger (issue 14): three `paydvm run --standby` processes with the
 //! same keys, node directory and database, one relay. One serves; the others wait for its
 //! locks. The serving node is killed with SIGKILL in the middle of 1 000 jobs (free, paid from
-//! prepaid credit, slow, failing) and started again as a standby: another one takes over, and
-//! every job ends once: one result, or its credit back, never charged or credited twice.
+//! prepaid credit, slow, failing, paid by Lightning invoice over a real LNbits) and started
+//! again as a standby: another one takes over, and every job ends once: one result, or its
+//! credit back, never charged, paid or credited twice.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,15 +18,22 @@ use paydvm_ledger_pg::{PgStore, NODE_LOCK_KEY};
 
 use crate::cli::{paydvm, stderr, stdout};
 use crate::crash_node::{logs, RunningNode};
-use crate::node::{start_relay, top_up_event, write_node_dir, Customer};
+use crate::lightning::quoted_invoice;
+use crate::lnbits::{add_lnbits, Lnbits, Wallet};
+use crate::node::{is_status, start_relay, test_node, top_up_event, Customer};
 use crate::pg_node::{fresh_database_async, point_at};
 
+/// Customers paying from prepaid credit, and their jobs each.
 const CUSTOMERS: usize = 5;
-const JOBS_PER_CUSTOMER: usize = 200;
-const JOBS: usize = CUSTOMERS * JOBS_PER_CUSTOMER;
+const JOBS_PER_CUSTOMER: usize = 180;
+/// Jobs of the customer who pays each quote's invoice over Lightning (LNbits).
+const INVOICED_JOBS: usize = 100;
+const JOBS: usize = CUSTOMERS * JOBS_PER_CUSTOMER + INVOICED_JOBS;
 /// The test node's price of a 5050 job.
 const PRICE_MSAT: u64 = 5_000;
 const TOP_UP_MSAT: u64 = PRICE_MSAT * JOBS_PER_CUSTOMER as u64;
+/// The payer's LNbits balance at the start, sat: more than it needs.
+const PAYER_SATS: u64 = 1_000;
 const WAIT: Duration = Duration::from_secs(240);
 
 /// What job `i` of a customer asks for, so that every kind of ending is in the mix.
@@ -56,7 +64,12 @@ fn job_of(customer: &Customer, i: usize) -> (Event, bool) {
 /// a `state_dir` of its own (as on three machines), so only the database's lock keeps two of
 /// them from serving at once.
 fn node_configs(dir: &Path, relay: &RelayUrl, url: &str) -> Vec<PathBuf> {
-    let base = write_node_dir(dir, std::slice::from_ref(relay), "refund");
+    // The payer holds up to 50 quotes open at once.
+    let base = test_node("refund", "[admission]\nmax_pending_quotes_per_pubkey = 100")
+        .node_setting("config_problems = \"warn\"")
+        .relays(std::slice::from_ref(relay))
+        .write(dir)
+        .unwrap();
     point_at(&base, url, None);
     let toml = std::fs::read_to_string(&base).unwrap();
     (1..=3)
@@ -160,6 +173,59 @@ async fn serving(dir: &Path, runs: &[u32]) -> u32 {
     }
 }
 
+/// The customer without credit: each of its jobs is quoted an invoice, paid from its LNbits
+/// wallet.
+struct Payer {
+    customer: Customer,
+    wallet: Wallet,
+}
+
+impl Payer {
+    /// Sends its jobs `range` (paid, `upper`).
+    async fn send(&self, range: std::ops::Range<usize>) -> Vec<(EventId, bool)> {
+        let mut sent = Vec::new();
+        for i in range {
+            let text = format!("invoiced job {i}");
+            let request = self
+                .customer
+                .request(5050, &text, &[&["param", "mode", "upper"]]);
+            self.customer.client.send_event(&request).await.unwrap();
+            sent.push((request.id, true));
+        }
+        sent
+    }
+
+    /// Pays the invoice quoted for each of `jobs`, waiting for each quote on the relay.
+    async fn pay(&self, lnbits: &Lnbits, jobs: &[(EventId, bool)]) {
+        for (id, _) in jobs {
+            let quote = self.quote(*id).await;
+            let invoice = quoted_invoice(&quote, &id.to_hex());
+            let paid = lnbits.pay(&self.wallet, invoice.as_str()).await;
+            assert_eq!(paid["status"], "success", "{paid}");
+        }
+    }
+
+    async fn quote(&self, request: EventId) -> Event {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let filter = Filter::new().kind(Kind::Custom(7000)).event(request);
+        loop {
+            let found = self
+                .customer
+                .client
+                .fetch_events(filter.clone(), Duration::from_secs(2))
+                .await
+                .unwrap();
+            if let Some(quote) = found.into_iter().find(is_status("payment-required")) {
+                return quote;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no quote for {request}"
+            );
+        }
+    }
+}
+
 /// Sends `range` of each customer's jobs; returns each job's id and whether it should succeed.
 async fn send(customers: &[Customer], range: std::ops::Range<usize>) -> Vec<(EventId, bool)> {
     let mut sent = Vec::new();
@@ -180,6 +246,16 @@ async fn three_nodes_on_one_database_one_killed_mid_run_every_job_ends_once() {
     let dir = tmp.path();
     let (_relay, relay_url) = start_relay().await;
     let configs = node_configs(dir, &relay_url, &url);
+    let lnbits = Lnbits::start().await;
+    let dvm_wallet = lnbits.wallet("dvm").await;
+    for config in &configs {
+        add_lnbits(config, &lnbits, &dvm_wallet);
+    }
+    let payer = Payer {
+        customer: Customer::connect(std::slice::from_ref(&relay_url)).await,
+        wallet: lnbits.wallet("customer").await,
+    };
+    lnbits.top_up(&payer.wallet, PAYER_SATS).await;
     let mut customers = Vec::new();
     for _ in 0..CUSTOMERS {
         customers.push(Customer::connect(std::slice::from_ref(&relay_url)).await);
@@ -201,6 +277,11 @@ async fn three_nodes_on_one_database_one_killed_mid_run_every_job_ends_once() {
         .collect();
     let first = serving(dir, &[1, 2, 3]).await;
 
+    let invoiced = payer.send(0..INVOICED_JOBS / 2).await;
+    // Half of these are paid before the kill, half after: quoted by the dead node, paid to
+    // its invoices, seen settled by its successor.
+    let (paid_before, paid_after) = invoiced.split_at(INVOICED_JOBS / 4);
+    payer.pay(&lnbits, paid_before).await;
     let mut jobs = send(&customers, 0..JOBS_PER_CUSTOMER / 2).await;
     poll_until(&url, dir, "a fifth of the jobs ended", |s| {
         ended_jobs(s) >= JOBS / 5
@@ -209,11 +290,18 @@ async fn three_nodes_on_one_database_one_killed_mid_run_every_job_ends_once() {
     // The serving node dies mid-run: jobs queued, running and sleeping, replies unsent.
     let killed = nodes.remove(&first).unwrap();
     killed.crash();
+    payer.pay(&lnbits, paid_after).await;
+    jobs.extend(invoiced.iter().copied());
+    let mut all_invoiced = invoiced.clone();
     let others: Vec<u32> = (1..=3).filter(|r| *r != first).collect();
     let second = serving(dir, &others).await;
     let config = &configs[first as usize - 1];
     nodes.insert(4, RunningNode::start_with_args(config, 4, &["--standby"]));
     jobs.extend(send(&customers, JOBS_PER_CUSTOMER / 2..JOBS_PER_CUSTOMER).await);
+    let invoiced = payer.send(INVOICED_JOBS / 2..INVOICED_JOBS).await;
+    payer.pay(&lnbits, &invoiced).await;
+    jobs.extend(invoiced.iter().copied());
+    all_invoiced.extend(invoiced);
     poll_until(&url, dir, "every job ended", |s| ended_jobs(s) == JOBS).await;
     poll_until(&url, dir, "every reply delivered", |s| undelivered(s) == 0).await;
     // Give a duplicate publication, if there were one, time to reach the relay.
@@ -247,7 +335,17 @@ async fn three_nodes_on_one_database_one_killed_mid_run_every_job_ends_once() {
     }
 
     check_ledger(&url, &jobs, &pubkeys);
-    check_relay(&relay_url, &jobs, &pubkeys).await;
+    check_invoiced(&url, &all_invoiced);
+    let mut everyone = pubkeys.clone();
+    everyone.push(payer.customer.keys.public_key());
+    check_relay(&relay_url, &jobs, &everyone).await;
+    // Each invoice paid once, to the node's wallet, and nothing else moved.
+    let invoiced_msat = PRICE_MSAT * INVOICED_JOBS as u64;
+    assert_eq!(lnbits.balance(&dvm_wallet).await, invoiced_msat);
+    assert_eq!(
+        lnbits.balance(&payer.wallet).await,
+        PAYER_SATS * 1_000 - invoiced_msat
+    );
     let out = paydvm(&["ledger", "verify", &url]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).starts_with("ledger OK"), "{}", stdout(&out));
@@ -304,7 +402,25 @@ fn check_ledger(url: &str, jobs: &[(EventId, bool)], customers: &[PublicKey]) {
         state.refunds().next().is_none(),
         "credit comes back as credit"
     );
+    assert!(
+        interrupted > 0,
+        "the kill interrupted no job: nothing was taken over"
+    );
     eprintln!("{interrupted} jobs ran again after the kill");
+}
+
+/// Each invoiced job took one payment (its invoice's), whichever node saw it settle.
+fn check_invoiced(url: &str, jobs: &[(EventId, bool)]) {
+    let store = read(url);
+    for (id, _) in jobs {
+        let trail = store.audit(&id.to_hex()).unwrap().expect("a trail");
+        let payments = trail
+            .events
+            .iter()
+            .filter(|e| e.event.type_name() == "payment_received")
+            .count();
+        assert_eq!(payments, 1, "{id}");
+    }
 }
 
 /// One result per job that succeeded, none for one that failed.
