@@ -460,3 +460,37 @@ async fn check_relay(relay: &RelayUrl, jobs: &[(EventId, bool)], customers: &[Pu
         assert_eq!(n, usize::from(*succeeds), "results of {id}");
     }
 }
+
+/// On a file ledger: a standby waits on the lock file, says so, and stops cleanly on SIGTERM
+/// while it waits; a standby of a node that takes ecash is warned that its wallet is local.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_on_a_file_ledger_waits_and_stops_on_sigterm_while_waiting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_relay, relay_url) = start_relay().await;
+    let config = test_node("refund", "")
+        .node_setting("config_problems = \"warn\"")
+        .trust_mint("http://127.0.0.1:9")
+        .relays(std::slice::from_ref(&relay_url))
+        .write(dir)
+        .unwrap();
+    let serving_node = RunningNode::start_with_args(&config, 1, &["--standby"]);
+    assert_eq!(serving(dir, &[1]).await, 1);
+    let standby = RunningNode::start_with_args(&config, 2, &["--standby"]);
+    let err2 = dir.join("run2.err");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&err2).is_ok_and(|e| e.contains("standing by")) {
+        assert!(tokio::time::Instant::now() < deadline, "{}", logs(dir));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped = standby.stop();
+    assert!(stopped.success(), "{stopped:?}\n{}", logs(dir));
+    let err = std::fs::read_to_string(&err2).unwrap();
+    assert!(err.contains("standby on a node that takes ecash"), "{err}");
+    assert!(err.contains("received while standing by"), "{err}");
+    assert!(!std::fs::read_to_string(dir.join("run2.out"))
+        .unwrap()
+        .contains("running"));
+    let stopped = serving_node.stop();
+    assert!(stopped.success(), "{stopped:?}\n{}", logs(dir));
+}

@@ -88,8 +88,9 @@ enum Command {
         #[arg(long)]
         new_ledger: bool,
         /// Wait while another node holds the ledger (its lock file, or a database's advisory
-        /// lock) and take over when it stops or dies, instead of refusing to start. Share the
-        /// node directory (`state_dir` for a database) with the node it stands in for.
+        /// lock) and take over when it stops or dies, instead of refusing to start. A node that
+        /// takes ecash must share its node directory (`state_dir` for a database) with the node
+        /// it stands in for: the Cashu wallet is there.
         #[arg(long)]
         standby: bool,
     },

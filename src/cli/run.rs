@@ -3,9 +3,9 @@
 //! SIGHUP, then shut down cleanly (exit 0). With `--standby` the node first waits while another
 //! node holds the ledger, and takes over when it stops or dies (a signal while waiting exits 0).
 //! A node that loses its database lock while serving exits 1 at once, without writing more:
-//! a standby may already be writing (a service manager restarts it, as a standby). Logs go to stderr (`PAYDVM_LOG`, default `info`; format from
-//! `--log-format` or `PAYDVM_LOG_FORMAT`); stdout gets the node's public key and relays. Prints
-//! no secret key.
+//! a standby may already be writing (a service manager restarts it, as a standby). Logs go to
+//! stderr (`PAYDVM_LOG`, default `info`; format from `--log-format` or `PAYDVM_LOG_FORMAT`);
+//! stdout gets the node's public key and relays. Prints no secret key.
 //!
 //! SIGHUP stops the node like SIGTERM: nothing in the config can be reloaded safely while jobs
 //! hold quotes priced by it, and a terminal that closes (the default meaning of SIGHUP) should
@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use nostr_sdk::prelude::ToBech32;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use super::output;
@@ -169,6 +169,14 @@ async fn take_locks(
 ) -> anyhow::Result<Option<LedgerLocks>> {
     if !flags.standby {
         return ledger_open::claim(&config.node, flags.new_ledger).map(Some);
+    }
+    if !config.policy.trusted_mints().is_empty() {
+        warn!(
+            wallet = %crate::config::wallet_path(&config.node.local_base()).display(),
+            "standby on a node that takes ecash: its Cashu wallet and pending swaps are local \
+             files; share this directory with the other nodes, or the ecash a dead node held \
+             stays on its disk until it serves again"
+        );
     }
     let poll = ledger_open::STANDBY_POLL;
     tokio::select! {

@@ -9,8 +9,9 @@
 //!
 //! A standby (`paydvm run --standby`) does not give up on a held lock: it tries again every
 //! [`STANDBY_POLL`] until the holder stops or dies, then starts as any node does, from the
-//! ledger. A standby must share the holder's node directory (`state_dir` for a database): the
-//! Cashu wallet's proofs and the pending swaps live there, not in the ledger.
+//! ledger. A standby of a node that takes ecash must share the holder's node directory
+//! (`state_dir` for a database): the Cashu wallet's proofs and the pending swaps live there, not
+//! in the ledger.
 
 use std::path::Path;
 use std::time::Duration;
