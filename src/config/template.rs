@@ -24,7 +24,12 @@ about = "A NIP-90 data vending machine"
 # plain http to it too. docs/configuration.md
 # lnurl_allow_hosts = ["wallet.lan", "http://10.1.2.3:8080"]
 
-# The event-sourced payments ledger (a SQLite file; created on first run).
+# The event-sourced payments ledger (a SQLite file; created on first run). Or a PostgreSQL
+# database, with a directory for the node's local files (Cashu wallet, lock, control socket):
+#   ledger = "postgres://paydvm@127.0.0.1:5432/paydvm?password_file=/etc/paydvm/pg-password"
+#   state_dir = "state"
+# The same config started elsewhere with `paydvm run --standby` waits while this node serves
+# and takes over when it stops or dies. docs/postgres.md
 ledger = "paydvm.db"
 
 # Prices, admission, refunds, trusted mints, subscriptions: docs/configuration-policies.md
