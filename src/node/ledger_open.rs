@@ -32,7 +32,7 @@ use crate::ledger_handle::LedgerHandle;
 /// ledger.
 pub struct LedgerLocks {
     _file: LedgerLock,
-    _database: Option<NodeLock>,
+    database: Option<NodeLock>,
 }
 
 impl LedgerLocks {
@@ -40,7 +40,7 @@ impl LedgerLocks {
     /// answering): a standby may hold it by then, so the node must stop writing. A file lock
     /// cannot be lost; then this never resolves.
     pub fn lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let database = self._database.as_ref().map(NodeLock::lost);
+        let database = self.database.as_ref().map(NodeLock::lost);
         async move {
             match database {
                 Some(lost) => lost.await,
@@ -117,7 +117,7 @@ pub fn claim(node: &Node, new_ledger: bool) -> anyhow::Result<LedgerLocks> {
     };
     Ok(LedgerLocks {
         _file: file,
-        _database: database,
+        database,
     })
 }
 
