@@ -506,6 +506,20 @@ pub fn add_lnbits(config: &Path, lnbits: &Lnbits, wallet: &Wallet) {
     std::fs::write(config, text).unwrap();
 }
 
+/// Lets the node of `config` (after [`add_lnbits`]) pay refunds from `wallet`: its admin key,
+/// in a 0600 file beside the config.
+pub fn add_lnbits_admin(config: &Path, wallet: &Wallet) {
+    let key_file = config.parent().unwrap().join("lnbits-admin.key");
+    std::fs::write(&key_file, &wallet.admin_key).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut text = std::fs::read_to_string(config).unwrap();
+    assert!(text
+        .trim_end()
+        .ends_with("lnbits_invoice_key_file = \"lnbits-invoice.key\""));
+    text.push_str("lnbits_admin_key_file = \"lnbits-admin.key\"\n");
+    std::fs::write(config, text).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invoice_paid_job_over_lnbits_end_to_end() {
     let lnbits = Lnbits::start().await;

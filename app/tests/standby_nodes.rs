@@ -1,9 +1,11 @@
 //! Three nodes, one PostgreSQL ledger (issue 14): three `paydvm run --standby` processes with the
 //! same keys, node directory and database, one relay. One serves; the others wait for its
 //! locks. The serving node is killed with SIGKILL in the middle of 1 000 jobs (free, paid from
-//! prepaid credit, slow, failing, paid by Lightning invoice over a real LNbits) and started
-//! again as a standby: another one takes over, and every job ends once: one result, or its
-//! credit back, never charged, paid or credited twice.
+//! prepaid credit, slow, failing, paid by Lightning invoice over a real LNbits, failing after
+//! such a payment and refunded over Lightning to the customer's LNbits invoice, paid by zaps
+//! through an LNURL-pay zapper) and started
+//! again as a standby: another one takes over, and every job ends once: one result, its credit
+//! back or one refund paid, never charged, paid, credited or refunded twice.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,8 @@ use std::time::Duration;
 
 use nostr_sdk::prelude::*;
 use paydvm_ledger::{
-    Account, Durability, JobId, JobState, LedgerStore, Msat, Pubkey, StoreOptions,
+    Account, Asset, Durability, JobId, JobState, LedgerStore, Msat, Pubkey, RefundState,
+    StoreOptions,
 };
 use paydvm_ledger_pg::throwaway::ThrowawayCluster;
 use paydvm_ledger_pg::{PgStore, NODE_LOCK_KEY};
@@ -19,16 +22,23 @@ use paydvm_ledger_pg::{PgStore, NODE_LOCK_KEY};
 use crate::cli::{paydvm, stderr, stdout};
 use crate::crash_node::{logs, RunningNode};
 use crate::lightning::quoted_invoice;
-use crate::lnbits::{add_lnbits, Lnbits, Wallet};
+use crate::lnbits::{add_lnbits, add_lnbits_admin, Lnbits, Wallet};
 use crate::node::{is_status, start_relay, test_node, top_up_event, Customer};
 use crate::pg_node::{fresh_database_async, point_at};
+use paydvm_testkit::fixture::node_pubkey;
+use paydvm_testkit::zapper::customer::{request_zap_invoice, ZapOrder};
+use paydvm_testkit::zapper::{Zapper, ZapperOptions};
 
 /// Customers paying from prepaid credit, and their jobs each.
 const CUSTOMERS: usize = 5;
-const JOBS_PER_CUSTOMER: usize = 180;
-/// Jobs of the customer who pays each quote's invoice over Lightning (LNbits).
+const JOBS_PER_CUSTOMER: usize = 170;
+/// Jobs of the customer who pays each quote's invoice over Lightning (LNbits); every fifth
+/// fails after it is paid and is refunded to the customer's own LNbits invoice.
 const INVOICED_JOBS: usize = 100;
-const JOBS: usize = CUSTOMERS * JOBS_PER_CUSTOMER + INVOICED_JOBS;
+const REFUNDED_JOBS: usize = INVOICED_JOBS / 5;
+/// Jobs of the customer who zaps each quote (the node's lud16 is the test's zapper).
+const ZAPPED_JOBS: usize = 50;
+const JOBS: usize = CUSTOMERS * JOBS_PER_CUSTOMER + INVOICED_JOBS + ZAPPED_JOBS;
 /// The test node's price of a 5050 job.
 const PRICE_MSAT: u64 = 5_000;
 const TOP_UP_MSAT: u64 = PRICE_MSAT * JOBS_PER_CUSTOMER as u64;
@@ -36,14 +46,25 @@ const TOP_UP_MSAT: u64 = PRICE_MSAT * JOBS_PER_CUSTOMER as u64;
 const PAYER_SATS: u64 = 1_000;
 const WAIT: Duration = Duration::from_secs(240);
 
+/// How a job should end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// One result on the relay (charged once if it was paid).
+    Result,
+    /// It failed; what it held goes back to the customer's credit.
+    CreditBack,
+    /// It failed after an invoice paid it; the customer's refund invoice is paid once.
+    Refund,
+}
+
 /// What job `i` of a customer asks for, so that every kind of ending is in the mix.
-fn job_of(customer: &Customer, i: usize) -> (Event, bool) {
+fn job_of(customer: &Customer, i: usize) -> (Event, Ending) {
     let text = format!("job {i} of {}", customer.keys.public_key().to_hex());
     match i % 10 {
-        0 | 5 => (customer.request(5001, &text, &[]), true),
+        0 | 5 => (customer.request(5001, &text, &[]), Ending::Result),
         1 => (
             customer.request(5050, &text, &[&["param", "mode", "fail"]]),
-            false,
+            Ending::CreditBack,
         ),
         2 | 7 => (
             customer.request(
@@ -51,22 +72,24 @@ fn job_of(customer: &Customer, i: usize) -> (Event, bool) {
                 &text,
                 &[&["param", "mode", "sleep"], &["param", "ms", "300"]],
             ),
-            true,
+            Ending::Result,
         ),
         _ => (
             customer.request(5050, &text, &[&["param", "mode", "upper"]]),
-            true,
+            Ending::Result,
         ),
     }
 }
 
-/// `node1.toml` … `node3.toml`: one node directory (keys, policy) and database, each node with
-/// a `state_dir` of its own (as on three machines), so only the database's lock keeps two of
-/// them from serving at once.
-fn node_configs(dir: &Path, relay: &RelayUrl, url: &str) -> Vec<PathBuf> {
+/// `node1.toml` … `node3.toml`: one node directory (keys, policy, the zapper as lud16) and
+/// database, each node with a `state_dir` of its own (as on three machines), so only the
+/// database's lock keeps two of them from serving at once.
+fn node_configs(dir: &Path, relay: &RelayUrl, url: &str, zapper: &Zapper) -> Vec<PathBuf> {
     // The payer holds up to 50 quotes open at once.
     let base = test_node("refund", "[admission]\nmax_pending_quotes_per_pubkey = 100")
         .node_setting("config_problems = \"warn\"")
+        .node_setting(format!("lud16 = \"{}\"", zapper.lud16()))
+        .node_setting("lnurl_http_loopback = true")
         .relays(std::slice::from_ref(relay))
         .write(dir)
         .unwrap();
@@ -97,7 +120,7 @@ fn top_up(url: &str, customers: &[PublicKey]) {
     store.close().unwrap();
 }
 
-fn read(url: &str) -> PgStore {
+pub(crate) fn read(url: &str) -> PgStore {
     PgStore::open(
         url,
         &StoreOptions::everything(Durability::Normal).read_only(),
@@ -106,17 +129,22 @@ fn read(url: &str) -> PgStore {
 }
 
 /// How many jobs have ended, read from the database while the nodes run.
-fn ended_jobs(store: &PgStore) -> usize {
+pub(crate) fn ended_jobs(store: &PgStore) -> usize {
     let counts = store.job_counts().unwrap();
     counts
         .iter()
-        .filter(|(state, _)| matches!(state, JobState::Succeeded | JobState::Credited))
+        .filter(|(state, _)| {
+            matches!(
+                state,
+                JobState::Succeeded | JobState::Credited | JobState::Refunded
+            )
+        })
         .map(|(_, n)| *n as usize)
         .sum()
 }
 
 /// How many replies wait to be published.
-fn undelivered(store: &PgStore) -> usize {
+pub(crate) fn undelivered(store: &PgStore) -> usize {
     store
         .state()
         .effects()
@@ -125,7 +153,7 @@ fn undelivered(store: &PgStore) -> usize {
 }
 
 /// Reads the database (all of it) until `done` holds, or fails saying `what` did not happen.
-async fn poll_until<F>(url: &str, dir: &Path, what: &str, done: F)
+pub(crate) async fn poll_until<F>(url: &str, dir: &Path, what: &str, done: F)
 where
     F: Fn(&PgStore) -> bool + Clone + Send + 'static,
 {
@@ -149,7 +177,7 @@ where
 
 /// The run (1-based, as its log files are named) that says it is serving, among `runs`; waits
 /// for one. Panics if two do.
-async fn serving(dir: &Path, runs: &[u32]) -> u32 {
+pub(crate) async fn serving(dir: &Path, runs: &[u32]) -> u32 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let up: Vec<u32> = runs
@@ -181,59 +209,109 @@ struct Payer {
 }
 
 impl Payer {
-    /// Sends its jobs `range` (paid, `upper`).
-    async fn send(&self, range: std::ops::Range<usize>) -> Vec<(EventId, bool)> {
+    /// Sends its jobs `range`: `upper`, except every fifth, which fails and names an invoice of
+    /// the customer's wallet for the price as its refund address.
+    async fn send(&self, lnbits: &Lnbits, range: std::ops::Range<usize>) -> Vec<(EventId, Ending)> {
         let mut sent = Vec::new();
         for i in range {
             let text = format!("invoiced job {i}");
-            let request = self
-                .customer
-                .request(5050, &text, &[&["param", "mode", "upper"]]);
+            let (request, ending) = if i % 5 == 4 {
+                let refund_to = lnbits.invoice(&self.wallet, PRICE_MSAT / 1_000).await;
+                let tags: [&[&str]; 2] = [&["param", "mode", "fail"], &["refund", &refund_to]];
+                (self.customer.request(5050, &text, &tags), Ending::Refund)
+            } else {
+                let tags: [&[&str]; 1] = [&["param", "mode", "upper"]];
+                (self.customer.request(5050, &text, &tags), Ending::Result)
+            };
             self.customer.client.send_event(&request).await.unwrap();
-            sent.push((request.id, true));
+            sent.push((request.id, ending));
         }
         sent
     }
 
     /// Pays the invoice quoted for each of `jobs`, waiting for each quote on the relay.
-    async fn pay(&self, lnbits: &Lnbits, jobs: &[(EventId, bool)]) {
+    async fn pay(&self, lnbits: &Lnbits, jobs: &[(EventId, Ending)]) {
         for (id, _) in jobs {
-            let quote = self.quote(*id).await;
+            let quote = quote_of(&self.customer, *id).await;
             let invoice = quoted_invoice(&quote, &id.to_hex());
             let paid = lnbits.pay(&self.wallet, invoice.as_str()).await;
             assert_eq!(paid["status"], "success", "{paid}");
         }
     }
+}
 
-    async fn quote(&self, request: EventId) -> Event {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let filter = Filter::new().kind(Kind::Custom(7000)).event(request);
-        loop {
-            let found = self
+/// The customer who pays by zapping each quote through the node's lud16 (the zapper).
+struct Zapping {
+    customer: Customer,
+    zapper: Zapper,
+    /// The node's key, which the zaps name as their recipient.
+    node: PublicKey,
+    relays: Vec<RelayUrl>,
+}
+
+impl Zapping {
+    /// Sends its jobs `range` (`upper`).
+    async fn send(&self, range: std::ops::Range<usize>) -> Vec<(EventId, Ending)> {
+        let mut sent = Vec::new();
+        for i in range {
+            let text = format!("zapped job {i}");
+            let request = self
                 .customer
-                .client
-                .fetch_events(filter.clone(), Duration::from_secs(2))
+                .request(5050, &text, &[&["param", "mode", "upper"]]);
+            self.customer.client.send_event(&request).await.unwrap();
+            sent.push((request.id, Ending::Result));
+        }
+        sent
+    }
+
+    /// Zaps the quote of each of `jobs` with its price; the zapper publishes each receipt.
+    async fn zap(&self, jobs: &[(EventId, Ending)]) {
+        for (id, _) in jobs {
+            let quote = quote_of(&self.customer, *id).await;
+            let order = ZapOrder {
+                lud16: &self.zapper.lud16(),
+                http_loopback: true,
+                recipient: self.node,
+                target: quote.id,
+                amount: Msat::from_msat(PRICE_MSAT),
+                relays: &self.relays,
+            };
+            let invoice = request_zap_invoice(&self.customer.keys, &order)
                 .await
                 .unwrap();
-            if let Some(quote) = found.into_iter().find(is_status("payment-required")) {
-                return quote;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no quote for {request}"
-            );
+            self.zapper.settle(&invoice.bolt11).await.unwrap();
         }
     }
 }
 
+/// The payment-required feedback for `request`, read from the relay (waits for it).
+pub(crate) async fn quote_of(customer: &Customer, request: EventId) -> Event {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let filter = Filter::new().kind(Kind::Custom(7000)).event(request);
+    loop {
+        let found = customer
+            .client
+            .fetch_events(filter.clone(), Duration::from_secs(2))
+            .await
+            .unwrap();
+        if let Some(quote) = found.into_iter().find(is_status("payment-required")) {
+            return quote;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no quote for {request}"
+        );
+    }
+}
+
 /// Sends `range` of each customer's jobs; returns each job's id and whether it should succeed.
-async fn send(customers: &[Customer], range: std::ops::Range<usize>) -> Vec<(EventId, bool)> {
+async fn send(customers: &[Customer], range: std::ops::Range<usize>) -> Vec<(EventId, Ending)> {
     let mut sent = Vec::new();
     for i in range {
         for customer in customers {
-            let (request, succeeds) = job_of(customer, i);
+            let (request, ending) = job_of(customer, i);
             customer.client.send_event(&request).await.unwrap();
-            sent.push((request.id, succeeds));
+            sent.push((request.id, ending));
         }
     }
     sent
@@ -245,11 +323,21 @@ async fn three_nodes_on_one_database_one_killed_mid_run_every_job_ends_once() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_relay, relay_url) = start_relay().await;
-    let configs = node_configs(dir, &relay_url, &url);
+    let node_key = node_pubkey(dir).unwrap();
+    let zapping = Zapping {
+        customer: Customer::connect(std::slice::from_ref(&relay_url)).await,
+        zapper: Zapper::start(ZapperOptions::new("dvm", node_key))
+            .await
+            .unwrap(),
+        node: node_key,
+        relays: vec![relay_url.clone()],
+    };
+    let configs = node_configs(dir, &relay_url, &url, &zapping.zapper);
     let lnbits = Lnbits::start().await;
     let dvm_wallet = lnbits.wallet("dvm").await;
     for config in &configs {
         add_lnbits(config, &lnbits, &dvm_wallet);
+        add_lnbits_admin(config, &dvm_wallet);
     }
     let payer = Payer {
         customer: Customer::connect(std::slice::from_ref(&relay_url)).await,
@@ -277,11 +365,14 @@ async fn three_nodes_on_one_database_one_killed_mid_run_every_job_ends_once() {
         .collect();
     let first = serving(dir, &[1, 2, 3]).await;
 
-    let invoiced = payer.send(0..INVOICED_JOBS / 2).await;
+    let invoiced = payer.send(&lnbits, 0..INVOICED_JOBS / 2).await;
+    let zapped = zapping.send(0..ZAPPED_JOBS / 2).await;
     // Half of these are paid before the kill, half after: quoted by the dead node, paid to
-    // its invoices, seen settled by its successor.
+    // its invoices (or zapped), seen paid by its successor.
     let (paid_before, paid_after) = invoiced.split_at(INVOICED_JOBS / 4);
+    let (zapped_before, zapped_after) = zapped.split_at(ZAPPED_JOBS / 4);
     payer.pay(&lnbits, paid_before).await;
+    zapping.zap(zapped_before).await;
     let mut jobs = send(&customers, 0..JOBS_PER_CUSTOMER / 2).await;
     poll_until(&url, dir, "a fifth of the jobs ended", |s| {
         ended_jobs(s) >= JOBS / 5
@@ -292,8 +383,8 @@ async fn three_nodes_on_one_database_one_killed_mid_run_every_job_ends_once() {
     killed.crash();
     let killed_at = std::time::Instant::now();
     let others: Vec<u32> = (1..=3).filter(|r| *r != first).collect();
-    // The quoted invoices are paid while a standby takes over.
-    let (second, ()) = tokio::join!(
+    // The quoted invoices are paid and the quotes zapped while a standby takes over.
+    let (second, (), ()) = tokio::join!(
         async {
             let second = serving(dir, &others).await;
             // Printed, not asserted (tests do not time things).
@@ -301,17 +392,24 @@ async fn three_nodes_on_one_database_one_killed_mid_run_every_job_ends_once() {
             eprintln!("takeover: {ms} ms from SIGKILL to the successor serving");
             second
         },
-        payer.pay(&lnbits, paid_after)
+        payer.pay(&lnbits, paid_after),
+        zapping.zap(zapped_after)
     );
     jobs.extend(invoiced.iter().copied());
-    let mut all_invoiced = invoiced.clone();
+    let mut all_paid = invoiced.clone();
+    all_paid.extend(zapped.iter().copied());
+    jobs.extend(zapped);
     let config = &configs[first as usize - 1];
     nodes.insert(4, RunningNode::start_with_args(config, 4, &["--standby"]));
     jobs.extend(send(&customers, JOBS_PER_CUSTOMER / 2..JOBS_PER_CUSTOMER).await);
-    let invoiced = payer.send(INVOICED_JOBS / 2..INVOICED_JOBS).await;
+    let invoiced = payer.send(&lnbits, INVOICED_JOBS / 2..INVOICED_JOBS).await;
+    let zapped = zapping.send(ZAPPED_JOBS / 2..ZAPPED_JOBS).await;
     payer.pay(&lnbits, &invoiced).await;
-    jobs.extend(invoiced.iter().copied());
-    all_invoiced.extend(invoiced);
+    zapping.zap(&zapped).await;
+    for paid in [invoiced, zapped] {
+        jobs.extend(paid.iter().copied());
+        all_paid.extend(paid);
+    }
     poll_until(&url, dir, "every job ended", |s| ended_jobs(s) == JOBS).await;
     poll_until(&url, dir, "every reply delivered", |s| undelivered(s) == 0).await;
     // Give a duplicate publication, if there were one, time to reach the relay.
@@ -345,17 +443,32 @@ async fn three_nodes_on_one_database_one_killed_mid_run_every_job_ends_once() {
     }
 
     check_ledger(&url, &jobs, &pubkeys);
-    check_invoiced(&url, &all_invoiced);
+    check_paid(&url, &all_paid);
     let mut everyone = pubkeys.clone();
     everyone.push(payer.customer.keys.public_key());
+    everyone.push(zapping.customer.keys.public_key());
     check_relay(&relay_url, &jobs, &everyone).await;
-    // Each invoice paid once, to the node's wallet, and nothing else moved.
+    // Each invoice paid once, to the node's wallet, each refund paid once, back to the
+    // customer's, and nothing else moved; the ledger's Lightning asset is what the wallet holds
+    // and what was zapped (the zapper's wallet is the node's lud16, not LNbits).
     let invoiced_msat = PRICE_MSAT * INVOICED_JOBS as u64;
-    assert_eq!(lnbits.balance(&dvm_wallet).await, invoiced_msat);
+    let refunded_msat = PRICE_MSAT * REFUNDED_JOBS as u64;
+    let dvm_msat = lnbits.balance(&dvm_wallet).await;
+    assert_eq!(dvm_msat, invoiced_msat - refunded_msat);
     assert_eq!(
         lnbits.balance(&payer.wallet).await,
-        PAYER_SATS * 1_000 - invoiced_msat
+        PAYER_SATS * 1_000 - invoiced_msat + refunded_msat
     );
+    let lightning = read(&url).state().asset_balance(&Asset::Lightning);
+    // The prepaid credit was booked straight into the ledger, as paid over Lightning.
+    let zapped_msat = PRICE_MSAT * ZAPPED_JOBS as u64;
+    let topped_up_msat = TOP_UP_MSAT * CUSTOMERS as u64;
+    assert_eq!(
+        lightning,
+        Msat::from_msat(dvm_msat + zapped_msat + topped_up_msat)
+    );
+    let settled = zapping.zapper.issued().iter().filter(|i| i.settled).count();
+    assert_eq!(settled, ZAPPED_JOBS, "one zap per zapped job");
     let out = paydvm(&["ledger", "verify", &url]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).starts_with("ledger OK"), "{}", stdout(&out));
@@ -379,25 +492,26 @@ async fn end_lock_session(url: &str) {
 
 /// Every request decided once and ended as it should; every customer charged once per paid
 /// job that succeeded, nothing held by an ended job.
-fn check_ledger(url: &str, jobs: &[(EventId, bool)], customers: &[PublicKey]) {
+fn check_ledger(url: &str, jobs: &[(EventId, Ending)], customers: &[PublicKey]) {
     let store = read(url);
     let state = store.state();
     assert_eq!(state.jobs().count(), JOBS, "one job per request");
     let mut interrupted = 0;
     let mut charged: HashMap<String, u64> = HashMap::new();
-    for (id, succeeds) in jobs {
+    for (id, ending) in jobs {
         let job = state.job(&JobId::new(id.to_hex()).unwrap()).unwrap();
-        let expected = if *succeeds {
-            JobState::Succeeded
-        } else {
-            JobState::Credited
+        let expected = match ending {
+            Ending::Result => JobState::Succeeded,
+            Ending::CreditBack => JobState::Credited,
+            Ending::Refund => JobState::Refunded,
         };
         assert_eq!(job.state, expected, "{job:?}");
         assert_eq!(state.held(&Account::Job(job.job.clone())), Msat::ZERO);
-        if job.kind == 5050 && *succeeds {
+        let succeeds = *ending == Ending::Result;
+        if job.kind == 5050 && succeeds {
             *charged.entry(job.customer.to_string()).or_default() += PRICE_MSAT;
         }
-        interrupted += usize::from(*succeeds && job.attempts > 1);
+        interrupted += usize::from(succeeds && job.attempts > 1);
     }
     for customer in customers {
         let pubkey = Pubkey::new(customer.to_hex()).unwrap();
@@ -408,10 +522,28 @@ fn check_ledger(url: &str, jobs: &[(EventId, bool)], customers: &[PublicKey]) {
             "charged once per paid job that succeeded"
         );
     }
-    assert!(
-        state.refunds().next().is_none(),
-        "credit comes back as credit"
-    );
+    // Credit comes back as credit: the only refunds are the invoiced jobs' that failed, each
+    // settled once, for what the job held, and holding nothing now.
+    let refunded: Vec<_> = jobs.iter().filter(|(_, e)| *e == Ending::Refund).collect();
+    assert_eq!(refunded.len(), REFUNDED_JOBS);
+    assert_eq!(state.refunds().count(), REFUNDED_JOBS);
+    for refund in state.refunds() {
+        let job = refund.job.as_ref().expect("a job's refund");
+        assert!(refunded.iter().any(|(id, _)| id.to_hex() == job.as_str()));
+        assert_eq!(refund.state, RefundState::Settled, "{refund:?}");
+        assert_eq!(refund.amount, Msat::from_msat(PRICE_MSAT));
+        assert_eq!(
+            state.held(&Account::Refund(refund.refund.clone())),
+            Msat::ZERO
+        );
+        let trail = store.audit(job.as_str()).unwrap().expect("a trail");
+        let settled = trail
+            .events
+            .iter()
+            .filter(|e| e.event.type_name() == "refund_settled")
+            .count();
+        assert_eq!(settled, 1, "{job}");
+    }
     assert!(
         interrupted > 0,
         "the kill interrupted no job: nothing was taken over"
@@ -419,8 +551,9 @@ fn check_ledger(url: &str, jobs: &[(EventId, bool)], customers: &[PublicKey]) {
     eprintln!("{interrupted} jobs ran again after the kill");
 }
 
-/// Each invoiced job took one payment (its invoice's), whichever node saw it settle.
-fn check_invoiced(url: &str, jobs: &[(EventId, bool)]) {
+/// Each invoiced or zapped job took one payment (its invoice's or zap's), whichever node saw
+/// it.
+pub(crate) fn check_paid(url: &str, jobs: &[(EventId, Ending)]) {
     let store = read(url);
     for (id, _) in jobs {
         let trail = store.audit(&id.to_hex()).unwrap().expect("a trail");
@@ -434,7 +567,7 @@ fn check_invoiced(url: &str, jobs: &[(EventId, bool)]) {
 }
 
 /// One result per job that succeeded, none for one that failed.
-async fn check_relay(relay: &RelayUrl, jobs: &[(EventId, bool)], customers: &[PublicKey]) {
+async fn check_relay(relay: &RelayUrl, jobs: &[(EventId, Ending)], customers: &[PublicKey]) {
     let client = paydvm::node::transport::client(Keys::generate());
     client.add_relay(relay.clone()).await.unwrap();
     client.try_connect(Duration::from_secs(5)).await;
@@ -455,9 +588,9 @@ async fn check_relay(relay: &RelayUrl, jobs: &[(EventId, bool)], customers: &[Pu
         }
     }
     client.shutdown().await;
-    for (id, succeeds) in jobs {
+    for (id, ending) in jobs {
         let n = results.get(id).copied().unwrap_or(0);
-        assert_eq!(n, usize::from(*succeeds), "results of {id}");
+        assert_eq!(n, usize::from(*ending == Ending::Result), "results of {id}");
     }
 }
 
