@@ -8,7 +8,7 @@
 //! and payment references are unique by constraint besides: a write that would repeat one fails.
 
 use deadpool_postgres::Pool;
-use deadpool_postgres::Transaction;
+use futures_util::future::{join, join_all};
 use paydvm_ledger::chain::Hash;
 use paydvm_ledger::store::{EventRows, ProjectionRow, ProjectionRows};
 use paydvm_ledger::LedgerEvent;
@@ -50,43 +50,76 @@ pub fn head_text((seq, hash): (u64, Hash)) -> String {
     format!("{seq}:{}", hex::encode(hash))
 }
 
+/// Locks the head row and checks it, then writes every statement. All of it goes out at once:
+/// tokio-postgres pipelines requests issued together, so a flush costs three round trips
+/// (`BEGIN`; the head lock, the inserts, the projections and the head update; `COMMIT`) instead of
+/// one per statement. The server runs them in order, the writes after the head lock; if the head
+/// moved they run against a head that is not ours, and the transaction is dropped (rolled back)
+/// without a commit.
 pub async fn write(pool: Pool, batch: Batch) -> Result<(), PgError> {
+    let mut statements = Vec::new();
+    events(&mut statements, batch.from.1, &batch.events)?;
+    projections(&mut statements, &batch.projections)?;
+    statements.push(Statement::new(
+        "UPDATE meta SET value = $1 WHERE key = 'head'",
+        vec![Box::new(head_text(batch.to))],
+    ));
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let lock = tx
-        .prepare_cached("SELECT value FROM meta WHERE key = 'head' FOR UPDATE")
-        .await?;
-    let found: String = tx.query_one(&lock, &[]).await?.try_get(0)?;
+    let lock = tx.prepare_cached(LOCK_HEAD);
+    let prepared = join_all(statements.iter().map(|s| tx.prepare_cached(&s.sql)));
+    let (lock, prepared) = join(lock, prepared).await;
+    let (lock, prepared) = (lock?, prepared.into_iter().collect::<Result<Vec<_>, _>>()?);
+    let params: Vec<Vec<&(dyn ToSql + Sync)>> = statements.iter().map(Statement::refs).collect();
+    let writes = prepared
+        .iter()
+        .zip(&params)
+        .map(|(stmt, params)| tx.execute(stmt, params));
+    // `join` polls in order (unlike `tokio::join!`, which rotates): the lock goes out first.
+    let (found, written) = join(tx.query_one(&lock, &[]), join_all(writes)).await;
+    let found: String = found?.try_get(0)?;
     let expected = head_text(batch.from);
     if found != expected {
         return Err(PgError::HeadMoved { expected, found });
     }
-    events(&tx, batch.from.1, &batch.events).await?;
-    projections(&tx, &batch.projections).await?;
-    exec(
-        &tx,
-        "UPDATE meta SET value = $1 WHERE key = 'head'",
-        &[&head_text(batch.to)],
-    )
-    .await?;
+    // The first failure is the cause; the statements after it only found the transaction aborted.
+    for result in written {
+        result?;
+    }
     tx.commit().await?;
     Ok(())
 }
 
-/// One statement, prepared once per connection (the pool keeps each connection's statements),
-/// so a flush costs one round trip per statement rather than two (parse, then execute).
-async fn exec(
-    tx: &Transaction<'_>,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<(), PgError> {
-    let stmt = tx.prepare_cached(sql).await?;
-    tx.execute(&stmt, params).await?;
-    Ok(())
+const LOCK_HEAD: &str = "SELECT value FROM meta WHERE key = 'head' FOR UPDATE";
+
+/// One statement of a flush and its parameters (columns borrowed from the batch).
+struct Statement<'a> {
+    sql: String,
+    params: Vec<Box<dyn ToSql + Sync + Send + 'a>>,
+}
+
+impl<'a> Statement<'a> {
+    fn new(sql: impl Into<String>, params: Vec<Box<dyn ToSql + Sync + Send + 'a>>) -> Self {
+        Statement {
+            sql: sql.into(),
+            params,
+        }
+    }
+
+    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect()
+    }
 }
 
 /// Columns as arrays, inserted with one `unnest` statement per table.
-async fn events(tx: &Transaction<'_>, head: Hash, events: &[EventWrite]) -> Result<(), PgError> {
+fn events<'a>(
+    out: &mut Vec<Statement<'a>>,
+    head: Hash,
+    events: &'a [EventWrite],
+) -> Result<(), PgError> {
     let (mut seq, mut key, mut at, mut kind, mut job, mut body, mut prev, mut hash) = (
         vec![],
         vec![],
@@ -130,46 +163,74 @@ async fn events(tx: &Transaction<'_>, head: Hash, events: &[EventWrite]) -> Resu
             r_job.push(e.rows.job.as_deref());
         }
     }
-    exec(
-        tx,
+    out.push(Statement::new(
         "INSERT INTO events(seq, idem_key, at, type, job, body, prev_hash, hash) \
          SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
                               $6::text[], $7::bytea[], $8::bytea[])",
-        &[&seq, &key, &at, &kind, &job, &body, &prev, &hash],
-    )
-    .await?;
+        vec![
+            Box::new(seq),
+            Box::new(key),
+            Box::new(at),
+            Box::new(kind),
+            Box::new(job),
+            Box::new(body),
+            Box::new(prev),
+            Box::new(hash),
+        ],
+    ));
     if !p_seq.is_empty() {
-        exec(
-            tx,
+        out.push(Statement::new(
             "INSERT INTO postings(seq, n, debit, credit, amount) \
          SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::bigint[])",
-            &[&p_seq, &p_n, &p_debit, &p_credit, &p_amount],
-        )
-        .await?;
+            vec![
+                Box::new(p_seq),
+                Box::new(p_n),
+                Box::new(p_debit),
+                Box::new(p_credit),
+                Box::new(p_amount),
+            ],
+        ));
     }
     if !pay_seq.is_empty() {
-        exec(
-            tx,
+        out.push(Statement::new(
             "INSERT INTO payments(reference, seq) SELECT * FROM unnest($1::text[], $2::bigint[])",
-            &[&pay_ref, &pay_seq],
-        )
-        .await?;
+            vec![Box::new(pay_ref), Box::new(pay_seq)],
+        ));
     }
     if !r_seq.is_empty() {
-        exec(
-            tx,
+        out.push(Statement::new(
             "INSERT INTO refs(seq, reference, job) \
          SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])",
-            &[&r_seq, &r_ref, &r_job],
-        )
-        .await?;
+            vec![Box::new(r_seq), Box::new(r_ref), Box::new(r_job)],
+        ));
     }
     Ok(())
 }
 
 /// Rows created by the batch are inserted (a row that exists after all fails the write instead
 /// of overwriting history); rows it changed are upserted.
-async fn projections(tx: &Transaction<'_>, rows: &ProjectionRows) -> Result<(), PgError> {
+fn projections<'a>(out: &mut Vec<Statement<'a>>, rows: &'a ProjectionRows) -> Result<(), PgError> {
+    records(out, rows)?;
+    let keys: Vec<&str> = rows.subscriptions.iter().map(|r| r.key.as_str()).collect();
+    if !keys.is_empty() {
+        let records: Vec<&str> = rows
+            .subscriptions
+            .iter()
+            .map(|r| r.record.as_str())
+            .collect();
+        out.push(Statement::new(
+            "INSERT INTO subscriptions(subscription, record) \
+         SELECT * FROM unnest($1::text[], $2::text[]) \
+         ON CONFLICT (subscription) DO UPDATE SET record = EXCLUDED.record",
+            vec![Box::new(keys), Box::new(records)],
+        ));
+    }
+    effects(out, &rows.effects);
+    balances(out, rows)
+}
+
+/// The jobs' and refunds' rows.
+fn records<'a>(out: &mut Vec<Statement<'a>>, rows: &'a ProjectionRows) -> Result<(), PgError> {
     const JOBS: [&str; 2] = [
         "INSERT INTO jobs(job, state, record, changed) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])",
@@ -188,68 +249,60 @@ async fn projections(tx: &Transaction<'_>, rows: &ProjectionRows) -> Result<(), 
             if part.is_empty() {
                 continue;
             }
-            let keys: Vec<&str> = part.iter().map(|r| r.key.as_str()).collect();
-            let states: Vec<&str> = part.iter().map(|r| r.state.as_str()).collect();
-            let records: Vec<&str> = part.iter().map(|r| r.record.as_str()).collect();
-            let jobs: Vec<Option<&str>> = part.iter().map(|r| r.job.as_deref()).collect();
             let changed: Vec<i64> = part
                 .iter()
                 .map(|r| int(r.changed, "seq"))
                 .collect::<Result<_, _>>()?;
+            let mut params: Vec<Box<dyn ToSql + Sync + Send + 'a>> = vec![
+                Box::new(part.iter().map(|r| r.key.as_str()).collect::<Vec<_>>()),
+                Box::new(part.iter().map(|r| r.state.as_str()).collect::<Vec<_>>()),
+                Box::new(part.iter().map(|r| r.record.as_str()).collect::<Vec<_>>()),
+                Box::new(changed),
+            ];
+            if insert.contains("$5") {
+                params.push(Box::new(
+                    part.iter().map(|r| r.job.as_deref()).collect::<Vec<_>>(),
+                ));
+            }
             let sql = if created {
                 insert.to_string()
             } else {
                 format!("{insert}{upsert}")
             };
-            if insert.contains("$5") {
-                exec(tx, &sql, &[&keys, &states, &records, &changed, &jobs]).await?;
-            } else {
-                exec(tx, &sql, &[&keys, &states, &records, &changed]).await?;
-            }
+            out.push(Statement::new(sql, params));
         }
     }
-    let keys: Vec<&str> = rows.subscriptions.iter().map(|r| r.key.as_str()).collect();
-    let records: Vec<&str> = rows
-        .subscriptions
-        .iter()
-        .map(|r| r.record.as_str())
-        .collect();
-    if !keys.is_empty() {
-        exec(
-            tx,
-            "INSERT INTO subscriptions(subscription, record) \
-         SELECT * FROM unnest($1::text[], $2::text[]) \
-         ON CONFLICT (subscription) DO UPDATE SET record = EXCLUDED.record",
-            &[&keys, &records],
-        )
-        .await?;
-    }
+    Ok(())
+}
+
+fn effects<'a>(out: &mut Vec<Statement<'a>>, effects: &'a [ProjectionRow]) {
     for created in [true, false] {
-        let part: Vec<&ProjectionRow> = rows
-            .effects
-            .iter()
-            .filter(|r| r.created == created)
-            .collect();
+        let part: Vec<&ProjectionRow> = effects.iter().filter(|r| r.created == created).collect();
         if part.is_empty() {
             continue;
         }
-        let keys: Vec<&str> = part.iter().map(|r| r.key.as_str()).collect();
-        let done: Vec<bool> = part.iter().map(|r| r.done).collect();
-        let records: Vec<&str> = part.iter().map(|r| r.record.as_str()).collect();
         let conflict = if created {
             ""
         } else {
             " ON CONFLICT (effect) DO UPDATE SET done = EXCLUDED.done, record = EXCLUDED.record"
         };
-        exec(
-            tx,
-            &format!(
+        out.push(Statement::new(
+            format!(
                 "INSERT INTO effects(effect, done, record) \
                  SELECT * FROM unnest($1::text[], $2::bool[], $3::text[]){conflict}"
             ),
-            &[&keys, &done, &records],
-        )
-        .await?;
+            vec![
+                Box::new(part.iter().map(|r| r.key.as_str()).collect::<Vec<_>>()),
+                Box::new(part.iter().map(|r| r.done).collect::<Vec<_>>()),
+                Box::new(part.iter().map(|r| r.record.as_str()).collect::<Vec<_>>()),
+            ],
+        ));
+    }
+}
+
+fn balances<'a>(out: &mut Vec<Statement<'a>>, rows: &'a ProjectionRows) -> Result<(), PgError> {
+    if rows.balances.is_empty() {
+        return Ok(());
     }
     let accounts: Vec<&str> = rows.balances.iter().map(|b| b.0.as_str()).collect();
     let debits: Vec<i64> = rows
@@ -262,16 +315,11 @@ async fn projections(tx: &Transaction<'_>, rows: &ProjectionRows) -> Result<(), 
         .iter()
         .map(|b| int(b.2, "credits"))
         .collect::<Result<_, _>>()?;
-    if accounts.is_empty() {
-        return Ok(());
-    }
-    exec(
-        tx,
+    out.push(Statement::new(
         "INSERT INTO balances(account, debits, credits) \
          SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) \
          ON CONFLICT (account) DO UPDATE SET debits = EXCLUDED.debits, credits = EXCLUDED.credits",
-        &[&accounts, &debits, &credits],
-    )
-    .await?;
+        vec![Box::new(accounts), Box::new(debits), Box::new(credits)],
+    ));
     Ok(())
 }
