@@ -16,7 +16,7 @@ use paydvm_ledger::{
     Account, Asset, Durability, JobId, JobState, LedgerStore, Msat, Pubkey, RefundState,
     StoreOptions,
 };
-use paydvm_ledger_pg::throwaway::ThrowawayCluster;
+use paydvm_ledger_pg::throwaway::{ClusterOptions, ThrowawayCluster};
 use paydvm_ledger_pg::{PgStore, NODE_LOCK_KEY};
 
 use crate::cli::{paydvm, stderr, stdout};
@@ -93,9 +93,15 @@ fn node_configs(dir: &Path, relay: &RelayUrl, url: &str, zapper: &Zapper) -> Vec
         .relays(std::slice::from_ref(relay))
         .write(dir)
         .unwrap();
-    point_at(&base, url, None);
-    let toml = std::fs::read_to_string(&base).unwrap();
-    (1..=3)
+    with_state_dirs(dir, &base, url, 3)
+}
+
+/// `node1.toml` … `node<n>.toml`: `base` on the database `url`, each with a `state_dir` of its
+/// own.
+fn with_state_dirs(dir: &Path, base: &Path, url: &str, n: usize) -> Vec<PathBuf> {
+    point_at(base, url, None);
+    let toml = std::fs::read_to_string(base).unwrap();
+    (1..=n)
         .map(|n| {
             let path = dir.join(format!("node{n}.toml"));
             let with_state = toml.replacen(
@@ -610,12 +616,8 @@ async fn a_standby_on_a_file_ledger_waits_and_stops_on_sigterm_while_waiting() {
     let serving_node = RunningNode::start_with_args(&config, 1, &["--standby"]);
     assert_eq!(serving(dir, &[1]).await, 1);
     let standby = RunningNode::start_with_args(&config, 2, &["--standby"]);
+    wait_for_log(dir, "run2.err", "standing by").await;
     let err2 = dir.join("run2.err");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&err2).is_ok_and(|e| e.contains("standing by")) {
-        assert!(tokio::time::Instant::now() < deadline, "{}", logs(dir));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let stopped = standby.stop();
     assert!(stopped.success(), "{stopped:?}\n{}", logs(dir));
     let err = std::fs::read_to_string(&err2).unwrap();
@@ -626,4 +628,78 @@ async fn a_standby_on_a_file_ledger_waits_and_stops_on_sigterm_while_waiting() {
         .contains("running"));
     let stopped = serving_node.stop();
     assert!(stopped.success(), "{stopped:?}\n{}", logs(dir));
+}
+
+/// The database restarts under a serving node and a standby: the serving node loses its lock
+/// and stops; the standby, which cannot reach the database while it is down, keeps waiting
+/// (saying so) instead of giving up, and takes over once the server is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_waits_out_a_database_restart_and_takes_over() {
+    let (cluster, url) = tokio::task::spawn_blocking(|| {
+        let cluster = ThrowawayCluster::start(&ClusterOptions::for_tests()).unwrap();
+        let url = cluster.url(&cluster.fresh_database().unwrap());
+        (cluster, url)
+    })
+    .await
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_relay, relay_url) = start_relay().await;
+    let base = test_node("refund", "")
+        .node_setting("config_problems = \"warn\"")
+        .relays(std::slice::from_ref(&relay_url))
+        .write(dir)
+        .unwrap();
+    let configs = with_state_dirs(dir, &base, &url, 2);
+    let mut first = RunningNode::start_with_args(&configs[0], 1, &["--standby"]);
+    assert_eq!(serving(dir, &[1]).await, 1);
+    let second = RunningNode::start_with_args(&configs[1], 2, &["--standby"]);
+    wait_for_log(dir, "run2.err", "standing by").await;
+
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.pause().unwrap();
+        cluster
+    })
+    .await
+    .unwrap();
+    let status = tokio::task::spawn_blocking(move || first.exit_status("the node did not stop"))
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{}", logs(dir));
+    wait_for_log(dir, "run2.err", "cannot reach the ledger database").await;
+    // Still waiting a while later (alive, not serving).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut second = second;
+    assert!(second.child.try_wait().unwrap().is_none(), "{}", logs(dir));
+    let out2 = std::fs::read_to_string(dir.join("run2.out")).unwrap();
+    assert!(!out2.contains("running"), "{}", logs(dir));
+    let err2 = std::fs::read_to_string(dir.join("run2.err")).unwrap();
+    assert!(err2.contains("trying again until it answers"), "{err2}");
+
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.resume().unwrap();
+        cluster
+    })
+    .await
+    .unwrap();
+    assert_eq!(serving(dir, &[2]).await, 2);
+    wait_for_log(dir, "run2.err", "taking over").await;
+    let stopped = second.stop();
+    assert!(stopped.success(), "{stopped:?}\n{}", logs(dir));
+    let out = paydvm(&["ledger", "verify", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    drop(cluster);
+}
+
+/// Waits until `file` in `dir` says `what`.
+async fn wait_for_log(dir: &Path, file: &str, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(dir.join(file)).is_ok_and(|e| e.contains(what)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{file} never said {what:?}\n{}",
+            logs(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

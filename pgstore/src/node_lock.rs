@@ -47,6 +47,25 @@ pub enum NodeLockError {
     Runtime(String),
 }
 
+impl NodeLockError {
+    /// Whether the database could not be reached, or is starting up or shutting down: worth
+    /// trying again later (a standby waits through a server restart). A refused password, a
+    /// missing database or role, or a server that answers with any other error is not.
+    pub fn unreachable(&self) -> bool {
+        let NodeLockError::Connect { source, .. } = self else {
+            return false;
+        };
+        match source.code() {
+            // Class 08: connection exception; 57P01–57P03: shutting down, crashed, starting.
+            Some(state) => state.code().starts_with("08") || state.code().starts_with("57P"),
+            None => {
+                source.is_closed()
+                    || std::error::Error::source(source).is_some_and(|s| s.is::<std::io::Error>())
+            }
+        }
+    }
+}
+
 /// How often a held lock's session is asked whether it is still there.
 pub const PROBE_EVERY: Duration = Duration::from_secs(2);
 

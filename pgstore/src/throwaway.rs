@@ -54,6 +54,8 @@ pub struct ThrowawayCluster {
     dir: PathBuf,
     bin: PathBuf,
     port: u16,
+    /// The server's settings (`pg_ctl -o`), to start it again after [`ThrowawayCluster::pause`].
+    server: String,
     /// The shared cluster is stopped by `atexit`, not by drop (a static is never dropped).
     stop_on_drop: bool,
 }
@@ -180,32 +182,51 @@ impl ThrowawayCluster {
             dir: dir.clone(),
             bin: bin.clone(),
             port: 0,
+            server: String::new(),
             stop_on_drop: true,
         };
         run(&bin, "initdb", &initdb)?;
         cluster.port = free_port()?;
-        let server = format!(
+        cluster.server = format!(
             "-c listen_addresses=127.0.0.1 -p {} -k {s} -c fsync={} -c max_connections={}",
             cluster.port,
             if options.fsync { "on" } else { "off" },
             options.max_connections
         );
-        let log = dir.join("server.log");
+        cluster.resume()?;
+        Ok(cluster)
+    }
+
+    /// Stops the server and keeps its data, as a restart (or an operator) would: sessions end,
+    /// new connections are refused until [`ThrowawayCluster::resume`].
+    pub fn pause(&self) -> Result<(), ClusterError> {
+        let data = self.dir.join("data");
+        let data = data.to_string_lossy();
         run(
-            &bin,
+            &self.bin,
+            "pg_ctl",
+            &["-D", &data, "-m", "fast", "-w", "stop"],
+        )
+    }
+
+    /// Starts the server (again), on the same port with the same settings.
+    pub fn resume(&self) -> Result<(), ClusterError> {
+        let data = self.dir.join("data");
+        let log = self.dir.join("server.log");
+        run(
+            &self.bin,
             "pg_ctl",
             &[
                 "-D",
-                &d,
+                &data.to_string_lossy(),
                 "-o",
-                &server,
+                &self.server,
                 "-l",
                 &log.to_string_lossy(),
                 "-w",
                 "start",
             ],
-        )?;
-        Ok(cluster)
+        )
     }
 
     /// One cluster per process for tests (`fsync = off`), started on first use and stopped at

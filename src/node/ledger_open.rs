@@ -20,7 +20,7 @@ use anyhow::Context;
 use paydvm_ledger::store::Durability;
 use paydvm_ledger::StoreOptions;
 use paydvm_ledger_pg::{NodeLock, NodeLockError};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::ledger_lock::{LedgerLock, LockError};
 use super::ledger_watch::{self, LedgerWatch};
@@ -53,15 +53,20 @@ impl LedgerLocks {
 /// How often a standby tries the locks again.
 pub const STANDBY_POLL: Duration = Duration::from_millis(500);
 
+/// How often a standby repeats that the ledger database cannot be reached.
+const UNREACHABLE_REMIND: Duration = Duration::from_secs(60);
+
 /// Takes the node's locks as soon as they are free, trying every `poll`: the file lock and for
-/// a database its advisory lock. Any other error ends the wait. Cancel-safe: nothing is held
-/// between tries.
+/// a database its advisory lock. A database that cannot be reached (down, restarting) is waited
+/// for like a held lock, with a warning now and then; any other error ends the wait.
+/// Cancel-safe: nothing is held between tries.
 pub async fn claim_when_free(
     node: &Node,
     new_ledger: bool,
     poll: Duration,
 ) -> anyhow::Result<LedgerLocks> {
     let mut said = false;
+    let mut unreachable_said: Option<std::time::Instant> = None;
     loop {
         let node_now = node.clone();
         let tried = tokio::task::spawn_blocking(move || claim(&node_now, new_ledger))
@@ -81,9 +86,26 @@ pub async fn claim_when_free(
                 }
                 tokio::time::sleep(poll).await;
             }
+            Err(e) if is_unreachable(&e) => {
+                if unreachable_said.is_none_or(|at| at.elapsed() >= UNREACHABLE_REMIND) {
+                    warn!(
+                        ledger = %node.ledger,
+                        "standing by: {e:#}; trying again until it answers"
+                    );
+                    unreachable_said = Some(std::time::Instant::now());
+                }
+                said = true;
+                tokio::time::sleep(poll).await;
+            }
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Whether `claim` failed because the ledger database cannot be reached for now.
+fn is_unreachable(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<NodeLockError>()
+        .is_some_and(NodeLockError::unreachable)
 }
 
 /// Whether `claim` failed only because another node holds a lock.
