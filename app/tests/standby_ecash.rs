@@ -16,7 +16,7 @@ use cdk::nuts::{CurrencyUnit, Proof, SecretKey as CashuSecretKey, Token};
 use cdk::wallet::{ReceiveOptions, Wallet};
 use nostr_sdk::prelude::*;
 use paydvm::protocol::nip90::Encryption;
-use paydvm_ledger::{Account, Asset, JobId, JobState, LedgerStore, Msat, RefundState};
+use paydvm_ledger::{Account, Asset, JobId, JobState, LedgerStore, Msat};
 use paydvm_testkit::fixture::{KEY_FILE, NUTZAP_KEY_FILE};
 
 use crate::cashu::nutzap;
@@ -26,7 +26,8 @@ use crate::ecash_refunds::refund_nutzaps;
 use crate::node::{start_relay, test_node, Customer};
 use crate::pg_node::{fresh_database_async, point_at};
 use crate::standby_nodes::{
-    check_paid, ended_jobs, poll_until, quote_of, read, serving, undelivered, Ending,
+    check_paid, ended_jobs, poll_until, quote_of, read, refunds_settled_once, serving, undelivered,
+    Ending,
 };
 
 /// Jobs paid with a token in the request, and jobs paid by NutZap; every fourth of each fails.
@@ -37,7 +38,7 @@ const REFUNDS: usize = JOBS / 4;
 /// The test node's price of a 5050 job, in sat.
 const PRICE_SAT: u64 = 5;
 
-/// Job `i`'s executor mode and ending: every fourth fails, every fourth sleeps 300 ms (so the
+/// Job `i`'s executor mode and ending: every fourth fails, every fourth sleeps 1 s (so the
 /// kill finds some running).
 fn mode(i: usize) -> (&'static str, Ending) {
     match i % 4 {
@@ -73,7 +74,7 @@ impl TokenPayer {
             let inner = serde_json::json!([
                 ["i", text, "text"],
                 ["param", "mode", mode],
-                ["param", "ms", "300"],
+                ["param", "ms", "1000"],
                 ["cashu", token]
             ]);
             let content = Encryption::Nip44
@@ -119,7 +120,7 @@ impl NutzapPayer {
         for i in range {
             let (mode, ending) = mode(i);
             let text = format!("nutzapped job {i}");
-            let tags: [&[&str]; 2] = [&["param", "mode", mode], &["param", "ms", "300"]];
+            let tags: [&[&str]; 2] = [&["param", "mode", mode], &["param", "ms", "1000"]];
             let request = self.customer.request(5050, &text, &tags);
             self.customer.client.send_event(&request).await.unwrap();
             sent.push((request.id, ending));
@@ -270,21 +271,7 @@ fn check_ledger(url: &str, jobs: &[(EventId, Ending)]) {
     assert!(interrupted > 0, "the kill interrupted no job");
     eprintln!("{interrupted} jobs ran again after the kill");
     assert_eq!(state.refunds().count(), REFUNDS);
-    for refund in state.refunds() {
-        assert_eq!(refund.state, RefundState::Settled, "{refund:?}");
-        assert_eq!(
-            state.held(&Account::Refund(refund.refund.clone())),
-            Msat::ZERO
-        );
-        let job = refund.job.as_ref().expect("a job's refund");
-        let trail = store.audit(job.as_str()).unwrap().expect("a trail");
-        let settled = trail
-            .events
-            .iter()
-            .filter(|e| e.event.type_name() == "refund_settled")
-            .count();
-        assert_eq!(settled, 1, "{job}");
-    }
+    refunds_settled_once(&store);
 }
 
 /// The token customer's refunds: private messages, one distinct token per failed job (a copy

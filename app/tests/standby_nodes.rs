@@ -536,20 +536,9 @@ fn check_ledger(url: &str, jobs: &[(EventId, Ending)], customers: &[PublicKey]) 
     for refund in state.refunds() {
         let job = refund.job.as_ref().expect("a job's refund");
         assert!(refunded.iter().any(|(id, _)| id.to_hex() == job.as_str()));
-        assert_eq!(refund.state, RefundState::Settled, "{refund:?}");
         assert_eq!(refund.amount, Msat::from_msat(PRICE_MSAT));
-        assert_eq!(
-            state.held(&Account::Refund(refund.refund.clone())),
-            Msat::ZERO
-        );
-        let trail = store.audit(job.as_str()).unwrap().expect("a trail");
-        let settled = trail
-            .events
-            .iter()
-            .filter(|e| e.event.type_name() == "refund_settled")
-            .count();
-        assert_eq!(settled, 1, "{job}");
     }
+    refunds_settled_once(&store);
     assert!(
         interrupted > 0,
         "the kill interrupted no job: nothing was taken over"
@@ -562,14 +551,35 @@ fn check_ledger(url: &str, jobs: &[(EventId, Ending)], customers: &[PublicKey]) 
 pub(crate) fn check_paid(url: &str, jobs: &[(EventId, Ending)]) {
     let store = read(url);
     for (id, _) in jobs {
-        let trail = store.audit(&id.to_hex()).unwrap().expect("a trail");
-        let payments = trail
-            .events
-            .iter()
-            .filter(|e| e.event.type_name() == "payment_received")
-            .count();
+        let payments = steps_named(&store, &id.to_hex(), "payment_received");
         assert_eq!(payments, 1, "{id}");
     }
+}
+
+/// Every refund settled, once (one `refund_settled` in its job's trail), holding nothing.
+pub(crate) fn refunds_settled_once(store: &PgStore) {
+    let state = store.state();
+    for refund in state.refunds() {
+        assert_eq!(refund.state, RefundState::Settled, "{refund:?}");
+        let held = state.held(&Account::Refund(refund.refund.clone()));
+        assert_eq!(held, Msat::ZERO, "{refund:?}");
+        let job = refund.job.as_ref().expect("a job's refund");
+        assert_eq!(
+            steps_named(store, job.as_str(), "refund_settled"),
+            1,
+            "{job}"
+        );
+    }
+}
+
+/// How many events of type `step` the audit trail of `reference` holds.
+fn steps_named(store: &PgStore, reference: &str, step: &str) -> usize {
+    let trail = store.audit(reference).unwrap().expect("a trail");
+    trail
+        .events
+        .iter()
+        .filter(|e| e.event.type_name() == step)
+        .count()
 }
 
 /// One result per job that succeeded, none for one that failed.

@@ -48,6 +48,11 @@ impl From<PgError> for LedgerError {
 /// A parameter that can travel to the runtime's thread.
 pub type Param = Box<dyn ToSql + Sync + Send>;
 
+/// How long opening a connection (and, for the node lock, taking the lock) may take: a server
+/// that accepts the connection and then says nothing, or a host that drops packets, must not hold
+/// a start, a standby or a write forever.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Connections per store: the core writes one flush at a time; the rest serve reads.
 const POOL_SIZE: usize = 4;
 
@@ -82,6 +87,7 @@ impl Db {
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| PgError::Runtime(e.to_string()))?;
         Ok(Db {

@@ -20,6 +20,7 @@ mod verify;
 mod write;
 
 pub use client::PgError;
+pub use client::CONNECT_TIMEOUT;
 pub use location::{shown_url, LocationError, PgLocation};
 pub use node_lock::{NodeLock, NodeLockError, NODE_LOCK_KEY};
 pub use schema::SCHEMA_VERSION;

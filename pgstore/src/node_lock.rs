@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio_postgres::NoTls;
 
 use crate::client::one_worker_runtime;
+use crate::client::CONNECT_TIMEOUT;
 use crate::location::PgLocation;
 
 /// The lock's key: "paydvm" in ASCII and a version, so it does not collide with other
@@ -43,6 +44,10 @@ pub enum NodeLockError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The server took the connection but did not answer in time (or nothing answered the
+    /// connection at all): as unreachable as a refused connection.
+    #[error("the ledger database {shown} did not answer within {} s", .after.as_secs())]
+    Timeout { shown: String, after: Duration },
     #[error("the lock's runtime: {0}")]
     Runtime(String),
 }
@@ -52,8 +57,10 @@ impl NodeLockError {
     /// trying again later (a standby waits through a server restart). A refused password, a
     /// missing database or role, or a server that answers with any other error is not.
     pub fn unreachable(&self) -> bool {
-        let NodeLockError::Connect { source, .. } = self else {
-            return false;
+        let source = match self {
+            NodeLockError::Connect { source, .. } => source,
+            NodeLockError::Timeout { .. } => return true,
+            _ => return false,
         };
         match source.code() {
             // Class 08: connection exception; 57P01–57P03: shutting down, crashed, starting.
@@ -93,7 +100,11 @@ impl NodeLock {
             shown: shown.clone(),
             source,
         };
-        let (client, taken) = run_on(&runtime, async move {
+        let timeout = || NodeLockError::Timeout {
+            shown: shown.clone(),
+            after: CONNECT_TIMEOUT,
+        };
+        let attempt = async move {
             let (client, connection) = config.connect(NoTls).await?;
             // The connection lives on the lock's runtime until the lock is dropped.
             tokio::spawn(connection);
@@ -101,8 +112,12 @@ impl NodeLock {
                 .query_one("SELECT pg_try_advisory_lock($1)", &[&NODE_LOCK_KEY])
                 .await?;
             Ok::<_, tokio_postgres::Error>((client, row.get::<_, bool>(0)))
-        })?
-        .map_err(connect)?;
+        };
+        // The timer is made on the lock's runtime (a `timeout` needs one where it is created).
+        let timed = async move { tokio::time::timeout(CONNECT_TIMEOUT, attempt).await };
+        let (client, taken) = run_on(&runtime, timed)?
+            .map_err(|_| timeout())?
+            .map_err(connect)?;
         if !taken {
             drop(client);
             runtime.shutdown_background();

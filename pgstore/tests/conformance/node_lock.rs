@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use paydvm_ledger_pg::throwaway::ThrowawayCluster as Cluster;
-use paydvm_ledger_pg::{NodeLock, NodeLockError, PgLocation, NODE_LOCK_KEY};
+use paydvm_ledger_pg::{NodeLock, NodeLockError, PgLocation, CONNECT_TIMEOUT, NODE_LOCK_KEY};
 
 fn location(db: &str) -> PgLocation {
     PgLocation::parse(&Cluster::shared().url(db)).unwrap()
@@ -52,4 +52,26 @@ async fn a_lock_whose_session_the_server_ended_is_reported_lost() {
         .await
         .unwrap()
         .expect("another node takes the lock");
+}
+
+/// A server that takes the connection and never answers (or a host that drops packets) does not
+/// hold the lock attempt: it gives up after `CONNECT_TIMEOUT` with an error a standby waits out.
+#[test]
+fn a_server_that_never_answers_times_out_as_unreachable() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/paydvm",
+        silent.local_addr().unwrap().port()
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(NodeLock::acquire(&PgLocation::parse(&url).unwrap()).err());
+    });
+    let failed = rx
+        .recv_timeout(CONNECT_TIMEOUT * 4)
+        .expect("the attempt gave up")
+        .expect("no lock from a silent server");
+    assert!(matches!(failed, NodeLockError::Timeout { .. }), "{failed}");
+    assert!(failed.unreachable(), "{failed}");
+    drop(silent);
 }
