@@ -256,6 +256,20 @@ struct Zapping {
 }
 
 impl Zapping {
+    /// A customer on `relay`, and a zapper taking zaps for the node key of `dir` (created if
+    /// missing).
+    async fn start(dir: &Path, relay: &RelayUrl) -> Zapping {
+        let node = node_pubkey(dir).unwrap();
+        Zapping {
+            customer: Customer::connect(std::slice::from_ref(relay)).await,
+            zapper: Zapper::start(ZapperOptions::new("dvm", node))
+                .await
+                .unwrap(),
+            node,
+            relays: vec![relay.clone()],
+        }
+    }
+
     /// Sends its jobs `range` (`upper`).
     async fn send(&self, range: std::ops::Range<usize>) -> Vec<(EventId, Ending)> {
         let mut sent = Vec::new();
@@ -329,15 +343,7 @@ async fn three_nodes_on_one_database_one_killed_mid_run_every_job_ends_once() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_relay, relay_url) = start_relay().await;
-    let node_key = node_pubkey(dir).unwrap();
-    let zapping = Zapping {
-        customer: Customer::connect(std::slice::from_ref(&relay_url)).await,
-        zapper: Zapper::start(ZapperOptions::new("dvm", node_key))
-            .await
-            .unwrap(),
-        node: node_key,
-        relays: vec![relay_url.clone()],
-    };
+    let zapping = Zapping::start(dir, &relay_url).await;
     let configs = node_configs(dir, &relay_url, &url, &zapping.zapper);
     let lnbits = Lnbits::start().await;
     let dvm_wallet = lnbits.wallet("dvm").await;
@@ -642,7 +648,9 @@ async fn a_standby_on_a_file_ledger_waits_and_stops_on_sigterm_while_waiting() {
 
 /// The database restarts under a serving node and a standby: the serving node loses its lock
 /// and stops; the standby, which cannot reach the database while it is down, keeps waiting
-/// (saying so) instead of giving up, and takes over once the server is back.
+/// (saying so) instead of giving up, and takes over once the server is back. While no node
+/// serves, two quotes of the dead node are zapped and a free job is asked for: the successor
+/// finds them on the relay (catch-up across a takeover, pinned: nothing serves in that window).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_waits_out_a_database_restart_and_takes_over() {
     let (cluster, url) = tokio::task::spawn_blocking(|| {
@@ -655,50 +663,73 @@ async fn a_standby_waits_out_a_database_restart_and_takes_over() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_relay, relay_url) = start_relay().await;
+    let zapping = Zapping::start(dir, &relay_url).await;
     let base = test_node("refund", "")
         .node_setting("config_problems = \"warn\"")
+        .node_setting(format!("lud16 = \"{}\"", zapping.zapper.lud16()))
+        .node_setting("lnurl_http_loopback = true")
         .relays(std::slice::from_ref(&relay_url))
         .write(dir)
         .unwrap();
     let configs = with_state_dirs(dir, &base, &url, 2);
     let mut first = RunningNode::start_with_args(&configs[0], 1, &["--standby"]);
     assert_eq!(serving(dir, &[1]).await, 1);
-    let second = RunningNode::start_with_args(&configs[1], 2, &["--standby"]);
+    let mut second = RunningNode::start_with_args(&configs[1], 2, &["--standby"]);
     wait_for_log(dir, "run2.err", "standing by").await;
+    let mut jobs = zapping.send(0..2).await;
+    for (id, _) in &jobs {
+        quote_of(&zapping.customer, *id).await;
+    }
 
-    let cluster = tokio::task::spawn_blocking(move || {
-        cluster.pause().unwrap();
-        cluster
-    })
-    .await
-    .unwrap();
+    let cluster = restart(cluster, ThrowawayCluster::pause).await;
     let status = tokio::task::spawn_blocking(move || first.exit_status("the node did not stop"))
         .await
         .unwrap();
     assert_eq!(status.code(), Some(1), "{}", logs(dir));
     wait_for_log(dir, "run2.err", "cannot reach the ledger database").await;
+    zapping.zap(&jobs).await;
+    let free = zapping
+        .customer
+        .request(5001, "sent while no node served", &[]);
+    zapping.customer.client.send_event(&free).await.unwrap();
     // Still waiting a while later (alive, not serving).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut second = second;
     assert!(second.child.try_wait().unwrap().is_none(), "{}", logs(dir));
     let out2 = std::fs::read_to_string(dir.join("run2.out")).unwrap();
     assert!(!out2.contains("running"), "{}", logs(dir));
     let err2 = std::fs::read_to_string(dir.join("run2.err")).unwrap();
     assert!(err2.contains("trying again until it answers"), "{err2}");
 
-    let cluster = tokio::task::spawn_blocking(move || {
-        cluster.resume().unwrap();
-        cluster
-    })
-    .await
-    .unwrap();
+    let cluster = restart(cluster, ThrowawayCluster::resume).await;
     assert_eq!(serving(dir, &[2]).await, 2);
     wait_for_log(dir, "run2.err", "taking over").await;
+    jobs.push((free.id, Ending::Result));
+    poll_until(
+        &url,
+        dir,
+        "the jobs paid or sent while no node served ended",
+        |s| ended_jobs(s) == 3,
+    )
+    .await;
+    check_paid(&url, &jobs[..2]);
     let stopped = second.stop();
     assert!(stopped.success(), "{stopped:?}\n{}", logs(dir));
     let out = paydvm(&["ledger", "verify", &url]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     drop(cluster);
+}
+
+/// Stops or starts the cluster's server (`ThrowawayCluster::pause` / `resume`) off the runtime.
+async fn restart(
+    cluster: ThrowawayCluster,
+    step: fn(&ThrowawayCluster) -> Result<(), paydvm_ledger_pg::throwaway::ClusterError>,
+) -> ThrowawayCluster {
+    tokio::task::spawn_blocking(move || {
+        step(&cluster).unwrap();
+        cluster
+    })
+    .await
+    .unwrap()
 }
 
 /// Waits until `file` in `dir` says `what`.
