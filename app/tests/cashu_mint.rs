@@ -177,11 +177,17 @@ pub fn payments(store: &Store, rail: Rail) -> Vec<paydvm_ledger::Payment> {
 
 /// What the node's Cashu wallet holds at `mint`, in sat.
 pub async fn wallet_balance<M: MintUnderTest>(s: &CashuSetup<M>) -> u64 {
+    wallet_balance_at(&s.ledger(), &s.p2pk, s.mint.url()).await
+}
+
+/// What the Cashu wallet of the node whose local files are named after `base` (the ledger
+/// file, or `<state_dir>/paydvm`) holds at `mint`, in sat; `p2pk` is its NutZap key.
+pub async fn wallet_balance_at(base: &std::path::Path, p2pk: &Keys, mint: &str) -> u64 {
     let key =
-        paydvm_mints::ReceiveKey::from_secret_bytes(&s.p2pk.secret_key().secret_bytes()).unwrap();
-    let wallet_path = paydvm::config::wallet_path(&s.ledger());
+        paydvm_mints::ReceiveKey::from_secret_bytes(&p2pk.secret_key().secret_bytes()).unwrap();
+    let wallet_path = paydvm::config::wallet_path(base);
     let redeemer = paydvm_mints::Redeemer::open(&wallet_path, key)
         .await
         .unwrap();
-    redeemer.balance(s.mint.url(), "sat").await.unwrap()
+    redeemer.balance(mint, "sat").await.unwrap()
 }

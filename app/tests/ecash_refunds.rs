@@ -197,10 +197,16 @@ pub(crate) async fn publish_10019<M: MintUnderTest>(
     s: &CashuSetup<M>,
     customer: &Customer,
 ) -> Keys {
+    publish_10019_on(customer, &s.urls[0], s.mint.url()).await
+}
+
+/// The customer's kind 10019 on `relay`: NutZaps at `mint` (sat), locked to a key of their own
+/// (returned).
+pub(crate) async fn publish_10019_on(customer: &Customer, relay: &RelayUrl, mint: &str) -> Keys {
     let p2pk = Keys::generate();
     let info = EventBuilder::new(Kind::from(10019), "").tags([
-        Tag::parse(["relay", s.urls[0].as_str()]).unwrap(),
-        Tag::parse(["mint", s.mint.url(), "sat"]).unwrap(),
+        Tag::parse(["relay", relay.as_str()]).unwrap(),
+        Tag::parse(["mint", mint, "sat"]).unwrap(),
         Tag::parse(["pubkey", &p2pk.public_key().to_hex()]).unwrap(),
     ]);
     customer.client.send_event_builder(info).await.unwrap();
@@ -224,11 +230,23 @@ pub(crate) async fn pay_by_nutzap<M: MintUnderTest>(
     quote: &Event,
     sat: u64,
 ) {
-    let proofs = mint_proofs(&wallet(s.mint.url()).await, sat, Some(&s.lock())).await;
+    send_nutzap(customer, s.mint.url(), &s.lock(), quote, sat).await;
+}
+
+/// Pays `quote` with a NutZap of `sat` at `mint`, locked to `lock` (the node's "02" + x-only
+/// NutZap key).
+pub(crate) async fn send_nutzap(
+    customer: &Customer,
+    mint: &str,
+    lock: &str,
+    quote: &Event,
+    sat: u64,
+) {
+    let proofs = mint_proofs(&wallet(mint).await, sat, Some(lock)).await;
     let zap = nutzap(
         &customer.keys,
         &proofs,
-        s.mint.url(),
+        mint,
         "sat",
         Some(quote.id),
         &quote.pubkey,

@@ -8,27 +8,23 @@
 //! says it holds.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
-use std::str::FromStr;
 
-use cdk::mint_url::MintUrl;
-use cdk::nuts::{CurrencyUnit, Proof, SecretKey as CashuSecretKey, Token};
+use cdk::nuts::{Proof, SecretKey as CashuSecretKey};
 use cdk::wallet::{ReceiveOptions, Wallet};
 use nostr_sdk::prelude::*;
-use paydvm::protocol::nip90::Encryption;
 use paydvm_ledger::{Account, Asset, JobId, JobState, LedgerStore, Msat};
-use paydvm_testkit::fixture::{KEY_FILE, NUTZAP_KEY_FILE};
+use paydvm_testkit::fixture::{node_pubkey, NUTZAP_KEY_FILE};
 
-use crate::cashu::nutzap;
-use crate::cashu_mint::{fetch, mint_proofs, wallet, TestMint};
+use crate::cashu_mint::{fetch, mint_proofs, wallet, wallet_balance_at, TestMint};
 use crate::crash_node::{logs, RunningNode};
-use crate::ecash_refunds::refund_nutzaps;
+use crate::ecash_refunds::{publish_10019_on, refund_nutzaps, send_nutzap};
 use crate::node::{start_relay, test_node, Customer};
 use crate::pg_node::{fresh_database_async, point_at};
 use crate::standby_nodes::{
     check_paid, ended_jobs, poll_until, quote_of, read, refunds_settled_once, serving, undelivered,
     Ending,
 };
+use crate::tokens::{encrypted_5050, v4};
 
 /// Jobs paid with a token in the request, and jobs paid by NutZap; every fourth of each fails.
 const TOKEN_JOBS: usize = 40;
@@ -61,32 +57,18 @@ impl TokenPayer {
     async fn send(&self, range: std::ops::Range<usize>) -> Vec<(EventId, Ending)> {
         let mut sent = Vec::new();
         for i in range {
-            let proofs = mint_proofs(&self.wallet, PRICE_SAT, None).await;
-            let token = Token::new(
-                MintUrl::from_str(&self.mint).unwrap(),
-                proofs,
-                None,
-                CurrencyUnit::Sat,
-            )
-            .to_string();
+            let token = v4(
+                &self.mint,
+                &mint_proofs(&self.wallet, PRICE_SAT, None).await,
+            );
             let (mode, ending) = mode(i);
-            let text = format!("token job {i}");
             let inner = serde_json::json!([
-                ["i", text, "text"],
+                ["i", format!("token job {i}"), "text"],
                 ["param", "mode", mode],
                 ["param", "ms", "1000"],
                 ["cashu", token]
             ]);
-            let content = Encryption::Nip44
-                .encrypt(&self.customer.keys, &self.node, &inner.to_string())
-                .unwrap();
-            let request = EventBuilder::new(Kind::Custom(5050), content)
-                .tags([
-                    Tag::parse(["p", &self.node.to_hex()]).unwrap(),
-                    Tag::parse(["encrypted"]).unwrap(),
-                ])
-                .sign_with_keys(&self.customer.keys)
-                .unwrap();
+            let request = encrypted_5050(&self.customer, &self.node, inner);
             self.customer.client.send_event(&request).await.unwrap();
             sent.push((request.id, ending));
         }
@@ -98,7 +80,6 @@ impl TokenPayer {
 /// asks for refunds as NutZaps locked to `p2pk`.
 struct NutzapPayer {
     customer: Customer,
-    wallet: Wallet,
     mint: String,
     /// "02" + the node's NutZap key, x-only.
     lock: String,
@@ -106,15 +87,6 @@ struct NutzapPayer {
 }
 
 impl NutzapPayer {
-    async fn publish_10019(&self, relay: &RelayUrl) {
-        let info = EventBuilder::new(Kind::from(10019), "").tags([
-            Tag::parse(["relay", relay.as_str()]).unwrap(),
-            Tag::parse(["mint", &self.mint, "sat"]).unwrap(),
-            Tag::parse(["pubkey", &self.p2pk.public_key().to_hex()]).unwrap(),
-        ]);
-        self.customer.client.send_event_builder(info).await.unwrap();
-    }
-
     async fn send(&self, range: std::ops::Range<usize>) -> Vec<(EventId, Ending)> {
         let mut sent = Vec::new();
         for i in range {
@@ -131,17 +103,7 @@ impl NutzapPayer {
     async fn pay(&self, jobs: &[(EventId, Ending)]) {
         for (id, _) in jobs {
             let quote = quote_of(&self.customer, *id).await;
-            let proofs = mint_proofs(&self.wallet, PRICE_SAT, Some(&self.lock)).await;
-            let zap = nutzap(
-                &self.customer.keys,
-                &proofs,
-                &self.mint,
-                "sat",
-                Some(quote.id),
-                &quote.pubkey,
-                "pay",
-            );
-            self.customer.client.send_event(&zap).await.unwrap();
+            send_nutzap(&self.customer, &self.mint, &self.lock, &quote, PRICE_SAT).await;
         }
     }
 }
@@ -161,28 +123,24 @@ async fn two_nodes_sharing_a_state_dir_take_over_ecash_mid_run_and_refund_once()
         .write(dir)
         .unwrap();
     point_at(&config, &url, Some("state"));
-    let key = |file: &str| {
-        paydvm::config::load_key_file(&dir.join(file))
-            .unwrap()
-            .expose()
-            .clone()
-    };
-    let node_p2pk = key(NUTZAP_KEY_FILE);
+    let node_p2pk = paydvm::config::load_key_file(&dir.join(NUTZAP_KEY_FILE))
+        .unwrap()
+        .expose()
+        .clone();
     let relays = std::slice::from_ref(&relay_url);
     let tokens = TokenPayer {
         customer: Customer::connect(relays).await,
         wallet: wallet(&mint.url).await,
         mint: mint.url.clone(),
-        node: key(KEY_FILE).public_key(),
+        node: node_pubkey(dir).unwrap(),
     };
+    let customer = Customer::connect(relays).await;
     let nutzaps = NutzapPayer {
-        customer: Customer::connect(relays).await,
-        wallet: wallet(&mint.url).await,
+        p2pk: publish_10019_on(&customer, &relay_url, &mint.url).await,
+        customer,
         mint: mint.url.clone(),
         lock: format!("02{}", node_p2pk.public_key().to_hex()),
-        p2pk: Keys::generate(),
     };
-    nutzaps.publish_10019(&relay_url).await;
 
     let mut nodes: HashMap<u32, RunningNode> = (1..=2)
         .map(|run| {
@@ -236,16 +194,20 @@ async fn two_nodes_sharing_a_state_dir_take_over_ecash_mid_run_and_refund_once()
     );
     // The node's wallet holds the payments less the refunds, and the ledger says so.
     let held_sat = (JOBS - REFUNDS) as u64 * PRICE_SAT;
-    assert_eq!(node_wallet(dir, &node_p2pk, &mint.url).await, held_sat);
-    let state = read(&url);
+    let base = dir.join("state").join(paydvm::config::LOCAL_BASE_NAME);
+    assert_eq!(
+        wallet_balance_at(&base, &node_p2pk, &mint.url).await,
+        held_sat
+    );
+    let store = read(&url);
+    let state = store.state();
     let booked: u64 = state
-        .state()
         .balances()
-        .filter(|(a, _)| matches!(a, Account::Asset(Asset::Mint { .. })))
-        .map(|(a, _)| match a {
-            Account::Asset(asset) => state.state().asset_balance(asset).as_msat(),
-            _ => unreachable!(),
+        .filter_map(|(account, _)| match account {
+            Account::Asset(asset @ Asset::Mint { .. }) => Some(state.asset_balance(asset)),
+            _ => None,
         })
+        .map(Msat::as_msat)
         .sum();
     assert_eq!(booked, held_sat * 1_000);
     let out = crate::cli::paydvm(&["ledger", "verify", &url]);
@@ -356,13 +318,4 @@ async fn claim_nutzap_refunds(
         );
     }
     claimed
-}
-
-/// What the node's Cashu wallet (in the shared `state_dir`) holds at `mint`, in sat.
-async fn node_wallet(dir: &Path, p2pk: &Keys, mint: &str) -> u64 {
-    let key =
-        paydvm_mints::ReceiveKey::from_secret_bytes(&p2pk.secret_key().secret_bytes()).unwrap();
-    let path = paydvm::config::wallet_path(&dir.join("state").join("paydvm"));
-    let redeemer = paydvm_mints::Redeemer::open(&path, key).await.unwrap();
-    redeemer.balance(mint, "sat").await.unwrap()
 }

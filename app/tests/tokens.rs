@@ -16,7 +16,7 @@ use crate::cashu_mint::{
 };
 use crate::node::{steps, tag_values, wait_state, Customer, PAID_AND_DONE};
 
-fn v4(mint: &str, proofs: &[Proof]) -> String {
+pub(crate) fn v4(mint: &str, proofs: &[Proof]) -> String {
     Token::new(
         MintUrl::from_str(mint).unwrap(),
         proofs.to_vec(),
@@ -39,9 +39,21 @@ fn v3(mint: &str, proofs: &[Proof]) -> String {
 
 /// A 5050 job ("abc", priced 5000 msat) whose tags are NIP-44 encrypted to the node.
 fn encrypted_request(customer: &Customer, us: &PublicKey, token: &str) -> Event {
-    let inner = serde_json::json!([["i", "abc", "text"], ["cashu", token]]).to_string();
+    encrypted_5050(
+        customer,
+        us,
+        serde_json::json!([["i", "abc", "text"], ["cashu", token]]),
+    )
+}
+
+/// A 5050 request whose tags (`inner`, a JSON array of tags) are NIP-44 encrypted to `us`.
+pub(crate) fn encrypted_5050(
+    customer: &Customer,
+    us: &PublicKey,
+    inner: serde_json::Value,
+) -> Event {
     let content = Encryption::Nip44
-        .encrypt(&customer.keys, us, &inner)
+        .encrypt(&customer.keys, us, &inner.to_string())
         .unwrap();
     EventBuilder::new(Kind::Custom(5050), content)
         .tags([

@@ -244,11 +244,7 @@ fn records<'a>(out: &mut Vec<Statement<'a>>, rows: &'a ProjectionRows) -> Result
          changed = EXCLUDED.changed, job = EXCLUDED.job",
     ];
     for ([insert, upsert], list) in [(JOBS, &rows.jobs), (REFUNDS, &rows.refunds)] {
-        for created in [true, false] {
-            let part: Vec<&ProjectionRow> = list.iter().filter(|r| r.created == created).collect();
-            if part.is_empty() {
-                continue;
-            }
+        for (created, part) in by_created(list) {
             let changed: Vec<i64> = part
                 .iter()
                 .map(|r| int(r.changed, "seq"))
@@ -275,12 +271,16 @@ fn records<'a>(out: &mut Vec<Statement<'a>>, rows: &'a ProjectionRows) -> Result
     Ok(())
 }
 
+/// `rows` split into those the batch created and those it changed; an empty part is left out.
+fn by_created(rows: &[ProjectionRow]) -> impl Iterator<Item = (bool, Vec<&ProjectionRow>)> {
+    [true, false].into_iter().filter_map(move |created| {
+        let part: Vec<&ProjectionRow> = rows.iter().filter(|r| r.created == created).collect();
+        (!part.is_empty()).then_some((created, part))
+    })
+}
+
 fn effects<'a>(out: &mut Vec<Statement<'a>>, effects: &'a [ProjectionRow]) {
-    for created in [true, false] {
-        let part: Vec<&ProjectionRow> = effects.iter().filter(|r| r.created == created).collect();
-        if part.is_empty() {
-            continue;
-        }
+    for (created, part) in by_created(effects) {
         let conflict = if created {
             ""
         } else {
