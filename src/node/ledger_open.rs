@@ -65,7 +65,8 @@ pub async fn claim_when_free(
     new_ledger: bool,
     poll: Duration,
 ) -> anyhow::Result<LedgerLocks> {
-    let mut said = false;
+    // Whether it waited at all (then taking over is said), and whether it said a node holds it.
+    let (mut waited, mut said_held) = (false, false);
     let mut unreachable_said: Option<std::time::Instant> = None;
     loop {
         let node_now = node.clone();
@@ -74,16 +75,17 @@ pub async fn claim_when_free(
             .context("the lock task")?;
         match tried {
             Ok(locks) => {
-                if said {
+                if waited {
                     info!(ledger = %node.ledger, "the ledger is free: taking over");
                 }
                 return Ok(locks);
             }
             Err(e) if is_held(&e) => {
-                if !said {
+                if !said_held {
                     info!(ledger = %node.ledger, "standing by: another node holds the ledger");
-                    said = true;
+                    said_held = true;
                 }
+                waited = true;
                 tokio::time::sleep(poll).await;
             }
             Err(e) if is_unreachable(&e) => {
@@ -94,7 +96,7 @@ pub async fn claim_when_free(
                     );
                     unreachable_said = Some(std::time::Instant::now());
                 }
-                said = true;
+                waited = true;
                 tokio::time::sleep(poll).await;
             }
             Err(e) => return Err(e),
