@@ -494,9 +494,7 @@ fn write_lnbits_node_dir(dir: &Path, relay: &RelayUrl, lnbits: &Lnbits, wallet: 
 /// Gives the node of `config` this LNbits wallet as its `[lightning]` (the invoice key in a
 /// 0600 file beside it).
 pub fn add_lnbits(config: &Path, lnbits: &Lnbits, wallet: &Wallet) {
-    let key_file = config.parent().unwrap().join("lnbits-invoice.key");
-    std::fs::write(&key_file, &wallet.invoice_key).unwrap();
-    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_key_beside(config, "lnbits-invoice.key", &wallet.invoice_key);
     let mut text = std::fs::read_to_string(config).unwrap();
     text.push_str(&format!(
         "\n[lightning]\nbackend = \"lnbits\"\nlnbits_url = \"{}\"\n\
@@ -509,15 +507,20 @@ pub fn add_lnbits(config: &Path, lnbits: &Lnbits, wallet: &Wallet) {
 /// Lets the node of `config` (after [`add_lnbits`]) pay refunds from `wallet`: its admin key,
 /// in a 0600 file beside the config.
 pub fn add_lnbits_admin(config: &Path, wallet: &Wallet) {
-    let key_file = config.parent().unwrap().join("lnbits-admin.key");
-    std::fs::write(&key_file, &wallet.admin_key).unwrap();
-    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_key_beside(config, "lnbits-admin.key", &wallet.admin_key);
     let mut text = std::fs::read_to_string(config).unwrap();
     assert!(text
         .trim_end()
         .ends_with("lnbits_invoice_key_file = \"lnbits-invoice.key\""));
     text.push_str("lnbits_admin_key_file = \"lnbits-admin.key\"\n");
     std::fs::write(config, text).unwrap();
+}
+
+/// Writes `key` to the file `name` beside `config`, mode 0600 (as an operator would keep it).
+fn write_key_beside(config: &Path, name: &str, key: &str) {
+    let key_file = config.parent().unwrap().join(name);
+    std::fs::write(&key_file, key).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,11 +102,11 @@ fn with_state_dirs(dir: &Path, base: &Path, url: &str, n: usize) -> Vec<PathBuf>
     point_at(base, url, None);
     let toml = std::fs::read_to_string(base).unwrap();
     (1..=n)
-        .map(|n| {
-            let path = dir.join(format!("node{n}.toml"));
+        .map(|i| {
+            let path = dir.join(format!("node{i}.toml"));
             let with_state = toml.replacen(
                 &format!("ledger = \"{url}\""),
-                &format!("ledger = \"{url}\"\nstate_dir = \"state{n}\""),
+                &format!("ledger = \"{url}\"\nstate_dir = \"state{i}\""),
                 1,
             );
             assert_ne!(with_state, toml);
@@ -324,7 +324,7 @@ pub(crate) async fn quote_of(customer: &Customer, request: EventId) -> Event {
     }
 }
 
-/// Sends `range` of each customer's jobs; returns each job's id and whether it should succeed.
+/// Sends `range` of each customer's jobs; returns each job's id and how it should end.
 async fn send(customers: &[Customer], range: std::ops::Range<usize>) -> Vec<(EventId, Ending)> {
     let mut sent = Vec::new();
     for i in range {
