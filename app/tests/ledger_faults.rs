@@ -106,6 +106,11 @@ async fn a_ledger_deleted_while_running_is_written_back_and_nothing_runs_twice()
     })
     .await;
 
+    assert_eq!(
+        checkpoint_threads(&node),
+        1,
+        "the WAL is checkpointed aside"
+    );
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", ledger.display()));
     }
@@ -118,6 +123,8 @@ async fn a_ledger_deleted_while_running_is_written_back_and_nothing_runs_twice()
         j.state == JobState::Succeeded
     })
     .await;
+    // The old store's thread stopped with it; the restored ledger has one of its own.
+    assert_eq!(checkpoint_threads(&node), 1);
     let stopped = node.stop();
     assert!(stopped.success(), "{stopped:?}\n{}", logs(dir.path()));
 
@@ -261,6 +268,17 @@ async fn an_immutable_shm_stops_paid_work_without_dying_and_work_resumes_after()
     let stopped = node.stop();
     assert!(stopped.success(), "{stopped:?}\n{}", logs(dir.path()));
     Store::open_read_only(&ledger).unwrap().verify().unwrap();
+}
+
+/// The node's threads that checkpoint a ledger's WAL (`ledger-checkpoint`, cut to 15 bytes by
+/// the kernel).
+fn checkpoint_threads(node: &RunningNode) -> usize {
+    let tasks = format!("/proc/{}/task", node.child.id());
+    std::fs::read_dir(tasks)
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim_end() == "ledger-checkpoi")
+        .count()
 }
 
 /// Until every effect in the ledger has its outcome recorded.

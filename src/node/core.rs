@@ -214,7 +214,7 @@ impl Core {
             resend_after_ms: u64::try_from(parts.resend_after.as_millis()).unwrap_or(u64::MAX),
         };
         let cashu_fees = parts.cashu_fees.map(|who| who.as_str());
-        Core {
+        let mut core = Core {
             store: parts.store,
             decider: Decider::new(parts.policy, rails),
             us: parts.keys.public_key(),
@@ -232,7 +232,9 @@ impl Core {
             observer: observe::Observer::new(parts.telemetry),
             closing: None,
             guard: ledger_fault::FaultGuard::new(parts.watch),
-        }
+        };
+        core.checkpoint_aside();
+        core
     }
 
     /// What is wrong with the ledger right now (`None` while it can be written), kept up to

@@ -3,7 +3,8 @@
 //! then vanishes when the process exits, and the next start would begin an empty ledger and run
 //! recent work again), and it maps the `-shm` file into memory, where a file that can no longer
 //! be written kills the process with SIGBUS. So the core asks [`LedgerWatch::check`] before
-//! each batch of commands (at least every second) and before each write, and stops taking paid work while the answer is a [`LedgerFault`]; see
+//! each batch of commands (at least every second) and before each write, the ledger's checkpoint
+//! thread before each checkpoint, and stops taking paid work while the answer is a [`LedgerFault`]; see
 //! `node::core::ledger_fault` for what it does about each one.
 //!
 //! Writability is asked of the kernel with `access(W_OK)`, which fails for an immutable file

@@ -4,6 +4,7 @@
 
 mod audit;
 mod backup;
+pub mod checkpointer;
 mod export;
 mod load;
 mod log_source;
@@ -35,6 +36,7 @@ use crate::event::LedgerEvent;
 use crate::ids::{JobId, RefundId};
 use crate::ledger_store::{OpenReport, Recall, Retention, SnapshotStats, StoreOptions};
 use crate::state::LedgerState;
+use checkpointer::{CheckpointStats, Checkpointer, MayTouch, BACKSTOP_PAGES};
 use resident::{PreparedGroup, Resident, StoreBackend};
 
 /// Creates a new ledger file empty with mode 0600 (an empty file is a valid new SQLite
@@ -83,6 +85,9 @@ impl StoredEvent {
 /// see [`Retention`]); every append writes the events and the projection rows they change in one
 /// SQLite transaction.
 pub struct Store {
+    /// Declared before `conn`: the thread stops (finishing a checkpoint under way) before the
+    /// store's connection closes with its own last checkpoint.
+    checkpointer: Option<Checkpointer>,
     conn: Connection,
     /// The state in memory and what is staged (shared with every store).
     core: Resident,
@@ -168,6 +173,7 @@ impl Store {
             Retention::OpenWork => replay::open_work(&conn, version >= schema::SNAPSHOT_VERSION)?,
         };
         Ok(Store {
+            checkpointer: None,
             conn,
             core: Resident::new(loaded.ledger, loaded.head, loaded.report, options),
         })
@@ -175,6 +181,28 @@ impl Store {
 
     fn bounded(&self) -> bool {
         self.core.bounded()
+    }
+
+    /// From now on the WAL is checkpointed by a thread of its own instead of inside the commit
+    /// that fills it (see [`checkpointer`]); `may_touch` is asked before each checkpoint. Does
+    /// nothing for a read-only or in-memory store, or when already started.
+    pub fn checkpoint_in_background(&mut self, may_touch: MayTouch) -> Result<(), LedgerError> {
+        let path = match self.conn.path() {
+            Some(path) if !path.is_empty() => path.to_owned(),
+            _ => return Ok(()),
+        };
+        if self.checkpointer.is_some() || self.options().read_only {
+            return Ok(());
+        }
+        self.checkpointer = Some(Checkpointer::start(&path, may_touch)?);
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)?;
+        Ok(())
+    }
+
+    /// What the checkpoint thread has done, when there is one.
+    pub fn checkpoint_stats(&self) -> Option<CheckpointStats> {
+        self.checkpointer.as_ref().map(Checkpointer::stats)
     }
 
     /// The derived state: all of it, or only open work (see [`Retention`]).
@@ -323,6 +351,7 @@ impl Store {
     /// Drop what is staged; with `OpenWork` on a writable store, write a snapshot; then close
     /// the connection (checkpointing the WAL). A failed snapshot is returned after closing.
     pub fn close(mut self) -> Result<(), LedgerError> {
+        self.checkpointer.take();
         let snapshot = self.core.close(&mut self.conn);
         self.conn
             .close()

@@ -10,6 +10,9 @@ use paydvm_ledger::store::{Durability, Store};
 use paydvm_ledger::*;
 
 const CHILD_ENV: &str = "PAYDVM_CRASH_CHILD_DB";
+/// Set for the child in odd rounds: it checkpoints on a thread of its own (as the node does), so
+/// some kills land in the middle of a background checkpoint.
+const CHECKPOINT_ENV: &str = "PAYDVM_CRASH_CHILD_CHECKPOINTS";
 const EVENTS_PER_JOB: usize = 6;
 const JOBS_PER_BATCH: usize = 200;
 
@@ -91,6 +94,11 @@ fn crash_child_writer() {
         return; // Only runs when the crash test starts this binary as a child.
     };
     let mut store = Store::open(&path, Durability::Normal).expect("child opens the ledger");
+    if std::env::var_os(CHECKPOINT_ENV).is_some() {
+        store
+            .checkpoint_in_background(Box::new(|| true))
+            .expect("checkpoint thread");
+    }
     let marker = in_batch_marker(Path::new(&path));
     let mut next = store.state().jobs().count();
     loop {
@@ -134,13 +142,17 @@ fn writer_killed_mid_batch_leaves_only_whole_groups() {
     let mut last = 0;
     let mut killed_mid_batch = 0;
     for round in 0..6u64 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let mut child = Command::new(std::env::current_exe().unwrap());
+        child
             .args(["crash::crash_child_writer", "--exact", "--test-threads=1"])
             .env(CHILD_ENV, &path)
+            .env_remove(CHECKPOINT_ENV)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::null());
+        if round % 2 == 1 {
+            child.env(CHECKPOINT_ENV, "1");
+        }
+        let mut child = child.spawn().unwrap();
         // Wait until the child has committed something beyond the previous round, then kill it
         // at a moment that varies by round, almost always inside a transaction.
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use paydvm_ledger::store::checkpointer::MayTouch;
 use paydvm_ledger::store::Store;
 use paydvm_ledger::LedgerStore;
 use paydvm_ledger::StoreOptions;
@@ -95,6 +96,17 @@ impl FaultGuard {
     /// What the file watch finds wrong now (nothing to watch for a database).
     fn check(&self) -> Result<(), LedgerFault> {
         self.watch.as_ref().map_or(Ok(()), LedgerWatch::check)
+    }
+
+    /// For a ledger file: whether its checkpoint thread may touch it now (its file is the one
+    /// opened and writable, and the core is not faulted; see `paydvm_ledger::store::checkpointer`).
+    fn may_touch(&self) -> Option<MayTouch> {
+        let watch = self.watch.clone()?;
+        let report = Arc::clone(&self.report);
+        Some(Box::new(move || {
+            let healthy = report.lock().is_ok_and(|fault| fault.is_none());
+            healthy && watch.check().is_ok()
+        }))
     }
 
     /// The ledger file, when it is one.
@@ -191,6 +203,18 @@ impl Core {
                 self.guard.enter(fault);
                 false
             }
+        }
+    }
+
+    /// A ledger file is checkpointed on a thread of its own, off the core's commits.
+    pub(super) fn checkpoint_aside(&mut self) {
+        let (Some(may_touch), LedgerHandle::Sqlite(store)) =
+            (self.guard.may_touch(), &mut self.store)
+        else {
+            return;
+        };
+        if let Err(e) = store.checkpoint_in_background(may_touch) {
+            warn!("the ledger's WAL is checkpointed inside commits: no checkpoint thread: {e}");
         }
     }
 
@@ -340,6 +364,7 @@ impl Core {
                 self.guard.watch = Some(watch);
                 self.guard.reopen = None;
                 let _ = crate::node::ledger_marker::mark(&path, super::now_ms());
+                self.checkpoint_aside();
                 true
             }
             Err(reason) => self.restore_failed(&path, format!("reopening: {reason}")),
@@ -387,4 +412,42 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(format!(".{suffix}"));
     PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard_over(ledger: &Path) -> FaultGuard {
+        std::fs::write(ledger, b"").unwrap();
+        FaultGuard::new(Some(LedgerWatch::new(ledger).unwrap()))
+    }
+
+    /// The checkpoint thread keeps away while the core is faulted and while the file is not the
+    /// one opened; a write to the mapped `-shm` of a file that cannot be written is SIGBUS.
+    #[test]
+    fn the_checkpoint_thread_may_touch_the_ledger_only_while_the_core_may() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = dir.path().join("paydvm.db");
+        let mut guard = guard_over(&ledger);
+        let may_touch = guard.may_touch().expect("a ledger file");
+        assert!(may_touch());
+        guard.enter(LedgerFault::WriteFailed("disk full".into()));
+        assert!(!may_touch(), "faulted");
+        guard.clear();
+        assert!(may_touch(), "the fault is over");
+
+        // Made while the ledger still exists, so it cannot reuse its inode.
+        let other = dir.path().join("other.db");
+        std::fs::write(&other, b"").unwrap();
+        std::fs::remove_file(&ledger).unwrap();
+        assert!(!may_touch(), "the file was deleted");
+        std::fs::rename(&other, &ledger).unwrap();
+        assert!(!may_touch(), "the path names another file");
+
+        assert!(
+            FaultGuard::new(None).may_touch().is_none(),
+            "no file, no thread"
+        );
+    }
 }
