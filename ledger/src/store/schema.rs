@@ -102,6 +102,26 @@ pub fn schema_version(conn: &Connection) -> Result<u32, LedgerError> {
     .unwrap_or(Ok(0))
 }
 
+/// Whether the tables are those of `version`: the `snapshots` table exists from
+/// [`SNAPSHOT_VERSION`] on and not before. A label edited down to an older version is refused
+/// rather than read as that version (a writable open would then run the migration again on
+/// tables that already have it).
+pub fn check_structure(conn: &Connection, version: u32) -> Result<(), LedgerError> {
+    let snapshots: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'snapshots'",
+        [],
+        |r| r.get(0),
+    )?;
+    if (snapshots > 0) != (version >= SNAPSHOT_VERSION) {
+        let state = if snapshots > 0 { "has" } else { "lacks" };
+        return Err(LedgerError::Corrupt(format!(
+            "schema version {version}, but the file {state} the snapshots table of version \
+             {SNAPSHOT_VERSION}"
+        )));
+    }
+    Ok(())
+}
+
 /// Bring the database to `SCHEMA_VERSION`; refuse a newer one.
 pub fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
     let found = schema_version(conn)?;

@@ -91,6 +91,7 @@ pub fn verify_connection(conn: &Connection) -> Result<VerifyReport, VerifyFailur
         ))
         .into());
     }
+    schema::check_structure(conn, version)?;
     let mut changed = LastChanged::default();
     let mut ledger = Ledger::new();
     let mut head: Hash = GENESIS;

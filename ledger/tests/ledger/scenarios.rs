@@ -1385,6 +1385,23 @@ fn a_ledger_written_before_refund_assets_opens_and_verifies() {
     assert!(rows.contains("held_assets"), "{rows}");
 }
 
+/// Fuzz finding 6 (`ledger_tamper`): a version-2 file whose `schema_version` was edited to 1
+/// verified clean, read as a version-1 ledger. Its tables say otherwise.
+#[test]
+fn verify_refuses_a_schema_version_edited_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.db");
+    let mut store = Store::open(&path, Durability::Normal).unwrap();
+    store.append_group(&paid_job_events("a")).unwrap();
+    store.close().unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("UPDATE meta SET value = '1' WHERE key = 'schema_version';")
+        .unwrap();
+    drop(conn);
+    let err = paydvm_ledger::store::verify_file(&path).unwrap_err();
+    assert!(err.to_string().contains("snapshots table"), "{err}");
+}
+
 /// A ledger written before snapshots (schema 1) still opens: read-only and `verify` as it is, a
 /// bounded store after migrating it, replaying the whole log once and then from snapshots; a tail
 /// that changed a record which ended before the snapshot makes the store replay everything.
