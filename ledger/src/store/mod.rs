@@ -187,13 +187,13 @@ impl Store {
     /// that fills it (see [`checkpointer`]); `may_touch` is asked before each checkpoint. Does
     /// nothing for a read-only or in-memory store, or when already started.
     pub fn checkpoint_in_background(&mut self, may_touch: MayTouch) -> Result<(), LedgerError> {
+        if self.checkpointer.is_some() || self.options().read_only {
+            return Ok(());
+        }
         let path = match self.conn.path() {
             Some(path) if !path.is_empty() => path.to_owned(),
             _ => return Ok(()),
         };
-        if self.checkpointer.is_some() || self.options().read_only {
-            return Ok(());
-        }
         self.checkpointer = Some(Checkpointer::start(&path, may_touch)?);
         self.conn
             .pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)?;

@@ -2,7 +2,7 @@
 //! the WAL into the database file themselves, the thread does, only when it may touch the file;
 //! closing or dropping the store leaves the ledger whole.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,11 +15,15 @@ use paydvm_ledger::LedgerEvent;
 /// pages, and the WAL starts again from its beginning.
 const SQLITE_DEFAULT_PAGES: u64 = 1_000;
 
+/// The WAL file SQLite keeps beside `db`.
+fn wal_of(db: &Path) -> PathBuf {
+    db.with_file_name(format!("{}-wal", db.file_name().unwrap().to_string_lossy()))
+}
+
 /// Frames in the WAL file (32-byte header, then a 24-byte header and one page per frame). The
 /// file only shrinks when the last connection closes, so this is the most it has held.
 fn wal_frames(db: &Path) -> u64 {
-    let wal = db.with_file_name(format!("{}-wal", db.file_name().unwrap().to_string_lossy()));
-    let len = std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0);
+    let len = std::fs::metadata(wal_of(db)).map(|m| m.len()).unwrap_or(0);
     len.saturating_sub(32) / (4096 + 24)
 }
 
@@ -98,7 +102,7 @@ fn after_closing_or_dropping_the_store_the_wal_is_gone_and_the_ledger_whole() {
         let mut store = Store::open(&db, Durability::Full).unwrap();
         store.checkpoint_in_background(Box::new(|| true)).unwrap();
         store.append_group(&paid_job("one")).unwrap();
-        let wal = db.with_file_name(format!("ledger-{close}.db-wal"));
+        let wal = wal_of(&db);
         assert!(wal.exists());
         if close {
             store.close().unwrap();
