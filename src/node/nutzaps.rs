@@ -29,17 +29,13 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::core::{Command, VerifiedPayment};
+use super::ecash_deferrals::{Deferrals, Wait};
 use super::now_ms;
 use super::pending_store::PendingStore;
 use crate::config::{InputFees, PublicTokens};
 
-/// How often due retries are looked for.
+/// How often pending swaps are looked for (deferred events wake the rail when they are due).
 const RETRY_EVERY: Duration = Duration::from_millis(500);
-/// First wait before a NutZap whose mint could not be asked for its keysets is checked again;
-/// doubles per try.
-const DEFER_FIRST: Duration = Duration::from_secs(1);
-/// Tries before such a NutZap is given up in this run (a restart sees it again on the relay).
-const MAX_DEFERRALS: u32 = 12;
 
 /// What to do with a NutZap after the offline checks.
 enum Decision {
@@ -166,8 +162,8 @@ pub(super) struct Worker {
     relay_hint: String,
     pub(super) stats: Arc<NutZapStats>,
     /// NutZaps waiting for their mint's keysets, and requests whose tokens wait for that or
-    /// for their quote: (event, next try at ms, tries so far).
-    deferred: Vec<(Box<Event>, u64, u32)>,
+    /// for their quote.
+    deferred: Deferrals,
 }
 
 impl NutZapRail {
@@ -193,7 +189,7 @@ impl NutZapRail {
             commands: parts.commands,
             relay_hint: parts.relay_hint,
             stats: Arc::clone(&stats),
-            deferred: Vec::new(),
+            deferred: Deferrals::default(),
         };
         let (events, rx) = mpsc::channel(super::queues::NUTZAPS);
         let task = tokio::spawn(worker.run(rx));
@@ -234,6 +230,7 @@ impl Worker {
                     None => break,
                 },
                 _ = retry.tick() => self.retry_due().await,
+                _ = wake_at(self.deferred.next_at()) => self.deferred_due().await,
             }
         }
     }
@@ -263,17 +260,19 @@ impl Worker {
             }
             Decision::Nothing => self.stats.duplicate(),
             Decision::Reject(reason) => self.stats.refused(&id, &reason),
-            Decision::Later(reason) => self.defer(event, tries, &reason),
+            Decision::Later(reason) => self.defer(event, tries, &reason, Wait::Mint),
         }
     }
 
     /// Looks at `event` again later (its mint could not be asked, or its job is not quoted yet).
-    pub(super) fn defer(&mut self, event: Box<Event>, tries: u32, reason: &str) {
+    pub(super) fn defer(&mut self, event: Box<Event>, tries: u32, reason: &str, wait: Wait) {
         self.stats.retried.fetch_add(1, Ordering::SeqCst);
-        let delay = DEFER_FIRST.saturating_mul(1 << tries.min(8));
-        warn!(event = %event.id, "ecash not checked yet: {reason}; will retry");
-        let at = now_ms().saturating_add(delay.as_millis() as u64);
-        self.deferred.push((event, at, tries + 1));
+        match wait {
+            // Usually a matter of milliseconds: not worth a warning.
+            Wait::Quote => debug!(event = %event.id, "ecash not checked yet: {reason}; will retry"),
+            Wait::Mint => warn!(event = %event.id, "ecash not checked yet: {reason}; will retry"),
+        }
+        self.deferred.push(event, now_ms(), tries, wait);
     }
 
     /// Offline checks, then the ledger's memory of the proofs; records the NutZap as pending.
@@ -337,23 +336,23 @@ impl Worker {
         }
     }
 
-    async fn retry_due(&mut self) {
-        let now = now_ms();
-        let (due, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
-            .into_iter()
-            .partition(|(_, at, _)| *at <= now);
-        self.deferred = wait;
-        for (event, _, tries) in due {
-            if tries > MAX_DEFERRALS {
-                let id = event.id.to_hex();
+    /// Decides again the deferred events that are due; gives up those tried too often.
+    async fn deferred_due(&mut self) {
+        for d in self.deferred.take_due(now_ms()) {
+            if d.tries > d.wait.max_tries() {
+                let id = d.event.id.to_hex();
                 self.stats.refused(
                     &id,
                     "its mint or job stayed unready (seen again after a restart)",
                 );
                 continue;
             }
-            self.decide(event, tries).await;
+            self.decide(d.event, d.tries).await;
         }
+    }
+
+    async fn retry_due(&mut self) {
+        self.deferred_due().await;
         let due = match self.pending.due(now_ms()).await {
             Ok(due) => due,
             Err(e) => {
@@ -534,4 +533,12 @@ fn input_fee_msat(ecash: &VerifiedNutZap, fee_units: u64) -> Msat {
     let per_unit = ecash.amount.as_msat().checked_div(ecash.units).unwrap_or(0);
     let fee = per_unit.saturating_mul(fee_units);
     Msat::from_msat(fee.min(ecash.amount.as_msat()))
+}
+
+/// Sleeps until `at` (unix ms; at once if it is past), or for ever if nothing is deferred.
+async fn wake_at(at: Option<u64>) {
+    match at {
+        Some(at) => tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()))).await,
+        None => std::future::pending().await,
+    }
 }

@@ -13,6 +13,7 @@ use paydvm_ledger::{Asset, JobState, Msat, Rail};
 use paydvm_mints::{PendingState, PendingSwap, Reject, RequestToken, VerifiedNutZap};
 
 use super::core::{Command, VerifiedPayment};
+use super::ecash_deferrals::Wait;
 use super::now_ms;
 use super::nutzaps::{reference, Worker};
 use crate::config::PublicTokens;
@@ -62,7 +63,7 @@ enum Step {
     /// Refused; the reason is safe to show the customer.
     Refuse(String),
     /// Not decidable yet: the mint's keysets could not be fetched, or the job is not quoted.
-    Later(String),
+    Later(String, Wait),
 }
 
 impl Worker {
@@ -100,11 +101,16 @@ impl Worker {
                     self.stats.refused(&job, &reason);
                     self.tell(&event, &job, reason).await;
                 }
-                Step::Later(reason) => later = Some(reason),
+                // Waiting for the mint outlasts waiting for the quote.
+                Step::Later(reason, wait) => {
+                    if !matches!(later, Some((_, Wait::Mint))) {
+                        later = Some((reason, wait));
+                    }
+                }
             }
         }
-        if let Some(reason) = later {
-            self.defer(event, tries, &reason);
+        if let Some((reason, wait)) = later {
+            self.defer(event, tries, &reason, wait);
         }
     }
 
@@ -144,7 +150,9 @@ impl Worker {
         match record.map(|r| r.state) {
             Some(JobState::Quoted | JobState::PartiallyPaid) => {}
             // Quoted once the invoice is there (or the quote is given without one).
-            Some(JobState::Received) => return Step::Later("the job is not quoted yet".into()),
+            Some(JobState::Received) => {
+                return Step::Later("the job is not quoted yet".into(), Wait::Quote)
+            }
             // Not admitted (the core told the customer why) or past taking payment: the token
             // stays the customer's.
             Some(_) => {
@@ -157,7 +165,7 @@ impl Worker {
         match self.pending.insert(&verified, now_ms()).await {
             Ok(true) => Step::Swap(verified),
             Ok(false) => Step::Nothing,
-            Err(e) => Step::Later(format!("cannot record it as pending: {e}")),
+            Err(e) => Step::Later(format!("cannot record it as pending: {e}"), Wait::Mint),
         }
     }
 
@@ -169,7 +177,8 @@ impl Worker {
             Err(Reject::UnresolvedKeyset | Reject::UnknownKeyset { .. }) => {
                 let mint = paydvm_mints::token::token_mint(token.token).map_err(refused)?;
                 if let Err(e) = self.registry.refresh(&mint).await {
-                    return Err(Step::Later(format!("cannot fetch keysets: {e}")));
+                    let reason = format!("cannot fetch keysets: {e}");
+                    return Err(Step::Later(reason, Wait::Mint));
                 }
                 paydvm_mints::verify_token(token, &self.us, &self.registry, now_secs)
                     .map_err(refused)

@@ -9,28 +9,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use cdk::nuts::Proof;
 use nostr_sdk::prelude::*;
 use paydvm_ledger::store::Store;
 use paydvm_ledger::{EventBody, JobState};
+use paydvm_testkit::bench_node::nutzap_event;
 use paydvm_testkit::bench_stats::percentile;
 use paydvm_testkit::fixture::{Fixture, NodeDir, Offer, PRICE_MSAT};
 use paydvm_testkit::local_mint;
-
-fn nutzap(sender: &Keys, proofs: &[Proof], mint: &str, job: EventId, to: PublicKey) -> Event {
-    let mut tags: Vec<Tag> = proofs
-        .iter()
-        .map(|p| Tag::parse(["proof".to_owned(), serde_json::to_string(p).unwrap()]).unwrap())
-        .collect();
-    tags.push(Tag::parse(["unit", "sat"]).unwrap());
-    tags.push(Tag::parse(["u", mint]).unwrap());
-    tags.push(Tag::event(job));
-    tags.push(Tag::public_key(to));
-    EventBuilder::new(Kind::from(9321), "")
-        .tags(tags)
-        .sign_with_keys(sender)
-        .unwrap()
-}
 
 fn report(what: &str, mut samples: Vec<Duration>) {
     samples.sort();
@@ -103,7 +88,7 @@ async fn main() {
     let mut arrivals = HashMap::new();
     let started = Instant::now();
     for (request, proofs) in &prepared {
-        let zap = nutzap(&customer, proofs, &mint_url, request.id, node.pubkey());
+        let zap = nutzap_event(&customer, proofs, &mint_url, request.id, node.pubkey()).unwrap();
         arrivals.insert(request.id.to_hex(), now_ms());
         node.submit_nutzap(zap);
         // One at a time: the latency of one NutZap, not a queue.
@@ -166,13 +151,14 @@ async fn main() {
         let proofs = local_mint::mint_ecash(&wallet, 5, Some(&lock))
             .await
             .unwrap();
-        let zap = nutzap(
+        let zap = nutzap_event(
             &customer,
             &proofs,
             &mint_url,
             EventId::all_zeros(),
             Keys::generate().public_key(),
-        );
+        )
+        .unwrap();
         let tags: Vec<Vec<String>> = zap.tags.iter().map(|t| t.as_slice().to_vec()).collect();
         let (id, author) = (zap.id.to_hex(), zap.pubkey.to_hex());
         let event = paydvm_mints::NutZapEvent {

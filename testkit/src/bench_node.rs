@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use nostr_sdk::prelude::*;
 use paydvm_ledger::store::Store;
-use paydvm_ledger::{EventBody, JobState};
+use paydvm_ledger::{EventBody, JobState, PaymentOption};
 
 use paydvm::node::NodeHandle;
 
@@ -104,4 +104,53 @@ pub fn processing_latencies(
     }
     latencies.sort();
     Ok(latencies)
+}
+
+/// Each job's quoted invoice payment hash, from the live ledger (read-only).
+pub fn quoted_invoices(
+    node: &paydvm::node::NodeHandle,
+    jobs: &[String],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let store = Store::open_read_only(node.ledger_path())?;
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let trail = store.audit(job)?.context("job trail")?;
+        let hash = trail
+            .events
+            .iter()
+            .find_map(|e| match &e.event {
+                EventBody::QuoteIssued { options, .. } => options.iter().find_map(|o| match o {
+                    PaymentOption::Invoice { payment_hash, .. } => Some(payment_hash.clone()),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .with_context(|| format!("job {job} was quoted without an invoice"))?;
+        out.push((job.clone(), hash));
+    }
+    Ok(out)
+}
+
+/// A NutZap (NIP-61, kind 9321) from `sender` paying `job` to `to` with `proofs` of `mint`.
+pub fn nutzap_event(
+    sender: &Keys,
+    proofs: &[cdk::nuts::Proof],
+    mint: &str,
+    job: EventId,
+    to: PublicKey,
+) -> anyhow::Result<Event> {
+    let mut tags = Vec::with_capacity(proofs.len() + 4);
+    for proof in proofs {
+        tags.push(Tag::parse([
+            "proof".to_owned(),
+            serde_json::to_string(proof)?,
+        ])?);
+    }
+    tags.push(Tag::parse(["unit", "sat"])?);
+    tags.push(Tag::parse(["u", mint])?);
+    tags.push(Tag::event(job));
+    tags.push(Tag::public_key(to));
+    Ok(EventBuilder::new(Kind::from(9321), "")
+        .tags(tags)
+        .sign_with_keys(sender)?)
 }

@@ -19,11 +19,10 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use nostr_sdk::prelude::*;
 use paydvm::node::now_ms;
-use paydvm_ledger::store::Store;
-use paydvm_ledger::{EventBody, JobState, Msat, PaymentOption};
+use paydvm_ledger::{JobState, Msat};
 use paydvm_testkit::bench_node::{
-    ms, priced_node, processing_latencies, publish_priced_requests, wait_job_state, PaidJobsArgs,
-    PRICE_MSAT,
+    ms, priced_node, processing_latencies, publish_priced_requests, quoted_invoices,
+    wait_job_state, PaidJobsArgs, PRICE_MSAT,
 };
 use paydvm_testkit::bench_stats::percentile;
 use paydvm_testkit::fixture::Fixture;
@@ -111,29 +110,4 @@ async fn main() -> anyhow::Result<()> {
         Err(e) => bail!("ledger verify failed: {e}"),
     }
     Ok(())
-}
-
-/// Each job's quoted invoice payment hash, from the live ledger (read-only).
-fn quoted_invoices(
-    node: &paydvm::node::NodeHandle,
-    jobs: &[String],
-) -> anyhow::Result<Vec<(String, String)>> {
-    let store = Store::open_read_only(node.ledger_path())?;
-    let mut out = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let trail = store.audit(job)?.context("job trail")?;
-        let hash = trail
-            .events
-            .iter()
-            .find_map(|e| match &e.event {
-                EventBody::QuoteIssued { options, .. } => options.iter().find_map(|o| match o {
-                    PaymentOption::Invoice { payment_hash, .. } => Some(payment_hash.clone()),
-                    _ => None,
-                }),
-                _ => None,
-            })
-            .with_context(|| format!("job {job} was quoted without an invoice"))?;
-        out.push((job.clone(), hash));
-    }
-    Ok(out)
 }
