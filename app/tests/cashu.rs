@@ -472,6 +472,59 @@ async fn a_mint_down_during_the_swap_leaves_it_pending_until_it_is_back() {
     assert!(store.verify().is_ok());
 }
 
+/// NutZaps arriving together are swapped at once, not one after another, and each once: the
+/// mint holds every swap 1.2 s (longer than the rail's 0.5 s retry tick, so a row being swapped
+/// is due again meanwhile) while four NutZaps for four jobs arrive. Each job is paid once, the
+/// mint was asked for four swaps and held at least two at the same moment, nothing was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nutzaps_arriving_together_are_swapped_at_once_and_each_once() {
+    let s = setup(TestMint::start().await).await;
+    let node = s.start().await;
+    let mut customer = Customer::connect(&s.urls).await;
+    let wallet = wallet(s.mint.url()).await;
+    let stats = node.nutzap_stats().unwrap();
+    wait_until("keysets loaded", || stats.ready()).await;
+    let mut jobs = Vec::new();
+    for i in 0..4 {
+        let (request, quote) = quoted_job_for(&mut customer, &format!("together {i}")).await;
+        let proofs = mint_proofs(&wallet, 5, Some(&s.lock())).await;
+        let zap = nutzap(
+            &customer.keys,
+            &proofs,
+            s.mint.url(),
+            "sat",
+            Some(quote.id),
+            &node.pubkey(),
+            "together",
+        );
+        jobs.push((request.id.to_hex(), zap));
+    }
+    s.mint.hold_swaps(std::time::Duration::from_millis(1200));
+    for (_, zap) in &jobs {
+        customer.client.send_event(zap).await.unwrap();
+    }
+    for (job, _) in &jobs {
+        wait_state(&node, job, JobState::Succeeded).await;
+    }
+    s.mint.hold_swaps(std::time::Duration::ZERO);
+    assert_eq!((stats.credited(), stats.rejected()), (4, 0));
+    node.shutdown().await;
+    assert_eq!(s.mint.swaps(), 4, "each NutZap swapped once");
+    assert_eq!(
+        s.mint.swap_requests(),
+        4,
+        "no NutZap sent to the mint twice"
+    );
+    assert!(
+        s.mint.most_swaps_at_once() >= 2,
+        "the swaps ran one after another"
+    );
+    let store = s.store();
+    assert_eq!(nutzap_payments(&store).len(), 4);
+    assert_eq!(crate::cashu_mint::wallet_balance(&s).await, 20);
+    assert!(store.verify().is_ok());
+}
+
 /// The mint performs a NutZap's swap but its answer is lost, and the node stops. The swap's
 /// outputs were planned (and written) before it was sent, so after the restart the same swap
 /// is sent again: the mint answers it (or says "spent" and restores our outputs), and the job is

@@ -18,6 +18,7 @@ pub mod announce;
 pub mod control;
 pub mod core;
 pub mod decide;
+mod ecash_attempts;
 mod ecash_deferrals;
 pub mod ecash_refunds;
 pub mod http;

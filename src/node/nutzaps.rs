@@ -3,8 +3,10 @@
 //! and only then handed to the core as a [`VerifiedPayment`]. A kind 7376 redemption marker is
 //! published once the ledger holds the payment.
 //!
-//! It runs as its own task so a slow or dead mint never blocks the core. A swap the mint could
-//! not finish stays in the pending store and is retried with back-off, also after a restart.
+//! It runs as its own task so a slow or dead mint never blocks the core; the swaps and credits
+//! run several at once ([`super::ecash_attempts`]), each row by one attempt at a time. A swap the
+//! mint could not finish stays in the pending store and is retried with back-off, also after a
+//! restart.
 //!
 //! Cashu tokens in job requests ([`super::tokens`]) take the same path after their own checks:
 //! pending store, swap, then a payment on the `cashu_token` rail.
@@ -16,19 +18,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use nostr_sdk::nips::nip44;
-use nostr_sdk::prelude::{Event, EventBuilder, Keys, Kind, Tag};
-use paydvm_ledger::{Asset, Msat, Rail};
-use paydvm_mints::pending::PendingError;
+use nostr_sdk::prelude::{Event, Keys};
+use paydvm_ledger::Msat;
 use paydvm_mints::{
     MintRegistry, MintStatus, NutZapEvent, Origin, PendingState, PendingSwap, PendingSwaps,
-    ReceiveKey, Recipient, Redeemer, Reject, SwapOutcome, TrustedMint, VerifiedNutZap, NUTZAP_KIND,
+    ReceiveKey, Recipient, Redeemer, Reject, TrustedMint, VerifiedNutZap, NUTZAP_KIND,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use super::core::{Command, VerifiedPayment};
+use super::core::Command;
+use super::ecash_attempts::{Attempter, Attempts, Finished};
 use super::ecash_deferrals::{Deferrals, Wait};
 use super::now_ms;
 use super::pending_store::PendingStore;
@@ -60,8 +61,8 @@ pub struct NutZapStats {
     received: AtomicU64,
     duplicates: AtomicU64,
     rejected: AtomicU64,
-    retried: AtomicU64,
-    credited: AtomicU64,
+    pub(super) retried: AtomicU64,
+    pub(super) credited: AtomicU64,
     /// The latest refusals: (NutZap event id, reason), oldest first, at most [`KEPT_REFUSALS`].
     refusals: Mutex<VecDeque<(String, String)>>,
     /// Each trusted mint and whether its keysets could be fetched.
@@ -153,14 +154,14 @@ pub(super) struct Worker {
     pub(super) identity: Keys,
     pub(super) offered: Vec<u16>,
     pub(super) public_tokens: PublicTokens,
-    input_fees: InputFees,
     pub(super) us: Recipient,
     pub(super) registry: MintRegistry,
-    redeemer: Arc<Redeemer>,
     pub(super) pending: PendingStore,
     pub(super) commands: mpsc::Sender<Command>,
-    relay_hint: String,
     pub(super) stats: Arc<NutZapStats>,
+    /// Swaps and credits, several at once.
+    pub(super) attempter: Attempter,
+    pub(super) attempts: Attempts,
     /// NutZaps waiting for their mint's keysets, and requests whose tokens wait for that or
     /// for their quote.
     deferred: Deferrals,
@@ -174,6 +175,15 @@ impl NutZapRail {
             .map(PendingStore::new)
             .with_context(|| format!("opening {}", parts.pending.display()))?;
         let stats = Arc::new(NutZapStats::default());
+        let attempter = Attempter {
+            identity: parts.identity.clone(),
+            input_fees: parts.input_fees,
+            redeemer: parts.redeemer,
+            pending: pending.clone(),
+            commands: parts.commands.clone(),
+            relay_hint: parts.relay_hint,
+            stats: Arc::clone(&stats),
+        };
         let worker = Worker {
             us: Recipient {
                 identity: parts.identity.public_key().to_hex(),
@@ -182,13 +192,12 @@ impl NutZapRail {
             identity: parts.identity,
             offered: parts.offered,
             public_tokens: parts.public_tokens,
-            input_fees: parts.input_fees,
             registry: MintRegistry::new(parts.mints),
-            redeemer: parts.redeemer,
             pending,
             commands: parts.commands,
-            relay_hint: parts.relay_hint,
             stats: Arc::clone(&stats),
+            attempter,
+            attempts: Attempts::default(),
             deferred: Deferrals::default(),
         };
         let (events, rx) = mpsc::channel(super::queues::NUTZAPS);
@@ -224,14 +233,24 @@ impl Worker {
         let mut retry = tokio::time::interval(RETRY_EVERY);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let room = self.attempts.has_room();
             tokio::select! {
-                event = rx.recv() => match event {
+                event = rx.recv(), if room => match event {
                     Some(event) => self.on_event(event).await,
                     None => break,
                 },
+                done = self.attempts.next_finished() => self.on_finished(done).await,
                 _ = retry.tick() => self.retry_due().await,
-                _ = wake_at(self.deferred.next_at()) => self.deferred_due().await,
+                _ = wake_at(self.deferred.next_at()), if room => self.deferred_due().await,
             }
+        }
+    }
+
+    /// An attempt ended: a request whose token the mint refused is told why.
+    async fn on_finished(&mut self, done: Finished) {
+        if let (Some(reason), Some(tell)) = (done.refused, done.tell) {
+            let reason = format!("cashu token not redeemed: {reason}");
+            self.tell(&tell.request, &tell.job, reason).await;
         }
     }
 
@@ -250,13 +269,13 @@ impl Worker {
         let id = event.id.to_hex();
         match self.accept(&event).await {
             Decision::Swap(nutzap) => {
-                self.attempt(PendingSwap {
+                let row = PendingSwap {
                     nutzap,
                     state: PendingState::Verified,
                     attempts: 0,
                     next_try_ms: 0,
-                })
-                .await;
+                };
+                self.attempts.start(&self.attempter, row, None);
             }
             Decision::Nothing => self.stats.duplicate(),
             Decision::Reject(reason) => self.stats.refused(&id, &reason),
@@ -315,7 +334,7 @@ impl Worker {
         let reference = reference(&verified);
         let mut refs = vec![reference.clone()];
         refs.extend(verified.ys.iter().cloned());
-        let credited = self.credited(refs).await;
+        let credited = self.attempter.credited(refs).await;
         if credited.contains(&reference) {
             debug!(nutzap = %id, "NutZap already credited");
             return Ok(None);
@@ -360,160 +379,19 @@ impl Worker {
                 return;
             }
         };
+        // Rows being attempted are due too (a row is due once written): skipped, not doubled.
         for row in due {
-            self.attempt(row).await;
-        }
-    }
-
-    /// One step for pending ecash: swap it if not swapped yet, then credit it. Returns why it
-    /// was refused for good, if it was (the mint's answer; it never holds a proof secret).
-    pub(super) async fn attempt(&mut self, row: PendingSwap) -> Option<String> {
-        let id = row.nutzap.event_id.clone();
-        let (received, fee) = match row.state {
-            PendingState::Swapped { received, fee } => (received, fee),
-            PendingState::Verified => match self.redeemer.swap(&row.nutzap).await {
-                SwapOutcome::Swapped { received, fee } => {
-                    if let Err(e) = self.pending.mark_swapped(&id, received, fee).await {
-                        warn!(nutzap = %id, "swapped, but cannot record it: {e}");
-                    }
-                    (received, fee)
-                }
-                SwapOutcome::AlreadySpent => {
-                    let reason = "its proofs were already spent at the mint".to_owned();
-                    self.drop_row(&id, &reason).await;
-                    return Some(reason);
-                }
-                SwapOutcome::Refused { reason } => {
-                    let reason = format!("the mint refused the swap: {reason}");
-                    self.drop_row(&id, &reason).await;
-                    return Some(reason);
-                }
-                SwapOutcome::Retry { reason } => {
-                    self.back_off(&id, &format!("swap not done: {reason}"))
-                        .await;
-                    return None;
-                }
-            },
-        };
-        if fee > 0 {
-            info!(nutzap = %id, fee, unit = %row.nutzap.unit, "mint input fee paid on the swap");
-        }
-        self.credit(&row.nutzap, received, fee).await;
-        None
-    }
-
-    async fn credit(&mut self, nutzap: &VerifiedNutZap, received: u64, fee: u64) {
-        let reference = reference(nutzap);
-        let fee = input_fee_msat(nutzap, fee);
-        let mut payment = match nutzap.origin {
-            Origin::NutZap => VerifiedPayment {
-                idem: super::decide::keys::ecash_payment(&reference),
-                rail: Rail::NutZap,
-                asset: Asset::Mint {
-                    url: nutzap.mint.clone(),
-                },
-                reference: reference.clone(),
-                linked: nutzap.ys.clone(),
-                amount: nutzap.amount,
-                fee,
-                evidence: Some(nutzap.event_id.clone()),
-                payer: Some(nutzap.sender.clone()),
-                names: nutzap.target.clone(),
-            },
-            Origin::RequestToken => super::tokens::payment(nutzap, fee),
-        };
-        if self.input_fees == InputFees::Customer {
-            // The fee never was ours: only what reached our wallet counts toward the job.
-            payment.amount = payment.amount.checked_sub(fee).unwrap_or(Msat::ZERO);
-            payment.fee = Msat::ZERO;
-        }
-        if self
-            .commands
-            .send(Command::Payment(Box::new(payment)))
-            .await
-            .is_err()
-        {
-            return;
-        }
-        // Commands are handled in order: this answer comes after the payment was booked.
-        if self.credited(vec![reference]).await.is_empty() {
-            return self
-                .back_off(&nutzap.event_id, "the ledger did not book the payment")
-                .await;
-        }
-        if let Err(e) = self.pending.remove(&nutzap.event_id).await {
-            warn!(nutzap = %nutzap.event_id, "credited, but cannot clear it from pending: {e}");
-        }
-        self.stats.credited.fetch_add(1, Ordering::SeqCst);
-        info!(nutzap = %nutzap.event_id, amount_msat = nutzap.amount.as_msat(), "ecash credited");
-        if nutzap.origin != Origin::NutZap {
-            return;
-        }
-        match self.redemption_marker(nutzap, received) {
-            Ok(marker) => {
-                let _ = self.commands.send(Command::Announce(vec![marker])).await;
+            if !self.attempts.has_room() {
+                break;
             }
-            Err(e) => warn!(nutzap = %nutzap.event_id, "no redemption marker: {e:#}"),
+            self.attempts.start(&self.attempter, row, None);
         }
-    }
-
-    /// Kind 7376: public `e … redeemed` and `p` tags; amount and unit NIP-44 encrypted to us.
-    fn redemption_marker(
-        &self,
-        nutzap: &VerifiedNutZap,
-        received: u64,
-    ) -> anyhow::Result<EventBuilder> {
-        let content = nip44::encrypt(
-            self.identity.secret_key(),
-            &self.identity.public_key(),
-            paydvm_mints::events::redemption_content(received, &nutzap.unit),
-            nip44::Version::V2,
-        )?;
-        let tags = paydvm_mints::events::redemption_tags(
-            &nutzap.event_id,
-            &self.relay_hint,
-            &nutzap.sender,
-        )
-        .into_iter()
-        .map(Tag::parse)
-        .collect::<Result<Vec<_>, _>>()?;
-        Ok(EventBuilder::new(Kind::from(paydvm_mints::nutzap::HISTORY_KIND), content).tags(tags))
     }
 
     fn report_mints(&self) {
         if let Ok(mut m) = self.stats.mints.lock() {
             *m = self.registry.statuses();
         }
-    }
-
-    async fn drop_row(&mut self, id: &str, reason: &str) {
-        self.stats.refused(id, reason);
-        if let Err(e) = self.pending.remove(id).await {
-            warn!(nutzap = %id, "cannot clear it from pending: {e}");
-        }
-    }
-
-    async fn back_off(&mut self, id: &str, reason: &str) {
-        self.stats.retried.fetch_add(1, Ordering::SeqCst);
-        match self.pending.back_off(id, now_ms()).await {
-            Ok(next) => warn!(nutzap = %id, retry_at_ms = next, "{reason}; will retry"),
-            Err(PendingError::Sql(e)) => warn!(nutzap = %id, "{reason}; cannot schedule: {e}"),
-            Err(e) => warn!(nutzap = %id, "{reason}; cannot schedule: {e}"),
-        }
-    }
-
-    /// Which of `refs` the ledger has credited (asked of the core).
-    pub(super) async fn credited(&self, refs: Vec<String>) -> Vec<String> {
-        let (reply, rx) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::CreditedRefs { refs, reply })
-            .await
-            .is_err()
-        {
-            return Vec::new();
-        }
-        rx.await.unwrap_or_default()
     }
 }
 
@@ -529,7 +407,7 @@ pub(super) fn reference(nutzap: &VerifiedNutZap) -> String {
 
 /// The mint's input fee (in the ecash unit) in msat: the unit's msat value is `amount / units`
 /// (exact for the units we accept). Never more than the ecash was worth.
-fn input_fee_msat(ecash: &VerifiedNutZap, fee_units: u64) -> Msat {
+pub(super) fn input_fee_msat(ecash: &VerifiedNutZap, fee_units: u64) -> Msat {
     let per_unit = ecash.amount.as_msat().checked_div(ecash.units).unwrap_or(0);
     let fee = per_unit.saturating_mul(fee_units);
     Msat::from_msat(fee.min(ecash.amount.as_msat()))

@@ -13,6 +13,7 @@ use paydvm_ledger::{Asset, JobState, Msat, Rail};
 use paydvm_mints::{PendingState, PendingSwap, Reject, RequestToken, VerifiedNutZap};
 
 use super::core::{Command, VerifiedPayment};
+use super::ecash_attempts::TellOnRefusal;
 use super::ecash_deferrals::Wait;
 use super::now_ms;
 use super::nutzaps::{reference, Worker};
@@ -91,10 +92,11 @@ impl Worker {
                         attempts: 0,
                         next_try_ms: 0,
                     };
-                    if let Some(reason) = self.attempt(row).await {
-                        self.tell(&event, &job, format!("cashu token not redeemed: {reason}"))
-                            .await;
-                    }
+                    let tell = TellOnRefusal {
+                        request: event.clone(),
+                        job: job.clone(),
+                    };
+                    self.attempts.start(&self.attempter, row, Some(tell));
                 }
                 Step::Nothing => self.stats.duplicate(),
                 Step::Refuse(reason) => {
@@ -130,7 +132,7 @@ impl Worker {
         let reference = reference(&verified);
         let mut refs = vec![reference.clone()];
         refs.extend(verified.ys.iter().cloned());
-        let credited = self.credited(refs).await;
+        let credited = self.attempter.credited(refs).await;
         let record = super::job_record(&self.commands, &request.job.id).await;
         if credited.contains(&reference) {
             // The same request seen again is nothing new; another job offering a spent token
@@ -190,7 +192,7 @@ impl Worker {
     /// The customer is told under the job (encrypted if the request was), recorded in the
     /// job's audit trail: the core decides the reply and the adapter renders it, reading the
     /// request again if the job no longer holds a reply context.
-    async fn tell(&self, event: &Event, job: &str, reason: String) {
+    pub(super) async fn tell(&self, event: &Event, job: &str, reason: String) {
         let Ok(job) = paydvm_ledger::JobId::new(job) else {
             return tracing::warn!(%job, "a refused token's job id is not a job id; not told");
         };

@@ -48,6 +48,11 @@ pub struct MintFaults {
     lose_swap_answers: AtomicU64,
     /// Swaps performed (answered or not).
     swaps: AtomicU64,
+    /// Swap requests received (performed, refused or held), and those inside the fault layer
+    /// now, and the most there were at one moment.
+    swap_requests: AtomicU64,
+    swaps_now: AtomicU64,
+    most_swaps_at_once: AtomicU64,
 }
 
 /// A running mint, with faults a test can switch on. Stops when dropped.
@@ -151,6 +156,34 @@ impl MintFaults {
     pub fn swaps(&self) -> u64 {
         self.swaps.load(Ordering::SeqCst)
     }
+
+    /// Swap requests that reached the mint, whatever their answer.
+    pub fn swap_requests(&self) -> u64 {
+        self.swap_requests.load(Ordering::SeqCst)
+    }
+
+    /// The most swap requests that were in the mint (held or performed) at one moment.
+    pub fn most_swaps_at_once(&self) -> u64 {
+        self.most_swaps_at_once.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts a swap request in the mint while it lives.
+struct SwapInMint<'a>(&'a MintFaults);
+
+impl<'a> SwapInMint<'a> {
+    fn enter(faults: &'a MintFaults) -> Self {
+        faults.swap_requests.fetch_add(1, Ordering::SeqCst);
+        let now = faults.swaps_now.fetch_add(1, Ordering::SeqCst) + 1;
+        faults.most_swaps_at_once.fetch_max(now, Ordering::SeqCst);
+        SwapInMint(faults)
+    }
+}
+
+impl Drop for SwapInMint<'_> {
+    fn drop(&mut self) {
+        self.0.swaps_now.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Serves `router` on a free 127.0.0.1 port behind the fault layer: (URL, server task).
@@ -252,6 +285,7 @@ async fn faulty(
     if req.uri().path() != "/v1/swap" {
         return next.run(req).await;
     }
+    let _in_mint = SwapInMint::enter(&faults);
     let hold = faults.hold_swaps_ms.load(Ordering::SeqCst);
     if hold > 0 {
         tokio::time::sleep(Duration::from_millis(hold)).await;
