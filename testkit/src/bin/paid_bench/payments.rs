@@ -63,7 +63,7 @@ enum How {
     Zap(String),
     /// An event the customer publishes on its connection: the signed kind 9321 of a NutZap,
     /// or a request carrying its token.
-    Publish(Box<Event>, Client),
+    Publish(Box<(Event, Client)>),
 }
 
 /// What the customers pay through: the node's Lightning backend, its lud16 (the zapper) and
@@ -126,7 +126,7 @@ impl Payer {
                 payments.push(Payment {
                     job: request.id,
                     rail,
-                    how: How::Publish(Box::new(request), c.client.clone()),
+                    how: How::Publish(Box::new((request, c.client.clone()))),
                 });
                 continue;
             }
@@ -139,7 +139,7 @@ impl Payer {
                 _ => {
                     let proofs = self.mint(&wallet, Some(&self.lock)).await?;
                     let event = nutzap_event(&c.keys, &proofs, &self.mint_url, job, self.node)?;
-                    How::Publish(Box::new(event), c.client.clone())
+                    How::Publish(Box::new((event, c.client.clone())))
                 }
             };
             payments.push(Payment { job, rail, how });
@@ -191,7 +191,8 @@ impl Payer {
             How::Zap(bolt11) => {
                 self.zapper.settle(bolt11).await?;
             }
-            How::Publish(event, client) => {
+            How::Publish(publish) => {
+                let (event, client) = &**publish;
                 client.send_event(event).await?;
             }
         }
