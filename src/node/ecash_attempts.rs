@@ -70,20 +70,21 @@ impl Attempts {
         self.running.len() < ATTEMPTS_AT_ONCE
     }
 
-    pub(super) fn is_running(&self, id: &str) -> bool {
+    fn is_running(&self, id: &str) -> bool {
         self.running.values().any(|r| r == id)
     }
 
-    /// Starts an attempt for `row` unless one is running for it (then `false`).
+    /// Starts an attempt for `row`, unless one is running for it (then nothing happens: that
+    /// attempt finishes the row).
     pub(super) fn start(
         &mut self,
         attempter: &Attempter,
         row: PendingSwap,
         tell: Option<TellOnRefusal>,
-    ) -> bool {
+    ) {
         let id = row.nutzap.event_id.clone();
         if self.is_running(&id) {
-            return false;
+            return;
         }
         let attempter = attempter.clone();
         let task = self.tasks.spawn(async move {
@@ -91,7 +92,6 @@ impl Attempts {
             Finished { refused, tell }
         });
         self.running.insert(task.id(), id);
-        true
     }
 
     /// The next attempt to end; pending while none runs. Cancel-safe.

@@ -10,7 +10,7 @@ use nostr_sdk::prelude::Event;
 /// What a deferred event waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Wait {
-    /// Its mint's keysets (the mint unreachable), or room in the pending store.
+    /// Its mint's keysets (the mint unreachable), or a pending store that could not be written.
     Mint,
     /// Its job's quote (the job still `received`: its invoice is being made).
     Quote,

@@ -370,8 +370,9 @@ impl Worker {
         }
     }
 
+    /// Starts attempts for pending rows that are due (deferred events have their own wake-up in
+    /// `run`, taken only while there is room for attempts).
     async fn retry_due(&mut self) {
-        self.deferred_due().await;
         let due = match self.pending.due(now_ms()).await {
             Ok(due) => due,
             Err(e) => {
