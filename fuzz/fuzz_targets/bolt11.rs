@@ -103,7 +103,10 @@ fn check_text(text: &str, now: u64, owed: Msat) {
 /// read as its payee (an invoice our backend made for us) is a valid invoice.
 fn check_unknown_required(text: &str, bits: &[u64], now: u64, owed: Msat) {
     assert!(!bits.is_empty());
-    assert!(bits.iter().all(|bit| bit % 2 == 0), "odd bits are never required: {bits:?}");
+    assert!(
+        bits.iter().all(|bit| bit % 2 == 0),
+        "odd bits are never required: {bits:?}"
+    );
     assert!(Invoice::parse_payable(text, now).is_err());
     assert!(check_refund_invoice(text, owed, now).is_err());
     assert!(matches!(never_sent(text, now), NeverSent::GiveUp(_)));

@@ -27,8 +27,8 @@ use bitcoin::secp256k1::SecretKey;
 use libfuzzer_sys::fuzz_target;
 use nostr_sdk::prelude::{Event, EventBuilder, EventId, JsonUtil, Keys, Kind, Tag, Timestamp};
 use paydvm::lightning::bolt11::{Description, Invoice};
-use paydvm::payments::zap::{verify_for_job, verify_receipt, VerifiedZap, ZapExpectation};
 use paydvm::lightning::regtest_invoice::{regtest_invoice, InvoiceSpec};
+use paydvm::payments::zap::{verify_for_job, verify_receipt, VerifiedZap, ZapExpectation};
 use paydvm_fuzz::input::Input;
 use paydvm_fuzz::vectors::{self, str_at};
 

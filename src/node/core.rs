@@ -12,6 +12,7 @@
 
 mod ledger_fault;
 mod observe;
+mod quote_waiters;
 mod render;
 pub(crate) mod startup;
 mod story;
@@ -118,6 +119,13 @@ pub enum Command {
         job: JobId,
         reply: oneshot::Sender<Option<JobRecord>>,
     },
+    /// Send `job` on `tell` once the job is past `received` (quoted, refused, ended): a rail
+    /// holding a payment for it (a Cashu token) looks again then, not on a timer. Told at once
+    /// if it is past already; see `quote_waiters` for when a tell is dropped.
+    WhenQuoted {
+        job: JobId,
+        tell: mpsc::Sender<JobId>,
+    },
     /// Periodic: expire quotes, retry refunds, re-send what the outbox gave up on.
     Tick,
     /// Publish the NIP-89 announcements, profile and markers that changed (no job).
@@ -202,6 +210,8 @@ pub struct Core {
     closing: Option<oneshot::Sender<()>>,
     /// Whether the ledger can be written; what waits while it cannot.
     guard: ledger_fault::FaultGuard,
+    /// Rails waiting for jobs to be quoted.
+    quote_waiters: quote_waiters::QuoteWaiters,
 }
 
 impl Core {
@@ -232,6 +242,7 @@ impl Core {
             observer: observe::Observer::new(parts.telemetry),
             closing: None,
             guard: ledger_fault::FaultGuard::new(parts.watch),
+            quote_waiters: quote_waiters::QuoteWaiters::default(),
         };
         core.checkpoint_aside();
         core
@@ -414,6 +425,7 @@ impl Core {
                 }
                 if groups > 0 {
                     self.observer.written(started.elapsed());
+                    self.quote_waiters.written(self.store.state());
                 }
                 for p in batch.publications {
                     self.publish(p);
@@ -492,6 +504,9 @@ impl Core {
                     .ok()
                     .flatten();
                 let _ = reply.send(record);
+            }
+            Command::WhenQuoted { job, tell } => {
+                self.quote_waiters.add(job, tell, self.store.state());
             }
             Command::Operator { request, reply } => {
                 let _ = reply.send(self.operator(request));

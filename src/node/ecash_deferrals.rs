@@ -1,11 +1,12 @@
 //! Ecash the Cashu rail cannot decide yet, and when to look at it again: a NutZap or a token
 //! whose mint could not be asked for its keysets (seconds, doubling), or a request whose token
-//! waits for the job's quote (milliseconds at first: the quote is usually being written while
-//! the rail looks, and the customer's job waits for every retry).
+//! waits for the job's quote. The core tells the rail when that quote is written
+//! (`Command::WhenQuoted`); the timer here (milliseconds at first: the quote is usually being
+//! written while the rail looks) is the fallback for a tell that was dropped.
 
 use std::time::Duration;
 
-use nostr_sdk::prelude::Event;
+use nostr_sdk::prelude::{Event, EventId};
 
 /// What a deferred event waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +81,15 @@ impl Deferrals {
         due
     }
 
+    /// Removes and returns what waits for the quote of the job `request` asked for.
+    pub(super) fn take_quoted(&mut self, request: &EventId) -> Vec<Deferred> {
+        let (quoted, wait) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|d| d.wait == Wait::Quote && d.event.id == *request);
+        self.waiting = wait;
+        quoted
+    }
+
     /// When the next event is due (unix ms), if one waits.
     pub(super) fn next_at(&self) -> Option<u64> {
         self.waiting.iter().map(|d| d.at).min()
@@ -124,5 +134,29 @@ mod tests {
         assert!(d.take_due(1_999).is_empty());
         assert_eq!(d.take_due(2_000).len(), 1);
         assert_eq!(d.next_at(), None);
+    }
+
+    #[test]
+    fn a_quote_takes_only_what_waits_for_that_quote() {
+        let keys = nostr_sdk::prelude::Keys::generate();
+        let note = |text: &str| {
+            Box::new(
+                nostr_sdk::prelude::EventBuilder::text_note(text)
+                    .sign_with_keys(&keys)
+                    .unwrap(),
+            )
+        };
+        let (a, b) = (note("a"), note("b"));
+        let (a_id, b_id) = (a.id, b.id);
+        let mut d = Deferrals::default();
+        d.push(a.clone(), 1_000, 0, Wait::Quote);
+        d.push(a, 1_000, 0, Wait::Mint);
+        d.push(b, 1_000, 2, Wait::Quote);
+        let taken = d.take_quoted(&a_id);
+        assert_eq!(taken.len(), 1);
+        assert_eq!((taken[0].event.id, taken[0].wait), (a_id, Wait::Quote));
+        assert!(d.take_quoted(&a_id).is_empty());
+        assert_eq!(d.take_quoted(&b_id)[0].tries, 3);
+        assert_eq!(d.next_at(), Some(2_000), "the mint wait stays");
     }
 }

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use nostr_sdk::prelude::{Event, Keys};
-use paydvm_ledger::Msat;
+use nostr_sdk::prelude::{Event, EventId, Keys};
+use paydvm_ledger::{JobId, Msat};
 use paydvm_mints::{
     MintRegistry, MintStatus, NutZapEvent, Origin, PendingState, PendingSwap, PendingSwaps,
     ReceiveKey, Recipient, Redeemer, Reject, TrustedMint, VerifiedNutZap, NUTZAP_KIND,
@@ -165,6 +165,8 @@ pub(super) struct Worker {
     /// NutZaps waiting for their mint's keysets, and requests whose tokens wait for that or
     /// for their quote.
     deferred: Deferrals,
+    /// Where the core tells which jobs were quoted (`Command::WhenQuoted`).
+    quoted: mpsc::Sender<JobId>,
 }
 
 impl NutZapRail {
@@ -175,6 +177,7 @@ impl NutZapRail {
             .map(PendingStore::new)
             .with_context(|| format!("opening {}", parts.pending.display()))?;
         let stats = Arc::new(NutZapStats::default());
+        let (quoted, quoted_rx) = mpsc::channel(super::queues::QUOTED);
         let attempter = Attempter {
             identity: parts.identity.clone(),
             input_fees: parts.input_fees,
@@ -199,9 +202,10 @@ impl NutZapRail {
             attempter,
             attempts: Attempts::default(),
             deferred: Deferrals::default(),
+            quoted,
         };
         let (events, rx) = mpsc::channel(super::queues::NUTZAPS);
-        let task = tokio::spawn(worker.run(rx));
+        let task = tokio::spawn(worker.run(rx, quoted_rx));
         Ok(NutZapRail {
             events,
             task,
@@ -226,7 +230,7 @@ impl NutZapRail {
 }
 
 impl Worker {
-    async fn run(mut self, mut rx: mpsc::Receiver<Box<Event>>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Box<Event>>, mut quoted: mpsc::Receiver<JobId>) {
         self.registry.refresh_all().await;
         self.report_mints();
         self.stats.ready.store(true, Ordering::SeqCst);
@@ -242,6 +246,7 @@ impl Worker {
                 done = self.attempts.next_finished() => self.on_finished(done).await,
                 _ = retry.tick() => self.retry_due().await,
                 _ = wake_at(self.deferred.next_at()), if room => self.deferred_due().await,
+                Some(job) = quoted.recv(), if room => self.quoted(job).await,
             }
         }
     }
@@ -291,7 +296,37 @@ impl Worker {
             Wait::Quote => debug!(event = %event.id, "ecash not checked yet: {reason}; will retry"),
             Wait::Mint => warn!(event = %event.id, "ecash not checked yet: {reason}; will retry"),
         }
+        if wait == Wait::Quote {
+            self.when_quoted(&event);
+        }
         self.deferred.push(event, now_ms(), tries, wait);
+    }
+
+    /// Asks the core to say when `request`'s job is quoted. Without waiting: a full queue
+    /// leaves the request to the timer.
+    fn when_quoted(&self, request: &Event) {
+        let Ok(job) = JobId::new(request.id.to_hex()) else {
+            return;
+        };
+        let tell = self.quoted.clone();
+        if self
+            .commands
+            .try_send(Command::WhenQuoted { job, tell })
+            .is_err()
+        {
+            debug!(event = %request.id, "the core's queue is full; the quote is looked for on the timer");
+        }
+    }
+
+    /// The core wrote `job`'s quote (or the job left `received` another way): its request's
+    /// tokens are decided now.
+    async fn quoted(&mut self, job: JobId) {
+        let Ok(request) = EventId::from_hex(job.as_str()) else {
+            return;
+        };
+        for d in self.deferred.take_quoted(&request) {
+            self.decide(d.event, d.tries).await;
+        }
     }
 
     /// Offline checks, then the ledger's memory of the proofs; records the NutZap as pending.

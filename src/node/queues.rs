@@ -8,6 +8,7 @@
 //! | [`OUTBOX_LANE`] | outbox → one publishing lane | the outbox waits |
 //! | [`ZAP_RECEIPTS`], [`NUTZAPS`] | intake → zap / NutZap rail | intake waits |
 //! | [`SETTLEMENTS`] | invoice watcher → invoice desk | the watcher waits |
+//! | [`QUOTED`] | core → Cashu rail: jobs quoted that a token waits for | the core does not wait: the tell is dropped and the rail's timer looks again (the same when the rail's `WhenQuoted` finds the core's queue full) |
 //!
 //! The invoice watch list (core → watcher) is not a queue of work but the set of open quotes'
 //! invoices: it holds one entry per open quote and empties as they settle or expire.
@@ -29,6 +30,8 @@ pub const ZAP_RECEIPTS: usize = 1024;
 pub const NUTZAPS: usize = 1024;
 /// Invoice settlements waiting for the invoice desk.
 pub const SETTLEMENTS: usize = 1024;
+/// Jobs just quoted whose request tokens wait on the Cashu rail.
+pub const QUOTED: usize = 256;
 
 /// Where commands for the core are sent.
 pub type CommandSender = mpsc::Sender<Command>;

@@ -255,7 +255,8 @@ impl Core {
             }
             command @ (Command::Shutdown { .. }
             | Command::OutboxDrained
-            | Command::Announcements { .. }) => return self.handle_now(command),
+            | Command::Announcements { .. }
+            | Command::WhenQuoted { .. }) => return self.handle_now(command),
             command if self.closing.is_some() => {
                 tracing::debug!("shutting down; ignoring {command:?}")
             }

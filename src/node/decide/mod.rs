@@ -15,7 +15,7 @@
 mod exec;
 mod expiry;
 #[cfg(test)]
-mod harness;
+pub(super) mod harness;
 pub mod keys;
 mod memory;
 mod operator;
