@@ -13,6 +13,7 @@ use paydvm_ledger::{
     LedgerEvent, LedgerState, Msat, PaymentRef, QuotedInvoice, RefundId, RefundRecord, RefundState,
     UnixMs,
 };
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use crate::client::{get, get_u64, int, Db, Param, PgError};
@@ -154,8 +155,18 @@ pub fn seqs_by_key(
     col: &str,
     keys: Vec<String>,
 ) -> Result<HashMap<String, u64>, PgError> {
-    let sql = format!("SELECT {col}, seq FROM {table} WHERE {col} = ANY($1)");
-    rows_by_key(db, sql, keys, |r| get_u64(r, 1, "seq"))
+    rows_by_key(db, seqs_sql(table, col), keys, |r| get_u64(r, 1, "seq"))
+}
+
+/// The query of [`seqs_by_key`]; its rows are read by [`seqs_of`].
+pub fn seqs_sql(table: &str, col: &str) -> String {
+    format!("SELECT {col}, seq FROM {table} WHERE {col} = ANY($1)")
+}
+
+pub fn seqs_of(rows: Vec<Row>) -> Result<HashMap<String, u64>, PgError> {
+    rows.iter()
+        .map(|r| Ok((get::<String>(r, 0)?, get_u64(r, 1, "seq")?)))
+        .collect()
 }
 
 /// The projection records of every key of `keys` found.
@@ -165,8 +176,44 @@ pub fn records_by_key<T: serde::de::DeserializeOwned>(
     key_col: &str,
     keys: Vec<String>,
 ) -> Result<HashMap<String, T>, PgError> {
-    let sql = format!("SELECT {key_col}, record FROM {table} WHERE {key_col} = ANY($1)");
-    rows_by_key(db, sql, keys, |r| decode(table, &get::<String>(r, 1)?))
+    rows_by_key(db, records_sql(table, key_col), keys, |r| {
+        decode(table, &get::<String>(r, 1)?)
+    })
+}
+
+/// The query of [`records_by_key`]; its rows are read by [`records_of`].
+pub fn records_sql(table: &str, key_col: &str) -> String {
+    format!("SELECT {key_col}, record FROM {table} WHERE {key_col} = ANY($1)")
+}
+
+pub fn records_of<T: serde::de::DeserializeOwned>(
+    table: &str,
+    rows: Vec<Row>,
+) -> Result<HashMap<String, T>, PgError> {
+    rows.iter()
+        .map(|r| Ok((get::<String>(r, 0)?, decode(table, &get::<String>(r, 1)?)?)))
+        .collect()
+}
+
+/// The rows of several `… = ANY($1)` queries, each with its keys, in order. They go out
+/// together on one connection, which pipelines them: one round trip for all (a query with no
+/// keys is not sent).
+pub fn rows_by_keys(db: &Db, asks: Vec<(String, Vec<String>)>) -> Result<Vec<Vec<Row>>, PgError> {
+    db.run(move |pool| async move {
+        let client = pool.get().await?;
+        let client = &client;
+        let queries = asks.iter().map(|(sql, keys)| async move {
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            let stmt = client.prepare_cached(sql).await?;
+            Ok(client.query(&stmt, &[keys as &(dyn ToSql + Sync)]).await?)
+        });
+        futures_util::future::join_all(queries)
+            .await
+            .into_iter()
+            .collect()
+    })
 }
 
 pub fn event(db: &Db, seq: u64) -> Result<Option<StoredEvent>, PgError> {

@@ -28,6 +28,36 @@ use super::projections::Dirty;
 /// A group prepared in memory, with its events.
 pub type PreparedGroup<'a> = (&'a Prepared, &'a [LedgerEvent]);
 
+/// Names [`StoreBackend::lookup`] looks for in storage (none of them in memory).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    pub keys: Vec<IdemKey>,
+    pub refs: Vec<PaymentRef>,
+    pub jobs: Vec<JobId>,
+    pub refunds: Vec<RefundId>,
+    pub effects: Vec<EffectId>,
+}
+
+impl Lookup {
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+            && self.refs.is_empty()
+            && self.jobs.is_empty()
+            && self.refunds.is_empty()
+            && self.effects.is_empty()
+    }
+}
+
+/// What [`StoreBackend::lookup`] found: names not stored are left out.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub keys: HashMap<IdemKey, u64>,
+    pub refs: HashMap<PaymentRef, u64>,
+    pub jobs: HashMap<JobId, JobRecord>,
+    pub refunds: HashMap<RefundId, RefundRecord>,
+    pub effects: HashMap<EffectId, EffectRecord>,
+}
+
 /// A store's I/O, as the shared in-memory side needs it.
 pub trait StoreBackend {
     /// The seq of the event stored under `key`.
@@ -66,6 +96,18 @@ pub trait StoreBackend {
     /// [`StoreBackend::effect`] for every id of `ids`.
     fn effects(&self, ids: &[EffectId]) -> Result<HashMap<EffectId, EffectRecord>, LedgerError> {
         one_by_one(ids, |id| self.effect(id))
+    }
+
+    /// Everything of `ask` at once: what staging or a recall needs from storage. A store whose
+    /// reads cost a round trip sends the queries together; the default asks one after another.
+    fn lookup(&self, ask: &Lookup) -> Result<Found, LedgerError> {
+        Ok(Found {
+            keys: self.key_seqs(&ask.keys)?,
+            refs: self.payment_seqs(&ask.refs)?,
+            jobs: self.jobs(&ask.jobs)?,
+            refunds: self.refunds(&ask.refunds)?,
+            effects: self.effects(&ask.effects)?,
+        })
     }
 
     /// [`StoreBackend::balance`] for every account of `accounts`.
@@ -314,11 +356,9 @@ impl Resident {
                 .refs
                 .extend(fp.payment_refs.iter().map(|r| (*r).clone()));
         }
-        // One lookup for the whole batch: with a server, one round trip instead of one per event.
-        for (key, seq) in io.key_seqs(&dedup(keys))? {
-            self.ledger.note_key(key, seq);
-        }
-        self.load_records(io, names)
+        // One lookup for the whole batch: with a server, one round trip instead of one per event
+        // and per kind of record.
+        self.load_records(io, dedup(keys), names)
     }
 
     /// With `OpenWork`: bring the named records back into memory (a refund with its job), and
@@ -327,50 +367,81 @@ impl Resident {
         if !self.bounded() {
             return Ok(());
         }
-        self.load_records(io, names.clone())
+        self.load_records(io, Vec::new(), names.clone())
     }
 
-    /// Each kind of record is looked up with one batch call ([`StoreBackend::jobs`], …); only
-    /// the balances of records found are read one by one.
-    fn load_records(&mut self, io: &impl StoreBackend, names: Recall) -> Result<(), LedgerError> {
-        let Recall {
-            mut jobs,
-            refunds,
-            effects,
-            refs,
-        } = names;
-        let refunds = dedup(refunds);
-        let missing = self.missing(refunds.clone(), |s, id| s.refund(id).is_some());
-        let mut found = io.refunds(&missing)?;
-        for id in missing {
-            if let Some(record) = found.remove(&id) {
+    /// Loads what `names` name and memory lacks, and notes the stored seqs of `keys` (keys
+    /// not in memory), in one [`StoreBackend::lookup`]; then the jobs of named refunds that
+    /// are still missing (a second lookup, only then).
+    fn load_records(
+        &mut self,
+        io: &impl StoreBackend,
+        keys: Vec<IdemKey>,
+        names: Recall,
+    ) -> Result<(), LedgerError> {
+        let refunds = dedup(names.refunds);
+        let ask = Lookup {
+            keys,
+            refs: self.missing(dedup(names.refs), |s, r| s.payment_ref_seq(r).is_some()),
+            jobs: self.missing(dedup(names.jobs), |s, id| s.job(id).is_some()),
+            refunds: self.missing(refunds.clone(), |s, id| s.refund(id).is_some()),
+            effects: self.missing(dedup(names.effects), |s, id| s.effect(id).is_some()),
+        };
+        if !ask.is_empty() {
+            let found = io.lookup(&ask)?;
+            self.load_found(io, &ask, found)?;
+        }
+        let refund_jobs = refunds
+            .iter()
+            .filter_map(|id| self.state().refund(id).and_then(|r| r.job.clone()))
+            .collect();
+        let missing = self.missing(dedup(refund_jobs), |s, id| s.job(id).is_some());
+        if !missing.is_empty() {
+            let jobs = io.jobs(&missing)?;
+            let ask = Lookup {
+                jobs: missing,
+                ..Lookup::default()
+            };
+            let found = Found {
+                jobs,
+                ..Found::default()
+            };
+            self.load_found(io, &ask, found)?;
+        }
+        Ok(())
+    }
+
+    /// Puts what a lookup found into memory (each record with its account's balance).
+    fn load_found(
+        &mut self,
+        io: &impl StoreBackend,
+        ask: &Lookup,
+        mut found: Found,
+    ) -> Result<(), LedgerError> {
+        for (key, seq) in found.keys {
+            self.ledger.note_key(key, seq);
+        }
+        for id in &ask.refunds {
+            if let Some(record) = found.refunds.remove(id) {
                 let account = io.balance(&Account::Refund(id.clone()))?;
                 self.ledger.state_mut().load_refund(record, account);
-                self.candidates.refunds.insert(id);
+                self.candidates.refunds.insert(id.clone());
             }
         }
-        for id in &refunds {
-            jobs.extend(self.state().refund(id).and_then(|r| r.job.clone()));
-        }
-        let missing = self.missing(dedup(jobs), |s, id| s.job(id).is_some());
-        let mut found = io.jobs(&missing)?;
-        for id in missing {
-            if let Some(record) = found.remove(&id) {
+        for id in &ask.jobs {
+            if let Some(record) = found.jobs.remove(id) {
                 let account = io.balance(&Account::Job(id.clone()))?;
                 self.ledger.state_mut().load_job(record, account);
-                self.candidates.jobs.insert(id);
+                self.candidates.jobs.insert(id.clone());
             }
         }
-        let missing = self.missing(dedup(effects), |s, id| s.effect(id).is_some());
-        let mut found = io.effects(&missing)?;
-        for id in missing {
-            if let Some(e) = found.remove(&id) {
+        for id in &ask.effects {
+            if let Some(e) = found.effects.remove(id) {
                 self.ledger.state_mut().load_effect(e);
-                self.candidates.effects.insert(id);
+                self.candidates.effects.insert(id.clone());
             }
         }
-        let missing = self.missing(dedup(refs), |s, r| s.payment_ref_seq(r).is_some());
-        for (r, seq) in io.payment_seqs(&missing)? {
+        for (r, seq) in found.refs {
             self.ledger.state_mut().note_payment_ref(r, seq);
         }
         Ok(())

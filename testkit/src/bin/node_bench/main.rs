@@ -13,12 +13,17 @@
 //! target/release/paydvm-relay` the same for the relay. `--report-every N` prints the throughput
 //! of each window of N completed jobs (does the node slow down as its history grows?).
 //!
+//! `--pg`: the ledger on a throwaway PostgreSQL cluster (fsync on) instead of an SQLite file;
+//! with `--node-binary`, `--standbys N` starts N more nodes on the same database (`paydvm run
+//! --standby`, each with its own `state_dir`), waiting while the first serves (`pg_ledger.rs`).
+//!
 //! `--entitled`: kind 5001 is priced instead, and each customer holds a running subscription
 //! whose tier covers it (booked in the ledger before the node starts, quota enough for every
 //! job): every job runs on the entitlement, so the figures compare with the free run's.
 
 mod customer;
 mod node_process;
+mod pg_ledger;
 mod probes;
 mod relay_process;
 mod setup;
@@ -36,6 +41,7 @@ use paydvm_testkit::bench_stats::{load_average, percentile, status_kib, window_r
 use paydvm_testkit::fixture::Fixture;
 
 use node_process::NodeProcess;
+use pg_ledger::PgLedger;
 use relay_process::RelayProcess;
 
 #[derive(Debug, Parser)]
@@ -72,6 +78,13 @@ struct Args {
     /// Print the throughput of each window of this many completed jobs (0: none).
     #[arg(long, default_value_t = 10_000)]
     report_every: usize,
+    /// The ledger on a throwaway PostgreSQL cluster (fsync on) instead of an SQLite file.
+    #[arg(long)]
+    pg: bool,
+    /// With `--pg` and `--node-binary`: this many more nodes on the same database, standing by
+    /// (`paydvm run --standby`) while the first serves.
+    #[arg(long, default_value_t = 0, requires = "pg", requires = "node_binary")]
+    standbys: usize,
 }
 
 #[derive(Default)]
@@ -107,6 +120,10 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(
         args.customers > 0 && args.jobs_per_customer > 0 && args.window > 0,
         "customers, jobs-per-customer and window must be positive"
+    );
+    anyhow::ensure!(
+        !(args.pg && args.entitled),
+        "--entitled books its subscriptions into an SQLite ledger; not with --pg"
     );
     run(&args).await
 }
@@ -186,6 +203,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         None => builder,
     };
     let mut fixture = builder.named_dir("node-bench").build().await?;
+    let pg = match args.pg {
+        true => Some(on_postgres(&fixture.config).await?),
+        false => None,
+    };
     let url = fixture.urls[0].clone();
     probes::relay_round_trips(&url, 200).await?;
     let keys: Vec<Keys> = (0..args.customers).map(|_| Keys::generate()).collect();
@@ -195,25 +216,98 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         }
     }
     let node = RunningNode::start(args, &fixture).await?;
-    let ledger = fixture.ledger();
-    let (before, _) = ledger_counts(&ledger)?;
+    let standbys = start_standbys(args, pg.as_ref(), &fixture.config).await?;
+    let before = ledger_events(&fixture, pg.as_ref()).await?;
     let cpu_before = node.cpu();
 
     let stats = drive(args, &url, keys).await?;
     report(args, &stats, node.cpu().zip(cpu_before).map(|(a, b)| a - b));
 
+    stop_standbys(standbys)?;
     node.stop().await?;
     fixture.shutdown().await;
     drop(relay);
-    let (after, by_type) = ledger_counts(&ledger)?;
+    let after = ledger_events(&fixture, pg.as_ref()).await?;
     let events = after - before;
     println!(
-        "ledger: {events} events for {} jobs = {:.2} events/job (node uses Durability::Full: one fsynced commit per append_group)",
+        "ledger: {events} events for {} jobs = {:.2} events/job (node uses Durability::Full: one durable commit per append_group)",
         stats.latencies.len(),
         events as f64 / stats.latencies.len().max(1) as f64
     );
-    let by_type: Vec<String> = by_type.iter().map(|(t, n)| format!("{t} {n}")).collect();
-    println!("ledger by type (whole file): {}", by_type.join(", "));
+    if pg.is_none() {
+        let (_, by_type) = ledger_counts(&fixture.ledger())?;
+        let by_type: Vec<String> = by_type.iter().map(|(t, n)| format!("{t} {n}")).collect();
+        println!("ledger by type (whole file): {}", by_type.join(", "));
+    }
+    Ok(())
+}
+
+/// A throwaway cluster and the node's config pointed at it (the cluster's helpers block).
+async fn on_postgres(config: &Path) -> anyhow::Result<PgLedger> {
+    let config = config.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let pg = PgLedger::start()?;
+        pg.point(&config)?;
+        Ok(pg)
+    })
+    .await?
+}
+
+/// Events in the ledger: the file's, or the database's.
+async fn ledger_events(fixture: &Fixture, pg: Option<&PgLedger>) -> anyhow::Result<u64> {
+    match pg {
+        None => Ok(ledger_counts(&fixture.ledger())?.0),
+        Some(pg) => tokio::task::block_in_place(|| pg.events()),
+    }
+}
+
+/// `--standbys`: more nodes on the database, started once the first serves; each must still be
+/// standing by a few seconds later (not exited on the lock).
+async fn start_standbys(
+    args: &Args,
+    pg: Option<&PgLedger>,
+    config: &Path,
+) -> anyhow::Result<Vec<NodeProcess>> {
+    let (Some(pg), Some(binary)) = (pg, &args.node_binary) else {
+        return Ok(Vec::new());
+    };
+    let mut standbys = Vec::new();
+    for (k, config) in pg
+        .standby_configs(config, args.standbys)?
+        .iter()
+        .enumerate()
+    {
+        let name = format!("standby{}", k + 1);
+        standbys.push(NodeProcess::start_as(
+            binary,
+            config,
+            &["--standby"],
+            &name,
+        )?);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (k, standby) in standbys.iter_mut().enumerate() {
+        anyhow::ensure!(
+            standby.running()?,
+            "standby {} exited; see standby{}.err",
+            k + 1,
+            k + 1
+        );
+    }
+    if !standbys.is_empty() {
+        println!(
+            "{} standby nodes waiting on the same database",
+            standbys.len()
+        );
+    }
+    Ok(standbys)
+}
+
+fn stop_standbys(standbys: Vec<NodeProcess>) -> anyhow::Result<()> {
+    for standby in standbys {
+        let status = standby.stop()?;
+        anyhow::ensure!(status.success(), "a standby exited with {status}");
+    }
     Ok(())
 }
 

@@ -16,21 +16,38 @@ impl NodeProcess {
     /// Starts `binary run --config config`; its output goes to `node.out` / `node.err` beside
     /// the config.
     pub fn start(binary: &Path, config: &Path) -> anyhow::Result<NodeProcess> {
+        NodeProcess::start_as(binary, config, &[], "node")
+    }
+
+    /// Starts `binary run --config config <extra>`; its output goes to `<name>.out` /
+    /// `<name>.err` beside the config.
+    pub fn start_as(
+        binary: &Path,
+        config: &Path,
+        extra: &[&str],
+        name: &str,
+    ) -> anyhow::Result<NodeProcess> {
         let dir = config.parent().context("the config has no directory")?;
         let binary = std::fs::canonicalize(binary)
             .with_context(|| format!("no node binary at {}", binary.display()))?;
-        let log = |name: &str| std::fs::File::create(dir.join(name));
+        let log = |ext: &str| std::fs::File::create(dir.join(format!("{name}.{ext}")));
         let child = Command::new(&binary)
             .arg("run")
             .arg("--config")
             .arg(config)
+            .args(extra)
             .env("PAYDVM_LOG", "warn")
             .stdin(Stdio::null())
-            .stdout(log("node.out")?)
-            .stderr(log("node.err")?)
+            .stdout(log("out")?)
+            .stderr(log("err")?)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         Ok(NodeProcess { child })
+    }
+
+    /// Whether the process has not exited.
+    pub fn running(&mut self) -> anyhow::Result<bool> {
+        Ok(self.child.try_wait()?.is_none())
     }
 
     /// User + system CPU time the process has used so far.
