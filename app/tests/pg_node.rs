@@ -47,14 +47,7 @@ async fn pg_setup(url: &str) -> Setup {
 
 /// Rewrites the config's `ledger` line: the database, and `state_dir` when given.
 pub fn point_at(config: &Path, url: &str, state_dir: Option<&str>) {
-    let toml = std::fs::read_to_string(config).unwrap();
-    let mut line = format!("ledger = \"{url}\"");
-    if let Some(dir) = state_dir {
-        line.push_str(&format!("\nstate_dir = \"{dir}\""));
-    }
-    let toml = toml.replacen("ledger = \"paydvm.db\"", &line, 1);
-    assert!(toml.contains(url), "the fixture's ledger line was replaced");
-    std::fs::write(config, toml).unwrap();
+    paydvm_testkit::fixture::on_database(config, config, url, state_dir).unwrap();
 }
 
 fn with_backend(ln: &FakeLightning) -> NodeOptions {

@@ -93,27 +93,15 @@ fn node_configs(dir: &Path, relay: &RelayUrl, url: &str, zapper: &Zapper) -> Vec
         .relays(std::slice::from_ref(relay))
         .write(dir)
         .unwrap();
-    with_state_dirs(dir, &base, url, 3)
+    with_state_dirs(&base, url, 3)
 }
 
 /// `node1.toml` … `node<n>.toml`: `base` on the database `url`, each with a `state_dir` of its
-/// own.
-fn with_state_dirs(dir: &Path, base: &Path, url: &str, n: usize) -> Vec<PathBuf> {
+/// own; `base` is then pointed at the database too.
+fn with_state_dirs(base: &Path, url: &str, n: usize) -> Vec<PathBuf> {
+    let configs = paydvm_testkit::fixture::on_database_each(base, url, n, "node", "state").unwrap();
     point_at(base, url, None);
-    let toml = std::fs::read_to_string(base).unwrap();
-    (1..=n)
-        .map(|i| {
-            let path = dir.join(format!("node{i}.toml"));
-            let with_state = toml.replacen(
-                &format!("ledger = \"{url}\""),
-                &format!("ledger = \"{url}\"\nstate_dir = \"state{i}\""),
-                1,
-            );
-            assert_ne!(with_state, toml);
-            std::fs::write(&path, with_state).unwrap();
-            path
-        })
-        .collect()
+    configs
 }
 
 /// Prepaid credit for each customer, booked before any node starts.
@@ -671,7 +659,7 @@ async fn a_standby_waits_out_a_database_restart_and_takes_over() {
         .relays(std::slice::from_ref(&relay_url))
         .write(dir)
         .unwrap();
-    let configs = with_state_dirs(dir, &base, &url, 2);
+    let configs = with_state_dirs(&base, &url, 2);
     let mut first = RunningNode::start_with_args(&configs[0], 1, &["--standby"]);
     assert_eq!(serving(dir, &[1]).await, 1);
     let mut second = RunningNode::start_with_args(&configs[1], 2, &["--standby"]);

@@ -203,9 +203,12 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         None => builder,
     };
     let mut fixture = builder.named_dir("node-bench").build().await?;
-    let pg = match args.pg {
-        true => Some(on_postgres(&fixture.config).await?),
-        false => None,
+    let (pg, standby_configs) = match args.pg {
+        true => {
+            let (pg, configs) = on_postgres(&fixture.config, args.standbys).await?;
+            (Some(pg), configs)
+        }
+        false => (None, Vec::new()),
     };
     let url = fixture.urls[0].clone();
     probes::relay_round_trips(&url, 200).await?;
@@ -216,8 +219,8 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         }
     }
     let node = RunningNode::start(args, &fixture).await?;
-    let standbys = start_standbys(args, pg.as_ref(), &fixture.config).await?;
-    let before = ledger_events(&fixture, pg.as_ref()).await?;
+    let standbys = start_standbys(args, &standby_configs).await?;
+    let (before, _) = ledger_events(&fixture, pg.as_ref())?;
     let cpu_before = node.cpu();
 
     let stats = drive(args, &url, keys).await?;
@@ -227,7 +230,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     node.stop().await?;
     fixture.shutdown().await;
     drop(relay);
-    let after = ledger_events(&fixture, pg.as_ref()).await?;
+    let (after, by_type) = ledger_events(&fixture, pg.as_ref())?;
     let events = after - before;
     println!(
         "ledger: {events} events for {} jobs = {:.2} events/job (node uses Durability::Full: one durable commit per append_group)",
@@ -235,48 +238,43 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         events as f64 / stats.latencies.len().max(1) as f64
     );
     if pg.is_none() {
-        let (_, by_type) = ledger_counts(&fixture.ledger())?;
         let by_type: Vec<String> = by_type.iter().map(|(t, n)| format!("{t} {n}")).collect();
         println!("ledger by type (whole file): {}", by_type.join(", "));
     }
     Ok(())
 }
 
-/// A throwaway cluster and the node's config pointed at it (the cluster's helpers block).
-async fn on_postgres(config: &Path) -> anyhow::Result<PgLedger> {
+/// A throwaway cluster, the node's config pointed at it and one config per standby (the
+/// cluster's helpers block).
+async fn on_postgres(config: &Path, standbys: usize) -> anyhow::Result<(PgLedger, Vec<PathBuf>)> {
     let config = config.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let pg = PgLedger::start()?;
-        pg.point(&config)?;
-        Ok(pg)
+        let configs = pg.point(&config, standbys)?;
+        Ok((pg, configs))
     })
     .await?
 }
 
-/// Events in the ledger: the file's, or the database's.
-async fn ledger_events(fixture: &Fixture, pg: Option<&PgLedger>) -> anyhow::Result<u64> {
+/// Events in the ledger and, for a file, its rows by type (a database's: none).
+fn ledger_events(
+    fixture: &Fixture,
+    pg: Option<&PgLedger>,
+) -> anyhow::Result<(u64, Vec<(String, u64)>)> {
     match pg {
-        None => Ok(ledger_counts(&fixture.ledger())?.0),
-        Some(pg) => tokio::task::block_in_place(|| pg.events()),
+        None => ledger_counts(&fixture.ledger()),
+        Some(pg) => Ok((tokio::task::block_in_place(|| pg.events())?, Vec::new())),
     }
 }
 
 /// `--standbys`: more nodes on the database, started once the first serves; each must still be
 /// standing by a few seconds later (not exited on the lock).
-async fn start_standbys(
-    args: &Args,
-    pg: Option<&PgLedger>,
-    config: &Path,
-) -> anyhow::Result<Vec<NodeProcess>> {
-    let (Some(pg), Some(binary)) = (pg, &args.node_binary) else {
+async fn start_standbys(args: &Args, configs: &[PathBuf]) -> anyhow::Result<Vec<NodeProcess>> {
+    let Some(binary) = &args.node_binary else {
         return Ok(Vec::new());
     };
     let mut standbys = Vec::new();
-    for (k, config) in pg
-        .standby_configs(config, args.standbys)?
-        .iter()
-        .enumerate()
-    {
+    for (k, config) in configs.iter().enumerate() {
         let name = format!("standby{}", k + 1);
         standbys.push(NodeProcess::start_as(
             binary,

@@ -9,11 +9,12 @@ use anyhow::Context;
 use paydvm_ledger::{Durability, LedgerStore, StoreOptions};
 use paydvm_ledger_pg::throwaway::{ClusterOptions, ThrowawayCluster};
 use paydvm_ledger_pg::PgStore;
+use paydvm_testkit::fixture::{on_database, on_database_each};
 
 pub struct PgLedger {
     /// Stopped and removed when dropped.
     _cluster: ThrowawayCluster,
-    pub url: String,
+    url: String,
 }
 
 impl PgLedger {
@@ -33,32 +34,12 @@ impl PgLedger {
         })
     }
 
-    /// Points the node's `config` at the database, its local files in `<dir>/state`.
-    pub fn point(&self, config: &Path) -> anyhow::Result<()> {
-        rewrite_ledger_line(config, config, &self.url, "state")
-    }
-
-    /// `standby<k>.toml` beside `config` for k in 1..=n: the same node, its files in
-    /// `<dir>/standby<k>`.
-    pub fn standby_configs(&self, config: &Path, n: usize) -> anyhow::Result<Vec<PathBuf>> {
-        let dir = config.parent().context("the config has no directory")?;
-        (1..=n)
-            .map(|k| {
-                let path = dir.join(format!("standby{k}.toml"));
-                std::fs::copy(config, &path)?;
-                let state = format!("standby{k}");
-                let toml = std::fs::read_to_string(&path)?;
-                std::fs::write(
-                    &path,
-                    toml.replacen(
-                        "state_dir = \"state\"",
-                        &format!("state_dir = \"{state}\""),
-                        1,
-                    ),
-                )?;
-                Ok(path)
-            })
-            .collect()
+    /// `standby1.toml` … `standby<n>.toml` beside `config` (the same node, its files in
+    /// `<dir>/standby<k>`), then `config` itself on the database, its files in `<dir>/state`.
+    pub fn point(&self, config: &Path, standbys: usize) -> anyhow::Result<Vec<PathBuf>> {
+        let configs = on_database_each(config, &self.url, standbys, "standby", "standby")?;
+        on_database(config, config, &self.url, Some("state"))?;
+        Ok(configs)
     }
 
     /// Events in the ledger (its head's sequence number).
@@ -67,17 +48,4 @@ impl PgLedger {
         let store = PgStore::open_with(&self.url, &options)?;
         Ok(store.head().0)
     }
-}
-
-/// Writes `from` to `to` with its `ledger = "paydvm.db"` line replaced by the database and a
-/// `state_dir`.
-fn rewrite_ledger_line(from: &Path, to: &Path, url: &str, state_dir: &str) -> anyhow::Result<()> {
-    let toml = std::fs::read_to_string(from)?;
-    let line = format!("ledger = \"{url}\"\nstate_dir = \"{state_dir}\"");
-    anyhow::ensure!(
-        toml.contains("ledger = \"paydvm.db\""),
-        "the bench config has no ledger line to replace"
-    );
-    std::fs::write(to, toml.replacen("ledger = \"paydvm.db\"", &line, 1))?;
-    Ok(())
 }
