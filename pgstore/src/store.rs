@@ -131,19 +131,19 @@ impl StoreBackend for Db {
             ),
             (
                 read::seqs_sql("payments", "reference"),
-                names(&ask.refs, PaymentRef::as_str),
+                names(&ask.names.refs, PaymentRef::as_str),
             ),
             (
                 read::records_sql("jobs", "job"),
-                names(&ask.jobs, JobId::as_str),
+                names(&ask.names.jobs, JobId::as_str),
             ),
             (
                 read::records_sql("refunds", "refund"),
-                names(&ask.refunds, RefundId::as_str),
+                names(&ask.names.refunds, RefundId::as_str),
             ),
             (
                 read::records_sql("effects", "effect"),
-                names(&ask.effects, EffectId::as_str),
+                names(&ask.names.effects, EffectId::as_str),
             ),
         ];
         let mut rows = read::rows_by_keys(self, asks)?.into_iter();
@@ -154,10 +154,10 @@ impl StoreBackend for Db {
         let mut effects = read::records_of("effects", next())?;
         Ok(Found {
             keys: pick(&ask.keys, |k| keys.remove(k.as_str())),
-            refs: pick(&ask.refs, |r| refs.remove(r.as_str())),
-            jobs: pick(&ask.jobs, |id| jobs.remove(id.as_str())),
-            refunds: pick(&ask.refunds, |id| refunds.remove(id.as_str())),
-            effects: pick(&ask.effects, |id| effects.remove(id.as_str())),
+            refs: pick(&ask.names.refs, |r| refs.remove(r.as_str())),
+            jobs: pick(&ask.names.jobs, |id| jobs.remove(id.as_str())),
+            refunds: pick(&ask.names.refunds, |id| refunds.remove(id.as_str())),
+            effects: pick(&ask.names.effects, |id| effects.remove(id.as_str())),
         })
     }
 

@@ -28,23 +28,17 @@ use super::projections::Dirty;
 /// A group prepared in memory, with its events.
 pub type PreparedGroup<'a> = (&'a Prepared, &'a [LedgerEvent]);
 
-/// Names [`StoreBackend::lookup`] looks for in storage (none of them in memory).
+/// Names [`StoreBackend::lookup`] looks for in storage (none of them in memory): idempotency
+/// keys, and the records and payment references of a [`Recall`].
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Lookup {
     pub keys: Vec<IdemKey>,
-    pub refs: Vec<PaymentRef>,
-    pub jobs: Vec<JobId>,
-    pub refunds: Vec<RefundId>,
-    pub effects: Vec<EffectId>,
+    pub names: Recall,
 }
 
 impl Lookup {
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-            && self.refs.is_empty()
-            && self.jobs.is_empty()
-            && self.refunds.is_empty()
-            && self.effects.is_empty()
+        self.keys.is_empty() && self.names.is_empty()
     }
 }
 
@@ -103,10 +97,10 @@ pub trait StoreBackend {
     fn lookup(&self, ask: &Lookup) -> Result<Found, LedgerError> {
         Ok(Found {
             keys: self.key_seqs(&ask.keys)?,
-            refs: self.payment_seqs(&ask.refs)?,
-            jobs: self.jobs(&ask.jobs)?,
-            refunds: self.refunds(&ask.refunds)?,
-            effects: self.effects(&ask.effects)?,
+            refs: self.payment_seqs(&ask.names.refs)?,
+            jobs: self.jobs(&ask.names.jobs)?,
+            refunds: self.refunds(&ask.names.refunds)?,
+            effects: self.effects(&ask.names.effects)?,
         })
     }
 
@@ -382,10 +376,12 @@ impl Resident {
         let refunds = dedup(names.refunds);
         let ask = Lookup {
             keys,
-            refs: self.missing(dedup(names.refs), |s, r| s.payment_ref_seq(r).is_some()),
-            jobs: self.missing(dedup(names.jobs), |s, id| s.job(id).is_some()),
-            refunds: self.missing(refunds.clone(), |s, id| s.refund(id).is_some()),
-            effects: self.missing(dedup(names.effects), |s, id| s.effect(id).is_some()),
+            names: Recall {
+                refs: self.missing(dedup(names.refs), |s, r| s.payment_ref_seq(r).is_some()),
+                jobs: self.missing(dedup(names.jobs), |s, id| s.job(id).is_some()),
+                refunds: self.missing(refunds.clone(), |s, id| s.refund(id).is_some()),
+                effects: self.missing(dedup(names.effects), |s, id| s.effect(id).is_some()),
+            },
         };
         if !ask.is_empty() {
             let found = io.lookup(&ask)?;
@@ -399,8 +395,11 @@ impl Resident {
         if !missing.is_empty() {
             let jobs = io.jobs(&missing)?;
             let ask = Lookup {
-                jobs: missing,
-                ..Lookup::default()
+                keys: Vec::new(),
+                names: Recall {
+                    jobs: missing,
+                    ..Recall::default()
+                },
             };
             let found = Found {
                 jobs,
@@ -421,21 +420,21 @@ impl Resident {
         for (key, seq) in found.keys {
             self.ledger.note_key(key, seq);
         }
-        for id in &ask.refunds {
+        for id in &ask.names.refunds {
             if let Some(record) = found.refunds.remove(id) {
                 let account = io.balance(&Account::Refund(id.clone()))?;
                 self.ledger.state_mut().load_refund(record, account);
                 self.candidates.refunds.insert(id.clone());
             }
         }
-        for id in &ask.jobs {
+        for id in &ask.names.jobs {
             if let Some(record) = found.jobs.remove(id) {
                 let account = io.balance(&Account::Job(id.clone()))?;
                 self.ledger.state_mut().load_job(record, account);
                 self.candidates.jobs.insert(id.clone());
             }
         }
-        for id in &ask.effects {
+        for id in &ask.names.effects {
             if let Some(e) = found.effects.remove(id) {
                 self.ledger.state_mut().load_effect(e);
                 self.candidates.effects.insert(id.clone());
