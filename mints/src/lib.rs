@@ -13,6 +13,7 @@ pub mod intake;
 mod intake_tests;
 pub mod nutzap;
 pub mod pending;
+pub mod private_file;
 mod recovery;
 pub mod redeem;
 pub mod refund;

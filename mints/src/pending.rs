@@ -23,6 +23,8 @@ pub enum PendingError {
     Sql(#[from] rusqlite::Error),
     #[error("pending swaps store: bad row {event}: {reason}")]
     Row { event: String, reason: String },
+    #[error("pending swaps store: cannot make it private (mode 0600): {0}")]
+    Private(std::io::Error),
 }
 
 /// Where a pending NutZap stands.
@@ -48,12 +50,8 @@ pub struct PendingSwaps {
 impl PendingSwaps {
     /// Opens (or creates, mode 0600: the proofs are bearer money once our key signs) the store.
     pub fn open(path: &Path) -> Result<Self, PendingError> {
+        crate::private_file::make_private(path).map_err(PendingError::Private)?;
         let db = Connection::open(path)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-        }
         db.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
              CREATE TABLE IF NOT EXISTS pending_swaps (

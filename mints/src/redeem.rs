@@ -95,7 +95,12 @@ pub struct Redeemer {
 
 impl Redeemer {
     /// Opens (or creates) the wallet store at `path`.
+    /// The file holds bearer ecash: it is made private (mode 0600) first.
     pub async fn open(path: &Path, key: ReceiveKey) -> Result<Self, RedeemError> {
+        crate::private_file::make_private(path).map_err(|e| RedeemError::Store {
+            path: path.display().to_string(),
+            reason: format!("cannot make it private (mode 0600): {e}"),
+        })?;
         let store = WalletSqliteDatabase::new(path.to_path_buf())
             .await
             .map_err(|e| RedeemError::Store {

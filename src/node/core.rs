@@ -120,8 +120,8 @@ pub enum Command {
         reply: oneshot::Sender<Option<JobRecord>>,
     },
     /// Send `job` on `tell` once the job is past `received` (quoted, refused, ended): a rail
-    /// holding a payment for it (a Cashu token) looks again then, not on a timer. Told at once
-    /// if it is past already; see `quote_waiters` for when a tell is dropped.
+    /// holding a payment for it (a swapped Cashu token) credits it then, not on a timer. Told at
+    /// once if it is past already; see `quote_waiters` for when a tell is dropped.
     WhenQuoted {
         job: JobId,
         tell: mpsc::Sender<JobId>,

@@ -10,14 +10,23 @@
 //! attempt's own steps and their order are unchanged (swap, record it swapped, book the
 //! payment, clear the row), so a crash leaves what it left before. Outputs are derived per
 //! NutZap (`intake:<id>`), so attempts for different rows share nothing at the mint.
+//!
+//! A request token's attempt asks the core, before it swaps, to be told when the job is quoted
+//! (`Command::WhenQuoted`): the token is usually taken while the quote is still being written,
+//! and a payment for a job still `received` would be returned, not applied. So the swap runs
+//! beside the quote's write and the credit follows the quote. An attempt keeps its slot for the
+//! quote at most [`QUOTE_HOLD`]; then the swapped row is held by the rail
+//! ([`super::held_credits`]) until the core tells it, and stays in the pending store as swapped
+//! meanwhile (a restart credits it after the job is quoted again).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use nostr_sdk::nips::nip44;
 use nostr_sdk::prelude::{Event, EventBuilder, Keys, Kind, Tag};
-use paydvm_ledger::{Asset, Msat, Rail};
+use paydvm_ledger::{Asset, JobId, Msat, Rail};
 use paydvm_mints::pending::PendingError;
 use paydvm_mints::{Origin, PendingState, PendingSwap, Redeemer, SwapOutcome, VerifiedNutZap};
 use tokio::sync::{mpsc, oneshot};
@@ -32,6 +41,11 @@ use crate::config::InputFees;
 
 /// At most this many attempts run at once; the rail takes no new event while they do.
 pub(super) const ATTEMPTS_AT_ONCE: usize = 16;
+
+/// How long an attempt for a request token keeps its slot waiting for the job's quote after the
+/// swap (usually milliseconds: the quote is written beside the swap); then the rail holds the
+/// swapped row, so a slow Lightning backend does not take the slots of other ecash.
+const QUOTE_HOLD: Duration = Duration::from_millis(500);
 
 /// What an attempt needs; cloned into each attempt's task.
 #[derive(Clone)]
@@ -52,10 +66,20 @@ pub(super) struct TellOnRefusal {
     pub job: String,
 }
 
-/// An attempt that ended: why its ecash was refused for good, if it was.
+/// An attempt that ended: why its ecash was refused for good, if it was; or the swapped row of a
+/// request token whose job was not quoted in time (credited once it is).
 pub(super) struct Finished {
     pub refused: Option<String>,
     pub tell: Option<TellOnRefusal>,
+    pub held: Option<(JobId, PendingSwap)>,
+}
+
+/// How an attempt ended.
+enum Ended {
+    Done,
+    Refused(String),
+    /// Swapped, its job not quoted yet: the row (now swapped) waits for the quote.
+    Held(JobId, Box<PendingSwap>),
 }
 
 /// The attempts running (at most [`ATTEMPTS_AT_ONCE`], so a scan is cheap): task → row.
@@ -88,8 +112,16 @@ impl Attempts {
         }
         let attempter = attempter.clone();
         let task = self.tasks.spawn(async move {
-            let refused = attempter.attempt(row).await;
-            Finished { refused, tell }
+            let (refused, held) = match attempter.attempt(row).await {
+                Ended::Done => (None, None),
+                Ended::Refused(reason) => (Some(reason), None),
+                Ended::Held(job, row) => (None, Some((job, *row))),
+            };
+            Finished {
+                refused,
+                tell,
+                held,
+            }
         });
         self.running.insert(task.id(), id);
     }
@@ -114,10 +146,13 @@ impl Attempts {
 }
 
 impl Attempter {
-    /// One step for pending ecash: swap it if not swapped yet, then credit it. Returns why it
-    /// was refused for good, if it was (the mint's answer; it never holds a proof secret).
-    async fn attempt(&self, row: PendingSwap) -> Option<String> {
+    /// One step for pending ecash: swap it if not swapped yet, then credit it (a request token
+    /// once its job is quoted). A refusal's reason is the mint's answer; it never holds a proof
+    /// secret.
+    async fn attempt(&self, mut row: PendingSwap) -> Ended {
         let id = row.nutzap.event_id.clone();
+        // Asked before the swap, so the answer is usually there when the swap is done.
+        let quoted = self.when_quoted(&row.nutzap).await;
         let (received, fee) = match row.state {
             PendingState::Swapped { received, fee } => (received, fee),
             PendingState::Verified => match self.redeemer.swap(&row.nutzap).await {
@@ -130,25 +165,49 @@ impl Attempter {
                 SwapOutcome::AlreadySpent => {
                     let reason = "its proofs were already spent at the mint".to_owned();
                     self.drop_row(&id, &reason).await;
-                    return Some(reason);
+                    return Ended::Refused(reason);
                 }
                 SwapOutcome::Refused { reason } => {
                     let reason = format!("the mint refused the swap: {reason}");
                     self.drop_row(&id, &reason).await;
-                    return Some(reason);
+                    return Ended::Refused(reason);
                 }
                 SwapOutcome::Retry { reason } => {
                     self.back_off(&id, &format!("swap not done: {reason}"))
                         .await;
-                    return None;
+                    return Ended::Done;
                 }
             },
         };
         if fee > 0 {
             info!(nutzap = %id, fee, unit = %row.nutzap.unit, "mint input fee paid on the swap");
         }
+        if let Some((job, told)) = quoted {
+            if !is_quoted(told).await {
+                row.state = PendingState::Swapped { received, fee };
+                return Ended::Held(job, Box::new(row));
+            }
+        }
         self.credit(&row.nutzap, received, fee).await;
-        None
+        Ended::Done
+    }
+
+    /// For a request token: asks the core to tell when its job is past `received` (at once if
+    /// it is). `None` for a NutZap (credited whatever its job's state: the policy decides).
+    async fn when_quoted(&self, ecash: &VerifiedNutZap) -> Option<(JobId, mpsc::Receiver<JobId>)> {
+        if ecash.origin != Origin::RequestToken {
+            return None;
+        }
+        // A token's target is its request, which the rail checked is our job.
+        let job = JobId::new(ecash.target.clone()?).ok()?;
+        let (tell, told) = mpsc::channel(1);
+        let ask = Command::WhenQuoted {
+            job: job.clone(),
+            tell,
+        };
+        // A closed core drops `tell`: then the row is held, never credited unquoted.
+        let _ = self.commands.send(ask).await;
+        Some((job, told))
     }
 
     async fn credit(&self, nutzap: &VerifiedNutZap, received: u64, fee: u64) {
@@ -258,4 +317,13 @@ impl Attempter {
         }
         rx.await.unwrap_or_default()
     }
+}
+
+/// Whether the core said the job is quoted within [`QUOTE_HOLD`]. A dropped tell (the core's
+/// waiting list full, or the core gone) counts as not yet: the row is held, not credited early.
+async fn is_quoted(mut told: mpsc::Receiver<JobId>) -> bool {
+    matches!(
+        tokio::time::timeout(QUOTE_HOLD, told.recv()).await,
+        Ok(Some(_))
+    )
 }

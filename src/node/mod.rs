@@ -21,6 +21,7 @@ pub mod decide;
 mod ecash_attempts;
 mod ecash_deferrals;
 pub mod ecash_refunds;
+mod held_credits;
 pub mod http;
 pub mod intake;
 pub mod invoicing;

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use nostr_sdk::prelude::{Event, EventId, Keys};
+use nostr_sdk::prelude::{Event, Keys};
 use paydvm_ledger::{JobId, Msat};
 use paydvm_mints::{
     MintRegistry, MintStatus, NutZapEvent, Origin, PendingState, PendingSwap, PendingSwaps,
@@ -30,7 +30,8 @@ use tracing::{debug, warn};
 
 use super::core::Command;
 use super::ecash_attempts::{Attempter, Attempts, Finished};
-use super::ecash_deferrals::{Deferrals, Wait};
+use super::ecash_deferrals::Deferrals;
+use super::held_credits::HeldCredits;
 use super::now_ms;
 use super::pending_store::PendingStore;
 use crate::config::{InputFees, PublicTokens};
@@ -162,9 +163,10 @@ pub(super) struct Worker {
     /// Swaps and credits, several at once.
     pub(super) attempter: Attempter,
     pub(super) attempts: Attempts,
-    /// NutZaps waiting for their mint's keysets, and requests whose tokens wait for that or
-    /// for their quote.
+    /// NutZaps and requests whose tokens wait for their mint's keysets.
     deferred: Deferrals,
+    /// Swapped request tokens whose credit waits for their job's quote.
+    held: HeldCredits,
     /// Where the core tells which jobs were quoted (`Command::WhenQuoted`).
     quoted: mpsc::Sender<JobId>,
 }
@@ -202,6 +204,7 @@ impl NutZapRail {
             attempter,
             attempts: Attempts::default(),
             deferred: Deferrals::default(),
+            held: HeldCredits::default(),
             quoted,
         };
         let (events, rx) = mpsc::channel(super::queues::NUTZAPS);
@@ -251,11 +254,19 @@ impl Worker {
         }
     }
 
-    /// An attempt ended: a request whose token the mint refused is told why.
+    /// An attempt ended: a request whose token the mint refused is told why; a token swapped
+    /// before its job was quoted waits for the quote.
     async fn on_finished(&mut self, done: Finished) {
         if let (Some(reason), Some(tell)) = (done.refused, done.tell) {
             let reason = format!("cashu token not redeemed: {reason}");
             self.tell(&tell.request, &tell.job, reason).await;
+        }
+        if let Some((job, row)) = done.held {
+            debug!(%job, "token swapped; its credit waits for the quote");
+            if self.held.hold(job.clone(), row, now_ms()) {
+                // Answered at once if the quote was written since the attempt asked.
+                self.when_quoted(job);
+            }
         }
     }
 
@@ -284,48 +295,31 @@ impl Worker {
             }
             Decision::Nothing => self.stats.duplicate(),
             Decision::Reject(reason) => self.stats.refused(&id, &reason),
-            Decision::Later(reason) => self.defer(event, tries, &reason, Wait::Mint),
+            Decision::Later(reason) => self.defer(event, tries, &reason),
         }
     }
 
-    /// Looks at `event` again later (its mint could not be asked, or its job is not quoted yet).
-    pub(super) fn defer(&mut self, event: Box<Event>, tries: u32, reason: &str, wait: Wait) {
+    /// Looks at `event` again later: its mint could not be asked, or its pending row written.
+    pub(super) fn defer(&mut self, event: Box<Event>, tries: u32, reason: &str) {
         self.stats.retried.fetch_add(1, Ordering::SeqCst);
-        match wait {
-            // Usually a matter of milliseconds: not worth a warning.
-            Wait::Quote => debug!(event = %event.id, "ecash not checked yet: {reason}; will retry"),
-            Wait::Mint => warn!(event = %event.id, "ecash not checked yet: {reason}; will retry"),
-        }
-        if wait == Wait::Quote {
-            self.when_quoted(&event);
-        }
-        self.deferred.push(event, now_ms(), tries, wait);
+        warn!(event = %event.id, "ecash not checked yet: {reason}; will retry");
+        self.deferred.push(event, now_ms(), tries);
     }
 
-    /// Asks the core to say when `request`'s job is quoted. Without waiting: a full queue
-    /// leaves the request to the timer.
-    fn when_quoted(&self, request: &Event) {
-        let Ok(job) = JobId::new(request.id.to_hex()) else {
-            return;
-        };
+    /// Asks the core to say when `job` is quoted. Without waiting: a full queue leaves the held
+    /// rows to the retry timer.
+    fn when_quoted(&self, job: JobId) {
         let tell = self.quoted.clone();
-        if self
-            .commands
-            .try_send(Command::WhenQuoted { job, tell })
-            .is_err()
-        {
-            debug!(event = %request.id, "the core's queue is full; the quote is looked for on the timer");
+        if let Err(e) = self.commands.try_send(Command::WhenQuoted { job, tell }) {
+            debug!("the core's queue is full; a held token waits for the retry timer: {e}");
         }
     }
 
-    /// The core wrote `job`'s quote (or the job left `received` another way): its request's
-    /// tokens are decided now.
+    /// The core wrote `job`'s quote (or the job left `received` another way): the tokens its
+    /// request carried, swapped already, are credited now.
     async fn quoted(&mut self, job: JobId) {
-        let Ok(request) = EventId::from_hex(job.as_str()) else {
-            return;
-        };
-        for d in self.deferred.take_quoted(&request) {
-            self.decide(d.event, d.tries).await;
+        for row in self.held.take(&job) {
+            self.attempts.start(&self.attempter, row, None);
         }
     }
 
@@ -393,7 +387,7 @@ impl Worker {
     /// Decides again the deferred events that are due; gives up those tried too often.
     async fn deferred_due(&mut self) {
         for d in self.deferred.take_due(now_ms()) {
-            if d.tries > d.wait.max_tries() {
+            if d.exhausted() {
                 let id = d.event.id.to_hex();
                 self.stats.refused(
                     &id,
@@ -408,7 +402,9 @@ impl Worker {
     /// Starts attempts for pending rows that are due (deferred events have their own wake-up in
     /// `run`, taken only while there is room for attempts).
     async fn retry_due(&mut self) {
-        let due = match self.pending.due(now_ms()).await {
+        let now = now_ms();
+        self.held.let_go_stale(now);
+        let due = match self.pending.due(now).await {
             Ok(due) => due,
             Err(e) => {
                 warn!("pending NutZaps: {e}");
@@ -416,11 +412,14 @@ impl Worker {
             }
         };
         // Rows being attempted are due too (a row is due once written): skipped, not doubled.
+        // Held rows wait for their quote's tell.
         for row in due {
             if !self.attempts.has_room() {
                 break;
             }
-            self.attempts.start(&self.attempter, row, None);
+            if !self.held.holds(&row.nutzap.event_id) {
+                self.attempts.start(&self.attempter, row, None);
+            }
         }
     }
 

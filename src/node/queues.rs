@@ -8,7 +8,7 @@
 //! | [`OUTBOX_LANE`] | outbox → one publishing lane | the outbox waits |
 //! | [`ZAP_RECEIPTS`], [`NUTZAPS`] | intake → zap / NutZap rail | intake waits |
 //! | [`SETTLEMENTS`] | invoice watcher → invoice desk | the watcher waits |
-//! | [`QUOTED`] | core → Cashu rail: jobs quoted that a token waits for | the core does not wait: the tell is dropped and the rail's timer looks again (the same when the rail's `WhenQuoted` finds the core's queue full) |
+//! | [`QUOTED`] | core → Cashu rail: jobs quoted whose swapped tokens the rail holds | the core does not wait: the tell is dropped and the rail's retry timer attempts the held row again after 5 s (the same when the rail's `WhenQuoted` finds the core's queue full) |
 //!
 //! The invoice watch list (core → watcher) is not a queue of work but the set of open quotes'
 //! invoices: it holds one entry per open quote and empties as they settle or expire.

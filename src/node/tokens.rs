@@ -4,6 +4,10 @@
 //! ([`paydvm_mints::verify_token`]), recorded as pending, swapped at its mint with the NutZap
 //! redeem path, and only then credited to the job on the `cashu_token` rail.
 //!
+//! A token usually arrives while its job's quote is still being written (the invoice is being
+//! made). It is swapped at once, beside that write; only its credit waits until the job is
+//! quoted (`ecash_attempts`), since a payment for a job still `received` would be returned.
+//!
 //! A token in a clear tag was readable by everyone before it reached us: `cashu.public_tokens`
 //! decides whether it is refused (the default) or swapped in a race with any other reader.
 //! Tokens are bearer secrets: none is ever logged, put in an error or sent back.
@@ -14,7 +18,6 @@ use paydvm_mints::{PendingState, PendingSwap, Reject, RequestToken, VerifiedNutZ
 
 use super::core::{Command, VerifiedPayment};
 use super::ecash_attempts::TellOnRefusal;
-use super::ecash_deferrals::Wait;
 use super::now_ms;
 use super::nutzaps::{reference, Worker};
 use crate::config::PublicTokens;
@@ -63,8 +66,9 @@ enum Step {
     Nothing,
     /// Refused; the reason is safe to show the customer.
     Refuse(String),
-    /// Not decidable yet: the mint's keysets could not be fetched, or the job is not quoted.
-    Later(String, Wait),
+    /// Not decidable yet: the mint's keysets could not be fetched, or the pending row could not
+    /// be written.
+    Later(String),
 }
 
 impl Worker {
@@ -82,7 +86,7 @@ impl Worker {
             return;
         }
         let job = request.job.id.clone();
-        let mut later = None;
+        let mut later: Option<String> = None;
         for offered in &request.payment_tokens {
             match self.token_step(&request, offered).await {
                 Step::Swap(token) => {
@@ -103,16 +107,11 @@ impl Worker {
                     self.stats.refused(&job, &reason);
                     self.tell(&event, &job, reason).await;
                 }
-                // Waiting for the mint outlasts waiting for the quote.
-                Step::Later(reason, wait) => {
-                    if !matches!(later, Some((_, Wait::Mint))) {
-                        later = Some((reason, wait));
-                    }
-                }
+                Step::Later(reason) => later = Some(reason),
             }
         }
-        if let Some((reason, wait)) = later {
-            self.defer(event, tries, &reason, wait);
+        if let Some(reason) = later {
+            self.defer(event, tries, &reason);
         }
     }
 
@@ -150,11 +149,9 @@ impl Worker {
             );
         }
         match record.map(|r| r.state) {
-            Some(JobState::Quoted | JobState::PartiallyPaid) => {}
-            // Quoted once the invoice is there (or the quote is given without one).
-            Some(JobState::Received) => {
-                return Step::Later("the job is not quoted yet".into(), Wait::Quote)
-            }
+            // `received`: admitted, its quote is being written (the invoice is being made). The
+            // swap goes now; the credit waits for the quote.
+            Some(JobState::Received | JobState::Quoted | JobState::PartiallyPaid) => {}
             // Not admitted (the core told the customer why) or past taking payment: the token
             // stays the customer's.
             Some(_) => {
@@ -167,7 +164,7 @@ impl Worker {
         match self.pending.insert(&verified, now_ms()).await {
             Ok(true) => Step::Swap(verified),
             Ok(false) => Step::Nothing,
-            Err(e) => Step::Later(format!("cannot record it as pending: {e}"), Wait::Mint),
+            Err(e) => Step::Later(format!("cannot record it as pending: {e}")),
         }
     }
 
@@ -180,7 +177,7 @@ impl Worker {
                 let mint = paydvm_mints::token::token_mint(token.token).map_err(refused)?;
                 if let Err(e) = self.registry.refresh(&mint).await {
                     let reason = format!("cannot fetch keysets: {e}");
-                    return Err(Step::Later(reason, Wait::Mint));
+                    return Err(Step::Later(reason));
                 }
                 paydvm_mints::verify_token(token, &self.us, &self.registry, now_secs)
                     .map_err(refused)

@@ -1,8 +1,9 @@
 //! Rails waiting for a job to leave `received`: a Cashu token reaches the Cashu rail with its
-//! request, usually before the job's quote is written (its invoice is still being made), and
-//! can only be credited to a quoted job. Rather than polling, the rail asks the core to tell it
-//! the moment the quote is written ([`super::Command::WhenQuoted`]); its own timer stays as the
-//! fallback (a full waiting list or a full channel here drops the tell, never the payment).
+//! request, usually before the job's quote is written (its invoice is still being made); it is
+//! swapped at once but can only be credited to a quoted job. Rather than polling, the rail asks
+//! the core to tell it the moment the quote is written ([`super::Command::WhenQuoted`]); its
+//! retry timer stays as the fallback (a full waiting list or a full channel here drops the tell,
+//! never the payment: a dropped tell is never taken for "quoted").
 
 use paydvm_ledger::{JobId, JobState, LedgerState};
 use tokio::sync::mpsc;
