@@ -131,8 +131,12 @@ impl Worker {
         let reference = reference(&verified);
         let mut refs = vec![reference.clone()];
         refs.extend(verified.ys.iter().cloned());
-        let credited = self.attempter.credited(refs).await;
-        let record = super::job_record(&self.commands, &request.job.id).await;
+        // Both questions go to the core together: it answers them one after the other, so the
+        // second does not wait behind whatever the core takes up between them.
+        let (credited, record) = tokio::join!(
+            self.attempter.credited(refs),
+            super::job_record(&self.commands, &request.job.id)
+        );
         if credited.contains(&reference) {
             // The same request seen again is nothing new; another job offering a spent token
             // is told.
