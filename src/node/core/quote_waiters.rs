@@ -44,7 +44,7 @@ impl QuoteWaiters {
             if is_received(state, job) {
                 return true;
             }
-            // A full channel drops the tell: the rail's timer still looks again.
+            // A full channel drops the tell: the rail's retry timer takes the held row later.
             let _ = tell.try_send(job.clone());
             false
         });
