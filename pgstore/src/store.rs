@@ -60,6 +60,18 @@ impl PgStore {
     pub fn options(&self) -> &StoreOptions {
         self.core.options()
     }
+
+    /// A run-time setting as the store's own sessions see it (`SHOW name`): what the store set
+    /// when it connected, for tests and diagnostics. `name` is a plain setting name.
+    #[doc(hidden)]
+    pub fn session_setting(&self, name: &str) -> Result<String, LedgerError> {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(PgError::Runtime(format!("not a setting name: {name:?}")).into());
+        }
+        let row = self.db.query_opt(format!("SHOW {name}"), Vec::new())?;
+        let row = row.ok_or_else(|| PgError::Runtime(format!("SHOW {name}: no row")))?;
+        Ok(crate::client::get::<String>(&row, 0)?)
+    }
 }
 
 /// The database as the I/O of the shared in-memory side.
