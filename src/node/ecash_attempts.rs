@@ -66,19 +66,20 @@ pub(super) struct TellOnRefusal {
     pub job: String,
 }
 
-/// An attempt that ended: why its ecash was refused for good, if it was; or the swapped row of a
-/// request token whose job was not quoted in time (credited once it is).
+/// An attempt that ended, and whom to tell if its ecash was refused.
 pub(super) struct Finished {
-    pub refused: Option<String>,
+    pub ended: Ended,
     pub tell: Option<TellOnRefusal>,
-    pub held: Option<(JobId, PendingSwap)>,
 }
 
 /// How an attempt ended.
-enum Ended {
+pub(super) enum Ended {
+    /// Credited, or left pending for a retry.
     Done,
+    /// Refused for good: the mint's reason (it never holds a proof secret).
     Refused(String),
-    /// Swapped, its job not quoted yet: the row (now swapped) waits for the quote.
+    /// A request token swapped before its job was quoted: the row (now swapped) waits for the
+    /// quote.
     Held(JobId, Box<PendingSwap>),
 }
 
@@ -112,16 +113,8 @@ impl Attempts {
         }
         let attempter = attempter.clone();
         let task = self.tasks.spawn(async move {
-            let (refused, held) = match attempter.attempt(row).await {
-                Ended::Done => (None, None),
-                Ended::Refused(reason) => (Some(reason), None),
-                Ended::Held(job, row) => (None, Some((job, *row))),
-            };
-            Finished {
-                refused,
-                tell,
-                held,
-            }
+            let ended = attempter.attempt(row).await;
+            Finished { ended, tell }
         });
         self.running.insert(task.id(), id);
     }

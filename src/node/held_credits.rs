@@ -13,9 +13,9 @@ use paydvm_ledger::JobId;
 use paydvm_mints::PendingSwap;
 
 /// At most this many rows held; more wait on the rail's retry timer.
-pub(super) const MAX_HELD: usize = 4096;
+const MAX_HELD: usize = 4096;
 /// A row held this long (ms) is attempted again on the retry timer, in case its tell was lost.
-pub(super) const RECHECK_AFTER_MS: u64 = 5_000;
+const RECHECK_AFTER_MS: u64 = 5_000;
 
 struct Held {
     job: JobId,

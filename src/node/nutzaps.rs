@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::core::Command;
-use super::ecash_attempts::{Attempter, Attempts, Finished};
+use super::ecash_attempts::{Attempter, Attempts, Ended, Finished};
 use super::ecash_deferrals::Deferrals;
 use super::held_credits::HeldCredits;
 use super::now_ms;
@@ -257,15 +257,20 @@ impl Worker {
     /// An attempt ended: a request whose token the mint refused is told why; a token swapped
     /// before its job was quoted waits for the quote.
     async fn on_finished(&mut self, done: Finished) {
-        if let (Some(reason), Some(tell)) = (done.refused, done.tell) {
-            let reason = format!("cashu token not redeemed: {reason}");
-            self.tell(&tell.request, &tell.job, reason).await;
-        }
-        if let Some((job, row)) = done.held {
-            debug!(%job, "token swapped; its credit waits for the quote");
-            if self.held.hold(job.clone(), row, now_ms()) {
-                // Answered at once if the quote was written since the attempt asked.
-                self.when_quoted(job);
+        match done.ended {
+            Ended::Done => {}
+            Ended::Refused(reason) => {
+                if let Some(tell) = done.tell {
+                    let reason = format!("cashu token not redeemed: {reason}");
+                    self.tell(&tell.request, &tell.job, reason).await;
+                }
+            }
+            Ended::Held(job, row) => {
+                debug!(%job, "token swapped; its credit waits for the quote");
+                if self.held.hold(job.clone(), *row, now_ms()) {
+                    // Answered at once if the quote was written since the attempt asked.
+                    self.when_quoted(job);
+                }
             }
         }
     }
