@@ -12,6 +12,7 @@ use paydvm::lightning::fake::FakeLightning;
 use paydvm::node::{NodeHandle, NodeOptions};
 use paydvm_ledger::store::Store;
 use paydvm_ledger::{Durability, JobId, JobState, LedgerStore, StoreOptions};
+use paydvm_ledger_pg::cut_proxy::{Cut, CutProxy};
 use paydvm_ledger_pg::throwaway::ThrowawayCluster;
 use paydvm_ledger_pg::PgStore;
 use paydvm_testkit::fixture::Fixture;
@@ -286,4 +287,103 @@ async fn a_postgres_ledger_without_state_dir_is_a_clear_error() {
         "{text}"
     );
     assert!(!text.contains(PASSWORD), "{text}");
+}
+
+/// A proxy in front of the shared cluster (its helpers block, so started off the runtime), and
+/// `url` through it with each call bounded by `deadline_ms`.
+async fn through_proxy(url: &str, deadline_ms: u32) -> (CutProxy, String) {
+    let port = tokio::task::spawn_blocking(|| ThrowawayCluster::shared().port())
+        .await
+        .unwrap();
+    let proxy = tokio::task::spawn_blocking(move || CutProxy::start(port))
+        .await
+        .unwrap()
+        .unwrap();
+    let through = format!("{}?deadline_ms={deadline_ms}", proxy.url(url, port));
+    (proxy, through)
+}
+
+/// The answer to a write's `COMMIT` is lost while the node runs (the connection breaks after the
+/// server got it): the store finds the write in the database and the node carries on as
+/// written. Without that check the node's memory would be one batch behind the database, every
+/// later write refused as another writer's (the head moved), and the node stuck until restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_answer_lost_mid_run_is_found_written_and_the_node_serves_on() {
+    let url = fresh_database_async().await;
+    let (proxy, through) = through_proxy(&url, 10_000).await;
+    let s = pg_setup(&through).await;
+    let ln = FakeLightning::new();
+    let node = s.start_with(with_backend(&ln)).await;
+    proxy.arm(Cut::AnswerLost, false);
+    let (free, paid) = free_and_paid(&node, &s, &ln).await;
+    assert_eq!(proxy.cuts(), 1, "a COMMIT's answer was lost");
+    assert_eq!(node.ledger_fault(), None);
+    node.shutdown().await;
+    let store = pg_store(&url);
+    assert_eq!(steps(&store, &paid.id.to_hex()), PAID_AND_DONE);
+    for job in [free.id, paid.id] {
+        let record = store.job(&JobId::new(job.to_hex()).unwrap()).unwrap();
+        assert_eq!(
+            record.map(|r| (r.state, r.attempts)),
+            Some((JobState::Succeeded, 1))
+        );
+    }
+    assert_eq!(results_on_relay(&s, 6001, free.id).await, 1);
+    assert_eq!(results_on_relay(&s, 6050, paid.id).await, 1);
+    let out = paydvm(&["ledger", "verify", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// The answer to a write's `COMMIT` is lost and the server then stops answering for a while: the
+/// write cannot be checked at once, so the node is faulted (its work parked); when the server
+/// answers again the store finds the write landed after all. Its memory lacks that write, so the
+/// node is told to stop at once (`NodeHandle::must_stop`; `paydvm run` exits 1), and a restart
+/// ends the job from the ledger: once, with one result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_commit_found_written_later_stops_the_node_and_a_restart_ends_the_job_once() {
+    let url = fresh_database_async().await;
+    // Below the lock's 5 s probe: holding the traffic past the deadline must not lose the lock.
+    let (proxy, through) = through_proxy(&url, 2_000).await;
+    let s = pg_setup(&through).await;
+    let node = s.start().await;
+    proxy.arm(Cut::AnswerLost, true);
+    let mut customer = Customer::connect(&s.urls).await;
+    let free = customer.request(5001, "lost answer", &[]);
+    customer.client.send_event(&free).await.unwrap();
+    let waited = tokio::time::Instant::now();
+    while node.ledger_fault().is_none() {
+        assert!(waited.elapsed() < Duration::from_secs(30), "never faulted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.release();
+    assert_eq!(proxy.cuts(), 1);
+    let reason = tokio::time::timeout(Duration::from_secs(60), node.must_stop())
+        .await
+        .expect("the node is told to stop");
+    assert!(
+        reason.contains("no longer matches its database"),
+        "{reason}"
+    );
+    node.shutdown().await;
+    {
+        let store = pg_store(&url);
+        let record = store.job(&JobId::new(free.id.to_hex()).unwrap()).unwrap();
+        assert!(record.is_some(), "the write whose answer was lost is there");
+        store.verify().unwrap();
+    }
+    // Started again straight on the database (the proxy stays out of the way from here on).
+    let config = std::fs::read_to_string(&s.config).unwrap();
+    assert!(config.contains(&through));
+    std::fs::write(&s.config, config.replace(&through, &url)).unwrap();
+    let node = s.start().await;
+    let result = customer
+        .wait_for(free.id, |e| e.kind == Kind::Custom(6001))
+        .await;
+    assert_eq!(result.content, "2 words");
+    wait_state(&node, &free.id.to_hex(), JobState::Succeeded).await;
+    node.shutdown().await;
+    customer.client.shutdown().await;
+    assert_eq!(results_on_relay(&s, 6001, free.id).await, 1);
+    let out = paydvm(&["ledger", "verify", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }

@@ -153,4 +153,8 @@ pub enum LedgerError {
     Staged(usize),
     #[error("the store was opened read-only")]
     ReadOnly,
+    /// The store's memory no longer matches what it stores (a database write whose answer was
+    /// lost turned out to have landed): it refuses to write until opened again.
+    #[error("the store no longer matches its database ({0}); open it again")]
+    OutOfStep(String),
 }

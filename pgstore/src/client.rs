@@ -4,6 +4,8 @@
 //! including one inside another runtime (`spawn_blocking`, the node's core thread).
 
 use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use paydvm_ledger::{Durability, LedgerError};
@@ -26,6 +28,21 @@ pub enum PgError {
     HeadMoved { expected: String, found: String },
     #[error("the store's runtime stopped: {0}")]
     Runtime(String),
+    /// The server did not answer within the store's deadline; the call's connections were
+    /// closed. A write cut off by it has an unknown outcome until checked.
+    #[error("the database did not answer within {0:?}")]
+    Deadline(std::time::Duration),
+    /// `COMMIT` was sent and no answer came back (the connection broke): the write may or may
+    /// not be in the database until checked.
+    #[error("COMMIT got no answer: {0}")]
+    Commit(#[source] tokio_postgres::Error),
+    /// A write's outcome is unknown and could not be checked yet (the server does not answer):
+    /// the store checks before its next write.
+    #[error(
+        "a write's outcome is unknown ({cause}) and could not be checked ({check}); \
+             it is checked before the next write"
+    )]
+    Unresolved { cause: String, check: String },
     #[error(transparent)]
     Ledger(#[from] LedgerError),
 }
@@ -51,14 +68,28 @@ pub type Param = Box<dyn ToSql + Sync + Send>;
 /// How long opening a connection (and, for the node lock, taking the lock) may take: a server
 /// that accepts the connection and then says nothing, or a host that drops packets, must not hold
 /// a start, a standby or a write forever.
-pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connections per store: the core writes one flush at a time; the rest serve reads.
 const POOL_SIZE: usize = 4;
 
+/// How long one call on an open session may take (a flush, a page of a replay, a snapshot): a
+/// server that stops answering mid-session (frozen, or a host gone without resetting the
+/// connection, which the kernel notices only after ~15 minutes) must not hold the node's write
+/// for ever. Generous: the longest call here, a snapshot at a million events, takes about a
+/// second.
+pub const STATEMENT_DEADLINE: Duration = Duration::from_secs(30);
+
 pub struct Db {
     runtime: Option<tokio::runtime::Runtime>,
-    pool: Pool,
+    /// Replaced by a fresh one after a deadline: the late answers of the old connections are
+    /// not waited for, and no later call is given one of them.
+    pool: Mutex<Pool>,
+    /// Boxed: the store stays small beside the SQLite one in the node's `LedgerHandle`.
+    config: Box<tokio_postgres::Config>,
+    deadline: Duration,
+    /// The head after a write whose outcome could not be checked (see `store`).
+    pub(crate) unresolved: Option<(u64, paydvm_ledger::chain::Hash)>,
 }
 
 impl Db {
@@ -83,38 +114,52 @@ impl Db {
             config.get_options().unwrap_or("")
         );
         config.options(options.trim());
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .build()
-            .map_err(|e| PgError::Runtime(e.to_string()))?;
+        let pool = new_pool(&config)?;
         Ok(Db {
             runtime: Some(runtime),
-            pool,
+            pool: Mutex::new(pool),
+            config: Box::new(config),
+            deadline: location.deadline().unwrap_or(STATEMENT_DEADLINE),
+            unresolved: None,
         })
     }
 
-    /// Runs `work` on the store's runtime and waits for its result.
+    /// Runs `work` on the store's runtime and waits for its result, at most the deadline. Past
+    /// it the work is dropped and the pool replaced (see [`Db::pool`]).
     pub fn run<T, F>(&self, work: impl FnOnce(Pool) -> F) -> Result<T, PgError>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, PgError>> + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let future = work(self.pool.clone());
+        let future = work(self.pool());
+        let deadline = self.deadline;
         self.runtime().spawn(async move {
-            let _ = tx.send(future.await);
+            let answer = tokio::time::timeout(deadline, future)
+                .await
+                .unwrap_or(Err(PgError::Deadline(deadline)));
+            let _ = tx.send(answer);
         });
-        rx.recv()
-            .map_err(|_| PgError::Runtime("the task was dropped".into()))?
+        let answer = rx
+            .recv()
+            .map_err(|_| PgError::Runtime("the task was dropped".into()))?;
+        if let Err(PgError::Deadline(_)) = answer {
+            self.replace_pool();
+        }
+        answer
+    }
+
+    fn pool(&self) -> Pool {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Drops the pool: its connections close once the calls holding them are gone (a timed-out
+    /// call's were dropped with it), and the next call connects afresh.
+    fn replace_pool(&self) {
+        // Building a pool connects nothing; it cannot fail where `connect` built one.
+        if let Ok(fresh) = new_pool(&self.config) {
+            *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+        }
     }
 
     fn runtime(&self) -> &tokio::runtime::Runtime {
@@ -143,6 +188,23 @@ impl Db {
     ) -> Result<Option<Row>, PgError> {
         Ok(self.query(sql, params)?.into_iter().next())
     }
+}
+
+/// A pool of at most [`POOL_SIZE`] connections, each opened within [`CONNECT_TIMEOUT`].
+fn new_pool(config: &tokio_postgres::Config) -> Result<Pool, PgError> {
+    let manager = Manager::from_config(
+        config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(POOL_SIZE)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+        .map_err(|e| PgError::Runtime(e.to_string()))
 }
 
 /// A runtime with one worker thread: a store's (or a lock's) own, so its calls can be waited on

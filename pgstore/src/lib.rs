@@ -7,6 +7,8 @@
 
 mod audit;
 mod client;
+#[doc(hidden)]
+pub mod cut_proxy;
 mod load;
 mod location;
 mod node_lock;

@@ -2,7 +2,8 @@
 //!
 //! The URL may carry the password (`postgres://user:secret@host/db`), but an operator can keep it
 //! out of config files: `?password_file=/path` reads it from a file that only its owner may read
-//! (mode 0600 or stricter), `?password_env=VAR` from an environment variable. Those two
+//! (mode 0600 or stricter), `?password_env=VAR` from an environment variable. `?deadline_ms=N`
+//! bounds each call on an open session (`client::STATEMENT_DEADLINE` otherwise). Those
 //! parameters are ours and are removed before the URL reaches the driver. The password is never
 //! part of [`PgLocation`]'s `Display`/`Debug`, so it cannot reach a log through it.
 
@@ -30,6 +31,8 @@ pub enum LocationError {
     PasswordFileOpen { path: PathBuf, mode: u32 },
     #[error("password environment variable {0} is not set")]
     PasswordEnv(String),
+    #[error("deadline_ms={0}: not a whole number of milliseconds from 1 to 3600000")]
+    Deadline(String),
 }
 
 /// A parsed ledger location: the driver's configuration and a printable form without secrets.
@@ -37,6 +40,7 @@ pub enum LocationError {
 pub struct PgLocation {
     config: tokio_postgres::Config,
     shown: String,
+    deadline: Option<std::time::Duration>,
 }
 
 /// `text` as a `postgres://` or `postgresql://` URL.
@@ -59,7 +63,7 @@ pub fn shown_url(text: &str) -> Result<String, LocationError> {
 impl PgLocation {
     pub fn parse(text: &str) -> Result<PgLocation, LocationError> {
         let mut url = postgres_url(text)?;
-        let (mut file, mut env) = (None, None);
+        let (mut file, mut env, mut deadline) = (None, None, None);
         let kept: Vec<(String, String)> = url
             .query_pairs()
             .filter_map(|(k, v)| match k.as_ref() {
@@ -69,6 +73,10 @@ impl PgLocation {
                 }
                 "password_env" => {
                     env = Some(v.into_owned());
+                    None
+                }
+                "deadline_ms" => {
+                    deadline = Some(v.into_owned());
                     None
                 }
                 _ => Some((k.into_owned(), v.into_owned())),
@@ -99,12 +107,26 @@ impl PgLocation {
         Ok(PgLocation {
             config,
             shown: url.to_string(),
+            deadline: deadline.map(|d| parse_deadline(&d)).transpose()?,
         })
+    }
+
+    /// How long one call on an open session may take, when the URL says (`?deadline_ms=`).
+    pub fn deadline(&self) -> Option<std::time::Duration> {
+        self.deadline
     }
 
     /// The driver's configuration (with the password).
     pub fn config(&self) -> &tokio_postgres::Config {
         &self.config
+    }
+}
+
+/// A deadline in milliseconds, at most an hour (a bound that never fires is no bound).
+fn parse_deadline(text: &str) -> Result<std::time::Duration, LocationError> {
+    match text.parse::<u64>() {
+        Ok(ms @ 1..=3_600_000) => Ok(std::time::Duration::from_millis(ms)),
+        _ => Err(LocationError::Deadline(text.to_string())),
     }
 }
 
@@ -182,5 +204,23 @@ mod tests {
             PgLocation::parse("sqlite:///x"),
             Err(LocationError::NotPostgres)
         ));
+    }
+
+    #[test]
+    fn a_deadline_in_milliseconds_and_bounded() {
+        let l = PgLocation::parse("postgres://u@h/db?deadline_ms=1500&sslmode=disable").unwrap();
+        assert_eq!(l.deadline(), Some(std::time::Duration::from_millis(1500)));
+        assert!(!l.to_string().contains("deadline"));
+        assert_eq!(
+            PgLocation::parse("postgres://u@h/db").unwrap().deadline(),
+            None
+        );
+        for bad in ["0", "-5", "1.5", "3600001", "soon"] {
+            let url = format!("postgres://u@h/db?deadline_ms={bad}");
+            assert!(
+                matches!(PgLocation::parse(&url), Err(LocationError::Deadline(_))),
+                "{bad}"
+            );
+        }
     }
 }

@@ -187,6 +187,7 @@ impl StoreBackend for Db {
         head: Hash,
         groups: &[PreparedGroup<'_>],
     ) -> Result<(Hash, Dirty), LedgerError> {
+        self.settle_unresolved()?;
         let appended: u64 = groups.iter().map(|(p, _)| p.appended.len() as u64).sum();
         let last = ledger.next_seq() - 1;
         let from = (last - appended, head);
@@ -205,19 +206,72 @@ impl StoreBackend for Db {
                 }
             }
         }
+        let to = (last, head);
         let batch = Batch {
             from,
-            to: (last, head),
+            to,
             events,
             projections: dirty.rows(ledger.state())?,
         };
-        self.run(move |pool| crate::write::write(pool, batch))?;
-        Ok((head, dirty))
+        match self.run(move |pool| crate::write::write(pool, batch)) {
+            Ok(()) => Ok((head, dirty)),
+            Err(e @ (PgError::Commit(_) | PgError::Deadline(_))) => match self.check_written(to) {
+                Ok(true) => Ok((head, dirty)),
+                Ok(false) => Err(e.into()),
+                Err(check) => {
+                    self.unresolved = Some(to);
+                    Err(unresolved(&e, &check))
+                }
+            },
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn write_snapshot(&mut self, s: &Snapshot) -> Result<(), LedgerError> {
         Ok(read::write_snapshot(self, s)?)
     }
+}
+
+/// Unknown write outcomes. The caller (`Resident`) undoes a failed write in memory, so a write
+/// that may have landed must be checked before anything is built on it: at once, and if the
+/// server does not answer then, before the next write.
+impl Db {
+    fn check_written(&self, to: (u64, Hash)) -> Result<bool, PgError> {
+        self.run(move |pool| crate::write::is_written(pool, to))
+    }
+
+    /// Before a write: settles an earlier write left unknown. Not written: memory was right to
+    /// undo it, carry on. Written: memory lacks a batch the database holds, and no write may
+    /// follow (its head would be wrong; the head check would refuse it anyway) until the store
+    /// is opened again: `OutOfStep`, every time.
+    fn settle_unresolved(&mut self) -> Result<(), LedgerError> {
+        let Some(to) = self.unresolved else {
+            return Ok(());
+        };
+        match self.check_written(to) {
+            Ok(false) => {
+                self.unresolved = None;
+                Ok(())
+            }
+            Ok(true) => Err(LedgerError::OutOfStep(format!(
+                "a write whose answer was lost is in the database after all (head {})",
+                crate::write::head_text(to)
+            ))),
+            Err(check) => Err(PgError::Unresolved {
+                cause: "an earlier write's answer was lost".into(),
+                check: check.to_string(),
+            }
+            .into()),
+        }
+    }
+}
+
+fn unresolved(cause: &PgError, check: &PgError) -> LedgerError {
+    PgError::Unresolved {
+        cause: cause.to_string(),
+        check: check.to_string(),
+    }
+    .into()
 }
 
 /// The text of each name, for a `= ANY($1)` query.

@@ -86,11 +86,36 @@ pub async fn write(pool: Pool, batch: Batch) -> Result<(), PgError> {
     for result in written {
         result?;
     }
-    tx.commit().await?;
+    // Until its answer comes, the commit may or may not have happened: `PgError::Commit`.
+    tx.commit().await.map_err(PgError::Commit)?;
     Ok(())
 }
 
 const LOCK_HEAD: &str = "SELECT value FROM meta WHERE key = 'head' FOR UPDATE";
+
+/// Whether the write that ended at `to` (its last seq and hash) is in the database, for a write
+/// whose outcome is unknown (`COMMIT` unanswered, the deadline passed). Taking the head row's
+/// lock first waits for that write's transaction to end: if `COMMIT` was sent, the transaction
+/// held the lock (`COMMIT` goes out only after the lock's answer), so once the lock is ours it
+/// has committed or never will; if `COMMIT` was not sent, its connection is gone and it never
+/// commits. Then the event at `to`'s seq says which: ours (its hash) or absent.
+pub async fn is_written(pool: Pool, to: (u64, Hash)) -> Result<bool, PgError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.query_one(LOCK_HEAD, &[]).await?;
+    let row = tx
+        .query_opt(
+            "SELECT hash FROM events WHERE seq = $1",
+            &[&int(to.0, "seq")?],
+        )
+        .await?;
+    let written = match row {
+        Some(row) => row.try_get::<_, Vec<u8>>(0)? == to.1.to_vec(),
+        None => false,
+    };
+    tx.rollback().await?;
+    Ok(written)
+}
 
 /// One statement of a flush and its parameters (columns borrowed from the batch).
 struct Statement<'a> {

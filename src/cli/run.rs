@@ -146,11 +146,10 @@ async fn serve(config: Config, flags: RunFlags) -> anyhow::Result<u8> {
     ))?;
     let which = tokio::select! {
         which = signals.next() => which,
-        _ = node.lock_lost() => {
+        reason = node.must_stop() => {
             // Not a clean shutdown: that would write, and a standby may hold the ledger now.
             // Stopping here is a crash, which the ledger is built to survive.
-            error!("the ledger's database lock is lost (its session ended or stopped \
-                    answering); stopping at once without writing more");
+            error!("{reason}; stopping at once without writing more");
             std::process::exit(super::EXIT_ERROR.into());
         }
     };

@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, error, info, warn};
 
-pub use self::ledger_fault::FaultReport;
+pub use self::ledger_fault::{FaultReport, StopOrder};
 pub use self::startup::Startup;
 use super::decide::{keys, Action, Decider, Decision, Group, Input, Rails, RefundRouteOrder};
 pub use super::decide::{ExecFailure, RefundStatus, VerifiedPayment};
@@ -248,6 +248,11 @@ impl Core {
         core
     }
 
+    /// Set when the node must stop at once (see [`StopOrder`]).
+    pub fn stop_order(&self) -> StopOrder {
+        self.guard.stop_order()
+    }
+
     /// What is wrong with the ledger right now (`None` while it can be written), kept up to
     /// date by the core (readiness checks, status).
     pub fn fault_report(&self) -> FaultReport {
@@ -440,7 +445,7 @@ impl Core {
                 self.observer.write_failed(started.elapsed());
                 error!("writing the ledger failed; this batch is undone and waits: {e}");
                 self.decider.forget(&batch.actions);
-                self.write_failed(e.to_string(), batch.inputs);
+                self.write_failed(&e, batch.inputs);
                 false
             }
         }

@@ -204,6 +204,8 @@ pub struct NodeHandle {
     http: Option<http::HttpServer>,
     /// What is wrong with the ledger file now, if anything (kept by the core).
     ledger_fault: core::FaultReport,
+    /// Set by the core when the node must stop at once.
+    stop_order: core::StopOrder,
     /// Released last, after the core has closed the ledger.
     lock: ledger_open::LedgerLocks,
 }
@@ -367,6 +369,7 @@ impl Node {
             watch,
         });
         let ledger_fault = core.fault_report();
+        let stop_order = core.stop_order();
         let startup = core.startup()?;
         let since_ms = startup.newest_at;
         let core_thread = core.spawn(rx)?;
@@ -478,6 +481,7 @@ impl Node {
             relays: board,
             http,
             ledger_fault,
+            stop_order,
             lock,
         })
     }
@@ -558,10 +562,23 @@ impl NodeHandle {
         self.http.as_ref().map(http::HttpServer::addr)
     }
 
-    /// Resolves if the node loses its database lock while it runs (see
-    /// [`ledger_open::LedgerLocks::lost`]); never for a file ledger.
-    pub fn lock_lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        self.lock.lost()
+    /// Resolves, with the reason, when the node must stop at once without a clean shutdown
+    /// (which would write): its database lock is lost (see [`ledger_open::LedgerLocks::lost`];
+    /// a standby may hold it by then), or its store no longer matches the database (see
+    /// [`core::StopOrder`]). To the ledger that stop is a crash, which it is built to survive.
+    pub fn must_stop(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let lost = self.lock.lost();
+        let mut order = self.stop_order.clone();
+        async move {
+            tokio::select! {
+                () = lost => "the ledger's database lock is lost (its session ended or stopped \
+                              answering)"
+                    .to_string(),
+                Ok(reason) = async { order.wait_for(Option::is_some).await.map(|r| r.clone()) } => {
+                    reason.unwrap_or_default()
+                }
+            }
+        }
     }
 
     /// Stops intake, waits (bounded) for pending publications, then closes the ledger.

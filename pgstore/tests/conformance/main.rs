@@ -101,6 +101,7 @@ mod postgres {
 
 mod blocking;
 mod copy;
+mod lost_answers;
 mod model;
 mod node_lock;
 

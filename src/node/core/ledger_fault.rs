@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use paydvm_ledger::store::checkpointer::MayTouch;
 use paydvm_ledger::store::Store;
-use paydvm_ledger::LedgerStore;
 use paydvm_ledger::StoreOptions;
+use paydvm_ledger::{LedgerError, LedgerStore};
 use tracing::{error, info, warn};
 
 use super::{Command, Core};
@@ -52,6 +52,12 @@ const MAX_PARKED: usize = 10_000;
 
 /// The current fault, as others may read it (readiness checks, status): `None` when healthy.
 pub type FaultReport = Arc<Mutex<Option<String>>>;
+
+/// Set once the node must stop at once, without a clean shutdown, and why: the store no longer
+/// matches its database (`LedgerError::OutOfStep`: a write whose answer was lost landed after
+/// all). Memory lacks that write, so nothing more may be decided on it; a start reads the
+/// ledger afresh, as after a crash.
+pub type StopOrder = tokio::sync::watch::Receiver<Option<String>>;
 
 /// A command kept for later, or an input of a batch whose write failed.
 pub(super) enum Parked {
@@ -74,6 +80,7 @@ pub(super) struct FaultGuard {
     reopen: Option<StoreOptions>,
     orphan_saved: bool,
     report: FaultReport,
+    stop: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl FaultGuard {
@@ -90,6 +97,7 @@ impl FaultGuard {
             reopen: None,
             orphan_saved: false,
             report: Arc::new(Mutex::new(None)),
+            stop: tokio::sync::watch::channel(None).0,
         }
     }
 
@@ -120,6 +128,10 @@ impl FaultGuard {
 
     pub(super) fn report(&self) -> FaultReport {
         Arc::clone(&self.report)
+    }
+
+    pub(super) fn stop_order(&self) -> StopOrder {
+        self.stop.subscribe()
     }
 
     /// True when SQLite must not be touched again (closing would write to a file that cannot
@@ -218,10 +230,21 @@ impl Core {
         }
     }
 
-    /// A write failed: the batch's inputs wait, first in line, and the core is faulted.
-    pub(super) fn write_failed(&mut self, reason: String, inputs: Vec<Input>) {
+    /// A write failed: the batch's inputs wait, first in line, and the core is faulted. A store
+    /// out of step with its database also orders the node to stop (see [`StopOrder`]); the core
+    /// stays faulted meanwhile (the store refuses every write).
+    pub(super) fn write_failed(&mut self, error: &LedgerError, inputs: Vec<Input>) {
         self.park_inputs(inputs);
-        self.guard.enter(LedgerFault::WriteFailed(reason));
+        if let LedgerError::OutOfStep(_) = error {
+            let order = format!("{error} (a start reads the ledger afresh)");
+            self.guard.stop.send_if_modified(|stop| {
+                let first = stop.is_none();
+                stop.get_or_insert(order);
+                first
+            });
+        }
+        self.guard
+            .enter(LedgerFault::WriteFailed(error.to_string()));
     }
 
     /// The inputs of a batch that was not written wait first in line.
