@@ -109,9 +109,18 @@ impl Db {
         // a few rows stayed a sequential scan at 40 000 (the key lookup before every staged
         // group took ~4 ms and grew with history; the node ran 64 free jobs/s). Planning each
         // run for its own parameters costs a fraction of a millisecond and uses the indexes.
+        //
+        // A transaction of this store is idle only between its statements' answers and the
+        // next statement (microseconds): one idle for twice the deadline lost its client (the
+        // deadline dropped the connection, and a partition hides the close from the server,
+        // whose keepalive notices after hours). Ended by the server, it lets go of the head
+        // row's lock, which every write and every check of an unknown outcome waits for.
+        let deadline = location.deadline().unwrap_or(STATEMENT_DEADLINE);
         let options = format!(
-            "{} -c synchronous_commit={sync} -c plan_cache_mode=force_custom_plan",
-            config.get_options().unwrap_or("")
+            "{} -c synchronous_commit={sync} -c plan_cache_mode=force_custom_plan \
+             -c idle_in_transaction_session_timeout={}",
+            config.get_options().unwrap_or(""),
+            (deadline * 2).as_millis()
         );
         config.options(options.trim());
         let pool = new_pool(&config)?;
@@ -119,7 +128,7 @@ impl Db {
             runtime: Some(runtime),
             pool: Mutex::new(pool),
             config: Box::new(config),
-            deadline: location.deadline().unwrap_or(STATEMENT_DEADLINE),
+            deadline,
             unresolved: None,
         })
     }

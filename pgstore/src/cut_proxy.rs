@@ -21,6 +21,9 @@ pub enum Cut {
     AnswerLost,
     /// The server never gets it; both connections are closed (the server rolls back).
     CommitLost,
+    /// The server never gets it and the connection stays open towards it, silent, as behind a
+    /// network partition: the server's transaction holds its locks until the server ends it.
+    CommitHeld,
 }
 
 struct Shared {
@@ -155,11 +158,14 @@ async fn pump(
         released(&shared).await;
         let chunk = &buf[..n];
         let cut_now = match way {
-            Way::ToClient => cut.done.load(Ordering::SeqCst),
+            Way::ToClient => cut.done.load(Ordering::SeqCst).then_some(Cut::CommitLost),
             Way::ToServer => cut_at_commit(chunk, &shared, &cut, &mut to).await,
         };
-        if cut_now {
-            return;
+        match cut_now {
+            // Keeps the server's side open (this task holds it) and sends nothing more.
+            Some(Cut::CommitHeld) => return std::future::pending().await,
+            Some(_) => return,
+            None => {}
         }
         if to.write_all(chunk).await.is_err() {
             break;
@@ -169,19 +175,17 @@ async fn pump(
 }
 
 /// Cuts the connection if `chunk` carries a `COMMIT` and one is armed: marks it cut (so the
-/// other pump forwards nothing more), then passes the `COMMIT` on or not. True when cut.
+/// other pump forwards nothing more), then passes the `COMMIT` on or not. How, when cut.
 async fn cut_at_commit(
     chunk: &[u8],
     shared: &Shared,
     cut: &ConnectionCut,
     to: &mut OwnedWriteHalf,
-) -> bool {
+) -> Option<Cut> {
     if !chunk.windows(COMMIT.len()).any(|w| w == COMMIT) {
-        return false;
+        return None;
     }
-    let Some((how, then_hold)) = shared.armed.lock().unwrap().take() else {
-        return false;
-    };
+    let (how, then_hold) = shared.armed.lock().unwrap().take()?;
     cut.done.store(true, Ordering::SeqCst);
     cut.notify.notify_one();
     shared.cuts.fetch_add(1, Ordering::SeqCst);
@@ -191,5 +195,5 @@ async fn cut_at_commit(
     if then_hold {
         shared.held.send_replace(true);
     }
-    true
+    Some(how)
 }

@@ -258,7 +258,7 @@ impl Db {
                 crate::write::head_text(to)
             ))),
             Err(check) => Err(PgError::Unresolved {
-                cause: "an earlier write's answer was lost".into(),
+                cause: "an earlier write got no answer".into(),
                 check: check.to_string(),
             }
             .into()),

@@ -125,3 +125,31 @@ fn a_server_that_stops_answering_mid_session_does_not_hold_a_write() {
     assert_eq!(proxy.cuts(), 0);
     assert_eq!(stored(&db, &["b", "c"]), (8, vec![true, true]));
 }
+
+/// `COMMIT` never reaches the server and the connection stays open towards it, as behind a
+/// partition: the server's transaction holds the head row's lock, which a check of the unknown
+/// outcome and every write wait for. The store's sessions let the server end a transaction idle
+/// for twice the deadline, so the lock is let go within seconds (here 4 s) and the write lands.
+/// Without that the server would hold it until its keepalive notices the client gone (hours):
+/// this test then fails after 30 s of refused appends.
+#[test]
+fn a_transaction_cut_off_from_its_client_lets_go_of_the_head() {
+    let (db, proxy, store) = through_proxy(Some(2000));
+    proxy.arm(Cut::CommitHeld, false);
+    let (mut store, cut_off) = comes_back(store, |s| s.append(&received("b")));
+    assert_eq!(proxy.cuts(), 1);
+    assert!(cut_off.is_err(), "{cut_off:?}");
+    let started = std::time::Instant::now();
+    let landed = loop {
+        match store.append(&received("b")) {
+            Ok(outcome) => break outcome,
+            Err(e) => assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "still refused: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(landed, AppendOutcome::Appended { seq: 7 });
+    assert_eq!(stored(&db, &["b"]), (7, vec![true]));
+}

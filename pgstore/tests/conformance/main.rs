@@ -108,7 +108,8 @@ mod node_lock;
 /// The store's sessions plan every statement for its own parameters: left to itself the server
 /// switches a statement to a generic plan after five runs, and a key lookup prepared while
 /// `events` was nearly empty kept a sequential scan as the table grew (the node on PostgreSQL ran
-/// 64 free jobs/s, `benchmarks.md`). They also commit as durably as the options ask.
+/// 64 free jobs/s, `benchmarks.md`). They also commit as durably as the options ask, and let the
+/// server end a transaction that lost its client.
 #[test]
 fn the_stores_sessions_plan_for_their_parameters_and_commit_as_asked() {
     use paydvm_ledger::Durability;
@@ -118,6 +119,8 @@ fn the_stores_sessions_plan_for_their_parameters_and_commit_as_asked() {
         let setting = |name: &str| store.session_setting(name).unwrap();
         assert_eq!(setting("plan_cache_mode"), "force_custom_plan");
         assert_eq!(setting("synchronous_commit"), sync);
+        // Twice the default deadline (30 s): see `lost_answers.rs`.
+        assert_eq!(setting("idle_in_transaction_session_timeout"), "1min");
     }
     let store = PgStore::open(&db.url(), &StoreOptions::bounded(Durability::Full)).unwrap();
     assert!(store.session_setting("x; DROP TABLE events").is_err());
