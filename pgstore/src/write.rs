@@ -55,7 +55,8 @@ pub fn head_text((seq, hash): (u64, Hash)) -> String {
 /// (`BEGIN`; the head lock, the inserts, the projections and the head update; `COMMIT`) instead of
 /// one per statement. The server runs them in order, the writes after the head lock; if the head
 /// moved they run against a head that is not ours, and the transaction is dropped (rolled back)
-/// without a commit.
+/// without a commit. `COMMIT` must stay behind the head lock's answer, not in the pipeline:
+/// [`is_written`] is sound only because a transaction that sent `COMMIT` held the lock.
 pub async fn write(pool: Pool, batch: Batch) -> Result<(), PgError> {
     let mut statements = Vec::new();
     events(&mut statements, batch.from.1, &batch.events)?;
