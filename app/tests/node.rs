@@ -3,6 +3,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nostr_relay_builder::prelude::{LocalRelay, RelayBuilder};
@@ -943,6 +945,56 @@ async fn results_also_go_to_the_relays_the_customer_asked_for() {
         .unwrap();
     assert_eq!(there.len(), 1);
     assert_eq!(there.first().unwrap().content, "3 words");
+}
+
+/// Rewrites a fixture's config so that relays customers name may not be on this machine (the
+/// fixture allows it: its relays are all on 127.0.0.1).
+pub fn refuse_customer_loopback(config: &Path) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let strict = text.replace(
+        "customer_relay_loopback = true",
+        "customer_relay_loopback = false",
+    );
+    assert_ne!(text, strict);
+    std::fs::write(config, strict).unwrap();
+}
+
+/// A listener on 127.0.0.1 that counts the connections made to it, standing for a service on
+/// the node's own host that a customer names as a relay.
+pub async fn counting_listener() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&count);
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (url, count)
+}
+
+/// A relay a customer names on the node's own host is never contacted on its say-so: the
+/// fixture allows loopback (`customer_relay_loopback`, for the test above), this node does not.
+/// The result reaches our relay; the named address sees no connection at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_the_customer_names_on_our_own_host_is_never_contacted() {
+    let s = setup(1, "refund").await;
+    refuse_customer_loopback(&s.config);
+    let (inside, connections) = counting_listener().await;
+    let node = s.start().await;
+    let mut customer = Customer::connect(&s.urls).await;
+    let request = customer.request(5001, "a b c", &[&["relays", inside.as_str()]]);
+    customer.client.send_event(&request).await.unwrap();
+    let result = customer
+        .wait_for(request.id, |e| e.kind == Kind::Custom(6001))
+        .await;
+    assert_eq!(result.content, "3 words");
+    wait_state(&node, &request.id.to_hex(), JobState::Succeeded).await;
+    // Publishing to every chosen relay starts together; give a connection time to show.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    node.shutdown().await;
+    assert_eq!(connections.load(Ordering::SeqCst), 0);
 }
 
 /// `tags` signed by `keys` as a request of `kind` with `content`.

@@ -75,6 +75,7 @@ pub(crate) struct RawRelays {
     pub publish_cap: Option<i64>,
     pub allow_customer_relays: Option<bool>,
     pub customer_relay_allowlist: Option<Vec<String>>,
+    pub customer_relay_loopback: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -18,6 +18,9 @@ pub struct Relays {
     /// At most this many relays (own plus customer-requested) receive one result.
     pub publish_cap: usize,
     pub customer: CustomerRelays,
+    /// Whether a relay a customer names may be on this machine (`customer_relay_loopback`; for
+    /// tests and single-machine setups). Other private ranges are refused whatever it says.
+    pub customer_loopback: bool,
 }
 
 /// Which relays named in a request's `relays` tag the node also publishes to.
@@ -86,7 +89,45 @@ impl Relays {
             urls,
             publish_cap,
             customer,
+            customer_loopback: raw.customer_relay_loopback.unwrap_or(false),
         })
+    }
+
+    /// Whether a relay named in a request's `relays` tag gets the results: the operator's
+    /// policy allows it, and, unless the operator listed it, it is not on the node's own host
+    /// or network ([`Relays::customer_host_allowed`]).
+    pub fn customer_may_use(&self, relay: &RelayUrl) -> bool {
+        match &self.customer {
+            CustomerRelays::Ignored => false,
+            CustomerRelays::Any => self.customer_host_allowed(relay),
+            CustomerRelays::Only(list) => list.contains(relay),
+        }
+    }
+
+    /// Whether the node may open a websocket to a relay a customer wrote (a request's `relays`
+    /// tag, a kind 10019): a host that is an address in a range the node never contacts on a
+    /// customer's say-so (`paydvm_netguard::forbidden`: loopback, private, link-local, …, in any
+    /// form the URL parser reads as an address) or a `localhost` name is refused; loopback only
+    /// with `customer_relay_loopback`. A name is not resolved here (the relay library resolves
+    /// it when it connects), so a public name pointing at a private address is not caught.
+    pub fn customer_host_allowed(&self, relay: &RelayUrl) -> bool {
+        let Ok(url) = url::Url::parse(relay.as_str()) else {
+            return false;
+        };
+        let ip = match url.host() {
+            Some(url::Host::Ipv4(ip)) => std::net::IpAddr::V4(ip),
+            Some(url::Host::Ipv6(ip)) => std::net::IpAddr::V6(ip),
+            Some(url::Host::Domain(name)) => {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                let local = name == "localhost" || name.ends_with(".localhost");
+                return !local || self.customer_loopback;
+            }
+            None => return false,
+        };
+        match paydvm_netguard::forbidden(ip) {
+            None => true,
+            Some(_) => self.customer_loopback && ip.is_loopback(),
+        }
     }
 }
 

@@ -64,6 +64,10 @@ allow_customer_relays = true
 # Optional: if set, only these customer-requested relays are used.
 # customer_relay_allowlist = ["wss://relay.example.com"]
 
+# A relay a customer names is never on this machine or its network; this lets it be on this
+# machine (loopback only), for tests and single-machine setups.
+# customer_relay_loopback = false
+
 [cashu]
 # The key NutZaps (NIP-61) to this node are locked to: its x-only public key is published in the
 # node's kind 10019. NIP-61 forbids using the node's Nostr key for this. Set exactly one of

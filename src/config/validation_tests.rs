@@ -194,6 +194,56 @@ fn customer_relays_can_be_ignored() {
     assert_eq!(file.relays.customer, CustomerRelays::Ignored);
 }
 
+/// A relay a customer names is never on the node's own host or network, whatever form the
+/// address is written in; loopback only when the operator says so; listed relays are the
+/// operator's own choice.
+#[test]
+fn customer_relays_on_our_own_host_or_network_are_refused() {
+    let relay = |u: &str| nostr_sdk::RelayUrl::parse(u).unwrap();
+    let file = parse(&toml(NODE, RELAYS, OFFER)).unwrap();
+    assert!(!file.relays.customer_loopback);
+    let refused = [
+        "ws://127.0.0.1:7777",
+        "ws://127.1:7777",
+        "ws://2130706433",
+        "ws://0x7f.1",
+        "ws://0.0.0.0:80",
+        "ws://[::1]:7777",
+        "ws://[::ffff:127.0.0.1]",
+        "ws://10.1.2.3",
+        "wss://192.168.0.1",
+        "ws://169.254.169.254",
+        "ws://100.64.0.1",
+        "ws://[fd00::1]",
+        "ws://localhost:7777",
+        "ws://LOCALHOST.:7777",
+        "ws://db.localhost",
+    ];
+    for url in refused {
+        assert!(!file.relays.customer_may_use(&relay(url)), "{url}");
+        assert!(!file.relays.customer_host_allowed(&relay(url)), "{url}");
+    }
+    for url in [
+        "wss://relay.example.com",
+        "wss://8.8.8.8",
+        "wss://[2001:4860::1]",
+    ] {
+        assert!(file.relays.customer_may_use(&relay(url)), "{url}");
+    }
+    let loopback = format!("{RELAYS}customer_relay_loopback = true\n");
+    let file = parse(&toml(NODE, &loopback, OFFER)).unwrap();
+    for url in ["ws://127.0.0.1:7777", "ws://[::1]:1", "ws://localhost:1"] {
+        assert!(file.relays.customer_may_use(&relay(url)), "{url}");
+    }
+    for url in ["ws://10.1.2.3", "ws://0.0.0.0:80", "ws://169.254.169.254"] {
+        assert!(!file.relays.customer_may_use(&relay(url)), "{url}");
+    }
+    let listed = format!("{RELAYS}customer_relay_allowlist = [\"ws://10.1.2.3:7000\"]\n");
+    let file = parse(&toml(NODE, &listed, OFFER)).unwrap();
+    assert!(file.relays.customer_may_use(&relay("ws://10.1.2.3:7000")));
+    assert!(!file.relays.customer_may_use(&relay("ws://10.1.2.4:7000")));
+}
+
 /// Each case replaces one section of a valid config; the error must name `field`.
 #[test]
 fn invalid_fields_are_named() {

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 
 use super::core::{Command, RefundStatus};
 use super::refunds::newest_signed_by;
-use crate::config::InputFees;
+use crate::config::{InputFees, Relays};
 
 /// How long the customer's kind 10019 may take to arrive.
 const INFO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -115,7 +115,7 @@ impl EcashRefundDesk {
     pub fn new(
         redeemer: Arc<Redeemer>,
         identity: Keys,
-        relays: Vec<RelayUrl>,
+        relays: Relays,
         commands: mpsc::Sender<Command>,
         fees: InputFees,
     ) -> EcashRefundDesk {
@@ -231,20 +231,23 @@ struct Worker {
     redeemer: Arc<Redeemer>,
     identity: Keys,
     client: Client,
-    relays: Vec<RelayUrl>,
+    /// Ours, and the policy for the relays a customer's kind 10019 names.
+    relays: Relays,
     commands: mpsc::Sender<Command>,
     in_flight: Arc<Semaphore>,
     fee_payer: FeePayer,
 }
 
 impl Worker {
+    /// Connects to our relays and to those of `extra` (a customer's) that the node may contact
+    /// (`Relays::customer_host_allowed`: never the node's own host or network on a customer's
+    /// say-so); the others are left out.
     async fn connected(&self, extra: &[String]) {
-        for relay in self
-            .relays
+        let theirs = extra
             .iter()
-            .map(|r| r.to_string())
-            .chain(extra.iter().cloned())
-        {
+            .filter_map(|r| RelayUrl::parse(r).ok())
+            .filter(|r| self.relays.customer_host_allowed(r));
+        for relay in self.relays.urls.iter().cloned().chain(theirs) {
             let _ = self.client.add_relay(relay).await;
         }
         self.client.connect().await;

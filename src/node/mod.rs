@@ -358,7 +358,7 @@ impl Node {
                 ecash_refunds::EcashRefundDesk::new(
                     Arc::clone(redeemer),
                     keys.clone(),
-                    config.relays.urls.clone(),
+                    config.relays.clone(),
                     commands.clone(),
                     config.input_fees,
                 )

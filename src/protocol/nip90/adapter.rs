@@ -70,7 +70,7 @@ impl Nip90Adapter {
         let mut out: Vec<RelayUrl> = self.relays.urls.clone();
         for url in request.map(|r| r.relays.as_slice()).unwrap_or_default() {
             if let Ok(url) = RelayUrl::parse(url) {
-                if self.relays.customer.allows(&url) && !out.contains(&url) {
+                if self.relays.customer_may_use(&url) && !out.contains(&url) {
                     out.push(url);
                 }
             }
