@@ -123,8 +123,9 @@ impl HostPolicy {
     }
 
     /// A literal address must be permitted; a name must not be `localhost` (unless loopback
-    /// is allowed). Other names are checked when they resolve.
-    fn check_host(&self, host: &Host<&str>) -> Result<(), Refusal> {
+    /// is allowed). Other names are checked when they resolve. Whatever the scheme: the node
+    /// also checks the websocket relays a customer names with it.
+    pub fn check_host(&self, host: &Host<&str>) -> Result<(), Refusal> {
         let ip: IpAddr = match *host {
             Host::Domain(name) if is_localhost_name(name) && !self.loopback => {
                 return Err(Refusal::LoopbackName {

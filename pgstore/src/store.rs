@@ -220,7 +220,7 @@ impl StoreBackend for Db {
                 Ok(false) => Err(e.into()),
                 Err(check) => {
                     self.unresolved = Some(to);
-                    Err(unresolved(&e, &check))
+                    Err(unresolved(e.to_string(), &check))
                 }
             },
             Err(e) => Err(e.into()),
@@ -257,18 +257,15 @@ impl Db {
                 "a write whose answer was lost is in the database after all (head {})",
                 crate::write::head_text(to)
             ))),
-            Err(check) => Err(PgError::Unresolved {
-                cause: "an earlier write got no answer".into(),
-                check: check.to_string(),
-            }
-            .into()),
+            Err(check) => Err(unresolved("an earlier write got no answer".into(), &check)),
         }
     }
 }
 
-fn unresolved(cause: &PgError, check: &PgError) -> LedgerError {
+/// A write's outcome left unknown because its check got no answer either.
+fn unresolved(cause: String, check: &PgError) -> LedgerError {
     PgError::Unresolved {
-        cause: cause.to_string(),
+        cause,
         check: check.to_string(),
     }
     .into()

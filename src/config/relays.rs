@@ -1,6 +1,7 @@
 //! `[relays]`: where the node listens and publishes, and which customer-requested relays it uses.
 
 use nostr_sdk::RelayUrl;
+use paydvm_netguard::{AllowList, HostPolicy};
 
 use super::check::Check;
 use super::raw::RawRelays;
@@ -97,37 +98,24 @@ impl Relays {
     /// policy allows it, and, unless the operator listed it, it is not on the node's own host
     /// or network ([`Relays::customer_host_allowed`]).
     pub fn customer_may_use(&self, relay: &RelayUrl) -> bool {
-        match &self.customer {
-            CustomerRelays::Ignored => false,
-            CustomerRelays::Any => self.customer_host_allowed(relay),
-            CustomerRelays::Only(list) => list.contains(relay),
-        }
+        let listed = matches!(self.customer, CustomerRelays::Only(_));
+        self.customer.allows(relay) && (listed || self.customer_host_allowed(relay))
     }
 
     /// Whether the node may open a websocket to a relay a customer wrote (a request's `relays`
-    /// tag, a kind 10019): a host that is an address in a range the node never contacts on a
-    /// customer's say-so (`paydvm_netguard::forbidden`: loopback, private, link-local, …, in any
-    /// form the URL parser reads as an address) or a `localhost` name is refused; loopback only
-    /// with `customer_relay_loopback`. A name is not resolved here (the relay library resolves
-    /// it when it connects), so a public name pointing at a private address is not caught.
+    /// tag, a kind 10019): the host passes the LNURL guard's host check
+    /// (`paydvm_netguard::HostPolicy::check_host`: an address in a range the node never contacts
+    /// on a customer's say-so, in any form the URL parser reads as an address, or a `localhost`
+    /// name is refused; loopback only with `customer_relay_loopback`). A name is not resolved
+    /// here (the relay library resolves it when it connects), so a public name pointing at a
+    /// private address is not caught.
     pub fn customer_host_allowed(&self, relay: &RelayUrl) -> bool {
         let Ok(url) = url::Url::parse(relay.as_str()) else {
             return false;
         };
-        let ip = match url.host() {
-            Some(url::Host::Ipv4(ip)) => std::net::IpAddr::V4(ip),
-            Some(url::Host::Ipv6(ip)) => std::net::IpAddr::V6(ip),
-            Some(url::Host::Domain(name)) => {
-                let name = name.trim_end_matches('.').to_ascii_lowercase();
-                let local = name == "localhost" || name.ends_with(".localhost");
-                return !local || self.customer_loopback;
-            }
-            None => return false,
-        };
-        match paydvm_netguard::forbidden(ip) {
-            None => true,
-            Some(_) => self.customer_loopback && ip.is_loopback(),
-        }
+        let policy = HostPolicy::new(self.customer_loopback, AllowList::default());
+        url.host()
+            .is_some_and(|host| policy.check_host(&host).is_ok())
     }
 }
 
