@@ -19,6 +19,7 @@ mod reconcile;
 mod refunds;
 mod relays;
 mod run_logs;
+mod shared_work;
 mod standby_ecash;
 mod standby_nodes;
 mod status_page;

@@ -200,7 +200,7 @@ impl Db {
 }
 
 /// A pool of at most [`POOL_SIZE`] connections, each opened within [`CONNECT_TIMEOUT`].
-fn new_pool(config: &tokio_postgres::Config) -> Result<Pool, PgError> {
+pub(crate) fn new_pool(config: &tokio_postgres::Config) -> Result<Pool, PgError> {
     let manager = Manager::from_config(
         config.clone(),
         NoTls,

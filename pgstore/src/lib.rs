@@ -19,6 +19,7 @@ mod store;
 pub mod throwaway;
 mod trait_impl;
 mod verify;
+mod work_queue;
 mod write;
 
 pub use client::PgError;
@@ -27,3 +28,4 @@ pub use location::{shown_url, LocationError, PgLocation};
 pub use node_lock::{NodeLock, NodeLockError, NODE_LOCK_KEY};
 pub use schema::SCHEMA_VERSION;
 pub use store::PgStore;
+pub use work_queue::{Claimed, Finished, Submission, WorkQueue};

@@ -12,8 +12,8 @@
 //! lock by then. The head check of every flush (`PgError::HeadMoved`) stays the last fence
 //! against a second writer.
 //!
-//! Several nodes serving one database at once (per-job claims and leases) is a later phase of
-//! issue 14.
+//! Several nodes *deciding* on one database at once is a later phase of issue 14; jobs of a
+//! shared offer are already run by every node, each claimed with a lease (`work_queue`).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -24,6 +24,7 @@ use tracing_subscriber::EnvFilter;
 use super::output;
 use crate::config::Config;
 use crate::node::ledger_open::{self, LedgerLocks};
+use crate::node::shared_work;
 use crate::node::{Node, NodeOptions};
 
 /// The environment variable holding the log filter (`tracing_subscriber::EnvFilter` syntax).
@@ -176,6 +177,23 @@ async fn take_locks(
              files; share this directory with the other nodes, or the ecash a dead node held \
              stays on its disk until it serves again"
         );
+    }
+    // A standby runs the attempts of offers shared by any node while it waits.
+    let executors =
+        std::sync::Arc::new(crate::node::worker::executors_from_offers(&config.offers)?);
+    let keys = config.keys.expose();
+    // Not fatal: a standby waits through a database that is down, and runs none then.
+    let runner =
+        match shared_work::start_runner(&config.node.ledger, &config.offers, executors, keys).await
+        {
+            Ok(runner) => runner,
+            Err(e) => {
+                warn!("standing by without running shared attempts: {e:#}");
+                None
+            }
+        };
+    if runner.is_some() {
+        info!("standing by; running shared attempts meanwhile");
     }
     let poll = ledger_open::STANDBY_POLL;
     tokio::select! {

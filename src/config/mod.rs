@@ -44,8 +44,9 @@ pub use lightning::{
 };
 pub use node::{KeySource, Node, ProblemMode, LOCAL_BASE_NAME};
 pub use offers::{
-    Builtin, Executor, Offer, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_OUTPUT_BYTES,
-    DEFAULT_TIMEOUT_SECS, MAX_MAX_CONCURRENCY, MAX_MAX_OUTPUT_BYTES, MAX_OFFERS, MAX_TIMEOUT_SECS,
+    Builtin, ExecuteOn, Executor, Offer, DEFAULT_LEASE_SECS, DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_TIMEOUT_SECS, MAX_LEASE_SECS, MAX_MAX_CONCURRENCY,
+    MAX_MAX_OUTPUT_BYTES, MAX_OFFERS, MAX_TIMEOUT_SECS,
 };
 pub use problems::{payment_problems, Problem};
 pub use relays::{
@@ -89,6 +90,7 @@ impl ConfigFile {
             .transpose()?;
         let cashu = raw.cashu.map(|c| Cashu::from_raw(c, check)).transpose()?;
         let http = raw.http.map(|h| Http::from_raw(h, check)).transpose()?;
+        offers::check_shared_needs_a_database(&offers, &node.ledger, check)?;
         Ok(ConfigFile {
             node,
             relays,

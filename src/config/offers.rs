@@ -19,6 +19,9 @@ pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 65_536;
 pub const MAX_MAX_OUTPUT_BYTES: usize = 1_048_576;
 pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
 pub const MAX_MAX_CONCURRENCY: usize = 256;
+/// A shared attempt's lease by default: a runner renews it every third of it while it runs.
+pub const DEFAULT_LEASE_SECS: u64 = 15;
+pub const MAX_LEASE_SECS: u64 = 600;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offer {
@@ -28,10 +31,28 @@ pub struct Offer {
     pub timeout: Duration,
     pub max_output_bytes: usize,
     pub max_concurrency: usize,
+    /// Which nodes run its attempts.
+    pub execute_on: ExecuteOn,
     /// For the NIP-89 announcement.
     pub name: Option<String>,
     /// For the NIP-89 announcement.
     pub about: Option<String>,
+}
+
+/// Which nodes run an offer's attempts (`execute_on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecuteOn {
+    /// The serving node, as its own tasks (the default).
+    ThisNode,
+    /// Any node on the PostgreSQL ledger's database with this offer, serving or standing by,
+    /// each attempt claimed with a lease of this length (`crate::node::shared_work`).
+    AnyNode { lease: Duration },
+}
+
+impl ExecuteOn {
+    pub fn is_shared(&self) -> bool {
+        matches!(self, ExecuteOn::AnyNode { .. })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +122,25 @@ pub(crate) fn offers_from_raw(
     Ok(offers)
 }
 
+/// Attempts run by any node are shared through the ledger's database: a file ledger has none.
+pub(crate) fn check_shared_needs_a_database(
+    offers: &[Offer],
+    ledger: &super::LedgerPlace,
+    check: Check<'_>,
+) -> Result<(), ConfigError> {
+    let Some(i) = offers.iter().position(|o| o.execute_on.is_shared()) else {
+        return Ok(());
+    };
+    if matches!(ledger, super::LedgerPlace::Postgres(_)) {
+        return Ok(());
+    }
+    Err(check.invalid(
+        &format!("offer[{i}].execute_on"),
+        "\"any_node\" needs a PostgreSQL ledger (node.ledger = \"postgres://…\"): the \
+         attempts are shared through its database",
+    ))
+}
+
 impl Offer {
     fn from_raw(raw: RawOffer, at: &str, check: Check<'_>) -> Result<Self, ConfigError> {
         let field = |name: &str| format!("{at}.{name}");
@@ -145,15 +185,49 @@ impl Offer {
             .name
             .map(|n| check.non_empty(&field("name"), n))
             .transpose()?;
+        let execute_on = ExecuteOn::from_raw(raw.execute_on, raw.lease_secs, at, check)?;
         Ok(Offer {
             kind,
             executor,
             timeout: Duration::from_secs(secs),
             max_output_bytes,
             max_concurrency,
+            execute_on,
             name,
             about: raw.about,
         })
+    }
+}
+
+impl ExecuteOn {
+    fn from_raw(
+        raw: Option<String>,
+        lease_secs: Option<i64>,
+        at: &str,
+        check: Check<'_>,
+    ) -> Result<Self, ConfigError> {
+        let field = |name: &str| format!("{at}.{name}");
+        match raw.as_deref() {
+            None | Some("this_node") => match lease_secs {
+                None => Ok(ExecuteOn::ThisNode),
+                Some(_) => Err(check.invalid(
+                    &field("lease_secs"),
+                    "only allowed with execute_on = \"any_node\"",
+                )),
+            },
+            Some("any_node") => {
+                let secs = lease_secs.map_or(Ok(DEFAULT_LEASE_SECS), |v| {
+                    check.int_in(&field("lease_secs"), v, 1, MAX_LEASE_SECS as i64)
+                })?;
+                Ok(ExecuteOn::AnyNode {
+                    lease: Duration::from_secs(secs),
+                })
+            }
+            Some(other) => Err(check.invalid(
+                &field("execute_on"),
+                format!("{other:?}: expected \"this_node\" or \"any_node\""),
+            )),
+        }
     }
 }
 

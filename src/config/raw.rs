@@ -86,6 +86,8 @@ pub(crate) struct RawOffer {
     pub timeout_secs: Option<i64>,
     pub max_output_bytes: Option<i64>,
     pub max_concurrency: Option<i64>,
+    pub execute_on: Option<String>,
+    pub lease_secs: Option<i64>,
     pub name: Option<String>,
     pub about: Option<String>,
 }

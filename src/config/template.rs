@@ -110,6 +110,13 @@ max_output_bytes = 65536
 # Jobs of this kind run at the same time at most. 1..=256.
 max_concurrency = 4
 
+# Optional, with a postgres:// ledger only: "any_node" lets every node on the database with this
+# offer (the serving one and its standbys) run its jobs, each claimed with a lease of
+# lease_secs (1..=600, default 15) that its runner renews; "this_node" (the default) runs them
+# on the serving node alone.
+# execute_on = "any_node"
+# lease_secs = 15
+
 # Optional: name and description of this offer in the NIP-89 announcement.
 name = "Text generation"
 about = "Deterministic demo text tasks"

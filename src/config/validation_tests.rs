@@ -148,6 +148,51 @@ http = "http://127.0.0.1:8080/run"
 }
 
 #[test]
+fn offers_run_by_any_node_need_a_database_and_take_a_lease() {
+    let pg = NODE.replace(
+        "ledger = \"paydvm.db\"",
+        "ledger = \"postgres://paydvm@db.internal/paydvm\"\nstate_dir = \"state\"",
+    );
+    let shared = format!("{OFFER}execute_on = \"any_node\"\n");
+    let file = parse(&toml(&pg, RELAYS, &shared)).unwrap();
+    let lease = Duration::from_secs(DEFAULT_LEASE_SECS);
+    assert_eq!(file.offers[0].execute_on, ExecuteOn::AnyNode { lease });
+    let file = parse(&toml(&pg, RELAYS, &format!("{shared}lease_secs = 3\n"))).unwrap();
+    let lease = Duration::from_secs(3);
+    assert_eq!(file.offers[0].execute_on, ExecuteOn::AnyNode { lease });
+    assert_eq!(
+        parse(&toml(&pg, RELAYS, OFFER)).unwrap().offers[0].execute_on,
+        ExecuteOn::ThisNode
+    );
+    let refused = [
+        (
+            toml(NODE, RELAYS, &shared),
+            "offer[0].execute_on",
+            "needs a PostgreSQL ledger",
+        ),
+        (
+            toml(&pg, RELAYS, &format!("{OFFER}execute_on = \"anywhere\"\n")),
+            "offer[0].execute_on",
+            "expected",
+        ),
+        (
+            toml(&pg, RELAYS, &format!("{OFFER}lease_secs = 3\n")),
+            "offer[0].lease_secs",
+            "only allowed with execute_on",
+        ),
+        (
+            toml(&pg, RELAYS, &format!("{shared}lease_secs = 0\n")),
+            "offer[0].lease_secs",
+            "",
+        ),
+    ];
+    for (text, field, message) in refused {
+        let err = parse(&text).expect_err(&text).to_string();
+        assert!(err.contains(field) && err.contains(message), "{err}");
+    }
+}
+
+#[test]
 fn a_postgres_ledger_keeps_local_files_in_state_dir() {
     let node = NODE.replace(
         "ledger = \"paydvm.db\"",

@@ -40,6 +40,7 @@ use super::invoicing::{InvoiceDesk, InvoiceRequest};
 use super::ledger_watch::LedgerWatch;
 use super::outbox::{Outbox, Publication};
 use super::refunds::{RefundDesk, RefundOrder};
+use super::shared_work::SharedExecution;
 use super::telemetry::Telemetry;
 use super::{now_ms, worker};
 use crate::config::{InputFees, Relays};
@@ -152,6 +153,8 @@ pub struct CoreParts {
     pub offered: Vec<u16>,
     pub relays: Relays,
     pub executors: Arc<Executors>,
+    /// Where the attempts of offers run by any node go (`execute_on = "any_node"`).
+    pub shared: Option<SharedExecution>,
     pub commands: mpsc::Sender<Command>,
     pub outbox: Outbox,
     /// The Lightning rail, when a backend is configured.
@@ -197,6 +200,7 @@ pub struct Core {
     contexts: HashMap<JobId, Nip90Context>,
     rejected: HashMap<JobId, Event>,
     executors: Arc<Executors>,
+    shared: Option<SharedExecution>,
     commands: mpsc::Sender<Command>,
     outbox: Option<Outbox>,
     invoices: Option<InvoiceDesk>,
@@ -232,6 +236,7 @@ impl Core {
             contexts: HashMap::new(),
             rejected: HashMap::new(),
             executors: parts.executors,
+            shared: parts.shared,
             commands: parts.commands,
             outbox: Some(parts.outbox),
             invoices: parts.invoices,
@@ -625,13 +630,19 @@ impl Core {
                 let Ok(job) = JobId::new(work.id.clone()) else {
                     return;
                 };
-                let handle = worker::spawn(
-                    Arc::clone(&self.executors),
-                    job.clone(),
-                    work,
-                    attempt,
-                    self.commands.clone(),
-                );
+                let commands = self.commands.clone();
+                let handle = match &self.shared {
+                    Some(shared) if shared.kinds.contains(&work.kind) => {
+                        shared.desk.spawn(job.clone(), work, attempt, commands)
+                    }
+                    _ => worker::spawn(
+                        Arc::clone(&self.executors),
+                        job.clone(),
+                        work,
+                        attempt,
+                        commands,
+                    ),
+                };
                 self.running.insert(job, handle);
             }
             Action::RequestInvoice {

@@ -38,6 +38,7 @@ pub mod refunds;
 pub mod relays;
 pub mod repeat_log;
 pub mod republish;
+pub mod shared_work;
 pub mod telemetry;
 pub mod tokens;
 pub mod transport;
@@ -206,6 +207,8 @@ pub struct NodeHandle {
     ledger_fault: core::FaultReport,
     /// Set by the core when the node must stop at once.
     stop_order: core::StopOrder,
+    /// This node's runner of shared attempts (`execute_on = "any_node"`), if any.
+    shared_runner: Option<shared_work::Runner>,
     /// Released last, after the core has closed the ledger.
     lock: ledger_open::LedgerLocks,
 }
@@ -256,6 +259,23 @@ impl Node {
         let pubkey = keys.public_key();
         let telemetry = telemetry::Telemetry::new(&pubkey.to_hex());
         let executors = Arc::new(worker::executors_from_offers(&config.offers)?);
+        let shared_runner =
+            shared_work::start_runner(&place, &config.offers, Arc::clone(&executors), &keys)
+                .await?;
+        let (shared, shared_runner) = match shared_runner {
+            Some((queue, runner)) => {
+                let kinds = shared_work::shared_offers(&config.offers)
+                    .iter()
+                    .map(|(kind, _, _)| *kind)
+                    .collect();
+                let desk = shared_work::WorkDesk::start(queue, keys.clone());
+                (
+                    Some(shared_work::SharedExecution { desk, kinds }),
+                    Some(runner),
+                )
+            }
+            None => (None, None),
+        };
         let offered: Vec<u16> = config.offers.iter().map(|o| o.kind).collect();
         let trusted_mints: Vec<paydvm_mints::TrustedMint> = config
             .policy
@@ -350,6 +370,7 @@ impl Node {
             offered: offered.clone(),
             relays: config.relays.clone(),
             executors,
+            shared,
             commands: commands.clone(),
             outbox,
             invoices,
@@ -482,6 +503,7 @@ impl Node {
             http,
             ledger_fault,
             stop_order,
+            shared_runner,
             lock,
         })
     }
@@ -583,6 +605,11 @@ impl NodeHandle {
 
     /// Stops intake, waits (bounded) for pending publications, then closes the ledger.
     pub async fn shutdown(self) {
+        // Attempts it already runs finish (their outcomes wait in the table for the next
+        // serving node); none is claimed from now on.
+        if let Some(runner) = &self.shared_runner {
+            runner.stop_claiming();
+        }
         if let Some(http) = self.http {
             http.shutdown().await;
         }

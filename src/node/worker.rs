@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail};
 use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, JoinError, JoinHandle};
 
 use paydvm_ledger::JobId;
 
@@ -61,25 +61,11 @@ pub fn spawn(
     attempt: u32,
     commands: mpsc::Sender<Command>,
 ) -> AbortHandle {
-    let inner = tokio::spawn(async move {
-        executors
-            .run(&job)
-            .await
-            .map(|o| o.content)
-            .map_err(|e| ExecFailure {
-                reason: e.to_string(),
-                retryable: e.retryable(),
-            })
-    });
+    let inner = start_attempt(executors, job);
     let handle = inner.abort_handle();
     tokio::spawn(async move {
-        let outcome = match inner.await {
-            Ok(outcome) => outcome,
-            Err(e) if e.is_cancelled() => return,
-            Err(_) => Err(ExecFailure {
-                reason: "the executor crashed".into(),
-                retryable: false,
-            }),
+        let Some(outcome) = outcome_of(inner.await) else {
+            return;
         };
         let _ = commands
             .send(Command::ExecFinished {
@@ -90,4 +76,37 @@ pub fn spawn(
             .await;
     });
     handle
+}
+
+/// One attempt on a task of its own, so that a panicking executor fails the attempt, not the
+/// caller; aborting the task stops it.
+pub fn start_attempt(
+    executors: Arc<Executors>,
+    job: Job,
+) -> JoinHandle<Result<String, ExecFailure>> {
+    tokio::spawn(async move {
+        executors
+            .run(&job)
+            .await
+            .map(|o| o.content)
+            .map_err(|e| ExecFailure {
+                reason: e.to_string(),
+                retryable: e.retryable(),
+            })
+    })
+}
+
+/// An attempt's outcome from its task: `None` when the task was aborted, a failure when it
+/// panicked.
+pub fn outcome_of(
+    joined: Result<Result<String, ExecFailure>, JoinError>,
+) -> Option<Result<String, ExecFailure>> {
+    match joined {
+        Ok(outcome) => Some(outcome),
+        Err(e) if e.is_cancelled() => None,
+        Err(_) => Some(Err(ExecFailure {
+            reason: "the executor crashed".into(),
+            retryable: false,
+        })),
+    }
 }

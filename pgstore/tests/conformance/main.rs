@@ -104,6 +104,7 @@ mod copy;
 mod lost_answers;
 mod model;
 mod node_lock;
+mod work_queue;
 
 /// The store's sessions plan every statement for its own parameters: left to itself the server
 /// switches a statement to a generic plan after five runs, and a key lookup prepared while

@@ -1,0 +1,190 @@
+//! Shared execution (issue 14): an offer with `execute_on = "any_node"` is run by every node on
+//! the PostgreSQL ledger's database, the serving one and its standbys, each attempt claimed
+//! with a lease. Two `paydvm run --standby` processes, one database, one relay: the standby
+//! runs some of the jobs, is killed with SIGKILL while it runs others, and those go to the
+//! serving node once their leases pass, within the same attempt. Every job ends once, with one
+//! result on the relay; nothing stays in the work table.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use nostr_sdk::prelude::*;
+use paydvm_ledger::{JobId, JobState, LedgerStore};
+use paydvm_ledger_pg::throwaway::ThrowawayCluster;
+use paydvm_testkit::fixture::{NodeDir, Offer};
+
+use crate::cli::{paydvm, stderr, stdout};
+use crate::crash_node::{logs, RunningNode};
+use crate::node::{start_relay, Customer};
+use crate::pg_node::fresh_database_async;
+use crate::standby_nodes::{ended_jobs, read, serving};
+
+const JOBS: usize = 24;
+/// Each job sleeps this long, longer than a lease: a runner must renew it to keep its attempt.
+/// The standby is killed with attempts half run.
+const JOB_MS: u64 = 2_500;
+const LEASE_SECS: u64 = 2;
+
+fn shared_node(dir: &Path, relay: &RelayUrl, url: &str) -> Vec<std::path::PathBuf> {
+    let base = NodeDir::new("shared")
+        .policy(
+            "[[pricing.kind]]\nkind = 5050\nmode = \"free\"\n\n\
+             [failures]\nmax_attempts = 2\nthen = \"refund\"\n",
+        )
+        .offer(
+            Offer::text(5050)
+                .timeout_secs(10)
+                .max_concurrency(4)
+                .line("execute_on = \"any_node\"")
+                .line(format!("lease_secs = {LEASE_SECS}")),
+        )
+        .node_setting("config_problems = \"warn\"")
+        .relays(std::slice::from_ref(relay))
+        .write(dir)
+        .unwrap();
+    paydvm_testkit::fixture::on_database_each(&base, url, 2, "node", "state").unwrap()
+}
+
+fn count(dir: &Path, run: u32, line: &str) -> usize {
+    std::fs::read_to_string(dir.join(format!("run{run}.err")))
+        .unwrap_or_default()
+        .matches(line)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_attempts_run_on_the_standby_too_and_a_killed_runners_go_to_another_node() {
+    let url = fresh_database_async().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_relay, relay_url) = start_relay().await;
+    let configs = shared_node(dir, &relay_url, &url);
+    let first = RunningNode::start_with_args(&configs[0], 1, &["--standby"]);
+    assert_eq!(serving(dir, &[1]).await, 1);
+    let standby = RunningNode::start_with_args(&configs[1], 2, &["--standby"]);
+
+    let customer = Customer::connect(std::slice::from_ref(&relay_url)).await;
+    let mut sent = Vec::new();
+    for i in 0..JOBS {
+        let ms = JOB_MS.to_string();
+        let request = customer.request(
+            5050,
+            &format!("job {i}"),
+            &[&["param", "mode", "sleep"], &["param", "ms", &ms]],
+        );
+        customer.client.send_event(&request).await.unwrap();
+        sent.push(request.id);
+    }
+    // Killed once it has run one attempt and holds at least two more, half run.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (claimed, ran) = (
+            count(dir, 2, "shared attempt claimed"),
+            count(dir, 2, "shared attempt ran here"),
+        );
+        if ran >= 1 && claimed >= ran + 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", logs(dir));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    standby.crash();
+    let (claimed_2, ran_2) = (
+        count(dir, 2, "shared attempt claimed"),
+        count(dir, 2, "shared attempt ran here"),
+    );
+    let url_now = url.clone();
+    crate::standby_nodes::poll_until(&url_now, dir, "every job ended", |s| ended_jobs(s) == JOBS)
+        .await;
+    let ran_1 = count(dir, 1, "shared attempt ran here");
+    let stopped = first.stop();
+    assert!(stopped.success(), "{stopped:?}\n{}", logs(dir));
+
+    // Both nodes ran attempts; the standby's cut-off ones were run again by the serving node.
+    assert!(ran_2 >= 1 && claimed_2 > ran_2, "{claimed_2} {ran_2}");
+    assert_eq!(
+        ran_1 + ran_2,
+        JOBS,
+        "one outcome stored per job\n{}",
+        logs(dir)
+    );
+    for run in [1, 2] {
+        // Renewed in time: no attempt was taken from a runner that was still running it.
+        for taken in ["shared attempt stopped", "another node holds it now"] {
+            assert_eq!(count(dir, run, taken), 0, "{}", logs(dir));
+        }
+    }
+    let collected_from_2 = std::fs::read_to_string(dir.join("run1.err"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("shared attempt collected") && !l.contains(&own_name(dir, 1)))
+        .count();
+    assert_eq!(collected_from_2, ran_2, "{}", logs(dir));
+    // Taken over within the attempt: a lease that passed is not a failed attempt.
+    let store = read(&url);
+    for id in &sent {
+        let job = store
+            .job(&JobId::new(id.to_hex()).unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (job.state, job.attempts),
+            (JobState::Succeeded, 1),
+            "{job:?}"
+        );
+    }
+    check_results(&relay_url, &customer, &sent).await;
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    let left = tokio::task::spawn_blocking(move || {
+        ThrowawayCluster::shared()
+            .admin(&db, "SELECT job FROM work")
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        left.is_empty(),
+        "{} attempts left in the work table",
+        left.len()
+    );
+    let out = paydvm(&["ledger", "verify", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("ledger OK"), "{}", stdout(&out));
+}
+
+/// `host:pid` of run `run`, as its runner names itself when it starts.
+fn own_name(dir: &Path, run: u32) -> String {
+    let err = std::fs::read_to_string(dir.join(format!("run{run}.err"))).unwrap();
+    let line = err
+        .lines()
+        .find(|l| l.contains("shared work runner"))
+        .unwrap_or_else(|| panic!("run {run} named no runner\n{err}"));
+    let name = line.rsplit("node=").next().unwrap();
+    name.split_whitespace().next().unwrap().to_owned()
+}
+
+/// One result per job on the relay.
+async fn check_results(relay: &RelayUrl, customer: &Customer, sent: &[EventId]) {
+    let client = paydvm::node::transport::client(Keys::generate());
+    client.add_relay(relay.clone()).await.unwrap();
+    client.try_connect(Duration::from_secs(5)).await;
+    let filter = Filter::new()
+        .kind(Kind::Custom(6050))
+        .pubkey(customer.keys.public_key())
+        .limit(JOBS * 2);
+    let events = client
+        .fetch_events(filter, Duration::from_secs(10))
+        .await
+        .unwrap();
+    client.shutdown().await;
+    let mut results: HashMap<EventId, usize> = HashMap::new();
+    for event in events {
+        for request in event.tags.event_ids() {
+            *results.entry(*request).or_default() += 1;
+        }
+    }
+    for id in sent {
+        assert_eq!(results.get(id).copied().unwrap_or(0), 1, "results of {id}");
+    }
+}

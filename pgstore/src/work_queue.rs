@@ -1,0 +1,261 @@
+//! Shared execution: job attempts any node on the database may run, each claimed with a lease.
+//!
+//! The serving node (the one holding the node lock, the only one that decides and writes the
+//! ledger) puts an attempt in the `work` table ([`WorkQueue::submit`]); every node with the
+//! offer, serving or standing by, claims queued attempts it has room for
+//! ([`WorkQueue::claim`], `FOR UPDATE SKIP LOCKED`: two claimers never get the same row), runs
+//! them, renews its lease while it runs ([`WorkQueue::renew`]) and stores the outcome
+//! ([`WorkQueue::finish`]). The serving node collects outcomes ([`WorkQueue::finished`]), hands
+//! them to its core as if its own executor had run them, and removes the rows.
+//!
+//! A claimer that dies stops renewing: once its lease has passed, the attempt is claimable
+//! again. Every claim counts up the row's `claims`, and a renewal or an outcome counts only from
+//! the newest claim, so a claimer that was slow (not dead) and lost its lease can neither keep
+//! nor finish the attempt: one outcome per attempt, whoever ran it. Lease times are the server's
+//! clock (`now()`), one clock for every node.
+//!
+//! Nothing here is money: the ledger records the outcome once (the core's own rules), and an
+//! attempt run twice (a lease that passed while its runner still worked) costs compute, never a
+//! second result.
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+
+use crate::client::{new_pool, PgError, STATEMENT_DEADLINE};
+use crate::location::PgLocation;
+
+/// One attempt as the serving node queues it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submission {
+    pub job: String,
+    pub attempt: u32,
+    pub kind: u16,
+    /// What the runner needs to rebuild the job: the request event as received (encrypted if
+    /// the customer encrypted it), like the ledger's `job_received`.
+    pub task: String,
+}
+
+/// An attempt a node claimed: its lease counts from `claim` (the row's claim count).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub job: String,
+    pub attempt: u32,
+    pub kind: u16,
+    pub task: String,
+    pub claim: i32,
+}
+
+/// An attempt's stored outcome, as the runner sealed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub job: String,
+    pub attempt: u32,
+    pub outcome: String,
+    pub finished_by: String,
+}
+
+const CREATE: &str = "CREATE TABLE IF NOT EXISTS work (
+    job TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    task TEXT NOT NULL,
+    queued_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    claims INTEGER NOT NULL DEFAULT 0,
+    claimed_by TEXT,
+    lease_until TIMESTAMPTZ,
+    outcome TEXT,
+    finished_by TEXT,
+    PRIMARY KEY (job, attempt)
+)";
+
+/// The oldest queued attempt of the given kinds whose lease (if any) has passed, claimed by
+/// `$1` until `$2` ms from now.
+const CLAIM: &str = "UPDATE work SET claims = claims + 1, claimed_by = $1,
+        lease_until = now() + $2::bigint * interval '1 millisecond'
+    WHERE (job, attempt) = (
+        SELECT job, attempt FROM work
+        WHERE outcome IS NULL AND kind = ANY($3)
+          AND (lease_until IS NULL OR lease_until < now())
+        ORDER BY queued_at LIMIT 1
+        FOR UPDATE SKIP LOCKED)
+    RETURNING job, attempt, kind, task, claims";
+
+/// The work table on one database, with a pool of its own (the ledger store's is blocking and
+/// the core's). Every call has the store's deadline.
+#[derive(Clone)]
+pub struct WorkQueue {
+    pool: Pool,
+    deadline: Duration,
+}
+
+impl WorkQueue {
+    /// Connects lazily (the first call opens a connection) and creates the table if it is
+    /// missing. Call it from inside a tokio runtime.
+    pub async fn open(location: &PgLocation) -> Result<WorkQueue, PgError> {
+        let queue = WorkQueue {
+            pool: new_pool(location.config())?,
+            deadline: location.deadline().unwrap_or(STATEMENT_DEADLINE),
+        };
+        queue.execute(CREATE, &[]).await?;
+        Ok(queue)
+    }
+
+    /// Queues an attempt. Earlier attempts of the same job are removed (they ended: the core
+    /// starts an attempt only after the last one failed); the same attempt queued again (the
+    /// serving node restarted) keeps its row, its claim and any outcome already stored.
+    pub async fn submit(&self, s: &Submission) -> Result<(), PgError> {
+        let attempt = i32::try_from(s.attempt).map_err(|_| range("attempt"))?;
+        self.execute(
+            "DELETE FROM work WHERE job = $1 AND attempt < $2",
+            &[&s.job, &attempt],
+        )
+        .await?;
+        self.execute(
+            "INSERT INTO work (job, attempt, kind, task) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (job, attempt) DO NOTHING",
+            &[&s.job, &attempt, &i32::from(s.kind), &s.task],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Claims one queued attempt of `kinds` for `node` for `lease`, if one is free.
+    pub async fn claim(
+        &self,
+        node: &str,
+        kinds: &[u16],
+        lease: Duration,
+    ) -> Result<Option<Claimed>, PgError> {
+        let kinds: Vec<i32> = kinds.iter().map(|k| i32::from(*k)).collect();
+        let ms = lease_ms(lease)?;
+        let row = self
+            .timed(async {
+                let client = self.pool.get().await?;
+                let stmt = client.prepare_cached(CLAIM).await?;
+                Ok(client.query_opt(&stmt, &[&node, &ms, &kinds]).await?)
+            })
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let (attempt, kind): (i32, i32) = (row.try_get(1)?, row.try_get(2)?);
+        Ok(Some(Claimed {
+            job: row.try_get(0)?,
+            attempt: u32::try_from(attempt).map_err(|_| range("attempt"))?,
+            kind: u16::try_from(kind).map_err(|_| range("kind"))?,
+            task: row.try_get(3)?,
+            claim: row.try_get(4)?,
+        }))
+    }
+
+    /// Extends a claim's lease; false when the claim is no longer the newest (the lease passed
+    /// and another node claimed the attempt) or the attempt is gone or finished.
+    pub async fn renew(&self, c: &Claimed, lease: Duration) -> Result<bool, PgError> {
+        let ms = lease_ms(lease)?;
+        let attempt = i32::try_from(c.attempt).map_err(|_| range("attempt"))?;
+        let n = self
+            .execute(
+                "UPDATE work SET lease_until = now() + $4::bigint * interval '1 millisecond'
+                 WHERE job = $1 AND attempt = $2 AND claims = $3 AND outcome IS NULL",
+                &[&c.job, &attempt, &c.claim, &ms],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Stores a claim's outcome; false (nothing stored) when the claim is no longer the newest
+    /// or an outcome is already there.
+    pub async fn finish(&self, c: &Claimed, node: &str, outcome: &str) -> Result<bool, PgError> {
+        let attempt = i32::try_from(c.attempt).map_err(|_| range("attempt"))?;
+        let n = self
+            .execute(
+                "UPDATE work SET outcome = $4, finished_by = $5, lease_until = NULL
+                 WHERE job = $1 AND attempt = $2 AND claims = $3 AND outcome IS NULL",
+                &[&c.job, &attempt, &c.claim, &outcome, &node],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Stored outcomes, oldest first, at most `limit`.
+    pub async fn finished(&self, limit: i64) -> Result<Vec<Finished>, PgError> {
+        let rows = self
+            .timed(async {
+                let client = self.pool.get().await?;
+                let stmt = client
+                    .prepare_cached(
+                        "SELECT job, attempt, outcome, finished_by FROM work
+                         WHERE outcome IS NOT NULL ORDER BY queued_at LIMIT $1",
+                    )
+                    .await?;
+                Ok(client.query(&stmt, &[&limit]).await?)
+            })
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let attempt: i32 = row.try_get(1)?;
+                Ok(Finished {
+                    job: row.try_get(0)?,
+                    attempt: u32::try_from(attempt).map_err(|_| range("attempt"))?,
+                    outcome: row.try_get(2)?,
+                    finished_by: row.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Removes an attempt (collected, or its job ended).
+    pub async fn remove(&self, job: &str, attempt: u32) -> Result<(), PgError> {
+        let attempt = i32::try_from(attempt).map_err(|_| range("attempt"))?;
+        self.execute(
+            "DELETE FROM work WHERE job = $1 AND attempt = $2",
+            &[&job, &attempt],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Attempts in the table: queued, claimed or finished and not yet collected.
+    pub async fn attempts(&self) -> Result<u64, PgError> {
+        let row = self
+            .timed(async {
+                let client = self.pool.get().await?;
+                Ok(client.query_one("SELECT count(*) FROM work", &[]).await?)
+            })
+            .await?;
+        let n: i64 = row.try_get(0)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, PgError> {
+        self.timed(async {
+            let client = self.pool.get().await?;
+            let stmt = client.prepare_cached(sql).await?;
+            Ok(client.execute(&stmt, params).await?)
+        })
+        .await
+    }
+
+    /// A call cut off at the deadline fails. Each call here is one statement outside a
+    /// transaction, so its connection can serve the next call: the driver discards the late
+    /// answer.
+    async fn timed<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, PgError>>,
+    ) -> Result<T, PgError> {
+        tokio::time::timeout(self.deadline, call)
+            .await
+            .unwrap_or(Err(PgError::Deadline(self.deadline)))
+    }
+}
+
+fn lease_ms(lease: Duration) -> Result<i64, PgError> {
+    i64::try_from(lease.as_millis()).map_err(|_| range("lease"))
+}
+
+fn range(what: &str) -> PgError {
+    PgError::Runtime(format!("shared work: {what} out of range"))
+}

@@ -1,0 +1,109 @@
+//! The shared work queue (`WorkQueue`): two claimers never get one attempt, a lease that passed
+//! lets another node claim it, and only the newest claim may renew or finish it.
+
+use std::time::Duration;
+
+use paydvm_ledger_pg::throwaway::ThrowawayCluster as Cluster;
+use paydvm_ledger_pg::{PgLocation, Submission, WorkQueue};
+
+async fn queue() -> WorkQueue {
+    let db = tokio::task::spawn_blocking(|| Cluster::shared().fresh_database().unwrap())
+        .await
+        .unwrap();
+    let location = PgLocation::parse(&Cluster::shared().url(&db)).unwrap();
+    WorkQueue::open(&location).await.unwrap()
+}
+
+fn attempt(job: &str, attempt: u32, kind: u16) -> Submission {
+    Submission {
+        job: job.into(),
+        attempt,
+        kind,
+        task: format!("task of {job}"),
+    }
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_claimers_get_different_attempts_of_the_kinds_they_ask_for() {
+    let q = queue().await;
+    for job in ["a", "b", "c"] {
+        q.submit(&attempt(job, 1, 5050)).await.unwrap();
+    }
+    q.submit(&attempt("other-kind", 1, 5001)).await.unwrap();
+    let (x, y) = tokio::join!(
+        q.claim("node-x", &[5050], LONG),
+        q.claim("node-y", &[5050], LONG)
+    );
+    let (x, y) = (x.unwrap().unwrap(), y.unwrap().unwrap());
+    assert_ne!(x.job, y.job, "one attempt claimed twice");
+    let third = q.claim("node-x", &[5050], LONG).await.unwrap().unwrap();
+    assert!(![&x.job, &y.job].contains(&&third.job));
+    assert_eq!(third.task, format!("task of {}", third.job));
+    assert!(q.claim("node-y", &[5050], LONG).await.unwrap().is_none());
+    let other = q
+        .claim("node-y", &[5001, 5050], LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((other.job.as_str(), other.kind), ("other-kind", 5001));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_passed_moves_the_attempt_and_fences_the_first_claimer() {
+    let q = queue().await;
+    q.submit(&attempt("job", 1, 5050)).await.unwrap();
+    let short = Duration::from_millis(300);
+    let first = q.claim("slow", &[5050], short).await.unwrap().unwrap();
+    assert!(
+        q.claim("other", &[5050], LONG).await.unwrap().is_none(),
+        "leased"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = q.claim("other", &[5050], LONG).await.unwrap().unwrap();
+    assert_eq!(
+        (second.job.as_str(), second.claim),
+        ("job", first.claim + 1)
+    );
+    // The first claimer was slow, not dead: it can neither keep nor finish the attempt.
+    assert!(!q.renew(&first, LONG).await.unwrap());
+    assert!(!q.finish(&first, "slow", "late").await.unwrap());
+    assert!(q.renew(&second, LONG).await.unwrap());
+    assert!(q.finish(&second, "other", "done").await.unwrap());
+    assert!(
+        !q.finish(&second, "other", "twice").await.unwrap(),
+        "one outcome"
+    );
+    let finished = q.finished(10).await.unwrap();
+    assert_eq!(finished.len(), 1);
+    assert_eq!(
+        (
+            finished[0].outcome.as_str(),
+            finished[0].finished_by.as_str()
+        ),
+        ("done", "other")
+    );
+    q.remove("job", 1).await.unwrap();
+    assert_eq!(q.attempts().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_lease_holds_and_a_resubmitted_attempt_keeps_its_claim() {
+    let q = queue().await;
+    q.submit(&attempt("job", 1, 5050)).await.unwrap();
+    let short = Duration::from_millis(400);
+    let claim = q.claim("runner", &[5050], short).await.unwrap().unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(q.renew(&claim, short).await.unwrap());
+        assert!(q.claim("thief", &[5050], LONG).await.unwrap().is_none());
+    }
+    // The serving node restarted and queues the same attempt again: the claim stands.
+    q.submit(&attempt("job", 1, 5050)).await.unwrap();
+    assert!(q.finish(&claim, "runner", "done").await.unwrap());
+    // The next attempt replaces the ended one.
+    q.submit(&attempt("job", 2, 5050)).await.unwrap();
+    assert_eq!(q.attempts().await.unwrap(), 1);
+    assert!(q.finished(10).await.unwrap().is_empty());
+}

@@ -1,0 +1,188 @@
+//! Every node's side: claims queued attempts of the shared offers it has room for, runs them on
+//! its own executors, renews each lease while it runs and stores the sealed outcome. An attempt
+//! whose lease another node took meanwhile is stopped and its outcome dropped.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nostr_sdk::prelude::Keys;
+use paydvm_ledger_pg::{Claimed, WorkQueue};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::seal;
+use crate::executor::Executors;
+use crate::node::worker;
+
+/// How often a runner with room and nothing claimed asks again.
+const CLAIM_EVERY: Duration = Duration::from_millis(100);
+
+/// One shared offer as a runner serves it.
+struct Lane {
+    kind: u16,
+    lease: Duration,
+    room: usize,
+    running: Arc<AtomicUsize>,
+}
+
+/// Claims while it lives; [`Runner::stop_claiming`] (or dropping it) stops new claims, and the
+/// attempts already claimed run to their end.
+pub struct Runner {
+    stop: watch::Sender<bool>,
+}
+
+impl Runner {
+    /// `offers`: (kind, lease, concurrency) of each shared offer; `name` goes into the rows.
+    pub fn start(
+        queue: WorkQueue,
+        executors: Arc<Executors>,
+        offers: Vec<(u16, Duration, usize)>,
+        keys: Keys,
+        name: String,
+    ) -> Runner {
+        let (stop, stopped) = watch::channel(false);
+        let lanes = offers
+            .into_iter()
+            .map(|(kind, lease, room)| Lane {
+                kind,
+                lease,
+                room,
+                running: Arc::default(),
+            })
+            .collect();
+        info!(node = %name, "shared work runner started");
+        let runs = Runs {
+            queue,
+            executors,
+            keys,
+            name,
+        };
+        tokio::spawn(claim_loop(Arc::new(runs), lanes, stopped));
+        Runner { stop }
+    }
+
+    pub fn stop_claiming(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.stop_claiming();
+    }
+}
+
+/// What every attempt of a runner shares.
+struct Runs {
+    queue: WorkQueue,
+    executors: Arc<Executors>,
+    keys: Keys,
+    name: String,
+}
+
+async fn claim_loop(runs: Arc<Runs>, lanes: Vec<Lane>, mut stopped: watch::Receiver<bool>) {
+    let mut errors_in_a_row = 0u32;
+    loop {
+        if *stopped.borrow() {
+            return;
+        }
+        let claimed = match claim_some(&runs, &lanes).await {
+            Ok(n) => {
+                errors_in_a_row = 0;
+                n
+            }
+            Err(e) => {
+                errors_in_a_row += 1;
+                if errors_in_a_row == 1 {
+                    warn!("shared work: cannot claim attempts: {e}");
+                }
+                0
+            }
+        };
+        if claimed == 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(CLAIM_EVERY) => {}
+                _ = stopped.changed() => {}
+            }
+        }
+    }
+}
+
+/// One claim for each lane with room; how many were claimed.
+async fn claim_some(runs: &Arc<Runs>, lanes: &[Lane]) -> Result<usize, paydvm_ledger_pg::PgError> {
+    let mut claimed = 0;
+    for lane in lanes {
+        if lane.running.load(Ordering::SeqCst) >= lane.room {
+            continue;
+        }
+        let Some(claim) = runs
+            .queue
+            .claim(&runs.name, &[lane.kind], lane.lease)
+            .await?
+        else {
+            continue;
+        };
+        claimed += 1;
+        info!(job = %claim.job, attempt = claim.attempt, "shared attempt claimed");
+        lane.running.fetch_add(1, Ordering::SeqCst);
+        let (runs, running, lease) = (Arc::clone(runs), Arc::clone(&lane.running), lane.lease);
+        tokio::spawn(async move {
+            run_claimed(&runs, claim, lease).await;
+            running.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+    Ok(claimed)
+}
+
+/// Runs one claimed attempt, renewing its lease every third of it, and stores the outcome.
+async fn run_claimed(runs: &Runs, claim: Claimed, lease: Duration) {
+    let (job, attempt) = (claim.job.clone(), claim.attempt);
+    let outcome = match seal::open_job(&runs.keys, &claim.task) {
+        Ok(work) => {
+            let task = worker::start_attempt(Arc::clone(&runs.executors), work);
+            let abort = task.abort_handle();
+            tokio::select! {
+                joined = task => worker::outcome_of(joined),
+                lost = keep_lease(&runs.queue, &claim, lease) => {
+                    abort.abort();
+                    warn!(%job, attempt, "shared attempt stopped: {lost}");
+                    return;
+                }
+            }
+        }
+        Err(e) => {
+            warn!(%job, attempt, "shared work: {e}");
+            Some(Err(crate::node::core::ExecFailure {
+                reason: "the job could not be read from the shared work queue".into(),
+                retryable: false,
+            }))
+        }
+    };
+    let Some(outcome) = outcome else { return };
+    let stored = match seal::seal_outcome(&runs.keys, &outcome) {
+        Ok(sealed) => runs.queue.finish(&claim, &runs.name, &sealed).await,
+        Err(e) => return warn!(%job, attempt, "shared work: {e}"),
+    };
+    match stored {
+        Ok(true) => info!(%job, attempt, "shared attempt ran here"),
+        Ok(false) => warn!(%job, attempt, "shared attempt ran here, but another node holds it now"),
+        Err(e) => warn!(%job, attempt, "shared work: cannot store the outcome: {e}"),
+    }
+}
+
+/// Renews the lease every third of it; returns (why) once it could not be kept.
+async fn keep_lease(queue: &WorkQueue, claim: &Claimed, lease: Duration) -> String {
+    let mut every = tokio::time::interval(lease / 3);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        match queue.renew(claim, lease).await {
+            Ok(true) => {}
+            Ok(false) => return "another node holds its lease now".into(),
+            // One failed renewal is not yet a lost lease; the next tick tries again, and a
+            // lease that passes meanwhile is found taken then.
+            Err(e) => warn!(job = %claim.job, "shared work: renewing a lease: {e}"),
+        }
+    }
+}
