@@ -67,15 +67,25 @@ pub fn spawn(
         let Some(outcome) = outcome_of(inner.await) else {
             return;
         };
-        let _ = commands
-            .send(Command::ExecFinished {
-                job: id,
-                attempt,
-                outcome,
-            })
-            .await;
+        report(&commands, id, attempt, outcome).await;
     });
     handle
+}
+
+/// Tells the core how an attempt ended (a core that stopped is not told).
+pub async fn report(
+    commands: &mpsc::Sender<Command>,
+    job: JobId,
+    attempt: u32,
+    outcome: Result<String, ExecFailure>,
+) {
+    let _ = commands
+        .send(Command::ExecFinished {
+            job,
+            attempt,
+            outcome,
+        })
+        .await;
 }
 
 /// One attempt on a task of its own, so that a panicking executor fails the attempt, not the

@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 use super::seal;
 use crate::job::Job;
 use crate::node::core::{Command, ExecFailure};
+use crate::node::worker;
 
 /// How often the table is asked for outcomes while attempts are waiting.
 const COLLECT_EVERY: Duration = Duration::from_millis(100);
@@ -74,13 +75,7 @@ impl WorkDesk {
                     Err(failure("the shared work queue could not take the attempt"))
                 }
             };
-            let _ = commands
-                .send(Command::ExecFinished {
-                    job: id,
-                    attempt,
-                    outcome,
-                })
-                .await;
+            worker::report(&commands, id, attempt, outcome).await;
         })
         .abort_handle()
     }
