@@ -31,8 +31,8 @@ pub struct Submission {
     pub job: String,
     pub attempt: u32,
     pub kind: u16,
-    /// What the runner needs to rebuild the job: the request event as received (encrypted if
-    /// the customer encrypted it), like the ledger's `job_received`.
+    /// What a runner needs to run the attempt, opaque here: the node stores the job sealed with
+    /// its service key (`src/node/shared_work/seal.rs`).
     pub task: String,
 }
 
@@ -69,6 +69,9 @@ const CREATE: &str = "CREATE TABLE IF NOT EXISTS work (
     PRIMARY KEY (job, attempt)
 )";
 
+/// The advisory lock creating the table: "paydvm" in ASCII and 2 (the node lock is 1).
+const CREATE_LOCK_KEY: i64 = 0x7061_7964_766d_0002;
+
 /// The oldest queued attempt of the given kinds whose lease (if any) has passed, claimed by
 /// `$1` until `$2` ms from now.
 const CLAIM: &str = "UPDATE work SET claims = claims + 1, claimed_by = $1,
@@ -97,7 +100,21 @@ impl WorkQueue {
             pool: new_pool(location.config())?,
             deadline: location.deadline().unwrap_or(STATEMENT_DEADLINE),
         };
-        queue.execute(CREATE, &[]).await?;
+        // Two nodes starting at once may both find the table missing; `IF NOT EXISTS` alone can
+        // then fail one of them on the catalog's unique index, so creation is serialised.
+        let create =
+            format!("BEGIN; SELECT pg_advisory_xact_lock({CREATE_LOCK_KEY}); {CREATE}; COMMIT;");
+        queue
+            .timed(async {
+                let client = queue.pool.get().await?;
+                if let Err(e) = client.batch_execute(&create).await {
+                    // Not back to the pool: its transaction may be left aborted.
+                    drop(deadpool_postgres::Object::take(client));
+                    return Err(e.into());
+                }
+                Ok(())
+            })
+            .await?;
         Ok(queue)
     }
 

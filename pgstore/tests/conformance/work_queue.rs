@@ -107,3 +107,19 @@ async fn a_renewed_lease_holds_and_a_resubmitted_attempt_keeps_its_claim() {
     assert_eq!(q.attempts().await.unwrap(), 1);
     assert!(q.finished(10).await.unwrap().is_empty());
 }
+
+/// Nodes starting together all find (or make) the table: creating it is serialised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_opened_at_once_on_a_fresh_database_all_open() {
+    for _ in 0..5 {
+        let db = tokio::task::spawn_blocking(|| Cluster::shared().fresh_database().unwrap())
+            .await
+            .unwrap();
+        let location = PgLocation::parse(&Cluster::shared().url(&db)).unwrap();
+        let opened =
+            futures_util::future::join_all((0..8).map(|_| WorkQueue::open(&location))).await;
+        for queue in opened {
+            queue.expect("opened");
+        }
+    }
+}
