@@ -1,9 +1,10 @@
 //! Shared execution (issue 14): an offer with `execute_on = "any_node"` is run by every node on
 //! the PostgreSQL ledger's database, the serving one and its standbys, each attempt claimed
-//! with a lease. Two `paydvm run --standby` processes, one database, one relay: the standby
-//! runs some of the jobs, is killed with SIGKILL while it runs others, and those go to the
-//! serving node once their leases pass, within the same attempt. Every job ends once, with one
-//! result on the relay; nothing stays in the work table.
+//! with a lease. Two `paydvm run --standby` processes, one database, one relay. The standby is
+//! killed with SIGKILL while it runs attempts: they go to the serving node once their leases
+//! pass. The serving node is killed while both run attempts: its successor resumes every attempt
+//! as it was. Either way every job succeeds in its first attempt, with one result on the relay,
+//! and nothing stays in the work table.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -65,39 +66,17 @@ async fn shared_attempts_run_on_the_standby_too_and_a_killed_runners_go_to_anoth
     let standby = RunningNode::start_with_args(&configs[1], 2, &["--standby"]);
 
     let customer = Customer::connect(std::slice::from_ref(&relay_url)).await;
-    let mut sent = Vec::new();
-    for i in 0..JOBS {
-        let ms = JOB_MS.to_string();
-        let request = customer.request(
-            5050,
-            &format!("job {i}"),
-            &[&["param", "mode", "sleep"], &["param", "ms", &ms]],
-        );
-        customer.client.send_event(&request).await.unwrap();
-        sent.push(request.id);
-    }
+    let sent = send_jobs(&customer).await;
     // Killed once it has run one attempt and holds at least two more, half run.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (claimed, ran) = (
-            count(dir, 2, "shared attempt claimed"),
-            count(dir, 2, "shared attempt ran here"),
-        );
-        if ran >= 1 && claimed >= ran + 2 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{}", logs(dir));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(dir, || {
+        let (claimed, ran) = (count(dir, 2, CLAIMED), count(dir, 2, RAN));
+        ran >= 1 && claimed >= ran + 2
+    })
+    .await;
     standby.crash();
-    let (claimed_2, ran_2) = (
-        count(dir, 2, "shared attempt claimed"),
-        count(dir, 2, "shared attempt ran here"),
-    );
-    let url_now = url.clone();
-    crate::standby_nodes::poll_until(&url_now, dir, "every job ended", |s| ended_jobs(s) == JOBS)
-        .await;
-    let ran_1 = count(dir, 1, "shared attempt ran here");
+    let (claimed_2, ran_2) = (count(dir, 2, CLAIMED), count(dir, 2, RAN));
+    crate::standby_nodes::poll_until(&url, dir, "every job ended", |s| ended_jobs(s) == JOBS).await;
+    let ran_1 = count(dir, 1, RAN);
     let stopped = first.stop();
     assert!(stopped.success(), "{stopped:?}\n{}", logs(dir));
 
@@ -121,9 +100,80 @@ async fn shared_attempts_run_on_the_standby_too_and_a_killed_runners_go_to_anoth
         .filter(|l| l.contains("shared attempt collected") && !l.contains(&own_name(dir, 1)))
         .count();
     assert_eq!(collected_from_2, ran_2, "{}", logs(dir));
-    // Taken over within the attempt: a lease that passed is not a failed attempt.
-    let store = read(&url);
-    for id in &sent {
+    check_ended_once(&url, &relay_url, &customer, &sent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serving_node_killed_mid_run_leaves_its_successor_every_attempt_as_it_was() {
+    let url = fresh_database_async().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_relay, relay_url) = start_relay().await;
+    let configs = shared_node(dir, &relay_url, &url);
+    let first = RunningNode::start_with_args(&configs[0], 1, &["--standby"]);
+    assert_eq!(serving(dir, &[1]).await, 1);
+    let standby = RunningNode::start_with_args(&configs[1], 2, &["--standby"]);
+    wait_for(dir, || {
+        count(dir, 2, "standing by; running shared attempts") == 1
+    })
+    .await;
+
+    let customer = Customer::connect(std::slice::from_ref(&relay_url)).await;
+    let sent = send_jobs(&customer).await;
+    // The serving node dies while both nodes run attempts: its own are half run, the
+    // standby's outcomes are not collected yet.
+    wait_for(dir, || {
+        let (claimed_1, ran_1) = (count(dir, 1, CLAIMED), count(dir, 1, RAN));
+        claimed_1 >= ran_1 + 2 && count(dir, 2, CLAIMED) >= 2
+    })
+    .await;
+    first.crash();
+    let (claimed_1, ran_1) = (count(dir, 1, CLAIMED), count(dir, 1, RAN));
+    assert_eq!(serving(dir, &[2]).await, 2);
+    let restarted = RunningNode::start_with_args(&configs[0], 3, &["--standby"]);
+    crate::standby_nodes::poll_until(&url, dir, "every job ended", |s| ended_jobs(s) == JOBS).await;
+    for node in [standby, restarted] {
+        let stopped = node.stop();
+        assert!(stopped.success(), "{stopped:?}\n{}", logs(dir));
+    }
+    assert!(claimed_1 > ran_1, "{claimed_1} {ran_1}");
+    // The successor resumed the attempts as they were: none failed "interrupted by restart".
+    check_ended_once(&url, &relay_url, &customer, &sent).await;
+}
+
+const CLAIMED: &str = "shared attempt claimed";
+const RAN: &str = "shared attempt ran here";
+
+/// Every job sleeps [`JOB_MS`] on the shared offer.
+async fn send_jobs(customer: &Customer) -> Vec<EventId> {
+    let mut sent = Vec::new();
+    for i in 0..JOBS {
+        let ms = JOB_MS.to_string();
+        let request = customer.request(
+            5050,
+            &format!("job {i}"),
+            &[&["param", "mode", "sleep"], &["param", "ms", &ms]],
+        );
+        customer.client.send_event(&request).await.unwrap();
+        sent.push(request.id);
+    }
+    sent
+}
+
+async fn wait_for(dir: &Path, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{}", logs(dir));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every job succeeded in its first attempt (a lease that passed, or a serving node that
+/// died, is not a failed attempt), one result each on the relay, nothing left in the work
+/// table, the ledger verifies.
+async fn check_ended_once(url: &str, relay: &RelayUrl, customer: &Customer, sent: &[EventId]) {
+    let store = read(url);
+    for id in sent {
         let job = store
             .job(&JobId::new(id.to_hex()).unwrap())
             .unwrap()
@@ -134,7 +184,7 @@ async fn shared_attempts_run_on_the_standby_too_and_a_killed_runners_go_to_anoth
             "{job:?}"
         );
     }
-    check_results(&relay_url, &customer, &sent).await;
+    check_results(relay, customer, sent).await;
     let db = url.rsplit('/').next().unwrap().to_owned();
     let left = tokio::task::spawn_blocking(move || {
         ThrowawayCluster::shared()
@@ -148,7 +198,7 @@ async fn shared_attempts_run_on_the_standby_too_and_a_killed_runners_go_to_anoth
         "{} attempts left in the work table",
         left.len()
     );
-    let out = paydvm(&["ledger", "verify", &url]);
+    let out = paydvm(&["ledger", "verify", url]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).starts_with("ledger OK"), "{}", stdout(&out));
 }

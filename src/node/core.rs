@@ -226,6 +226,11 @@ impl Core {
             lightning_refunds: parts.refunds.as_ref().map(RefundDesk::max_fee),
             ecash_refunds: parts.ecash_refunds.is_some(),
             resend_after_ms: u64::try_from(parts.resend_after.as_millis()).unwrap_or(u64::MAX),
+            shared: parts
+                .shared
+                .as_ref()
+                .map(|s| s.kinds.iter().copied().collect())
+                .unwrap_or_default(),
         };
         let cashu_fees = parts.cashu_fees.map(|who| who.as_str());
         let mut core = Core {

@@ -40,6 +40,17 @@ pub(super) fn start(
     Ok(group.then(Action::RunExecutor { work, attempt }))
 }
 
+/// The attempt a job was running when the node stopped, run again as that same attempt (its
+/// kind is shared: another node may still be running it, and its outcome counts when it comes).
+pub(super) fn resume(m: &mut Memory, job: &JobId, attempt: u32) -> Vec<Action> {
+    let Some(request) = m.requests.get(job) else {
+        return Vec::new();
+    };
+    let work = request.work.clone();
+    m.running.insert(job.clone());
+    vec![Action::RunExecutor { work, attempt }]
+}
+
 pub(super) fn finished(
     ctx: &Ctx,
     m: &mut Memory,

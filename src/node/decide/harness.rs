@@ -60,6 +60,7 @@ pub fn rails() -> Rails {
         lightning_refunds: Some(Msat::from_msat(10_000)),
         ecash_refunds: true,
         resend_after_ms: 30_000,
+        shared: Vec::new(),
     }
 }
 

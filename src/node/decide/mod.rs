@@ -486,6 +486,10 @@ pub struct Rails {
     pub ecash_refunds: bool,
     /// How long an effect the outbox gave up on waits before it is handed over again.
     pub resend_after_ms: u64,
+    /// Kinds whose attempts any node may run (shared execution): one that was running when the
+    /// node stopped may still be running elsewhere, so a restart resumes it as the same attempt
+    /// instead of counting it interrupted.
+    pub shared: Vec<u16>,
 }
 
 /// The decision core: the policy, the rails, and what it remembers between inputs (see

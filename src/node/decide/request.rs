@@ -43,6 +43,10 @@ pub(super) fn seen_again(
             let group = exec::start(ctx, m, &job, record.attempts, Group::default())?;
             Ok(Decision::group(group))
         }
+        JobState::Processing if ctx.rails.shared.contains(&record.kind) => {
+            m.keep(request);
+            Ok(Decision::actions(exec::resume(m, &job, record.attempts)))
+        }
         JobState::Processing => {
             m.keep(request);
             let interrupted = ExecFailure {

@@ -8,7 +8,7 @@ use paydvm_ledger::{
 
 use super::harness::{customer, hex, job_id, rails, request, started, Harness};
 use super::{
-    Action, ExecFailure, Input, RefundRouteOrder, RefundStatus, ReplyKind, VerifiedPayment,
+    Action, ExecFailure, Input, Rails, RefundRouteOrder, RefundStatus, ReplyKind, VerifiedPayment,
 };
 use crate::operator::{OperatorAction, OperatorRequest};
 
@@ -505,6 +505,29 @@ fn after_a_restart_a_job_that_was_processing_counts_as_interrupted_and_runs_agai
         out.actions.iter().any(|a| matches!(a, Action::Resend(_))),
         "the undelivered processing reply is handed over again: {out:?}"
     );
+}
+
+#[test]
+fn after_a_restart_a_shared_attempt_is_resumed_as_the_same_attempt() {
+    let shared = || Rails {
+        shared: vec![5001],
+        ..rails()
+    };
+    let mut h = Harness::new(shared());
+    arrive(&mut h, "elsewhere", 5001);
+    let policy = h.decider.policy().clone();
+    h.decider = super::Decider::new(policy, shared());
+    let out = h.input(Input::Restarted {
+        requests: vec![request("elsewhere", "alice", 5001)],
+        legacy_sources: vec![],
+    });
+    // Another node may still run attempt 1: it is waited for again, not failed and restarted.
+    assert_eq!(started(&out.actions, &job_id("elsewhere")), Some(1));
+    let job = h.state().job(&job_id("elsewhere")).unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Processing, 1));
+    let out = h.input(finished("elsewhere", 1, Ok("done")));
+    assert!(out.error.is_none(), "{out:?}");
+    assert_eq!(state(&h, "elsewhere"), JobState::Succeeded);
 }
 
 #[test]
