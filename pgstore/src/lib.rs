@@ -20,6 +20,7 @@ pub mod throwaway;
 mod trait_impl;
 mod verify;
 mod work_queue;
+mod work_wakeups;
 mod write;
 
 pub use client::PgError;
@@ -29,3 +30,4 @@ pub use node_lock::{NodeLock, NodeLockError, NODE_LOCK_KEY};
 pub use schema::SCHEMA_VERSION;
 pub use store::PgStore;
 pub use work_queue::{Claimed, Finished, Submission, WorkQueue};
+pub use work_wakeups::{Wakeups, WorkChannel};

@@ -24,6 +24,7 @@ use deadpool_postgres::Pool;
 
 use crate::client::{new_pool, PgError, STATEMENT_DEADLINE};
 use crate::location::PgLocation;
+use crate::work_wakeups::{Wakeups, WorkChannel};
 
 /// One attempt as the serving node queues it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +67,7 @@ const CREATE: &str = "CREATE TABLE IF NOT EXISTS work (
     lease_until TIMESTAMPTZ,
     outcome TEXT,
     finished_by TEXT,
+    finished_at TIMESTAMPTZ,
     PRIMARY KEY (job, attempt)
 )";
 
@@ -90,6 +92,8 @@ const CLAIM: &str = "UPDATE work SET claims = claims + 1, claimed_by = $1,
 pub struct WorkQueue {
     pool: Pool,
     deadline: Duration,
+    /// For listeners, each on a connection of its own.
+    config: tokio_postgres::Config,
 }
 
 impl WorkQueue {
@@ -99,6 +103,7 @@ impl WorkQueue {
         let queue = WorkQueue {
             pool: new_pool(location.config())?,
             deadline: location.deadline().unwrap_or(STATEMENT_DEADLINE),
+            config: location.config().clone(),
         };
         // Two nodes starting at once may both find the table missing; `IF NOT EXISTS` alone can
         // then fail one of them on the catalog's unique index, so creation is serialised.
@@ -134,7 +139,20 @@ impl WorkQueue {
             &[&s.job, &attempt, &i32::from(s.kind), &s.task],
         )
         .await?;
+        self.tell(WorkChannel::Queued).await;
         Ok(())
+    }
+
+    /// Wakes the listeners of `channel` on every node. A hint only (they also poll): a failure
+    /// here does not fail what was already stored.
+    async fn tell(&self, channel: WorkChannel) {
+        let sql = format!("SELECT pg_notify('{}', '')", channel.name());
+        let _ = self.execute(&sql, &[]).await;
+    }
+
+    /// Listens for `channel` on a connection of its own (see [`Wakeups`]).
+    pub fn wakeups(&self, channel: WorkChannel) -> Wakeups {
+        Wakeups::listen(self.config.clone(), channel)
     }
 
     /// Claims one queued attempt of `kinds` for `node` for `lease`, if one is free.
@@ -185,26 +203,29 @@ impl WorkQueue {
         let attempt = i32::try_from(c.attempt).map_err(|_| range("attempt"))?;
         let n = self
             .execute(
-                "UPDATE work SET outcome = $4, finished_by = $5, lease_until = NULL
+                "UPDATE work SET outcome = $4, finished_by = $5, finished_at = now(), lease_until = NULL
                  WHERE job = $1 AND attempt = $2 AND claims = $3 AND outcome IS NULL",
                 &[&c.job, &attempt, &c.claim, &outcome, &node],
             )
             .await?;
+        if n == 1 {
+            self.tell(WorkChannel::Finished).await;
+        }
         Ok(n == 1)
     }
 
-    /// Stored outcomes, oldest first, at most `limit`.
-    pub async fn finished(&self, limit: i64) -> Result<Vec<Finished>, PgError> {
+    /// The stored outcomes of attempts of `jobs`.
+    pub async fn finished(&self, jobs: &[String]) -> Result<Vec<Finished>, PgError> {
         let rows = self
             .timed(async {
                 let client = self.pool.get().await?;
                 let stmt = client
                     .prepare_cached(
                         "SELECT job, attempt, outcome, finished_by FROM work
-                         WHERE outcome IS NOT NULL ORDER BY queued_at LIMIT $1",
+                         WHERE job = ANY($1) AND outcome IS NOT NULL",
                     )
                     .await?;
-                Ok(client.query(&stmt, &[&limit]).await?)
+                Ok(client.query(&stmt, &[&jobs]).await?)
             })
             .await?;
         rows.iter()
@@ -218,6 +239,17 @@ impl WorkQueue {
                 })
             })
             .collect()
+    }
+
+    /// Removes outcomes stored longer ago than `age` that nobody collected (their job ended
+    /// while they ran); returns how many.
+    pub async fn remove_stale(&self, age: Duration) -> Result<u64, PgError> {
+        let ms = lease_ms(age)?;
+        self.execute(
+            "DELETE FROM work WHERE finished_at < now() - $1::bigint * interval '1 millisecond'",
+            &[&ms],
+        )
+        .await
     }
 
     /// Removes an attempt (collected, or its job ended).

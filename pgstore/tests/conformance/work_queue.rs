@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use paydvm_ledger_pg::throwaway::ThrowawayCluster as Cluster;
-use paydvm_ledger_pg::{PgLocation, Submission, WorkQueue};
+use paydvm_ledger_pg::{PgLocation, Submission, WorkChannel, WorkQueue};
 
 async fn queue() -> WorkQueue {
     let db = tokio::task::spawn_blocking(|| Cluster::shared().fresh_database().unwrap())
@@ -75,7 +75,7 @@ async fn a_lease_that_passed_moves_the_attempt_and_fences_the_first_claimer() {
         !q.finish(&second, "other", "twice").await.unwrap(),
         "one outcome"
     );
-    let finished = q.finished(10).await.unwrap();
+    let finished = q.finished(&["job".into()]).await.unwrap();
     assert_eq!(finished.len(), 1);
     assert_eq!(
         (
@@ -84,6 +84,7 @@ async fn a_lease_that_passed_moves_the_attempt_and_fences_the_first_claimer() {
         ),
         ("done", "other")
     );
+    assert_eq!(q.remove_stale(LONG).await.unwrap(), 0, "stored just now");
     q.remove("job", 1).await.unwrap();
     assert_eq!(q.attempts().await.unwrap(), 0);
 }
@@ -105,7 +106,8 @@ async fn a_renewed_lease_holds_and_a_resubmitted_attempt_keeps_its_claim() {
     // The next attempt replaces the ended one.
     q.submit(&attempt("job", 2, 5050)).await.unwrap();
     assert_eq!(q.attempts().await.unwrap(), 1);
-    assert!(q.finished(10).await.unwrap().is_empty());
+    assert!(q.finished(&["job".into()]).await.unwrap().is_empty());
+    assert_eq!(q.remove_stale(Duration::ZERO).await.unwrap(), 0);
 }
 
 /// Nodes starting together all find (or make) the table: creating it is serialised.
@@ -122,4 +124,30 @@ async fn queues_opened_at_once_on_a_fresh_database_all_open() {
             queue.expect("opened");
         }
     }
+}
+
+/// Queuing an attempt and storing an outcome wake the listeners at once, not at their fallback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_hear_queued_attempts_and_stored_outcomes() {
+    let q = queue().await;
+    let (queued, stored) = (
+        q.wakeups(WorkChannel::Queued),
+        q.wakeups(WorkChannel::Finished),
+    );
+    // Each listener wakes once when it starts listening (nothing heard before counts).
+    let never = Duration::from_secs(3600);
+    for w in [&queued, &stored] {
+        tokio::time::timeout(Duration::from_secs(20), w.next(never))
+            .await
+            .expect("listening");
+    }
+    q.submit(&attempt("job", 1, 5050)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), queued.next(never))
+        .await
+        .expect("a queued attempt is heard");
+    let claim = q.claim("runner", &[5050], LONG).await.unwrap().unwrap();
+    assert!(q.finish(&claim, "runner", "done").await.unwrap());
+    tokio::time::timeout(Duration::from_secs(20), stored.next(never))
+        .await
+        .expect("a stored outcome is heard");
 }

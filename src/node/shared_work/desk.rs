@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use nostr_sdk::prelude::Keys;
 use paydvm_ledger::JobId;
-use paydvm_ledger_pg::{Submission, WorkQueue};
+use paydvm_ledger_pg::{Finished, Submission, WorkChannel, WorkQueue};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
@@ -18,13 +18,14 @@ use crate::job::Job;
 use crate::node::core::{Command, ExecFailure};
 use crate::node::worker;
 
-/// How often the table is asked for outcomes while attempts are waiting.
-const COLLECT_EVERY: Duration = Duration::from_millis(100);
-/// Outcomes read at once.
-const COLLECT_LIMIT: i64 = 256;
-/// An outcome nobody waits for (its job ended while it ran, or the node that queued it
-/// stopped and the next serving node started a new attempt) is removed after this.
-const UNCLAIMED_OUTCOME: Duration = Duration::from_secs(300);
+/// How often the table is asked for outcomes while attempts are waiting, if nothing is heard
+/// (the desk is woken whenever an outcome is stored, `WorkChannel::Finished`).
+const COLLECT_EVERY: Duration = Duration::from_millis(500);
+/// An outcome nobody collected (its job ended while it ran, or no serving node came back for it
+/// in time: its attempt is then queued again and runs again) is removed after this.
+const UNCLAIMED_OUTCOME: Duration = Duration::from_secs(3600);
+/// How often such outcomes are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 type Outcome = Result<String, ExecFailure>;
 type Waiters = Arc<Mutex<HashMap<(String, u32), oneshot::Sender<Outcome>>>>;
@@ -124,17 +125,25 @@ fn lock(
     waiting.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Reads outcomes while attempts wait, hands each to its waiter, removes its row.
+/// Reads the outcomes of the attempts that wait, hands each to its waiter, removes its row.
 async fn collect(queue: WorkQueue, keys: Keys, waiting: Waiters) {
-    let mut unclaimed: HashMap<(String, u32), Instant> = HashMap::new();
-    let mut every = tokio::time::interval(COLLECT_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stored = queue.wakeups(WorkChannel::Finished);
+    let mut swept = Instant::now();
     loop {
-        every.tick().await;
-        if lock(&waiting).is_empty() && unclaimed.is_empty() {
+        stored.next(COLLECT_EVERY).await;
+        if swept.elapsed() >= SWEEP_EVERY {
+            swept = Instant::now();
+            match queue.remove_stale(UNCLAIMED_OUTCOME).await {
+                Ok(0) => {}
+                Ok(n) => info!("shared work: removed {n} outcomes nobody collected"),
+                Err(e) => debug!("shared work: removing stale outcomes: {e}"),
+            }
+        }
+        let jobs: Vec<String> = lock(&waiting).keys().map(|(job, _)| job.clone()).collect();
+        if jobs.is_empty() {
             continue;
         }
-        let finished = match queue.finished(COLLECT_LIMIT).await {
+        let finished = match queue.finished(&jobs).await {
             Ok(f) => f,
             Err(e) => {
                 warn!("shared work: cannot read outcomes: {e}");
@@ -142,24 +151,23 @@ async fn collect(queue: WorkQueue, keys: Keys, waiting: Waiters) {
             }
         };
         for f in finished {
-            let key = (f.job.clone(), f.attempt);
-            let Some(waiter) = lock(&waiting).remove(&key) else {
-                let first = *unclaimed.entry(key.clone()).or_insert_with(Instant::now);
-                if first.elapsed() >= UNCLAIMED_OUTCOME {
-                    let _ = queue.remove(&f.job, f.attempt).await;
-                    unclaimed.remove(&key);
-                }
-                continue;
-            };
-            let outcome = seal::open_outcome(&keys, &f.outcome).unwrap_or_else(|e| {
-                warn!(job = %f.job, attempt = f.attempt, "shared work: {e}");
-                Err(failure("the attempt's outcome could not be read"))
-            });
-            info!(job = %f.job, attempt = f.attempt, ran_on = %f.finished_by, "shared attempt collected");
-            let _ = waiter.send(outcome);
-            if let Err(e) = queue.remove(&f.job, f.attempt).await {
-                debug!(job = %f.job, "shared work: removing a collected attempt: {e}");
-            }
+            hand_over(&queue, &keys, &waiting, f).await;
         }
+    }
+}
+
+/// One outcome to its waiter (if it waits for this attempt), and its row removed.
+async fn hand_over(queue: &WorkQueue, keys: &Keys, waiting: &Waiters, f: Finished) {
+    let Some(waiter) = lock(waiting).remove(&(f.job.clone(), f.attempt)) else {
+        return;
+    };
+    let outcome = seal::open_outcome(keys, &f.outcome).unwrap_or_else(|e| {
+        warn!(job = %f.job, attempt = f.attempt, "shared work: {e}");
+        Err(failure("the attempt's outcome could not be read"))
+    });
+    info!(job = %f.job, attempt = f.attempt, ran_on = %f.finished_by, "shared attempt collected");
+    let _ = waiter.send(outcome);
+    if let Err(e) = queue.remove(&f.job, f.attempt).await {
+        debug!(job = %f.job, "shared work: removing a collected attempt: {e}");
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nostr_sdk::prelude::Keys;
-use paydvm_ledger_pg::{Claimed, WorkQueue};
+use paydvm_ledger_pg::{Claimed, WorkChannel, WorkQueue};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -15,8 +15,9 @@ use super::seal;
 use crate::executor::Executors;
 use crate::node::worker;
 
-/// How often a runner with room and nothing claimed asks again.
-const CLAIM_EVERY: Duration = Duration::from_millis(100);
+/// How often a runner with room and nothing claimed asks again if it hears nothing (it is
+/// woken when an attempt is queued, `WorkChannel::Queued`, and when one of its own ends).
+const CLAIM_EVERY: Duration = Duration::from_millis(500);
 
 /// One shared offer as a runner serves it.
 struct Lane {
@@ -53,6 +54,7 @@ impl Runner {
             .collect();
         info!(node = %name, "shared work runner started");
         let runs = Runs {
+            room: tokio::sync::Notify::new(),
             queue,
             executors,
             keys,
@@ -76,12 +78,15 @@ impl Drop for Runner {
 /// What every attempt of a runner shares.
 struct Runs {
     queue: WorkQueue,
+    /// Told when an attempt ends: its lane has room again.
+    room: tokio::sync::Notify,
     executors: Arc<Executors>,
     keys: Keys,
     name: String,
 }
 
 async fn claim_loop(runs: Arc<Runs>, lanes: Vec<Lane>, mut stopped: watch::Receiver<bool>) {
+    let queued = runs.queue.wakeups(WorkChannel::Queued);
     let mut errors_in_a_row = 0u32;
     loop {
         if *stopped.borrow() {
@@ -102,7 +107,8 @@ async fn claim_loop(runs: Arc<Runs>, lanes: Vec<Lane>, mut stopped: watch::Recei
         };
         if claimed == 0 {
             tokio::select! {
-                _ = tokio::time::sleep(CLAIM_EVERY) => {}
+                _ = queued.next(CLAIM_EVERY) => {}
+                _ = runs.room.notified() => {}
                 _ = stopped.changed() => {}
             }
         }
@@ -130,6 +136,7 @@ async fn claim_some(runs: &Arc<Runs>, lanes: &[Lane]) -> Result<usize, paydvm_le
         tokio::spawn(async move {
             run_claimed(&runs, claim, lease).await;
             running.fetch_sub(1, Ordering::SeqCst);
+            runs.room.notify_one();
         });
     }
     Ok(claimed)

@@ -12,6 +12,7 @@ use crate::Stats;
 
 pub async fn customer(
     relay: RelayUrl,
+    result_kind: Kind,
     requests: Vec<Event>,
     keys: Keys,
     window: usize,
@@ -25,7 +26,7 @@ pub async fn customer(
     client
         .subscribe(
             Filter::new()
-                .kind(Kind::Custom(6001))
+                .kind(result_kind)
                 .pubkey(keys.public_key())
                 .since(Timestamp::now() - 60),
             None,
@@ -62,7 +63,7 @@ pub async fn customer(
     let mut received = 0;
     while received < total {
         match notifications.recv().await {
-            Ok(RelayPoolNotification::Event { event, .. }) if event.kind == Kind::Custom(6001) => {
+            Ok(RelayPoolNotification::Event { event, .. }) if event.kind == result_kind => {
                 let at = Instant::now();
                 let Some(request) = event.tags.event_ids().next().copied() else {
                     continue;

@@ -17,6 +17,11 @@
 //! with `--node-binary`, `--standbys N` starts N more nodes on the same database (`paydvm run
 //! --standby`, each with its own `state_dir`), waiting while the first serves (`pg_ledger.rs`).
 //!
+//! `--job-ms N`: each job is kind 5050 (the text builtin's `sleep` mode, free) taking N ms
+//! instead of a word count, a stand-in for compute that takes time. `--shared`: the offer runs
+//! on any node (`execute_on = "any_node"`, PostgreSQL only), so with `--standbys` every node runs
+//! jobs while one serves.
+//!
 //! `--entitled`: kind 5001 is priced instead, and each customer holds a running subscription
 //! whose tier covers it (booked in the ledger before the node starts, quota enough for every
 //! job): every job runs on the entitlement, so the figures compare with the free run's.
@@ -85,6 +90,23 @@ struct Args {
     /// (`paydvm run --standby`) while the first serves.
     #[arg(long, default_value_t = 0, requires = "pg", requires = "node_binary")]
     standbys: usize,
+    /// Each job sleeps this long (kind 5050, free) instead of counting words (kind 5001).
+    #[arg(long, default_value_t = 0, conflicts_with = "entitled")]
+    job_ms: u64,
+    /// The offer runs on any node on the database (`execute_on = "any_node"`).
+    #[arg(long, requires = "pg")]
+    shared: bool,
+}
+
+impl Args {
+    /// The request kind every job asks for.
+    fn kind(&self) -> u16 {
+        if self.job_ms > 0 {
+            5050
+        } else {
+            5001
+        }
+    }
 }
 
 #[derive(Default)]
@@ -195,7 +217,12 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         .as_deref()
         .map(RelayProcess::start)
         .transpose()?;
-    let builder = Fixture::builder(setup::bench_node(args.max_concurrency, args.entitled));
+    let builder = Fixture::builder(setup::bench_node(&setup::BenchOffer {
+        kind: args.kind(),
+        max_concurrency: args.max_concurrency,
+        entitled: args.entitled,
+        shared: args.shared,
+    }));
     let builder = match &relay {
         Some(relay) => builder
             .relays(0)
@@ -319,18 +346,24 @@ async fn drive(args: &Args, url: &RelayUrl, keys: Vec<Keys>) -> anyhow::Result<F
     for (c, keys) in keys.into_iter().enumerate() {
         let requests = (0..args.jobs_per_customer)
             .map(|j| {
-                EventBuilder::new(Kind::Custom(5001), "")
-                    .tags([Tag::parse([
-                        "i",
-                        &format!("customer {c} job {j} words"),
-                        "text",
-                    ])?])
+                let mut tags = vec![Tag::parse([
+                    "i",
+                    &format!("customer {c} job {j} words"),
+                    "text",
+                ])?];
+                if args.job_ms > 0 {
+                    tags.push(Tag::parse(["param", "mode", "sleep"])?);
+                    tags.push(Tag::parse(["param", "ms", &args.job_ms.to_string()])?);
+                }
+                EventBuilder::new(Kind::Custom(args.kind()), "")
+                    .tags(tags)
                     .sign_with_keys(&keys)
                     .map_err(anyhow::Error::from)
             })
             .collect::<anyhow::Result<Vec<Event>>>()?;
         tasks.push(tokio::spawn(customer::customer(
             url.clone(),
+            Kind::Custom(args.kind() + 1000),
             requests,
             keys,
             args.window,

@@ -7,26 +7,40 @@ use nostr_sdk::prelude::*;
 use paydvm_ledger::store::Store;
 use paydvm_testkit::fixture::{NodeDir, Offer};
 
-/// The bench node: kind 5001 on the text executor, `max_concurrency` jobs at once; free, or
-/// priced and covered by a tier.
-pub fn bench_node(max_concurrency: usize, entitled: bool) -> NodeDir {
-    let pricing = match entitled {
-        false => "[[pricing.kind]]\nkind = 5001\nmode = \"free\"\n".to_owned(),
+/// The bench node's one offer.
+pub struct BenchOffer {
+    /// 5001 (word count) or 5050 (text generation, its `sleep` mode), on the text executor.
+    pub kind: u16,
+    pub max_concurrency: usize,
+    /// Priced (5001 only) and covered by a tier, instead of free.
+    pub entitled: bool,
+    /// Run on any node on the database (`execute_on = "any_node"`).
+    pub shared: bool,
+}
+
+/// The bench node: one offer, `max_concurrency` jobs at once; free, or priced and covered by a
+/// tier.
+pub fn bench_node(offer: &BenchOffer) -> NodeDir {
+    let kind = offer.kind;
+    let pricing = match offer.entitled {
+        false => format!("[[pricing.kind]]\nkind = {kind}\nmode = \"free\"\n"),
         true => format!(
-            "[[pricing.kind]]\nkind = 5001\nmode = \"fixed\"\namount_msat = 1000\n\n\
+            "[[pricing.kind]]\nkind = {kind}\nmode = \"fixed\"\namount_msat = 1000\n\n\
              [[subscriptions.tier]]\nid = \"{TIER}\"\nname = \"Bench\"\nprice_msat = 1000\n\
-             period_secs = {PERIOD_SECS}\nquota = 4294967295\nkinds = [5001]\n"
+             period_secs = {PERIOD_SECS}\nquota = 4294967295\nkinds = [{kind}]\n"
         ),
     };
+    let mut text = Offer::text(kind)
+        .timeout_secs(5)
+        .max_concurrency(offer.max_concurrency);
+    if offer.shared {
+        text = text.line("execute_on = \"any_node\"");
+    }
     NodeDir::new("bench node")
         .policy(&format!(
             "{pricing}\n[failures]\nmax_attempts = 2\nthen = \"refund\"\n"
         ))
-        .offer(
-            Offer::text(5001)
-                .timeout_secs(5)
-                .max_concurrency(max_concurrency),
-        )
+        .offer(text)
 }
 
 const TIER: &str = "bench";
