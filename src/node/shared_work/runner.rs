@@ -173,7 +173,9 @@ async fn run_claimed(runs: &Runs, claim: Claimed, lease: Duration) {
     };
     match stored {
         Ok(true) => info!(%job, attempt, "shared attempt ran here"),
-        Ok(false) => warn!(%job, attempt, "shared attempt ran here, but another node holds it now"),
+        Ok(false) => {
+            warn!(%job, attempt, "shared attempt ran here, but another node holds it now or it was replaced")
+        }
         Err(e) => warn!(%job, attempt, "shared work: cannot store the outcome: {e}"),
     }
 }
@@ -186,7 +188,7 @@ async fn keep_lease(queue: &WorkQueue, claim: &Claimed, lease: Duration) -> Stri
         every.tick().await;
         match queue.renew(claim, lease).await {
             Ok(true) => {}
-            Ok(false) => return "another node holds its lease now".into(),
+            Ok(false) => return "its lease is no longer ours (another node took it, or a new attempt replaced it)".into(),
             // One failed renewal is not yet a lost lease; the next tick tries again, and a
             // lease that passes meanwhile is found taken then.
             Err(e) => warn!(job = %claim.job, "shared work: renewing a lease: {e}"),
