@@ -20,12 +20,43 @@ use crate::crash_node::{logs, RunningNode};
 use crate::node::{start_relay, Customer};
 use crate::pg_node::fresh_database_async;
 use crate::standby_nodes::{ended_jobs, read, serving};
+use paydvm::node::local_relay::EmbeddedRelay;
 
 const JOBS: usize = 24;
 /// Each job sleeps this long, longer than a lease: a runner must renew it to keep its attempt.
 /// The standby is killed with attempts half run.
 const JOB_MS: u64 = 2_500;
 const LEASE_SECS: u64 = 2;
+
+/// One fresh database, one relay, and the node's config for two nodes on them.
+struct Place {
+    url: String,
+    tmp: tempfile::TempDir,
+    _relay: EmbeddedRelay,
+    relay_url: RelayUrl,
+    configs: Vec<std::path::PathBuf>,
+}
+
+impl Place {
+    /// Run 1 serving, run 2 standing by.
+    async fn with_two_nodes() -> (Place, RunningNode, RunningNode) {
+        let url = fresh_database_async().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let (_relay, relay_url) = start_relay().await;
+        let configs = shared_node(tmp.path(), &relay_url, &url);
+        let first = RunningNode::start_with_args(&configs[0], 1, &["--standby"]);
+        assert_eq!(serving(tmp.path(), &[1]).await, 1);
+        let standby = RunningNode::start_with_args(&configs[1], 2, &["--standby"]);
+        let place = Place {
+            url,
+            tmp,
+            _relay,
+            relay_url,
+            configs,
+        };
+        (place, first, standby)
+    }
+}
 
 fn shared_node(dir: &Path, relay: &RelayUrl, url: &str) -> Vec<std::path::PathBuf> {
     let base = NodeDir::new("shared")
@@ -56,16 +87,10 @@ fn count(dir: &Path, run: u32, line: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_attempts_run_on_the_standby_too_and_a_killed_runners_go_to_another_node() {
-    let url = fresh_database_async().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let (_relay, relay_url) = start_relay().await;
-    let configs = shared_node(dir, &relay_url, &url);
-    let first = RunningNode::start_with_args(&configs[0], 1, &["--standby"]);
-    assert_eq!(serving(dir, &[1]).await, 1);
-    let standby = RunningNode::start_with_args(&configs[1], 2, &["--standby"]);
+    let (place, first, standby) = Place::with_two_nodes().await;
+    let (url, dir, relay_url) = (&place.url, place.tmp.path(), &place.relay_url);
 
-    let customer = Customer::connect(std::slice::from_ref(&relay_url)).await;
+    let customer = Customer::connect(std::slice::from_ref(relay_url)).await;
     let sent = send_jobs(&customer).await;
     // Killed once it has run one attempt and holds at least two more, half run.
     wait_for(dir, || {
@@ -75,7 +100,7 @@ async fn shared_attempts_run_on_the_standby_too_and_a_killed_runners_go_to_anoth
     .await;
     standby.crash();
     let (claimed_2, ran_2) = (count(dir, 2, CLAIMED), count(dir, 2, RAN));
-    crate::standby_nodes::poll_until(&url, dir, "every job ended", |s| ended_jobs(s) == JOBS).await;
+    crate::standby_nodes::poll_until(url, dir, "every job ended", |s| ended_jobs(s) == JOBS).await;
     let ran_1 = count(dir, 1, RAN);
     let stopped = first.stop();
     assert!(stopped.success(), "{stopped:?}\n{}", logs(dir));
@@ -100,25 +125,19 @@ async fn shared_attempts_run_on_the_standby_too_and_a_killed_runners_go_to_anoth
         .filter(|l| l.contains("shared attempt collected") && !l.contains(&own_name(dir, 1)))
         .count();
     assert_eq!(collected_from_2, ran_2, "{}", logs(dir));
-    check_ended_once(&url, &relay_url, &customer, &sent).await;
+    check_ended_once(url, relay_url, &customer, &sent).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_serving_node_killed_mid_run_leaves_its_successor_every_attempt_as_it_was() {
-    let url = fresh_database_async().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let (_relay, relay_url) = start_relay().await;
-    let configs = shared_node(dir, &relay_url, &url);
-    let first = RunningNode::start_with_args(&configs[0], 1, &["--standby"]);
-    assert_eq!(serving(dir, &[1]).await, 1);
-    let standby = RunningNode::start_with_args(&configs[1], 2, &["--standby"]);
+    let (place, first, standby) = Place::with_two_nodes().await;
+    let (url, dir, relay_url) = (&place.url, place.tmp.path(), &place.relay_url);
     wait_for(dir, || {
         count(dir, 2, "standing by; running shared attempts") == 1
     })
     .await;
 
-    let customer = Customer::connect(std::slice::from_ref(&relay_url)).await;
+    let customer = Customer::connect(std::slice::from_ref(relay_url)).await;
     let sent = send_jobs(&customer).await;
     // The serving node dies while both nodes run attempts: its own are half run, the
     // standby's outcomes are not collected yet.
@@ -130,15 +149,15 @@ async fn the_serving_node_killed_mid_run_leaves_its_successor_every_attempt_as_i
     first.crash();
     let (claimed_1, ran_1) = (count(dir, 1, CLAIMED), count(dir, 1, RAN));
     assert_eq!(serving(dir, &[2]).await, 2);
-    let restarted = RunningNode::start_with_args(&configs[0], 3, &["--standby"]);
-    crate::standby_nodes::poll_until(&url, dir, "every job ended", |s| ended_jobs(s) == JOBS).await;
+    let restarted = RunningNode::start_with_args(&place.configs[0], 3, &["--standby"]);
+    crate::standby_nodes::poll_until(url, dir, "every job ended", |s| ended_jobs(s) == JOBS).await;
     for node in [standby, restarted] {
         let stopped = node.stop();
         assert!(stopped.success(), "{stopped:?}\n{}", logs(dir));
     }
     assert!(claimed_1 > ran_1, "{claimed_1} {ran_1}");
     // The successor resumed the attempts as they were: none failed "interrupted by restart".
-    check_ended_once(&url, &relay_url, &customer, &sent).await;
+    check_ended_once(url, relay_url, &customer, &sent).await;
 }
 
 const CLAIMED: &str = "shared attempt claimed";
