@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use nostr_sdk::prelude::*;
 use paydvm_ledger::{JobId, JobState, LedgerStore};
+use paydvm_ledger_pg::cut_proxy::CutProxy;
 use paydvm_ledger_pg::throwaway::ThrowawayCluster;
 use paydvm_testkit::fixture::{NodeDir, Offer};
 
@@ -40,13 +41,19 @@ struct Place {
 impl Place {
     /// Run 1 serving, run 2 standing by.
     async fn with_two_nodes() -> (Place, RunningNode, RunningNode) {
+        let (place, first) = Place::with_serving_node().await;
+        let standby = RunningNode::start_with_args(&place.configs[1], 2, &["--standby"]);
+        (place, first, standby)
+    }
+
+    /// Run 1 serving; `configs[1]` for a second node.
+    async fn with_serving_node() -> (Place, RunningNode) {
         let url = fresh_database_async().await;
         let tmp = tempfile::tempdir().unwrap();
         let (_relay, relay_url) = start_relay().await;
         let configs = shared_node(tmp.path(), &relay_url, &url);
         let first = RunningNode::start_with_args(&configs[0], 1, &["--standby"]);
         assert_eq!(serving(tmp.path(), &[1]).await, 1);
-        let standby = RunningNode::start_with_args(&configs[1], 2, &["--standby"]);
         let place = Place {
             url,
             tmp,
@@ -54,7 +61,7 @@ impl Place {
             relay_url,
             configs,
         };
-        (place, first, standby)
+        (place, first)
     }
 }
 
@@ -157,6 +164,49 @@ async fn the_serving_node_killed_mid_run_leaves_its_successor_every_attempt_as_i
     }
     assert!(claimed_1 > ran_1, "{claimed_1} {ran_1}");
     // The successor resumed the attempts as they were: none failed "interrupted by restart".
+    check_ended_once(url, relay_url, &customer, &sent).await;
+}
+
+/// A standby that cannot reach the database when it starts (all its traffic held by a proxy)
+/// waits, and its runner opens the work table once the database answers: it then runs shared
+/// attempts while it stands by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_started_while_the_database_does_not_answer_runs_jobs_once_it_does() {
+    let (place, first) = Place::with_serving_node().await;
+    let (url, dir, relay_url) = (&place.url, place.tmp.path(), &place.relay_url);
+    let port = tokio::task::spawn_blocking(|| ThrowawayCluster::shared().port())
+        .await
+        .unwrap();
+    let proxy = tokio::task::spawn_blocking(move || CutProxy::start(port))
+        .await
+        .unwrap()
+        .unwrap();
+    let standby_config = &place.configs[1];
+    let through = proxy.url(url, port);
+    let text = std::fs::read_to_string(standby_config).unwrap();
+    assert!(text.contains(url.as_str()));
+    std::fs::write(standby_config, text.replace(url.as_str(), &through)).unwrap();
+    proxy.hold();
+    let standby = RunningNode::start_with_args(standby_config, 2, &["--standby"]);
+    wait_for(dir, || {
+        count(dir, 2, "the work table does not open yet") == 1
+    })
+    .await;
+    proxy.release();
+    let customer = Customer::connect(std::slice::from_ref(relay_url)).await;
+    let sent = send_jobs(&customer).await;
+    crate::standby_nodes::poll_until(url, dir, "every job ended", |s| ended_jobs(s) == JOBS).await;
+    for node in [first, standby] {
+        let stopped = node.stop();
+        assert!(stopped.success(), "{stopped:?}\n{}", logs(dir));
+    }
+    assert!(count(dir, 2, RAN) >= 1, "{}", logs(dir));
+    let out2 = std::fs::read_to_string(dir.join("run2.out")).unwrap();
+    assert!(
+        !out2.contains("running"),
+        "the standby never served\n{}",
+        logs(dir)
+    );
     check_ended_once(url, relay_url, &customer, &sent).await;
 }
 

@@ -182,16 +182,7 @@ async fn take_locks(
     let executors =
         std::sync::Arc::new(crate::node::worker::executors_from_offers(&config.offers)?);
     let keys = config.keys.expose();
-    // Not fatal: a standby waits through a database that is down, and runs none then.
-    let runner =
-        match shared_work::start_runner(&config.node.ledger, &config.offers, executors, keys).await
-        {
-            Ok(runner) => runner,
-            Err(e) => {
-                warn!("standing by without running shared attempts: {e:#}");
-                None
-            }
-        };
+    let runner = shared_work::standby_runner(&config.node.ledger, &config.offers, executors, keys)?;
     if runner.is_some() {
         info!("standing by; running shared attempts meanwhile");
     }

@@ -24,8 +24,8 @@ pub use runner::Runner;
 
 use crate::config::{ExecuteOn, Offer};
 
-/// The kinds of `offers` run by any node, with their leases.
-pub fn shared_offers(offers: &[Offer]) -> Vec<(u16, std::time::Duration, usize)> {
+/// The kinds of `offers` run by any node, with their leases and concurrency.
+pub fn shared_offers(offers: &[Offer]) -> runner::Offers {
     offers
         .iter()
         .filter_map(|o| match o.execute_on {
@@ -71,4 +71,29 @@ pub async fn start_runner(
         .map_err(|e| anyhow::anyhow!("opening the shared work table on {url}: {e}"))?;
     let runner = Runner::start(queue.clone(), executors, shared, keys.clone(), node_name());
     Ok(Some((queue, runner)))
+}
+
+/// A standby's runner: `None` when no offer is shared or the ledger is a file. It opens the
+/// work table once the database answers (a standby waits through a database that is down).
+pub fn standby_runner(
+    place: &crate::config::LedgerPlace,
+    offers: &[Offer],
+    executors: std::sync::Arc<crate::executor::Executors>,
+    keys: &nostr_sdk::prelude::Keys,
+) -> anyhow::Result<Option<Runner>> {
+    let shared = shared_offers(offers);
+    let crate::config::LedgerPlace::Postgres(url) = place else {
+        return Ok(None);
+    };
+    if shared.is_empty() {
+        return Ok(None);
+    }
+    let location = url.location()?;
+    Ok(Some(Runner::start_when_open(
+        location,
+        executors,
+        shared,
+        keys.clone(),
+        node_name(),
+    )))
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nostr_sdk::prelude::Keys;
-use paydvm_ledger_pg::{Claimed, WorkChannel, WorkQueue};
+use paydvm_ledger_pg::{Claimed, PgLocation, WorkChannel, WorkQueue};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -18,6 +18,12 @@ use crate::node::worker;
 /// How often a runner with room and nothing claimed asks again if it hears nothing (it is
 /// woken when an attempt is queued, `WorkChannel::Queued`, and when one of its own ends).
 const CLAIM_EVERY: Duration = Duration::from_millis(500);
+
+/// (kind, lease, concurrency) of each shared offer.
+pub type Offers = Vec<(u16, Duration, usize)>;
+
+/// How often a runner whose work table did not open tries again.
+const OPEN_AGAIN: Duration = Duration::from_secs(2);
 
 /// One shared offer as a runner serves it.
 struct Lane {
@@ -38,29 +44,65 @@ impl Runner {
     pub fn start(
         queue: WorkQueue,
         executors: Arc<Executors>,
-        offers: Vec<(u16, Duration, usize)>,
+        offers: Offers,
         keys: Keys,
         name: String,
     ) -> Runner {
-        let (stop, stopped) = watch::channel(false);
-        let lanes = offers
-            .into_iter()
-            .map(|(kind, lease, room)| Lane {
-                kind,
-                lease,
-                room,
-                running: Arc::default(),
-            })
-            .collect();
-        info!(node = %name, "shared work runner started");
-        let runs = Runs {
-            room: tokio::sync::Notify::new(),
-            queue,
+        Self::spawn(async move { Some(queue) }, executors, offers, keys, name)
+    }
+
+    /// As [`Runner::start`], once the work table at `location` opens: tried again every
+    /// [`OPEN_AGAIN`] until it does (a standby waits through a database that is down) or the
+    /// runner is stopped.
+    pub fn start_when_open(
+        location: PgLocation,
+        executors: Arc<Executors>,
+        offers: Offers,
+        keys: Keys,
+        name: String,
+    ) -> Runner {
+        Self::spawn(
+            open_when_it_answers(location),
             executors,
+            offers,
             keys,
             name,
-        };
-        tokio::spawn(claim_loop(Arc::new(runs), lanes, stopped));
+        )
+    }
+
+    fn spawn(
+        queue: impl std::future::Future<Output = Option<WorkQueue>> + Send + 'static,
+        executors: Arc<Executors>,
+        offers: Offers,
+        keys: Keys,
+        name: String,
+    ) -> Runner {
+        let (stop, mut stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            let queue = tokio::select! {
+                queue = queue => queue,
+                _ = stopped.changed() => None,
+            };
+            let Some(queue) = queue else { return };
+            info!(node = %name, "shared work runner started");
+            let lanes = offers
+                .into_iter()
+                .map(|(kind, lease, room)| Lane {
+                    kind,
+                    lease,
+                    room,
+                    running: Arc::default(),
+                })
+                .collect();
+            let runs = Runs {
+                room: tokio::sync::Notify::new(),
+                queue,
+                executors,
+                keys,
+                name,
+            };
+            claim_loop(Arc::new(runs), lanes, stopped).await;
+        });
         Runner { stop }
     }
 
@@ -72,6 +114,22 @@ impl Runner {
 impl Drop for Runner {
     fn drop(&mut self) {
         self.stop_claiming();
+    }
+}
+
+/// The work table, once it opens; says so once while it does not.
+async fn open_when_it_answers(location: PgLocation) -> Option<WorkQueue> {
+    let mut told = false;
+    loop {
+        match WorkQueue::open(&location).await {
+            Ok(queue) => return Some(queue),
+            Err(e) if !told => {
+                told = true;
+                warn!("shared work: the work table does not open yet ({e}); trying again until it does");
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(OPEN_AGAIN).await;
     }
 }
 
