@@ -291,7 +291,7 @@ async fn a_postgres_ledger_without_state_dir_is_a_clear_error() {
 
 /// A proxy in front of the shared cluster (its helpers block, so started off the runtime), and
 /// `url` through it with each call bounded by `deadline_ms`.
-async fn through_proxy(url: &str, deadline_ms: u32) -> (CutProxy, String) {
+pub(crate) async fn through_proxy(url: &str, deadline_ms: u32) -> (CutProxy, String) {
     let port = tokio::task::spawn_blocking(|| ThrowawayCluster::shared().port())
         .await
         .unwrap();

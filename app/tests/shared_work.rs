@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use nostr_sdk::prelude::*;
 use paydvm_ledger::{JobId, JobState, LedgerStore};
-use paydvm_ledger_pg::cut_proxy::CutProxy;
 use paydvm_ledger_pg::throwaway::ThrowawayCluster;
 use paydvm_testkit::fixture::{NodeDir, Offer};
 
@@ -174,15 +173,9 @@ async fn the_serving_node_killed_mid_run_leaves_its_successor_every_attempt_as_i
 async fn a_standby_started_while_the_database_does_not_answer_runs_jobs_once_it_does() {
     let (place, first) = Place::with_serving_node().await;
     let (url, dir, relay_url) = (&place.url, place.tmp.path(), &place.relay_url);
-    let port = tokio::task::spawn_blocking(|| ThrowawayCluster::shared().port())
-        .await
-        .unwrap();
-    let proxy = tokio::task::spawn_blocking(move || CutProxy::start(port))
-        .await
-        .unwrap()
-        .unwrap();
+    // The store's usual deadline: nothing here is about it.
+    let (proxy, through) = crate::pg_node::through_proxy(url, 30_000).await;
     let standby_config = &place.configs[1];
-    let through = proxy.url(url, port);
     let text = std::fs::read_to_string(standby_config).unwrap();
     assert!(text.contains(url.as_str()));
     std::fs::write(standby_config, text.replace(url.as_str(), &through)).unwrap();
