@@ -127,7 +127,7 @@ impl WorkQueue {
     /// starts an attempt only after the last one failed); the same attempt queued again (the
     /// serving node restarted) keeps its row, its claim and any outcome already stored.
     pub async fn submit(&self, s: &Submission) -> Result<(), PgError> {
-        let attempt = i32::try_from(s.attempt).map_err(|_| range("attempt"))?;
+        let attempt = attempt_param(s.attempt)?;
         self.execute(
             "DELETE FROM work WHERE job = $1 AND attempt < $2",
             &[&s.job, &attempt],
@@ -164,18 +164,14 @@ impl WorkQueue {
     ) -> Result<Option<Claimed>, PgError> {
         let kinds: Vec<i32> = kinds.iter().map(|k| i32::from(*k)).collect();
         let ms = lease_ms(lease)?;
-        let row = self
-            .timed(async {
-                let client = self.pool.get().await?;
-                let stmt = client.prepare_cached(CLAIM).await?;
-                Ok(client.query_opt(&stmt, &[&node, &ms, &kinds]).await?)
-            })
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let (attempt, kind): (i32, i32) = (row.try_get(1)?, row.try_get(2)?);
+        let rows = self.query(CLAIM, &[&node, &ms, &kinds]).await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let kind: i32 = row.try_get(2)?;
         Ok(Some(Claimed {
             job: row.try_get(0)?,
-            attempt: u32::try_from(attempt).map_err(|_| range("attempt"))?,
+            attempt: attempt_of(row.try_get(1)?)?,
             kind: u16::try_from(kind).map_err(|_| range("kind"))?,
             task: row.try_get(3)?,
             claim: row.try_get(4)?,
@@ -186,7 +182,7 @@ impl WorkQueue {
     /// and another node claimed the attempt) or the attempt is gone or finished.
     pub async fn renew(&self, c: &Claimed, lease: Duration) -> Result<bool, PgError> {
         let ms = lease_ms(lease)?;
-        let attempt = i32::try_from(c.attempt).map_err(|_| range("attempt"))?;
+        let attempt = attempt_param(c.attempt)?;
         let n = self
             .execute(
                 "UPDATE work SET lease_until = now() + $4::bigint * interval '1 millisecond'
@@ -200,7 +196,7 @@ impl WorkQueue {
     /// Stores a claim's outcome; false (nothing stored) when the claim is no longer the newest
     /// or an outcome is already there.
     pub async fn finish(&self, c: &Claimed, node: &str, outcome: &str) -> Result<bool, PgError> {
-        let attempt = i32::try_from(c.attempt).map_err(|_| range("attempt"))?;
+        let attempt = attempt_param(c.attempt)?;
         let n = self
             .execute(
                 "UPDATE work SET outcome = $4, finished_by = $5, finished_at = now(), lease_until = NULL
@@ -217,23 +213,17 @@ impl WorkQueue {
     /// The stored outcomes of attempts of `jobs`.
     pub async fn finished(&self, jobs: &[String]) -> Result<Vec<Finished>, PgError> {
         let rows = self
-            .timed(async {
-                let client = self.pool.get().await?;
-                let stmt = client
-                    .prepare_cached(
-                        "SELECT job, attempt, outcome, finished_by FROM work
-                         WHERE job = ANY($1) AND outcome IS NOT NULL",
-                    )
-                    .await?;
-                Ok(client.query(&stmt, &[&jobs]).await?)
-            })
+            .query(
+                "SELECT job, attempt, outcome, finished_by FROM work
+                 WHERE job = ANY($1) AND outcome IS NOT NULL",
+                &[&jobs],
+            )
             .await?;
         rows.iter()
             .map(|row| {
-                let attempt: i32 = row.try_get(1)?;
                 Ok(Finished {
                     job: row.try_get(0)?,
-                    attempt: u32::try_from(attempt).map_err(|_| range("attempt"))?,
+                    attempt: attempt_of(row.try_get(1)?)?,
                     outcome: row.try_get(2)?,
                     finished_by: row.try_get(3)?,
                 })
@@ -254,7 +244,7 @@ impl WorkQueue {
 
     /// Removes an attempt (collected, or its job ended).
     pub async fn remove(&self, job: &str, attempt: u32) -> Result<(), PgError> {
-        let attempt = i32::try_from(attempt).map_err(|_| range("attempt"))?;
+        let attempt = attempt_param(attempt)?;
         self.execute(
             "DELETE FROM work WHERE job = $1 AND attempt = $2",
             &[&job, &attempt],
@@ -265,14 +255,23 @@ impl WorkQueue {
 
     /// Attempts in the table: queued, claimed or finished and not yet collected.
     pub async fn attempts(&self) -> Result<u64, PgError> {
-        let row = self
-            .timed(async {
-                let client = self.pool.get().await?;
-                Ok(client.query_one("SELECT count(*) FROM work", &[]).await?)
-            })
-            .await?;
-        let n: i64 = row.try_get(0)?;
+        let rows = self.query("SELECT count(*) FROM work", &[]).await?;
+        let n: i64 = rows.first().map_or(Ok(0), |row| row.try_get(0))?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// All rows of one statement.
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, PgError> {
+        self.timed(async {
+            let client = self.pool.get().await?;
+            let stmt = client.prepare_cached(sql).await?;
+            Ok(client.query(&stmt, params).await?)
+        })
+        .await
     }
 
     async fn execute(
@@ -303,6 +302,16 @@ impl WorkQueue {
 
 fn lease_ms(lease: Duration) -> Result<i64, PgError> {
     i64::try_from(lease.as_millis()).map_err(|_| range("lease"))
+}
+
+/// An attempt number as the table stores it.
+fn attempt_param(attempt: u32) -> Result<i32, PgError> {
+    i32::try_from(attempt).map_err(|_| range("attempt"))
+}
+
+/// An attempt number as the table stored it.
+fn attempt_of(stored: i32) -> Result<u32, PgError> {
+    u32::try_from(stored).map_err(|_| range("attempt"))
 }
 
 fn range(what: &str) -> PgError {

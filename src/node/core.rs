@@ -40,7 +40,7 @@ use super::invoicing::{InvoiceDesk, InvoiceRequest};
 use super::ledger_watch::LedgerWatch;
 use super::outbox::{Outbox, Publication};
 use super::refunds::{RefundDesk, RefundOrder};
-use super::shared_work::SharedExecution;
+use super::shared_work::{SharedExecution, WorkDesk};
 use super::telemetry::Telemetry;
 use super::{now_ms, worker};
 use crate::config::{InputFees, Relays};
@@ -200,7 +200,8 @@ pub struct Core {
     contexts: HashMap<JobId, Nip90Context>,
     rejected: HashMap<JobId, Event>,
     executors: Arc<Executors>,
-    shared: Option<SharedExecution>,
+    /// Where attempts of the kinds the rails name shared go (`Rails::shared`).
+    shared_work: Option<WorkDesk>,
     commands: mpsc::Sender<Command>,
     outbox: Option<Outbox>,
     invoices: Option<InvoiceDesk>,
@@ -229,7 +230,7 @@ impl Core {
             shared: parts
                 .shared
                 .as_ref()
-                .map(|s| s.kinds.iter().copied().collect())
+                .map(|s| s.kinds.clone())
                 .unwrap_or_default(),
         };
         let cashu_fees = parts.cashu_fees.map(|who| who.as_str());
@@ -241,7 +242,7 @@ impl Core {
             contexts: HashMap::new(),
             rejected: HashMap::new(),
             executors: parts.executors,
-            shared: parts.shared,
+            shared_work: parts.shared.map(|s| s.desk),
             commands: parts.commands,
             outbox: Some(parts.outbox),
             invoices: parts.invoices,
@@ -636,10 +637,9 @@ impl Core {
                     return;
                 };
                 let commands = self.commands.clone();
-                let handle = match &self.shared {
-                    Some(shared) if shared.kinds.contains(&work.kind) => {
-                        shared.desk.spawn(job.clone(), work, attempt, commands)
-                    }
+                let shared = self.decider.rails().shared.contains(&work.kind);
+                let handle = match &self.shared_work {
+                    Some(desk) if shared => desk.spawn(job.clone(), work, attempt, commands),
                     _ => worker::spawn(
                         Arc::clone(&self.executors),
                         job.clone(),

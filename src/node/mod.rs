@@ -259,23 +259,10 @@ impl Node {
         let pubkey = keys.public_key();
         let telemetry = telemetry::Telemetry::new(&pubkey.to_hex());
         let executors = Arc::new(worker::executors_from_offers(&config.offers)?);
-        let shared_runner =
-            shared_work::start_runner(&place, &config.offers, Arc::clone(&executors), &keys)
-                .await?;
-        let (shared, shared_runner) = match shared_runner {
-            Some((queue, runner)) => {
-                let kinds = shared_work::shared_offers(&config.offers)
-                    .iter()
-                    .map(|(kind, _, _)| *kind)
-                    .collect();
-                let desk = shared_work::WorkDesk::start(queue, keys.clone());
-                (
-                    Some(shared_work::SharedExecution { desk, kinds }),
-                    Some(runner),
-                )
-            }
-            None => (None, None),
-        };
+        let (shared, shared_runner) =
+            shared_work::start_serving(&place, &config.offers, Arc::clone(&executors), &keys)
+                .await?
+                .unzip();
         let offered: Vec<u16> = config.offers.iter().map(|o| o.kind).collect();
         let trusted_mints: Vec<paydvm_mints::TrustedMint> = config
             .policy

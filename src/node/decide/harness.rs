@@ -84,6 +84,17 @@ impl Harness {
     }
 
     /// Decides `input` at the harness's time and applies what was decided.
+    /// A new run: the decider starts afresh (same policy and rails), the ledger stays, and the
+    /// open jobs' `requests` come back as the node's start-up hands them over.
+    pub fn restart(&mut self, requests: Vec<JobRequest>) -> Outcome {
+        let (policy, rails) = (self.decider.policy().clone(), self.decider.rails().clone());
+        self.decider = Decider::new(policy, rails);
+        self.input(Input::Restarted {
+            requests,
+            legacy_sources: vec![],
+        })
+    }
+
     pub fn input(&mut self, input: Input) -> Outcome {
         let decision = self
             .decider

@@ -491,13 +491,7 @@ fn an_effect_the_outbox_gave_up_on_is_handed_over_again_unless_it_was_delivered(
 fn after_a_restart_a_job_that_was_processing_counts_as_interrupted_and_runs_again() {
     let mut h = Harness::new(rails());
     arrive(&mut h, "crash", 5001);
-    // A new run: the decider forgets everything; the ledger stays.
-    let policy = h.decider.policy().clone();
-    h.decider = super::Decider::new(policy, rails());
-    let out = h.input(Input::Restarted {
-        requests: vec![request("crash", "alice", 5001)],
-        legacy_sources: vec![],
-    });
+    let out = h.restart(vec![request("crash", "alice", 5001)]);
     assert_eq!(started(&out.actions, &job_id("crash")), Some(2));
     let job = h.state().job(&job_id("crash")).unwrap();
     assert_eq!((job.state, job.attempts), (JobState::Processing, 2));
@@ -509,18 +503,12 @@ fn after_a_restart_a_job_that_was_processing_counts_as_interrupted_and_runs_agai
 
 #[test]
 fn after_a_restart_a_shared_attempt_is_resumed_as_the_same_attempt() {
-    let shared = || Rails {
+    let mut h = Harness::new(Rails {
         shared: vec![5001],
         ..rails()
-    };
-    let mut h = Harness::new(shared());
-    arrive(&mut h, "elsewhere", 5001);
-    let policy = h.decider.policy().clone();
-    h.decider = super::Decider::new(policy, shared());
-    let out = h.input(Input::Restarted {
-        requests: vec![request("elsewhere", "alice", 5001)],
-        legacy_sources: vec![],
     });
+    arrive(&mut h, "elsewhere", 5001);
+    let out = h.restart(vec![request("elsewhere", "alice", 5001)]);
     // Another node may still run attempt 1: it is waited for again, not failed and restarted.
     assert_eq!(started(&out.actions, &job_id("elsewhere")), Some(1));
     let job = h.state().job(&job_id("elsewhere")).unwrap();
@@ -616,15 +604,10 @@ fn after_a_restart_a_refund_still_goes_to_the_address_the_request_gave() {
     let mut h = Harness::new(rails());
     funded(&mut h);
     let refund = failed_paid_job(&mut h, "addr", Asset::Lightning);
-    let policy = h.decider.policy().clone();
-    h.decider = super::Decider::new(policy, rails());
     let mut request = request("addr", "alice", 5050);
     let to: crate::lightning::refund::RefundAddress = "alice@example.com".parse().unwrap();
     request.refund_to = Some(to.clone());
-    let out = h.input(Input::Restarted {
-        requests: vec![request],
-        legacy_sources: vec![],
-    });
+    let out = h.restart(vec![request]);
     let Some(RefundRouteOrder::Lightning {
         refund: routed,
         refund_to,

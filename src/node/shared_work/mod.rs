@@ -43,52 +43,60 @@ pub fn node_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// The serving node's shared execution: its desk (what the core queues) and its own runner.
+/// The serving node's shared execution: its desk (what the core queues) and the kinds whose
+/// attempts go through it.
 pub struct SharedExecution {
     pub desk: WorkDesk,
-    /// The kinds whose attempts go through the desk.
-    pub kinds: std::collections::HashSet<u16>,
+    pub kinds: Vec<u16>,
 }
 
-/// Opens the work table of `place` and starts a runner on `executors` for the shared offers;
-/// `None` when no offer is shared (or the ledger is a file, which the config refuses with a
-/// shared offer).
-pub async fn start_runner(
+/// The work table's place and the shared offers, when there is anything to share: `None` when
+/// no offer is shared or the ledger is a file (which the config refuses with a shared offer).
+fn shared_place(
+    place: &crate::config::LedgerPlace,
+    offers: &[Offer],
+) -> anyhow::Result<Option<(paydvm_ledger_pg::PgLocation, runner::Offers)>> {
+    let crate::config::LedgerPlace::Postgres(url) = place else {
+        return Ok(None);
+    };
+    let shared = shared_offers(offers);
+    if shared.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((url.location()?, shared)))
+}
+
+/// The serving node's: opens the work table of `place`, starts the desk the core queues its
+/// shared attempts on and a runner on `executors`.
+pub async fn start_serving(
     place: &crate::config::LedgerPlace,
     offers: &[Offer],
     executors: std::sync::Arc<crate::executor::Executors>,
     keys: &nostr_sdk::prelude::Keys,
-) -> anyhow::Result<Option<(paydvm_ledger_pg::WorkQueue, Runner)>> {
-    let shared = shared_offers(offers);
-    let crate::config::LedgerPlace::Postgres(url) = place else {
+) -> anyhow::Result<Option<(SharedExecution, Runner)>> {
+    let Some((location, shared)) = shared_place(place, offers)? else {
         return Ok(None);
     };
-    if shared.is_empty() {
-        return Ok(None);
-    }
-    let queue = paydvm_ledger_pg::WorkQueue::open(&url.location()?)
+    let queue = paydvm_ledger_pg::WorkQueue::open(&location)
         .await
-        .map_err(|e| anyhow::anyhow!("opening the shared work table on {url}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("opening the shared work table on {location}: {e}"))?;
+    let kinds = shared.iter().map(|(kind, _, _)| *kind).collect();
     let runner = Runner::start(queue.clone(), executors, shared, keys.clone(), node_name());
-    Ok(Some((queue, runner)))
+    let desk = WorkDesk::start(queue, keys.clone());
+    Ok(Some((SharedExecution { desk, kinds }, runner)))
 }
 
-/// A standby's runner: `None` when no offer is shared or the ledger is a file. It opens the
-/// work table once the database answers (a standby waits through a database that is down).
+/// A standby's runner. It opens the work table once the database answers (a standby waits
+/// through a database that is down).
 pub fn standby_runner(
     place: &crate::config::LedgerPlace,
     offers: &[Offer],
     executors: std::sync::Arc<crate::executor::Executors>,
     keys: &nostr_sdk::prelude::Keys,
 ) -> anyhow::Result<Option<Runner>> {
-    let shared = shared_offers(offers);
-    let crate::config::LedgerPlace::Postgres(url) = place else {
+    let Some((location, shared)) = shared_place(place, offers)? else {
         return Ok(None);
     };
-    if shared.is_empty() {
-        return Ok(None);
-    }
-    let location = url.location()?;
     Ok(Some(Runner::start_when_open(
         location,
         executors,
