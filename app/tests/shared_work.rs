@@ -157,7 +157,8 @@ async fn the_serving_node_killed_mid_run_leaves_its_successor_every_attempt_as_i
     assert_eq!(serving(dir, &[2]).await, 2);
     let restarted = RunningNode::start_with_args(&place.configs[0], 3, &["--standby"]);
     crate::standby_nodes::poll_until(url, dir, "every job ended", |s| ended_jobs(s) == JOBS).await;
-    for node in [standby, restarted] {
+    // The standby first, so that it does not take over the lock the serving node frees.
+    for node in [restarted, standby] {
         let stopped = node.stop();
         assert!(stopped.success(), "{stopped:?}\n{}", logs(dir));
     }
@@ -189,17 +190,19 @@ async fn a_standby_started_while_the_database_does_not_answer_runs_jobs_once_it_
     let customer = Customer::connect(std::slice::from_ref(relay_url)).await;
     let sent = send_jobs(&customer).await;
     crate::standby_nodes::poll_until(url, dir, "every job ended", |s| ended_jobs(s) == JOBS).await;
-    for node in [first, standby] {
+    // Read while the first node still serves, and the standby stopped first: stopped the other
+    // way round, the standby takes over the lock it frees (and rightly says it serves).
+    let out2 = std::fs::read_to_string(dir.join("run2.out")).unwrap();
+    assert!(
+        !out2.contains("running"),
+        "the standby served while the first node did\n{}",
+        logs(dir)
+    );
+    for node in [standby, first] {
         let stopped = node.stop();
         assert!(stopped.success(), "{stopped:?}\n{}", logs(dir));
     }
     assert!(count(dir, 2, RAN) >= 1, "{}", logs(dir));
-    let out2 = std::fs::read_to_string(dir.join("run2.out")).unwrap();
-    assert!(
-        !out2.contains("running"),
-        "the standby never served\n{}",
-        logs(dir)
-    );
     check_ended_once(url, relay_url, &customer, &sent).await;
 }
 
