@@ -3,8 +3,9 @@
 //! with a lease. Two `paydvm run --standby` processes, one database, one relay. The standby is
 //! killed with SIGKILL while it runs attempts: they go to the serving node once their leases
 //! pass. The serving node is killed while both run attempts: its successor resumes every attempt
-//! as it was. Either way every job succeeds in its first attempt, with one result on the relay,
-//! and nothing stays in the work table.
+//! as it was. A node stopped cleanly hands its attempts back for the other to run at once. Every
+//! way every job succeeds in its first attempt, with one result on the relay, and nothing stays
+//! in the work table.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -27,6 +28,8 @@ const JOBS: usize = 24;
 /// The standby is killed with attempts half run.
 const JOB_MS: u64 = 2_500;
 const LEASE_SECS: u64 = 2;
+/// The longest lease there is: an attempt that waits for it never ends within the test.
+const LONGEST_LEASE_SECS: u64 = 600;
 
 /// One fresh database, one relay, and the node's config for two nodes on them.
 struct Place {
@@ -38,19 +41,19 @@ struct Place {
 }
 
 impl Place {
-    /// Run 1 serving, run 2 standing by.
-    async fn with_two_nodes() -> (Place, RunningNode, RunningNode) {
-        let (place, first) = Place::with_serving_node().await;
+    /// Run 1 serving, run 2 standing by; leases of `lease_secs`.
+    async fn with_two_nodes(lease_secs: u64) -> (Place, RunningNode, RunningNode) {
+        let (place, first) = Place::with_serving_node(lease_secs).await;
         let standby = RunningNode::start_with_args(&place.configs[1], 2, &["--standby"]);
         (place, first, standby)
     }
 
     /// Run 1 serving; `configs[1]` for a second node.
-    async fn with_serving_node() -> (Place, RunningNode) {
+    async fn with_serving_node(lease_secs: u64) -> (Place, RunningNode) {
         let url = fresh_database_async().await;
         let tmp = tempfile::tempdir().unwrap();
         let (_relay, relay_url) = start_relay().await;
-        let configs = shared_node(tmp.path(), &relay_url, &url);
+        let configs = shared_node(tmp.path(), &relay_url, &url, lease_secs);
         let first = RunningNode::start_with_args(&configs[0], 1, &["--standby"]);
         assert_eq!(serving(tmp.path(), &[1]).await, 1);
         let place = Place {
@@ -64,7 +67,12 @@ impl Place {
     }
 }
 
-fn shared_node(dir: &Path, relay: &RelayUrl, url: &str) -> Vec<std::path::PathBuf> {
+fn shared_node(
+    dir: &Path,
+    relay: &RelayUrl,
+    url: &str,
+    lease_secs: u64,
+) -> Vec<std::path::PathBuf> {
     let base = NodeDir::new("shared")
         .policy(
             "[[pricing.kind]]\nkind = 5050\nmode = \"free\"\n\n\
@@ -75,7 +83,7 @@ fn shared_node(dir: &Path, relay: &RelayUrl, url: &str) -> Vec<std::path::PathBu
                 .timeout_secs(10)
                 .max_concurrency(4)
                 .line("execute_on = \"any_node\"")
-                .line(format!("lease_secs = {LEASE_SECS}")),
+                .line(format!("lease_secs = {lease_secs}")),
         )
         .node_setting("config_problems = \"warn\"")
         .relays(std::slice::from_ref(relay))
@@ -93,11 +101,11 @@ fn count(dir: &Path, run: u32, line: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_attempts_run_on_the_standby_too_and_a_killed_runners_go_to_another_node() {
-    let (place, first, standby) = Place::with_two_nodes().await;
+    let (place, first, standby) = Place::with_two_nodes(LEASE_SECS).await;
     let (url, dir, relay_url) = (&place.url, place.tmp.path(), &place.relay_url);
 
     let customer = Customer::connect(std::slice::from_ref(relay_url)).await;
-    let sent = send_jobs(&customer).await;
+    let sent = send_jobs(&customer, 0).await;
     // Killed once it has run one attempt and holds at least two more, half run.
     wait_for(dir, || {
         let (claimed, ran) = (count(dir, 2, CLAIMED), count(dir, 2, RAN));
@@ -136,7 +144,7 @@ async fn shared_attempts_run_on_the_standby_too_and_a_killed_runners_go_to_anoth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_serving_node_killed_mid_run_leaves_its_successor_every_attempt_as_it_was() {
-    let (place, first, standby) = Place::with_two_nodes().await;
+    let (place, first, standby) = Place::with_two_nodes(LEASE_SECS).await;
     let (url, dir, relay_url) = (&place.url, place.tmp.path(), &place.relay_url);
     wait_for(dir, || {
         count(dir, 2, "standing by; running shared attempts") == 1
@@ -144,7 +152,7 @@ async fn the_serving_node_killed_mid_run_leaves_its_successor_every_attempt_as_i
     .await;
 
     let customer = Customer::connect(std::slice::from_ref(relay_url)).await;
-    let sent = send_jobs(&customer).await;
+    let sent = send_jobs(&customer, 0).await;
     // The serving node dies while both nodes run attempts: its own are half run, the
     // standby's outcomes are not collected yet.
     wait_for(dir, || {
@@ -172,7 +180,7 @@ async fn the_serving_node_killed_mid_run_leaves_its_successor_every_attempt_as_i
 /// attempts while it stands by.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_started_while_the_database_does_not_answer_runs_jobs_once_it_does() {
-    let (place, first) = Place::with_serving_node().await;
+    let (place, first) = Place::with_serving_node(LEASE_SECS).await;
     let (url, dir, relay_url) = (&place.url, place.tmp.path(), &place.relay_url);
     // The store's usual deadline: nothing here is about it.
     let (proxy, through) = crate::pg_node::through_proxy(url, 30_000).await;
@@ -188,7 +196,7 @@ async fn a_standby_started_while_the_database_does_not_answer_runs_jobs_once_it_
     .await;
     proxy.release();
     let customer = Customer::connect(std::slice::from_ref(relay_url)).await;
-    let sent = send_jobs(&customer).await;
+    let sent = send_jobs(&customer, 0).await;
     crate::standby_nodes::poll_until(url, dir, "every job ended", |s| ended_jobs(s) == JOBS).await;
     // Read while the first node still serves, and the standby stopped first: stopped the other
     // way round, the standby takes over the lock it frees (and rightly says it serves).
@@ -206,13 +214,56 @@ async fn a_standby_started_while_the_database_does_not_answer_runs_jobs_once_it_
     check_ended_once(url, relay_url, &customer, &sent).await;
 }
 
+/// With leases of ten minutes, the standby is stopped (SIGTERM) while it runs attempts, then
+/// the serving node while a new standby does: each hands its running attempts back and the other
+/// node runs them at once. Without the hand-back they wait out their leases and the jobs do not
+/// end within the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_hands_its_attempts_to_the_other_at_once() {
+    let (place, first, standby) = Place::with_two_nodes(LONGEST_LEASE_SECS).await;
+    let (url, dir, relay_url) = (&place.url, place.tmp.path(), &place.relay_url);
+    let customer = Customer::connect(std::slice::from_ref(relay_url)).await;
+    let mut sent = send_jobs(&customer, 0).await;
+    wait_for(dir, || running_here(dir, 2) >= 2).await;
+    let stopped = standby.stop();
+    assert!(stopped.success(), "{stopped:?}\n{}", logs(dir));
+    assert!(count(dir, 2, HANDED_BACK) >= 1, "{}", logs(dir));
+    crate::standby_nodes::poll_until(url, dir, "every job ended", |s| ended_jobs(s) == JOBS).await;
+
+    let next = RunningNode::start_with_args(&place.configs[1], 3, &["--standby"]);
+    wait_for(dir, || {
+        count(dir, 3, "standing by; running shared attempts") == 1
+    })
+    .await;
+    sent.extend(send_jobs(&customer, JOBS).await);
+    wait_for(dir, || {
+        running_here(dir, 1) >= 2 && running_here(dir, 3) >= 1
+    })
+    .await;
+    let stopped = first.stop();
+    assert!(stopped.success(), "{stopped:?}\n{}", logs(dir));
+    assert!(count(dir, 1, HANDED_BACK) >= 1, "{}", logs(dir));
+    assert_eq!(serving(dir, &[3]).await, 3);
+    crate::standby_nodes::poll_until(url, dir, "every job ended", |s| ended_jobs(s) == 2 * JOBS)
+        .await;
+    let stopped = next.stop();
+    assert!(stopped.success(), "{stopped:?}\n{}", logs(dir));
+    check_ended_once(url, relay_url, &customer, &sent).await;
+}
+
+/// Attempts run `run` claimed and has not ended (none is taken from it in these tests).
+fn running_here(dir: &Path, run: u32) -> usize {
+    count(dir, run, CLAIMED).saturating_sub(count(dir, run, RAN))
+}
+
+const HANDED_BACK: &str = "shared attempt handed back";
 const CLAIMED: &str = "shared attempt claimed";
 const RAN: &str = "shared attempt ran here";
 
-/// Every job sleeps [`JOB_MS`] on the shared offer.
-async fn send_jobs(customer: &Customer) -> Vec<EventId> {
+/// [`JOBS`] jobs (numbered from `first`), each sleeping [`JOB_MS`] on the shared offer.
+async fn send_jobs(customer: &Customer, first: usize) -> Vec<EventId> {
     let mut sent = Vec::new();
-    for i in 0..JOBS {
+    for i in first..first + JOBS {
         let ms = JOB_MS.to_string();
         let request = customer.request(
             5050,
@@ -287,7 +338,7 @@ async fn check_results(relay: &RelayUrl, customer: &Customer, sent: &[EventId]) 
     let filter = Filter::new()
         .kind(Kind::Custom(6050))
         .pubkey(customer.keys.public_key())
-        .limit(JOBS * 2);
+        .limit(sent.len() * 2);
     let events = client
         .fetch_events(filter, Duration::from_secs(10))
         .await

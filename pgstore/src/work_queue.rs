@@ -193,6 +193,26 @@ impl WorkQueue {
         Ok(n == 1)
     }
 
+    /// Gives a claim up before its lease passes (its node is stopping and stopped the attempt):
+    /// the attempt is free to claim at once, and the runners are woken. False when the claim is
+    /// no longer the newest, was given up already, or an outcome is stored. The claim count stays, so the
+    /// next claim fences this one as a passed lease would.
+    pub async fn release(&self, c: &Claimed) -> Result<bool, PgError> {
+        let attempt = attempt_param(c.attempt)?;
+        let n = self
+            .execute(
+                "UPDATE work SET lease_until = NULL, claimed_by = NULL
+                 WHERE job = $1 AND attempt = $2 AND claims = $3 AND outcome IS NULL
+                   AND lease_until IS NOT NULL",
+                &[&c.job, &attempt, &c.claim],
+            )
+            .await?;
+        if n == 1 {
+            self.tell(WorkChannel::Queued).await;
+        }
+        Ok(n == 1)
+    }
+
     /// Stores a claim's outcome; false (nothing stored) when the claim is no longer the newest
     /// or an outcome is already there.
     pub async fn finish(&self, c: &Claimed, node: &str, outcome: &str) -> Result<bool, PgError> {

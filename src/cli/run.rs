@@ -187,7 +187,7 @@ async fn take_locks(
         info!("standing by; running shared attempts meanwhile");
     }
     let poll = ledger_open::STANDBY_POLL;
-    tokio::select! {
+    let claimed = tokio::select! {
         locks = ledger_open::claim_when_free(&config.node, flags.new_ledger, poll) => {
             locks.map(Some)
         }
@@ -195,5 +195,11 @@ async fn take_locks(
             info!("{which} received while standing by; stopping");
             Ok(None)
         }
+    };
+    // Taking over, its attempts run on to their end (this node's desk collects them now);
+    // stopping, they are handed back for the serving node to claim at once.
+    if let (false, Some(runner)) = (matches!(claimed, Ok(Some(_))), runner) {
+        runner.hand_back(shared_work::HAND_BACK_WITHIN).await;
     }
+    claimed
 }

@@ -591,11 +591,11 @@ impl NodeHandle {
     }
 
     /// Stops intake, waits (bounded) for pending publications, then closes the ledger.
-    pub async fn shutdown(self) {
-        // Attempts it already runs finish (their outcomes wait in the table for the next
-        // serving node); none is claimed from now on.
-        if let Some(runner) = &self.shared_runner {
-            runner.stop_claiming();
+    pub async fn shutdown(mut self) {
+        // Shared attempts running here stop and are given back, for a standby (or this node's
+        // next run) to claim at once; none is claimed from now on.
+        if let Some(runner) = self.shared_runner.take() {
+            runner.hand_back(shared_work::HAND_BACK_WITHIN).await;
         }
         if let Some(http) = self.http {
             http.shutdown().await;

@@ -110,6 +110,35 @@ async fn a_renewed_lease_holds_and_a_resubmitted_attempt_keeps_its_claim() {
     assert_eq!(q.remove_stale(Duration::ZERO).await.unwrap(), 0);
 }
 
+/// A stopping node gives its claim up: the attempt is claimed again at once, long before its
+/// lease would pass, and the claim given up can neither renew nor finish it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_claim_is_claimed_again_at_once_and_fenced() {
+    let q = queue().await;
+    q.submit(&attempt("job", 1, 5050)).await.unwrap();
+    let first = q.claim("stopping", &[5050], LONG).await.unwrap().unwrap();
+    let queued = q.wakeups(WorkChannel::Queued);
+    let never = Duration::from_secs(3600);
+    tokio::time::timeout(Duration::from_secs(20), queued.next(never))
+        .await
+        .expect("listening");
+    assert!(q.release(&first).await.unwrap());
+    tokio::time::timeout(Duration::from_secs(20), queued.next(never))
+        .await
+        .expect("the other nodes are woken when a claim is given up");
+    assert!(!q.release(&first).await.unwrap(), "given up once");
+    let second = q.claim("other", &[5050], LONG).await.unwrap().unwrap();
+    assert_eq!(second.claim, first.claim + 1);
+    assert!(!q.renew(&first, LONG).await.unwrap());
+    assert!(!q.finish(&first, "stopping", "late").await.unwrap());
+    assert!(!q.release(&first).await.unwrap());
+    assert!(q.finish(&second, "other", "done").await.unwrap());
+    assert!(
+        !q.release(&second).await.unwrap(),
+        "nothing to give up once finished"
+    );
+}
+
 /// Nodes starting together all find (or make) the table: creating it is serialised.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queues_opened_at_once_on_a_fresh_database_all_open() {

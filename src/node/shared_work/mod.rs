@@ -20,7 +20,7 @@ mod runner;
 mod seal;
 
 pub use desk::WorkDesk;
-pub use runner::Runner;
+pub use runner::{Runner, HAND_BACK_WITHIN};
 
 use crate::config::{ExecuteOn, Offer};
 

@@ -1,6 +1,8 @@
 //! Every node's side: claims queued attempts of the shared offers it has room for, runs them on
 //! its own executors, renews each lease while it runs and stores the sealed outcome. An attempt
-//! whose lease another node took meanwhile is stopped and its outcome dropped.
+//! whose lease another node took meanwhile is stopped and its outcome dropped. A node that
+//! stops hands its attempts back ([`Runner::hand_back`]): stopped and released, so another node
+//! claims them at once instead of after their leases.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -33,10 +35,18 @@ struct Lane {
     running: Arc<AtomicUsize>,
 }
 
+/// How long a stopping node waits for its attempts to be handed back (the releases are calls
+/// to the database; one that does not answer leaves its attempt to its lease).
+pub const HAND_BACK_WITHIN: Duration = Duration::from_secs(5);
+
 /// Claims while it lives; [`Runner::stop_claiming`] (or dropping it) stops new claims, and the
-/// attempts already claimed run to their end.
+/// attempts already claimed run to their end. [`Runner::hand_back`] stops them too.
 pub struct Runner {
     stop: watch::Sender<bool>,
+    /// Set once: every attempt running here stops and gives its claim up.
+    hand_back: watch::Sender<bool>,
+    /// How many claimed attempts are running here.
+    running: watch::Receiver<usize>,
 }
 
 impl Runner {
@@ -78,6 +88,8 @@ impl Runner {
         name: String,
     ) -> Runner {
         let (stop, mut stopped) = watch::channel(false);
+        let (hand_back, handing_back) = watch::channel(false);
+        let (count, running) = watch::channel(0usize);
         tokio::spawn(async move {
             let queue = tokio::select! {
                 queue = queue => queue,
@@ -100,14 +112,33 @@ impl Runner {
                 executors,
                 keys,
                 name,
+                handing_back,
+                count,
             };
             claim_loop(Arc::new(runs), lanes, stopped).await;
         });
-        Runner { stop }
+        Runner {
+            stop,
+            hand_back,
+            running,
+        }
     }
 
     pub fn stop_claiming(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// The node stops: no more claims, and every attempt running here is stopped and its claim
+    /// given up (`WorkQueue::release`), so a runner on another node (or this node's successor)
+    /// claims it at once rather than after its lease. Waits for that at most `within`.
+    pub async fn hand_back(self, within: Duration) {
+        self.stop_claiming();
+        let _ = self.hand_back.send(true);
+        let mut running = self.running.clone();
+        let all_back = running.wait_for(|n| *n == 0);
+        if tokio::time::timeout(within, all_back).await.is_err() {
+            warn!("shared work: some attempts were not handed back in time; their leases pass");
+        }
     }
 }
 
@@ -141,6 +172,10 @@ struct Runs {
     executors: Arc<Executors>,
     keys: Keys,
     name: String,
+    /// Set when the node hands its attempts back.
+    handing_back: watch::Receiver<bool>,
+    /// How many claimed attempts are running (told to [`Runner::hand_back`]).
+    count: watch::Sender<usize>,
 }
 
 async fn claim_loop(runs: Arc<Runs>, lanes: Vec<Lane>, mut stopped: watch::Receiver<bool>) {
@@ -190,10 +225,12 @@ async fn claim_some(runs: &Arc<Runs>, lanes: &[Lane]) -> Result<usize, paydvm_le
         claimed += 1;
         info!(job = %claim.job, attempt = claim.attempt, "shared attempt claimed");
         lane.running.fetch_add(1, Ordering::SeqCst);
+        runs.count.send_modify(|n| *n += 1);
         let (runs, running, lease) = (Arc::clone(runs), Arc::clone(&lane.running), lane.lease);
         tokio::spawn(async move {
             run_claimed(&runs, claim, lease).await;
             running.fetch_sub(1, Ordering::SeqCst);
+            runs.count.send_modify(|n| *n -= 1);
             runs.room.notify_one();
         });
     }
@@ -213,6 +250,10 @@ async fn run_claimed(runs: &Runs, claim: Claimed, lease: Duration) {
                     abort.abort();
                     warn!(%job, attempt, "shared attempt stopped: {lost}");
                     return;
+                }
+                () = handed_back(runs.handing_back.clone()) => {
+                    abort.abort();
+                    return give_up(runs, &claim).await;
                 }
             }
         }
@@ -235,6 +276,26 @@ async fn run_claimed(runs: &Runs, claim: Claimed, lease: Duration) {
             warn!(%job, attempt, "shared attempt ran here, but another node holds it now or it was replaced")
         }
         Err(e) => warn!(%job, attempt, "shared work: cannot store the outcome: {e}"),
+    }
+}
+
+/// Returns once the node hands its attempts back; never if it does not (a runner dropped when
+/// its standby takes over lets its attempts run to their end).
+async fn handed_back(mut handing_back: watch::Receiver<bool>) {
+    if handing_back.wait_for(|back| *back).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Releases a stopped attempt's claim for another node to claim at once.
+async fn give_up(runs: &Runs, claim: &Claimed) {
+    let (job, attempt) = (&claim.job, claim.attempt);
+    match runs.queue.release(claim).await {
+        Ok(true) => info!(%job, attempt, "shared attempt handed back"),
+        Ok(false) => {}
+        Err(e) => {
+            warn!(%job, attempt, "shared work: cannot hand an attempt back ({e}); its lease passes")
+        }
     }
 }
 
