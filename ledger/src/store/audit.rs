@@ -33,19 +33,38 @@ pub(crate) fn to_hash(v: &[u8], what: &str) -> Result<Hash, LedgerError> {
 pub(crate) fn decode_row(
     (seq, key, at, job, body, prev, hash): RawRow,
 ) -> Result<StoredEvent, LedgerError> {
+    decode_parts(seq, key, at, job, &body, &prev, &hash)
+}
+
+/// As [`decode_row`], leaving the row to its owner (`verify` frees rows on the thread that read
+/// them: freeing on another thread costs the allocator more than the copies of key and job).
+pub(crate) fn decode_row_ref(raw: &RawRow) -> Result<StoredEvent, LedgerError> {
+    let (seq, key, at, job, body, prev, hash) = raw;
+    decode_parts(*seq, key.clone(), *at, job.clone(), body, prev, hash)
+}
+
+fn decode_parts(
+    seq: i64,
+    key: String,
+    at: i64,
+    job: Option<String>,
+    body: &str,
+    prev: &[u8],
+    hash: &[u8],
+) -> Result<StoredEvent, LedgerError> {
     let seq = from_sql_int(seq, "seq")?;
     let event = LedgerEvent {
         key: IdemKey::new(key).map_err(|e| LedgerError::Corrupt(format!("event {seq}: {e}")))?,
         at: UnixMs(from_sql_int(at, "at")?),
-        body: serde_json::from_str(&body)
+        body: serde_json::from_str(body)
             .map_err(|e| LedgerError::Corrupt(format!("event {seq}: body: {e}")))?,
     };
     Ok(StoredEvent {
         seq,
         event,
         job,
-        prev_hash: to_hash(&prev, "prev_hash")?,
-        hash: to_hash(&hash, "hash")?,
+        prev_hash: to_hash(prev, "prev_hash")?,
+        hash: to_hash(hash, "hash")?,
     })
 }
 

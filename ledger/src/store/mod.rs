@@ -17,6 +17,7 @@ mod schema;
 mod snapshots;
 mod trait_impl;
 mod verify;
+mod verify_chain;
 
 use std::path::Path;
 

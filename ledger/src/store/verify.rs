@@ -7,13 +7,10 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use super::audit::{decode_row, raw_row};
-use super::refs::event_refs;
 use super::{from_sql_int, schema};
 use crate::account::Account;
-use crate::chain::{event_hash, Hash, GENESIS};
+use crate::chain::Hash;
 use crate::effect::EffectRecord;
-use crate::engine::Ledger;
 use crate::error::LedgerError;
 use crate::invariants;
 use crate::job::JobRecord;
@@ -74,7 +71,7 @@ pub fn verify_file(path: impl AsRef<Path>) -> Result<VerifyReport, VerifyFailure
     verify_connection(&conn)
 }
 
-fn bad(seq: u64, reason: impl Into<String>) -> VerifyFailure {
+pub(super) fn bad(seq: u64, reason: impl Into<String>) -> VerifyFailure {
     VerifyFailure::Event {
         seq,
         reason: reason.into(),
@@ -92,89 +89,12 @@ pub fn verify_connection(conn: &Connection) -> Result<VerifyReport, VerifyFailur
         .into());
     }
     schema::check_structure(conn, version)?;
-    let mut changed = LastChanged::default();
-    let mut ledger = Ledger::new();
-    let mut head: Hash = GENESIS;
-    let mut events = conn.prepare(
-        "SELECT seq, idem_key, at, job, body, prev_hash, hash, type FROM events ORDER BY seq",
-    )?;
-    let mut postings =
-        conn.prepare("SELECT seq, debit, credit, amount FROM postings ORDER BY seq, n")?;
-    let mut refs = conn.prepare("SELECT seq, reference, job FROM refs ORDER BY seq, reference")?;
-    let mut rows = events.query([])?;
-    let mut posting_rows = Peek::new(postings.query([])?, |r| {
-        Ok((r.get(1)?, r.get(2)?, from_sql_int(r.get(3)?, "amount")?))
-    });
-    let mut ref_rows = Peek::new(refs.query([])?, |r| Ok((r.get(1)?, r.get(2)?)));
-    while let Some(row) = rows.next()? {
-        let expected = ledger.next_seq();
-        let seq_raw: i64 = row.get(0)?;
-        let seq = u64::try_from(seq_raw).unwrap_or(0);
-        if seq != expected {
-            return Err(bad(
-                expected,
-                format!("missing: next stored event is {seq_raw}"),
-            ));
-        }
-        let body: String = row.get(4)?;
-        let type_col: String = row.get(7)?;
-        let stored = decode_row(raw_row(row)?).map_err(|e| bad(seq, e.to_string()))?;
-        if stored.prev_hash != head {
-            return Err(bad(
-                seq,
-                "prev_hash does not match the previous event's hash",
-            ));
-        }
-        let recomputed = event_hash(
-            &head,
-            seq,
-            stored.event.at.0,
-            stored.event.key.as_str(),
-            &body,
-        );
-        if recomputed != stored.hash {
-            return Err(bad(seq, "hash does not match its contents (edited)"));
-        }
-        if type_col != stored.event.body.type_name() {
-            return Err(bad(seq, "type column does not match the body"));
-        }
-        let applied = ledger
-            .apply(&stored.event)
-            .map_err(|e| bad(seq, format!("refused on replay: {e}")))?;
-        let Some((_, change)) = applied else {
-            return Err(bad(seq, "duplicate idempotency key"));
-        };
-        changed.note(seq, &change);
-        if change.subject_job.as_ref().map(|j| j.as_str()) != stored.job.as_deref() {
-            return Err(bad(seq, "job column does not match the event"));
-        }
-        let want = super::projections::posting_rows(&change);
-        let got: Vec<(String, String, u64)> = posting_rows.take_seq(seq)?;
-        if got != want {
-            return Err(bad(
-                seq,
-                format!("postings differ: stored {got:?}, replay {want:?}"),
-            ));
-        }
-        let mut want_refs: Vec<(String, Option<String>)> = event_refs(&stored.event.body)
-            .into_iter()
-            .map(|r| (r.to_string(), stored.job.clone()))
-            .collect();
-        want_refs.sort();
-        want_refs.dedup();
-        let got_refs: Vec<(String, Option<String>)> = ref_rows.take_seq(seq)?;
-        if got_refs != want_refs {
-            return Err(bad(seq, "reference index differs from the event"));
-        }
-        head = stored.hash;
-    }
+    let super::verify_chain::Replayed {
+        ledger,
+        head,
+        changed,
+    } = super::verify_chain::replay(conn)?;
     let last = ledger.next_seq() - 1;
-    if let Some(orphan) = posting_rows.peek_seq()? {
-        return Err(bad(orphan, "postings for an event that does not exist"));
-    }
-    if let Some(orphan) = ref_rows.peek_seq()? {
-        return Err(bad(orphan, "references for an event that does not exist"));
-    }
     check_head(conn, last, &head)?;
     let state = ledger.state();
     invariants::check_all(state).map_err(VerifyFailure::Invariant)?;
@@ -196,7 +116,7 @@ pub fn verify_connection(conn: &Connection) -> Result<VerifyReport, VerifyFailur
 /// The seq of the last event that changed each job and refund, which the `changed` column of
 /// their rows must hold (or NULL, for a row last changed before the column existed).
 #[derive(Default)]
-struct LastChanged {
+pub(super) struct LastChanged {
     jobs: HashMap<String, u64>,
     refunds: HashMap<String, u64>,
     /// The head when the column was added: NULL is accepted up to there.
@@ -204,7 +124,7 @@ struct LastChanged {
 }
 
 impl LastChanged {
-    fn note(&mut self, seq: u64, change: &crate::state::Change) {
+    pub(super) fn note(&mut self, seq: u64, change: &crate::state::Change) {
         if let Some(j) = &change.job {
             self.jobs.insert(j.job.to_string(), seq);
         }
@@ -267,51 +187,6 @@ impl LastChanged {
             key: key.to_string(),
             reason: format!("changed column says {stored:?}, replay says event {last}"),
         })
-    }
-}
-
-/// A cursor over rows sorted by seq (column 0) that hands out the rows of one seq at a time.
-struct Peek<'s, T> {
-    rows: rusqlite::Rows<'s>,
-    read: fn(&rusqlite::Row<'_>) -> Result<T, LedgerError>,
-    pending: Option<(u64, T)>,
-}
-
-impl<'s, T> Peek<'s, T> {
-    fn new(
-        rows: rusqlite::Rows<'s>,
-        read: fn(&rusqlite::Row<'_>) -> Result<T, LedgerError>,
-    ) -> Self {
-        Peek {
-            rows,
-            read,
-            pending: None,
-        }
-    }
-
-    fn peek_seq(&mut self) -> Result<Option<u64>, VerifyFailure> {
-        if self.pending.is_none() {
-            let Some(row) = self.rows.next()? else {
-                return Ok(None);
-            };
-            let seq = from_sql_int(row.get(0)?, "seq")?;
-            self.pending = Some((seq, (self.read)(row)?));
-        }
-        Ok(self.pending.as_ref().map(|(s, _)| *s))
-    }
-
-    fn take_seq(&mut self, seq: u64) -> Result<Vec<T>, VerifyFailure> {
-        let mut out = Vec::new();
-        while let Some(s) = self.peek_seq()? {
-            if s < seq {
-                return Err(bad(s, "rows for an event out of order or missing"));
-            }
-            if s > seq {
-                break;
-            }
-            out.push(self.pending.take().expect("peeked").1);
-        }
-        Ok(out)
     }
 }
 
