@@ -494,12 +494,16 @@ fn write_lnbits_node_dir(dir: &Path, relay: &RelayUrl, lnbits: &Lnbits, wallet: 
 /// Gives the node of `config` this LNbits wallet as its `[lightning]` (the invoice key in a
 /// 0600 file beside it).
 pub fn add_lnbits(config: &Path, lnbits: &Lnbits, wallet: &Wallet) {
+    add_lnbits_at(config, lnbits.url.as_str(), wallet);
+}
+
+/// As [`add_lnbits`], with LNbits reached at `url` (a proxy in front of it).
+pub fn add_lnbits_at(config: &Path, url: &str, wallet: &Wallet) {
     write_key_beside(config, "lnbits-invoice.key", &wallet.invoice_key);
     let mut text = std::fs::read_to_string(config).unwrap();
     text.push_str(&format!(
-        "\n[lightning]\nbackend = \"lnbits\"\nlnbits_url = \"{}\"\n\
-         lnbits_invoice_key_file = \"lnbits-invoice.key\"\n",
-        lnbits.url
+        "\n[lightning]\nbackend = \"lnbits\"\nlnbits_url = \"{url}\"\n\
+         lnbits_invoice_key_file = \"lnbits-invoice.key\"\n"
     ));
     std::fs::write(config, text).unwrap();
 }

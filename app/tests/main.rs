@@ -10,6 +10,7 @@ mod ledger_faults;
 mod lightning;
 mod lightning_nwc;
 mod lnbits;
+mod lnbits_lost;
 mod ndk;
 mod node;
 mod nutshell;

@@ -1,0 +1,209 @@
+//! Lightning refunds over a real LNbits whose pay call is lost on the way, as a network loses
+//! it: a proxy between the node and LNbits drops either the answer to the pay request (the
+//! payment went out; the node never hears) or the request itself (nothing went out). Either way
+//! the node cannot tell which, so the refund stays pending and is looked up by its payment hash:
+//! the first is found paid and settled; the second is found missing twice, some time apart, and
+//! the same invoice is paid again. The customer gets each refund once, and the ledger's Lightning
+//! asset is what LNbits holds.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use paydvm::config::Config;
+use paydvm::node::{Node, NodeOptions};
+use paydvm_ledger::store::{verify_file, Store};
+use paydvm_ledger::{JobState, RefundState};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::lightning::quoted_invoice;
+use crate::lnbits::{add_lnbits_admin, add_lnbits_at, Lnbits};
+use crate::node::{float, is_status, start_relay, wait_state, write_node_dir, Customer};
+use crate::reconcile::{asset, reconcile_json};
+
+/// The test node's price of a 5050 job, in sat.
+const PRICE_SAT: u64 = 5;
+/// The fee cap a Lightning refund reserves, which the operator's float covers.
+const FLOAT_SAT: u64 = 10;
+
+/// What the proxy loses of the next pay call made with the watched key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cut {
+    /// LNbits gets the request and pays; its answer never reaches the node.
+    Answer,
+    /// The request never reaches LNbits.
+    Request,
+}
+
+/// A TCP proxy to LNbits that loses one pay call (`POST /api/v1/payments` with `key`, the
+/// node's admin key: its invoices are made with the invoice key) each time it is armed.
+struct PayCutter {
+    url: String,
+    armed: Arc<Mutex<Option<Cut>>>,
+    cuts: Arc<AtomicUsize>,
+}
+
+impl PayCutter {
+    async fn start(upstream: SocketAddr, key: String) -> PayCutter {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let (armed, cuts) = (Arc::new(Mutex::new(None)), Arc::new(AtomicUsize::new(0)));
+        let (armed_here, cuts_here) = (Arc::clone(&armed), Arc::clone(&cuts));
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let cut = Cutting {
+                    key: key.clone(),
+                    armed: Arc::clone(&armed_here),
+                    cuts: Arc::clone(&cuts_here),
+                };
+                tokio::spawn(cut.serve(client, upstream));
+            }
+        });
+        PayCutter { url, armed, cuts }
+    }
+
+    fn arm(&self, cut: Cut) {
+        *self.armed.lock().unwrap() = Some(cut);
+    }
+
+    fn cuts_made(&self) -> usize {
+        self.cuts.load(Ordering::SeqCst)
+    }
+}
+
+/// One proxied connection.
+struct Cutting {
+    key: String,
+    armed: Arc<Mutex<Option<Cut>>>,
+    cuts: Arc<AtomicUsize>,
+}
+
+impl Cutting {
+    /// The armed cut, taken, if `chunk` is (the head of) a pay call with the watched key.
+    fn cut_for(&self, chunk: &[u8]) -> Option<Cut> {
+        let text = String::from_utf8_lossy(chunk);
+        if !(text.starts_with("POST /api/v1/payments ") && text.contains(&self.key)) {
+            return None;
+        }
+        let cut = self.armed.lock().unwrap().take()?;
+        self.cuts.fetch_add(1, Ordering::SeqCst);
+        Some(cut)
+    }
+
+    async fn serve(self, client: TcpStream, upstream: SocketAddr) {
+        let Ok(server) = TcpStream::connect(upstream).await else {
+            return;
+        };
+        let (mut from_client, to_client) = client.into_split();
+        let (mut from_server, mut to_server) = server.into_split();
+        let lose_answer = Arc::new(AtomicBool::new(false));
+        let losing = Arc::clone(&lose_answer);
+        let down = tokio::spawn(async move {
+            let mut to_client = to_client;
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(n @ 1..) = from_server.read(&mut buf).await {
+                if losing.load(Ordering::SeqCst) {
+                    // The answer came and goes nowhere: the connection closes under the node.
+                    return;
+                }
+                if to_client.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+            match self.cut_for(&buf[..n]) {
+                Some(Cut::Request) => break,
+                Some(Cut::Answer) => lose_answer.store(true, Ordering::SeqCst),
+                None => {}
+            }
+            if to_server.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        if !lose_answer.load(Ordering::SeqCst) {
+            down.abort();
+        }
+        let _ = down.await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_whose_pay_answer_or_request_is_lost_are_looked_up_and_paid_once() {
+    let lnbits = Lnbits::start().await;
+    let dvm = lnbits.wallet("dvm").await;
+    let payer = lnbits.wallet("customer").await;
+    lnbits.top_up(&payer, 100).await;
+    lnbits.top_up(&dvm, FLOAT_SAT).await;
+    let upstream = format!(
+        "{}:{}",
+        lnbits.url.host_str().unwrap(),
+        lnbits.url.port().unwrap()
+    );
+    let cutter = PayCutter::start(upstream.parse().unwrap(), dvm.admin_key.clone()).await;
+
+    let (_relay, relay_url) = start_relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_node_dir(dir.path(), std::slice::from_ref(&relay_url), "refund");
+    add_lnbits_at(&config, &cutter.url, &dvm);
+    add_lnbits_admin(&config, &dvm);
+    let ledger = dir.path().join("paydvm.db");
+    float(&ledger, FLOAT_SAT * 1_000);
+    let options = NodeOptions {
+        // Two "no record" answers this far apart make a payment "never sent".
+        never_sent_after: Duration::from_secs(2),
+        ..NodeOptions::default()
+    };
+    let node = Node::start_with(Config::load(&config).unwrap(), options)
+        .await
+        .unwrap();
+    let mut customer = Customer::connect(std::slice::from_ref(&relay_url)).await;
+
+    let mut jobs = Vec::new();
+    for (cut, text) in [(Cut::Answer, "answer lost"), (Cut::Request, "request lost")] {
+        cutter.arm(cut);
+        let refund_to = lnbits.invoice(&payer, PRICE_SAT).await;
+        let tags: [&[&str]; 2] = [&["param", "mode", "fail"], &["refund", &refund_to]];
+        let request = customer.request(5050, text, &tags);
+        customer.client.send_event(&request).await.unwrap();
+        let job = request.id.to_hex();
+        let quote = customer
+            .wait_for(request.id, is_status("payment-required"))
+            .await;
+        let paid = lnbits
+            .pay(&payer, quoted_invoice(&quote, &job).as_str())
+            .await;
+        assert_eq!(paid["status"], "success", "{paid}");
+        wait_state(&node, &job, JobState::Refunded).await;
+        jobs.push(job);
+    }
+    node.shutdown().await;
+    assert_eq!(cutter.cuts_made(), 2, "each pay call was lost once");
+
+    let store = Store::open_read_only(&ledger).unwrap();
+    for job in &jobs {
+        let refunds: Vec<_> = store
+            .state()
+            .refunds()
+            .filter(|r| r.job.as_ref().map(|j| j.as_str()) == Some(job.as_str()))
+            .collect();
+        assert_eq!(refunds.len(), 1, "{refunds:?}");
+        assert_eq!(
+            (refunds[0].state, refunds[0].attempts),
+            (RefundState::Settled, 1),
+            "the same attempt and invoice, looked up or paid again: {:?}",
+            refunds[0]
+        );
+    }
+    verify_file(&ledger).unwrap();
+    // Each price came in once and went back once: nothing paid twice, nothing booked unsent.
+    assert_eq!(lnbits.balance(&payer).await, 100_000);
+    assert_eq!(lnbits.balance(&dvm).await, FLOAT_SAT * 1_000);
+    let (code, report) = reconcile_json(&config).await;
+    assert_eq!(code, 0, "{report:#}");
+    let lightning = asset(&report, "asset:lightning");
+    assert_eq!(lightning["status"], "match", "{lightning:#}");
+}
