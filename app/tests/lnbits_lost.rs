@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::lightning::quoted_invoice;
 use crate::lnbits::{add_lnbits_admin, add_lnbits_at, Lnbits};
-use crate::node::{float, is_status, start_relay, wait_state, write_node_dir, Customer};
+use crate::node::{float, is_status, start_relay, steps, wait_state, write_node_dir, Customer};
 use crate::reconcile::{asset, reconcile_json};
 
 /// The test node's price of a 5050 job, in sat.
@@ -191,6 +191,18 @@ async fn refunds_whose_pay_answer_or_request_is_lost_are_looked_up_and_paid_once
             .filter(|r| r.job.as_ref().map(|j| j.as_str()) == Some(job.as_str()))
             .collect();
         assert_eq!(refunds.len(), 1, "{refunds:?}");
+        // Started once, its outcome unknown (not taken as paid or failed), then settled.
+        let trail = steps(&store, job);
+        let refund_steps: Vec<_> = trail.iter().filter(|s| s.starts_with("refund_")).collect();
+        assert_eq!(refund_steps.first(), Some(&&"refund_due"), "{trail:?}");
+        assert_eq!(refund_steps[1], &"refund_started", "{trail:?}");
+        assert_eq!(refund_steps[2], &"refund_outcome_unknown", "{trail:?}");
+        assert_eq!(refund_steps.last(), Some(&&"refund_settled"), "{trail:?}");
+        assert_eq!(
+            trail.iter().filter(|s| **s == "refund_started").count(),
+            1,
+            "{trail:?}"
+        );
         assert_eq!(
             (refunds[0].state, refunds[0].attempts),
             (RefundState::Settled, 1),
