@@ -10,6 +10,7 @@
 //!   Decision.groups ─► render replies ─► stage ─► flush (one fsync per batch) ─► actions
 //! ```
 
+mod checkpoints;
 mod ledger_fault;
 mod observe;
 mod quote_waiters;
@@ -217,6 +218,8 @@ pub struct Core {
     guard: ledger_fault::FaultGuard,
     /// Rails waiting for jobs to be quoted.
     quote_waiters: quote_waiters::QuoteWaiters,
+    /// Tells failures of the ledger file's checkpoint thread.
+    checkpoints: checkpoints::CheckpointWatch,
 }
 
 impl Core {
@@ -254,6 +257,7 @@ impl Core {
             closing: None,
             guard: ledger_fault::FaultGuard::new(parts.watch),
             quote_waiters: quote_waiters::QuoteWaiters::default(),
+            checkpoints: checkpoints::CheckpointWatch::default(),
         };
         core.checkpoint_aside();
         core
@@ -548,6 +552,16 @@ impl Core {
         true
     }
 
+    /// Tells what the ledger file's checkpoint thread failed since the last look.
+    fn look_at_checkpoints(&mut self) {
+        if let LedgerHandle::Sqlite(store) = &self.store {
+            if let Some(stats) = store.checkpoint_stats() {
+                let telemetry = self.observer.telemetry();
+                self.checkpoints.look(&stats, telemetry, Instant::now());
+            }
+        }
+    }
+
     /// Commands that are inputs of the decision core.
     fn handle_input(&mut self, command: Command) {
         let input = match self.input_of(command) {
@@ -555,7 +569,9 @@ impl Core {
             Ok(None) => return,
             Err(e) => return warn!("command failed: {e:#}"),
         };
-        if !matches!(input, Input::ClockTicked) {
+        if matches!(input, Input::ClockTicked) {
+            self.look_at_checkpoints();
+        } else {
             self.batch.inputs.push(input.clone());
         }
         let request_job = match &input {

@@ -30,6 +30,7 @@ pub mod names {
     pub const REQUEST_TO_RESULT: &str = "paydvm_request_to_result_seconds";
     pub const LEDGER_COMMIT: &str = "paydvm_ledger_commit_seconds";
     pub const LEDGER_WRITE_ERRORS: &str = "paydvm_ledger_write_errors_total";
+    pub const LEDGER_CHECKPOINT_FAILURES: &str = "paydvm_ledger_checkpoint_failures_total";
     pub const RELAY_UP: &str = "paydvm_relay_up";
     pub const OUTBOX_BACKLOG: &str = "paydvm_outbox_backlog";
     pub const WALLET_UP: &str = "paydvm_wallet_up";
@@ -187,6 +188,11 @@ impl Telemetry {
         } else {
             counter!(names::LEDGER_WRITE_ERRORS, &[self.label()]).increment(1);
         }
+    }
+
+    /// WAL checkpoints of the ledger file that failed (the checkpoint thread tries again).
+    pub fn checkpoint_failures(&self, n: u64) {
+        counter!(names::LEDGER_CHECKPOINT_FAILURES, &[self.label()]).increment(n);
     }
 
     pub fn relay_up(&self, relay: &str, up: bool) {

@@ -48,6 +48,10 @@ impl Observer {
         }
     }
 
+    pub(super) fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
     /// The jobs `events` touch, as they are before the group is staged.
     pub(super) fn before(state: &LedgerState, events: &[LedgerEvent]) -> Before {
         let mut jobs: Vec<JobId> = Vec::new();
