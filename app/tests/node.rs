@@ -997,6 +997,50 @@ async fn a_relay_the_customer_names_on_our_own_host_is_never_contacted() {
     assert_eq!(connections.load(Ordering::SeqCst), 0);
 }
 
+/// A relay a customer names by a name that resolves to the node's own host is never contacted
+/// either: the name is resolved by the node (here by a scripted resolver: "relay.customer.example"
+/// is 127.0.0.1) and the answer checked before anything connects. With loopback allowed, the same
+/// name is connected to, on the resolved address: the name was looked up, not skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_named_by_a_name_that_resolves_to_our_own_host_is_never_contacted() {
+    for loopback in [false, true] {
+        let s = setup(1, "refund").await;
+        if !loopback {
+            refuse_customer_loopback(&s.config);
+        }
+        let (inside, connections) = counting_listener().await;
+        let port = inside.rsplit(':').next().unwrap().to_owned();
+        let named = format!("ws://relay.customer.example:{port}");
+        let dns = paydvm::payments::lnurl_http::ScriptedDns::new()
+            .answer("relay.customer.example", &[IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        let dns = Arc::new(dns);
+        let node = s
+            .start_with(NodeOptions {
+                relay_dns: Some(dns.clone()),
+                ..NodeOptions::default()
+            })
+            .await;
+        let mut customer = Customer::connect(&s.urls).await;
+        let request = customer.request(5001, "a b c", &[&["relays", named.as_str()]]);
+        customer.client.send_event(&request).await.unwrap();
+        let result = customer
+            .wait_for(request.id, |e| e.kind == Kind::Custom(6001))
+            .await;
+        assert_eq!(result.content, "3 words");
+        wait_state(&node, &request.id.to_hex(), JobState::Succeeded).await;
+        // Publishing to every chosen relay starts together; give a connection time to show.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        node.shutdown().await;
+        assert!(dns.lookups() >= 1, "the name was looked up");
+        let made = connections.load(Ordering::SeqCst);
+        if loopback {
+            assert!(made >= 1, "allowed, the resolved address is connected to");
+        } else {
+            assert_eq!(made, 0, "refused: nothing connects to our own host");
+        }
+    }
+}
+
 /// `tags` signed by `keys` as a request of `kind` with `content`.
 fn signed(keys: &Keys, kind: u16, content: &str, tags: &[&[&str]]) -> Event {
     EventBuilder::new(Kind::Custom(kind), content)

@@ -107,8 +107,8 @@ impl Relays {
     /// (`paydvm_netguard::HostPolicy::check_host`: an address in a range the node never contacts
     /// on a customer's say-so, in any form the URL parser reads as an address, or a `localhost`
     /// name is refused; loopback only with `customer_relay_loopback`). A name is not resolved
-    /// here (the relay library resolves it when it connects), so a public name pointing at a
-    /// private address is not caught.
+    /// here: the node's transport resolves it when it connects and checks the answer
+    /// (`node::relay_guard`).
     pub fn customer_host_allowed(&self, relay: &RelayUrl) -> bool {
         let Ok(url) = url::Url::parse(relay.as_str()) else {
             return false;

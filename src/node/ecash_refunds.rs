@@ -118,15 +118,17 @@ impl EcashRefundDesk {
         relays: Relays,
         commands: mpsc::Sender<Command>,
         fees: InputFees,
+        dns: Option<Arc<dyn reqwest::dns::Resolve>>,
     ) -> EcashRefundDesk {
         let fee_payer = match fees {
             InputFees::Operator => FeePayer::Operator,
             InputFees::Customer => FeePayer::Customer,
         };
+        let guard = Arc::new(super::relay_guard::RelayGuard::new(&relays, dns));
         EcashRefundDesk {
             worker: Arc::new(Worker {
                 redeemer,
-                client: super::transport::client(identity.clone()),
+                client: super::transport::guarded_client(identity.clone(), guard),
                 identity,
                 relays,
                 commands,

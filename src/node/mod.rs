@@ -35,6 +35,7 @@ pub mod outbox;
 pub mod pending_store;
 pub mod queues;
 pub mod refunds;
+pub mod relay_guard;
 pub mod relays;
 pub mod repeat_log;
 pub mod republish;
@@ -92,6 +93,10 @@ pub struct NodeOptions {
     /// The DNS resolver for LNURL calls instead of the system's (tests: a name that resolves to
     /// a private address). Its answers still pass the node's host policy.
     pub lnurl_dns: Option<Arc<dyn reqwest::dns::Resolve>>,
+    /// The DNS resolver for the names of relays customers name instead of the system's (tests:
+    /// a name that resolves to this host). Its answers pass the node's host policy
+    /// ([`relay_guard`]).
+    pub relay_dns: Option<Arc<dyn reqwest::dns::Resolve>>,
     /// How far apart two look-ups must both find no record of a Lightning refund payment before
     /// it counts as never sent (and its invoice is paid again); [`refunds::NEVER_SENT_AFTER`]
     /// by default. Tests make it short.
@@ -111,6 +116,7 @@ impl Default for NodeOptions {
             lightning: None,
             resend_after: RESEND_AFTER,
             lnurl_dns: None,
+            relay_dns: None,
             never_sent_after: refunds::NEVER_SENT_AFTER,
             relay_backoff: relays::Backoff::DEFAULT,
             new_ledger: false,
@@ -125,6 +131,7 @@ impl std::fmt::Debug for NodeOptions {
             .field("lightning", &self.lightning.as_ref().map(|l| l.name()))
             .field("resend_after", &self.resend_after)
             .field("lnurl_dns", &self.lnurl_dns.as_ref().map(|_| "custom"))
+            .field("relay_dns", &self.relay_dns.as_ref().map(|_| "custom"))
             .field("never_sent_after", &self.never_sent_after)
             .field("relay_backoff", &self.relay_backoff)
             .field("new_ledger", &self.new_ledger)
@@ -326,7 +333,16 @@ impl Node {
             None => None,
         };
         let (commands, rx) = queues::commands();
-        let outbox = outbox::Outbox::start(keys.clone(), commands.clone(), telemetry.clone());
+        let customer_relays = Arc::new(relay_guard::RelayGuard::new(
+            &config.relays,
+            options.relay_dns.clone(),
+        ));
+        let outbox = outbox::Outbox::start(
+            keys.clone(),
+            commands.clone(),
+            telemetry.clone(),
+            customer_relays,
+        );
         // The wallet the status page and `/readyz` probe.
         let probed_backend = backend.clone();
         let refunds = backend.clone().map(|backend| {
@@ -369,6 +385,7 @@ impl Node {
                     config.relays.clone(),
                     commands.clone(),
                     config.input_fees,
+                    options.relay_dns.clone(),
                 )
             }),
             resend_after: options.resend_after,

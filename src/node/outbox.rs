@@ -45,12 +45,18 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn start(keys: Keys, commands: mpsc::Sender<Command>, telemetry: Telemetry) -> Outbox {
+    /// `guard` checks the relays customers name before they are connected to.
+    pub fn start(
+        keys: Keys,
+        commands: mpsc::Sender<Command>,
+        telemetry: Telemetry,
+        guard: Arc<super::relay_guard::RelayGuard>,
+    ) -> Outbox {
         let (tx, mut rx) = mpsc::channel::<Publication>(queues::OUTBOX);
         let lanes_telemetry = telemetry.clone();
         tokio::spawn(async move {
             let telemetry = lanes_telemetry;
-            let client = super::transport::client(keys);
+            let client = super::transport::guarded_client(keys, guard);
             let links = Links::new(client.clone());
             let mut lanes = JoinSet::new();
             let senders: Vec<_> = (0..LANES)
@@ -259,7 +265,14 @@ mod tests {
     async fn a_full_outbox_gives_the_effect_back() {
         let keys = Keys::generate();
         let (commands, _rx) = queues::commands();
-        let outbox = Outbox::start(keys.clone(), commands, Telemetry::new("test"));
+        let relays = crate::config::Relays {
+            urls: Vec::new(),
+            publish_cap: crate::config::DEFAULT_PUBLISH_CAP,
+            customer: crate::config::CustomerRelays::Ignored,
+            customer_loopback: false,
+        };
+        let guard = Arc::new(super::super::relay_guard::RelayGuard::new(&relays, None));
+        let outbox = Outbox::start(keys.clone(), commands, Telemetry::new("test"), guard);
         let event = EventBuilder::text_note("x").sign_with_keys(&keys).unwrap();
         let publication = |n: usize| Publication {
             effect: EffectId::new(format!("effect-{n}")).unwrap(),
