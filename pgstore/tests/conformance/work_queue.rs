@@ -7,11 +7,29 @@ use paydvm_ledger_pg::throwaway::ThrowawayCluster as Cluster;
 use paydvm_ledger_pg::{PgLocation, Submission, WorkChannel, WorkQueue};
 
 async fn queue() -> WorkQueue {
+    queue_and_database().await.0
+}
+
+/// A queue on a fresh database, and the database's name.
+async fn queue_and_database() -> (WorkQueue, String) {
     let db = tokio::task::spawn_blocking(|| Cluster::shared().fresh_database().unwrap())
         .await
         .unwrap();
     let location = PgLocation::parse(&Cluster::shared().url(&db)).unwrap();
-    WorkQueue::open(&location).await.unwrap()
+    (WorkQueue::open(&location).await.unwrap(), db)
+}
+
+/// The server pids of the sessions of `db` whose last statement was a `LISTEN`.
+async fn listening_sessions(db: &str) -> Vec<i32> {
+    let sql =
+        format!("SELECT pid FROM pg_stat_activity WHERE datname = '{db}' AND query LIKE 'LISTEN%'");
+    let db = db.to_owned();
+    tokio::task::spawn_blocking(move || Cluster::shared().admin(&db, &sql).unwrap())
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
 }
 
 fn attempt(job: &str, attempt: u32, kind: u16) -> Submission {
@@ -179,4 +197,44 @@ async fn listeners_hear_queued_attempts_and_stored_outcomes() {
     tokio::time::timeout(Duration::from_secs(20), stored.next(never))
         .await
         .expect("a stored outcome is heard");
+}
+
+/// A listener whose connection the server ends (a restart, an operator's
+/// `pg_terminate_backend`) listens again on a new one and hears what is queued after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_whose_connection_is_ended_listens_again() {
+    let (q, db) = queue_and_database().await;
+    let queued = q.wakeups(WorkChannel::Queued);
+    let never = Duration::from_secs(3600);
+    tokio::time::timeout(Duration::from_secs(20), queued.next(never))
+        .await
+        .expect("listening");
+    let first = listening_sessions(&db).await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    let end = format!("SELECT pg_terminate_backend({})", first[0]);
+    let admin_db = db.clone();
+    tokio::task::spawn_blocking(move || Cluster::shared().admin(&admin_db, &end).unwrap())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = listening_sessions(&db).await;
+        if now.len() == 1 && now[0] != first[0] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never listened again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The wake-ups the reconnection gave (it cannot know what it missed) are spent first.
+    while tokio::time::timeout(Duration::from_millis(300), queued.next(never))
+        .await
+        .is_ok()
+    {}
+    q.submit(&attempt("job", 1, 5050)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), queued.next(never))
+        .await
+        .expect("a queued attempt is heard on the new connection");
 }
