@@ -983,18 +983,24 @@ async fn a_relay_the_customer_names_on_our_own_host_is_never_contacted() {
     refuse_customer_loopback(&s.config);
     let (inside, connections) = counting_listener().await;
     let node = s.start().await;
+    run_naming_relay(&s, node, &inside).await;
+    assert_eq!(connections.load(Ordering::SeqCst), 0);
+}
+
+/// One job whose request names `relay`, to its result on our relay; then the node is stopped
+/// (after a second: publishing to every chosen relay starts together, a connection shows by
+/// then).
+async fn run_naming_relay(s: &Setup, node: NodeHandle, relay: &str) {
     let mut customer = Customer::connect(&s.urls).await;
-    let request = customer.request(5001, "a b c", &[&["relays", inside.as_str()]]);
+    let request = customer.request(5001, "a b c", &[&["relays", relay]]);
     customer.client.send_event(&request).await.unwrap();
     let result = customer
         .wait_for(request.id, |e| e.kind == Kind::Custom(6001))
         .await;
     assert_eq!(result.content, "3 words");
     wait_state(&node, &request.id.to_hex(), JobState::Succeeded).await;
-    // Publishing to every chosen relay starts together; give a connection time to show.
     tokio::time::sleep(Duration::from_secs(1)).await;
     node.shutdown().await;
-    assert_eq!(connections.load(Ordering::SeqCst), 0);
 }
 
 /// A relay a customer names by a name that resolves to the node's own host is never contacted
@@ -1020,17 +1026,7 @@ async fn a_relay_named_by_a_name_that_resolves_to_our_own_host_is_never_contacte
                 ..NodeOptions::default()
             })
             .await;
-        let mut customer = Customer::connect(&s.urls).await;
-        let request = customer.request(5001, "a b c", &[&["relays", named.as_str()]]);
-        customer.client.send_event(&request).await.unwrap();
-        let result = customer
-            .wait_for(request.id, |e| e.kind == Kind::Custom(6001))
-            .await;
-        assert_eq!(result.content, "3 words");
-        wait_state(&node, &request.id.to_hex(), JobState::Succeeded).await;
-        // Publishing to every chosen relay starts together; give a connection time to show.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        node.shutdown().await;
+        run_naming_relay(&s, node, &named).await;
         assert!(dns.lookups() >= 1, "the name was looked up");
         let made = connections.load(Ordering::SeqCst);
         if loopback {
