@@ -1,6 +1,6 @@
 //! The in-memory ledger: state plus idempotency keys, with all-or-nothing groups of events.
 
-use std::collections::{HashMap, HashSet};
+use crate::keyed::{HashMap, HashSet};
 
 use crate::error::LedgerError;
 use crate::event::LedgerEvent;
@@ -58,7 +58,7 @@ impl Ledger {
     pub fn resume(state: LedgerState, next_seq: u64) -> Self {
         Ledger {
             state,
-            keys: HashMap::new(),
+            keys: HashMap::default(),
             next_seq,
         }
     }
@@ -79,7 +79,7 @@ impl Ledger {
     /// Forget the keys and payment references seen so far (a store keeping open work only, once
     /// everything is on disk: it looks them up there).
     pub fn forget_history(&mut self) {
-        self.keys = HashMap::new();
+        self.keys = HashMap::default();
         self.state.forget_payment_refs();
     }
 
@@ -94,7 +94,7 @@ impl Ledger {
     /// Apply a group all or nothing. Duplicated keys are no-ops returning the first outcome.
     pub fn prepare(&mut self, events: &[LedgerEvent]) -> Result<Prepared, LedgerError> {
         let mut prepared = Prepared::default();
-        let mut seen = HashSet::with_capacity(events.len());
+        let mut seen = HashSet::with_capacity_and_hasher(events.len(), Default::default());
         for (index, event) in events.iter().enumerate() {
             if !seen.insert(&event.key) {
                 self.rollback(prepared);

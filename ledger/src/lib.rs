@@ -16,6 +16,7 @@ pub mod held;
 pub mod ids;
 pub mod invariants;
 pub mod job;
+pub mod keyed;
 pub mod ledger_store;
 pub mod money;
 pub mod refund;

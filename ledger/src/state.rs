@@ -8,7 +8,7 @@ pub mod residency;
 mod subscription_table;
 mod subscriptions;
 
-use std::collections::HashMap;
+use crate::keyed::HashMap;
 
 use self::job_table::JobTable;
 use self::subscription_table::SubscriptionTable;

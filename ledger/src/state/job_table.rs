@@ -10,7 +10,9 @@
 //! projections) goes through [`JobTable::insert`] / [`JobTable::remove`]; the indexes are derived,
 //! so two tables with the same jobs compare equal.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use crate::keyed::HashMap;
 
 use crate::ids::{JobId, Pubkey, UnixMs};
 use crate::job::{JobRecord, JobState};

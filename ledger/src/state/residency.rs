@@ -9,7 +9,7 @@
 //! `footprint`), so the rules see it exactly as before; a caller deciding on the state recalls
 //! what it will read (`LedgerStore::recall`).
 
-use std::collections::HashSet;
+use crate::keyed::HashSet;
 
 use crate::account::{Account, Balance};
 use crate::effect::EffectRecord;

@@ -3,7 +3,9 @@
 //! A subscription's subscriber never changes after its quote, so the index changes only when a
 //! subscription appears or (by a rollback) disappears.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use crate::keyed::HashMap;
 
 use crate::ids::{Pubkey, SubscriptionId};
 use crate::subscription::SubscriptionRecord;

@@ -2,7 +2,7 @@
 //! machine, stored postings and references against recomputed ones, projections against the
 //! replayed state, and every invariant.
 
-use std::collections::HashMap;
+use crate::keyed::HashMap;
 use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
