@@ -3,11 +3,13 @@
 //! payment went out; the node never hears) or the request itself (nothing went out). Either way
 //! the node cannot tell which, so the refund stays pending and is looked up by its payment hash:
 //! the first is found paid and settled; the second is found missing twice, some time apart, and
-//! the same invoice is paid again. The customer gets each refund once, and the ledger's Lightning
-//! asset is what LNbits holds.
+//! the same invoice is paid again. A gateway in front of LNbits (nginx, a load balancer) answering
+//! 5xx in LNbits' place is the same two cases with an answer: after LNbits paid (a 504 when it was
+//! slow) or instead of asking it (a 502 when it was down). The customer gets each refund once,
+//! and the ledger's Lightning asset is what LNbits holds.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +37,21 @@ enum Cut {
     Answer,
     /// The request never reaches LNbits.
     Request,
+    /// LNbits gets the request and pays; the node gets a gateway's answer with this status.
+    AnswerReplaced(u16),
+    /// The request never reaches LNbits; a gateway answers it with this status.
+    RequestAnswered(u16),
+}
+
+/// What a gateway in front of LNbits sends instead of LNbits' answer.
+fn gateway_answer(status: u16) -> Vec<u8> {
+    let body = format!("<html><body><h1>{status} gateway error</h1></body></html>");
+    format!(
+        "HTTP/1.1 {status} Gateway Error\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// A TCP proxy to LNbits that loses one pay call (`POST /api/v1/payments` with `key`, the
@@ -98,18 +115,25 @@ impl Cutting {
         };
         let (mut from_client, to_client) = client.into_split();
         let (mut from_server, mut to_server) = server.into_split();
-        let lose_answer = Arc::new(AtomicBool::new(false));
-        let losing = Arc::clone(&lose_answer);
+        let to_client = Arc::new(tokio::sync::Mutex::new(to_client));
+        // Set once a pay call's answer must not reach the node: `Some(status)` sends a
+        // gateway's answer with that status in its place.
+        let answer_cut: Arc<Mutex<Option<Option<u16>>>> = Arc::new(Mutex::new(None));
+        let (cutting, writer) = (Arc::clone(&answer_cut), Arc::clone(&to_client));
         let down = tokio::spawn(async move {
-            let mut to_client = to_client;
             let mut buf = vec![0u8; 16 * 1024];
             while let Ok(n @ 1..) = from_server.read(&mut buf).await {
-                if losing.load(Ordering::SeqCst) {
+                let cut = *cutting.lock().unwrap();
+                let mut to_client = writer.lock().await;
+                match cut {
                     // The answer came and goes nowhere: the connection closes under the node.
-                    return;
-                }
-                if to_client.write_all(&buf[..n]).await.is_err() {
-                    return;
+                    Some(None) => return,
+                    Some(Some(status)) => {
+                        let _ = to_client.write_all(&gateway_answer(status)).await;
+                        return;
+                    }
+                    None if to_client.write_all(&buf[..n]).await.is_err() => return,
+                    None => {}
                 }
             }
         });
@@ -117,14 +141,25 @@ impl Cutting {
         while let Ok(n @ 1..) = from_client.read(&mut buf).await {
             match self.cut_for(&buf[..n]) {
                 Some(Cut::Request) => break,
-                Some(Cut::Answer) => lose_answer.store(true, Ordering::SeqCst),
+                Some(Cut::RequestAnswered(status)) => {
+                    let _ = to_client
+                        .lock()
+                        .await
+                        .write_all(&gateway_answer(status))
+                        .await;
+                    break;
+                }
+                Some(Cut::Answer) => *answer_cut.lock().unwrap() = Some(None),
+                Some(Cut::AnswerReplaced(status)) => {
+                    *answer_cut.lock().unwrap() = Some(Some(status));
+                }
                 None => {}
             }
             if to_server.write_all(&buf[..n]).await.is_err() {
                 break;
             }
         }
-        if !lose_answer.load(Ordering::SeqCst) {
+        if answer_cut.lock().unwrap().is_none() {
             down.abort();
         }
         let _ = down.await;
@@ -132,7 +167,7 @@ impl Cutting {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refunds_whose_pay_answer_or_request_is_lost_are_looked_up_and_paid_once() {
+async fn refunds_whose_pay_call_is_lost_or_answered_by_a_gateway_are_looked_up_and_paid_once() {
     let lnbits = Lnbits::start().await;
     let dvm = lnbits.wallet("dvm").await;
     let payer = lnbits.wallet("customer").await;
@@ -163,7 +198,13 @@ async fn refunds_whose_pay_answer_or_request_is_lost_are_looked_up_and_paid_once
     let mut customer = Customer::connect(std::slice::from_ref(&relay_url)).await;
 
     let mut jobs = Vec::new();
-    for (cut, text) in [(Cut::Answer, "answer lost"), (Cut::Request, "request lost")] {
+    let cuts = [
+        (Cut::Answer, "answer lost"),
+        (Cut::Request, "request lost"),
+        (Cut::AnswerReplaced(504), "paid, then a gateway's 504"),
+        (Cut::RequestAnswered(502), "not asked, a gateway's 502"),
+    ];
+    for (cut, text) in cuts {
         cutter.arm(cut);
         let refund_to = lnbits.invoice(&payer, PRICE_SAT).await;
         let tags: [&[&str]; 2] = [&["param", "mode", "fail"], &["refund", &refund_to]];
@@ -181,7 +222,7 @@ async fn refunds_whose_pay_answer_or_request_is_lost_are_looked_up_and_paid_once
         jobs.push(job);
     }
     node.shutdown().await;
-    assert_eq!(cutter.cuts_made(), 2, "each pay call was lost once");
+    assert_eq!(cutter.cuts_made(), cuts.len(), "each pay call was cut once");
 
     let store = Store::open_read_only(&ledger).unwrap();
     for job in &jobs {
