@@ -815,6 +815,43 @@ async fn unparsable_request_is_rejected_with_error_feedback() {
     assert!(s.store().verify().is_ok());
 }
 
+/// The refusal of an encrypted request that decrypts but does not parse quotes what was hidden
+/// (here an input type): it goes encrypted to the customer, nothing of it in clear on the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unparsable_encrypted_request_is_refused_encrypted() {
+    let s = setup(1, "refund").await;
+    let node = s.start().await;
+    let us = node.pubkey();
+    let mut customer = Customer::connect(&s.urls).await;
+    let scheme = Encryption::Nip44;
+    let hidden = scheme
+        .encrypt(&customer.keys, &us, r#"[["i","a b c","private-type"]]"#)
+        .unwrap();
+    let request = signed(
+        &customer.keys,
+        5001,
+        &hidden,
+        &[&["p", &us.to_hex()], &["encrypted"]],
+    );
+    customer.client.send_event(&request).await.unwrap();
+    let fb = customer
+        .wait_for(request.id, |e| e.kind == Kind::Custom(7000))
+        .await;
+    wait_state(&node, &request.id.to_hex(), JobState::Rejected).await;
+    node.shutdown().await;
+
+    assert!(tag_values(&fb, "status").is_none(), "{fb:?}");
+    assert!(tag_values(&fb, "encrypted").is_some(), "{fb:?}");
+    assert!(!fb.as_json().contains("private-type"), "{fb:?}");
+    let plain = scheme.decrypt(&customer.keys, &us, &fb.content).unwrap();
+    let tags: Vec<Vec<String>> = serde_json::from_str(&plain).unwrap();
+    assert_eq!(
+        tags[0],
+        ["status", "error", r#"unknown input type "private-type""#]
+    );
+    assert!(s.store().verify().is_ok());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undelivered_effects_are_re_sent_unchanged_at_start() {
     // The node's only relay is down during the first run.

@@ -2,14 +2,13 @@
 //! 7000) and results (kind + 1000) out, signed with the node's keys, in the customer's
 //! encryption scheme, to our relays and (if allowed) the customer's.
 
-use nostr_sdk::prelude::{
-    Event, EventBuilder, JsonUtil, Keys, Kind, RelayUrl, Tag, TagKind, Timestamp,
-};
+use nostr_sdk::prelude::{Event, EventBuilder, JsonUtil, Keys, RelayUrl, Timestamp};
 use paydvm_ledger::{JobId, Pubkey};
 
+use super::feedback::rejection_event;
 use super::{
     feedback_event, parse_request, result_event, Amount, Feedback, JobResult, ParsedRequest,
-    RequestError, Status, FEEDBACK_KIND,
+    RequestError, Status,
 };
 use crate::config::Relays;
 use crate::node::decide::{JobRequest, ReplyKind};
@@ -215,18 +214,11 @@ impl ProtocolAdapter for Nip90Adapter {
         too_large(size)
     }
 
-    /// Built without the request's tags (they did not parse), to our relays only.
+    /// Built without the request's tags (they did not parse), to our relays only; encrypted
+    /// when the request asked for it (`rejection_event`).
     fn render_rejection(&self, event: &Event, reason: &str) -> Result<Outbound, AdapterError> {
-        let builder = EventBuilder::new(Kind::Custom(FEEDBACK_KIND), "")
-            .tags([
-                Tag::custom(
-                    TagKind::custom("status"),
-                    ["error".to_string(), reason.to_string()],
-                ),
-                Tag::event(event.id),
-                Tag::public_key(event.pubkey),
-            ])
-            .allow_self_tagging();
+        let builder = rejection_event(event, reason, &self.keys)
+            .map_err(|e| AdapterError::Build(e.to_string()))?;
         let relays = self.reply_relays(None);
         self.outbound(builder, &relays)
             .map(|(_, outbound)| outbound)

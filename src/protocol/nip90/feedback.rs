@@ -1,10 +1,11 @@
 //! Job feedback (kind 7000): status updates, payment requests, partial results.
 
-use nostr_sdk::prelude::{EventBuilder, Keys, Kind, Tag, TagKind, Timestamp};
+use nostr_sdk::prelude::{Event, EventBuilder, Keys, Kind, Tag, TagKind, Timestamp};
 
+use super::encryption::Encryption;
 use super::reply::{encrypted_tag, tags_json, Addressee, Amount, ReplyError};
 use super::request::ParsedRequest;
-use super::FEEDBACK_KIND;
+use super::{tags, FEEDBACK_KIND};
 
 /// The NIP-90 feedback statuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -121,6 +122,44 @@ pub fn feedback_event(
     Ok(EventBuilder::new(Kind::Custom(FEEDBACK_KIND), content)
         .tags(tags)
         .allow_self_tagging())
+}
+
+/// The unsigned error feedback refusing `request`, which did not parse: only its id and author
+/// are known. A request carrying the `encrypted` tag gets it as an encrypted request's feedback
+/// goes ([`feedback_event`]): the reason may quote what the customer hid (an input type, say),
+/// and whether a private request was refused is the customer's business. It is encrypted to the
+/// author with the scheme the request's content was written in, whether or not that content
+/// could be read. The `e` and `p` tags stay in clear, as on every reply.
+pub fn rejection_event(
+    request: &Event,
+    reason: &str,
+    our_keys: &Keys,
+) -> Result<EventBuilder, ReplyError> {
+    let status = Tag::custom(
+        TagKind::custom("status"),
+        [Status::Error.as_str().to_owned(), reason.to_owned()],
+    );
+    let (content, mut tags) = if asks_for_encryption(request) {
+        let scheme = Encryption::detect(&request.content);
+        let hidden = [status, Tag::custom(TagKind::custom("content"), [""])];
+        let ciphertext = scheme.encrypt(our_keys, &request.pubkey, &tags_json(&hidden))?;
+        (ciphertext, vec![encrypted_tag()])
+    } else {
+        (String::new(), vec![status])
+    };
+    tags.push(Tag::event(request.id));
+    tags.push(Tag::public_key(request.pubkey));
+    Ok(EventBuilder::new(Kind::Custom(FEEDBACK_KIND), content)
+        .tags(tags)
+        .allow_self_tagging())
+}
+
+/// Whether the request carries the `encrypted` tag, however the rest of it reads.
+fn asks_for_encryption(request: &Event) -> bool {
+    request
+        .tags
+        .iter()
+        .any(|t| t.as_slice().first().map(String::as_str) == Some(tags::ENCRYPTED))
 }
 
 #[cfg(test)]
@@ -269,5 +308,63 @@ mod tests {
                 ]
             );
         }
+    }
+
+    #[test]
+    fn a_refused_encrypted_request_is_told_why_encrypted() {
+        let (us, customer) = (Keys::generate(), Keys::generate());
+        for scheme in [Encryption::Nip04, Encryption::Nip44] {
+            // Decrypts, then fails: the reason quotes a hidden input type.
+            let inner = tags_json(&[&["i", "x", "private-type"]]);
+            let content = scheme.encrypt(&customer, &us.public_key(), &inner).unwrap();
+            let clear = vec![tag(&["p", &us.public_key().to_hex()]), tag(&["encrypted"])];
+            let event = signed(&customer, 5050, &content, clear);
+            let reason = parse_request(&event, &us.public_key(), &us)
+                .unwrap_err()
+                .customer_message();
+            assert!(reason.contains("private-type"), "{reason}");
+
+            let reply = rejection_event(&event, &reason, &us)
+                .unwrap()
+                .sign_with_keys(&us)
+                .unwrap();
+            assert!(!reply.as_json().contains("private-type"), "{reply:?}");
+            assert_eq!(
+                values(&reply),
+                vec![
+                    vec!["encrypted".to_owned()],
+                    vec!["e".to_owned(), event.id.to_hex()],
+                    vec!["p".to_owned(), customer.public_key().to_hex()],
+                ]
+            );
+            assert_eq!(Encryption::detect(&reply.content), scheme);
+            let plain = scheme
+                .decrypt(&customer, &us.public_key(), &reply.content)
+                .unwrap();
+            let hidden: Vec<Vec<String>> = serde_json::from_str(&plain).unwrap();
+            assert_eq!(
+                hidden,
+                vec![vec!["status", "error", &reason], vec!["content", ""]]
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_clear_request_is_told_why_in_clear() {
+        let (us, customer) = (Keys::generate(), Keys::generate());
+        let event = request(&customer, &[&["i", "no type"]]);
+        let reply = rejection_event(&event, "input tag without a type", &us)
+            .unwrap()
+            .sign_with_keys(&us)
+            .unwrap();
+        assert_eq!(reply.content, "");
+        assert_eq!(
+            values(&reply),
+            vec![
+                vec!["status", "error", "input tag without a type"],
+                vec!["e", &event.id.to_hex()],
+                vec!["p", &customer.public_key().to_hex()],
+            ]
+        );
     }
 }
