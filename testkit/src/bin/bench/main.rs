@@ -117,10 +117,26 @@ fn run(args: &Args, stores: &mut Stores) -> anyhow::Result<()> {
     report::memory("after batched append");
     split::run(sample.events, args.groups_per_tx)?;
 
-    for (name, durability) in [("full", Durability::Full), ("normal", Durability::Normal)] {
+    for (name, durability, checkpoints) in [
+        ("full", Durability::Full, single::Checkpoints::InTheCommit),
+        (
+            "full-ckpt",
+            Durability::Full,
+            single::Checkpoints::OwnThread,
+        ),
+        (
+            "normal",
+            Durability::Normal,
+            single::Checkpoints::InTheCommit,
+        ),
+    ] {
         let place = stores.place(name)?;
         let mut store = stores.open(&place, &args.options(durability))?;
-        single::run(&mut store, args.single, durability)?;
+        if !checkpoints.start(&mut store)? {
+            store.close()?;
+            continue;
+        }
+        single::run(&mut store, args.single, durability, checkpoints)?;
         store.close()?;
     }
 

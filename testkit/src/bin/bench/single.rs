@@ -9,7 +9,36 @@ use paydvm_testkit::workload::Workload;
 
 use crate::report::{micros, rate, verdict};
 
-pub fn run(store: &mut LedgerHandle, n: u64, durability: Durability) -> anyhow::Result<()> {
+/// Where an SQLite file's WAL checkpoints run while the events are appended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checkpoints {
+    /// SQLite's default: inside whichever commit passes 1 000 WAL pages.
+    InTheCommit,
+    /// On a thread of their own, as the node runs its ledger (`Store::checkpoint_in_background`).
+    OwnThread,
+}
+
+impl Checkpoints {
+    /// Starts the checkpoint thread if asked; false when this store has no WAL to checkpoint
+    /// (PostgreSQL), so the run would repeat another.
+    pub fn start(self, store: &mut LedgerHandle) -> anyhow::Result<bool> {
+        match (self, store) {
+            (Checkpoints::InTheCommit, _) => Ok(true),
+            (Checkpoints::OwnThread, LedgerHandle::Sqlite(sqlite)) => {
+                sqlite.checkpoint_in_background(Box::new(|| true))?;
+                Ok(true)
+            }
+            (Checkpoints::OwnThread, LedgerHandle::Postgres(_)) => Ok(false),
+        }
+    }
+}
+
+pub fn run(
+    store: &mut LedgerHandle,
+    n: u64,
+    durability: Durability,
+    checkpoints: Checkpoints,
+) -> anyhow::Result<()> {
     let mut work = Workload::new(0xD1B5_4A32_D192_ED03);
     let mut done = 0u64;
     let mut lat = Vec::with_capacity(n as usize);
@@ -36,7 +65,7 @@ pub fn run(store: &mut LedgerHandle, n: u64, durability: Durability) -> anyhow::
         String::new()
     };
     println!(
-        "b. append one event per tx, Durability::{durability:?}: sample {done} events in {:.2} s = {r:.0} events/s{target}; commit p50 {} p99 {} max {}",
+        "b. append one event per tx, Durability::{durability:?}, checkpoints {checkpoints:?}: sample {done} events in {:.2} s = {r:.0} events/s{target}; commit p50 {} p99 {} max {}",
         busy.as_secs_f64(),
         micros(percentile(&lat, 50.0)),
         micros(percentile(&lat, 99.0)),
