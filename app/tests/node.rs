@@ -824,16 +824,8 @@ async fn an_unparsable_encrypted_request_is_refused_encrypted() {
     let us = node.pubkey();
     let mut customer = Customer::connect(&s.urls).await;
     let scheme = Encryption::Nip44;
-    let hidden = scheme
-        .encrypt(&customer.keys, &us, r#"[["i","a b c","private-type"]]"#)
-        .unwrap();
-    let request = signed(
-        &customer.keys,
-        5001,
-        &hidden,
-        &[&["p", &us.to_hex()], &["encrypted"]],
-    );
-    customer.client.send_event(&request).await.unwrap();
+    let inner = r#"[["i","a b c","private-type"]]"#;
+    let request = send_encrypted(&customer, scheme, &us, inner).await;
     let fb = customer
         .wait_for(request.id, |e| e.kind == Kind::Custom(7000))
         .await;
@@ -1082,14 +1074,14 @@ fn signed(keys: &Keys, kind: u16, content: &str, tags: &[&[&str]]) -> Event {
         .unwrap()
 }
 
-async fn encrypted_request_gets_an_encrypted_result(scheme: Encryption) {
-    let s = setup(1, "refund").await;
-    let node = s.start().await;
-    let us = node.pubkey();
-    let mut customer = Customer::connect(&s.urls).await;
-    let hidden = scheme
-        .encrypt(&customer.keys, &us, r#"[["i","a b c","text"]]"#)
-        .unwrap();
+/// Sends a 5001 request to `us` whose tags `inner` (a JSON array of tags) are encrypted.
+async fn send_encrypted(
+    customer: &Customer,
+    scheme: Encryption,
+    us: &PublicKey,
+    inner: &str,
+) -> Event {
+    let hidden = scheme.encrypt(&customer.keys, us, inner).unwrap();
     let request = signed(
         &customer.keys,
         5001,
@@ -1097,6 +1089,15 @@ async fn encrypted_request_gets_an_encrypted_result(scheme: Encryption) {
         &[&["p", &us.to_hex()], &["encrypted"]],
     );
     customer.client.send_event(&request).await.unwrap();
+    request
+}
+
+async fn encrypted_request_gets_an_encrypted_result(scheme: Encryption) {
+    let s = setup(1, "refund").await;
+    let node = s.start().await;
+    let us = node.pubkey();
+    let mut customer = Customer::connect(&s.urls).await;
+    let request = send_encrypted(&customer, scheme, &us, r#"[["i","a b c","text"]]"#).await;
     customer
         .wait_for(request.id, |e| e.kind == Kind::Custom(6001))
         .await;

@@ -272,14 +272,48 @@ mod tests {
         );
     }
 
+    /// A 5050 request from `customer` to `us` with `inner` as its encrypted tags.
+    fn encrypted_request(
+        scheme: Encryption,
+        customer: &Keys,
+        us: &Keys,
+        inner: &[&[&str]],
+    ) -> Event {
+        let content = scheme
+            .encrypt(customer, &us.public_key(), &tags_json(inner))
+            .unwrap();
+        let clear = vec![tag(&["p", &us.public_key().to_hex()]), tag(&["encrypted"])];
+        signed(customer, 5050, &content, clear)
+    }
+
+    /// The tags `reply` hides, as `customer` decrypts them, once its clear tags are checked to
+    /// be only `encrypted`, `e` and `p`.
+    fn hidden_tags(
+        reply: &Event,
+        request: &Event,
+        scheme: Encryption,
+        customer: &Keys,
+    ) -> Vec<Vec<String>> {
+        assert_eq!(
+            values(reply),
+            vec![
+                vec!["encrypted".to_owned()],
+                vec!["e".to_owned(), request.id.to_hex()],
+                vec!["p".to_owned(), customer.public_key().to_hex()],
+            ]
+        );
+        assert_eq!(Encryption::detect(&reply.content), scheme);
+        let plain = scheme
+            .decrypt(customer, &reply.pubkey, &reply.content)
+            .unwrap();
+        serde_json::from_str(&plain).unwrap()
+    }
+
     #[test]
     fn encrypted_feedback_hides_its_tags_with_the_customers_scheme() {
         let (us, customer) = (Keys::generate(), Keys::generate());
         for scheme in [Encryption::Nip04, Encryption::Nip44] {
-            let inner = tags_json(&[&["i", "secret", "text"]]);
-            let content = scheme.encrypt(&customer, &us.public_key(), &inner).unwrap();
-            let clear = vec![tag(&["p", &us.public_key().to_hex()]), tag(&["encrypted"])];
-            let event = signed(&customer, 5050, &content, clear);
+            let event = encrypted_request(scheme, &customer, &us, &[&["i", "secret", "text"]]);
             let parsed = parse_request(&event, &us.public_key(), &us).unwrap();
 
             let reply = feedback_event(&parsed, &payment_required(), None, &us)
@@ -287,20 +321,7 @@ mod tests {
                 .sign_with_keys(&us)
                 .unwrap();
             assert_eq!(
-                values(&reply),
-                vec![
-                    vec!["encrypted".to_owned()],
-                    vec!["e".to_owned(), event.id.to_hex()],
-                    vec!["p".to_owned(), customer.public_key().to_hex()],
-                ]
-            );
-            assert_eq!(Encryption::detect(&reply.content), scheme);
-            let plain = scheme
-                .decrypt(&customer, &us.public_key(), &reply.content)
-                .unwrap();
-            let hidden: Vec<Vec<String>> = serde_json::from_str(&plain).unwrap();
-            assert_eq!(
-                hidden,
+                hidden_tags(&reply, &event, scheme, &customer),
                 vec![
                     vec!["status", "payment-required", "pay first"],
                     vec!["amount", "21000", INVOICE],
@@ -315,10 +336,7 @@ mod tests {
         let (us, customer) = (Keys::generate(), Keys::generate());
         for scheme in [Encryption::Nip04, Encryption::Nip44] {
             // Decrypts, then fails: the reason quotes a hidden input type.
-            let inner = tags_json(&[&["i", "x", "private-type"]]);
-            let content = scheme.encrypt(&customer, &us.public_key(), &inner).unwrap();
-            let clear = vec![tag(&["p", &us.public_key().to_hex()]), tag(&["encrypted"])];
-            let event = signed(&customer, 5050, &content, clear);
+            let event = encrypted_request(scheme, &customer, &us, &[&["i", "x", "private-type"]]);
             let reason = parse_request(&event, &us.public_key(), &us)
                 .unwrap_err()
                 .customer_message();
@@ -330,20 +348,7 @@ mod tests {
                 .unwrap();
             assert!(!reply.as_json().contains("private-type"), "{reply:?}");
             assert_eq!(
-                values(&reply),
-                vec![
-                    vec!["encrypted".to_owned()],
-                    vec!["e".to_owned(), event.id.to_hex()],
-                    vec!["p".to_owned(), customer.public_key().to_hex()],
-                ]
-            );
-            assert_eq!(Encryption::detect(&reply.content), scheme);
-            let plain = scheme
-                .decrypt(&customer, &us.public_key(), &reply.content)
-                .unwrap();
-            let hidden: Vec<Vec<String>> = serde_json::from_str(&plain).unwrap();
-            assert_eq!(
-                hidden,
+                hidden_tags(&reply, &event, scheme, &customer),
                 vec![vec!["status", "error", &reason], vec!["content", ""]]
             );
         }
