@@ -23,6 +23,18 @@ async fn start_relay() -> (paydvm::node::local_relay::EmbeddedRelay, RelayUrl) {
 /// A node directory: 5050 (fixed 5000 msat, named offer) and 5001 (free). Rewriting it keeps
 /// the node's key.
 fn write_node_dir(dir: &Path, relay: &RelayUrl, offer_about: &str) -> PathBuf {
+    node_dir(relay, offer_about)
+        .offer(Offer::text(5001))
+        .write(dir)
+        .unwrap()
+}
+
+/// [`write_node_dir`] without the 5001 offer (its price stays in the policy).
+fn write_node_dir_without_5001(dir: &Path, relay: &RelayUrl) -> PathBuf {
+    node_dir(relay, "reverses text").write(dir).unwrap()
+}
+
+fn node_dir(relay: &RelayUrl, offer_about: &str) -> NodeDir {
     NodeDir::new("announce node")
         .node_setting("about = \"a test node\"")
         .node_setting("picture = \"https://example.com/p.png\"")
@@ -37,10 +49,7 @@ fn write_node_dir(dir: &Path, relay: &RelayUrl, offer_about: &str) -> PathBuf {
                 .line("name = \"reverser\"")
                 .line(format!("about = {offer_about:?}")),
         )
-        .offer(Offer::text(5001))
         .relays(std::slice::from_ref(relay))
-        .write(dir)
-        .unwrap()
 }
 
 async fn start_node(config: &Path) -> NodeHandle {
@@ -333,4 +342,74 @@ async fn a_relay_added_to_the_config_gets_the_stored_announcements() {
     node.shutdown().await;
     assert_eq!(ledgered(&ledger, 31990), 2, "nothing new ledgered");
     assert_eq!(ledgered(&ledger, 0), 1);
+}
+
+/// An offer removed from the config has its announcement withdrawn (NIP-09, `a` tag naming its
+/// address) at the next start, once; offered again, it is announced again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_removed_from_the_config_is_withdrawn_once_and_announced_again_when_back() {
+    let (_relay, url) = start_relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_node_dir(dir.path(), &url, "reverses text");
+    let node = start_node(&config).await;
+    let pubkey = node.pubkey();
+    let ledger = node.ledger_path().to_owned();
+    let client = reader(&url).await;
+    eventually("two 31990 announcements", || async {
+        (fetch(&client, pubkey, HANDLER_INFO_KIND).await.len() == 2).then_some(())
+    })
+    .await;
+    node.shutdown().await;
+    let removed = fetch(&client, pubkey, HANDLER_INFO_KIND)
+        .await
+        .into_iter()
+        .find(|e| tag(e, "d") == Some(d_tag(5001).as_str()))
+        .unwrap();
+
+    // 5001 no longer offered: its announcement is withdrawn and the relay drops it.
+    write_node_dir_without_5001(dir.path(), &url);
+    let node = start_node(&config).await;
+    let deletion = eventually("a deletion of the 5001 announcement", || async {
+        fetch(&client, pubkey, 5).await.into_iter().next()
+    })
+    .await;
+    let coordinate = format!("{HANDLER_INFO_KIND}:{}:{}", pubkey.to_hex(), d_tag(5001));
+    assert_eq!(tag(&deletion, "a"), Some(coordinate.as_str()));
+    assert_eq!(tag(&deletion, "e"), Some(removed.id.to_hex().as_str()));
+    assert_eq!(tag(&deletion, "k"), Some("31990"));
+    let left = eventually("the relay holding one 31990", || async {
+        let events = fetch(&client, pubkey, HANDLER_INFO_KIND).await;
+        (events.len() == 1).then_some(events)
+    })
+    .await;
+    assert_eq!(tag(&left[0], "d"), Some(d_tag(5050).as_str()));
+    node.shutdown().await;
+    assert_eq!(ledgered(&ledger, 5), 1);
+
+    // Started again with the same config, a second later (a deletion made again would get a
+    // new id): nothing withdrawn a second time.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let node = start_node(&config).await;
+    let stats = node.heartbeat_stats();
+    eventually("a heartbeat after the restart", || async {
+        (stats.published() > 0).then_some(())
+    })
+    .await;
+    node.shutdown().await;
+    assert_eq!(ledgered(&ledger, 5), 1, "withdrawn once");
+    assert_eq!(ledgered(&ledger, 31990), 2);
+
+    // Offered again (a second later than the deletion, which covers what is older): announced
+    // again, and the relay holds both.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    write_node_dir(dir.path(), &url, "reverses text");
+    let node = start_node(&config).await;
+    eventually("two 31990 announcements again", || async {
+        (fetch(&client, pubkey, HANDLER_INFO_KIND).await.len() == 2).then_some(())
+    })
+    .await;
+    node.shutdown().await;
+    assert_eq!(ledgered(&ledger, 31990), 3);
+    assert_eq!(ledgered(&ledger, 5), 1);
+    client.shutdown().await;
 }

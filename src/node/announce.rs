@@ -5,28 +5,29 @@
 //! after a crash). They are handed to the core once per run, when a configured relay is first
 //! connected (so a node started offline does not pile up pending announcements), and published
 //! only when they differ (kind, `d` tag, content, tags) from the last one stored for the same
-//! address, so restarting does not spam relays.
+//! address, so restarting does not spam relays. An offer removed from the config (or a tier no
+//! longer sold) has its stored announcement withdrawn with a NIP-09 deletion, once
+//! ([`published`]).
 //!
 //! The heartbeat is published directly, not ledgered: it moves no money and is worthless once
 //! stale, so a lost heartbeat is simply replaced by the next one.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use nostr_sdk::prelude::{
-    Client, Event, EventBuilder, JsonUtil, Keys, Kind, PublicKey, RelayStatus, RelayUrl, Tag,
-    TagKind, Tags, Timestamp, UnsignedEvent,
+    Client, EventBuilder, Keys, Kind, PublicKey, RelayStatus, RelayUrl, Tag, TagKind, Timestamp,
 };
-use paydvm_ledger::effect::EffectRecord;
-use paydvm_ledger::EffectAction;
 use paydvm_policies::{PriceMode, Pricing};
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+mod published;
+
+pub use self::published::{same_as_last, stored_announcements, withdrawals};
 use super::core::Command;
 use crate::config::{Builtin, Executor, Node, Offer};
 use crate::executor::builtin::TEXT_GENERATION;
@@ -213,100 +214,6 @@ fn profile(node: &Node) -> EventBuilder {
     EventBuilder::new(Kind::Metadata, Value::Object(content).to_string())
 }
 
-/// The address of a (parameterised) replaceable event: kind and `d` tag.
-fn address(kind: u16, tags: &[Vec<String>]) -> (u16, String) {
-    let d = tags
-        .iter()
-        .find_map(|t| match t.as_slice() {
-            [name, value, ..] if name == "d" => Some(value.clone()),
-            _ => None,
-        })
-        .unwrap_or_default();
-    (kind, d)
-}
-
-/// Whether the last stored publication with `candidate`'s author and address has the same
-/// content (compared as JSON) and tags.
-pub fn same_as_last<'a>(
-    effects: impl Iterator<Item = &'a EffectRecord>,
-    candidate: &UnsignedEvent,
-) -> bool {
-    let kind = candidate.kind.as_u16();
-    let tags = tag_lists(&candidate.tags);
-    let latest = latest_per_address(effects, &candidate.pubkey, |k| k == kind);
-    latest.get(&address(kind, &tags)).is_some_and(|(_, last)| {
-        tag_lists(&last.tags) == tags && json_eq(&last.content, &candidate.content)
-    })
-}
-
-/// The announcements a relay should hold: of the publications stored with no job and authored by
-/// `author`, the latest (by ledger order) per address of kind 0, 10019, 31990 and 37001
-/// (subscription tiers). NutZap markers and other one-off events are not among them.
-pub fn stored_announcements<'a>(
-    effects: impl Iterator<Item = &'a EffectRecord>,
-    author: &PublicKey,
-) -> Vec<Event> {
-    let kinds = [
-        Kind::Metadata.as_u16(),
-        paydvm_mints::NUTZAP_INFO_KIND,
-        HANDLER_INFO_KIND,
-        crate::protocol::nip88::TIER_KIND,
-    ];
-    latest_per_address(effects, author, |k| kinds.contains(&k))
-        .into_values()
-        .map(|(_, event)| event)
-        .collect()
-}
-
-/// Of the publications the node stored for itself (no job) signed by `author` with a kind
-/// `wanted` accepts, the latest (by ledger order) per address, with the seq that requested it.
-fn latest_per_address<'a>(
-    effects: impl Iterator<Item = &'a EffectRecord>,
-    author: &PublicKey,
-    wanted: impl Fn(u16) -> bool,
-) -> BTreeMap<(u16, String), (u64, Event)> {
-    let mut latest: BTreeMap<(u16, String), (u64, Event)> = BTreeMap::new();
-    let ours = effects.filter(|e| e.job.is_none() && e.action == EffectAction::Publish);
-    for record in ours {
-        let Ok(payload) = serde_json::from_str::<Value>(&record.payload) else {
-            continue;
-        };
-        let Ok(event) = Event::from_json(payload["event"].to_string()) else {
-            continue;
-        };
-        let kind = event.kind.as_u16();
-        if event.pubkey != *author || !wanted(kind) {
-            continue;
-        }
-        let slot = latest.entry(address(kind, &tag_lists(&event.tags)));
-        match slot {
-            std::collections::btree_map::Entry::Occupied(mut o) => {
-                if o.get().0 < record.requested_seq {
-                    o.insert((record.requested_seq, event));
-                }
-            }
-            std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert((record.requested_seq, event));
-            }
-        }
-    }
-    latest
-}
-
-fn tag_lists(tags: &Tags) -> Vec<Vec<String>> {
-    tags.iter().map(|t| t.as_slice().to_vec()).collect()
-}
-
-fn json_eq(a: &str, b: &str) -> bool {
-    match (
-        serde_json::from_str::<Value>(a),
-        serde_json::from_str::<Value>(b),
-    ) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
-}
-
 /// What the heartbeat task did, for operators and tests.
 #[derive(Debug, Default)]
 pub struct HeartbeatStats {
@@ -394,7 +301,7 @@ impl Heartbeat {
                         if let Some(first) = first_connect.take() {
                             let _ = first
                                 .commands
-                                .send(Command::Announce(first.announcements))
+                                .send(Command::AnnounceAll(first.announcements))
                                 .await;
                         }
                         beat(&client, &keys, &kinds, every, &counters).await;
@@ -479,55 +386,5 @@ mod tests {
         assert_eq!(fixed(1500), "1.5");
         assert_eq!(fixed(1), "0.001");
         assert_eq!(amount(&PriceMode::Free), "free");
-    }
-
-    fn record_of(event: &Event, seq: u64) -> EffectRecord {
-        EffectRecord {
-            effect: paydvm_ledger::EffectId::new(event.id.to_hex()).unwrap(),
-            job: None,
-            action: EffectAction::Publish,
-            payload: json!({ "event": event, "relays": [] }).to_string(),
-            requested_seq: seq,
-            outcome: None,
-        }
-    }
-
-    #[test]
-    fn a_relay_is_given_back_the_latest_tier_of_each_address_too() {
-        let keys = Keys::generate();
-        let tier = |content: &str| {
-            EventBuilder::new(Kind::Custom(crate::protocol::nip88::TIER_KIND), content)
-                .tags([Tag::identifier("gold")])
-                .sign_with_keys(&keys)
-                .unwrap()
-        };
-        let (old, new) = (tier("old price"), tier("new price"));
-        let records = [record_of(&old, 1), record_of(&new, 2)];
-        let back = stored_announcements(records.iter(), &keys.public_key());
-        assert_eq!(back.iter().map(|e| e.id).collect::<Vec<_>>(), [new.id]);
-    }
-
-    #[test]
-    fn only_a_changed_announcement_for_the_same_address_is_new() {
-        let keys = Keys::generate();
-        let stored = EventBuilder::new(Kind::Custom(HANDLER_INFO_KIND), r#"{"a":1,"b":2}"#)
-            .tags([Tag::identifier("paydvm-5050")])
-            .sign_with_keys(&keys)
-            .unwrap();
-        let record = record_of(&stored, 1);
-        let candidate = |content: &str, d: &str| {
-            EventBuilder::new(Kind::Custom(HANDLER_INFO_KIND), content)
-                .tags([Tag::identifier(d)])
-                .build(keys.public_key())
-        };
-        let same = |c: &UnsignedEvent| same_as_last(std::iter::once(&record), c);
-        // Key order does not matter; content, `d` and author do.
-        assert!(same(&candidate(r#"{"b":2,"a":1}"#, "paydvm-5050")));
-        assert!(!same(&candidate(r#"{"a":1,"b":3}"#, "paydvm-5050")));
-        assert!(!same(&candidate(r#"{"a":1,"b":2}"#, "paydvm-5001")));
-        let other = EventBuilder::new(Kind::Custom(HANDLER_INFO_KIND), r#"{"a":1,"b":2}"#)
-            .tags([Tag::identifier("paydvm-5050")])
-            .build(Keys::generate().public_key());
-        assert!(!same(&other));
     }
 }

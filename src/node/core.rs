@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use nostr_sdk::prelude::{Event, EventBuilder, JsonUtil, RelayUrl};
+use nostr_sdk::prelude::{Event, EventBuilder, JsonUtil, RelayUrl, UnsignedEvent};
 use paydvm_ledger::LedgerStore;
 use paydvm_ledger::{EffectId, EventBody, JobId, JobRecord, LedgerEvent, Pubkey, RefundId, UnixMs};
 use paydvm_policies::Policy;
@@ -132,6 +132,9 @@ pub enum Command {
     Tick,
     /// Publish the NIP-89 announcements, profile and markers that changed (no job).
     Announce(Vec<EventBuilder>),
+    /// The node's whole set of announcements for this run: published where changed, and the
+    /// stored handler informations and tiers it no longer has withdrawn (NIP-09).
+    AnnounceAll(Vec<EventBuilder>),
     /// List the stored announcements a relay should hold (`announce::stored_announcements`).
     Announcements { reply: oneshot::Sender<Vec<Event>> },
     /// An operator's request (retry, re-route, write off, resolve a refund; add float),
@@ -542,6 +545,11 @@ impl Core {
                     warn!("announcing: {e:#}");
                 }
             }
+            Command::AnnounceAll(builders) if !closing => {
+                if let Err(e) = self.announce_all(builders) {
+                    warn!("announcing: {e:#}");
+                }
+            }
             // Money may have moved, or a delivery happened: recorded even while closing.
             command @ (Command::RefundOutcome { .. }
             | Command::Published { .. }
@@ -828,9 +836,30 @@ impl Core {
     /// announcements that differ from the last stored ones for their address; see
     /// [`announce`](super::announce). Returns how many were new.
     pub fn announce(&mut self, builders: Vec<EventBuilder>) -> anyhow::Result<usize> {
+        let us = self.adapter.keys().public_key();
+        self.announce_unsigned(builders.into_iter().map(|b| b.build(us)).collect())
+    }
+
+    /// [`Core::announce`] for the node's whole set, then the NIP-09 deletions withdrawing the
+    /// stored handler informations and tiers the set no longer has (each once: a withdrawn
+    /// address is not withdrawn again). Returns how many events were staged.
+    pub fn announce_all(&mut self, builders: Vec<EventBuilder>) -> anyhow::Result<usize> {
+        let us = self.adapter.keys().public_key();
+        let current: Vec<UnsignedEvent> = builders.into_iter().map(|b| b.build(us)).collect();
+        let withdrawals = super::announce::withdrawals(self.store.state().effects(), &us, &current);
+        for deletion in &withdrawals {
+            info!(tags = ?deletion.clone().build(us).tags, "withdrawing an announcement no longer offered");
+        }
+        let all = current
+            .into_iter()
+            .chain(withdrawals.into_iter().map(|b| b.build(us)))
+            .collect();
+        self.announce_unsigned(all)
+    }
+
+    fn announce_unsigned(&mut self, events: Vec<UnsignedEvent>) -> anyhow::Result<usize> {
         let mut fresh = 0;
-        for builder in builders {
-            let unsigned = builder.build(self.adapter.keys().public_key());
+        for unsigned in events {
             if super::announce::same_as_last(self.store.state().effects(), &unsigned) {
                 debug!(
                     kind = unsigned.kind.as_u16(),

@@ -273,7 +273,7 @@ impl Core {
                     request.id
                 )));
             }
-            Command::Announce(_) => {
+            Command::Announce(_) | Command::AnnounceAll(_) => {
                 tracing::debug!("ledger fault: announcements wait for the next (re)connect")
             }
             command @ (Command::Shutdown { .. }
