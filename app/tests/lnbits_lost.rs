@@ -126,10 +126,15 @@ impl Cutting {
                 let cut = *cutting.lock().unwrap();
                 let mut to_client = writer.lock().await;
                 match cut {
-                    // The answer came and goes nowhere: the connection closes under the node.
-                    Some(None) => return,
+                    // The answer came and goes nowhere: the connection closes under the node
+                    // (shut down here: the client half is shared, so dropping it is not enough).
+                    Some(None) => {
+                        let _ = to_client.shutdown().await;
+                        return;
+                    }
                     Some(Some(status)) => {
                         let _ = to_client.write_all(&gateway_answer(status)).await;
+                        let _ = to_client.shutdown().await;
                         return;
                     }
                     None if to_client.write_all(&buf[..n]).await.is_err() => return,
@@ -142,11 +147,9 @@ impl Cutting {
             match self.cut_for(&buf[..n]) {
                 Some(Cut::Request) => break,
                 Some(Cut::RequestAnswered(status)) => {
-                    let _ = to_client
-                        .lock()
-                        .await
-                        .write_all(&gateway_answer(status))
-                        .await;
+                    let mut to_client = to_client.lock().await;
+                    let _ = to_client.write_all(&gateway_answer(status)).await;
+                    let _ = to_client.shutdown().await;
                     break;
                 }
                 Some(Cut::Answer) => *answer_cut.lock().unwrap() = Some(None),
