@@ -109,6 +109,18 @@ fn tag<'a>(event: &'a Event, name: &str) -> Option<&'a str> {
     })
 }
 
+/// Starts the node, waits until it has sent a heartbeat (so it has connected and handed its
+/// announcements to the core), and stops it.
+async fn run_until_a_heartbeat(config: &Path) {
+    let node = start_node(config).await;
+    let stats = node.heartbeat_stats();
+    eventually("a heartbeat after the restart", || async {
+        (stats.published() > 0).then_some(())
+    })
+    .await;
+    node.shutdown().await;
+}
+
 /// Announcement effects stored in the ledger, by event kind.
 fn ledgered(ledger: &Path, kind: u64) -> usize {
     let store = Store::open_read_only(ledger).unwrap();
@@ -183,13 +195,7 @@ async fn announces_each_offered_kind_and_a_profile_once() {
     // A restart with the same config (a second later, so a re-signed event would get a new id)
     // publishes nothing new.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let node = start_node(&config).await;
-    let stats = node.heartbeat_stats();
-    eventually("a heartbeat after the restart", || async {
-        (stats.published() > 0).then_some(())
-    })
-    .await;
-    node.shutdown().await;
+    run_until_a_heartbeat(&config).await;
     assert_eq!(
         ledgered(&ledger, 31990),
         2,
@@ -389,13 +395,7 @@ async fn an_offer_removed_from_the_config_is_withdrawn_once_and_announced_again_
     // Started again with the same config, a second later (a deletion made again would get a
     // new id): nothing withdrawn a second time.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let node = start_node(&config).await;
-    let stats = node.heartbeat_stats();
-    eventually("a heartbeat after the restart", || async {
-        (stats.published() > 0).then_some(())
-    })
-    .await;
-    node.shutdown().await;
+    run_until_a_heartbeat(&config).await;
     assert_eq!(ledgered(&ledger, 5), 1, "withdrawn once");
     assert_eq!(ledgered(&ledger, 31990), 2);
 
