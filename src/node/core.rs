@@ -846,15 +846,15 @@ impl Core {
     pub fn announce_all(&mut self, builders: Vec<EventBuilder>) -> anyhow::Result<usize> {
         let us = self.adapter.keys().public_key();
         let current: Vec<UnsignedEvent> = builders.into_iter().map(|b| b.build(us)).collect();
-        let withdrawals = super::announce::withdrawals(self.store.state().effects(), &us, &current);
+        let withdrawals: Vec<UnsignedEvent> =
+            super::announce::withdrawals(self.store.state().effects(), &us, &current)
+                .into_iter()
+                .map(|b| b.build(us))
+                .collect();
         for deletion in &withdrawals {
-            info!(tags = ?deletion.clone().build(us).tags, "withdrawing an announcement no longer offered");
+            info!(tags = ?deletion.tags, "withdrawing an announcement no longer offered");
         }
-        let all = current
-            .into_iter()
-            .chain(withdrawals.into_iter().map(|b| b.build(us)))
-            .collect();
-        self.announce_unsigned(all)
+        self.announce_unsigned(current.into_iter().chain(withdrawals).collect())
     }
 
     fn announce_unsigned(&mut self, events: Vec<UnsignedEvent>) -> anyhow::Result<usize> {

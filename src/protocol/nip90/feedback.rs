@@ -100,7 +100,15 @@ pub fn feedback_event(
     relay_hint: Option<&str>,
     our_keys: &Keys,
 ) -> Result<EventBuilder, ReplyError> {
-    let to = Addressee::of(request, relay_hint)?;
+    feedback_to(&Addressee::of(request, relay_hint)?, feedback, our_keys)
+}
+
+/// The unsigned feedback event to `to`: encrypted when `to` wrote in a scheme.
+fn feedback_to(
+    to: &Addressee<'_>,
+    feedback: &Feedback,
+    our_keys: &Keys,
+) -> Result<EventBuilder, ReplyError> {
     let mut private = vec![feedback.status_tag()];
     private.extend(feedback.amount.as_ref().map(Amount::tag));
     private.extend(
@@ -135,23 +143,17 @@ pub fn rejection_event(
     reason: &str,
     our_keys: &Keys,
 ) -> Result<EventBuilder, ReplyError> {
-    let status = Tag::custom(
-        TagKind::custom("status"),
-        [Status::Error.as_str().to_owned(), reason.to_owned()],
-    );
-    let (content, mut tags) = if asks_for_encryption(request) {
-        let scheme = Encryption::detect(&request.content);
-        let hidden = [status, Tag::custom(TagKind::custom("content"), [""])];
-        let ciphertext = scheme.encrypt(our_keys, &request.pubkey, &tags_json(&hidden))?;
-        (ciphertext, vec![encrypted_tag()])
-    } else {
-        (String::new(), vec![status])
+    let to = Addressee {
+        request_id: request.id,
+        customer: request.pubkey,
+        encryption: asks_for_encryption(request).then(|| Encryption::detect(&request.content)),
+        relay_hint: None,
     };
-    tags.push(Tag::event(request.id));
-    tags.push(Tag::public_key(request.pubkey));
-    Ok(EventBuilder::new(Kind::Custom(FEEDBACK_KIND), content)
-        .tags(tags)
-        .allow_self_tagging())
+    feedback_to(
+        &to,
+        &Feedback::new(Status::Error).with_info(reason),
+        our_keys,
+    )
 }
 
 /// Whether the request carries the `encrypted` tag, however the rest of it reads.
