@@ -43,6 +43,16 @@ enum Cut {
     RequestAnswered(u16),
 }
 
+/// Ends the node's side of a proxied connection, after a gateway's answer with status
+/// `answer` if one is given. Shut down explicitly: the half is shared between both directions,
+/// so dropping one handle does not close it.
+async fn close_with(to_client: &mut tokio::net::tcp::OwnedWriteHalf, answer: Option<u16>) {
+    if let Some(status) = answer {
+        let _ = to_client.write_all(&gateway_answer(status)).await;
+    }
+    let _ = to_client.shutdown().await;
+}
+
 /// What a gateway in front of LNbits sends instead of LNbits' answer.
 fn gateway_answer(status: u16) -> Vec<u8> {
     let body = format!("<html><body><h1>{status} gateway error</h1></body></html>");
@@ -126,17 +136,8 @@ impl Cutting {
                 let cut = *cutting.lock().unwrap();
                 let mut to_client = writer.lock().await;
                 match cut {
-                    // The answer came and goes nowhere: the connection closes under the node
-                    // (shut down here: the client half is shared, so dropping it is not enough).
-                    Some(None) => {
-                        let _ = to_client.shutdown().await;
-                        return;
-                    }
-                    Some(Some(status)) => {
-                        let _ = to_client.write_all(&gateway_answer(status)).await;
-                        let _ = to_client.shutdown().await;
-                        return;
-                    }
+                    // LNbits' answer goes nowhere: the connection closes under the node.
+                    Some(instead) => return close_with(&mut to_client, instead).await,
                     None if to_client.write_all(&buf[..n]).await.is_err() => return,
                     None => {}
                 }
@@ -147,9 +148,7 @@ impl Cutting {
             match self.cut_for(&buf[..n]) {
                 Some(Cut::Request) => break,
                 Some(Cut::RequestAnswered(status)) => {
-                    let mut to_client = to_client.lock().await;
-                    let _ = to_client.write_all(&gateway_answer(status)).await;
-                    let _ = to_client.shutdown().await;
+                    close_with(&mut *to_client.lock().await, Some(status)).await;
                     break;
                 }
                 Some(Cut::Answer) => *answer_cut.lock().unwrap() = Some(None),
