@@ -23,18 +23,23 @@ async fn start_relay() -> (paydvm::node::local_relay::EmbeddedRelay, RelayUrl) {
 /// A node directory: 5050 (fixed 5000 msat, named offer) and 5001 (free). Rewriting it keeps
 /// the node's key.
 fn write_node_dir(dir: &Path, relay: &RelayUrl, offer_about: &str) -> PathBuf {
-    node_dir(relay, offer_about)
+    write_node_dir_on(dir, std::slice::from_ref(relay), offer_about)
+}
+
+/// [`write_node_dir`] on several relays.
+fn write_node_dir_on(dir: &Path, relays: &[RelayUrl], offer_about: &str) -> PathBuf {
+    node_dir(relays, offer_about)
         .offer(Offer::text(5001))
         .write(dir)
         .unwrap()
 }
 
-/// [`write_node_dir`] without the 5001 offer (its price stays in the policy).
-fn write_node_dir_without_5001(dir: &Path, relay: &RelayUrl) -> PathBuf {
-    node_dir(relay, "reverses text").write(dir).unwrap()
+/// [`write_node_dir_on`] without the 5001 offer (its price stays in the policy).
+fn write_node_dir_without_5001(dir: &Path, relays: &[RelayUrl]) -> PathBuf {
+    node_dir(relays, "reverses text").write(dir).unwrap()
 }
 
-fn node_dir(relay: &RelayUrl, offer_about: &str) -> NodeDir {
+fn node_dir(relays: &[RelayUrl], offer_about: &str) -> NodeDir {
     NodeDir::new("announce node")
         .node_setting("about = \"a test node\"")
         .node_setting("picture = \"https://example.com/p.png\"")
@@ -49,7 +54,7 @@ fn node_dir(relay: &RelayUrl, offer_about: &str) -> NodeDir {
                 .line("name = \"reverser\"")
                 .line(format!("about = {offer_about:?}")),
         )
-        .relays(std::slice::from_ref(relay))
+        .relays(relays)
 }
 
 async fn start_node(config: &Path) -> NodeHandle {
@@ -373,7 +378,7 @@ async fn an_offer_removed_from_the_config_is_withdrawn_once_and_announced_again_
         .unwrap();
 
     // 5001 no longer offered: its announcement is withdrawn and the relay drops it.
-    write_node_dir_without_5001(dir.path(), &url);
+    write_node_dir_without_5001(dir.path(), std::slice::from_ref(&url));
     let node = start_node(&config).await;
     let deletion = eventually("a deletion of the 5001 announcement", || async {
         fetch(&client, pubkey, 5).await.into_iter().next()
@@ -412,4 +417,59 @@ async fn an_offer_removed_from_the_config_is_withdrawn_once_and_announced_again_
     assert_eq!(ledgered(&ledger, 31990), 3);
     assert_eq!(ledgered(&ledger, 5), 1);
     client.shutdown().await;
+}
+
+/// A relay that missed a withdrawal (here: left out of the config while it was sent) is given the
+/// stored deletion when it is connected again, and drops the withdrawn announcement; nothing new
+/// is signed or ledgered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_missed_a_withdrawal_is_given_the_stored_deletion() {
+    let (_kept, kept_url) = start_relay().await;
+    let (_missed, missed_url) = start_relay().await;
+    let both = [kept_url.clone(), missed_url.clone()];
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_node_dir_on(dir.path(), &both, "reverses text");
+    let node = start_node(&config).await;
+    let pubkey = node.pubkey();
+    let ledger = node.ledger_path().to_owned();
+    let missed = reader(&missed_url).await;
+    eventually(
+        "both 31990s on the relay that will miss the withdrawal",
+        || async { (fetch(&missed, pubkey, HANDLER_INFO_KIND).await.len() == 2).then_some(()) },
+    )
+    .await;
+    node.shutdown().await;
+
+    // 5001 withdrawn while only the first relay is configured.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    write_node_dir_without_5001(dir.path(), std::slice::from_ref(&kept_url));
+    let kept = reader(&kept_url).await;
+    let node = start_node(&config).await;
+    let deletion = eventually("the deletion on the configured relay", || async {
+        fetch(&kept, pubkey, 5).await.into_iter().next()
+    })
+    .await;
+    node.shutdown().await;
+    assert_eq!(fetch(&missed, pubkey, HANDLER_INFO_KIND).await.len(), 2);
+
+    // Both configured again: the relay that missed it gets the same deletion and drops 5001.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    write_node_dir_without_5001(dir.path(), &both);
+    let node = start_node(&config).await;
+    let given = eventually("the deletion on the relay that missed it", || async {
+        fetch(&missed, pubkey, 5).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(given.id, deletion.id, "the stored deletion, not a new one");
+    let left = eventually("one 31990 left on it", || async {
+        let events = fetch(&missed, pubkey, HANDLER_INFO_KIND).await;
+        (events.len() == 1).then_some(events)
+    })
+    .await;
+    assert_eq!(tag(&left[0], "d"), Some(d_tag(5050).as_str()));
+    node.shutdown().await;
+    assert_eq!(ledgered(&ledger, 5), 1, "withdrawn once");
+    assert_eq!(ledgered(&ledger, 31990), 2, "nothing announced again");
+    kept.shutdown().await;
+    missed.shutdown().await;
 }

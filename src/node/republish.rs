@@ -1,8 +1,10 @@
 //! Announcements a relay lacks are published to it again: on every (re)connect, the supervisor
 //! ([`super::relays`]) asks the core for the stored announcements (the latest NIP-89 31990 per
-//! offered kind, the kind 0 profile, the kind 10019 NutZap info), asks the relay which of their
-//! ids it holds, and sends it the missing ones: the stored signed events, never re-signed (a
-//! new signature would be a new event, and the ledger's record is of the stored one).
+//! offered kind, the kind 0 profile, the kind 10019 NutZap info, and the NIP-09 deletion of
+//! each offer withdrawn and not offered again, so a relay that missed it drops the offer too),
+//! asks the relay which of their ids it holds, and sends it the missing ones: the stored signed
+//! events, never re-signed (a new signature would be a new event, and the ledger's record is of
+//! the stored one).
 //!
 //! Not ledgered: the ledger already records the announcement and its first delivery; a copy on
 //! one more relay moves no money. A relay that holds a newer event for the same address rejects

@@ -48,18 +48,19 @@ pub fn same_as_last<'a>(
         })
 }
 
-/// The announcements a relay should hold: of the publications stored with no job and authored by
+/// What a relay should hold of ours: of the publications stored with no job and authored by
 /// `author`, the latest (by ledger order) per address of the announced kinds, leaving out those
-/// withdrawn since. NutZap markers and other one-off events are not among them.
+/// withdrawn since; and the stored deletion of each address still withdrawn, so a relay that
+/// missed it (down, or not in the config, when it was sent) drops the withdrawn announcement too.
+/// NutZap markers and other one-off events are not among them.
 pub fn stored_announcements<'a>(
     effects: impl Iterator<Item = &'a EffectRecord>,
     author: &PublicKey,
 ) -> Vec<Event> {
-    Published::read(effects, author)
-        .live()
-        .into_values()
-        .cloned()
-        .collect()
+    let published = Published::read(effects, author);
+    let mut events: Vec<Event> = published.live().into_values().cloned().collect();
+    events.extend(published.standing_deletions().into_iter().cloned());
+    events
 }
 
 /// NIP-09 deletions (kind 5) withdrawing the stored handler informations and tiers whose
@@ -95,8 +96,8 @@ pub fn withdrawals<'a>(
 struct Published {
     /// The latest announcement per address, with the seq that requested it.
     latest: BTreeMap<Address, (u64, Event)>,
-    /// The seq of the latest deletion naming each address.
-    withdrawn: BTreeMap<Address, u64>,
+    /// The latest deletion naming each address, with its seq.
+    withdrawn: BTreeMap<Address, (u64, Event)>,
 }
 
 impl Published {
@@ -114,7 +115,8 @@ impl Published {
             let kind = event.kind.as_u16();
             if event.kind == Kind::EventDeletion {
                 for at in withdrawn_addresses(&event, author) {
-                    keep_latest(&mut published.withdrawn, at, seq, |s| *s);
+                    let deletion = (seq, event.clone());
+                    keep_latest(&mut published.withdrawn, at, deletion, |(s, _)| *s);
                 }
             } else if ANNOUNCED_KINDS.contains(&kind) {
                 let at = address(kind, &tag_lists(&event.tags));
@@ -128,8 +130,20 @@ impl Published {
     fn live(&self) -> BTreeMap<&Address, &Event> {
         self.latest
             .iter()
-            .filter(|(at, (seq, _))| self.withdrawn.get(*at).is_none_or(|w| w < seq))
+            .filter(|(at, (seq, _))| self.withdrawn.get(*at).is_none_or(|(w, _)| w < seq))
             .map(|(at, (_, event))| (at, event))
+            .collect()
+    }
+
+    /// The latest deletion of each address not announced again since, each event once (one
+    /// deletion may name several addresses).
+    fn standing_deletions(&self) -> Vec<&Event> {
+        let mut seen = BTreeSet::new();
+        self.withdrawn
+            .iter()
+            .filter(|(at, (w, _))| self.latest.get(*at).is_none_or(|(seq, _)| seq < w))
+            .map(|(_, (_, deletion))| deletion)
+            .filter(|deletion| seen.insert(deletion.id))
             .collect()
     }
 }
@@ -199,7 +213,7 @@ fn json_eq(a: &str, b: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use nostr_sdk::prelude::Keys;
+    use nostr_sdk::prelude::{EventId, Keys};
     use serde_json::json;
 
     use super::*;
@@ -284,15 +298,23 @@ mod tests {
         // announcement offered again is new.
         records.push(record_of(&deletion, 4));
         assert!(withdrawals(records.iter(), &us, &current).is_empty());
+        // A relay is given the deletion instead, in case it missed it.
         let back = stored_announcements(records.iter(), &us);
         assert!(!back.iter().any(|e| e.id == gone.id), "{back:?}");
-        assert_eq!(back.len(), 2);
+        let mut ids: Vec<EventId> = back.iter().map(|e| e.id).collect();
+        ids.sort();
+        let mut expected = vec![kept.id, profile.id, deletion.id];
+        expected.sort();
+        assert_eq!(ids, expected);
         let again = handler("paydvm-5001", "{}").build(us);
         assert!(!same_as_last(records.iter(), &again));
 
         // Announced again after the deletion: live, and withdrawn again if it goes again.
         let back_again = again.sign_with_keys(&keys).unwrap();
         records.push(record_of(&back_again, 5));
+        let back = stored_announcements(records.iter(), &us);
+        assert!(back.iter().any(|e| e.id == back_again.id), "{back:?}");
+        assert!(!back.iter().any(|e| e.id == deletion.id), "{back:?}");
         assert!(same_as_last(
             records.iter(),
             &handler("paydvm-5001", "{}").build(us)
