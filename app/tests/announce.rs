@@ -473,3 +473,53 @@ async fn a_relay_that_missed_a_withdrawal_is_given_the_stored_deletion() {
     kept.shutdown().await;
     missed.shutdown().await;
 }
+
+/// The run's announcements are handed to the core once, at the first connect to a relay. A
+/// ledger faulted then keeps them waiting with the other commands, and they go out once it can
+/// be written again (dropped, they would have waited for the next start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announcements_handed_over_while_the_ledger_is_faulted_go_out_once_it_recovers() {
+    let addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let url = RelayUrl::parse(&format!("ws://{addr}")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The relay is down at start: nothing is announced or written when the flag goes on.
+    let config = write_node_dir(dir.path(), &url, "reverses text");
+    let node = start_node(&config).await;
+    let shm = PathBuf::from(format!("{}-shm", node.ledger_path().display()));
+    let Some(flag) = crate::ledger_faults::Immutable::set(&shm) else {
+        eprintln!("skipped: chattr +i is not possible here");
+        node.shutdown().await;
+        return;
+    };
+    eventually("the ledger fault", || async { node.ledger_fault() }).await;
+
+    // The relay comes up: the first heartbeat (not ledgered) comes with the hand-over.
+    let (_relay, _) = paydvm::node::local_relay::start_local_relay_on(addr)
+        .await
+        .unwrap();
+    let stats = node.heartbeat_stats();
+    eventually("a heartbeat", || async {
+        (stats.published() > 0).then_some(())
+    })
+    .await;
+    let client = reader(&url).await;
+    let pubkey = node.pubkey();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(fetch(&client, pubkey, HANDLER_INFO_KIND).await.is_empty());
+    assert!(node.ledger_fault().is_some());
+
+    drop(flag);
+    eventually("both 31990s once the ledger can be written", || async {
+        (fetch(&client, pubkey, HANDLER_INFO_KIND).await.len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(node.ledger_fault(), None);
+    let ledger = node.ledger_path().to_owned();
+    node.shutdown().await;
+    client.shutdown().await;
+    assert_eq!(ledgered(&ledger, 31990), 2);
+    Store::open_read_only(&ledger).unwrap().verify().unwrap();
+}

@@ -211,11 +211,11 @@ async fn a_job_whose_write_failed_waits_and_finishes_once_writes_succeed() {
 }
 
 /// Clears the immutable flag again, even when the test fails.
-struct Immutable(PathBuf);
+pub struct Immutable(PathBuf);
 
 impl Immutable {
     /// `chattr +i`; `None` where the filesystem or the user cannot (the test is skipped).
-    fn set(path: &Path) -> Option<Immutable> {
+    pub fn set(path: &Path) -> Option<Immutable> {
         let ok = Command::new("chattr")
             .arg("+i")
             .arg(path)

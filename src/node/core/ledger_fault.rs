@@ -5,8 +5,10 @@
 //!
 //! While faulted the core takes no paid work: it decides nothing, so no quote goes out and no
 //! executor starts. Commands that would change the ledger (requests, payments, executor
-//! outcomes, refund news) are parked in arrival order, together with the inputs of the batch
-//! whose write failed; queries are answered from memory and operator requests are refused.
+//! outcomes, refund news, the run's announcements: they are handed over once per run, so a
+//! dropped set would not be announced until the next start) are parked in arrival order,
+//! together with the inputs of the batch whose write failed; queries are answered from memory
+//! and operator requests are refused.
 //! Every tick (after a back-off of 1 s doubling up to 60 s) the core looks again:
 //! - files writable again (or the failed write was a passing fault): the parked commands are
 //!   decided and written; if the write fails again the back-off grows;
@@ -272,9 +274,6 @@ impl Core {
                     "the ledger is faulted ({why}); nothing changed (request {})",
                     request.id
                 )));
-            }
-            Command::Announce(_) | Command::AnnounceAll(_) => {
-                tracing::debug!("ledger fault: announcements wait for the next (re)connect")
             }
             command @ (Command::Shutdown { .. }
             | Command::OutboxDrained
