@@ -58,16 +58,27 @@ fn node_dir(relays: &[RelayUrl], offer_about: &str) -> NodeDir {
 }
 
 async fn start_node(config: &Path) -> NodeHandle {
+    start_node_beating_every(config, HEARTBEAT).await
+}
+
+async fn start_node_beating_every(config: &Path, heartbeat_every: Duration) -> NodeHandle {
     let config = Config::load(config).expect("config loads");
     Node::start_with(
         config,
         NodeOptions {
-            heartbeat_every: HEARTBEAT,
+            heartbeat_every,
             ..NodeOptions::default()
         },
     )
     .await
     .expect("node starts")
+}
+
+/// A relay address nothing listens on yet, and its URL.
+fn unused_relay_address() -> (std::net::SocketAddr, RelayUrl) {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = probe.local_addr().unwrap();
+    (addr, RelayUrl::parse(&format!("ws://{addr}")).unwrap())
 }
 
 async fn reader(relay: &RelayUrl) -> Client {
@@ -289,10 +300,7 @@ async fn announced_ids(relay: &RelayUrl, pubkey: PublicKey) -> Vec<EventId> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_lost_its_data_gets_the_stored_announcements_again() {
-    let addr = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap()
-    };
+    let (addr, _) = unused_relay_address();
     let (relay, url) = paydvm::node::local_relay::start_local_relay_on(addr)
         .await
         .unwrap();
@@ -479,11 +487,7 @@ async fn a_relay_that_missed_a_withdrawal_is_given_the_stored_deletion() {
 /// be written again (dropped, they would have waited for the next start).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn announcements_handed_over_while_the_ledger_is_faulted_go_out_once_it_recovers() {
-    let addr = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap()
-    };
-    let url = RelayUrl::parse(&format!("ws://{addr}")).unwrap();
+    let (addr, url) = unused_relay_address();
     let dir = tempfile::tempdir().unwrap();
     // The relay is down at start: nothing is announced or written when the flag goes on.
     let config = write_node_dir(dir.path(), &url, "reverses text");
@@ -522,4 +526,34 @@ async fn announcements_handed_over_while_the_ledger_is_faulted_go_out_once_it_re
     client.shutdown().await;
     assert_eq!(ledgered(&ledger, 31990), 2);
     Store::open_read_only(&ledger).unwrap().verify().unwrap();
+}
+
+/// With the production heartbeat period (a minute), a relay down at start that comes up gets
+/// the announcements within seconds: while no relay is connected the heartbeat looks again
+/// every second, not once a period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_down_at_start_gets_the_announcements_soon_after_it_comes_up() {
+    let (addr, url) = unused_relay_address();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_node_dir(dir.path(), &url, "reverses text");
+    let node = start_node_beating_every(&config, paydvm::node::announce::HEARTBEAT_EVERY).await;
+    let stats = node.heartbeat_stats();
+    eventually("a heartbeat skipped while the relay is down", || async {
+        (stats.skipped() > 0).then_some(())
+    })
+    .await;
+
+    let (_relay, _) = paydvm::node::local_relay::start_local_relay_on(addr)
+        .await
+        .unwrap();
+    let client = reader(&url).await;
+    let pubkey = node.pubkey();
+    eventually("both 31990s and a heartbeat", || async {
+        let offers = fetch(&client, pubkey, HANDLER_INFO_KIND).await.len();
+        let beats = fetch(&client, pubkey, HEARTBEAT_KIND).await.len();
+        (offers == 2 && beats == 1).then_some(())
+    })
+    .await;
+    node.shutdown().await;
+    client.shutdown().await;
 }

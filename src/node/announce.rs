@@ -38,6 +38,8 @@ pub const HANDLER_INFO_KIND: u16 = 31990;
 pub const HEARTBEAT_KIND: u16 = 11998;
 /// How often the heartbeat is published while intake is healthy.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(60);
+/// How soon the heartbeat looks again after a tick with no relay connected.
+const RECHECK_WHILE_DOWN: Duration = Duration::from_secs(1);
 /// How long the heartbeat waits for its first connection before its first tick.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The shortest NIP-40 lifetime given to a heartbeat (expiration has second precision).
@@ -258,6 +260,9 @@ impl Heartbeat {
     /// connections decide. It publishes with a client of its own. Not ledgered: a heartbeat
     /// moves no money.
     /// On the first healthy tick it also sends `first_connect`'s announcements to the core.
+    /// While no relay is connected it looks again every [`RECHECK_WHILE_DOWN`] (at most
+    /// `every`), so a relay that comes up gets the heartbeat and the announcements within
+    /// about a second, not a period later.
     pub fn start(
         keys: Keys,
         relays: Vec<RelayUrl>,
@@ -287,15 +292,17 @@ impl Heartbeat {
                 _ = client.wait_for_connection(CONNECT_TIMEOUT) => {}
             }
             let mut first_connect = Some(first_connect);
-            let mut ticks = tokio::time::interval(every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut pause = Duration::ZERO;
             loop {
                 tokio::select! {
                     _ = &mut stopped => break,
-                    _ = ticks.tick() => {
+                    _ = tokio::time::sleep(pause) => {
                         if !healthy(&intake).await || !healthy(&client).await {
                             counters.skipped.fetch_add(1, Ordering::SeqCst);
                             debug!("heartbeat skipped: no relay connected");
+                            // Looked at again soon, not a whole period later: the first connect
+                            // also hands the announcements over.
+                            pause = every.min(RECHECK_WHILE_DOWN);
                             continue;
                         }
                         if let Some(first) = first_connect.take() {
@@ -305,6 +312,7 @@ impl Heartbeat {
                                 .await;
                         }
                         beat(&client, &keys, &kinds, every, &counters).await;
+                        pause = every;
                     }
                 }
             }
