@@ -137,6 +137,16 @@ async fn run_until_a_heartbeat(config: &Path) {
     node.shutdown().await;
 }
 
+/// Waits until the relay `client` reads holds one 31990 of `author`'s, and checks it is 5050's.
+async fn only_5050_left(client: &Client, author: PublicKey) {
+    let left = eventually("the relay holding one 31990", || async {
+        let events = fetch(client, author, HANDLER_INFO_KIND).await;
+        (events.len() == 1).then_some(events)
+    })
+    .await;
+    assert_eq!(tag(&left[0], "d"), Some(d_tag(5050).as_str()));
+}
+
 /// Announcement effects stored in the ledger, by event kind.
 fn ledgered(ledger: &Path, kind: u64) -> usize {
     let store = Store::open_read_only(ledger).unwrap();
@@ -396,12 +406,7 @@ async fn an_offer_removed_from_the_config_is_withdrawn_once_and_announced_again_
     assert_eq!(tag(&deletion, "a"), Some(coordinate.as_str()));
     assert_eq!(tag(&deletion, "e"), Some(removed.id.to_hex().as_str()));
     assert_eq!(tag(&deletion, "k"), Some("31990"));
-    let left = eventually("the relay holding one 31990", || async {
-        let events = fetch(&client, pubkey, HANDLER_INFO_KIND).await;
-        (events.len() == 1).then_some(events)
-    })
-    .await;
-    assert_eq!(tag(&left[0], "d"), Some(d_tag(5050).as_str()));
+    only_5050_left(&client, pubkey).await;
     node.shutdown().await;
     assert_eq!(ledgered(&ledger, 5), 1);
 
@@ -469,12 +474,7 @@ async fn a_relay_that_missed_a_withdrawal_is_given_the_stored_deletion() {
     })
     .await;
     assert_eq!(given.id, deletion.id, "the stored deletion, not a new one");
-    let left = eventually("one 31990 left on it", || async {
-        let events = fetch(&missed, pubkey, HANDLER_INFO_KIND).await;
-        (events.len() == 1).then_some(events)
-    })
-    .await;
-    assert_eq!(tag(&left[0], "d"), Some(d_tag(5050).as_str()));
+    only_5050_left(&missed, pubkey).await;
     node.shutdown().await;
     assert_eq!(ledgered(&ledger, 5), 1, "withdrawn once");
     assert_eq!(ledgered(&ledger, 31990), 2, "nothing announced again");
