@@ -33,11 +33,16 @@ const ANNOUNCED_KINDS: [u16; 4] = [
 const WITHDRAWN_WHEN_GONE: [u16; 2] = [HANDLER_INFO_KIND, TIER_KIND];
 
 /// Whether the last stored announcement with `candidate`'s author and address, if not withdrawn
-/// since, has the same content (compared as JSON) and tags.
+/// since, has the same content (compared as JSON) and tags. Never for a kind outside
+/// [`ANNOUNCED_KINDS`] (a NutZap marker, a deletion): none is kept per address, so the stored
+/// publications are not read for it (a marker is staged after every NutZap credited).
 pub fn same_as_last<'a>(
     effects: impl Iterator<Item = &'a EffectRecord>,
     candidate: &UnsignedEvent,
 ) -> bool {
+    if !ANNOUNCED_KINDS.contains(&candidate.kind.as_u16()) {
+        return false;
+    }
     let tags = tag_lists(&candidate.tags);
     let published = Published::read(effects, &candidate.pubkey);
     published
@@ -321,6 +326,17 @@ mod tests {
         ));
         let out = withdrawals(records.iter(), &us, &current);
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn a_one_off_publication_is_never_the_same_as_a_stored_one() {
+        let keys = Keys::generate();
+        let marker =
+            || EventBuilder::new(Kind::Custom(7376), "redeemed").tags([Tag::identifier("")]);
+        let stored = marker().sign_with_keys(&keys).unwrap();
+        let record = record_of(&stored, 1);
+        let candidate = marker().build(keys.public_key());
+        assert!(!same_as_last(std::iter::once(&record), &candidate));
     }
 
     #[test]
