@@ -26,4 +26,5 @@ mod standby_nodes;
 mod status_page;
 mod subscriptions;
 mod tokens;
+mod wal_sync;
 mod zaps;

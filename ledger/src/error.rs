@@ -157,4 +157,8 @@ pub enum LedgerError {
     /// lost turned out to have landed): it refuses to write until opened again.
     #[error("the store no longer matches its database ({0}); open it again")]
     OutOfStep(String),
+    /// Syncing the WAL behind the commits failed (`store::wal_sync`): what was committed since
+    /// the last good sync may not be on disk, so nothing more is released.
+    #[error("{0}; what was committed since the last good sync may not be on disk")]
+    SyncFailed(String),
 }

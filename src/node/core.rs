@@ -11,6 +11,7 @@
 //! ```
 
 mod checkpoints;
+mod durable;
 mod ledger_fault;
 mod observe;
 mod quote_waiters;
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use nostr_sdk::prelude::{Event, EventBuilder, JsonUtil, RelayUrl, UnsignedEvent};
+use paydvm_ledger::store::wal_sync::BeforeSync;
 use paydvm_ledger::LedgerStore;
 use paydvm_ledger::{EffectId, EventBody, JobId, JobRecord, LedgerEvent, Pubkey, RefundId, UnixMs};
 use paydvm_policies::Policy;
@@ -147,6 +149,8 @@ pub enum Command {
     Shutdown { done: oneshot::Sender<()> },
     /// The outbox finished everything it was given (only after `Shutdown`).
     OutboxDrained,
+    /// The ledger file's WAL sync thread finished a sync: written batches may be released.
+    Synced,
 }
 
 /// Everything the core owns.
@@ -176,6 +180,8 @@ pub struct CoreParts {
     /// The ledger file `store` opened, watched for deletion and lost writability (`None` for a
     /// database: its server keeps its files).
     pub watch: Option<LedgerWatch>,
+    /// Run before each sync of the ledger file's WAL; `None` outside tests.
+    pub before_sync: Option<BeforeSync>,
 }
 
 /// Commands handled before one ledger write (group commit).
@@ -191,6 +197,8 @@ struct Batch {
     inputs: Vec<Input>,
     /// The job lifecycle lines of staged groups: logged only after the write.
     story: Vec<story::Step>,
+    /// Whether the write stored something (rails waiting for quotes look again then).
+    wrote: bool,
 }
 
 pub struct Core {
@@ -223,6 +231,10 @@ pub struct Core {
     quote_waiters: quote_waiters::QuoteWaiters,
     /// Tells failures of the ledger file's checkpoint thread.
     checkpoints: checkpoints::CheckpointWatch,
+    /// Written batches waiting for the WAL sync before they are released (`durable`).
+    held: durable::Held,
+    /// Run before each WAL sync (tests hold or fail syncs with it).
+    before_sync: Option<BeforeSync>,
 }
 
 impl Core {
@@ -261,8 +273,10 @@ impl Core {
             guard: ledger_fault::FaultGuard::new(parts.watch),
             quote_waiters: quote_waiters::QuoteWaiters::default(),
             checkpoints: checkpoints::CheckpointWatch::default(),
+            held: durable::Held::default(),
+            before_sync: parts.before_sync,
         };
-        core.checkpoint_aside();
+        core.io_aside();
         core
     }
 
@@ -301,6 +315,7 @@ impl Core {
     /// its record is on disk. Blocks: run it on its own thread ([`Core::spawn`]).
     pub fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         'commands: while let Some(first) = rx.blocking_recv() {
+            self.release_synced();
             // Before anything of the batch touches SQLite: is the ledger still fit to use?
             if !self.guard.faulted() {
                 self.ledger_ok();
@@ -317,8 +332,9 @@ impl Core {
                 }
             }
             self.flush();
+            self.release_synced();
         }
-        self.flush();
+        self.flush_durable();
         let closing = self.closing.take();
         if self.guard.faulted() {
             self.rescue_at_close();
@@ -443,20 +459,13 @@ impl Core {
         match self.store.flush() {
             Ok(_) => {
                 self.guard.written();
-                for step in &batch.story {
-                    step.log();
-                }
                 if groups > 0 {
                     self.observer.written(started.elapsed());
-                    self.quote_waiters.written(self.store.state());
                 }
-                for p in batch.publications {
-                    self.publish(p);
-                }
-                for action in batch.actions {
-                    self.perform(action);
-                }
-                self.after_write();
+                self.hold_until_synced(Batch {
+                    wrote: groups > 0,
+                    ..batch
+                });
                 true
             }
             Err(e) => {
@@ -467,6 +476,23 @@ impl Core {
                 false
             }
         }
+    }
+
+    /// A written batch is on disk: log its story, publish its events, perform its actions.
+    fn release(&mut self, batch: Batch) {
+        for step in &batch.story {
+            step.log();
+        }
+        if batch.wrote {
+            self.quote_waiters.written(self.store.state());
+        }
+        for p in batch.publications {
+            self.publish(p);
+        }
+        for action in batch.actions {
+            self.perform(action);
+        }
+        self.after_write();
     }
 
     /// A write landed: refunds it made due are routed now (their loose actions at once; groups,
@@ -503,6 +529,10 @@ impl Core {
     /// Handles one command; false when the core must stop. While the ledger is faulted the
     /// command waits or is answered from memory (`ledger_fault`).
     fn handle(&mut self, command: Command) -> bool {
+        if let Command::Synced = command {
+            // Only a wake-up: each batch starts by releasing what is synced.
+            return true;
+        }
         if self.guard.faulted() {
             return self.handle_faulted(command);
         }
@@ -519,7 +549,7 @@ impl Core {
             }
             Command::Job { job, reply } => {
                 // What the core answers is on disk: a caller may read the file next.
-                self.flush();
+                self.flush_durable();
                 let record = self
                     .store
                     .job(&job)
@@ -600,7 +630,7 @@ impl Core {
     }
 
     fn shutdown(&mut self, done: oneshot::Sender<()>) {
-        self.flush();
+        self.flush_durable();
         for (_, handle) in self.running.drain() {
             handle.abort();
         }
@@ -611,7 +641,7 @@ impl Core {
 
     /// Only what is on disk counts as credited.
     fn credited(&mut self, refs: Vec<String>) -> Vec<String> {
-        self.flush();
+        self.flush_durable();
         let store = &self.store;
         // A reference the store cannot answer for counts as credited: the rail holds back.
         refs.into_iter()
@@ -646,7 +676,7 @@ impl Core {
                 "already done, or refused by the ledger (request {id})"
             ));
         }
-        if !self.flush() {
+        if !self.flush_durable() {
             return OperatorReply::refused("writing the ledger failed; nothing changed");
         }
         info!(%id, ?what, "operator request recorded");

@@ -107,6 +107,9 @@ pub struct NodeOptions {
     /// Start an empty ledger even if the node directory shows that one existed
     /// (`paydvm run --new-ledger`; see [`ledger_marker`]).
     pub new_ledger: bool,
+    /// Run before each sync of a ledger file's WAL (tests hold a sync back, or fail it);
+    /// `None` by default.
+    pub before_wal_sync: Option<paydvm_ledger::store::wal_sync::BeforeSync>,
 }
 
 impl Default for NodeOptions {
@@ -120,6 +123,7 @@ impl Default for NodeOptions {
             never_sent_after: refunds::NEVER_SENT_AFTER,
             relay_backoff: relays::Backoff::DEFAULT,
             new_ledger: false,
+            before_wal_sync: None,
         }
     }
 }
@@ -135,6 +139,10 @@ impl std::fmt::Debug for NodeOptions {
             .field("never_sent_after", &self.never_sent_after)
             .field("relay_backoff", &self.relay_backoff)
             .field("new_ledger", &self.new_ledger)
+            .field(
+                "before_wal_sync",
+                &self.before_wal_sync.as_ref().map(|_| "hook"),
+            )
             .finish()
     }
 }
@@ -392,6 +400,7 @@ impl Node {
             cashu_fees: p2pk.as_ref().map(|_| config.input_fees),
             telemetry: telemetry.clone(),
             watch,
+            before_sync: options.before_wal_sync.clone(),
         });
         let ledger_fault = core.fault_report();
         let stop_order = core.stop_order();

@@ -18,6 +18,7 @@ mod snapshots;
 mod trait_impl;
 mod verify;
 mod verify_chain;
+pub mod wal_sync;
 
 use std::path::Path;
 
@@ -39,6 +40,7 @@ use crate::ledger_store::{OpenReport, Recall, Retention, SnapshotStats, StoreOpt
 use crate::state::LedgerState;
 use checkpointer::{CheckpointStats, Checkpointer, MayTouch, BACKSTOP_PAGES};
 use resident::{PreparedGroup, Resident, StoreBackend};
+use wal_sync::{BeforeSync, Wake, WalSyncer};
 
 /// Creates a new ledger file empty with mode 0600 (an empty file is a valid new SQLite
 /// database), so that it and the `-wal`/`-shm` files SQLite gives the same mode are readable by
@@ -89,6 +91,8 @@ pub struct Store {
     /// Declared before `conn`: the thread stops (finishing a checkpoint under way) before the
     /// store's connection closes with its own last checkpoint.
     checkpointer: Option<Checkpointer>,
+    /// Syncs the WAL behind the commits, once [`Store::sync_in_background`] started it.
+    syncer: Option<WalSyncer>,
     conn: Connection,
     /// The state in memory and what is staged (shared with every store).
     core: Resident,
@@ -175,6 +179,7 @@ impl Store {
         };
         Ok(Store {
             checkpointer: None,
+            syncer: None,
             conn,
             core: Resident::new(loaded.ledger, loaded.head, loaded.report, options),
         })
@@ -199,6 +204,53 @@ impl Store {
         self.conn
             .pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)?;
         Ok(())
+    }
+
+    /// From now on a commit returns once its WAL frames are written, before they are synced
+    /// (`synchronous = NORMAL`), and a thread of its own syncs the WAL behind the commits (see
+    /// [`wal_sync`]): the caller asks [`Store::request_sync`] after each flush and holds back
+    /// that flush's side effects until [`Store::synced`] reaches the ticket. `wake` is called
+    /// after each sync. Does nothing for a read-only or in-memory store, or when started.
+    pub fn sync_in_background(
+        &mut self,
+        wake: Wake,
+        before_sync: Option<BeforeSync>,
+    ) -> Result<(), LedgerError> {
+        if self.syncer.is_some() || self.options().read_only {
+            return Ok(());
+        }
+        let path = match self.conn.path() {
+            Some(path) if !path.is_empty() => format!("{path}-wal"),
+            _ => return Ok(()),
+        };
+        // The WAL exists while a connection has the database open in WAL mode.
+        let wal = std::fs::File::open(&path)?;
+        self.syncer = Some(WalSyncer::start(wal, wake, before_sync)?);
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(())
+    }
+
+    /// A ticket for everything committed so far, when the WAL is synced behind the commits
+    /// (`None`: each commit was synced before it returned).
+    pub fn request_sync(&self) -> Option<u64> {
+        self.syncer.as_ref().map(WalSyncer::request)
+    }
+
+    /// Every ticket up to the answer is on disk (`None` without a sync thread); an error, for
+    /// good, once a sync failed.
+    pub fn synced(&self) -> Option<Result<u64, LedgerError>> {
+        self.syncer
+            .as_ref()
+            .map(|s| s.synced().map_err(LedgerError::SyncFailed))
+    }
+
+    /// Syncs the WAL now, on the caller's thread: everything committed is on disk after `Ok`.
+    /// Without a sync thread each commit was synced already.
+    pub fn sync_now(&self) -> Result<(), LedgerError> {
+        match &self.syncer {
+            Some(s) => s.sync_now().map_err(LedgerError::SyncFailed),
+            None => Ok(()),
+        }
     }
 
     /// What the checkpoint thread has done, when there is one.
@@ -353,6 +405,7 @@ impl Store {
     /// the connection (checkpointing the WAL). A failed snapshot is returned after closing.
     pub fn close(mut self) -> Result<(), LedgerError> {
         self.checkpointer.take();
+        self.syncer.take();
         let snapshot = self.core.close(&mut self.conn);
         self.conn
             .close()

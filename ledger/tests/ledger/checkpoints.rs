@@ -115,3 +115,54 @@ fn after_closing_or_dropping_the_store_the_wal_is_gone_and_the_ledger_whole() {
         assert_eq!(store.state().jobs().count(), 1);
     }
 }
+
+/// The WAL synced behind the commits (`store::wal_sync`), beside the checkpoint thread: commits
+/// no longer sync (`synchronous = NORMAL`), each ticket is reached by the sync thread, a sync
+/// now covers everything committed, and the file reopens whole.
+#[test]
+fn commits_leave_the_wal_sync_to_the_thread_and_each_ticket_is_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let mut store = Store::open(&db, Durability::Full).unwrap();
+    let synchronous = |s: &Store| -> i64 {
+        s.connection()
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(synchronous(&store), 2, "FULL before");
+    assert!(
+        store.request_sync().is_none(),
+        "no tickets without the thread"
+    );
+    let wakes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let woken = Arc::clone(&wakes);
+    store
+        .sync_in_background(
+            Box::new(move || {
+                woken.fetch_add(1, Ordering::SeqCst);
+            }),
+            None,
+        )
+        .unwrap();
+    store.checkpoint_in_background(Box::new(|| true)).unwrap();
+    assert_eq!(synchronous(&store), 1, "NORMAL: the thread syncs");
+
+    let mut next = 0;
+    let mut ticket = 0;
+    for _ in 0..50 {
+        write_ten(&mut store, &mut next);
+        ticket = store.request_sync().unwrap();
+    }
+    assert_eq!(ticket, 50);
+    wait_for("the last ticket", || {
+        store.synced().unwrap().unwrap() >= ticket
+    });
+    assert!(wakes.load(Ordering::SeqCst) > 0, "told after a sync");
+    write_ten(&mut store, &mut next);
+    store.sync_now().unwrap();
+    let live = store.state().clone();
+    store.close().unwrap();
+    let reopened = Store::open(&db, Durability::Full).unwrap();
+    assert_eq!(reopened.state(), &live);
+    reopened.verify().unwrap();
+}

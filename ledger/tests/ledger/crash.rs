@@ -10,8 +10,9 @@ use paydvm_ledger::store::{Durability, Store};
 use paydvm_ledger::*;
 
 const CHILD_ENV: &str = "PAYDVM_CRASH_CHILD_DB";
-/// Set for the child in odd rounds: it checkpoints on a thread of its own (as the node does), so
-/// some kills land in the middle of a background checkpoint.
+/// Set for the child in odd rounds: it checkpoints, and syncs its WAL behind its commits, on
+/// threads of their own (as the node does), so some kills land in the middle of a background
+/// checkpoint or sync.
 const CHECKPOINT_ENV: &str = "PAYDVM_CRASH_CHILD_CHECKPOINTS";
 const EVENTS_PER_JOB: usize = 6;
 const JOBS_PER_BATCH: usize = 200;
@@ -98,6 +99,9 @@ fn crash_child_writer() {
         store
             .checkpoint_in_background(Box::new(|| true))
             .expect("checkpoint thread");
+        store
+            .sync_in_background(Box::new(|| {}), None)
+            .expect("sync thread");
     }
     let marker = in_batch_marker(Path::new(&path));
     let mut next = store.state().jobs().count();
@@ -108,6 +112,7 @@ fn crash_child_writer() {
         for r in store.append_batch(&refs).expect("batch written") {
             r.expect("group accepted");
         }
+        store.request_sync();
         std::fs::remove_file(&marker).expect("marker");
         next += JOBS_PER_BATCH;
     }

@@ -144,7 +144,7 @@ impl FaultGuard {
 
     /// Enters (or stays in) the fault, saying so at ERROR when it is new or changed, and again
     /// every [`REMIND_EVERY`].
-    fn enter(&mut self, fault: LedgerFault) {
+    pub(super) fn enter(&mut self, fault: LedgerFault) {
         let now = Instant::now();
         let changed = self.fault.as_ref() != Some(&fault);
         let remind = self.said_at.is_none_or(|t| now - t >= REMIND_EVERY);
@@ -220,8 +220,9 @@ impl Core {
         }
     }
 
-    /// A ledger file is checkpointed on a thread of its own, off the core's commits.
-    pub(super) fn checkpoint_aside(&mut self) {
+    /// A ledger file is checkpointed, and its WAL synced, on threads of their own, off the
+    /// core's commits (`durable` holds back what a batch releases until its sync).
+    pub(super) fn io_aside(&mut self) {
         let (Some(may_touch), LedgerHandle::Sqlite(store)) =
             (self.guard.may_touch(), &mut self.store)
         else {
@@ -230,6 +231,23 @@ impl Core {
         if let Err(e) = store.checkpoint_in_background(may_touch) {
             warn!("the ledger's WAL is checkpointed inside commits: no checkpoint thread: {e}");
         }
+        let commands = self.commands.clone();
+        let wake = Box::new(move || {
+            // Full: the core has commands to take and releases what is synced before them.
+            let _ = commands.try_send(Command::Synced);
+        });
+        if let Err(e) = store.sync_in_background(wake, self.before_sync.clone()) {
+            warn!("the ledger's WAL is synced inside commits: no sync thread: {e}");
+        }
+    }
+
+    /// Orders the node to stop at once (the first reason given is kept).
+    pub(super) fn order_stop(&mut self, order: String) {
+        self.guard.stop.send_if_modified(|stop| {
+            let first = stop.is_none();
+            stop.get_or_insert(order);
+            first
+        });
     }
 
     /// A write failed: the batch's inputs wait, first in line, and the core is faulted. A store
@@ -238,12 +256,7 @@ impl Core {
     pub(super) fn write_failed(&mut self, error: &LedgerError, inputs: Vec<Input>) {
         self.park_inputs(inputs);
         if let LedgerError::OutOfStep(_) = error {
-            let order = format!("{error} (a start reads the ledger afresh)");
-            self.guard.stop.send_if_modified(|stop| {
-                let first = stop.is_none();
-                stop.get_or_insert(order);
-                first
-            });
+            self.order_stop(format!("{error} (a start reads the ledger afresh)"));
         }
         self.guard
             .enter(LedgerFault::WriteFailed(error.to_string()));
@@ -387,8 +400,9 @@ impl Core {
                 self.guard.watch = Some(watch);
                 self.guard.reopen = None;
                 let _ = crate::node::ledger_marker::mark(&path, super::now_ms());
-                self.checkpoint_aside();
-                true
+                self.io_aside();
+                // The copy holds every commit, synced: what waited for the old file's sync goes.
+                self.settle()
             }
             Err(reason) => self.restore_failed(&path, format!("reopening: {reason}")),
         }

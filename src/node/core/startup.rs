@@ -42,9 +42,9 @@ impl Core {
         });
         let memory = self.decider.memory();
         self.contexts.retain(|job, _| memory.holds(job));
-        self.flush();
+        self.flush_durable();
         // The first write drives the open refunds, which may stage `refund_deferred`: write it.
-        self.flush();
+        self.flush_durable();
         let (seq, _) = self.store.head();
         let newest_at = if seq == 0 {
             None

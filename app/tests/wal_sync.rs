@@ -1,0 +1,173 @@
+//! The pipelined group commit through a real relay: the node commits a batch and decides the next
+//! while the WAL is synced on a thread of its own, and nothing a batch releases (feedback,
+//! results, executors) goes out before that batch's sync. A sync that fails stops the node with
+//! nothing of the unsynced batches sent; a restart finishes the work from the ledger, once.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nostr_sdk::prelude::*;
+use paydvm::node::NodeOptions;
+use paydvm_ledger::store::wal_sync::BeforeSync;
+use paydvm_ledger::JobState;
+
+use crate::node::{is_status, setup, wait_state, Customer, Setup};
+
+/// Events of `kind` on the relay that answer `request`.
+async fn answers_on_relay(s: &Setup, kind: u16, request: EventId) -> usize {
+    let client = paydvm::node::transport::client(Keys::generate());
+    client.add_relay(s.urls[0].clone()).await.unwrap();
+    client.try_connect(Duration::from_secs(5)).await;
+    let filter = Filter::new().kind(Kind::Custom(kind)).event(request);
+    let events = client
+        .fetch_events(filter, Duration::from_secs(5))
+        .await
+        .unwrap();
+    client.shutdown().await;
+    events.len()
+}
+
+/// The event types committed for `job`, read from the file by a connection of our own (what
+/// other processes see: committed, whether synced or not).
+fn committed_types(ledger: &Path, job: &str) -> Vec<String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(ledger, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut stmt = conn
+        .prepare("SELECT type FROM events WHERE job = ?1 ORDER BY seq")
+        .unwrap();
+    let types = stmt
+        .query_map([job], |r| r.get::<_, String>(0))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    types
+}
+
+async fn wait_committed(ledger: &Path, job: &str, event_type: &str) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let types = committed_types(ledger, job);
+        if types.iter().any(|t| t == event_type) {
+            return types;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{event_type} never committed: {types:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A sync hook that waits while `hold` is set.
+fn holding(hold: &Arc<AtomicBool>) -> BeforeSync {
+    let hold = Arc::clone(hold);
+    Arc::new(move || {
+        while hold.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    })
+}
+
+/// A sync hook that fails while `fail` is set.
+fn failing(fail: &Arc<AtomicBool>) -> BeforeSync {
+    let fail = Arc::clone(fail);
+    Arc::new(move || match fail.load(Ordering::SeqCst) {
+        true => Err(std::io::Error::other("injected fsync failure")),
+        false => Ok(()),
+    })
+}
+
+/// Lets whatever the start and the first relay connection wrote be synced first: a job read
+/// back is answered only once everything before it is on disk.
+async fn settle(node: &paydvm::node::NodeHandle) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let nobody = "0".repeat(64);
+    assert!(node.job(&nobody).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_a_batch_releases_goes_out_before_its_wal_sync() {
+    let s = setup(1, "refund").await;
+    let hold = Arc::new(AtomicBool::new(false));
+    let node = s
+        .start_with(NodeOptions {
+            before_wal_sync: Some(holding(&hold)),
+            ..NodeOptions::default()
+        })
+        .await;
+    settle(&node).await;
+    hold.store(true, Ordering::SeqCst);
+
+    let mut customer = Customer::connect(&s.urls).await;
+    let request = customer.request(5001, "held until synced", &[]);
+    customer.client.send_event(&request).await.unwrap();
+    let job = request.id.to_hex();
+    // Committed (the core decided the job and went on) but not synced: nothing went out.
+    let committed = wait_committed(&s.ledger(), &job, "processing_started").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !committed_types(&s.ledger(), &job).contains(&"result_published".to_string()),
+        "the executor ran before the sync: {committed:?}"
+    );
+    assert_eq!(answers_on_relay(&s, 7000, request.id).await, 0, "feedback");
+    assert_eq!(answers_on_relay(&s, 6001, request.id).await, 0, "result");
+
+    hold.store(false, Ordering::SeqCst);
+    customer.wait_for(request.id, is_status("processing")).await;
+    let result = customer
+        .wait_for(request.id, |e| e.kind == Kind::Custom(6001))
+        .await;
+    assert_eq!(result.content, "3 words");
+    wait_state(&node, &job, JobState::Succeeded).await;
+    node.shutdown().await;
+    customer.client.shutdown().await;
+    s.store().verify().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_wal_sync_stops_the_node_unsent_and_a_restart_ends_the_job_once() {
+    let s = setup(1, "refund").await;
+    let fail = Arc::new(AtomicBool::new(false));
+    let node = s
+        .start_with(NodeOptions {
+            before_wal_sync: Some(failing(&fail)),
+            ..NodeOptions::default()
+        })
+        .await;
+    settle(&node).await;
+    fail.store(true, Ordering::SeqCst);
+
+    let mut customer = Customer::connect(&s.urls).await;
+    let request = customer.request(5001, "sync fails here", &[]);
+    customer.client.send_event(&request).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(30), node.must_stop())
+        .await
+        .expect("the node is told to stop");
+    assert!(reason.contains("injected fsync failure"), "{reason}");
+    let job = request.id.to_hex();
+    let committed = committed_types(&s.ledger(), &job);
+    assert!(
+        committed.contains(&"processing_started".to_string()),
+        "the job was committed before its sync failed: {committed:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(answers_on_relay(&s, 7000, request.id).await, 0, "feedback");
+    assert_eq!(answers_on_relay(&s, 6001, request.id).await, 0, "result");
+    node.shutdown().await;
+
+    // A start reads the ledger afresh: the job interrupted before its executor ran ends once.
+    let node = s.start().await;
+    let result = customer
+        .wait_for(request.id, |e| e.kind == Kind::Custom(6001))
+        .await;
+    assert_eq!(result.content, "3 words");
+    wait_state(&node, &job, JobState::Succeeded).await;
+    node.shutdown().await;
+    customer.client.shutdown().await;
+    assert_eq!(answers_on_relay(&s, 6001, request.id).await, 1);
+    s.store().verify().unwrap();
+}
