@@ -249,6 +249,20 @@ fn delivered_effects(store: &Store, job: &str) -> usize {
         .count()
 }
 
+/// The events of `kind` (a result, a feedback) the first relay holds that answer `request`.
+pub async fn results_on_relay(s: &Setup, kind: u16, request: EventId) -> usize {
+    let client = paydvm::node::transport::client(Keys::generate());
+    client.add_relay(s.urls[0].clone()).await.unwrap();
+    client.try_connect(Duration::from_secs(5)).await;
+    let filter = Filter::new().kind(Kind::Custom(kind)).event(request);
+    let events = client
+        .fetch_events(filter, Duration::from_secs(5))
+        .await
+        .unwrap();
+    client.shutdown().await;
+    events.len()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn free_job_gets_processing_feedback_and_result() {
     let s = setup(1, "refund").await;

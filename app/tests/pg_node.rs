@@ -19,7 +19,9 @@ use paydvm_testkit::fixture::Fixture;
 
 use crate::cli::{paydvm, stderr, stdout};
 use crate::lightning::quoted_invoice;
-use crate::node::{is_status, test_node, wait_state, Customer, Setup, PAID_AND_DONE};
+use crate::node::{
+    is_status, results_on_relay, test_node, wait_state, Customer, Setup, PAID_AND_DONE,
+};
 
 /// A password the throwaway cluster does not ask for (trust authentication): it must never
 /// show in a message or a log line.
@@ -92,20 +94,6 @@ fn effects(store: &impl LedgerStore, jobs: &[&str]) -> (usize, usize) {
         .collect();
     let delivered = of_jobs.iter().filter(|e| e.outcome.is_some()).count();
     (of_jobs.len(), delivered)
-}
-
-/// The results (kind 6000 + kind) the relay holds for `request`.
-async fn results_on_relay(s: &Setup, kind: u16, request: EventId) -> usize {
-    let client = paydvm::node::transport::client(Keys::generate());
-    client.add_relay(s.urls[0].clone()).await.unwrap();
-    client.try_connect(Duration::from_secs(5)).await;
-    let filter = Filter::new().kind(Kind::Custom(kind)).event(request);
-    let events = client
-        .fetch_events(filter, Duration::from_secs(5))
-        .await
-        .unwrap();
-    client.shutdown().await;
-    events.len()
 }
 
 /// A free job and a paid one (invoice settled), each to its result.

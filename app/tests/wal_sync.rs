@@ -13,21 +13,7 @@ use paydvm::node::NodeOptions;
 use paydvm_ledger::store::wal_sync::BeforeSync;
 use paydvm_ledger::JobState;
 
-use crate::node::{is_status, setup, wait_state, Customer, Setup};
-
-/// Events of `kind` on the relay that answer `request`.
-async fn answers_on_relay(s: &Setup, kind: u16, request: EventId) -> usize {
-    let client = paydvm::node::transport::client(Keys::generate());
-    client.add_relay(s.urls[0].clone()).await.unwrap();
-    client.try_connect(Duration::from_secs(5)).await;
-    let filter = Filter::new().kind(Kind::Custom(kind)).event(request);
-    let events = client
-        .fetch_events(filter, Duration::from_secs(5))
-        .await
-        .unwrap();
-    client.shutdown().await;
-    events.len()
-}
+use crate::node::{is_status, results_on_relay, setup, wait_state, Customer, Setup};
 
 /// The event types committed for `job`, read from the file by a connection of our own (what
 /// other processes see: committed, whether synced or not).
@@ -81,30 +67,37 @@ fn failing(fail: &Arc<AtomicBool>) -> BeforeSync {
     })
 }
 
-/// Lets whatever the start and the first relay connection wrote be synced first: a job read
-/// back is answered only once everything before it is on disk.
-async fn settle(node: &paydvm::node::NodeHandle) {
+/// A node whose WAL syncs run `hook` first, started and settled: whatever the start and the
+/// first relay connection wrote is synced (a job read back is answered only once everything
+/// before it is on disk). Then `arm` is set (the hook holds or fails from then on) and a customer
+/// sends a free request.
+async fn start_then_request(
+    s: &Setup,
+    hook: BeforeSync,
+    arm: &AtomicBool,
+    text: &str,
+) -> (paydvm::node::NodeHandle, Customer, Event) {
+    let node = s
+        .start_with(NodeOptions {
+            before_wal_sync: Some(hook),
+            ..NodeOptions::default()
+        })
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let nobody = "0".repeat(64);
-    assert!(node.job(&nobody).await.is_none());
+    assert!(node.job(&"0".repeat(64)).await.is_none());
+    arm.store(true, Ordering::SeqCst);
+    let customer = Customer::connect(&s.urls).await;
+    let request = customer.request(5001, text, &[]);
+    customer.client.send_event(&request).await.unwrap();
+    (node, customer, request)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_a_batch_releases_goes_out_before_its_wal_sync() {
     let s = setup(1, "refund").await;
     let hold = Arc::new(AtomicBool::new(false));
-    let node = s
-        .start_with(NodeOptions {
-            before_wal_sync: Some(holding(&hold)),
-            ..NodeOptions::default()
-        })
-        .await;
-    settle(&node).await;
-    hold.store(true, Ordering::SeqCst);
-
-    let mut customer = Customer::connect(&s.urls).await;
-    let request = customer.request(5001, "held until synced", &[]);
-    customer.client.send_event(&request).await.unwrap();
+    let (node, mut customer, request) =
+        start_then_request(&s, holding(&hold), &hold, "held until synced").await;
     let job = request.id.to_hex();
     // Committed (the core decided the job and went on) but not synced: nothing went out.
     let committed = wait_committed(&s.ledger(), &job, "processing_started").await;
@@ -113,8 +106,8 @@ async fn nothing_a_batch_releases_goes_out_before_its_wal_sync() {
         !committed_types(&s.ledger(), &job).contains(&"result_published".to_string()),
         "the executor ran before the sync: {committed:?}"
     );
-    assert_eq!(answers_on_relay(&s, 7000, request.id).await, 0, "feedback");
-    assert_eq!(answers_on_relay(&s, 6001, request.id).await, 0, "result");
+    assert_eq!(results_on_relay(&s, 7000, request.id).await, 0, "feedback");
+    assert_eq!(results_on_relay(&s, 6001, request.id).await, 0, "result");
 
     hold.store(false, Ordering::SeqCst);
     customer.wait_for(request.id, is_status("processing")).await;
@@ -132,18 +125,8 @@ async fn nothing_a_batch_releases_goes_out_before_its_wal_sync() {
 async fn a_failed_wal_sync_stops_the_node_unsent_and_a_restart_ends_the_job_once() {
     let s = setup(1, "refund").await;
     let fail = Arc::new(AtomicBool::new(false));
-    let node = s
-        .start_with(NodeOptions {
-            before_wal_sync: Some(failing(&fail)),
-            ..NodeOptions::default()
-        })
-        .await;
-    settle(&node).await;
-    fail.store(true, Ordering::SeqCst);
-
-    let mut customer = Customer::connect(&s.urls).await;
-    let request = customer.request(5001, "sync fails here", &[]);
-    customer.client.send_event(&request).await.unwrap();
+    let (node, mut customer, request) =
+        start_then_request(&s, failing(&fail), &fail, "sync fails here").await;
     let reason = tokio::time::timeout(Duration::from_secs(30), node.must_stop())
         .await
         .expect("the node is told to stop");
@@ -155,8 +138,8 @@ async fn a_failed_wal_sync_stops_the_node_unsent_and_a_restart_ends_the_job_once
         "the job was committed before its sync failed: {committed:?}"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(answers_on_relay(&s, 7000, request.id).await, 0, "feedback");
-    assert_eq!(answers_on_relay(&s, 6001, request.id).await, 0, "result");
+    assert_eq!(results_on_relay(&s, 7000, request.id).await, 0, "feedback");
+    assert_eq!(results_on_relay(&s, 6001, request.id).await, 0, "result");
     node.shutdown().await;
 
     // A start reads the ledger afresh: the job interrupted before its executor ran ends once.
@@ -168,6 +151,6 @@ async fn a_failed_wal_sync_stops_the_node_unsent_and_a_restart_ends_the_job_once
     wait_state(&node, &job, JobState::Succeeded).await;
     node.shutdown().await;
     customer.client.shutdown().await;
-    assert_eq!(answers_on_relay(&s, 6001, request.id).await, 1);
+    assert_eq!(results_on_relay(&s, 6001, request.id).await, 1);
     s.store().verify().unwrap();
 }

@@ -125,6 +125,11 @@ fn run(args: &Args, stores: &mut Stores) -> anyhow::Result<()> {
             single::Checkpoints::OwnThread,
         ),
         (
+            "full-behind",
+            Durability::Full,
+            single::Checkpoints::OwnThreadSyncedBehind,
+        ),
+        (
             "normal",
             Durability::Normal,
             single::Checkpoints::InTheCommit,
