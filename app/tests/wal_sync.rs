@@ -92,6 +92,24 @@ async fn start_then_request(
     (node, customer, request)
 }
 
+/// The three-word request gets its one result, the job succeeds, and the ledger verifies.
+async fn ends_once(
+    s: &Setup,
+    node: paydvm::node::NodeHandle,
+    mut customer: Customer,
+    request: &Event,
+) {
+    let result = customer
+        .wait_for(request.id, |e| e.kind == Kind::Custom(6001))
+        .await;
+    assert_eq!(result.content, "3 words");
+    wait_state(&node, &request.id.to_hex(), JobState::Succeeded).await;
+    node.shutdown().await;
+    customer.client.shutdown().await;
+    assert_eq!(results_on_relay(s, 6001, request.id).await, 1);
+    s.store().verify().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_a_batch_releases_goes_out_before_its_wal_sync() {
     let s = setup(1, "refund").await;
@@ -111,21 +129,14 @@ async fn nothing_a_batch_releases_goes_out_before_its_wal_sync() {
 
     hold.store(false, Ordering::SeqCst);
     customer.wait_for(request.id, is_status("processing")).await;
-    let result = customer
-        .wait_for(request.id, |e| e.kind == Kind::Custom(6001))
-        .await;
-    assert_eq!(result.content, "3 words");
-    wait_state(&node, &job, JobState::Succeeded).await;
-    node.shutdown().await;
-    customer.client.shutdown().await;
-    s.store().verify().unwrap();
+    ends_once(&s, node, customer, &request).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_wal_sync_stops_the_node_unsent_and_a_restart_ends_the_job_once() {
     let s = setup(1, "refund").await;
     let fail = Arc::new(AtomicBool::new(false));
-    let (node, mut customer, request) =
+    let (node, customer, request) =
         start_then_request(&s, failing(&fail), &fail, "sync fails here").await;
     let reason = tokio::time::timeout(Duration::from_secs(30), node.must_stop())
         .await
@@ -144,13 +155,5 @@ async fn a_failed_wal_sync_stops_the_node_unsent_and_a_restart_ends_the_job_once
 
     // A start reads the ledger afresh: the job interrupted before its executor ran ends once.
     let node = s.start().await;
-    let result = customer
-        .wait_for(request.id, |e| e.kind == Kind::Custom(6001))
-        .await;
-    assert_eq!(result.content, "3 words");
-    wait_state(&node, &job, JobState::Succeeded).await;
-    node.shutdown().await;
-    customer.client.shutdown().await;
-    assert_eq!(results_on_relay(&s, 6001, request.id).await, 1);
-    s.store().verify().unwrap();
+    ends_once(&s, node, customer, &request).await;
 }
