@@ -157,3 +157,58 @@ async fn a_failed_wal_sync_stops_the_node_unsent_and_a_restart_ends_the_job_once
     let node = s.start().await;
     ends_once(&s, node, customer, &request).await;
 }
+
+/// A disk that stalls: once `MAX_HELD` (16) written batches wait for their sync, the core takes
+/// no more work until the disk answers; then everything ends, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_sync_stops_the_core_taking_work_after_sixteen_batches() {
+    let s = setup(1, "refund").await;
+    let hold = Arc::new(AtomicBool::new(false));
+    let (node, mut customer, first) =
+        start_then_request(&s, holding(&hold), &hold, "batch number zero").await;
+    let mut requests = vec![first];
+    let mut committed = 0;
+    // One request per batch: the next is sent once the previous is committed.
+    for n in 0..24 {
+        if !is_committed_soon(&s.ledger(), &requests[n].id.to_hex()).await {
+            break;
+        }
+        committed += 1;
+        let request = customer.request(5001, &format!("batch number {}", n + 1), &[]);
+        customer.client.send_event(&request).await.unwrap();
+        requests.push(request);
+    }
+    assert!(
+        (1..=16).contains(&committed),
+        "{committed} requests committed while every sync was held"
+    );
+
+    hold.store(false, Ordering::SeqCst);
+    for request in &requests {
+        let result = customer
+            .wait_for(request.id, |e| e.kind == Kind::Custom(6001))
+            .await;
+        assert_eq!(result.content, "3 words");
+    }
+    node.shutdown().await;
+    customer.client.shutdown().await;
+    for request in &requests {
+        assert_eq!(results_on_relay(&s, 6001, request.id).await, 1);
+    }
+    s.store().verify().unwrap();
+}
+
+/// Whether `job` is committed within two seconds.
+async fn is_committed_soon(ledger: &Path, job: &str) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while tokio::time::Instant::now() < deadline {
+        if committed_types(ledger, job)
+            .iter()
+            .any(|t| t == "processing_started")
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}

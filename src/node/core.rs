@@ -333,6 +333,7 @@ impl Core {
             }
             self.flush();
             self.release_synced();
+            self.bound_held();
         }
         self.flush_durable();
         let closing = self.closing.take();

@@ -4,8 +4,9 @@
 //! (`paydvm_ledger::store::wal_sync`): the core commits batch N, goes on deciding batch N+1
 //! while N is synced, and holds back everything N releases (its publications, its actions, its
 //! log lines, the rails waiting for quotes) until the sync thread reports N's ticket. Batches
-//! are released in the order they were written. A PostgreSQL ledger (and a file without the
-//! sync thread) syncs inside the commit: its batches are released at once.
+//! are released in the order they were written. At most [`MAX_HELD`] batches wait: then the core
+//! syncs on its own thread before it takes another command. A PostgreSQL ledger (and a file
+//! without the sync thread) syncs inside the commit: its batches are released at once.
 //!
 //! Some answers promise what is on disk (an operator's request, the credited references, a job
 //! read back, shutdown): [`Core::flush_durable`] syncs on the core's thread and releases
@@ -21,6 +22,11 @@ use tracing::error;
 use super::{Batch, Core};
 use crate::ledger_handle::LedgerHandle;
 use crate::node::ledger_watch::LedgerFault;
+
+/// Batches held at most: past this the core syncs on its own thread before it takes another
+/// command, so a disk that stalls holds up intake (bounded queues) instead of piling decided
+/// work up in memory. The sync thread normally keeps up within a batch or two.
+pub(super) const MAX_HELD: usize = 16;
 
 /// Written batches waiting for their sync, oldest first.
 #[derive(Default)]
@@ -68,6 +74,13 @@ impl Core {
             Some(Err(e)) => self.sync_failed(&e),
             // The store was reopened without a sync thread: its commits are synced.
             None => self.release_through(u64::MAX),
+        }
+    }
+
+    /// With [`MAX_HELD`] batches waiting, syncs them now (blocking) instead of deciding more.
+    pub(super) fn bound_held(&mut self) {
+        if self.held.batches.len() >= MAX_HELD {
+            self.settle();
         }
     }
 
