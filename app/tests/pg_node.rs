@@ -187,6 +187,50 @@ async fn a_node_on_postgres_runs_free_and_paid_jobs_and_keeps_them_across_a_rest
     assert!(!shown.contains(PASSWORD));
 }
 
+/// `paydvm ledger backup <url> <file>` while the node runs on PostgreSQL: a new SQLite file with
+/// the database's history up to its head, whose chain ends at the database's hash for that seq;
+/// never over an existing file, and no password shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_node_on_postgres_is_backed_up_to_a_file_that_verifies() {
+    let url = fresh_database_async().await;
+    let s = pg_setup(&url).await;
+    let ln = FakeLightning::new();
+    let node = s.start_with(with_backend(&ln)).await;
+    let (_, paid) = free_and_paid(&node, &s, &ln).await;
+    let copy = s.dir().join("backup.db");
+    let copy_arg = copy.to_str().unwrap();
+
+    let out = paydvm(&["ledger", "backup", &url, copy_arg]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("backup "), "{}", stdout(&out));
+    let again = paydvm(&["ledger", "backup", &url, copy_arg]);
+    assert_ne!(again.status.code(), Some(0));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    node.shutdown().await;
+    for out in [&out, &again] {
+        let shown = format!("{}{}", stdout(out), stderr(out));
+        assert!(!shown.contains(PASSWORD), "{shown}");
+    }
+
+    let backup = Store::open_read_only(&copy).unwrap();
+    backup.verify().unwrap();
+    assert_eq!(steps(&backup, &paid.id.to_hex()), PAID_AND_DONE);
+    let (seq, head) = backup.head();
+    let database = pg_store(&url);
+    assert!(seq > 0 && seq <= database.head().0);
+    let same = database
+        .event(seq)
+        .unwrap()
+        .expect("the database has the copy's head");
+    assert_eq!(same.hash, head, "the copy's chain is the database's");
+    let out = paydvm(&["ledger", "verify", copy_arg]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_node_on_the_same_database_is_refused() {
     let url = fresh_database_async().await;

@@ -273,11 +273,13 @@ enum LedgerCommand {
         /// A ledger file or postgres:// URL.
         ledger: String,
     },
-    /// Write a consistent copy of a ledger file (safe while the node runs), then verify the
-    /// copy. Exit 2 if the copy does not verify; never overwrites an existing file.
+    /// Write a consistent copy of a ledger (a file, or a postgres:// database: its events up to
+    /// the head when the backup started) into a new SQLite file, safe while the node runs, then
+    /// verify the copy. Exit 2 if the copy does not verify; never overwrites an existing file.
     Backup {
-        file: PathBuf,
-        /// The copy to create.
+        /// A ledger file or postgres:// URL.
+        ledger: String,
+        /// The copy to create (an SQLite file).
         copy: PathBuf,
     },
     /// Copy a ledger to a new place: an SQLite file or a postgres:// URL, either way (the
@@ -405,7 +407,7 @@ fn dispatch(command: Command, scaffolded: &dyn Scaffolded) -> anyhow::Result<u8>
         Command::Ledger(LedgerCommand::Export { ledger }) => {
             export::run(&LedgerPlace::from_arg(&ledger)?)
         }
-        Command::Ledger(LedgerCommand::Backup { file, copy }) => backup::run(&file, &copy),
+        Command::Ledger(LedgerCommand::Backup { ledger, copy }) => backup::run(&ledger, &copy),
         Command::Ledger(LedgerCommand::Copy { from, to }) => copy::run(&from, &to),
         Command::Ledger(LedgerCommand::Status {
             ledger,
