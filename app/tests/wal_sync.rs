@@ -198,9 +198,10 @@ async fn a_stalled_sync_stops_the_core_taking_work_after_sixteen_batches() {
     s.store().verify().unwrap();
 }
 
-/// Whether `job` is committed within two seconds.
+/// Whether `job` is committed within five seconds (a loaded machine commits well within that;
+/// a core that stopped taking work never does).
 async fn is_committed_soon(ledger: &Path, job: &str) -> bool {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while tokio::time::Instant::now() < deadline {
         if committed_types(ledger, job)
             .iter()
