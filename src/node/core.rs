@@ -3,11 +3,13 @@
 //! protocol adapter for protocol events), asks the [`Decider`], renders the replies of each
 //! decided group as signed events recorded with the group, and stages the group (all or
 //! nothing). The commands waiting at one moment are written as one transaction (group commit);
-//! only then are their events published and their actions performed.
+//! only once that transaction is synced are their events published and their actions performed
+//! (a ledger file's WAL is synced behind the commits while the next batch is decided: `durable`).
 //!
 //! ```text
 //! intake ─► Command ─► adapter.read ─► Input ─► decide(state, policy, now) ─► Decision
-//!   Decision.groups ─► render replies ─► stage ─► flush (one fsync per batch) ─► actions
+//!   Decision.groups ─► render replies ─► stage ─► flush (one transaction per batch)
+//!   ─► WAL synced (its own thread) ─► publications and actions, batch by batch
 //! ```
 
 mod checkpoints;
@@ -441,8 +443,8 @@ impl Core {
         }
     }
 
-    /// Writes the staged groups; then publishes their events and performs their actions. If the
-    /// write fails, the store has undone the whole batch in memory and its actions are taken
+    /// Writes the staged groups; their events are published and their actions performed once the
+    /// write is synced (`durable`: at once for a database). If the write fails, the store has undone the whole batch in memory and its actions are taken
     /// back: the inputs come again (relay catch-up, executor retry after restart). True when
     /// written.
     fn flush(&mut self) -> bool {
