@@ -55,6 +55,23 @@ impl LedgerHandle {
         }
     }
 
+    /// A ticket for everything committed so far when a file's WAL is synced behind its commits
+    /// (`Store::request_sync`); `None` when each commit is synced before it returns (always for
+    /// a database: the server syncs it).
+    pub fn request_sync(&self) -> Option<u64> {
+        self.sqlite().and_then(Store::request_sync)
+    }
+
+    /// The tickets on disk (`Store::synced`); `None` without a sync thread.
+    pub fn synced(&self) -> Option<Result<u64, LedgerError>> {
+        self.sqlite().and_then(Store::synced)
+    }
+
+    /// Everything committed on disk now (`Store::sync_now`); a database's commits are already.
+    pub fn sync_now(&self) -> Result<(), LedgerError> {
+        self.sqlite().map_or(Ok(()), Store::sync_now)
+    }
+
     /// Undo everything staged, in memory; returns how many groups.
     pub fn discard_staged(&mut self) -> usize {
         each!(self, s => s.discard_staged())

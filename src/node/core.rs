@@ -444,9 +444,9 @@ impl Core {
     }
 
     /// Writes the staged groups; their events are published and their actions performed once the
-    /// write is synced (`durable`: at once for a database). If the write fails, the store has undone the whole batch in memory and its actions are taken
-    /// back: the inputs come again (relay catch-up, executor retry after restart). True when
-    /// written.
+    /// write is synced (`durable`: at once for a database). If the write fails, the store has
+    /// undone the whole batch in memory and its actions are taken back: the inputs come again
+    /// (relay catch-up, executor retry after restart). True when written.
     fn flush(&mut self) -> bool {
         let batch = std::mem::take(&mut self.batch);
         let groups = self.store.staged_groups();

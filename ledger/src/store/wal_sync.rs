@@ -112,15 +112,10 @@ impl WalSyncer {
     pub fn sync_now(&self) -> Result<(), String> {
         self.synced()?;
         let result = sync(&self.wal, self.before_sync.as_ref());
-        let mut progress = self.shared.lock();
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let why = format!("syncing the WAL failed: {e}");
-                progress.failed.get_or_insert(why.clone());
-                Err(why)
-            }
+        if let Err(why) = &result {
+            self.shared.lock().failed.get_or_insert(why.clone());
         }
+        result
     }
 }
 
@@ -134,12 +129,13 @@ impl Drop for WalSyncer {
     }
 }
 
-/// One fsync of the WAL, after the test hook if there is one.
-fn sync(wal: &File, before_sync: Option<&BeforeSync>) -> std::io::Result<()> {
-    match before_sync {
+/// One fsync of the WAL, after the test hook if there is one; a failure as it is reported.
+fn sync(wal: &File, before_sync: Option<&BeforeSync>) -> Result<(), String> {
+    let synced = match before_sync {
         Some(hook) => hook().and_then(|()| wal.sync_all()),
         None => wal.sync_all(),
-    }
+    };
+    synced.map_err(|e| format!("syncing the WAL failed: {e}"))
 }
 
 fn run(shared: &Shared, wal: &File, wake: &Wake, before_sync: Option<&BeforeSync>) {
@@ -163,10 +159,8 @@ fn run(shared: &Shared, wal: &File, wake: &Wake, before_sync: Option<&BeforeSync
             let mut progress = shared.lock();
             match result {
                 Ok(()) => progress.synced = progress.synced.max(target),
-                Err(e) => {
-                    progress
-                        .failed
-                        .get_or_insert(format!("syncing the WAL failed: {e}"));
+                Err(why) => {
+                    progress.failed.get_or_insert(why);
                 }
             }
             progress.failed.is_some()

@@ -20,7 +20,6 @@ use paydvm_ledger::LedgerError;
 use tracing::error;
 
 use super::{Batch, Core};
-use crate::ledger_handle::LedgerHandle;
 use crate::node::ledger_watch::LedgerFault;
 
 /// Batches held at most: past this the core syncs on its own thread before it takes another
@@ -50,9 +49,9 @@ impl Core {
     /// A written batch: released now when its commit is on disk already, else held until the
     /// sync thread reports it.
     pub(super) fn hold_until_synced(&mut self, batch: Batch) {
-        let ticket = match (&self.store, batch.wrote) {
-            (LedgerHandle::Sqlite(store), true) => store.request_sync(),
-            _ => self.held.last_ticket(),
+        let ticket = match batch.wrote {
+            true => self.store.request_sync(),
+            false => self.held.last_ticket(),
         };
         match ticket {
             Some(ticket) => self.held.batches.push_back((ticket, batch)),
@@ -65,11 +64,7 @@ impl Core {
         if self.held.is_empty() {
             return;
         }
-        let synced = match &self.store {
-            LedgerHandle::Sqlite(store) => store.synced(),
-            LedgerHandle::Postgres(_) => None,
-        };
-        match synced {
+        match self.store.synced() {
             Some(Ok(through)) => self.release_through(through),
             Some(Err(e)) => self.sync_failed(&e),
             // The store was reopened without a sync thread: its commits are synced.
@@ -96,11 +91,7 @@ impl Core {
         if self.held.is_empty() {
             return true;
         }
-        let synced = match &self.store {
-            LedgerHandle::Sqlite(store) => store.sync_now(),
-            LedgerHandle::Postgres(_) => Ok(()),
-        };
-        match synced {
+        match self.store.sync_now() {
             Ok(()) => {
                 self.release_through(u64::MAX);
                 true
