@@ -269,7 +269,9 @@ impl<'t> Writer<'t> {
             let sql = if row.created {
                 "INSERT INTO jobs(job, state, record, changed) VALUES (?1, ?2, ?3, ?4)"
             } else {
-                "INSERT OR REPLACE INTO jobs(job, state, record, changed) VALUES (?1, ?2, ?3, ?4)"
+                "INSERT INTO jobs(job, state, record, changed) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT(job) DO UPDATE \
+                 SET state = excluded.state, record = excluded.record, changed = excluded.changed"
             };
             self.tx.prepare_cached(sql)?.execute(params![
                 row.key,
@@ -283,8 +285,9 @@ impl<'t> Writer<'t> {
                 "INSERT INTO refunds(refund, job, state, record, changed) \
                  VALUES (?1, ?2, ?3, ?4, ?5)"
             } else {
-                "INSERT OR REPLACE INTO refunds(refund, job, state, record, changed) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)"
+                "INSERT INTO refunds(refund, job, state, record, changed) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT(refund) DO UPDATE SET job = excluded.job, state = excluded.state, \
+                 record = excluded.record, changed = excluded.changed"
             };
             self.tx.prepare_cached(sql)?.execute(params![
                 row.key,
@@ -304,7 +307,8 @@ impl<'t> Writer<'t> {
             let sql = if row.created {
                 "INSERT INTO effects(effect, done, record) VALUES (?1, ?2, ?3)"
             } else {
-                "INSERT OR REPLACE INTO effects(effect, done, record) VALUES (?1, ?2, ?3)"
+                "INSERT INTO effects(effect, done, record) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(effect) DO UPDATE SET done = excluded.done, record = excluded.record"
             };
             self.tx
                 .prepare_cached(sql)?

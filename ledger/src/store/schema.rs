@@ -67,6 +67,43 @@ CREATE TABLE snapshots (
 INSERT OR REPLACE INTO meta(key, value)
     SELECT 'changed_since', COALESCE((SELECT max(seq) FROM events), 0);
 "#,
+    r#"
+-- The per-job projections as rowid tables (version 3). Keyed by their random 64-hex ids
+-- (WITHOUT ROWID), each upsert landed on a random page of the whole table, and an effect's
+-- ~1.2 kB record spilled to an overflow page: the pages a batch dirtied grew with the file. Now
+-- rows are stored in the order they were made, next to the ones a batch is about to change, and
+-- only the small key index is random. Subscriptions and balances grow with customers and
+-- accounts, not with jobs, and stay as they were.
+CREATE TABLE jobs_v3 (
+    job TEXT NOT NULL PRIMARY KEY,
+    state TEXT NOT NULL,
+    record TEXT NOT NULL,
+    changed INTEGER
+);
+INSERT INTO jobs_v3(job, state, record, changed)
+    SELECT job, state, record, changed FROM jobs ORDER BY changed, job;
+DROP TABLE jobs;
+ALTER TABLE jobs_v3 RENAME TO jobs;
+CREATE INDEX jobs_by_state ON jobs(state);
+CREATE TABLE refunds_v3 (
+    refund TEXT NOT NULL PRIMARY KEY,
+    job TEXT,
+    state TEXT NOT NULL,
+    record TEXT NOT NULL,
+    changed INTEGER
+);
+INSERT INTO refunds_v3(refund, job, state, record, changed)
+    SELECT refund, job, state, record, changed FROM refunds ORDER BY changed, refund;
+DROP TABLE refunds;
+ALTER TABLE refunds_v3 RENAME TO refunds;
+CREATE INDEX refunds_by_job ON refunds(job) WHERE job IS NOT NULL;
+CREATE INDEX refunds_by_state ON refunds(state);
+CREATE TABLE effects_v3 (effect TEXT NOT NULL PRIMARY KEY, done INTEGER NOT NULL, record TEXT NOT NULL);
+INSERT INTO effects_v3(effect, done, record) SELECT effect, done, record FROM effects ORDER BY effect;
+DROP TABLE effects;
+ALTER TABLE effects_v3 RENAME TO effects;
+CREATE INDEX effects_open ON effects(effect) WHERE done = 0;
+"#,
 ];
 
 /// The first version with snapshots and the `changed` columns.

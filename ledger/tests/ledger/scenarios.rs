@@ -1629,3 +1629,92 @@ fn a_plain_refund_cannot_have_a_zap_receipt() {
         })
     ));
 }
+
+/// The per-job projection tables of a version-2 file (keyed by their ids, WITHOUT ROWID) become
+/// rowid tables on a writable open (version 3), every row kept: `verify` compares each row with
+/// the replayed record, so a row lost or changed in the copy fails it.
+#[test]
+fn a_schema_2_ledger_migrates_its_projections_to_rowid_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.db");
+    let mut store = Store::open(&path, Durability::Normal).unwrap();
+    let (events, _refund) = owing_a_lightning_refund();
+    store.append_group(&events).unwrap();
+    store.append_group(&paid_job_events("b")).unwrap();
+    store
+        .append(&ev(
+            "effect:b",
+            9,
+            EventBody::EffectRequested {
+                effect: EffectId::new("e-b").unwrap(),
+                job: Some(job("b")),
+                subscription: None,
+                action: EffectAction::Publish,
+                payload: "{}".into(),
+            },
+        ))
+        .unwrap();
+    let state = store.state().clone();
+    store.close().unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE j2 (job TEXT PRIMARY KEY, state TEXT NOT NULL, record TEXT NOT NULL, \
+             changed INTEGER) WITHOUT ROWID; INSERT INTO j2 SELECT * FROM jobs; \
+         DROP TABLE jobs; ALTER TABLE j2 RENAME TO jobs; CREATE INDEX jobs_by_state ON jobs(state); \
+         CREATE TABLE r2 (refund TEXT PRIMARY KEY, job TEXT, state TEXT NOT NULL, \
+             record TEXT NOT NULL, changed INTEGER) WITHOUT ROWID; \
+         INSERT INTO r2 SELECT * FROM refunds; DROP TABLE refunds; ALTER TABLE r2 RENAME TO refunds; \
+         CREATE INDEX refunds_by_job ON refunds(job) WHERE job IS NOT NULL; \
+         CREATE INDEX refunds_by_state ON refunds(state); \
+         CREATE TABLE e2 (effect TEXT PRIMARY KEY, done INTEGER NOT NULL, record TEXT NOT NULL) \
+             WITHOUT ROWID; INSERT INTO e2 SELECT * FROM effects; DROP TABLE effects; \
+         ALTER TABLE e2 RENAME TO effects; CREATE INDEX effects_open ON effects(effect) WHERE done = 0; \
+         UPDATE meta SET value = '2' WHERE key = 'schema_version';",
+    )
+    .unwrap();
+    drop(conn);
+    let without_rowid = |path: &std::path::Path| -> Vec<String> {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' \
+                 AND sql LIKE '%WITHOUT ROWID%' ORDER BY name",
+            )
+            .unwrap();
+        let names = stmt.query_map([], |r| r.get(0)).unwrap();
+        names.map(Result::unwrap).collect()
+    };
+    let old = [
+        "balances",
+        "effects",
+        "jobs",
+        "payments",
+        "postings",
+        "refs",
+        "refunds",
+        "subscriptions",
+    ];
+    assert_eq!(without_rowid(&path), old);
+    paydvm_ledger::store::verify_file(&path).unwrap();
+
+    let store = Store::open(&path, Durability::Normal).unwrap();
+    assert_eq!(store.state(), &state);
+    store.close().unwrap();
+    let kept = ["balances", "payments", "postings", "refs", "subscriptions"];
+    assert_eq!(without_rowid(&path), kept);
+    paydvm_ledger::store::verify_file(&path).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let rows = |t: &str| -> i64 {
+        conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!((rows("jobs"), rows("refunds"), rows("effects")), (2, 1, 1));
+    let version: String = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, "3");
+}
