@@ -4,7 +4,7 @@
 
 use paydvm_ledger::snapshot::Snapshot;
 use paydvm_ledger::store::replay::LogSource;
-use paydvm_ledger::store::StoredEvent;
+use paydvm_ledger::store::{key_digest, StoredEvent};
 use paydvm_ledger::{
     JobId, JobRecord, LedgerError, RefundId, RefundRecord, SubscriptionId, SubscriptionRecord,
 };
@@ -34,14 +34,17 @@ impl LogSource for Db {
         }
     }
 
-    fn last_touch(&self) -> Result<Vec<(String, u64)>, LedgerError> {
+    fn last_touch(&self) -> Result<Vec<(i64, u64)>, LedgerError> {
         let rows = self.query(
             "SELECT job, max(seq) FROM events WHERE job IS NOT NULL GROUP BY job",
             vec![],
         )?;
         Ok(rows
             .iter()
-            .map(|r| Ok((get::<String>(r, 0)?, get_u64(r, 1, "seq")?)))
+            .map(|r| {
+                let job = get::<String>(r, 0)?;
+                Ok((key_digest(&job), get_u64(r, 1, "seq")?))
+            })
             .collect::<Result<_, crate::PgError>>()?)
     }
 

@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{from_sql_int, to_sql_int, StoredEvent};
+use super::{from_sql_int, key_digest, to_sql_int, StoredEvent};
 use crate::chain::Hash;
 use crate::error::LedgerError;
 use crate::event::LedgerEvent;
@@ -97,7 +97,11 @@ pub struct AuditTrail {
 
 const SELECT_EVENT: &str = "SELECT seq, idem_key, at, job, body, prev_hash, hash FROM events";
 
-pub fn audit(conn: &Connection, reference: &str) -> Result<Option<AuditTrail>, LedgerError> {
+pub fn audit(
+    conn: &Connection,
+    reference: &str,
+    digests: bool,
+) -> Result<Option<AuditTrail>, LedgerError> {
     if is_subscription(conn, reference)? {
         return subscription_audit(conn, reference);
     }
@@ -112,10 +116,12 @@ pub fn audit(conn: &Connection, reference: &str) -> Result<Option<AuditTrail>, L
     };
     let (job, refunds, events) = match &job_id {
         Some(id) => {
-            let mut stmt =
-                conn.prepare_cached(&format!("{SELECT_EVENT} WHERE job = ?1 ORDER BY seq"))?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "{SELECT_EVENT} WHERE {} ORDER BY seq",
+                super::queries::job_is(digests)
+            ))?;
             let events = stmt
-                .query_map([id], raw_row)?
+                .query_map(params![id, key_digest(id)], raw_row)?
                 .map(|row| decode_row(row?))
                 .collect::<Result<Vec<_>, _>>()?;
             let mut stmt =

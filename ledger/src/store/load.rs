@@ -3,7 +3,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{from_sql_int, to_sql_int};
+use super::{from_sql_int, key_digest, to_sql_int};
 use crate::account::{Account, Balance};
 use crate::effect::EffectRecord;
 use crate::error::LedgerError;
@@ -124,11 +124,13 @@ pub(crate) fn payment_seq(
     seq.map(|s| from_sql_int(s, "seq")).transpose()
 }
 
-/// The event stored under `key`, if any.
+/// The event stored under `key`, if any. Only writable stores ask (always schema 4 or later).
 pub(crate) fn key_seq(conn: &Connection, key: &IdemKey) -> Result<Option<u64>, LedgerError> {
     let seq: Option<i64> = conn
-        .prepare_cached("SELECT seq FROM events WHERE idem_key = ?1")?
-        .query_row([key.as_str()], |r| r.get(0))
+        .prepare_cached("SELECT seq FROM events WHERE key_digest = ?1 AND idem_key = ?2")?
+        .query_row(params![key_digest(key.as_str()), key.as_str()], |r| {
+            r.get(0)
+        })
         .optional()?;
     seq.map(|s| from_sql_int(s, "seq")).transpose()
 }

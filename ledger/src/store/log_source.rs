@@ -4,7 +4,7 @@ use rusqlite::Connection;
 
 use super::audit::{decode_row, raw_row};
 use super::replay::LogSource;
-use super::{from_sql_int, load, snapshots, to_sql_int, StoredEvent};
+use super::{digest, from_sql_int, load, snapshots, to_sql_int, StoredEvent};
 use crate::error::LedgerError;
 use crate::ids::{JobId, RefundId, SubscriptionId};
 use crate::job::JobRecord;
@@ -29,13 +29,22 @@ impl LogSource for Connection {
         Ok(())
     }
 
-    fn last_touch(&self) -> Result<Vec<(String, u64)>, LedgerError> {
-        let mut stmt =
-            self.prepare("SELECT job, max(seq) FROM events WHERE job IS NOT NULL GROUP BY job")?;
+    fn last_touch(&self) -> Result<Vec<(i64, u64)>, LedgerError> {
+        let digests = digest::has_digests(self)?;
+        let mut stmt = self.prepare(if digests {
+            "SELECT job_digest, max(seq) FROM events WHERE job_digest IS NOT NULL \
+             GROUP BY job_digest"
+        } else {
+            "SELECT job, max(seq) FROM events WHERE job IS NOT NULL GROUP BY job"
+        })?;
         let mut rows = stmt.query([])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
-            out.push((r.get(0)?, from_sql_int(r.get(1)?, "seq")?));
+            let job = match digests {
+                true => r.get(0)?,
+                false => digest::key_digest(&r.get::<_, String>(0)?),
+            };
+            out.push((job, from_sql_int(r.get(1)?, "seq")?));
         }
         Ok(out)
     }

@@ -5,6 +5,7 @@
 mod audit;
 mod backup;
 pub mod checkpointer;
+mod digest;
 mod export;
 mod load;
 mod log_source;
@@ -27,6 +28,7 @@ use rusqlite::{params, Connection};
 pub use crate::chain::Hash;
 pub use crate::ledger_store::Durability;
 pub use audit::{AuditEvent, AuditPosting, AuditTrail, SubscriptionThreads};
+pub use digest::key_digest;
 pub use projections::{Dirty, EventRows, ProjectionRow, ProjectionRows};
 pub use schema::SCHEMA_VERSION;
 pub use verify::{verify_connection, verify_file, VerifyFailure, VerifyReport};
@@ -94,6 +96,9 @@ pub struct Store {
     /// Syncs the WAL behind the commits, once [`Store::sync_in_background`] started it.
     syncer: Option<WalSyncer>,
     conn: Connection,
+    /// Whether the events carry the digests they are searched by (schema 4 on; read-only opens
+    /// read older files as they are).
+    digests: bool,
     /// The state in memory and what is staged (shared with every store).
     core: Resident,
 }
@@ -181,6 +186,7 @@ impl Store {
             checkpointer: None,
             syncer: None,
             conn,
+            digests: version >= schema::DIGEST_VERSION,
             core: Resident::new(loaded.ledger, loaded.head, loaded.report, options),
         })
     }
@@ -368,7 +374,7 @@ impl Store {
 
     /// The request a job's `job_received` event stored, if it stored one (written groups only).
     pub fn stored_request(&self, job: &JobId) -> Result<Option<String>, LedgerError> {
-        queries::stored_request(&self.conn, job)
+        queries::stored_request(&self.conn, job, self.digests)
     }
 
     /// Whether `event` has the same body as the event first stored under its key.
@@ -382,7 +388,7 @@ impl Store {
     }
 
     pub fn audit(&self, reference: &str) -> Result<Option<AuditTrail>, LedgerError> {
-        audit::audit(&self.conn, reference)
+        audit::audit(&self.conn, reference, self.digests)
     }
 
     pub fn jobs_by_state(
@@ -511,6 +517,8 @@ pub(crate) fn insert_event_row(
         body,
         &prev[..],
         &hash[..],
+        key_digest(event.key.as_str()),
+        job.map(key_digest),
     ])?;
     Ok(())
 }

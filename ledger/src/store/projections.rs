@@ -232,8 +232,8 @@ impl<'t> Writer<'t> {
         let job = rows.job.as_deref();
         let seq_i = to_sql_int(seq, "seq")?;
         let mut ins = self.tx.prepare_cached(
-            "INSERT INTO events(seq, idem_key, at, type, job, body, prev_hash, hash) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO events(seq, idem_key, at, type, job, body, prev_hash, hash, key_digest, \
+             job_digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?;
         insert_event_row(&mut ins, seq, event, job, &rows.body, prev, &rows.hash)?;
         let mut post = self.tx.prepare_cached(

@@ -1,10 +1,10 @@
 //! Questions about the written history, answered by SQL: what the core never asks while
 //! deciding, and what tools and a store keeping only open work need.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::audit::{decode_row, raw_row};
-use super::{from_sql_int, to_sql_int, StoredEvent};
+use super::{from_sql_int, key_digest, to_sql_int, StoredEvent};
 use crate::account::{Account, Balance};
 use crate::error::LedgerError;
 use crate::ids::{JobId, PaymentRef};
@@ -46,13 +46,15 @@ pub(crate) fn events_after(
 pub(crate) fn stored_request(
     conn: &Connection,
     job: &JobId,
+    digests: bool,
 ) -> Result<Option<String>, LedgerError> {
     let row = conn
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT seq, idem_key, at, job, body, prev_hash, hash FROM events \
-             WHERE job = ?1 ORDER BY seq LIMIT 1",
-        )?
-        .query_row([job.as_str()], raw_row)
+             WHERE {} ORDER BY seq LIMIT 1",
+            job_is(digests)
+        ))?
+        .query_row(params![job.as_str(), key_digest(job.as_str())], raw_row)
         .optional()?;
     Ok(row
         .map(decode_row)
@@ -167,4 +169,15 @@ pub(crate) fn projected_state(conn: &Connection) -> Result<LedgerState, LedgerEr
         balances: account_balances(conn)?,
         payment_refs,
     })
+}
+
+/// The `WHERE` condition for the events of job `?1` (whose digest is `?2`): through the digest's
+/// index where the file has one, through the job column's on older files (which bind `?2` too,
+/// so one call fits both).
+pub(crate) fn job_is(digests: bool) -> &'static str {
+    if digests {
+        "job_digest = ?2 AND job = ?1"
+    } else {
+        "job = ?1 AND ?2 IS NOT NULL"
+    }
 }

@@ -2,12 +2,10 @@
 //! the open work only: from the newest snapshot plus the events after it, or, without a usable
 //! snapshot, from the whole log with records dropped as soon as no later event names them.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::hash::{Hash as _, Hasher};
 
 use super::resident::StoreBackend;
-use super::StoredEvent;
+use super::{key_digest, StoredEvent};
 use crate::account::Account;
 use crate::chain::{Hash, GENESIS};
 use crate::engine::Ledger;
@@ -31,8 +29,9 @@ pub trait LogSource: StoreBackend {
         after: u64,
         apply: &mut dyn FnMut(StoredEvent) -> Result<(), LedgerError>,
     ) -> Result<(), LedgerError>;
-    /// For every job, the seq of the last event whose `job` column names it.
-    fn last_touch(&self) -> Result<Vec<(String, u64)>, LedgerError>;
+    /// For every job (by the [`super::key_digest`] of its id), the seq of the last event whose
+    /// `job` column names it.
+    fn last_touch(&self) -> Result<Vec<(i64, u64)>, LedgerError>;
     fn newest_snapshot(&self) -> Result<Option<Snapshot>, LedgerError>;
     /// The hash stored for event `seq`.
     fn event_hash(&self, seq: u64) -> Result<Option<Vec<u8>>, LedgerError>;
@@ -136,28 +135,22 @@ pub fn open_work(src: &impl LogSource, snapshots: bool) -> Result<Loaded, Ledger
     })
 }
 
-fn job_digest(job: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    job.hash(&mut h);
-    h.finish()
-}
-
 /// For every job, the last event that concerns it (by the `job` column, which every event that
 /// reads or changes a job, its refunds or its effects carries). Keyed by a 64-bit digest of the
 /// job id: two jobs sharing a digest only keep one of them in memory a little longer.
-fn last_touch(src: &impl LogSource) -> Result<HashMap<u64, u64>, LedgerError> {
-    let mut last: HashMap<u64, u64> = HashMap::new();
-    for (job, seq) in src.last_touch()? {
-        let e = last.entry(job_digest(&job)).or_default();
+fn last_touch(src: &impl LogSource) -> Result<HashMap<i64, u64>, LedgerError> {
+    let mut last: HashMap<i64, u64> = HashMap::new();
+    for (digest, seq) in src.last_touch()? {
+        let e = last.entry(digest).or_default();
         *e = (*e).max(seq);
     }
     Ok(last)
 }
 
 /// Drops every ended record no event after `seq` names, and the keys and references seen.
-fn sweep(ledger: &mut Ledger, last: &HashMap<u64, u64>, seq: u64) {
+fn sweep(ledger: &mut Ledger, last: &HashMap<i64, u64>, seq: u64) {
     let all = ledger.state().all_resident();
-    let needed_later = |j: &JobId| last.get(&job_digest(j.as_str())).is_some_and(|&t| t > seq);
+    let needed_later = |j: &JobId| last.get(&key_digest(j.as_str())).is_some_and(|&t| t > seq);
     ledger.state_mut().evict(&all, &needed_later);
     ledger.forget_history();
 }

@@ -1,12 +1,18 @@
 //! Schema and migrations. Each migration runs once, in order, inside a transaction.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::types::Value;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
+use super::digest::key_digest;
 use crate::error::LedgerError;
 
+/// A migration's work that SQL alone cannot do, run after its SQL in the same transaction.
+type Code = fn(&Transaction<'_>) -> Result<(), LedgerError>;
+
 /// Migrations by target version; `MIGRATIONS[i]` brings version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
-    r#"
+const MIGRATIONS: &[(&str, Option<Code>)] = &[
+    (
+        r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- The append-only log. seq is contiguous from 1; hash chains each row to the previous one.
 CREATE TABLE events (
@@ -48,7 +54,10 @@ CREATE TABLE subscriptions (subscription TEXT PRIMARY KEY, record TEXT NOT NULL)
 CREATE TABLE effects (effect TEXT PRIMARY KEY, done INTEGER NOT NULL, record TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE balances (account TEXT PRIMARY KEY, debits INTEGER NOT NULL, credits INTEGER NOT NULL) WITHOUT ROWID;
 "#,
-    r#"
+        None,
+    ),
+    (
+        r#"
 -- Snapshots of the open work (version 2). `changed` is the seq of the last event that changed a
 -- job or refund row: a store replaying the events after a snapshot may read back a record that
 -- left memory before it only if the row has not changed since (NULL: last changed before this
@@ -67,7 +76,10 @@ CREATE TABLE snapshots (
 INSERT OR REPLACE INTO meta(key, value)
     SELECT 'changed_since', COALESCE((SELECT max(seq) FROM events), 0);
 "#,
-    r#"
+        None,
+    ),
+    (
+        r#"
 -- The per-job projections as rowid tables (version 3). Keyed by their random 64-hex ids
 -- (WITHOUT ROWID), each upsert landed on a random page of the whole table, and an effect's
 -- ~1.2 kB record spilled to an overflow page: the pages a batch dirtied grew with the file. Now
@@ -104,10 +116,72 @@ DROP TABLE effects;
 ALTER TABLE effects_v3 RENAME TO effects;
 CREATE INDEX effects_open ON effects(effect) WHERE done = 0;
 "#,
+        None,
+    ),
+    (
+        r#"
+-- The events searched by 64-bit digests of their idempotency key and job (version 4; see
+-- `store/digest.rs`): the UNIQUE index on the 64-hex key and the (job, seq) index held ~45 entries
+-- a page and were written at random; the digests' indexes are several times smaller. The copy
+-- (with the digests) is `copy_events_with_digests`.
+CREATE TABLE events_v4 (
+    seq INTEGER PRIMARY KEY,
+    idem_key TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    job TEXT,
+    body TEXT NOT NULL,
+    prev_hash BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    key_digest INTEGER NOT NULL,
+    job_digest INTEGER
+);
+"#,
+        Some(copy_events_with_digests),
+    ),
 ];
+
+/// Version 4's copy of the log into `events_v4`, every column as stored plus the digests, then
+/// the swap and the new indexes (built once, after the rows).
+fn copy_events_with_digests(tx: &Transaction<'_>) -> Result<(), LedgerError> {
+    let mut read = tx.prepare(
+        "SELECT seq, idem_key, at, type, job, body, prev_hash, hash FROM events ORDER BY seq",
+    )?;
+    let mut write = tx.prepare(
+        "INSERT INTO events_v4(seq, idem_key, at, type, job, body, prev_hash, hash, key_digest, \
+         job_digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    let mut rows = read.query([])?;
+    while let Some(r) = rows.next()? {
+        let key: String = r.get(1)?;
+        let job: Option<String> = r.get(4)?;
+        let stored = |i| r.get::<_, Value>(i);
+        write.execute(params![
+            stored(0)?,
+            key,
+            stored(2)?,
+            stored(3)?,
+            job,
+            stored(5)?,
+            stored(6)?,
+            stored(7)?,
+            key_digest(&key),
+            job.as_deref().map(key_digest),
+        ])?;
+    }
+    tx.execute_batch(
+        "DROP TABLE events;
+         ALTER TABLE events_v4 RENAME TO events;
+         CREATE INDEX events_by_key ON events(key_digest);
+         CREATE INDEX events_by_job ON events(job_digest, seq) WHERE job_digest IS NOT NULL;",
+    )?;
+    Ok(())
+}
 
 /// The first version with snapshots and the `changed` columns.
 pub const SNAPSHOT_VERSION: u32 = 2;
+/// The first version whose events carry `key_digest` and `job_digest` (`store/digest.rs`).
+pub const DIGEST_VERSION: u32 = 4;
 /// The oldest version this build reads without migrating (read-only opens, `verify`).
 pub const OLDEST_READABLE: u32 = 1;
 
@@ -168,9 +242,12 @@ pub fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
             supported: SCHEMA_VERSION,
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    for (i, (sql, code)) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        if let Some(code) = code {
+            code(&tx)?;
+        }
         tx.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?1)",
             [(i + 1).to_string()],

@@ -16,9 +16,9 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use rusqlite::Connection;
 
 use super::audit::{decode_row_ref, raw_row, to_hash, RawRow};
-use super::from_sql_int;
 use super::refs::event_refs;
 use super::verify::{bad, LastChanged, VerifyFailure};
+use super::{digest, from_sql_int};
 use crate::chain::{event_hash, Hash, GENESIS};
 use crate::engine::Ledger;
 use crate::error::LedgerError;
@@ -75,9 +75,13 @@ fn read_rows(
     out: SyncSender<Chunk>,
     replayed: Receiver<Chunk>,
 ) -> Result<(), VerifyFailure> {
-    let mut events = conn.prepare(
-        "SELECT seq, idem_key, at, job, body, prev_hash, hash, type FROM events ORDER BY seq",
-    )?;
+    let digests = digest::has_digests(conn)?;
+    let mut events = conn.prepare(if digests {
+        "SELECT seq, idem_key, at, job, body, prev_hash, hash, type, key_digest, job_digest \
+         FROM events ORDER BY seq"
+    } else {
+        "SELECT seq, idem_key, at, job, body, prev_hash, hash, type FROM events ORDER BY seq"
+    })?;
     let mut postings =
         conn.prepare("SELECT seq, debit, credit, amount FROM postings ORDER BY seq, n")?;
     let mut refs = conn.prepare("SELECT seq, reference, job FROM refs ORDER BY seq, reference")?;
@@ -96,6 +100,10 @@ fn read_rows(
             Err(e) => break Err(e.into()),
         };
         let stored = read_event(row, expected, &mut posting_rows, &mut ref_rows)
+            .and_then(|stored| match digests {
+                true => digests_match(row, stored),
+                false => Ok(stored),
+            })
             .and_then(|stored| link(&mut head, stored));
         match stored {
             Ok(stored) => chunk.push(Ok(stored)),
@@ -140,6 +148,25 @@ fn read_event(
         postings: posting_rows.take_seq(seq),
         refs: ref_rows.take_seq(seq),
     })
+}
+
+/// Checks that the digests an event is searched by are those of its key and job: a wrong one
+/// would hide the event from the idempotency look-up, so the same key could be written again.
+fn digests_match(row: &rusqlite::Row<'_>, s: Stored) -> Result<Stored, VerifyFailure> {
+    let (seq, key, _, job, ..) = &s.raw;
+    let stored: (Option<i64>, Option<i64>) = (row.get(8)?, row.get(9)?);
+    if stored
+        != (
+            Some(digest::key_digest(key)),
+            job.as_deref().map(digest::key_digest),
+        )
+    {
+        return Err(bad(
+            u64::try_from(*seq).unwrap_or(0),
+            "key_digest or job_digest is not the digest of its idempotency key or job",
+        ));
+    }
+    Ok(s)
 }
 
 /// Checks that the event links to `head` and that its hash covers its stored text, and moves

@@ -1716,5 +1716,94 @@ fn a_schema_2_ledger_migrates_its_projections_to_rowid_tables() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(version, "3");
+    assert_eq!(version, paydvm_ledger::store::SCHEMA_VERSION.to_string());
+}
+
+/// The events of a version-3 file (searched by a UNIQUE index on the text key and one on the
+/// job) get their digests on a writable open (version 4): the old file verifies and audits as it
+/// is, the migrated one too, a key written before the migration is still found (a duplicate,
+/// not a second event), and the job's trail is found through the digest.
+#[test]
+fn a_schema_3_ledger_migrates_its_events_to_digest_indexes() {
+    use paydvm_ledger::StoreOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v3.db");
+    let mut store = Store::open(&path, Durability::Normal).unwrap();
+    store.append_group(&paid_job_events("a")).unwrap();
+    store.append_group(&paid_job_events("b")[..5]).unwrap();
+    let trail_of_a = store.audit("a").unwrap().unwrap().events.len();
+    assert!(trail_of_a >= 5, "{trail_of_a}");
+    store.close().unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE e3 (seq INTEGER PRIMARY KEY, idem_key TEXT NOT NULL UNIQUE, \
+             at INTEGER NOT NULL, type TEXT NOT NULL, job TEXT, body TEXT NOT NULL, \
+             prev_hash BLOB NOT NULL, hash BLOB NOT NULL); \
+         INSERT INTO e3 SELECT seq, idem_key, at, type, job, body, prev_hash, hash FROM events; \
+         DROP TABLE events; ALTER TABLE e3 RENAME TO events; \
+         CREATE INDEX events_by_job ON events(job, seq) WHERE job IS NOT NULL; \
+         UPDATE meta SET value = '3' WHERE key = 'schema_version';",
+    )
+    .unwrap();
+    drop(conn);
+    paydvm_ledger::store::verify_file(&path).unwrap();
+    let old = Store::open_read_only(&path).unwrap();
+    assert_eq!(old.audit("a").unwrap().unwrap().events.len(), trail_of_a);
+    assert!(old.stored_request(&job("b")).is_ok());
+    drop(old);
+
+    let mut store = Store::open_with(&path, &StoreOptions::bounded(Durability::Normal)).unwrap();
+    assert_eq!(store.audit("a").unwrap().unwrap().events.len(), trail_of_a);
+    let again = store.append_group(&paid_job_events("a")).unwrap();
+    assert!(
+        again
+            .iter()
+            .all(|o| matches!(o, AppendOutcome::Duplicate { .. })),
+        "{again:?}"
+    );
+    store.append(&paid_job_events("b")[5]).unwrap();
+    store.close().unwrap();
+    paydvm_ledger::store::verify_file(&path).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let indexes: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE tbl_name = 'events' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(indexes, ["events", "events_by_job", "events_by_key"]);
+    let counts: (i64, i64, i64, i64) = conn
+        .query_row(
+            "SELECT count(*), count(key_digest), count(job), count(job_digest) FROM events",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert!(
+        counts.0 == counts.1 && counts.2 == counts.3 && counts.2 > 0,
+        "{counts:?}"
+    );
+}
+
+/// A digest that is not its key's hides the event from the idempotency look-up (the same key
+/// could then be written twice): `verify` refuses it.
+#[test]
+fn verify_refuses_an_event_whose_key_digest_was_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.db");
+    let mut store = Store::open(&path, Durability::Normal).unwrap();
+    store.append_group(&paid_job_events("a")).unwrap();
+    store.close().unwrap();
+    paydvm_ledger::store::verify_file(&path).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("UPDATE events SET key_digest = key_digest + 1 WHERE seq = 3;")
+        .unwrap();
+    drop(conn);
+    match paydvm_ledger::store::verify_file(&path) {
+        Err(VerifyFailure::Event { seq: 3, reason }) => {
+            assert!(reason.contains("key_digest"), "{reason}")
+        }
+        other => panic!("expected event 3 refused, got {other:?}"),
+    }
 }

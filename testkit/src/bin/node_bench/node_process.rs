@@ -12,6 +12,17 @@ pub struct NodeProcess {
     child: Child,
 }
 
+/// A bench that fails half-way (an error returned with `?`) must not leave the node running
+/// (holding its port and its ledger in the removed temporary directory): killed if still up.
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl NodeProcess {
     /// Starts `binary run --config config`; its output goes to `node.out` / `node.err` beside
     /// the config.
