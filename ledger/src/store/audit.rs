@@ -103,15 +103,16 @@ pub fn audit(
     digests: bool,
 ) -> Result<Option<AuditTrail>, LedgerError> {
     if is_subscription(conn, reference)? {
-        return subscription_audit(conn, reference);
+        return subscription_audit(conn, reference, digests);
     }
     let job_id: Option<String> = match load_job(conn, reference)? {
         Some(_) => Some(reference.to_string()),
         None => conn
-            .prepare_cached(
-                "SELECT job FROM refs WHERE reference = ?1 AND job IS NOT NULL LIMIT 1",
-            )?
-            .query_row([reference], |r| r.get(0))
+            .prepare_cached(&format!(
+                "SELECT job FROM refs WHERE {} AND job IS NOT NULL LIMIT 1",
+                reference_is(digests)
+            ))?
+            .query_row(params![reference, key_digest(reference)], |r| r.get(0))
             .optional()?,
     };
     let (job, refunds, events) = match &job_id {
@@ -132,7 +133,7 @@ pub fn audit(
                 .collect::<Result<Vec<RefundRecord>, LedgerError>>()?;
             (load_job(conn, id)?, refunds, events)
         }
-        None => (None, Vec::new(), events_naming(conn, reference)?),
+        None => (None, Vec::new(), events_naming(conn, reference, digests)?),
     };
     with_postings(conn, reference, (job, refunds), events)
 }
@@ -145,11 +146,16 @@ fn is_subscription(conn: &Connection, reference: &str) -> Result<bool, LedgerErr
         .is_some())
 }
 
-fn events_naming(conn: &Connection, reference: &str) -> Result<Vec<StoredEvent>, LedgerError> {
+fn events_naming(
+    conn: &Connection,
+    reference: &str,
+    digests: bool,
+) -> Result<Vec<StoredEvent>, LedgerError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "{SELECT_EVENT} WHERE seq IN (SELECT seq FROM refs WHERE reference = ?1) ORDER BY seq"
+        "{SELECT_EVENT} WHERE seq IN (SELECT seq FROM refs WHERE {}) ORDER BY seq",
+        reference_is(digests)
     ))?;
-    let rows = stmt.query_map([reference], raw_row)?;
+    let rows = stmt.query_map(params![reference, key_digest(reference)], raw_row)?;
     rows.map(|row| decode_row(row?)).collect()
 }
 
@@ -159,12 +165,13 @@ fn events_naming(conn: &Connection, reference: &str) -> Result<Vec<StoredEvent>,
 fn subscription_audit(
     conn: &Connection,
     subscription: &str,
+    digests: bool,
 ) -> Result<Option<AuditTrail>, LedgerError> {
-    let mut events = events_naming(conn, subscription)?;
+    let mut events = events_naming(conn, subscription, digests)?;
     let threads = SubscriptionThreads::of(&events);
     let mut refunds = Vec::new();
     for refund in &threads.refunds {
-        events.extend(events_naming(conn, refund)?);
+        events.extend(events_naming(conn, refund, digests)?);
         let record: Option<String> = conn
             .prepare_cached("SELECT record FROM refunds WHERE refund = ?1")?
             .query_row([refund], |r| r.get(0))
@@ -174,7 +181,7 @@ fn subscription_audit(
         }
     }
     for notice in &threads.notices {
-        events.extend(events_naming(conn, notice)?);
+        events.extend(events_naming(conn, notice, digests)?);
     }
     events.sort_by_key(|e| e.seq);
     events.dedup_by_key(|e| e.seq);
@@ -269,4 +276,14 @@ pub fn jobs_by_state(conn: &Connection, state: JobState) -> Result<Vec<JobRecord
     let mut stmt = conn.prepare_cached("SELECT record FROM jobs WHERE state = ?1 ORDER BY job")?;
     let rows = stmt.query_map(params![state.as_str()], |r| r.get::<_, String>(0))?;
     rows.map(|r| Ok(serde_json::from_str(&r?)?)).collect()
+}
+
+/// The `WHERE` condition for the `refs` rows of reference `?1` (whose digest is `?2`), like
+/// [`super::queries::job_is`].
+fn reference_is(digests: bool) -> &'static str {
+    if digests {
+        "ref_digest = ?2 AND reference = ?1"
+    } else {
+        "reference = ?1 AND ?2 IS NOT NULL"
+    }
 }

@@ -6,6 +6,7 @@ mod audit;
 mod backup;
 pub mod checkpointer;
 mod digest;
+mod digest_migration;
 mod export;
 mod load;
 mod log_source;

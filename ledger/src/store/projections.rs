@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::refs::event_refs;
-use super::{insert_event_row, to_sql_int};
+use super::{insert_event_row, key_digest, to_sql_int};
 use crate::account::Account;
 use crate::chain::{event_hash, Hash};
 use crate::error::LedgerError;
@@ -255,10 +255,10 @@ impl<'t> Writer<'t> {
             pay.execute(params![r, seq_i])?;
         }
         let mut refs = self.tx.prepare_cached(
-            "INSERT OR IGNORE INTO refs(seq, reference, job) VALUES (?1, ?2, ?3)",
+            "INSERT OR IGNORE INTO refs(seq, reference, job, ref_digest) VALUES (?1, ?2, ?3, ?4)",
         )?;
         for r in &rows.refs {
-            refs.execute(params![seq_i, r, job])?;
+            refs.execute(params![seq_i, r, job, key_digest(r)])?;
         }
         Ok(rows.hash)
     }

@@ -1,9 +1,7 @@
 //! Schema and migrations. Each migration runs once, in order, inside a transaction.
 
-use rusqlite::types::Value;
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{Connection, OptionalExtension, Transaction};
 
-use super::digest::key_digest;
 use crate::error::LedgerError;
 
 /// A migration's work that SQL alone cannot do, run after its SQL in the same transaction.
@@ -120,10 +118,12 @@ CREATE INDEX effects_open ON effects(effect) WHERE done = 0;
     ),
     (
         r#"
--- The events searched by 64-bit digests of their idempotency key and job (version 4; see
--- `store/digest.rs`): the UNIQUE index on the 64-hex key and the (job, seq) index held ~45 entries
--- a page and were written at random; the digests' indexes are several times smaller. The copy
--- (with the digests) is `copy_events_with_digests`.
+-- The log searched by 64-bit digests of its idempotency keys, jobs and references (version 4;
+-- see `store/digest.rs`): the UNIQUE index on the 64-hex key, the (job, seq) index and the
+-- reference index held ~45 entries a page and were written at random; the digests' indexes are
+-- several times smaller. `refs` becomes a rowid table: its (seq, reference) key is then a
+-- separate index, written at its end, and the digest's index holds no text. The copies (with the
+-- digests) are `digest_migration::copy_with_digests`.
 CREATE TABLE events_v4 (
     seq INTEGER PRIMARY KEY,
     idem_key TEXT NOT NULL,
@@ -136,47 +136,17 @@ CREATE TABLE events_v4 (
     key_digest INTEGER NOT NULL,
     job_digest INTEGER
 );
+CREATE TABLE refs_v4 (
+    seq INTEGER NOT NULL,
+    reference TEXT NOT NULL,
+    job TEXT,
+    ref_digest INTEGER NOT NULL,
+    PRIMARY KEY (seq, reference)
+);
 "#,
-        Some(copy_events_with_digests),
+        Some(super::digest_migration::copy_with_digests),
     ),
 ];
-
-/// Version 4's copy of the log into `events_v4`, every column as stored plus the digests, then
-/// the swap and the new indexes (built once, after the rows).
-fn copy_events_with_digests(tx: &Transaction<'_>) -> Result<(), LedgerError> {
-    let mut read = tx.prepare(
-        "SELECT seq, idem_key, at, type, job, body, prev_hash, hash FROM events ORDER BY seq",
-    )?;
-    let mut write = tx.prepare(
-        "INSERT INTO events_v4(seq, idem_key, at, type, job, body, prev_hash, hash, key_digest, \
-         job_digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?;
-    let mut rows = read.query([])?;
-    while let Some(r) = rows.next()? {
-        let key: String = r.get(1)?;
-        let job: Option<String> = r.get(4)?;
-        let stored = |i| r.get::<_, Value>(i);
-        write.execute(params![
-            stored(0)?,
-            key,
-            stored(2)?,
-            stored(3)?,
-            job,
-            stored(5)?,
-            stored(6)?,
-            stored(7)?,
-            key_digest(&key),
-            job.as_deref().map(key_digest),
-        ])?;
-    }
-    tx.execute_batch(
-        "DROP TABLE events;
-         ALTER TABLE events_v4 RENAME TO events;
-         CREATE INDEX events_by_key ON events(key_digest);
-         CREATE INDEX events_by_job ON events(job_digest, seq) WHERE job_digest IS NOT NULL;",
-    )?;
-    Ok(())
-}
 
 /// The first version with snapshots and the `changed` columns.
 pub const SNAPSHOT_VERSION: u32 = 2;

@@ -84,12 +84,22 @@ fn read_rows(
     })?;
     let mut postings =
         conn.prepare("SELECT seq, debit, credit, amount FROM postings ORDER BY seq, n")?;
-    let mut refs = conn.prepare("SELECT seq, reference, job FROM refs ORDER BY seq, reference")?;
+    let mut refs = conn.prepare(if digests {
+        "SELECT seq, reference, job, ref_digest FROM refs ORDER BY seq, reference"
+    } else {
+        "SELECT seq, reference, job FROM refs ORDER BY seq, reference"
+    })?;
     let mut rows = events.query([])?;
     let mut posting_rows = Peek::new(postings.query([])?, |r| {
         Ok((r.get(1)?, r.get(2)?, from_sql_int(r.get(3)?, "amount")?))
     });
-    let mut ref_rows = Peek::new(refs.query([])?, |r| Ok((r.get(1)?, r.get(2)?)));
+    let mut ref_rows = Peek::new(
+        refs.query([])?,
+        match digests {
+            true => reference_with_digest,
+            false => |r| Ok((r.get(1)?, r.get(2)?)),
+        },
+    );
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut expected = Ledger::new().next_seq();
     let mut head = GENESIS;
@@ -167,6 +177,19 @@ fn digests_match(row: &rusqlite::Row<'_>, s: Stored) -> Result<Stored, VerifyFai
         ));
     }
     Ok(s)
+}
+
+/// A `refs` row whose `ref_digest` is its reference's (a wrong one hides the event from the
+/// audit's look-up by that reference).
+fn reference_with_digest(r: &rusqlite::Row<'_>) -> Result<Reference, LedgerError> {
+    let reference: String = r.get(1)?;
+    if r.get::<_, i64>(3)? != digest::key_digest(&reference) {
+        return Err(LedgerError::Corrupt(format!(
+            "refs row of event {}: ref_digest is not the digest of {reference}",
+            r.get::<_, i64>(0)?
+        )));
+    }
+    Ok((reference, r.get(2)?))
 }
 
 /// Checks that the event links to `head` and that its hash covers its stored text, and moves

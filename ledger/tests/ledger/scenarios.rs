@@ -1690,7 +1690,6 @@ fn a_schema_2_ledger_migrates_its_projections_to_rowid_tables() {
         "jobs",
         "payments",
         "postings",
-        "refs",
         "refunds",
         "subscriptions",
     ];
@@ -1700,7 +1699,7 @@ fn a_schema_2_ledger_migrates_its_projections_to_rowid_tables() {
     let store = Store::open(&path, Durability::Normal).unwrap();
     assert_eq!(store.state(), &state);
     store.close().unwrap();
-    let kept = ["balances", "payments", "postings", "refs", "subscriptions"];
+    let kept = ["balances", "payments", "postings", "subscriptions"];
     assert_eq!(without_rowid(&path), kept);
     paydvm_ledger::store::verify_file(&path).unwrap();
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -1719,10 +1718,11 @@ fn a_schema_2_ledger_migrates_its_projections_to_rowid_tables() {
     assert_eq!(version, paydvm_ledger::store::SCHEMA_VERSION.to_string());
 }
 
-/// The events of a version-3 file (searched by a UNIQUE index on the text key and one on the
-/// job) get their digests on a writable open (version 4): the old file verifies and audits as it
-/// is, the migrated one too, a key written before the migration is still found (a duplicate,
-/// not a second event), and the job's trail is found through the digest.
+/// The events and references of a version-3 file (searched by a UNIQUE index on the text key,
+/// one on the job and one on the reference) get their digests on a writable open (version 4):
+/// the old file verifies and audits as it is, the migrated one too, a key written before the
+/// migration is still found (a duplicate, not a second event), and a job's trail is found by its
+/// id and by its payment's reference through the digests.
 #[test]
 fn a_schema_3_ledger_migrates_its_events_to_digest_indexes() {
     use paydvm_ledger::StoreOptions;
@@ -1742,6 +1742,11 @@ fn a_schema_3_ledger_migrates_its_events_to_digest_indexes() {
          INSERT INTO e3 SELECT seq, idem_key, at, type, job, body, prev_hash, hash FROM events; \
          DROP TABLE events; ALTER TABLE e3 RENAME TO events; \
          CREATE INDEX events_by_job ON events(job, seq) WHERE job IS NOT NULL; \
+         CREATE TABLE r3 (seq INTEGER NOT NULL, reference TEXT NOT NULL, job TEXT, \
+             PRIMARY KEY (seq, reference)) WITHOUT ROWID; \
+         INSERT INTO r3 SELECT seq, reference, job FROM refs; \
+         DROP TABLE refs; ALTER TABLE r3 RENAME TO refs; \
+         CREATE INDEX refs_by_reference ON refs(reference); \
          UPDATE meta SET value = '3' WHERE key = 'schema_version';",
     )
     .unwrap();
@@ -1749,11 +1754,19 @@ fn a_schema_3_ledger_migrates_its_events_to_digest_indexes() {
     paydvm_ledger::store::verify_file(&path).unwrap();
     let old = Store::open_read_only(&path).unwrap();
     assert_eq!(old.audit("a").unwrap().unwrap().events.len(), trail_of_a);
+    assert_eq!(
+        old.audit("hash-a").unwrap().unwrap().events.len(),
+        trail_of_a
+    );
     assert!(old.stored_request(&job("b")).is_ok());
     drop(old);
 
     let mut store = Store::open_with(&path, &StoreOptions::bounded(Durability::Normal)).unwrap();
     assert_eq!(store.audit("a").unwrap().unwrap().events.len(), trail_of_a);
+    assert_eq!(
+        store.audit("hash-a").unwrap().unwrap().events.len(),
+        trail_of_a
+    );
     let again = store.append_group(&paid_job_events("a")).unwrap();
     assert!(
         again
@@ -1773,6 +1786,14 @@ fn a_schema_3_ledger_migrates_its_events_to_digest_indexes() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(indexes, ["events", "events_by_job", "events_by_key"]);
+    let refs: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM refs WHERE ref_digest IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(refs > 0);
     let counts: (i64, i64, i64, i64) = conn
         .query_row(
             "SELECT count(*), count(key_digest), count(job), count(job_digest) FROM events",
@@ -1787,7 +1808,7 @@ fn a_schema_3_ledger_migrates_its_events_to_digest_indexes() {
 }
 
 /// A digest that is not its key's hides the event from the idempotency look-up (the same key
-/// could then be written twice): `verify` refuses it.
+/// could then be written twice), or from the audit's look-up by reference: `verify` refuses both.
 #[test]
 fn verify_refuses_an_event_whose_key_digest_was_changed() {
     let dir = tempfile::tempdir().unwrap();
@@ -1806,4 +1827,18 @@ fn verify_refuses_an_event_whose_key_digest_was_changed() {
         }
         other => panic!("expected event 3 refused, got {other:?}"),
     }
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "UPDATE events SET key_digest = key_digest - 1 WHERE seq = 3; \
+         UPDATE refs SET ref_digest = ref_digest + 1 WHERE reference = 'hash-a';",
+    )
+    .unwrap();
+    drop(conn);
+    let failure = paydvm_ledger::store::verify_file(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        failure.contains("ref_digest is not the digest of hash-a"),
+        "{failure}"
+    );
 }
