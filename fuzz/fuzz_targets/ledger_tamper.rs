@@ -532,8 +532,9 @@ fn tamper(conn: &Connection, g: &mut Gen, last: u64) -> Option<String> {
                 let s = seq(g);
                 exec(
                     conn,
-                    "INSERT OR IGNORE INTO refs(reference, seq, job) VALUES (?1, ?2, NULL)",
-                    params![r, s],
+                    "INSERT OR IGNORE INTO refs(reference, seq, job, ref_digest) \
+                     VALUES (?1, ?2, NULL, ?3)",
+                    params![r, s, paydvm_ledger::store::key_digest(r)],
                 )
                 .then(|| format!("insert ref {r}@{s}"))
             }
@@ -589,13 +590,15 @@ fn tamper(conn: &Connection, g: &mut Gen, last: u64) -> Option<String> {
                         "body",
                         "prev_hash",
                         "hash",
+                        "key_digest",
+                        "job_digest",
                     ][..],
                 ),
                 // (postings.n only orders the rows of one event; verify compares that order.)
                 ("postings", "seq", &["seq", "debit", "credit", "amount"][..]),
                 ("balances", "account", &["account", "debits", "credits"][..]),
                 ("payments", "reference", &["reference", "seq"][..]),
-                ("refs", "reference", &["reference", "seq", "job"][..]),
+                ("refs", "reference", &["reference", "seq", "job", "ref_digest"][..]),
                 ("jobs", "job", &["record"][..]),
                 ("meta", "key", &["value"][..]),
             ]);

@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 
-use paydvm_ledger::store::{verify_connection, Store, VerifyFailure, VerifyReport};
+use paydvm_ledger::store::{key_digest, verify_connection, Store, VerifyFailure, VerifyReport};
 use paydvm_ledger::{Durability, LedgerError, StoreOptions};
 use rusqlite::params;
 
@@ -141,18 +141,25 @@ fn sqlite(e: rusqlite::Error) -> PgError {
 /// One chunk's events, postings and references into the scratch file.
 fn write_chunk(conn: &rusqlite::Connection, chunk: &LogChunk) -> Result<(), PgError> {
     let mut ins = conn
-        .prepare_cached("INSERT INTO events VALUES (?1, ?2, ?3, ?8, ?4, ?5, ?6, ?7)")
+        .prepare_cached(
+            "INSERT INTO events(seq, idem_key, at, job, body, prev_hash, hash, type, key_digest, \
+             job_digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
         .map_err(sqlite)?;
     for r in &chunk.events {
+        let key = get::<String>(r, 1)?;
+        let job = get::<Option<String>>(r, 3)?;
         ins.execute(params![
             get::<i64>(r, 0)?,
-            get::<String>(r, 1)?,
+            key,
             get::<i64>(r, 2)?,
-            get::<Option<String>>(r, 3)?,
+            job,
             get::<String>(r, 4)?,
             get::<Vec<u8>>(r, 5)?,
             get::<Vec<u8>>(r, 6)?,
             get::<String>(r, 7)?,
+            key_digest(&key),
+            job.as_deref().map(key_digest),
         ])
         .map_err(sqlite)?;
     }
@@ -170,13 +177,15 @@ fn write_chunk(conn: &rusqlite::Connection, chunk: &LogChunk) -> Result<(), PgEr
         .map_err(sqlite)?;
     }
     let mut ins = conn
-        .prepare_cached("INSERT INTO refs VALUES (?1, ?2, ?3)")
+        .prepare_cached("INSERT INTO refs(seq, reference, job, ref_digest) VALUES (?1, ?2, ?3, ?4)")
         .map_err(sqlite)?;
     for r in &chunk.refs {
+        let reference = get::<String>(r, 1)?;
         ins.execute(params![
             get::<i64>(r, 0)?,
-            get::<String>(r, 1)?,
-            get::<Option<String>>(r, 2)?
+            reference,
+            get::<Option<String>>(r, 2)?,
+            key_digest(&reference),
         ])
         .map_err(sqlite)?;
     }

@@ -1630,6 +1630,12 @@ fn a_plain_refund_cannot_have_a_zap_receipt() {
     ));
 }
 
+/// Runs `sql` on a closed ledger file directly: what an older version left, or a tamperer.
+fn edit_file(path: &std::path::Path, sql: &str) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(sql).unwrap();
+}
+
 /// The per-job projection tables of a version-2 file (keyed by their ids, WITHOUT ROWID) become
 /// rowid tables on a writable open (version 3), every row kept: `verify` compares each row with
 /// the replayed record, so a row lost or changed in the copy fails it.
@@ -1656,9 +1662,7 @@ fn a_schema_2_ledger_migrates_its_projections_to_rowid_tables() {
         .unwrap();
     let state = store.state().clone();
     store.close().unwrap();
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch(
-        "CREATE TABLE j2 (job TEXT PRIMARY KEY, state TEXT NOT NULL, record TEXT NOT NULL, \
+    edit_file(&path, "CREATE TABLE j2 (job TEXT PRIMARY KEY, state TEXT NOT NULL, record TEXT NOT NULL, \
              changed INTEGER) WITHOUT ROWID; INSERT INTO j2 SELECT * FROM jobs; \
          DROP TABLE jobs; ALTER TABLE j2 RENAME TO jobs; CREATE INDEX jobs_by_state ON jobs(state); \
          CREATE TABLE r2 (refund TEXT PRIMARY KEY, job TEXT, state TEXT NOT NULL, \
@@ -1669,10 +1673,7 @@ fn a_schema_2_ledger_migrates_its_projections_to_rowid_tables() {
          CREATE TABLE e2 (effect TEXT PRIMARY KEY, done INTEGER NOT NULL, record TEXT NOT NULL) \
              WITHOUT ROWID; INSERT INTO e2 SELECT * FROM effects; DROP TABLE effects; \
          ALTER TABLE e2 RENAME TO effects; CREATE INDEX effects_open ON effects(effect) WHERE done = 0; \
-         UPDATE meta SET value = '2' WHERE key = 'schema_version';",
-    )
-    .unwrap();
-    drop(conn);
+         UPDATE meta SET value = '2' WHERE key = 'schema_version';");
     let without_rowid = |path: &std::path::Path| -> Vec<String> {
         let conn = rusqlite::Connection::open(path).unwrap();
         let mut stmt = conn
@@ -1734,8 +1735,8 @@ fn a_schema_3_ledger_migrates_its_events_to_digest_indexes() {
     let trail_of_a = store.audit("a").unwrap().unwrap().events.len();
     assert!(trail_of_a >= 5, "{trail_of_a}");
     store.close().unwrap();
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch(
+    edit_file(
+        &path,
         "CREATE TABLE e3 (seq INTEGER PRIMARY KEY, idem_key TEXT NOT NULL UNIQUE, \
              at INTEGER NOT NULL, type TEXT NOT NULL, job TEXT, body TEXT NOT NULL, \
              prev_hash BLOB NOT NULL, hash BLOB NOT NULL); \
@@ -1748,9 +1749,7 @@ fn a_schema_3_ledger_migrates_its_events_to_digest_indexes() {
          DROP TABLE refs; ALTER TABLE r3 RENAME TO refs; \
          CREATE INDEX refs_by_reference ON refs(reference); \
          UPDATE meta SET value = '3' WHERE key = 'schema_version';",
-    )
-    .unwrap();
-    drop(conn);
+    );
     paydvm_ledger::store::verify_file(&path).unwrap();
     let old = Store::open_read_only(&path).unwrap();
     assert_eq!(old.audit("a").unwrap().unwrap().events.len(), trail_of_a);
@@ -1817,23 +1816,21 @@ fn verify_refuses_an_event_whose_key_digest_was_changed() {
     store.append_group(&paid_job_events("a")).unwrap();
     store.close().unwrap();
     paydvm_ledger::store::verify_file(&path).unwrap();
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch("UPDATE events SET key_digest = key_digest + 1 WHERE seq = 3;")
-        .unwrap();
-    drop(conn);
+    edit_file(
+        &path,
+        "UPDATE events SET key_digest = key_digest + 1 WHERE seq = 3;",
+    );
     match paydvm_ledger::store::verify_file(&path) {
         Err(VerifyFailure::Event { seq: 3, reason }) => {
             assert!(reason.contains("key_digest"), "{reason}")
         }
         other => panic!("expected event 3 refused, got {other:?}"),
     }
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch(
+    edit_file(
+        &path,
         "UPDATE events SET key_digest = key_digest - 1 WHERE seq = 3; \
          UPDATE refs SET ref_digest = ref_digest + 1 WHERE reference = 'hash-a';",
-    )
-    .unwrap();
-    drop(conn);
+    );
     let failure = paydvm_ledger::store::verify_file(&path)
         .unwrap_err()
         .to_string();
