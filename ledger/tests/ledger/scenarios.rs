@@ -1389,15 +1389,11 @@ fn a_ledger_written_before_refund_assets_opens_and_verifies() {
 /// verified clean, read as a version-1 ledger. Its tables say otherwise.
 #[test]
 fn verify_refuses_a_schema_version_edited_down() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v2.db");
-    let mut store = Store::open(&path, Durability::Normal).unwrap();
-    store.append_group(&paid_job_events("a")).unwrap();
-    store.close().unwrap();
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch("UPDATE meta SET value = '1' WHERE key = 'schema_version';")
-        .unwrap();
-    drop(conn);
+    let (_dir, path) = file_with_job_a("v2.db");
+    edit_file(
+        &path,
+        "UPDATE meta SET value = '1' WHERE key = 'schema_version';",
+    );
     let err = paydvm_ledger::store::verify_file(&path).unwrap_err();
     assert!(err.to_string().contains("snapshots table"), "{err}");
 }
@@ -1630,6 +1626,25 @@ fn a_plain_refund_cannot_have_a_zap_receipt() {
     ));
 }
 
+/// A closed ledger file holding paid job `a`, in a temporary directory.
+fn file_with_job_a(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    let mut store = Store::open(&path, Durability::Normal).unwrap();
+    store.append_group(&paid_job_events("a")).unwrap();
+    store.close().unwrap();
+    (dir, path)
+}
+
+/// The `events` table as schema 3 had it: a UNIQUE index on the text key, one on the job.
+const EVENTS_AS_SCHEMA_3: &str =
+    "CREATE TABLE e3 (seq INTEGER PRIMARY KEY, idem_key TEXT NOT NULL UNIQUE, \
+         at INTEGER NOT NULL, type TEXT NOT NULL, job TEXT, body TEXT NOT NULL, \
+         prev_hash BLOB NOT NULL, hash BLOB NOT NULL); \
+     INSERT INTO e3 SELECT seq, idem_key, at, type, job, body, prev_hash, hash FROM events; \
+     DROP TABLE events; ALTER TABLE e3 RENAME TO events; \
+     CREATE INDEX events_by_job ON events(job, seq) WHERE job IS NOT NULL;";
+
 /// Runs `sql` on a closed ledger file directly: what an older version left, or a tamperer.
 fn edit_file(path: &std::path::Path, sql: &str) {
     let conn = rusqlite::Connection::open(path).unwrap();
@@ -1735,15 +1750,10 @@ fn a_schema_3_ledger_migrates_its_events_to_digest_indexes() {
     let trail_of_a = store.audit("a").unwrap().unwrap().events.len();
     assert!(trail_of_a >= 5, "{trail_of_a}");
     store.close().unwrap();
+    edit_file(&path, EVENTS_AS_SCHEMA_3);
     edit_file(
         &path,
-        "CREATE TABLE e3 (seq INTEGER PRIMARY KEY, idem_key TEXT NOT NULL UNIQUE, \
-             at INTEGER NOT NULL, type TEXT NOT NULL, job TEXT, body TEXT NOT NULL, \
-             prev_hash BLOB NOT NULL, hash BLOB NOT NULL); \
-         INSERT INTO e3 SELECT seq, idem_key, at, type, job, body, prev_hash, hash FROM events; \
-         DROP TABLE events; ALTER TABLE e3 RENAME TO events; \
-         CREATE INDEX events_by_job ON events(job, seq) WHERE job IS NOT NULL; \
-         CREATE TABLE r3 (seq INTEGER NOT NULL, reference TEXT NOT NULL, job TEXT, \
+        "CREATE TABLE r3 (seq INTEGER NOT NULL, reference TEXT NOT NULL, job TEXT, \
              PRIMARY KEY (seq, reference)) WITHOUT ROWID; \
          INSERT INTO r3 SELECT seq, reference, job FROM refs; \
          DROP TABLE refs; ALTER TABLE r3 RENAME TO refs; \
@@ -1810,11 +1820,7 @@ fn a_schema_3_ledger_migrates_its_events_to_digest_indexes() {
 /// could then be written twice), or from the audit's look-up by reference: `verify` refuses both.
 #[test]
 fn verify_refuses_an_event_whose_key_digest_was_changed() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("d.db");
-    let mut store = Store::open(&path, Durability::Normal).unwrap();
-    store.append_group(&paid_job_events("a")).unwrap();
-    store.close().unwrap();
+    let (_dir, path) = file_with_job_a("d.db");
     paydvm_ledger::store::verify_file(&path).unwrap();
     edit_file(
         &path,
@@ -1844,20 +1850,11 @@ fn verify_refuses_an_event_whose_key_digest_was_changed() {
 /// transaction): here the copy of the log into the digest table stops at a key stored as a blob.
 #[test]
 fn a_migration_that_fails_half_way_leaves_the_old_version() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v3.db");
-    let mut store = Store::open(&path, Durability::Normal).unwrap();
-    store.append_group(&paid_job_events("a")).unwrap();
-    store.close().unwrap();
+    let (_dir, path) = file_with_job_a("v3.db");
+    edit_file(&path, EVENTS_AS_SCHEMA_3);
     edit_file(
         &path,
-        "CREATE TABLE e3 (seq INTEGER PRIMARY KEY, idem_key TEXT NOT NULL UNIQUE, \
-             at INTEGER NOT NULL, type TEXT NOT NULL, job TEXT, body TEXT NOT NULL, \
-             prev_hash BLOB NOT NULL, hash BLOB NOT NULL); \
-         INSERT INTO e3 SELECT seq, idem_key, at, type, job, body, prev_hash, hash FROM events; \
-         DROP TABLE events; ALTER TABLE e3 RENAME TO events; \
-         CREATE INDEX events_by_job ON events(job, seq) WHERE job IS NOT NULL; \
-         UPDATE events SET idem_key = CAST(idem_key AS BLOB) WHERE seq = 4; \
+        "UPDATE events SET idem_key = CAST(idem_key AS BLOB) WHERE seq = 4; \
          UPDATE meta SET value = '3' WHERE key = 'schema_version';",
     );
     assert!(Store::open(&path, Durability::Normal).is_err());
