@@ -10,10 +10,9 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use paydvm_ledger::copy::copy_log;
-use paydvm_ledger::store::{verify_file, Durability, Store};
-use paydvm_ledger::StoreOptions;
+use paydvm_ledger::store::{verify_file, Store};
 
-use super::{ledger_file, output, EXIT_OK, EXIT_VERIFY_FAILED};
+use super::{copy, ledger_file, output, EXIT_OK, EXIT_VERIFY_FAILED};
 use crate::config::LedgerPlace;
 use crate::ledger_handle::LedgerHandle;
 
@@ -26,10 +25,9 @@ pub fn run(ledger: &str, dest: &Path) -> anyhow::Result<u8> {
         bail!("{} already exists; give a new file name", dest.display());
     }
     // Only open work in memory: a backup of a large ledger needs no replay of its history.
-    let options = StoreOptions::bounded(Durability::Normal).read_only();
     // A place is named by its Display: a URL without its password.
-    let source =
-        LedgerHandle::open(&place, &options).with_context(|| format!("cannot open {place}"))?;
+    let source = LedgerHandle::open(&place, &copy::source_options())
+        .with_context(|| format!("cannot open {place}"))?;
     let written = match &source {
         LedgerHandle::Sqlite(store) => store.backup_to(dest).map_err(anyhow::Error::from),
         LedgerHandle::Postgres(_) => copy_into_new_file(&source, dest),
@@ -56,8 +54,7 @@ pub fn run(ledger: &str, dest: &Path) -> anyhow::Result<u8> {
 /// The source's events up to its head (as it was when opened) into the new file `dest`; a copy
 /// that fails is removed.
 fn copy_into_new_file(source: &LedgerHandle, dest: &Path) -> anyhow::Result<()> {
-    let options = StoreOptions::bounded(Durability::Full);
-    let copied = Store::open_with(dest, &options)
+    let copied = Store::open_with(dest, &copy::dest_options())
         .map_err(anyhow::Error::from)
         .and_then(|mut copy| {
             copy_log(source, &mut copy)?;

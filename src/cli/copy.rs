@@ -13,12 +13,12 @@ use crate::config::LedgerPlace;
 use crate::ledger_handle::LedgerHandle;
 
 /// Opens the source read-only, keeping only open work in memory (a copy reads events by seq).
-fn source_options() -> StoreOptions {
+pub(super) fn source_options() -> StoreOptions {
     StoreOptions::bounded(Durability::Normal).read_only()
 }
 
 /// The destination keeps only open work too, and waits for the disk at every batch.
-fn dest_options() -> StoreOptions {
+pub(super) fn dest_options() -> StoreOptions {
     StoreOptions::bounded(Durability::Full)
 }
 

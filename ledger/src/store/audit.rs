@@ -3,6 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
+use super::digest::text_is;
 use super::{from_sql_int, key_digest, to_sql_int, StoredEvent};
 use crate::chain::Hash;
 use crate::error::LedgerError;
@@ -110,7 +111,7 @@ pub fn audit(
         None => conn
             .prepare_cached(&format!(
                 "SELECT job FROM refs WHERE {} AND job IS NOT NULL LIMIT 1",
-                reference_is(digests)
+                text_is("reference", "ref_digest", digests)
             ))?
             .query_row(params![reference, key_digest(reference)], |r| r.get(0))
             .optional()?,
@@ -119,7 +120,7 @@ pub fn audit(
         Some(id) => {
             let mut stmt = conn.prepare_cached(&format!(
                 "{SELECT_EVENT} WHERE {} ORDER BY seq",
-                super::queries::job_is(digests)
+                text_is("job", "job_digest", digests)
             ))?;
             let events = stmt
                 .query_map(params![id, key_digest(id)], raw_row)?
@@ -153,7 +154,7 @@ fn events_naming(
 ) -> Result<Vec<StoredEvent>, LedgerError> {
     let mut stmt = conn.prepare_cached(&format!(
         "{SELECT_EVENT} WHERE seq IN (SELECT seq FROM refs WHERE {}) ORDER BY seq",
-        reference_is(digests)
+        text_is("reference", "ref_digest", digests)
     ))?;
     let rows = stmt.query_map(params![reference, key_digest(reference)], raw_row)?;
     rows.map(|row| decode_row(row?)).collect()
@@ -276,14 +277,4 @@ pub fn jobs_by_state(conn: &Connection, state: JobState) -> Result<Vec<JobRecord
     let mut stmt = conn.prepare_cached("SELECT record FROM jobs WHERE state = ?1 ORDER BY job")?;
     let rows = stmt.query_map(params![state.as_str()], |r| r.get::<_, String>(0))?;
     rows.map(|r| Ok(serde_json::from_str(&r?)?)).collect()
-}
-
-/// The `WHERE` condition for the `refs` rows of reference `?1` (whose digest is `?2`), like
-/// [`super::queries::job_is`].
-fn reference_is(digests: bool) -> &'static str {
-    if digests {
-        "ref_digest = ?2 AND reference = ?1"
-    } else {
-        "reference = ?1 AND ?2 IS NOT NULL"
-    }
 }

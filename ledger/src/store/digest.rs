@@ -32,6 +32,17 @@ pub(crate) fn has_digests(conn: &Connection) -> Result<bool, LedgerError> {
     Ok(n > 0)
 }
 
+/// The `WHERE` condition for the rows whose `column` is the text `?1` (whose digest is `?2`):
+/// through `digest_column`'s index where the file has the digests, through the text column's on
+/// older files (which bind `?2` too, so one call fits both).
+pub(crate) fn text_is(column: &str, digest_column: &str, digests: bool) -> String {
+    if digests {
+        format!("{digest_column} = ?2 AND {column} = ?1")
+    } else {
+        format!("{column} = ?1 AND ?2 IS NOT NULL")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -98,7 +98,7 @@ pub struct Store {
     syncer: Option<WalSyncer>,
     conn: Connection,
     /// Whether the events carry the digests they are searched by (schema 4 on; read-only opens
-    /// read older files as they are).
+    /// read older files as they are): `digest::has_digests`, as replay and verify ask it.
     digests: bool,
     /// The state in memory and what is staged (shared with every store).
     core: Resident,
@@ -183,11 +183,12 @@ impl Store {
             Retention::Everything => replay::everything(&conn)?,
             Retention::OpenWork => replay::open_work(&conn, version >= schema::SNAPSHOT_VERSION)?,
         };
+        let digests = digest::has_digests(&conn)?;
         Ok(Store {
             checkpointer: None,
             syncer: None,
             conn,
-            digests: version >= schema::DIGEST_VERSION,
+            digests,
             core: Resident::new(loaded.ledger, loaded.head, loaded.report, options),
         })
     }

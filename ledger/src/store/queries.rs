@@ -4,6 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::audit::{decode_row, raw_row};
+use super::digest::text_is;
 use super::{from_sql_int, key_digest, to_sql_int, StoredEvent};
 use crate::account::{Account, Balance};
 use crate::error::LedgerError;
@@ -52,7 +53,7 @@ pub(crate) fn stored_request(
         .prepare_cached(&format!(
             "SELECT seq, idem_key, at, job, body, prev_hash, hash FROM events \
              WHERE {} ORDER BY seq LIMIT 1",
-            job_is(digests)
+            text_is("job", "job_digest", digests)
         ))?
         .query_row(params![job.as_str(), key_digest(job.as_str())], raw_row)
         .optional()?;
@@ -169,15 +170,4 @@ pub(crate) fn projected_state(conn: &Connection) -> Result<LedgerState, LedgerEr
         balances: account_balances(conn)?,
         payment_refs,
     })
-}
-
-/// The `WHERE` condition for the events of job `?1` (whose digest is `?2`): through the digest's
-/// index where the file has one, through the job column's on older files (which bind `?2` too,
-/// so one call fits both).
-pub(crate) fn job_is(digests: bool) -> &'static str {
-    if digests {
-        "job_digest = ?2 AND job = ?1"
-    } else {
-        "job = ?1 AND ?2 IS NOT NULL"
-    }
 }

@@ -150,8 +150,6 @@ CREATE TABLE refs_v4 (
 
 /// The first version with snapshots and the `changed` columns.
 pub const SNAPSHOT_VERSION: u32 = 2;
-/// The first version whose events carry `key_digest` and `job_digest` (`store/digest.rs`).
-pub const DIGEST_VERSION: u32 = 4;
 /// The oldest version this build reads without migrating (read-only opens, `verify`).
 pub const OLDEST_READABLE: u32 = 1;
 
