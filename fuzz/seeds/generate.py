@@ -94,3 +94,12 @@ expired = dict(row, status="failed", labels=["expired"], preimage=None)
 write("wallet_answers", "lnbits_expired", b"\x02\x00" + json.dumps({"paid": False, "details": expired}).encode())
 write("wallet_answers", "lnbits_404", b"\x03" + b'{"detail":"Payment does not exist."}')
 write("wallet_answers", "lnbits_520", b"\x03" + b'{"detail":"Internal invoice already paid.","status":"failed"}')
+
+# Crash inputs found by the fuzzers, kept so every run starts from them (their regression tests
+# are docs/fuzzing.md's findings 7 and 8). smoke.sh reads seeds/<target> for any target.
+# cashu_token: a built token (mode 3) with a P2PK lock to another key, its nonce misspelt.
+write("cashu_token", "regression_unreadable_lock", bytes.fromhex(
+    "6747467767 7b4e681a01 304e010000 0000000544 697400".replace(" ", "")))
+# ledger_tamper: a version-4 file labelled version 2.
+write("ledger_tamper", "regression_schema_label", bytes(
+    [112, 50, 3, 3, 101, 160, 0, 109, 101, 116, 112, 3, 96, 160]))

@@ -403,3 +403,40 @@ fn locks_another_key_could_spend_or_that_repeat_a_condition_are_refused() {
     );
     assert_eq!(lock(serde_json::json!([["locktime", far]])), Ok(()));
 }
+
+/// Fuzz finding (`cashu_token`, stop 32): a token proof whose secret is a P2PK lock to another
+/// key, with its `nonce` misspelt, passed as a plain secret because cdk could not read it as a
+/// lock. A mint that reads it anyway would enforce the lock, so we could not spend it. Such a
+/// secret is refused; a plain one and a readable lock to another key keep their outcomes.
+#[test]
+fn a_token_secret_shaped_as_a_lock_cdk_cannot_read_is_refused() {
+    use crate::verify::{check_proofs, DleqRule, LockRule, ProofRules};
+    let f = fixture();
+    let mint = f.v["mint"]["url"].as_str().unwrap();
+    let keyset = f.v["mint"]["keyset_id"].as_str().unwrap();
+    let g = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+    let lock = |nonce_field: &str| {
+        serde_json::json!(["P2PK", {"data": g, nonce_field: "ab", "tags": [["sigflag", "SIG_INPUTS"]]}])
+            .to_string()
+    };
+    let check = |secret: String| {
+        let proof: Proof = serde_json::from_value(serde_json::json!(
+            {"amount": 1, "id": keyset, "secret": secret, "C": g}
+        ))
+        .unwrap();
+        let rules = ProofRules {
+            lock: LockRule::PlainOrOurP2pkKey,
+            dleq: DleqRule::IfPresent,
+        };
+        check_proofs(&f.mints, mint, "sat", &[proof], &f.us, VECTOR_NOW, rules).map(|p| p.units)
+    };
+    assert_eq!(check("a plain secret".into()), Ok(1));
+    assert_eq!(
+        check(lock("nonce")),
+        Err(Reject::LockedToOtherKey { index: 0 })
+    );
+    assert_eq!(
+        check(lock("nknce")),
+        Err(Reject::UnreadableLock { index: 0 })
+    );
+}

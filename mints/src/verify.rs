@@ -73,6 +73,8 @@ pub enum Reject {
     UnitNotPriced { unit: String },
     #[error("proof {index}: secret is not a NUT-10 P2PK lock")]
     NotP2pk { index: usize },
+    #[error("proof {index}: secret is shaped as a NUT-10 lock but is not a valid one")]
+    UnreadableLock { index: usize },
     #[error("proof {index}: locked to our Nostr identity key, not our NutZap key")]
     LockedToIdentityKey { index: usize },
     #[error("proof {index}: locked to another key")]
@@ -240,6 +242,8 @@ pub(crate) fn check_proofs(
             LockRule::PlainOrOurP2pkKey => {
                 if cdk::nuts::nut10::Secret::try_from(&proof.secret).is_ok() {
                     check_lock(index, proof, us, now_secs)?;
+                } else if has_nut10_shape(&proof.secret) {
+                    return Err(Reject::UnreadableLock { index });
                 }
             }
         }
@@ -276,6 +280,19 @@ pub(crate) fn check_proofs(
         units = units.checked_add(amount).ok_or(Reject::AmountOverflow)?;
     }
     Ok(CheckedProofs { ys, units })
+}
+
+/// Whether a secret is shaped as a NUT-10 well-known secret (`[kind, {...}]`) whether or not cdk
+/// reads it. Another mint may read a lock cdk does not (a misspelt or missing field, a key in
+/// another form) and enforce it, so such a secret is neither plain nor a lock we checked.
+fn has_nut10_shape(secret: &cdk::secret::Secret) -> bool {
+    use serde_json::Value;
+    match serde_json::from_slice::<Value>(secret.as_bytes()) {
+        Ok(Value::Array(parts)) => {
+            matches!(parts.as_slice(), [Value::String(_), Value::Object(_)])
+        }
+        _ => false,
+    }
 }
 
 /// Only units with a fixed msat value can pay a msat price.

@@ -181,24 +181,51 @@ pub fn schema_version(conn: &Connection) -> Result<u32, LedgerError> {
     .unwrap_or(Ok(0))
 }
 
-/// Whether the tables are those of `version`: the `snapshots` table exists from
-/// [`SNAPSHOT_VERSION`] on and not before. A label edited down to an older version is refused
-/// rather than read as that version (a writable open would then run the migration again on
-/// tables that already have it).
+/// Whether the tables are those of `version`: each version from [`SNAPSHOT_VERSION`] on left a
+/// mark a file has from that version and not before (the `snapshots` table; `jobs` as a rowid
+/// table; the digest columns of `events`). A label edited to another version is refused rather
+/// than read as that version (a writable open would then run a migration again on tables that
+/// already have it, or skip one they lack).
 pub fn check_structure(conn: &Connection, version: u32) -> Result<(), LedgerError> {
-    let snapshots: i64 = conn.query_row(
+    let marks = [
+        (
+            SNAPSHOT_VERSION,
+            "the snapshots table",
+            has_snapshots(conn)?,
+        ),
+        (3, "jobs as a rowid table", jobs_has_rowid(conn)?),
+        (4, "the digest columns", super::digest::has_digests(conn)?),
+    ];
+    for (since, what, present) in marks {
+        if present != (version >= since) {
+            let state = if present { "has" } else { "lacks" };
+            return Err(LedgerError::Corrupt(format!(
+                "schema version {version}, but the file {state} {what} of version {since}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn has_snapshots(conn: &Connection) -> Result<bool, LedgerError> {
+    let n: i64 = conn.query_row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'snapshots'",
         [],
         |r| r.get(0),
     )?;
-    if (snapshots > 0) != (version >= SNAPSHOT_VERSION) {
-        let state = if snapshots > 0 { "has" } else { "lacks" };
-        return Err(LedgerError::Corrupt(format!(
-            "schema version {version}, but the file {state} the snapshots table of version \
-             {SNAPSHOT_VERSION}"
-        )));
-    }
-    Ok(())
+    Ok(n > 0)
+}
+
+/// Whether `jobs` is a rowid table (version 3 on) rather than `WITHOUT ROWID`.
+fn jobs_has_rowid(conn: &Connection) -> Result<bool, LedgerError> {
+    let without: Option<i64> = conn
+        .query_row(
+            "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = 'jobs'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(without == Some(0))
 }
 
 /// Bring the database to `SCHEMA_VERSION`; refuse a newer one.
@@ -210,6 +237,7 @@ pub fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
             supported: SCHEMA_VERSION,
         });
     }
+    check_structure(conn, found)?;
     for (i, (sql, code)) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;

@@ -1398,6 +1398,27 @@ fn verify_refuses_a_schema_version_edited_down() {
     assert!(err.to_string().contains("snapshots table"), "{err}");
 }
 
+/// CI's fuzz finding (`ledger_tamper`, stop 32): a version-4 file labelled version 2 verified
+/// clean, and a writable open would have run migrations 3 and 4 again on tables that have them.
+/// Each later version's mark (rowid `jobs`, the digest columns) is checked as well, by `verify`
+/// and before migrating.
+#[test]
+fn verify_and_open_refuse_a_schema_version_that_is_not_the_files() {
+    for (label, mark) in [("2", "rowid"), ("3", "digest columns")] {
+        let (_dir, path) = file_with_job_a("v4.db");
+        edit_file(
+            &path,
+            &format!("UPDATE meta SET value = '{label}' WHERE key = 'schema_version';"),
+        );
+        let err = paydvm_ledger::store::verify_file(&path).unwrap_err();
+        assert!(err.to_string().contains(mark), "{label}: {err}");
+        let err = Store::open(&path, Durability::Normal)
+            .err()
+            .expect("opened");
+        assert!(err.to_string().contains(mark), "{label}: {err}");
+    }
+}
+
 /// A ledger written before snapshots (schema 1) still opens: read-only and `verify` as it is, a
 /// bounded store after migrating it, replaying the whole log once and then from snapshots; a tail
 /// that changed a record which ended before the snapshot makes the store replay everything.
@@ -1411,15 +1432,15 @@ fn a_schema_1_ledger_migrates_and_opens_keeping_open_work() {
     store.append_group(&paid_job_events("b")).unwrap();
     store.append_group(&paid_job_events("c")[..5]).unwrap();
     store.close().unwrap();
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch(
+    edit_file(&path, LOG_AS_SCHEMA_3);
+    edit_file(&path, PROJECTIONS_AS_SCHEMA_2);
+    edit_file(
+        &path,
         "DROP INDEX refunds_by_state; DROP INDEX effects_open; \
          ALTER TABLE jobs DROP COLUMN changed; ALTER TABLE refunds DROP COLUMN changed; \
-         DROP TABLE snapshots; DELETE FROM meta WHERE key = 'changed_since'; \
-         UPDATE meta SET value = '1' WHERE key = 'schema_version';",
-    )
-    .unwrap();
-    drop(conn);
+         DROP TABLE snapshots; DELETE FROM meta WHERE key = 'changed_since';",
+    );
+    label_as(&path, 1);
     paydvm_ledger::store::verify_file(&path).unwrap();
     assert_eq!(Store::open_read_only(&path).unwrap().head().0, 17);
 
@@ -1636,14 +1657,42 @@ fn file_with_job_a(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, path)
 }
 
-/// The `events` table as schema 3 had it: a UNIQUE index on the text key, one on the job.
-const EVENTS_AS_SCHEMA_3: &str =
+/// The log as schema 3 had it: `events` with a UNIQUE index on the text key and one on the job,
+/// `refs` keyed by (seq, reference) WITHOUT ROWID with an index on the reference.
+const LOG_AS_SCHEMA_3: &str =
     "CREATE TABLE e3 (seq INTEGER PRIMARY KEY, idem_key TEXT NOT NULL UNIQUE, \
          at INTEGER NOT NULL, type TEXT NOT NULL, job TEXT, body TEXT NOT NULL, \
          prev_hash BLOB NOT NULL, hash BLOB NOT NULL); \
      INSERT INTO e3 SELECT seq, idem_key, at, type, job, body, prev_hash, hash FROM events; \
      DROP TABLE events; ALTER TABLE e3 RENAME TO events; \
-     CREATE INDEX events_by_job ON events(job, seq) WHERE job IS NOT NULL;";
+     CREATE INDEX events_by_job ON events(job, seq) WHERE job IS NOT NULL; \
+     CREATE TABLE r3 (seq INTEGER NOT NULL, reference TEXT NOT NULL, job TEXT, \
+         PRIMARY KEY (seq, reference)) WITHOUT ROWID; \
+     INSERT INTO r3 SELECT seq, reference, job FROM refs; \
+     DROP TABLE refs; ALTER TABLE r3 RENAME TO refs; \
+     CREATE INDEX refs_by_reference ON refs(reference);";
+
+/// The per-job projections as schema 2 had them: keyed by their ids, WITHOUT ROWID.
+const PROJECTIONS_AS_SCHEMA_2: &str =
+    "CREATE TABLE j2 (job TEXT PRIMARY KEY, state TEXT NOT NULL, record TEXT NOT NULL, \
+         changed INTEGER) WITHOUT ROWID; INSERT INTO j2 SELECT * FROM jobs; \
+     DROP TABLE jobs; ALTER TABLE j2 RENAME TO jobs; CREATE INDEX jobs_by_state ON jobs(state); \
+     CREATE TABLE r2 (refund TEXT PRIMARY KEY, job TEXT, state TEXT NOT NULL, \
+         record TEXT NOT NULL, changed INTEGER) WITHOUT ROWID; \
+     INSERT INTO r2 SELECT * FROM refunds; DROP TABLE refunds; ALTER TABLE r2 RENAME TO refunds; \
+     CREATE INDEX refunds_by_job ON refunds(job) WHERE job IS NOT NULL; \
+     CREATE INDEX refunds_by_state ON refunds(state); \
+     CREATE TABLE e2 (effect TEXT PRIMARY KEY, done INTEGER NOT NULL, record TEXT NOT NULL) \
+         WITHOUT ROWID; INSERT INTO e2 SELECT * FROM effects; DROP TABLE effects; \
+     ALTER TABLE e2 RENAME TO effects; CREATE INDEX effects_open ON effects(effect) WHERE done = 0;";
+
+/// Relabels a closed ledger file as schema `version`.
+fn label_as(path: &std::path::Path, version: u32) {
+    edit_file(
+        path,
+        &format!("UPDATE meta SET value = '{version}' WHERE key = 'schema_version';"),
+    );
+}
 
 /// Runs `sql` on a closed ledger file directly: what an older version left, or a tamperer.
 fn edit_file(path: &std::path::Path, sql: &str) {
@@ -1677,18 +1726,9 @@ fn a_schema_2_ledger_migrates_its_projections_to_rowid_tables() {
         .unwrap();
     let state = store.state().clone();
     store.close().unwrap();
-    edit_file(&path, "CREATE TABLE j2 (job TEXT PRIMARY KEY, state TEXT NOT NULL, record TEXT NOT NULL, \
-             changed INTEGER) WITHOUT ROWID; INSERT INTO j2 SELECT * FROM jobs; \
-         DROP TABLE jobs; ALTER TABLE j2 RENAME TO jobs; CREATE INDEX jobs_by_state ON jobs(state); \
-         CREATE TABLE r2 (refund TEXT PRIMARY KEY, job TEXT, state TEXT NOT NULL, \
-             record TEXT NOT NULL, changed INTEGER) WITHOUT ROWID; \
-         INSERT INTO r2 SELECT * FROM refunds; DROP TABLE refunds; ALTER TABLE r2 RENAME TO refunds; \
-         CREATE INDEX refunds_by_job ON refunds(job) WHERE job IS NOT NULL; \
-         CREATE INDEX refunds_by_state ON refunds(state); \
-         CREATE TABLE e2 (effect TEXT PRIMARY KEY, done INTEGER NOT NULL, record TEXT NOT NULL) \
-             WITHOUT ROWID; INSERT INTO e2 SELECT * FROM effects; DROP TABLE effects; \
-         ALTER TABLE e2 RENAME TO effects; CREATE INDEX effects_open ON effects(effect) WHERE done = 0; \
-         UPDATE meta SET value = '2' WHERE key = 'schema_version';");
+    edit_file(&path, LOG_AS_SCHEMA_3);
+    edit_file(&path, PROJECTIONS_AS_SCHEMA_2);
+    label_as(&path, 2);
     let without_rowid = |path: &std::path::Path| -> Vec<String> {
         let conn = rusqlite::Connection::open(path).unwrap();
         let mut stmt = conn
@@ -1706,6 +1746,7 @@ fn a_schema_2_ledger_migrates_its_projections_to_rowid_tables() {
         "jobs",
         "payments",
         "postings",
+        "refs",
         "refunds",
         "subscriptions",
     ];
@@ -1750,16 +1791,8 @@ fn a_schema_3_ledger_migrates_its_events_to_digest_indexes() {
     let trail_of_a = store.audit("a").unwrap().unwrap().events.len();
     assert!(trail_of_a >= 5, "{trail_of_a}");
     store.close().unwrap();
-    edit_file(&path, EVENTS_AS_SCHEMA_3);
-    edit_file(
-        &path,
-        "CREATE TABLE r3 (seq INTEGER NOT NULL, reference TEXT NOT NULL, job TEXT, \
-             PRIMARY KEY (seq, reference)) WITHOUT ROWID; \
-         INSERT INTO r3 SELECT seq, reference, job FROM refs; \
-         DROP TABLE refs; ALTER TABLE r3 RENAME TO refs; \
-         CREATE INDEX refs_by_reference ON refs(reference); \
-         UPDATE meta SET value = '3' WHERE key = 'schema_version';",
-    );
+    edit_file(&path, LOG_AS_SCHEMA_3);
+    label_as(&path, 3);
     paydvm_ledger::store::verify_file(&path).unwrap();
     let old = Store::open_read_only(&path).unwrap();
     assert_eq!(old.audit("a").unwrap().unwrap().events.len(), trail_of_a);
@@ -1851,12 +1884,12 @@ fn verify_refuses_an_event_whose_key_digest_was_changed() {
 #[test]
 fn a_migration_that_fails_half_way_leaves_the_old_version() {
     let (_dir, path) = file_with_job_a("v3.db");
-    edit_file(&path, EVENTS_AS_SCHEMA_3);
+    edit_file(&path, LOG_AS_SCHEMA_3);
     edit_file(
         &path,
-        "UPDATE events SET idem_key = CAST(idem_key AS BLOB) WHERE seq = 4; \
-         UPDATE meta SET value = '3' WHERE key = 'schema_version';",
+        "UPDATE events SET idem_key = CAST(idem_key AS BLOB) WHERE seq = 4;",
     );
+    label_as(&path, 3);
     assert!(Store::open(&path, Durability::Normal).is_err());
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: String = conn
