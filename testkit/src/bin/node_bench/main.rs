@@ -26,6 +26,7 @@
 //! whose tier covers it (booked in the ledger before the node starts, quota enough for every
 //! job): every job runs on the entitlement, so the figures compare with the free run's.
 
+mod cpu_windows;
 mod customer;
 mod node_process;
 mod pg_ledger;
@@ -249,9 +250,11 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let standbys = start_standbys(args, &standby_configs).await?;
     let (before, _) = ledger_events(&fixture, pg.as_ref())?;
     let cpu_before = node.cpu();
+    let sampler = cpu_windows::CpuSampler::start(watched(&node, relay.as_ref()));
 
     let stats = drive(args, &url, keys).await?;
     report(args, &stats, node.cpu().zip(cpu_before).map(|(a, b)| a - b));
+    sampler.report(stats.start, &stats.finished, args.report_every);
 
     stop_standbys(standbys)?;
     node.stop().await?;
@@ -396,6 +399,7 @@ async fn drive(args: &Args, url: &RelayUrl, keys: Vec<Keys>) -> anyhow::Result<F
     let mut latencies = s.latencies.clone();
     latencies.sort();
     Ok(Finished {
+        start,
         published: s.published,
         latencies,
         finished,
@@ -403,8 +407,24 @@ async fn drive(args: &Args, url: &RelayUrl, keys: Vec<Keys>) -> anyhow::Result<F
     })
 }
 
+/// The processes whose CPU per job each window reports: the node and the relay where they run
+/// on their own, and this one (the customers, and whatever else runs in it).
+fn watched(node: &RunningNode, relay: Option<&RelayProcess>) -> Vec<(&'static str, Option<u32>)> {
+    let mut watched = Vec::new();
+    if let RunningNode::Child(child) = node {
+        watched.push(("node", Some(child.pid())));
+    }
+    if let Some(relay) = relay {
+        watched.push(("relay", Some(relay.pid())));
+    }
+    watched.push(("bench process", None));
+    watched
+}
+
 /// What a run measured: latencies and completion times (since the first publish), sorted.
 struct Finished {
+    /// The first publish.
+    start: Instant,
     published: usize,
     latencies: Vec<Duration>,
     finished: Vec<Duration>,

@@ -63,8 +63,11 @@ impl NodeProcess {
 
     /// User + system CPU time the process has used so far.
     pub fn cpu(&self) -> anyhow::Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        cpu_of_stat(&stat, clock_ticks_per_sec())
+        cpu_of_pid(Some(self.child.id())).context("the node's /proc stat")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Peak resident set (`VmHWM`) in KiB.
@@ -117,6 +120,16 @@ impl NodeProcess {
         }
         bail!("the node did not announce itself on {relay} within 30 s")
     }
+}
+
+/// User + system CPU time of process `pid` (this one for `None`) so far; none once it is gone.
+pub fn cpu_of_pid(pid: Option<u32>) -> Option<Duration> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    cpu_of_stat(&stat, clock_ticks_per_sec()).ok()
 }
 
 fn clock_ticks_per_sec() -> u64 {

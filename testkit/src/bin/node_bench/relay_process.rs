@@ -29,6 +29,10 @@ impl RelayProcess {
             .with_context(|| format!("the relay printed {line:?}, not its URL"))?;
         Ok(RelayProcess { child, url })
     }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for RelayProcess {
