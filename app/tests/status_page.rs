@@ -219,6 +219,11 @@ fn check_metrics(text: &str, node: &str) {
     assert!(v("paydvm_ledger_commit_seconds_count", &[]).unwrap() >= 4.0);
     assert_eq!(v("paydvm_relay_up", &[]), Some(1.0));
     assert_eq!(v("paydvm_wallet_up", &[("backend", "fake")]), Some(1.0));
+    // The sampler sets it every two seconds: the test waited for `/readyz` first.
+    assert!(
+        v("paydvm_ledger_disk_free_bytes", &[]).is_some_and(|b| b > 0.0),
+        "{text}"
+    );
     assert_eq!(
         v("paydvm_outbox_backlog", &[]).map(|b| b >= 0.0),
         Some(true)
@@ -272,6 +277,13 @@ async fn status_page_metrics_and_health_show_what_the_ledger_holds() {
     let base = format!("http://{addr}");
     let ready = readyz_becomes(&base, 200).await;
     assert_eq!(ready["ready"], true, "{ready}");
+    let disk = ready["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "disk");
+    let detail = disk.expect("a disk check")["detail"].as_str().unwrap();
+    assert!(detail.contains("MiB free beside the ledger"), "{ready}");
     let jobs = run_jobs(&fixture, &node, &ln).await;
     assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
 

@@ -35,6 +35,7 @@ pub mod names {
     pub const OUTBOX_BACKLOG: &str = "paydvm_outbox_backlog";
     pub const WALLET_UP: &str = "paydvm_wallet_up";
     pub const MINT_UP: &str = "paydvm_mint_up";
+    pub const DISK_FREE: &str = "paydvm_ledger_disk_free_bytes";
 }
 
 /// Running totals of this process's run, for the status page's charts.
@@ -213,5 +214,10 @@ impl Telemetry {
     pub fn mint_up(&self, mint: &str, up: bool) {
         let labels = [self.label(), ("mint", mint.to_owned())];
         gauge!(names::MINT_UP, &labels).set(f64::from(u8::from(up)));
+    }
+
+    /// Bytes free on the ledger file's filesystem (f64: exact below 2^53 bytes).
+    pub fn disk_free(&self, bytes: u64) {
+        gauge!(names::DISK_FREE, &[self.label()]).set(bytes as f64);
     }
 }

@@ -9,13 +9,14 @@ use axum::Json;
 use serde::Serialize;
 
 use super::backends::BackendReport;
+use super::disk::DiskSpace;
 use super::App;
 use crate::node::relays::RelayReport;
 
 /// One readiness check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
-    /// `relays`, `ledger`, or a backend's name (`wallet:nwc`, `mint:<url>`).
+    /// `relays`, `ledger`, `disk`, or a backend's name (`wallet:nwc`, `mint:<url>`).
     pub name: String,
     pub ok: bool,
     pub detail: String,
@@ -40,6 +41,8 @@ pub struct Facts<'a> {
     /// What the core's ledger watch found wrong with the file (unwritable, replaced), if anything.
     pub ledger_fault: Option<String>,
     pub backends: &'a [BackendReport],
+    /// Free space beside the ledger file (none for a database ledger).
+    pub disk: Option<Result<DiskSpace, String>>,
 }
 
 /// Ready when at least one relay is up, the ledger is present and its last write landed, and
@@ -66,6 +69,9 @@ pub fn readiness(facts: &Facts<'_>) -> Readiness {
         ok: ledger.0,
         detail: ledger.1,
     });
+    if let Some(disk) = &facts.disk {
+        checks.push(disk_check(disk));
+    }
     for b in facts.backends {
         checks.push(Check {
             name: b.name.clone(),
@@ -85,6 +91,27 @@ pub fn readiness(facts: &Facts<'_>) -> Readiness {
         ready: failing.is_empty(),
         checks,
         failing,
+    }
+}
+
+/// Enough free space beside the ledger for it to grow, be backed up and be migrated.
+fn disk_check(disk: &Result<DiskSpace, String>) -> Check {
+    let (ok, detail) = match disk {
+        Ok(space) => (
+            space.enough(),
+            format!(
+                "{} MiB free beside the ledger, {} MiB wanted (its size, at least {})",
+                space.free >> 20,
+                space.wanted() >> 20,
+                super::disk::MIN_FREE_BYTES >> 20
+            ),
+        ),
+        Err(e) => (false, format!("free space unknown: {e}")),
+    };
+    Check {
+        name: "disk".to_owned(),
+        ok,
+        detail,
     }
 }
 
@@ -139,7 +166,32 @@ mod tests {
             ledger_present: present,
             ledger_fault: None,
             backends,
+            disk: None,
         }
+    }
+
+    #[test]
+    fn too_little_free_space_beside_the_ledger_makes_the_node_unready() {
+        use crate::node::http::disk::MIN_FREE_BYTES;
+        let relays = [relay(true)];
+        let mut f = facts(&relays, true, true, &[]);
+        let space = |free| DiskSpace {
+            free,
+            ledger: 1 << 20,
+        };
+        f.disk = Some(Ok(space(MIN_FREE_BYTES)));
+        let r = readiness(&f);
+        assert!(r.ready, "{r:?}");
+        assert_eq!(r.checks[2].name, "disk");
+        assert!(
+            r.checks[2].detail.starts_with("256 MiB free"),
+            "{:?}",
+            r.checks[2]
+        );
+        f.disk = Some(Ok(space(MIN_FREE_BYTES - 1)));
+        assert_eq!(readiness(&f).failing, ["disk"]);
+        f.disk = Some(Err("No such file or directory".into()));
+        assert_eq!(readiness(&f).failing, ["disk"]);
     }
 
     #[test]

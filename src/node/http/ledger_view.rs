@@ -84,6 +84,11 @@ impl LedgerView {
         }
     }
 
+    /// The ledger file (none for a database ledger).
+    pub fn file(&self) -> Option<&std::path::Path> {
+        self.place.file()
+    }
+
     /// Whether the ledger file is still there (a database has no file to lose).
     pub fn present(&self) -> bool {
         self.place.file().is_none_or(|path| path.is_file())

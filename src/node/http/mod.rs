@@ -6,11 +6,13 @@
 //! - [`status`]: `/api/status`, the JSON the page polls; [`ledger_view`] reads the ledger for
 //!   it on a read-only connection of its own; [`history`] keeps the charts' samples;
 //! - [`backends`]: probes the wallet and the trusted mints;
+//! - [`disk`]: free space beside the ledger file;
 //! - [`page`]: the page itself (HTML, JS and CSS compiled in; no CDN);
 //! - [`auth`]: the bearer token.
 
 pub mod auth;
 pub mod backends;
+pub mod disk;
 pub mod exporter;
 pub mod health;
 pub mod history;
@@ -75,7 +77,14 @@ impl App {
             ledger_present: self.ledger.present(),
             ledger_fault: self.ledger_fault.lock().ok().and_then(|f| f.clone()),
             backends: &self.backends.snapshot(),
+            disk: self.disk_space(),
         })
+    }
+
+    /// Free space beside the ledger file (none for a database ledger).
+    pub(crate) fn disk_space(&self) -> Option<Result<disk::DiskSpace, String>> {
+        let file = self.ledger.file()?;
+        Some(disk::measure(file).map_err(|e| e.to_string()))
     }
 }
 
@@ -173,8 +182,12 @@ fn router(app: App, token: auth::Token) -> Router {
 async fn sample(app: App) {
     let mut every = tokio::time::interval(history::SAMPLE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut disk_was_low = false;
     loop {
         every.tick().await;
+        if let Some(space) = app.disk_space() {
+            watch_disk(&app, space, &mut disk_was_low);
+        }
         let reading = app.telemetry.totals();
         app.history
             .lock()
@@ -182,4 +195,28 @@ async fn sample(app: App) {
             .push(now_ms(), reading);
         exporter::upkeep();
     }
+}
+
+/// Sets the free-space gauge, and logs when the space beside the ledger falls below what it
+/// wants (once, and again when it is back).
+fn watch_disk(app: &App, space: Result<disk::DiskSpace, String>, was_low: &mut bool) {
+    let Ok(space) = space else {
+        return;
+    };
+    app.telemetry.disk_free(space.free);
+    let low = !space.enough();
+    if low && !*was_low {
+        warn!(
+            free_mib = space.free >> 20,
+            wanted_mib = space.wanted() >> 20,
+            "LOW DISK beside the ledger: a full disk stops the node taking paid work; free space \
+             (operations.md, \"Ledger file faults\")"
+        );
+    } else if !low && *was_low {
+        info!(
+            free_mib = space.free >> 20,
+            "disk space beside the ledger is enough again"
+        );
+    }
+    *was_low = low;
 }
