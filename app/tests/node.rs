@@ -1455,3 +1455,47 @@ async fn a_job_resumes_from_its_stored_request_when_no_relay_has_it() {
     assert!(types(&store, &job).contains(&"processing_failed"));
     assert!(store.verify().is_ok());
 }
+
+/// `results.processing_feedback_after_secs = 1`: a job done at once gets its result alone (no
+/// `processing` feedback on the relay or in the ledger); a job still running after the wait gets
+/// its feedback, then its result.
+#[tokio::test]
+async fn a_processing_feedback_that_waits_goes_only_to_jobs_still_running() {
+    let wait = "[results]\nprocessing_feedback_after_secs = 1\n";
+    let s = setup_with(1, "refund", wait).await;
+    let keys = Keys::generate();
+    top_up(&s.ledger(), &keys.public_key(), 5_000);
+    let node = s.start().await;
+    let mut customer = Customer::connect(&s.urls).await;
+    customer.keys = keys.clone();
+    let fast = customer.request(5001, "one two three", &[]);
+    customer.client.send_event(&fast).await.unwrap();
+    customer
+        .wait_for(fast.id, |e| e.kind == Kind::Custom(6001))
+        .await;
+    let sleep = [
+        &["param", "mode", "sleep"][..],
+        &["param", "ms", "3000"][..],
+    ];
+    let slow = customer.request(5050, "slow", &sleep);
+    customer.client.send_event(&slow).await.unwrap();
+    let feedback = customer.wait_for(slow.id, is_status("processing")).await;
+    let result = customer
+        .wait_for(slow.id, |e| e.kind == Kind::Custom(6050))
+        .await;
+    assert!(feedback.created_at <= result.created_at);
+    // The slow job's feedback came a second after its start, past the fast job's wait too.
+    let fast_feedback = customer
+        .seen
+        .iter()
+        .filter(|e| e.tags.event_ids().any(|id| *id == fast.id))
+        .any(is_status("processing"));
+    assert!(!fast_feedback, "the fast job got a processing feedback");
+    wait_state(&node, &slow.id.to_hex(), JobState::Succeeded).await;
+    node.shutdown().await;
+
+    let store = s.store();
+    assert_eq!(delivered_effects(&store, &fast.id.to_hex()), 1);
+    assert_eq!(delivered_effects(&store, &slow.id.to_hex()), 2);
+    assert!(store.verify().is_ok());
+}

@@ -19,6 +19,25 @@ pub(crate) fn quote_expiry_ms(raw: RawQuote, check: Check<'_>) -> Result<u64, Po
 }
 
 /// `[results] expiration_secs` in milliseconds; `None` means results carry no NIP-40 expiration.
+/// The longest `results.processing_feedback_after_secs`: past an hour a customer has long given up.
+pub const MAX_PROCESSING_FEEDBACK_AFTER_SECS: i64 = 3_600;
+
+/// How long a job that needed no payment runs before its `processing` feedback is sent; 0 (the
+/// default): at once, with the job's start.
+pub(crate) fn processing_feedback_after_ms(
+    raw: &RawResults,
+    check: Check<'_>,
+) -> Result<u64, PolicyError> {
+    raw.processing_feedback_after_secs.map_or(Ok(0), |secs| {
+        check.secs_as_ms(
+            "results.processing_feedback_after_secs",
+            secs,
+            0,
+            MAX_PROCESSING_FEEDBACK_AFTER_SECS,
+        )
+    })
+}
+
 pub(crate) fn result_expiration_ms(
     raw: RawResults,
     check: Check<'_>,

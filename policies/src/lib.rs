@@ -51,6 +51,7 @@ pub struct Policy {
     failures: FailureRules,
     admission: AdmissionRules,
     result_expiration_ms: Option<u64>,
+    processing_feedback_after_ms: u64,
     trusted_mints: Vec<TrustedMint>,
     tiers: Vec<Tier>,
 }
@@ -80,8 +81,9 @@ impl Policy {
         let payments = PaymentRules::from_raw(raw.payments.unwrap_or_default(), check)?;
         let failures = FailureRules::from_raw(raw.failures.unwrap_or_default(), check)?;
         let admission = AdmissionRules::from_raw(raw.admission.unwrap_or_default(), check)?;
-        let result_expiration_ms =
-            expiry::result_expiration_ms(raw.results.unwrap_or_default(), check)?;
+        let results = raw.results.unwrap_or_default();
+        let processing_feedback_after_ms = expiry::processing_feedback_after_ms(&results, check)?;
+        let result_expiration_ms = expiry::result_expiration_ms(results, check)?;
         let trusted_mints =
             mints::trusted_mints_from_raw(raw.mints.unwrap_or_default().trusted, check)?;
         let tiers =
@@ -93,6 +95,7 @@ impl Policy {
             failures,
             admission,
             result_expiration_ms,
+            processing_feedback_after_ms,
             trusted_mints,
             tiers,
         })
@@ -117,6 +120,13 @@ impl Policy {
         self.result_expiration_ms
             .map(|ms| error::add_ms(now_ms, ms))
             .transpose()
+    }
+
+    /// How long a job queued without a payment (free, on a subscription, from credit) runs
+    /// before its `processing` feedback is sent: 0 sends it with the start; a job done sooner
+    /// gets its result alone. A paid job's feedback acknowledges the payment and goes at once.
+    pub fn processing_feedback_after_ms(&self) -> u64 {
+        self.processing_feedback_after_ms
     }
 
     pub fn on_payment(&self, facts: &PaymentFacts) -> PaymentDecision {

@@ -83,6 +83,7 @@ pub(crate) struct RawAdmission {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawResults {
     pub expiration_secs: Option<i64>,
+    pub processing_feedback_after_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,7 +8,7 @@ use paydvm_ledger::{
 
 use super::memory::Memory;
 use super::subscription;
-use super::{exec, keys, refunds, Action, Ctx, DecideError, Decided, Decision, Group};
+use super::{exec, keys, refunds, Action, Ctx, DecideError, Decided, Decision, Group, ReplyKind};
 
 /// A withdrawal (NIP-09) by the jobs' own customer cancels each job the ledger lets go: one
 /// group per job, what it holds refunded or credited by the policy. A running job is left alone.
@@ -65,11 +65,35 @@ pub(super) fn cancelled(
 /// let go.
 pub(super) fn ticked(ctx: &Ctx, m: &mut Memory) -> Decided {
     let mut decision = expire_quotes(ctx)?;
+    decision.extend(processing_feedback_due(ctx, m));
     decision.extend(subscription::ticked(ctx, m)?);
     decision.actions.extend(resend_stale(ctx, m));
     decision.extend(refunds::drive(ctx, m)?);
     decision.actions.extend(forget_past_grace(ctx, m));
     Ok(decision)
+}
+
+/// The `processing` feedback of each job whose wait for it is over and that is still queued or
+/// running (one group each, in job order); a job that ended sooner is dropped without one.
+fn processing_feedback_due(ctx: &Ctx, m: &mut Memory) -> Decision {
+    let due: Vec<JobId> = m
+        .processing_feedback_due
+        .iter()
+        .filter(|(_, at)| **at <= ctx.now)
+        .map(|(job, _)| job.clone())
+        .collect();
+    let mut decision = Decision::default();
+    for job in due {
+        m.processing_feedback_due.remove(&job);
+        let open = ctx
+            .ledger
+            .job(&job)
+            .is_some_and(|r| matches!(r.state, JobState::Queued | JobState::Processing));
+        if open {
+            decision.push(Group::new(Vec::new()).reply(&job, ReplyKind::Processing));
+        }
+    }
+    decision
 }
 
 /// Every quoted or partly paid job past its expiry: `quote_expired`, with the policy's

@@ -3,7 +3,7 @@
 //! flight, what each open refund waits for, effects the outbox gave up on. All of it is rebuilt
 //! from the ledger at start-up ([`super::Input::Restarted`]); none of it outlives its job.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use paydvm_ledger::{Asset, EffectId, JobId, RefundId, SubscriptionId, UnixMs};
 
@@ -46,6 +46,10 @@ pub struct Memory {
     /// Subscribe requests whose first invoice the backend is making (nothing is recorded
     /// before the quote; a restart loses them and the request is quoted when seen again).
     pub(super) awaiting_subscription_invoice: HashMap<SubscriptionId, SubscribeRequest>,
+    /// Jobs whose `processing` feedback waits (`results.processing_feedback_after_secs`), and
+    /// when it is due; sent at the first tick after, if the job is still queued or running.
+    /// A restart forgets them: those jobs get their result (or error) without it.
+    pub(super) processing_feedback_due: BTreeMap<JobId, UnixMs>,
 }
 
 impl Memory {

@@ -201,8 +201,15 @@ fn queue(ctx: &Ctx, m: &mut Memory, request: JobRequest, reason: QueueReason) ->
             reason,
         },
     );
-    let group = Group::new(vec![received(&request, ctx.now, true)?, queued])
-        .reply(&job, ReplyKind::Processing);
+    let group = Group::new(vec![received(&request, ctx.now, true)?, queued]);
+    let group = match ctx.policy.processing_feedback_after_ms() {
+        0 => group.reply(&job, ReplyKind::Processing),
+        after => {
+            let due = UnixMs(ctx.now.0.saturating_add(after));
+            m.processing_feedback_due.insert(job.clone(), due);
+            group
+        }
+    };
     m.keep(request);
     Ok(Decision::group(exec::start(ctx, m, &job, 0, group)?))
 }

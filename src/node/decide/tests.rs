@@ -720,3 +720,34 @@ fn a_zapback_receipt_is_linked_only_when_it_answers_the_recorded_zap() {
         RefundState::Settled
     );
 }
+
+/// `results.processing_feedback_after_secs`: the `processing` feedback of a job queued without a
+/// payment waits; it goes at the first tick past the wait while the job still runs, once, and a
+/// job done sooner gets its result alone. With the default (0) it goes with the start (above).
+#[test]
+fn a_processing_feedback_that_waits_goes_only_to_a_job_still_running() {
+    let policy = format!(
+        "{}\n[results]\nprocessing_feedback_after_secs = 2\n",
+        super::harness::POLICY
+    );
+    let mut h = Harness::with_policy(&policy, rails());
+    let out = arrive(&mut h, "slow", 5001);
+    assert_eq!(started(&out.actions, &job_id("slow")), Some(1));
+    assert!(out.replies.is_empty(), "{:?}", out.replies);
+    h.now += 1_999;
+    assert!(h.input(Input::ClockTicked).replies.is_empty());
+    h.now += 1;
+    let out = h.input(Input::ClockTicked);
+    assert_eq!(out.replies.len(), 1, "{:?}", out.replies);
+    assert_eq!(out.replies[0].kind, ReplyKind::Processing);
+    assert_eq!(out.replies[0].job, job_id("slow"));
+    assert_eq!(state(&h, "slow"), JobState::Processing);
+    assert!(h.input(Input::ClockTicked).replies.is_empty(), "sent once");
+
+    arrive(&mut h, "fast", 5001);
+    let done = h.input(finished("fast", 1, Ok("done")));
+    assert!(matches!(done.replies[0].kind, ReplyKind::Result { .. }));
+    h.now += 5_000;
+    assert!(h.input(Input::ClockTicked).replies.is_empty());
+    assert_eq!(state(&h, "fast"), JobState::Succeeded);
+}

@@ -97,6 +97,10 @@ struct Args {
     /// The offer runs on any node on the database (`execute_on = "any_node"`).
     #[arg(long, requires = "pg")]
     shared: bool,
+    /// The policy's `results.processing_feedback_after_secs`: a job done sooner gets its result
+    /// without a `processing` feedback (0: the feedback goes with every start)
+    #[arg(long, default_value_t = 0)]
+    processing_feedback_after_secs: u64,
 }
 
 impl Args {
@@ -223,6 +227,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         max_concurrency: args.max_concurrency,
         entitled: args.entitled,
         shared: args.shared,
+        processing_feedback_after_secs: args.processing_feedback_after_secs,
     }));
     let builder = match &relay {
         Some(relay) => builder

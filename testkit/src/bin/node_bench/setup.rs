@@ -16,6 +16,8 @@ pub struct BenchOffer {
     pub entitled: bool,
     /// Run on any node on the database (`execute_on = "any_node"`).
     pub shared: bool,
+    /// `results.processing_feedback_after_secs` (0: the feedback goes with the start).
+    pub processing_feedback_after_secs: u64,
 }
 
 /// The bench node: one offer, `max_concurrency` jobs at once; free, or priced and covered by a
@@ -38,7 +40,9 @@ pub fn bench_node(offer: &BenchOffer) -> NodeDir {
     }
     NodeDir::new("bench node")
         .policy(&format!(
-            "{pricing}\n[failures]\nmax_attempts = 2\nthen = \"refund\"\n"
+            "{pricing}\n[failures]\nmax_attempts = 2\nthen = \"refund\"\n\n[results]\n\
+             processing_feedback_after_secs = {}\n",
+            offer.processing_feedback_after_secs
         ))
         .offer(text)
 }
