@@ -18,7 +18,6 @@ pub(crate) fn quote_expiry_ms(raw: RawQuote, check: Check<'_>) -> Result<u64, Po
     )
 }
 
-/// `[results] expiration_secs` in milliseconds; `None` means results carry no NIP-40 expiration.
 /// The longest `results.processing_feedback_after_secs`: past an hour a customer has long given up.
 pub const MAX_PROCESSING_FEEDBACK_AFTER_SECS: i64 = 3_600;
 
@@ -38,6 +37,7 @@ pub(crate) fn processing_feedback_after_ms(
     })
 }
 
+/// `[results] expiration_secs` in milliseconds; `None` means results carry no NIP-40 expiration.
 pub(crate) fn result_expiration_ms(
     raw: RawResults,
     check: Check<'_>,

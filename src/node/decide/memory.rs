@@ -47,8 +47,9 @@ pub struct Memory {
     /// before the quote; a restart loses them and the request is quoted when seen again).
     pub(super) awaiting_subscription_invoice: HashMap<SubscriptionId, SubscribeRequest>,
     /// Jobs whose `processing` feedback waits (`results.processing_feedback_after_secs`), and
-    /// when it is due; sent at the first tick after, if the job is still queued or running.
-    /// A restart forgets them: those jobs get their result (or error) without it.
+    /// when it is due; sent at the first tick after if the job is still queued or running, and
+    /// removed then either way (so at most the jobs queued within one wait). A restart forgets
+    /// them: those jobs get their result (or error) without it.
     pub(super) processing_feedback_due: BTreeMap<JobId, UnixMs>,
 }
 
