@@ -107,10 +107,15 @@ pub fn check_writable(ledger: &Path) -> Result<(), LedgerFault> {
     Ok(())
 }
 
+/// `path` as the C string a libc call takes (a path with a NUL in it is refused).
+pub(crate) fn c_path(path: &Path) -> std::io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+}
+
 /// `access(path, W_OK)`.
 fn may_write(path: &Path) -> std::io::Result<()> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let c = c_path(path)?;
     // SAFETY: `c` is a valid NUL-terminated string that outlives the call; access(2) only
     // reads it.
     if unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0 {

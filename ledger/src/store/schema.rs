@@ -156,15 +156,7 @@ pub const OLDEST_READABLE: u32 = 1;
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 pub fn schema_version(conn: &Connection) -> Result<u32, LedgerError> {
-    let has_meta: bool = conn
-        .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'",
-            [],
-            |_| Ok(true),
-        )
-        .optional()?
-        .unwrap_or(false);
-    if !has_meta {
+    if !has_table(conn, "meta")? {
         return Ok(0);
     }
     let v: Option<String> = conn
@@ -191,7 +183,7 @@ pub fn check_structure(conn: &Connection, version: u32) -> Result<(), LedgerErro
         (
             SNAPSHOT_VERSION,
             "the snapshots table",
-            has_snapshots(conn)?,
+            has_table(conn, "snapshots")?,
         ),
         (3, "jobs as a rowid table", jobs_has_rowid(conn)?),
         (4, "the digest columns", super::digest::has_digests(conn)?),
@@ -207,10 +199,10 @@ pub fn check_structure(conn: &Connection, version: u32) -> Result<(), LedgerErro
     Ok(())
 }
 
-fn has_snapshots(conn: &Connection) -> Result<bool, LedgerError> {
+fn has_table(conn: &Connection, name: &str) -> Result<bool, LedgerError> {
     let n: i64 = conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'snapshots'",
-        [],
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
         |r| r.get(0),
     )?;
     Ok(n > 0)

@@ -3,7 +3,9 @@
 //! (operations.md, "Ledger file faults"). A database ledger has no file here to watch.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::node::ledger_watch::{c_path, companions};
 
 /// Below this much free space the check fails whatever the ledger's size.
 pub const MIN_FREE_BYTES: u64 = 256 << 20;
@@ -32,9 +34,8 @@ impl DiskSpace {
 /// Measures the filesystem that holds `ledger_file`.
 pub fn measure(ledger_file: &Path) -> io::Result<DiskSpace> {
     let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
-    let mut wal = ledger_file.as_os_str().to_owned();
-    wal.push("-wal");
-    let ledger = size(ledger_file).saturating_add(size(&PathBuf::from(wal)));
+    let [wal, _shm] = companions(ledger_file);
+    let ledger = size(ledger_file).saturating_add(size(&wal));
     let dir = match ledger_file.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -48,13 +49,11 @@ pub fn measure(ledger_file: &Path) -> io::Result<DiskSpace> {
 // `u64::from`: the fields are 32-bit on 32-bit targets, 64-bit (a no-op) here.
 #[allow(clippy::useless_conversion)]
 fn free_bytes(dir: &Path) -> io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the ledger's path"))?;
+    let c = c_path(dir)?;
     // SAFETY: statvfs writes only into `stat`, which lives for the call; the path is a valid C
     // string for the call's duration.
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+    if unsafe { libc::statvfs(c.as_ptr(), &mut stat) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
