@@ -11,7 +11,7 @@ use nostr_sdk::prelude::*;
 use paydvm::config::pending_path;
 use paydvm_ledger::store::Store;
 use paydvm_ledger::{Asset, JobId, JobState, Msat, Rail};
-use paydvm_mints::PendingSwaps;
+use paydvm_mints::{PendingRows, PendingSwaps};
 
 pub use crate::cashu_mint::{
     fetch, input_fee, mint_proofs, payments, setup_on, wait_until, wallet, CashuSetup,

@@ -1,11 +1,11 @@
-//! Ecash across a takeover (issue 14): two `paydvm run --standby` processes on one PostgreSQL
-//! ledger that share one `state_dir` (one machine: the Cashu wallet and its pending swaps are
-//! files there). Customers pay with Cashu tokens in their requests and with NutZaps at an
-//! in-process mint; every fourth job fails and is refunded in ecash (a token in a private
-//! message, or a NutZap locked to the customer's 10019 key). The serving node is killed with
-//! SIGKILL mid-run and the standby takes over the ledger and the wallet: every job ends once,
-//! each refund reaches its customer once and is claimable, and the wallet holds what the ledger
-//! says it holds.
+//! Ecash across a takeover (issue 14): `paydvm run --standby` processes on one PostgreSQL
+//! ledger, each with a `state_dir` of its own (as on separate machines): the Cashu wallet and its
+//! pending swaps are in the database, not in a `state_dir`. Customers pay with Cashu tokens in
+//! their requests and with NutZaps at an in-process mint; every fourth job fails and is refunded
+//! in ecash (a token in a private message, or a NutZap locked to the customer's 10019 key). The
+//! serving node is killed with SIGKILL mid-run and a standby takes over the ledger and the
+//! wallet: every job ends once, each refund reaches its customer once and is claimable, and the
+//! wallet holds what the ledger says it holds.
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,14 +15,15 @@ use nostr_sdk::prelude::*;
 use paydvm_ledger::{Account, Asset, JobId, JobState, LedgerStore, Msat};
 use paydvm_testkit::fixture::{node_pubkey, NUTZAP_KEY_FILE};
 
-use crate::cashu_mint::{fetch, mint_proofs, wallet, wallet_balance_at, TestMint};
+use crate::cashu_mint::{fetch, mint_proofs, wallet, TestMint};
 use crate::crash_node::{logs, RunningNode};
 use crate::ecash_refunds::{publish_10019_on, refund_nutzaps, send_nutzap};
 use crate::node::{start_relay, test_node, Customer};
-use crate::pg_node::{fresh_database_async, point_at};
+use crate::pg_node::fresh_database_async;
+use crate::reconcile::{asset, reconcile_json};
 use crate::standby_nodes::{
     check_paid, ended_jobs, poll_until, quote_of, read, refunds_settled_once, serving, undelivered,
-    Ending,
+    with_state_dirs, Ending,
 };
 use crate::tokens::{encrypted_5050, v4};
 
@@ -109,7 +110,7 @@ impl NutzapPayer {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_sharing_a_state_dir_take_over_ecash_mid_run_and_refund_once() {
+async fn nodes_on_separate_machines_take_over_ecash_mid_run_and_refund_once() {
     let url = fresh_database_async().await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -122,7 +123,8 @@ async fn two_nodes_sharing_a_state_dir_take_over_ecash_mid_run_and_refund_once()
         .relays(std::slice::from_ref(&relay_url))
         .write(dir)
         .unwrap();
-    point_at(&config, &url, Some("state"));
+    // Three machines: the first two serve and stand by, the third replaces the one killed.
+    let configs = with_state_dirs(&config, &url, 3);
     let node_p2pk = paydvm::config::load_key_file(&dir.join(NUTZAP_KEY_FILE))
         .unwrap()
         .expose()
@@ -146,7 +148,7 @@ async fn two_nodes_sharing_a_state_dir_take_over_ecash_mid_run_and_refund_once()
         .map(|run| {
             (
                 run,
-                RunningNode::start_with_args(&config, run, &["--standby"]),
+                RunningNode::start_with_args(&configs[run as usize - 1], run, &["--standby"]),
             )
         })
         .collect();
@@ -165,7 +167,10 @@ async fn two_nodes_sharing_a_state_dir_take_over_ecash_mid_run_and_refund_once()
     let runs = [second];
     let ((), taken) = tokio::join!(nutzaps.pay(zapped_after), serving(dir, &runs));
     assert_eq!(taken, second);
-    nodes.insert(3, RunningNode::start_with_args(&config, 3, &["--standby"]));
+    nodes.insert(
+        3,
+        RunningNode::start_with_args(&configs[2], 3, &["--standby"]),
+    );
     jobs.extend(zapped.iter().copied());
     jobs.extend(tokens.send(TOKEN_JOBS / 2..TOKEN_JOBS).await);
     let zapped = nutzaps.send(NUTZAP_JOBS / 2..NUTZAP_JOBS).await;
@@ -194,11 +199,17 @@ async fn two_nodes_sharing_a_state_dir_take_over_ecash_mid_run_and_refund_once()
     );
     // The node's wallet holds the payments less the refunds, and the ledger says so.
     let held_sat = (JOBS - REFUNDS) as u64 * PRICE_SAT;
-    let base = dir.join("state").join(paydvm::config::LOCAL_BASE_NAME);
     assert_eq!(
-        wallet_balance_at(&base, &node_p2pk, &mint.url).await,
+        wallet_balance_in_database(&url, &node_p2pk, &mint.url).await,
         held_sat
     );
+    for i in 1..=3 {
+        let base = dir
+            .join(format!("state{i}"))
+            .join(paydvm::config::LOCAL_BASE_NAME);
+        let file = paydvm::config::wallet_path(&base);
+        assert!(!file.exists(), "a wallet file {}", file.display());
+    }
     let store = read(&url);
     let state = store.state();
     let booked: u64 = state
@@ -212,6 +223,23 @@ async fn two_nodes_sharing_a_state_dir_take_over_ecash_mid_run_and_refund_once()
     assert_eq!(booked, held_sat * 1_000);
     let out = crate::cli::paydvm(&["ledger", "verify", &url]);
     assert_eq!(out.status.code(), Some(0), "{}", crate::cli::stderr(&out));
+    // `paydvm reconcile` on any of the machines reads the same wallet, in the database.
+    let (code, report) = reconcile_json(&configs[2]).await;
+    let held = asset(&report, &format!("asset:mint:{}", mint.url));
+    assert_eq!(held["status"], "match", "{report:#}");
+    assert_eq!(held["backend_msat"], held_sat * 1_000, "{report:#}");
+    assert_eq!(code, 0, "{report:#}");
+}
+
+/// The unspent sat at `mint` of the node's wallet in the ledger's database.
+async fn wallet_balance_in_database(url: &str, p2pk: &Keys, mint: &str) -> u64 {
+    use paydvm_ledger_pg::cashu_wallet::{open_wallet, WALLET_SCHEMA};
+    let location = paydvm_ledger_pg::PgLocation::parse(url).unwrap();
+    let store = open_wallet(&location, WALLET_SCHEMA).await.unwrap();
+    let key =
+        paydvm_mints::ReceiveKey::from_secret_bytes(&p2pk.secret_key().secret_bytes()).unwrap();
+    let redeemer = paydvm_mints::Redeemer::on_store(std::sync::Arc::new(store), key);
+    redeemer.balance(mint, "sat").await.unwrap()
 }
 
 /// Every request one job, ended as it should, holding nothing; each refund settled once.
@@ -318,4 +346,34 @@ async fn claim_nutzap_refunds(
         );
     }
     claimed
+}
+
+/// A node on PostgreSQL keeps its ecash in the database, unless its `state_dir` holds a wallet
+/// file from before the wallet moved there: that one stays in use (its proofs are not moved),
+/// and `paydvm run --standby` warns that it is local.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wallet_file_from_before_in_the_state_dir_stays_in_use() {
+    use paydvm::node::ecash_store::EcashStore;
+    let url = fresh_database_async().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = RelayUrl::parse("ws://127.0.0.1:1").unwrap();
+    let config = test_node("refund", "")
+        .trust_mint("http://127.0.0.1:1")
+        .relays(&[relay])
+        .write(tmp.path())
+        .unwrap();
+    let configs = with_state_dirs(&config, &url, 1);
+    let node = paydvm::config::Config::load(&configs[0]).unwrap().node;
+    let store = EcashStore::of(&node).unwrap();
+    assert!(store.is_shared(), "{}", store.shown());
+    assert!(store.shown().contains("paydvm_cashu_wallet"));
+    assert!(!store.shown().contains("password"));
+
+    let file = paydvm::config::wallet_path(&node.local_base());
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let key = paydvm_mints::ReceiveKey::from_secret_bytes(&[7; 32]).unwrap();
+    drop(paydvm_mints::Redeemer::open(&file, key).await.unwrap());
+    let store = EcashStore::of(&node).unwrap();
+    assert!(!store.is_shared());
+    assert_eq!(store.shown(), file.display().to_string());
 }

@@ -98,7 +98,7 @@ fn node_configs(dir: &Path, relay: &RelayUrl, url: &str, zapper: &Zapper) -> Vec
 
 /// `node1.toml` … `node<n>.toml`: `base` on the database `url`, each with a `state_dir` of its
 /// own; `base` is then pointed at the database too.
-fn with_state_dirs(base: &Path, url: &str, n: usize) -> Vec<PathBuf> {
+pub(crate) fn with_state_dirs(base: &Path, url: &str, n: usize) -> Vec<PathBuf> {
     let configs = paydvm_testkit::fixture::on_database_each(base, url, n, "node", "state").unwrap();
     point_at(base, url, None);
     configs

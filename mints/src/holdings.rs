@@ -6,7 +6,6 @@ use std::path::Path;
 
 use cdk::cdk_database::WalletDatabase;
 use cdk::nuts::{CurrencyUnit, State};
-use cdk_sqlite::WalletSqliteDatabase;
 
 use crate::redeem::RedeemError;
 use crate::url::normalise_mint_url;
@@ -27,13 +26,20 @@ pub async fn wallet_holdings(path: &Path) -> Result<Vec<Holding>, RedeemError> {
     if !path.exists() {
         return Ok(Vec::new());
     }
+    let store = crate::redeem::sqlite_store(path).await?;
+    store_holdings(&store, &path.display().to_string()).await
+}
+
+/// Unspent proofs in an open wallet store, summed per (mint, unit); `shown` names the store in
+/// errors.
+pub async fn store_holdings(
+    store: &dyn WalletDatabase<cdk::cdk_database::Error>,
+    shown: &str,
+) -> Result<Vec<Holding>, RedeemError> {
     let store_err = |reason: String| RedeemError::Store {
-        path: path.display().to_string(),
+        path: shown.to_owned(),
         reason,
     };
-    let store = WalletSqliteDatabase::new(path.to_path_buf())
-        .await
-        .map_err(|e| store_err(e.to_string()))?;
     // Per mint and keyset unit, the store's own unspent sum (what cdk's `total_balance` reads).
     let mints = store
         .get_mints()

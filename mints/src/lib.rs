@@ -22,10 +22,10 @@ pub mod token;
 pub mod url;
 pub mod verify;
 
-pub use holdings::{wallet_holdings, Holding};
+pub use holdings::{store_holdings, wallet_holdings, Holding};
 pub use nutzap::{NutZapEvent, NUTZAP_INFO_KIND, NUTZAP_KIND};
-pub use pending::{PendingState, PendingSwap, PendingSwaps};
-pub use redeem::{FloatError, MintPacing, ReceiveKey, Redeemer, SwapOutcome};
+pub use pending::{PendingRows, PendingState, PendingSwap, PendingSwaps};
+pub use redeem::{FloatError, MintPacing, ReceiveKey, Redeemer, SwapOutcome, WalletStore};
 pub use refund::{FeePayer, Plan, PrepareError, RefundRequest, RefundRun, RefundToken};
 pub use registry::{MintRegistry, MintStatus, TrustedMint};
 pub use token::{token_id, verify_token, RequestToken};

@@ -25,6 +25,9 @@ pub enum PendingError {
     Row { event: String, reason: String },
     #[error("pending swaps store: cannot make it private (mode 0600): {0}")]
     Private(std::io::Error),
+    /// A store other than the file (the ledger's PostgreSQL database).
+    #[error("pending swaps store: {0}")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Where a pending NutZap stands.
@@ -40,6 +43,66 @@ pub struct PendingSwap {
     pub state: PendingState,
     pub attempts: u32,
     pub next_try_ms: u64,
+}
+
+/// Where the pending rows are kept: [`PendingSwaps`] (a file beside a file ledger) or the
+/// ledger's PostgreSQL database (the node's `ecash_store`). Blocking calls: the node runs them on
+/// tokio's blocking pool.
+pub trait PendingRows: Send + Sync {
+    /// Records a verified NutZap before its first swap attempt. False if it is already there.
+    fn insert(&self, nutzap: &VerifiedNutZap, now_ms: u64) -> Result<bool, PendingError>;
+    fn mark_swapped(&self, event_id: &str, received: u64, fee: u64) -> Result<(), PendingError>;
+    /// A failed attempt: the next one waits twice as long (bounded, [`back_off_delay`]); when
+    /// it is due.
+    fn back_off(&self, event_id: &str, now_ms: u64) -> Result<u64, PendingError>;
+    fn remove(&self, event_id: &str) -> Result<(), PendingError>;
+    fn get(&self, event_id: &str) -> Result<Option<PendingSwap>, PendingError>;
+    /// Rows whose next attempt is due at `now_ms`.
+    fn due(&self, now_ms: u64) -> Result<Vec<PendingSwap>, PendingError>;
+    fn all(&self) -> Result<Vec<PendingSwap>, PendingError>;
+}
+
+/// How long after its `attempts`-th failure (counted from 0) a row is tried again.
+pub fn back_off_delay(attempts: u32) -> u64 {
+    FIRST_BACKOFF_MS
+        .saturating_mul(1u64 << attempts.min(20))
+        .min(MAX_BACKOFF_MS)
+}
+
+/// The NutZap of a stored row, as [`PendingRows::insert`] wrote it.
+pub fn nutzap_body(nutzap: &VerifiedNutZap) -> Result<String, PendingError> {
+    serde_json::to_string(nutzap).map_err(|e| PendingError::Row {
+        event: nutzap.event_id.clone(),
+        reason: e.to_string(),
+    })
+}
+
+/// A stored row read back: `received` set means swapped (with `fee`).
+pub fn decode_row(
+    event: String,
+    body: &str,
+    received: Option<u64>,
+    fee: Option<u64>,
+    attempts: u32,
+    next_try_ms: u64,
+) -> Result<PendingSwap, PendingError> {
+    let nutzap: VerifiedNutZap = serde_json::from_str(body).map_err(|e| PendingError::Row {
+        event: event.clone(),
+        reason: e.to_string(),
+    })?;
+    let state = match received {
+        Some(received) => PendingState::Swapped {
+            received,
+            fee: fee.unwrap_or(0),
+        },
+        None => PendingState::Verified,
+    };
+    Ok(PendingSwap {
+        nutzap,
+        state,
+        attempts,
+        next_try_ms,
+    })
 }
 
 /// The connection sits behind a mutex so the store can be held across `.await` by a task.
@@ -71,75 +134,6 @@ impl PendingSwaps {
         self.db.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a verified NutZap before its first swap attempt. False if it is already there.
-    pub fn insert(&self, nutzap: &VerifiedNutZap, now_ms: u64) -> Result<bool, PendingError> {
-        let body = serde_json::to_string(nutzap).map_err(|e| PendingError::Row {
-            event: nutzap.event_id.clone(),
-            reason: e.to_string(),
-        })?;
-        let n = self.db().execute(
-            "INSERT OR IGNORE INTO pending_swaps (event_id, nutzap, next_try_ms) VALUES (?1, ?2, ?3)",
-            params![nutzap.event_id, body, now_ms as i64],
-        )?;
-        Ok(n == 1)
-    }
-
-    pub fn mark_swapped(
-        &self,
-        event_id: &str,
-        received: u64,
-        fee: u64,
-    ) -> Result<(), PendingError> {
-        self.db().execute(
-            "UPDATE pending_swaps SET received = ?2, fee = ?3 WHERE event_id = ?1",
-            params![event_id, received as i64, fee as i64],
-        )?;
-        Ok(())
-    }
-
-    /// A failed attempt: the next one waits twice as long (bounded).
-    pub fn back_off(&self, event_id: &str, now_ms: u64) -> Result<u64, PendingError> {
-        let attempts: u32 = self
-            .db()
-            .query_row(
-                "SELECT attempts FROM pending_swaps WHERE event_id = ?1",
-                params![event_id],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
-        let delay = FIRST_BACKOFF_MS
-            .saturating_mul(1u64 << attempts.min(20))
-            .min(MAX_BACKOFF_MS);
-        let next = now_ms.saturating_add(delay);
-        self.db().execute(
-            "UPDATE pending_swaps SET attempts = attempts + 1, next_try_ms = ?2 WHERE event_id = ?1",
-            params![event_id, next as i64],
-        )?;
-        Ok(next)
-    }
-
-    pub fn remove(&self, event_id: &str) -> Result<(), PendingError> {
-        self.db().execute(
-            "DELETE FROM pending_swaps WHERE event_id = ?1",
-            params![event_id],
-        )?;
-        Ok(())
-    }
-
-    pub fn get(&self, event_id: &str) -> Result<Option<PendingSwap>, PendingError> {
-        Ok(self.rows("WHERE event_id = ?1", params![event_id])?.pop())
-    }
-
-    /// Rows whose next attempt is due at `now_ms`.
-    pub fn due(&self, now_ms: u64) -> Result<Vec<PendingSwap>, PendingError> {
-        self.rows("WHERE next_try_ms <= ?1", params![now_ms as i64])
-    }
-
-    pub fn all(&self) -> Result<Vec<PendingSwap>, PendingError> {
-        self.rows("", params![])
-    }
-
     fn rows(
         &self,
         filter: &str,
@@ -164,26 +158,73 @@ impl PendingSwaps {
             .collect::<Result<Vec<_>, _>>()?;
         raw.into_iter()
             .map(|(event, body, received, fee, attempts, next)| {
-                let nutzap: VerifiedNutZap =
-                    serde_json::from_str(&body).map_err(|e| PendingError::Row {
-                        event: event.clone(),
-                        reason: e.to_string(),
-                    })?;
-                let state = match received {
-                    Some(received) => PendingState::Swapped {
-                        received: received as u64,
-                        fee: fee.unwrap_or(0) as u64,
-                    },
-                    None => PendingState::Verified,
-                };
-                Ok(PendingSwap {
-                    nutzap,
-                    state,
+                decode_row(
+                    event,
+                    &body,
+                    received.map(|r| r as u64),
+                    fee.map(|f| f as u64),
                     attempts,
-                    next_try_ms: next as u64,
-                })
+                    next as u64,
+                )
             })
             .collect()
+    }
+}
+
+impl PendingRows for PendingSwaps {
+    fn insert(&self, nutzap: &VerifiedNutZap, now_ms: u64) -> Result<bool, PendingError> {
+        let body = nutzap_body(nutzap)?;
+        let n = self.db().execute(
+            "INSERT OR IGNORE INTO pending_swaps (event_id, nutzap, next_try_ms) VALUES (?1, ?2, ?3)",
+            params![nutzap.event_id, body, now_ms as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn mark_swapped(&self, event_id: &str, received: u64, fee: u64) -> Result<(), PendingError> {
+        self.db().execute(
+            "UPDATE pending_swaps SET received = ?2, fee = ?3 WHERE event_id = ?1",
+            params![event_id, received as i64, fee as i64],
+        )?;
+        Ok(())
+    }
+
+    fn back_off(&self, event_id: &str, now_ms: u64) -> Result<u64, PendingError> {
+        let attempts: u32 = self
+            .db()
+            .query_row(
+                "SELECT attempts FROM pending_swaps WHERE event_id = ?1",
+                params![event_id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        let next = now_ms.saturating_add(back_off_delay(attempts));
+        self.db().execute(
+            "UPDATE pending_swaps SET attempts = attempts + 1, next_try_ms = ?2 WHERE event_id = ?1",
+            params![event_id, next as i64],
+        )?;
+        Ok(next)
+    }
+
+    fn remove(&self, event_id: &str) -> Result<(), PendingError> {
+        self.db().execute(
+            "DELETE FROM pending_swaps WHERE event_id = ?1",
+            params![event_id],
+        )?;
+        Ok(())
+    }
+
+    fn get(&self, event_id: &str) -> Result<Option<PendingSwap>, PendingError> {
+        Ok(self.rows("WHERE event_id = ?1", params![event_id])?.pop())
+    }
+
+    fn due(&self, now_ms: u64) -> Result<Vec<PendingSwap>, PendingError> {
+        self.rows("WHERE next_try_ms <= ?1", params![now_ms as i64])
+    }
+
+    fn all(&self) -> Result<Vec<PendingSwap>, PendingError> {
+        self.rows("", params![])
     }
 }
 

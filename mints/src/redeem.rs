@@ -83,14 +83,27 @@ pub enum MintPacing {
     Off,
 }
 
-/// One cdk wallet per (mint, unit), sharing one SQLite store.
+/// cdk's wallet store: an SQLite file beside a file ledger, or the ledger's PostgreSQL database.
+pub type WalletStore = Arc<dyn WalletDatabase<cdk::cdk_database::Error> + Send + Sync>;
+
+/// One cdk wallet per (mint, unit), sharing one store.
 pub struct Redeemer {
     key: ReceiveKey,
     pacing: MintPacing,
-    store: Arc<dyn WalletDatabase<cdk::cdk_database::Error> + Send + Sync>,
+    store: WalletStore,
     wallets: Mutex<HashMap<(String, String), Wallet>>,
     pub(crate) refund_locks: crate::refund::RefundLocks,
     recovery: crate::recovery::RecoveryGate,
+}
+
+/// cdk's SQLite wallet store at `path` (created if missing).
+pub(crate) async fn sqlite_store(path: &Path) -> Result<WalletSqliteDatabase, RedeemError> {
+    WalletSqliteDatabase::new(path.to_path_buf())
+        .await
+        .map_err(|e| RedeemError::Store {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
 }
 
 impl Redeemer {
@@ -101,20 +114,20 @@ impl Redeemer {
             path: path.display().to_string(),
             reason: format!("cannot make it private (mode 0600): {e}"),
         })?;
-        let store = WalletSqliteDatabase::new(path.to_path_buf())
-            .await
-            .map_err(|e| RedeemError::Store {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-        Ok(Redeemer {
+        let store = sqlite_store(path).await?;
+        Ok(Redeemer::on_store(Arc::new(store), key))
+    }
+
+    /// A redeemer on a store opened elsewhere (the node's wallet in PostgreSQL).
+    pub fn on_store(store: WalletStore, key: ReceiveKey) -> Self {
+        Redeemer {
             key,
             pacing: MintPacing::default(),
-            store: Arc::new(store),
+            store,
             wallets: Mutex::new(HashMap::new()),
             refund_locks: Default::default(),
             recovery: Default::default(),
-        })
+        }
     }
 
     /// Sets how fast the wallets may call each mint (before the first call).
@@ -123,7 +136,7 @@ impl Redeemer {
         self
     }
 
-    pub(crate) fn store(&self) -> &Arc<dyn WalletDatabase<cdk::cdk_database::Error> + Send + Sync> {
+    pub(crate) fn store(&self) -> &WalletStore {
         &self.store
     }
 

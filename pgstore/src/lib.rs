@@ -6,6 +6,7 @@
 //! tokio runtime and waits on it (see `client`). See `docs/postgres.md`.
 
 mod audit;
+pub mod cashu_wallet;
 mod client;
 #[doc(hidden)]
 pub mod cut_proxy;
@@ -13,6 +14,7 @@ mod load;
 mod location;
 mod node_lock;
 mod page;
+pub mod pending_swaps;
 mod read;
 mod schema;
 mod store;

@@ -21,14 +21,15 @@ use paydvm_ledger::{
     SubscriptionId,
 };
 use paydvm_mints::verify::msat_per_unit;
-use paydvm_mints::{normalise_mint_url, PendingState, PendingSwaps};
+use paydvm_mints::{normalise_mint_url, PendingState};
 use tokio::task::JoinSet;
 
 use super::{ledger_file, output, EXIT_OK, EXIT_RECONCILE_MISMATCH};
-use crate::config::{pending_path, wallet_path, BackendSecrets, Config};
+use crate::config::{BackendSecrets, Config};
 use crate::lightning::lnbits::LnbitsLightning;
 use crate::lightning::nwc::NwcLightning;
 use crate::lightning::{InvoiceStatus, LightningBackend};
+use crate::node::ecash_store::EcashStore;
 use crate::reconcile::{reconcile, AssetInput, BackendView, Item, Report, Status};
 
 /// Invoice lookups in flight at once.
@@ -220,10 +221,11 @@ async fn mint_inputs(config: &Config, state: &LedgerState) -> anyhow::Result<Vec
     for mint in config.policy.trusted_mints() {
         entry(&mint.url);
     }
-    let wallet = wallet_path(&config.node.local_base());
-    let holdings = paydvm_mints::wallet_holdings(&wallet)
+    let ecash = EcashStore::of(&config.node)?;
+    let holdings = ecash
+        .holdings()
         .await
-        .with_context(|| format!("reading the cashu wallet store {}", wallet.display()))?;
+        .with_context(|| format!("reading the cashu wallet store {}", ecash.shown()))?;
     for h in &holdings {
         entry(&h.mint);
     }
@@ -249,22 +251,22 @@ async fn mint_inputs(config: &Config, state: &LedgerState) -> anyhow::Result<Vec
         input.backend =
             BackendView::Reported(Msat::from_msat(backend.get(key).copied().unwrap_or(0)));
     }
-    add_pending_swaps(config, state, &mut mints)?;
+    add_pending_swaps(&ecash, state, &mut mints)?;
     Ok(mints.into_values().collect())
 }
 
 /// NutZaps swapped into the wallet but not credited yet; verified-only ones are in neither.
 fn add_pending_swaps(
-    config: &Config,
+    ecash: &EcashStore,
     state: &LedgerState,
     mints: &mut BTreeMap<String, AssetInput>,
 ) -> anyhow::Result<()> {
-    let path = pending_path(&config.node.local_base());
-    if !path.exists() {
+    let Some(pending) = ecash
+        .pending_if_any()
+        .with_context(|| format!("reading pending NutZaps beside {}", ecash.shown()))?
+    else {
         return Ok(());
-    }
-    let pending = PendingSwaps::open(&path)
-        .with_context(|| format!("reading pending NutZaps {}", path.display()))?;
+    };
     for row in pending.all()? {
         let Some(input) = mints.get_mut(&normalise_mint_url(&row.nutzap.mint)) else {
             continue;

@@ -170,9 +170,10 @@ async fn take_locks(
     if !flags.standby {
         return ledger_open::claim(&config.node, flags.new_ledger).map(Some);
     }
-    if !config.policy.trusted_mints().is_empty() {
+    let ecash = crate::node::ecash_store::EcashStore::of(&config.node)?;
+    if !config.policy.trusted_mints().is_empty() && !ecash.is_shared() {
         warn!(
-            wallet = %crate::config::wallet_path(&config.node.local_base()).display(),
+            wallet = %ecash.shown(),
             "standby on a node that takes ecash: its Cashu wallet and pending swaps are local \
              files; share this directory with the other nodes, or the ecash a dead node held \
              stays on its disk until it serves again"

@@ -21,6 +21,7 @@ pub mod decide;
 mod ecash_attempts;
 mod ecash_deferrals;
 pub mod ecash_refunds;
+pub mod ecash_store;
 mod held_credits;
 pub mod http;
 pub mod intake;
@@ -331,15 +332,20 @@ impl Node {
             .map(|lud16| PayEndpointCache::new(lud16, lnurl_http.clone(), lnurl::DEFAULT_TTL))
             .transpose()
             .context("node.lud16")?;
-        // One cdk wallet for taking ecash (NutZaps, tokens) and paying it back (refunds).
-        let redeemer = match &p2pk {
-            Some(key) => Some(Arc::new(
-                paydvm_mints::Redeemer::open(&crate::config::wallet_path(&ledger), key.clone())
-                    .await?
-                    .with_pacing(config.mint_pacing),
-            )),
+        // One cdk wallet for taking ecash (NutZaps, tokens) and paying it back (refunds), with
+        // the ecash verified but not yet credited beside it.
+        let ecash = match &p2pk {
+            Some(key) => {
+                let store = ecash_store::EcashStore::of(&config.node)?;
+                let redeemer = store.redeemer(key.clone()).await?;
+                Some((
+                    Arc::new(redeemer.with_pacing(config.mint_pacing)),
+                    store.pending()?,
+                ))
+            }
             None => None,
         };
+        let redeemer = ecash.as_ref().map(|(redeemer, _)| Arc::clone(redeemer));
         let (commands, rx) = queues::commands();
         let customer_relays = Arc::new(relay_guard::RelayGuard::new(
             &config.relays,
@@ -410,8 +416,8 @@ impl Node {
         let board = relays::RelayBoard::observed(&config.relays.urls, Some(telemetry.clone()));
         let control = control::Control::start(&ledger, commands.clone(), board.clone())
             .with_context(|| format!("listening on {}", control::socket_path(&ledger).display()))?;
-        let nutzaps = match (p2pk, redeemer) {
-            (Some(p2pk), Some(redeemer)) => Some(
+        let nutzaps = match (p2pk, ecash) {
+            (Some(p2pk), Some((redeemer, pending))) => Some(
                 nutzaps::NutZapRail::start(nutzaps::NutZapRailParts {
                     identity: keys.clone(),
                     offered: offered.clone(),
@@ -420,7 +426,7 @@ impl Node {
                     p2pk,
                     mints: trusted_mints,
                     redeemer,
-                    pending: crate::config::pending_path(&ledger),
+                    pending,
                     commands: commands.clone(),
                     relay_hint: config
                         .relays

@@ -12,17 +12,15 @@
 //! pending store, swap, then a payment on the `cashu_token` rail.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
 use nostr_sdk::prelude::{Event, Keys};
 use paydvm_ledger::{JobId, Msat};
 use paydvm_mints::{
-    MintRegistry, MintStatus, NutZapEvent, Origin, PendingState, PendingSwap, PendingSwaps,
-    ReceiveKey, Recipient, Redeemer, Reject, TrustedMint, VerifiedNutZap, NUTZAP_KIND,
+    MintRegistry, MintStatus, NutZapEvent, Origin, PendingState, PendingSwap, ReceiveKey,
+    Recipient, Redeemer, Reject, TrustedMint, VerifiedNutZap, NUTZAP_KIND,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -139,7 +137,7 @@ pub struct NutZapRailParts {
     pub mints: Vec<TrustedMint>,
     /// The cdk wallet, shared with the ecash-refund desk.
     pub redeemer: Arc<Redeemer>,
-    pub pending: PathBuf,
+    pub pending: Arc<dyn paydvm_mints::PendingRows>,
     pub commands: mpsc::Sender<Command>,
     /// Relay hint for the 7376 `e` tag (our first relay).
     pub relay_hint: String,
@@ -175,9 +173,7 @@ impl NutZapRail {
     /// Opens the pending store, then runs the rail: keysets are fetched in the
     /// background (a mint that is down is logged, not fatal) and pending swaps are retried.
     pub async fn start(parts: NutZapRailParts) -> anyhow::Result<NutZapRail> {
-        let pending = PendingSwaps::open(&parts.pending)
-            .map(PendingStore::new)
-            .with_context(|| format!("opening {}", parts.pending.display()))?;
+        let pending = PendingStore::new(parts.pending);
         let stats = Arc::new(NutZapStats::default());
         let (quoted, quoted_rx) = mpsc::channel(super::queues::QUOTED);
         let attempter = Attempter {

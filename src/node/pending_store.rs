@@ -1,31 +1,32 @@
-//! The pending-swap store (`paydvm_mints::PendingSwaps`: SQLite, one fsync per write) as the
-//! NutZap rail's task uses it: every call runs on tokio's blocking pool, so a write never holds
+//! The pending-swap store (`paydvm_mints::PendingRows`: an SQLite file with one fsync per write,
+//! or the ledger's PostgreSQL database, see [`super::ecash_store`]) as the NutZap rail's task
+//! uses it: every call runs on tokio's blocking pool, so a write never holds
 //! up the async runtime (intake, outbox and the other rails share it). The rail awaits each
 //! call, so the order of its writes is unchanged.
 
 use std::sync::Arc;
 
 use paydvm_mints::pending::PendingError;
-use paydvm_mints::{PendingSwap, PendingSwaps, VerifiedNutZap};
+use paydvm_mints::{PendingRows, PendingSwap, VerifiedNutZap};
 
 #[derive(Clone)]
-pub struct PendingStore(Arc<PendingSwaps>);
+pub struct PendingStore(Arc<dyn PendingRows>);
 
 impl PendingStore {
-    pub fn new(swaps: PendingSwaps) -> Self {
-        PendingStore(Arc::new(swaps))
+    pub fn new(rows: Arc<dyn PendingRows>) -> Self {
+        PendingStore(rows)
     }
 
     async fn run<T, F>(&self, f: F) -> Result<T, PendingError>
     where
         T: Send + 'static,
-        F: FnOnce(&PendingSwaps) -> Result<T, PendingError> + Send + 'static,
+        F: FnOnce(&dyn PendingRows) -> Result<T, PendingError> + Send + 'static,
     {
         let swaps = Arc::clone(&self.0);
-        match tokio::task::spawn_blocking(move || f(&swaps)).await {
+        match tokio::task::spawn_blocking(move || f(swaps.as_ref())).await {
             Ok(result) => result,
             // Only a panic inside the store gets here (the runtime shutting down cancels the
-            // rail first); SQLite rolled the statement back.
+            // rail first); the store rolled the statement back.
             Err(e) => Err(PendingError::Row {
                 event: String::new(),
                 reason: format!("the store call did not finish: {e}"),
@@ -33,7 +34,7 @@ impl PendingStore {
         }
     }
 
-    /// See [`PendingSwaps::insert`].
+    /// See [`PendingRows::insert`].
     pub async fn insert(&self, nutzap: &VerifiedNutZap, now_ms: u64) -> Result<bool, PendingError> {
         let nutzap = nutzap.clone();
         self.run(move |s| s.insert(&nutzap, now_ms)).await

