@@ -28,12 +28,12 @@ use crate::standby_nodes::{
 use crate::tokens::{encrypted_5050, v4};
 
 /// Jobs paid with a token in the request, and jobs paid by NutZap; every fourth of each fails.
-const TOKEN_JOBS: usize = 40;
-const NUTZAP_JOBS: usize = 20;
+pub(crate) const TOKEN_JOBS: usize = 40;
+pub(crate) const NUTZAP_JOBS: usize = 20;
 const JOBS: usize = TOKEN_JOBS + NUTZAP_JOBS;
 const REFUNDS: usize = JOBS / 4;
 /// The test node's price of a 5050 job, in sat.
-const PRICE_SAT: u64 = 5;
+pub(crate) const PRICE_SAT: u64 = 5;
 
 /// Job `i`'s executor mode and ending: every fourth fails, every fourth sleeps 1 s (so the
 /// kill finds some running).
@@ -47,15 +47,15 @@ fn mode(i: usize) -> (&'static str, Ending) {
 
 /// A customer paying with tokens in its requests (unlocked proofs of its own wallet), the
 /// request's tags NIP-44 encrypted to the node (a token in a public tag is refused).
-struct TokenPayer {
-    customer: Customer,
+pub(crate) struct TokenPayer {
+    pub(crate) customer: Customer,
     wallet: Wallet,
     mint: String,
     node: PublicKey,
 }
 
 impl TokenPayer {
-    async fn send(&self, range: std::ops::Range<usize>) -> Vec<(EventId, Ending)> {
+    pub(crate) async fn send(&self, range: std::ops::Range<usize>) -> Vec<(EventId, Ending)> {
         let mut sent = Vec::new();
         for i in range {
             let token = v4(
@@ -79,8 +79,8 @@ impl TokenPayer {
 
 /// A customer paying each quote with a NutZap locked to the node's NutZap key; its 10019
 /// asks for refunds as NutZaps locked to `p2pk`.
-struct NutzapPayer {
-    customer: Customer,
+pub(crate) struct NutzapPayer {
+    pub(crate) customer: Customer,
     mint: String,
     /// "02" + the node's NutZap key, x-only.
     lock: String,
@@ -88,7 +88,7 @@ struct NutzapPayer {
 }
 
 impl NutzapPayer {
-    async fn send(&self, range: std::ops::Range<usize>) -> Vec<(EventId, Ending)> {
+    pub(crate) async fn send(&self, range: std::ops::Range<usize>) -> Vec<(EventId, Ending)> {
         let mut sent = Vec::new();
         for i in range {
             let (mode, ending) = mode(i);
@@ -101,12 +101,45 @@ impl NutzapPayer {
         sent
     }
 
-    async fn pay(&self, jobs: &[(EventId, Ending)]) {
+    pub(crate) async fn pay(&self, jobs: &[(EventId, Ending)]) {
         for (id, _) in jobs {
             let quote = quote_of(&self.customer, *id).await;
             send_nutzap(&self.customer, &self.mint, &self.lock, &quote, PRICE_SAT).await;
         }
     }
+}
+
+/// The two ecash customers of the node in `dir` (its keys written there): one paying with tokens
+/// in its requests, one by NutZap (its 10019 published on `relay`).
+pub(crate) async fn ecash_payers(
+    dir: &std::path::Path,
+    relay: &RelayUrl,
+    mint: &str,
+) -> (TokenPayer, NutzapPayer) {
+    let node_p2pk = node_p2pk(dir);
+    let relays = std::slice::from_ref(relay);
+    let tokens = TokenPayer {
+        customer: Customer::connect(relays).await,
+        wallet: wallet(mint).await,
+        mint: mint.to_owned(),
+        node: node_pubkey(dir).unwrap(),
+    };
+    let customer = Customer::connect(relays).await;
+    let nutzaps = NutzapPayer {
+        p2pk: publish_10019_on(&customer, relay, mint).await,
+        customer,
+        mint: mint.to_owned(),
+        lock: format!("02{}", node_p2pk.public_key().to_hex()),
+    };
+    (tokens, nutzaps)
+}
+
+/// The key the node in `dir` takes NutZaps with (and signs its wallet's seed from).
+pub(crate) fn node_p2pk(dir: &std::path::Path) -> Keys {
+    paydvm::config::load_key_file(&dir.join(NUTZAP_KEY_FILE))
+        .unwrap()
+        .expose()
+        .clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,24 +158,9 @@ async fn nodes_on_separate_machines_take_over_ecash_mid_run_and_refund_once() {
         .unwrap();
     // Three machines: the first two serve and stand by, the third replaces the one killed.
     let configs = with_state_dirs(&config, &url, 3);
-    let node_p2pk = paydvm::config::load_key_file(&dir.join(NUTZAP_KEY_FILE))
-        .unwrap()
-        .expose()
-        .clone();
+    let node_p2pk = node_p2pk(dir);
     let relays = std::slice::from_ref(&relay_url);
-    let tokens = TokenPayer {
-        customer: Customer::connect(relays).await,
-        wallet: wallet(&mint.url).await,
-        mint: mint.url.clone(),
-        node: node_pubkey(dir).unwrap(),
-    };
-    let customer = Customer::connect(relays).await;
-    let nutzaps = NutzapPayer {
-        p2pk: publish_10019_on(&customer, &relay_url, &mint.url).await,
-        customer,
-        mint: mint.url.clone(),
-        lock: format!("02{}", node_p2pk.public_key().to_hex()),
-    };
+    let (tokens, nutzaps) = ecash_payers(dir, &relay_url, &mint.url).await;
 
     let mut nodes: HashMap<u32, RunningNode> = (1..=2)
         .map(|run| {
@@ -232,7 +250,7 @@ async fn nodes_on_separate_machines_take_over_ecash_mid_run_and_refund_once() {
 }
 
 /// The unspent sat at `mint` of the node's wallet in the ledger's database.
-async fn wallet_balance_in_database(url: &str, p2pk: &Keys, mint: &str) -> u64 {
+pub(crate) async fn wallet_balance_in_database(url: &str, p2pk: &Keys, mint: &str) -> u64 {
     use paydvm_ledger_pg::cashu_wallet::{open_wallet, WALLET_SCHEMA};
     let location = paydvm_ledger_pg::PgLocation::parse(url).unwrap();
     let store = open_wallet(&location, WALLET_SCHEMA).await.unwrap();
@@ -266,7 +284,7 @@ fn check_ledger(url: &str, jobs: &[(EventId, Ending)]) {
 
 /// The token customer's refunds: private messages, one distinct token per failed job (a copy
 /// sent again after a crash is the same token), each claimed at the mint. Returns the sat.
-async fn claim_token_refunds(
+pub(crate) async fn claim_token_refunds(
     p: &TokenPayer,
     relays: &[RelayUrl],
     mint: &str,
@@ -314,7 +332,7 @@ async fn claim_token_refunds(
 
 /// The NutZap customer's refunds: NutZaps locked to its 10019 key, one distinct set of proofs
 /// per failed job, each claimed with that key. Returns the sat.
-async fn claim_nutzap_refunds(
+pub(crate) async fn claim_nutzap_refunds(
     p: &NutzapPayer,
     relays: &[RelayUrl],
     mint: &str,

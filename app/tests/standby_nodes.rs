@@ -19,12 +19,17 @@ use paydvm_ledger::{
 use paydvm_ledger_pg::throwaway::{ClusterOptions, ThrowawayCluster};
 use paydvm_ledger_pg::{PgStore, NODE_LOCK_KEY};
 
+use crate::cashu_mint::TestMint;
 use crate::cli::{paydvm, stderr, stdout};
 use crate::crash_node::{logs, RunningNode};
 use crate::lightning::quoted_invoice;
 use crate::lnbits::{add_lnbits, add_lnbits_admin, Lnbits, Wallet};
 use crate::node::{is_status, start_relay, test_node, top_up_event, Customer};
 use crate::pg_node::{fresh_database_async, point_at};
+use crate::standby_ecash::{
+    claim_nutzap_refunds, claim_token_refunds, ecash_payers, node_p2pk, wallet_balance_in_database,
+    NutzapPayer, TokenPayer, NUTZAP_JOBS, PRICE_SAT, TOKEN_JOBS,
+};
 use paydvm_testkit::fixture::node_pubkey;
 use paydvm_testkit::zapper::customer::{request_zap_invoice, ZapOrder};
 use paydvm_testkit::zapper::{Zapper, ZapperOptions};
@@ -38,7 +43,25 @@ const INVOICED_JOBS: usize = 100;
 const REFUNDED_JOBS: usize = INVOICED_JOBS / 5;
 /// Jobs of the customer who zaps each quote (the node's lud16 is the test's zapper).
 const ZAPPED_JOBS: usize = 50;
-const JOBS: usize = CUSTOMERS * JOBS_PER_CUSTOMER + INVOICED_JOBS + ZAPPED_JOBS;
+/// Jobs paid in ecash (`standby_ecash`): tokens in requests and NutZaps; every fourth fails and
+/// is refunded in ecash.
+const ECASH_JOBS: usize = TOKEN_JOBS + NUTZAP_JOBS;
+const ECASH_REFUNDS: usize = ECASH_JOBS / 4;
+/// Jobs of a subscriber on its tier's quota, half before the kill, half after; the period is
+/// paid by zapping the subscribe request (7001).
+const SUBSCRIBED_JOBS: usize = 40;
+const TIER_MSAT: u64 = 20_000;
+const TIER: &str = r#"
+[[subscriptions.tier]]
+id = "gold"
+name = "Gold"
+price_msat = 20000
+period_secs = 3600
+quota = 40
+kinds = [5050]
+"#;
+const JOBS: usize =
+    CUSTOMERS * JOBS_PER_CUSTOMER + INVOICED_JOBS + ZAPPED_JOBS + ECASH_JOBS + SUBSCRIBED_JOBS;
 /// The test node's price of a 5050 job.
 const PRICE_MSAT: u64 = 5_000;
 const TOP_UP_MSAT: u64 = PRICE_MSAT * JOBS_PER_CUSTOMER as u64;
@@ -84,10 +107,19 @@ fn job_of(customer: &Customer, i: usize) -> (Event, Ending) {
 /// `node1.toml` … `node3.toml`: one node directory (keys, policy, the zapper as lud16) and
 /// database, each node with a `state_dir` of its own (as on three machines), so only the
 /// database's lock keeps two of them from serving at once.
-fn node_configs(dir: &Path, relay: &RelayUrl, url: &str, zapper: &Zapper) -> Vec<PathBuf> {
+fn node_configs(
+    dir: &Path,
+    relay: &RelayUrl,
+    url: &str,
+    zapper: &Zapper,
+    mint: &str,
+) -> Vec<PathBuf> {
     // The payer holds up to 50 quotes open at once.
     let base = test_node("refund", "[admission]\nmax_pending_quotes_per_pubkey = 100")
         .node_setting("config_problems = \"warn\"")
+        .trust_mint(mint)
+        .cashu_setting("mint_requests_per_minute = 0")
+        .policy(TIER)
         .node_setting(format!("lud16 = \"{}\"", zapper.lud16()))
         .node_setting("lnurl_http_loopback = true")
         .relays(std::slice::from_ref(relay))
@@ -272,6 +304,26 @@ impl Zapping {
         sent
     }
 
+    /// A subscriber to the tier, its period paid by a zap on its 7001, with our 7003 receipt.
+    async fn subscriber(&self) -> (Customer, EventId) {
+        let (mut customer, request, _) =
+            crate::subscriptions::subscribed(&self.relays, &self.node).await;
+        let order = ZapOrder {
+            lud16: &self.zapper.lud16(),
+            http_loopback: true,
+            recipient: self.node,
+            target: request.id,
+            amount: Msat::from_msat(TIER_MSAT),
+            relays: &self.relays,
+        };
+        let invoice = request_zap_invoice(&customer.keys, &order).await.unwrap();
+        self.zapper.settle(&invoice.bolt11).await.unwrap();
+        customer
+            .wait_for(request.id, |e| e.kind == Kind::Custom(7003))
+            .await;
+        (customer, request.id)
+    }
+
     /// Zaps the quote of each of `jobs` with its price; the zapper publishes each receipt.
     async fn zap(&self, jobs: &[(EventId, Ending)]) {
         for (id, _) in jobs {
@@ -312,12 +364,24 @@ pub(crate) async fn quote_of(customer: &Customer, request: EventId) -> Event {
     }
 }
 
-/// Sends `range` of each customer's jobs; returns each job's id and how it should end.
-async fn send(customers: &[Customer], range: std::ops::Range<usize>) -> Vec<(EventId, Ending)> {
+/// A subscriber's job `i`: on its quota, it succeeds.
+fn on_quota(customer: &Customer, i: usize) -> (Event, Ending) {
+    let text = format!("job {i} on the quota");
+    let request = customer.request(5050, &text, &[&["param", "mode", "upper"]]);
+    (request, Ending::Result)
+}
+
+/// Sends `range` of each customer's jobs as `job` makes them; returns each job's id and how it
+/// should end.
+async fn send(
+    customers: &[Customer],
+    range: std::ops::Range<usize>,
+    job: fn(&Customer, usize) -> (Event, Ending),
+) -> Vec<(EventId, Ending)> {
     let mut sent = Vec::new();
     for i in range {
         for customer in customers {
-            let (request, ending) = job_of(customer, i);
+            let (request, ending) = job(customer, i);
             customer.client.send_event(&request).await.unwrap();
             sent.push((request.id, ending));
         }
@@ -332,7 +396,9 @@ async fn three_nodes_on_one_database_one_killed_mid_run_every_job_ends_once() {
     let dir = tmp.path();
     let (_relay, relay_url) = start_relay().await;
     let zapping = Zapping::start(dir, &relay_url).await;
-    let configs = node_configs(dir, &relay_url, &url, &zapping.zapper);
+    let mint = TestMint::start().await;
+    let configs = node_configs(dir, &relay_url, &url, &zapping.zapper, &mint.url);
+    let (tokens, nutzaps) = ecash_payers(dir, &relay_url, &mint.url).await;
     let lnbits = Lnbits::start().await;
     let dvm_wallet = lnbits.wallet("dvm").await;
     for config in &configs {
@@ -373,7 +439,18 @@ async fn three_nodes_on_one_database_one_killed_mid_run_every_job_ends_once() {
     let (zapped_before, zapped_after) = zapped.split_at(ZAPPED_JOBS / 4);
     payer.pay(&lnbits, paid_before).await;
     zapping.zap(zapped_before).await;
-    let mut jobs = send(&customers, 0..JOBS_PER_CUSTOMER / 2).await;
+    let nutzapped = nutzaps.send(0..NUTZAP_JOBS / 2).await;
+    let (nutzapped_before, nutzapped_after) = nutzapped.split_at(NUTZAP_JOBS / 4);
+    nutzaps.pay(nutzapped_before).await;
+    let (subscriber, subscription) = zapping.subscriber().await;
+    let mut jobs = send(
+        std::slice::from_ref(&subscriber),
+        0..SUBSCRIBED_JOBS / 2,
+        on_quota,
+    )
+    .await;
+    jobs.extend(tokens.send(0..TOKEN_JOBS / 2).await);
+    jobs.extend(send(&customers, 0..JOBS_PER_CUSTOMER / 2, job_of).await);
     poll_until(&url, dir, "a fifth of the jobs ended", |s| {
         ended_jobs(s) >= JOBS / 5
     })
@@ -384,7 +461,7 @@ async fn three_nodes_on_one_database_one_killed_mid_run_every_job_ends_once() {
     let killed_at = std::time::Instant::now();
     let others: Vec<u32> = (1..=3).filter(|r| *r != first).collect();
     // The quoted invoices are paid and the quotes zapped while a standby takes over.
-    let (second, (), ()) = tokio::join!(
+    let (second, (), (), ()) = tokio::join!(
         async {
             let second = serving(dir, &others).await;
             // Printed, not asserted (tests do not time things).
@@ -393,20 +470,27 @@ async fn three_nodes_on_one_database_one_killed_mid_run_every_job_ends_once() {
             second
         },
         payer.pay(&lnbits, paid_after),
-        zapping.zap(zapped_after)
+        zapping.zap(zapped_after),
+        nutzaps.pay(nutzapped_after)
     );
     jobs.extend(invoiced.iter().copied());
     let mut all_paid = invoiced.clone();
     all_paid.extend(zapped.iter().copied());
     jobs.extend(zapped);
+    jobs.extend(nutzapped);
     let config = &configs[first as usize - 1];
     nodes.insert(4, RunningNode::start_with_args(config, 4, &["--standby"]));
-    jobs.extend(send(&customers, JOBS_PER_CUSTOMER / 2..JOBS_PER_CUSTOMER).await);
+    jobs.extend(send(&customers, JOBS_PER_CUSTOMER / 2..JOBS_PER_CUSTOMER, job_of).await);
+    let range = SUBSCRIBED_JOBS / 2..SUBSCRIBED_JOBS;
+    jobs.extend(send(std::slice::from_ref(&subscriber), range, on_quota).await);
     let invoiced = payer.send(&lnbits, INVOICED_JOBS / 2..INVOICED_JOBS).await;
     let zapped = zapping.send(ZAPPED_JOBS / 2..ZAPPED_JOBS).await;
     payer.pay(&lnbits, &invoiced).await;
     zapping.zap(&zapped).await;
-    for paid in [invoiced, zapped] {
+    let nutzapped = nutzaps.send(NUTZAP_JOBS / 2..NUTZAP_JOBS).await;
+    nutzaps.pay(&nutzapped).await;
+    let tokened = tokens.send(TOKEN_JOBS / 2..TOKEN_JOBS).await;
+    for paid in [invoiced, zapped, nutzapped, tokened] {
         jobs.extend(paid.iter().copied());
         all_paid.extend(paid);
     }
@@ -447,7 +531,19 @@ async fn three_nodes_on_one_database_one_killed_mid_run_every_job_ends_once() {
     let mut everyone = pubkeys.clone();
     everyone.push(payer.customer.keys.public_key());
     everyone.push(zapping.customer.keys.public_key());
+    everyone.push(tokens.customer.keys.public_key());
+    everyone.push(nutzaps.customer.keys.public_key());
+    everyone.push(subscriber.keys.public_key());
     check_relay(&relay_url, &jobs, &everyone).await;
+    check_ecash(
+        dir,
+        &url,
+        (&relay_url, &mint.url),
+        &jobs,
+        (&tokens, &nutzaps),
+    )
+    .await;
+    check_subscription(&url, &relay_url, subscription).await;
     // Each invoice paid once, to the node's wallet, each refund paid once, back to the
     // customer's, and nothing else moved; the ledger's Lightning asset is what the wallet holds
     // and what was zapped (the zapper's wallet is the node's lud16, not LNbits).
@@ -461,17 +557,86 @@ async fn three_nodes_on_one_database_one_killed_mid_run_every_job_ends_once() {
     );
     let lightning = read(&url).state().asset_balance(&Asset::Lightning);
     // The prepaid credit was booked straight into the ledger, as paid over Lightning.
-    let zapped_msat = PRICE_MSAT * ZAPPED_JOBS as u64;
+    let zapped_msat = PRICE_MSAT * ZAPPED_JOBS as u64 + TIER_MSAT;
     let topped_up_msat = TOP_UP_MSAT * CUSTOMERS as u64;
     assert_eq!(
         lightning,
         Msat::from_msat(dvm_msat + zapped_msat + topped_up_msat)
     );
     let settled = zapping.zapper.issued().iter().filter(|i| i.settled).count();
-    assert_eq!(settled, ZAPPED_JOBS, "one zap per zapped job");
+    assert_eq!(
+        settled,
+        ZAPPED_JOBS + 1,
+        "one zap per zapped job, one for the period"
+    );
     let out = paydvm(&["ledger", "verify", &url]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).starts_with("ledger OK"), "{}", stdout(&out));
+}
+
+/// The ecash side: each customer claims exactly one refund per failed ecash job (nothing lost,
+/// nothing sent twice), and the wallet in the database holds what the ledger's mint asset says.
+async fn check_ecash(
+    dir: &Path,
+    url: &str,
+    (relay, mint): (&RelayUrl, &str),
+    jobs: &[(EventId, Ending)],
+    (tokens, nutzaps): (&TokenPayer, &NutzapPayer),
+) {
+    let refunded: Vec<EventId> = jobs
+        .iter()
+        .filter(|(_, e)| *e == Ending::Refund)
+        .map(|(id, _)| *id)
+        .collect();
+    let relays = std::slice::from_ref(relay);
+    let claimed = claim_token_refunds(tokens, relays, mint, &refunded).await
+        + claim_nutzap_refunds(nutzaps, relays, mint, &refunded).await;
+    assert_eq!(
+        claimed,
+        ECASH_REFUNDS as u64 * PRICE_SAT,
+        "each refund once"
+    );
+    let held_sat = (ECASH_JOBS - ECASH_REFUNDS) as u64 * PRICE_SAT;
+    let p2pk = node_p2pk(dir);
+    assert_eq!(wallet_balance_in_database(url, &p2pk, mint).await, held_sat);
+    let store = read(url);
+    let state = store.state();
+    let booked: u64 = state
+        .balances()
+        .filter_map(|(account, _)| match account {
+            Account::Asset(asset @ Asset::Mint { .. }) => Some(state.asset_balance(asset)),
+            _ => None,
+        })
+        .map(Msat::as_msat)
+        .sum();
+    assert_eq!(booked, held_sat * 1_000);
+}
+
+/// The subscription: active, every job on its quota counted once across the takeover, holding
+/// nothing; one receipt (7003) on the relay.
+async fn check_subscription(url: &str, relay: &RelayUrl, subscription: EventId) {
+    let store = read(url);
+    let id = paydvm_ledger::SubscriptionId::new(subscription.to_hex()).unwrap();
+    let record = store.state().subscription(&id).cloned().unwrap();
+    assert_eq!(
+        (record.state, record.used, record.quota),
+        (
+            paydvm_ledger::EntitlementState::Active,
+            SUBSCRIBED_JOBS as u32,
+            SUBSCRIBED_JOBS as u32
+        )
+    );
+    assert_eq!(store.state().held(&Account::Subscription(id)), Msat::ZERO);
+    let client = paydvm::node::transport::client(Keys::generate());
+    client.add_relay(relay.clone()).await.unwrap();
+    client.try_connect(Duration::from_secs(5)).await;
+    let filter = Filter::new().kind(Kind::Custom(7003)).event(subscription);
+    let receipts = client
+        .fetch_events(filter, Duration::from_secs(5))
+        .await
+        .unwrap();
+    client.shutdown().await;
+    assert_eq!(receipts.len(), 1, "one receipt: {receipts:?}");
 }
 
 /// Terminates the session that holds the node lock, as a server restart or an operator would.
@@ -522,11 +687,12 @@ fn check_ledger(url: &str, jobs: &[(EventId, Ending)], customers: &[PublicKey]) 
             "charged once per paid job that succeeded"
         );
     }
-    // Credit comes back as credit: the only refunds are the invoiced jobs' that failed, each
-    // settled once, for what the job held, and holding nothing now.
+    // Credit comes back as credit: the only refunds are those of the invoiced and the
+    // ecash-paid jobs that failed, each settled once, for what the job held, and holding nothing
+    // now.
     let refunded: Vec<_> = jobs.iter().filter(|(_, e)| *e == Ending::Refund).collect();
-    assert_eq!(refunded.len(), REFUNDED_JOBS);
-    assert_eq!(state.refunds().count(), REFUNDED_JOBS);
+    assert_eq!(refunded.len(), REFUNDED_JOBS + ECASH_REFUNDS);
+    assert_eq!(state.refunds().count(), REFUNDED_JOBS + ECASH_REFUNDS);
     for refund in state.refunds() {
         let job = refund.job.as_ref().expect("a job's refund");
         assert!(refunded.iter().any(|(id, _)| id.to_hex() == job.as_str()));
