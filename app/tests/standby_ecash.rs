@@ -228,17 +228,7 @@ async fn nodes_on_separate_machines_take_over_ecash_mid_run_and_refund_once() {
         let file = paydvm::config::wallet_path(&base);
         assert!(!file.exists(), "a wallet file {}", file.display());
     }
-    let store = read(&url);
-    let state = store.state();
-    let booked: u64 = state
-        .balances()
-        .filter_map(|(account, _)| match account {
-            Account::Asset(asset @ Asset::Mint { .. }) => Some(state.asset_balance(asset)),
-            _ => None,
-        })
-        .map(Msat::as_msat)
-        .sum();
-    assert_eq!(booked, held_sat * 1_000);
+    assert_eq!(booked_at_mints(&url), held_sat * 1_000);
     let out = crate::cli::paydvm(&["ledger", "verify", &url]);
     assert_eq!(out.status.code(), Some(0), "{}", crate::cli::stderr(&out));
     // `paydvm reconcile` on any of the machines reads the same wallet, in the database.
@@ -247,6 +237,20 @@ async fn nodes_on_separate_machines_take_over_ecash_mid_run_and_refund_once() {
     assert_eq!(held["status"], "match", "{report:#}");
     assert_eq!(held["backend_msat"], held_sat * 1_000, "{report:#}");
     assert_eq!(code, 0, "{report:#}");
+}
+
+/// What the ledger says the node holds at mints, msat.
+pub(crate) fn booked_at_mints(url: &str) -> u64 {
+    let store = read(url);
+    let state = store.state();
+    state
+        .balances()
+        .filter_map(|(account, _)| match account {
+            Account::Asset(asset @ Asset::Mint { .. }) => Some(state.asset_balance(asset)),
+            _ => None,
+        })
+        .map(Msat::as_msat)
+        .sum()
 }
 
 /// The unspent sat at `mint` of the node's wallet in the ledger's database.

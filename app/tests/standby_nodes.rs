@@ -27,8 +27,8 @@ use crate::lnbits::{add_lnbits, add_lnbits_admin, Lnbits, Wallet};
 use crate::node::{is_status, start_relay, test_node, top_up_event, Customer};
 use crate::pg_node::{fresh_database_async, point_at};
 use crate::standby_ecash::{
-    claim_nutzap_refunds, claim_token_refunds, ecash_payers, node_p2pk, wallet_balance_in_database,
-    NutzapPayer, TokenPayer, NUTZAP_JOBS, PRICE_SAT, TOKEN_JOBS,
+    booked_at_mints, claim_nutzap_refunds, claim_token_refunds, ecash_payers, node_p2pk,
+    wallet_balance_in_database, NutzapPayer, TokenPayer, NUTZAP_JOBS, PRICE_SAT, TOKEN_JOBS,
 };
 use paydvm_testkit::fixture::node_pubkey;
 use paydvm_testkit::zapper::customer::{request_zap_invoice, ZapOrder};
@@ -51,15 +51,6 @@ const ECASH_REFUNDS: usize = ECASH_JOBS / 4;
 /// paid by zapping the subscribe request (7001).
 const SUBSCRIBED_JOBS: usize = 40;
 const TIER_MSAT: u64 = 20_000;
-const TIER: &str = r#"
-[[subscriptions.tier]]
-id = "gold"
-name = "Gold"
-price_msat = 20000
-period_secs = 3600
-quota = 40
-kinds = [5050]
-"#;
 const JOBS: usize =
     CUSTOMERS * JOBS_PER_CUSTOMER + INVOICED_JOBS + ZAPPED_JOBS + ECASH_JOBS + SUBSCRIBED_JOBS;
 /// The test node's price of a 5050 job.
@@ -119,7 +110,8 @@ fn node_configs(
         .node_setting("config_problems = \"warn\"")
         .trust_mint(mint)
         .cashu_setting("mint_requests_per_minute = 0")
-        .policy(TIER)
+        // The subscriptions test's tier (20 000 msat an hour), with a quota for 40 jobs.
+        .policy(&crate::subscriptions::TIER.replace("quota = 2", "quota = 40"))
         .node_setting(format!("lud16 = \"{}\"", zapper.lud16()))
         .node_setting("lnurl_http_loopback = true")
         .relays(std::slice::from_ref(relay))
@@ -599,17 +591,7 @@ async fn check_ecash(
     let held_sat = (ECASH_JOBS - ECASH_REFUNDS) as u64 * PRICE_SAT;
     let p2pk = node_p2pk(dir);
     assert_eq!(wallet_balance_in_database(url, &p2pk, mint).await, held_sat);
-    let store = read(url);
-    let state = store.state();
-    let booked: u64 = state
-        .balances()
-        .filter_map(|(account, _)| match account {
-            Account::Asset(asset @ Asset::Mint { .. }) => Some(state.asset_balance(asset)),
-            _ => None,
-        })
-        .map(Msat::as_msat)
-        .sum();
-    assert_eq!(booked, held_sat * 1_000);
+    assert_eq!(booked_at_mints(url), held_sat * 1_000);
 }
 
 /// The subscription: active, every job on its quota counted once across the takeover, holding
