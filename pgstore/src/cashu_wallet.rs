@@ -25,7 +25,7 @@ use tokio::sync::OnceCell;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
-use crate::client::CONNECT_TIMEOUT;
+use crate::client::{CONNECT_TIMEOUT, STATEMENT_DEADLINE};
 use crate::PgLocation;
 use value::{row_values, Param};
 
@@ -60,6 +60,7 @@ pub async fn open_wallet(
     PgWalletDatabase::new(WalletConfig {
         config: location.config().clone(),
         schema: schema.to_owned(),
+        deadline: location.deadline().unwrap_or(STATEMENT_DEADLINE),
     })
     .await
 }
@@ -100,6 +101,9 @@ async fn open_session(
 pub struct WalletConfig {
     config: tokio_postgres::Config,
     schema: String,
+    /// How long one statement may take (the ledger's deadline, `?deadline_ms=`): a server
+    /// that stops answering mid-session must not hold a swap or a refund for ever.
+    deadline: Duration,
 }
 
 impl fmt::Debug for WalletConfig {
@@ -180,21 +184,49 @@ impl WalletConnection {
             Err(e) if e.code() != Some(&SqlState::UNIQUE_VIOLATION) => return Err(db_error(e)),
             _ => {}
         }
+        // A session dropped at its deadline mid-transaction is ended by the server soon after,
+        // letting go of its row locks.
+        let idle_ms = (self.config.deadline * 2).as_millis();
         client
-            .batch_execute(&format!("SET search_path TO \"{schema}\""))
+            .batch_execute(&format!(
+                "SET search_path TO \"{schema}\"; \
+                 SET idle_in_transaction_session_timeout = {idle_ms}"
+            ))
             .await
             .map_err(db_error)?;
         Ok(client)
     }
 
+    /// `work` within the deadline; past it the session is marked stale (the pool drops it) and
+    /// the call fails: cdk's callers then leave the ecash where it was, to be tried again.
+    async fn timed<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, WalletDbError>>,
+    ) -> Result<T, WalletDbError> {
+        let deadline = self.config.deadline;
+        match tokio::time::timeout(deadline, work).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                self.stale.store(true, Ordering::Release);
+                Err(WalletDbError::Internal(format!(
+                    "the wallet database did not answer within {deadline:?}"
+                )))
+            }
+        }
+    }
+
     async fn rows(&self, statement: Statement) -> Result<Vec<Vec<Column>>, WalletDbError> {
         let (sql, values) = statement.to_sql()?;
-        let client = self.client().await?;
-        let stream = client
-            .query_raw(sql.as_str(), values.iter().map(Param))
-            .await
-            .map_err(db_error)?;
-        let rows: Vec<tokio_postgres::Row> = stream.try_collect().await.map_err(db_error)?;
+        let rows: Vec<tokio_postgres::Row> = self
+            .timed(async {
+                let client = self.client().await?;
+                let stream = client
+                    .query_raw(sql.as_str(), values.iter().map(Param))
+                    .await
+                    .map_err(db_error)?;
+                stream.try_collect().await.map_err(db_error)
+            })
+            .await?;
         rows.iter().map(row_values).collect()
     }
 }
@@ -222,11 +254,15 @@ impl DatabaseExecutor for WalletConnection {
 
     async fn execute(&self, statement: Statement) -> Result<usize, WalletDbError> {
         let (sql, values) = statement.to_sql()?;
-        let client = self.client().await?;
-        let n = client
-            .execute_raw(sql.as_str(), values.iter().map(Param))
-            .await
-            .map_err(db_error)?;
+        let n = self
+            .timed(async {
+                let client = self.client().await?;
+                client
+                    .execute_raw(sql.as_str(), values.iter().map(Param))
+                    .await
+                    .map_err(db_error)
+            })
+            .await?;
         usize::try_from(n).map_err(|_| WalletDbError::Internal(format!("{n} rows")))
     }
 
@@ -249,11 +285,14 @@ impl DatabaseExecutor for WalletConnection {
 
     async fn batch(&self, statement: Statement) -> Result<(), WalletDbError> {
         let (sql, _) = statement.to_sql()?;
-        self.client()
-            .await?
-            .batch_execute(&sql)
-            .await
-            .map_err(db_error)
+        self.timed(async {
+            self.client()
+                .await?
+                .batch_execute(&sql)
+                .await
+                .map_err(db_error)
+        })
+        .await
     }
 }
 
@@ -328,6 +367,38 @@ mod tests {
         reserve_proofs_already_reserved,
         reserve_proofs_is_atomic,
     );
+
+    /// A server that stops answering mid-session (traffic held, as behind a partition) fails
+    /// the wallet's call at the deadline instead of holding it; once it answers again, a fresh
+    /// session serves the next call.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_server_fails_a_call_at_the_deadline_and_a_later_one_reconnects() {
+        use cdk_common::database::WalletDatabase;
+        let (cluster, proxy) = tokio::task::spawn_blocking(|| {
+            let cluster = ThrowawayCluster::shared();
+            let proxy = crate::cut_proxy::CutProxy::start(cluster.port()).expect("proxy");
+            (cluster, proxy)
+        })
+        .await
+        .expect("proxy");
+        let url = proxy.url(&cluster.url("postgres"), cluster.port()) + "?deadline_ms=500";
+        let location = PgLocation::parse(&url).expect("url");
+        let wallet = open_wallet(&location, "silent_server")
+            .await
+            .expect("wallet");
+        assert!(wallet.get_mints().await.expect("mints").is_empty());
+        proxy.hold();
+        // A bound on waiting, not a figure: without the deadline the call never comes back.
+        let failed = tokio::time::timeout(Duration::from_secs(30), wallet.get_mints())
+            .await
+            .expect("the call came back");
+        assert!(failed.is_err(), "{failed:?}");
+        proxy.release();
+        assert!(wallet.get_mints().await.expect("mints again").is_empty());
+        tokio::task::spawn_blocking(move || drop(proxy))
+            .await
+            .expect("drop");
+    }
 
     #[tokio::test]
     async fn a_schema_name_that_is_not_a_plain_word_is_refused() {
