@@ -216,6 +216,25 @@ pub(crate) fn new_pool(config: &tokio_postgres::Config) -> Result<Pool, PgError>
         .map_err(|e| PgError::Runtime(e.to_string()))
 }
 
+/// Creates a table that lives beside the ledger's (`create`: a `CREATE TABLE IF NOT EXISTS`)
+/// under the transaction-scoped advisory lock `lock_key`: two nodes starting at once may both
+/// find it missing, and `IF NOT EXISTS` alone can then fail one of them on the catalog's unique
+/// index.
+pub(crate) async fn create_serialised(
+    pool: &Pool,
+    lock_key: i64,
+    create: &str,
+) -> Result<(), PgError> {
+    let client = pool.get().await?;
+    let sql = format!("BEGIN; SELECT pg_advisory_xact_lock({lock_key}); {create}; COMMIT;");
+    if let Err(e) = client.batch_execute(&sql).await {
+        // Not back to the pool: its transaction may be left aborted.
+        drop(deadpool_postgres::Object::take(client));
+        return Err(e.into());
+    }
+    Ok(())
+}
+
 /// A runtime with one worker thread: a store's (or a lock's) own, so its calls can be waited on
 /// from any thread.
 pub fn one_worker_runtime(name: &str) -> std::io::Result<tokio::runtime::Runtime> {

@@ -9,7 +9,7 @@
 
 use paydvm_ledger::Durability;
 
-use crate::client::{get, get_u64, int, Db, Param, PgError};
+use crate::client::{create_serialised, get, get_u64, int, Db, Param, PgError};
 use crate::location::PgLocation;
 
 const CREATE: &str = "CREATE TABLE IF NOT EXISTS cashu_pending_swaps (
@@ -55,19 +55,7 @@ impl PgPendingSwaps {
     /// Connects and creates the table if it is missing.
     pub fn open(location: &PgLocation) -> Result<PgPendingSwaps, PgError> {
         let db = Db::connect(location, Durability::Full)?;
-        // Two processes creating it at once: `IF NOT EXISTS` alone can fail one of them on the
-        // catalog's unique index.
-        let create =
-            format!("BEGIN; SELECT pg_advisory_xact_lock({CREATE_LOCK_KEY}); {CREATE}; COMMIT;");
-        db.run(move |pool| async move {
-            let client = pool.get().await?;
-            if let Err(e) = client.batch_execute(&create).await {
-                // Not back to the pool: its transaction may be left aborted.
-                drop(deadpool_postgres::Object::take(client));
-                return Err(e.into());
-            }
-            Ok(())
-        })?;
+        db.run(|pool| async move { create_serialised(&pool, CREATE_LOCK_KEY, CREATE).await })?;
         Ok(PgPendingSwaps { db })
     }
 

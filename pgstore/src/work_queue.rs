@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
-use crate::client::{new_pool, PgError, STATEMENT_DEADLINE};
+use crate::client::{create_serialised, new_pool, PgError, STATEMENT_DEADLINE};
 use crate::location::PgLocation;
 use crate::work_wakeups::{Wakeups, WorkChannel};
 
@@ -105,20 +105,8 @@ impl WorkQueue {
             deadline: location.deadline().unwrap_or(STATEMENT_DEADLINE),
             config: location.config().clone(),
         };
-        // Two nodes starting at once may both find the table missing; `IF NOT EXISTS` alone can
-        // then fail one of them on the catalog's unique index, so creation is serialised.
-        let create =
-            format!("BEGIN; SELECT pg_advisory_xact_lock({CREATE_LOCK_KEY}); {CREATE}; COMMIT;");
         queue
-            .timed(async {
-                let client = queue.pool.get().await?;
-                if let Err(e) = client.batch_execute(&create).await {
-                    // Not back to the pool: its transaction may be left aborted.
-                    drop(deadpool_postgres::Object::take(client));
-                    return Err(e.into());
-                }
-                Ok(())
-            })
+            .timed(create_serialised(&queue.pool, CREATE_LOCK_KEY, CREATE))
             .await?;
         Ok(queue)
     }

@@ -170,14 +170,16 @@ async fn take_locks(
     if !flags.standby {
         return ledger_open::claim(&config.node, flags.new_ledger).map(Some);
     }
-    let ecash = crate::node::ecash_store::EcashStore::of(&config.node)?;
-    if !config.policy.trusted_mints().is_empty() && !ecash.is_shared() {
-        warn!(
-            wallet = %ecash.shown(),
-            "standby on a node that takes ecash: its Cashu wallet and pending swaps are local \
-             files; share this directory with the other nodes, or the ecash a dead node held \
-             stays on its disk until it serves again"
-        );
+    if !config.policy.trusted_mints().is_empty() {
+        let ecash = crate::node::ecash_store::EcashStore::of(&config.node)?;
+        if !ecash.is_shared() {
+            warn!(
+                wallet = %ecash.shown(),
+                "standby on a node that takes ecash: its Cashu wallet and pending swaps are \
+                 local files; share this directory with the other nodes, or the ecash a dead \
+                 node held stays on its disk until it serves again"
+            );
+        }
     }
     // A standby runs the attempts of offers shared by any node while it waits.
     let executors =
