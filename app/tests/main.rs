@@ -11,6 +11,7 @@ mod lightning;
 mod lightning_nwc;
 mod lnbits;
 mod lnbits_lost;
+mod moved_ecash;
 mod ndk;
 mod node;
 mod nutshell;

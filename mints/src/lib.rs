@@ -21,6 +21,9 @@ pub mod registry;
 pub mod token;
 pub mod url;
 pub mod verify;
+pub mod wallet_copy;
+#[cfg(test)]
+mod wallet_copy_tests;
 
 pub use holdings::{store_holdings, wallet_holdings, Holding};
 pub use nutzap::{NutZapEvent, NUTZAP_INFO_KIND, NUTZAP_KIND};

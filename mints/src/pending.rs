@@ -6,6 +6,7 @@
 //! only the ledger credit is left). A row is deleted once the ledger holds the payment or the
 //! NutZap was refused for good.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -28,6 +29,10 @@ pub enum PendingError {
     /// A store other than the file (the ledger's PostgreSQL database).
     #[error("pending swaps store: {0}")]
     Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("pending swaps store: the destination of a copy already holds {0} rows")]
+    NotEmpty(usize),
+    #[error("pending swaps store: the copy's rows differ from the source's")]
+    CopyDiffers,
 }
 
 /// Where a pending NutZap stands.
@@ -103,6 +108,38 @@ pub fn decode_row(
         attempts,
         next_try_ms,
     })
+}
+
+/// Copies every row of `from` into `to`, which must hold none: each NutZap with where its swap
+/// stands (swapped ones with what the mint gave). A row's failed attempts are not carried over;
+/// the copy tries it again at once. Returns how many rows were copied, after reading both back.
+pub fn copy_rows(from: &dyn PendingRows, to: &dyn PendingRows) -> Result<usize, PendingError> {
+    let existing = to.all()?.len();
+    if existing > 0 {
+        return Err(PendingError::NotEmpty(existing));
+    }
+    let rows = from.all()?;
+    for row in &rows {
+        to.insert(&row.nutzap, 0)?;
+        if let PendingState::Swapped { received, fee } = row.state {
+            to.mark_swapped(&row.nutzap.event_id, received, fee)?;
+        }
+    }
+    // Compared as stored (the body holds the proofs: never printed).
+    let stored = |rows: Vec<PendingSwap>| -> Result<BTreeMap<String, _>, PendingError> {
+        rows.into_iter()
+            .map(|r| {
+                Ok((
+                    r.nutzap.event_id.clone(),
+                    (r.state, nutzap_body(&r.nutzap)?),
+                ))
+            })
+            .collect()
+    };
+    if stored(to.all()?)? != stored(from.all()?)? {
+        return Err(PendingError::CopyDiffers);
+    }
+    Ok(rows.len())
 }
 
 /// The connection sits behind a mutex so the store can be held across `.await` by a task.
@@ -245,6 +282,36 @@ mod tests {
             target: None,
             origin: crate::verify::Origin::NutZap,
         }
+    }
+
+    #[test]
+    fn a_copy_carries_every_row_and_where_its_swap_stands_onto_an_empty_store_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = PendingSwaps::open(&dir.path().join("from")).unwrap();
+        let to = PendingSwaps::open(&dir.path().join("to")).unwrap();
+        from.insert(&sample("a"), 100).unwrap();
+        from.insert(&sample("b"), 100).unwrap();
+        from.back_off("a", 100).unwrap();
+        from.mark_swapped("b", 5, 1).unwrap();
+        assert_eq!(copy_rows(&from, &to).unwrap(), 2);
+        let b = to.get("b").unwrap().unwrap();
+        assert_eq!(
+            b.state,
+            PendingState::Swapped {
+                received: 5,
+                fee: 1
+            }
+        );
+        let a = to.get("a").unwrap().unwrap();
+        assert_eq!(
+            (a.state, a.next_try_ms),
+            (PendingState::Verified, 0),
+            "due at once"
+        );
+        assert!(matches!(
+            copy_rows(&from, &to),
+            Err(PendingError::NotEmpty(2))
+        ));
     }
 
     #[test]

@@ -106,16 +106,21 @@ pub(crate) async fn sqlite_store(path: &Path) -> Result<WalletSqliteDatabase, Re
         })
 }
 
+/// The wallet store in the file at `path`, created if missing. The file holds bearer ecash: it
+/// is made private (mode 0600) first.
+pub async fn wallet_file(path: &Path) -> Result<WalletStore, RedeemError> {
+    crate::private_file::make_private(path).map_err(|e| RedeemError::Store {
+        path: path.display().to_string(),
+        reason: format!("cannot make it private (mode 0600): {e}"),
+    })?;
+    Ok(Arc::new(sqlite_store(path).await?))
+}
+
 impl Redeemer {
     /// Opens (or creates) the wallet store at `path`.
     /// The file holds bearer ecash: it is made private (mode 0600) first.
     pub async fn open(path: &Path, key: ReceiveKey) -> Result<Self, RedeemError> {
-        crate::private_file::make_private(path).map_err(|e| RedeemError::Store {
-            path: path.display().to_string(),
-            reason: format!("cannot make it private (mode 0600): {e}"),
-        })?;
-        let store = sqlite_store(path).await?;
-        Ok(Redeemer::on_store(Arc::new(store), key))
+        Ok(Redeemer::on_store(wallet_file(path).await?, key))
     }
 
     /// A redeemer on a store opened elsewhere (the node's wallet in PostgreSQL).

@@ -69,10 +69,17 @@ pub async fn open_wallet(
 /// before opening it, which would create it.
 pub async fn wallet_exists(location: &PgLocation, schema: &str) -> Result<bool, WalletDbError> {
     let (client, driver) = open_session(location.config(), |_| {}).await?;
-    let found = client
-        .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
-        .await
-        .map_err(db_error);
+    let deadline = location.deadline().unwrap_or(STATEMENT_DEADLINE);
+    let query = "SELECT 1 FROM pg_namespace WHERE nspname = $1";
+    let asked = tokio::time::timeout(deadline, client.query_opt(query, &[&schema])).await;
+    let Ok(found) = asked else {
+        // A server that stopped answering: the session is dropped, not waited for.
+        driver.abort();
+        return Err(WalletDbError::Internal(format!(
+            "the wallet database did not answer within {deadline:?}"
+        )));
+    };
+    let found = found.map_err(db_error);
     drop(client);
     let _ = driver.await;
     Ok(found?.is_some())

@@ -59,6 +59,21 @@ impl PgPendingSwaps {
         Ok(PgPendingSwaps { db })
     }
 
+    /// Connects if the table was ever made; `None` if not (read-only commands, such as
+    /// `paydvm reconcile`, create nothing).
+    pub fn open_existing(location: &PgLocation) -> Result<Option<PgPendingSwaps>, PgError> {
+        let db = Db::connect(location, Durability::Full)?;
+        let found = db.query_opt(
+            "SELECT to_regclass('cashu_pending_swaps') IS NOT NULL",
+            Vec::new(),
+        )?;
+        let exists = match &found {
+            Some(row) => get::<bool>(row, 0)?,
+            None => false,
+        };
+        Ok(exists.then_some(PgPendingSwaps { db }))
+    }
+
     /// Records a NutZap before its first swap attempt; false if it is there already.
     pub fn insert(&self, event_id: &str, nutzap: &str, now_ms: u64) -> Result<bool, PgError> {
         let params: Vec<Param> = vec![

@@ -2,13 +2,14 @@
 //! way, or file to file), verifying both ends. The destination must be new (a file that does
 //! not exist) or empty (a database without ledger events); the source is only read, so stop the
 //! node that writes it first (a copy of a running ledger is the history up to its head when the
-//! copy started, not after).
+//! copy started, not after). The node's ecash goes with it (`copy_ecash`): the Cashu wallet and the
+//! pending swaps beside a ledger file, or in the ledger's database.
 
 use anyhow::{bail, Context};
 use paydvm_ledger::copy::copy_log;
 use paydvm_ledger::{Durability, LedgerStore, StoreOptions};
 
-use super::{ledger_file, output, EXIT_OK, EXIT_VERIFY_FAILED};
+use super::{copy_ecash, ledger_file, output, EXIT_OK, EXIT_VERIFY_FAILED};
 use crate::config::LedgerPlace;
 use crate::ledger_handle::LedgerHandle;
 
@@ -33,9 +34,22 @@ pub fn run(from: &str, to: &str) -> anyhow::Result<u8> {
     if let Some(path) = to.file().filter(|p| p.exists()) {
         bail!("{} already exists; give a new file name", path.display());
     }
+    // Checked before the ledger is copied: the destination must hold no ecash.
+    let ecash = copy_ecash::beside(&from, &to)?;
     let dest = LedgerHandle::open(&to, &dest_options())
         .with_context(|| format!("cannot create the destination {to}"))?;
-    copy_and_verify(&source, dest)
+    let code = copy_and_verify(&source, dest)?;
+    match ecash {
+        Some(ecash) if code == EXIT_OK => {
+            let said = ecash.run().context(
+                "the ledger was copied and verifies, but its ecash was not copied \
+                 (remove the destination and copy again)",
+            )?;
+            output::print(&said)?;
+            Ok(code)
+        }
+        _ => Ok(code),
+    }
 }
 
 fn copy_and_verify<S: LedgerStore, D: LedgerStore>(source: &S, mut dest: D) -> anyhow::Result<u8> {

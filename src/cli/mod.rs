@@ -4,6 +4,8 @@ mod audit;
 mod backup;
 pub mod check_config;
 mod copy;
+mod copy_ecash;
+mod ecash_into_database;
 mod export;
 mod fatal_signal;
 mod init;
@@ -151,6 +153,9 @@ enum Command {
     /// The operator's own money in a wallet, booked as float (`equity:float`).
     #[command(subcommand)]
     Float(FloatCommand),
+    /// The node's Cashu wallet and pending swaps.
+    #[command(subcommand)]
+    Ecash(EcashCommand),
     /// A customer's prepaid credit, granted or adjusted by hand against the operator's float
     /// (`equity:float`), recorded in the ledger with the operator as the cause. Like `refund`:
     /// through a running node's control socket, or on a stopped node's ledger.
@@ -228,6 +233,19 @@ enum FloatCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum EcashCommand {
+    /// Move a PostgreSQL node's wallet and pending swaps from files in its state_dir (written
+    /// before the wallet moved into the database) into the ledger's database, so a standby on
+    /// another machine takes them over too. Stop the node first; the files are renamed with a
+    /// `.moved-to-database` suffix, not deleted.
+    IntoDatabase {
+        /// The node's paydvm.toml.
+        #[arg(long, default_value = "paydvm.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum CreditCommand {
     /// Give a customer (npub or hex public key) prepaid credit, in msat.
     Grant {
@@ -284,8 +302,9 @@ enum LedgerCommand {
     },
     /// Copy a ledger to a new place: an SQLite file or a postgres:// URL, either way (the
     /// password outside the URL: `?password_file=` or `?password_env=`). The destination must be
-    /// a new file or an empty database; both ends are verified. Exit 2 if either does not
-    /// verify or they differ.
+    /// a new file or an empty database; both ends are verified. The ecash goes with it: the
+    /// Cashu wallet and pending swaps beside a ledger file, or in the ledger's database (the
+    /// destination must hold none). Exit 2 if either ledger does not verify or they differ.
     Copy {
         /// The ledger file or postgres:// URL to read (stop the node writing it first).
         from: String,
@@ -396,6 +415,7 @@ fn dispatch(command: Command, scaffolded: &dyn Scaffolded) -> anyhow::Result<u8>
             &args.note,
         ),
         Command::Credit(command) => credit_command(command),
+        Command::Ecash(EcashCommand::IntoDatabase { config }) => ecash_into_database::run(&config),
         Command::Ledger(LedgerCommand::Verify { ledger, json }) => {
             verify::run(&LedgerPlace::from_arg(&ledger)?, json)
         }

@@ -48,6 +48,47 @@ impl EcashStore {
         }
     }
 
+    /// The ecash that goes with a ledger at `place` (`paydvm ledger copy`): the files beside a
+    /// ledger file, or the ledger's database.
+    pub fn beside(place: &LedgerPlace) -> anyhow::Result<EcashStore> {
+        Ok(match place {
+            LedgerPlace::File(path) => EcashStore::Files {
+                wallet: config::wallet_path(path),
+                pending: config::pending_path(path),
+            },
+            LedgerPlace::Postgres(url) => {
+                EcashStore::Database(Box::new(url.location().context("the ledger's URL")?))
+            }
+        })
+    }
+
+    /// The wallet store if one was ever made (nothing is created).
+    pub async fn existing_wallet(&self) -> anyhow::Result<Option<WalletStore>> {
+        let exists = match self {
+            EcashStore::Files { wallet, .. } => wallet.exists(),
+            EcashStore::Database(location) => {
+                cashu_wallet::wallet_exists(location, WALLET_SCHEMA).await?
+            }
+        };
+        match exists {
+            true => self.wallet_store().await.map(Some),
+            false => Ok(None),
+        }
+    }
+
+    /// The wallet store, created if it is not there yet.
+    pub async fn wallet_store(&self) -> anyhow::Result<WalletStore> {
+        let store: WalletStore = match self {
+            EcashStore::Files { wallet, .. } => paydvm_mints::redeem::wallet_file(wallet).await?,
+            EcashStore::Database(location) => Arc::new(
+                cashu_wallet::open_wallet(location, WALLET_SCHEMA)
+                    .await
+                    .with_context(|| format!("opening the Cashu wallet in {}", self.shown()))?,
+            ),
+        };
+        Ok(store)
+    }
+
     /// Where it is, without secrets (for logs and errors).
     pub fn shown(&self) -> String {
         match self {
@@ -65,17 +106,7 @@ impl EcashStore {
 
     /// The wallet, created if it is not there yet.
     pub async fn redeemer(&self, key: ReceiveKey) -> anyhow::Result<Redeemer> {
-        match self {
-            EcashStore::Files { wallet, .. } => Ok(Redeemer::open(wallet, key).await?),
-            EcashStore::Database(location) => {
-                let store: WalletStore = Arc::new(
-                    cashu_wallet::open_wallet(location, WALLET_SCHEMA)
-                        .await
-                        .with_context(|| format!("opening the Cashu wallet in {}", self.shown()))?,
-                );
-                Ok(Redeemer::on_store(store, key))
-            }
-        }
+        Ok(Redeemer::on_store(self.wallet_store().await?, key))
     }
 
     /// The pending swaps, created if they are not there yet (blocking: call from a blocking
@@ -112,7 +143,10 @@ impl EcashStore {
     pub fn pending_if_any(&self) -> anyhow::Result<Option<Arc<dyn PendingRows>>> {
         match self {
             EcashStore::Files { pending, .. } if !pending.exists() => Ok(None),
-            _ => self.pending().map(Some),
+            EcashStore::Files { .. } => self.pending().map(Some),
+            EcashStore::Database(location) => Ok(PgPendingSwaps::open_existing(location)
+                .with_context(|| format!("reading the pending swaps in {location}"))?
+                .map(|p| Arc::new(PgPending(p)) as Arc<dyn PendingRows>)),
         }
     }
 }

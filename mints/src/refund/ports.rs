@@ -17,7 +17,7 @@ use cdk::wallet::Wallet;
 use super::record::{operation_id, store_key, SagaRecord, NAMESPACE, SUB_NAMESPACE};
 
 /// Where intake plans are kept (beside the refund sagas).
-const INTAKE_NAMESPACE: &str = "intake_plan_v1";
+pub(crate) const INTAKE_NAMESPACE: &str = "intake_plan_v1";
 
 /// How a call to the mint went wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -71,6 +71,11 @@ impl SimMint {
         }
     }
 
+    /// The keyset's id and public keys.
+    pub fn keyset(&self) -> (Id, Keys) {
+        (self.keyset, self.keys.clone())
+    }
+
     fn book(&self) -> std::sync::MutexGuard<'_, MintBook> {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
