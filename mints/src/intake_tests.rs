@@ -106,3 +106,41 @@ async fn a_refused_swap_is_refused_and_planned_afresh_next_time() {
         }
     );
 }
+
+/// An intake asked again after its proofs were spent (a duplicate event, a restart, or a retry
+/// after its settle's answer was lost), on cdk's real store: still ours, and the proofs a refund
+/// spent since stay spent (cdk's insert would have written them back as unspent).
+#[tokio::test]
+async fn an_intake_settled_again_after_a_refund_spent_its_proofs_does_not_revive_them() {
+    use crate::refund::ports::{CdkStore, SagaStore};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wallet");
+    let store = CdkStore(std::sync::Arc::new(
+        crate::redeem::sqlite_store(&path).await.unwrap(),
+    ));
+    let mint = SimMint::new(2, 0);
+    let nz = nutzap(&mint, 13, "e");
+    let key = SecretKey::from_slice(&[8; 32]).unwrap();
+    let intake = Intake {
+        mint: &mint,
+        store: &store,
+        seed: &SEED,
+        key: &key,
+    };
+    let swapped = SwapOutcome::Swapped {
+        received: 13,
+        fee: 0,
+    };
+    assert_eq!(intake.swap(&nz).await, swapped);
+    let held = store.unspent("http://mint.test", "sat").await.unwrap();
+    let ys: Vec<_> = held.iter().map(|p| p.y().unwrap()).collect();
+    store.reserve("refund-z", ys.clone()).await.unwrap();
+    store
+        .settle("http://mint.test", "sat", Vec::new(), ys)
+        .await
+        .unwrap();
+
+    assert_eq!(intake.swap(&nz).await, swapped, "restored: still ours");
+    let revived = store.unspent("http://mint.test", "sat").await.unwrap();
+    assert!(revived.is_empty(), "{} proofs came back", revived.len());
+}

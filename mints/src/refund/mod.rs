@@ -13,6 +13,8 @@ mod saga_tests;
 pub mod select;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
+#[cfg(test)]
+mod store_tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 //! restore, keysets) and the wallet store (our proofs, reservations, the saga records). The saga
 //! is written against these two traits, so it runs the same over cdk (here) and in a simulator.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -291,6 +292,11 @@ impl SagaStore for CdkStore {
             .map_err(store_fault)
     }
 
+    /// Idempotent even after a settle that committed but whose answer was lost, and whose
+    /// proofs were used since: a change proof the store already holds, in any state, is left
+    /// as it is (a refund may have reserved or spent it), and spent proofs are kept, marked
+    /// spent, never deleted, so that settling again cannot bring one back as unspent (cdk's
+    /// insert would overwrite a row's state, and re-add a deleted one).
     async fn settle(
         &self,
         mint: &str,
@@ -299,14 +305,42 @@ impl SagaStore for CdkStore {
         spent: Vec<PublicKey>,
     ) -> Result<(), StoreFault> {
         let (url, unit) = (mint_url(mint)?, unit_of(unit)?);
+        let ys = change
+            .iter()
+            .map(Proof::y)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(store_fault)?;
+        let known: HashSet<PublicKey> = match ys.is_empty() {
+            true => HashSet::new(),
+            false => self
+                .0
+                .get_proofs_by_ys(ys)
+                .await
+                .map_err(store_fault)?
+                .into_iter()
+                .map(|info| info.y)
+                .collect(),
+        };
         let added = change
             .into_iter()
             .map(|p| ProofInfo::new(p, url.clone(), State::Unspent, unit.clone()))
+            .filter(|info| info.as_ref().map_or(true, |i| !known.contains(&i.y)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(store_fault)?;
-        self.0
-            .update_proofs(added, spent)
-            .await
-            .map_err(store_fault)
+        // Spent first: stopped between the two, the inputs cannot be released and spent again,
+        // and the change, not yet added, cannot be used before the next settle adds it.
+        if !spent.is_empty() {
+            self.0
+                .update_proofs_state(spent, State::Spent)
+                .await
+                .map_err(store_fault)?;
+        }
+        if !added.is_empty() {
+            self.0
+                .update_proofs(added, Vec::new())
+                .await
+                .map_err(store_fault)?;
+        }
+        Ok(())
     }
 }

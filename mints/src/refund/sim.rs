@@ -263,6 +263,8 @@ impl MintPort for SimMint {
 enum Held {
     Unspent,
     Reserved,
+    /// Kept after it was spent, as the real store keeps it (see `CdkStore::settle`).
+    Spent,
 }
 
 #[derive(Default)]
@@ -298,6 +300,7 @@ impl SimStore {
         self.book()
             .proofs
             .values()
+            .filter(|(_, h, _)| *h != Held::Spent)
             .map(|(p, _, _)| u64::from(p.amount))
             .sum()
     }
@@ -395,7 +398,8 @@ impl SagaStore for SimStore {
 
     async fn release(&self, tag: &str) -> Result<(), StoreFault> {
         for entry in self.book().proofs.values_mut() {
-            if entry.2.as_deref() == Some(tag) {
+            // As cdk's: only reserved proofs are given back, never spent ones.
+            if entry.2.as_deref() == Some(tag) && entry.1 == Held::Reserved {
                 entry.1 = Held::Unspent;
                 entry.2 = None;
             }
@@ -410,15 +414,16 @@ impl SagaStore for SimStore {
         change: Vec<Proof>,
         spent: Vec<PublicKey>,
     ) -> Result<(), StoreFault> {
+        // As the real store: a known proof is left as it is, a spent one is kept as spent.
         let mut book = self.book();
         for y in spent {
-            book.proofs.remove(&y);
+            if let Some(entry) = book.proofs.get_mut(&y) {
+                entry.1 = Held::Spent;
+            }
         }
         for p in change {
-            book.proofs.insert(
-                p.y().map_err(|e| StoreFault(e.to_string()))?,
-                (p, Held::Unspent, None),
-            );
+            let y = p.y().map_err(|e| StoreFault(e.to_string()))?;
+            book.proofs.entry(y).or_insert((p, Held::Unspent, None));
         }
         Ok(())
     }
