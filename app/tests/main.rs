@@ -16,6 +16,7 @@ mod ndk;
 mod node;
 mod nutshell;
 mod payments;
+mod pg_ecash_cuts;
 mod pg_node;
 mod reconcile;
 mod refunds;

@@ -66,8 +66,8 @@ enum Step {
     Nothing,
     /// Refused; the reason is safe to show the customer.
     Refuse(String),
-    /// Not decidable yet: the mint's keysets could not be fetched, or the pending row could not
-    /// be written.
+    /// Not decidable yet: the mint's keysets could not be fetched, the job is not recorded yet,
+    /// or the pending row could not be written.
     Later(String),
 }
 
@@ -163,7 +163,10 @@ impl Worker {
                     "cashu token not redeemed: the job takes no payment now".to_owned(),
                 )
             }
-            None => return Step::Nothing,
+            // Not recorded yet: the core has the request, but the write that records it may be
+            // waiting (a ledger fault parks it). Dropped here, the token would never pay the
+            // job it came with; asked again later instead.
+            None => return Step::Later("its job is not recorded yet".to_owned()),
         }
         match self.pending.insert(&verified, now_ms()).await {
             Ok(true) => Step::Swap(verified),
