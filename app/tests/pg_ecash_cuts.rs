@@ -40,7 +40,7 @@ fn cutting(proxy: Arc<paydvm_ledger_pg::cut_proxy::CutProxy>, stop: Arc<AtomicBo
         let mut n = 0usize;
         while !stop.load(Ordering::SeqCst) {
             if proxy.cuts() == n {
-                let cut = if n % 2 == 0 {
+                let cut = if n.is_multiple_of(2) {
                     Cut::AnswerLost
                 } else {
                     Cut::CommitLost
