@@ -15,12 +15,11 @@ use paydvm_ledger::{Durability, JobState, LedgerStore, StoreOptions};
 use crate::cashu_mint::TestMint;
 use crate::cli::{paydvm, stderr, stdout};
 use crate::crash_node::{logs, RunningNode};
-use crate::node::{start_relay, test_node};
+use crate::node::test_node;
 use crate::pg_node::fresh_database_async;
 use crate::reconcile::{asset, reconcile_json};
 use crate::standby_ecash::{
-    booked_at_mints, claim_nutzap_refunds, claim_token_refunds, ecash_payers, node_p2pk,
-    wallet_balance_in_database, PRICE_SAT,
+    claim_refunds_once, node_p2pk, wallet_matches_ledger, EcashSetup, PRICE_SAT,
 };
 use crate::standby_nodes::{
     check_paid, ended_jobs, poll_until, read, refunds_settled_once, serving, undelivered,
@@ -79,29 +78,15 @@ fn mint_asset(report: &serde_json::Value, mint: &str) -> (u64, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_moved_from_a_file_to_postgres_takes_its_ecash_along() {
-    let url = fresh_database_async().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let (_relay, relay_url) = start_relay().await;
-    let mint = TestMint::start().await;
-    let config = test_node("refund", "[admission]\nmax_pending_quotes_per_pubkey = 100")
-        .node_setting("config_problems = \"warn\"")
-        .trust_mint(&mint.url)
-        .cashu_setting("mint_requests_per_minute = 0")
-        .relays(std::slice::from_ref(&relay_url))
-        .write(dir)
-        .unwrap();
-    let ledger = ledger_file(&config);
-    let relays = std::slice::from_ref(&relay_url);
-    let (tokens, nutzaps) = ecash_payers(dir, &relay_url, &mint.url).await;
+    let s = EcashSetup::start().await;
+    let (url, dir, mint) = (s.url.clone(), s.tmp.path(), &s.mint);
+    let config = &s.config;
+    let ledger = ledger_file(config);
 
     // On the ledger file.
-    let node = RunningNode::start(&config, 1);
+    let node = RunningNode::start(config, 1);
     serving(dir, &[1]).await;
-    let mut jobs: Vec<(EventId, Ending)> = tokens.send(0..TOKENS_EACH_SIDE).await;
-    let zapped = nutzaps.send(0..NUTZAPS_EACH_SIDE).await;
-    nutzaps.pay(&zapped).await;
-    jobs.extend(zapped);
+    let mut jobs = s.send_jobs(0..TOKENS_EACH_SIDE, 0..NUTZAPS_EACH_SIDE).await;
     until_ended_in_file(&ledger, dir, jobs.len()).await;
     assert!(node.stop().success(), "{}", logs(dir));
     let refunded =
@@ -123,7 +108,7 @@ async fn a_node_moved_from_a_file_to_postgres_takes_its_ecash_along() {
     assert!(said.contains("copied 0 pending swaps"), "{said}");
 
     // Another machine: an empty state_dir, the ledger and the wallet in the database.
-    let configs = with_state_dirs(&config, &url, 1);
+    let configs = with_state_dirs(config, &url, 1);
     let (code, report) = reconcile_json(&configs[0]).await;
     assert_eq!(
         mint_asset(&report, &mint.url),
@@ -133,10 +118,11 @@ async fn a_node_moved_from_a_file_to_postgres_takes_its_ecash_along() {
     assert_eq!(code, 0, "{report:#}");
     let node = RunningNode::start(&configs[0], 2);
     serving(dir, &[2]).await;
-    jobs.extend(tokens.send(TOKENS_EACH_SIDE..2 * TOKENS_EACH_SIDE).await);
-    let zapped = nutzaps.send(NUTZAPS_EACH_SIDE..2 * NUTZAPS_EACH_SIDE).await;
-    nutzaps.pay(&zapped).await;
-    jobs.extend(zapped);
+    let (tokens_after, nutzaps_after) = (
+        TOKENS_EACH_SIDE..2 * TOKENS_EACH_SIDE,
+        NUTZAPS_EACH_SIDE..2 * NUTZAPS_EACH_SIDE,
+    );
+    jobs.extend(s.send_jobs(tokens_after, nutzaps_after).await);
     let all = jobs.len();
     poll_until(&url, dir, "every job ended", move |s| ended_jobs(s) == all).await;
     poll_until(&url, dir, "every reply delivered", |s| undelivered(s) == 0).await;
@@ -144,32 +130,10 @@ async fn a_node_moved_from_a_file_to_postgres_takes_its_ecash_along() {
 
     check_paid(&url, &jobs);
     refunds_settled_once(&read(&url));
-    let refunded_ids: Vec<EventId> = jobs
-        .iter()
-        .filter(|(_, e)| *e == Ending::Refund)
-        .map(|(id, _)| *id)
-        .collect();
-    let claimed = claim_token_refunds(&tokens, relays, &mint.url, &refunded_ids).await
-        + claim_nutzap_refunds(&nutzaps, relays, &mint.url, &refunded_ids).await;
-    assert_eq!(
-        claimed,
-        refunded_ids.len() as u64 * PRICE_SAT,
-        "each refund claimed once"
-    );
-    let held = (all - refunded(&jobs)) as u64 * PRICE_SAT;
-    let p2pk = node_p2pk(dir);
-    assert_eq!(
-        wallet_balance_in_database(&url, &p2pk, &mint.url).await,
-        held
-    );
-    assert_eq!(booked_at_mints(&url), held * 1_000);
-    let (code, report) = reconcile_json(&configs[0]).await;
-    assert_eq!(
-        mint_asset(&report, &mint.url),
-        (held, "match".into()),
-        "{report:#}"
-    );
-    assert_eq!(code, 0, "{report:#}");
+    let payers = (&s.tokens, &s.nutzaps);
+    let refunded = claim_refunds_once(payers, s.relays(), &mint.url, &jobs).await;
+    let held = (all - refunded) as u64 * PRICE_SAT;
+    wallet_matches_ledger(&url, dir, &mint.url, &configs[0], held).await;
 }
 
 /// A copy never lands on a database whose wallet holds ecash already, and nothing is copied

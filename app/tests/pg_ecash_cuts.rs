@@ -11,23 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nostr_sdk::prelude::*;
-use paydvm_ledger::{JobId, JobState, LedgerStore, Msat};
+use paydvm_ledger::{JobState, LedgerStore};
 use paydvm_ledger_pg::cut_proxy::Cut;
 
-use crate::cashu_mint::TestMint;
 use crate::crash_node::{logs, RunningNode};
-use crate::node::{start_relay, test_node};
-use crate::pg_node::{fresh_database_async, through_proxy};
-use crate::reconcile::{asset, reconcile_json};
+use crate::pg_node::through_proxy;
 use crate::standby_ecash::{
-    booked_at_mints, claim_nutzap_refunds, claim_token_refunds, ecash_payers, node_p2pk,
-    wallet_balance_in_database, PRICE_SAT,
+    check_jobs, claim_refunds_once, wallet_matches_ledger, EcashSetup, PRICE_SAT,
 };
-use crate::standby_nodes::{
-    ended_jobs, poll_until, read, refunds_settled_once, serving, undelivered, with_state_dirs,
-    Ending,
-};
+use crate::standby_nodes::{ended_jobs, poll_until, read, serving, undelivered, with_state_dirs};
 
 const TOKEN_JOBS: usize = 24;
 const NUTZAP_JOBS: usize = 12;
@@ -59,23 +51,11 @@ fn cutting(proxy: Arc<paydvm_ledger_pg::cut_proxy::CutProxy>, stop: Arc<AtomicBo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ecash_jobs_end_once_and_the_wallet_matches_the_ledger_through_cut_commits() {
-    let url = fresh_database_async().await;
-    let (proxy, through) = through_proxy(&url, 5_000).await;
+    let s = EcashSetup::start().await;
+    let (url, dir, mint) = (&s.url, s.tmp.path(), &s.mint);
+    let (proxy, through) = through_proxy(url, 5_000).await;
     let proxy = Arc::new(proxy);
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let (_relay, relay_url) = start_relay().await;
-    let mint = TestMint::start().await;
-    let config = test_node("refund", "[admission]\nmax_pending_quotes_per_pubkey = 100")
-        .node_setting("config_problems = \"warn\"")
-        .trust_mint(&mint.url)
-        .cashu_setting("mint_requests_per_minute = 0")
-        .relays(std::slice::from_ref(&relay_url))
-        .write(dir)
-        .unwrap();
-    let configs = with_state_dirs(&config, &through, 3);
-    let relays = std::slice::from_ref(&relay_url);
-    let (tokens, nutzaps) = ecash_payers(dir, &relay_url, &mint.url).await;
+    let configs = with_state_dirs(&s.config, &through, 3);
     let mut nodes: HashMap<u32, RunningNode> = (1..=2)
         .map(|run| {
             let node =
@@ -87,10 +67,7 @@ async fn ecash_jobs_end_once_and_the_wallet_matches_the_ledger_through_cut_commi
 
     let stop = Arc::new(AtomicBool::new(false));
     cutting(Arc::clone(&proxy), Arc::clone(&stop));
-    let mut jobs = tokens.send(0..TOKEN_JOBS).await;
-    let zapped = nutzaps.send(0..NUTZAP_JOBS).await;
-    nutzaps.pay(&zapped).await;
-    jobs.extend(zapped);
+    let jobs = s.send_jobs(0..TOKEN_JOBS, 0..NUTZAP_JOBS).await;
     let all = jobs.len();
     // A node told to stop (a lost commit it could not check) exits; the standby takes over and
     // a third node stands by in its place.
@@ -130,7 +107,7 @@ async fn ecash_jobs_end_once_and_the_wallet_matches_the_ledger_through_cut_commi
     }
     stop.store(true, Ordering::SeqCst);
     let cuts = proxy.cuts();
-    poll_until(&url, dir, "every reply delivered", |s| undelivered(s) == 0).await;
+    poll_until(url, dir, "every reply delivered", |s| undelivered(s) == 0).await;
     for (run, node) in nodes {
         let stopped = node.stop();
         assert!(stopped.success(), "run {run}: {stopped:?}\n{}", logs(dir));
@@ -139,52 +116,13 @@ async fn ecash_jobs_end_once_and_the_wallet_matches_the_ledger_through_cut_commi
     eprintln!("warnings and errors by module:\n{}", by_module(&logs(dir)));
     assert!(cuts >= 5, "only {cuts} cuts");
 
-    check_jobs(&url, &jobs);
-    let refunded: Vec<EventId> = jobs
-        .iter()
-        .filter(|(_, e)| *e == Ending::Refund)
-        .map(|(id, _)| *id)
-        .collect();
-    let claimed = claim_token_refunds(&tokens, relays, &mint.url, &refunded).await
-        + claim_nutzap_refunds(&nutzaps, relays, &mint.url, &refunded).await;
-    assert_eq!(
-        claimed,
-        refunded.len() as u64 * PRICE_SAT,
-        "each refund claimed once"
-    );
-    let held = (all - refunded.len()) as u64 * PRICE_SAT;
-    let p2pk = node_p2pk(dir);
-    assert_eq!(
-        wallet_balance_in_database(&url, &p2pk, &mint.url).await,
-        held
-    );
-    assert_eq!(booked_at_mints(&url), held * 1_000);
-    let out = crate::cli::paydvm(&["ledger", "verify", &url]);
+    check_jobs(url, &jobs);
+    let payers = (&s.tokens, &s.nutzaps);
+    let refunded = claim_refunds_once(payers, s.relays(), &mint.url, &jobs).await;
+    let out = crate::cli::paydvm(&["ledger", "verify", url]);
     assert_eq!(out.status.code(), Some(0), "{}", crate::cli::stderr(&out));
-    let (code, report) = reconcile_json(&configs[2]).await;
-    let mint_asset = asset(&report, &format!("asset:mint:{}", mint.url));
-    assert_eq!(mint_asset["status"], "match", "{report:#}");
-    assert_eq!(code, 0, "{report:#}");
-}
-
-/// Every request one job, ended as it should, holding nothing; each refund settled once.
-fn check_jobs(url: &str, jobs: &[(EventId, Ending)]) {
-    let store = read(url);
-    let state = store.state();
-    assert_eq!(state.jobs().count(), jobs.len(), "one job per request");
-    for (id, ending) in jobs {
-        let job = state.job(&JobId::new(id.to_hex()).unwrap()).unwrap();
-        let expected = match ending {
-            Ending::Refund => JobState::Refunded,
-            _ => JobState::Succeeded,
-        };
-        assert_eq!(job.state, expected, "{job:?}");
-        assert_eq!(
-            state.held(&paydvm_ledger::Account::Job(job.job.clone())),
-            Msat::ZERO
-        );
-    }
-    refunds_settled_once(&store);
+    let held = (all - refunded) as u64 * PRICE_SAT;
+    wallet_matches_ledger(url, dir, &mint.url, &configs[2], held).await;
 }
 
 /// The jobs not ended, each with its state and the types of its events (for a failure's

@@ -142,25 +142,124 @@ pub(crate) fn node_p2pk(dir: &std::path::Path) -> Keys {
         .clone()
 }
 
+/// What each ecash test on PostgreSQL starts from: a fresh database, a relay, an in-process
+/// mint, the node's config in a temporary directory, and the two paying customers.
+pub(crate) struct EcashSetup {
+    pub(crate) url: String,
+    pub(crate) tmp: tempfile::TempDir,
+    _relay: paydvm::node::local_relay::EmbeddedRelay,
+    pub(crate) relay_url: RelayUrl,
+    pub(crate) mint: TestMint,
+    pub(crate) config: std::path::PathBuf,
+    pub(crate) tokens: TokenPayer,
+    pub(crate) nutzaps: NutzapPayer,
+}
+
+impl EcashSetup {
+    pub(crate) async fn start() -> EcashSetup {
+        let url = fresh_database_async().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let (relay, relay_url) = start_relay().await;
+        let mint = TestMint::start().await;
+        let config = ecash_node(tmp.path(), &relay_url, &mint.url);
+        let (tokens, nutzaps) = ecash_payers(tmp.path(), &relay_url, &mint.url).await;
+        EcashSetup {
+            url,
+            tmp,
+            _relay: relay,
+            relay_url,
+            mint,
+            config,
+            tokens,
+            nutzaps,
+        }
+    }
+
+    pub(crate) fn relays(&self) -> &[RelayUrl] {
+        std::slice::from_ref(&self.relay_url)
+    }
+
+    /// Token jobs `tokens` and NutZap jobs `nutzaps` sent, the NutZap ones paid.
+    pub(crate) async fn send_jobs(
+        &self,
+        tokens: std::ops::Range<usize>,
+        nutzaps: std::ops::Range<usize>,
+    ) -> Vec<(EventId, Ending)> {
+        let mut jobs = self.tokens.send(tokens).await;
+        let zapped = self.nutzaps.send(nutzaps).await;
+        self.nutzaps.pay(&zapped).await;
+        jobs.extend(zapped);
+        jobs
+    }
+}
+
+/// The config (written in `dir`) of a node that refunds failed jobs, trusts `mint` and talks on
+/// `relay`: the ecash tests' node.
+pub(crate) fn ecash_node(
+    dir: &std::path::Path,
+    relay: &RelayUrl,
+    mint: &str,
+) -> std::path::PathBuf {
+    test_node("refund", "[admission]\nmax_pending_quotes_per_pubkey = 100")
+        .node_setting("config_problems = \"warn\"")
+        .trust_mint(mint)
+        .cashu_setting("mint_requests_per_minute = 0")
+        .relays(std::slice::from_ref(relay))
+        .write(dir)
+        .unwrap()
+}
+
+/// The refunded jobs' ecash, claimed by their customers: the sat claimed, which must be the
+/// refunds' worth exactly (each claimed once); returns how many jobs were refunded.
+pub(crate) async fn claim_refunds_once(
+    payers: (&TokenPayer, &NutzapPayer),
+    relays: &[RelayUrl],
+    mint: &str,
+    jobs: &[(EventId, Ending)],
+) -> usize {
+    let refunded: Vec<EventId> = jobs
+        .iter()
+        .filter(|(_, e)| *e == Ending::Refund)
+        .map(|(id, _)| *id)
+        .collect();
+    let claimed = claim_token_refunds(payers.0, relays, mint, &refunded).await
+        + claim_nutzap_refunds(payers.1, relays, mint, &refunded).await;
+    assert_eq!(
+        claimed,
+        refunded.len() as u64 * PRICE_SAT,
+        "each refund claimed once"
+    );
+    refunded.len()
+}
+
+/// The wallet in the database holds `held_sat` at `mint`, the ledger books as much, and
+/// `paydvm reconcile` with `config` says the two match.
+pub(crate) async fn wallet_matches_ledger(
+    url: &str,
+    dir: &std::path::Path,
+    mint: &str,
+    config: &std::path::Path,
+    held_sat: u64,
+) {
+    assert_eq!(
+        wallet_balance_in_database(url, &node_p2pk(dir), mint).await,
+        held_sat
+    );
+    assert_eq!(booked_at_mints(url), held_sat * 1_000);
+    let (code, report) = reconcile_json(config).await;
+    let held = asset(&report, &format!("asset:mint:{mint}"));
+    assert_eq!(held["status"], "match", "{report:#}");
+    assert_eq!(held["backend_msat"], held_sat * 1_000, "{report:#}");
+    assert_eq!(code, 0, "{report:#}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_on_separate_machines_take_over_ecash_mid_run_and_refund_once() {
-    let url = fresh_database_async().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let (_relay, relay_url) = start_relay().await;
-    let mint = TestMint::start().await;
-    let config = test_node("refund", "[admission]\nmax_pending_quotes_per_pubkey = 100")
-        .node_setting("config_problems = \"warn\"")
-        .trust_mint(&mint.url)
-        .cashu_setting("mint_requests_per_minute = 0")
-        .relays(std::slice::from_ref(&relay_url))
-        .write(dir)
-        .unwrap();
+    let s = EcashSetup::start().await;
+    let (url, dir, mint) = (&s.url, s.tmp.path(), &s.mint);
+    let (tokens, nutzaps) = (&s.tokens, &s.nutzaps);
     // Three machines: the first two serve and stand by, the third replaces the one killed.
-    let configs = with_state_dirs(&config, &url, 3);
-    let node_p2pk = node_p2pk(dir);
-    let relays = std::slice::from_ref(&relay_url);
-    let (tokens, nutzaps) = ecash_payers(dir, &relay_url, &mint.url).await;
+    let configs = with_state_dirs(&s.config, url, 3);
 
     let mut nodes: HashMap<u32, RunningNode> = (1..=2)
         .map(|run| {
@@ -175,7 +274,7 @@ async fn nodes_on_separate_machines_take_over_ecash_mid_run_and_refund_once() {
     let zapped = nutzaps.send(0..NUTZAP_JOBS / 2).await;
     let (zapped_before, zapped_after) = zapped.split_at(NUTZAP_JOBS / 4);
     nutzaps.pay(zapped_before).await;
-    poll_until(&url, dir, "a fifth of the jobs ended", |s| {
+    poll_until(url, dir, "a fifth of the jobs ended", |s| {
         ended_jobs(s) >= JOBS / 5
     })
     .await;
@@ -190,37 +289,21 @@ async fn nodes_on_separate_machines_take_over_ecash_mid_run_and_refund_once() {
         RunningNode::start_with_args(&configs[2], 3, &["--standby"]),
     );
     jobs.extend(zapped.iter().copied());
-    jobs.extend(tokens.send(TOKEN_JOBS / 2..TOKEN_JOBS).await);
-    let zapped = nutzaps.send(NUTZAP_JOBS / 2..NUTZAP_JOBS).await;
-    nutzaps.pay(&zapped).await;
-    jobs.extend(zapped);
-    poll_until(&url, dir, "every job ended", |s| ended_jobs(s) == JOBS).await;
-    poll_until(&url, dir, "every reply delivered", |s| undelivered(s) == 0).await;
+    jobs.extend(
+        s.send_jobs(TOKEN_JOBS / 2..TOKEN_JOBS, NUTZAP_JOBS / 2..NUTZAP_JOBS)
+            .await,
+    );
+    poll_until(url, dir, "every job ended", |s| ended_jobs(s) == JOBS).await;
+    poll_until(url, dir, "every reply delivered", |s| undelivered(s) == 0).await;
     for (run, node) in nodes {
         let stopped = node.stop();
         assert!(stopped.success(), "run {run}: {stopped:?}\n{}", logs(dir));
     }
 
-    check_ledger(&url, &jobs);
-    check_paid(&url, &jobs);
-    let refunded: Vec<EventId> = jobs
-        .iter()
-        .filter(|(_, e)| *e == Ending::Refund)
-        .map(|(id, _)| *id)
-        .collect();
-    let claimed = claim_token_refunds(&tokens, relays, &mint.url, &refunded).await
-        + claim_nutzap_refunds(&nutzaps, relays, &mint.url, &refunded).await;
-    assert_eq!(
-        claimed,
-        REFUNDS as u64 * PRICE_SAT,
-        "each refund claimed once"
-    );
-    // The node's wallet holds the payments less the refunds, and the ledger says so.
-    let held_sat = (JOBS - REFUNDS) as u64 * PRICE_SAT;
-    assert_eq!(
-        wallet_balance_in_database(&url, &node_p2pk, &mint.url).await,
-        held_sat
-    );
+    check_ledger(url, &jobs);
+    check_paid(url, &jobs);
+    let claimed = claim_refunds_once((tokens, nutzaps), s.relays(), &mint.url, &jobs).await;
+    assert_eq!(claimed, REFUNDS);
     for i in 1..=3 {
         let base = dir
             .join(format!("state{i}"))
@@ -228,15 +311,12 @@ async fn nodes_on_separate_machines_take_over_ecash_mid_run_and_refund_once() {
         let file = paydvm::config::wallet_path(&base);
         assert!(!file.exists(), "a wallet file {}", file.display());
     }
-    assert_eq!(booked_at_mints(&url), held_sat * 1_000);
-    let out = crate::cli::paydvm(&["ledger", "verify", &url]);
+    let out = crate::cli::paydvm(&["ledger", "verify", url]);
     assert_eq!(out.status.code(), Some(0), "{}", crate::cli::stderr(&out));
+    // The node's wallet holds the payments less the refunds, and the ledger says so;
     // `paydvm reconcile` on any of the machines reads the same wallet, in the database.
-    let (code, report) = reconcile_json(&configs[2]).await;
-    let held = asset(&report, &format!("asset:mint:{}", mint.url));
-    assert_eq!(held["status"], "match", "{report:#}");
-    assert_eq!(held["backend_msat"], held_sat * 1_000, "{report:#}");
-    assert_eq!(code, 0, "{report:#}");
+    let held_sat = (JOBS - REFUNDS) as u64 * PRICE_SAT;
+    wallet_matches_ledger(url, dir, &mint.url, &configs[2], held_sat).await;
 }
 
 /// What the ledger says the node holds at mints, msat.
@@ -265,10 +345,11 @@ pub(crate) async fn wallet_balance_in_database(url: &str, p2pk: &Keys, mint: &st
 }
 
 /// Every request one job, ended as it should, holding nothing; each refund settled once.
-fn check_ledger(url: &str, jobs: &[(EventId, Ending)]) {
+/// Returns how many of the jobs that succeeded ran more than once (interrupted).
+pub(crate) fn check_jobs(url: &str, jobs: &[(EventId, Ending)]) -> usize {
     let store = read(url);
     let state = store.state();
-    assert_eq!(state.jobs().count(), JOBS, "one job per request");
+    assert_eq!(state.jobs().count(), jobs.len(), "one job per request");
     let mut interrupted = 0;
     for (id, ending) in jobs {
         let job = state.job(&JobId::new(id.to_hex()).unwrap()).unwrap();
@@ -280,10 +361,17 @@ fn check_ledger(url: &str, jobs: &[(EventId, Ending)]) {
         assert_eq!(state.held(&Account::Job(job.job.clone())), Msat::ZERO);
         interrupted += usize::from(*ending == Ending::Result && job.attempts > 1);
     }
+    let refunds = jobs.iter().filter(|(_, e)| *e == Ending::Refund).count();
+    assert_eq!(state.refunds().count(), refunds);
+    refunds_settled_once(&store);
+    interrupted
+}
+
+fn check_ledger(url: &str, jobs: &[(EventId, Ending)]) {
+    assert_eq!(jobs.len(), JOBS);
+    let interrupted = check_jobs(url, jobs);
     assert!(interrupted > 0, "the kill interrupted no job");
     eprintln!("{interrupted} jobs ran again after the kill");
-    assert_eq!(state.refunds().count(), REFUNDS);
-    refunds_settled_once(&store);
 }
 
 /// The token customer's refunds: private messages, one distinct token per failed job (a copy
