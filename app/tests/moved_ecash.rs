@@ -2,7 +2,8 @@
 //! `paydvm ledger copy <file> <url>` copies the Cashu wallet and the pending swaps beside the
 //! ledger file into the database. The node then started on the database from an empty
 //! `state_dir` (another machine) holds that ecash: `reconcile` matches before it starts, and
-//! after more ecash jobs and refunds the database wallet holds what the ledger says.
+//! after more ecash jobs and refunds the database wallet holds what the ledger says; copied back
+//! into a ledger file, the wallet file beside it holds as much.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -134,6 +135,27 @@ async fn a_node_moved_from_a_file_to_postgres_takes_its_ecash_along() {
     let refunded = claim_refunds_once(payers, s.relays(), &mint.url, &jobs).await;
     let held = (all - refunded) as u64 * PRICE_SAT;
     wallet_matches_ledger(&url, dir, &mint.url, &configs[0], held).await;
+
+    // And back: the database's ledger and ecash into files beside a new ledger file.
+    let back = dir.join("back.db");
+    let (from, to) = (url.clone(), back.display().to_string());
+    let out = tokio::task::spawn_blocking(move || paydvm(&["ledger", "copy", &from, &to]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains(&format!("{held} sat at {}", mint.url)),
+        "{said}"
+    );
+    let in_file = paydvm_mints::wallet_holdings(&paydvm::config::wallet_path(&back))
+        .await
+        .unwrap();
+    assert_eq!(
+        in_file.iter().map(|h| h.amount).sum::<u64>(),
+        held,
+        "{said}"
+    );
 }
 
 /// A copy never lands on a database whose wallet holds ecash already, and nothing is copied
