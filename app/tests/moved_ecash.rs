@@ -23,13 +23,14 @@ use crate::standby_ecash::{
     claim_refunds_once, node_p2pk, wallet_matches_ledger, EcashSetup, PRICE_SAT,
 };
 use crate::standby_nodes::{
-    check_paid, ended_jobs, poll_until, read, refunds_settled_once, serving, undelivered,
+    check_paid, ended_jobs, poll, poll_until, read, refunds_settled_once, serving, undelivered,
     with_state_dirs, Ending,
 };
 
 /// Token and NutZap jobs on each side of the move; every fourth of each is refunded.
 const TOKENS_EACH_SIDE: usize = 8;
 const NUTZAPS_EACH_SIDE: usize = 4;
+/// How long the jobs on the file may take to end.
 const WAIT: Duration = Duration::from_secs(120);
 
 /// Jobs in a ledger file that have ended, read while the node runs.
@@ -42,25 +43,6 @@ fn ended_in_file(ledger: &Path) -> usize {
         .filter(|(s, _)| matches!(s, JobState::Succeeded | JobState::Refunded))
         .map(|(_, n)| *n as usize)
         .sum()
-}
-
-async fn until_ended_in_file(ledger: &Path, dir: &Path, jobs: usize) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let path = ledger.to_owned();
-        let ended = tokio::task::spawn_blocking(move || ended_in_file(&path))
-            .await
-            .unwrap();
-        if ended == jobs {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{ended} of {jobs} jobs ended\n{}",
-            logs(dir)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn ledger_file(config: &Path) -> PathBuf {
@@ -88,7 +70,11 @@ async fn a_node_moved_from_a_file_to_postgres_takes_its_ecash_along() {
     let node = RunningNode::start(config, 1);
     serving(dir, &[1]).await;
     let mut jobs = s.send_jobs(0..TOKENS_EACH_SIDE, 0..NUTZAPS_EACH_SIDE).await;
-    until_ended_in_file(&ledger, dir, jobs.len()).await;
+    let (path, ended) = (ledger.clone(), jobs.len());
+    poll(dir, "every job on the file ended", WAIT, move || {
+        ended_in_file(&path) == ended
+    })
+    .await;
     assert!(node.stop().success(), "{}", logs(dir));
     let refunded =
         |jobs: &[(EventId, Ending)]| jobs.iter().filter(|(_, e)| *e == Ending::Refund).count();

@@ -175,12 +175,20 @@ pub(crate) async fn poll_until<F>(url: &str, dir: &Path, what: &str, done: F)
 where
     F: Fn(&PgStore) -> bool + Clone + Send + 'static,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    let url = url.to_owned();
+    poll(dir, what, WAIT, move || done(&read(&url))).await
+}
+
+/// Asks `done` (blocking: it reads a store) until it holds, or fails after `within` saying
+/// `what` did not happen, with the nodes' logs in `dir`.
+pub(crate) async fn poll<F>(dir: &Path, what: &str, within: Duration, done: F)
+where
+    F: Fn() -> bool + Clone + Send + 'static,
+{
+    let deadline = tokio::time::Instant::now() + within;
     loop {
-        let (url_now, done_now) = (url.to_owned(), done.clone());
-        let now = tokio::task::spawn_blocking(move || done_now(&read(&url_now)))
-            .await
-            .unwrap();
+        let done_now = done.clone();
+        let now = tokio::task::spawn_blocking(done_now).await.unwrap();
         if now {
             return;
         }

@@ -136,7 +136,7 @@ pub async fn wallet_is_empty(store: &Store) -> Result<bool, WalletCopyError> {
 
 /// Copies everything `from` holds into `to`, which must be empty, and compares the two.
 pub async fn copy_wallet(from: &Store, to: &Store) -> Result<WalletCopied, WalletCopyError> {
-    if !contents(to).await.map_err(read)?.is_empty() {
+    if !wallet_is_empty(to).await? {
         return Err(WalletCopyError::NotEmpty(
             "it holds proofs or records".into(),
         ));

@@ -129,13 +129,10 @@ impl EcashStore {
         let shown = self.shown();
         match self {
             EcashStore::Files { wallet, .. } => Ok(paydvm_mints::wallet_holdings(wallet).await?),
-            EcashStore::Database(location) => {
-                if !cashu_wallet::wallet_exists(location, WALLET_SCHEMA).await? {
-                    return Ok(Vec::new());
-                }
-                let store = cashu_wallet::open_wallet(location, WALLET_SCHEMA).await?;
-                Ok(paydvm_mints::store_holdings(&store, &shown).await?)
-            }
+            EcashStore::Database(_) => match self.existing_wallet().await? {
+                Some(store) => Ok(paydvm_mints::store_holdings(store.as_ref(), &shown).await?),
+                None => Ok(Vec::new()),
+            },
         }
     }
 

@@ -305,28 +305,23 @@ impl SagaStore for CdkStore {
         spent: Vec<PublicKey>,
     ) -> Result<(), StoreFault> {
         let (url, unit) = (mint_url(mint)?, unit_of(unit)?);
-        let ys = change
-            .iter()
-            .map(Proof::y)
+        let mut added = change
+            .into_iter()
+            .map(|p| ProofInfo::new(p, url.clone(), State::Unspent, unit.clone()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(store_fault)?;
-        let known: HashSet<PublicKey> = match ys.is_empty() {
-            true => HashSet::new(),
-            false => self
+        if !added.is_empty() {
+            let ys = added.iter().map(|info| info.y).collect();
+            let known: HashSet<PublicKey> = self
                 .0
                 .get_proofs_by_ys(ys)
                 .await
                 .map_err(store_fault)?
                 .into_iter()
                 .map(|info| info.y)
-                .collect(),
-        };
-        let added = change
-            .into_iter()
-            .map(|p| ProofInfo::new(p, url.clone(), State::Unspent, unit.clone()))
-            .filter(|info| info.as_ref().map_or(true, |i| !known.contains(&i.y)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(store_fault)?;
+                .collect();
+            added.retain(|info| !known.contains(&info.y));
+        }
         // Spent first: stopped between the two, the inputs cannot be released and spent again,
         // and the change, not yet added, cannot be used before the next settle adds it.
         if !spent.is_empty() {
