@@ -66,6 +66,24 @@ fn pg_store(url: &str) -> PgStore {
     PgStore::open(url, &options).expect("the database opens")
 }
 
+/// Waits until the ledger's head at `url` stays put for a second (a started node's own writes,
+/// such as its announcements' outbox entries, are done).
+async fn wait_until_idle(url: &str) {
+    let mut last = None;
+    for _ in 0..60 {
+        let url = url.to_owned();
+        let head = tokio::task::spawn_blocking(move || pg_store(&url).head().0)
+            .await
+            .unwrap();
+        if last == Some(head) {
+            return;
+        }
+        last = Some(head);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    panic!("the node kept writing for a minute after it started");
+}
+
 /// A job's trail by event type, without the outbox bookkeeping.
 fn steps(store: &impl LedgerStore, job: &str) -> Vec<&'static str> {
     store
@@ -378,6 +396,8 @@ async fn a_lost_commit_found_written_later_stops_the_node_and_a_restart_ends_the
     let (proxy, through) = through_proxy(&url, 2_000).await;
     let s = pg_setup(&through).await;
     let node = s.start().await;
+    // The cut is for the job's first write, not for one the node makes as it starts.
+    wait_until_idle(&url).await;
     proxy.arm(Cut::AnswerLost, true);
     let mut customer = Customer::connect(&s.urls).await;
     let free = customer.request(5001, "lost answer", &[]);

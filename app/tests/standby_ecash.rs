@@ -487,3 +487,53 @@ async fn a_wallet_file_from_before_in_the_state_dir_stays_in_use() {
     assert!(!store.is_shared());
     assert_eq!(store.shown(), file.display().to_string());
 }
+
+/// cdk stores a mint's keysets and then, in a later step, their keys. A node reading the shared
+/// wallet in between (two nodes starting on one database) used to cache the keysets without
+/// their keys and refuse every swap with "Unknown Keyset" for the hour its cache lives; the
+/// node's jobs stayed quoted. The redeemer fetches the mint's keys itself before its first swap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wallet_finding_keysets_stored_without_their_keys_still_swaps() {
+    use cdk::nuts::KeySetInfo;
+    let mint = TestMint::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = paydvm_mints::redeem::wallet_file(&tmp.path().join("wallet.sqlite"))
+        .await
+        .unwrap();
+    // What the store holds between cdk's two steps: the mint and its keysets, no keys.
+    let keysets = wallet(&mint.url)
+        .await
+        .keysets(cdk::wallet::types::KeysetLoadPolicy::Refresh)
+        .await
+        .unwrap();
+    let infos: Vec<KeySetInfo> = keysets
+        .iter()
+        .map(|k| KeySetInfo {
+            id: k.id,
+            unit: k.unit.clone(),
+            active: k.active.unwrap_or(true),
+            input_fee_ppk: k.input_fee_ppk,
+            final_expiry: k.final_expiry,
+        })
+        .collect();
+    let url = paydvm_mints::mint_url_of(&mint.url).unwrap();
+    store.add_mint(url.clone(), None).await.unwrap();
+    store.add_mint_keysets(url, infos).await.unwrap();
+    let ids: Vec<_> = keysets.iter().map(|k| k.id).collect();
+    for id in &ids {
+        assert!(store.get_keys(id).await.unwrap().is_none());
+    }
+
+    let key = paydvm_mints::ReceiveKey::from_secret_bytes(&[7; 32]).unwrap();
+    let redeemer = paydvm_mints::Redeemer::on_store(store.clone(), key);
+    let token = v4(
+        &mint.url,
+        &mint_proofs(&wallet(&mint.url).await, 7, None).await,
+    );
+    let received = redeemer.receive_float(&mint.url, "sat", &token).await;
+    assert_eq!(received.unwrap(), 7);
+    assert_eq!(redeemer.balance(&mint.url, "sat").await.unwrap(), 7);
+    for id in &ids {
+        assert!(store.get_keys(id).await.unwrap().is_some(), "keys stored");
+    }
+}

@@ -6,11 +6,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cdk::cdk_database::WalletDatabase;
 use cdk::nuts::{CurrencyUnit, SecretKey};
 
+use cdk::wallet::types::KeysetLoadPolicy;
 use cdk::wallet::{ReceiveOptions, Wallet, WalletBuilder};
 use cdk_sqlite::WalletSqliteDatabase;
 use sha2::{Digest, Sha512};
@@ -91,9 +93,16 @@ pub struct Redeemer {
     key: ReceiveKey,
     pacing: MintPacing,
     store: WalletStore,
-    wallets: Mutex<HashMap<(String, String), Wallet>>,
+    wallets: Mutex<HashMap<(String, String), KnownWallet>>,
     pub(crate) refund_locks: crate::refund::RefundLocks,
     recovery: crate::recovery::RecoveryGate,
+}
+
+/// A wallet of the redeemer's, and whether its mint's keys were fetched since it was made.
+#[derive(Clone)]
+struct KnownWallet {
+    wallet: Wallet,
+    keys_fetched: Arc<AtomicBool>,
 }
 
 /// cdk's SQLite wallet store at `path` (created if missing).
@@ -149,7 +158,29 @@ impl Redeemer {
         self.key.wallet_seed()
     }
 
+    /// The wallet at (`mint`, `unit`), its mint's keys fetched from the mint once: for every
+    /// operation that makes outputs.
+    ///
+    /// Why fetched and not read from the store: cdk writes a mint's keysets and their keys in
+    /// separate steps, and a wallet that reads the store in between (another node on the same
+    /// database, another wallet here) caches the keysets without keys and then refuses every
+    /// swap with "Unknown Keyset" for an hour (its cache's lifetime). Fetching fills in the
+    /// missing keys; if the mint cannot be reached the wallet is fetched for again next time.
     pub(crate) async fn wallet(&self, mint: &str, unit: &str) -> Result<Wallet, RedeemError> {
+        let known = self.known_wallet(mint, unit).await?;
+        if !known.keys_fetched.load(Ordering::Acquire) {
+            let keysets = known.wallet.keysets(KeysetLoadPolicy::Refresh).await;
+            keysets.map_err(|e| RedeemError::Wallet {
+                mint: mint.to_owned(),
+                reason: format!("its keys: {e}"),
+            })?;
+            known.keys_fetched.store(true, Ordering::Release);
+        }
+        Ok(known.wallet)
+    }
+
+    /// The wallet at (`mint`, `unit`) as made, nothing fetched: enough to read the store.
+    async fn known_wallet(&self, mint: &str, unit: &str) -> Result<KnownWallet, RedeemError> {
         let mut wallets = self.wallets.lock().await;
         let k = (mint.to_owned(), unit.to_owned());
         if let Some(w) = wallets.get(&k) {
@@ -171,9 +202,12 @@ impl Redeemer {
             }
             MintPacing::Off => builder.without_rate_limiting(),
         };
-        let wallet = builder.build().map_err(|e| err(e.to_string()))?;
-        wallets.insert(k, wallet.clone());
-        Ok(wallet)
+        let known = KnownWallet {
+            wallet: builder.build().map_err(|e| err(e.to_string()))?,
+            keys_fetched: Arc::default(),
+        };
+        wallets.insert(k, known.clone());
+        Ok(known)
     }
 
     /// Swaps the NutZap's (or request token's) proofs at its mint into outputs only we can
@@ -206,8 +240,9 @@ impl Redeemer {
 
     /// Unspent balance in `unit` at `mint`, as the wallet store has it.
     pub async fn balance(&self, mint: &str, unit: &str) -> Result<u64, RedeemError> {
-        let wallet = self.wallet(mint, unit).await?;
-        wallet
+        let known = self.known_wallet(mint, unit).await?;
+        known
+            .wallet
             .total_balance()
             .await
             .map(u64::from)
