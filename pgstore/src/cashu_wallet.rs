@@ -57,12 +57,41 @@ pub async fn open_wallet(
             "wallet schema {schema:?}: letters, digits and _ only"
         )));
     }
-    PgWalletDatabase::new(WalletConfig {
+    let config = WalletConfig {
         config: location.config().clone(),
         schema: schema.to_owned(),
         deadline: location.deadline().unwrap_or(STATEMENT_DEADLINE),
-    })
-    .await
+    };
+    // cdk runs its migrations (check, then create) in one transaction with no lock: two opening
+    // the same schema at once both find a table missing, and the later create fails on the
+    // catalog's unique index. Serialised here, the later one finds them applied.
+    let (client, driver) = open_session(location.config(), |_| {}).await?;
+    let opened = async {
+        lock_for_migrations(&client).await?;
+        PgWalletDatabase::new(config).await
+    }
+    .await;
+    // The session's end lets the lock go (also when a step above failed).
+    drop(client);
+    let _ = driver.await;
+    opened
+}
+
+/// The session-level advisory lock held while cdk's migrations run: "paydvm" in ASCII and 4
+/// (the node lock is 1, the work queue's table 2, the pending swaps' 3).
+const WALLET_MIGRATION_LOCK: i64 = 0x7061_7964_766d_0004;
+
+/// How long an opening waits for another one's migrations.
+const MIGRATION_WAIT: Duration = Duration::from_secs(60);
+
+async fn lock_for_migrations(client: &Client) -> Result<(), WalletDbError> {
+    let locked = client.execute("SELECT pg_advisory_lock($1)", &[&WALLET_MIGRATION_LOCK]);
+    match tokio::time::timeout(MIGRATION_WAIT, locked).await {
+        Ok(done) => done.map(drop).map_err(db_error),
+        Err(_) => Err(WalletDbError::Internal(format!(
+            "another process held the wallet's migrations for over {MIGRATION_WAIT:?}"
+        ))),
+    }
 }
 
 /// Whether a wallet was ever made in `schema` of the ledger's database: read-only commands ask
@@ -405,6 +434,26 @@ mod tests {
         tokio::task::spawn_blocking(move || drop(proxy))
             .await
             .expect("drop");
+    }
+
+    /// Nodes starting at once on a fresh database (and `paydvm reconcile` beside a running
+    /// node) open the wallet together: every one of them opens it, none fails in cdk's
+    /// migrations on the catalog's unique indexes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wallets_opened_at_once_on_a_fresh_schema_all_open() {
+        use cdk_common::database::WalletDatabase;
+        let cluster = tokio::task::spawn_blocking(ThrowawayCluster::shared)
+            .await
+            .expect("cluster");
+        let location = PgLocation::parse(&cluster.url("postgres")).expect("url");
+        for round in 0..3 {
+            let schema = format!("opened_at_once_{round}");
+            let opens = (0..6).map(|_| open_wallet(&location, &schema));
+            for opened in futures_util::future::join_all(opens).await {
+                let wallet = opened.expect("every open succeeds");
+                assert!(wallet.get_mints().await.expect("mints").is_empty());
+            }
+        }
     }
 
     #[tokio::test]
