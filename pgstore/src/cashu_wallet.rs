@@ -57,23 +57,23 @@ pub async fn open_wallet(
             "wallet schema {schema:?}: letters, digits and _ only"
         )));
     }
+    let deadline = location.deadline().unwrap_or(STATEMENT_DEADLINE);
     let config = WalletConfig {
         config: location.config().clone(),
         schema: schema.to_owned(),
-        deadline: location.deadline().unwrap_or(STATEMENT_DEADLINE),
+        deadline,
     };
     // cdk runs its migrations (check, then create) in one transaction with no lock: two opening
     // the same schema at once both find a table missing, and the later create fails on the
     // catalog's unique index. Serialised here, the later one finds them applied.
     let (client, driver) = open_session(location.config(), |_| {}).await?;
     let opened = async {
-        lock_for_migrations(&client).await?;
+        lock_for_migrations(&client, deadline).await?;
         PgWalletDatabase::new(config).await
     }
     .await;
     // The session's end lets the lock go (also when a step above failed).
-    drop(client);
-    let _ = driver.await;
+    end_session(client, driver, opened.is_ok()).await;
     opened
 }
 
@@ -81,15 +81,14 @@ pub async fn open_wallet(
 /// (the node lock is 1, the work queue's table 2, the pending swaps' 3).
 const WALLET_MIGRATION_LOCK: i64 = 0x7061_7964_766d_0004;
 
-/// How long an opening waits for another one's migrations.
-const MIGRATION_WAIT: Duration = Duration::from_secs(60);
-
-async fn lock_for_migrations(client: &Client) -> Result<(), WalletDbError> {
+/// Takes the migrations' lock, waiting for another process's migrations at most `deadline`
+/// (the ledger's statement deadline: they take well under a second).
+async fn lock_for_migrations(client: &Client, deadline: Duration) -> Result<(), WalletDbError> {
     let locked = client.execute("SELECT pg_advisory_lock($1)", &[&WALLET_MIGRATION_LOCK]);
-    match tokio::time::timeout(MIGRATION_WAIT, locked).await {
+    match tokio::time::timeout(deadline, locked).await {
         Ok(done) => done.map(drop).map_err(db_error),
         Err(_) => Err(WalletDbError::Internal(format!(
-            "another process held the wallet's migrations for over {MIGRATION_WAIT:?}"
+            "the wallet's migrations stayed held elsewhere (or the database silent) for {deadline:?}"
         ))),
     }
 }
@@ -101,17 +100,25 @@ pub async fn wallet_exists(location: &PgLocation, schema: &str) -> Result<bool, 
     let deadline = location.deadline().unwrap_or(STATEMENT_DEADLINE);
     let query = "SELECT 1 FROM pg_namespace WHERE nspname = $1";
     let asked = tokio::time::timeout(deadline, client.query_opt(query, &[&schema])).await;
+    end_session(client, driver, asked.is_ok()).await;
     let Ok(found) = asked else {
-        // A server that stopped answering: the session is dropped, not waited for.
-        driver.abort();
         return Err(WalletDbError::Internal(format!(
             "the wallet database did not answer within {deadline:?}"
         )));
     };
-    let found = found.map_err(db_error);
+    Ok(found.map_err(db_error)?.is_some())
+}
+
+/// Ends a session from [`open_session`]: waited for when every request had its answer, cut
+/// otherwise. A request still waiting (a server that stopped answering, a lock held elsewhere)
+/// keeps tokio-postgres's connection open until its answer comes, so waiting could be for ever.
+async fn end_session(client: Client, driver: tokio::task::JoinHandle<()>, answered: bool) {
     drop(client);
-    let _ = driver.await;
-    Ok(found?.is_some())
+    if answered {
+        let _ = driver.await;
+    } else {
+        driver.abort();
+    }
 }
 
 /// A session opened within [`CONNECT_TIMEOUT`], its connection driven by a task that calls
@@ -454,6 +461,37 @@ mod tests {
                 assert!(wallet.get_mints().await.expect("mints").is_empty());
             }
         }
+    }
+
+    /// Another process holding the migrations' lock past the deadline fails the open at the
+    /// deadline: the waiting session is cut, not waited for until the lock is let go.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_open_waiting_on_migrations_held_elsewhere_fails_at_the_deadline() {
+        let cluster = tokio::task::spawn_blocking(ThrowawayCluster::shared)
+            .await
+            .expect("cluster");
+        let url = cluster.url("postgres");
+        let holder = PgLocation::parse(&url).expect("url");
+        let (client, _driver) = open_session(holder.config(), |_| {})
+            .await
+            .expect("session");
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&WALLET_MIGRATION_LOCK])
+            .await
+            .expect("lock");
+        let location = PgLocation::parse(&format!("{url}?deadline_ms=500")).expect("url");
+        // A bound on waiting, not a figure: the holder lets go only when this test ends.
+        let opened = tokio::time::timeout(
+            Duration::from_secs(30),
+            open_wallet(&location, "migrations_held"),
+        )
+        .await
+        .expect("the open came back");
+        let Err(WalletDbError::Internal(reason)) = opened else {
+            panic!("opened while the lock was held elsewhere");
+        };
+        assert!(reason.contains("migrations"), "{reason}");
+        drop(client);
     }
 
     #[tokio::test]
