@@ -68,7 +68,7 @@ pub async fn open_wallet(
     // catalog's unique index. Serialised here, the later one finds them applied.
     let (client, driver) = open_session(location.config(), |_| {}).await?;
     let opened = async {
-        lock_for_migrations(&client, deadline).await?;
+        lock_for_migrations(&client, schema, deadline).await?;
         PgWalletDatabase::new(config).await
     }
     .await;
@@ -77,14 +77,33 @@ pub async fn open_wallet(
     opened
 }
 
-/// The session-level advisory lock held while cdk's migrations run: "paydvm" in ASCII and 4
-/// (the node lock is 1, the work queue's table 2, the pending swaps' 3).
-const WALLET_MIGRATION_LOCK: i64 = 0x7061_7964_766d_0004;
+/// The class of the session-level advisory lock held while cdk's migrations run, in the
+/// two-key space (which never overlaps the one-key space of the node lock and the tables'
+/// locks): "pd" in ASCII and 4. The second key is the schema's [`schema_lock_key`], so opens of
+/// different schemas (tests side by side, two ledgers on one database) never wait for each other.
+const WALLET_MIGRATION_LOCK_CLASS: i32 = 0x7064_0004;
 
-/// Takes the migrations' lock, waiting for another process's migrations at most `deadline`
+/// A stable 32-bit key for `schema` (FNV-1a): the same in every process, unlike a hasher seeded
+/// per process. Two schemas sharing a key only wait for each other; nothing else follows.
+fn schema_lock_key(schema: &str) -> i32 {
+    let hash = schema.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    i32::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// Takes `schema`'s migrations lock, waiting for another process's migrations at most `deadline`
 /// (the ledger's statement deadline: they take well under a second).
-async fn lock_for_migrations(client: &Client, deadline: Duration) -> Result<(), WalletDbError> {
-    let locked = client.execute("SELECT pg_advisory_lock($1)", &[&WALLET_MIGRATION_LOCK]);
+async fn lock_for_migrations(
+    client: &Client,
+    schema: &str,
+    deadline: Duration,
+) -> Result<(), WalletDbError> {
+    let key = schema_lock_key(schema);
+    let sql = "SELECT pg_advisory_lock($1, $2)";
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+        [&WALLET_MIGRATION_LOCK_CLASS, &key];
+    let locked = client.execute(sql, &params);
     match tokio::time::timeout(deadline, locked).await {
         Ok(done) => done.map(drop).map_err(db_error),
         Err(_) => Err(WalletDbError::Internal(format!(
@@ -463,8 +482,9 @@ mod tests {
         }
     }
 
-    /// Another process holding the migrations' lock past the deadline fails the open at the
-    /// deadline: the waiting session is cut, not waited for until the lock is let go.
+    /// Another process holding the schema's migrations lock past the deadline fails the open at
+    /// the deadline: the waiting session is cut, not waited for until the lock is let go. It
+    /// holds no other schema's.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_open_waiting_on_migrations_held_elsewhere_fails_at_the_deadline() {
         let cluster = tokio::task::spawn_blocking(ThrowawayCluster::shared)
@@ -476,7 +496,13 @@ mod tests {
             .await
             .expect("session");
         client
-            .execute("SELECT pg_advisory_lock($1)", &[&WALLET_MIGRATION_LOCK])
+            .execute(
+                "SELECT pg_advisory_lock($1, $2)",
+                &[
+                    &WALLET_MIGRATION_LOCK_CLASS,
+                    &schema_lock_key("migrations_held"),
+                ],
+            )
             .await
             .expect("lock");
         let location = PgLocation::parse(&format!("{url}?deadline_ms=500")).expect("url");
@@ -491,6 +517,10 @@ mod tests {
             panic!("opened while the lock was held elsewhere");
         };
         assert!(reason.contains("migrations"), "{reason}");
+        // The lock is the schema's: another schema opens meanwhile (tests run side by side on
+        // one cluster, each with its own schema and a short deadline).
+        let other = open_wallet(&location, "migrations_held_not_here").await;
+        assert!(other.is_ok(), "{:?}", other.err());
         drop(client);
     }
 
