@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use nostr_sdk::prelude::*;
-use paydvm_ledger::store::Store;
-use paydvm_ledger::{EventBody, JobState, PaymentOption};
+use paydvm::config::LedgerPlace;
+use paydvm::ledger_handle::LedgerHandle;
+use paydvm_ledger::{Durability, EventBody, JobState, LedgerStore, PaymentOption, StoreOptions};
 
 use paydvm::node::NodeHandle;
 
@@ -89,7 +90,7 @@ pub async fn publish_priced_requests(
 
 /// Per job, its ledger `processing_started` time minus `t0` (unix ms), sorted ascending.
 pub fn processing_latencies(
-    store: &Store,
+    store: &impl LedgerStore,
     t0: &HashMap<String, u64>,
 ) -> anyhow::Result<Vec<Duration>> {
     let mut latencies = Vec::with_capacity(t0.len());
@@ -106,12 +107,18 @@ pub fn processing_latencies(
     Ok(latencies)
 }
 
+/// A node's ledger (a file or a database), read-only: safe while the node runs.
+pub fn open_read_only(place: &LedgerPlace) -> anyhow::Result<LedgerHandle> {
+    let options = StoreOptions::everything(Durability::Normal).read_only();
+    Ok(LedgerHandle::open(place, &options)?)
+}
+
 /// Each job's quoted invoice payment hash, from the live ledger (read-only).
 pub fn quoted_invoices(
     node: &paydvm::node::NodeHandle,
     jobs: &[String],
 ) -> anyhow::Result<Vec<(String, String)>> {
-    let store = Store::open_read_only(node.ledger_path())?;
+    let store = open_read_only(node.ledger())?;
     let mut out = Vec::with_capacity(jobs.len());
     for job in jobs {
         let trail = store.audit(job)?.context("job trail")?;

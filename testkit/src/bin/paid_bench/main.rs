@@ -3,9 +3,10 @@
 //! prints numbers (and fails only if money went wrong).
 //!
 //! `cargo run --release -p paydvm-testkit --bin paydvm-paid-bench -- [--customers 50] [--jobs 1000]
-//! [--rate 100] [--rails invoice,zap,nutzap,token]`
+//! [--rate 100] [--rails invoice,zap,nutzap,token] [--pg]`
 //!
-//! One process: an embedded LocalRelay, the node (ledger `Durability::Full`, kind 5050 at 5 000
+//! One process: an embedded LocalRelay, the node (ledger `Durability::Full`, on PostgreSQL with
+//! `--pg`, its ecash wallet there too; kind 5050 at 5 000
 //! msat on the text executor, 64 jobs at once) with the built-in `FakeLightning` backend, the
 //! embedded LNURL-pay zapper as its lud16 and an in-process Cashu mint it trusts, and C customers,
 //! each with its own key and relay connection. Untimed set-up: every customer publishes its
@@ -28,13 +29,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use nostr_sdk::prelude::*;
-use paydvm_ledger::store::Store;
-use paydvm_ledger::{Account, Asset, JobState};
+use paydvm_ledger::{Account, Asset, JobState, LedgerStore};
+use paydvm_ledger_pg::throwaway::{ClusterOptions, ThrowawayCluster};
 use paydvm_testkit::bench_node::{
-    ms, priced_node, processing_latencies, publish_priced_requests, wait_job_state, PRICE_MSAT,
+    ms, open_read_only, priced_node, processing_latencies, publish_priced_requests, wait_job_state,
+    PRICE_MSAT,
 };
 use paydvm_testkit::bench_stats::{load_average, percentile};
-use paydvm_testkit::fixture::Fixture;
+use paydvm_testkit::fixture::{on_database, Fixture};
 
 use payments::{Payer, Payment, Rail};
 
@@ -60,6 +62,10 @@ struct Args {
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// The node's ledger and ecash wallet on a throwaway PostgreSQL 15 cluster (fsync on)
+    /// instead of SQLite files.
+    #[arg(long)]
+    pg: bool,
 }
 
 /// One customer: its connection stays open for its NutZaps and token requests.
@@ -83,7 +89,13 @@ async fn main() -> anyhow::Result<()> {
         .local_mint()
         .build()
         .await?;
+    // Kept until the end: dropping it stops the cluster.
+    let database = match args.pg {
+        true => Some(move_to_database(&fixture).await?),
+        false => None,
+    };
     let node = fixture.start().await?;
+    let place = node.ledger().clone();
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let nutzaps = node.nutzap_stats().context("the node takes NutZaps")?;
     while !nutzaps.ready() {
@@ -107,10 +119,16 @@ async fn main() -> anyhow::Result<()> {
         load_average()
     );
 
+    let counts_before = server_counts(&database).await?;
     let (paid_at, offered) = pay_on_schedule(&payer, payments.clone(), args.rate).await?;
     for p in &payments {
         wait_job_state(&node, &p.job.to_hex(), JobState::Succeeded, deadline).await?;
     }
+    print_server_counts(
+        counts_before,
+        server_counts(&database).await?,
+        payments.len(),
+    );
     println!(
         "{} payments made in {} ({:.0}/s offered); load average {}; nutzaps refused {}",
         payments.len(),
@@ -128,9 +146,75 @@ async fn main() -> anyhow::Result<()> {
         .shutdown()
         .await;
     fixture.shutdown().await;
-    let store = fixture.store()?;
+    let store = open_read_only(&place)?;
     report(&store, &payments, &paid_at)?;
     check_money(&store, &payments)
+}
+
+/// `--pg`: the server's work in the timed run, per paid job.
+fn print_server_counts(before: Option<(i64, i64)>, after: Option<(i64, i64)>, jobs: usize) {
+    let (Some(before), Some(after)) = (before, after) else {
+        return;
+    };
+    let per_job = |n: i64| n as f64 / jobs as f64;
+    let (xacts, syncs) = (after.0 - before.0, after.1 - before.1);
+    println!(
+        "PostgreSQL in the timed run: {xacts} transactions ({:.1} per paid job, reads \
+         included), {syncs} WAL fsyncs ({:.1} per paid job); ledger, wallet and pending \
+         swaps together",
+        per_job(xacts),
+        per_job(syncs)
+    );
+}
+
+/// `--pg`: the cluster and the node's database in it.
+struct Database {
+    /// Stopped and removed when dropped.
+    cluster: Arc<ThrowawayCluster>,
+    name: String,
+}
+
+/// Transactions committed in the node's database and WAL fsyncs of the (throwaway, so only
+/// ours) cluster so far (`--pg`). Each session flushes its statistics at most once a second, so
+/// this waits that long first.
+async fn server_counts(database: &Option<Database>) -> anyhow::Result<Option<(i64, i64)>> {
+    let Some(db) = database else {
+        return Ok(None);
+    };
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (cluster, sql) = (
+        Arc::clone(&db.cluster),
+        format!(
+            "SELECT d.xact_commit, w.wal_sync FROM pg_stat_database d, pg_stat_wal w \
+             WHERE d.datname = '{}'",
+            db.name
+        ),
+    );
+    let rows = tokio::task::spawn_blocking(move || cluster.admin("postgres", &sql)).await??;
+    let row = rows
+        .first()
+        .context("no statistics for the node's database")?;
+    Ok(Some((row.get(0), row.get(1))))
+}
+
+/// `--pg`: a throwaway durable cluster, and the fixture's node config moved onto a fresh
+/// database in it (the node's local files in `state/`).
+async fn move_to_database(fixture: &Fixture) -> anyhow::Result<Database> {
+    // Off the runtime: the cluster's set-up runs its own.
+    let (cluster, db) = tokio::task::spawn_blocking(|| {
+        let cluster = ThrowawayCluster::start(&ClusterOptions::durable())
+            .context("starting a throwaway PostgreSQL cluster (Debian package postgresql)")?;
+        let db = cluster.fresh_database()?;
+        anyhow::Ok((cluster, db))
+    })
+    .await??;
+    let url = cluster.url(&db);
+    on_database(&fixture.config, &fixture.config, &url, Some("state"))?;
+    println!("ledger and ecash wallet: PostgreSQL 15 on 127.0.0.1 (throwaway cluster, fsync on)");
+    Ok(Database {
+        cluster: Arc::new(cluster),
+        name: db,
+    })
 }
 
 /// Job k is customer k mod C's, paid on rail k mod R. Each customer publishes the requests of
@@ -187,7 +271,7 @@ async fn pay_on_schedule(
 
 /// Latency percentiles per rail and over all rails.
 fn report(
-    store: &Store,
+    store: &impl LedgerStore,
     payments: &[Payment],
     paid_at: &HashMap<String, u64>,
 ) -> anyhow::Result<()> {
@@ -217,7 +301,7 @@ fn report(
 
 /// Every job paid once: Lightning and the mints (together) took exactly one price per job of
 /// their rails, and the ledger verifies.
-fn check_money(store: &Store, payments: &[Payment]) -> anyhow::Result<()> {
+fn check_money(store: &impl LedgerStore, payments: &[Payment]) -> anyhow::Result<()> {
     let on_lightning = payments
         .iter()
         .filter(|p| matches!(p.rail, Rail::Invoice | Rail::Zap))
