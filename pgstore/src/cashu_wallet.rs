@@ -518,8 +518,10 @@ mod tests {
         };
         assert!(reason.contains("migrations"), "{reason}");
         // The lock is the schema's: another schema opens meanwhile (tests run side by side on
-        // one cluster, each with its own schema and a short deadline).
-        let other = open_wallet(&location, "migrations_held_not_here").await;
+        // one cluster, each with its own schema). Opened with the default deadline, so a loaded
+        // machine does not fail its migrations' statements; waiting on the held lock would
+        // still fail it (the lock is held until this test ends).
+        let other = open_wallet(&holder, "migrations_held_not_here").await;
         assert!(other.is_ok(), "{:?}", other.err());
         drop(client);
     }
