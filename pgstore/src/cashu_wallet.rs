@@ -25,7 +25,7 @@ use tokio::sync::OnceCell;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
-use crate::client::{CONNECT_TIMEOUT, STATEMENT_DEADLINE};
+use crate::client::CONNECT_TIMEOUT;
 use crate::PgLocation;
 use value::{row_values, Param};
 
@@ -57,7 +57,7 @@ pub async fn open_wallet(
             "wallet schema {schema:?}: letters, digits and _ only"
         )));
     }
-    let deadline = location.deadline().unwrap_or(STATEMENT_DEADLINE);
+    let deadline = location.statement_deadline();
     let config = WalletConfig {
         config: location.config().clone(),
         schema: schema.to_owned(),
@@ -116,7 +116,7 @@ async fn lock_for_migrations(
 /// before opening it, which would create it.
 pub async fn wallet_exists(location: &PgLocation, schema: &str) -> Result<bool, WalletDbError> {
     let (client, driver) = open_session(location.config(), |_| {}).await?;
-    let deadline = location.deadline().unwrap_or(STATEMENT_DEADLINE);
+    let deadline = location.statement_deadline();
     let query = "SELECT 1 FROM pg_namespace WHERE nspname = $1";
     let asked = tokio::time::timeout(deadline, client.query_opt(query, &[&schema])).await;
     end_session(client, driver, asked.is_ok()).await;
@@ -495,14 +495,7 @@ mod tests {
         let (client, _driver) = open_session(holder.config(), |_| {})
             .await
             .expect("session");
-        client
-            .execute(
-                "SELECT pg_advisory_lock($1, $2)",
-                &[
-                    &WALLET_MIGRATION_LOCK_CLASS,
-                    &schema_lock_key("migrations_held"),
-                ],
-            )
+        lock_for_migrations(&client, "migrations_held", holder.statement_deadline())
             .await
             .expect("lock");
         let location = PgLocation::parse(&format!("{url}?deadline_ms=500")).expect("url");

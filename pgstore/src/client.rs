@@ -115,7 +115,7 @@ impl Db {
         // deadline dropped the connection, and a partition hides the close from the server,
         // whose keepalive notices after hours). Ended by the server, it lets go of the head
         // row's lock, which every write and every check of an unknown outcome waits for.
-        let deadline = location.deadline().unwrap_or(STATEMENT_DEADLINE);
+        let deadline = location.statement_deadline();
         let options = format!(
             "{} -c synchronous_commit={sync} -c plan_cache_mode=force_custom_plan \
              -c idle_in_transaction_session_timeout={}",

@@ -116,6 +116,12 @@ impl PgLocation {
         self.deadline
     }
 
+    /// How long one call on an open session may take: the URL's `?deadline_ms=`, else
+    /// [`STATEMENT_DEADLINE`](crate::client::STATEMENT_DEADLINE).
+    pub fn statement_deadline(&self) -> std::time::Duration {
+        self.deadline.unwrap_or(crate::client::STATEMENT_DEADLINE)
+    }
+
     /// The driver's configuration (with the password).
     pub fn config(&self) -> &tokio_postgres::Config {
         &self.config

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
-use crate::client::{create_serialised, new_pool, PgError, STATEMENT_DEADLINE};
+use crate::client::{create_serialised, new_pool, PgError};
 use crate::location::PgLocation;
 use crate::work_wakeups::{Wakeups, WorkChannel};
 
@@ -102,7 +102,7 @@ impl WorkQueue {
     pub async fn open(location: &PgLocation) -> Result<WorkQueue, PgError> {
         let queue = WorkQueue {
             pool: new_pool(location.config())?,
-            deadline: location.deadline().unwrap_or(STATEMENT_DEADLINE),
+            deadline: location.statement_deadline(),
             config: location.config().clone(),
         };
         queue

@@ -6,8 +6,10 @@
 //! - [`local_mint`]: an in-process Cashu mint on 127.0.0.1 and customer-wallet helpers.
 //! - [`zapper`]: an LNURL-pay + NIP-57 zapper server on 127.0.0.1.
 //! - [`workload`]: the deterministic job mix behind `ledger sample` and the ledger bench.
-//! - [`bench_node`], [`bench_stats`]: the shared parts of the bench binaries (`src/bin/`).
+//! - [`bench_node`], [`bench_stats`], [`bench_pg`]: the shared parts of the bench binaries
+//!   (`src/bin/`).
 pub mod bench_node;
+pub mod bench_pg;
 pub mod bench_stats;
 pub mod fixture;
 pub mod local_mint;

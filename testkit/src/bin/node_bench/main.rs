@@ -15,7 +15,7 @@
 //!
 //! `--pg`: the ledger on a throwaway PostgreSQL cluster (fsync on) instead of an SQLite file;
 //! with `--node-binary`, `--standbys N` starts N more nodes on the same database (`paydvm run
-//! --standby`, each with its own `state_dir`), waiting while the first serves (`pg_ledger.rs`).
+//! --standby`, each with its own `state_dir`), waiting while the first serves (`paydvm_testkit::bench_pg`).
 //!
 //! `--job-ms N`: each job is kind 5050 (the text builtin's `sleep` mode, free) taking N ms
 //! instead of a word count, a stand-in for compute that takes time. `--shared`: the offer runs
@@ -29,7 +29,6 @@
 mod cpu_windows;
 mod customer;
 mod node_process;
-mod pg_ledger;
 mod probes;
 mod relay_process;
 mod setup;
@@ -47,7 +46,7 @@ use paydvm_testkit::bench_stats::{load_average, percentile, status_kib, window_r
 use paydvm_testkit::fixture::Fixture;
 
 use node_process::NodeProcess;
-use pg_ledger::PgLedger;
+use paydvm_testkit::bench_pg::PgLedger;
 use relay_process::RelayProcess;
 
 #[derive(Debug, Parser)]

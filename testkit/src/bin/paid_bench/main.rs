@@ -30,13 +30,13 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use nostr_sdk::prelude::*;
 use paydvm_ledger::{Account, Asset, JobState, LedgerStore};
-use paydvm_ledger_pg::throwaway::{ClusterOptions, ThrowawayCluster};
 use paydvm_testkit::bench_node::{
     ms, open_read_only, priced_node, processing_latencies, publish_priced_requests, wait_job_state,
     PRICE_MSAT,
 };
+use paydvm_testkit::bench_pg::PgLedger;
 use paydvm_testkit::bench_stats::{load_average, percentile};
-use paydvm_testkit::fixture::{on_database, Fixture};
+use paydvm_testkit::fixture::Fixture;
 
 use payments::{Payer, Payment, Rail};
 
@@ -167,54 +167,29 @@ fn print_server_counts(before: Option<(i64, i64)>, after: Option<(i64, i64)>, jo
     );
 }
 
-/// `--pg`: the cluster and the node's database in it.
-struct Database {
-    /// Stopped and removed when dropped.
-    cluster: Arc<ThrowawayCluster>,
-    name: String,
+/// `--pg`: a throwaway durable cluster, and the fixture's node config moved onto a fresh
+/// database in it (the node's local files in `state/`).
+async fn move_to_database(fixture: &Fixture) -> anyhow::Result<Arc<PgLedger>> {
+    let config = fixture.config.clone();
+    tokio::task::spawn_blocking(move || {
+        let pg = PgLedger::start()?;
+        pg.point(&config, 0)?;
+        Ok(Arc::new(pg))
+    })
+    .await?
 }
 
-/// Transactions committed in the node's database and WAL fsyncs of the (throwaway, so only
-/// ours) cluster so far (`--pg`). Each session flushes its statistics at most once a second, so
-/// this waits that long first.
-async fn server_counts(database: &Option<Database>) -> anyhow::Result<Option<(i64, i64)>> {
-    let Some(db) = database else {
+/// `--pg`: the server's counts so far ([`PgLedger::server_counts`]), once this run's
+/// statistics are flushed.
+async fn server_counts(database: &Option<Arc<PgLedger>>) -> anyhow::Result<Option<(i64, i64)>> {
+    let Some(pg) = database else {
         return Ok(None);
     };
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let (cluster, sql) = (
-        Arc::clone(&db.cluster),
-        format!(
-            "SELECT d.xact_commit, w.wal_sync FROM pg_stat_database d, pg_stat_wal w \
-             WHERE d.datname = '{}'",
-            db.name
-        ),
-    );
-    let rows = tokio::task::spawn_blocking(move || cluster.admin("postgres", &sql)).await??;
-    let row = rows
-        .first()
-        .context("no statistics for the node's database")?;
-    Ok(Some((row.get(0), row.get(1))))
-}
-
-/// `--pg`: a throwaway durable cluster, and the fixture's node config moved onto a fresh
-/// database in it (the node's local files in `state/`).
-async fn move_to_database(fixture: &Fixture) -> anyhow::Result<Database> {
-    // Off the runtime: the cluster's set-up runs its own.
-    let (cluster, db) = tokio::task::spawn_blocking(|| {
-        let cluster = ThrowawayCluster::start(&ClusterOptions::durable())
-            .context("starting a throwaway PostgreSQL cluster (Debian package postgresql)")?;
-        let db = cluster.fresh_database()?;
-        anyhow::Ok((cluster, db))
-    })
-    .await??;
-    let url = cluster.url(&db);
-    on_database(&fixture.config, &fixture.config, &url, Some("state"))?;
-    println!("ledger and ecash wallet: PostgreSQL 15 on 127.0.0.1 (throwaway cluster, fsync on)");
-    Ok(Database {
-        cluster: Arc::new(cluster),
-        name: db,
-    })
+    let pg = Arc::clone(pg);
+    Ok(Some(
+        tokio::task::spawn_blocking(move || pg.server_counts()).await??,
+    ))
 }
 
 /// Job k is customer k mod C's, paid on rail k mod R. Each customer publishes the requests of
