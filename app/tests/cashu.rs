@@ -381,9 +381,12 @@ pub async fn check_bad_nutzaps_credit_nothing(s: &CashuSetup<impl MintUnderTest>
         "already spent at the mint",
         "already credited under another payment",
     ];
+    // In any order: the spent NutZap's refusal comes from its swap at the mint, which a loaded
+    // machine may finish after the replay's offline refusal.
     assert_eq!(reasons.len(), expected.len(), "{reasons:#?}");
-    for (reason, want) in reasons.iter().zip(expected) {
-        assert!(reason.contains(want), "{reason:?} is not {want:?}");
+    for want in expected {
+        let found = reasons.iter().filter(|r| r.contains(want)).count();
+        assert_eq!(found, 1, "{want:?} in {reasons:#?}");
     }
     assert_eq!((stats.credited(), stats.duplicates()), (1, 1));
     node.shutdown().await;
@@ -469,6 +472,72 @@ async fn a_mint_down_during_the_swap_leaves_it_pending_until_it_is_back() {
         format!("nutzap:{}", zap.id.to_hex())
     );
     assert!(pending.all().unwrap().is_empty());
+    assert!(store.verify().is_ok());
+}
+
+/// A NutZap that arrives while its mint cannot be asked for its keysets (the node started while
+/// the mint was down) is put off, and kept in the pending store as the event it came in: after a
+/// restart it is decided from there, though no relay offers it again (it was handed to the node
+/// directly, never published), and pays its job once. Kept in memory only, it was lost with the
+/// stop and the job stayed quoted. It waits longer than `token_wait_secs` meanwhile: that gives
+/// up a request's tokens, never a NutZap (its proofs are locked to our key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nutzap_put_off_for_its_mint_is_kept_across_a_restart() {
+    let s = setup_on(TestMint::start().await, "token_wait_secs = 1\n").await;
+    let node = s.start().await;
+    let mut customer = Customer::connect(&s.urls).await;
+    let (request, quote) = quoted_job(&mut customer).await;
+    let job = request.id.to_hex();
+    let proofs = mint_proofs(&wallet(s.mint.url()).await, 5, Some(&s.lock())).await;
+    node.shutdown().await;
+
+    s.mint.set_down(true);
+    let node = s.start().await;
+    let stats = node.nutzap_stats().unwrap();
+    wait_until("the rail is up", || stats.ready()).await;
+    let zap = nutzap(
+        &customer.keys,
+        &proofs,
+        s.mint.url(),
+        "sat",
+        Some(quote.id),
+        &node.pubkey(),
+        "mint down",
+    );
+    assert!(node.submit_nutzap(zap.clone()));
+    // Tried at once, after 1 s and after 2 s more: past the tokens' wait.
+    wait_until("the NutZap is put off thrice", || stats.retried() >= 3).await;
+    assert_eq!(stats.rejected(), 0, "a NutZap is not given up");
+    node.shutdown().await;
+    let pending = PendingSwaps::open(&pending_path(&s.ledger())).unwrap();
+    let kept = pending.deferred().unwrap();
+    assert_eq!(kept.len(), 1, "kept across the stop");
+    assert_eq!(kept[0].event_id, zap.id.to_hex());
+    assert!(
+        pending.all().unwrap().is_empty(),
+        "not checked, so not pending"
+    );
+    assert!(nutzap_payments(&s.store()).is_empty());
+
+    s.mint.set_down(false);
+    let node = s.start().await;
+    wait_state(&node, &job, JobState::Succeeded).await;
+    let stats = node.nutzap_stats().unwrap();
+    wait_until("credited", || stats.credited() == 1).await;
+    node.shutdown().await;
+    let store = s.store();
+    let payments = nutzap_payments(&store);
+    assert_eq!(payments.len(), 1);
+    assert_eq!(
+        payments[0].reference.as_str(),
+        format!("nutzap:{}", zap.id.to_hex())
+    );
+    assert!(
+        pending.deferred().unwrap().is_empty(),
+        "forgotten once decided"
+    );
+    assert!(pending.all().unwrap().is_empty());
+    assert_eq!(crate::cashu_mint::wallet_balance(&s).await, 5);
     assert!(store.verify().is_ok());
 }
 

@@ -253,6 +253,15 @@ async fn ecash_files_from_before_move_into_the_database_once_the_node_is_stopped
     drop(redeemer);
     let pending = files.pending().unwrap();
     pending.insert(&verified_nutzap(&mint.url), 1).unwrap();
+    // And one event put off while its mint could not be reached.
+    let put_off = paydvm_mints::DeferredRow {
+        event_id: "ef".repeat(32),
+        event: "{}".into(),
+        tries: 3,
+        next_try_ms: 9,
+        first_ms: 2,
+    };
+    pending.keep_deferred(&put_off).unwrap();
     drop(pending);
     assert!(!EcashStore::of(&node).unwrap().is_shared());
 
@@ -280,7 +289,10 @@ async fn ecash_files_from_before_move_into_the_database_once_the_node_is_stopped
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let said = stdout(&out);
     assert!(said.contains(&format!("7 sat at {}", mint.url)), "{said}");
-    assert!(said.contains("copied 1 pending swaps"), "{said}");
+    assert!(
+        said.contains("copied 1 pending swaps and 1 deferred events"),
+        "{said}"
+    );
     assert!(!paydvm::config::wallet_path(&base).exists());
     let moved = format!(
         "{}.moved-to-database",
@@ -292,11 +304,22 @@ async fn ecash_files_from_before_move_into_the_database_once_the_node_is_stopped
     assert!(store.is_shared(), "{}", store.shown());
     let held = store.holdings().await.unwrap();
     assert_eq!(held.iter().map(|h| h.amount).sum::<u64>(), 7, "{held:?}");
-    let rows = tokio::task::spawn_blocking(move || store.pending_if_any().unwrap().unwrap().all())
-        .await
-        .unwrap()
-        .unwrap();
+    let (rows, deferred) = tokio::task::spawn_blocking(move || {
+        let pending = store.pending_if_any().unwrap().unwrap();
+        (pending.all().unwrap(), pending.deferred().unwrap())
+    })
+    .await
+    .unwrap();
     assert_eq!(rows.len(), 1);
+    assert_eq!(
+        deferred,
+        [paydvm_mints::DeferredRow {
+            tries: 0,
+            next_try_ms: 0,
+            ..put_off
+        }],
+        "due at once in the database"
+    );
     let again = into_database(configs[0].clone()).await;
     assert!(
         stdout(&again).contains("nothing to move"),

@@ -11,15 +11,17 @@ use async_trait::async_trait;
 use cdk::mint_url::MintUrl;
 use cdk::nuts::{CurrencyUnit, Proof, State, Token, TokenV3};
 use nostr_sdk::prelude::*;
+use paydvm::config::pending_path;
 use paydvm::lightning::fake::FakeLightning;
 use paydvm::lightning::{
     InvoiceDescription, InvoiceStatus, IssuedInvoice, LightningBackend, LightningError,
     PaymentStatus, Settlement,
 };
-use paydvm::node::tokens::PUBLIC_TOKEN_REFUSED;
+use paydvm::node::tokens::{GIVEN_UP, PUBLIC_TOKEN_REFUSED};
 use paydvm::node::NodeOptions;
 use paydvm::protocol::nip90::Encryption;
 use paydvm_ledger::{Account, Asset, JobState, Msat, Rail};
+use paydvm_mints::{PendingRows, PendingSwaps};
 
 use crate::cashu_mint::{
     mint_proofs, payments, setup, setup_with, wallet, wallet_balance, CashuSetup,
@@ -254,6 +256,44 @@ async fn public_and_unlisted_mint_tokens_are_refused_and_stay_unspent() {
         spent(&s, &unlisted).await,
         vec![State::Unspent; unlisted.len()]
     );
+    let (payments, asset) = token_ledger(&s);
+    assert!(payments.is_empty());
+    assert!(asset.is_zero());
+}
+
+/// A token whose mint cannot be reached is put off and kept in the pending store (with when it
+/// was first put off) across a restart; once `token_wait_secs` has passed since then, the
+/// customer is told it was not taken, nothing is kept any more, and the token is still unspent
+/// at the mint (theirs to use).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_whose_mint_stays_down_is_given_up_and_its_customer_told() {
+    let s = setup_with("token_wait_secs = 4\n").await;
+    let proofs = mint_proofs(&wallet(&s.mint.url).await, 5, None).await;
+    s.mint.set_down(true);
+    let node = s.start().await;
+    let us = node.pubkey();
+    let mut customer = Customer::connect(&s.urls).await;
+    let request = encrypted_request(&customer, &us, &v4(&s.mint.url, &proofs));
+    customer.client.send_event(&request).await.unwrap();
+    wait_quoted(&mut customer, us, request.id).await;
+    let stats = node.nutzap_stats().unwrap();
+    crate::cashu_mint::wait_until("the token is put off", || stats.retried() >= 1).await;
+    node.shutdown().await;
+    let pending = PendingSwaps::open(&pending_path(&s.ledger())).unwrap();
+    assert_eq!(pending.deferred().unwrap().len(), 1, "kept across the stop");
+
+    let node = s.start().await;
+    let reason = wait_error(&mut customer, us, request.id).await;
+    assert_eq!(reason, GIVEN_UP);
+    assert_eq!(
+        node.job(&request.id.to_hex()).await.unwrap().state,
+        JobState::Quoted
+    );
+    node.shutdown().await;
+    assert!(pending.deferred().unwrap().is_empty(), "nothing kept");
+    assert!(pending.all().unwrap().is_empty());
+    s.mint.set_down(false);
+    assert_eq!(spent(&s, &proofs).await, vec![State::Unspent; proofs.len()]);
     let (payments, asset) = token_ledger(&s);
     assert!(payments.is_empty());
     assert!(asset.is_zero());

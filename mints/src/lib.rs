@@ -27,7 +27,7 @@ mod wallet_copy_tests;
 
 pub use holdings::{store_holdings, wallet_holdings, Holding};
 pub use nutzap::{NutZapEvent, NUTZAP_INFO_KIND, NUTZAP_KIND};
-pub use pending::{PendingRows, PendingState, PendingSwap, PendingSwaps};
+pub use pending::{DeferredRow, PendingRows, PendingState, PendingSwap, PendingSwaps};
 pub use redeem::{FloatError, MintPacing, ReceiveKey, Redeemer, SwapOutcome, WalletStore};
 pub use refund::{FeePayer, Plan, PrepareError, RefundRequest, RefundRun, RefundToken};
 pub use registry::{MintRegistry, MintStatus, TrustedMint};

@@ -5,6 +5,10 @@
 //! Row states: `verified` (swap not known to have happened) → `swapped` (the mint swapped it;
 //! only the ledger credit is left). A row is deleted once the ledger holds the payment or the
 //! NutZap was refused for good.
+//!
+//! Beside them, the ecash the rail could not check yet ([`DeferredRow`]: a NutZap or a request
+//! whose mint's keysets could not be fetched, or whose job was not recorded yet), kept as the
+//! signed event it came in, so a restart does not depend on the relays still offering it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -50,6 +54,20 @@ pub struct PendingSwap {
     pub next_try_ms: u64,
 }
 
+/// An event the rail put off (see the module's note), as received, with how often it was tried
+/// and when it is due again (unix ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeferredRow {
+    pub event_id: String,
+    /// The signed event as JSON (a request's tokens inside it, maybe encrypted to us): bearer
+    /// money once redeemed, never logged.
+    pub event: String,
+    pub tries: u32,
+    pub next_try_ms: u64,
+    /// When it was first put off (unix ms): a request's tokens are given up after a while.
+    pub first_ms: u64,
+}
+
 /// Where the pending rows are kept: [`PendingSwaps`] (a file beside a file ledger) or the
 /// ledger's PostgreSQL database (the node's `ecash_store`). Blocking calls: the node runs them on
 /// tokio's blocking pool.
@@ -65,6 +83,12 @@ pub trait PendingRows: Send + Sync {
     /// Rows whose next attempt is due at `now_ms`.
     fn due(&self, now_ms: u64) -> Result<Vec<PendingSwap>, PendingError>;
     fn all(&self) -> Result<Vec<PendingSwap>, PendingError>;
+    /// Keeps a put-off event (or updates its tries and due time).
+    fn keep_deferred(&self, row: &DeferredRow) -> Result<(), PendingError>;
+    /// The event was decided (or given up): it is no longer kept.
+    fn forget_deferred(&self, event_id: &str) -> Result<(), PendingError>;
+    /// Every put-off event, the earliest due first.
+    fn deferred(&self) -> Result<Vec<DeferredRow>, PendingError>;
 }
 
 /// How long after its `attempts`-th failure (counted from 0) a row is tried again.
@@ -111,10 +135,11 @@ pub fn decode_row(
 }
 
 /// Copies every row of `from` into `to`, which must hold none: each NutZap with where its swap
-/// stands (swapped ones with what the mint gave). A row's failed attempts are not carried over;
-/// the copy tries it again at once. Returns how many rows were copied, after reading both back.
-pub fn copy_rows(from: &dyn PendingRows, to: &dyn PendingRows) -> Result<usize, PendingError> {
-    let existing = to.all()?.len();
+/// stands (swapped ones with what the mint gave), and each put-off event. A row's failed
+/// attempts are not carried over; the copy tries it again at once. Returns how many rows were
+/// copied, after reading both back.
+pub fn copy_rows(from: &dyn PendingRows, to: &dyn PendingRows) -> Result<CopiedRows, PendingError> {
+    let existing = to.all()?.len() + to.deferred()?.len();
     if existing > 0 {
         return Err(PendingError::NotEmpty(existing));
     }
@@ -125,7 +150,15 @@ pub fn copy_rows(from: &dyn PendingRows, to: &dyn PendingRows) -> Result<usize, 
             to.mark_swapped(&row.nutzap.event_id, received, fee)?;
         }
     }
-    // Compared as stored (the body holds the proofs: never printed).
+    let deferred = from.deferred()?;
+    for row in &deferred {
+        to.keep_deferred(&DeferredRow {
+            tries: 0,
+            next_try_ms: 0,
+            ..row.clone()
+        })?;
+    }
+    // Compared as stored (the bodies hold the proofs: never printed).
     let stored = |rows: Vec<PendingSwap>| -> Result<BTreeMap<String, _>, PendingError> {
         rows.into_iter()
             .map(|r| {
@@ -136,10 +169,25 @@ pub fn copy_rows(from: &dyn PendingRows, to: &dyn PendingRows) -> Result<usize, 
             })
             .collect()
     };
-    if stored(to.all()?)? != stored(from.all()?)? {
+    let events = |rows: Vec<DeferredRow>| -> BTreeMap<String, String> {
+        rows.into_iter().map(|r| (r.event_id, r.event)).collect()
+    };
+    if stored(to.all()?)? != stored(from.all()?)?
+        || events(to.deferred()?) != events(from.deferred()?)
+    {
         return Err(PendingError::CopyDiffers);
     }
-    Ok(rows.len())
+    Ok(CopiedRows {
+        swaps: rows.len(),
+        deferred: deferred.len(),
+    })
+}
+
+/// What [`copy_rows`] copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopiedRows {
+    pub swaps: usize,
+    pub deferred: usize,
 }
 
 /// The connection sits behind a mutex so the store can be held across `.await` by a task.
@@ -161,6 +209,13 @@ impl PendingSwaps {
                  fee INTEGER,
                  attempts INTEGER NOT NULL DEFAULT 0,
                  next_try_ms INTEGER NOT NULL DEFAULT 0
+             );
+             CREATE TABLE IF NOT EXISTS deferred_events (
+                 event_id TEXT PRIMARY KEY,
+                 event TEXT NOT NULL,
+                 tries INTEGER NOT NULL,
+                 next_try_ms INTEGER NOT NULL,
+                 first_ms INTEGER NOT NULL
              );",
         )?;
         Ok(PendingSwaps { db: Mutex::new(db) })
@@ -263,6 +318,50 @@ impl PendingRows for PendingSwaps {
     fn all(&self) -> Result<Vec<PendingSwap>, PendingError> {
         self.rows("", params![])
     }
+
+    fn keep_deferred(&self, row: &DeferredRow) -> Result<(), PendingError> {
+        self.db().execute(
+            "INSERT INTO deferred_events (event_id, event, tries, next_try_ms, first_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (event_id) DO UPDATE SET tries = ?3, next_try_ms = ?4",
+            params![
+                row.event_id,
+                row.event,
+                row.tries,
+                row.next_try_ms as i64,
+                row.first_ms as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn forget_deferred(&self, event_id: &str) -> Result<(), PendingError> {
+        self.db().execute(
+            "DELETE FROM deferred_events WHERE event_id = ?1",
+            params![event_id],
+        )?;
+        Ok(())
+    }
+
+    fn deferred(&self) -> Result<Vec<DeferredRow>, PendingError> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT event_id, event, tries, next_try_ms, first_ms FROM deferred_events
+             ORDER BY next_try_ms, event_id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(DeferredRow {
+                    event_id: r.get(0)?,
+                    event: r.get(1)?,
+                    tries: r.get(2)?,
+                    next_try_ms: r.get::<_, i64>(3)? as u64,
+                    first_ms: r.get::<_, i64>(4)? as u64,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
 }
 
 #[cfg(test)]
@@ -293,7 +392,23 @@ mod tests {
         from.insert(&sample("b"), 100).unwrap();
         from.back_off("a", 100).unwrap();
         from.mark_swapped("b", 5, 1).unwrap();
-        assert_eq!(copy_rows(&from, &to).unwrap(), 2);
+        from.keep_deferred(&deferred_row("c", 3)).unwrap();
+        assert_eq!(
+            copy_rows(&from, &to).unwrap(),
+            CopiedRows {
+                swaps: 2,
+                deferred: 1
+            }
+        );
+        assert_eq!(
+            to.deferred().unwrap(),
+            [DeferredRow {
+                tries: 0,
+                next_try_ms: 0,
+                ..deferred_row("c", 3)
+            }],
+            "a put-off event is carried over, due at once"
+        );
         let b = to.get("b").unwrap().unwrap();
         assert_eq!(
             b.state,
@@ -310,8 +425,48 @@ mod tests {
         );
         assert!(matches!(
             copy_rows(&from, &to),
-            Err(PendingError::NotEmpty(2))
+            Err(PendingError::NotEmpty(3))
         ));
+        let only_deferred = PendingSwaps::open(&dir.path().join("only-deferred")).unwrap();
+        only_deferred.keep_deferred(&deferred_row("d", 0)).unwrap();
+        assert!(
+            matches!(
+                copy_rows(&from, &only_deferred),
+                Err(PendingError::NotEmpty(1))
+            ),
+            "a store holding only a put-off event is not empty"
+        );
+    }
+
+    fn deferred_row(id: &str, tries: u32) -> DeferredRow {
+        DeferredRow {
+            event_id: id.into(),
+            event: format!("{{\"id\":\"{id}\"}}"),
+            tries,
+            next_try_ms: 1_000 * u64::from(tries),
+            first_ms: 7,
+        }
+    }
+
+    #[test]
+    fn put_off_events_survive_reopen_are_updated_in_place_and_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pending.db");
+        let store = PendingSwaps::open(&path).unwrap();
+        store.keep_deferred(&deferred_row("b", 5)).unwrap();
+        store.keep_deferred(&deferred_row("a", 1)).unwrap();
+        store.keep_deferred(&deferred_row("a", 2)).unwrap();
+        drop(store);
+        let store = PendingSwaps::open(&path).unwrap();
+        assert_eq!(
+            store.deferred().unwrap(),
+            [deferred_row("a", 2), deferred_row("b", 5)],
+            "one row per event, its latest tries, the earliest due first"
+        );
+        store.forget_deferred("a").unwrap();
+        store.forget_deferred("never-kept").unwrap();
+        assert_eq!(store.deferred().unwrap(), [deferred_row("b", 5)]);
+        assert!(store.all().unwrap().is_empty(), "not a pending swap");
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! left half done. Rows as text here; the node reads them as `paydvm_mints::PendingSwap`
 //! (`src/node/ecash_store.rs`).
 //!
+//! Beside them (`cashu_deferred_events`), the events the rail put off because it could not
+//! check them yet (their mint's keysets could not be fetched, their job was not recorded yet),
+//! as received, so a restart (or a standby) decides them without the relays offering them again.
+//!
 //! Written with `synchronous_commit = on` (`Durability::Full`): a row is the only record of a
 //! NutZap between its verification and its credit.
 
@@ -19,6 +23,13 @@ const CREATE: &str = "CREATE TABLE IF NOT EXISTS cashu_pending_swaps (
     fee BIGINT,
     attempts INTEGER NOT NULL DEFAULT 0,
     next_try_ms BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS cashu_deferred_events (
+    event_id TEXT PRIMARY KEY,
+    event TEXT NOT NULL,
+    tries INTEGER NOT NULL,
+    next_try_ms BIGINT NOT NULL,
+    first_ms BIGINT NOT NULL
 )";
 
 /// The advisory lock creating the table: "paydvm" in ASCII and 3 (the node lock is 1, the work
@@ -39,6 +50,17 @@ pub struct PendingRow {
     pub next_try_ms: u64,
 }
 
+/// A put-off event as stored: the signed event as JSON, how often it was tried, when it is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeferredEventRow {
+    pub event_id: String,
+    pub event: String,
+    pub tries: u32,
+    pub next_try_ms: u64,
+    /// When it was first put off (unix ms).
+    pub first_ms: u64,
+}
+
 /// Which rows [`PgPendingSwaps::rows`] reads.
 #[derive(Debug, Clone, Copy)]
 pub enum Rows<'a> {
@@ -49,6 +71,9 @@ pub enum Rows<'a> {
 
 pub struct PgPendingSwaps {
     db: Db,
+    /// Whether `cashu_deferred_events` exists: a database whose tables an older node made, read
+    /// without creating anything ([`PgPendingSwaps::open_existing`]), may lack it.
+    deferred_table: bool,
 }
 
 impl PgPendingSwaps {
@@ -56,7 +81,10 @@ impl PgPendingSwaps {
     pub fn open(location: &PgLocation) -> Result<PgPendingSwaps, PgError> {
         let db = Db::connect(location, Durability::Full)?;
         db.run(|pool| async move { create_serialised(&pool, CREATE_LOCK_KEY, CREATE).await })?;
-        Ok(PgPendingSwaps { db })
+        Ok(PgPendingSwaps {
+            db,
+            deferred_table: true,
+        })
     }
 
     /// Connects if the table was ever made; `None` if not (read-only commands, such as
@@ -64,14 +92,15 @@ impl PgPendingSwaps {
     pub fn open_existing(location: &PgLocation) -> Result<Option<PgPendingSwaps>, PgError> {
         let db = Db::connect(location, Durability::Full)?;
         let found = db.query_opt(
-            "SELECT to_regclass('cashu_pending_swaps') IS NOT NULL",
+            "SELECT to_regclass('cashu_pending_swaps') IS NOT NULL,
+                    to_regclass('cashu_deferred_events') IS NOT NULL",
             Vec::new(),
         )?;
-        let exists = match &found {
-            Some(row) => get::<bool>(row, 0)?,
-            None => false,
+        let (exists, deferred_table) = match &found {
+            Some(row) => (get::<bool>(row, 0)?, get::<bool>(row, 1)?),
+            None => (false, false),
         };
-        Ok(exists.then_some(PgPendingSwaps { db }))
+        Ok(exists.then_some(PgPendingSwaps { db, deferred_table }))
     }
 
     /// Records a NutZap before its first swap attempt; false if it is there already.
@@ -153,6 +182,63 @@ impl PgPendingSwaps {
     }
 }
 
+impl PgPendingSwaps {
+    /// Keeps a put-off event, or updates its tries and due time.
+    pub fn keep_deferred(&self, row: &DeferredEventRow) -> Result<(), PgError> {
+        let params: Vec<Param> = vec![
+            Box::new(row.event_id.clone()),
+            Box::new(row.event.clone()),
+            Box::new(tries(row.tries)?),
+            Box::new(int(row.next_try_ms, "next_try_ms")?),
+            Box::new(int(row.first_ms, "first_ms")?),
+        ];
+        self.db.query(
+            "INSERT INTO cashu_deferred_events (event_id, event, tries, next_try_ms, first_ms)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (event_id) DO UPDATE SET tries = $3, next_try_ms = $4",
+            params,
+        )?;
+        Ok(())
+    }
+
+    pub fn forget_deferred(&self, event_id: &str) -> Result<(), PgError> {
+        self.db.query(
+            "DELETE FROM cashu_deferred_events WHERE event_id = $1",
+            vec![Box::new(event_id.to_owned())],
+        )?;
+        Ok(())
+    }
+
+    /// Every put-off event, the earliest due first (none without the table).
+    pub fn deferred(&self) -> Result<Vec<DeferredEventRow>, PgError> {
+        if !self.deferred_table {
+            return Ok(Vec::new());
+        }
+        let rows = self.db.query(
+            "SELECT event_id, event, tries, next_try_ms, first_ms FROM cashu_deferred_events
+             ORDER BY next_try_ms, event_id",
+            Vec::new(),
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeferredEventRow {
+                    event_id: get(r, 0)?,
+                    event: get(r, 1)?,
+                    tries: attempts(get::<i32>(r, 2)?)?,
+                    next_try_ms: get_u64(r, 3, "next_try_ms")?,
+                    first_ms: get_u64(r, 4, "first_ms")?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn tries(n: u32) -> Result<i32, PgError> {
+    i32::try_from(n).map_err(|_| {
+        paydvm_ledger::LedgerError::Corrupt(format!("deferred event tries {n} do not fit")).into()
+    })
+}
+
 fn row(r: &tokio_postgres::Row) -> Result<PendingRow, PgError> {
     let optional = |i: usize, what: &str| -> Result<Option<u64>, PgError> {
         match get::<Option<i64>>(r, i)? {
@@ -219,5 +305,25 @@ mod tests {
         let all = s.rows(Rows::All).unwrap();
         assert_eq!(all.len(), 1, "{all:?}");
         assert_eq!(s.attempts("gone").unwrap(), 0);
+    }
+
+    #[test]
+    fn put_off_events_are_kept_once_updated_in_place_and_forgotten() {
+        let s = store();
+        let row = |id: &str, tries: u32| DeferredEventRow {
+            event_id: id.into(),
+            event: format!("{{\"id\":\"{id}\"}}"),
+            tries,
+            next_try_ms: 1_000 * u64::from(tries),
+            first_ms: 7,
+        };
+        s.keep_deferred(&row("b", 5)).unwrap();
+        s.keep_deferred(&row("a", 1)).unwrap();
+        s.keep_deferred(&row("a", 2)).unwrap();
+        assert_eq!(s.deferred().unwrap(), [row("a", 2), row("b", 5)]);
+        s.forget_deferred("a").unwrap();
+        s.forget_deferred("never-kept").unwrap();
+        assert_eq!(s.deferred().unwrap(), [row("b", 5)]);
+        assert!(s.rows(Rows::All).unwrap().is_empty(), "not a pending swap");
     }
 }

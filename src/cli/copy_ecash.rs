@@ -59,9 +59,10 @@ pub(super) fn prepare(from: EcashStore, to: EcashStore) -> anyhow::Result<Option
             to.shown()
         );
     }
-    if let Some(rows) = to.pending_if_any()?.map(|p| p.all()).transpose()? {
-        if !rows.is_empty() {
-            bail!("the destination already holds {} pending swaps", rows.len());
+    if let Some(pending) = to.pending_if_any()? {
+        let rows = pending.all()?.len() + pending.deferred()?.len();
+        if rows > 0 {
+            bail!("the destination already holds {rows} pending swaps or deferred events");
         }
     }
     Ok(Some(EcashCopy {
@@ -90,7 +91,8 @@ impl EcashCopy {
             let n = copy_rows(pending.as_ref(), self.to.pending()?.as_ref())
                 .context("copying the pending swaps")?;
             said.push(format!(
-                "copied {n} pending swaps; both ends read back the same"
+                "copied {} pending swaps and {} deferred events; both ends read back the same",
+                n.swaps, n.deferred
             ));
         }
         said.push(format!(

@@ -3,6 +3,7 @@
 //! proofs.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use paydvm_mints::MintPacing;
 
@@ -18,10 +19,18 @@ pub struct Cashu {
     pub public_tokens: PublicTokens,
     pub input_fees: InputFees,
     pub mint_pacing: MintPacing,
+    /// How long a request's tokens wait for their mint (or their job's record) before the
+    /// customer is told they were not taken (`token_wait_secs`).
+    pub token_wait: Duration,
 }
 
 /// Most requests per minute `mint_requests_per_minute` may allow.
 pub const MAX_MINT_REQUESTS_PER_MINUTE: i64 = 100_000;
+
+/// `token_wait_secs` unset: 21 minutes (the deferral's doubling waits then reach 256 s).
+pub const DEFAULT_TOKEN_WAIT: Duration = Duration::from_secs(21 * 60);
+/// The longest `token_wait_secs`: a week.
+pub const MAX_TOKEN_WAIT_SECS: i64 = 7 * 24 * 3600;
 
 /// Who bears the mint's input fee (NUT-02) when the node swaps received ecash. The quote says
 /// which (`["cashu_fees", …]` in the payment-required feedback).
@@ -111,11 +120,22 @@ impl Cashu {
                 ))
             }
         };
+        let token_wait = match raw.token_wait_secs {
+            None => DEFAULT_TOKEN_WAIT,
+            Some(n @ 1..=MAX_TOKEN_WAIT_SECS) => Duration::from_secs(n as u64),
+            Some(_) => {
+                return Err(check.invalid(
+                    "cashu.token_wait_secs",
+                    format!("must be 1 ..= {MAX_TOKEN_WAIT_SECS} (a week)"),
+                ))
+            }
+        };
         Ok(Cashu {
             p2pk_key,
             public_tokens,
             input_fees,
             mint_pacing,
+            token_wait,
         })
     }
 }

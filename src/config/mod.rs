@@ -170,6 +170,8 @@ pub struct Config {
     pub input_fees: InputFees,
     /// `cashu.mint_requests_per_minute`: how fast the Cashu wallet may call each mint.
     pub mint_pacing: paydvm_mints::MintPacing,
+    /// `cashu.token_wait_secs`: how long a request's tokens wait for their mint.
+    pub token_wait: std::time::Duration,
     /// `[http]` with its token loaded; none = no HTTP endpoint.
     pub http: Option<HttpConfig>,
 }
@@ -271,6 +273,10 @@ impl Config {
                 .cashu
                 .as_ref()
                 .map_or(paydvm_mints::MintPacing::default(), |c| c.mint_pacing),
+            token_wait: file
+                .cashu
+                .as_ref()
+                .map_or(cashu::DEFAULT_TOKEN_WAIT, |c| c.token_wait),
             http,
         })
     }

@@ -49,6 +49,7 @@ pub(crate) struct RawCashu {
     pub public_tokens: Option<String>,
     pub input_fees: Option<String>,
     pub mint_requests_per_minute: Option<i64>,
+    pub token_wait_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

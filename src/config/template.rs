@@ -84,6 +84,9 @@ p2pk_key_file = "paydvm-nutzap.key"
 # How fast the Cashu wallet may call each mint (requests per minute after an equal burst);
 # unset = cdk's default of 20, 0 = no pacing (your own mint).
 # mint_requests_per_minute = 20
+# How long a request's Cashu tokens wait while their mint cannot be reached before the customer
+# is told they were not taken (they stay the customer's). NutZaps wait for as long as it takes.
+# token_wait_secs = 1260
 
 # One [[offer]] per NIP-90 job kind the node serves. The kind must also be priced in the
 # policy's [[pricing.kind]] rate card (a free kind is priced with mode = "free").

@@ -569,6 +569,32 @@ fn cashu_key_is_loaded_and_required_once_a_mint_is_trusted() {
         }
     }
 
+    assert_eq!(config.token_wait, std::time::Duration::from_secs(21 * 60));
+    for (value, want) in [
+        ("1", Some(1)),
+        ("604800", Some(604_800)),
+        ("0", None),
+        ("604801", None),
+    ] {
+        let text = format!(
+            "{}\n{env_cashu}token_wait_secs = {value}\n",
+            toml(NODE, RELAYS, OFFER)
+        );
+        fs::write(setup.path("paydvm.toml"), &text).unwrap();
+        match want {
+            Some(secs) => assert_eq!(
+                Config::load_with_env(setup.path("paydvm.toml"), env)
+                    .unwrap()
+                    .token_wait,
+                std::time::Duration::from_secs(secs)
+            ),
+            None => assert_eq!(
+                parse(&text).unwrap_err().field(),
+                Some("cashu.token_wait_secs")
+            ),
+        }
+    }
+
     let both = "[cashu]\np2pk_key_file = \"a\"\np2pk_key_env = \"B\"\n";
     let err = parse(&format!("{}\n{both}", toml(NODE, RELAYS, OFFER))).unwrap_err();
     assert_eq!(err.field(), Some("cashu.p2pk_key_file"), "{err}");

@@ -13,12 +13,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use paydvm_ledger_pg::cashu_wallet::{self, WALLET_SCHEMA};
-use paydvm_ledger_pg::pending_swaps::{PendingRow, PgPendingSwaps, Rows};
+use paydvm_ledger_pg::pending_swaps::{DeferredEventRow, PendingRow, PgPendingSwaps, Rows};
 use paydvm_ledger_pg::{PgError, PgLocation};
 use paydvm_mints::pending::{back_off_delay, decode_row, nutzap_body, PendingError};
 use paydvm_mints::{
-    Holding, PendingRows, PendingSwap, PendingSwaps, ReceiveKey, Redeemer, VerifiedNutZap,
-    WalletStore,
+    DeferredRow, Holding, PendingRows, PendingSwap, PendingSwaps, ReceiveKey, Redeemer,
+    VerifiedNutZap, WalletStore,
 };
 
 use crate::config::{self, LedgerPlace};
@@ -200,5 +200,34 @@ impl PendingRows for PgPending {
     fn all(&self) -> Result<Vec<PendingSwap>, PendingError> {
         let rows = self.0.rows(Rows::All).map_err(db)?;
         rows.into_iter().map(swap).collect()
+    }
+
+    fn keep_deferred(&self, row: &DeferredRow) -> Result<(), PendingError> {
+        let row = DeferredEventRow {
+            event_id: row.event_id.clone(),
+            event: row.event.clone(),
+            tries: row.tries,
+            next_try_ms: row.next_try_ms,
+            first_ms: row.first_ms,
+        };
+        self.0.keep_deferred(&row).map_err(db)
+    }
+
+    fn forget_deferred(&self, event_id: &str) -> Result<(), PendingError> {
+        self.0.forget_deferred(event_id).map_err(db)
+    }
+
+    fn deferred(&self) -> Result<Vec<DeferredRow>, PendingError> {
+        let rows = self.0.deferred().map_err(db)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DeferredRow {
+                event_id: r.event_id,
+                event: r.event,
+                tries: r.tries,
+                next_try_ms: r.next_try_ms,
+                first_ms: r.first_ms,
+            })
+            .collect())
     }
 }

@@ -423,6 +423,7 @@ impl Node {
                     offered: offered.clone(),
                     public_tokens: config.public_tokens,
                     input_fees: config.input_fees,
+                    token_wait: config.token_wait,
                     p2pk,
                     mints: trusted_mints,
                     redeemer,

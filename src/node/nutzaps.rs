@@ -16,11 +16,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nostr_sdk::prelude::{Event, Keys};
+use nostr_sdk::prelude::{Event, JsonUtil, Keys};
 use paydvm_ledger::{JobId, Msat};
 use paydvm_mints::{
-    MintRegistry, MintStatus, NutZapEvent, Origin, PendingState, PendingSwap, ReceiveKey,
-    Recipient, Redeemer, Reject, TrustedMint, VerifiedNutZap, NUTZAP_KIND,
+    DeferredRow, MintRegistry, MintStatus, NutZapEvent, Origin, PendingState, PendingSwap,
+    ReceiveKey, Recipient, Redeemer, Reject, TrustedMint, VerifiedNutZap, NUTZAP_KIND,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -28,7 +28,7 @@ use tracing::{debug, warn};
 
 use super::core::Command;
 use super::ecash_attempts::{Attempter, Attempts, Ended, Finished};
-use super::ecash_deferrals::Deferrals;
+use super::ecash_deferrals::{Deferrals, Deferred, Full, MAX_WAITING};
 use super::held_credits::HeldCredits;
 use super::now_ms;
 use super::pending_store::PendingStore;
@@ -133,6 +133,8 @@ pub struct NutZapRailParts {
     pub public_tokens: PublicTokens,
     /// Who bears the mint's input fee on our swap.
     pub input_fees: InputFees,
+    /// How long a request's tokens wait for their mint before the customer is told.
+    pub token_wait: Duration,
     pub p2pk: ReceiveKey,
     pub mints: Vec<TrustedMint>,
     /// The cdk wallet, shared with the ecash-refund desk.
@@ -163,6 +165,8 @@ pub(super) struct Worker {
     pub(super) attempts: Attempts,
     /// NutZaps and requests whose tokens wait for their mint's keysets.
     deferred: Deferrals,
+    /// How long a request's tokens may wait there (ms).
+    token_wait_ms: u64,
     /// Swapped request tokens whose credit waits for their job's quote.
     held: HeldCredits,
     /// Where the core tells which jobs were quoted (`Command::WhenQuoted`).
@@ -200,6 +204,7 @@ impl NutZapRail {
             attempter,
             attempts: Attempts::default(),
             deferred: Deferrals::default(),
+            token_wait_ms: u64::try_from(parts.token_wait.as_millis()).unwrap_or(u64::MAX),
             held: HeldCredits::default(),
             quoted,
         };
@@ -230,6 +235,7 @@ impl NutZapRail {
 
 impl Worker {
     async fn run(mut self, mut rx: mpsc::Receiver<Box<Event>>, mut quoted: mpsc::Receiver<JobId>) {
+        self.restore_deferred().await;
         self.registry.refresh_all().await;
         self.report_mints();
         self.stats.ready.store(true, Ordering::SeqCst);
@@ -275,16 +281,30 @@ impl Worker {
         if event.kind.as_u16() == NUTZAP_KIND {
             self.stats.received.fetch_add(1, Ordering::SeqCst);
         }
-        self.decide(event, 0).await;
+        self.decide(event, (0, now_ms())).await;
     }
 
-    /// `tries`: how often it was put off already because its mint could not be asked.
-    async fn decide(&mut self, event: Box<Event>, tries: u32) {
-        if event.kind.as_u16() != NUTZAP_KIND {
-            return self.take_request_tokens(event, tries).await;
+    /// `tries`: how often it was put off already (0: never), since `first` (unix ms). An event
+    /// that cannot be decided yet is deferred; one decided now leaves the deferrals (and the
+    /// store) if it waited there.
+    async fn decide(&mut self, event: Box<Event>, (tries, first): (u32, u64)) {
+        let later = match event.kind.as_u16() == NUTZAP_KIND {
+            true => self.decide_nutzap(&event).await,
+            false => self.take_request_tokens(&event).await,
+        };
+        match later {
+            Some(reason) => self.defer(event, (tries, first), &reason).await,
+            None if tries > 0 || self.deferred.remove(&event.id).is_some() => {
+                self.forget_deferred(&event).await
+            }
+            None => {}
         }
+    }
+
+    /// A NutZap: swapped, refused or a duplicate; Some(reason) when it cannot be decided yet.
+    async fn decide_nutzap(&mut self, event: &Event) -> Option<String> {
         let id = event.id.to_hex();
-        match self.accept(&event).await {
+        match self.accept(event).await {
             Decision::Swap(nutzap) => {
                 let row = PendingSwap {
                     nutzap,
@@ -296,15 +316,72 @@ impl Worker {
             }
             Decision::Nothing => self.stats.duplicate(),
             Decision::Reject(reason) => self.stats.refused(&id, &reason),
-            Decision::Later(reason) => self.defer(event, tries, &reason),
+            Decision::Later(reason) => return Some(reason),
+        }
+        None
+    }
+
+    /// Looks at `event` again later: its mint could not be asked, its job is not recorded yet,
+    /// or its pending row could not be written. Kept in the pending store too, so a restart
+    /// does not depend on the relays offering it again.
+    async fn defer(&mut self, event: Box<Event>, tried: (u32, u64), reason: &str) {
+        self.stats.retried.fetch_add(1, Ordering::SeqCst);
+        let id = event.id;
+        let row = match self.deferred.push(event, now_ms(), tried) {
+            Ok(d) => DeferredRow {
+                event_id: id.to_hex(),
+                event: d.event.as_json(),
+                tries: d.tries,
+                next_try_ms: d.at,
+                first_ms: d.first,
+            },
+            Err(Full) => {
+                return warn!(
+                    event = %id,
+                    "ecash not checked yet: {reason}; {MAX_WAITING} events wait already, so this \
+                     one is not kept (the relays may offer it again after a restart)"
+                )
+            }
+        };
+        warn!(event = %id, "ecash not checked yet: {reason}; will retry");
+        if let Err(e) = self.pending.keep_deferred(row).await {
+            warn!(event = %id, "the deferred event is kept in memory only: {e}");
         }
     }
 
-    /// Looks at `event` again later: its mint could not be asked, or its pending row written.
-    pub(super) fn defer(&mut self, event: Box<Event>, tries: u32, reason: &str) {
-        self.stats.retried.fetch_add(1, Ordering::SeqCst);
-        warn!(event = %event.id, "ecash not checked yet: {reason}; will retry");
-        self.deferred.push(event, now_ms(), tries);
+    async fn forget_deferred(&self, event: &Event) {
+        if let Err(e) = self.pending.forget_deferred(&event.id.to_hex()).await {
+            warn!(event = %event.id, "a decided event stays in the deferred store: {e}");
+        }
+    }
+
+    /// The events deferred before the last stop (or by the node a standby took over from),
+    /// read back at start; each is decided when it is due.
+    async fn restore_deferred(&mut self) {
+        let rows = match self.pending.deferred().await {
+            Ok(rows) => rows,
+            Err(e) => return warn!("the deferred ecash events cannot be read: {e}"),
+        };
+        for row in rows {
+            let event = match kept_event(&row) {
+                Ok(event) => event,
+                Err(why) => {
+                    warn!(event = %row.event_id, "a kept deferred event is dropped: {why}");
+                    let _ = self.pending.forget_deferred(&row.event_id).await;
+                    continue;
+                }
+            };
+            let kept = Deferred {
+                event: Box::new(event),
+                at: row.next_try_ms,
+                tries: row.tries,
+                first: row.first_ms,
+            };
+            if self.deferred.restore(kept).is_err() {
+                warn!("{MAX_WAITING} deferred events read back; the rest wait in the store");
+                break;
+            }
+        }
     }
 
     /// Asks the core to say when `job` is quoted. Without waiting: a full queue leaves the held
@@ -385,18 +462,17 @@ impl Worker {
         }
     }
 
-    /// Decides again the deferred events that are due; gives up those tried too often.
+    /// Decides again the deferred events that are due; gives up requests that waited
+    /// `token_wait` (a NutZap is tried for as long as it takes, see `ecash_deferrals`).
     async fn deferred_due(&mut self) {
-        for d in self.deferred.take_due(now_ms()) {
-            if d.exhausted() {
-                let id = d.event.id.to_hex();
-                self.stats.refused(
-                    &id,
-                    "its mint or job stayed unready (seen again after a restart)",
-                );
+        let now = now_ms();
+        for d in self.deferred.take_due(now) {
+            if d.waited(now, self.token_wait_ms) && d.event.kind.as_u16() != NUTZAP_KIND {
+                self.give_up_request(&d.event).await;
+                self.forget_deferred(&d.event).await;
                 continue;
             }
-            self.decide(d.event, d.tries).await;
+            self.decide(d.event, (d.tries, d.first)).await;
         }
     }
 
@@ -447,6 +523,19 @@ pub(super) fn input_fee_msat(ecash: &VerifiedNutZap, fee_units: u64) -> Msat {
     let per_unit = ecash.amount.as_msat().checked_div(ecash.units).unwrap_or(0);
     let fee = per_unit.saturating_mul(fee_units);
     Msat::from_msat(fee.min(ecash.amount.as_msat()))
+}
+
+/// A kept event read back: it must parse, carry the id it was kept under and verify (the store
+/// is ours, but a row that does not check is not worth deciding on).
+fn kept_event(row: &DeferredRow) -> Result<Event, String> {
+    let event = Event::from_json(&row.event).map_err(|e| format!("not an event: {e}"))?;
+    if event.id.to_hex() != row.event_id {
+        return Err(format!("kept under another id ({})", event.id));
+    }
+    event
+        .verify()
+        .map_err(|e| format!("does not verify: {e}"))?;
+    Ok(event)
 }
 
 /// Sleeps until `at` (unix ms; at once if it is past), or for ever if nothing is deferred.

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use paydvm_mints::pending::PendingError;
-use paydvm_mints::{PendingRows, PendingSwap, VerifiedNutZap};
+use paydvm_mints::{DeferredRow, PendingRows, PendingSwap, VerifiedNutZap};
 
 #[derive(Clone)]
 pub struct PendingStore(Arc<dyn PendingRows>);
@@ -62,5 +62,19 @@ impl PendingStore {
 
     pub async fn due(&self, now_ms: u64) -> Result<Vec<PendingSwap>, PendingError> {
         self.run(move |s| s.due(now_ms)).await
+    }
+
+    /// See [`PendingRows::keep_deferred`].
+    pub async fn keep_deferred(&self, row: DeferredRow) -> Result<(), PendingError> {
+        self.run(move |s| s.keep_deferred(&row)).await
+    }
+
+    pub async fn forget_deferred(&self, event_id: &str) -> Result<(), PendingError> {
+        let id = event_id.to_owned();
+        self.run(move |s| s.forget_deferred(&id)).await
+    }
+
+    pub async fn deferred(&self) -> Result<Vec<DeferredRow>, PendingError> {
+        self.run(|s| s.deferred()).await
     }
 }

@@ -27,6 +27,10 @@ use crate::protocol::nip90::{parse_request, ParsedRequest, PaymentToken, Visibil
 pub const PUBLIC_TOKEN_REFUSED: &str =
     "tokens in public tags are not accepted; encrypt the request";
 
+/// What a customer is told when a request's tokens stayed undecidable for `cashu.token_wait_secs`.
+pub const GIVEN_UP: &str = "cashu token not redeemed: its mint could not be reached (or the job \
+     was not recorded) in time; it was not spent here and stays yours";
+
 /// Whether intake should show the rail this request: only a `cashu` tag or encrypted content
 /// can carry a token (the rest would be parsed for nothing).
 pub fn may_carry_tokens(event: &Event) -> bool {
@@ -72,19 +76,10 @@ enum Step {
 }
 
 impl Worker {
-    /// A job request from intake: pays the job with each token it carries.
-    pub(super) async fn take_request_tokens(&mut self, event: Box<Event>, tries: u32) {
-        if !self.offered.contains(&event.kind.as_u16()) {
-            return;
-        }
-        let us = self.identity.public_key();
-        // A request the core cannot parse, or one for another provider, is the core's business.
-        let Ok(request) = parse_request(&event, &us, &self.identity) else {
-            return;
-        };
-        if request.addressed_to_us() == Some(false) || request.payment_tokens.is_empty() {
-            return;
-        }
+    /// A job request from intake: pays the job with each token it carries. Some(reason) when a
+    /// token cannot be decided yet (the caller defers the request).
+    pub(super) async fn take_request_tokens(&mut self, event: &Event) -> Option<String> {
+        let request = self.request_with_tokens(event)?;
         let job = request.job.id.clone();
         let mut later: Option<String> = None;
         for offered in &request.payment_tokens {
@@ -97,7 +92,7 @@ impl Worker {
                         next_try_ms: 0,
                     };
                     let tell = TellOnRefusal {
-                        request: event.clone(),
+                        request: Box::new(event.clone()),
                         job: job.clone(),
                     };
                     self.attempts.start(&self.attempter, row, Some(tell));
@@ -105,14 +100,35 @@ impl Worker {
                 Step::Nothing => self.stats.duplicate(),
                 Step::Refuse(reason) => {
                     self.stats.refused(&job, &reason);
-                    self.tell(&event, &job, reason).await;
+                    self.tell(event, &job, reason).await;
                 }
                 Step::Later(reason) => later = Some(reason),
             }
         }
-        if let Some(reason) = later {
-            self.defer(event, tries, &reason);
+        later
+    }
+
+    /// The request parsed, if it is one of ours that carries tokens. A request the core cannot
+    /// parse, or one for another provider, is the core's business.
+    fn request_with_tokens(&self, event: &Event) -> Option<ParsedRequest> {
+        if !self.offered.contains(&event.kind.as_u16()) {
+            return None;
         }
+        let us = self.identity.public_key();
+        let request = parse_request(event, &us, &self.identity).ok()?;
+        let ours = request.addressed_to_us() != Some(false);
+        (ours && !request.payment_tokens.is_empty()).then_some(request)
+    }
+
+    /// A request whose tokens stayed undecidable for `token_wait`: its customer is told, and
+    /// the tokens, never swapped, stay theirs.
+    pub(super) async fn give_up_request(&mut self, event: &Event) {
+        let Some(request) = self.request_with_tokens(event) else {
+            return;
+        };
+        let job = request.job.id.clone();
+        self.stats.refused(&job, "its mint or job stayed unready");
+        self.tell(event, &job, GIVEN_UP.to_owned()).await;
     }
 
     async fn token_step(&mut self, request: &ParsedRequest, offered: &PaymentToken) -> Step {
