@@ -508,6 +508,7 @@ async fn a_nutzap_put_off_for_its_mint_is_kept_across_a_restart() {
     // Tried at once, after 1 s and after 2 s more: past the tokens' wait.
     wait_until("the NutZap is put off thrice", || stats.retried() >= 3).await;
     assert_eq!(stats.rejected(), 0, "a NutZap is not given up");
+    assert_eq!(stats.deferred(), 1);
     node.shutdown().await;
     let pending = PendingSwaps::open(&pending_path(&s.ledger())).unwrap();
     let kept = pending.deferred().unwrap();
@@ -524,6 +525,7 @@ async fn a_nutzap_put_off_for_its_mint_is_kept_across_a_restart() {
     wait_state(&node, &job, JobState::Succeeded).await;
     let stats = node.nutzap_stats().unwrap();
     wait_until("credited", || stats.credited() == 1).await;
+    assert_eq!(stats.deferred(), 0);
     node.shutdown().await;
     let store = s.store();
     let payments = nutzap_payments(&store);

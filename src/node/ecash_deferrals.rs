@@ -97,6 +97,10 @@ impl Deferrals {
         due
     }
 
+    pub(super) fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
     /// When the next event is due (unix ms), if one waits.
     pub(super) fn next_at(&self) -> Option<u64> {
         self.waiting.iter().map(|d| d.at).min()

@@ -435,6 +435,7 @@ impl Node {
                         .first()
                         .map(|r| r.to_string())
                         .unwrap_or_default(),
+                    telemetry: telemetry.clone(),
                 })
                 .await?,
             ),

@@ -32,6 +32,7 @@ use super::ecash_deferrals::{Deferrals, Deferred, Full, MAX_WAITING};
 use super::held_credits::HeldCredits;
 use super::now_ms;
 use super::pending_store::PendingStore;
+use super::telemetry::Telemetry;
 use crate::config::{InputFees, PublicTokens};
 
 /// How often pending swaps are looked for (deferred events wake the rail when they are due).
@@ -62,6 +63,8 @@ pub struct NutZapStats {
     rejected: AtomicU64,
     pub(super) retried: AtomicU64,
     pub(super) credited: AtomicU64,
+    /// Events waiting because their mint could not be asked (or their job was not recorded).
+    deferred: AtomicU64,
     /// The latest refusals: (NutZap event id, reason), oldest first, at most [`KEPT_REFUSALS`].
     refusals: Mutex<VecDeque<(String, String)>>,
     /// Each trusted mint and whether its keysets could be fetched.
@@ -91,6 +94,10 @@ impl NutZapStats {
     /// Swap or credit attempts that must be tried again.
     pub fn retried(&self) -> u64 {
         self.retried.load(Ordering::SeqCst)
+    }
+    /// NutZaps and token requests deferred now (see `ecash_deferrals`).
+    pub fn deferred(&self) -> u64 {
+        self.deferred.load(Ordering::SeqCst)
     }
     /// NutZaps swapped and booked in the ledger.
     pub fn credited(&self) -> u64 {
@@ -143,6 +150,8 @@ pub struct NutZapRailParts {
     pub commands: mpsc::Sender<Command>,
     /// Relay hint for the 7376 `e` tag (our first relay).
     pub relay_hint: String,
+    /// Where the count of deferred events is shown (`paydvm_ecash_deferred`).
+    pub telemetry: Telemetry,
 }
 
 pub struct NutZapRail {
@@ -167,6 +176,7 @@ pub(super) struct Worker {
     deferred: Deferrals,
     /// How long a request's tokens may wait there (ms).
     token_wait_ms: u64,
+    telemetry: Telemetry,
     /// Swapped request tokens whose credit waits for their job's quote.
     held: HeldCredits,
     /// Where the core tells which jobs were quoted (`Command::WhenQuoted`).
@@ -205,6 +215,7 @@ impl NutZapRail {
             attempts: Attempts::default(),
             deferred: Deferrals::default(),
             token_wait_ms: u64::try_from(parts.token_wait.as_millis()).unwrap_or(u64::MAX),
+            telemetry: parts.telemetry,
             held: HeldCredits::default(),
             quoted,
         };
@@ -299,6 +310,14 @@ impl Worker {
             }
             None => {}
         }
+        self.count_deferred();
+    }
+
+    /// Shows how many events wait (the stats, `paydvm_ecash_deferred`).
+    fn count_deferred(&self) {
+        let waiting = self.deferred.len();
+        self.stats.deferred.store(waiting as u64, Ordering::SeqCst);
+        self.telemetry.ecash_deferred(waiting);
     }
 
     /// A NutZap: swapped, refused or a duplicate; Some(reason) when it cannot be decided yet.
@@ -382,6 +401,7 @@ impl Worker {
                 break;
             }
         }
+        self.count_deferred();
     }
 
     /// Asks the core to say when `job` is quoted. Without waiting: a full queue leaves the held
@@ -474,6 +494,7 @@ impl Worker {
             }
             self.decide(d.event, (d.tries, d.first)).await;
         }
+        self.count_deferred();
     }
 
     /// Starts attempts for pending rows that are due (deferred events have their own wake-up in

@@ -36,6 +36,7 @@ pub mod names {
     pub const WALLET_UP: &str = "paydvm_wallet_up";
     pub const MINT_UP: &str = "paydvm_mint_up";
     pub const DISK_FREE: &str = "paydvm_ledger_disk_free_bytes";
+    pub const ECASH_DEFERRED: &str = "paydvm_ecash_deferred";
 }
 
 /// Running totals of this process's run, for the status page's charts.
@@ -214,6 +215,11 @@ impl Telemetry {
     pub fn mint_up(&self, mint: &str, up: bool) {
         let labels = [self.label(), ("mint", mint.to_owned())];
         gauge!(names::MINT_UP, &labels).set(f64::from(u8::from(up)));
+    }
+
+    /// NutZaps and token requests waiting because their mint could not be asked.
+    pub fn ecash_deferred(&self, waiting: usize) {
+        gauge!(names::ECASH_DEFERRED, &[self.label()]).set(waiting as f64);
     }
 
     /// Bytes free on the ledger file's filesystem (f64: exact below 2^53 bytes).
