@@ -543,6 +543,60 @@ async fn a_nutzap_put_off_for_its_mint_is_kept_across_a_restart() {
     assert!(store.verify().is_ok());
 }
 
+/// The mint rotates its keyset twice while the node runs, after the node's wallet swapped with
+/// the first one (and cached the mint's list). After the first rotation a NutZap of proofs from
+/// before it (their keyset now inactive: redeemed, never signed with) pays its job: the swap
+/// planned on the cached, now inactive keyset is refused as such, the list is fetched again and
+/// the swap planned afresh. After the second, a NutZap of the newest keyset's proofs (unknown to
+/// the wallet's list) pays its job: the list is fetched again before the keyset is called
+/// unknown. Before either fix the NutZap was refused for good ("Unknown Keyset" or "Inactive
+/// Keyset") and its job stayed quoted, the proofs locked to our key and never redeemed. The
+/// wallet holds every payment, and the ledger's mint asset says the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keysets_rotated_while_the_node_runs_still_take_old_and_new_proofs() {
+    let s = setup(TestMint::start().await).await;
+    let node = s.start().await;
+    let mut customer = Customer::connect(&s.urls).await;
+    let before = mint_proofs(&wallet(s.mint.url()).await, 5, Some(&s.lock())).await;
+    let mut pay = async |text: &str, proofs: &[Proof]| {
+        let (request, quote) = quoted_job_for(&mut customer, text).await;
+        let zap = nutzap(
+            &customer.keys,
+            proofs,
+            s.mint.url(),
+            "sat",
+            Some(quote.id),
+            &node.pubkey(),
+            text,
+        );
+        customer.client.send_event(&zap).await.unwrap();
+        wait_state(&node, &request.id.to_hex(), JobState::Succeeded).await;
+    };
+    let first = mint_proofs(&wallet(s.mint.url()).await, 5, Some(&s.lock())).await;
+    pay("before the rotations", &first).await;
+
+    let second = s.mint.rotate_keyset().await.unwrap();
+    assert_ne!(before[0].keyset_id.to_string(), second);
+    pay("an inactive keyset's proofs", &before).await;
+
+    let third = s.mint.rotate_keyset().await.unwrap();
+    let newest = mint_proofs(&wallet(s.mint.url()).await, 5, Some(&s.lock())).await;
+    assert!(newest.iter().all(|p| p.keyset_id.to_string() == third));
+    pay("the newest keyset's proofs", &newest).await;
+    let stats = node.nutzap_stats().unwrap();
+    assert_eq!((stats.credited(), stats.rejected()), (3, 0));
+    node.shutdown().await;
+
+    let store = s.store();
+    assert_eq!(nutzap_payments(&store).len(), 3);
+    assert_eq!(crate::cashu_mint::wallet_balance(&s).await, 15);
+    let asset = paydvm_ledger::Account::Asset(Asset::Mint {
+        url: s.mint.url().to_owned(),
+    });
+    assert_eq!(store.state().balance(&asset).signed(true), 15_000);
+    assert!(store.verify().is_ok());
+}
+
 /// NutZaps arriving together are swapped at once, not one after another, and each once: the
 /// mint holds every swap 1.2 s (longer than the rail's 0.5 s retry tick, so a row being swapped
 /// is due again meanwhile) while four NutZaps for four jobs arrive. Each job is paid once, the

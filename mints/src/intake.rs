@@ -67,6 +67,12 @@ impl Intake<'_> {
                 let _ = self.store.forget_intake(&tag).await;
                 SwapOutcome::Refused { reason }
             }
+            // Nothing happened either, but the payment is good: planned again on the keyset
+            // the mint uses now, at the next attempt.
+            Err(MintFault::StaleKeyset(reason)) => match self.store.forget_intake(&tag).await {
+                Ok(()) => retry(reason),
+                Err(e) => retry(format!("{reason}; forgetting the old plan: {e}")),
+            },
             Err(MintFault::Unreachable(reason)) => retry(reason),
         }
     }

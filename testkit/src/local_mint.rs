@@ -60,6 +60,9 @@ pub struct LocalMint {
     pub url: String,
     faults: Arc<MintFaults>,
     server: JoinHandle<()>,
+    /// The mint itself, for what a mint's operator does (rotating keysets).
+    mint: Arc<cdk::mint::Mint>,
+    input_fee_ppk: u64,
 }
 
 impl Drop for LocalMint {
@@ -112,7 +115,8 @@ impl LocalMint {
             .await
             .map_err(mint_error)?;
         mint.start().await.map_err(mint_error)?;
-        let router = cdk_axum::create_mint_router(Arc::new(mint), vec!["bolt11".to_owned()])
+        let mint = Arc::new(mint);
+        let router = cdk_axum::create_mint_router(Arc::clone(&mint), vec!["bolt11".to_owned()])
             .await
             .map_err(mint_error)?;
         let faults = Arc::new(MintFaults::default());
@@ -121,7 +125,33 @@ impl LocalMint {
             url,
             faults,
             server,
+            mint,
+            input_fee_ppk,
         })
+    }
+
+    /// Rotates the sat keyset, as a mint's operator does: a new keyset (same amounts and fee)
+    /// becomes the active one and the old one inactive (its proofs are still redeemed, no new
+    /// outputs are signed with it). Returns the new keyset's id.
+    pub async fn rotate_keyset(&self) -> Result<String, LocalMintError> {
+        let active = self
+            .mint
+            .get_active_keysets()
+            .get(&CurrencyUnit::Sat)
+            .copied()
+            .ok_or_else(|| mint_error("no active sat keyset"))?;
+        let amounts = self
+            .mint
+            .get_keyset_info(&active)
+            .ok_or_else(|| mint_error("the active keyset has no info"))?
+            .amounts;
+        let v2 = active.get_version() == cdk::nuts::nut02::KeySetVersion::Version01;
+        let info = self
+            .mint
+            .rotate_keyset(CurrencyUnit::Sat, amounts, self.input_fee_ppk, v2, None)
+            .await
+            .map_err(mint_error)?;
+        Ok(info.id.to_string())
     }
 
     pub fn faults(&self) -> &MintFaults {

@@ -12,6 +12,7 @@ use cdk::nuts::{
     BlindSignature, BlindedMessage, CheckStateRequest, CurrencyUnit, Id, Keys, Proof, PublicKey,
     RestoreRequest, State, SwapRequest,
 };
+use cdk::wallet::types::KeysetLoadPolicy;
 use cdk::wallet::types::ProofInfo;
 use cdk::wallet::Wallet;
 
@@ -29,6 +30,10 @@ pub enum MintFault {
     Refused(String),
     /// No answer, or one we cannot read: anything may have happened.
     Unreachable(String),
+    /// The mint refused our outputs' keyset as inactive (it rotated its keysets after the
+    /// wallet cached the list, which is now fetched again): nothing happened, and a new plan on
+    /// the active keyset will do.
+    StaleKeyset(String),
 }
 
 /// A keyset as the saga uses it.
@@ -121,18 +126,37 @@ impl MintPort for CdkMint {
     }
 
     async fn keyset(&self, id: Id) -> Result<KeysetInfo, MintFault> {
-        let k = self.0.keyset(id).await.map_err(mint_fault)?;
+        let k = match self.0.keyset(id).await {
+            // Made after the wallet cached the mint's list (a rotation): the list is fetched
+            // again before the keyset is called unknown (cdk would wait out its hour).
+            Err(cdk::Error::UnknownKeySet) => {
+                self.0
+                    .keyset_with_policy(id, KeysetLoadPolicy::Refresh)
+                    .await
+            }
+            other => other,
+        }
+        .map_err(mint_fault)?;
         let fee = self.0.get_keyset_fees_by_id(id).await.map_err(mint_fault)?;
         Ok(keyset_info(k, fee))
     }
 
     async fn swap(&self, request: SwapRequest) -> Result<Vec<BlindSignature>, MintFault> {
         let connector = self.0.mint_connector();
-        Ok(connector
-            .post_swap(request)
-            .await
-            .map_err(mint_fault)?
-            .signatures)
+        match connector.post_swap(request).await {
+            Ok(answer) => Ok(answer.signatures),
+            Err(cdk::Error::InactiveKeyset) => {
+                // The outputs were planned on a keyset the mint has since rotated out: fetch
+                // its list now so the next plan takes the active one.
+                let refreshed = self.0.keysets(KeysetLoadPolicy::Refresh).await;
+                let reason = match refreshed {
+                    Ok(_) => "the mint rotated its keyset; planning again on the new one".into(),
+                    Err(e) => format!("the mint rotated its keyset; its list: {e}"),
+                };
+                Err(MintFault::StaleKeyset(reason))
+            }
+            Err(e) => Err(mint_fault(e)),
+        }
     }
 
     async fn check_state(&self, ys: Vec<PublicKey>) -> Result<Vec<State>, MintFault> {

@@ -190,7 +190,9 @@ impl Saga<'_> {
         match self.mint.swap(request).await {
             Ok(signatures) => self.finish(record, &outputs, signatures).await,
             Err(MintFault::Spent) => self.recover(record, &outputs).await,
-            Err(MintFault::Refused(reason)) => {
+            // Nothing happened at the mint either way: the attempt is abandoned (its inputs
+            // released) and the next one plans afresh, on the refreshed keysets if they moved.
+            Err(MintFault::Refused(reason) | MintFault::StaleKeyset(reason)) => {
                 self.abandon_with(
                     record,
                     format!("the mint refused the refund swap: {reason}"),
