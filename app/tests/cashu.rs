@@ -519,6 +519,11 @@ async fn a_nutzap_put_off_for_its_mint_is_kept_across_a_restart() {
         "not checked, so not pending"
     );
     assert!(nutzap_payments(&s.store()).is_empty());
+    // Reconcile names it under its mint, in neither figure.
+    let (_, report) = crate::reconcile::reconcile_json(&s.config).await;
+    let mint = crate::reconcile::asset(&report, &format!("asset:mint:{}", s.mint.url()));
+    let waits = format!("NutZap {} waits for this mint", zap.id.to_hex());
+    assert!(mint["notes"].to_string().contains(&waits), "{report:#}");
 
     s.mint.set_down(false);
     let node = s.start().await;

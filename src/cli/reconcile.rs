@@ -15,13 +15,14 @@ use std::time::Duration;
 
 use crate::ledger_handle::LedgerHandle;
 use anyhow::Context;
+use nostr_sdk::prelude::{Event, JsonUtil, TagKind};
 use paydvm_ledger::LedgerStore;
 use paydvm_ledger::{
     Account, Asset, InvoiceFor, JobId, LedgerState, Msat, PaymentRef, QuotedInvoice, RefundState,
     SubscriptionId,
 };
 use paydvm_mints::verify::msat_per_unit;
-use paydvm_mints::{normalise_mint_url, PendingState};
+use paydvm_mints::{normalise_mint_url, PendingRows, PendingState, NUTZAP_KIND};
 use tokio::task::JoinSet;
 
 use super::{ledger_file, output, EXIT_OK, EXIT_RECONCILE_MISMATCH};
@@ -291,6 +292,37 @@ fn add_pending_swaps(
                 row.nutzap.event_id
             )),
         }
+    }
+    add_deferred_nutzaps(pending.as_ref(), mints)
+}
+
+/// NutZaps put off because their mint could not be asked: locked to our key, redeemed once the
+/// mint answers, in neither figure until then. (A request's tokens stay the customer's until
+/// swapped, so they are not listed.)
+fn add_deferred_nutzaps(
+    pending: &dyn PendingRows,
+    mints: &mut BTreeMap<String, AssetInput>,
+) -> anyhow::Result<()> {
+    for row in pending.deferred()? {
+        let Ok(event) = Event::from_json(&row.event) else {
+            continue;
+        };
+        if event.kind.as_u16() != NUTZAP_KIND {
+            continue;
+        }
+        let mint = event
+            .tags
+            .iter()
+            .find(|t| t.kind() == TagKind::custom("u"))
+            .and_then(|t| t.content());
+        let Some(input) = mint.and_then(|m| mints.get_mut(&normalise_mint_url(m))) else {
+            continue;
+        };
+        input.notes.push(format!(
+            "NutZap {} waits for this mint (put off {} times; not checked or swapped yet, in \
+             neither figure)",
+            row.event_id, row.tries
+        ));
     }
     Ok(())
 }
