@@ -139,7 +139,7 @@ pub fn decode_row(
 /// attempts are not carried over; the copy tries it again at once. Returns how many rows were
 /// copied, after reading both back.
 pub fn copy_rows(from: &dyn PendingRows, to: &dyn PendingRows) -> Result<CopiedRows, PendingError> {
-    let existing = to.all()?.len() + to.deferred()?.len();
+    let existing = rows_held(to)?;
     if existing > 0 {
         return Err(PendingError::NotEmpty(existing));
     }
@@ -181,6 +181,12 @@ pub fn copy_rows(from: &dyn PendingRows, to: &dyn PendingRows) -> Result<CopiedR
         swaps: rows.len(),
         deferred: deferred.len(),
     })
+}
+
+/// How many rows `store` holds, pending swaps and put-off events: a copy's destination must
+/// hold none.
+pub fn rows_held(store: &dyn PendingRows) -> Result<usize, PendingError> {
+    Ok(store.all()?.len() + store.deferred()?.len())
 }
 
 /// What [`copy_rows`] copied.

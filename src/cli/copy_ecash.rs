@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use paydvm_mints::pending::copy_rows;
+use paydvm_mints::pending::{copy_rows, rows_held};
 use paydvm_mints::wallet_copy::{copy_wallet, wallet_is_empty, WalletCopied};
 use paydvm_mints::{PendingRows, WalletStore};
 use tokio::runtime::Runtime;
@@ -60,7 +60,7 @@ pub(super) fn prepare(from: EcashStore, to: EcashStore) -> anyhow::Result<Option
         );
     }
     if let Some(pending) = to.pending_if_any()? {
-        let rows = pending.all()?.len() + pending.deferred()?.len();
+        let rows = rows_held(pending.as_ref())?;
         if rows > 0 {
             bail!("the destination already holds {rows} pending swaps or deferred events");
         }

@@ -15,14 +15,14 @@ use std::time::Duration;
 
 use crate::ledger_handle::LedgerHandle;
 use anyhow::Context;
-use nostr_sdk::prelude::{Event, JsonUtil, TagKind};
+use nostr_sdk::prelude::{Event, JsonUtil};
 use paydvm_ledger::LedgerStore;
 use paydvm_ledger::{
     Account, Asset, InvoiceFor, JobId, LedgerState, Msat, PaymentRef, QuotedInvoice, RefundState,
     SubscriptionId,
 };
 use paydvm_mints::verify::msat_per_unit;
-use paydvm_mints::{normalise_mint_url, PendingRows, PendingState, NUTZAP_KIND};
+use paydvm_mints::{normalise_mint_url, PendingRows, PendingState};
 use tokio::task::JoinSet;
 
 use super::{ledger_file, output, EXIT_OK, EXIT_RECONCILE_MISMATCH};
@@ -31,6 +31,7 @@ use crate::lightning::lnbits::LnbitsLightning;
 use crate::lightning::nwc::NwcLightning;
 use crate::lightning::{InvoiceStatus, LightningBackend};
 use crate::node::ecash_store::EcashStore;
+use crate::node::nutzaps::nutzap_mint;
 use crate::reconcile::{reconcile, AssetInput, BackendView, Item, Report, Status};
 
 /// Invoice lookups in flight at once.
@@ -304,18 +305,10 @@ fn add_deferred_nutzaps(
     mints: &mut BTreeMap<String, AssetInput>,
 ) -> anyhow::Result<()> {
     for row in pending.deferred()? {
-        let Ok(event) = Event::from_json(&row.event) else {
-            continue;
-        };
-        if event.kind.as_u16() != NUTZAP_KIND {
-            continue;
-        }
-        let mint = event
-            .tags
-            .iter()
-            .find(|t| t.kind() == TagKind::custom("u"))
-            .and_then(|t| t.content());
-        let Some(input) = mint.and_then(|m| mints.get_mut(&normalise_mint_url(m))) else {
+        let mint = Event::from_json(&row.event)
+            .ok()
+            .and_then(|event| nutzap_mint(&event));
+        let Some(input) = mint.and_then(|m| mints.get_mut(&normalise_mint_url(&m))) else {
             continue;
         };
         input.notes.push(format!(

@@ -310,10 +310,10 @@ impl Worker {
             }
             None => {}
         }
-        self.count_deferred();
     }
 
-    /// Shows how many events wait (the stats, `paydvm_ecash_deferred`).
+    /// Shows how many events wait (the stats, `paydvm_ecash_deferred`); called where the
+    /// deferrals change, not for every event the rail decides.
     fn count_deferred(&self) {
         let waiting = self.deferred.len();
         self.stats.deferred.store(waiting as u64, Ordering::SeqCst);
@@ -363,12 +363,15 @@ impl Worker {
             }
         };
         warn!(event = %id, "ecash not checked yet: {reason}; will retry");
+        self.count_deferred();
         if let Err(e) = self.pending.keep_deferred(row).await {
             warn!(event = %id, "the deferred event is kept in memory only: {e}");
         }
     }
 
+    /// An event that waited is decided or given up: out of the store (already out of memory).
     async fn forget_deferred(&self, event: &Event) {
+        self.count_deferred();
         if let Err(e) = self.pending.forget_deferred(&event.id.to_hex()).await {
             warn!(event = %event.id, "a decided event stays in the deferred store: {e}");
         }
@@ -494,7 +497,6 @@ impl Worker {
             }
             self.decide(d.event, (d.tries, d.first)).await;
         }
-        self.count_deferred();
     }
 
     /// Starts attempts for pending rows that are due (deferred events have their own wake-up in
@@ -544,6 +546,22 @@ pub(super) fn input_fee_msat(ecash: &VerifiedNutZap, fee_units: u64) -> Msat {
     let per_unit = ecash.amount.as_msat().checked_div(ecash.units).unwrap_or(0);
     let fee = per_unit.saturating_mul(fee_units);
     Msat::from_msat(fee.min(ecash.amount.as_msat()))
+}
+
+/// The mint a NutZap names, read as the rail reads it (`paydvm_mints::nutzap::parse`): `None`
+/// for another kind of event or a NutZap that does not parse.
+pub fn nutzap_mint(event: &Event) -> Option<String> {
+    if event.kind.as_u16() != NUTZAP_KIND {
+        return None;
+    }
+    let (id, author) = (event.id.to_hex(), event.pubkey.to_hex());
+    let tags: Vec<Vec<String>> = event.tags.iter().map(|t| t.as_slice().to_vec()).collect();
+    let nutzap = NutZapEvent {
+        id: &id,
+        author: &author,
+        tags: &tags,
+    };
+    paydvm_mints::nutzap::parse(&nutzap).ok().map(|p| p.mint)
 }
 
 /// A kept event read back: it must parse, carry the id it was kept under and verify (the store
