@@ -435,14 +435,8 @@ impl Worker {
     }
 
     async fn check(&mut self, event: &Event) -> Result<Option<VerifiedNutZap>, Checked> {
-        let id = event.id.to_hex();
-        let author = event.pubkey.to_hex();
-        let tags: Vec<Vec<String>> = event.tags.iter().map(|t| t.as_slice().to_vec()).collect();
-        let nutzap = NutZapEvent {
-            id: &id,
-            author: &author,
-            tags: &tags,
-        };
+        let fields = NutZapFields::of(event);
+        let (id, nutzap) = (&fields.id, fields.view());
         let now_secs = now_ms() / 1000;
         let verified =
             match paydvm_mints::verify_nutzap(&nutzap, &self.us, &self.registry, now_secs) {
@@ -554,14 +548,36 @@ pub fn nutzap_mint(event: &Event) -> Option<String> {
     if event.kind.as_u16() != NUTZAP_KIND {
         return None;
     }
-    let (id, author) = (event.id.to_hex(), event.pubkey.to_hex());
-    let tags: Vec<Vec<String>> = event.tags.iter().map(|t| t.as_slice().to_vec()).collect();
-    let nutzap = NutZapEvent {
-        id: &id,
-        author: &author,
-        tags: &tags,
-    };
-    paydvm_mints::nutzap::parse(&nutzap).ok().map(|p| p.mint)
+    let fields = NutZapFields::of(event);
+    paydvm_mints::nutzap::parse(&fields.view())
+        .ok()
+        .map(|p| p.mint)
+}
+
+/// An event's id, author and tags as text, for the NutZap parser and checks
+/// ([`NutZapEvent`] borrows them).
+struct NutZapFields {
+    id: String,
+    author: String,
+    tags: Vec<Vec<String>>,
+}
+
+impl NutZapFields {
+    fn of(event: &Event) -> NutZapFields {
+        NutZapFields {
+            id: event.id.to_hex(),
+            author: event.pubkey.to_hex(),
+            tags: event.tags.iter().map(|t| t.as_slice().to_vec()).collect(),
+        }
+    }
+
+    fn view(&self) -> NutZapEvent<'_> {
+        NutZapEvent {
+            id: &self.id,
+            author: &self.author,
+            tags: &self.tags,
+        }
+    }
 }
 
 /// A kept event read back: it must parse, carry the id it was kept under and verify (the store
