@@ -405,3 +405,53 @@ async fn an_operator_borne_fee_refund_the_wallet_cannot_cover_waits_with_the_rea
     );
     assert!(s.store().verify().is_ok());
 }
+
+/// The mint rotates its keyset while a refund's swap is on its way, planned on the keyset the
+/// node's wallet had cached: the mint refuses outputs on an inactive keyset, the attempt is
+/// abandoned (nothing happened at the mint), the wallet fetches the mint's list, and the next
+/// attempt plans on the new keyset and pays the refund once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_planned_on_a_keyset_the_mint_rotated_out_is_planned_again_and_paid_once() {
+    let s = setup().await;
+    let mut customer = Customer::connect(&s.urls).await;
+    let p2pk = publish_10019(&s, &customer).await;
+    let node = s.start().await;
+    let (job, quote) = quoted_job(&mut customer, "fail").await;
+    // Swaps take 2 s: the payment's own swap warms the wallet's keyset cache, and the rotation
+    // lands while the refund's swap (planned on that cache) waits at the mint.
+    s.mint.hold_swaps(Duration::from_secs(2));
+    pay_by_nutzap(&s, &customer, &quote, 5).await;
+    wait_state(&node, &job, JobState::Refunding).await;
+    let rotated = s.mint.rotate_keyset().await.unwrap();
+    wait_state(&node, &job, JobState::Refunded).await;
+    node.shutdown().await;
+    s.mint.hold_swaps(Duration::ZERO);
+
+    let (state, attempts, _) = refund_state(&s, &job);
+    assert_eq!((state, attempts), (RefundState::Settled, 2));
+    let reasons: Vec<String> = s
+        .store()
+        .audit(&job)
+        .unwrap()
+        .unwrap()
+        .events
+        .into_iter()
+        .filter_map(|e| match e.event {
+            paydvm_ledger::EventBody::RefundFailed { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(reasons[0].contains("rotated its keyset"), "{reasons:?}");
+    let handed_over = refund_nutzaps(&s.urls, &customer, &job).await;
+    assert_eq!(handed_over.len(), 1, "the refund was handed over once");
+    assert!(
+        handed_over[0]
+            .iter()
+            .all(|p| p.keyset_id.to_string() == rotated),
+        "the refund's proofs are of the new keyset"
+    );
+    assert_eq!(claim(&s, handed_over[0].clone(), Some(&p2pk)).await, 5);
+    assert_eq!(wallet_balance(&s).await, 0);
+    assert!(s.store().verify().is_ok());
+}
