@@ -123,6 +123,10 @@ impl LedgerStore for LedgerHandle {
         each!(self, s => LedgerStore::head(s))
     }
 
+    fn follow(&mut self) -> Result<paydvm_ledger::Followed, LedgerError> {
+        each!(self, s => LedgerStore::follow(s))
+    }
+
     fn recall(&mut self, names: &Recall) -> Result<(), LedgerError> {
         each!(self, s => LedgerStore::recall(s, names))
     }

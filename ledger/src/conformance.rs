@@ -11,11 +11,13 @@
 
 mod builders;
 mod contracts;
+mod follow_contracts;
 pub mod model;
 mod snapshot_contracts;
 
 pub use builders::*;
 pub use contracts::*;
+pub use follow_contracts::*;
 pub use snapshot_contracts::*;
 
 use crate::error::LedgerError;
@@ -100,6 +102,9 @@ macro_rules! ledger_store_conformance {
             state_is_the_projection_of_the_written_history,
             a_refund_is_paid_from_the_asset_the_rules_name,
             a_refund_whose_outcome_is_unknown_is_never_started_again,
+            a_store_follows_what_another_store_on_its_location_wrote,
+            following_a_change_to_a_record_that_left_memory_loads_afresh,
+            a_store_that_lost_the_race_follows_and_writes_again,
         );
     };
     (@snapshots $make:expr) => {

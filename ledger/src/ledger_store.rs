@@ -20,6 +20,7 @@ use crate::ids::{EffectId, IdemKey, JobId, PaymentRef, RefundId, SubscriptionId}
 use crate::job::{JobRecord, JobState};
 use crate::refund::{RefundRecord, RefundState};
 use crate::state::LedgerState;
+use crate::store::replay::Followed;
 use crate::store::{AuditTrail, StoredEvent, VerifyFailure, VerifyReport};
 
 /// How hard each commit waits for the disk.
@@ -234,6 +235,12 @@ pub trait LedgerStore: Sized {
     fn state(&self) -> &LedgerState;
     /// The last event on disk: its seq and hash (staged groups are not counted).
     fn head(&self) -> (u64, Hash);
+
+    /// Take in the events another writer on the same database appended after [`Self::head`]
+    /// (several nodes on one PostgreSQL ledger): afterwards `state()` and `head()` are as if
+    /// this store had written them. Nothing may be staged (`LedgerError::Staged`); a flush
+    /// that found the head moved has undone its groups in memory already.
+    fn follow(&mut self) -> Result<Followed, LedgerError>;
 
     /// Bring the named records back into `state()` if they left it (`Retention::OpenWork`;
     /// nothing to do when the store keeps everything), so a decision about them reads them

@@ -40,4 +40,5 @@ pub use ledger_store::{
 pub use money::{MoneyError, Msat};
 pub use refund::{RefundRecord, RefundState};
 pub use state::{Change, LedgerState};
+pub use store::replay::Followed;
 pub use subscription::{EntitlementState, SubscriptionRecord};

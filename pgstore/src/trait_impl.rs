@@ -8,6 +8,7 @@ use paydvm_ledger::chain::Hash;
 use paydvm_ledger::ledger_store::GroupResult;
 use paydvm_ledger::store::resident::StoreBackend;
 use paydvm_ledger::store::{AuditTrail, StoredEvent, VerifyFailure, VerifyReport};
+use paydvm_ledger::Followed;
 use paydvm_ledger::{
     AppendOutcome, EffectId, EffectRecord, IdemKey, JobId, JobRecord, JobState, LedgerError,
     LedgerEvent, LedgerState, LedgerStore, OpenReport, PaymentRef, Recall, RefundId, RefundRecord,
@@ -39,6 +40,10 @@ impl LedgerStore for PgStore {
 
     fn head(&self) -> (u64, Hash) {
         self.core.head()
+    }
+
+    fn follow(&mut self) -> Result<Followed, LedgerError> {
+        self.core.follow(&self.db, true)
     }
 
     fn recall(&mut self, names: &Recall) -> Result<(), LedgerError> {

@@ -357,6 +357,14 @@ impl Store {
         self.core.recall(&self.conn, names)
     }
 
+    /// Takes in what another connection appended after this store's head
+    /// ([`LedgerStore::follow`]). On a file the node's lock keeps a second writer out; tools
+    /// reading a file a node writes can follow it.
+    pub fn follow(&mut self) -> Result<replay::Followed, LedgerError> {
+        let snapshots = schema::schema_version(&self.conn)? >= schema::SNAPSHOT_VERSION;
+        self.core.follow(&self.conn, snapshots)
+    }
+
     /// A snapshot whose failure is counted, not returned: the events are on disk already, and
     /// the next snapshot tries again.
     fn snapshot_quietly(&mut self) {

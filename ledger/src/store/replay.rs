@@ -188,31 +188,104 @@ fn from_snapshot(
         Some(_) => {}
     }
     let mut ledger = Ledger::resume(state, s.seq + 1);
-    let mut rejected = None;
-    let (head, replayed) = each_event(src, s.seq, s.hash, |stored| {
-        if rejected.is_some() {
-            return Ok(());
-        }
-        if let Err(why) = load_for_tail(src, &mut ledger, &stored, s.seq)? {
-            rejected = Some(why);
-            return Ok(());
-        }
-        if let Err(e) = ledger.apply(&stored.event) {
-            rejected = Some(Rejected::TailNeedsHistory(format!(
-                "event {} refused on the snapshot's state: {e}",
-                stored.seq
-            )));
-        }
-        Ok(())
-    })?;
-    if let Some(why) = rejected {
-        return Ok(Err(why));
-    }
+    let (head, replayed) = match apply_tail(src, &mut ledger, s.seq, s.hash)? {
+        Ok(applied) => applied,
+        Err(why) => return Ok(Err(why)),
+    };
     sweep(&mut ledger, &HashMap::new(), u64::MAX);
     if let Err(why) = agrees_with_projections(src, ledger.state())? {
         return Ok(Err(why));
     }
     Ok(Ok((ledger, head, replayed)))
+}
+
+/// Applies the events after `after` (whose hash is `head`) to `ledger`, which holds the state
+/// as of `after` (a snapshot's, or a store's own memory when another writer appended:
+/// [`follow`]). `Ok(Err(why))`: an event needs a record the ledger no longer holds as it was at
+/// `after`; the ledger is then part way and must be loaded afresh. Returns the new head's hash
+/// and how many events were applied.
+fn apply_tail(
+    src: &impl LogSource,
+    ledger: &mut Ledger,
+    after: u64,
+    head: Hash,
+) -> Result<Result<(Hash, u64), Rejected>, LedgerError> {
+    let mut rejected = None;
+    let applied = each_event(src, after, head, |stored| {
+        if rejected.is_some() {
+            return Ok(());
+        }
+        if let Err(why) = load_for_tail(src, ledger, &stored, after)? {
+            rejected = Some(why);
+            return Ok(());
+        }
+        if let Err(e) = ledger.apply(&stored.event) {
+            rejected = Some(Rejected::TailNeedsHistory(format!(
+                "event {} refused on the state of event {after}: {e}",
+                stored.seq
+            )));
+        }
+        Ok(())
+    })?;
+    Ok(match rejected {
+        Some(why) => Err(why),
+        None => Ok(applied),
+    })
+}
+
+/// How a store took in the events another writer appended after its head ([`follow`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Followed {
+    /// Applied to the state in memory, as they would have been had this store written them.
+    Applied { events: u64 },
+    /// An event needed a record that had left memory and that the tail itself changed: the
+    /// state was loaded afresh (from the newest snapshot and the events after it, or the whole
+    /// log), as at open.
+    Reloaded { events: u64, reason: String },
+}
+
+impl Followed {
+    /// Events written by others that this store now holds.
+    pub fn events(&self) -> u64 {
+        match self {
+            Followed::Applied { events } | Followed::Reloaded { events, .. } => *events,
+        }
+    }
+}
+
+/// Brings `ledger` (the state as of event `after`, whose hash is `head`; nothing staged) up to
+/// the log's head: another writer on the same database appended since. With `bounded` (open
+/// work only) the ended records are then dropped from memory, as after a write of our own.
+/// `snapshots` as for [`open_work`]. Returns the new head's hash.
+pub fn follow(
+    src: &impl LogSource,
+    ledger: &mut Ledger,
+    (after, head): (u64, Hash),
+    bounded: bool,
+    snapshots: bool,
+) -> Result<(Hash, Followed), LedgerError> {
+    match apply_tail(src, ledger, after, head)? {
+        Ok((new_head, events)) => {
+            if bounded {
+                sweep(ledger, &HashMap::new(), u64::MAX);
+            }
+            Ok((new_head, Followed::Applied { events }))
+        }
+        Err(why) => {
+            let loaded = if bounded {
+                open_work(src, snapshots)?
+            } else {
+                everything(src)?
+            };
+            *ledger = loaded.ledger;
+            let events = loaded.report.head.saturating_sub(after);
+            let reason = match why {
+                Rejected::TailNeedsHistory(what) => what,
+                other => other.to_string(),
+            };
+            Ok((loaded.head, Followed::Reloaded { events, reason }))
+        }
+    }
 }
 
 /// Before replaying a tail event: load the records it reads that are not in memory. A record

@@ -24,6 +24,7 @@ use crate::state::residency::Candidates;
 use crate::state::LedgerState;
 
 use super::projections::Dirty;
+use super::replay::{self, Followed, LogSource};
 
 /// A group prepared in memory, with its events.
 pub type PreparedGroup<'a> = (&'a Prepared, &'a [LedgerEvent]);
@@ -504,6 +505,24 @@ impl Resident {
         self.snapshots.written += 1;
         self.snapshots.last_seq = seq;
         Ok(Some(seq))
+    }
+
+    /// Takes in the events another writer on the same database appended after this store's
+    /// head (nothing may be staged: a flush that found the head moved has undone its groups).
+    /// `snapshots`: the schema has them (see [`replay::open_work`]).
+    pub fn follow(
+        &mut self,
+        src: &impl LogSource,
+        snapshots: bool,
+    ) -> Result<Followed, LedgerError> {
+        if !self.staged.is_empty() {
+            return Err(LedgerError::Staged(self.staged.len()));
+        }
+        let bounded = self.bounded();
+        let at = self.head();
+        let (head, followed) = replay::follow(src, &mut self.ledger, at, bounded, snapshots)?;
+        self.head = head;
+        Ok(followed)
     }
 
     /// Drop what is staged; with `OpenWork` on a writable store, write a snapshot.

@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use super::replay::Followed;
 use super::{audit, export, load, queries, Hash, Store, StoredEvent};
 use super::{AuditTrail, VerifyFailure, VerifyReport};
 use crate::account::{Account, Balance};
@@ -39,6 +40,10 @@ impl LedgerStore for Store {
 
     fn head(&self) -> (u64, Hash) {
         Store::head(self)
+    }
+
+    fn follow(&mut self) -> Result<Followed, LedgerError> {
+        Store::follow(self)
     }
 
     fn recall(&mut self, names: &Recall) -> Result<(), LedgerError> {
