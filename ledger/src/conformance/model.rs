@@ -1770,3 +1770,55 @@ fn agrees<S: LedgerStore>(
     prop_assert_eq!(&expected, store.state());
     Ok((store, expected))
 }
+
+/// Two stores on one location take the commands in turns (which one writes a step is picked
+/// from the step's key, so runs of either length happen), each following the other before it
+/// writes ([`LedgerStore::follow`]): the writer agrees with the model after every step, as one
+/// store would. At the end both follow, verify, and hold what a full replay of the accepted
+/// events gives (its open work for `bounded` stores). Returns how many follows loaded afresh.
+pub fn two_writers_agree<S: LedgerStore>(
+    cmds: &[Cmd],
+    a: S,
+    b: S,
+    bounded: bool,
+) -> Result<u64, TestCaseError> {
+    let stores = std::cell::RefCell::new([a, b]);
+    let writer = std::cell::Cell::new(0usize);
+    let reloads = std::cell::Cell::new(0u64);
+    let follow = |s: &mut S| match s.follow() {
+        Ok(Followed::Reloaded { .. }) => {
+            reloads.set(reloads.get() + 1);
+            Ok(())
+        }
+        Ok(Followed::Applied { .. }) => Ok(()),
+        Err(e) => Err(e),
+    };
+    let accepted = run(
+        cmds,
+        |e| {
+            let w = usize::from(e.key.as_str().bytes().fold(0u8, u8::wrapping_add) % 2 == 1);
+            writer.set(w);
+            let mut stores = stores.borrow_mut();
+            follow(&mut stores[w])?;
+            stores[w].append(e)
+        },
+        || {
+            let stores = stores.borrow();
+            let s = &stores[writer.get()];
+            match bounded {
+                true => s.projected_state().unwrap(),
+                false => s.state().clone(),
+            }
+        },
+    )?;
+    let full = replay(&accepted);
+    let expected = if bounded { full.open_work() } else { full };
+    for s in stores.borrow_mut().iter_mut() {
+        follow(s).map_err(|e| TestCaseError::fail(format!("follow: {e}")))?;
+        if let Err(e) = s.verify() {
+            return Err(TestCaseError::fail(format!("verify failed: {e}")));
+        }
+        prop_assert_eq!(&expected, s.state());
+    }
+    Ok(reloads.get())
+}

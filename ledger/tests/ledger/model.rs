@@ -3,7 +3,7 @@
 //! SQLite store, and a SQLite store keeping open work only against the reference model.
 
 use paydvm_ledger::conformance::model::{
-    bounded_store_agrees, cases, cmd, explore, replay, run, store_agrees,
+    bounded_store_agrees, cases, cmd, explore, replay, run, store_agrees, two_writers_agree,
 };
 use paydvm_ledger::store::Store;
 use paydvm_ledger::*;
@@ -51,6 +51,24 @@ proptest! {
         drop(store);
         let reopened = Store::open_with(&path, &options).unwrap();
         prop_assert_eq!(&open, reopened.state());
+    }
+
+    /// Two stores on one file write in turns, each following the other first: the writer agrees
+    /// with the model at every step, and both end with the replay's state and verify; keeping
+    /// everything, and keeping open work (where a follow may load afresh).
+    #[test]
+    fn two_stores_writing_in_turns_agree_with_model(cmds in prop::collection::vec(cmd(), 1..100)) {
+        for options in [
+            StoreOptions::everything(Durability::Normal),
+            StoreOptions::bounded(Durability::Normal).snapshot_every(7),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("shared.db");
+            let a = Store::open_with(&path, &options).unwrap();
+            let b = Store::open_with(&path, &options).unwrap();
+            let bounded = options.retention == Retention::OpenWork;
+            two_writers_agree(&cmds, a, b, bounded)?;
+        }
     }
 }
 

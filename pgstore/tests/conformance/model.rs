@@ -3,8 +3,10 @@
 //! verifies, and reopening gives the live state. A fresh database per case, so fewer cases than
 //! the SQLite run (`PAYDVM_PROP_CASES` scales both).
 
-use paydvm_ledger::conformance::model::{bounded_store_agrees, cases, cmd, store_agrees};
-use paydvm_ledger::{Durability, LedgerStore, StoreOptions};
+use paydvm_ledger::conformance::model::{
+    bounded_store_agrees, cases, cmd, store_agrees, two_writers_agree,
+};
+use paydvm_ledger::{Durability, LedgerStore, Retention, StoreOptions};
 use paydvm_ledger_pg::PgStore;
 use proptest::prelude::*;
 
@@ -42,5 +44,22 @@ proptest! {
         drop(store);
         let reopened = PgStore::open(&db.url(), &options).map_err(|e| fail("reopen", e))?;
         prop_assert_eq!(&open, reopened.state());
+    }
+
+    /// Two stores on one database write in turns, each following the other first (several
+    /// nodes on one ledger): the writer agrees with the model at every step, and both end with
+    /// the replay's state and verify.
+    #[test]
+    fn two_pg_stores_writing_in_turns_agree_with_model(cmds in prop::collection::vec(cmd(), 1..100)) {
+        for options in [
+            StoreOptions::everything(Durability::Normal),
+            StoreOptions::bounded(Durability::Normal).snapshot_every(7),
+        ] {
+            let db = PgDatabase::new();
+            let a = PgStore::open(&db.url(), &options).map_err(|e| fail("open", e))?;
+            let b = PgStore::open(&db.url(), &options).map_err(|e| fail("open", e))?;
+            let bounded = options.retention == Retention::OpenWork;
+            two_writers_agree(&cmds, a, b, bounded)?;
+        }
     }
 }
