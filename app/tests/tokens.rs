@@ -263,8 +263,9 @@ async fn public_and_unlisted_mint_tokens_are_refused_and_stay_unspent() {
 
 /// A token whose mint cannot be reached is put off and kept in the pending store (with when it
 /// was first put off) across a restart; once `token_wait_secs` has passed since then, the
-/// customer is told it was not taken, nothing is kept any more, and the token is still unspent
-/// at the mint (theirs to use).
+/// customer is told it was not taken, nothing is kept any more but the mark that it was given
+/// up, and the token is still unspent at the mint (theirs to use), also after a restart with the
+/// mint back offers the request again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_whose_mint_stays_down_is_given_up_and_its_customer_told() {
     let s = setup_with("token_wait_secs = 4\n").await;
@@ -292,7 +293,24 @@ async fn a_token_whose_mint_stays_down_is_given_up_and_its_customer_told() {
     node.shutdown().await;
     assert!(pending.deferred().unwrap().is_empty(), "nothing kept");
     assert!(pending.all().unwrap().is_empty());
+    assert!(pending.given_up(&request.id.to_hex()).unwrap());
+
+    // The mint is back, and the next start's catch-up offers the request again (it is younger
+    // than the give-up's reply by far less than 10 minutes): the tokens its customer was told
+    // are theirs are not redeemed after all.
     s.mint.set_down(false);
+    let node = s.start().await;
+    let stats = node.nutzap_stats().unwrap();
+    crate::cashu_mint::wait_until("the request is offered again", || {
+        stats.duplicates() >= 1 || stats.credited() >= 1
+    })
+    .await;
+    assert_eq!((stats.duplicates(), stats.credited()), (1, 0));
+    assert_eq!(
+        node.job(&request.id.to_hex()).await.unwrap().state,
+        JobState::Quoted
+    );
+    node.shutdown().await;
     assert_eq!(spent(&s, &proofs).await, vec![State::Unspent; proofs.len()]);
     let (payments, asset) = token_ledger(&s);
     assert!(payments.is_empty());

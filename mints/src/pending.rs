@@ -22,6 +22,13 @@ use crate::verify::VerifiedNutZap;
 pub const FIRST_BACKOFF_MS: u64 = 1_000;
 pub const MAX_BACKOFF_MS: u64 = 5 * 60 * 1000;
 
+/// How long a given-up request is remembered ([`PendingRows::give_up_deferred`]): a week, the
+/// longest `token_wait_secs`. A request can come back only through a catch-up, which reaches 10
+/// minutes before the newest ledger event, and the give-up's own reply is one.
+pub const GIVEN_UP_FOR_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+/// Given-up requests remembered at most (the newest), as many as may wait deferred at once.
+pub const GIVEN_UP_KEPT: u32 = 10_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PendingError {
     #[error("pending swaps store: {0}")]
@@ -89,6 +96,13 @@ pub trait PendingRows: Send + Sync {
     fn forget_deferred(&self, event_id: &str) -> Result<(), PendingError>;
     /// Every put-off event, the earliest due first.
     fn deferred(&self) -> Result<Vec<DeferredRow>, PendingError>;
+    /// A request's tokens were given up (its customer told they stay theirs): it is no longer
+    /// kept, and it is remembered as given up, so the same request offered again (a catch-up
+    /// after a restart) is not redeemed after all. Forgets marks older than [`GIVEN_UP_FOR_MS`]
+    /// and all but the newest [`GIVEN_UP_KEPT`].
+    fn give_up_deferred(&self, event_id: &str, now_ms: u64) -> Result<(), PendingError>;
+    /// Whether the request `event_id` was given up (and is still remembered).
+    fn given_up(&self, event_id: &str) -> Result<bool, PendingError>;
 }
 
 /// How long after its `attempts`-th failure (counted from 0) a row is tried again.
@@ -222,6 +236,10 @@ impl PendingSwaps {
                  tries INTEGER NOT NULL,
                  next_try_ms INTEGER NOT NULL,
                  first_ms INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS given_up_requests (
+                 event_id TEXT PRIMARY KEY,
+                 given_up_ms INTEGER NOT NULL
              );",
         )?;
         Ok(PendingSwaps { db: Mutex::new(db) })
@@ -266,6 +284,31 @@ impl PendingSwaps {
                 )
             })
             .collect()
+    }
+}
+
+impl PendingSwaps {
+    /// [`PendingRows::give_up_deferred`], remembering at most `keep` given-up requests.
+    fn give_up_keeping(&self, event_id: &str, now_ms: u64, keep: u32) -> Result<(), PendingError> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute(
+            "DELETE FROM deferred_events WHERE event_id = ?1",
+            params![event_id],
+        )?;
+        tx.execute(
+            "INSERT INTO given_up_requests (event_id, given_up_ms) VALUES (?1, ?2)
+             ON CONFLICT (event_id) DO NOTHING",
+            params![event_id, now_ms as i64],
+        )?;
+        tx.execute(
+            "DELETE FROM given_up_requests WHERE given_up_ms < ?1 OR event_id IN
+                 (SELECT event_id FROM given_up_requests
+                  ORDER BY given_up_ms DESC, event_id LIMIT -1 OFFSET ?2)",
+            params![now_ms.saturating_sub(GIVEN_UP_FOR_MS) as i64, keep],
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 }
 
@@ -347,6 +390,19 @@ impl PendingRows for PendingSwaps {
             params![event_id],
         )?;
         Ok(())
+    }
+
+    fn give_up_deferred(&self, event_id: &str, now_ms: u64) -> Result<(), PendingError> {
+        self.give_up_keeping(event_id, now_ms, GIVEN_UP_KEPT)
+    }
+
+    fn given_up(&self, event_id: &str) -> Result<bool, PendingError> {
+        let n: i64 = self.db().query_row(
+            "SELECT count(*) FROM given_up_requests WHERE event_id = ?1",
+            params![event_id],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
     }
 
     fn deferred(&self) -> Result<Vec<DeferredRow>, PendingError> {
@@ -473,6 +529,41 @@ mod tests {
         store.forget_deferred("never-kept").unwrap();
         assert_eq!(store.deferred().unwrap(), [deferred_row("b", 5)]);
         assert!(store.all().unwrap().is_empty(), "not a pending swap");
+    }
+
+    #[test]
+    fn a_given_up_request_is_no_longer_kept_and_is_remembered_for_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pending.db");
+        let store = PendingSwaps::open(&path).unwrap();
+        store.keep_deferred(&deferred_row("a", 1)).unwrap();
+        store.keep_deferred(&deferred_row("b", 1)).unwrap();
+        store.give_up_deferred("a", 1_000).unwrap();
+        store.give_up_deferred("a", 2_000).unwrap();
+        drop(store);
+        let store = PendingSwaps::open(&path).unwrap();
+        assert_eq!(store.deferred().unwrap(), [deferred_row("b", 1)]);
+        assert!(store.given_up("a").unwrap(), "remembered across a reopen");
+        assert!(!store.given_up("b").unwrap(), "still waiting, not given up");
+        // A week after the first give-up, the next one forgets it.
+        store
+            .give_up_deferred("b", 1_000 + GIVEN_UP_FOR_MS + 1)
+            .unwrap();
+        assert!(!store.given_up("a").unwrap());
+        assert!(store.given_up("b").unwrap());
+        // At most `keep`: the newest stay.
+        for (i, id) in ["c", "d", "e"].into_iter().enumerate() {
+            store.give_up_keeping(id, 10_000 + i as u64, 2).unwrap();
+        }
+        let kept: Vec<bool> = ["b", "c", "d", "e"]
+            .iter()
+            .map(|id| store.given_up(id).unwrap())
+            .collect();
+        assert_eq!(
+            kept,
+            [true, false, false, true],
+            "b and e are the newest two"
+        );
     }
 
     #[test]

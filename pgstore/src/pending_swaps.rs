@@ -30,6 +30,10 @@ CREATE TABLE IF NOT EXISTS cashu_deferred_events (
     tries INTEGER NOT NULL,
     next_try_ms BIGINT NOT NULL,
     first_ms BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cashu_given_up_requests (
+    event_id TEXT PRIMARY KEY,
+    given_up_ms BIGINT NOT NULL
 )";
 
 /// The advisory lock creating the table: "paydvm" in ASCII and 3 (the node lock is 1, the work
@@ -209,6 +213,48 @@ impl PgPendingSwaps {
         Ok(())
     }
 
+    /// A request's tokens were given up: no longer kept, remembered as given up; marks given
+    /// up before `forget_before_ms`, and all but the newest `keep`, are forgotten. One
+    /// statement, so all of it or none.
+    pub fn give_up_deferred(
+        &self,
+        event_id: &str,
+        now_ms: u64,
+        (forget_before_ms, keep): (u64, u32),
+    ) -> Result<(), PgError> {
+        let params: Vec<Param> = vec![
+            Box::new(event_id.to_owned()),
+            Box::new(int(now_ms, "now_ms")?),
+            Box::new(int(forget_before_ms, "forget_before_ms")?),
+            Box::new(i64::from(keep)),
+        ];
+        self.db.query(
+            "WITH gone AS (DELETE FROM cashu_deferred_events WHERE event_id = $1),
+                  marked AS (INSERT INTO cashu_given_up_requests (event_id, given_up_ms)
+                             VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING)
+             DELETE FROM cashu_given_up_requests WHERE given_up_ms < $3 OR event_id IN
+                 (SELECT event_id FROM cashu_given_up_requests
+                  ORDER BY given_up_ms DESC, event_id OFFSET $4::bigint - 1)",
+            params,
+        )?;
+        Ok(())
+    }
+
+    /// Whether the request `event_id` was given up (and is still remembered).
+    pub fn given_up(&self, event_id: &str) -> Result<bool, PgError> {
+        if !self.deferred_table {
+            return Ok(false);
+        }
+        let row = self.db.query_opt(
+            "SELECT EXISTS (SELECT 1 FROM cashu_given_up_requests WHERE event_id = $1)",
+            vec![Box::new(event_id.to_owned())],
+        )?;
+        match row {
+            Some(row) => get::<bool>(&row, 0),
+            None => Ok(false),
+        }
+    }
+
     /// Every put-off event, the earliest due first (none without the table).
     pub fn deferred(&self) -> Result<Vec<DeferredEventRow>, PgError> {
         if !self.deferred_table {
@@ -325,5 +371,41 @@ mod tests {
         s.forget_deferred("never-kept").unwrap();
         assert_eq!(s.deferred().unwrap(), [row("b", 5)]);
         assert!(s.rows(Rows::All).unwrap().is_empty(), "not a pending swap");
+    }
+
+    #[test]
+    fn a_given_up_request_is_no_longer_kept_and_is_remembered_for_a_while() {
+        let s = store();
+        let row = |id: &str| DeferredEventRow {
+            event_id: id.into(),
+            event: "{}".into(),
+            tries: 1,
+            next_try_ms: 1_000,
+            first_ms: 7,
+        };
+        s.keep_deferred(&row("a")).unwrap();
+        s.keep_deferred(&row("b")).unwrap();
+        s.give_up_deferred("a", 1_000, (0, 10)).unwrap();
+        s.give_up_deferred("a", 2_000, (0, 10)).unwrap();
+        assert_eq!(s.deferred().unwrap(), [row("b")]);
+        assert!(s.given_up("a").unwrap());
+        assert!(!s.given_up("b").unwrap(), "still waiting, not given up");
+        // Marks given up before the cut-off are forgotten, the new one kept.
+        s.give_up_deferred("b", 5_000, (1_001, 10)).unwrap();
+        assert!(!s.given_up("a").unwrap());
+        assert!(s.given_up("b").unwrap());
+        // At most `keep`, the newest, the one being given up counted.
+        for (i, id) in ["c", "d", "e"].into_iter().enumerate() {
+            s.give_up_deferred(id, 10_000 + i as u64, (0, 2)).unwrap();
+        }
+        let kept: Vec<bool> = ["b", "c", "d", "e"]
+            .iter()
+            .map(|id| s.given_up(id).unwrap())
+            .collect();
+        assert_eq!(
+            kept,
+            [false, false, true, true],
+            "d and e are the newest two"
+        );
     }
 }

@@ -217,6 +217,20 @@ impl PendingRows for PgPending {
         self.0.forget_deferred(event_id).map_err(db)
     }
 
+    fn give_up_deferred(&self, event_id: &str, now_ms: u64) -> Result<(), PendingError> {
+        let forget = (
+            now_ms.saturating_sub(paydvm_mints::pending::GIVEN_UP_FOR_MS),
+            paydvm_mints::pending::GIVEN_UP_KEPT,
+        );
+        self.0
+            .give_up_deferred(event_id, now_ms, forget)
+            .map_err(db)
+    }
+
+    fn given_up(&self, event_id: &str) -> Result<bool, PendingError> {
+        self.0.given_up(event_id).map_err(db)
+    }
+
     fn deferred(&self) -> Result<Vec<DeferredRow>, PendingError> {
         let rows = self.0.deferred().map_err(db)?;
         Ok(rows

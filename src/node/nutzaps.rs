@@ -79,7 +79,8 @@ impl NutZapStats {
     pub fn ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
-    /// NutZaps already credited or already pending when seen again: nothing done.
+    /// NutZaps already credited or already pending when seen again, and requests seen again
+    /// after their tokens were given up: nothing done.
     pub fn duplicates(&self) -> u64 {
         self.duplicates.load(Ordering::SeqCst)
     }
@@ -377,6 +378,15 @@ impl Worker {
         }
     }
 
+    /// A request whose tokens were given up (its customer told): out of the store, and
+    /// remembered so that the relays offering it again does not redeem them after all.
+    async fn mark_given_up(&self, event: &Event, now: u64) {
+        self.count_deferred();
+        if let Err(e) = self.pending.give_up_deferred(&event.id.to_hex(), now).await {
+            warn!(event = %event.id, "a given-up request is not remembered as given up: {e}");
+        }
+    }
+
     /// The events deferred before the last stop (or by the node a standby took over from),
     /// read back at start; each is decided when it is due.
     async fn restore_deferred(&mut self) {
@@ -486,7 +496,7 @@ impl Worker {
         for d in self.deferred.take_due(now) {
             if d.waited(now, self.token_wait_ms) && d.event.kind.as_u16() != NUTZAP_KIND {
                 self.give_up_request(&d.event).await;
-                self.forget_deferred(&d.event).await;
+                self.mark_given_up(&d.event, now).await;
                 continue;
             }
             self.decide(d.event, (d.tries, d.first)).await;

@@ -74,6 +74,17 @@ impl PendingStore {
         self.run(move |s| s.forget_deferred(&id)).await
     }
 
+    /// See [`PendingRows::give_up_deferred`].
+    pub async fn give_up_deferred(&self, event_id: &str, now_ms: u64) -> Result<(), PendingError> {
+        let id = event_id.to_owned();
+        self.run(move |s| s.give_up_deferred(&id, now_ms)).await
+    }
+
+    pub async fn given_up(&self, event_id: &str) -> Result<bool, PendingError> {
+        let id = event_id.to_owned();
+        self.run(move |s| s.given_up(&id)).await
+    }
+
     pub async fn deferred(&self) -> Result<Vec<DeferredRow>, PendingError> {
         self.run(|s| s.deferred()).await
     }

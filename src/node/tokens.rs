@@ -80,6 +80,17 @@ impl Worker {
     /// token cannot be decided yet (the caller defers the request).
     pub(super) async fn take_request_tokens(&mut self, event: &Event) -> Option<String> {
         let request = self.request_with_tokens(event)?;
+        match self.pending.given_up(&event.id.to_hex()).await {
+            // Its customer was told the tokens stay theirs: offered again (a catch-up after a
+            // restart), it is not redeemed after all.
+            Ok(true) => {
+                tracing::debug!(request = %event.id, "tokens given up before; not redeemed");
+                self.stats.duplicate();
+                return None;
+            }
+            Ok(false) => {}
+            Err(e) => return Some(format!("cannot tell whether it was given up: {e}")),
+        }
         let job = request.job.id.clone();
         let mut later: Option<String> = None;
         for offered in &request.payment_tokens {
