@@ -429,18 +429,7 @@ async fn a_refund_planned_on_a_keyset_the_mint_rotated_out_is_planned_again_and_
 
     let (state, attempts, _) = refund_state(&s, &job);
     assert_eq!((state, attempts), (RefundState::Settled, 2));
-    let reasons: Vec<String> = s
-        .store()
-        .audit(&job)
-        .unwrap()
-        .unwrap()
-        .events
-        .into_iter()
-        .filter_map(|e| match e.event {
-            paydvm_ledger::EventBody::RefundFailed { reason, .. } => Some(reason),
-            _ => None,
-        })
-        .collect();
+    let reasons = crate::refunds::refund_reasons(&s.store(), &job);
     assert_eq!(reasons.len(), 1, "{reasons:?}");
     assert!(reasons[0].contains("rotated its keyset"), "{reasons:?}");
     let handed_over = refund_nutzaps(&s.urls, &customer, &job).await;

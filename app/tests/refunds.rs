@@ -476,7 +476,7 @@ async fn a_callback_on_a_private_host_is_refused_before_connecting() {
 }
 
 /// The `refund_outcome_unknown` / `refund_failed` reasons in a job's trail.
-fn refund_reasons(store: &Store, job: &str) -> Vec<String> {
+pub(crate) fn refund_reasons(store: &Store, job: &str) -> Vec<String> {
     store
         .audit(job)
         .unwrap()
