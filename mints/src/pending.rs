@@ -103,6 +103,8 @@ pub trait PendingRows: Send + Sync {
     fn give_up_deferred(&self, event_id: &str, now_ms: u64) -> Result<(), PendingError>;
     /// Whether the request `event_id` was given up (and is still remembered).
     fn given_up(&self, event_id: &str) -> Result<bool, PendingError>;
+    /// Every remembered given-up request with when it was given up (unix ms), oldest first.
+    fn given_up_marks(&self) -> Result<Vec<(String, u64)>, PendingError>;
 }
 
 /// How long after its `attempts`-th failure (counted from 0) a row is tried again.
@@ -186,21 +188,28 @@ pub fn copy_rows(from: &dyn PendingRows, to: &dyn PendingRows) -> Result<CopiedR
     let events = |rows: Vec<DeferredRow>| -> BTreeMap<String, String> {
         rows.into_iter().map(|r| (r.event_id, r.event)).collect()
     };
+    // Oldest first, each at its own time: the copy forgets nothing the source remembers.
+    let marks = from.given_up_marks()?;
+    for (event_id, at) in &marks {
+        to.give_up_deferred(event_id, *at)?;
+    }
     if stored(to.all()?)? != stored(from.all()?)?
         || events(to.deferred()?) != events(from.deferred()?)
+        || to.given_up_marks()? != marks
     {
         return Err(PendingError::CopyDiffers);
     }
     Ok(CopiedRows {
         swaps: rows.len(),
         deferred: deferred.len(),
+        given_up: marks.len(),
     })
 }
 
-/// How many rows `store` holds, pending swaps and put-off events: a copy's destination must
-/// hold none.
+/// How many rows `store` holds, pending swaps, put-off events and given-up requests: a copy's
+/// destination must hold none.
 pub fn rows_held(store: &dyn PendingRows) -> Result<usize, PendingError> {
-    Ok(store.all()?.len() + store.deferred()?.len())
+    Ok(store.all()?.len() + store.deferred()?.len() + store.given_up_marks()?.len())
 }
 
 /// What [`copy_rows`] copied.
@@ -208,6 +217,7 @@ pub fn rows_held(store: &dyn PendingRows) -> Result<usize, PendingError> {
 pub struct CopiedRows {
     pub swaps: usize,
     pub deferred: usize,
+    pub given_up: usize,
 }
 
 /// The connection sits behind a mutex so the store can be held across `.await` by a task.
@@ -405,6 +415,17 @@ impl PendingRows for PendingSwaps {
         Ok(n > 0)
     }
 
+    fn given_up_marks(&self) -> Result<Vec<(String, u64)>, PendingError> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT event_id, given_up_ms FROM given_up_requests ORDER BY given_up_ms, event_id",
+        )?;
+        let marks = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(marks)
+    }
+
     fn deferred(&self) -> Result<Vec<DeferredRow>, PendingError> {
         let db = self.db();
         let mut stmt = db.prepare(
@@ -455,12 +476,20 @@ mod tests {
         from.back_off("a", 100).unwrap();
         from.mark_swapped("b", 5, 1).unwrap();
         from.keep_deferred(&deferred_row("c", 3)).unwrap();
+        from.give_up_deferred("g2", 2_000).unwrap();
+        from.give_up_deferred("g1", 1_000).unwrap();
         assert_eq!(
             copy_rows(&from, &to).unwrap(),
             CopiedRows {
                 swaps: 2,
-                deferred: 1
+                deferred: 1,
+                given_up: 2
             }
+        );
+        assert_eq!(
+            to.given_up_marks().unwrap(),
+            [("g1".to_owned(), 1_000), ("g2".to_owned(), 2_000)],
+            "given-up requests are remembered at the destination, each at its own time"
         );
         assert_eq!(
             to.deferred().unwrap(),
@@ -487,7 +516,7 @@ mod tests {
         );
         assert!(matches!(
             copy_rows(&from, &to),
-            Err(PendingError::NotEmpty(3))
+            Err(PendingError::NotEmpty(5))
         ));
         let only_deferred = PendingSwaps::open(&dir.path().join("only-deferred")).unwrap();
         only_deferred.keep_deferred(&deferred_row("d", 0)).unwrap();

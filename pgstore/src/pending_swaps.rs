@@ -78,6 +78,8 @@ pub struct PgPendingSwaps {
     /// Whether `cashu_deferred_events` exists: a database whose tables an older node made, read
     /// without creating anything ([`PgPendingSwaps::open_existing`]), may lack it.
     deferred_table: bool,
+    /// Whether `cashu_given_up_requests` exists (the same, for tables made before it was).
+    given_up_table: bool,
 }
 
 impl PgPendingSwaps {
@@ -88,6 +90,7 @@ impl PgPendingSwaps {
         Ok(PgPendingSwaps {
             db,
             deferred_table: true,
+            given_up_table: true,
         })
     }
 
@@ -97,14 +100,17 @@ impl PgPendingSwaps {
         let db = Db::connect(location, Durability::Full)?;
         let found = db.query_opt(
             "SELECT to_regclass('cashu_pending_swaps') IS NOT NULL,
-                    to_regclass('cashu_deferred_events') IS NOT NULL",
+                    to_regclass('cashu_deferred_events') IS NOT NULL,
+                    to_regclass('cashu_given_up_requests') IS NOT NULL",
             Vec::new(),
         )?;
-        let (exists, deferred_table) = match &found {
-            Some(row) => (get::<bool>(row, 0)?, get::<bool>(row, 1)?),
-            None => (false, false),
+        let exists = |i| found.as_ref().map_or(Ok(false), |row| get::<bool>(row, i));
+        let store = PgPendingSwaps {
+            deferred_table: exists(1)?,
+            given_up_table: exists(2)?,
+            db,
         };
-        Ok(exists.then_some(PgPendingSwaps { db, deferred_table }))
+        Ok(exists(0)?.then_some(store))
     }
 
     /// Records a NutZap before its first swap attempt; false if it is there already.
@@ -242,7 +248,7 @@ impl PgPendingSwaps {
 
     /// Whether the request `event_id` was given up (and is still remembered).
     pub fn given_up(&self, event_id: &str) -> Result<bool, PgError> {
-        if !self.deferred_table {
+        if !self.given_up_table {
             return Ok(false);
         }
         let row = self.db.query_opt(
@@ -253,6 +259,22 @@ impl PgPendingSwaps {
             Some(row) => get::<bool>(&row, 0),
             None => Ok(false),
         }
+    }
+
+    /// Every remembered given-up request and when it was given up, oldest first (none in a
+    /// database whose tables an older node made and nothing created since).
+    pub fn given_up_marks(&self) -> Result<Vec<(String, u64)>, PgError> {
+        if !self.given_up_table {
+            return Ok(Vec::new());
+        }
+        let rows = self.db.query(
+            "SELECT event_id, given_up_ms FROM cashu_given_up_requests
+             ORDER BY given_up_ms, event_id",
+            Vec::new(),
+        )?;
+        rows.iter()
+            .map(|r| Ok((get(r, 0)?, get_u64(r, 1, "given_up_ms")?)))
+            .collect()
     }
 
     /// Every put-off event, the earliest due first (none without the table).
@@ -406,6 +428,10 @@ mod tests {
             kept,
             [false, false, true, true],
             "d and e are the newest two"
+        );
+        assert_eq!(
+            s.given_up_marks().unwrap(),
+            [("d".to_owned(), 10_001), ("e".to_owned(), 10_002)]
         );
     }
 }

@@ -62,7 +62,10 @@ pub(super) fn prepare(from: EcashStore, to: EcashStore) -> anyhow::Result<Option
     if let Some(pending) = to.pending_if_any()? {
         let rows = rows_held(pending.as_ref())?;
         if rows > 0 {
-            bail!("the destination already holds {rows} pending swaps or deferred events");
+            bail!(
+                "the destination already holds {rows} pending swaps, deferred events or given-up \
+                 requests"
+            );
         }
     }
     Ok(Some(EcashCopy {
@@ -91,8 +94,9 @@ impl EcashCopy {
             let n = copy_rows(pending.as_ref(), self.to.pending()?.as_ref())
                 .context("copying the pending swaps")?;
             said.push(format!(
-                "copied {} pending swaps and {} deferred events; both ends read back the same",
-                n.swaps, n.deferred
+                "copied {} pending swaps and {} deferred events ({} requests remembered as given \
+                 up); both ends read back the same",
+                n.swaps, n.deferred, n.given_up
             ));
         }
         said.push(format!(

@@ -231,6 +231,10 @@ impl PendingRows for PgPending {
         self.0.given_up(event_id).map_err(db)
     }
 
+    fn given_up_marks(&self) -> Result<Vec<(String, u64)>, PendingError> {
+        self.0.given_up_marks().map_err(db)
+    }
+
     fn deferred(&self) -> Result<Vec<DeferredRow>, PendingError> {
         let rows = self.0.deferred().map_err(db)?;
         Ok(rows
