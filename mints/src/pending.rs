@@ -295,9 +295,7 @@ impl PendingSwaps {
             })
             .collect()
     }
-}
 
-impl PendingSwaps {
     /// [`PendingRows::give_up_deferred`], remembering at most `keep` given-up requests.
     fn give_up_keeping(&self, event_id: &str, now_ms: u64, keep: u32) -> Result<(), PendingError> {
         let mut db = self.db();

@@ -234,6 +234,8 @@ impl PgPendingSwaps {
             Box::new(int(forget_before_ms, "forget_before_ms")?),
             Box::new(i64::from(keep)),
         ];
+        // Every part of the statement reads the table as it was before it: the outer DELETE
+        // does not see the new mark, so it keeps the newest `keep - 1` earlier ones beside it.
         self.db.query(
             "WITH gone AS (DELETE FROM cashu_deferred_events WHERE event_id = $1),
                   marked AS (INSERT INTO cashu_given_up_requests (event_id, given_up_ms)

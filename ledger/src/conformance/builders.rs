@@ -118,6 +118,20 @@ pub fn pay_in(reference: &str, j: &str, asset: Asset, booking: JobPayment) -> Le
     )
 }
 
+/// A Lightning payment `late-<j>` for job `j` that ended already, owed back whole under refund
+/// `<j>:late`.
+pub fn late_payment_refunded(j: &str) -> LedgerEvent {
+    pay_in(
+        &format!("late-{j}"),
+        j,
+        Asset::Lightning,
+        JobPayment::Whole(Disposition::Refund {
+            refund: rid(&format!("{j}:late")),
+            asset: None,
+        }),
+    )
+}
+
 pub fn pay(j: &str) -> LedgerEvent {
     pay_in(
         &format!("hash-{j}"),

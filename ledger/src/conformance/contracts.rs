@@ -7,7 +7,7 @@ use crate::account::Account;
 use crate::chain::GENESIS;
 use crate::engine::AppendOutcome;
 use crate::error::{LedgerError, TransitionError};
-use crate::event::{Asset, Disposition, JobPayment, LedgerEvent};
+use crate::event::{Asset, JobPayment, LedgerEvent};
 use crate::ids::IdemKey;
 use crate::job::JobState;
 use crate::ledger_store::{InvoiceFor, LedgerStore, Recall, Retention};
@@ -507,16 +507,7 @@ pub fn a_late_payment_for_an_ended_job_is_booked_against_it<H: Harness>(
         JobPayment::Apply { excess: None },
     );
     refusal(&mut store, &apply);
-    let whole = pay_in(
-        "late-a",
-        "a",
-        Asset::Lightning,
-        JobPayment::Whole(Disposition::Refund {
-            refund: rid("a:late"),
-            asset: None,
-        }),
-    );
-    store.append(&whole).unwrap();
+    store.append(&late_payment_refunded("a")).unwrap();
     let refund = store.refund(&rid("a:late")).unwrap().unwrap();
     assert_eq!(
         (refund.state, refund.amount.as_msat()),

@@ -6,7 +6,6 @@ use super::contracts::{append_all, open, reopen, Make};
 use super::Harness;
 use crate::engine::AppendOutcome;
 use crate::error::LedgerError;
-use crate::event::{Asset, Disposition, JobPayment};
 use crate::job::JobState;
 use crate::ledger_store::{LedgerStore, Retention};
 use crate::refund::RefundState;
@@ -77,16 +76,7 @@ pub fn following_a_change_to_a_record_that_left_memory_loads_afresh<H: Harness>(
     let mut a = open(&mut h, r);
     append_all(&mut a, &[paid_job("a")]);
     let mut b = open(&mut h, r);
-    let late = pay_in(
-        "late-a",
-        "a",
-        Asset::Lightning,
-        JobPayment::Whole(Disposition::Refund {
-            refund: rid("a:late"),
-            asset: None,
-        }),
-    );
-    append_all(&mut a, &[vec![late]]);
+    append_all(&mut a, &[vec![late_payment_refunded("a")]]);
     let followed = b.follow().unwrap();
     match r {
         Retention::OpenWork => assert!(
