@@ -226,9 +226,31 @@ pub(super) fn deferred(ctx: &Ctx, m: &mut Memory, refund: &RefundId, reason: &st
 }
 
 fn deferred_record(ctx: &Ctx, m: &mut Memory, record: &RefundRecord, reason: &str) -> Decided {
+    if !record.state.can_start() {
+        // Started meanwhile (by another node): nothing to route again.
+        routing_over(m, &record.refund);
+        return Ok(Decision::default());
+    }
     let decision = defer(ctx, record, reason)?;
     retry_later(ctx, m, &record.refund);
     Ok(decision)
+}
+
+/// A desk answered the routing this node asked for: a `Routing` task is done. Left in place on
+/// a refund another node started, it would keep this node from ever looking that attempt up
+/// (`drive` acts on a refund only when no task is pending or its time has come).
+fn routing_over(m: &mut Memory, refund: &RefundId) {
+    if matches!(m.refund_tasks.get(refund), Some(RefundTask::Routing { .. })) {
+        m.refund_tasks.remove(refund);
+    }
+}
+
+/// A look-up this node asked for was answered after the refund stopped waiting for an outcome
+/// (another node booked it): the task is done, or this node would never route the refund again.
+fn look_up_over(m: &mut Memory, refund: &RefundId) {
+    if matches!(m.refund_tasks.get(refund), Some(RefundTask::LookingUp)) {
+        m.refund_tasks.remove(refund);
+    }
 }
 
 fn retry_later(ctx: &Ctx, m: &mut Memory, refund: &RefundId) {
@@ -268,6 +290,9 @@ pub(super) fn routed(
         reason: reason.to_owned(),
     };
     if !record.state.can_start() || record.attempts.saturating_add(1) != attempt {
+        // The routing this node asked for is over: another node (on a shared database) started
+        // the refund meanwhile, so what it waits for now is decided afresh from its state.
+        routing_over(m, refund);
         return Ok(Decision::actions(vec![abandon(
             "the route came after the refund had moved on",
         )]));
@@ -322,7 +347,11 @@ pub(super) fn outcome(
     let Some(record) = ctx.ledger.refund(refund).cloned() else {
         return Ok(Decision::default());
     };
-    if record.attempts != attempt || !record.state.can_resolve() {
+    if !record.state.can_resolve() {
+        look_up_over(m, refund);
+        return Ok(Decision::default());
+    }
+    if record.attempts != attempt {
         return Ok(Decision::default());
     }
     match status {

@@ -324,6 +324,98 @@ fn a_routed_refund_is_recorded_before_it_is_paid_and_settles_once() {
     assert_eq!(h.ledger.next_seq(), seq);
 }
 
+/// Two nodes on one database: this node asked its desk for a route, another node started the
+/// refund meanwhile (its write followed here). The desk's late answer, a route or a deferral,
+/// is released, and the attempt the other node started is looked up here, never paid again.
+#[test]
+fn a_refund_another_node_started_meanwhile_is_looked_up_not_left_waiting() {
+    for late_answer in ["routed", "deferred"] {
+        let mut h = Harness::new(rails());
+        funded(&mut h);
+        let refund = failed_paid_job(&mut h, "two", Asset::Lightning);
+        let routed = Input::RefundRouted {
+            refund: refund.clone(),
+            attempt: 1,
+            route: lightning_route(),
+        };
+        // The other node: a decider of its own, writing the same ledger.
+        let mut other = h.decider.clone();
+        std::mem::swap(&mut h.decider, &mut other);
+        h.input(routed.clone());
+        std::mem::swap(&mut h.decider, &mut other);
+        assert_eq!(
+            h.state().refund(&refund).unwrap().state,
+            RefundState::InFlight
+        );
+        let answer = match late_answer {
+            "routed" => routed,
+            _ => Input::RefundDeferred {
+                refund: refund.clone(),
+                reason: "the customer's wallet did not answer".into(),
+            },
+        };
+        let out = h.input(answer);
+        assert!(
+            !out.actions
+                .iter()
+                .any(|a| matches!(a, Action::PayRefund { .. })),
+            "{late_answer}: {out:?}"
+        );
+        assert!(
+            out.actions
+                .iter()
+                .any(|a| matches!(a, Action::LookUpRefund { attempt: 1, .. })),
+            "{late_answer}: the started attempt is looked up: {out:?}"
+        );
+    }
+}
+
+/// Two nodes on one database: this node looks up the attempt another node started; the other
+/// books it failed before the answer comes. The late answer books nothing, and this node still
+/// routes the refund's next attempt.
+#[test]
+fn a_look_up_answered_after_another_node_booked_the_outcome_leaves_the_refund_routable() {
+    let mut h = Harness::new(rails());
+    funded(&mut h);
+    let refund = failed_paid_job(&mut h, "two", Asset::Lightning);
+    let mut other = h.decider.clone();
+    let failed = Input::RefundOutcome {
+        refund: refund.clone(),
+        attempt: 1,
+        status: RefundStatus::Failed("no route".into()),
+    };
+    let routed = Input::RefundRouted {
+        refund: refund.clone(),
+        attempt: 1,
+        route: lightning_route(),
+    };
+    std::mem::swap(&mut h.decider, &mut other);
+    h.input(routed.clone());
+    std::mem::swap(&mut h.decider, &mut other);
+    // This node's own desk answers late: released, and the other's attempt looked up.
+    let looked = h.input(routed);
+    assert!(
+        looked
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::LookUpRefund { attempt: 1, .. })),
+        "{looked:?}"
+    );
+    std::mem::swap(&mut h.decider, &mut other);
+    h.input(failed.clone());
+    std::mem::swap(&mut h.decider, &mut other);
+    let seq = h.ledger.next_seq();
+    let late = h.input(failed);
+    assert_eq!(h.ledger.next_seq(), seq, "booked once");
+    h.now += 3_600_000;
+    let tick = h.input(Input::ClockTicked);
+    let routed = route_order(&late.actions).or(route_order(&tick.actions));
+    let Some(RefundRouteOrder::Lightning { attempt, .. }) = routed else {
+        panic!("routed again: {late:?} {tick:?}");
+    };
+    assert_eq!(*attempt, 2);
+}
+
 #[test]
 fn an_unknown_outcome_stays_pending_and_is_looked_up_never_paid_again() {
     let mut h = Harness::new(rails());

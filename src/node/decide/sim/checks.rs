@@ -46,6 +46,22 @@ impl Sim {
         for (job, n) in &self.world.results {
             assert!(*n <= 1, "{}: job {job} published {n} results", self.at());
         }
+        // Stronger than "paid once": no attempt reaches an executor or a rail twice, whichever
+        // node decided it.
+        for ((job, attempt), by) in &self.world.runs {
+            assert!(
+                by.len() <= 1,
+                "{}: job {job} attempt {attempt} started by nodes {by:?}",
+                self.at()
+            );
+        }
+        for ((refund, attempt), by) in &self.world.payouts {
+            assert!(
+                by.len() <= 1,
+                "{}: refund {refund} attempt {attempt} handed to a rail by nodes {by:?}",
+                self.at()
+            );
+        }
         for s in state.subscriptions() {
             assert!(s.used <= s.quota, "{}: {s:?} over its quota", self.at());
             // What a cancelled subscription is paid is owed back in the group that books it.

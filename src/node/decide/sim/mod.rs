@@ -15,12 +15,20 @@
 //! run past every timeout: no job and no refund is left open, and every wallet holds exactly
 //! what the ledger says.
 //!
+//! With two nodes (`two_nodes_on_one_ledger_keep_the_money_right`): two deciders, each with its
+//! own store on the one ledger file, each hearing every input from outside; answers to a node's
+//! actions go back to that node, and a crash takes one node. A node follows the other's writes
+//! half the time before deciding; otherwise it decides on what it last read, and its write finds
+//! the head moved: nothing of it was written, its actions are forgotten, it follows and decides
+//! the same input again. Checked besides: no executor attempt and no refund attempt is handed
+//! over twice, whichever node decided it.
+//!
 //! `PAYDVM_SIM_SEEDS=<n>` runs more seeds, `PAYDVM_SIM_SEED=<seed>` replays one.
 
 mod rng;
 mod world;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use paydvm_ledger::store::{Durability, Store};
 use paydvm_ledger::{
@@ -29,7 +37,7 @@ use paydvm_ledger::{
 use paydvm_policies::Policy;
 
 use self::rng::Rng;
-use self::world::{mint, Faults, World};
+use self::world::{mint, Faults, Pending, World};
 use super::harness::{hex, rails, request, POLICY};
 use super::{record_notice, record_reply, Action, Decider, Decision, Input};
 use super::{JobRequest, Notice, NoticeKind, Reply, ReplyKind, SubscribeRequest};
@@ -38,6 +46,9 @@ use crate::operator::{OperatorAction, OperatorRequest};
 
 /// Events between snapshots of the simulated ledger.
 const SNAPSHOT_EVERY: u64 = 200;
+/// With several nodes: how many times in a row one input may lose the race to write (after a
+/// lost race the node follows, and in a sequential run nobody writes before its next try).
+const MAX_RACES: u32 = 2;
 
 /// Where a crash hits within a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +56,9 @@ enum CrashAt {
     BeforeWrite,
     AfterWrite,
 }
+
+/// A flush found that another node had written first: nothing of the decision was written.
+struct LostRace;
 
 /// The simulated process: the decision core and the store, as the shell holds them.
 struct Node {
@@ -57,7 +71,15 @@ pub struct Sim {
     rng: Rng,
     _dir: tempfile::TempDir,
     path: std::path::PathBuf,
+    /// The node acting now.
     node: Node,
+    /// With several nodes on the one ledger file (each its own store and decider): which one
+    /// `node` is, and the others, set aside while it acts.
+    acting: usize,
+    others: BTreeMap<usize, Node>,
+    nodes: usize,
+    /// The head on disk: a node whose store is behind it decides on what it last read.
+    disk_head: u64,
     world: World,
     requests: HashMap<JobId, JobRequest>,
     now: u64,
@@ -105,20 +127,33 @@ fn sim_rails() -> super::Rails {
     r
 }
 
+impl Node {
+    fn open(path: &std::path::Path, seed: u64) -> Node {
+        Node {
+            store: Store::open_with(path, &store_options()).expect("store"),
+            decider: Decider::new(policy(seed), sim_rails()),
+        }
+    }
+}
+
 impl Sim {
-    pub fn new(seed: u64) -> Sim {
+    /// A run of `nodes` nodes writing one ledger file, each hearing every input from outside.
+    pub fn new(seed: u64, nodes: usize) -> Sim {
+        assert!(nodes >= 1);
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("ledger.db");
-        let store = Store::open_with(&path, &store_options()).expect("store");
+        let node = Node::open(&path, seed);
+        let others = (1..nodes).map(|n| (n, Node::open(&path, seed))).collect();
         let mut sim = Sim {
             seed,
             rng: Rng::new(seed),
             _dir: dir,
             path,
-            node: Node {
-                store,
-                decider: Decider::new(policy(seed), sim_rails()),
-            },
+            node,
+            acting: 0,
+            others,
+            nodes,
+            disk_head: 0,
             world: World::default(),
             requests: HashMap::new(),
             now: 1_700_000_000_000,
@@ -144,6 +179,7 @@ impl Sim {
                 msat,
             },
         };
+        self.follow();
         let before = self.node.store.state().asset_balance(&asset).as_msat();
         self.input(Input::OperatorAsked(request), None);
         let after = self.node.store.state().asset_balance(&asset).as_msat();
@@ -168,8 +204,14 @@ impl Sim {
             22 if self.rng.chance(25) => self.unsubscribe(),
             5 if faults.on => self.world.replay_payment(&mut self.rng),
             6 if faults.on => self.jump_clock(),
-            7 => self.tick(crash),
-            8 if faults.on && self.rng.chance(30) => self.crash(),
+            7 => {
+                self.act_as_any();
+                self.tick(crash)
+            }
+            8 if faults.on && self.rng.chance(30) => {
+                self.act_as_any();
+                self.crash()
+            }
             _ => self.deliver(faults, crash),
         }
         self.check_always();
@@ -271,47 +313,122 @@ impl Sim {
         let Some(pending) = self.world.next(&mut self.rng, faults) else {
             return;
         };
+        let to = self.reach(&pending);
         let again = (!pending.internal).then(|| pending.input.clone());
         if !self.input(pending.input, crash) {
             if let Some(input) = again {
-                self.world.push(input, false);
+                self.world.push_to(input, to);
             }
         }
     }
 
+    /// The node `pending` reaches, now acting: the one it names, else (every node hears it) one
+    /// at random, the others getting it later in the run.
+    fn reach(&mut self, pending: &Pending) -> usize {
+        let to = match pending.node {
+            Some(n) => n,
+            None if self.nodes == 1 => 0,
+            None => {
+                let to = self.rng.below(self.nodes);
+                for other in (0..self.nodes).filter(|&n| n != to) {
+                    self.world.push_to(pending.input.clone(), other);
+                }
+                to
+            }
+        };
+        self.act_as(to);
+        to
+    }
+
+    /// Node `n` acts next.
+    fn act_as(&mut self, n: usize) {
+        if n == self.acting {
+            return;
+        }
+        let next = self.others.remove(&n).expect("a node of the run");
+        let last = std::mem::replace(&mut self.node, next);
+        self.others.insert(self.acting, last);
+        self.acting = n;
+    }
+
+    /// A node at random acts next (with one node, that one, drawing nothing).
+    fn act_as_any(&mut self) {
+        if self.nodes > 1 {
+            let n = self.rng.below(self.nodes);
+            self.act_as(n);
+        }
+    }
+
+    /// The acting node takes in what the others wrote (with one node, nothing to take).
+    fn follow(&mut self) {
+        if self.nodes > 1 {
+            self.node.store.follow().expect("follow");
+        }
+    }
+
     /// The shell's loop for one input: decide, render and stage, write, then perform; then the
-    /// `Written` input the same way.
+    /// `Written` input the same way. With several nodes the acting node has followed the others
+    /// half the time; otherwise it decides on what it last read, as a node does until its write
+    /// finds the head moved.
     /// False when a crash came before the write.
     fn input(&mut self, input: Input, crash: Option<CrashAt>) -> bool {
+        if self.nodes > 1 && self.rng.chance(50) {
+            self.follow();
+        }
+        match self.decide_until_written(input, crash) {
+            Some(CrashAt::BeforeWrite) => return false,
+            Some(CrashAt::AfterWrite) => return true,
+            None => {}
+        }
+        self.decide_until_written(Input::Written, None);
+        true
+    }
+
+    /// Decides `input` and writes it. A write that lost the race to another node wrote nothing
+    /// (its groups undone in memory, their actions forgotten): the node follows and decides the
+    /// same input again on what the other wrote.
+    fn decide_until_written(&mut self, input: Input, crash: Option<CrashAt>) -> Option<CrashAt> {
+        for _ in 0..MAX_RACES {
+            match self.decide_and_commit(input.clone(), crash) {
+                Ok(crashed) => return crashed,
+                Err(LostRace) => {
+                    self.world.stats.lost_races += 1;
+                    self.follow();
+                }
+            }
+        }
+        panic!("{}: lost the race {MAX_RACES} times in a row", self.at())
+    }
+
+    fn decide_and_commit(
+        &mut self,
+        input: Input,
+        crash: Option<CrashAt>,
+    ) -> Result<Option<CrashAt>, LostRace> {
         let now = UnixMs(self.now);
         let names = self
             .node
             .decider
             .recall(self.node.store.state(), now, &input);
         self.node.store.recall(&names).expect("recall");
-        let expected = self.decide_on_full_history(now, &input);
+        // Deciding on a store behind the disk differs from deciding on the disk's history; that
+        // write will lose its race.
+        let expected = (self.node.store.head().0 == self.disk_head)
+            .then(|| self.decide_on_full_history(now, &input));
         let decision = self
             .node
             .decider
             .decide(self.node.store.state(), now, input);
-        assert_eq!(
-            decision,
-            expected,
-            "{}: deciding on open work plus what was recalled differs from deciding on the \
-             whole history",
-            self.at()
-        );
-        match self.commit(decision, crash) {
-            Some(CrashAt::BeforeWrite) => return false,
-            Some(CrashAt::AfterWrite) => return true,
-            None => {}
+        if let Some(expected) = expected {
+            assert_eq!(
+                decision,
+                expected,
+                "{}: deciding on open work plus what was recalled differs from deciding on the \
+                 whole history",
+                self.at()
+            );
         }
-        let written =
-            self.node
-                .decider
-                .decide(self.node.store.state(), UnixMs(self.now), Input::Written);
-        self.commit(written, None);
-        true
+        self.commit(decision, crash)
     }
 
     /// What a decider with the same memory decides on the whole written history (nothing is
@@ -327,7 +444,11 @@ impl Sim {
 
     /// Stages each group, writes them, and performs what they set going; the crash, if one
     /// came.
-    fn commit(&mut self, decision: Decision, crash: Option<CrashAt>) -> Option<CrashAt> {
+    fn commit(
+        &mut self,
+        decision: Decision,
+        crash: Option<CrashAt>,
+    ) -> Result<Option<CrashAt>, LostRace> {
         if let Some(e) = &decision.error {
             self.refusals
                 .push(format!("step {}: cannot decide: {e}", self.steps));
@@ -366,17 +487,23 @@ impl Sim {
         actions.extend(decision.actions);
         if crash == Some(CrashAt::BeforeWrite) {
             self.crash();
-            return crash;
+            return Ok(crash);
         }
-        self.node.store.flush().expect("flush");
+        if let Err(e) = self.node.store.flush() {
+            assert!(self.nodes > 1, "{}: flush: {e}", self.at());
+            self.node.decider.forget(&actions);
+            return Err(LostRace);
+        }
+        self.disk_head = self.disk_head.max(self.node.store.head().0);
         if crash == Some(CrashAt::AfterWrite) {
             self.count_results(&published);
             self.note_subscription_quotes(&notices);
             self.crash();
-            return crash;
+            return Ok(crash);
         }
         self.count_results(&published);
         self.note_subscription_quotes(&notices);
+        self.world.performer = self.acting;
         for (effect, _) in published {
             self.world
                 .published(&mut self.rng, Faults { on: self.faults_on }, effect);
@@ -384,7 +511,7 @@ impl Sim {
         for action in actions {
             self.perform(action);
         }
-        None
+        Ok(None)
     }
 
     fn count_results(&mut self, published: &[(EffectId, Reply)]) {
@@ -455,12 +582,8 @@ impl Sim {
     /// the process are gone; the store is opened again from the file and the node restarts.
     fn crash(&mut self) {
         self.world.stats.crashes += 1;
-        self.world.crash();
-        let store = Store::open_with(&self.path, &store_options()).expect("reopen");
-        self.node = Node {
-            store,
-            decider: Decider::new(policy(self.seed), sim_rails()),
-        };
+        self.world.crash(self.acting);
+        self.node = Node::open(&self.path, self.seed);
         let report = self.node.store.verify();
         assert!(
             report.is_ok(),
@@ -482,7 +605,13 @@ impl Sim {
     }
 
     fn at(&self) -> String {
-        format!("seed {} step {}", self.seed, self.steps)
+        match self.nodes {
+            1 => format!("seed {} step {}", self.seed, self.steps),
+            n => format!(
+                "seed {} step {} ({n} nodes, node {} acting)",
+                self.seed, self.steps, self.acting
+            ),
+        }
     }
 }
 
@@ -503,14 +632,23 @@ mod tests {
     fn random_runs_with_faults_and_crashes_keep_the_money_right() {
         for seed in seeds() {
             // The faults each seed injected (`--nocapture` shows them).
-            eprintln!("{:?}", run_seed(seed));
+            eprintln!("{:?}", run_seed(seed, 1));
+        }
+    }
+
+    /// Two nodes on one ledger file, each with its own store and decider, each hearing every
+    /// request and payment, deciding half the time on a store behind the other's writes.
+    #[test]
+    fn two_nodes_on_one_ledger_keep_the_money_right() {
+        for seed in seeds() {
+            eprintln!("{:?}", run_seed(seed, 2));
         }
     }
 
     #[test]
     fn the_same_seed_replays_the_same_run() {
-        let a = run_seed(7);
-        let b = run_seed(7);
+        let a = run_seed(7, 1);
+        let b = run_seed(7, 1);
         assert_eq!(a, b);
     }
 }

@@ -1,7 +1,9 @@
 //! Running seeds: a random phase with every fault on, then a drain with faults off in which
 //! time runs past every timeout and the operator answers what waits for them.
 
-use paydvm_ledger::{Asset, RefundState};
+use std::collections::{BTreeSet, HashMap};
+
+use paydvm_ledger::{Asset, JobId, RefundState};
 
 use super::world::mint;
 use super::Sim;
@@ -38,10 +40,10 @@ pub fn seeds() -> Vec<u64> {
     (1..=n).collect()
 }
 
-/// One seeded run; a failure prints how to replay it.
-pub fn run_seed(seed: u64) -> Report {
+/// One seeded run of `nodes` nodes on one ledger; a failure prints how to replay it.
+pub fn run_seed(seed: u64, nodes: usize) -> Report {
     let run = std::panic::catch_unwind(|| {
-        let mut sim = Sim::new(seed);
+        let mut sim = Sim::new(seed, nodes);
         for _ in 0..STEPS {
             sim.step();
         }
@@ -52,7 +54,10 @@ pub fn run_seed(seed: u64) -> Report {
     match run {
         Ok(report) => report,
         Err(panic) => {
-            eprintln!("simulator: seed {seed} failed; replay it with PAYDVM_SIM_SEED={seed}");
+            eprintln!(
+                "simulator: seed {seed} ({nodes} nodes) failed; replay it with \
+                 PAYDVM_SIM_SEED={seed}"
+            );
             std::panic::resume_unwind(panic)
         }
     }
@@ -66,13 +71,18 @@ impl Sim {
         let mut quiet = 0;
         for _ in 0..MAX_DRAIN_ROUNDS {
             while let Some(p) = self.world.next(&mut self.rng, super::Faults { on: false }) {
+                self.reach(&p);
                 self.input(p.input, None);
                 self.check_always();
             }
             self.operator_answers();
             self.now += 60_000;
-            self.input(super::Input::ClockTicked, None);
-            self.check_always();
+            for n in 0..self.nodes {
+                self.act_as(n);
+                self.input(super::Input::ClockTicked, None);
+                self.check_always();
+            }
+            self.follow();
             let open = self
                 .node
                 .store
@@ -99,6 +109,7 @@ impl Sim {
     /// What an operator does about refunds that wait: float where the asset is short, a retry
     /// where the attempts ran out.
     fn operator_answers(&mut self) {
+        self.follow();
         let waiting: Vec<(String, String)> = self
             .node
             .store
@@ -125,7 +136,14 @@ impl Sim {
         }
     }
 
-    fn report(&self) -> Report {
+    fn report(&mut self) -> Report {
+        self.follow();
+        let mut nodes_of_job: HashMap<&JobId, BTreeSet<usize>> = HashMap::new();
+        for ((job, _), by) in &self.world.runs {
+            nodes_of_job.entry(job).or_default().extend(by);
+        }
+        let on_two = nodes_of_job.values().filter(|n| n.len() > 1).count();
+        self.world.stats.jobs_run_on_two_nodes = on_two as u64;
         let (events, head) = self.node.store.head();
         Report {
             seed: self.seed,

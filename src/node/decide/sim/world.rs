@@ -23,6 +23,9 @@ pub const FEE_CAP: u64 = 10_000;
 pub struct Pending {
     pub input: Input,
     pub internal: bool,
+    /// With several nodes: the node it reaches (an internal input goes back to the node whose
+    /// action made it); `None`: every node hears it (a relay's event, a wallet's payment).
+    pub node: Option<usize>,
 }
 
 /// Which ways the world misbehaves (all off while the run drains at the end).
@@ -35,6 +38,8 @@ pub struct Faults {
 #[derive(Default)]
 pub struct World {
     pub pending: Vec<Pending>,
+    /// The node whose actions are being performed: their answers go back to it.
+    pub performer: usize,
     /// Money in each wallet (msat): what reconcile would read.
     pub wallets: BTreeMap<String, i128>,
     /// Per refund: the attempts whose money really left, and the sum of those payouts.
@@ -49,6 +54,10 @@ pub struct World {
     pub results: HashMap<JobId, u32>,
     /// What each refund owes, copied from the ledger when it is paid.
     pub refund_amounts: HashMap<RefundId, i128>,
+    /// Executor attempts started, and by which node.
+    pub runs: HashMap<(JobId, u32), Vec<usize>>,
+    /// Refund attempts handed to a rail to pay, and by which node.
+    pub payouts: HashMap<(RefundId, u32), Vec<usize>>,
     pub stats: Stats,
 }
 
@@ -68,6 +77,12 @@ pub struct Stats {
     pub crashes: u64,
     pub clock_jumps: u64,
     pub refunds_paid: u64,
+    /// With several nodes: writes that found another node had written first.
+    pub lost_races: u64,
+    /// Look-ups of a refund attempt by a node other than the one that paid it.
+    pub lookups_elsewhere: u64,
+    /// Jobs whose attempts ran on more than one node (a restart resumes every node's work).
+    pub jobs_run_on_two_nodes: u64,
 }
 
 /// What a customer pays against `amount` asked: half, a little more, or (mostly) exactly it.
@@ -89,12 +104,27 @@ pub fn mint() -> Asset {
 
 impl World {
     pub fn push(&mut self, input: Input, internal: bool) {
-        self.pending.push(Pending { input, internal });
+        let node = internal.then_some(self.performer);
+        self.pending.push(Pending {
+            input,
+            internal,
+            node,
+        });
     }
 
-    /// A crash: what was in the process is gone.
-    pub fn crash(&mut self) {
-        self.pending.retain(|p| !p.internal);
+    /// An input from outside that `node` has yet to hear (another node heard it already).
+    pub fn push_to(&mut self, input: Input, node: usize) {
+        self.pending.push(Pending {
+            input,
+            internal: false,
+            node: Some(node),
+        });
+    }
+
+    /// `node` crashed: what was in that process is gone.
+    pub fn crash(&mut self, node: usize) {
+        self.pending
+            .retain(|p| !p.internal || p.node.is_some_and(|n| n != node));
     }
 
     /// One pending input, picked at random (reorder), sometimes delivered twice (duplicate).
@@ -220,7 +250,15 @@ impl World {
     /// What the node's actions set going, with faults.
     pub fn perform(&mut self, rng: &mut Rng, faults: Faults, action: Action) {
         match action {
-            Action::RunExecutor { work, attempt } => self.execute(rng, faults, &work.id, attempt),
+            Action::RunExecutor { work, attempt } => {
+                if let Ok(job) = JobId::new(work.id.clone()) {
+                    self.runs
+                        .entry((job, attempt))
+                        .or_default()
+                        .push(self.performer);
+                }
+                self.execute(rng, faults, &work.id, attempt)
+            }
             Action::RequestInvoice {
                 job,
                 amount,
@@ -245,12 +283,20 @@ impl World {
                 refund,
                 attempt,
                 route,
-            } => self.pay(rng, faults, refund, attempt, &route),
+            } => {
+                let by = self.payouts.entry((refund.clone(), attempt)).or_default();
+                by.push(self.performer);
+                self.pay(rng, faults, refund, attempt, &route)
+            }
             Action::LookUpRefund {
                 refund,
                 attempt,
                 route,
             } => {
+                let paid_by = self.payouts.get(&(refund.clone(), attempt));
+                if paid_by.is_some_and(|by| !by.contains(&self.performer)) {
+                    self.stats.lookups_elsewhere += 1;
+                }
                 let status = self.truth(&refund, attempt, &route);
                 self.push(
                     Input::RefundOutcome {
