@@ -2,9 +2,10 @@
 //! `chanmon_consistency`). One seed drives customers on every rail (invoice, zap, NutZap, token,
 //! credit), an executor that fails and times out, refund desks whose payouts fail, whose answers
 //! get lost and whose outcomes stay unknown, an outbox that gives up, inputs reordered and
-//! duplicated, payments seen twice (also through another rail), clock jumps, and crashes at any
-//! point of a step: before the write (what was staged is lost), after the write before the
-//! actions (the actions are lost), or between steps. The node is the real decision core over
+//! duplicated, payments seen twice (also through another rail), payouts held in flight (look-ups
+//! meanwhile answer "pending"), clock jumps, and crashes at any point of a step: before the
+//! write (what was staged is lost), after the write before the actions (the actions are lost),
+//! or between steps. The node is the real decision core over
 //! the real SQLite store, keeping only open work in memory as the node does (the decider's
 //! recall brings back ended records); a crash drops both and reopens the file (from a snapshot
 //! and its tail).

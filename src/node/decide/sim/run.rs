@@ -95,11 +95,8 @@ impl Sim {
                     .state()
                     .refunds()
                     .any(|r| !r.state.is_closed());
-            quiet = if open || !self.world.pending.is_empty() {
-                0
-            } else {
-                quiet + 1
-            };
+            let waiting = !self.world.pending.is_empty() || !self.world.in_flight.is_empty();
+            quiet = if open || waiting { 0 } else { quiet + 1 };
             if quiet >= 2 {
                 return;
             }

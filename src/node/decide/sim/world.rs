@@ -28,6 +28,18 @@ pub struct Pending {
     pub node: Option<usize>,
 }
 
+/// A refund payout the rail has taken and not yet settled: look-ups say it is pending, and its
+/// answer reaches the node that paid it only if that process still runs.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    refund: RefundId,
+    attempt: u32,
+    route: RefundRoute,
+    node: usize,
+    /// The node's crash count when it paid.
+    epoch: u64,
+}
+
 /// Which ways the world misbehaves (all off while the run drains at the end).
 #[derive(Debug, Clone, Copy)]
 pub struct Faults {
@@ -54,6 +66,13 @@ pub struct World {
     pub results: HashMap<JobId, u32>,
     /// What each refund owes, copied from the ledger when it is paid.
     pub refund_amounts: HashMap<RefundId, i128>,
+    /// Payouts the rail has not settled yet.
+    pub in_flight: Vec<InFlight>,
+    /// Look-ups that found a payout in flight: like the real desks, they keep looking and answer
+    /// when it settles (refund, attempt, node, the node's crash count then).
+    pub watching: Vec<(RefundId, u32, usize, u64)>,
+    /// Crashes per node: an answer to a process that died is lost.
+    pub epochs: HashMap<usize, u64>,
     /// Executor attempts started, and by which node.
     pub runs: HashMap<(JobId, u32), Vec<usize>>,
     /// Refund attempts handed to a rail to pay, and by which node.
@@ -83,6 +102,8 @@ pub struct Stats {
     pub lookups_elsewhere: u64,
     /// Jobs whose attempts ran on more than one node (a restart resumes every node's work).
     pub jobs_run_on_two_nodes: u64,
+    /// Payouts that stayed in flight for a while (look-ups meanwhile answer "pending").
+    pub slow_payouts: u64,
 }
 
 /// What a customer pays against `amount` asked: half, a little more, or (mostly) exactly it.
@@ -123,12 +144,16 @@ impl World {
 
     /// `node` crashed: what was in that process is gone.
     pub fn crash(&mut self, node: usize) {
+        *self.epochs.entry(node).or_default() += 1;
         self.pending
             .retain(|p| !p.internal || p.node.is_some_and(|n| n != node));
     }
 
     /// One pending input, picked at random (reorder), sometimes delivered twice (duplicate).
     pub fn next(&mut self, rng: &mut Rng, faults: Faults) -> Option<Pending> {
+        if !self.in_flight.is_empty() && (!faults.on || rng.chance(10)) {
+            self.settle(rng, faults);
+        }
         if self.pending.is_empty() {
             return None;
         }
@@ -298,6 +323,11 @@ impl World {
                     self.stats.lookups_elsewhere += 1;
                 }
                 let status = self.truth(&refund, attempt, &route);
+                if matches!(status, RefundStatus::Unknown(_)) {
+                    let node = self.performer;
+                    let epoch = self.epoch(node);
+                    self.watching.push((refund.clone(), attempt, node, epoch));
+                }
                 self.push(
                     Input::RefundOutcome {
                         refund,
@@ -422,6 +452,20 @@ impl World {
         attempt: u32,
         route: &RefundRoute,
     ) {
+        if faults.on && rng.chance(20) {
+            self.stats.slow_payouts += 1;
+            let node = self.performer;
+            let epoch = self.epoch(node);
+            let route = route.clone();
+            let slow = InFlight {
+                refund,
+                attempt,
+                route,
+                node,
+                epoch,
+            };
+            return self.in_flight.push(slow);
+        }
         let roll = if faults.on { rng.below(10) } else { 9 };
         let sent = roll >= 2;
         if sent {
@@ -462,8 +506,53 @@ impl World {
         self.credit_wallet(&route.asset, -(amount + fee));
     }
 
+    /// One payout in flight settles, sent or failed; its answer goes to the process that paid,
+    /// if it still runs.
+    fn settle(&mut self, rng: &mut Rng, faults: Faults) {
+        let at = rng.below(self.in_flight.len());
+        let slow = self.in_flight.remove(at);
+        let status = if faults.on && rng.chance(20) {
+            RefundStatus::Failed("no route to the customer".into())
+        } else {
+            self.send(&slow.refund, slow.attempt, &slow.route);
+            self.truth(&slow.refund, slow.attempt, &slow.route)
+        };
+        let mut told = vec![(slow.node, slow.epoch)];
+        let (refund, attempt) = (slow.refund, slow.attempt);
+        self.watching.retain(|(r, a, node, epoch)| {
+            let this = *r == refund && *a == attempt;
+            if this {
+                told.push((*node, *epoch));
+            }
+            !this
+        });
+        for (node, epoch) in told {
+            if self.epoch(node) != epoch {
+                continue; // that process died: its answer is lost
+            }
+            let input = Input::RefundOutcome {
+                refund: refund.clone(),
+                attempt,
+                status: status.clone(),
+            };
+            self.pending.push(Pending {
+                input,
+                internal: true,
+                node: Some(node),
+            });
+        }
+    }
+
+    fn epoch(&self, node: usize) -> u64 {
+        self.epochs.get(&node).copied().unwrap_or(0)
+    }
+
     /// What became of an attempt, as the rail knows it.
     fn truth(&self, refund: &RefundId, attempt: u32, route: &RefundRoute) -> RefundStatus {
+        let pending = |f: &InFlight| f.refund == *refund && f.attempt == attempt;
+        if self.in_flight.iter().any(pending) {
+            return RefundStatus::Unknown("the payment is still pending".into());
+        }
         let sent = self.sent.get(refund).is_some_and(|a| a.contains(&attempt));
         if !sent {
             return RefundStatus::Failed("no such payment".into());
