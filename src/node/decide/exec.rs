@@ -12,7 +12,7 @@ use super::{keys, Action, Ctx, DecideError, Decided, Decision, ExecFailure, Grou
 
 /// Adds the next attempt of a queued job (`attempts` so far) to `group`: `processing_started`
 /// and the action that runs it. A job whose request is not in memory waits until it is seen
-/// again; one already running is left alone.
+/// again; one already running that attempt (or a later one) here is left alone.
 pub(super) fn start(
     ctx: &Ctx,
     m: &mut Memory,
@@ -23,10 +23,10 @@ pub(super) fn start(
     let Some(request) = m.requests.get(job) else {
         return Ok(group);
     };
-    if m.running.contains(job) {
+    let attempt = attempts.saturating_add(1);
+    if m.running.get(job).is_some_and(|&runs| runs >= attempt) {
         return Ok(group);
     }
-    let attempt = attempts.saturating_add(1);
     group.events.push(LedgerEvent::new(
         keys::started(job, attempt)?,
         ctx.now,
@@ -36,7 +36,7 @@ pub(super) fn start(
         },
     ));
     let work = request.work.clone();
-    m.running.insert(job.clone());
+    m.running.insert(job.clone(), attempt);
     Ok(group.then(Action::RunExecutor { work, attempt }))
 }
 
@@ -47,7 +47,7 @@ pub(super) fn resume(m: &mut Memory, job: &JobId, attempt: u32) -> Vec<Action> {
         return Vec::new();
     };
     let work = request.work.clone();
-    m.running.insert(job.clone());
+    m.running.insert(job.clone(), attempt);
     vec![Action::RunExecutor { work, attempt }]
 }
 
@@ -58,7 +58,7 @@ pub(super) fn finished(
     attempt: u32,
     outcome: Result<String, ExecFailure>,
 ) -> Decided {
-    m.running.remove(job);
+    m.ran(job, attempt);
     let current = ctx
         .ledger
         .job(job)

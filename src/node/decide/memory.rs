@@ -31,7 +31,9 @@ pub enum RefundTask {
 #[derive(Debug, Clone, Default)]
 pub struct Memory {
     pub(super) requests: HashMap<JobId, JobRequest>,
-    pub(super) running: HashSet<JobId>,
+    /// Jobs whose executor runs here, with the attempt it runs (which may have become stale:
+    /// another node on the database counted it interrupted and started the next).
+    pub(super) running: HashMap<JobId, u32>,
     pub(super) awaiting_invoice: HashSet<JobId>,
     /// What the quote of a job awaiting its invoice will say besides (a subscription that does
     /// not cover it).
@@ -69,7 +71,20 @@ impl Memory {
     }
 
     pub fn is_running(&self, job: &JobId) -> bool {
-        self.running.contains(job)
+        self.running.contains_key(job)
+    }
+
+    /// Whether this node runs `attempt` of `job`.
+    pub(super) fn runs(&self, job: &JobId, attempt: u32) -> bool {
+        self.running.get(job) == Some(&attempt)
+    }
+
+    /// The executor of `attempt` is done (or will not run): forgotten unless a later attempt
+    /// of the job runs here since.
+    pub(super) fn ran(&mut self, job: &JobId, attempt: u32) {
+        if self.runs(job, attempt) {
+            self.running.remove(job);
+        }
     }
 
     /// Remembers `request` (the first one seen wins: relays may differ only in the hint).
@@ -90,9 +105,9 @@ impl Memory {
     pub(super) fn forget(&mut self, actions: &[Action]) {
         for action in actions {
             match action {
-                Action::RunExecutor { work, .. } => {
+                Action::RunExecutor { work, attempt } => {
                     if let Ok(job) = JobId::new(work.id.clone()) {
-                        self.running.remove(&job);
+                        self.ran(&job, *attempt);
                     }
                 }
                 Action::RequestInvoice { job, .. } => {

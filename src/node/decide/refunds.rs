@@ -245,10 +245,18 @@ fn routing_over(m: &mut Memory, refund: &RefundId) {
     }
 }
 
-/// A look-up this node asked for was answered after the refund stopped waiting for an outcome
-/// (another node booked it): the task is done, or this node would never route the refund again.
-fn look_up_over(m: &mut Memory, refund: &RefundId) {
-    if matches!(m.refund_tasks.get(refund), Some(RefundTask::LookingUp)) {
+/// A payout or look-up this node set going was answered after the refund stopped waiting for
+/// that outcome (another node booked it first, or started a later attempt): the task is done,
+/// or this node would never look up or route the refund again. A payout counts as answered only
+/// when the refund no longer waits for any outcome (`payout_too`): a late answer about an
+/// earlier attempt says nothing of the payout this node may be making now.
+fn outcome_over(m: &mut Memory, refund: &RefundId, payout_too: bool) {
+    let over = match m.refund_tasks.get(refund) {
+        Some(RefundTask::LookingUp) => true,
+        Some(RefundTask::Paying) => payout_too,
+        _ => false,
+    };
+    if over {
         m.refund_tasks.remove(refund);
     }
 }
@@ -348,10 +356,15 @@ pub(super) fn outcome(
         return Ok(Decision::default());
     };
     if !record.state.can_resolve() {
-        look_up_over(m, refund);
+        outcome_over(m, refund, true);
         return Ok(Decision::default());
     }
     if record.attempts != attempt {
+        // About an earlier attempt: the current one is looked up afresh if this node was
+        // looking (at worst a second look-up of it, whose answer counts once).
+        if attempt < record.attempts {
+            outcome_over(m, refund, false);
+        }
         return Ok(Decision::default());
     }
     match status {

@@ -34,7 +34,9 @@ pub(super) fn seen_again(
     request: JobRequest,
 ) -> Decided {
     let job = record.job.clone();
-    if m.running.contains(&job) {
+    // Running the current attempt here: left alone. An attempt this node still runs that is
+    // not the current one (another node counted it interrupted) does not hold the job.
+    if record.state == JobState::Processing && m.runs(&job, record.attempts) {
         return Ok(Decision::default());
     }
     match record.state {

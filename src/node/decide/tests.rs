@@ -416,6 +416,86 @@ fn a_look_up_answered_after_another_node_booked_the_outcome_leaves_the_refund_ro
     assert_eq!(*attempt, 2);
 }
 
+/// Two nodes on one database: this node paid attempt 1; the other, looking it up, booked it
+/// failed first. This node's own answer then books nothing, and the refund is routed again.
+#[test]
+fn a_payout_answered_after_another_node_booked_its_outcome_leaves_the_refund_routable() {
+    let mut h = Harness::new(rails());
+    funded(&mut h);
+    let refund = failed_paid_job(&mut h, "paid", Asset::Lightning);
+    let paid = h.input(Input::RefundRouted {
+        refund: refund.clone(),
+        attempt: 1,
+        route: lightning_route(),
+    });
+    assert!(paid
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::PayRefund { attempt: 1, .. })));
+    let failed = Input::RefundOutcome {
+        refund: refund.clone(),
+        attempt: 1,
+        status: RefundStatus::Failed("no route".into()),
+    };
+    let mut other = h.decider.clone();
+    std::mem::swap(&mut h.decider, &mut other);
+    h.input(failed.clone());
+    std::mem::swap(&mut h.decider, &mut other);
+    let seq = h.ledger.next_seq();
+    let late = h.input(failed);
+    assert_eq!(h.ledger.next_seq(), seq, "booked once");
+    h.now += 3_600_000;
+    let tick = h.input(Input::ClockTicked);
+    let routed = route_order(&late.actions).or(route_order(&tick.actions));
+    let Some(RefundRouteOrder::Lightning { attempt, .. }) = routed else {
+        panic!("routed again: {late:?} {tick:?}");
+    };
+    assert_eq!(*attempt, 2);
+}
+
+/// Two nodes on one database: this node looks up attempt 1; the other books it failed and
+/// starts attempt 2. The late answer about attempt 1 ends this node's look-up, so attempt 2 is
+/// looked up here too (the other node may be gone).
+#[test]
+fn a_late_answer_about_an_earlier_attempt_lets_the_current_one_be_looked_up() {
+    let mut h = Harness::new(rails());
+    funded(&mut h);
+    let refund = failed_paid_job(&mut h, "late", Asset::Lightning);
+    let routed = |attempt| Input::RefundRouted {
+        refund: refund.clone(),
+        attempt,
+        route: lightning_route(),
+    };
+    let failed = Input::RefundOutcome {
+        refund: refund.clone(),
+        attempt: 1,
+        status: RefundStatus::Failed("no route".into()),
+    };
+    let mut other = h.decider.clone();
+    std::mem::swap(&mut h.decider, &mut other);
+    h.input(routed(1));
+    std::mem::swap(&mut h.decider, &mut other);
+    let looked = h.input(routed(1));
+    assert!(looked
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::LookUpRefund { attempt: 1, .. })));
+    std::mem::swap(&mut h.decider, &mut other);
+    h.input(failed.clone());
+    h.now += 3_600_000;
+    h.input(Input::ClockTicked);
+    h.input(routed(2));
+    std::mem::swap(&mut h.decider, &mut other);
+    assert_eq!(h.state().refund(&refund).unwrap().attempts, 2);
+    let late = h.input(failed);
+    assert!(
+        late.actions
+            .iter()
+            .any(|a| matches!(a, Action::LookUpRefund { attempt: 2, .. })),
+        "{late:?}"
+    );
+}
+
 #[test]
 fn an_unknown_outcome_stays_pending_and_is_looked_up_never_paid_again() {
     let mut h = Harness::new(rails());
@@ -591,6 +671,35 @@ fn after_a_restart_a_job_that_was_processing_counts_as_interrupted_and_runs_agai
         out.actions.iter().any(|a| matches!(a, Action::Resend(_))),
         "the undelivered processing reply is handed over again: {out:?}"
     );
+}
+
+/// Two nodes on one database: this node runs attempt 1; the other, restarting, counted it
+/// interrupted and ran attempt 2, then stopped for good. This node takes the other's work over
+/// as a restart does: attempt 2 counts interrupted and attempt 3 runs here (the stale attempt 1
+/// it still runs does not hold the job), and attempt 1's late outcome changes nothing.
+#[test]
+fn a_node_still_running_a_stale_attempt_takes_the_job_back_from_a_node_that_is_gone() {
+    let policy = super::harness::POLICY.replace("max_attempts = 2", "max_attempts = 3");
+    let mut h = Harness::with_policy(&policy, rails());
+    let job = job_id("back");
+    assert_eq!(
+        started(&arrive(&mut h, "back", 5001).actions, &job),
+        Some(1)
+    );
+    let here = h.decider.clone();
+    let other = h.restart(vec![request("back", "alice", 5001)]);
+    assert_eq!(started(&other.actions, &job), Some(2));
+    h.decider = here;
+    let took_over = h.input(Input::Restarted {
+        requests: vec![request("back", "alice", 5001)],
+        legacy_sources: vec![],
+    });
+    assert_eq!(started(&took_over.actions, &job), Some(3), "{took_over:?}");
+    let late = h.input(finished("back", 1, Ok("stale")));
+    assert!(late.replies.is_empty(), "{late:?}");
+    assert!(h.decider.memory().is_running(&job), "attempt 3 still runs");
+    h.input(finished("back", 3, Ok("done")));
+    assert_eq!(state(&h, "back"), JobState::Succeeded);
 }
 
 #[test]

@@ -79,6 +79,8 @@ pub struct Sim {
     acting: usize,
     others: BTreeMap<usize, Node>,
     nodes: usize,
+    /// The second node stopped for good; the first took its work over.
+    retired: bool,
     /// The head on disk: a node whose store is behind it decides on what it last read.
     disk_head: u64,
     world: World,
@@ -154,6 +156,7 @@ impl Sim {
             acting: 0,
             others,
             nodes,
+            retired: false,
             disk_head: 0,
             world: World::default(),
             requests: HashMap::new(),
@@ -591,6 +594,33 @@ impl Sim {
             "{}: verify after a crash: {report:?}",
             self.at()
         );
+        self.restart();
+    }
+
+    /// Node `n`, the second of two, stops for good (the machine is gone): what its process held
+    /// is lost, and nothing more reaches it. Node 0 takes its work over as a restart does
+    /// (`Input::Restarted`): the attempts node 0 runs itself stay running (its memory knows
+    /// them), every other running attempt counts as interrupted and runs again here, open
+    /// refunds are looked up or routed, undelivered replies sent (the same signed events). A
+    /// node would do this once the lost node's lease passed; that claim is not built yet
+    /// (`docs/postgres.md`).
+    pub(super) fn retire(&mut self, n: usize) {
+        assert!(
+            self.nodes == 2 && n == 1,
+            "a run retires the second of two nodes"
+        );
+        self.act_as(0);
+        self.world.crash(n);
+        self.world.pending.retain(|p| p.node != Some(n));
+        self.others.remove(&n);
+        self.follow();
+        self.nodes = 1;
+        self.retired = true;
+        self.restart();
+    }
+
+    /// The node starts (again): the ledger's open work resumed, with the stored requests.
+    fn restart(&mut self) {
         let grace = self.node.decider.policy().payments().late_grace_ms;
         let wanted = jobs_needing_requests(&self.node.store, grace, UnixMs(self.now))
             .expect("jobs needing their requests");
@@ -607,6 +637,7 @@ impl Sim {
 
     fn at(&self) -> String {
         match self.nodes {
+            1 if self.retired => format!("seed {} step {} (node 1 retired)", self.seed, self.steps),
             1 => format!("seed {} step {}", self.seed, self.steps),
             n => format!(
                 "seed {} step {} ({n} nodes, node {} acting)",
