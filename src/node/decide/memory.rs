@@ -35,10 +35,6 @@ pub struct Memory {
     /// another node on the database counted it interrupted and started the next).
     pub(super) running: HashMap<JobId, u32>,
     pub(super) awaiting_invoice: HashSet<JobId>,
-    /// Processing jobs the last start found without their stored request: resumed when a relay
-    /// brings it (a request merely heard again does not resume a job: on a shared database
-    /// another node may be running it). At most the jobs open at that start.
-    pub(super) resume_when_seen: HashSet<JobId>,
     /// What the quote of a job awaiting its invoice will say besides (a subscription that does
     /// not cover it).
     pub(super) quote_notes: HashMap<JobId, String>,

@@ -20,18 +20,9 @@ pub(super) fn arrived(ctx: &Ctx, m: &mut Memory, request: JobRequest) -> Decided
         return Ok(Decision::default());
     }
     match ctx.ledger.job(&request.job).cloned() {
-        Some(record) => seen_again(ctx, m, record, request, Seen::Again),
+        Some(record) => seen_again(ctx, m, record, request),
         None => admit(ctx, m, request),
     }
-}
-
-/// Why a request of a job that exists is decided again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Seen {
-    /// The node starts (or takes over a node that is gone) with the ledger's open work.
-    AtStart,
-    /// A relay brought it again (a second relay, catch-up).
-    Again,
 }
 
 /// A request whose job exists (second relay, restart, catch-up): nothing new is recorded, but a
@@ -41,21 +32,11 @@ pub(super) fn seen_again(
     m: &mut Memory,
     record: JobRecord,
     request: JobRequest,
-    seen: Seen,
 ) -> Decided {
     let job = record.job.clone();
     // Running the current attempt here: left alone. An attempt this node still runs that is
     // not the current one (another node counted it interrupted) does not hold the job.
     if record.state == JobState::Processing && m.runs(&job, record.attempts) {
-        return Ok(Decision::default());
-    }
-    // A processing job not running here is resumed at start, or when its request comes at last
-    // for a start that had none; heard again otherwise, it runs on another node of the database
-    // (every node hears every request), and resuming it would run it twice.
-    if record.state == JobState::Processing
-        && seen == Seen::Again
-        && !m.resume_when_seen.remove(&job)
-    {
         return Ok(Decision::default());
     }
     match record.state {

@@ -5,7 +5,6 @@
 use paydvm_ledger::{Asset, EffectAction, JobState, RefundId};
 
 use super::memory::Memory;
-use super::request::Seen;
 use super::{refunds, request, Action, Ctx, Decided, Decision, JobRequest};
 
 pub(super) fn restarted(
@@ -16,15 +15,6 @@ pub(super) fn restarted(
 ) -> Decided {
     m.legacy_sources.extend(legacy_sources);
     let mut decision = Decision::actions(undelivered(ctx));
-    // Processing jobs whose stored request did not come with the start: resumed when a relay
-    // brings the request.
-    let given: std::collections::HashSet<_> = requests.iter().map(|r| r.job.clone()).collect();
-    m.resume_when_seen.extend(
-        ctx.ledger
-            .jobs()
-            .filter(|j| j.state == JobState::Processing && !given.contains(&j.job))
-            .map(|j| j.job.clone()),
-    );
     for request in requests {
         let Some(record) = ctx.ledger.job(&request.job).cloned() else {
             continue;
@@ -33,7 +23,7 @@ pub(super) fn restarted(
         if let Some(to) = &request.refund_to {
             m.refund_to.insert(request.job.clone(), to.clone());
         }
-        decision.extend(request::seen_again(ctx, m, record, request, Seen::AtStart)?);
+        decision.extend(request::seen_again(ctx, m, record, request)?);
     }
     decision.extend(refunds::drive(ctx, m)?);
     Ok(decision)

@@ -702,30 +702,6 @@ fn a_node_still_running_a_stale_attempt_takes_the_job_back_from_a_node_that_is_g
     assert_eq!(state(&h, "back"), JobState::Succeeded);
 }
 
-/// Every node on a database hears every request: one heard again while another node runs its
-/// job is left alone. A job a start found processing without its stored request is resumed
-/// when the request comes.
-#[test]
-fn a_request_heard_again_resumes_a_job_only_when_a_start_left_it_waiting_for_it() {
-    let mut h = Harness::new(rails());
-    let job = job_id("heard");
-    let mut other = h.decider.clone();
-    std::mem::swap(&mut h.decider, &mut other);
-    assert_eq!(
-        started(&arrive(&mut h, "heard", 5001).actions, &job),
-        Some(1)
-    );
-    std::mem::swap(&mut h.decider, &mut other);
-    let heard = arrive(&mut h, "heard", 5001);
-    assert_eq!(started(&heard.actions, &job), None, "{heard:?}");
-    assert_eq!(h.state().job(&job).unwrap().attempts, 1);
-
-    h.restart(vec![]);
-    let brought = arrive(&mut h, "heard", 5001);
-    assert_eq!(started(&brought.actions, &job), Some(2), "{brought:?}");
-    assert_eq!(started(&arrive(&mut h, "heard", 5001).actions, &job), None);
-}
-
 #[test]
 fn after_a_restart_a_shared_attempt_is_resumed_as_the_same_attempt() {
     let mut h = Harness::new(Rails {
