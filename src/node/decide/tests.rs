@@ -324,6 +324,24 @@ fn a_routed_refund_is_recorded_before_it_is_paid_and_settles_once() {
     assert_eq!(h.ledger.next_seq(), seq);
 }
 
+/// The other node (`other`, swapped in) books `failed` first; the same answer then reaches this
+/// node late: it books nothing, and this node routes the refund's next attempt.
+fn booked_elsewhere_first(h: &mut Harness, other: &mut super::Decider, failed: Input) {
+    std::mem::swap(&mut h.decider, other);
+    h.input(failed.clone());
+    std::mem::swap(&mut h.decider, other);
+    let seq = h.ledger.next_seq();
+    let late = h.input(failed);
+    assert_eq!(h.ledger.next_seq(), seq, "booked once");
+    h.now += 3_600_000;
+    let tick = h.input(Input::ClockTicked);
+    let routed = route_order(&late.actions).or(route_order(&tick.actions));
+    let Some(RefundRouteOrder::Lightning { attempt, .. }) = routed else {
+        panic!("routed again: {late:?} {tick:?}");
+    };
+    assert_eq!(*attempt, 2);
+}
+
 /// Two nodes on one database: this node asked its desk for a route, another node started the
 /// refund meanwhile (its write followed here). The desk's late answer, a route or a deferral,
 /// is released, and the attempt the other node started is looked up here, never paid again.
@@ -401,19 +419,7 @@ fn a_look_up_answered_after_another_node_booked_the_outcome_leaves_the_refund_ro
             .any(|a| matches!(a, Action::LookUpRefund { attempt: 1, .. })),
         "{looked:?}"
     );
-    std::mem::swap(&mut h.decider, &mut other);
-    h.input(failed.clone());
-    std::mem::swap(&mut h.decider, &mut other);
-    let seq = h.ledger.next_seq();
-    let late = h.input(failed);
-    assert_eq!(h.ledger.next_seq(), seq, "booked once");
-    h.now += 3_600_000;
-    let tick = h.input(Input::ClockTicked);
-    let routed = route_order(&late.actions).or(route_order(&tick.actions));
-    let Some(RefundRouteOrder::Lightning { attempt, .. }) = routed else {
-        panic!("routed again: {late:?} {tick:?}");
-    };
-    assert_eq!(*attempt, 2);
+    booked_elsewhere_first(&mut h, &mut other, failed);
 }
 
 /// Two nodes on one database: this node paid attempt 1; the other, looking it up, booked it
@@ -438,19 +444,7 @@ fn a_payout_answered_after_another_node_booked_its_outcome_leaves_the_refund_rou
         status: RefundStatus::Failed("no route".into()),
     };
     let mut other = h.decider.clone();
-    std::mem::swap(&mut h.decider, &mut other);
-    h.input(failed.clone());
-    std::mem::swap(&mut h.decider, &mut other);
-    let seq = h.ledger.next_seq();
-    let late = h.input(failed);
-    assert_eq!(h.ledger.next_seq(), seq, "booked once");
-    h.now += 3_600_000;
-    let tick = h.input(Input::ClockTicked);
-    let routed = route_order(&late.actions).or(route_order(&tick.actions));
-    let Some(RefundRouteOrder::Lightning { attempt, .. }) = routed else {
-        panic!("routed again: {late:?} {tick:?}");
-    };
-    assert_eq!(*attempt, 2);
+    booked_elsewhere_first(&mut h, &mut other, failed);
 }
 
 /// Two nodes on one database: this node looks up attempt 1; the other books it failed and

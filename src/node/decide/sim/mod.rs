@@ -5,10 +5,9 @@
 //! duplicated, payments seen twice (also through another rail), payouts held in flight (look-ups
 //! meanwhile answer "pending"), clock jumps, and crashes at any point of a step: before the
 //! write (what was staged is lost), after the write before the actions (the actions are lost),
-//! or between steps. The node is the real decision core over
-//! the real SQLite store, keeping only open work in memory as the node does (the decider's
-//! recall brings back ended records); a crash drops both and reopens the file (from a snapshot
-//! and its tail).
+//! or between steps. The node is the real decision core over the real SQLite store, keeping
+//! only open work in memory as the node does (the decider's recall brings back ended records);
+//! a crash drops both and reopens the file (from a snapshot and its tail).
 //!
 //! After every step: the ledger never has more money available than the wallets hold, no refund
 //! was paid twice, a refund the ledger calls settled was paid, no job published two results.
