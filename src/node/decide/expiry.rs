@@ -36,7 +36,7 @@ pub(super) fn cancelled(
     let several = ours.len() > 1;
     let mut decision = Decision::default();
     for job in ours {
-        if m.running.contains_key(&job) {
+        if m.is_running(&job) {
             continue;
         }
         let held = ctx.ledger.held(&Account::Job(job.clone()));

@@ -28,16 +28,16 @@ pub struct Pending {
     pub node: Option<usize>,
 }
 
-/// A refund payout the rail has taken and not yet settled: look-ups say it is pending, and its
-/// answer reaches the node that paid it only if that process still runs.
+/// A refund payout the rail has taken and not yet settled: look-ups say it is pending and, like
+/// the real desks, keep looking; its answer reaches the node that paid it and every node that
+/// looked, each only if that process still runs.
 #[derive(Debug, Clone)]
 pub struct InFlight {
     refund: RefundId,
     attempt: u32,
     route: RefundRoute,
-    node: usize,
-    /// The node's crash count when it paid.
-    epoch: u64,
+    /// Who is told when it settles: each node with its crash count when it paid or looked.
+    tell: Vec<(usize, u64)>,
 }
 
 /// Which ways the world misbehaves (all off while the run drains at the end).
@@ -68,9 +68,6 @@ pub struct World {
     pub refund_amounts: HashMap<RefundId, i128>,
     /// Payouts the rail has not settled yet.
     pub in_flight: Vec<InFlight>,
-    /// Look-ups that found a payout in flight: like the real desks, they keep looking and answer
-    /// when it settles (refund, attempt, node, the node's crash count then).
-    pub watching: Vec<(RefundId, u32, usize, u64)>,
     /// Crashes per node: an answer to a process that died is lost.
     pub epochs: HashMap<usize, u64>,
     /// Executor attempts started, and by which node.
@@ -323,10 +320,11 @@ impl World {
                     self.stats.lookups_elsewhere += 1;
                 }
                 let status = self.truth(&refund, attempt, &route);
-                if matches!(status, RefundStatus::Unknown(_)) {
-                    let node = self.performer;
-                    let epoch = self.epoch(node);
-                    self.watching.push((refund.clone(), attempt, node, epoch));
+                // Still in flight ("pending"): this look-up waits and is told when it settles.
+                let teller = (self.performer, self.epoch(self.performer));
+                let this = |f: &&mut InFlight| f.refund == refund && f.attempt == attempt;
+                if let Some(slow) = self.in_flight.iter_mut().find(this) {
+                    slow.tell.push(teller);
                 }
                 self.push(
                     Input::RefundOutcome {
@@ -454,15 +452,13 @@ impl World {
     ) {
         if faults.on && rng.chance(20) {
             self.stats.slow_payouts += 1;
-            let node = self.performer;
-            let epoch = self.epoch(node);
+            let tell = vec![(self.performer, self.epoch(self.performer))];
             let route = route.clone();
             let slow = InFlight {
                 refund,
                 attempt,
                 route,
-                node,
-                epoch,
+                tell,
             };
             return self.in_flight.push(slow);
         }
@@ -506,8 +502,8 @@ impl World {
         self.credit_wallet(&route.asset, -(amount + fee));
     }
 
-    /// One payout in flight settles, sent or failed; its answer goes to the process that paid,
-    /// if it still runs.
+    /// One payout in flight settles, sent or failed; its answer goes to each process that paid
+    /// or looked, if it still runs.
     fn settle(&mut self, rng: &mut Rng, faults: Faults) {
         let at = rng.below(self.in_flight.len());
         let slow = self.in_flight.remove(at);
@@ -517,22 +513,13 @@ impl World {
             self.send(&slow.refund, slow.attempt, &slow.route);
             self.truth(&slow.refund, slow.attempt, &slow.route)
         };
-        let mut told = vec![(slow.node, slow.epoch)];
-        let (refund, attempt) = (slow.refund, slow.attempt);
-        self.watching.retain(|(r, a, node, epoch)| {
-            let this = *r == refund && *a == attempt;
-            if this {
-                told.push((*node, *epoch));
-            }
-            !this
-        });
-        for (node, epoch) in told {
+        for (node, epoch) in slow.tell {
             if self.epoch(node) != epoch {
                 continue; // that process died: its answer is lost
             }
             let input = Input::RefundOutcome {
-                refund: refund.clone(),
-                attempt,
+                refund: slow.refund.clone(),
+                attempt: slow.attempt,
                 status: status.clone(),
             };
             self.pending.push(Pending {
